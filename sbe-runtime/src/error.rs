@@ -63,7 +63,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "wrong schema id: expected {expected}, got {got}")
             }
             DecodeError::BlockTooShort { id, needed, got } => {
-                write!(f, "block of id {id} too short: needs {needed} bytes, got {got}")
+                write!(
+                    f,
+                    "block of id {id} too short: needs {needed} bytes, got {got}"
+                )
             }
             DecodeError::GroupTooLarge { id, count, max } => {
                 write!(f, "group {id} has {count} entries, over the cap of {max}")

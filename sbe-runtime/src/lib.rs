@@ -34,9 +34,13 @@ pub struct Limits {
 impl Limits {
     /// No cap beyond what the frame length implies. Used internally to walk frames that were
     /// already validated.
-    pub const UNLIMITED: Limits = Limits { group_count_max: u32::MAX };
+    pub const UNLIMITED: Limits = Limits {
+        group_count_max: u32::MAX,
+    };
     /// The default cap: the largest count a 16-bit `numInGroup` can carry.
-    pub const DEFAULT: Limits = Limits { group_count_max: 65_535 };
+    pub const DEFAULT: Limits = Limits {
+        group_count_max: 65_535,
+    };
 }
 
 impl Default for Limits {
@@ -56,6 +60,34 @@ pub fn need(buf: &[u8], pos: usize, len: usize) -> Result<usize, DecodeError> {
             got: buf.len(),
         }),
     }
+}
+
+/// Validates `count` entries of `block_length` bytes from `pos` and returns their end.
+#[inline(always)]
+pub fn need_entries(
+    buf: &[u8],
+    pos: usize,
+    count: u64,
+    block_length: usize,
+) -> Result<usize, DecodeError> {
+    let total = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(block_length))
+        .unwrap_or(usize::MAX);
+    need(buf, pos, total)
+}
+
+/// Validates a var-data element at `pos` (a length prefix, then `len` bytes starting
+/// `data_offset` bytes after `pos`) and returns its end.
+#[inline(always)]
+pub fn skip_data(
+    buf: &[u8],
+    pos: usize,
+    data_offset: usize,
+    len: usize,
+) -> Result<usize, DecodeError> {
+    let start = need(buf, pos, data_offset)?;
+    need(buf, start, len)
 }
 
 /// Returns the fixed-size array at `off`, if `buf` holds it.
@@ -111,6 +143,24 @@ mod tests {
                 needed: usize::MAX,
                 got: 10
             })
+        );
+    }
+
+    #[test]
+    fn entries_and_data_are_checked_without_overflow() {
+        let buf = [3u8, b'a', b'b', b'c', 0];
+        assert_eq!(need_entries(&buf, 1, 2, 2), Ok(5));
+        assert_eq!(
+            need_entries(&buf, 1, u64::MAX, 2),
+            Err(DecodeError::Truncated {
+                needed: usize::MAX,
+                got: 5
+            })
+        );
+        assert_eq!(skip_data(&buf, 0, 1, 3), Ok(4));
+        assert_eq!(
+            skip_data(&buf, 0, 1, 9),
+            Err(DecodeError::Truncated { needed: 10, got: 5 })
         );
     }
 

@@ -1,0 +1,501 @@
+//! Accessors, setters and JSON writers for fixed fields, shared by message blocks, group
+//! entries and composites.
+
+use super::{Code, Emitter, cast, pascal, snake};
+use crate::model::*;
+
+/// Where a getter reads a field from.
+pub(super) struct Place {
+    /// The fixed array holding every field of version 0.
+    block: &'static str,
+    /// Whether fields with `sinceVersion > 0` are read from `self.acting_block` behind a
+    /// version check (messages and group entries), or like any other (composites).
+    versioned: bool,
+}
+
+impl Place {
+    pub(super) fn composite() -> Self {
+        Place {
+            block: "self.buf",
+            versioned: false,
+        }
+    }
+
+    pub(super) fn block() -> Self {
+        Place {
+            block: "self.block",
+            versioned: true,
+        }
+    }
+}
+
+/// The message decoder seen from inside its `write_json`: where decimal exponents are read.
+pub(super) struct Root<'m> {
+    /// The expression naming the message decoder.
+    pub(super) expr: &'static str,
+    /// The message's root fields.
+    pub(super) fields: &'m [Field],
+}
+
+impl Root<'_> {
+    /// The primitive of a decimal hint's exponent field, which the resolver checked to be a
+    /// required integer field of the message root.
+    fn primitive(&self, name: &str) -> Primitive {
+        self.fields
+            .iter()
+            .find_map(|f| match f.kind {
+                FieldKind::Primitive { primitive, .. } if f.name == name => Some(primitive),
+                _ => None,
+            })
+            .unwrap_or(Primitive::I8)
+    }
+}
+
+/// Whether a field's getter returns `Option` for reasons other than being an enum.
+fn is_extension(field: &Field, place: &Place) -> bool {
+    place.versioned && field.since_version > 0
+}
+
+fn type_name(schema: &Schema, def: usize) -> String {
+    match &schema.types[def] {
+        TypeDef::Enum(e) => pascal(&e.name),
+        TypeDef::Set(s) => pascal(&s.name),
+        TypeDef::Composite(c) => pascal(&c.name),
+    }
+}
+
+fn encoding_text(schema: &Schema, field: &Field) -> String {
+    match &field.kind {
+        FieldKind::Primitive {
+            primitive,
+            length: 1,
+            ..
+        } => primitive.name().to_string(),
+        FieldKind::Primitive {
+            primitive, length, ..
+        } => format!("{}[{length}]", primitive.name()),
+        FieldKind::Constant(_) => "constant".to_string(),
+        FieldKind::Enum { def, .. } | FieldKind::Set { def } | FieldKind::Composite { def } => {
+            format!("`{}`", type_name(schema, *def))
+        }
+    }
+}
+
+impl Emitter<'_> {
+    /// A doc table of the fields' wire layout.
+    pub(super) fn layout_doc(&self, code: &mut Code, fields: &[Field]) {
+        if fields.is_empty() {
+            return;
+        }
+        code.doc("");
+        code.doc("| offset | field | encoding | since |");
+        code.doc("|---:|---|---|---:|");
+        for f in fields {
+            let offset = match f.kind {
+                FieldKind::Constant(_) => "-".to_string(),
+                _ => f.offset.to_string(),
+            };
+            code.doc(&format!(
+                "| {offset} | `{}` | {} | {} |",
+                f.name,
+                encoding_text(self.schema, f),
+                f.since_version
+            ));
+        }
+    }
+
+    fn field_doc(&self, code: &mut Code, field: &Field) {
+        let mut text = format!("`{}`", field.name);
+        if field.id != 0 {
+            text += &format!(" (id {})", field.id);
+        }
+        text += &format!(": {}", encoding_text(self.schema, field));
+        match &field.kind {
+            FieldKind::Constant(_) => text += ", constant (not on the wire)",
+            _ => text += &format!(" at offset {}", field.offset),
+        }
+        if let FieldKind::Primitive {
+            null: Some(null), ..
+        } = &field.kind
+        {
+            text += &format!(", optional (null {null})");
+        }
+        if field.since_version > 0 {
+            text += &format!(", since version {}", field.since_version);
+        }
+        if let Some(exponent) = &field.exponent {
+            text += &format!(", a mantissa scaled by 10^`{exponent}`");
+        }
+        code.doc(&(text + "."));
+        if let Some(d) = &field.description {
+            code.doc("");
+            code.doc(d);
+        }
+    }
+
+    /// The getter(s) for one field.
+    pub(super) fn getter(&self, code: &mut Code, field: &Field, place: &Place) {
+        let name = snake(&field.name);
+        let off = field.offset;
+        let ext = is_extension(field, place);
+        let src = if ext {
+            "self.acting_block"
+        } else {
+            place.block
+        };
+        let guard = format!(
+            "if self.acting_version() < {} || self.acting_block.len() < {} {{ return None; }}",
+            field.since_version,
+            off + field.size
+        );
+        let (ty, expr, null): (String, String, Option<String>) = match &field.kind {
+            FieldKind::Primitive { length: 0, .. } => return,
+            FieldKind::Primitive {
+                primitive,
+                length: 1,
+                null,
+            } => {
+                let check = null
+                    .as_ref()
+                    .map(|n| match (primitive, n.ends_with("NAN")) {
+                        (Primitive::F32 | Primitive::F64, true) => "value.is_nan()".to_string(),
+                        _ => format!("value == {n}"),
+                    });
+                (
+                    primitive.rust().to_string(),
+                    self.get(*primitive, src, &off.to_string()),
+                    check,
+                )
+            }
+            FieldKind::Primitive {
+                primitive: Primitive::U8 | Primitive::Char,
+                length,
+                ..
+            } => (
+                format!("&'a [u8; {length}]"),
+                format!("rt::array_at::<{length}>({src}, {off}).unwrap_or(&[0; {length}])"),
+                None,
+            ),
+            FieldKind::Primitive {
+                primitive, length, ..
+            } => (
+                format!("[{}; {length}]", primitive.rust()),
+                format!(
+                    "core::array::from_fn(|i| {})",
+                    self.get(
+                        *primitive,
+                        src,
+                        &format!("{off} + i * {}", primitive.size())
+                    )
+                ),
+                None,
+            ),
+            FieldKind::Constant(constant) => {
+                let (ty, value) = match constant {
+                    Constant::Number(p, literal) => (p.rust().to_string(), literal.clone()),
+                    Constant::Text(bytes) => (
+                        "&'static [u8]".to_string(),
+                        format!("b\"{}\"", bytes.escape_ascii()),
+                    ),
+                    Constant::EnumValue(def, variant) => {
+                        let e = type_name(self.schema, *def);
+                        (e.clone(), format!("{e}::{}", pascal(variant)))
+                    }
+                };
+                self.field_doc(code, field);
+                code.line(format!("pub const fn {name}(&self) -> {ty} {{"));
+                code.line(value);
+                code.line("}");
+                return;
+            }
+            FieldKind::Enum { def, .. } => {
+                let e = type_name(self.schema, *def);
+                let TypeDef::Enum(enum_def) = &self.schema.types[*def] else {
+                    unreachable!("an enum field refers to an enum")
+                };
+                let raw = enum_def.encoding.rust();
+                let read = self.get(enum_def.encoding, src, &off.to_string());
+                self.field_doc(code, field);
+                code.doc("The value, or `None` for the null value and values this decoder does not know.");
+                if ext {
+                    code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
+                    code.line(format!("self.{name}_raw().and_then({e}::from_raw)"));
+                    code.line("}");
+                    code.doc(&format!(
+                        "`{}` as encoded; `None` before version {}.",
+                        field.name, field.since_version
+                    ));
+                    code.line(format!("pub fn {name}_raw(&self) -> Option<{raw}> {{"));
+                    code.line(&guard);
+                    code.line(format!("Some({read})"));
+                } else {
+                    code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
+                    code.line(format!("{e}::from_raw(self.{name}_raw())"));
+                    code.line("}");
+                    code.doc(&format!("`{}` as encoded.", field.name));
+                    code.line(format!("pub fn {name}_raw(&self) -> {raw} {{"));
+                    code.line(read);
+                }
+                code.line("}");
+                return;
+            }
+            FieldKind::Set { def } => {
+                let s = type_name(self.schema, *def);
+                let TypeDef::Set(set_def) = &self.schema.types[*def] else {
+                    unreachable!("a set field refers to a set")
+                };
+                (
+                    s.clone(),
+                    format!(
+                        "{s}::from_raw({})",
+                        self.get(set_def.encoding, src, &off.to_string())
+                    ),
+                    None,
+                )
+            }
+            FieldKind::Composite { def } => {
+                let c = type_name(self.schema, *def);
+                let size = field.size;
+                (
+                    format!("{c}Decoder<'a>"),
+                    format!(
+                        "{c}Decoder::new(rt::array_at::<{size}>({src}, {off}).unwrap_or(&[0; {size}]))"
+                    ),
+                    None,
+                )
+            }
+        };
+        self.field_doc(code, field);
+        match (ext, null) {
+            (false, None) => {
+                code.line(format!("pub fn {name}(&self) -> {ty} {{"));
+                code.line(expr);
+            }
+            (false, Some(check)) => {
+                code.line(format!("pub fn {name}(&self) -> Option<{ty}> {{"));
+                code.line(format!("let value = {expr};"));
+                code.line(format!("if {check} {{ None }} else {{ Some(value) }}"));
+            }
+            (true, check) => {
+                code.line(format!("pub fn {name}(&self) -> Option<{ty}> {{"));
+                code.line(&guard);
+                match check {
+                    None => code.line(format!("Some({expr})")),
+                    Some(check) => {
+                        code.line(format!("let value = {expr};"));
+                        code.line(format!("if {check} {{ None }} else {{ Some(value) }}"));
+                    }
+                }
+            }
+        }
+        code.line("}");
+    }
+
+    /// The setter for one field, storing into `buf` at `base` + the field's offset.
+    pub(super) fn setter(&self, code: &mut Code, field: &Field, buf: &str, base: &str) {
+        let name = snake(&field.name);
+        let pos = if base == "0" {
+            field.offset.to_string()
+        } else {
+            format!("{base}.saturating_add({})", field.offset)
+        };
+        let (param, body): (String, Vec<String>) = match &field.kind {
+            FieldKind::Primitive { length: 0, .. } | FieldKind::Constant(_) => return,
+            FieldKind::Primitive {
+                primitive,
+                length: 1,
+                null,
+            } => match null {
+                None => (
+                    primitive.rust().to_string(),
+                    vec![self.put(*primitive, buf, &pos, "value")],
+                ),
+                Some(null) => (
+                    format!("Option<{}>", primitive.rust()),
+                    vec![self.put(*primitive, buf, &pos, &format!("value.unwrap_or({null})"))],
+                ),
+            },
+            FieldKind::Primitive {
+                primitive: Primitive::U8 | Primitive::Char,
+                length,
+                ..
+            } => (
+                "&[u8]".to_string(),
+                vec![format!(
+                    "rt::copy_padded(rt::bytes::slice_mut({buf}, {pos}, {length}), value);"
+                )],
+            ),
+            FieldKind::Primitive {
+                primitive, length, ..
+            } => (
+                format!("&[{}; {length}]", primitive.rust()),
+                vec![
+                    format!("let at = {pos};"),
+                    format!("let buf = {buf};"),
+                    "for (i, v) in value.iter().enumerate() {".to_string(),
+                    self.put(
+                        *primitive,
+                        "buf",
+                        &format!("at.saturating_add(i * {})", primitive.size()),
+                        "*v",
+                    ),
+                    "}".to_string(),
+                ],
+            ),
+            FieldKind::Enum { def, optional } => {
+                let e = type_name(self.schema, *def);
+                let TypeDef::Enum(enum_def) = &self.schema.types[*def] else {
+                    unreachable!("an enum field refers to an enum")
+                };
+                if *optional {
+                    (
+                        format!("Option<{e}>"),
+                        vec![self.put(
+                            enum_def.encoding,
+                            buf,
+                            &pos,
+                            &format!("value.map_or({e}::NULL_VALUE, {e}::raw)"),
+                        )],
+                    )
+                } else {
+                    (
+                        e,
+                        vec![self.put(enum_def.encoding, buf, &pos, "value.raw()")],
+                    )
+                }
+            }
+            FieldKind::Set { def } => {
+                let TypeDef::Set(set_def) = &self.schema.types[*def] else {
+                    unreachable!("a set field refers to a set")
+                };
+                (
+                    type_name(self.schema, *def),
+                    vec![self.put(set_def.encoding, buf, &pos, "value.raw()")],
+                )
+            }
+            FieldKind::Composite { def } => {
+                let c = type_name(self.schema, *def);
+                self.field_doc(code, field);
+                code.line(format!("pub fn {name}(&mut self) -> {c}Encoder<'_> {{"));
+                code.line(format!(
+                    "{c}Encoder::new(rt::bytes::slice_mut({buf}, {pos}, {}))",
+                    field.size
+                ));
+                code.line("}");
+                return;
+            }
+        };
+        self.field_doc(code, field);
+        code.line(format!(
+            "pub fn {name}(&mut self, value: {param}) -> &mut Self {{"
+        ));
+        for line in body {
+            code.line(line);
+        }
+        code.line("self");
+        code.line("}");
+    }
+
+    /// Statements that add `field` to JSON object `obj`, reading it from decoder `dec`.
+    /// `root` is the message decoder, where decimal exponents live.
+    pub(super) fn field_json(
+        &self,
+        code: &mut Code,
+        field: &Field,
+        dec: &str,
+        root: &Root<'_>,
+        obj: &str,
+        place: &Place,
+    ) {
+        let name = snake(&field.name);
+        let key = format!("{obj}.key(\"{}\")", field.name);
+        let ext = is_extension(field, place);
+        let write = match &field.kind {
+            FieldKind::Primitive { length: 0, .. } => return,
+            FieldKind::Constant(Constant::Number(..)) => {
+                format!("rt::json::write_number({key}, v);")
+            }
+            FieldKind::Constant(Constant::Text(_)) => format!("rt::json::write_str({key}, v);"),
+            FieldKind::Constant(Constant::EnumValue(..)) => {
+                format!("rt::json::write_str({key}, v.name().as_bytes());")
+            }
+            FieldKind::Primitive {
+                primitive,
+                length: 1,
+                ..
+            } => match primitive {
+                Primitive::F32 | Primitive::F64 => {
+                    format!("rt::json::write_float({key}, v, v.is_finite());")
+                }
+                Primitive::Char => format!("rt::json::write_str({key}, rt::trim_nul(&[v]));"),
+                p => match &field.exponent {
+                    Some(exponent) => {
+                        let exponent_field = root.primitive(exponent);
+                        format!(
+                            "rt::json::write_display_str({key}, rt::Decimal::new({}, {}));",
+                            cast("v", *p, "i64"),
+                            cast(
+                                &format!("{}.{}()", root.expr, snake(exponent)),
+                                exponent_field,
+                                "i8"
+                            )
+                        )
+                    }
+                    None => format!("rt::json::write_number({key}, v);"),
+                },
+            },
+            FieldKind::Primitive {
+                primitive: Primitive::Char,
+                ..
+            } => {
+                format!("rt::json::write_str({key}, rt::trim_nul(v));")
+            }
+            FieldKind::Primitive { primitive, .. } => {
+                let item = match primitive {
+                    Primitive::F32 | Primitive::F64 => {
+                        "rt::json::write_float(a.item(), x, x.is_finite());"
+                    }
+                    _ => "rt::json::write_number(a.item(), x);",
+                };
+                format!(
+                    "let mut a = rt::json::Array::begin({key}); for x in v {{ {item} }} a.end();"
+                )
+            }
+            FieldKind::Set { .. } | FieldKind::Composite { .. } => format!("v.write_json({key});"),
+            FieldKind::Enum { def, optional } => {
+                let e = type_name(self.schema, *def);
+                let null_arm = if *optional {
+                    format!("None if raw == {e}::NULL_VALUE => {key}.push_str(\"null\"),")
+                } else {
+                    String::new()
+                };
+                let write = format!(
+                    "match {e}::from_raw(raw) {{ Some(v) => rt::json::write_str({key}, v.name().as_bytes()), {null_arm} None => rt::json::write_number({key}, raw), }}"
+                );
+                if ext {
+                    code.line(format!(
+                        "match {dec}.{name}_raw() {{ Some(raw) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
+                    ));
+                } else {
+                    code.line(format!("{{ let raw = {dec}.{name}_raw(); {write} }}"));
+                }
+                return;
+            }
+        };
+        let optional = matches!(
+            field.kind,
+            FieldKind::Primitive {
+                null: Some(_),
+                length: 1,
+                ..
+            }
+        );
+        if ext || optional {
+            code.line(format!(
+                "match {dec}.{name}() {{ Some(v) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
+            ));
+        } else {
+            code.line(format!("{{ let v = {dec}.{name}(); {write} }}"));
+        }
+    }
+}
