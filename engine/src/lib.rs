@@ -1,0 +1,16 @@
+//! hotpath: a low-latency Binance Spot SBE market-data engine.
+//!
+//! This crate is the engine library behind the `hotpath` binary. What it holds so far:
+//! - [`sbe`]: the Binance stream codecs, generated at build time by `sbe-codegen` from
+//!   `schemas/binance_spot_stream_1_0.xml`, and the decode entry point with hotpath's limits;
+//! - [`frames`]: reading recorded frames (hex lines, or length-prefixed binary files);
+//! - [`decode`]: the `hotpath decode` command's core, frame bytes to one JSON line;
+//! - [`constants`]: every limit, in one place.
+//!
+//! See ARCHITECTURE.md at the repository root for the whole design.
+#![forbid(unsafe_code)]
+
+pub mod constants;
+pub mod decode;
+pub mod frames;
+pub mod sbe;

@@ -1,0 +1,598 @@
+//! Broken schemas: each must fail with an error that names the file, the line and the element
+//! at fault, and says what is wrong. Plus XInclude, which resolves relative to the including
+//! file.
+
+use std::path::{Path, PathBuf};
+
+/// The file every in-memory schema claims to come from; errors must name it.
+const FILE: &str = "fixtures/broken.xml";
+
+/// A valid schema (version 1) with the standard header, group dimension and var-data
+/// composites, plus `types` and `messages` spliced in.
+fn schema(types: &str, messages: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<sbe:messageSchema xmlns:sbe="http://fixprotocol.io/2016/sbe" package="broken" id="9" version="1">
+    <types>
+        <composite name="messageHeader">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="templateId" primitiveType="uint16"/>
+            <type name="schemaId" primitiveType="uint16"/>
+            <type name="version" primitiveType="uint16"/>
+        </composite>
+        <composite name="groupSizeEncoding">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="numInGroup" primitiveType="uint16"/>
+        </composite>
+        <composite name="varString8">
+            <type name="length" primitiveType="uint8"/>
+            <type name="varData" primitiveType="uint8" length="0" characterEncoding="UTF-8"/>
+        </composite>
+{types}
+    </types>
+{messages}
+</sbe:messageSchema>
+"#
+    )
+}
+
+/// The 1-based line of the one place `needle` occurs in `xml`.
+fn line_of(xml: &str, needle: &str) -> usize {
+    let lines: Vec<usize> = xml
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "'{needle}' must occur once, not on lines {lines:?}"
+    );
+    lines[0]
+}
+
+/// The error `xml` fails with, displayed.
+fn error(path: impl AsRef<Path>, xml: &str) -> String {
+    match sbe_codegen::generate_str(path, xml) {
+        Ok(_) => panic!("the schema was accepted:\n{xml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts that `xml` fails at the line holding `needle`, naming `element`, with `message`.
+fn assert_fails(xml: &str, needle: &str, element: &str, message: &str) {
+    let line = line_of(xml, needle);
+    assert_eq!(
+        error(FILE, xml),
+        format!("{FILE}:{line}: {element}: {message}")
+    );
+}
+
+/// The sanity check for the template: with nothing spliced in, it is valid.
+#[test]
+fn template_is_valid() {
+    let xml = schema(
+        "",
+        r#"<sbe:message name="M" id="1"><field name="f" id="1" type="uint8"/></sbe:message>"#,
+    );
+    if let Err(e) = sbe_codegen::generate_str(FILE, &xml) {
+        panic!("the template schema is rejected: {e}");
+    }
+}
+
+#[test]
+fn unknown_field_type() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="f" id="1" type="Nope"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="f""#,
+        "message 'M' field 'f'",
+        "unknown type 'Nope'",
+    );
+}
+
+#[test]
+fn unknown_primitive_type() {
+    let xml = schema(
+        r#"        <type name="Wide" primitiveType="int128"/>"#,
+        r#"    <sbe:message name="M" id="1">
+        <field name="f" id="1" type="Wide"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="Wide""#,
+        "type 'Wide'",
+        "unknown primitiveType 'int128'",
+    );
+}
+
+#[test]
+fn unknown_primitive_type_in_composite() {
+    let xml = schema(
+        r#"        <composite name="Pair">
+            <type name="a" primitiveType="uint8"/>
+            <type name="b" primitiveType="unit8"/>
+        </composite>"#,
+        "",
+    );
+    assert_fails(
+        &xml,
+        r#"name="b""#,
+        "composite 'Pair' member 'b'",
+        "unknown primitiveType 'unit8'",
+    );
+}
+
+#[test]
+fn overlapping_explicit_offsets() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="a" id="1" type="uint32" offset="0"/>
+        <field name="b" id="2" type="uint32" offset="2"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="b""#,
+        "message 'M' field 'b'",
+        "offset 2 overlaps the previous member, which ends at 4",
+    );
+}
+
+#[test]
+fn overlapping_explicit_offsets_in_composite() {
+    let xml = schema(
+        r#"        <composite name="Pair">
+            <type name="a" primitiveType="uint16" offset="0"/>
+            <type name="b" primitiveType="uint16" offset="1"/>
+        </composite>"#,
+        "",
+    );
+    assert_fails(
+        &xml,
+        r#"name="b""#,
+        "composite 'Pair' member 'b'",
+        "offset 1 overlaps the previous member, which ends at 2",
+    );
+}
+
+#[test]
+fn message_block_length_smaller_than_fields() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1" blockLength="6">
+        <field name="a" id="1" type="uint32"/>
+        <field name="b" id="2" type="uint32"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="M""#,
+        "message 'M'",
+        "blockLength 6 is smaller than its fields (8 bytes)",
+    );
+}
+
+#[test]
+fn group_block_length_smaller_than_fields() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" blockLength="1">
+            <field name="a" id="2" type="uint16"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "blockLength 1 is smaller than its fields (2 bytes)",
+    );
+}
+
+#[test]
+fn duplicate_type_names() {
+    let xml = schema(
+        r#"        <type name="Price" primitiveType="int64"/>
+        <enum name="Price" encodingType="uint8"><validValue name="A">1</validValue></enum>"#,
+        "",
+    );
+    assert_fails(&xml, "<enum", "type 'Price'", "duplicate type name");
+}
+
+#[test]
+fn duplicate_field_names_in_message() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="f" id="1" type="uint8"/>
+        <field name="f" id="2" type="uint16"/>
+    </sbe:message>"#,
+    );
+    assert_fails(&xml, r#"id="2""#, "message 'M' field 'f'", "duplicate name");
+}
+
+#[test]
+fn duplicate_template_ids() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="A" id="7"/>
+    <sbe:message name="B" id="7"/>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="B""#,
+        "message 'B'",
+        "template id 7 is also used by message 'A'",
+    );
+}
+
+#[test]
+fn group_dimension_lacking_num_in_group() {
+    let xml = schema(
+        r#"        <composite name="badDimension">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="count" primitiveType="uint16"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" dimensionType="badDimension">
+            <field name="a" id="2" type="uint8"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "composite 'badDimension' needs an unsigned integer member 'numInGroup'",
+    );
+}
+
+#[test]
+fn group_dimension_with_signed_num_in_group() {
+    let xml = schema(
+        r#"        <composite name="signedDimension">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="numInGroup" primitiveType="int16"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" dimensionType="signedDimension">
+            <field name="a" id="2" type="uint8"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "composite 'signedDimension' needs an unsigned integer member 'numInGroup'",
+    );
+}
+
+#[test]
+fn var_data_type_lacking_var_data() {
+    let xml = schema(
+        r#"        <composite name="noBytes">
+            <type name="length" primitiveType="uint8"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <data name="d" id="1" type="noBytes"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="d""#,
+        "message 'M' data 'd'",
+        "composite 'noBytes' needs a 'varData' member of length 0",
+    );
+}
+
+#[test]
+fn since_version_above_schema_version() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="a" id="1" type="uint8"/>
+        <field name="b" id="2" type="uint8" sinceVersion="2"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="b""#,
+        "message 'M' field 'b'",
+        "sinceVersion 2 is above the schema version 1",
+    );
+}
+
+#[test]
+fn enum_value_out_of_range_of_its_encoding() {
+    let xml = schema(
+        r#"        <enum name="Level" encodingType="uint8">
+            <validValue name="Low">1</validValue>
+            <validValue name="High">256</validValue>
+        </enum>"#,
+        "",
+    );
+    assert_fails(
+        &xml,
+        r#"name="High""#,
+        "enum 'Level' validValue 'High'",
+        "256 does not fit uint8",
+    );
+}
+
+#[test]
+fn set_choice_bit_too_large() {
+    let xml = schema(
+        r#"        <set name="Flags" encodingType="uint8">
+            <choice name="first">0</choice>
+            <choice name="ninth">8</choice>
+        </set>"#,
+        "",
+    );
+    assert_fails(
+        &xml,
+        r#"name="ninth""#,
+        "set 'Flags' choice 'ninth'",
+        "bit 8 does not fit an 8-bit set",
+    );
+}
+
+#[test]
+fn recursive_composite() {
+    let xml = schema(
+        r#"        <composite name="Node">
+            <type name="value" primitiveType="uint8"/>
+            <ref name="next" type="Node"/>
+        </composite>"#,
+        "",
+    );
+    assert_fails(
+        &xml,
+        r#"name="next""#,
+        "composite 'Node' ref 'next'",
+        "type 'Node' contains itself",
+    );
+}
+
+#[test]
+fn field_after_group() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1">
+            <field name="a" id="2" type="uint8"/>
+        </group>
+        <field name="late" id="3" type="uint8"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="late""#,
+        "message 'M' field 'late'",
+        "fields must precede groups, and groups must precede var data",
+    );
+}
+
+#[test]
+fn field_named_like_a_generated_method() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="decode" id="1" type="uint8"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="decode""#,
+        "message 'M' field 'decode'",
+        "the name 'decode' is reserved for a generated method",
+    );
+}
+
+#[test]
+fn message_block_length_too_large_for_header() {
+    let header = r#"<type name="blockLength" primitiveType="uint16"/>
+            <type name="templateId""#;
+    let xml = schema(
+        r#"        <type name="Text300" primitiveType="char" length="300"/>"#,
+        r#"    <sbe:message name="M" id="1">
+        <field name="text" id="1" type="Text300"/>
+    </sbe:message>"#,
+    )
+    .replacen(header, &header.replace("uint16", "uint8"), 1);
+    assert_fails(
+        &xml,
+        r#"name="M""#,
+        "message 'M'",
+        "block length 300 does not fit the header's blockLength (uint8)",
+    );
+}
+
+#[test]
+fn group_block_length_too_large_for_dimension() {
+    let xml = schema(
+        r#"        <composite name="groupSize8">
+            <type name="blockLength" primitiveType="uint8"/>
+            <type name="numInGroup" primitiveType="uint8"/>
+        </composite>
+        <type name="Text300" primitiveType="char" length="300"/>"#,
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" dimensionType="groupSize8">
+            <field name="text" id="2" type="Text300"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "block length 300 does not fit the blockLength of 'groupSize8' (uint8)",
+    );
+}
+
+#[test]
+fn declared_block_length_too_large_for_dimension() {
+    let xml = schema(
+        r#"        <composite name="groupSize8">
+            <type name="blockLength" primitiveType="uint8"/>
+            <type name="numInGroup" primitiveType="uint8"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" dimensionType="groupSize8" blockLength="256">
+            <field name="a" id="2" type="uint8"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "block length 256 does not fit the blockLength of 'groupSize8' (uint8)",
+    );
+}
+
+#[test]
+fn malformed_xml() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="f" id="1" type="uint8">
+    </sbe:message>"#,
+    );
+    let line = line_of(&xml, "</sbe:message>");
+    let e = error(FILE, &xml);
+    assert!(e.starts_with(&format!("{FILE}: invalid XML: ")), "{e}");
+    assert!(
+        e.contains(&format!(" at {line}:")),
+        "{e} does not name line {line}"
+    );
+}
+
+/// A folder of its own under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("sbe-codegen-it-{}-{test}", std::process::id()));
+        // A leftover from an earlier run with the same pid would make the test depend on it.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+        }
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A schema whose types come from `href`, and one message that uses them.
+fn including(href: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<sbe:messageSchema xmlns:sbe="http://fixprotocol.io/2016/sbe"
+                   xmlns:xi="http://www.w3.org/2001/XInclude"
+                   package="included" id="9" version="0">
+    <xi:include href="{href}"/>
+    <sbe:message name="M" id="1">
+        <field name="price" id="1" type="Price"/>
+    </sbe:message>
+</sbe:messageSchema>
+"#
+    )
+}
+
+/// The types `including` expects, as an included file.
+const COMMON_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<types>
+    <composite name="messageHeader">
+        <type name="blockLength" primitiveType="uint16"/>
+        <type name="templateId" primitiveType="uint16"/>
+        <type name="schemaId" primitiveType="uint16"/>
+        <type name="version" primitiveType="uint16"/>
+    </composite>
+    <type name="Price" primitiveType="int64"/>
+</types>
+"#;
+
+#[test]
+fn missing_xinclude_file() {
+    let dir = TempDir::new("missing_xinclude_file");
+    let main = dir.0.join("main.xml");
+    let xml = including("missing.xml");
+    let line = line_of(&xml, "<xi:include");
+    let e = error(&main, &xml);
+    let expected = format!(
+        "{}:{line}: xi:include: cannot read '{}': ",
+        main.display(),
+        dir.0.join("missing.xml").display()
+    );
+    assert!(
+        e.starts_with(&expected),
+        "{e}\ndoes not start with\n{expected}"
+    );
+}
+
+#[test]
+fn xinclude_resolves_relative_to_the_including_file() {
+    let dir = TempDir::new("xinclude_resolves_relative");
+    let common = dir.write("schemas/common/types.xml", COMMON_TYPES);
+    let main = dir.write("schemas/main.xml", &including("common/types.xml"));
+    let generated = match sbe_codegen::generate(&main) {
+        Ok(generated) => generated,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(generated.inputs, [main, common]);
+    assert!(
+        generated.code.contains("pub fn price(&self) -> i64"),
+        "{}",
+        generated.code
+    );
+}
+
+#[test]
+fn error_in_included_file_names_that_file() {
+    let dir = TempDir::new("error_in_included_file");
+    let broken = COMMON_TYPES.replace(
+        r#""Price" primitiveType="int64""#,
+        r#""Price" primitiveType="int65""#,
+    );
+    let types = dir.write("types.xml", &broken);
+    let main = dir.write("main.xml", &including("types.xml"));
+    let line = line_of(&broken, r#"name="Price""#);
+    let e = match sbe_codegen::generate(&main) {
+        Ok(_) => panic!("the schema was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        e,
+        format!(
+            "{}:{line}: type 'Price': unknown primitiveType 'int65'",
+            types.display()
+        )
+    );
+}
