@@ -1,0 +1,143 @@
+//! `hotpath decode`, run as a user runs it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::shared_binance;
+
+fn hotpath(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hotpath starts");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("stdin accepts");
+    let output = child.wait_with_output().expect("hotpath exits");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).expect("UTF-8 output"),
+    )
+}
+
+fn samples_path(name: &str) -> String {
+    format!(
+        "{}/../../shared/binance/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn decodes_the_sample_hex_file_to_exact_decimals() {
+    let (code, out) = hotpath(
+        &[
+            "decode",
+            "--hex-file",
+            &samples_path("bestbidask_btcusdt_reencoded.hex"),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 10);
+    let first = &lines[0];
+    assert_eq!(first["message"], "BestBidAskStreamEvent");
+    assert_eq!(first["eventTime"], 1_773_305_079_016_056i64);
+    assert_eq!(first["bookUpdateId"], 89_969_613_074i64);
+    assert_eq!(first["bidPrice"], "69769.88000000");
+    assert_eq!(first["bidQty"], "0.01301000");
+    assert_eq!(first["askPrice"], "69769.89000000");
+    assert_eq!(first["askQty"], "2.86360000");
+    assert_eq!(first["symbol"], "BTCUSDT");
+    let published = shared_binance("samples/bestbidask_btcusdt_live_decoded.jsonl");
+    for (ours, theirs) in lines.iter().zip(published.lines()) {
+        let theirs: Value = serde_json::from_str(theirs).expect("JSON line");
+        assert_eq!(ours["bookUpdateId"], theirs["book_update_id"]);
+        assert_eq!(ours["eventTime"], theirs["event_time_us"]);
+    }
+}
+
+#[test]
+fn trades_print_groups_as_arrays_and_stdin_works() {
+    // One BTCUSDT trade: 65 bytes.
+    let mut frame = Vec::new();
+    for v in [18u16, 10000, 1, 0] {
+        frame.extend_from_slice(&v.to_le_bytes());
+    }
+    frame.extend_from_slice(&1_700_000_000_000_001i64.to_le_bytes());
+    frame.extend_from_slice(&1_700_000_000_000_000i64.to_le_bytes());
+    frame.extend_from_slice(&[0xf8, 0xf8]);
+    frame.extend_from_slice(&25u16.to_le_bytes());
+    frame.extend_from_slice(&1u32.to_le_bytes());
+    for v in [12_345i64, 6_976_988_000_000, 100_000] {
+        frame.extend_from_slice(&v.to_le_bytes());
+    }
+    frame.push(0);
+    frame.push(7);
+    frame.extend_from_slice(b"BTCUSDT");
+    assert_eq!(frame.len(), 65);
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let (code, out) = hotpath(&["decode"], format!("# a comment\n\n{hex}\n").as_bytes());
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim_end(),
+        r#"{"message":"TradesStreamEvent","eventTime":1700000000000001,"transactTime":1700000000000000,"priceExponent":-8,"qtyExponent":-8,"trades":[{"id":12345,"price":"69769.88000000","qty":"0.00100000","isBuyerMaker":"False","isBestMatch":"True"}],"symbol":"BTCUSDT"}"#
+    );
+}
+
+#[test]
+fn bad_frames_print_an_error_and_decoding_goes_on() {
+    let prefixes = shared_binance("samples/live_frame_prefixes.hex");
+    let good = shared_binance("samples/bestbidask_btcusdt_reencoded.hex");
+    let input = format!("{prefixes}zz\n{}\n", good.lines().next().expect("a line"));
+    let (code, out) = hotpath(&["decode"], input.as_bytes());
+    assert_eq!(code, 1, "a failed frame makes the exit code non-zero");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[0],
+        r#"{"error":"truncated frame: needed 58 bytes, got 32"}"#
+    );
+    assert_eq!(lines[3], r#"{"error":"line 4: invalid hex at column 1"}"#);
+    assert!(lines[4].starts_with(r#"{"message":"BestBidAskStreamEvent""#));
+}
+
+#[test]
+fn reads_length_prefixed_binary_files() {
+    let dir = std::env::temp_dir().join(format!("hotpath-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("frames.bin");
+    let mut file = Vec::new();
+    for line in shared_binance("samples/bestbidask_btcusdt_reencoded.hex")
+        .lines()
+        .take(3)
+    {
+        hotpath::frames::push_length_prefixed(&mut file, &super::unhex(line));
+    }
+    file.extend_from_slice(&[9, 0, 0, 0, 1]);
+    std::fs::write(&path, &file).expect("written");
+    let (code, out) = hotpath(
+        &["decode", "--bin-file", path.to_str().expect("UTF-8 path")],
+        b"",
+    );
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[2].contains(r#""bookUpdateId":89969613083"#));
+    assert_eq!(
+        lines[3],
+        r#"{"error":"file ends inside a frame: needed 9 bytes, got 1"}"#
+    );
+}

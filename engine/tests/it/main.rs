@@ -1,0 +1,23 @@
+//! Integration tests of the engine, one binary (see ripgrep's tests/tests.rs for the model).
+
+mod alloc;
+mod binance;
+mod cli;
+mod schema;
+
+use std::path::PathBuf;
+
+/// A file of `../shared/binance/`, read where it stands.
+fn shared_binance(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/binance")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Parses a hex line.
+fn unhex(line: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    hotpath::frames::parse_hex(line, &mut out).expect("valid hex");
+    out
+}
