@@ -1,9 +1,10 @@
 //! Stage 2: bind names, lay out blocks, and check the schema. Produces [`crate::model::Schema`].
 //!
 //! Everything a broken schema can get wrong is caught here and reported with the file, line and
-//! element: unknown types, overlapping offsets, a `blockLength` below the fields it holds,
-//! duplicate names or ids, bad group dimensions and var-data encodings, out-of-range values,
-//! `sinceVersion` beyond the schema version, and recursive composites.
+//! element: unknown types, overlapping offsets, a `blockLength` below the fields it holds or
+//! above what the header's or group dimension's `blockLength` can carry, duplicate names or
+//! ids, bad group dimensions and var-data encodings, out-of-range values, `sinceVersion` beyond
+//! the schema version, and recursive composites.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +20,7 @@ const RESERVED: &[&str] = &[
     "decode_with",
     "decode_body",
     "header",
+    "name",
     "encoded_length",
     "acting_version",
     "acting_block_length",
@@ -26,6 +28,7 @@ const RESERVED: &[&str] = &[
     "as_bytes",
     "wrap",
     "finish",
+    "begin",
     "next_entry",
     "at",
     "new",
@@ -38,6 +41,13 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
     let mut resolver = Resolver::new(schema)?;
     for name in resolver.order.clone() {
         resolver.def(&name, &schema.location, "messageSchema")?;
+    }
+    // Top-level `<type>`s are checked on their own, so an error in one names the type and its
+    // file and line rather than whichever field first uses it.
+    for t in &schema.types {
+        if let TypeSyntax::Encoded(e) = t {
+            resolver.encoded_kind(e, None, None, &format!("type '{}'", e.common.name))?;
+        }
     }
     let header = resolver.header()?;
     let mut messages: Vec<Message> = Vec::new();
@@ -63,6 +73,13 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
         }
         resolver.check_version(m.since_version, &m.location, &element)?;
         let body = resolver.body(&m.body, m.block_length, &m.location, &element)?;
+        check_block_length(
+            body.block_length,
+            header.block_length,
+            "the header's blockLength",
+            &m.location,
+            &element,
+        )?;
         check_exponents(&body, &body, &m.body, &element)?;
         messages.push(Message {
             name: m.name.clone(),
@@ -322,7 +339,11 @@ impl<'s> Resolver<'s> {
                 return Err(Error::schema(
                     &c.location,
                     &choice_element,
-                    format!("bit {bit} does not fit a {}-bit set", bits),
+                    format!(
+                        "bit {bit} does not fit {} (bits 0 to {})",
+                        encoding.name(),
+                        bits - 1
+                    ),
                 ));
             }
             if choices
@@ -633,12 +654,22 @@ impl<'s> Resolver<'s> {
             let group_element = format!("{element} group '{}'", g.name);
             scope.claim(&g.name, g.id, &g.location, &group_element)?;
             self.check_version(g.since_version, &g.location, &group_element)?;
+            let id = small_id(g.id, &g.location, &group_element)?;
+            let dimension = self.dimension(&g.dimension_type, &g.location, &group_element)?;
+            let body = self.body(&g.body, g.block_length, &g.location, &group_element)?;
+            check_block_length(
+                body.block_length,
+                dimension.block_length,
+                &format!("the blockLength of '{}'", dimension.name),
+                &g.location,
+                &group_element,
+            )?;
             groups.push(Group {
                 name: g.name.clone(),
-                id: small_id(g.id, &g.location, &group_element)?,
+                id,
                 since_version: g.since_version,
-                dimension: self.dimension(&g.dimension_type, &g.location, &group_element)?,
-                body: self.body(&g.body, g.block_length, &g.location, &group_element)?,
+                dimension,
+                body,
             });
         }
         let mut data = Vec::new();
@@ -846,6 +877,30 @@ fn place(
         Some(at) => Ok(at),
         None => Ok(offset),
     }
+}
+
+/// A block of `length` bytes must fit the `slot` (a header's or dimension's blockLength) that
+/// carries its length on the wire.
+fn check_block_length(
+    length: usize,
+    slot: Slot,
+    slot_name: &str,
+    location: &Location,
+    element: &str,
+) -> Result<()> {
+    let max = slot.primitive.range().map_or(0, |(_, max)| max);
+    let fits = i128::try_from(length).is_ok_and(|length| length <= max);
+    if !fits {
+        return Err(Error::schema(
+            location,
+            element,
+            format!(
+                "block length {length} does not fit {slot_name} ({})",
+                slot.primitive.name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn primitive(t: &EncodedSyntax, element: &str) -> Result<Primitive> {

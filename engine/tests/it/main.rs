@@ -4,6 +4,7 @@ mod alloc;
 mod binance;
 mod cli;
 mod schema;
+mod tidy;
 
 use std::path::PathBuf;
 

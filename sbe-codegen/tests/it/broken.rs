@@ -113,6 +113,18 @@ fn unknown_primitive_type() {
     );
 }
 
+/// A `<type>` no field uses is checked all the same.
+#[test]
+fn unknown_primitive_type_in_unused_type() {
+    let xml = schema(r#"        <type name="Wide" primitiveType="int128"/>"#, "");
+    assert_fails(
+        &xml,
+        r#"name="Wide""#,
+        "type 'Wide'",
+        "unknown primitiveType 'int128'",
+    );
+}
+
 #[test]
 fn unknown_primitive_type_in_composite() {
     let xml = schema(
@@ -343,7 +355,7 @@ fn set_choice_bit_too_large() {
         &xml,
         r#"name="ninth""#,
         "set 'Flags' choice 'ninth'",
-        "bit 8 does not fit an 8-bit set",
+        "bit 8 does not fit uint8 (bits 0 to 7)",
     );
 }
 
@@ -396,6 +408,44 @@ fn field_named_like_a_generated_method() {
         r#"name="decode""#,
         "message 'M' field 'decode'",
         "the name 'decode' is reserved for a generated method",
+    );
+}
+
+/// Message decoders have a `name()` method; a field `name` made the generated code fail to
+/// compile (E0592) instead of failing the schema.
+#[test]
+fn field_named_name_clashed_with_decoder_name_method() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="name" id="1" type="uint8"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="name""#,
+        "message 'M' field 'name'",
+        "the name 'name' is reserved for a generated method",
+    );
+}
+
+/// Group encoders have a private `begin`; a group field `begin` made the generated code fail
+/// to compile (E0592) instead of failing the schema.
+#[test]
+fn group_field_named_begin_clashed_with_group_encoder_begin() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1">
+            <field name="begin" id="2" type="uint8"/>
+        </group>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="begin""#,
+        "message 'M' group 'g' field 'begin'",
+        "the name 'begin' is reserved for a generated method",
     );
 }
 

@@ -1,5 +1,6 @@
-//! Integration tests for `sbe-codegen`: broken schemas and the errors they must produce, XInclude
-//! resolution, and a snapshot of the generated code for a small fixture schema.
+//! Integration tests for `sbe-codegen`, built as one binary: broken schemas and the errors they
+//! must produce, XInclude resolution, and a snapshot of the generated code for a small fixture
+//! schema.
 
 mod broken;
 mod snapshot;

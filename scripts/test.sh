@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test of every crate. CI runs exactly this
+# (.ci/run). Needs only the Rust toolchain, and ../shared beside the repository (the tests read
+# the SBE conformance vectors and Binance samples where they stand).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f ../shared/sbe-conformance/example-schema.xml ]; then
+  echo "error: ../shared is missing: the tests read ../shared/sbe-conformance and ../shared/binance" >&2
+  exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
