@@ -49,6 +49,7 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
             resolver.encoded_kind(e, None, None, &format!("type '{}'", e.common.name))?;
         }
     }
+    check_type_names(schema, &resolver)?;
     let header = resolver.header()?;
     let mut messages: Vec<Message> = Vec::new();
     let mut ids = HashMap::new();
@@ -346,6 +347,16 @@ impl<'s> Resolver<'s> {
                     ),
                 ));
             }
+            if SET_RESERVED.contains(&names::snake(&c.name).as_str()) {
+                return Err(Error::schema(
+                    &c.location,
+                    &choice_element,
+                    format!(
+                        "the name '{}' is reserved for a generated method",
+                        names::snake(&c.name)
+                    ),
+                ));
+            }
             if choices
                 .iter()
                 .any(|(n, b)| *b == bit || names::snake(n) == names::snake(&c.name))
@@ -415,6 +426,16 @@ impl<'s> Resolver<'s> {
                 }
             };
             let member_element = format!("{element} member '{name}'");
+            if COMPOSITE_RESERVED.contains(&names::snake(name).as_str()) {
+                return Err(Error::schema(
+                    location,
+                    &member_element,
+                    format!(
+                        "the name '{}' is reserved for a generated method",
+                        names::snake(name)
+                    ),
+                ));
+            }
             if !seen.insert(names::snake(name)) {
                 return Err(Error::schema(
                     location,
@@ -620,6 +641,13 @@ impl<'s> Resolver<'s> {
                 &f.location,
                 &field_element,
             )?;
+            if let FieldKind::Enum { .. } = kind {
+                scope.claim_method(
+                    &format!("{}_raw", names::snake(&f.name)),
+                    &f.location,
+                    &field_element,
+                )?;
+            }
             let since_version = f.since_version.max(type_since);
             self.check_version(since_version, &f.location, &field_element)?;
             let at = place(offset, f.offset, &kind, &f.location, &field_element)?;
@@ -842,9 +870,7 @@ impl Scope {
                 format!("the name '{rust}' is reserved for a generated method"),
             ));
         }
-        if !self.names.insert(rust) {
-            return Err(Error::schema(location, element, "duplicate name"));
-        }
+        self.claim_method(&rust, location, element)?;
         if !self.ids.insert(id) {
             return Err(Error::schema(
                 location,
@@ -854,6 +880,84 @@ impl Scope {
         }
         Ok(())
     }
+}
+
+impl Scope {
+    /// Claims a generated method name that no other member of the scope may take.
+    fn claim_method(&mut self, rust: &str, location: &Location, element: &str) -> Result<()> {
+        if !self.names.insert(rust.to_string()) {
+            return Err(Error::schema(
+                location,
+                element,
+                format!("duplicate name '{rust}' in this block"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Method names generated on composite views and bit sets, which members and choices must
+/// not take.
+const COMPOSITE_RESERVED: &[&str] = &["new", "write_json"];
+const SET_RESERVED: &[&str] = &["raw", "from_raw", "write_json"];
+
+/// Rust type names every generated module defines.
+const TYPE_RESERVED: &[&str] = &["Header", "Message"];
+
+/// Every Rust type the emitter will define must be unique: enums and sets as named, composites
+/// and messages as `...Decoder`/`...Encoder`, groups as `...Group`/`...Entry`/`...Encoder`
+/// under their message's name.
+fn check_type_names(schema: &SchemaSyntax, resolver: &Resolver<'_>) -> Result<()> {
+    let mut taken: HashMap<String, String> = TYPE_RESERVED
+        .iter()
+        .map(|n| (n.to_string(), "the generated module".to_string()))
+        .collect();
+    let mut claim = |rust: String, location: &Location, element: &str| -> Result<()> {
+        match taken.insert(rust.clone(), element.to_string()) {
+            Some(other) => Err(Error::schema(
+                location,
+                element,
+                format!("generates type '{rust}', as {other} does"),
+            )),
+            None => Ok(()),
+        }
+    };
+    for name in &resolver.order {
+        let common = resolver.globals[name.as_str()].common();
+        let element = format!("type '{name}'");
+        let rust = names::pascal(name);
+        match resolver.globals[name.as_str()] {
+            TypeSyntax::Composite(_) => {
+                claim(format!("{rust}Decoder"), &common.location, &element)?;
+                claim(format!("{rust}Encoder"), &common.location, &element)?;
+            }
+            _ => claim(rust, &common.location, &element)?,
+        }
+    }
+    fn groups(
+        prefix: &str,
+        body: &BodySyntax,
+        parent: &str,
+        claim: &mut dyn FnMut(String, &Location, &str) -> Result<()>,
+    ) -> Result<()> {
+        for g in &body.groups {
+            let element = format!("{parent} group '{}'", g.name);
+            let rust = format!("{prefix}{}", names::pascal(&g.name));
+            for suffix in ["Group", "Entry", "Encoder"] {
+                claim(format!("{rust}{suffix}"), &g.location, &element)?;
+            }
+            groups(&rust, &g.body, &element, claim)?;
+        }
+        Ok(())
+    }
+    for m in &schema.messages {
+        let element = format!("message '{}'", m.name);
+        let rust = names::pascal(&m.name);
+        claim(format!("{rust}Decoder"), &m.location, &element)?;
+        claim(format!("{rust}Encoder"), &m.location, &element)?;
+        groups(&rust, &m.body, &element, &mut claim)?;
+    }
+    Ok(())
 }
 
 /// Where a member goes: at its explicit offset (which must not overlap what precedes it) or

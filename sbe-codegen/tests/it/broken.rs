@@ -230,7 +230,7 @@ fn duplicate_field_names_in_message() {
         <field name="f" id="2" type="uint16"/>
     </sbe:message>"#,
     );
-    assert_fails(&xml, r#"id="2""#, "message 'M' field 'f'", "duplicate name");
+    assert_fails(&xml, r#"id="2""#, "message 'M' field 'f'", "duplicate name 'f' in this block");
 }
 
 #[test]
@@ -645,4 +645,94 @@ fn error_in_included_file_names_that_file() {
             types.display()
         )
     );
+}
+
+/// Generated Rust names that would collide are schema errors, not compile errors in the
+/// generated code (found by review: each of these produced duplicate items).
+mod generated_name_clashes {
+    fn error(xml: &str) -> String {
+        sbe_codegen::generate_str("fixtures/broken.xml", xml)
+            .expect_err("the schema is refused")
+            .to_string()
+    }
+
+    fn schema(types: &str, messages: &str) -> String {
+        format!(
+            r#"<?xml version="1.0"?>
+<sbe:messageSchema xmlns:sbe="http://fixprotocol.io/2016/sbe" package="p" id="1" version="0">
+<types>
+<composite name="messageHeader"><type name="blockLength" primitiveType="uint16"/><type name="templateId" primitiveType="uint16"/><type name="schemaId" primitiveType="uint16"/><type name="version" primitiveType="uint16"/></composite>
+<composite name="groupSizeEncoding"><type name="blockLength" primitiveType="uint16"/><type name="numInGroup" primitiveType="uint16"/></composite>
+{types}
+</types>
+{messages}
+</sbe:messageSchema>"#
+        )
+    }
+
+    #[test]
+    fn an_enum_named_like_the_generated_header() {
+        let xml = schema(
+            r#"<enum name="Header" encodingType="uint8"><validValue name="A">0</validValue></enum>"#,
+            "",
+        );
+        let e = error(&xml);
+        assert!(
+            e.contains("type 'Header': generates type 'Header', as the generated module does"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_composite_and_a_message_of_one_name() {
+        let xml = schema(
+            r#"<composite name="Order"><type name="x" primitiveType="uint8"/></composite>"#,
+            r#"<sbe:message name="Order" id="1"><field name="a" id="1" type="uint8"/></sbe:message>"#,
+        );
+        let e = error(&xml);
+        assert!(
+            e.contains("message 'Order': generates type 'OrderDecoder'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nested_and_top_level_groups_with_one_rust_name() {
+        let xml = schema(
+            "",
+            r#"<sbe:message name="M" id="1">
+<group name="g" id="1"><field name="a" id="1" type="uint8"/><group name="h" id="2"><field name="b" id="1" type="uint8"/></group></group>
+<group name="gH" id="3"><field name="c" id="1" type="uint8"/></group>
+</sbe:message>"#,
+        );
+        let e = error(&xml);
+        assert!(e.contains("group 'gH': generates type 'MGHGroup'"), "{e}");
+    }
+
+    #[test]
+    fn an_enum_field_and_a_field_named_like_its_raw_getter() {
+        let xml = schema(
+            r#"<enum name="E" encodingType="uint8"><validValue name="A">0</validValue></enum>"#,
+            r#"<sbe:message name="M" id="1"><field name="x" id="1" type="E"/><field name="xRaw" id="2" type="uint8"/></sbe:message>"#,
+        );
+        let e = error(&xml);
+        assert!(
+            e.contains("field 'xRaw': duplicate name 'x_raw' in this block"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn composite_members_and_set_choices_named_like_generated_methods() {
+        let xml = schema(
+            r#"<composite name="C"><type name="new" primitiveType="uint8"/></composite>"#,
+            "",
+        );
+        assert!(error(&xml).contains("member 'new': the name 'new' is reserved"));
+        let xml = schema(
+            r#"<set name="S" encodingType="uint8"><choice name="raw">0</choice></set>"#,
+            "",
+        );
+        assert!(error(&xml).contains("choice 'raw': the name 'raw' is reserved"));
+    }
 }
