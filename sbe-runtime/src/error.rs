@@ -44,8 +44,8 @@ pub enum DecodeError {
         id: u16,
         /// The count on the wire.
         count: u64,
-        /// The cap.
-        max: u32,
+        /// The cap: the configured limit, or the dimension's `maxValue` if lower.
+        max: u64,
     },
 }
 

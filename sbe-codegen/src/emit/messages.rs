@@ -448,8 +448,17 @@ impl Emitter<'_> {
             "let count = {};",
             cast(&count, dim.num_in_group.primitive, "u64")
         ));
-        code.line("if count > u64::from(limits.group_count_max) {");
-        code.line("return Err(rt::DecodeError::GroupTooLarge { id: Self::ID, count, max: limits.group_count_max });");
+        let type_max = dim.num_in_group.primitive.range().map_or(0, |(_, max)| max);
+        if i128::from(dim.count_max) < type_max {
+            code.line(format!(
+                "let max = u64::from(limits.group_count_max).min({});",
+                dim.count_max
+            ));
+        } else {
+            code.line("let max = u64::from(limits.group_count_max);");
+        }
+        code.line("if count > max {");
+        code.line("return Err(rt::DecodeError::GroupTooLarge { id: Self::ID, count, max });");
         code.line("}");
         if body.base_length > 0 {
             code.line("if block_length < Self::BASE_LENGTH {");

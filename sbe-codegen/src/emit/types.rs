@@ -180,3 +180,11 @@ impl Emitter<'_> {
         code.blank();
     }
 }
+
+fn bytes(size: usize) -> String {
+    if size == 1 {
+        "1 byte".to_string()
+    } else {
+        format!("{size} bytes")
+    }
+}

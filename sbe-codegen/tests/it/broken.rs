@@ -230,7 +230,12 @@ fn duplicate_field_names_in_message() {
         <field name="f" id="2" type="uint16"/>
     </sbe:message>"#,
     );
-    assert_fails(&xml, r#"id="2""#, "message 'M' field 'f'", "duplicate name 'f' in this block");
+    assert_fails(
+        &xml,
+        r#"id="2""#,
+        "message 'M' field 'f'",
+        "duplicate name 'f' in this block",
+    );
 }
 
 #[test]

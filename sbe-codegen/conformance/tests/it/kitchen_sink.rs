@@ -292,3 +292,22 @@ fn a_group_entry_shorter_than_version_0_is_rejected() {
         })
     );
 }
+
+#[test]
+fn a_count_over_the_dimension_max_value_is_rejected_by_the_decoder() {
+    let mut buf = vec![0u8; 1024];
+    let len = encode_everything(&mut buf).expect("fits");
+    // legs: u16 blockLength then u32 numInGroup, maxValue 100000.
+    buf[8 + 160 + 2..8 + 160 + 6].copy_from_slice(&100_001u32.to_le_bytes());
+    let limits = sbe_runtime::Limits {
+        group_count_max: u32::MAX,
+    };
+    assert_eq!(
+        decode_with(&buf[..len], &limits).err(),
+        Some(DecodeError::GroupTooLarge {
+            id: 30,
+            count: 100_001,
+            max: 100_000
+        })
+    );
+}
