@@ -14,3 +14,4 @@ pub mod constants;
 pub mod decode;
 pub mod frames;
 pub mod sbe;
+pub mod sim;

@@ -118,8 +118,9 @@ impl Emitter<'_> {
         let name = pascal(&c.name);
         let size = c.size;
         code.doc(&format!(
-            "Read view of composite `{}` ({size} bytes).",
-            c.name
+            "Read view of composite `{}` ({}).",
+            c.name,
+            bytes(size)
         ));
         if let Some(d) = &c.description {
             code.doc("");
@@ -158,8 +159,9 @@ impl Emitter<'_> {
         code.blank();
 
         code.doc(&format!(
-            "Write view of composite `{}` ({size} bytes).",
-            c.name
+            "Write view of composite `{}` ({}).",
+            c.name,
+            bytes(size)
         ));
         code.line("#[derive(Debug)]");
         code.line(format!("pub struct {name}Encoder<'a> {{"));
