@@ -501,3 +501,88 @@ mod tests {
         assert!(diff.asks.windows(2).all(|w| w[0].0 < w[1].0));
     }
 }
+
+/// Binance's local order book procedure (PROTOCOL.md 4.4), applied to the simulator's own diff
+/// stream and a REST-style snapshot, yields exactly the ground-truth book.
+#[cfg(test)]
+mod local_book_procedure {
+    use super::*;
+    use crate::book::{DiffOutcome, LocalBook};
+
+    #[test]
+    fn snapshot_plus_buffered_diffs_equals_ground_truth() {
+        let mut m = Market::new(SymbolSpec::for_symbol("ETHUSDT"), 11, 1_000_000);
+        let mut builder = DiffBuilder::default();
+        let mut diffs = Vec::new();
+        let mut now = 0;
+        let publish = |m: &mut Market,
+                       builder: &mut DiffBuilder,
+                       diffs: &mut Vec<Diff>,
+                       steps: i64,
+                       now: &mut i64| {
+            for _ in 0..steps {
+                *now += 1;
+                builder.add(&m.step(*now).changes);
+                if *now % 7 == 0 {
+                    diffs.extend(builder.take());
+                }
+            }
+        };
+        // 1-2: connect and buffer diffs.
+        publish(&mut m, &mut builder, &mut diffs, 300, &mut now);
+        // 3: a snapshot, taken while diffs keep flowing (it lands mid-stream).
+        let snapshot = m.book_at(m.update_id()).expect("current book");
+        publish(&mut m, &mut builder, &mut diffs, 300, &mut now);
+        // 4: the snapshot is not older than the first buffered diff.
+        assert!(snapshot.update_id >= diffs[0].first_update_id);
+        // 5-7: discard diffs at or before the snapshot, apply the rest.
+        let mut book = LocalBook::from_snapshot(
+            snapshot.update_id,
+            snapshot.bids.clone(),
+            snapshot.asks.clone(),
+        );
+        let pending: Vec<&Diff> = diffs
+            .iter()
+            .filter(|d| d.last_update_id > snapshot.update_id)
+            .collect();
+        let straddles = pending[0].first_update_id <= snapshot.update_id + 1
+            && snapshot.update_id < pending[0].last_update_id;
+        assert!(straddles || pending[0].first_update_id == snapshot.update_id + 1);
+        for d in pending {
+            let outcome = book.apply_diff(
+                d.first_update_id,
+                d.last_update_id,
+                d.bids.clone(),
+                d.asks.clone(),
+            );
+            assert_eq!(outcome, DiffOutcome::Applied);
+        }
+        let truth = m.book_at(book.update_id()).expect("journaled");
+        assert_eq!(book.bids(usize::MAX), truth.bids);
+        assert_eq!(book.asks(usize::MAX), truth.asks);
+    }
+
+    #[test]
+    fn a_dropped_diff_is_detected_as_a_gap() {
+        let mut m = Market::new(SymbolSpec::for_symbol("BTCUSDT"), 12, 100_000);
+        let snapshot = m.book_at(m.update_id()).expect("current book");
+        let mut book = LocalBook::from_snapshot(snapshot.update_id, snapshot.bids, snapshot.asks);
+        let mut builder = DiffBuilder::default();
+        let mut outcomes = Vec::new();
+        for i in 0..30 {
+            for now in 0..5 {
+                builder.add(&m.step(i * 5 + now).changes);
+            }
+            let Some(d) = builder.take() else { continue };
+            if i == 10 {
+                continue; // dropped on the wire
+            }
+            outcomes.push(book.apply_diff(d.first_update_id, d.last_update_id, d.bids, d.asks));
+        }
+        assert!(
+            matches!(outcomes[10], DiffOutcome::Gap { .. }),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[..10].iter().all(|o| *o == DiffOutcome::Applied));
+    }
+}
