@@ -55,7 +55,7 @@ pub fn parse_hex(line: &str, out: &mut Vec<u8>) -> Result<(), FrameError> {
     out.clear();
     let text = line.trim();
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(FrameError::BadHex {
             column: digits.len(),
         });
