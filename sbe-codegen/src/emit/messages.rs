@@ -399,8 +399,14 @@ impl Emitter<'_> {
         ));
         code.line("#[derive(Clone, Copy, Debug)]");
         code.line(format!("pub struct {name}Group<'a> {{"));
-        code.line("buf: &'a [u8],");
-        code.line("pos: usize,");
+        let fixed = body.is_fixed();
+        if fixed {
+            code.line("/// The entries not yet read: validated, `block_length` bytes each.");
+            code.line("rest: &'a [u8],");
+        } else {
+            code.line("buf: &'a [u8],");
+            code.line("pos: usize,");
+        }
         code.line("block_length: usize,");
         code.line("count: usize,");
         code.line("index: usize,");
@@ -478,25 +484,40 @@ impl Emitter<'_> {
         code.line("}");
         code.blank();
         code.line("fn at(buf: &'a [u8], pos: usize, acting_version: u16) -> Self {");
-        code.line("Self {");
-        code.line("buf,");
-        code.line(format!("pos: pos + {},", dim.size));
         code.line(format!(
-            "block_length: {},",
+            "let block_length = {};",
             cast(&block_length, dim.block_length.primitive, "usize")
         ));
         code.line(format!(
-            "count: {},",
+            "let count = {};",
             cast(&count, dim.num_in_group.primitive, "usize")
         ));
-        code.line("index: 0,");
-        code.line("acting_version,");
-        code.line("}");
+        if fixed {
+            code.line(format!(
+                "let rest = count.checked_mul(block_length).and_then(|len| rt::slice_at(buf, pos + {}, len)).unwrap_or_default();",
+                dim.size
+            ));
+            code.line("Self { rest, block_length, count, index: 0, acting_version }");
+        } else {
+            code.line(format!(
+                "Self {{ buf, pos: pos + {}, block_length, count, index: 0, acting_version }}",
+                dim.size
+            ));
+        }
         code.line("}");
         if g.since_version > 0 {
             code.blank();
-            code.line("fn empty(buf: &'a [u8], acting_version: u16) -> Self {");
-            code.line("Self { buf, pos: 0, block_length: 0, count: 0, index: 0, acting_version }");
+            if fixed {
+                code.line("fn empty(_buf: &'a [u8], acting_version: u16) -> Self {");
+                code.line(
+                    "Self { rest: &[], block_length: 0, count: 0, index: 0, acting_version }",
+                );
+            } else {
+                code.line("fn empty(buf: &'a [u8], acting_version: u16) -> Self {");
+                code.line(
+                    "Self { buf, pos: 0, block_length: 0, count: 0, index: 0, acting_version }",
+                );
+            }
             code.line("}");
         }
         code.blank();
@@ -514,12 +535,19 @@ impl Emitter<'_> {
         code.line("if self.index >= self.count {");
         code.line("return None;");
         code.line("}");
-        code.line(format!(
-            "let (entry, end) = {name}Entry::at(self.buf, self.pos, self.block_length, self.acting_version)?;"
-        ));
-        code.line("self.pos = end;");
-        code.line("self.index += 1;");
-        code.line("Some(entry)");
+        if fixed {
+            code.line("let (entry, rest) = self.rest.split_at_checked(self.block_length)?;");
+            code.line("self.rest = rest;");
+            code.line("self.index += 1;");
+            code.line(format!("{name}Entry::at(entry, self.acting_version)"));
+        } else {
+            code.line(format!(
+                "let (entry, end) = {name}Entry::at(self.buf, self.pos, self.block_length, self.acting_version)?;"
+            ));
+            code.line("self.pos = end;");
+            code.line("self.index += 1;");
+            code.line("Some(entry)");
+        }
         code.line("}");
         code.blank();
         code.line("fn size_hint(&self) -> (usize, Option<usize>) {");
@@ -561,48 +589,62 @@ impl Emitter<'_> {
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Entry<'a> {{"));
-        code.doc(
-            "The entry at `pos` and where the next one starts; `None` only for frames that did",
-        );
-        code.doc("not pass validation.");
-        code.line("#[inline]");
-        code.line(
-            "fn at(buf: &'a [u8], pos: usize, block_length: usize, acting_version: u16) -> Option<(Self, usize)> {",
-        );
-        if block {
-            code.line(format!("let block = rt::array_at::<{base}>(buf, pos)?;"));
-        }
-        if ext {
-            code.line("let acting_block = rt::slice_at(buf, pos, block_length)?;");
-        }
-        let mutable = if fixed { "" } else { "mut " };
-        if marker {
-            code.line("let (_, marker) = (buf, core::marker::PhantomData);");
-        }
-        code.line(format!(
-            "let {mutable}pos = pos.checked_add(block_length)?;"
-        ));
-        self.validate_tail(
-            code,
-            body,
-            name,
-            Propagate::Option,
-            "&rt::Limits::UNLIMITED",
-            true,
-        );
-        code.line(format!(
-            "Some((Self {{ {}{}{}acting_version{} }}, pos))",
-            if fixed { "" } else { "buf, " },
-            if block { "block, " } else { "" },
+        if fixed {
+            code.doc("The entry whose block is `entry`; `None` only for frames that did not pass");
+            code.doc("validation.");
+            code.line("#[inline]");
+            code.line("fn at(entry: &'a [u8], acting_version: u16) -> Option<Self> {");
+            if block {
+                code.line(format!("let block = entry.first_chunk::<{base}>()?;"));
+            }
             if ext {
-                "acting_block, "
-            } else if marker {
-                "marker, "
-            } else {
-                ""
-            },
-            self.position_names(body)
-        ));
+                code.line("let acting_block = entry;");
+            }
+            if marker {
+                code.line("let (_, marker) = (entry, core::marker::PhantomData);");
+            }
+            code.line(format!(
+                "Some(Self {{ {}{}acting_version }})",
+                if block { "block, " } else { "" },
+                if ext {
+                    "acting_block, "
+                } else if marker {
+                    "marker, "
+                } else {
+                    ""
+                },
+            ));
+        } else {
+            code.doc(
+                "The entry at `pos` and where the next one starts; `None` only for frames that",
+            );
+            code.doc("did not pass validation.");
+            code.line("#[inline]");
+            code.line(
+                "fn at(buf: &'a [u8], pos: usize, block_length: usize, acting_version: u16) -> Option<(Self, usize)> {",
+            );
+            if block {
+                code.line(format!("let block = rt::array_at::<{base}>(buf, pos)?;"));
+            }
+            if ext {
+                code.line("let acting_block = rt::slice_at(buf, pos, block_length)?;");
+            }
+            code.line("let mut pos = pos.checked_add(block_length)?;");
+            self.validate_tail(
+                code,
+                body,
+                name,
+                Propagate::Option,
+                "&rt::Limits::UNLIMITED",
+                true,
+            );
+            code.line(format!(
+                "Some((Self {{ buf, {}{}acting_version{} }}, pos))",
+                if block { "block, " } else { "" },
+                if ext { "acting_block, " } else { "" },
+                self.position_names(body)
+            ));
+        }
         code.line("}");
         code.blank();
         code.doc("The version of the encoder that wrote the frame.");

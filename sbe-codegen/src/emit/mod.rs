@@ -40,7 +40,29 @@ pub fn emit(schema: &Schema) -> String {
         emitter.message(&mut code, message);
     }
     emitter.dispatch(&mut code);
-    code.finish()
+    inline_functions(&code.finish())
+}
+
+/// Marks every generated function `#[inline]` except the JSON writers: the codecs are used
+/// from other crates, and without the hint (or LTO) each getter is a real call, which costs
+/// more than the load it wraps.
+fn inline_functions(code: &str) -> String {
+    let mut out = String::with_capacity(code.len() + code.len() / 8);
+    let mut previous = "";
+    for line in code.lines() {
+        let text = line.trim_start();
+        let is_fn = ["pub fn ", "pub const fn ", "fn "]
+            .iter()
+            .any(|p| text.starts_with(p));
+        if is_fn && !text.contains("fn write_json") && previous.trim() != "#[inline]" {
+            out.push_str(&line[..line.len() - text.len()]);
+            out.push_str("#[inline]\n");
+        }
+        out.push_str(line);
+        out.push('\n');
+        previous = line;
+    }
+    out
 }
 
 /// Emission context: the schema and its byte order suffix for runtime calls.
