@@ -16,3 +16,5 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the fuzz target builds (its own workspace, see fuzz/README.md)"
+cargo check --manifest-path fuzz/Cargo.toml --locked
