@@ -6,5 +6,9 @@
 //! and REST protocols is built on top.
 
 pub mod book;
+pub mod encode;
+pub mod exchange;
 pub mod market;
+pub mod record;
+pub mod rest;
 pub mod rng;

@@ -1,0 +1,1 @@
+//! SBE frames and Binance JSON payloads for simulator events (being written).

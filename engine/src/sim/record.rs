@@ -1,0 +1,1 @@
+//! Recording frames to a file and replaying them as a WebSocket source (being written).

@@ -1,0 +1,1 @@
+//! The REST API of the simulated exchange (being written).
