@@ -35,9 +35,39 @@ enum Command {
         #[arg(long)]
         bin_file: Option<PathBuf>,
     },
+    /// Run the local Binance simulator: SBE and JSON WebSocket streams and the REST API of a
+    /// seeded simulated market, on one port, until stopped (Ctrl-C or SIGTERM).
+    Sim(SimArgs),
+}
+
+/// `hotpath sim` flags; each overrides the config file.
+#[derive(clap::Args)]
+struct SimArgs {
+    /// TOML configuration (see engine/src/sim/config.rs and config/sim.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address and port to listen on.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Symbols, comma-separated, upper case.
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// Seed of the market: same seed, same market.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Order-flow actions per second per symbol.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Serve TLS with a self-signed certificate made at start.
+    #[arg(long)]
+    tls: bool,
+    /// Write that certificate (PEM) here, for clients to trust.
+    #[arg(long)]
+    cert_out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
+    init_logging();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -48,9 +78,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Runs a command; `Ok(false)` when it ran but some input was bad.
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Sim(args) => {
+            let config = sim_config(args)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(async {
+                let sim = hotpath::sim::server::start(config).await.context("cannot start the simulator")?;
+                println!("{}", serde_json::json!({"listening": sim.addr.to_string(), "tls": sim.cert_pem.is_some()}));
+                wait_for_stop_signal().await;
+                sim.shutdown();
+                anyhow::Ok(true)
+            })
+        }
         Command::Decode { hex_file, bin_file } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
@@ -116,4 +167,60 @@ fn decode_binary(bytes: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
         writeln!(out, "{json}")?;
     }
     Ok(all_good)
+}
+
+fn sim_config(args: SimArgs) -> anyhow::Result<hotpath::sim::config::SimConfig> {
+    use hotpath::sim::config::SimConfig;
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            SimConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => SimConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9443)),
+            ..SimConfig::default()
+        },
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(symbols) = args.symbols {
+        config.exchange.symbols = symbols;
+    }
+    if let Some(seed) = args.seed {
+        config.exchange.seed = seed;
+    }
+    if let Some(rate) = args.rate {
+        config.exchange.actions_per_second = rate;
+    }
+    config.tls |= args.tls;
+    if args.cert_out.is_some() {
+        config.cert_out = args.cert_out;
+    }
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(config)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

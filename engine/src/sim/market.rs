@@ -205,7 +205,10 @@ impl Market {
 
     /// Every journaled trade with `id >= from_id`, oldest first.
     pub fn trades_from(&self, from_id: i64) -> impl Iterator<Item = &Trade> {
-        self.trades.iter().filter(move |t| t.id >= from_id)
+        // Journaled trade ids are consecutive, so the first wanted one is found by arithmetic.
+        let first = self.trades.front().map_or(0, |t| t.id);
+        let skip = usize::try_from(from_id.saturating_sub(first)).unwrap_or(0);
+        self.trades.iter().skip(skip)
     }
 
     /// The oldest book update id the journal can rebuild the book at.

@@ -6,9 +6,14 @@
 //! and REST protocols is built on top.
 
 pub mod book;
+pub mod config;
 pub mod encode;
 pub mod exchange;
+pub mod http;
 pub mod market;
 pub mod record;
 pub mod rest;
 pub mod rng;
+pub mod server;
+pub mod session;
+pub mod tls;

@@ -3,7 +3,9 @@
 mod alloc;
 mod binance;
 mod cli;
+mod record;
 mod schema;
+mod sim;
 mod tidy;
 
 use std::path::PathBuf;

@@ -1,0 +1,526 @@
+//! The simulator's network shell: one port serving Binance's WebSocket market streams (SBE, and
+//! JSON under `/json/...`) and its REST API, over plain TCP or TLS with a self-signed
+//! certificate, with an admin API for ground truth and fault injection.
+//!
+//! Paths:
+//! - `/ws/<stream>[/<stream>...]`, `/ws` (then SUBSCRIBE), `/stream?streams=a/b/c`: SBE frames,
+//!   as `stream-sbe.binance.com`; the `X-MBX-APIKEY` header is required (HTTP 400 without).
+//! - `/json/ws/...`, `/json/stream?streams=...`: Binance's regular JSON streams of the same
+//!   market (`/json/stream` wraps each payload in `{"stream":..,"data":..}`).
+//! - `/api/v3/...`: REST (see [`super::rest`]); `/admin/trades`, `/admin/book`,
+//!   `/admin/symbols`: ground truth (see [`super::rest`]).
+//! - `/admin/connections`: live connections; `/admin/faults?conn=<id>|all|next&key=value...`:
+//!   set faults ([`Faults`] keys) for one connection, for all (and every new one), or for the
+//!   next one to connect; `/admin/rate?actions_per_second=N`: change the order-flow rate.
+//!
+//! One ticker task advances the [`Exchange`] every `tick_ms`, encodes each event's SBE frame
+//! once, and broadcasts it; each connection's task filters what it subscribed to.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use super::config::{Faults, SimConfig};
+use super::encode;
+use super::exchange::{Event, Exchange, StreamKey};
+use super::http::{self, Head};
+use super::rest::{self, WeightLimiter};
+use super::rng::Rng;
+use super::session;
+
+/// Frames the broadcast keeps for slow connections before they lag.
+const BROADCAST_CAPACITY: usize = 1 << 16;
+
+/// One published event: its SBE frame, encoded once, and its JSON payloads, encoded on first
+/// use by a JSON connection.
+pub struct Published {
+    /// The stream.
+    pub key: StreamKey,
+    /// The event.
+    pub event: Event,
+    /// The SBE frame.
+    pub sbe: Bytes,
+    json: OnceLock<Vec<String>>,
+}
+
+impl Published {
+    /// The event's JSON payloads (a trades event has one per trade).
+    pub fn json(&self, symbol: &str) -> &[String] {
+        self.json.get_or_init(|| {
+            let mut out = Vec::new();
+            encode::encode_json_each(symbol, &self.event, |payload| out.push(payload.to_string()));
+            out
+        })
+    }
+}
+
+/// What the admin API can see and change of one live connection.
+pub struct ConnControl {
+    /// Connection id, in accept order.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The request path and query.
+    pub target: String,
+    /// Subscribed stream names.
+    pub streams: Mutex<Vec<String>>,
+    /// Frames sent.
+    pub frames_sent: AtomicU64,
+    faults: Mutex<Faults>,
+    faults_version: AtomicU64,
+}
+
+impl ConnControl {
+    /// The connection's faults and their version (bumped on every change).
+    pub fn faults(&self) -> (Faults, u64) {
+        (
+            lock(&self.faults).clone(),
+            self.faults_version.load(Ordering::Acquire),
+        )
+    }
+
+    /// The version of the connection's faults, cheap to poll per frame.
+    pub fn faults_version(&self) -> u64 {
+        self.faults_version.load(Ordering::Acquire)
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        *lock(&self.faults) = faults;
+        self.faults_version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// State shared by the ticker, the acceptor and every connection.
+pub struct Shared {
+    /// The configuration.
+    pub config: SimConfig,
+    /// Upper-case symbols, in index order.
+    pub symbols: Vec<String>,
+    /// The market.
+    pub exchange: Mutex<Exchange>,
+    /// Published events.
+    pub events: broadcast::Sender<Arc<Published>>,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    next_conn_id: AtomicU64,
+    connections: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
+    default_faults: Mutex<Faults>,
+    next_faults: Mutex<Option<Faults>>,
+    limiters: Mutex<HashMap<IpAddr, WeightLimiter>>,
+    rest_rng: Mutex<Rng>,
+}
+
+impl Shared {
+    /// The index of a lower- or upper-case symbol.
+    pub fn symbol_index(&self, symbol: &str) -> Option<usize> {
+        let upper = symbol.to_ascii_uppercase();
+        self.symbols.iter().position(|s| *s == upper)
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the simulator keeps
+/// serving; every critical section leaves the data consistent).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The self-signed certificate (PEM) when serving TLS.
+    pub cert_pem: Option<String>,
+    /// The shared state, for in-process inspection.
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl SimHandle {
+    /// Stops accepting, ends every connection and the ticker.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the simulator on the current tokio runtime.
+pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (tls, cert_pem) = if config.tls {
+        let (acceptor, pem) = super::tls::self_signed_acceptor()?;
+        if let Some(path) = &config.cert_out {
+            std::fs::write(path, &pem)?;
+        }
+        (Some(acceptor), Some(pem))
+    } else {
+        (None, None)
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+    let shared = Arc::new(Shared {
+        symbols: config.exchange.symbols.clone(),
+        exchange: Mutex::new(Exchange::new(config.exchange.clone())),
+        events,
+        shutdown: shutdown_rx,
+        next_conn_id: AtomicU64::new(1),
+        connections: Mutex::new(BTreeMap::new()),
+        default_faults: Mutex::new(config.faults.clone()),
+        next_faults: Mutex::new(None),
+        limiters: Mutex::new(HashMap::new()),
+        rest_rng: Mutex::new(Rng::new(config.exchange.seed ^ 0x5e57)),
+        config,
+    });
+    tokio::spawn(ticker(shared.clone()));
+    tokio::spawn(acceptor(listener, tls, shared.clone()));
+    tracing::info!(%addr, tls = cert_pem.is_some(), symbols = ?shared.symbols, "simulator listening");
+    Ok(SimHandle {
+        addr,
+        cert_pem,
+        shared,
+        shutdown: shutdown_tx,
+    })
+}
+
+async fn ticker(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(shared.config.tick_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut shutdown = shared.shutdown.clone();
+    let mut events = Vec::new();
+    let mut frame = Vec::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        lock(&shared.exchange).advance(now_us(), &mut events);
+        for event in events.drain(..) {
+            encode::encode_sbe(&shared.symbols[event.key.symbol], &event, &mut frame);
+            let published = Published {
+                key: event.key,
+                sbe: Bytes::copy_from_slice(&frame),
+                event,
+                json: OnceLock::new(),
+            };
+            // No receiver is fine: nobody is connected.
+            let _ = shared.events.send(Arc::new(published));
+        }
+    }
+}
+
+async fn acceptor(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => serve(stream, peer, shared).await,
+                    Err(e) => Err(e),
+                },
+                None => serve(tcp, peer, shared).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Serves HTTP requests on one connection until it upgrades to WebSocket or closes.
+async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut leftover = Vec::new();
+    loop {
+        let Some(head) = http::read_head(&mut stream, std::mem::take(&mut leftover)).await? else {
+            return Ok(());
+        };
+        if head.is_websocket() {
+            return upgrade(stream, head, peer, shared).await;
+        }
+        let keep_alive = !head
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let response = route(&head, peer, &shared).await;
+        http::write_response(
+            &mut stream,
+            response.status,
+            &response.headers,
+            &response.body,
+            keep_alive,
+        )
+        .await?;
+        if !keep_alive {
+            return Ok(());
+        }
+        leftover = head.rest;
+    }
+}
+
+async fn route(head: &Head, peer: SocketAddr, shared: &Shared) -> rest::Response {
+    match head.path.as_str() {
+        "/admin/connections" => connections_json(shared),
+        "/admin/faults" => set_faults(&head.query, shared),
+        "/admin/rate" => set_rate(&head.query, shared),
+        _ => {
+            let is_api = head.path.starts_with("/api/");
+            let faults = lock(&shared.default_faults).clone();
+            if is_api && faults.rest_delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(faults.rest_delay_ms)).await;
+            }
+            if is_api && let Some(injected) = rest_fault(&faults, shared) {
+                return injected;
+            }
+            let request = rest::Request {
+                method: &head.method,
+                path: &head.path,
+                query: &head.query,
+            };
+            let now_ms = now_us() / 1000;
+            let exchange = lock(&shared.exchange);
+            let mut limiters = lock(&shared.limiters);
+            let limiter = limiters
+                .entry(peer.ip())
+                .or_insert_with(|| WeightLimiter::new(shared.config.rest_weight_per_minute));
+            rest::handle(&exchange, &request, now_ms, limiter)
+        }
+    }
+}
+
+fn json_response(status: u16, body: String) -> rest::Response {
+    rest::Response {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body,
+    }
+}
+
+fn rest_fault(faults: &Faults, shared: &Shared) -> Option<rest::Response> {
+    let mut rng = lock(&shared.rest_rng);
+    if percent(&mut rng, faults.rest_error_pct) {
+        return Some(json_response(
+            500,
+            r#"{"code":-1000,"msg":"An unknown error occurred while processing the request."}"#
+                .into(),
+        ));
+    }
+    if percent(&mut rng, faults.rest_throttle_pct) {
+        let mut response = json_response(
+            429,
+            r#"{"code":-1003,"msg":"Too much request weight used; current limit is 6000 request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."}"#.into(),
+        );
+        response.headers.push(("Retry-After".into(), "1".into()));
+        return Some(response);
+    }
+    None
+}
+
+/// `true` with probability `pct` percent, in steps of 0.01 %.
+pub fn percent(rng: &mut Rng, pct: f64) -> bool {
+    pct > 0.0 && (rng.below(10_000) as f64) < pct * 100.0
+}
+
+fn connections_json(shared: &Shared) -> rest::Response {
+    let connections = lock(&shared.connections);
+    let list: Vec<serde_json::Value> = connections
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.id,
+                "peer": c.peer.to_string(),
+                "target": c.target,
+                "streams": *lock(&c.streams),
+                "framesSent": c.frames_sent.load(Ordering::Relaxed),
+                "faults": c.faults().0,
+            })
+        })
+        .collect();
+    json_response(200, serde_json::Value::from(list).to_string())
+}
+
+/// `/admin/faults?conn=<id>|all|next&<key>=<value>...`: unnamed keys keep their values.
+fn set_faults(query: &str, shared: &Shared) -> rest::Response {
+    let target = http::query_value(query, "conn")
+        .map(|v| v.into_owned())
+        .unwrap_or_else(|| "all".into());
+    let base = match target.as_str() {
+        "all" | "next" => lock(&shared.default_faults).clone(),
+        id => match id
+            .parse::<u64>()
+            .ok()
+            .and_then(|id| lock(&shared.connections).get(&id).cloned())
+        {
+            Some(conn) => conn.faults().0,
+            None => {
+                return json_response(404, format!(r#"{{"code":-1,"msg":"no connection {id}"}}"#));
+            }
+        },
+    };
+    let faults = match apply_fault_params(base, query) {
+        Ok(faults) => faults,
+        Err(msg) => {
+            return json_response(400, serde_json::json!({"code": -1, "msg": msg}).to_string());
+        }
+    };
+    match target.as_str() {
+        "all" => {
+            *lock(&shared.default_faults) = faults.clone();
+            for conn in lock(&shared.connections).values() {
+                conn.set_faults(faults.clone());
+            }
+        }
+        "next" => *lock(&shared.next_faults) = Some(faults.clone()),
+        id => {
+            if let Some(conn) = id
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| lock(&shared.connections).get(&id).cloned())
+            {
+                conn.set_faults(faults.clone());
+            }
+        }
+    }
+    json_response(
+        200,
+        serde_json::json!({"conn": target, "faults": faults}).to_string(),
+    )
+}
+
+fn apply_fault_params(base: Faults, query: &str) -> Result<Faults, String> {
+    let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "conn" {
+            continue;
+        }
+        let Some(slot) = value.get_mut(key) else {
+            return Err(format!("unknown fault '{key}'"));
+        };
+        let parsed: serde_json::Value = if slot.is_u64() {
+            raw.parse::<u64>()
+                .map(Into::into)
+                .map_err(|_| format!("{key}={raw}: not a whole number"))?
+        } else {
+            raw.parse::<f64>()
+                .map(Into::into)
+                .map_err(|_| format!("{key}={raw}: not a number"))?
+        };
+        *slot = parsed;
+    }
+    let faults: Faults = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    faults.validate()?;
+    Ok(faults)
+}
+
+fn set_rate(query: &str, shared: &Shared) -> rest::Response {
+    match http::query_value(query, "actions_per_second").and_then(|v| v.parse::<f64>().ok()) {
+        Some(rate) if (0.0..=10_000_000.0).contains(&rate) => {
+            lock(&shared.exchange).set_rate(rate);
+            json_response(200, format!(r#"{{"actionsPerSecond":{rate}}}"#))
+        }
+        _ => json_response(
+            400,
+            r#"{"code":-1,"msg":"actions_per_second must be a number between 0 and 10000000"}"#
+                .into(),
+        ),
+    }
+}
+
+/// Registers a new connection, giving it the faults meant for it.
+pub fn register(shared: &Shared, peer: SocketAddr, target: String) -> Arc<ConnControl> {
+    let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let faults = lock(&shared.next_faults)
+        .take()
+        .unwrap_or_else(|| lock(&shared.default_faults).clone());
+    let control = Arc::new(ConnControl {
+        id,
+        peer,
+        target,
+        streams: Mutex::new(Vec::new()),
+        frames_sent: AtomicU64::new(0),
+        faults: Mutex::new(faults),
+        faults_version: AtomicU64::new(1),
+    });
+    lock(&shared.connections).insert(id, control.clone());
+    control
+}
+
+/// Forgets a closed connection.
+pub fn unregister(shared: &Shared, id: u64) {
+    lock(&shared.connections).remove(&id);
+}
+
+async fn upgrade<S>(stream: S, head: Head, peer: SocketAddr, shared: Arc<Shared>) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stream = stream;
+    let request = match session::parse_target(&head, &shared) {
+        Ok(request) => request,
+        Err(message) => {
+            let body = serde_json::json!({"code": -1, "msg": message}).to_string();
+            let headers = [("Content-Type".to_string(), "application/json".to_string())];
+            return http::write_response(&mut stream, 400, &headers, &body, false).await;
+        }
+    };
+    let mut prefix = head.raw.clone();
+    prefix.extend_from_slice(&head.rest);
+    let ws = tokio_tungstenite::accept_async(http::Prefixed::new(prefix, stream))
+        .await
+        .map_err(io::Error::other)?;
+    let target = if head.query.is_empty() {
+        head.path.clone()
+    } else {
+        format!("{}?{}", head.path, head.query)
+    };
+    let control = register(&shared, peer, target);
+    tracing::info!(conn = control.id, %peer, path = %head.path, streams = request.streams.len(), "websocket connected");
+    let result = session::run(ws, request, control.clone(), shared.clone()).await;
+    unregister(&shared, control.id);
+    tracing::info!(conn = control.id, %peer, outcome = ?result, "websocket closed");
+    Ok(())
+}
