@@ -32,12 +32,49 @@ enum Command {
         #[arg(long, conflicts_with = "bin_file")]
         hex_file: Option<PathBuf>,
         /// Read length-prefixed binary frames from this file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rec_file")]
         bin_file: Option<PathBuf>,
+        /// Read a recording made by `hotpath record`; its text frames print as they are.
+        #[arg(long, conflicts_with = "hex_file")]
+        rec_file: Option<PathBuf>,
     },
     /// Run the local Binance simulator: SBE and JSON WebSocket streams and the REST API of a
     /// seeded simulated market, on one port, until stopped (Ctrl-C or SIGTERM).
     Sim(SimArgs),
+    /// Connect like a client and record every frame received, with its receive time, into a
+    /// recording file (format: engine/src/sim/record.rs). The API key, if needed, comes from
+    /// the BINANCE_API_KEY environment variable.
+    Record {
+        /// ws:// or wss:// URL, e.g. ws://127.0.0.1:9443/stream?streams=btcusdt@trade
+        #[arg(long)]
+        url: String,
+        /// The recording to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop after this many frames.
+        #[arg(long)]
+        max_frames: Option<u64>,
+        /// Trust this PEM certificate for wss:// (a simulator's self-signed one).
+        #[arg(long)]
+        trust_cert: Option<PathBuf>,
+    },
+    /// Serve a recording as a WebSocket source: every connection gets its frames in order.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:9444")]
+        listen: std::net::SocketAddr,
+        /// Send as fast as possible instead of at the recorded pace.
+        #[arg(long)]
+        fast: bool,
+        /// Start over after the last frame instead of closing.
+        #[arg(long)]
+        repeat: bool,
+    },
 }
 
 /// `hotpath sim` flags; each overrides the config file.
@@ -91,6 +128,59 @@ fn init_logging() {
 /// Runs a command; `Ok(false)` when it ran but some input was bad.
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Record {
+            url,
+            out,
+            duration,
+            max_frames,
+            trust_cert,
+        } => {
+            let trust_pem = match trust_cert {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let options = hotpath::sim::record::RecordOptions {
+                url,
+                api_key: std::env::var("BINANCE_API_KEY")
+                    .ok()
+                    .filter(|k| !k.is_empty()),
+                trust_pem,
+                out,
+                duration: duration.map(std::time::Duration::from_secs_f64),
+                max_frames,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let summary = runtime.block_on(hotpath::sim::record::record(options))?;
+            println!(
+                "{}",
+                serde_json::json!({"frames": summary.frames, "binary": summary.binary, "text": summary.text, "bytes": summary.bytes})
+            );
+            Ok(true)
+        }
+        Command::Replay {
+            file,
+            listen,
+            fast,
+            repeat,
+        } => {
+            use hotpath::sim::record::{Pace, ReplayOptions, replay};
+            let pace = if fast {
+                Pace::AsFastAsPossible
+            } else {
+                Pace::Recorded
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(async {
+                let handle = replay(ReplayOptions { file, listen, pace, repeat }).await?;
+                println!("{}", serde_json::json!({"listening": handle.addr.to_string(), "frames": handle.frames}));
+                wait_for_stop_signal().await;
+                handle.shutdown().await;
+                anyhow::Ok(true)
+            })
+        }
         Command::Sim(args) => {
             let config = sim_config(args)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -102,10 +192,20 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 anyhow::Ok(true)
             })
         }
-        Command::Decode { hex_file, bin_file } => {
+        Command::Decode {
+            hex_file,
+            bin_file,
+            rec_file,
+        } => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
             let all_good = match (hex_file, bin_file) {
+                _ if rec_file.is_some() => {
+                    let path = rec_file.unwrap_or_default();
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    decode_recording(&bytes, &mut out)?
+                }
                 (_, Some(path)) => {
                     let mut bytes = Vec::new();
                     std::fs::File::open(&path)
@@ -141,6 +241,30 @@ fn decode_hex_lines(input: impl BufRead, out: &mut impl Write) -> anyhow::Result
             Ok(()) => decode::frame_to_json(&frame, &mut json),
             Err(e) => {
                 decode::error_json(&format_args!("line {}: {e}", index + 1), &mut json);
+                false
+            }
+        };
+        all_good &= ok;
+        writeln!(out, "{json}")?;
+    }
+    Ok(all_good)
+}
+
+/// Decodes a recording: binary frames to JSON, text frames as they are.
+fn decode_recording(bytes: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
+    use hotpath::sim::record::{FrameKind, RecordReader};
+    let mut all_good = true;
+    let mut json = String::new();
+    for record in RecordReader::new(bytes) {
+        json.clear();
+        let ok = match record {
+            Ok(r) if r.kind == FrameKind::Text => {
+                json.push_str(&String::from_utf8_lossy(r.payload));
+                true
+            }
+            Ok(r) => decode::frame_to_json(r.payload, &mut json),
+            Err(e) => {
+                decode::error_json(&e, &mut json);
                 false
             }
         };

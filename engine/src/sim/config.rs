@@ -319,3 +319,16 @@ mod tests {
         assert!(symbol.contains("exchange.symbols"), "{symbol}");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// `config/sim.toml`, the documented example, is a valid configuration.
+    #[test]
+    fn the_documented_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sim.toml");
+        let text = std::fs::read_to_string(path).expect("config/sim.toml exists");
+        let config = super::SimConfig::from_toml(&text).expect("valid");
+        assert_eq!(config.listen.port(), 9443);
+        assert_eq!(config.websocket.max_streams, 1024);
+    }
+}

@@ -141,3 +141,88 @@ fn reads_length_prefixed_binary_files() {
         r#"{"error":"file ends inside a frame: needed 9 bytes, got 1"}"#
     );
 }
+
+/// The user's path through the simulator: `hotpath sim` on a free port, `hotpath record` from it
+/// with the API key from the environment, `hotpath decode --rec-file`, then SIGTERM stops the
+/// simulator.
+#[test]
+fn sim_record_decode_from_the_command_line() {
+    use std::io::BufRead;
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--seed",
+            "5",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hotpath sim starts");
+    let mut line = String::new();
+    std::io::BufReader::new(sim.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the simulator prints where it listens");
+    let started: Value = serde_json::from_str(&line).expect("a JSON line");
+    let addr = started["listening"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+
+    let dir = std::env::temp_dir().join(format!("hotpath-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let recording = dir.join("trades.rec");
+    let record = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args([
+            "record",
+            "--url",
+            &format!("ws://{addr}/ws/ethusdt@trade"),
+            "--max-frames",
+            "20",
+        ])
+        .arg("--out")
+        .arg(&recording)
+        .env("BINANCE_API_KEY", "cli-test-key")
+        .output()
+        .expect("hotpath record runs");
+    assert!(
+        record.status.success(),
+        "{}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&record.stdout).expect("a JSON summary");
+    assert_eq!(summary["frames"], 20);
+
+    let decoded = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(["decode", "--rec-file"])
+        .arg(&recording)
+        .output()
+        .expect("hotpath decode runs");
+    assert!(decoded.status.success());
+    let lines: Vec<Value> = String::from_utf8(decoded.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 20);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["message"] == "TradesStreamEvent" && l["symbol"] == "ETHUSDT")
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = sim.wait().expect("the simulator exits");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    assert!(
+        status.success(),
+        "SIGTERM stops the simulator cleanly: {status:?}"
+    );
+}

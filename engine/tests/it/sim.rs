@@ -623,3 +623,63 @@ fn mantissa(value: &Value) -> i64 {
     int.parse::<i64>().expect("integer part") * 100_000_000
         + frac[..8].parse::<i64>().expect("fraction")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_goes_quiet_and_truncated_frames_are_rejected() {
+    let sim = sim(|_| {}).await;
+    get_json(
+        sim.addr,
+        "/admin/faults?conn=next&stall_after_frames=10&stall_ms=600&truncate_pct=20",
+    )
+    .await;
+    let mut ws = connect(sim.addr, "/ws/btcusdt@bestBidAsk").await;
+    let mut arrivals = Vec::new();
+    let mut truncated = 0;
+    while arrivals.len() < 60 {
+        let frame = next_binary(&mut ws).await;
+        arrivals.push(tokio::time::Instant::now());
+        if let Err(sbe::DecodeError::Truncated { .. }) = sbe::decode(&frame) {
+            truncated += 1;
+        }
+    }
+    let longest = arrivals
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("gaps");
+    assert!(
+        longest >= Duration::from_millis(500),
+        "the stall shows as a quiet period: {longest:?}"
+    );
+    assert!(
+        truncated > 0,
+        "truncated frames fail to decode as truncated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_failing_rest_is_injected() {
+    let sim = sim(|_| {}).await;
+    get_json(sim.addr, "/admin/faults?conn=all&rest_error_pct=100").await;
+    let (status, _, body) = get(sim.addr, "/api/v3/depth?symbol=BTCUSDT").await;
+    assert_eq!(status, 500, "{body}");
+    get_json(
+        sim.addr,
+        "/admin/faults?conn=all&rest_error_pct=0&rest_throttle_pct=100",
+    )
+    .await;
+    let (status, headers, _) = get(sim.addr, "/api/v3/ping").await;
+    assert_eq!(status, 429);
+    assert!(headers.iter().any(|(n, _)| n == "retry-after"));
+    get_json(
+        sim.addr,
+        "/admin/faults?conn=all&rest_throttle_pct=0&rest_delay_ms=300",
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(get(sim.addr, "/api/v3/ping").await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let (status, _, body) = get(sim.addr, "/admin/faults?conn=all&drop_depth_pct=101").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("faults.drop_depth_pct"), "{body}");
+}
