@@ -14,5 +14,7 @@ pub mod book;
 pub mod constants;
 pub mod decode;
 pub mod frames;
+pub mod rng;
 pub mod sbe;
 pub mod sim;
+pub mod stream;

@@ -77,12 +77,7 @@ const _: () = assert!(DEPTH_SNAPSHOT_FIXED_BYTES == 35 && LEVEL_ENTRY_BYTES == 1
 const _: () = assert!(DEPTH_DIFF_FIXED_BYTES == 43);
 
 /// The stream's name: the lowercase symbol, `@`, and the kind's suffix (`btcusdt@bestBidAsk`).
-pub fn stream_name(symbol: &str, kind: StreamKind) -> String {
-    let mut name = symbol.to_lowercase();
-    name.push('@');
-    name.push_str(kind.suffix());
-    name
-}
+pub use crate::stream::stream_name;
 
 /// Replaces `out` with the SBE frame of `event` for `symbol` (upper-case, as in frames).
 ///

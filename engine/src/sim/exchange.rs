@@ -13,43 +13,7 @@
 use super::book::Side;
 use super::market::{Diff, DiffBuilder, Market, SymbolSpec, Trade};
 
-/// The four stream kinds of the SBE market-data streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StreamKind {
-    /// `<symbol>@trade`.
-    Trade,
-    /// `<symbol>@bestBidAsk`.
-    BestBidAsk,
-    /// `<symbol>@depth`.
-    Depth,
-    /// `<symbol>@depth20`.
-    Depth20,
-}
-
-impl StreamKind {
-    /// Every kind.
-    pub const ALL: [StreamKind; 4] = [
-        StreamKind::Trade,
-        StreamKind::BestBidAsk,
-        StreamKind::Depth,
-        StreamKind::Depth20,
-    ];
-
-    /// The stream name's suffix after `@`.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            StreamKind::Trade => "trade",
-            StreamKind::BestBidAsk => "bestBidAsk",
-            StreamKind::Depth => "depth",
-            StreamKind::Depth20 => "depth20",
-        }
-    }
-
-    /// The kind for a stream name's suffix.
-    pub fn from_suffix(suffix: &str) -> Option<StreamKind> {
-        StreamKind::ALL.into_iter().find(|k| k.suffix() == suffix)
-    }
-}
+pub use crate::stream::StreamKind;
 
 /// One stream of one symbol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -13,7 +13,8 @@ pub mod http;
 pub mod market;
 pub mod record;
 pub mod rest;
-pub mod rng;
+/// The seeded generator, shared with the feed (it moved to the crate root).
+pub use crate::rng;
 pub mod server;
 pub mod session;
 pub mod tls;
