@@ -24,7 +24,7 @@
 use sbe_runtime::json::{self, Array, Object};
 use sbe_runtime::{Decimal, EncodeError};
 
-use super::exchange::{Event, Payload, StreamKind};
+use super::exchange::{Event, Payload};
 use super::market::{Diff, PRICE_EXPONENT, QTY_EXPONENT, Trade};
 use crate::sbe::spot_stream::{
     BestBidAskStreamEventEncoder, BoolEnum, DepthDiffStreamEventBidsEncoder,
@@ -430,6 +430,7 @@ fn qty(mantissa: i64) -> Decimal {
 
 #[cfg(test)]
 mod tests {
+    use crate::stream::StreamKind;
     use super::*;
     use crate::sbe::spot_stream::Message;
     use crate::sim::exchange::StreamKey;
