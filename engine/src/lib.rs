@@ -13,6 +13,7 @@
 pub mod book;
 pub mod constants;
 pub mod decode;
+pub mod feed;
 pub mod frames;
 pub mod rng;
 pub mod sbe;

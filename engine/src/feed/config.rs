@@ -1,0 +1,1 @@
+//! The `hotpath run` configuration (being written).

@@ -1,0 +1,11 @@
+//! The feed: hotpath's ingestion hot path, from Binance (or the simulator, or a replay) into
+//! per-consumer lock-free rings.
+//!
+//! Pure core: [`sequence`] (per-symbol sequence checks, duplicates, gap notices), [`backoff`]
+//! (reconnect delays and the connection-attempt budget), [`config`] (the validated `hotpath run`
+//! configuration). Shell: reader threads pinned to cores, each running its WebSocket
+//! connections on a single-threaded runtime.
+
+pub mod backoff;
+pub mod config;
+pub mod sequence;

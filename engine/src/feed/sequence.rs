@@ -1,0 +1,1 @@
+//! Per-symbol sequence checks: duplicates and gaps (being written).
