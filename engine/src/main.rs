@@ -38,6 +38,25 @@ enum Command {
         #[arg(long, conflicts_with = "hex_file")]
         rec_file: Option<PathBuf>,
     },
+    /// Ingest Binance SBE market data: pinned reader threads, lock-free rings, sequence checks.
+    /// Exits after --duration (or on Ctrl-C / SIGTERM) with a one-line JSON summary.
+    Run {
+        /// TOML configuration (config/binance.toml, config/sim-run.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Endpoint, e.g. wss://stream-sbe.binance.com:9443 or ws://127.0.0.1:9443.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Symbols, comma-separated, upper case.
+        #[arg(long, value_delimiter = ',')]
+        symbols: Option<Vec<String>>,
+        /// Streams, comma-separated: trade,bestBidAsk,depth,depth20.
+        #[arg(long, value_delimiter = ',')]
+        streams: Option<Vec<String>>,
+        /// Exit cleanly after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
     /// Run the local Binance simulator: SBE and JSON WebSocket streams and the REST API of a
     /// seeded simulated market, on one port, until stopped (Ctrl-C or SIGTERM).
     Sim(SimArgs),
@@ -128,6 +147,41 @@ fn init_logging() {
 /// Runs a command; `Ok(false)` when it ran but some input was bad.
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Run {
+            config,
+            endpoint,
+            symbols,
+            streams,
+            duration,
+        } => {
+            let mut run_config = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    hotpath::feed::config::RunConfig::from_toml(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => hotpath::feed::config::RunConfig::default(),
+            };
+            let overrides = hotpath::feed::config::Overrides {
+                endpoint,
+                symbols,
+                streams,
+                duration: duration.map(std::time::Duration::from_secs_f64),
+            };
+            run_config
+                .apply(overrides)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            run_config.validate().map_err(|e| anyhow::anyhow!(e))?;
+            let api_key = run_config.api_key().map_err(|e| anyhow::anyhow!(e))?;
+            let limit = run_config.duration;
+            let summary = hotpath::feed::run::run(&run_config, api_key, |_| wait_for_end(limit))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if run_config.summary {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
+            Ok(true)
+        }
         Command::Record {
             url,
             out,
@@ -347,4 +401,23 @@ async fn wait_for_stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Blocks until `limit` has passed or a stop signal arrives.
+fn wait_for_end(limit: Option<std::time::Duration>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        match limit {
+            Some(limit) => tokio::select! {
+                _ = tokio::time::sleep(limit) => {}
+                _ = wait_for_stop_signal() => {}
+            },
+            None => wait_for_stop_signal().await,
+        }
+    });
 }

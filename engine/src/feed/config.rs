@@ -1,1 +1,1043 @@
-//! The `hotpath run` configuration (being written).
+//! The settings of `hotpath run`, the ingestion hot path: a TOML file (every key optional,
+//! unknown keys rejected by name) plus command-line overrides, validated into [`RunConfig`].
+//!
+//! Two stages, as in the simulator's config: raw serde structs mirror the file, then
+//! [`RunConfig::from_toml`] fills a validated [`RunConfig`] from them; [`RunConfig::apply`] lays
+//! the command-line flags over it and [`RunConfig::validate`] checks the whole against this
+//! machine (reader cores must exist). Errors name the key (`readers.cores: ...`) or the flag
+//! (`--streams: ...`) at fault.
+//!
+//! The Binance API key is a secret: it never appears in the file (a key named `api_key` is
+//! rejected), only in the environment variable named by `binance.api_key_env`, and the
+//! [`ApiKey`] holding it prints as `ApiKey(<redacted>)`.
+//!
+//! ```toml
+//! [binance]
+//! endpoint = "wss://stream-sbe.binance.com:9443"  # hotpath adds /stream?streams=...
+//! api_key_env = "BINANCE_API_KEY"                 # the variable's NAME, never the key
+//! # trust_cert = "sim-cert.pem"                   # PEM trusted instead of the webpki roots
+//! symbols = ["BTCUSDT", "ETHUSDT"]
+//! streams = ["trade", "bestBidAsk", "depth", "depth20"]
+//! symbols_per_connection = 50                     # x streams <= 1024 per connection
+//! [readers]
+//! cores = [1]                   # one reader thread per core id, pinned
+//! ring_capacity = 65536         # per consumer ring, a power of two
+//! silent_timeout_ms = 10000     # a connection silent this long is replaced
+//! lifetime_ms = 86400000        # Binance: 24 h per connection
+//! replace_before_ms = 600000    # open the replacement this long before the lifetime ends
+//! overlap_max_ms = 2000         # old and new connections overlap at most this long
+//! backoff_initial_ms = 250
+//! backoff_max_ms = 30000
+//! group_count_max = 65535
+//! [run]
+//! duration_s = 60               # omit to run until stopped
+//! summary = true                # one JSON line on exit
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::constants::GROUP_COUNT_MAX;
+use crate::stream::{StreamKind, stream_name};
+
+/// Streams one Binance connection may carry ("A single connection can listen to a maximum of
+/// 1024 streams").
+pub const STREAMS_PER_CONNECTION_MAX: usize = 1024;
+
+/// Bounds of `readers.ring_capacity` (slots per consumer ring).
+const RING_CAPACITY_MIN: usize = 1024;
+const RING_CAPACITY_MAX: usize = 16 << 20;
+
+/// Levels per side of a `depth20` snapshot: a smaller `group_count_max` would reject them all.
+const GROUP_COUNT_MIN: u32 = 20;
+
+/// The longest symbol accepted (Binance's are far shorter).
+const SYMBOL_LEN_MAX: usize = 20;
+
+/// Where the key comes from, for the error that says it is missing.
+const API_KEY_DOCS: &str =
+    "https://developers.binance.com/docs/binance-spot-api-docs/sbe-market-data-streams";
+
+/// The reader threads and the connection lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderSettings {
+    /// One reader thread per entry, pinned to that core id. Non-empty, no duplicates, each
+    /// below the machine's CPU count.
+    pub cores: Vec<usize>,
+    /// Slots in each consumer ring: a power of two within 1024..=16 Mi.
+    pub ring_capacity: usize,
+    /// A connection without any frame for this long is replaced. Above zero.
+    pub silent_timeout: Duration,
+    /// How long the server keeps a connection (Binance: 24 h). Above zero.
+    pub lifetime: Duration,
+    /// The replacement opens this long before `lifetime` ends. Below `lifetime`.
+    pub replace_before: Duration,
+    /// Old and new connections overlap at most this long during make-before-break. Above
+    /// zero and at most `replace_before`, so the old one closes before the server ends it.
+    pub overlap_max: Duration,
+    /// The first reconnect delay. Above zero.
+    pub backoff_initial: Duration,
+    /// The longest reconnect delay. At least `backoff_initial`.
+    pub backoff_max: Duration,
+    /// The largest group count a frame may declare; within 20..=[`GROUP_COUNT_MAX`].
+    pub group_count_max: u32,
+}
+
+impl Default for ReaderSettings {
+    fn default() -> Self {
+        ReaderSettings {
+            cores: vec![0],
+            ring_capacity: 65_536,
+            silent_timeout: Duration::from_millis(10_000),
+            lifetime: Duration::from_millis(86_400_000),
+            replace_before: Duration::from_millis(600_000),
+            overlap_max: Duration::from_millis(2_000),
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_millis(30_000),
+            group_count_max: GROUP_COUNT_MAX,
+        }
+    }
+}
+
+/// The validated `hotpath run` configuration. It holds no secret: the API key is read from
+/// the environment by [`RunConfig::api_key`] when connecting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// `ws://host[:port]` or `wss://host[:port]`, no path and no trailing `/`; hotpath
+    /// connects to `<endpoint>/stream?streams=...`.
+    pub endpoint: String,
+    /// The NAME of the environment variable holding the Ed25519 API key (A-Z, 0-9, `_`).
+    pub api_key_env: String,
+    /// PEM certificates trusted instead of the webpki roots, for the simulator's self-signed
+    /// TLS; a relative path is taken from the working directory. Only used by `wss://`.
+    pub trust_cert: Option<PathBuf>,
+    /// Upper-case symbols (A-Z, 0-9, 1 to 20 characters), non-empty, no duplicates.
+    pub symbols: Vec<String>,
+    /// The stream kinds subscribed for every symbol, non-empty, no duplicates.
+    pub streams: Vec<StreamKind>,
+    /// Symbols per connection: at least 1, and times `streams.len()` at most
+    /// [`STREAMS_PER_CONNECTION_MAX`].
+    pub symbols_per_connection: usize,
+    /// Reader threads and the connection lifecycle.
+    pub readers: ReaderSettings,
+    /// Exit cleanly after this long; `None` runs until stopped. Above zero when set.
+    pub duration: Option<Duration>,
+    /// Print the one-line JSON summary on exit.
+    pub summary: bool,
+}
+
+impl Default for RunConfig {
+    /// Binance production: one symbol, every stream, one reader on core 0.
+    fn default() -> Self {
+        RunConfig {
+            endpoint: "wss://stream-sbe.binance.com:9443".into(),
+            api_key_env: "BINANCE_API_KEY".into(),
+            trust_cert: None,
+            symbols: vec!["BTCUSDT".into()],
+            streams: StreamKind::ALL.to_vec(),
+            symbols_per_connection: 50,
+            readers: ReaderSettings::default(),
+            duration: None,
+            summary: true,
+        }
+    }
+}
+
+/// The command-line flags that override the file (`--endpoint`, `--symbols`, `--streams`,
+/// `--duration`); `None` leaves the file's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--endpoint`.
+    pub endpoint: Option<String>,
+    /// `--symbols`, already split into symbols.
+    pub symbols: Option<Vec<String>>,
+    /// `--streams`, already split into suffixes such as `depth`.
+    pub streams: Option<Vec<String>>,
+    /// `--duration`.
+    pub duration: Option<Duration>,
+}
+
+/// The Binance API key, sent as the `X-MBX-APIKEY` header. `Debug` prints
+/// `ApiKey(<redacted>)` and there is no `Display`, so it cannot reach a log by accident.
+/// Invariant: non-empty visible ASCII, so it is a valid header value.
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for the handshake header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    binance: RawBinance,
+    readers: RawReaders,
+    run: RawRun,
+    /// Read only to reject it with a clear message; its value is never kept.
+    api_key: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBinance {
+    endpoint: Option<String>,
+    api_key_env: Option<String>,
+    /// Read only to reject it with a clear message; its value is never kept.
+    api_key: Option<IgnoredAny>,
+    trust_cert: Option<PathBuf>,
+    symbols: Option<Vec<String>>,
+    streams: Option<Vec<String>>,
+    symbols_per_connection: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReaders {
+    cores: Option<Vec<usize>>,
+    ring_capacity: Option<usize>,
+    silent_timeout_ms: Option<u64>,
+    lifetime_ms: Option<u64>,
+    replace_before_ms: Option<u64>,
+    overlap_max_ms: Option<u64>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    group_count_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRun {
+    duration_s: Option<u64>,
+    summary: Option<bool>,
+}
+
+impl RunConfig {
+    /// Parses a TOML configuration and checks every value, naming the key at fault. Whether
+    /// `readers.cores` exist on this machine is left to [`RunConfig::validate`], which runs
+    /// once the command-line flags are applied.
+    pub fn from_toml(text: &str) -> Result<RunConfig, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        for (key, value) in [
+            ("api_key", &raw.api_key),
+            ("binance.api_key", &raw.binance.api_key),
+        ] {
+            if value.is_some() {
+                return Err(format!(
+                    "{key}: API keys come only from the environment, never from a file; remove \
+                     it and set the variable named by binance.api_key_env (default {})",
+                    RunConfig::default().api_key_env
+                ));
+            }
+        }
+        let mut config = RunConfig::default();
+        config.set_binance(raw.binance)?;
+        config.readers.set(raw.readers);
+        config.duration = raw.run.duration_s.map(Duration::from_secs);
+        set(&mut config.summary, raw.run.summary);
+        config.check(None)?;
+        Ok(config)
+    }
+
+    fn set_binance(&mut self, raw: RawBinance) -> Result<(), String> {
+        if let Some(endpoint) = raw.endpoint {
+            self.endpoint = normalize_endpoint("binance.endpoint", &endpoint)?;
+        }
+        if let Some(names) = raw.streams {
+            self.streams = parse_streams("binance.streams", &names)?;
+        }
+        set(&mut self.api_key_env, raw.api_key_env);
+        set(&mut self.symbols, raw.symbols);
+        set(&mut self.symbols_per_connection, raw.symbols_per_connection);
+        self.trust_cert = raw.trust_cert;
+        Ok(())
+    }
+
+    /// Lays the command-line flags over the file's values; errors name the flag. Call
+    /// [`RunConfig::validate`] afterwards.
+    pub fn apply(&mut self, overrides: Overrides) -> Result<(), String> {
+        if let Some(endpoint) = overrides.endpoint {
+            self.endpoint = normalize_endpoint("--endpoint", &endpoint)?;
+        }
+        if let Some(symbols) = overrides.symbols {
+            check_symbols("--symbols", &symbols)?;
+            self.symbols = symbols;
+        }
+        if let Some(names) = overrides.streams {
+            self.streams = parse_streams("--streams", &names)?;
+            check_streams_per_connection(
+                "--streams",
+                self.symbols_per_connection,
+                self.streams.len(),
+            )?;
+        }
+        if let Some(duration) = overrides.duration {
+            if duration.is_zero() {
+                return Err("--duration: must be above 0 (omit it to run until stopped)".into());
+            }
+            self.duration = Some(duration);
+        }
+        Ok(())
+    }
+
+    /// Checks the whole configuration against this machine: every value, and that each
+    /// reader core is below the CPU count `std::thread::available_parallelism` reports.
+    pub fn validate(&self) -> Result<(), String> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.validate_with_cpus(cpus)
+    }
+
+    /// [`RunConfig::validate`] for a machine with `cpus` CPUs (core ids `0..cpus`).
+    pub fn validate_with_cpus(&self, cpus: usize) -> Result<(), String> {
+        self.check(Some(cpus))
+    }
+
+    /// Every check; `cpus` of `None` skips the one that depends on the machine.
+    fn check(&self, cpus: Option<usize>) -> Result<(), String> {
+        normalize_endpoint("binance.endpoint", &self.endpoint)?;
+        check_api_key_env(&self.api_key_env)?;
+        if self
+            .trust_cert
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err("binance.trust_cert: an empty path (omit the key instead)".into());
+        }
+        check_symbols("binance.symbols", &self.symbols)?;
+        let names: Vec<&str> = self.streams.iter().map(|k| k.suffix()).collect();
+        parse_streams("binance.streams", &names)?;
+        check_streams_per_connection(
+            "binance.symbols_per_connection",
+            self.symbols_per_connection,
+            self.streams.len(),
+        )?;
+        self.readers.check(cpus)?;
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err("run.duration_s: must be above 0 (omit it to run until stopped)".into());
+        }
+        Ok(())
+    }
+
+    /// The stream names of each connection: the symbols in order, split into connections of
+    /// at most `symbols_per_connection` symbols, each symbol with every configured stream.
+    pub fn connection_plan(&self) -> Vec<Vec<String>> {
+        assert!(
+            self.symbols_per_connection > 0,
+            "validated: symbols_per_connection >= 1"
+        );
+        self.symbols
+            .chunks(self.symbols_per_connection)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .flat_map(|symbol| self.streams.iter().map(|&kind| stream_name(symbol, kind)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The reader (an index into `readers.cores`) that runs `connection`: round robin.
+    pub fn reader_of_connection(&self, connection: usize) -> usize {
+        assert!(
+            !self.readers.cores.is_empty(),
+            "validated: at least one reader core"
+        );
+        connection % self.readers.cores.len()
+    }
+
+    /// The URL of one connection of [`RunConfig::connection_plan`]:
+    /// `<endpoint>/stream?streams=a/b/c`.
+    pub fn stream_url(&self, streams: &[String]) -> String {
+        format!("{}/stream?streams={}", self.endpoint, streams.join("/"))
+    }
+
+    /// Reads the API key from the environment variable named by `api_key_env`.
+    pub fn api_key(&self) -> Result<ApiKey, String> {
+        self.api_key_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`RunConfig::api_key`] with the environment replaced by `lookup` (for tests). The error
+    /// never contains the key.
+    pub fn api_key_from(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<ApiKey, String> {
+        let name = &self.api_key_env;
+        let key = lookup(name).unwrap_or_default();
+        if key.is_empty() {
+            return Err(format!(
+                "the Binance API key is missing: set {name} (an Ed25519 API key, no permissions \
+                 needed; see {API_KEY_DOCS}; the simulator accepts any value)"
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{name}: the Binance API key holds spaces, control or non-ASCII characters \
+                 (a trailing newline?)"
+            ));
+        }
+        Ok(ApiKey(key))
+    }
+}
+
+impl ReaderSettings {
+    fn set(&mut self, raw: RawReaders) {
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
+        set(&mut self.cores, raw.cores);
+        set(&mut self.ring_capacity, raw.ring_capacity);
+        set(&mut self.silent_timeout, ms(raw.silent_timeout_ms));
+        set(&mut self.lifetime, ms(raw.lifetime_ms));
+        set(&mut self.replace_before, ms(raw.replace_before_ms));
+        set(&mut self.overlap_max, ms(raw.overlap_max_ms));
+        set(&mut self.backoff_initial, ms(raw.backoff_initial_ms));
+        set(&mut self.backoff_max, ms(raw.backoff_max_ms));
+        set(&mut self.group_count_max, raw.group_count_max);
+    }
+
+    fn check(&self, cpus: Option<usize>) -> Result<(), String> {
+        check_cores(&self.cores, cpus)?;
+        let ring = self.ring_capacity;
+        if !ring.is_power_of_two() || !(RING_CAPACITY_MIN..=RING_CAPACITY_MAX).contains(&ring) {
+            return Err(format!(
+                "readers.ring_capacity = {ring}: must be a power of two within \
+                 {RING_CAPACITY_MIN}..={RING_CAPACITY_MAX}"
+            ));
+        }
+        for (key, value) in [
+            ("silent_timeout_ms", self.silent_timeout),
+            ("lifetime_ms", self.lifetime),
+            ("overlap_max_ms", self.overlap_max),
+            ("backoff_initial_ms", self.backoff_initial),
+        ] {
+            if value.is_zero() {
+                return Err(format!("readers.{key}: must be above 0"));
+            }
+        }
+        self.check_relations()
+    }
+
+    fn check_relations(&self) -> Result<(), String> {
+        if self.replace_before >= self.lifetime {
+            return Err(format!(
+                "readers.replace_before_ms = {}: must be below readers.lifetime_ms = {}",
+                self.replace_before.as_millis(),
+                self.lifetime.as_millis()
+            ));
+        }
+        if self.overlap_max > self.replace_before {
+            return Err(format!(
+                "readers.overlap_max_ms = {}: must be at most readers.replace_before_ms = {}, \
+                 so the old connection closes before its lifetime ends",
+                self.overlap_max.as_millis(),
+                self.replace_before.as_millis()
+            ));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(format!(
+                "readers.backoff_max_ms = {}: must be at least readers.backoff_initial_ms = {}",
+                self.backoff_max.as_millis(),
+                self.backoff_initial.as_millis()
+            ));
+        }
+        if !(GROUP_COUNT_MIN..=GROUP_COUNT_MAX).contains(&self.group_count_max) {
+            return Err(format!(
+                "readers.group_count_max = {}: must be within {GROUP_COUNT_MIN}..={GROUP_COUNT_MAX} \
+                 (a depth20 snapshot has 20 levels per side)",
+                self.group_count_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_cores(cores: &[usize], cpus: Option<usize>) -> Result<(), String> {
+    if cores.is_empty() {
+        return Err("readers.cores: at least one core is needed (one reader thread each)".into());
+    }
+    for (i, core) in cores.iter().enumerate() {
+        if cores[..i].contains(core) {
+            return Err(format!("readers.cores: core {core} is listed twice"));
+        }
+        if let Some(cpus) = cpus.filter(|&cpus| *core >= cpus) {
+            return Err(format!(
+                "readers.cores: core {core} does not exist; this machine has {cpus} CPUs \
+                 (cores 0..={})",
+                cpus.saturating_sub(1)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `ws://host[:port]` or `wss://host[:port]` and returns it without a trailing `/`.
+fn normalize_endpoint(key: &str, endpoint: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{key} = {endpoint:?}: {why}; expected ws://host[:port] or wss://host[:port] \
+             (hotpath adds /stream?streams=...)"
+        ))
+    };
+    let trimmed = endpoint.strip_suffix('/').unwrap_or(endpoint);
+    let Some(authority) = trimmed
+        .strip_prefix("wss://")
+        .or_else(|| trimmed.strip_prefix("ws://"))
+    else {
+        return bad("not a ws:// or wss:// URL");
+    };
+    if authority.contains(['/', '?', '#']) {
+        return bad("the path is chosen by hotpath");
+    }
+    if authority.contains('@') || authority.contains(char::is_whitespace) {
+        return bad("no user information or spaces allowed");
+    }
+    if !authority_is_valid(authority) {
+        return bad("not a host[:port]");
+    }
+    Ok(trimmed.to_string())
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`, with a port in 1..=65535.
+fn authority_is_valid(authority: &str) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => (host, Some(port.strip_prefix(':').unwrap_or("x"))),
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    !host.is_empty() && port_ok
+}
+
+/// The variable's name: `[A-Z_][A-Z0-9_]*`. A mixed-case 64-character Binance key pasted
+/// here by mistake fails this, and the message does not repeat the value.
+fn check_api_key_env(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 128
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_uppercase() || b == b'_' || (i > 0 && b.is_ascii_digit()))
+        && !name.is_empty();
+    if valid {
+        return Ok(());
+    }
+    Err(
+        "binance.api_key_env: must be the NAME of an environment variable (A-Z, 0-9, _) such \
+         as BINANCE_API_KEY; the key itself goes in that variable, never in the file"
+            .into(),
+    )
+}
+
+fn check_symbols(key: &str, symbols: &[String]) -> Result<(), String> {
+    if symbols.is_empty() {
+        return Err(format!("{key}: at least one symbol is needed"));
+    }
+    for (i, symbol) in symbols.iter().enumerate() {
+        let valid = (1..=SYMBOL_LEN_MAX).contains(&symbol.len())
+            && symbol
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(format!(
+                "{key}: {symbol:?} is not an upper-case symbol (A-Z, 0-9, 1 to \
+                 {SYMBOL_LEN_MAX} characters) such as BTCUSDT"
+            ));
+        }
+        if symbols[..i].contains(symbol) {
+            return Err(format!("{key}: {symbol} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_streams(key: &str, names: &[impl AsRef<str>]) -> Result<Vec<StreamKind>, String> {
+    if names.is_empty() {
+        return Err(format!("{key}: at least one stream is needed"));
+    }
+    let mut kinds = Vec::with_capacity(names.len());
+    for name in names.iter().map(AsRef::as_ref) {
+        let Some(kind) = StreamKind::from_suffix(name) else {
+            let known: Vec<&str> = StreamKind::ALL.iter().map(|k| k.suffix()).collect();
+            return Err(format!(
+                "{key}: unknown stream '{name}' (known: {})",
+                known.join(", ")
+            ));
+        };
+        if kinds.contains(&kind) {
+            return Err(format!("{key}: stream '{name}' is listed twice"));
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
+}
+
+fn check_streams_per_connection(
+    key: &str,
+    symbols_per_connection: usize,
+    streams: usize,
+) -> Result<(), String> {
+    if symbols_per_connection == 0 {
+        return Err(format!(
+            "{key}: binance.symbols_per_connection must be at least 1"
+        ));
+    }
+    let total = symbols_per_connection.saturating_mul(streams);
+    if total > STREAMS_PER_CONNECTION_MAX {
+        return Err(format!(
+            "{key}: {symbols_per_connection} symbols per connection x {streams} streams per \
+             symbol = {total} streams per connection; Binance allows at most \
+             {STREAMS_PER_CONNECTION_MAX} (lower binance.symbols_per_connection)"
+        ));
+    }
+    Ok(())
+}
+
+/// The parser's message and the line, without echoing the file's text (which could hold a
+/// secret pasted in the wrong place).
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let line = 1 + text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            format!("invalid run config, line {line}: {message}")
+        }
+        None => format!("invalid run config: {message}"),
+    }
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        RunConfig::from_toml(text).expect_err(text)
+    }
+
+    fn assert_names(error: &str, key: &str) {
+        assert!(error.contains(key), "{key:?} not in {error:?}");
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_binance_production_defaults() {
+        let config = RunConfig::from_toml("").expect("valid");
+        assert_eq!(config, RunConfig::default());
+        assert_eq!(config.endpoint, "wss://stream-sbe.binance.com:9443");
+        assert_eq!(config.api_key_env, "BINANCE_API_KEY");
+        assert_eq!(config.symbols, ["BTCUSDT"]);
+        assert_eq!(config.streams, StreamKind::ALL);
+        assert_eq!(config.symbols_per_connection, 50);
+        let r = &config.readers;
+        assert_eq!(r.cores, [0]);
+        assert_eq!(r.ring_capacity, 65_536);
+        assert_eq!(r.silent_timeout, Duration::from_secs(10));
+        assert_eq!(r.lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(r.replace_before, Duration::from_secs(600));
+        assert_eq!(r.overlap_max, Duration::from_secs(2));
+        assert_eq!(r.backoff_initial, Duration::from_millis(250));
+        assert_eq!(r.backoff_max, Duration::from_secs(30));
+        assert_eq!(r.group_count_max, GROUP_COUNT_MAX);
+        assert_eq!(config.duration, None);
+        assert!(config.summary);
+        config
+            .validate_with_cpus(1)
+            .expect("core 0 exists everywhere");
+    }
+
+    #[test]
+    fn a_full_file_sets_every_key() {
+        let config = RunConfig::from_toml(
+            r#"
+            [binance]
+            endpoint = "wss://127.0.0.1:9443/"
+            api_key_env = "SIM_KEY_2"
+            trust_cert = "sim-cert.pem"
+            symbols = ["ETHUSDT", "BNBUSDT"]
+            streams = ["depth", "trade"]
+            symbols_per_connection = 512
+            [readers]
+            cores = [2, 3]
+            ring_capacity = 1024
+            silent_timeout_ms = 500
+            lifetime_ms = 60000
+            replace_before_ms = 5000
+            overlap_max_ms = 100
+            backoff_initial_ms = 10
+            backoff_max_ms = 10
+            group_count_max = 1000
+            [run]
+            duration_s = 30
+            summary = false
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(config.endpoint, "wss://127.0.0.1:9443");
+        assert_eq!(config.api_key_env, "SIM_KEY_2");
+        assert_eq!(config.trust_cert, Some(PathBuf::from("sim-cert.pem")));
+        assert_eq!(config.symbols, ["ETHUSDT", "BNBUSDT"]);
+        assert_eq!(config.streams, [StreamKind::Depth, StreamKind::Trade]);
+        assert_eq!(config.symbols_per_connection, 512);
+        let r = &config.readers;
+        assert_eq!(r.cores, [2, 3]);
+        assert_eq!(r.ring_capacity, 1024);
+        assert_eq!(r.silent_timeout, Duration::from_millis(500));
+        assert_eq!(r.lifetime, Duration::from_secs(60));
+        assert_eq!(r.replace_before, Duration::from_secs(5));
+        assert_eq!(r.overlap_max, Duration::from_millis(100));
+        assert_eq!(r.backoff_initial, Duration::from_millis(10));
+        assert_eq!(r.backoff_max, Duration::from_millis(10));
+        assert_eq!(r.group_count_max, 1000);
+        assert_eq!(config.duration, Some(Duration::from_secs(30)));
+        assert!(!config.summary);
+        config.validate_with_cpus(4).expect("cores 2 and 3 exist");
+        let cores = config.validate_with_cpus(3).expect_err("core 3 does not");
+        assert_names(&cores, "readers.cores: core 3");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        assert_names(&err("[binance]\nsymbol = [\"BTCUSDT\"]\n"), "symbol");
+        assert_names(&err("[readers]\ncore = [0]\n"), "core");
+        assert_names(&err("[run]\nduration = 5\n"), "duration");
+        assert_names(&err("[sinks]\n"), "sinks");
+        assert_names(&err("[readers]\ncores = [-1]\n"), "line 2");
+    }
+
+    #[test]
+    fn an_api_key_in_the_file_is_rejected_without_echoing_it() {
+        for text in [
+            "[binance]\napi_key = \"sEcReT123\"\n",
+            "api_key = \"sEcReT123\"\n",
+            "[readers]\napi_key = \"sEcReT123\"\n",
+        ] {
+            let error = err(text);
+            assert!(!error.contains("sEcReT123"), "{error}");
+            assert_names(&error, "api_key");
+        }
+        let error = err("[binance]\napi_key = \"sEcReT123\"\n");
+        assert_names(
+            &error,
+            "binance.api_key: API keys come only from the environment",
+        );
+        let unquoted = err("[binance]\napi_key = sEcReT123\n");
+        assert!(!unquoted.contains("sEcReT123"), "{unquoted}");
+        assert_names(&unquoted, "line 2");
+        let pasted = err(
+            "[binance]\napi_key_env = \"vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A\"\n",
+        );
+        assert!(!pasted.contains("vmPUZE6mv9"), "{pasted}");
+        assert_names(&pasted, "binance.api_key_env");
+    }
+
+    #[test]
+    fn each_binance_error_names_its_key() {
+        for (text, key) in [
+            ("endpoint = \"https://x\"", "binance.endpoint"),
+            ("endpoint = \"wss://x/ws\"", "binance.endpoint"),
+            ("endpoint = \"wss://x?a=b\"", "binance.endpoint"),
+            ("endpoint = \"wss://\"", "binance.endpoint"),
+            ("endpoint = \"wss://x:0\"", "binance.endpoint"),
+            ("endpoint = \"wss://x:99999\"", "binance.endpoint"),
+            ("endpoint = \"wss://u:p@x\"", "binance.endpoint"),
+            ("api_key_env = \"\"", "binance.api_key_env"),
+            ("api_key_env = \"1KEY\"", "binance.api_key_env"),
+            ("trust_cert = \"\"", "binance.trust_cert"),
+            ("symbols = []", "binance.symbols"),
+            ("symbols = [\"btcusdt\"]", "binance.symbols"),
+            ("symbols = [\"\"]", "binance.symbols"),
+            ("symbols = [\"ABCDEFGHIJKLMNOPQRSTU\"]", "binance.symbols"),
+            (
+                "symbols = [\"BTCUSDT\", \"BTCUSDT\"]",
+                "binance.symbols: BTCUSDT is listed twice",
+            ),
+            ("streams = []", "binance.streams"),
+            (
+                "streams = [\"aggTrade\"]",
+                "binance.streams: unknown stream 'aggTrade'",
+            ),
+            ("streams = [\"depth\", \"depth\"]", "binance.streams"),
+            (
+                "symbols_per_connection = 0",
+                "binance.symbols_per_connection",
+            ),
+            (
+                "symbols_per_connection = 257",
+                "binance.symbols_per_connection",
+            ),
+            (
+                "symbols_per_connection = 1025\nstreams = [\"trade\"]",
+                "binance.symbols_per_connection",
+            ),
+        ] {
+            assert_names(&err(&format!("[binance]\n{text}\n")), key);
+        }
+        let ok = "[binance]\nsymbols_per_connection = 1024\nstreams = [\"trade\"]\n";
+        RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
+        let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
+        assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    #[test]
+    fn each_reader_and_run_error_names_its_key() {
+        for (text, key) in [
+            ("[readers]\ncores = []", "readers.cores"),
+            (
+                "[readers]\ncores = [1, 1]",
+                "readers.cores: core 1 is listed twice",
+            ),
+            ("[readers]\nring_capacity = 1000", "readers.ring_capacity"),
+            ("[readers]\nring_capacity = 512", "readers.ring_capacity"),
+            (
+                "[readers]\nring_capacity = 33554432",
+                "readers.ring_capacity",
+            ),
+            (
+                "[readers]\nsilent_timeout_ms = 0",
+                "readers.silent_timeout_ms",
+            ),
+            ("[readers]\nlifetime_ms = 0", "readers.lifetime_ms"),
+            (
+                "[readers]\nreplace_before_ms = 86400000",
+                "readers.replace_before_ms",
+            ),
+            ("[readers]\noverlap_max_ms = 0", "readers.overlap_max_ms"),
+            (
+                "[readers]\nreplace_before_ms = 1000",
+                "readers.overlap_max_ms",
+            ),
+            (
+                "[readers]\nbackoff_initial_ms = 0",
+                "readers.backoff_initial_ms",
+            ),
+            ("[readers]\nbackoff_max_ms = 100", "readers.backoff_max_ms"),
+            ("[readers]\ngroup_count_max = 19", "readers.group_count_max"),
+            (
+                "[readers]\ngroup_count_max = 65536",
+                "readers.group_count_max",
+            ),
+            ("[run]\nduration_s = 0", "run.duration_s"),
+        ] {
+            assert_names(&err(&format!("{text}\n")), key);
+        }
+        let cores = RunConfig::from_toml("[readers]\ncores = [7]\n").expect("CPU count unchecked");
+        assert_names(
+            &cores.validate_with_cpus(2).expect_err("7 >= 2"),
+            "readers.cores",
+        );
+    }
+
+    #[test]
+    fn overrides_replace_the_file_and_errors_name_the_flag() {
+        let mut config = RunConfig::default();
+        config
+            .apply(Overrides {
+                endpoint: Some("ws://127.0.0.1:9443".into()),
+                symbols: Some(vec!["ETHUSDT".into(), "SOLUSDT".into()]),
+                streams: Some(vec!["depth20".into()]),
+                duration: Some(Duration::from_secs(5)),
+            })
+            .expect("valid");
+        assert_eq!(config.endpoint, "ws://127.0.0.1:9443");
+        assert_eq!(config.symbols, ["ETHUSDT", "SOLUSDT"]);
+        assert_eq!(config.streams, [StreamKind::Depth20]);
+        assert_eq!(config.duration, Some(Duration::from_secs(5)));
+        config.validate_with_cpus(1).expect("valid");
+
+        let mut untouched = RunConfig::default();
+        untouched.apply(Overrides::default()).expect("no flags");
+        assert_eq!(untouched, RunConfig::default());
+
+        for (overrides, flag) in [
+            (
+                Overrides {
+                    endpoint: Some("http://x".into()),
+                    ..Overrides::default()
+                },
+                "--endpoint",
+            ),
+            (
+                Overrides {
+                    symbols: Some(vec!["eth".into()]),
+                    ..Overrides::default()
+                },
+                "--symbols",
+            ),
+            (
+                Overrides {
+                    symbols: Some(vec![]),
+                    ..Overrides::default()
+                },
+                "--symbols",
+            ),
+            (
+                Overrides {
+                    streams: Some(vec!["aggTrade".into()]),
+                    ..Overrides::default()
+                },
+                "--streams: unknown stream 'aggTrade'",
+            ),
+            (
+                Overrides {
+                    duration: Some(Duration::ZERO),
+                    ..Overrides::default()
+                },
+                "--duration",
+            ),
+        ] {
+            let error = RunConfig::default().apply(overrides).expect_err(flag);
+            assert_names(&error, flag);
+        }
+        let mut wide = RunConfig {
+            symbols_per_connection: 500,
+            ..RunConfig::default()
+        };
+        wide.streams = vec![StreamKind::Trade, StreamKind::Depth];
+        let all = Overrides {
+            streams: Some(vec!["trade".into(), "depth".into(), "depth20".into()]),
+            ..Overrides::default()
+        };
+        assert_names(&wide.apply(all).expect_err("1500 streams"), "--streams");
+    }
+
+    #[test]
+    fn the_connection_plan_splits_symbols_and_readers_take_turns() {
+        let symbols: Vec<String> = (0..120).map(|i| format!("SYM{i}USDT")).collect();
+        let mut config = RunConfig {
+            symbols,
+            ..RunConfig::default()
+        };
+        config.readers.cores = vec![1, 2];
+        config.validate_with_cpus(4).expect("valid");
+        let plan = config.connection_plan();
+        let sizes: Vec<usize> = plan.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [200, 200, 80]);
+        assert_eq!(
+            plan[0][..4],
+            [
+                "sym0usdt@trade",
+                "sym0usdt@bestBidAsk",
+                "sym0usdt@depth",
+                "sym0usdt@depth20"
+            ]
+        );
+        assert_eq!(plan[2][0], "sym100usdt@trade");
+        assert_eq!(plan[2][79], "sym119usdt@depth20");
+        let readers: Vec<usize> = (0..plan.len())
+            .map(|c| config.reader_of_connection(c))
+            .collect();
+        assert_eq!(readers, [0, 1, 0]);
+
+        let small = RunConfig::default();
+        assert_eq!(
+            small.connection_plan(),
+            [StreamKind::ALL.map(|k| stream_name("BTCUSDT", k))]
+        );
+        let url = small.stream_url(&small.connection_plan()[0]);
+        assert_eq!(
+            url,
+            "wss://stream-sbe.binance.com:9443/stream?streams=\
+             btcusdt@trade/btcusdt@bestBidAsk/btcusdt@depth/btcusdt@depth20"
+        );
+    }
+
+    #[test]
+    fn the_api_key_comes_from_the_named_variable_and_never_shows() {
+        let config = RunConfig {
+            api_key_env: "HOTPATH_TEST_KEY_PRESENT".into(),
+            ..RunConfig::default()
+        };
+        let key = config
+            .api_key_from(|name| (name == "HOTPATH_TEST_KEY_PRESENT").then(|| "k3yV4lue".into()))
+            .expect("present");
+        assert_eq!(key.expose(), "k3yV4lue");
+        assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+        assert!(!format!("{config:?}").contains("k3yV4lue"));
+        assert!(!format!("{config:#?}").contains("k3yV4lue"));
+
+        let missing = config.api_key_from(|_| None).expect_err("missing");
+        assert_names(
+            &missing,
+            "the Binance API key is missing: set HOTPATH_TEST_KEY_PRESENT",
+        );
+        let empty = config
+            .api_key_from(|_| Some(String::new()))
+            .expect_err("empty");
+        assert_names(&empty, "missing");
+        let newline = config
+            .api_key_from(|_| Some("k3yV4lue\n".into()))
+            .expect_err("newline");
+        assert!(!newline.contains("k3yV4lue"), "{newline}");
+        assert_names(&newline, "HOTPATH_TEST_KEY_PRESENT");
+    }
+
+    #[test]
+    fn api_key_reads_the_process_environment() {
+        let config = RunConfig {
+            api_key_env: "HOTPATH_TEST_KEY_NEVER_SET_9F3A".into(),
+            ..RunConfig::default()
+        };
+        let error = config.api_key().expect_err("never set");
+        assert_names(&error, "set HOTPATH_TEST_KEY_NEVER_SET_9F3A");
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::RunConfig;
+    use crate::stream::StreamKind;
+
+    fn load(name: &str) -> RunConfig {
+        let path = format!("{}/../config/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the example exists");
+        let config = RunConfig::from_toml(&text).expect("valid");
+        config.validate_with_cpus(2).expect("valid on two CPUs");
+        config
+    }
+
+    /// `config/binance.toml`, the documented production example, is a valid configuration.
+    #[test]
+    fn the_binance_example_parses() {
+        let config = load("binance.toml");
+        assert!(config.endpoint.starts_with("wss://"));
+        assert_eq!(config.symbols, ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]);
+        assert_eq!(config.streams, StreamKind::ALL);
+        assert_eq!(config.readers.cores, [1]);
+        assert_eq!(config.trust_cert, None);
+    }
+
+    /// `config/sim-run.toml` points at the simulator `config/sim.toml` describes.
+    #[test]
+    fn the_simulator_example_parses_and_matches_the_simulator() {
+        let config = load("sim-run.toml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sim.toml");
+        let sim_text = std::fs::read_to_string(path).expect("config/sim.toml exists");
+        let sim = crate::sim::config::SimConfig::from_toml(&sim_text).expect("valid");
+        assert_eq!(config.endpoint, format!("ws://{}", sim.listen));
+        assert_eq!(config.symbols, sim.exchange.symbols);
+        assert_eq!(config.readers.cores, [0]);
+        assert_eq!(
+            config.readers.lifetime.as_millis(),
+            u128::from(sim.websocket.max_lifetime_ms)
+        );
+    }
+}

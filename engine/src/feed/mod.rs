@@ -8,4 +8,8 @@
 
 pub mod backoff;
 pub mod config;
+pub mod event;
+pub mod reader;
+pub mod run;
 pub mod sequence;
+pub mod stats;

@@ -430,10 +430,10 @@ fn qty(mantissa: i64) -> Decimal {
 
 #[cfg(test)]
 mod tests {
-    use crate::stream::StreamKind;
     use super::*;
     use crate::sbe::spot_stream::Message;
     use crate::sim::exchange::StreamKey;
+    use crate::stream::StreamKind;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 

@@ -3,6 +3,7 @@
 mod alloc;
 mod binance;
 mod cli;
+mod feed;
 mod record;
 mod schema;
 mod sim;

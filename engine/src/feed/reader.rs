@@ -1,0 +1,663 @@
+//! Reader threads: each an OS thread pinned to a configured core, running its WebSocket
+//! connections on its own single-threaded tokio runtime. Per binary frame it decodes in place,
+//! checks the sequence, drops duplicates, and pushes one [`FeedEvent`] into each consumer's
+//! lock-free SPSC ring. A full ring never blocks it: the event is counted as dropped for that
+//! consumer and a repair notice goes to the sidecar's ring.
+//!
+//! Architecture invariants: nothing here logs per message or allocates per message (the frame's
+//! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count); a
+//! connection is replaced make-before-break (the old one is read until the new one has
+//! delivered and the overlap window has passed, and the sequencer drops the overlap's
+//! duplicates), so a lifetime end or `serverShutdown` loses nothing.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::backoff::{AttemptBudget, Backoff};
+use super::config::{ApiKey, ReaderSettings};
+use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
+use super::sequence::{Sequencer, Verdict};
+use super::stats::ReaderStats;
+use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
+use crate::stream::StreamKind;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Highest latency the histograms track (longer values are clamped): 10 s.
+const LATENCY_MAX_NS: u64 = 10_000_000_000;
+
+/// What every reader shares: where to connect, with which key and trust, and the settings.
+pub struct FeedContext {
+    /// `ws://` or `wss://` base; connections go to `<endpoint>/stream?streams=...`.
+    pub endpoint: String,
+    /// Sent as `X-MBX-APIKEY`; never logged.
+    pub api_key: ApiKey,
+    /// A TLS client configuration (a trusted simulator certificate); `None` uses webpki roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Configured symbols, upper case; an event's `symbol` is an index into this list.
+    pub symbols: Vec<String>,
+    /// Reader settings.
+    pub settings: ReaderSettings,
+    /// Connection attempts left in Binance's per-IP window, shared by every connection.
+    pub budget: Mutex<AttemptBudget>,
+    /// Flips to `true` to stop every reader.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The connections one reader runs and the rings it fills.
+pub struct ReaderSetup {
+    /// Reader index, for names and seeds.
+    pub index: usize,
+    /// Core to pin to.
+    pub core: usize,
+    /// Stream names per connection.
+    pub connections: Vec<Vec<String>>,
+    /// One ring per consumer.
+    pub producers: Vec<rtrb::Producer<FeedEvent>>,
+    /// Repair notices for the sidecar.
+    pub notices: rtrb::Producer<Notice>,
+    /// This reader's counters.
+    pub stats: Arc<ReaderStats>,
+}
+
+/// What a reader thread reports when it ends.
+pub struct ReaderReport {
+    /// Reader index.
+    pub index: usize,
+    /// The core it asked for.
+    pub core: usize,
+    /// Whether pinning succeeded.
+    pub pinned: bool,
+    /// The CPUs the thread was allowed to run on, as the kernel reported (`Cpus_allowed_list`).
+    pub cpus_allowed: String,
+    /// Receive-to-enqueue latency of every accepted event, nanoseconds.
+    pub wire_to_queue: Histogram<u64>,
+}
+
+/// Starts a reader thread.
+pub fn spawn(
+    setup: ReaderSetup,
+    ctx: Arc<FeedContext>,
+) -> std::io::Result<std::thread::JoinHandle<ReaderReport>> {
+    std::thread::Builder::new()
+        .name(format!("hotpath-reader-{}", setup.index))
+        .spawn(move || run_reader(setup, ctx))
+}
+
+fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
+    let ReaderSetup {
+        index,
+        core,
+        connections,
+        producers,
+        notices,
+        stats,
+    } = setup;
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    let cpus_allowed = cpus_allowed();
+    tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
+    let state = Rc::new(RefCell::new(ReaderState::new(
+        producers, notices, stats, &ctx,
+    )));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(reader = index, error = %e, "cannot build the reader runtime");
+            return report(index, core, pinned, cpus_allowed, state);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .enumerate()
+        .map(|(i, streams)| {
+            let seed = (index as u64) << 32 | i as u64;
+            local.spawn_local(connection_task(streams, ctx.clone(), state.clone(), seed))
+        })
+        .collect();
+    local.block_on(&runtime, async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    });
+    drop(local);
+    report(index, core, pinned, cpus_allowed, state)
+}
+
+fn report(
+    index: usize,
+    core: usize,
+    pinned: bool,
+    cpus_allowed: String,
+    state: Rc<RefCell<ReaderState>>,
+) -> ReaderReport {
+    let wire_to_queue = match Rc::try_unwrap(state) {
+        Ok(state) => state.into_inner().histogram,
+        Err(shared) => shared.borrow().histogram.clone(),
+    };
+    ReaderReport {
+        index,
+        core,
+        pinned,
+        cpus_allowed,
+        wire_to_queue,
+    }
+}
+
+/// The kernel's view of where this thread may run (Linux), for tests and logs.
+fn cpus_allowed() -> String {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// A new latency histogram (3 significant digits, 1 ns to 10 s).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("constant, valid histogram bounds")
+}
+
+/// Everything the frame path touches, owned by the reader thread.
+struct ReaderState {
+    producers: Vec<rtrb::Producer<FeedEvent>>,
+    notices: rtrb::Producer<Notice>,
+    sequencer: Sequencer,
+    symbols: HashMap<Box<[u8]>, u16>,
+    stats: Arc<ReaderStats>,
+    histogram: Histogram<u64>,
+    limits: Limits,
+    reported_unknown: bool,
+}
+
+impl ReaderState {
+    fn new(
+        producers: Vec<rtrb::Producer<FeedEvent>>,
+        notices: rtrb::Producer<Notice>,
+        stats: Arc<ReaderStats>,
+        ctx: &FeedContext,
+    ) -> Self {
+        ReaderState {
+            producers,
+            notices,
+            sequencer: Sequencer::new(ctx.symbols.len()),
+            symbols: ctx
+                .symbols
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_bytes().to_vec().into_boxed_slice(), i as u16))
+                .collect(),
+            stats,
+            histogram: latency_histogram(),
+            limits: Limits {
+                group_count_max: ctx.settings.group_count_max,
+            },
+            reported_unknown: false,
+        }
+    }
+
+    /// The hot path: one binary frame.
+    #[inline]
+    fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
+        self.stats.frames.bump();
+        let message = match sbe::spot_stream::decode_with(&frame, &self.limits) {
+            Ok(message) => message,
+            Err(e) => return self.on_decode_error(e),
+        };
+        let Some((symbol_bytes, kind, first_id, last_id, event_time_us)) = summarize(&message)
+        else {
+            return;
+        };
+        let Some(&symbol) = self.symbols.get(symbol_bytes) else {
+            self.stats.unknown_symbols.bump();
+            return;
+        };
+        match self.sequencer.check(symbol, kind, first_id, last_id) {
+            Verdict::Duplicate => {
+                self.stats.duplicates.bump();
+                return;
+            }
+            Verdict::Gap(gap) => {
+                self.stats.gaps.bump();
+                self.stats.missing_ids.add(gap.missing().max(0) as u64);
+                self.notify(Notice {
+                    gap,
+                    cause: Cause::Wire,
+                });
+            }
+            Verdict::Accept => {}
+        }
+        let event = FeedEvent {
+            recv_time_ns,
+            symbol,
+            kind,
+            first_id,
+            last_id,
+            event_time_us,
+            frame,
+        };
+        self.enqueue(event);
+    }
+
+    fn enqueue(&mut self, event: FeedEvent) {
+        let (symbol, kind, first_id, last_id, recv) = (
+            event.symbol,
+            event.kind,
+            event.first_id,
+            event.last_id,
+            event.recv_time_ns,
+        );
+        let last = self.producers.len().saturating_sub(1);
+        let mut event = Some(event);
+        for consumer in 0..self.producers.len() {
+            let item = if consumer == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            let Some(item) = item else { break };
+            if self.producers[consumer].push(item).is_err() {
+                self.stats.queue_drops.bump();
+                let gap = super::sequence::GapNotice {
+                    symbol,
+                    kind,
+                    last_good: first_id.saturating_sub(1),
+                    first_seen: last_id.saturating_add(1),
+                };
+                self.notify(Notice {
+                    gap,
+                    cause: Cause::QueueFull { consumer },
+                });
+            }
+        }
+        self.stats.events[kind as usize].bump();
+        let _ = self
+            .histogram
+            .record(monotonic_ns().saturating_sub(recv).clamp(1, LATENCY_MAX_NS));
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        if self.notices.push(notice).is_err() {
+            self.stats.notice_drops.bump();
+        }
+    }
+
+    #[cold]
+    fn on_decode_error(&mut self, error: DecodeError) {
+        let counter = match error {
+            DecodeError::UnknownTemplate(_) => &self.stats.unknown_templates,
+            DecodeError::WrongSchema { .. } => &self.stats.schema_mismatches,
+            _ => &self.stats.decode_errors,
+        };
+        counter.bump();
+        if !self.reported_unknown
+            && matches!(
+                error,
+                DecodeError::UnknownTemplate(_) | DecodeError::WrongSchema { .. }
+            )
+        {
+            self.reported_unknown = true;
+            tracing::warn!(%error, "a frame of an unknown message or schema (counted; further ones are counted silently)");
+        }
+    }
+}
+
+/// Symbol, stream, first and last id and event time of a decoded message.
+#[inline]
+fn summarize<'a>(message: &Sbe<'a>) -> Option<(&'a [u8], StreamKind, i64, i64, i64)> {
+    Some(match message {
+        Sbe::TradesStreamEvent(m) => {
+            let mut trades = m.trades();
+            let first = trades.next()?.id();
+            let last = trades.last().map_or(first, |t| t.id());
+            (m.symbol(), StreamKind::Trade, first, last, m.event_time())
+        }
+        Sbe::BestBidAskStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::BestBidAsk,
+            m.book_update_id(),
+            m.book_update_id(),
+            m.event_time(),
+        ),
+        Sbe::DepthSnapshotStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::Depth20,
+            m.book_update_id(),
+            m.book_update_id(),
+            m.event_time(),
+        ),
+        Sbe::DepthDiffStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::Depth,
+            m.first_book_update_id(),
+            m.last_book_update_id(),
+            m.event_time(),
+        ),
+    })
+}
+
+/// A live connection.
+struct Live {
+    ws: Ws,
+    opened: Instant,
+    last_frame: Instant,
+    delivered: bool,
+}
+
+impl Live {
+    fn new(ws: Ws) -> Self {
+        let now = Instant::now();
+        Live {
+            ws,
+            opened: now,
+            last_frame: now,
+            delivered: false,
+        }
+    }
+}
+
+/// Opens a connection: waits for the attempt budget, then connects with the API key header.
+async fn open(url: String, ctx: Arc<FeedContext>, stats: Arc<ReaderStats>) -> Result<Ws, String> {
+    loop {
+        let wait = crate::sim::server::lock(&ctx.budget).try_acquire(std::time::Instant::now());
+        match wait {
+            Ok(()) => break,
+            Err(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let mut key = tungstenite::http::HeaderValue::from_str(ctx.api_key.expose())
+        .map_err(|_| "the API key is not a valid header value".to_string())?;
+    key.set_sensitive(true);
+    request.headers_mut().insert("X-MBX-APIKEY", key);
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(crate::constants::FRAME_BYTES_MAX);
+    config.max_frame_size = Some(crate::constants::FRAME_BYTES_MAX);
+    let connector = ctx.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    stats.connects.bump();
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            Err(format!("HTTP {}: {}", response.status(), body.trim()))
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>>>>;
+
+/// What one wait of a connection task produced.
+enum Step {
+    Stop,
+    Current(Option<Result<Message, tungstenite::Error>>, u64),
+    Old(Option<Result<Message, tungstenite::Error>>, u64),
+    Replacement(Option<Result<Message, tungstenite::Error>>, u64),
+    Connected(Box<Result<Ws, String>>),
+    ReplaceDue,
+    OverlapOver,
+    Silent,
+}
+
+async fn next_of(live: Option<&mut Live>) -> (Option<Result<Message, tungstenite::Error>>, u64) {
+    match live {
+        Some(live) => {
+            let message = live.ws.next().await;
+            (message, monotonic_ns())
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one connection slot for the life of the feed: connect, read, replace, reconnect.
+async fn connection_task(
+    streams: Vec<String>,
+    ctx: Arc<FeedContext>,
+    state: Rc<RefCell<ReaderState>>,
+    seed: u64,
+) {
+    let url = format!(
+        "{}/stream?streams={}",
+        ctx.endpoint.trim_end_matches('/'),
+        streams.join("/")
+    );
+    let stats = state.borrow().stats.clone();
+    let settings = ctx.settings.clone();
+    let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max, seed);
+    let mut stop = ctx.stop.clone();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let ws = tokio::select! {
+            _ = stop.changed() => return,
+            opened = open(url.clone(), ctx.clone(), stats.clone()) => opened,
+        };
+        match ws {
+            Ok(ws) => {
+                tracing::info!(streams = streams.len(), "connected");
+                let ended = drive(Live::new(ws), &url, &ctx, &state, &mut backoff, &mut stop).await;
+                if ended == Ended::Stop {
+                    return;
+                }
+                stats.reconnects.bump();
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "connection failed");
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Stop,
+    Lost,
+}
+
+/// Reads a connection until it ends, replacing it make-before-break when its lifetime nears or
+/// the server announces a shutdown.
+async fn drive(
+    first: Live,
+    url: &str,
+    ctx: &Arc<FeedContext>,
+    state: &Rc<RefCell<ReaderState>>,
+    backoff: &mut Backoff,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let settings = &ctx.settings;
+    let stats = state.borrow().stats.clone();
+    let mut current = first;
+    let mut old: Option<Live> = None;
+    let mut old_until: Option<Instant> = None;
+    let mut replacement: Option<Live> = None;
+    let mut connecting: Option<Connecting> = None;
+    let mut replace_due =
+        current.opened + settings.lifetime.saturating_sub(settings.replace_before);
+    loop {
+        let replacing = connecting.is_some() || replacement.is_some();
+        let silent_at = current.last_frame + settings.silent_timeout;
+        let step = tokio::select! {
+            _ = stop.changed() => Step::Stop,
+            (m, t) = next_of(Some(&mut current)) => Step::Current(m, t),
+            (m, t) = next_of(old.as_mut()) => Step::Old(m, t),
+            (m, t) = next_of(replacement.as_mut()) => Step::Replacement(m, t),
+            connected = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => Step::Connected(Box::new(connected)),
+            _ = until((!replacing).then_some(replace_due)) => Step::ReplaceDue,
+            _ = until(old_until) => Step::OverlapOver,
+            _ = until(Some(silent_at)) => Step::Silent,
+        };
+        match step {
+            Step::Stop => {
+                for live in [Some(&mut current), old.as_mut(), replacement.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = live.ws.close(None).await;
+                }
+                return Ended::Stop;
+            }
+            Step::Current(message, t) => match on_message(message, t, &mut current, state).await {
+                Seen::Data if !current.delivered => {
+                    current.delivered = true;
+                    backoff.reset();
+                }
+                Seen::ServerShutdown if !replacing => {
+                    connecting = Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())))
+                }
+                Seen::Closed => {
+                    // The current connection is gone; a replacement in flight takes over.
+                    match replacement.take() {
+                        Some(next) => current = next,
+                        None => return Ended::Lost,
+                    }
+                }
+                _ => {}
+            },
+            Step::Old(message, t) => {
+                if let Some(live) = old.as_mut()
+                    && on_message(message, t, live, state).await == Seen::Closed
+                {
+                    old = None;
+                    old_until = None;
+                }
+            }
+            Step::Replacement(message, t) => {
+                let Some(live) = replacement.as_mut() else {
+                    continue;
+                };
+                match on_message(message, t, live, state).await {
+                    Seen::Data => {
+                        // The replacement delivers: it becomes current; the old one is read
+                        // until the overlap window ends, so nothing in flight is lost.
+                        let mut next = replacement.take().expect("checked above");
+                        next.delivered = true;
+                        let previous = std::mem::replace(&mut current, next);
+                        if let Some(mut older) = old.replace(previous) {
+                            let _ = older.ws.close(None).await;
+                        }
+                        old_until = Some(Instant::now() + settings.overlap_max);
+                        replace_due = current.opened
+                            + settings.lifetime.saturating_sub(settings.replace_before);
+                        stats.switches.bump();
+                    }
+                    Seen::Closed => replacement = None,
+                    _ => {}
+                }
+            }
+            Step::Connected(result) => {
+                connecting = None;
+                match *result {
+                    Ok(ws) => replacement = Some(Live::new(ws)),
+                    Err(error) => {
+                        tracing::warn!(%error, "replacement connection failed; the current one stays");
+                        replace_due = Instant::now() + backoff.next_delay();
+                    }
+                }
+            }
+            Step::ReplaceDue => {
+                connecting = Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())))
+            }
+            Step::OverlapOver => {
+                if let Some(mut live) = old.take() {
+                    let _ = live.ws.close(None).await;
+                }
+                old_until = None;
+            }
+            Step::Silent => {
+                tracing::warn!(silent_for = ?settings.silent_timeout, "connection silent; replacing it");
+                return Ended::Lost;
+            }
+        }
+    }
+}
+
+/// What a message meant to the connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Data,
+    ServerShutdown,
+    Control,
+    Closed,
+}
+
+async fn on_message(
+    message: Option<Result<Message, tungstenite::Error>>,
+    recv_time_ns: u64,
+    live: &mut Live,
+    state: &Rc<RefCell<ReaderState>>,
+) -> Seen {
+    let Some(Ok(message)) = message else {
+        return Seen::Closed;
+    };
+    live.last_frame = Instant::now();
+    match message {
+        Message::Binary(frame) => {
+            state.borrow_mut().on_frame(frame, recv_time_ns);
+            Seen::Data
+        }
+        Message::Text(text) => {
+            state.borrow().stats.text_frames.bump();
+            if text.as_str().contains("serverShutdown") {
+                tracing::info!("serverShutdown received; replacing the connection");
+                Seen::ServerShutdown
+            } else {
+                Seen::Control
+            }
+        }
+        Message::Ping(_) => {
+            // tungstenite queued the pong with the same payload; send it now.
+            let _ = live.ws.flush().await;
+            Seen::Control
+        }
+        Message::Close(_) => Seen::Closed,
+        _ => Seen::Control,
+    }
+}

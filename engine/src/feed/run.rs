@@ -1,0 +1,391 @@
+//! Starting and stopping the feed, the counting consumer that drains the rings until real
+//! sinks exist, and the one-line JSON summary `hotpath run` prints on exit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::backoff::AttemptBudget;
+use super::config::{ApiKey, RunConfig};
+use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
+use super::reader::{self, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
+use super::stats::ReaderStats;
+use crate::stream::StreamKind;
+
+/// Notices the sidecar ring of each reader holds.
+const NOTICE_RING_CAPACITY: usize = 4096;
+/// Gap ranges the summary lists (all are counted).
+const SUMMARY_RANGES_MAX: usize = 1000;
+
+/// A running feed: reader threads and their counters.
+pub struct Feed {
+    stop: watch::Sender<bool>,
+    readers: Vec<JoinHandle<ReaderReport>>,
+    /// Counters, one per reader.
+    pub stats: Vec<Arc<ReaderStats>>,
+}
+
+/// The consumer ends of the rings: `events[consumer][reader]` and `notices[reader]`.
+pub struct Rings {
+    /// Event rings, per consumer, per reader.
+    pub events: Vec<Vec<rtrb::Consumer<FeedEvent>>>,
+    /// Repair notices, per reader.
+    pub notices: Vec<rtrb::Consumer<Notice>>,
+}
+
+/// Starts the readers for `config` with `consumers` rings per reader.
+pub fn start(
+    config: &RunConfig,
+    api_key: ApiKey,
+    consumers: usize,
+) -> Result<(Feed, Rings), String> {
+    crate::sim::tls::install_crypto_provider();
+    let tls = match &config.trust_cert {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
+            Some(Arc::new(
+                crate::sim::tls::client_config_trusting(&pem)
+                    .map_err(|e| format!("binance.trust_cert: {e}"))?,
+            ))
+        }
+        None => None,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(FeedContext {
+        endpoint: config.endpoint.clone(),
+        api_key,
+        tls,
+        symbols: config.symbols.clone(),
+        settings: config.readers.clone(),
+        budget: std::sync::Mutex::new(AttemptBudget::new(
+            super::backoff::BINANCE_ATTEMPTS_MAX,
+            super::backoff::BINANCE_ATTEMPTS_WINDOW,
+        )),
+        stop: stop_rx,
+    });
+    let plan = config.connection_plan();
+    let cores = &config.readers.cores;
+    let mut rings = Rings {
+        events: (0..consumers).map(|_| Vec::new()).collect(),
+        notices: Vec::new(),
+    };
+    let mut feed = Feed {
+        stop,
+        readers: Vec::new(),
+        stats: Vec::new(),
+    };
+    for (index, &core) in cores.iter().enumerate() {
+        let connections: Vec<Vec<String>> = plan
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| config.reader_of_connection(*c) == index)
+            .map(|(_, streams)| streams.clone())
+            .collect();
+        let mut producers = Vec::new();
+        for consumer in rings.events.iter_mut() {
+            let (producer, ring) = rtrb::RingBuffer::new(config.readers.ring_capacity);
+            producers.push(producer);
+            consumer.push(ring);
+        }
+        let (notices, notice_ring) = rtrb::RingBuffer::new(NOTICE_RING_CAPACITY);
+        rings.notices.push(notice_ring);
+        let stats = Arc::new(ReaderStats::default());
+        feed.stats.push(stats.clone());
+        let setup = ReaderSetup {
+            index,
+            core,
+            connections,
+            producers,
+            notices,
+            stats,
+        };
+        let handle = reader::spawn(setup, ctx.clone())
+            .map_err(|e| format!("cannot start reader {index}: {e}"))?;
+        feed.readers.push(handle);
+    }
+    Ok((feed, rings))
+}
+
+impl Feed {
+    /// Stops every reader (connections closed) and returns their reports.
+    pub fn stop(self) -> Vec<ReaderReport> {
+        let _ = self.stop.send(true);
+        self.readers
+            .into_iter()
+            .filter_map(|r| r.join().ok())
+            .collect()
+    }
+}
+
+/// What the counting consumer saw.
+pub struct Tally {
+    /// Events per stream kind.
+    pub events: [u64; 4],
+    /// Enqueue-to-dequeue latency, nanoseconds.
+    pub queue_to_consumer: Histogram<u64>,
+    /// Every notice received (capped at [`SUMMARY_RANGES_MAX`]).
+    pub notices: Vec<Notice>,
+    /// Notices received.
+    pub notice_count: u64,
+}
+
+/// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
+/// `done` is set and everything is drained. Stands in for the sinks: it measures and counts.
+pub fn spawn_counter(
+    events: Vec<rtrb::Consumer<FeedEvent>>,
+    notices: Vec<rtrb::Consumer<Notice>>,
+    done: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<Tally>> {
+    std::thread::Builder::new()
+        .name("hotpath-counter".into())
+        .spawn(move || count(events, notices, done))
+}
+
+fn count(
+    mut events: Vec<rtrb::Consumer<FeedEvent>>,
+    mut notices: Vec<rtrb::Consumer<Notice>>,
+    done: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally {
+        events: [0; 4],
+        queue_to_consumer: latency_histogram(),
+        notices: Vec::new(),
+        notice_count: 0,
+    };
+    let mut idle = 0u32;
+    loop {
+        let finishing = done.load(Ordering::Acquire);
+        let mut work = 0;
+        for ring in events.iter_mut() {
+            while let Ok(event) = ring.pop() {
+                tally.events[event.kind as usize] += 1;
+                let latency = monotonic_ns().saturating_sub(event.recv_time_ns).max(1);
+                let _ = tally
+                    .queue_to_consumer
+                    .record(latency.min(tally.queue_to_consumer.high()));
+                work += 1;
+            }
+        }
+        for ring in notices.iter_mut() {
+            while let Ok(notice) = ring.pop() {
+                tally.notice_count += 1;
+                if tally.notices.len() < SUMMARY_RANGES_MAX {
+                    tally.notices.push(notice);
+                }
+                work += 1;
+            }
+        }
+        if finishing && work == 0 {
+            return tally;
+        }
+        idle = if work > 0 { 0 } else { idle.saturating_add(1) };
+        idle_wait(idle);
+    }
+}
+
+/// Spin, then yield, then sleep briefly: low latency while busy, little CPU while idle.
+fn idle_wait(idle: u32) {
+    match idle {
+        0 => {}
+        1..=100 => std::hint::spin_loop(),
+        101..=1000 => std::thread::yield_now(),
+        _ => std::thread::sleep(Duration::from_micros(50)),
+    }
+}
+
+/// Latency percentiles, nanoseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Percentiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One missing range.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct GapRange {
+    /// Symbol.
+    pub symbol: String,
+    /// Stream suffix.
+    pub stream: &'static str,
+    /// First missing id.
+    pub from: i64,
+    /// Last missing id.
+    pub to: i64,
+    /// `wire`, or `queue_full` for a consumer's full ring.
+    pub cause: &'static str,
+}
+
+/// Gaps seen.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Gaps {
+    /// Gaps on the wire.
+    pub count: u64,
+    /// Ids missing in them.
+    pub missing_ids: u64,
+    /// The ranges (wire gaps and queue drops), at most 1000 listed.
+    pub ranges: Vec<GapRange>,
+}
+
+/// Per-reader facts.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ReaderSummary {
+    /// The core asked for.
+    pub core: usize,
+    /// Whether pinning succeeded.
+    pub pinned: bool,
+    /// The CPUs the kernel let the thread run on.
+    pub cpus_allowed: String,
+}
+
+/// The one-line JSON summary of a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Binary frames received.
+    pub frames: u64,
+    /// Events accepted per stream.
+    pub events: std::collections::BTreeMap<&'static str, u64>,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Gaps.
+    pub gaps: Gaps,
+    /// Frames that failed to decode.
+    pub decode_errors: u64,
+    /// Frames of unknown templates.
+    pub unknown_templates: u64,
+    /// Frames of another schema.
+    pub schema_mismatches: u64,
+    /// Frames of symbols not configured.
+    pub unknown_symbols: u64,
+    /// Events dropped because a consumer's ring was full.
+    pub queue_drops: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Connections replaced or lost.
+    pub reconnects: u64,
+    /// Make-before-break switches.
+    pub switches: u64,
+    /// Latencies.
+    pub latency_ns: std::collections::BTreeMap<&'static str, Percentiles>,
+    /// Readers.
+    pub readers: Vec<ReaderSummary>,
+}
+
+impl Summary {
+    /// Builds the summary from the counters, the reader reports and the consumer's tally.
+    pub fn new(
+        symbols: &[String],
+        stats: &[Arc<ReaderStats>],
+        reports: &[ReaderReport],
+        tally: &Tally,
+    ) -> Summary {
+        let sum = |f: &dyn Fn(&ReaderStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
+        let mut wire_to_queue = latency_histogram();
+        for report in reports {
+            let _ = wire_to_queue.add(&report.wire_to_queue);
+        }
+        let ranges = tally
+            .notices
+            .iter()
+            .map(|n| GapRange {
+                symbol: symbols
+                    .get(n.gap.symbol as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+                stream: n.gap.kind.suffix(),
+                from: n.gap.last_good.saturating_add(1),
+                to: n.gap.first_seen.saturating_sub(1),
+                cause: match n.cause {
+                    Cause::Wire => "wire",
+                    Cause::QueueFull { .. } => "queue_full",
+                },
+            })
+            .collect();
+        Summary {
+            frames: sum(&|s| s.frames.get()),
+            events: StreamKind::ALL
+                .iter()
+                .map(|k| (k.suffix(), sum(&|s| s.events_of(*k))))
+                .collect(),
+            duplicates: sum(&|s| s.duplicates.get()),
+            gaps: Gaps {
+                count: sum(&|s| s.gaps.get()),
+                missing_ids: sum(&|s| s.missing_ids.get()),
+                ranges,
+            },
+            decode_errors: sum(&|s| s.decode_errors.get()),
+            unknown_templates: sum(&|s| s.unknown_templates.get()),
+            schema_mismatches: sum(&|s| s.schema_mismatches.get()),
+            unknown_symbols: sum(&|s| s.unknown_symbols.get()),
+            queue_drops: sum(&|s| s.queue_drops.get()),
+            connects: sum(&|s| s.connects.get()),
+            reconnects: sum(&|s| s.reconnects.get()),
+            switches: sum(&|s| s.switches.get()),
+            latency_ns: [
+                ("wire_to_queue", Percentiles::of(&wire_to_queue)),
+                (
+                    "queue_to_consumer",
+                    Percentiles::of(&tally.queue_to_consumer),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            readers: reports
+                .iter()
+                .map(|r| ReaderSummary {
+                    core: r.core,
+                    pinned: r.pinned,
+                    cpus_allowed: r.cpus_allowed.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs the feed with the counting consumer until `wait` returns, then stops, drains and
+/// summarizes.
+pub fn run(
+    config: &RunConfig,
+    api_key: ApiKey,
+    wait: impl FnOnce(&[Arc<ReaderStats>]),
+) -> Result<Summary, String> {
+    let (feed, mut rings) = start(config, api_key, 1)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let events = rings.events.pop().unwrap_or_default();
+    let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
+        .map_err(|e| format!("cannot start the consumer: {e}"))?;
+    wait(&feed.stats);
+    let stats = feed.stats.clone();
+    let reports = feed.stop();
+    done.store(true, Ordering::Release);
+    let tally = counter
+        .join()
+        .map_err(|_| "the consumer thread panicked".to_string())?;
+    Ok(Summary::new(&config.symbols, &stats, &reports, &tally))
+}

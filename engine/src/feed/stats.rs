@@ -1,0 +1,73 @@
+//! Counters the reader threads bump and the summary, the consumers and (later) the Prometheus
+//! exporter read. Each counter sits on its own cache line so readers on different cores never
+//! share one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::stream::StreamKind;
+
+/// A counter alone on its cache line (128 bytes: two lines, against adjacent-line prefetch).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one reader thread.
+#[derive(Debug, Default)]
+pub struct ReaderStats {
+    /// Binary frames received.
+    pub frames: Counter,
+    /// Events accepted, per [`StreamKind`] index.
+    pub events: [Counter; 4],
+    /// Duplicate frames dropped.
+    pub duplicates: Counter,
+    /// Gaps detected on the wire.
+    pub gaps: Counter,
+    /// Ids missing in those gaps.
+    pub missing_ids: Counter,
+    /// Frames that failed to decode (truncated, malformed).
+    pub decode_errors: Counter,
+    /// Frames with an unknown template id.
+    pub unknown_templates: Counter,
+    /// Frames of another schema.
+    pub schema_mismatches: Counter,
+    /// Frames for a symbol that is not configured.
+    pub unknown_symbols: Counter,
+    /// Events a consumer's full ring could not take.
+    pub queue_drops: Counter,
+    /// Gap notices the sidecar's full ring could not take.
+    pub notice_drops: Counter,
+    /// Connections opened (first and later).
+    pub connects: Counter,
+    /// Connections replaced: errors, silence, lifetime, `serverShutdown`.
+    pub reconnects: Counter,
+    /// Make-before-break switches.
+    pub switches: Counter,
+    /// Text frames (JSON control and events).
+    pub text_frames: Counter,
+}
+
+impl ReaderStats {
+    /// Events accepted of `kind`.
+    pub fn events_of(&self, kind: StreamKind) -> u64 {
+        self.events[kind as usize].get()
+    }
+}

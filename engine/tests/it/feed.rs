@@ -1,0 +1,350 @@
+//! The feed (reader threads, connections, sequence checks, rings) against the simulator over
+//! real WebSocket traffic: exact gap reports, make-before-break through compressed lifetimes
+//! and `serverShutdown` with nothing missing, survival of disconnects, stalls, duplicates and
+//! corrupt frames, the TLS path, and core pinning.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotpath::feed::config::RunConfig;
+use hotpath::feed::event::{Cause, FeedEvent, Notice};
+use hotpath::feed::run;
+use hotpath::feed::stats::ReaderStats;
+use hotpath::sbe::{self, spot_stream::Message as Sbe};
+use hotpath::sim::config::SimConfig;
+use hotpath::sim::server::{self, SimHandle};
+use hotpath::stream::StreamKind;
+
+/// Every wait is bounded: a hang fails loudly.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A simulator on its own runtime thread, so the test thread can block on the feed.
+struct Sim {
+    handle: Option<SimHandle>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sim {
+    fn start(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut config = SimConfig::default();
+        config.exchange.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
+        config.exchange.seed = 7;
+        config.exchange.actions_per_second = 2_000.0;
+        tweak(&mut config);
+        let handle = runtime
+            .block_on(server::start(config))
+            .expect("the simulator starts");
+        Sim {
+            handle: Some(handle),
+            runtime,
+        }
+    }
+
+    fn handle(&self) -> &SimHandle {
+        self.handle.as_ref().expect("running")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("ws://{}", self.handle().addr)
+    }
+
+    /// Published trades of `symbol` with ids in `from..=to`, from the simulator's journal.
+    fn trades(&self, symbol: &str, from: i64, to: i64) -> Vec<i64> {
+        let index = self.handle().shared.symbol_index(symbol).expect("a symbol");
+        let exchange = hotpath::sim::server::lock(&self.handle().shared.exchange);
+        exchange
+            .market(index)
+            .trades_from(from)
+            .map(|t| t.id)
+            .take_while(|&id| id <= to)
+            .collect()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown();
+            let _guard = self.runtime.enter();
+            drop(handle);
+        }
+    }
+}
+
+fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    let mut config = RunConfig::default();
+    config.endpoint = endpoint;
+    config.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
+    config.readers.cores = vec![0];
+    config.readers.silent_timeout = Duration::from_secs(5);
+    config.readers.backoff_initial = Duration::from_millis(20);
+    config.readers.backoff_max = Duration::from_millis(200);
+    tweak(&mut config);
+    config.validate_with_cpus(2).expect("a valid test config");
+    config
+}
+
+fn key(config: &RunConfig) -> hotpath::feed::config::ApiKey {
+    config
+        .api_key_from(|_| Some("feed-test-key".to_string()))
+        .expect("a key")
+}
+
+/// Waits until `condition` on the readers' counters holds (bounded).
+fn until(stats: &[Arc<ReaderStats>], condition: impl Fn(&[Arc<ReaderStats>]) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition(stats) {
+        assert!(
+            Instant::now() < deadline,
+            "the feed did not reach the expected state in time"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn trade_events(stats: &[Arc<ReaderStats>]) -> u64 {
+    stats.iter().map(|s| s.events_of(StreamKind::Trade)).sum()
+}
+
+/// Runs the feed with a collecting consumer until `condition`, then returns every event and
+/// notice, in ring order.
+fn collect(
+    config: &RunConfig,
+    condition: impl Fn(&[Arc<ReaderStats>]) -> bool,
+) -> (Vec<FeedEvent>, Vec<Notice>, Vec<Arc<ReaderStats>>) {
+    let (feed, mut rings) = run::start(config, key(config), 1).expect("the feed starts");
+    let stats = feed.stats.clone();
+    let mut events = Vec::new();
+    let mut notices = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    let drain = |rings: &mut run::Rings, events: &mut Vec<FeedEvent>, notices: &mut Vec<Notice>| {
+        for ring in rings.events[0].iter_mut() {
+            while let Ok(e) = ring.pop() {
+                events.push(e);
+            }
+        }
+        for ring in rings.notices.iter_mut() {
+            while let Ok(n) = ring.pop() {
+                notices.push(n);
+            }
+        }
+    };
+    while !condition(&stats) {
+        assert!(
+            Instant::now() < deadline,
+            "the feed did not reach the expected state in time"
+        );
+        drain(&mut rings, &mut events, &mut notices);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _reports = feed.stop();
+    drain(&mut rings, &mut events, &mut notices);
+    (events, notices, stats)
+}
+
+/// Trade ids of accepted trade events of `symbol` (index), in order.
+fn trade_ids(events: &[FeedEvent], symbol: u16) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| e.kind == StreamKind::Trade && e.symbol == symbol)
+    {
+        let Ok(Sbe::TradesStreamEvent(m)) = sbe::decode(&e.frame) else {
+            panic!("a trades frame")
+        };
+        ids.extend(m.trades().map(|t| t.id()));
+    }
+    ids
+}
+
+#[test]
+fn every_trade_arrives_at_most_once_and_every_missing_one_is_reported_exactly() {
+    let sim = Sim::start(|c| c.faults.drop_trades_pct = 15.0);
+    let config = config(sim.endpoint(), |c| c.streams = vec![StreamKind::Trade]);
+    let (events, notices, _) = collect(&config, |s| trade_events(s) >= 400);
+    for symbol in 0..2u16 {
+        let received = trade_ids(&events, symbol);
+        let unique: BTreeSet<i64> = received.iter().copied().collect();
+        assert_eq!(unique.len(), received.len(), "no trade twice");
+        let (first, last) = (received[0], *received.last().expect("trades"));
+        let mut reported = BTreeSet::new();
+        for n in notices
+            .iter()
+            .filter(|n| n.gap.symbol == symbol && n.cause == Cause::Wire)
+        {
+            assert_eq!(n.gap.kind, StreamKind::Trade);
+            reported.extend(n.gap.last_good + 1..n.gap.first_seen);
+        }
+        assert!(
+            !reported.is_empty(),
+            "15% of trade frames were dropped: gaps are reported"
+        );
+        let published = sim.trades(config.symbols[symbol as usize].as_str(), first, last);
+        for id in published {
+            assert!(
+                unique.contains(&id) != reported.contains(&id),
+                "trade {id}: received xor reported missing"
+            );
+        }
+    }
+}
+
+/// Through lifetimes compressed to a second and a half, connections are replaced
+/// make-before-break: not one trade or depth update is missing.
+#[test]
+fn make_before_break_through_compressed_lifetimes_loses_nothing() {
+    let sim = Sim::start(|c| {
+        c.websocket.max_lifetime_ms = 1500;
+        c.websocket.shutdown_notice_ms = 100;
+    });
+    let config = config(sim.endpoint(), |c| {
+        c.readers.lifetime = Duration::from_millis(1500);
+        c.readers.replace_before = Duration::from_millis(600);
+        c.readers.overlap_max = Duration::from_millis(300);
+        c.streams = vec![StreamKind::Trade, StreamKind::Depth];
+    });
+    let (events, notices, stats) = collect(&config, |s| {
+        s.iter().map(|r| r.switches.get()).sum::<u64>() >= 3
+    });
+    assert!(notices.is_empty(), "no gap at all: {notices:?}");
+    assert!(
+        stats.iter().map(|s| s.duplicates.get()).sum::<u64>() > 0,
+        "the overlaps carried duplicates, dropped"
+    );
+    for symbol in 0..2u16 {
+        let ids = trade_ids(&events, symbol);
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "consecutive trades for symbol {symbol}"
+        );
+        let published = sim.trades(
+            &config.symbols[symbol as usize],
+            ids[0],
+            *ids.last().expect("trades"),
+        );
+        assert_eq!(published, ids);
+        let diffs: Vec<(i64, i64)> = events
+            .iter()
+            .filter(|e| e.kind == StreamKind::Depth && e.symbol == symbol)
+            .map(|e| (e.first_id, e.last_id))
+            .collect();
+        assert!(
+            diffs.windows(2).all(|w| w[1].0 == w[0].1 + 1),
+            "contiguous diffs for symbol {symbol}"
+        );
+    }
+}
+
+/// The same through `serverShutdown` alone (the feed's own lifetime is Binance's 24 h).
+#[test]
+fn server_shutdown_triggers_a_replacement_that_loses_nothing() {
+    let sim = Sim::start(|c| {
+        c.websocket.max_lifetime_ms = 1200;
+        c.websocket.shutdown_notice_ms = 700;
+    });
+    let config = config(sim.endpoint(), |c| {
+        c.readers.overlap_max = Duration::from_millis(300);
+        c.streams = vec![StreamKind::Trade, StreamKind::Depth];
+    });
+    let (events, notices, _) = collect(&config, |s| {
+        s.iter().map(|r| r.switches.get()).sum::<u64>() >= 2
+    });
+    assert!(notices.is_empty(), "no gap at all: {notices:?}");
+    for symbol in 0..2u16 {
+        let ids = trade_ids(&events, symbol);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+}
+
+#[test]
+fn disconnects_stalls_duplicates_and_corrupt_frames_are_survived_and_counted() {
+    let sim = Sim::start(|c| {
+        c.faults.duplicate_pct = 10.0;
+        c.faults.corrupt_pct = 5.0;
+        c.faults.close_after_frames = 400;
+    });
+    let settings = config(sim.endpoint(), |c| {
+        c.readers.silent_timeout = Duration::from_millis(400)
+    });
+    let (events, _, stats) = collect(&settings, |s| {
+        let sum = |f: &dyn Fn(&ReaderStats) -> u64| s.iter().map(|r| f(r)).sum::<u64>();
+        sum(&|r| r.reconnects.get()) >= 2
+            && sum(&|r| {
+                r.decode_errors.get() + r.unknown_templates.get() + r.schema_mismatches.get()
+            }) > 0
+            && sum(&|r| r.duplicates.get()) > 0
+    });
+    let after_reconnects = events
+        .iter()
+        .filter(|e| e.kind == StreamKind::Trade)
+        .count();
+    assert!(after_reconnects > 0);
+    // A stalled connection is detected as silent and replaced.
+    drop(stats);
+    let stalled = Sim::start(|c| {
+        c.faults.stall_after_frames = 50;
+        c.faults.stall_ms = 3000;
+    });
+    let config = config(stalled.endpoint(), |c| {
+        c.readers.silent_timeout = Duration::from_millis(300)
+    });
+    let (_, _, stats) = collect(&config, |s| {
+        s.iter().map(|r| r.reconnects.get()).sum::<u64>() >= 1 && trade_events(s) > 100
+    });
+    assert!(stats[0].connects.get() >= 2);
+}
+
+#[test]
+fn the_tls_path_works_with_the_simulator_certificate_trusted() {
+    let dir = std::env::temp_dir().join(format!("hotpath-feed-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cert: PathBuf = dir.join("sim.pem");
+    let path = cert.clone();
+    let sim = Sim::start(move |c| {
+        c.tls = true;
+        c.cert_out = Some(path);
+    });
+    let endpoint = format!("wss://localhost:{}", sim.handle().addr.port());
+    let config = config(endpoint, |c| c.trust_cert = Some(cert.clone()));
+    let summary = run::run(&config, key(&config), |s| {
+        until(s, |s| trade_events(s) >= 20)
+    })
+    .expect("runs");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    assert!(summary.events["trade"] >= 20);
+    assert_eq!(summary.gaps.count, 0);
+}
+
+#[test]
+fn readers_run_on_the_configured_cores() {
+    let sim = Sim::start(|_| {});
+    let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    let core = cores - 1;
+    let config = config(sim.endpoint(), |c| c.readers.cores = vec![core]);
+    let summary = run::run(&config, key(&config), |s| {
+        until(s, |s| trade_events(s) >= 10)
+    })
+    .expect("runs");
+    assert_eq!(summary.readers.len(), 1);
+    assert!(summary.readers[0].pinned);
+    assert_eq!(summary.readers[0].cpus_allowed, core.to_string());
+    assert!(summary.latency_ns["wire_to_queue"].count > 0);
+}
+
+#[test]
+fn a_missing_api_key_is_a_clear_error_and_never_printed() {
+    let config = RunConfig::default();
+    let error = config.api_key_from(|_| None).expect_err("no key");
+    assert!(error.contains("BINANCE_API_KEY"), "{error}");
+    let key = config
+        .api_key_from(|_| Some("secret-ed25519-key".into()))
+        .expect("a key");
+    assert!(!format!("{key:?} {config:?}").contains("secret-ed25519-key"));
+}
