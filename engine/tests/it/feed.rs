@@ -79,9 +79,11 @@ impl Drop for Sim {
 }
 
 fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
-    let mut config = RunConfig::default();
-    config.endpoint = endpoint;
-    config.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
+    let mut config = RunConfig {
+        endpoint,
+        symbols: vec!["BTCUSDT".into(), "ETHUSDT".into()],
+        ..RunConfig::default()
+    };
     config.readers.cores = vec![0];
     config.readers.silent_timeout = Duration::from_secs(5);
     config.readers.backoff_initial = Duration::from_millis(20);
