@@ -327,6 +327,72 @@ impl ReaderState {
     }
 }
 
+/// Frames of a new connection held back while the connection it replaces has not yet
+/// delivered the ids just before them. Without this, a new connection that runs ahead would
+/// make the sequencer report a gap, and the old connection's late copies of the missing ids
+/// would then be dropped as duplicates: data lost although it arrived.
+#[derive(Default)]
+struct Held {
+    frames: std::collections::VecDeque<(Bytes, u64)>,
+    /// Streams with held frames, and the id each needs seen before its first held frame.
+    streams: Vec<(u16, StreamKind, i64)>,
+}
+
+/// Frames held at most before they are released whatever the old connection did.
+const HELD_MAX: usize = 1 << 16;
+
+impl Held {
+    fn holds(&self, symbol: u16, kind: StreamKind) -> bool {
+        self.streams
+            .iter()
+            .any(|&(s, k, _)| s == symbol && k == kind)
+    }
+}
+
+impl ReaderState {
+    /// A frame of a connection that may run ahead of the one it replaces: held if its stream's
+    /// previous ids have not arrived yet, processed otherwise.
+    fn on_frame_holding(&mut self, frame: Bytes, recv_time_ns: u64, held: &mut Held) {
+        if let Ok(message) = sbe::spot_stream::decode_with(&frame, &self.limits)
+            && let Some((symbol_bytes, kind, first_id, _, _)) = summarize(&message)
+            && matches!(kind, StreamKind::Trade | StreamKind::Depth)
+            && let Some(&symbol) = self.symbols.get(symbol_bytes)
+        {
+            let need = first_id.saturating_sub(1);
+            let behind = self
+                .sequencer
+                .last(symbol, kind)
+                .is_some_and(|last| last < need);
+            if held.holds(symbol, kind) || (behind && held.frames.len() < HELD_MAX) {
+                if !held.holds(symbol, kind) {
+                    held.streams.push((symbol, kind, need));
+                }
+                held.frames.push_back((frame, recv_time_ns));
+                return;
+            }
+        }
+        self.on_frame(frame, recv_time_ns);
+    }
+
+    /// Processes held frames once every held stream has caught up (or when `force`d: the old
+    /// connection is gone, so whatever is still missing is a real gap).
+    fn release(&mut self, held: &mut Held, force: bool) {
+        if held.frames.is_empty() {
+            return;
+        }
+        let caught_up = held
+            .streams
+            .iter()
+            .all(|&(s, k, need)| self.sequencer.last(s, k).is_none_or(|last| last >= need));
+        if force || caught_up || held.frames.len() >= HELD_MAX {
+            while let Some((frame, recv)) = held.frames.pop_front() {
+                self.on_frame(frame, recv);
+            }
+            held.streams.clear();
+        }
+    }
+}
+
 /// Symbol, stream, first and last id and event time of a decoded message.
 #[inline]
 fn summarize<'a>(message: &Sbe<'a>) -> Option<(&'a [u8], StreamKind, i64, i64, i64)> {
@@ -516,6 +582,7 @@ async fn drive(
     let stats = state.borrow().stats.clone();
     let mut current = first;
     let mut old: Option<Live> = None;
+    let mut held = Held::default();
     let mut old_until: Option<Instant> = None;
     let mut replacement: Option<Live> = None;
     let mut connecting: Option<Connecting> = None;
@@ -536,6 +603,7 @@ async fn drive(
         };
         match step {
             Step::Stop => {
+                state.borrow_mut().release(&mut held, true);
                 for live in [Some(&mut current), old.as_mut(), replacement.as_mut()]
                     .into_iter()
                     .flatten()
@@ -544,7 +612,15 @@ async fn drive(
                 }
                 return Ended::Stop;
             }
-            Step::Current(message, t) => match on_message(message, t, &mut current, state).await {
+            Step::Current(message, t) => match on_message(
+                message,
+                t,
+                &mut current,
+                state,
+                old.is_some().then_some(&mut held),
+            )
+            .await
+            {
                 Seen::Data if !current.delivered => {
                     current.delivered = true;
                     backoff.reset();
@@ -554,6 +630,7 @@ async fn drive(
                 }
                 Seen::Closed => {
                     // The current connection is gone; a replacement in flight takes over.
+                    state.borrow_mut().release(&mut held, true);
                     match replacement.take() {
                         Some(next) => current = next,
                         None => return Ended::Lost,
@@ -562,18 +639,20 @@ async fn drive(
                 _ => {}
             },
             Step::Old(message, t) => {
-                if let Some(live) = old.as_mut()
-                    && on_message(message, t, live, state).await == Seen::Closed
-                {
-                    old = None;
-                    old_until = None;
+                if let Some(live) = old.as_mut() {
+                    let closed = on_message(message, t, live, state, None).await == Seen::Closed;
+                    if closed {
+                        old = None;
+                        old_until = None;
+                    }
+                    state.borrow_mut().release(&mut held, closed);
                 }
             }
             Step::Replacement(message, t) => {
                 let Some(live) = replacement.as_mut() else {
                     continue;
                 };
-                match on_message(message, t, live, state).await {
+                match on_message(message, t, live, state, Some(&mut held)).await {
                     Seen::Data => {
                         // The replacement delivers: it becomes current; the old one is read
                         // until the overlap window ends, so nothing in flight is lost.
@@ -610,9 +689,11 @@ async fn drive(
                     let _ = live.ws.close(None).await;
                 }
                 old_until = None;
+                state.borrow_mut().release(&mut held, true);
             }
             Step::Silent => {
                 tracing::warn!(silent_for = ?settings.silent_timeout, "connection silent; replacing it");
+                state.borrow_mut().release(&mut held, true);
                 return Ended::Lost;
             }
         }
@@ -633,6 +714,7 @@ async fn on_message(
     recv_time_ns: u64,
     live: &mut Live,
     state: &Rc<RefCell<ReaderState>>,
+    hold: Option<&mut Held>,
 ) -> Seen {
     let Some(Ok(message)) = message else {
         return Seen::Closed;
@@ -640,7 +722,12 @@ async fn on_message(
     live.last_frame = Instant::now();
     match message {
         Message::Binary(frame) => {
-            state.borrow_mut().on_frame(frame, recv_time_ns);
+            match hold {
+                Some(held) => state
+                    .borrow_mut()
+                    .on_frame_holding(frame, recv_time_ns, held),
+                None => state.borrow_mut().on_frame(frame, recv_time_ns),
+            }
             Seen::Data
         }
         Message::Text(text) => {
@@ -659,5 +746,107 @@ async fn on_message(
         }
         Message::Close(_) => Seen::Closed,
         _ => Seen::Control,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::config::RunConfig;
+    use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
+
+    fn trades(ids: std::ops::RangeInclusive<i64>) -> Bytes {
+        let mut buf = vec![0u8; 4096];
+        let mut m = TradesStreamEventEncoder::wrap(&mut buf).expect("fits");
+        m.event_time(1)
+            .transact_time(1)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        let count = (ids.end() - ids.start() + 1) as u32;
+        let mut group = m.trades(count).expect("fits");
+        for id in ids {
+            group
+                .next_entry()
+                .expect("fits")
+                .id(id)
+                .price(1)
+                .qty(1)
+                .is_buyer_maker(BoolEnum::False);
+        }
+        m.symbol(b"BTCUSDT").expect("fits");
+        let len = m.finish();
+        buf.truncate(len);
+        buf.into()
+    }
+
+    fn state() -> (
+        ReaderState,
+        rtrb::Consumer<FeedEvent>,
+        rtrb::Consumer<Notice>,
+    ) {
+        let config = RunConfig::default();
+        let (stop_tx, stop) = watch::channel(false);
+        drop(stop_tx);
+        let ctx = FeedContext {
+            endpoint: config.endpoint.clone(),
+            api_key: config.api_key_from(|_| Some("k".into())).expect("a key"),
+            tls: None,
+            symbols: vec!["BTCUSDT".into()],
+            settings: config.readers.clone(),
+            budget: Mutex::new(AttemptBudget::new(10, Duration::from_secs(1))),
+            stop,
+        };
+        let (producer, events) = rtrb::RingBuffer::new(64);
+        let (notices_in, notices) = rtrb::RingBuffer::new(64);
+        (
+            ReaderState::new(
+                vec![producer],
+                notices_in,
+                Arc::new(ReaderStats::default()),
+                &ctx,
+            ),
+            events,
+            notices,
+        )
+    }
+
+    fn accepted(events: &mut rtrb::Consumer<FeedEvent>) -> Vec<(i64, i64)> {
+        std::iter::from_fn(|| events.pop().ok())
+            .map(|e| (e.first_id, e.last_id))
+            .collect()
+    }
+
+    /// Regression (found in review): a replacement connection running ahead of the old one made
+    /// the sequencer report a false gap and drop the old connection's late ids as duplicates.
+    #[test]
+    fn a_replacement_running_ahead_is_held_until_the_old_connection_catches_up() {
+        let (mut state, mut events, mut notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        // The new connection delivers 8..=9 and 10 before the old one delivered 6..=7.
+        state.on_frame_holding(trades(8..=9), 2, &mut held);
+        state.on_frame_holding(trades(10..=10), 3, &mut held);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(1, 5)], "held, not yet accepted");
+        // The old connection catches up; its copy of 8..=9 is then a duplicate.
+        state.on_frame(trades(6..=7), 4);
+        state.release(&mut held, false);
+        state.on_frame(trades(8..=9), 5);
+        assert_eq!(accepted(&mut events), [(6, 7), (8, 9), (10, 10)]);
+        assert!(notices.pop().is_err(), "no gap reported");
+        assert_eq!(state.stats.duplicates.get(), 1);
+    }
+
+    #[test]
+    fn a_real_gap_is_reported_when_the_old_connection_ends_without_the_ids() {
+        let (mut state, mut events, mut notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame_holding(trades(9..=9), 2, &mut held);
+        state.release(&mut held, true);
+        assert_eq!(accepted(&mut events), [(1, 5), (9, 9)]);
+        let notice = notices.pop().expect("a gap");
+        assert_eq!((notice.gap.last_good, notice.gap.first_seen), (5, 9));
+        assert_eq!(notice.cause, Cause::Wire);
     }
 }

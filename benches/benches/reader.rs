@@ -1,0 +1,124 @@
+//! Reader throughput and latency: how many frames per second one pinned reader thread sustains
+//! from the simulator over loopback (plain ws), and its wire-to-queue latency percentiles.
+//!
+//! 1. Starts the simulator in-process at a high order-flow rate and records `READER_FRAMES`
+//!    frames of every stream of two symbols with `hotpath record`'s code (unique, consecutive
+//!    ids, real SBE).
+//! 2. Serves the recording with `hotpath replay`'s code as fast as possible.
+//! 3. Runs the feed (one reader pinned to the last core, one counting consumer) against it and
+//!    measures frames per second from the first frame to the last, and the reader's
+//!    receive-to-enqueue latency (hdrhistogram).
+//!
+//! `cargo bench -p hotpath-benches --bench reader` prints one JSON line.
+
+use std::time::{Duration, Instant};
+
+use hotpath::feed::config::RunConfig;
+use hotpath::sim::config::SimConfig;
+use hotpath::sim::record::{Pace, RecordOptions, ReplayOptions, record, replay};
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let frames = setting("READER_FRAMES", 1_000_000);
+    let dir = std::env::temp_dir().join(format!("hotpath-reader-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let file = dir.join("frames.rec");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let symbols = vec!["BTCUSDT".to_string(), "ETHUSDT".to_string()];
+    let streams: Vec<String> = symbols
+        .iter()
+        .flat_map(|s| {
+            ["trade", "bestBidAsk", "depth", "depth20"].map(|k| format!("{}@{k}", s.to_lowercase()))
+        })
+        .collect();
+
+    let replay_addr = runtime.block_on(async {
+        let mut config = SimConfig::default();
+        config.exchange.symbols = symbols.clone();
+        config.exchange.actions_per_second = 300_000.0;
+        config.exchange.journal_max = 10_000;
+        let sim = hotpath::sim::server::start(config)
+            .await
+            .expect("the simulator starts");
+        let recorded = record(RecordOptions {
+            url: format!("ws://{}/stream?streams={}", sim.addr, streams.join("/")),
+            api_key: Some("bench".into()),
+            trust_pem: None,
+            out: file.clone(),
+            duration: Some(Duration::from_secs(120)),
+            max_frames: Some(frames),
+        })
+        .await
+        .expect("recorded");
+        sim.shutdown();
+        assert_eq!(
+            recorded.frames, frames,
+            "the recording holds every frame asked for"
+        );
+        let handle = replay(ReplayOptions {
+            file: file.clone(),
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            pace: Pace::AsFastAsPossible,
+            repeat: false,
+        })
+        .await
+        .expect("the replayer starts");
+        let addr = handle.addr;
+        std::mem::forget(handle);
+        addr
+    });
+
+    let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    let mut config = RunConfig {
+        endpoint: format!("ws://{replay_addr}"),
+        symbols,
+        ..RunConfig::default()
+    };
+    config.readers.cores = vec![cores - 1];
+    config.readers.ring_capacity = 1 << 20;
+    config.validate().expect("a valid config");
+    let key = config
+        .api_key_from(|_| Some("bench".into()))
+        .expect("a key");
+    let mut measured = None;
+    let summary = hotpath::feed::run::run(&config, key, |stats| {
+        let total = || stats.iter().map(|s| s.frames.get()).sum::<u64>();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while total() == 0 && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        let (start, at_start) = (Instant::now(), total());
+        while total() < frames && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        measured = Some((total() - at_start, start.elapsed()));
+    })
+    .expect("the feed runs");
+    let (counted, elapsed) = measured.expect("measured");
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    let latency = &summary.latency_ns["wire_to_queue"];
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "reader",
+            "frames": summary.frames,
+            "frames_per_second": (counted as f64 / elapsed.as_secs_f64()).round(),
+            "seconds": elapsed.as_secs_f64(),
+            "wire_to_queue_ns": { "p50": latency.p50, "p99": latency.p99, "p999": latency.p999, "max": latency.max },
+            "duplicates": summary.duplicates,
+            "gaps": summary.gaps.count,
+            "queue_drops": summary.queue_drops,
+            "reader_core": cores - 1,
+        })
+    );
+}
