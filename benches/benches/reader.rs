@@ -78,6 +78,7 @@ fn main() {
         addr
     });
 
+    let source_only = runtime.block_on(source_rate(replay_addr, frames));
     let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let mut config = RunConfig {
         endpoint: format!("ws://{replay_addr}"),
@@ -119,6 +120,28 @@ fn main() {
             "gaps": summary.gaps.count,
             "queue_drops": summary.queue_drops,
             "reader_core": cores - 1,
+            "source_alone_frames_per_second": source_only.round(),
         })
     );
+}
+
+/// Frames per second a bare tokio-tungstenite client receives from the replayer: the source's
+/// own ceiling, so the reader's figure can be read against it.
+async fn source_rate(addr: std::net::SocketAddr, frames: u64) -> f64 {
+    use futures_util::StreamExt;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .expect("connects");
+    let mut count = 0u64;
+    let mut start = None;
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_binary() {
+            start.get_or_insert_with(Instant::now);
+            count += 1;
+            if count == frames {
+                break;
+            }
+        }
+    }
+    count as f64 / start.map_or(1.0, |s| s.elapsed().as_secs_f64())
 }

@@ -11,7 +11,6 @@
 //! duplicates), so a lifetime end or `serverShutdown` loses nothing.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -41,6 +40,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages processed back to back before the connection task selects again.
+const DRAIN_MAX: usize = 256;
 /// Highest latency the histograms track (longer values are clamped): 10 s.
 const LATENCY_MAX_NS: u64 = 10_000_000_000;
 
@@ -188,7 +189,8 @@ struct ReaderState {
     producers: Vec<rtrb::Producer<FeedEvent>>,
     notices: rtrb::Producer<Notice>,
     sequencer: Sequencer,
-    symbols: HashMap<Box<[u8]>, u16>,
+    /// Configured symbols (bytes) and their indexes, sorted for binary search.
+    symbols: Vec<(Box<[u8]>, u16)>,
     stats: Arc<ReaderStats>,
     histogram: Histogram<u64>,
     limits: Limits,
@@ -206,12 +208,16 @@ impl ReaderState {
             producers,
             notices,
             sequencer: Sequencer::new(ctx.symbols.len()),
-            symbols: ctx
-                .symbols
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_bytes().to_vec().into_boxed_slice(), i as u16))
-                .collect(),
+            symbols: {
+                let mut symbols: Vec<(Box<[u8]>, u16)> = ctx
+                    .symbols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_bytes().to_vec().into_boxed_slice(), i as u16))
+                    .collect();
+                symbols.sort();
+                symbols
+            },
             stats,
             histogram: latency_histogram(),
             limits: Limits {
@@ -219,6 +225,15 @@ impl ReaderState {
             },
             reported_unknown: false,
         }
+    }
+
+    /// The index of a configured symbol.
+    #[inline]
+    fn symbol_index(&self, symbol: &[u8]) -> Option<u16> {
+        self.symbols
+            .binary_search_by(|(s, _)| (**s).cmp(symbol))
+            .ok()
+            .map(|at| self.symbols[at].1)
     }
 
     /// The hot path: one binary frame.
@@ -233,7 +248,7 @@ impl ReaderState {
         else {
             return;
         };
-        let Some(&symbol) = self.symbols.get(symbol_bytes) else {
+        let Some(symbol) = self.symbol_index(symbol_bytes) else {
             self.stats.unknown_symbols.bump();
             return;
         };
@@ -356,7 +371,7 @@ impl ReaderState {
         if let Ok(message) = sbe::spot_stream::decode_with(&frame, &self.limits)
             && let Some((symbol_bytes, kind, first_id, _, _)) = summarize(&message)
             && matches!(kind, StreamKind::Trade | StreamKind::Depth)
-            && let Some(&symbol) = self.symbols.get(symbol_bytes)
+            && let Some(symbol) = self.symbol_index(symbol_bytes)
         {
             let need = first_id.saturating_sub(1);
             let behind = self
@@ -498,6 +513,8 @@ enum Step {
     ReplaceDue,
     OverlapOver,
     Silent,
+    /// The timer fired for a deadline that has since moved.
+    Rearm,
 }
 
 async fn next_of(live: Option<&mut Live>) -> (Option<Result<Message, tungstenite::Error>>, u64) {
@@ -506,13 +523,6 @@ async fn next_of(live: Option<&mut Live>) -> (Option<Result<Message, tungstenite
             let message = live.ws.next().await;
             (message, monotonic_ns())
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -588,18 +598,47 @@ async fn drive(
     let mut connecting: Option<Connecting> = None;
     let mut replace_due =
         current.opened + settings.lifetime.saturating_sub(settings.replace_before);
+    // One timer for every deadline (replacement due, overlap over, silence), re-armed only when
+    // the earliest one changes: creating timers per message would cost more than the message.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let replacing = connecting.is_some() || replacement.is_some();
+        // Silence is checked at a coarse granularity: last_frame moves on every message.
         let silent_at = current.last_frame + settings.silent_timeout;
+        let deadline = [
+            (!replacing).then_some(replace_due),
+            old_until,
+            Some(silent_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(silent_at);
+        if armed.is_none_or(|at| deadline < at || Instant::now() >= at) {
+            timer.as_mut().reset(deadline);
+            armed = Some(deadline);
+        }
         let step = tokio::select! {
             _ = stop.changed() => Step::Stop,
             (m, t) = next_of(Some(&mut current)) => Step::Current(m, t),
             (m, t) = next_of(old.as_mut()) => Step::Old(m, t),
             (m, t) = next_of(replacement.as_mut()) => Step::Replacement(m, t),
             connected = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => Step::Connected(Box::new(connected)),
-            _ = until((!replacing).then_some(replace_due)) => Step::ReplaceDue,
-            _ = until(old_until) => Step::OverlapOver,
-            _ = until(Some(silent_at)) => Step::Silent,
+            _ = &mut timer => {
+                armed = None;
+                let now = Instant::now();
+                if !replacing && now >= replace_due {
+                    Step::ReplaceDue
+                } else if old_until.is_some_and(|at| now >= at) {
+                    Step::OverlapOver
+                } else if now >= current.last_frame + settings.silent_timeout {
+                    Step::Silent
+                } else {
+                    Step::Rearm
+                }
+            }
         };
         match step {
             Step::Stop => {
@@ -611,6 +650,34 @@ async fn drive(
                     let _ = live.ws.close(None).await;
                 }
                 return Ended::Stop;
+            }
+            Step::Current(message, t) if old.is_none() && replacement.is_none() => {
+                // The steady state: drain what is already buffered before selecting again.
+                let mut next = Some((message, t));
+                let mut budget = DRAIN_MAX;
+                while let Some((message, t)) = next.take() {
+                    match on_message(message, t, &mut current, state, None).await {
+                        Seen::Data => {
+                            if !current.delivered {
+                                current.delivered = true;
+                                backoff.reset();
+                            }
+                        }
+                        Seen::ServerShutdown => {
+                            connecting =
+                                Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())));
+                            break;
+                        }
+                        Seen::Closed => return Ended::Lost,
+                        Seen::Control => {}
+                    }
+                    budget -= 1;
+                    if budget > 0
+                        && let Some(message) = current.ws.next().now_or_never()
+                    {
+                        next = Some((message, monotonic_ns()));
+                    }
+                }
             }
             Step::Current(message, t) => match on_message(
                 message,
@@ -691,6 +758,7 @@ async fn drive(
                 old_until = None;
                 state.borrow_mut().release(&mut held, true);
             }
+            Step::Rearm => {}
             Step::Silent => {
                 tracing::warn!(silent_for = ?settings.silent_timeout, "connection silent; replacing it");
                 state.borrow_mut().release(&mut held, true);
