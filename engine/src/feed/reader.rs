@@ -115,7 +115,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
-    let state = Rc::new(RefCell::new(ReaderState::new(
+    let state = Rc::new(RefCell::new(FramePath::new(
         producers, notices, stats, &ctx,
     )));
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -151,7 +151,7 @@ fn report(
     core: usize,
     pinned: bool,
     cpus_allowed: String,
-    state: Rc<RefCell<ReaderState>>,
+    state: Rc<RefCell<FramePath>>,
 ) -> ReaderReport {
     let wire_to_queue = match Rc::try_unwrap(state) {
         Ok(state) => state.into_inner().histogram,
@@ -184,8 +184,10 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("constant, valid histogram bounds")
 }
 
-/// Everything the frame path touches, owned by the reader thread.
-struct ReaderState {
+/// The frame path: everything a reader does with one binary frame (decode, sequence check,
+/// enqueue to every consumer, notices), owned by the reader thread. Public so tests and benches
+/// can drive it without sockets.
+pub struct FramePath {
     producers: Vec<rtrb::Producer<FeedEvent>>,
     notices: rtrb::Producer<Notice>,
     sequencer: Sequencer,
@@ -197,20 +199,36 @@ struct ReaderState {
     reported_unknown: bool,
 }
 
-impl ReaderState {
+impl FramePath {
     fn new(
         producers: Vec<rtrb::Producer<FeedEvent>>,
         notices: rtrb::Producer<Notice>,
         stats: Arc<ReaderStats>,
         ctx: &FeedContext,
     ) -> Self {
-        ReaderState {
+        Self::with(
+            &ctx.symbols,
+            ctx.settings.group_count_max,
             producers,
             notices,
-            sequencer: Sequencer::new(ctx.symbols.len()),
+            stats,
+        )
+    }
+
+    /// A frame path for `symbols`, filling `producers` (one per consumer) and `notices`.
+    pub fn with(
+        symbols: &[String],
+        group_count_max: u32,
+        producers: Vec<rtrb::Producer<FeedEvent>>,
+        notices: rtrb::Producer<Notice>,
+        stats: Arc<ReaderStats>,
+    ) -> Self {
+        FramePath {
+            producers,
+            notices,
+            sequencer: Sequencer::new(symbols.len()),
             symbols: {
-                let mut symbols: Vec<(Box<[u8]>, u16)> = ctx
-                    .symbols
+                let mut symbols: Vec<(Box<[u8]>, u16)> = symbols
                     .iter()
                     .enumerate()
                     .map(|(i, s)| (s.as_bytes().to_vec().into_boxed_slice(), i as u16))
@@ -220,9 +238,7 @@ impl ReaderState {
             },
             stats,
             histogram: latency_histogram(),
-            limits: Limits {
-                group_count_max: ctx.settings.group_count_max,
-            },
+            limits: Limits { group_count_max },
             reported_unknown: false,
         }
     }
@@ -236,9 +252,9 @@ impl ReaderState {
             .map(|at| self.symbols[at].1)
     }
 
-    /// The hot path: one binary frame.
+    /// The hot path: one binary frame, received at `recv_time_ns` ([`monotonic_ns`]).
     #[inline]
-    fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
+    pub fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
         self.stats.frames.bump();
         let message = match sbe::spot_stream::decode_with(&frame, &self.limits) {
             Ok(message) => message,
@@ -364,7 +380,7 @@ impl Held {
     }
 }
 
-impl ReaderState {
+impl FramePath {
     /// A frame of a connection that may run ahead of the one it replaces: held if its stream's
     /// previous ids have not arrived yet, processed otherwise.
     fn on_frame_holding(&mut self, frame: Bytes, recv_time_ns: u64, held: &mut Held) {
@@ -531,7 +547,7 @@ async fn next_of(live: Option<&mut Live>) -> (Option<Result<Message, tungstenite
 async fn connection_task(
     streams: Vec<String>,
     ctx: Arc<FeedContext>,
-    state: Rc<RefCell<ReaderState>>,
+    state: Rc<RefCell<FramePath>>,
     seed: u64,
 ) {
     let url = format!(
@@ -584,7 +600,7 @@ async fn drive(
     first: Live,
     url: &str,
     ctx: &Arc<FeedContext>,
-    state: &Rc<RefCell<ReaderState>>,
+    state: &Rc<RefCell<FramePath>>,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
@@ -781,7 +797,7 @@ async fn on_message(
     message: Option<Result<Message, tungstenite::Error>>,
     recv_time_ns: u64,
     live: &mut Live,
-    state: &Rc<RefCell<ReaderState>>,
+    state: &Rc<RefCell<FramePath>>,
     hold: Option<&mut Held>,
 ) -> Seen {
     let Some(Ok(message)) = message else {
@@ -847,11 +863,7 @@ mod tests {
         buf.into()
     }
 
-    fn state() -> (
-        ReaderState,
-        rtrb::Consumer<FeedEvent>,
-        rtrb::Consumer<Notice>,
-    ) {
+    fn state() -> (FramePath, rtrb::Consumer<FeedEvent>, rtrb::Consumer<Notice>) {
         let config = RunConfig::default();
         let (stop_tx, stop) = watch::channel(false);
         drop(stop_tx);
@@ -867,7 +879,7 @@ mod tests {
         let (producer, events) = rtrb::RingBuffer::new(64);
         let (notices_in, notices) = rtrb::RingBuffer::new(64);
         (
-            ReaderState::new(
+            FramePath::new(
                 vec![producer],
                 notices_in,
                 Arc::new(ReaderStats::default()),
