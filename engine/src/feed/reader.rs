@@ -63,14 +63,39 @@ pub struct FeedContext {
     pub stop: watch::Receiver<bool>,
 }
 
+/// A change of a connection's streams at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Add a symbol's streams.
+    Subscribe {
+        /// Upper-case symbol.
+        symbol: String,
+        /// Its index in the feed's symbol registry.
+        index: u16,
+        /// Its stream names.
+        streams: Vec<String>,
+    },
+    /// Remove a symbol's streams.
+    Unsubscribe {
+        /// Its index in the feed's symbol registry.
+        index: u16,
+        /// Its stream names.
+        streams: Vec<String>,
+    },
+}
+
+/// How often a connection may send a SUBSCRIBE or UNSUBSCRIBE: under three per second, so with
+/// pongs it stays within Binance's five incoming messages per second.
+const CONTROL_INTERVAL: Duration = Duration::from_millis(350);
+
 /// The connections one reader runs and the rings it fills.
 pub struct ReaderSetup {
     /// Reader index, for names and seeds.
     pub index: usize,
     /// Core to pin to.
     pub core: usize,
-    /// Stream names per connection.
-    pub connections: Vec<Vec<String>>,
+    /// Stream names per connection, and the connection's command channel.
+    pub connections: Vec<(Vec<String>, tokio::sync::mpsc::UnboundedReceiver<Command>)>,
     /// One ring per consumer.
     pub producers: Vec<rtrb::Producer<FeedEvent>>,
     /// Repair notices for the sidecar.
@@ -132,9 +157,15 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let tasks: Vec<_> = connections
         .into_iter()
         .enumerate()
-        .map(|(i, streams)| {
+        .map(|(i, (streams, commands))| {
             let seed = (index as u64) << 32 | i as u64;
-            local.spawn_local(connection_task(streams, ctx.clone(), state.clone(), seed))
+            local.spawn_local(connection_task(
+                streams,
+                commands,
+                ctx.clone(),
+                state.clone(),
+                seed,
+            ))
         })
         .collect();
     local.block_on(&runtime, async {
@@ -240,6 +271,25 @@ impl FramePath {
             histogram: latency_histogram(),
             limits: Limits { group_count_max },
             reported_unknown: false,
+        }
+    }
+
+    /// Starts accepting frames of `symbol` as index `index` (a symbol added at run time).
+    fn add_symbol(&mut self, symbol: &str, index: u16) {
+        if self.symbol_index(symbol.as_bytes()).is_none() {
+            let at = self
+                .symbols
+                .partition_point(|(s, _)| **s < *symbol.as_bytes());
+            self.symbols
+                .insert(at, (symbol.as_bytes().to_vec().into_boxed_slice(), index));
+        }
+        self.sequencer.grow(index as usize + 1);
+    }
+
+    /// Forgets the sequence state of symbol `index`, so a later subscribe starts afresh.
+    fn forget_symbol(&mut self, index: u16) {
+        for kind in StreamKind::ALL {
+            self.sequencer.reset(index, kind);
         }
     }
 
@@ -464,21 +514,72 @@ struct Live {
     opened: Instant,
     last_frame: Instant,
     delivered: bool,
+    /// The streams this connection carries (its URL's, then its SUBSCRIBE/UNSUBSCRIBE).
+    streams: Vec<String>,
 }
 
 impl Live {
-    fn new(ws: Ws) -> Self {
+    fn new(ws: Ws, streams: Vec<String>) -> Self {
         let now = Instant::now();
         Live {
             ws,
             opened: now,
             last_frame: now,
             delivered: false,
+            streams,
         }
+    }
+
+    /// Sends at most one SUBSCRIBE or UNSUBSCRIBE bringing this connection to `wanted`;
+    /// returns whether it sent one.
+    async fn reconcile(&mut self, wanted: &[String], request_id: &mut u64) -> bool {
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|s| !self.streams.contains(s))
+            .collect();
+        let extra: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|s| !wanted.contains(s))
+            .cloned()
+            .collect();
+        let (method, params): (&str, Vec<String>) = if !missing.is_empty() {
+            ("SUBSCRIBE", missing.into_iter().cloned().collect())
+        } else if !extra.is_empty() {
+            ("UNSUBSCRIBE", extra)
+        } else {
+            return false;
+        };
+        *request_id += 1;
+        let request =
+            serde_json::json!({"method": method, "params": params, "id": *request_id}).to_string();
+        if self.ws.send(Message::text(request)).await.is_ok() {
+            if method == "SUBSCRIBE" {
+                self.streams.extend(params.iter().cloned());
+            } else {
+                self.streams.retain(|s| !params.contains(s));
+            }
+            tracing::info!(method, "subscription changed");
+        }
+        true
     }
 }
 
 /// Opens a connection: waits for the attempt budget, then connects with the API key header.
+/// Opens a connection carrying `streams` (see [`open`]) and returns it with them.
+async fn open_streams(
+    streams: Vec<String>,
+    ctx: Arc<FeedContext>,
+    stats: Arc<ReaderStats>,
+) -> Result<(Ws, Vec<String>), String> {
+    let url = format!(
+        "{}/stream?streams={}",
+        ctx.endpoint.trim_end_matches('/'),
+        streams.join("/")
+    );
+    open(url, ctx, stats).await.map(|ws| (ws, streams))
+}
+
 async fn open(url: String, ctx: Arc<FeedContext>, stats: Arc<ReaderStats>) -> Result<Ws, String> {
     loop {
         let wait = crate::sim::server::lock(&ctx.budget).try_acquire(std::time::Instant::now());
@@ -517,7 +618,7 @@ async fn open(url: String, ctx: Arc<FeedContext>, stats: Arc<ReaderStats>) -> Re
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>>>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<(Ws, Vec<String>), String>>>>;
 
 /// What one wait of a connection task produced.
 enum Step {
@@ -525,7 +626,8 @@ enum Step {
     Current(Option<Result<Message, tungstenite::Error>>, u64),
     Old(Option<Result<Message, tungstenite::Error>>, u64),
     Replacement(Option<Result<Message, tungstenite::Error>>, u64),
-    Connected(Box<Result<Ws, String>>),
+    Connected(Box<Result<(Ws, Vec<String>), String>>),
+    Command(Option<Command>),
     ReplaceDue,
     OverlapOver,
     Silent,
@@ -546,31 +648,42 @@ async fn next_of(live: Option<&mut Live>) -> (Option<Result<Message, tungstenite
 /// Runs one connection slot for the life of the feed: connect, read, replace, reconnect.
 async fn connection_task(
     streams: Vec<String>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     ctx: Arc<FeedContext>,
     state: Rc<RefCell<FramePath>>,
     seed: u64,
 ) {
-    let url = format!(
-        "{}/stream?streams={}",
-        ctx.endpoint.trim_end_matches('/'),
-        streams.join("/")
-    );
     let stats = state.borrow().stats.clone();
     let settings = ctx.settings.clone();
     let mut backoff = Backoff::new(settings.backoff_initial, settings.backoff_max, seed);
     let mut stop = ctx.stop.clone();
+    // The streams this slot should carry; commands change it, every (re)connection uses it.
+    let wanted = Rc::new(RefCell::new(streams));
     loop {
         if *stop.borrow() {
             return;
         }
-        let ws = tokio::select! {
+        let carried = wanted.borrow().clone();
+        let opened = tokio::select! {
             _ = stop.changed() => return,
-            opened = open(url.clone(), ctx.clone(), stats.clone()) => opened,
+            opened = open_streams(carried, ctx.clone(), stats.clone()) => opened,
         };
-        match ws {
-            Ok(ws) => {
-                tracing::info!(streams = streams.len(), "connected");
-                let ended = drive(Live::new(ws), &url, &ctx, &state, &mut backoff, &mut stop).await;
+        match opened {
+            Ok((ws, carried)) => {
+                tracing::info!(streams = carried.len(), "connected");
+                let slot = Slot {
+                    ctx: &ctx,
+                    state: &state,
+                    wanted: &wanted,
+                };
+                let ended = drive(
+                    Live::new(ws, carried),
+                    slot,
+                    &mut backoff,
+                    &mut stop,
+                    &mut commands,
+                )
+                .await;
                 if ended == Ended::Stop {
                     return;
                 }
@@ -588,6 +701,58 @@ async fn connection_task(
     }
 }
 
+/// What a connection slot's driver works with.
+struct Slot<'a> {
+    ctx: &'a Arc<FeedContext>,
+    state: &'a Rc<RefCell<FramePath>>,
+    wanted: &'a Rc<RefCell<Vec<String>>>,
+}
+
+impl Slot<'_> {
+    fn open(&self) -> Connecting {
+        let stats = self.state.borrow().stats.clone();
+        Box::pin(open_streams(
+            self.wanted.borrow().clone(),
+            self.ctx.clone(),
+            stats,
+        ))
+    }
+
+    /// Applies a command to the wanted streams and the frame path.
+    fn apply(&self, command: Command) {
+        let mut wanted = self.wanted.borrow_mut();
+        match command {
+            Command::Subscribe {
+                symbol,
+                index,
+                streams,
+            } => {
+                self.state.borrow_mut().add_symbol(&symbol, index);
+                for stream in streams {
+                    if !wanted.contains(&stream) {
+                        wanted.push(stream);
+                    }
+                }
+            }
+            Command::Unsubscribe { index, streams } => {
+                wanted.retain(|s| !streams.contains(s));
+                self.state.borrow_mut().forget_symbol(index);
+            }
+        }
+    }
+}
+
+async fn next_command(
+    commands: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+    open: bool,
+) -> Option<Command> {
+    if open {
+        commands.recv().await
+    } else {
+        std::future::pending().await
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
     Stop,
@@ -598,13 +763,17 @@ enum Ended {
 /// the server announces a shutdown.
 async fn drive(
     first: Live,
-    url: &str,
-    ctx: &Arc<FeedContext>,
-    state: &Rc<RefCell<FramePath>>,
+    slot: Slot<'_>,
     backoff: &mut Backoff,
     stop: &mut watch::Receiver<bool>,
+    commands: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
 ) -> Ended {
+    let (ctx, state) = (slot.ctx, slot.state);
     let settings = &ctx.settings;
+    let mut commands_open = true;
+    let mut control_pending = *first.streams != *slot.wanted.borrow();
+    let mut next_control = Instant::now();
+    let mut request_id = 0u64;
     let stats = state.borrow().stats.clone();
     let mut current = first;
     let mut old: Option<Live> = None;
@@ -620,6 +789,17 @@ async fn drive(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
+        if control_pending && Instant::now() >= next_control {
+            // One SUBSCRIBE or UNSUBSCRIBE per connection per interval, until all carry the
+            // wanted streams.
+            let wanted = slot.wanted.borrow().clone();
+            let mut sent = current.reconcile(&wanted, &mut request_id).await;
+            if let Some(next) = replacement.as_mut() {
+                sent |= next.reconcile(&wanted, &mut request_id).await;
+            }
+            control_pending = sent;
+            next_control = Instant::now() + CONTROL_INTERVAL;
+        }
         let replacing = connecting.is_some() || replacement.is_some();
         // Silence is checked at a coarse granularity: last_frame moves on every message.
         let silent_at = current.last_frame + settings.silent_timeout;
@@ -642,6 +822,7 @@ async fn drive(
             (m, t) = next_of(old.as_mut()) => Step::Old(m, t),
             (m, t) = next_of(replacement.as_mut()) => Step::Replacement(m, t),
             connected = async { match connecting.as_mut() { Some(c) => c.await, None => std::future::pending().await } } => Step::Connected(Box::new(connected)),
+            command = next_command(commands, commands_open) => Step::Command(command),
             _ = &mut timer => {
                 armed = None;
                 let now = Instant::now();
@@ -680,8 +861,7 @@ async fn drive(
                             }
                         }
                         Seen::ServerShutdown => {
-                            connecting =
-                                Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())));
+                            connecting = Some(slot.open());
                             break;
                         }
                         Seen::Closed => return Ended::Lost,
@@ -708,9 +888,7 @@ async fn drive(
                     current.delivered = true;
                     backoff.reset();
                 }
-                Seen::ServerShutdown if !replacing => {
-                    connecting = Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())))
-                }
+                Seen::ServerShutdown if !replacing => connecting = Some(slot.open()),
                 Seen::Closed => {
                     // The current connection is gone; a replacement in flight takes over.
                     state.borrow_mut().release(&mut held, true);
@@ -757,16 +935,17 @@ async fn drive(
             Step::Connected(result) => {
                 connecting = None;
                 match *result {
-                    Ok(ws) => replacement = Some(Live::new(ws)),
+                    Ok((ws, carried)) => {
+                        control_pending |= carried != *slot.wanted.borrow();
+                        replacement = Some(Live::new(ws, carried));
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "replacement connection failed; the current one stays");
                         replace_due = Instant::now() + backoff.next_delay();
                     }
                 }
             }
-            Step::ReplaceDue => {
-                connecting = Some(Box::pin(open(url.to_string(), ctx.clone(), stats.clone())))
-            }
+            Step::ReplaceDue => connecting = Some(slot.open()),
             Step::OverlapOver => {
                 if let Some(mut live) = old.take() {
                     let _ = live.ws.close(None).await;
@@ -775,6 +954,11 @@ async fn drive(
                 state.borrow_mut().release(&mut held, true);
             }
             Step::Rearm => {}
+            Step::Command(Some(command)) => {
+                slot.apply(command);
+                control_pending = true;
+            }
+            Step::Command(None) => commands_open = false,
             Step::Silent => {
                 tracing::warn!(silent_for = ?settings.silent_timeout, "connection silent; replacing it");
                 state.borrow_mut().release(&mut held, true);

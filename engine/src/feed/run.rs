@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::backoff::AttemptBudget;
 use super::config::{ApiKey, RunConfig};
 use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
-use super::reader::{self, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
+use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
 use super::stats::ReaderStats;
 use crate::stream::StreamKind;
 
@@ -28,6 +28,17 @@ pub struct Feed {
     readers: Vec<JoinHandle<ReaderReport>>,
     /// Counters, one per reader.
     pub stats: Vec<Arc<ReaderStats>>,
+    /// Every symbol ever subscribed; an event's `symbol` indexes it.
+    symbols: Vec<String>,
+    slots: Vec<SlotInfo>,
+    kinds: Vec<StreamKind>,
+    symbols_per_connection: usize,
+}
+
+/// A connection slot as the feed sees it: its command channel and the symbols it carries.
+struct SlotInfo {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    symbols: Vec<String>,
 }
 
 /// The consumer ends of the rings: `events[consumer][reader]` and `notices[reader]`.
@@ -79,13 +90,33 @@ pub fn start(
         stop,
         readers: Vec::new(),
         stats: Vec::new(),
+        symbols: config.symbols.clone(),
+        slots: Vec::new(),
+        kinds: config.streams.clone(),
+        symbols_per_connection: config.symbols_per_connection,
     };
+    let mut receivers: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Command>>> = Vec::new();
+    for streams in &plan {
+        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let symbols = config
+            .symbols
+            .iter()
+            .filter(|s| {
+                streams
+                    .iter()
+                    .any(|n| crate::stream::parse_stream_name(n).is_some_and(|(sym, _)| sym == **s))
+            })
+            .cloned()
+            .collect();
+        feed.slots.push(SlotInfo { commands, symbols });
+        receivers.push(Some(receiver));
+    }
     for (index, &core) in cores.iter().enumerate() {
-        let connections: Vec<Vec<String>> = plan
+        let connections: Vec<_> = plan
             .iter()
             .enumerate()
             .filter(|(c, _)| config.reader_of_connection(*c) == index)
-            .map(|(_, streams)| streams.clone())
+            .filter_map(|(c, streams)| Some((streams.clone(), receivers[c].take()?)))
             .collect();
         let mut producers = Vec::new();
         for consumer in rings.events.iter_mut() {
@@ -113,6 +144,96 @@ pub fn start(
 }
 
 impl Feed {
+    /// Adds `symbol`'s streams at run time: a SUBSCRIBE on the live connection with the most
+    /// room, paced within Binance's five messages per second.
+    pub fn add_symbol(&mut self, symbol: &str) -> Result<(), String> {
+        if symbol.is_empty()
+            || symbol.len() > 20
+            || !symbol
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return Err(format!(
+                "{symbol:?} is not an upper-case symbol such as BTCUSDT"
+            ));
+        }
+        if self
+            .slots
+            .iter()
+            .any(|s| s.symbols.iter().any(|x| x == symbol))
+        {
+            return Err(format!("{symbol} is already subscribed"));
+        }
+        let streams: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|&k| crate::stream::stream_name(symbol, k))
+            .collect();
+        let limit = self.symbols_per_connection;
+        let per_symbol = self.kinds.len().max(1);
+        let slot = self
+            .slots
+            .iter_mut()
+            .filter(|s| {
+                s.symbols.len() < limit
+                    && (s.symbols.len() + 1) * per_symbol
+                        <= super::config::STREAMS_PER_CONNECTION_MAX
+            })
+            .min_by_key(|s| s.symbols.len())
+            .ok_or_else(|| {
+                format!("no connection has room for {symbol} (symbols_per_connection = {limit})")
+            })?;
+        let index = match self.symbols.iter().position(|s| s == symbol) {
+            Some(at) => at,
+            None => {
+                self.symbols.push(symbol.to_string());
+                self.symbols.len() - 1
+            }
+        };
+        let index = u16::try_from(index).map_err(|_| "too many symbols".to_string())?;
+        slot.commands
+            .send(Command::Subscribe {
+                symbol: symbol.to_string(),
+                index,
+                streams,
+            })
+            .map_err(|_| "the connection has stopped".to_string())?;
+        slot.symbols.push(symbol.to_string());
+        Ok(())
+    }
+
+    /// Removes `symbol`'s streams at run time with an UNSUBSCRIBE.
+    pub fn remove_symbol(&mut self, symbol: &str) -> Result<(), String> {
+        let index = self
+            .symbols
+            .iter()
+            .position(|s| s == symbol)
+            .ok_or_else(|| format!("{symbol} is not subscribed"))?;
+        let slot = self
+            .slots
+            .iter_mut()
+            .find(|s| s.symbols.iter().any(|x| x == symbol))
+            .ok_or_else(|| format!("{symbol} is not subscribed"))?;
+        let streams = self
+            .kinds
+            .iter()
+            .map(|&k| crate::stream::stream_name(symbol, k))
+            .collect();
+        slot.commands
+            .send(Command::Unsubscribe {
+                index: index as u16,
+                streams,
+            })
+            .map_err(|_| "the connection has stopped".to_string())?;
+        slot.symbols.retain(|x| x != symbol);
+        Ok(())
+    }
+
+    /// Every symbol subscribed so far, in index order.
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+
     /// Stops every reader (connections closed) and returns their reports.
     pub fn stop(self) -> Vec<ReaderReport> {
         let _ = self.stop.send(true);
@@ -373,19 +494,21 @@ impl Summary {
 pub fn run(
     config: &RunConfig,
     api_key: ApiKey,
-    wait: impl FnOnce(&[Arc<ReaderStats>]),
+    wait: impl FnOnce(&mut Feed),
 ) -> Result<Summary, String> {
     let (feed, mut rings) = start(config, api_key, 1)?;
     let done = Arc::new(AtomicBool::new(false));
     let events = rings.events.pop().unwrap_or_default();
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
-    wait(&feed.stats);
+    let mut feed = feed;
+    wait(&mut feed);
     let stats = feed.stats.clone();
+    let symbols = feed.symbols.clone();
     let reports = feed.stop();
     done.store(true, Ordering::Release);
     let tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
-    Ok(Summary::new(&config.symbols, &stats, &reports, &tally))
+    Ok(Summary::new(&symbols, &stats, &reports, &tally))
 }

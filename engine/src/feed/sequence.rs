@@ -119,6 +119,15 @@ impl Sequencer {
         }
     }
 
+    /// Tracks symbol indices up to `symbols` (no-op if already), for symbols added at run time.
+    /// Cold: may allocate.
+    pub fn grow(&mut self, symbols: usize) {
+        let symbols = symbols.min(SYMBOLS_MAX);
+        if symbols * KINDS > self.last_ids.len() {
+            self.last_ids.resize(symbols * KINDS, NOTHING_YET);
+        }
+    }
+
     /// How many symbols are tracked.
     pub fn symbols(&self) -> usize {
         self.last_ids.len() / KINDS

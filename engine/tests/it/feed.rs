@@ -316,7 +316,7 @@ fn the_tls_path_works_with_the_simulator_certificate_trusted() {
     let endpoint = format!("wss://localhost:{}", sim.handle().addr.port());
     let config = config(endpoint, |c| c.trust_cert = Some(cert.clone()));
     let summary = run::run(&config, key(&config), |s| {
-        until(s, |s| trade_events(s) >= 20)
+        until(&s.stats, |s| trade_events(s) >= 20)
     })
     .expect("runs");
     std::fs::remove_dir_all(&dir).expect("cleaned up");
@@ -331,7 +331,7 @@ fn readers_run_on_the_configured_cores() {
     let core = cores - 1;
     let config = config(sim.endpoint(), |c| c.readers.cores = vec![core]);
     let summary = run::run(&config, key(&config), |s| {
-        until(s, |s| trade_events(s) >= 10)
+        until(&s.stats, |s| trade_events(s) >= 10)
     })
     .expect("runs");
     assert_eq!(summary.readers.len(), 1);
@@ -349,4 +349,113 @@ fn a_missing_api_key_is_a_clear_error_and_never_printed() {
         .api_key_from(|_| Some("secret-ed25519-key".into()))
         .expect("a key");
     assert!(!format!("{key:?} {config:?}").contains("secret-ed25519-key"));
+}
+
+/// Symbols added and removed at run time go through SUBSCRIBE/UNSUBSCRIBE on the live
+/// connection: no reconnect, and the simulator sees the connection's streams change.
+#[test]
+fn symbols_are_added_and_removed_on_the_live_connection() {
+    let sim = Sim::start(|c| {
+        c.exchange.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into(), "BNBUSDT".into()]
+    });
+    let config = config(sim.endpoint(), |c| {
+        c.symbols = vec!["BTCUSDT".into()];
+        c.streams = vec![StreamKind::Trade, StreamKind::BestBidAsk];
+    });
+    let addr = sim.handle().addr;
+    let streams_seen = move || -> Vec<String> {
+        let (status, body) = sim_get(addr, "/admin/connections");
+        assert_eq!(status, 200);
+        let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        list[0]["streams"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let events_of = |stats: &[Arc<ReaderStats>]| {
+        trade_events(stats)
+            + stats
+                .iter()
+                .map(|s| s.events_of(StreamKind::BestBidAsk))
+                .sum::<u64>()
+    };
+    let mut final_streams = Vec::new();
+    let summary = run::run(&config, key(&config), |feed| {
+        until(&feed.stats, |s| events_of(s) >= 20);
+        feed.add_symbol("ETHUSDT").expect("added");
+        feed.add_symbol("BNBUSDT").expect("added");
+        assert!(feed.add_symbol("ETHUSDT").is_err(), "already subscribed");
+        until(&feed.stats, |_| streams_seen().len() == 6);
+        feed.remove_symbol("BTCUSDT").expect("removed");
+        until(&feed.stats, |_| streams_seen().len() == 4);
+        final_streams = streams_seen();
+        let before = events_of(&feed.stats);
+        until(&feed.stats, |s| events_of(s) >= before + 50);
+    })
+    .expect("runs");
+    final_streams.sort();
+    assert_eq!(
+        final_streams,
+        [
+            "bnbusdt@bestBidAsk",
+            "bnbusdt@trade",
+            "ethusdt@bestBidAsk",
+            "ethusdt@trade"
+        ]
+    );
+    assert_eq!(summary.reconnects, 0, "changed on the live connection");
+    assert_eq!(
+        summary.unknown_symbols, 0,
+        "frames of added symbols are recognised"
+    );
+    assert_eq!(summary.gaps.count, 0);
+}
+
+/// The simulator's pings are answered with pongs: with a 600 ms pong deadline the connection
+/// survives for well over that. (Pings every 250 ms: pongs count against the 5 incoming
+/// messages per second.)
+#[test]
+fn pings_are_answered() {
+    let sim = Sim::start(|c| {
+        c.websocket.ping_interval_ms = 250;
+        c.websocket.pong_timeout_ms = 600;
+    });
+    let config = config(sim.endpoint(), |c| c.streams = vec![StreamKind::Depth]);
+    let started = Instant::now();
+    let summary = run::run(&config, key(&config), |feed| {
+        until(&feed.stats, |s| {
+            s.iter()
+                .map(|r| r.events_of(StreamKind::Depth))
+                .sum::<u64>()
+                >= 60
+                && started.elapsed() > Duration::from_millis(2000)
+        });
+    })
+    .expect("runs");
+    assert_eq!(summary.reconnects, 0, "never closed for a missing pong");
+    assert_eq!(summary.connects, 1);
+}
+
+/// A GET against the simulator's admin API, in-process.
+fn sim_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
+    use std::io::{Read, Write};
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sent");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (status, body.to_string())
 }
