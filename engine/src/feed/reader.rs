@@ -1101,6 +1101,40 @@ mod tests {
         assert_eq!(state.stats.duplicates.get(), 1);
     }
 
+    /// A full consumer ring never blocks the reader: the event is counted as dropped for that
+    /// consumer, a repair notice names the ids, and the other consumer still gets it.
+    #[test]
+    fn a_full_ring_drops_for_that_consumer_only_and_asks_for_repair() {
+        let (full, _full_ring) = rtrb::RingBuffer::new(1);
+        let (roomy, mut roomy_ring) = rtrb::RingBuffer::new(16);
+        let (notices_in, mut notices) = rtrb::RingBuffer::new(16);
+        let stats = Arc::new(ReaderStats::default());
+        let mut path = FramePath::with(
+            &["BTCUSDT".to_string()],
+            65_535,
+            vec![full, roomy],
+            notices_in,
+            stats.clone(),
+        );
+        for (i, ids) in [1..=2, 3..=3, 4..=6].into_iter().enumerate() {
+            path.on_frame(trades(ids), i as u64);
+        }
+        assert_eq!(accepted(&mut roomy_ring), [(1, 2), (3, 3), (4, 6)]);
+        assert_eq!(stats.queue_drops.get(), 2);
+        let dropped: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
+        assert_eq!(dropped.len(), 2);
+        assert!(
+            dropped
+                .iter()
+                .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
+        );
+        assert_eq!(
+            (dropped[1].gap.last_good, dropped[1].gap.first_seen),
+            (3, 7),
+            "ids 4..=6 need repair"
+        );
+    }
+
     #[test]
     fn a_real_gap_is_reported_when_the_old_connection_ends_without_the_ids() {
         let (mut state, mut events, mut notices) = state();
