@@ -307,35 +307,35 @@ fn decode_hex_lines(input: impl BufRead, out: &mut impl Write) -> anyhow::Result
 /// Decodes a recording: binary frames to JSON, text frames as they are.
 fn decode_recording(bytes: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
     use hotpath::sim::record::{FrameKind, RecordReader};
-    let mut all_good = true;
-    let mut json = String::new();
-    for record in RecordReader::new(bytes) {
-        json.clear();
-        let ok = match record {
-            Ok(r) if r.kind == FrameKind::Text => {
-                json.push_str(&String::from_utf8_lossy(r.payload));
-                true
-            }
-            Ok(r) => decode::frame_to_json(r.payload, &mut json),
-            Err(e) => {
-                decode::error_json(&e, &mut json);
-                false
-            }
-        };
-        all_good &= ok;
-        writeln!(out, "{json}")?;
-    }
-    Ok(all_good)
+    let frames =
+        RecordReader::new(bytes).map(|r| r.map(|r| (r.kind == FrameKind::Text, r.payload)));
+    print_frames(frames, out)
 }
 
 /// Decodes a length-prefixed binary file.
 fn decode_binary(bytes: &[u8], out: &mut impl Write) -> anyhow::Result<bool> {
+    print_frames(
+        frames::LengthPrefixed::new(bytes).map(|f| f.map(|f| (false, f))),
+        out,
+    )
+}
+
+/// Prints one JSON line per frame (`(is_text, bytes)`: text frames print as they are) or per
+/// error; returns whether everything decoded.
+fn print_frames<'a, E: std::fmt::Display>(
+    frames: impl Iterator<Item = Result<(bool, &'a [u8]), E>>,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
     let mut all_good = true;
     let mut json = String::new();
-    for frame in frames::LengthPrefixed::new(bytes) {
+    for frame in frames {
         json.clear();
         let ok = match frame {
-            Ok(frame) => decode::frame_to_json(frame, &mut json),
+            Ok((true, text)) => {
+                json.push_str(&String::from_utf8_lossy(text));
+                true
+            }
+            Ok((false, frame)) => decode::frame_to_json(frame, &mut json),
             Err(e) => {
                 decode::error_json(&e, &mut json);
                 false
