@@ -284,10 +284,16 @@ impl FramePath {
                 .insert(at, (symbol.as_bytes().to_vec().into_boxed_slice(), index));
         }
         self.sequencer.grow(index as usize + 1);
+        // A symbol subscribed again starts afresh: its absence is not a gap.
+        for kind in StreamKind::ALL {
+            self.sequencer.reset(index, kind);
+        }
     }
 
-    /// Forgets the sequence state of symbol `index`, so a later subscribe starts afresh.
+    /// Stops accepting frames of symbol `index` (frames still in flight before the
+    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped).
     fn forget_symbol(&mut self, index: u16) {
+        self.symbols.retain(|&(_, i)| i != index);
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
         }
@@ -414,7 +420,8 @@ impl FramePath {
 /// would then be dropped as duplicates: data lost although it arrived.
 #[derive(Default)]
 struct Held {
-    frames: std::collections::VecDeque<(Bytes, u64)>,
+    /// Held frames in arrival order, with their stream.
+    frames: std::collections::VecDeque<(Bytes, u64, u16, StreamKind)>,
     /// Streams with held frames, and the id each needs seen before its first held frame.
     streams: Vec<(u16, StreamKind, i64)>,
 }
@@ -444,32 +451,43 @@ impl FramePath {
                 .sequencer
                 .last(symbol, kind)
                 .is_some_and(|last| last < need);
-            if held.holds(symbol, kind) || (behind && held.frames.len() < HELD_MAX) {
+            if held.frames.len() >= HELD_MAX {
+                self.release(held, true);
+            } else if held.holds(symbol, kind) || behind {
                 if !held.holds(symbol, kind) {
                     held.streams.push((symbol, kind, need));
                 }
-                held.frames.push_back((frame, recv_time_ns));
+                held.frames.push_back((frame, recv_time_ns, symbol, kind));
                 return;
             }
         }
         self.on_frame(frame, recv_time_ns);
     }
 
-    /// Processes held frames once every held stream has caught up (or when `force`d: the old
-    /// connection is gone, so whatever is still missing is a real gap).
+    /// Processes the held frames of every stream that has caught up, in arrival order (of all
+    /// streams when `force`d: the old connection is gone, so what is still missing is a real
+    /// gap).
     fn release(&mut self, held: &mut Held, force: bool) {
         if held.frames.is_empty() {
             return;
         }
-        let caught_up = held
+        let sequencer = &self.sequencer;
+        let ready: Vec<(u16, StreamKind)> = held
             .streams
             .iter()
-            .all(|&(s, k, need)| self.sequencer.last(s, k).is_none_or(|last| last >= need));
-        if force || caught_up || held.frames.len() >= HELD_MAX {
-            while let Some((frame, recv)) = held.frames.pop_front() {
+            .filter(|&&(s, k, need)| force || sequencer.last(s, k).is_none_or(|last| last >= need))
+            .map(|&(s, k, _)| (s, k))
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        held.streams.retain(|&(s, k, _)| !ready.contains(&(s, k)));
+        for (frame, recv, symbol, kind) in std::mem::take(&mut held.frames) {
+            if ready.contains(&(symbol, kind)) {
                 self.on_frame(frame, recv);
+            } else {
+                held.frames.push_back((frame, recv, symbol, kind));
             }
-            held.streams.clear();
         }
     }
 }
@@ -684,10 +702,17 @@ async fn connection_task(
                     &mut commands,
                 )
                 .await;
-                if ended == Ended::Stop {
+                let Ended::Lost { delivered } = ended else {
                     return;
-                }
+                };
                 stats.reconnects.bump();
+                if !delivered {
+                    // A server that accepts and drops us must not burn the attempt budget.
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
             }
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -710,12 +735,18 @@ struct Slot<'a> {
 
 impl Slot<'_> {
     fn open(&self) -> Connecting {
+        self.open_after(Duration::ZERO)
+    }
+
+    /// Opens a connection after `delay` (a backoff when the connection being replaced never
+    /// delivered: a server that announces shutdowns at once must not be hammered).
+    fn open_after(&self, delay: Duration) -> Connecting {
         let stats = self.state.borrow().stats.clone();
-        Box::pin(open_streams(
-            self.wanted.borrow().clone(),
-            self.ctx.clone(),
-            stats,
-        ))
+        let opening = open_streams(self.wanted.borrow().clone(), self.ctx.clone(), stats);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            opening.await
+        })
     }
 
     /// Applies a command to the wanted streams and the frame path.
@@ -756,7 +787,11 @@ async fn next_command(
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
     Stop,
-    Lost,
+    /// The connection is gone; `delivered` tells whether it ever delivered data (if not, the
+    /// next attempt waits a backoff delay).
+    Lost {
+        delivered: bool,
+    },
 }
 
 /// Reads a connection until it ends, replacing it make-before-break when its lifetime nears or
@@ -770,6 +805,7 @@ async fn drive(
 ) -> Ended {
     let (ctx, state) = (slot.ctx, slot.state);
     let settings = &ctx.settings;
+    let lifetime_left = settings.lifetime.saturating_sub(settings.replace_before);
     let mut commands_open = true;
     let mut control_pending = *first.streams != *slot.wanted.borrow();
     let mut next_control = Instant::now();
@@ -781,10 +817,10 @@ async fn drive(
     let mut old_until: Option<Instant> = None;
     let mut replacement: Option<Live> = None;
     let mut connecting: Option<Connecting> = None;
-    let mut replace_due =
-        current.opened + settings.lifetime.saturating_sub(settings.replace_before);
-    // One timer for every deadline (replacement due, overlap over, silence), re-armed only when
-    // the earliest one changes: creating timers per message would cost more than the message.
+    let mut replace_due = current.opened + lifetime_left;
+    // One timer for every deadline (replacement due, overlap over, silence, control pacing),
+    // re-armed only when the earliest one moves earlier: a timer per message would cost more
+    // than the message.
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
@@ -801,12 +837,17 @@ async fn drive(
             next_control = Instant::now() + CONTROL_INTERVAL;
         }
         let replacing = connecting.is_some() || replacement.is_some();
-        // Silence is checked at a coarse granularity: last_frame moves on every message.
-        let silent_at = current.last_frame + settings.silent_timeout;
+        // A connection with no streams is quiet by design, not silent.
+        let silent_at = if slot.wanted.borrow().is_empty() {
+            current.last_frame + QUIET_IS_FINE
+        } else {
+            current.last_frame + settings.silent_timeout
+        };
         let deadline = [
             (!replacing).then_some(replace_due),
             old_until,
             Some(silent_at),
+            control_pending.then_some(next_control),
         ]
         .into_iter()
         .flatten()
@@ -830,9 +871,10 @@ async fn drive(
                     Step::ReplaceDue
                 } else if old_until.is_some_and(|at| now >= at) {
                     Step::OverlapOver
-                } else if now >= current.last_frame + settings.silent_timeout {
+                } else if now >= silent_at {
                     Step::Silent
                 } else {
+                    // A deadline that moved, or control pacing: the loop's top handles it.
                     Step::Rearm
                 }
             }
@@ -844,61 +886,66 @@ async fn drive(
                     .into_iter()
                     .flatten()
                 {
-                    let _ = live.ws.close(None).await;
+                    close(live).await;
                 }
                 return Ended::Stop;
             }
             Step::Current(message, t) if old.is_none() && replacement.is_none() => {
                 // The steady state: drain what is already buffered before selecting again.
-                let mut next = Some((message, t));
-                let mut budget = DRAIN_MAX;
-                while let Some((message, t)) = next.take() {
-                    match on_message(message, t, &mut current, state, None).await {
-                        Seen::Data => {
-                            if !current.delivered {
-                                current.delivered = true;
-                                backoff.reset();
+                match drain(message, t, &mut current, state, backoff).await {
+                    Seen::ServerShutdown if connecting.is_none() => {
+                        connecting = Some(slot.open_after(pause(&current, backoff)))
+                    }
+                    Seen::Closed => match connecting.take() {
+                        // A replacement is already on its way (serverShutdown): adopt it.
+                        Some(pending) => match pending.await {
+                            Ok((ws, carried)) => {
+                                control_pending |= carried != *slot.wanted.borrow();
+                                current = Live::new(ws, carried);
+                                replace_due = current.opened + lifetime_left;
                             }
+                            Err(_) => {
+                                return Ended::Lost {
+                                    delivered: current.delivered,
+                                };
+                            }
+                        },
+                        None => {
+                            return Ended::Lost {
+                                delivered: current.delivered,
+                            };
                         }
-                        Seen::ServerShutdown => {
-                            connecting = Some(slot.open());
-                            break;
-                        }
-                        Seen::Closed => return Ended::Lost,
-                        Seen::Control => {}
-                    }
-                    budget -= 1;
-                    if budget > 0
-                        && let Some(message) = current.ws.next().now_or_never()
-                    {
-                        next = Some((message, monotonic_ns()));
-                    }
+                    },
+                    _ => {}
                 }
             }
-            Step::Current(message, t) => match on_message(
-                message,
-                t,
-                &mut current,
-                state,
-                old.is_some().then_some(&mut held),
-            )
-            .await
-            {
-                Seen::Data if !current.delivered => {
-                    current.delivered = true;
-                    backoff.reset();
-                }
-                Seen::ServerShutdown if !replacing => connecting = Some(slot.open()),
-                Seen::Closed => {
-                    // The current connection is gone; a replacement in flight takes over.
-                    state.borrow_mut().release(&mut held, true);
-                    match replacement.take() {
-                        Some(next) => current = next,
-                        None => return Ended::Lost,
+            Step::Current(message, t) => {
+                let hold = old.is_some().then_some(&mut held);
+                match on_message(message, t, &mut current, state, hold).await {
+                    Seen::Data if !current.delivered => {
+                        current.delivered = true;
+                        backoff.reset();
                     }
+                    Seen::ServerShutdown if !replacing => {
+                        connecting = Some(slot.open_after(pause(&current, backoff)))
+                    }
+                    Seen::Closed => {
+                        // The current connection is gone: a replacement in flight takes over,
+                        // else the older one still being read does.
+                        state.borrow_mut().release(&mut held, true);
+                        let delivered = current.delivered;
+                        match replacement.take().or_else(|| old.take()) {
+                            Some(next) => {
+                                current = next;
+                                old_until = old.as_ref().and(old_until);
+                                replace_due = current.opened + lifetime_left;
+                            }
+                            None => return Ended::Lost { delivered },
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Step::Old(message, t) => {
                 if let Some(live) = old.as_mut() {
                     let closed = on_message(message, t, live, state, None).await == Seen::Closed;
@@ -917,18 +964,25 @@ async fn drive(
                     Seen::Data => {
                         // The replacement delivers: it becomes current; the old one is read
                         // until the overlap window ends, so nothing in flight is lost.
-                        let mut next = replacement.take().expect("checked above");
+                        let Some(mut next) = replacement.take() else {
+                            continue;
+                        };
                         next.delivered = true;
                         let previous = std::mem::replace(&mut current, next);
                         if let Some(mut older) = old.replace(previous) {
-                            let _ = older.ws.close(None).await;
+                            // A second switch inside the overlap: what was held for the oldest
+                            // connection is released before it goes.
+                            state.borrow_mut().release(&mut held, true);
+                            close(&mut older).await;
                         }
                         old_until = Some(Instant::now() + settings.overlap_max);
-                        replace_due = current.opened
-                            + settings.lifetime.saturating_sub(settings.replace_before);
+                        replace_due = current.opened + lifetime_left;
                         stats.switches.bump();
                     }
-                    Seen::Closed => replacement = None,
+                    Seen::Closed => {
+                        replacement = None;
+                        replace_due = Instant::now() + backoff.next_delay();
+                    }
                     _ => {}
                 }
             }
@@ -948,7 +1002,7 @@ async fn drive(
             Step::ReplaceDue => connecting = Some(slot.open()),
             Step::OverlapOver => {
                 if let Some(mut live) = old.take() {
-                    let _ = live.ws.close(None).await;
+                    close(&mut live).await;
                 }
                 old_until = None;
                 state.borrow_mut().release(&mut held, true);
@@ -962,10 +1016,62 @@ async fn drive(
             Step::Silent => {
                 tracing::warn!(silent_for = ?settings.silent_timeout, "connection silent; replacing it");
                 state.borrow_mut().release(&mut held, true);
-                return Ended::Lost;
+                return Ended::Lost {
+                    delivered: current.delivered,
+                };
             }
         }
     }
+}
+
+/// No delay for replacing a connection that delivered; a backoff delay for one that did not.
+fn pause(current: &Live, backoff: &mut Backoff) -> Duration {
+    if current.delivered {
+        Duration::ZERO
+    } else {
+        backoff.next_delay()
+    }
+}
+
+/// How long a connection without streams may stay quiet before it is replaced anyway.
+const QUIET_IS_FINE: Duration = Duration::from_secs(3600);
+/// How long a close handshake may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn close(live: &mut Live) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, live.ws.close(None)).await;
+}
+
+/// Processes a message and then every message already buffered on the same connection (up to
+/// [`DRAIN_MAX`]); returns the first non-data outcome, or `Seen::Data`.
+async fn drain(
+    message: Option<Result<Message, tungstenite::Error>>,
+    recv_time_ns: u64,
+    current: &mut Live,
+    state: &Rc<RefCell<FramePath>>,
+    backoff: &mut Backoff,
+) -> Seen {
+    let mut next = Some((message, recv_time_ns));
+    let mut budget = DRAIN_MAX;
+    while let Some((message, t)) = next.take() {
+        match on_message(message, t, current, state, None).await {
+            Seen::Data => {
+                if !current.delivered {
+                    current.delivered = true;
+                    backoff.reset();
+                }
+            }
+            Seen::Control => {}
+            other => return other,
+        }
+        budget -= 1;
+        if budget > 0
+            && let Some(message) = current.ws.next().now_or_never()
+        {
+            next = Some((message, monotonic_ns()));
+        }
+    }
+    Seen::Data
 }
 
 /// What a message meant to the connection.
@@ -1099,6 +1205,43 @@ mod tests {
         assert_eq!(accepted(&mut events), [(6, 7), (8, 9), (10, 10)]);
         assert!(notices.pop().is_err(), "no gap reported");
         assert_eq!(state.stats.duplicates.get(), 1);
+    }
+
+    /// Held frames are released per stream as soon as that stream catches up.
+    #[test]
+    fn held_streams_are_released_one_by_one() {
+        let (mut state, mut events, _notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame(diff(10, 20), 2);
+        state.on_frame_holding(trades(8..=8), 3, &mut held);
+        state.on_frame_holding(diff(25, 30), 4, &mut held);
+        assert_eq!(accepted(&mut events), [(1, 5), (10, 20)]);
+        // The depth stream catches up; the trades stream does not yet.
+        state.on_frame(diff(21, 24), 5);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(21, 24), (25, 30)]);
+        state.on_frame(trades(6..=7), 6);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(6, 7), (8, 8)]);
+        assert!(held.frames.is_empty() && held.streams.is_empty());
+    }
+
+    fn diff(first: i64, last: i64) -> Bytes {
+        use crate::sbe::spot_stream::DepthDiffStreamEventEncoder;
+        let mut buf = vec![0u8; 256];
+        let mut m = DepthDiffStreamEventEncoder::wrap(&mut buf).expect("fits");
+        m.event_time(1)
+            .first_book_update_id(first)
+            .last_book_update_id(last)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        m.bids(0).expect("fits");
+        m.asks(0).expect("fits");
+        m.symbol(b"BTCUSDT").expect("fits");
+        let len = m.finish();
+        buf.truncate(len);
+        buf.into()
     }
 
     /// A full consumer ring never blocks the reader: the event is counted as dropped for that

@@ -36,6 +36,12 @@ use super::rest::{self, WeightLimiter};
 use super::rng::Rng;
 use super::session;
 
+/// How long a client may take for the TLS handshake, a request head, or the WebSocket
+/// handshake: idle sockets do not hold tasks for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive HTTP connection may wait for its next request.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Frames the broadcast keeps for slow connections before they lag.
 const BROADCAST_CAPACITY: usize = 1 << 16;
 
@@ -256,10 +262,16 @@ async fn acceptor(
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => serve(stream, peer, shared).await,
-                    Err(e) => Err(e),
-                },
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve(stream, peer, shared).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        )),
+                    }
+                }
                 None => serve(tcp, peer, shared).await,
             };
             if let Err(e) = result {
@@ -276,7 +288,16 @@ where
 {
     let mut leftover = Vec::new();
     loop {
-        let Some(head) = http::read_head(&mut stream, std::mem::take(&mut leftover)).await? else {
+        let wait = if leftover.is_empty() {
+            KEEP_ALIVE_TIMEOUT
+        } else {
+            HANDSHAKE_TIMEOUT
+        };
+        let read = http::read_head(&mut stream, std::mem::take(&mut leftover));
+        let Some(head) = tokio::time::timeout(wait, read)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))??
+        else {
             return Ok(());
         };
         if head.is_websocket() {
@@ -509,8 +530,10 @@ where
     };
     let mut prefix = head.raw.clone();
     prefix.extend_from_slice(&head.rest);
-    let ws = tokio_tungstenite::accept_async(http::Prefixed::new(prefix, stream))
+    let handshake = tokio_tungstenite::accept_async(http::Prefixed::new(prefix, stream));
+    let ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "WebSocket handshake timed out"))?
         .map_err(io::Error::other)?;
     let target = if head.query.is_empty() {
         head.path.clone()

@@ -226,6 +226,8 @@ where
         opened + Duration::from_millis(limits.ping_interval_ms),
         Duration::from_millis(limits.ping_interval_ms),
     );
+    // After a stall, one ping, not a burst of the missed ones.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pong = opened;
     let mut incoming: VecDeque<Instant> = VecDeque::new();
     let mut text = String::new();
