@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md at the repository root for the whole design.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod book;
 pub mod constants;
 pub mod decode;
