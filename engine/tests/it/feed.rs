@@ -363,19 +363,7 @@ fn symbols_are_added_and_removed_on_the_live_connection() {
         c.streams = vec![StreamKind::Trade, StreamKind::BestBidAsk];
     });
     let addr = sim.handle().addr;
-    let streams_seen = move || -> Vec<String> {
-        let (status, body) = sim_get(addr, "/admin/connections");
-        assert_eq!(status, 200);
-        let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        list[0]["streams"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let streams_seen = move || connection_streams(addr);
     let events_of = |stats: &[Arc<ReaderStats>]| {
         trade_events(stats)
             + stats
@@ -439,6 +427,21 @@ fn pings_are_answered() {
     assert_eq!(summary.connects, 1);
 }
 
+/// The streams of the simulator's first live connection, as `/admin/connections` lists them.
+fn connection_streams(addr: std::net::SocketAddr) -> Vec<String> {
+    let (status, body) = sim_get(addr, "/admin/connections");
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    list[0]["streams"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A GET against the simulator's admin API, in-process.
 fn sim_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
@@ -469,18 +472,7 @@ fn subscription_changes_are_paced_by_a_timer_even_on_a_quiet_market() {
         c.symbols = vec!["BTCUSDT".into()];
         c.streams = vec![StreamKind::Trade];
     });
-    let streams_seen = move || -> Vec<String> {
-        let (_, body) = sim_get(addr, "/admin/connections");
-        let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        list[0]["streams"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let streams_seen = move || connection_streams(addr);
     let summary = run::run(&config, key(&config), |feed| {
         until(&feed.stats, |_| streams_seen() == ["btcusdt@trade"]);
         let asked = Instant::now();
