@@ -20,3 +20,4 @@ pub mod rng;
 pub mod sbe;
 pub mod sim;
 pub mod stream;
+pub mod sync;

@@ -600,7 +600,7 @@ async fn open_streams(
 
 async fn open(url: String, ctx: Arc<FeedContext>, stats: Arc<ReaderStats>) -> Result<Ws, String> {
     loop {
-        let wait = crate::sim::server::lock(&ctx.budget).try_acquire(std::time::Instant::now());
+        let wait = crate::sync::lock(&ctx.budget).try_acquire(std::time::Instant::now());
         match wait {
             Ok(()) => break,
             Err(wait) => tokio::time::sleep(wait).await,

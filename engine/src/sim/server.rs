@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -132,13 +132,8 @@ impl Shared {
     }
 }
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the simulator keeps
-/// serving; every critical section leaves the data consistent).
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+/// Locks a mutex, recovering the data if poisoned (see [`crate::sync::lock`]).
+pub use crate::sync::lock;
 
 /// Microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
