@@ -92,7 +92,7 @@ fn main() {
         .api_key_from(|_| Some("bench".into()))
         .expect("a key");
     let mut measured = None;
-    let summary = hotpath::feed::run::run(&config, key, |feed| {
+    let summary = hotpath::feed::run::run(&config, key, |feed, _| {
         let stats = &feed.stats;
         let total = || stats.iter().map(|s| s.frames.get()).sum::<u64>();
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -20,6 +20,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// Send a dead-letter file's records to their Kinesis streams again, in order per stream
+    /// and partition key. Records that still fail are written to FILE.failed.
+    Resend {
+        /// The dead-letter file (JSON Lines, see the README).
+        file: PathBuf,
+        /// Endpoint override (an emulator); default: AWS. Credentials and region come from
+        /// the standard AWS chain.
+        #[arg(long)]
+        kinesis_endpoint: Option<String>,
+        /// AWS region (default: the chain's).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Decode Binance SBE frames and print one JSON object per frame.
     ///
@@ -56,6 +73,22 @@ enum Command {
         /// Exit cleanly after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+        /// Enable the Redis writer against this URL (redis://host:port/db).
+        #[arg(long)]
+        redis: Option<String>,
+        /// Enable the Kinesis writer against this endpoint (an emulator's http://host:port), or
+        /// `aws` for AWS itself. Credentials and region come from the standard AWS chain.
+        #[arg(long)]
+        kinesis_endpoint: Option<String>,
+        /// Print a progress line (JSON, to stderr) every this many seconds: messages/s, sink
+        /// writes, latency, queue depth.
+        #[arg(long)]
+        progress: Option<f64>,
+    },
+    /// Dead-letter files of the Kinesis writer.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Run the local Binance simulator: SBE and JSON WebSocket streams and the REST API of a
     /// seeded simulated market, on one port, until stopped (Ctrl-C or SIGTERM).
@@ -153,6 +186,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             symbols,
             streams,
             duration,
+            redis,
+            kinesis_endpoint,
+            progress,
         } => {
             let mut run_config = match &config {
                 Some(path) => {
@@ -168,6 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 symbols,
                 streams,
                 duration: duration.map(std::time::Duration::from_secs_f64),
+                redis_url: redis,
+                kinesis_endpoint,
             };
             run_config
                 .apply(overrides)
@@ -175,12 +213,34 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             run_config.validate().map_err(|e| anyhow::anyhow!(e))?;
             let api_key = run_config.api_key().map_err(|e| anyhow::anyhow!(e))?;
             let limit = run_config.duration;
-            let summary = hotpath::feed::run::run(&run_config, api_key, |_| wait_for_end(limit))
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let every = progress
+                .filter(|p| *p > 0.0)
+                .map(std::time::Duration::from_secs_f64);
+            let summary = hotpath::feed::run::run(&run_config, api_key, |feed, sinks| {
+                wait_for_end(limit, every, feed, sinks)
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
             if run_config.summary {
                 println!("{}", serde_json::to_string(&summary)?);
             }
             Ok(true)
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Resend {
+                    file,
+                    kinesis_endpoint,
+                    region,
+                },
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let report = runtime.block_on(hotpath::sink::kinesis::resend::resend_file(
+                &file,
+                kinesis_endpoint,
+                region,
+            ))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(report.failed == 0)
         }
         Command::Record {
             url,
@@ -403,8 +463,14 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// Blocks until `limit` has passed or a stop signal arrives.
-fn wait_for_end(limit: Option<std::time::Duration>) {
+/// Blocks until `limit` has passed or a stop signal arrives, printing a progress line every
+/// `every` if set.
+fn wait_for_end(
+    limit: Option<std::time::Duration>,
+    every: Option<std::time::Duration>,
+    feed: &mut hotpath::feed::run::Feed,
+    sinks: &[hotpath::feed::run::SinkHandle],
+) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -412,12 +478,30 @@ fn wait_for_end(limit: Option<std::time::Duration>) {
         return;
     };
     runtime.block_on(async {
-        match limit {
-            Some(limit) => tokio::select! {
-                _ = tokio::time::sleep(limit) => {}
-                _ = wait_for_stop_signal() => {}
-            },
-            None => wait_for_stop_signal().await,
+        let end = async {
+            match limit {
+                Some(limit) => tokio::select! {
+                    _ = tokio::time::sleep(limit) => {}
+                    _ = wait_for_stop_signal() => {}
+                },
+                None => wait_for_stop_signal().await,
+            }
+        };
+        let report = async {
+            let Some(every) = every else {
+                return std::future::pending().await;
+            };
+            let mut progress = hotpath::feed::progress::Progress::new();
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!("{}", progress.line(feed, sinks));
+            }
+        };
+        tokio::select! {
+            _ = end => {}
+            _ = report => {}
         }
     });
 }

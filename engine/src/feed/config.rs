@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::constants::GROUP_COUNT_MAX;
+use crate::sink::config::{KinesisConfig, RawKinesis, RawRedis, RedisConfig};
 use crate::stream::{StreamKind, stream_name};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of
@@ -128,6 +129,10 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     /// Print the one-line JSON summary on exit.
     pub summary: bool,
+    /// The Kinesis writer, when enabled.
+    pub kinesis: Option<KinesisConfig>,
+    /// The Redis writer, when enabled.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for RunConfig {
@@ -143,6 +148,8 @@ impl Default for RunConfig {
             readers: ReaderSettings::default(),
             duration: None,
             summary: true,
+            kinesis: None,
+            redis: None,
         }
     }
 }
@@ -159,6 +166,12 @@ pub struct Overrides {
     pub streams: Option<Vec<String>>,
     /// `--duration`.
     pub duration: Option<Duration>,
+    /// `--redis URL`: enables the Redis writer (with the file's `[redis]` settings or the
+    /// defaults) against this URL.
+    pub redis_url: Option<String>,
+    /// `--kinesis-endpoint URL`: enables the Kinesis writer against this endpoint (an
+    /// emulator); `aws` keeps AWS's own endpoint.
+    pub kinesis_endpoint: Option<String>,
 }
 
 /// The Binance API key, sent as the `X-MBX-APIKEY` header. `Debug` prints
@@ -185,6 +198,8 @@ struct RawConfig {
     binance: RawBinance,
     readers: RawReaders,
     run: RawRun,
+    kinesis: RawKinesis,
+    redis: RawRedis,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -246,6 +261,8 @@ impl RunConfig {
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
+        config.kinesis = raw.kinesis.into_config()?;
+        config.redis = raw.redis.into_config()?;
         config.check(None)?;
         Ok(config)
     }
@@ -287,6 +304,20 @@ impl RunConfig {
                 return Err("--duration: must be above 0 (omit it to run until stopped)".into());
             }
             self.duration = Some(duration);
+        }
+        if let Some(url) = overrides.redis_url {
+            let mut redis = self.redis.take().unwrap_or_default();
+            redis.url = url;
+            redis.check().map_err(|e| format!("--redis: {e}"))?;
+            self.redis = Some(redis);
+        }
+        if let Some(url) = overrides.kinesis_endpoint {
+            let mut kinesis = self.kinesis.take().unwrap_or_default();
+            kinesis.endpoint_url = (url != "aws").then_some(url);
+            kinesis
+                .check()
+                .map_err(|e| format!("--kinesis-endpoint: {e}"))?;
+            self.kinesis = Some(kinesis);
         }
         Ok(())
     }
@@ -855,6 +886,7 @@ mod tests {
                 symbols: Some(vec!["ETHUSDT".into(), "SOLUSDT".into()]),
                 streams: Some(vec!["depth20".into()]),
                 duration: Some(Duration::from_secs(5)),
+                ..Overrides::default()
             })
             .expect("valid");
         assert_eq!(config.endpoint, "ws://127.0.0.1:9443");

@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod config;
 pub mod event;
+pub mod progress;
 pub mod reader;
 pub mod run;
 pub mod sequence;

@@ -15,6 +15,7 @@ use super::config::{ApiKey, RunConfig};
 use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
 use super::stats::ReaderStats;
+use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
 
 /// Notices the sidecar ring of each reader holds.
@@ -56,17 +57,7 @@ pub fn start(
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
     crate::sim::tls::install_crypto_provider();
-    let tls = match &config.trust_cert {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
-            Some(Arc::new(
-                crate::sim::tls::client_config_trusting(&pem)
-                    .map_err(|e| format!("binance.trust_cert: {e}"))?,
-            ))
-        }
-        None => None,
-    };
+    let tls = trusted_tls(config)?;
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
         endpoint: config.endpoint.clone(),
@@ -417,6 +408,8 @@ pub struct Summary {
     pub latency_ns: std::collections::BTreeMap<&'static str, Percentiles>,
     /// Readers.
     pub readers: Vec<ReaderSummary>,
+    /// Per sink (`kinesis`, `redis`): written, retried, dead-lettered, latency.
+    pub sinks: std::collections::BTreeMap<&'static str, SinkSummary>,
 }
 
 impl Summary {
@@ -486,30 +479,144 @@ impl Summary {
                     cpus_allowed: r.cpus_allowed.clone(),
                 })
                 .collect(),
+            sinks: std::collections::BTreeMap::new(),
         }
     }
 }
 
-/// Runs the feed with the counting consumer until `wait` returns, then stops, drains and
-/// summarizes.
+/// How long the sinks may take to flush once the readers stopped; what is left then is
+/// dead-lettered (Kinesis) or reported unflushed (Redis).
+pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rustls client configuration trusting `binance.trust_cert`, if set.
+pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    match &config.trust_cert {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
+            Ok(Some(Arc::new(
+                crate::sim::tls::client_config_trusting(&pem)
+                    .map_err(|e| format!("binance.trust_cert: {e}"))?,
+            )))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A sink's thread and its live counters.
+pub struct SinkHandle {
+    /// `kinesis` or `redis`.
+    pub name: &'static str,
+    /// Live counters.
+    pub stats: Arc<SinkStats>,
+    thread: JoinHandle<Result<SinkSummary, String>>,
+}
+
+/// Options of [`run_with`] beyond the configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// A ready Kinesis client (tests, emulators); `None` builds one from the AWS chain.
+    pub kinesis_client: Option<aws_sdk_kinesis::Client>,
+}
+
+/// Runs the feed until `wait` returns, then stops, drains and summarizes. With sinks
+/// configured, each drains its own rings; without any, the counting consumer does.
 pub fn run(
     config: &RunConfig,
     api_key: ApiKey,
-    wait: impl FnOnce(&mut Feed),
+    wait: impl FnOnce(&mut Feed, &[SinkHandle]),
 ) -> Result<Summary, String> {
-    let (feed, mut rings) = start(config, api_key, 1)?;
+    run_with(config, api_key, RunOptions::default(), wait)
+}
+
+/// [`run`] with [`RunOptions`].
+pub fn run_with(
+    config: &RunConfig,
+    api_key: ApiKey,
+    options: RunOptions,
+    wait: impl FnOnce(&mut Feed, &[SinkHandle]),
+) -> Result<Summary, String> {
+    let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
+    let (feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
     let done = Arc::new(AtomicBool::new(false));
-    let events = rings.events.pop().unwrap_or_default();
+    let sinks_stop = Arc::new(AtomicBool::new(false));
+    let mut sinks = Vec::new();
+    let started = || -> Result<(), String> {
+        let mut rings_of = rings.events.drain(..);
+        if let Some(kinesis) = &config.kinesis {
+            let stats = Arc::new(SinkStats::default());
+            let thread =
+                crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
+                    config: kinesis.clone(),
+                    client: options.kinesis_client,
+                    rings: rings_of.next().unwrap_or_default(),
+                    stats: stats.clone(),
+                    stop: sinks_stop.clone(),
+                    flush_timeout: SINK_FLUSH_TIMEOUT,
+                })
+                .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
+            sinks.push(SinkHandle {
+                name: "kinesis",
+                stats,
+                thread,
+            });
+        }
+        if let Some(redis) = &config.redis {
+            let stats = Arc::new(SinkStats::default());
+            let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
+                config: redis.clone(),
+                rest_base: redis.rest_base(&config.endpoint),
+                rest_tls: trusted_tls(config)?,
+                rings: rings_of.next().unwrap_or_default(),
+                stats: stats.clone(),
+                stop: sinks_stop.clone(),
+                flush_timeout: SINK_FLUSH_TIMEOUT,
+            })
+            .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
+            sinks.push(SinkHandle {
+                name: "redis",
+                stats,
+                thread,
+            });
+        }
+        Ok(())
+    };
+    let outcome = started();
+    // Without sinks the counting consumer drains the events; with them it takes the notices.
+    let events = if sinks_wanted == 0 {
+        rings.events.pop().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
     let mut feed = feed;
-    wait(&mut feed);
+    if outcome.is_ok() {
+        wait(&mut feed, &sinks);
+    }
     let stats = feed.stats.clone();
     let symbols = feed.symbols.clone();
     let reports = feed.stop();
+    sinks_stop.store(true, Ordering::Release);
+    let mut sink_summaries = std::collections::BTreeMap::new();
+    let mut failure = outcome.err();
+    for sink in sinks {
+        match sink.thread.join() {
+            Ok(Ok(summary)) => {
+                sink_summaries.insert(sink.name, summary);
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
+        }
+    }
     done.store(true, Ordering::Release);
     let tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
-    Ok(Summary::new(&symbols, &stats, &reports, &tally))
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
+    summary.sinks = sink_summaries;
+    Ok(summary)
 }

@@ -315,7 +315,7 @@ fn the_tls_path_works_with_the_simulator_certificate_trusted() {
     });
     let endpoint = format!("wss://localhost:{}", sim.handle().addr.port());
     let config = config(endpoint, |c| c.trust_cert = Some(cert.clone()));
-    let summary = run::run(&config, key(&config), |s| {
+    let summary = run::run(&config, key(&config), |s, _| {
         until(&s.stats, |s| trade_events(s) >= 20)
     })
     .expect("runs");
@@ -330,7 +330,7 @@ fn readers_run_on_the_configured_cores() {
     let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let core = cores - 1;
     let config = config(sim.endpoint(), |c| c.readers.cores = vec![core]);
-    let summary = run::run(&config, key(&config), |s| {
+    let summary = run::run(&config, key(&config), |s, _| {
         until(&s.stats, |s| trade_events(s) >= 10)
     })
     .expect("runs");
@@ -372,7 +372,7 @@ fn symbols_are_added_and_removed_on_the_live_connection() {
                 .sum::<u64>()
     };
     let mut final_streams = Vec::new();
-    let summary = run::run(&config, key(&config), |feed| {
+    let summary = run::run(&config, key(&config), |feed, _| {
         until(&feed.stats, |s| events_of(s) >= 20);
         feed.add_symbol("ETHUSDT").expect("added");
         feed.add_symbol("BNBUSDT").expect("added");
@@ -413,7 +413,7 @@ fn pings_are_answered() {
     });
     let config = config(sim.endpoint(), |c| c.streams = vec![StreamKind::Depth]);
     let started = Instant::now();
-    let summary = run::run(&config, key(&config), |feed| {
+    let summary = run::run(&config, key(&config), |feed, _| {
         until(&feed.stats, |s| {
             s.iter()
                 .map(|r| r.events_of(StreamKind::Depth))
@@ -473,7 +473,7 @@ fn subscription_changes_are_paced_by_a_timer_even_on_a_quiet_market() {
         c.streams = vec![StreamKind::Trade];
     });
     let streams_seen = move || connection_streams(addr);
-    let summary = run::run(&config, key(&config), |feed| {
+    let summary = run::run(&config, key(&config), |feed, _| {
         until(&feed.stats, |_| streams_seen() == ["btcusdt@trade"]);
         let asked = Instant::now();
         feed.add_symbol("ETHUSDT").expect("added");
@@ -504,7 +504,7 @@ fn a_server_that_drops_every_connection_is_retried_with_backoff() {
         c.readers.backoff_max = Duration::from_millis(400);
     });
     let started = Instant::now();
-    let summary = run::run(&config, key(&config), |feed| {
+    let summary = run::run(&config, key(&config), |feed, _| {
         until(&feed.stats, |_| {
             started.elapsed() > Duration::from_millis(1500)
         });

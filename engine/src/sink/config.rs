@@ -1,0 +1,523 @@
+//! The sinks' settings: the `[kinesis]` and `[redis]` tables of the run configuration. Both
+//! are off unless `enabled = true` (or the `--kinesis-endpoint` / `--redis` flags). Every value
+//! is checked, and errors name the key (`kinesis.linger_ms: ...`).
+//!
+//! ```toml
+//! [kinesis]
+//! enabled = true
+//! # region = "eu-west-1"          # default: the standard AWS chain (AWS_REGION, profile, IMDS)
+//! # endpoint_url = "http://127.0.0.1:4567"   # an emulator; default: AWS
+//! stream_trade = "market-sbe-trade"
+//! stream_best_bid_ask = "market-sbe-bestbidask"
+//! stream_depth = "market-sbe-depth"      # depth diffs and depth20 snapshots
+//! payload = "sbe"                 # "sbe": the raw frame; "json": normalized JSON
+//! aggregate = false               # KPL-aggregated records (many frames per Kinesis record)
+//! linger_ms = 100                 # a record never waits longer for its batch to fill
+//! batch_records_max = 500         # PutRecords limits: 500 records, 5 MiB
+//! batch_bytes_max = 5242880
+//! deliver_within_ms = 60000       # not delivered by then: dead-letter file
+//! dead_letter_path = "hotpath-dead-letters.jsonl"
+//! retry_initial_ms = 100          # full-jitter backoff between retries
+//! retry_max_ms = 5000
+//! breaker_failures = 5            # consecutive failed requests that open the breaker
+//! breaker_open_ms = 5000          # how long it stays open before one probe request
+//! buffer_bytes_max = 268435456    # held in memory at most; beyond, straight to the dead-letter file
+//! heartbeat_stream = "hotpath-heartbeat"
+//! heartbeat_interval_s = 30       # 0: no heartbeat
+//! create_streams = false          # create missing streams (emulators, dev accounts)
+//!
+//! [redis]
+//! enabled = true
+//! url = "redis://127.0.0.1:6379/0"   # or rediss://; a list in cluster_urls enables Cluster mode
+//! # cluster_urls = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+//! trades_maxlen = 10000           # XADD MAXLEN ~ per trades stream
+//! book_levels = 20                # top N levels per side written to ob:{SYMBOL}
+//! snapshot_limit = 1000           # REST /api/v3/depth limit used to sync the book
+//! rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
+//! buffer_trades_max = 1000000     # trades held while Redis is down
+//! reconnect_initial_ms = 100
+//! reconnect_max_ms = 5000
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What a Kinesis record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// The raw SBE frame, header included (decode with `hotpath decode` or this crate).
+    Sbe,
+    /// The normalized JSON object `hotpath decode` prints.
+    Json,
+}
+
+/// The Kinesis writer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KinesisConfig {
+    /// AWS region; `None` takes the standard chain's.
+    pub region: Option<String>,
+    /// Endpoint override (an emulator), `http://` or `https://`.
+    pub endpoint_url: Option<String>,
+    /// Stream of `trade` events.
+    pub stream_trade: String,
+    /// Stream of `bestBidAsk` events.
+    pub stream_best_bid_ask: String,
+    /// Stream of `depth` and `depth20` events.
+    pub stream_depth: String,
+    /// Record payload.
+    pub payload: Payload,
+    /// KPL aggregation.
+    pub aggregate: bool,
+    /// Longest time a record waits for its batch.
+    pub linger: Duration,
+    /// Records per PutRecords, 1..=500.
+    pub batch_records_max: usize,
+    /// Bytes per PutRecords (data + partition keys), up to 5 MiB.
+    pub batch_bytes_max: usize,
+    /// A record not delivered this long after its first attempt is dead-lettered.
+    pub deliver_within: Duration,
+    /// The dead-letter file (JSON Lines, see `sink::kinesis::dlq`).
+    pub dead_letter_path: PathBuf,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Consecutive failed requests that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_open: Duration,
+    /// Bytes held in memory at most.
+    pub buffer_bytes_max: usize,
+    /// Heartbeat stream.
+    pub heartbeat_stream: String,
+    /// Heartbeat period; `None` disables it.
+    pub heartbeat_interval: Option<Duration>,
+    /// Create missing streams at start (one shard each).
+    pub create_streams: bool,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        KinesisConfig {
+            region: None,
+            endpoint_url: None,
+            stream_trade: "market-sbe-trade".into(),
+            stream_best_bid_ask: "market-sbe-bestbidask".into(),
+            stream_depth: "market-sbe-depth".into(),
+            payload: Payload::Sbe,
+            aggregate: false,
+            linger: Duration::from_millis(100),
+            batch_records_max: 500,
+            batch_bytes_max: 5 << 20,
+            deliver_within: Duration::from_secs(60),
+            dead_letter_path: PathBuf::from("hotpath-dead-letters.jsonl"),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_millis(5_000),
+            breaker_failures: 5,
+            breaker_open: Duration::from_millis(5_000),
+            buffer_bytes_max: 256 << 20,
+            heartbeat_stream: "hotpath-heartbeat".into(),
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            create_streams: false,
+        }
+    }
+}
+
+/// The Redis writer's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Standalone server URL.
+    pub url: String,
+    /// Cluster seed URLs; non-empty selects Redis Cluster.
+    pub cluster_urls: Vec<String>,
+    /// `XADD MAXLEN ~` of each trades stream; at least 1.
+    pub trades_maxlen: usize,
+    /// Levels per side in `ob:{SYMBOL}`, 1..=5000.
+    pub book_levels: usize,
+    /// `limit` of the REST depth snapshot, 1..=5000 and at least `book_levels`.
+    pub snapshot_limit: u32,
+    /// Binance REST base URL; `None` derives it from `binance.endpoint`.
+    pub rest_endpoint: Option<String>,
+    /// Trades held in memory while Redis is unreachable.
+    pub buffer_trades_max: usize,
+    /// First reconnect delay.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            cluster_urls: Vec::new(),
+            trades_maxlen: 10_000,
+            book_levels: 20,
+            snapshot_limit: 1000,
+            rest_endpoint: None,
+            buffer_trades_max: 1_000_000,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(5_000),
+        }
+    }
+}
+
+/// `[kinesis]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawKinesis {
+    enabled: Option<bool>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    stream_trade: Option<String>,
+    stream_best_bid_ask: Option<String>,
+    stream_depth: Option<String>,
+    payload: Option<String>,
+    aggregate: Option<bool>,
+    linger_ms: Option<u64>,
+    batch_records_max: Option<usize>,
+    batch_bytes_max: Option<usize>,
+    deliver_within_ms: Option<u64>,
+    dead_letter_path: Option<PathBuf>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    breaker_failures: Option<u32>,
+    breaker_open_ms: Option<u64>,
+    buffer_bytes_max: Option<usize>,
+    heartbeat_stream: Option<String>,
+    heartbeat_interval_s: Option<u64>,
+    create_streams: Option<bool>,
+}
+
+/// `[redis]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRedis {
+    enabled: Option<bool>,
+    url: Option<String>,
+    cluster_urls: Option<Vec<String>>,
+    trades_maxlen: Option<usize>,
+    book_levels: Option<usize>,
+    snapshot_limit: Option<u32>,
+    rest_endpoint: Option<String>,
+    buffer_trades_max: Option<usize>,
+    reconnect_initial_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}
+
+fn ms(value: Option<u64>) -> Option<Duration> {
+    value.map(Duration::from_millis)
+}
+
+impl RawKinesis {
+    /// The validated settings, `None` when not enabled.
+    pub(crate) fn into_config(self) -> Result<Option<KinesisConfig>, String> {
+        if !self.enabled.unwrap_or(false) {
+            return Ok(None);
+        }
+        let mut c = KinesisConfig {
+            region: self.region,
+            endpoint_url: self.endpoint_url,
+            ..KinesisConfig::default()
+        };
+        set(&mut c.stream_trade, self.stream_trade);
+        set(&mut c.stream_best_bid_ask, self.stream_best_bid_ask);
+        set(&mut c.stream_depth, self.stream_depth);
+        if let Some(payload) = self.payload {
+            c.payload = match payload.as_str() {
+                "sbe" => Payload::Sbe,
+                "json" => Payload::Json,
+                other => {
+                    return Err(format!(
+                        "kinesis.payload = {other:?}: must be \"sbe\" or \"json\""
+                    ));
+                }
+            };
+        }
+        set(&mut c.aggregate, self.aggregate);
+        set(&mut c.linger, ms(self.linger_ms));
+        set(&mut c.batch_records_max, self.batch_records_max);
+        set(&mut c.batch_bytes_max, self.batch_bytes_max);
+        set(&mut c.deliver_within, ms(self.deliver_within_ms));
+        set(&mut c.dead_letter_path, self.dead_letter_path);
+        set(&mut c.retry_initial, ms(self.retry_initial_ms));
+        set(&mut c.retry_max, ms(self.retry_max_ms));
+        set(&mut c.breaker_failures, self.breaker_failures);
+        set(&mut c.breaker_open, ms(self.breaker_open_ms));
+        set(&mut c.buffer_bytes_max, self.buffer_bytes_max);
+        set(&mut c.heartbeat_stream, self.heartbeat_stream);
+        if let Some(s) = self.heartbeat_interval_s {
+            c.heartbeat_interval = (s > 0).then(|| Duration::from_secs(s));
+        }
+        set(&mut c.create_streams, self.create_streams);
+        c.check()?;
+        Ok(Some(c))
+    }
+}
+
+impl KinesisConfig {
+    /// Checks every value, naming the key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, name) in [
+            ("stream_trade", &self.stream_trade),
+            ("stream_best_bid_ask", &self.stream_best_bid_ask),
+            ("stream_depth", &self.stream_depth),
+            ("heartbeat_stream", &self.heartbeat_stream),
+        ] {
+            check_stream_name(key, name)?;
+        }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "kinesis.endpoint_url = {url:?}: must start with http:// or https://"
+            ));
+        }
+        if self.region.as_ref().is_some_and(|r| r.is_empty()) {
+            return Err("kinesis.region: empty (omit it to use the AWS chain)".into());
+        }
+        if !(1..=500).contains(&self.batch_records_max) {
+            return Err(format!(
+                "kinesis.batch_records_max = {}: must be within 1..=500 (the PutRecords limit)",
+                self.batch_records_max
+            ));
+        }
+        if !((1 << 20) + 256..=5 << 20).contains(&self.batch_bytes_max) {
+            return Err(format!(
+                "kinesis.batch_bytes_max = {}: must be within 1048832..=5242880 (one full \
+                 record up to the PutRecords limit of 5 MiB)",
+                self.batch_bytes_max
+            ));
+        }
+        for (key, value) in [
+            ("linger_ms", self.linger),
+            ("deliver_within_ms", self.deliver_within),
+            ("retry_initial_ms", self.retry_initial),
+            ("breaker_open_ms", self.breaker_open),
+        ] {
+            if value.is_zero() {
+                return Err(format!("kinesis.{key}: must be above 0"));
+            }
+        }
+        if self.retry_max < self.retry_initial {
+            return Err("kinesis.retry_max_ms: must be at least kinesis.retry_initial_ms".into());
+        }
+        if self.breaker_failures == 0 {
+            return Err("kinesis.breaker_failures: must be above 0".into());
+        }
+        if self.buffer_bytes_max < self.batch_bytes_max {
+            return Err(
+                "kinesis.buffer_bytes_max: must be at least kinesis.batch_bytes_max".into(),
+            );
+        }
+        if self.dead_letter_path.as_os_str().is_empty() {
+            return Err("kinesis.dead_letter_path: empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Kinesis stream names: 1-128 of `a-zA-Z0-9_.-`.
+fn check_stream_name(key: &str, name: &str) -> Result<(), String> {
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "kinesis.{key} = {name:?}: a stream name is 1-128 characters of a-z, A-Z, 0-9, _ . -"
+        ))
+    }
+}
+
+impl RawRedis {
+    /// The validated settings, `None` when not enabled.
+    pub(crate) fn into_config(self) -> Result<Option<RedisConfig>, String> {
+        if !self.enabled.unwrap_or(false) {
+            return Ok(None);
+        }
+        let mut c = RedisConfig {
+            rest_endpoint: self.rest_endpoint,
+            ..RedisConfig::default()
+        };
+        set(&mut c.url, self.url);
+        set(&mut c.cluster_urls, self.cluster_urls);
+        set(&mut c.trades_maxlen, self.trades_maxlen);
+        set(&mut c.book_levels, self.book_levels);
+        set(&mut c.snapshot_limit, self.snapshot_limit);
+        set(&mut c.buffer_trades_max, self.buffer_trades_max);
+        set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
+        set(&mut c.reconnect_max, ms(self.reconnect_max_ms));
+        c.check()?;
+        Ok(Some(c))
+    }
+}
+
+impl RedisConfig {
+    /// Checks every value, naming the key at fault.
+    pub fn check(&self) -> Result<(), String> {
+        let url_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        if !url_ok(&self.url) {
+            return Err(format!(
+                "redis.url = {:?}: must start with redis:// or rediss://",
+                self.url
+            ));
+        }
+        if let Some(bad) = self.cluster_urls.iter().find(|u| !url_ok(u)) {
+            return Err(format!(
+                "redis.cluster_urls: {bad:?} must start with redis:// or rediss://"
+            ));
+        }
+        if self.trades_maxlen == 0 {
+            return Err("redis.trades_maxlen: must be above 0".into());
+        }
+        if !(1..=5000).contains(&self.book_levels) {
+            return Err(format!(
+                "redis.book_levels = {}: must be within 1..=5000",
+                self.book_levels
+            ));
+        }
+        if !(1..=5000).contains(&self.snapshot_limit)
+            || (self.snapshot_limit as usize) < self.book_levels
+        {
+            return Err(format!(
+                "redis.snapshot_limit = {}: must be within 1..=5000 and at least \
+                 redis.book_levels = {}",
+                self.snapshot_limit, self.book_levels
+            ));
+        }
+        if let Some(url) = &self.rest_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "redis.rest_endpoint = {url:?}: must start with http:// or https://"
+            ));
+        }
+        if self.reconnect_initial.is_zero() {
+            return Err("redis.reconnect_initial_ms: must be above 0".into());
+        }
+        if self.reconnect_max < self.reconnect_initial {
+            return Err(
+                "redis.reconnect_max_ms: must be at least redis.reconnect_initial_ms".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The REST base URL: `rest_endpoint`, or the feed's endpoint with `ws` -> `http`
+    /// (`wss://stream-sbe.binance.com:9443` becomes `https://api.binance.com`; the simulator
+    /// serves REST on its WebSocket port).
+    pub fn rest_base(&self, feed_endpoint: &str) -> String {
+        if let Some(url) = &self.rest_endpoint {
+            return url.trim_end_matches('/').to_string();
+        }
+        if feed_endpoint.contains("stream-sbe.binance.com")
+            || feed_endpoint.contains("stream.binance.com")
+        {
+            return "https://api.binance.com".into();
+        }
+        match feed_endpoint.strip_prefix("wss://") {
+            Some(rest) => format!("https://{rest}"),
+            None => format!(
+                "http://{}",
+                feed_endpoint.strip_prefix("ws://").unwrap_or(feed_endpoint)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinesis(text: &str) -> Result<Option<KinesisConfig>, String> {
+        toml::from_str::<RawKinesis>(text)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    fn redis(text: &str) -> Result<Option<RedisConfig>, String> {
+        toml::from_str::<RawRedis>(text)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    #[test]
+    fn sinks_are_off_unless_enabled() {
+        assert_eq!(kinesis("linger_ms = 5").expect("valid"), None);
+        assert_eq!(redis("").expect("valid"), None);
+        let k = kinesis("enabled = true").expect("valid").expect("on");
+        assert_eq!(k, KinesisConfig::default());
+        let r = redis("enabled = true\nbook_levels = 5")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(r.book_levels, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, key) in [
+            (
+                "enabled = true\nbatch_records_max = 501",
+                "kinesis.batch_records_max",
+            ),
+            ("enabled = true\npayload = \"avro\"", "kinesis.payload"),
+            (
+                "enabled = true\nstream_trade = \"a b\"",
+                "kinesis.stream_trade",
+            ),
+            ("enabled = true\nlinger_ms = 0", "kinesis.linger_ms"),
+            (
+                "enabled = true\nendpoint_url = \"localhost:4567\"",
+                "kinesis.endpoint_url",
+            ),
+            (
+                "enabled = true\nbatch_bytes_max = 6000000",
+                "kinesis.batch_bytes_max",
+            ),
+        ] {
+            let e = kinesis(text).expect_err(text);
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        for (text, key) in [
+            ("enabled = true\nurl = \"http://x\"", "redis.url"),
+            ("enabled = true\nbook_levels = 0", "redis.book_levels"),
+            (
+                "enabled = true\nbook_levels = 50\nsnapshot_limit = 20",
+                "redis.snapshot_limit",
+            ),
+            ("enabled = true\ntrades_maxlen = 0", "redis.trades_maxlen"),
+        ] {
+            let e = redis(text).expect_err(text);
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+        assert!(
+            kinesis("enabeld = true").is_err(),
+            "unknown keys are rejected"
+        );
+    }
+
+    #[test]
+    fn rest_base_follows_the_feed() {
+        let r = RedisConfig::default();
+        assert_eq!(r.rest_base("ws://127.0.0.1:9443"), "http://127.0.0.1:9443");
+        assert_eq!(
+            r.rest_base("wss://127.0.0.1:9443"),
+            "https://127.0.0.1:9443"
+        );
+        assert_eq!(
+            r.rest_base("wss://stream-sbe.binance.com:9443"),
+            "https://api.binance.com"
+        );
+    }
+}

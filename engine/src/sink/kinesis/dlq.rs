@@ -1,0 +1,691 @@
+//! The dead-letter file: records the Kinesis writer could not deliver within its deadline,
+//! appended to a file so that `hotpath dlq resend FILE` can send them later.
+//!
+//! # Format (version 1)
+//!
+//! JSON Lines in UTF-8: one record per line, each line one JSON object followed by a line feed
+//! (`\n`). The writer writes the keys in this order, without whitespace:
+//!
+//! ```text
+//! {"v":1,"stream":"market-sbe-trade","partition_key":"BTCUSDT","data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"error":"ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000"}
+//! ```
+//!
+//! | key | JSON type | meaning |
+//! |---|---|---|
+//! | `v` | number | the format version, `1` |
+//! | `stream` | string | the Kinesis stream the record was for |
+//! | `partition_key` | string | the record's partition key |
+//! | `data` | string | the record's data bytes in standard base64 (RFC 4648 section 4: `A-Z a-z 0-9 + /`) with `=` padding; `""` for empty data |
+//! | `attempts` | number | how many PutRecords calls tried the record, 0 to 2^32 - 1 |
+//! | `first_attempt_ms` | number | when the first attempt was made, Unix epoch milliseconds (signed 64-bit) |
+//! | `dead_at_ms` | number | when the writer gave up on the record, Unix epoch milliseconds (signed 64-bit) |
+//! | `error` | string | the last error, for example `ProvisionedThroughputExceededException: ...` |
+//!
+//! Strings are JSON strings: `"`, `\` and control characters (line feeds included) are escaped,
+//! so a record never spans lines; other characters are written as plain UTF-8.
+//!
+//! Reading: keys may come in any order and with JSON whitespace between tokens. A line is
+//! rejected if it is empty, is not a JSON object, has `v` other than 1, lacks a key, has a key
+//! not listed above, or has `data` that is not canonical padded base64; the error names the file
+//! and the 1-based line number. A file that ends with `\n` has no further line. A last line
+//! without `\n` is a record if it is one (a crash between the record and its line feed), and
+//! otherwise a torn write, reported as [`DeadLetters::torn_tail`] rather than as an error.
+//!
+//! Writing: one [`DeadLetterWriter`] appends to a file at a time. Opening a file whose last line
+//! is torn first repairs it: a complete record only lacking its `\n` gets one, anything else is
+//! cut off (it is what was left of a record a crash lost), so that appended records start on a
+//! line of their own.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The format version this module writes and the only one it reads.
+const VERSION: u32 = 1;
+
+/// One record the Kinesis writer gave up on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadRecord {
+    /// The Kinesis stream the record was for.
+    pub stream: String,
+    /// The record's partition key.
+    pub partition_key: String,
+    /// The record's data.
+    pub data: Vec<u8>,
+    /// How many PutRecords calls tried the record.
+    pub attempts: u32,
+    /// When the first attempt was made, Unix epoch milliseconds.
+    pub first_attempt_ms: i64,
+    /// When the writer gave up on the record, Unix epoch milliseconds.
+    pub dead_at_ms: i64,
+    /// The last error.
+    pub error: String,
+}
+
+/// A line as written; the field order is the key order of the format.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    v: u32,
+    stream: &'a str,
+    partition_key: &'a str,
+    data: String,
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    error: &'a str,
+}
+
+/// Only the version of a line: when a line is not a version 1 record, a line of another version
+/// gets an error about its version rather than about its keys.
+#[derive(Deserialize)]
+struct LineVersion {
+    v: u32,
+}
+
+/// A line as read: every key required, no other key allowed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineIn {
+    v: u32,
+    stream: String,
+    partition_key: String,
+    data: String,
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    error: String,
+}
+
+/// Appends records to the dead-letter file (created if missing, parent directories too), one
+/// line each; `flush` writes through to the OS and fsyncs (sync_data).
+///
+/// Records appended but not flushed are lost if the process dies; dropping the writer writes
+/// them to the OS but does not fsync.
+#[derive(Debug)]
+pub struct DeadLetterWriter {
+    /// The file's path, as given to `open`.
+    path: PathBuf,
+    /// The file, opened for appending.
+    file: BufWriter<File>,
+    /// Scratch space for one encoded line, reused across appends.
+    line: Vec<u8>,
+}
+
+impl DeadLetterWriter {
+    /// Opens `path` for appending, creating it and its parent directories if missing, and
+    /// repairs a torn last line (see the module documentation).
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            fs::create_dir_all(parent)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let cut_bytes = repair_torn_tail(&mut file)?;
+        if cut_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                cut_bytes,
+                "dead-letter file ended in a torn record; cut it off"
+            );
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file: BufWriter::new(file),
+            line: Vec::new(),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record as one line. Buffered: [`flush`](Self::flush) makes it durable.
+    pub fn append(&mut self, record: &DeadRecord) -> io::Result<()> {
+        self.line.clear();
+        encode_line(record, &mut self.line)?;
+        self.file.write_all(&self.line)
+    }
+
+    /// Writes buffered records to the OS and waits until the file's data is on disk.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()
+    }
+}
+
+/// Appends `record` as one line, `\n` included, to `out`.
+fn encode_line(record: &DeadRecord, out: &mut Vec<u8>) -> io::Result<()> {
+    let line = LineOut {
+        v: VERSION,
+        stream: &record.stream,
+        partition_key: &record.partition_key,
+        data: base64_encode(&record.data),
+        attempts: record.attempts,
+        first_attempt_ms: record.first_attempt_ms,
+        dead_at_ms: record.dead_at_ms,
+        error: &record.error,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// If `file` does not end with `\n`, ends its last line with one when that line is a record and
+/// cuts the line off otherwise. Returns how many bytes were cut.
+fn repair_torn_tail(file: &mut File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let start = last_line_start(file, len)?;
+    if start == len {
+        return Ok(0);
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let cut_bytes = if parse_line(&tail).is_ok() {
+        file.write_all(b"\n")?;
+        0
+    } else {
+        file.set_len(start)?;
+        len - start
+    };
+    file.sync_data()?;
+    Ok(cut_bytes)
+}
+
+/// Where the last line of the `len`-byte `file` starts: just after its last `\n` (so `len` when
+/// the file ends with one), or 0 when it has none. Reads backwards in chunks.
+fn last_line_start(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut chunk = [0u8; 8192];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buf)?;
+        if let Some(i) = buf.iter().rposition(|&byte| byte == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// What a dead-letter file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetters {
+    /// The records, in file order.
+    pub records: Vec<DeadRecord>,
+    /// The 1-based number of the last line when it lacks its `\n` and is not a record: what a
+    /// crash in the middle of a write leaves.
+    pub torn_tail: Option<usize>,
+}
+
+/// Reads a dead-letter file. A line that is not a valid record is an error naming the file and
+/// line number (1-based); an empty trailing line is fine; a final line without a newline that
+/// fails to parse (a torn write from a crash) is reported separately as
+/// `torn_tail: Some(line_number)` rather than an error.
+pub fn read(path: &Path) -> Result<DeadLetters, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut records = Vec::new();
+    let mut line = Vec::new();
+    let mut line_number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("{}: line {}: {e}", path.display(), line_number + 1))?;
+        if read == 0 {
+            return Ok(DeadLetters {
+                records,
+                torn_tail: None,
+            });
+        }
+        line_number += 1;
+        // Only the file's last line can lack its line feed.
+        let (body, terminated) = match line.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (line.as_slice(), false),
+        };
+        match parse_line(body) {
+            Ok(record) => records.push(record),
+            Err(_) if !terminated => {
+                return Ok(DeadLetters {
+                    records,
+                    torn_tail: Some(line_number),
+                });
+            }
+            Err(why) => return Err(format!("{}: line {line_number}: {why}", path.display())),
+        }
+    }
+}
+
+/// Parses one line, without its `\n`, into a record.
+fn parse_line(line: &[u8]) -> Result<DeadRecord, String> {
+    if line.is_empty() {
+        return Err("empty line".to_owned());
+    }
+    // serde would also read a struct from a JSON array; the format only has objects.
+    if line.trim_ascii_start().first() != Some(&b'{') {
+        return Err("not a JSON object".to_owned());
+    }
+    let line: LineIn = match serde_json::from_slice(line) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            if let Ok(LineVersion { v }) = serde_json::from_slice(line)
+                && v != VERSION
+            {
+                return Err(unsupported_version(v));
+            }
+            return Err(json_error(error));
+        }
+    };
+    if line.v != VERSION {
+        return Err(unsupported_version(line.v));
+    }
+    let data = base64_decode(&line.data).map_err(|why| format!("data: {why}"))?;
+    Ok(DeadRecord {
+        stream: line.stream,
+        partition_key: line.partition_key,
+        data,
+        attempts: line.attempts,
+        first_attempt_ms: line.first_attempt_ms,
+        dead_at_ms: line.dead_at_ms,
+        error: line.error,
+    })
+}
+
+/// The error for a line of format version `v`.
+fn unsupported_version(v: u32) -> String {
+    format!("unsupported format version {v} (this hotpath reads version {VERSION})")
+}
+
+/// serde_json's message with its position as a column only: its "line 1" would be confused with
+/// the file's line number.
+fn json_error(error: serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!("{message} at column {}", error.column()),
+        None => text,
+    }
+}
+
+/// The standard base64 alphabet (RFC 4648 section 4).
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// `data` in standard base64 with `=` padding.
+fn base64_encode(data: &[u8]) -> String {
+    let mut text = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let group = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        // One input byte gives 2 significant characters, two give 3, three give 4.
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let sextet = (group >> (18 - 6 * i)) & 0x3F;
+                text.push(char::from(BASE64_ALPHABET[sextet as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+/// Decodes standard base64 with `=` padding, strictly: the length is a multiple of 4, padding
+/// only ends the text, no other character outside the alphabet, and the bits the padding drops
+/// are zero (so each byte string has exactly one accepted text).
+fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(4) {
+        return Err(format!(
+            "base64 length {} is not a multiple of 4",
+            text.len()
+        ));
+    }
+    let quads = text.len() / 4;
+    let mut data = Vec::with_capacity(quads * 3);
+    for (q, quad) in text.chunks_exact(4).enumerate() {
+        let padding = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if padding > 2 || (padding > 0 && q + 1 < quads) {
+            return Err(format!(
+                "misplaced base64 padding at character {}",
+                4 * q + 1
+            ));
+        }
+        let mut group = 0u32;
+        for (i, &c) in quad[..4 - padding].iter().enumerate() {
+            let sextet = base64_sextet(c).ok_or_else(|| {
+                let at = 4 * q + i + 1;
+                format!(
+                    "invalid base64 character {:?} at character {at}",
+                    char::from(c)
+                )
+            })?;
+            group = (group << 6) | u32::from(sextet);
+        }
+        group <<= 6 * padding;
+        let bytes = [(group >> 16) as u8, (group >> 8) as u8, group as u8];
+        let kept = 3 - padding;
+        if bytes[kept..].iter().any(|&byte| byte != 0) {
+            return Err("non-canonical base64: the padded bits are not zero".to_owned());
+        }
+        data.extend_from_slice(&bytes[..kept]);
+    }
+    Ok(data)
+}
+
+/// The 6-bit value of base64 character `c`, if it is in the standard alphabet.
+fn base64_sextet(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A fresh, empty directory for one test.
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hotpath-dlq-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the scratch directory");
+        dir
+    }
+
+    fn record(partition_key: &str, data: &[u8]) -> DeadRecord {
+        DeadRecord {
+            stream: "market-sbe-trade".to_owned(),
+            partition_key: partition_key.to_owned(),
+            data: data.to_vec(),
+            attempts: 7,
+            first_attempt_ms: 1_763_700_000_000,
+            dead_at_ms: 1_763_700_030_000,
+            error: "ProvisionedThroughputExceededException: Rate exceeded".to_owned(),
+        }
+    }
+
+    fn write_all(path: &Path, records: &[DeadRecord]) {
+        let mut writer = DeadLetterWriter::open(path).expect("open the dead-letter file");
+        for record in records {
+            writer.append(record).expect("append");
+        }
+        writer.flush().expect("flush");
+    }
+
+    fn line_of(record: &DeadRecord) -> String {
+        let mut line = Vec::new();
+        encode_line(record, &mut line).expect("encode");
+        String::from_utf8(line).expect("lines are UTF-8")
+    }
+
+    #[test]
+    fn golden_line() {
+        let dir = scratch("golden");
+        let path = dir.join("dead.jsonl");
+        let mut dead = record("BTCUSDT", b"\x00\x01trade\xFE\xFF");
+        dead.error = "ProvisionedThroughputExceededException: Rate exceeded for shard \
+                      shardId-000000000000"
+            .to_owned();
+        write_all(&path, &[dead]);
+        let expected = concat!(
+            r#"{"v":1,"stream":"market-sbe-trade","partition_key":"BTCUSDT","#,
+            r#""data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"#,
+            r#""dead_at_ms":1763700030000,"#,
+            r#""error":"ProvisionedThroughputExceededException: Rate exceeded for shard "#,
+            r#"shardId-000000000000"}"#,
+            "\n",
+        );
+        assert_eq!(fs::read_to_string(&path).expect("read back"), expected);
+    }
+
+    #[test]
+    fn records_round_trip_with_every_byte_value() {
+        let dir = scratch("round-trip");
+        // Parent directories are created.
+        let path = dir.join("a").join("b").join("dead.jsonl");
+        let all_bytes: Vec<u8> = (0..=255).collect();
+        let mut awkward = record("ETHUSDT", b"");
+        awkward.error = "line one\nline two \"quoted\" \\ tab\t \u{1F4A5} \u{0}".to_owned();
+        awkward.attempts = u32::MAX;
+        awkward.first_attempt_ms = i64::MIN;
+        awkward.dead_at_ms = i64::MAX;
+        let first = [record("BTCUSDT", &all_bytes), awkward];
+        write_all(&path, &first);
+        // Reopening appends after what is there.
+        let more = [
+            record("SOLUSDT", &all_bytes[..1]),
+            record("SOLUSDT", &all_bytes[..2]),
+        ];
+        let mut writer = DeadLetterWriter::open(&path).expect("reopen");
+        assert_eq!(writer.path(), path);
+        for record in &more {
+            writer.append(record).expect("append");
+        }
+        writer.flush().expect("flush");
+
+        let text = fs::read_to_string(&path).expect("read back");
+        assert_eq!(text.lines().count(), 4, "one line per record: {text}");
+        let read = read(&path).expect("a valid file");
+        assert_eq!(read.torn_tail, None);
+        assert_eq!(read.records, [&first[..], &more[..]].concat());
+    }
+
+    #[test]
+    fn an_empty_file_has_no_records() {
+        let dir = scratch("empty");
+        let path = dir.join("dead.jsonl");
+        DeadLetterWriter::open(&path).expect("open creates the file");
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: vec![],
+                torn_tail: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_is_an_error_naming_the_line() {
+        let dir = scratch("corrupt");
+        let path = dir.join("dead.jsonl");
+        let good = line_of(&record("BTCUSDT", b"1"));
+        fs::write(&path, format!("{good}{good}{{\"v\":1,\"stream\":\n{good}")).expect("write");
+        let error = read(&path).expect_err("line 3 is not a record");
+        assert!(
+            error.starts_with(&format!("{}: line 3: ", path.display())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn invalid_lines_are_errors_that_say_why() {
+        let dir = scratch("invalid");
+        let path = dir.join("dead.jsonl");
+        let good = line_of(&record("BTCUSDT", b"\xFF"));
+        let cases = [
+            (String::new(), "empty line"),
+            (" [1]".to_owned(), "not a JSON object"),
+            ("{}".to_owned(), "missing field"),
+            (
+                good.replace(r#""v":1"#, r#""v":2"#),
+                "unsupported format version 2",
+            ),
+            (good.replace(r#""v":1,"#, ""), "missing field `v`"),
+            (
+                good.replace(r#","attempts":7"#, ""),
+                "missing field `attempts`",
+            ),
+            (
+                good.replace(r#""attempts":7"#, r#""attempts":-1"#),
+                "invalid value",
+            ),
+            (
+                good.replace(r#""v":1"#, r#""v":1,"extra":0"#),
+                "unknown field `extra`",
+            ),
+            (good.replace(r#""/w==""#, r#""/w=""#), "base64 length 3"),
+            (
+                good.replace(r#""/w==""#, r#""/x==""#),
+                "non-canonical base64",
+            ),
+            (
+                good.replace(r#""/w==""#, r#""/w==AAAA""#),
+                "misplaced base64 padding",
+            ),
+            (
+                good.replace(r#""/w==""#, r#""/w-=""#),
+                "invalid base64 character '-'",
+            ),
+        ];
+        for (bad, why) in cases {
+            let bad = bad.trim_end();
+            fs::write(&path, format!("{good}{bad}\n{good}")).expect("write");
+            let error = read(&path).expect_err(bad);
+            let prefix = format!("{}: line 2: ", path.display());
+            assert!(
+                error.starts_with(&prefix) && error.contains(why),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_not_an_error() {
+        let dir = scratch("torn");
+        let path = dir.join("dead.jsonl");
+        let records = [record("BTCUSDT", b"1"), record("ETHUSDT", b"2")];
+        let torn = line_of(&record("SOLUSDT", b"3"));
+        let torn = &torn[..torn.len() / 2];
+        let text = format!("{}{}{torn}", line_of(&records[0]), line_of(&records[1]));
+        fs::write(&path, text).expect("write");
+        let read = read(&path).expect("a torn tail is not an error");
+        assert_eq!(
+            read,
+            DeadLetters {
+                records: records.to_vec(),
+                torn_tail: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn a_complete_last_record_without_its_line_feed_is_a_record() {
+        let dir = scratch("unterminated");
+        let path = dir.join("dead.jsonl");
+        let records = [record("BTCUSDT", b"1"), record("ETHUSDT", b"2")];
+        let last = line_of(&records[1]);
+        fs::write(
+            &path,
+            format!("{}{}", line_of(&records[0]), last.trim_end()),
+        )
+        .expect("write");
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: records.to_vec(),
+                torn_tail: None
+            })
+        );
+    }
+
+    #[test]
+    fn open_cuts_a_torn_tail_so_appends_start_on_their_own_line() {
+        let dir = scratch("repair-torn");
+        let path = dir.join("dead.jsonl");
+        let before = record("BTCUSDT", b"1");
+        let torn = line_of(&record("SOLUSDT", b"lost"));
+        fs::write(&path, format!("{}{}", line_of(&before), &torn[..10])).expect("write");
+        let after = record("ETHUSDT", b"2");
+        write_all(&path, std::slice::from_ref(&after));
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: vec![before, after],
+                torn_tail: None
+            })
+        );
+    }
+
+    #[test]
+    fn open_ends_a_complete_unterminated_record_with_a_line_feed() {
+        let dir = scratch("repair-unterminated");
+        let path = dir.join("dead.jsonl");
+        // Longer than one 8 KiB backwards read, so the search for the line start spans chunks.
+        let before = record("BTCUSDT", &[0x42; 20_000]);
+        let line = line_of(&before);
+        fs::write(&path, line.trim_end()).expect("write");
+        let after = record("ETHUSDT", b"2");
+        write_all(&path, std::slice::from_ref(&after));
+        let text = fs::read_to_string(&path).expect("read back");
+        assert_eq!(text, format!("{line}{}", line_of(&after)));
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let dir = scratch("missing");
+        let path = dir.join("absent.jsonl");
+        let error = read(&path).expect_err("no such file");
+        assert!(
+            error.starts_with(&format!("{}: ", path.display())),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_4648_test_vectors() {
+        let vectors: [(&[u8], &str); 7] = [
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ];
+        for (data, text) in vectors {
+            assert_eq!(base64_encode(data), text);
+            assert_eq!(base64_decode(text), Ok(data.to_vec()), "{text}");
+        }
+        assert_eq!(base64_encode(&[0xFB, 0xFF, 0xBF]), "+/+/");
+    }
+
+    proptest! {
+        #[test]
+        fn base64_round_trips(data in proptest::collection::vec(any::<u8>(), 0..100)) {
+            prop_assert_eq!(base64_decode(&base64_encode(&data)), Ok(data));
+        }
+
+        #[test]
+        fn base64_accepts_only_canonical_text(text in "[A-Za-z0-9+/=*]{0,12}") {
+            // Whatever decodes must encode back to the same text, and nothing panics.
+            if let Ok(data) = base64_decode(&text) {
+                prop_assert_eq!(base64_encode(&data), text);
+            }
+        }
+
+        #[test]
+        fn parse_line_never_panics(line in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_line(&line);
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! The Kinesis writer thread: drains its rings into one [`Lane`] per destination stream
+//! (trade, bestBidAsk, depth, heartbeat), sends PutRecords batches (one in flight per lane, so
+//! a partition key stays ordered), retries failed entries only, backs off with full jitter,
+//! stops hammering a dead endpoint with a [`Breaker`], and writes what it cannot deliver in
+//! time to the dead-letter file. It runs a current-thread tokio runtime of its own; nothing it
+//! does can block a reader (a full ring is the reader's `queue_full` notice).
+//!
+//! The SDK's own retries are disabled: this loop decides when to retry, so the breaker and the
+//! delivery deadline see every failure.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+
+use super::breaker::Breaker;
+use super::dlq::{DeadLetterWriter, DeadRecord};
+use super::lane::{Entry, Lane, Outgoing};
+use crate::feed::event::{FeedEvent, monotonic_ns};
+use crate::feed::reader::latency_histogram;
+use crate::feed::run::Percentiles;
+use crate::sink::config::{KinesisConfig, Payload};
+use crate::sink::{SinkStats, SinkSummary, jittered, ring_depth};
+use crate::stream::StreamKind;
+
+/// Lanes: trade, bestBidAsk, depth (+ depth20), heartbeat.
+const LANES: usize = 4;
+const HEARTBEAT_LANE: usize = 3;
+/// How long the loop sleeps when there is nothing to do (the linger is 100 ms by default).
+const TICK: Duration = Duration::from_millis(1);
+/// The SDK's per-request deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kinesis' limit on one record (data + partition key).
+const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
+
+/// The lane of a stream kind.
+fn lane_of(kind: StreamKind) -> usize {
+    match kind {
+        StreamKind::Trade => 0,
+        StreamKind::BestBidAsk => 1,
+        StreamKind::Depth | StreamKind::Depth20 => 2,
+    }
+}
+
+/// Builds a client from the standard AWS chain (environment, profile, web identity, IMDS),
+/// with `region` and `endpoint_url` overrides and the SDK's retries off.
+pub async fn client_from_chain(config: &KinesisConfig) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(REQUEST_TIMEOUT)
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    Client::new(&loader.load().await)
+}
+
+/// Creates each stream that does not exist (one shard) and waits until all are ACTIVE.
+pub async fn ensure_streams(client: &Client, names: &[&str]) -> Result<(), String> {
+    for name in names {
+        let described = client
+            .describe_stream_summary()
+            .stream_name(*name)
+            .send()
+            .await;
+        if let Err(e) = described {
+            let missing = e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception());
+            if !missing {
+                return Err(format!(
+                    "kinesis: cannot describe stream {name}: {}",
+                    DisplayErrorContext(&e)
+                ));
+            }
+            client
+                .create_stream()
+                .stream_name(*name)
+                .shard_count(1)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!("kinesis: cannot create {name}: {}", DisplayErrorContext(&e))
+                })?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let status = client
+                .describe_stream_summary()
+                .stream_name(*name)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "kinesis: cannot describe {name}: {}",
+                        DisplayErrorContext(&e)
+                    )
+                })?;
+            let active = status
+                .stream_description_summary()
+                .is_some_and(|d| d.stream_status().as_str() == "ACTIVE");
+            if active {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kinesis: stream {name} did not become ACTIVE in 30 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// What the writer thread is given.
+pub struct KinesisSink {
+    /// Settings.
+    pub config: KinesisConfig,
+    /// A ready client; `None` builds one from the AWS chain.
+    pub client: Option<Client>,
+    /// One ring per reader.
+    pub rings: Vec<rtrb::Consumer<FeedEvent>>,
+    /// Live counters.
+    pub stats: Arc<SinkStats>,
+    /// Set once the readers have stopped: drain, flush, return.
+    pub stop: Arc<AtomicBool>,
+    /// How long the final flush may take; what is left then is dead-lettered.
+    pub flush_timeout: Duration,
+}
+
+/// Starts the writer thread.
+pub fn spawn(
+    sink: KinesisSink,
+) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, String>>> {
+    std::thread::Builder::new()
+        .name("hotpath-kinesis".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("kinesis: cannot start a runtime: {e}"))?;
+            runtime.block_on(run(sink))
+        })
+}
+
+pub(crate) type Sent = (usize, Vec<Outgoing>, Result<Vec<bool>, Failure>);
+
+/// A request that failed as a whole.
+pub(crate) struct Failure {
+    pub(crate) message: Arc<str>,
+}
+
+struct Writer {
+    config: KinesisConfig,
+    client: Client,
+    names: [String; LANES],
+    lanes: [Lane; LANES],
+    /// Copies of the in-flight batches, dead-lettered if the flush deadline abandons them.
+    in_flight: [Vec<Entry>; LANES],
+    stats: Arc<SinkStats>,
+    breaker: Breaker,
+    dead: Option<DeadLetterWriter>,
+    latency: Histogram<u64>,
+    rng: crate::rng::Rng,
+    heartbeat_seq: u64,
+    next_heartbeat: Option<Instant>,
+    json: String,
+}
+
+async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
+    let KinesisSink {
+        config,
+        client,
+        mut rings,
+        stats,
+        stop,
+        flush_timeout,
+    } = sink;
+    let client = match client {
+        Some(c) => c,
+        None => client_from_chain(&config).await,
+    };
+    let names = [
+        config.stream_trade.clone(),
+        config.stream_best_bid_ask.clone(),
+        config.stream_depth.clone(),
+        config.heartbeat_stream.clone(),
+    ];
+    if config.create_streams {
+        let mut wanted: Vec<&str> = names[..3].iter().map(String::as_str).collect();
+        if config.heartbeat_interval.is_some() {
+            wanted.push(&names[HEARTBEAT_LANE]);
+        }
+        wanted.dedup();
+        ensure_streams(&client, &wanted).await?;
+    }
+    let mut w = Writer {
+        next_heartbeat: config.heartbeat_interval.map(|_| Instant::now()),
+        breaker: Breaker::new(config.breaker_failures, config.breaker_open),
+        config,
+        client,
+        names,
+        lanes: Default::default(),
+        in_flight: Default::default(),
+        stats,
+        dead: None,
+        latency: latency_histogram(),
+        rng: crate::rng::Rng::new(monotonic_ns() | 1),
+        heartbeat_seq: 0,
+        json: String::new(),
+    };
+    let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
+        FuturesUnordered::new();
+    let mut flush_deadline: Option<Instant> = None;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        for ring in rings.iter_mut() {
+            while let Ok(event) = ring.pop() {
+                w.accept(event);
+            }
+        }
+        let now = Instant::now();
+        if stopping && flush_deadline.is_none() {
+            flush_deadline = Some(now + flush_timeout);
+            // The last heartbeat says the writer stopped cleanly.
+            if w.next_heartbeat.is_some() {
+                w.heartbeat("stopping");
+            }
+        }
+        if !stopping && w.next_heartbeat.is_some_and(|t| now >= t) {
+            w.heartbeat("running");
+        }
+        w.expire(now);
+        for lane in 0..LANES {
+            if let Some(fut) = w.next_request(lane, now, stopping) {
+                sending.push(fut);
+            }
+        }
+        w.stats
+            .queue_depth
+            .set((ring_depth(&rings) + w.lanes.iter().map(Lane::len).sum::<usize>()) as u64);
+        let idle = w.lanes.iter().all(Lane::is_empty) && sending.is_empty();
+        if stopping && idle && rings.iter().all(|r| r.is_empty()) {
+            break;
+        }
+        if flush_deadline.is_some_and(|d| now >= d) {
+            w.abandon("the shutdown flush deadline passed");
+            break;
+        }
+        if sending.is_empty() {
+            tokio::time::sleep(TICK).await;
+        } else {
+            tokio::select! {
+                Some(sent) = sending.next() => w.settle(sent),
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+    drop(sending);
+    if let Some(dead) = w.dead.as_mut() {
+        dead.flush()
+            .map_err(|e| format!("kinesis: cannot write the dead-letter file: {e}"))?;
+    }
+    let mut summary = w.stats.summary();
+    summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
+    summary.flushed = summary.received == summary.written + summary.dead_lettered;
+    summary.reconnects = w.breaker.opened();
+    Ok(summary)
+}
+
+impl Writer {
+    fn accept(&mut self, event: FeedEvent) {
+        self.stats.received.add(1);
+        let Some(key) = symbol_of(&event.frame) else {
+            self.stats.dropped.add(1);
+            return;
+        };
+        let data = match self.config.payload {
+            Payload::Sbe => event.frame,
+            Payload::Json => {
+                self.json.clear();
+                crate::decode::frame_to_json(&event.frame, &mut self.json);
+                Bytes::copy_from_slice(self.json.as_bytes())
+            }
+        };
+        let entry = Entry {
+            key,
+            data,
+            recv_time_ns: event.recv_time_ns,
+            enqueued: Instant::now(),
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+        };
+        self.enqueue(lane_of(event.kind), entry);
+    }
+
+    fn enqueue(&mut self, lane: usize, entry: Entry) {
+        if entry.cost() > RECORD_MAX {
+            self.dead_letter(lane, entry, "record larger than Kinesis' 1 MiB limit");
+        } else if self.held_bytes() + entry.cost() > self.config.buffer_bytes_max {
+            self.dead_letter(lane, entry, "kinesis.buffer_bytes_max reached");
+        } else {
+            self.lanes[lane].push(entry);
+        }
+    }
+
+    /// Bytes queued in the lanes (in-flight batches not included).
+    fn held_bytes(&self) -> usize {
+        self.lanes.iter().map(Lane::bytes).sum()
+    }
+
+    fn heartbeat(&mut self, state: &str) {
+        self.heartbeat_seq += 1;
+        let now = Instant::now();
+        self.next_heartbeat = self.config.heartbeat_interval.map(|i| now + i);
+        let body = serde_json::json!({
+            "source": "hotpath",
+            "state": state,
+            "host": hostname(),
+            "pid": std::process::id(),
+            "seq": self.heartbeat_seq,
+            "time_ms": unix_ms(),
+            "received": self.stats.received.get(),
+            "written": self.stats.written.get(),
+            "dead_lettered": self.stats.dead_lettered.get(),
+        });
+        let entry = Entry {
+            key: "hotpath".into(),
+            data: Bytes::from(body.to_string()),
+            recv_time_ns: monotonic_ns(),
+            enqueued: now,
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+        };
+        // Heartbeats are not events: they do not count as received or written.
+        self.lanes[HEARTBEAT_LANE].push(entry);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        for lane in 0..LANES {
+            for entry in self.lanes[lane].expire(now, self.config.deliver_within) {
+                let why = entry
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "not delivered within kinesis.deliver_within_ms".into());
+                self.dead_letter(lane, entry, &why);
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, lane: usize, entry: Entry, why: &str) {
+        if lane != HEARTBEAT_LANE {
+            self.stats.dead_lettered.add(1);
+        }
+        if self.dead.is_none() {
+            match DeadLetterWriter::open(&self.config.dead_letter_path) {
+                Ok(w) => self.dead = Some(w),
+                Err(e) => {
+                    tracing::error!(
+                        path = %self.config.dead_letter_path.display(),
+                        "kinesis: cannot open the dead-letter file: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+        let record = DeadRecord {
+            stream: self.names[lane].clone(),
+            partition_key: entry.key.to_string(),
+            data: entry.data.to_vec(),
+            attempts: entry.attempts,
+            first_attempt_ms: entry.first_attempt_ms,
+            dead_at_ms: unix_ms(),
+            error: why.to_string(),
+        };
+        if let Some(dead) = self.dead.as_mut()
+            && let Err(e) = dead.append(&record)
+        {
+            tracing::error!("kinesis: cannot append to the dead-letter file: {e}");
+        }
+    }
+
+    /// Everything still held (queued or in flight) goes to the dead-letter file.
+    fn abandon(&mut self, why: &str) {
+        for lane in 0..LANES {
+            let mut entries = std::mem::take(&mut self.in_flight[lane]);
+            entries.extend(
+                self.lanes[lane]
+                    .take_plain(usize::MAX, usize::MAX)
+                    .into_iter()
+                    .flat_map(|o| o.entries),
+            );
+            for entry in entries {
+                self.dead_letter(lane, entry, why);
+            }
+        }
+    }
+
+    fn next_request(
+        &mut self,
+        lane: usize,
+        now: Instant,
+        flush: bool,
+    ) -> Option<Pin<Box<dyn Future<Output = Sent>>>> {
+        let c = &self.config;
+        if !self.lanes[lane].ready(now, c.linger, c.batch_records_max, c.batch_bytes_max, flush) {
+            return None;
+        }
+        if !self.breaker.allow(now) {
+            return None;
+        }
+        let mut batch = if c.aggregate && lane != HEARTBEAT_LANE {
+            self.lanes[lane].take_aggregated(c.batch_records_max, c.batch_bytes_max)
+        } else {
+            self.lanes[lane].take_plain(c.batch_records_max, c.batch_bytes_max)
+        };
+        if batch.is_empty() {
+            return None;
+        }
+        let ms = unix_ms();
+        let mut copies = Vec::new();
+        for entry in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
+            if entry.attempts == 0 {
+                entry.first_attempt_ms = ms;
+            } else if lane != HEARTBEAT_LANE {
+                self.stats.retried.add(1);
+            }
+            entry.attempts += 1;
+            copies.push(entry.clone());
+        }
+        self.in_flight[lane] = copies;
+        self.lanes[lane].in_flight = true;
+        self.stats.requests.add(1);
+        let client = self.client.clone();
+        let stream = self.names[lane].clone();
+        Some(Box::pin(put_records(client, stream, lane, batch)))
+    }
+
+    fn settle(&mut self, (lane, batch, result): Sent) {
+        let now = Instant::now();
+        self.lanes[lane].in_flight = false;
+        self.in_flight[lane].clear();
+        match result {
+            Ok(failed) => {
+                self.breaker.success();
+                let mut done = Vec::new();
+                let any_failed = failed.iter().any(|&f| f);
+                let error: Option<Arc<str>> =
+                    any_failed.then(|| "PutRecords entries failed (throttled)".into());
+                let mut batch = batch;
+                if let Some(error) = &error {
+                    for (o, _) in batch.iter_mut().zip(&failed).filter(|(_, f)| **f) {
+                        for e in o.entries.iter_mut() {
+                            e.error = Some(error.clone());
+                        }
+                    }
+                }
+                let verdict = self.lanes[lane].settle(batch, &failed, &mut done);
+                if verdict.overtaken > 0 {
+                    tracing::warn!(
+                        stream = %self.names[lane],
+                        "kinesis: a failed record was overtaken by a later one of its key \
+                         (enable kinesis.aggregate for strict order under partial failures)"
+                    );
+                }
+                let acked = monotonic_ns();
+                if let Some(newest) = done.iter().map(|e| e.recv_time_ns).max()
+                    && lane != HEARTBEAT_LANE
+                {
+                    self.stats.ack_latency_ns.set(acked.saturating_sub(newest));
+                }
+                for entry in done.iter().filter(|_| lane != HEARTBEAT_LANE) {
+                    let _ = self.latency.record(
+                        acked
+                            .saturating_sub(entry.recv_time_ns)
+                            .clamp(1, self.latency.high()),
+                    );
+                }
+                if lane != HEARTBEAT_LANE {
+                    self.stats.written.add(verdict.delivered as u64);
+                }
+                if any_failed {
+                    let attempt = self.lanes[lane].failures;
+                    self.lanes[lane].failures = attempt.saturating_add(1);
+                    self.lanes[lane].not_before = Some(
+                        now + jittered(
+                            &mut self.rng,
+                            self.config.retry_initial,
+                            self.config.retry_max,
+                            attempt,
+                        ),
+                    );
+                } else {
+                    self.lanes[lane].failures = 0;
+                    self.lanes[lane].not_before = None;
+                }
+            }
+            Err(failure) => {
+                self.stats.failed_requests.add(1);
+                self.breaker.failure(now);
+                let mut batch = batch;
+                for e in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
+                    e.error = Some(failure.message.clone());
+                }
+                self.lanes[lane].requeue_all(batch);
+                let attempt = self.lanes[lane].failures;
+                self.lanes[lane].failures = attempt.saturating_add(1);
+                self.lanes[lane].not_before = Some(
+                    now + jittered(
+                        &mut self.rng,
+                        self.config.retry_initial,
+                        self.config.retry_max,
+                        attempt,
+                    ),
+                );
+                tracing::debug!(stream = %self.names[lane], "kinesis: PutRecords failed: {}", failure.message);
+            }
+        }
+    }
+}
+
+/// One PutRecords call; `Ok` holds which entries failed.
+pub(crate) async fn put_records(
+    client: Client,
+    stream: String,
+    lane: usize,
+    batch: Vec<Outgoing>,
+) -> Sent {
+    let entries: Result<Vec<PutRecordsRequestEntry>, _> = batch
+        .iter()
+        .map(|o| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(o.key.as_ref())
+                .data(Blob::new(o.data.to_vec()))
+                .build()
+        })
+        .collect();
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => {
+            let message = format!("cannot build the request: {e}").into();
+            return (lane, batch, Err(Failure { message }));
+        }
+    };
+    let result = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await;
+    let result = match result {
+        Ok(out) if out.records().len() == batch.len() => Ok(out
+            .records()
+            .iter()
+            .map(|r| r.error_code().is_some())
+            .collect()),
+        Ok(out) => Err(Failure {
+            message: format!(
+                "PutRecords answered {} entries for {} sent",
+                out.records().len(),
+                batch.len()
+            )
+            .into(),
+        }),
+        Err(e) => Err(Failure {
+            message: DisplayErrorContext(&e).to_string().into(),
+        }),
+    };
+    (lane, batch, result)
+}
+
+/// The symbol of an SBE frame, the partition key.
+fn symbol_of(frame: &[u8]) -> Option<Arc<str>> {
+    use crate::sbe::spot_stream::Message;
+    let symbol = match crate::sbe::decode(frame).ok()? {
+        Message::TradesStreamEvent(m) => m.symbol(),
+        Message::BestBidAskStreamEvent(m) => m.symbol(),
+        Message::DepthSnapshotStreamEvent(m) => m.symbol(),
+        Message::DepthDiffStreamEvent(m) => m.symbol(),
+    };
+    std::str::from_utf8(symbol).ok().map(Arc::from)
+}
+
+/// Unix epoch milliseconds.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,134 @@
+//! The sinks: batched writers that drain the feed's rings into AWS Kinesis and Redis, each on
+//! its own thread, never slowing the readers (a sink that falls behind only lets its own ring
+//! fill, which the reader counts and reports as a `queue_full` notice).
+//!
+//! Each sink owns one ring per reader (`Rings::events[consumer]`), drains them in a loop,
+//! batches, writes, and keeps its counters in a [`SinkStats`] that the run's summary and the
+//! progress line read while it runs.
+
+pub mod config;
+pub mod kinesis;
+pub mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::feed::run::Percentiles;
+
+/// One counter, padded to its own cache line so writers on different threads do not share
+/// lines.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    /// The value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A sink's live counters, shared with the progress reporter.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events taken from the rings.
+    pub received: Counter,
+    /// Records (Kinesis: user records; Redis: trades) acknowledged by the sink's server.
+    pub written: Counter,
+    /// Records sent again after a failure.
+    pub retried: Counter,
+    /// Records written to the dead-letter file.
+    pub dead_lettered: Counter,
+    /// Records dropped and counted (Redis: trades beyond the outage buffer).
+    pub dropped: Counter,
+    /// Requests or pipelines that failed as a whole.
+    pub failed_requests: Counter,
+    /// Requests sent.
+    pub requests: Counter,
+    /// Events waiting in the sink (its rings plus its own buffers), last seen.
+    pub queue_depth: Counter,
+    /// Reconnections (Redis) or circuit breaker openings (Kinesis).
+    pub reconnects: Counter,
+    /// Receipt-to-acknowledgement latency of the newest event of the last acknowledged batch,
+    /// nanoseconds (a gauge for the progress line; the summary has percentiles).
+    pub ack_latency_ns: Counter,
+}
+
+/// What a sink reports at the end of a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SinkSummary {
+    /// Events taken from the rings.
+    pub received: u64,
+    /// Records acknowledged.
+    pub written: u64,
+    /// Records sent again after a failure.
+    pub retried: u64,
+    /// Records written to the dead-letter file.
+    pub dead_lettered: u64,
+    /// Records dropped (counted, reported as gaps).
+    pub dropped: u64,
+    /// Requests that failed as a whole.
+    pub failed_requests: u64,
+    /// Requests or pipelines sent.
+    pub requests: u64,
+    /// Reconnections or breaker openings.
+    pub reconnects: u64,
+    /// Frame receipt to write acknowledged, nanoseconds.
+    pub receipt_to_ack_ns: Percentiles,
+    /// Whether everything taken from the rings was written (or dead-lettered) before the
+    /// shutdown deadline.
+    pub flushed: bool,
+}
+
+impl SinkStats {
+    /// The counters as a summary (latency and `flushed` filled by the sink).
+    pub fn summary(&self) -> SinkSummary {
+        SinkSummary {
+            received: self.received.get(),
+            written: self.written.get(),
+            retried: self.retried.get(),
+            dead_lettered: self.dead_lettered.get(),
+            dropped: self.dropped.get(),
+            failed_requests: self.failed_requests.get(),
+            requests: self.requests.get(),
+            reconnects: self.reconnects.get(),
+            receipt_to_ack_ns: Percentiles::default(),
+            flushed: false,
+        }
+    }
+}
+
+/// Items waiting in `rings`.
+pub fn ring_depth<T>(rings: &[rtrb::Consumer<T>]) -> usize {
+    rings.iter().map(|r| r.slots()).sum()
+}
+
+/// A full-jitter delay for attempt `attempt` (0-based): uniform in `[0, min(max, initial x
+/// 2^attempt)]`, at least 1 ms.
+pub fn jittered(
+    rng: &mut crate::rng::Rng,
+    initial: std::time::Duration,
+    max: std::time::Duration,
+    attempt: u32,
+) -> std::time::Duration {
+    let ceiling = initial
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(max)
+        .as_micros()
+        .max(1000) as u64;
+    std::time::Duration::from_micros(rng.below(ceiling).max(1000))
+}

@@ -1,0 +1,656 @@
+//! What the Redis writer knows of each symbol, and the Redis commands that publish it: trades
+//! waiting for their `XADD`, the best bid/ask, the local order book (synced from a REST
+//! snapshot and kept from depth diffs by Binance's procedure), rolling trade windows and
+//! features. Applying events is pure; [`SymbolState::write`] appends one batch's coalesced
+//! commands to a pipeline (a book is written once per batch, not once per diff).
+//!
+//! # Keys (all of one symbol share the hash tag `{SYMBOL}`, so they live in one cluster slot)
+//! - `trades:{BTCUSDT}` — Stream, one entry per trade, id `<trade time ms>-<trade id>` (so a
+//!   retried `XADD` of the same trade is refused by Redis instead of written twice), trimmed
+//!   with `MAXLEN ~ redis.trades_maxlen`. Fields: `exchange` (`binance`), `pair`, `price`,
+//!   `qty` (exact decimal strings), `ts` (trade time, ISO-8601 UTC with microseconds), `side`
+//!   (`buy` when the taker bought, i.e. the buyer was not the maker), `trade_id`,
+//!   `event_time_us`, `trade_time_us`.
+//! - `bbo:{BTCUSDT}` — Hash: `bid_price`, `bid_qty`, `ask_price`, `ask_qty`, `update_id`,
+//!   `event_time_us`.
+//! - `ob:{BTCUSDT}` — Hash, written whole in one `HSET` so readers never see a half-updated
+//!   book: `update_id` (the exchange book update id this state matches), `bids` and `asks`
+//!   (JSON arrays of `["price","qty"]`, best first, at most `redis.book_levels`), `levels`,
+//!   `event_time_us`, `stale` (`0`, or `1` once a gap was detected and until the book is
+//!   re-synced; readers must check it), `stale_reason`.
+//! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash: `count`, `volume`, `buy_volume`,
+//!   `sell_volume`, `vwap`, `high`, `low`, `last` (decimal strings; empty when no trade in the
+//!   window), `as_of_us` (the exchange time the window ends at).
+//! - `feat:{BTCUSDT}` — Hash: `mid`, `spread_bps`, `microprice` (from the best bid/ask, or the
+//!   book's top when no bestBidAsk stream), `imbalance` (top-N book volume imbalance, -1..1),
+//!   `flow_imbalance_1s`, `flow_imbalance_5s` (taker buy minus sell volume over volume),
+//!   `book_update_id`, `as_of_us`.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use sbe_runtime::Decimal;
+
+use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
+use crate::book::{DiffOutcome, LocalBook};
+use crate::sbe::spot_stream::{BoolEnum, Message};
+
+/// Diffs buffered while a snapshot is fetched; beyond, the oldest are dropped (the snapshot
+/// will be newer than them anyway).
+const SYNC_BUFFER_MAX: usize = 50_000;
+
+/// The key names of one symbol.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// Trades stream.
+    pub trades: String,
+    /// Best bid/ask hash.
+    pub bbo: String,
+    /// Order book hash.
+    pub ob: String,
+    /// 1 s trade statistics.
+    pub tr_1s: String,
+    /// 5 s trade statistics.
+    pub tr_5s: String,
+    /// Features.
+    pub feat: String,
+}
+
+impl Keys {
+    /// The keys of `symbol`.
+    pub fn of(symbol: &str) -> Keys {
+        Keys {
+            trades: format!("trades:{{{symbol}}}"),
+            bbo: format!("bbo:{{{symbol}}}"),
+            ob: format!("ob:{{{symbol}}}"),
+            tr_1s: format!("tr:{{{symbol}}}:1s"),
+            tr_5s: format!("tr:{{{symbol}}}:5s"),
+            feat: format!("feat:{{{symbol}}}"),
+        }
+    }
+}
+
+/// A trade waiting for its `XADD`.
+#[derive(Clone, Debug)]
+pub struct PendingTrade {
+    /// The stream entry id, fixed when the trade arrived (retries reuse it).
+    pub entry_id: String,
+    /// Trade id.
+    pub id: i64,
+    price: Decimal,
+    qty: Decimal,
+    buyer_maker: bool,
+    event_time_us: i64,
+    trade_time_us: i64,
+    /// When the frame was received, monotonic ns.
+    pub recv_time_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bbo {
+    bid: i64,
+    bid_qty: i64,
+    ask: i64,
+    ask_qty: i64,
+    update_id: i64,
+    event_time_us: i64,
+}
+
+/// A depth diff kept while the book syncs.
+#[derive(Clone, Debug)]
+struct Diff {
+    first: i64,
+    last: i64,
+    event_time_us: i64,
+    bids: Vec<(i64, i64)>,
+    asks: Vec<(i64, i64)>,
+}
+
+/// Where the book is.
+#[derive(Debug)]
+enum Book {
+    /// No depth diff seen yet.
+    Idle,
+    /// Waiting for a REST snapshot; diffs buffered meanwhile.
+    Syncing { buffered: VecDeque<Diff> },
+    /// In step with the diffs.
+    Live(LocalBook),
+}
+
+/// What [`SymbolState::on_frame`] asks of the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wants {
+    /// Nothing.
+    Nothing,
+    /// A REST depth snapshot, to (re)sync the book.
+    Snapshot,
+}
+
+/// Everything the writer keeps of one symbol.
+#[derive(Debug)]
+pub struct SymbolState {
+    /// The symbol.
+    pub name: String,
+    /// Its keys.
+    pub keys: Keys,
+    price_exponent: i8,
+    qty_exponent: i8,
+    /// Trades not yet acknowledged by Redis, oldest first.
+    pub pending: VecDeque<PendingTrade>,
+    last_trade_id: i64,
+    last_entry_ms: i64,
+    bbo: Option<Bbo>,
+    book: Book,
+    book_event_time_us: i64,
+    stale: Option<String>,
+    win_1s: TradeWindow,
+    win_5s: TradeWindow,
+    now_us: i64,
+    bbo_dirty: bool,
+    book_dirty: bool,
+    stale_dirty: bool,
+    stats_dirty: bool,
+    /// A snapshot request is outstanding.
+    pub fetching: bool,
+    /// Trades dropped because the outage buffer was full.
+    pub dropped: u64,
+    /// Trades skipped as already seen (overlapping events).
+    pub duplicates: u64,
+}
+
+impl SymbolState {
+    /// A symbol with nothing known yet.
+    pub fn new(name: &str) -> SymbolState {
+        SymbolState {
+            name: name.to_string(),
+            keys: Keys::of(name),
+            price_exponent: -8,
+            qty_exponent: -8,
+            pending: VecDeque::new(),
+            last_trade_id: i64::MIN,
+            last_entry_ms: 0,
+            bbo: None,
+            book: Book::Idle,
+            book_event_time_us: 0,
+            stale: None,
+            win_1s: TradeWindow::new(1_000_000),
+            win_5s: TradeWindow::new(5_000_000),
+            now_us: 0,
+            bbo_dirty: false,
+            book_dirty: false,
+            stale_dirty: false,
+            stats_dirty: false,
+            fetching: false,
+            dropped: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// The exponents of this symbol's prices and quantities (from its frames).
+    pub fn exponents(&self) -> (i8, i8) {
+        (self.price_exponent, self.qty_exponent)
+    }
+
+    /// The book's update id when it is live.
+    pub fn book_update_id(&self) -> Option<i64> {
+        match &self.book {
+            Book::Live(book) => Some(book.update_id()),
+            _ => None,
+        }
+    }
+
+    /// Whether something waits to be written.
+    pub fn dirty(&self) -> bool {
+        !self.pending.is_empty()
+            || self.bbo_dirty
+            || self.book_dirty
+            || self.stale_dirty
+            || self.stats_dirty
+    }
+
+    /// After a reconnect: everything known is written again (Redis may have lost it).
+    pub fn mark_all_dirty(&mut self) {
+        self.bbo_dirty = self.bbo.is_some();
+        self.book_dirty = matches!(self.book, Book::Live(_));
+        self.stale_dirty = self.stale.is_some();
+        self.stats_dirty = self.now_us > 0;
+    }
+
+    /// Applies one decoded frame. `buffer_max` bounds the trades held (Redis down).
+    pub fn on_frame(
+        &mut self,
+        message: &Message<'_>,
+        recv_time_ns: u64,
+        buffer_max: usize,
+    ) -> Wants {
+        match message {
+            Message::TradesStreamEvent(m) => {
+                self.price_exponent = m.price_exponent();
+                self.qty_exponent = m.qty_exponent();
+                let trade_time_us = m.transact_time();
+                self.now_us = self.now_us.max(m.event_time());
+                for t in m.trades() {
+                    let id = t.id();
+                    if id <= self.last_trade_id {
+                        self.duplicates += 1;
+                        continue;
+                    }
+                    self.last_trade_id = id;
+                    let buyer_maker = t.is_buyer_maker() == Some(BoolEnum::True);
+                    let tick = TradeTick {
+                        time_us: trade_time_us,
+                        price: t.price(),
+                        qty: t.qty(),
+                        buyer_maker,
+                    };
+                    self.win_1s.push(tick);
+                    self.win_5s.push(tick);
+                    let ms = (trade_time_us.div_euclid(1000))
+                        .max(self.last_entry_ms)
+                        .max(0);
+                    self.last_entry_ms = ms;
+                    if self.pending.len() >= buffer_max {
+                        self.pending.pop_front();
+                        self.dropped += 1;
+                    }
+                    self.pending.push_back(PendingTrade {
+                        entry_id: format!("{ms}-{id}"),
+                        id,
+                        price: Decimal::new(t.price(), self.price_exponent),
+                        qty: Decimal::new(t.qty(), self.qty_exponent),
+                        buyer_maker,
+                        event_time_us: m.event_time(),
+                        trade_time_us,
+                        recv_time_ns,
+                    });
+                }
+                self.stats_dirty = true;
+                Wants::Nothing
+            }
+            Message::BestBidAskStreamEvent(m) => {
+                self.price_exponent = m.price_exponent();
+                self.qty_exponent = m.qty_exponent();
+                self.now_us = self.now_us.max(m.event_time());
+                if self.bbo.is_none_or(|b| m.book_update_id() > b.update_id) {
+                    self.bbo = Some(Bbo {
+                        bid: m.bid_price(),
+                        bid_qty: m.bid_qty(),
+                        ask: m.ask_price(),
+                        ask_qty: m.ask_qty(),
+                        update_id: m.book_update_id(),
+                        event_time_us: m.event_time(),
+                    });
+                    self.bbo_dirty = true;
+                    self.stats_dirty = true;
+                }
+                Wants::Nothing
+            }
+            Message::DepthDiffStreamEvent(m) => {
+                self.price_exponent = m.price_exponent();
+                self.qty_exponent = m.qty_exponent();
+                self.now_us = self.now_us.max(m.event_time());
+                let diff = Diff {
+                    first: m.first_book_update_id(),
+                    last: m.last_book_update_id(),
+                    event_time_us: m.event_time(),
+                    bids: m.bids().map(|l| (l.price(), l.qty())).collect(),
+                    asks: m.asks().map(|l| (l.price(), l.qty())).collect(),
+                };
+                self.on_diff(diff)
+            }
+            // depth20 snapshots are not the book's source: the diff stream is exact.
+            Message::DepthSnapshotStreamEvent(_) => Wants::Nothing,
+        }
+    }
+
+    fn on_diff(&mut self, diff: Diff) -> Wants {
+        match &mut self.book {
+            Book::Idle => {
+                self.book = Book::Syncing {
+                    buffered: VecDeque::from([diff]),
+                };
+                Wants::Snapshot
+            }
+            Book::Syncing { buffered } => {
+                if buffered.len() >= SYNC_BUFFER_MAX {
+                    buffered.pop_front();
+                }
+                buffered.push_back(diff);
+                if self.fetching {
+                    Wants::Nothing
+                } else {
+                    Wants::Snapshot
+                }
+            }
+            Book::Live(book) => {
+                match book.apply_diff(
+                    diff.first,
+                    diff.last,
+                    diff.bids.iter().copied(),
+                    diff.asks.iter().copied(),
+                ) {
+                    DiffOutcome::Applied => {
+                        self.book_event_time_us = diff.event_time_us;
+                        self.book_dirty = true;
+                        self.stats_dirty = true;
+                        Wants::Nothing
+                    }
+                    DiffOutcome::Stale => Wants::Nothing,
+                    DiffOutcome::Gap { expected, first } => {
+                        self.mark_stale(format!(
+                            "depth gap: expected update {expected}, got {first}"
+                        ));
+                        self.book = Book::Syncing {
+                            buffered: VecDeque::from([diff]),
+                        };
+                        Wants::Snapshot
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks the book stale (written at once) until the next sync.
+    pub fn mark_stale(&mut self, reason: String) {
+        self.stale = Some(reason);
+        self.stale_dirty = true;
+    }
+
+    /// Applies a REST snapshot at `last_update_id` (levels as mantissas at this symbol's
+    /// exponents). Returns whether the book is now live; `false` means the snapshot is older
+    /// than the buffered diffs and another is needed.
+    pub fn on_snapshot(
+        &mut self,
+        last_update_id: i64,
+        bids: Vec<(i64, i64)>,
+        asks: Vec<(i64, i64)>,
+    ) -> bool {
+        self.fetching = false;
+        let Book::Syncing { buffered } = &mut self.book else {
+            return true;
+        };
+        let mut book = LocalBook::from_snapshot(last_update_id, bids, asks);
+        let mut event_time = self.book_event_time_us;
+        for diff in buffered.iter() {
+            match book.apply_diff(
+                diff.first,
+                diff.last,
+                diff.bids.iter().copied(),
+                diff.asks.iter().copied(),
+            ) {
+                DiffOutcome::Applied => event_time = diff.event_time_us,
+                DiffOutcome::Stale => {}
+                // The snapshot is older than the first diff kept: fetch a newer one.
+                DiffOutcome::Gap { .. } => return false,
+            }
+        }
+        self.book_event_time_us = event_time;
+        self.book = Book::Live(book);
+        self.book_dirty = true;
+        self.stats_dirty = true;
+        if self.stale.take().is_some() {
+            self.stale_dirty = false;
+        }
+        true
+    }
+
+    /// Appends this batch's commands to `pipe` and returns how many pending trades they
+    /// cover (at most `trades_max`), then clears the dirty flags (the caller restores them
+    /// with [`SymbolState::mark_all_dirty`] if the pipeline fails).
+    pub fn write(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        maxlen: usize,
+        book_levels: usize,
+        trades_max: usize,
+    ) -> usize {
+        let count = self.pending.len().min(trades_max);
+        let mut text = String::new();
+        for t in self.pending.iter().take(count) {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&self.keys.trades)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(maxlen)
+                .arg(&t.entry_id)
+                .arg("exchange")
+                .arg("binance")
+                .arg("pair")
+                .arg(&self.name);
+            text.clear();
+            let _ = write!(text, "{}", t.price);
+            cmd.arg("price").arg(&text);
+            text.clear();
+            let _ = write!(text, "{}", t.qty);
+            cmd.arg("qty").arg(&text);
+            cmd.arg("ts")
+                .arg(iso8601_us(t.trade_time_us))
+                .arg("side")
+                .arg(if t.buyer_maker { "sell" } else { "buy" })
+                .arg("trade_id")
+                .arg(t.id)
+                .arg("event_time_us")
+                .arg(t.event_time_us)
+                .arg("trade_time_us")
+                .arg(t.trade_time_us);
+            pipe.add_command(cmd);
+        }
+        let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
+        let (pe, qe) = (self.price_exponent, self.qty_exponent);
+        if self.bbo_dirty
+            && let Some(b) = self.bbo
+        {
+            pipe.hset_multiple(
+                &self.keys.bbo,
+                &[
+                    ("bid_price", dec(b.bid, pe)),
+                    ("bid_qty", dec(b.bid_qty, qe)),
+                    ("ask_price", dec(b.ask, pe)),
+                    ("ask_qty", dec(b.ask_qty, qe)),
+                    ("update_id", b.update_id.to_string()),
+                    ("event_time_us", b.event_time_us.to_string()),
+                ],
+            );
+        }
+        if self.book_dirty
+            && let Book::Live(book) = &self.book
+        {
+            let levels = |side: Vec<(i64, i64)>| {
+                let mut out = String::from("[");
+                for (i, (p, q)) in side.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(
+                        out,
+                        "[\"{}\",\"{}\"]",
+                        Decimal::new(*p, pe),
+                        Decimal::new(*q, qe)
+                    );
+                }
+                out.push(']');
+                out
+            };
+            let bids = book.bids(book_levels);
+            let asks = book.asks(book_levels);
+            let depth = bids.len().max(asks.len());
+            pipe.hset_multiple(
+                &self.keys.ob,
+                &[
+                    ("update_id", book.update_id().to_string()),
+                    ("bids", levels(bids)),
+                    ("asks", levels(asks)),
+                    ("levels", depth.to_string()),
+                    ("event_time_us", self.book_event_time_us.to_string()),
+                    ("stale", "0".to_string()),
+                    ("stale_reason", String::new()),
+                ],
+            );
+        } else if self.stale_dirty
+            && let Some(reason) = &self.stale
+        {
+            pipe.hset_multiple(
+                &self.keys.ob,
+                &[("stale", "1"), ("stale_reason", reason.as_str())],
+            );
+        }
+        if self.stats_dirty && self.now_us > 0 {
+            let now = self.now_us;
+            let s1 = self.win_1s.stats(now);
+            let s5 = self.win_5s.stats(now);
+            for (key, s) in [(&self.keys.tr_1s, &s1), (&self.keys.tr_5s, &s5)] {
+                pipe.hset_multiple(key, &window_fields(s, pe, qe, now));
+            }
+            pipe.hset_multiple(&self.keys.feat, &self.feature_fields(&s1, &s5, book_levels));
+        }
+        self.bbo_dirty = false;
+        self.book_dirty = false;
+        self.stale_dirty = false;
+        self.stats_dirty = false;
+        count
+    }
+
+    fn feature_fields(
+        &self,
+        s1: &WindowStats,
+        s5: &WindowStats,
+        book_levels: usize,
+    ) -> Vec<(&'static str, String)> {
+        let scale = 10f64.powi(i32::from(self.price_exponent));
+        let (bids, asks, update_id) = match &self.book {
+            Book::Live(book) => (
+                book.bids(book_levels),
+                book.asks(book_levels),
+                book.update_id().to_string(),
+            ),
+            _ => (Vec::new(), Vec::new(), String::new()),
+        };
+        let top = self
+            .bbo
+            .map(|b| (vec![(b.bid, b.bid_qty)], vec![(b.ask, b.ask_qty)]));
+        let from_top = match &top {
+            Some((b, a)) => features(b, a),
+            None => features(&bids, &asks),
+        };
+        let imbalance = features(&bids, &asks).map(|f| f.imbalance);
+        let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        vec![
+            ("mid", num(from_top.map(|f| f.mid * scale))),
+            ("spread_bps", num(from_top.map(|f| f.spread_bps))),
+            ("microprice", num(from_top.map(|f| f.microprice * scale))),
+            ("imbalance", num(imbalance)),
+            ("flow_imbalance_1s", num(s1.flow_imbalance())),
+            ("flow_imbalance_5s", num(s5.flow_imbalance())),
+            ("book_update_id", update_id),
+            ("as_of_us", self.now_us.to_string()),
+        ]
+    }
+
+    /// Removes `count` trades acknowledged by Redis.
+    pub fn acknowledge(&mut self, count: usize) {
+        self.pending.drain(..count.min(self.pending.len()));
+    }
+}
+
+fn window_fields(s: &WindowStats, pe: i8, qe: i8, now_us: i64) -> Vec<(&'static str, String)> {
+    let dec = |m: Option<i64>, e: i8| {
+        m.map(|m| Decimal::new(m, e).to_string())
+            .unwrap_or_default()
+    };
+    let wide = |m: i128| match i64::try_from(m) {
+        Ok(m) => Decimal::new(m, qe).to_string(),
+        Err(_) => (m as f64 * 10f64.powi(i32::from(qe))).to_string(),
+    };
+    vec![
+        ("count", s.count.to_string()),
+        ("volume", wide(s.volume)),
+        ("buy_volume", wide(s.buy_volume)),
+        ("sell_volume", wide(s.sell_volume)),
+        ("vwap", dec(s.vwap(), pe)),
+        ("high", dec(s.high, pe)),
+        ("low", dec(s.low, pe)),
+        ("last", dec(s.last, pe)),
+        ("as_of_us", now_us.to_string()),
+    ]
+}
+
+/// `2024-11-14T17:30:00.123456Z` for Unix microseconds.
+pub fn iso8601_us(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_symbols_hash_tag() {
+        let k = Keys::of("BTCUSDT");
+        for key in [&k.trades, &k.bbo, &k.ob, &k.tr_1s, &k.tr_5s, &k.feat] {
+            assert!(key.contains("{BTCUSDT}"), "{key}");
+        }
+        assert_eq!(k.tr_5s, "tr:{BTCUSDT}:5s");
+    }
+
+    #[test]
+    fn iso_timestamps() {
+        assert_eq!(iso8601_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            iso8601_us(1_731_605_400_123_456),
+            "2024-11-14T17:30:00.123456Z"
+        );
+        assert_eq!(
+            iso8601_us(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(iso8601_us(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_buffered_diffs_is_refused() {
+        let mut s = SymbolState::new("BTCUSDT");
+        let diff = |first, last| Diff {
+            first,
+            last,
+            event_time_us: 1,
+            bids: vec![(100, 1)],
+            asks: vec![],
+        };
+        assert_eq!(s.on_diff(diff(10, 12)), Wants::Snapshot);
+        s.fetching = true;
+        assert_eq!(s.on_diff(diff(13, 15)), Wants::Nothing);
+        assert!(
+            !s.on_snapshot(5, vec![], vec![]),
+            "5 + 1 < 10: diffs missing"
+        );
+        assert!(s.on_snapshot(11, vec![(99, 2)], vec![(101, 3)]));
+        assert_eq!(s.book_update_id(), Some(15));
+        assert!(s.book_dirty);
+        // A gap marks the book stale and asks for a new snapshot.
+        assert_eq!(s.on_diff(diff(17, 18)), Wants::Snapshot);
+        assert!(s.stale.is_some() && s.stale_dirty);
+        assert_eq!(s.book_update_id(), None);
+        assert!(s.on_snapshot(17, vec![], vec![]));
+        assert!(s.stale.is_none());
+        assert_eq!(s.book_update_id(), Some(18));
+    }
+}
