@@ -10,6 +10,11 @@ if [ ! -f ../shared/sbe-conformance/example-schema.xml ]; then
   exit 1
 fi
 
+echo "== test servers"
+source scripts/servers.sh
+ensure_redis
+ensure_kinesalite
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"

@@ -1841,6 +1841,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_client_works_from_a_spawned_task() {
+        let ok = response(
+            "200 OK",
+            &["X-MBX-USED-WEIGHT-1M: 2"],
+            r#"{"serverTime":1700000000000}"#,
+        );
+        let script = Script::start(vec![ok], false).await;
+        let mut client = script.client();
+        let task = tokio::spawn(async move { client.server_time_ms().await });
+        assert_eq!(task.await.expect("joined"), Ok(1_700_000_000_000));
+    }
+
+    #[tokio::test]
     async fn trades_decode_with_their_fields() {
         let body = r#"[{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","time":1499865549590,"isBuyerMaker":true,"isBestMatch":true}]"#;
         let script = Script::start(vec![response("200 OK", &[], body)], false).await;

@@ -488,6 +488,9 @@ impl Summary {
 /// dead-lettered (Kinesis) or reported unflushed (Redis).
 pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the Kinesis writer may take to check (or create) its streams at start.
+const KINESIS_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The rustls client configuration trusting `binance.trust_cert`, if set.
 pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
     match &config.trust_cert {
@@ -544,6 +547,7 @@ pub fn run_with(
     let started = || -> Result<(), String> {
         let mut rings_of = rings.events.drain(..);
         if let Some(kinesis) = &config.kinesis {
+            let (ready, checked) = std::sync::mpsc::channel();
             let stats = Arc::new(SinkStats::default());
             let thread =
                 crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
@@ -553,6 +557,7 @@ pub fn run_with(
                     stats: stats.clone(),
                     stop: sinks_stop.clone(),
                     flush_timeout: SINK_FLUSH_TIMEOUT,
+                    ready,
                 })
                 .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
             sinks.push(SinkHandle {
@@ -560,6 +565,11 @@ pub fn run_with(
                 stats,
                 thread,
             });
+            // The streams are checked before the run counts as started (the rings hold the
+            // first events meanwhile).
+            checked
+                .recv_timeout(KINESIS_CHECK_TIMEOUT)
+                .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())??;
         }
         if let Some(redis) = &config.redis {
             let stats = Arc::new(SinkStats::default());

@@ -20,14 +20,15 @@ use hotpath::stream::StreamKind;
 /// Every wait is bounded: a hang fails loudly.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A simulator on its own runtime thread, so the test thread can block on the feed.
-struct Sim {
+/// A simulator on its own runtime thread, so the test thread can block on the feed (shared
+/// with the sink tests).
+pub struct Sim {
     handle: Option<SimHandle>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Sim {
-    fn start(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
+    pub fn start(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -47,16 +48,16 @@ impl Sim {
         }
     }
 
-    fn handle(&self) -> &SimHandle {
+    pub fn handle(&self) -> &SimHandle {
         self.handle.as_ref().expect("running")
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("ws://{}", self.handle().addr)
     }
 
     /// Published trades of `symbol` with ids in `from..=to`, from the simulator's journal.
-    fn trades(&self, symbol: &str, from: i64, to: i64) -> Vec<i64> {
+    pub fn trades(&self, symbol: &str, from: i64, to: i64) -> Vec<i64> {
         let index = self.handle().shared.symbol_index(symbol).expect("a symbol");
         let exchange = hotpath::sim::server::lock(&self.handle().shared.exchange);
         exchange
@@ -78,7 +79,7 @@ impl Drop for Sim {
     }
 }
 
-fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
+pub fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
     let mut config = RunConfig {
         endpoint,
         symbols: vec!["BTCUSDT".into(), "ETHUSDT".into()],
@@ -93,7 +94,7 @@ fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
     config
 }
 
-fn key(config: &RunConfig) -> hotpath::feed::config::ApiKey {
+pub fn key(config: &RunConfig) -> hotpath::feed::config::ApiKey {
     config
         .api_key_from(|_| Some("feed-test-key".to_string()))
         .expect("a key")

@@ -3,10 +3,14 @@
 mod alloc;
 mod binance;
 mod cli;
+mod fault_proxy;
 mod feed;
 mod record;
+mod rest;
 mod schema;
+mod servers;
 mod sim;
+mod sinks;
 mod tidy;
 
 use std::path::PathBuf;

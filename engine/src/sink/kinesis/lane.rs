@@ -424,7 +424,7 @@ mod tests {
             2,
             "two 400 KiB records fit in 1 MiB"
         );
-        assert!(batch[0].data.len() + 1 <= RECORD_BYTES_MAX);
+        assert!(batch[0].data.len() + batch[0].key.len() <= RECORD_BYTES_MAX);
         let rest: Vec<u8> = lane
             .take_plain(10, usize::MAX)
             .iter()

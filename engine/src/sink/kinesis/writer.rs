@@ -73,41 +73,53 @@ pub async fn client_from_chain(config: &KinesisConfig) -> Client {
     Client::new(&loader.load().await)
 }
 
-/// Creates each stream that does not exist (one shard) and waits until all are ACTIVE.
-pub async fn ensure_streams(client: &Client, names: &[&str]) -> Result<(), String> {
+/// Checks that each stream exists, creating missing ones (one shard) when `create` is set,
+/// and waits until created ones are ACTIVE. A missing stream is an error naming it; an
+/// unreachable endpoint is not (the writer starts, retries, and dead-letters what it cannot
+/// deliver): it is logged and the check ends.
+pub async fn check_streams(client: &Client, names: &[&str], create: bool) -> Result<(), String> {
+    let mut created = Vec::new();
     for name in names {
         let described = client
             .describe_stream_summary()
             .stream_name(*name)
             .send()
             .await;
-        if let Err(e) = described {
-            let missing = e
-                .as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception());
-            if !missing {
-                return Err(format!(
-                    "kinesis: cannot describe stream {name}: {}",
-                    DisplayErrorContext(&e)
-                ));
-            }
-            client
-                .create_stream()
-                .stream_name(*name)
-                .shard_count(1)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!("kinesis: cannot create {name}: {}", DisplayErrorContext(&e))
-                })?;
+        let Err(e) = described else {
+            continue;
+        };
+        let missing = e
+            .as_service_error()
+            .is_some_and(|s| s.is_resource_not_found_exception());
+        if !missing {
+            tracing::warn!(
+                "kinesis: cannot check stream {name}: {}; starting anyway (records are retried, \
+                 then dead-lettered)",
+                DisplayErrorContext(&e)
+            );
+            return Ok(());
         }
+        if !create {
+            return Err(format!(
+                "kinesis: stream {name} does not exist (create it, or set \
+                 kinesis.create_streams = true)"
+            ));
+        }
+        client
+            .create_stream()
+            .stream_name(*name)
+            .shard_count(1)
+            .send()
+            .await
+            .map_err(|e| format!("kinesis: cannot create {name}: {}", DisplayErrorContext(&e)))?;
+        created.push(*name);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for name in names {
+    for name in created {
         loop {
             let status = client
                 .describe_stream_summary()
-                .stream_name(*name)
+                .stream_name(name)
                 .send()
                 .await
                 .map_err(|e| {
@@ -147,6 +159,8 @@ pub struct KinesisSink {
     pub stop: Arc<AtomicBool>,
     /// How long the final flush may take; what is left then is dead-lettered.
     pub flush_timeout: Duration,
+    /// Told once the streams are checked: `Err` stops the run before it starts.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// Starts the writer thread.
@@ -196,6 +210,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         stats,
         stop,
         flush_timeout,
+        ready,
     } = sink;
     let client = match client {
         Some(c) => c,
@@ -207,14 +222,15 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         config.stream_depth.clone(),
         config.heartbeat_stream.clone(),
     ];
-    if config.create_streams {
-        let mut wanted: Vec<&str> = names[..3].iter().map(String::as_str).collect();
-        if config.heartbeat_interval.is_some() {
-            wanted.push(&names[HEARTBEAT_LANE]);
-        }
-        wanted.dedup();
-        ensure_streams(&client, &wanted).await?;
+    let mut wanted: Vec<&str> = names[..3].iter().map(String::as_str).collect();
+    if config.heartbeat_interval.is_some() {
+        wanted.push(&names[HEARTBEAT_LANE]);
     }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let checked = check_streams(&client, &wanted, config.create_streams).await;
+    let _ = ready.send(checked.clone());
+    checked?;
     let mut w = Writer {
         next_heartbeat: config.heartbeat_interval.map(|_| Instant::now()),
         breaker: Breaker::new(config.breaker_failures, config.breaker_open),

@@ -1,0 +1,539 @@
+//! The sinks end to end: the simulator's feed through `hotpath run`'s writers into a real
+//! `redis-server` and a real Kinesis emulator (kinesalite), read back and compared with the
+//! simulator's ground truth: every trade exactly once and in order in both, the Redis book
+//! equal to the exchange's book at its update id, retries through injected throttling and
+//! partial failures (our fault proxy), the dead-letter path and its resend, a Redis restart
+//! mid-run, the shutdown flush, KPL aggregation read back by de-aggregating, Redis Cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hotpath::feed::config::RunConfig;
+use hotpath::feed::run::{self, RunOptions, SinkHandle, Summary};
+use hotpath::sbe::spot_stream::Message;
+use hotpath::sink::config::{KinesisConfig, Payload, RedisConfig};
+use hotpath::sink::kinesis::aggregate::deaggregate;
+
+use crate::fault_proxy::{FailPattern, FaultProxy};
+use crate::feed::{Sim, config, key};
+use crate::servers::{KinesisEmulator, RedisServer, TempDir, kinesis_client};
+
+/// Every wait is bounded: a hang fails loudly.
+const PATIENCE: Duration = Duration::from_secs(60);
+const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+const TRADE_STREAM: &str = "market-sbe-trade";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Polls `condition` until it holds (bounded), failing with `what`.
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn written(sinks: &[SinkHandle], name: &str) -> u64 {
+    sinks
+        .iter()
+        .find(|s| s.name == name)
+        .map_or(0, |s| s.stats.written.get())
+}
+
+fn kinesis_settings(endpoint: &str, dir: &Path) -> KinesisConfig {
+    KinesisConfig {
+        endpoint_url: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        create_streams: true,
+        linger: Duration::from_millis(50),
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(100),
+        breaker_open: Duration::from_millis(200),
+        heartbeat_interval: Some(Duration::from_secs(1)),
+        dead_letter_path: dir.join("dead-letters.jsonl"),
+        ..KinesisConfig::default()
+    }
+}
+
+/// A client with static test credentials and the SDK's retries off, as the writer's own.
+fn test_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    kinesis_client(
+        endpoint,
+        aws_sdk_kinesis::config::retry::RetryConfig::disabled(),
+    )
+}
+
+fn redis_settings(url: String) -> RedisConfig {
+    RedisConfig {
+        url,
+        trades_maxlen: 1_000_000,
+        reconnect_initial: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        ..RedisConfig::default()
+    }
+}
+
+fn sim() -> Sim {
+    Sim::start(|c| c.exchange.actions_per_second = 3_000.0)
+}
+
+fn run_config(sim: &Sim, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    config(sim.endpoint(), tweak)
+}
+
+fn run(
+    config: &RunConfig,
+    client: Option<aws_sdk_kinesis::Client>,
+    wait: impl FnOnce(&[SinkHandle]),
+) -> Summary {
+    run::run_with(
+        config,
+        key(config),
+        RunOptions {
+            kinesis_client: client,
+        },
+        |_, sinks| wait(sinks),
+    )
+    .expect("the run succeeds")
+}
+
+/// Trade ids per symbol in the order they are in `records` (Kinesis records of the trade
+/// stream, aggregated or not, SBE or JSON payloads).
+fn kinesis_trades(records: &[(String, Vec<u8>, String)]) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (key, data, _) in records {
+        for user in deaggregate(key, data).expect("records de-aggregate") {
+            if user.data.first() == Some(&b'{') {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&user.data).expect("a JSON payload");
+                let symbol = v["symbol"].as_str().expect("a symbol").to_string();
+                assert_eq!(symbol, user.partition_key, "partition key = symbol");
+                let ids = v["trades"].as_array().expect("trades");
+                out.entry(symbol)
+                    .or_default()
+                    .extend(ids.iter().map(|t| t["id"].as_i64().expect("an id")));
+                continue;
+            }
+            let Ok(Message::TradesStreamEvent(m)) = hotpath::sbe::decode(&user.data) else {
+                panic!("a trade stream record that is not a trades event");
+            };
+            let symbol = String::from_utf8_lossy(m.symbol()).into_owned();
+            assert_eq!(symbol, user.partition_key, "partition key = symbol");
+            out.entry(symbol)
+                .or_default()
+                .extend(m.trades().map(|t| t.id()));
+        }
+    }
+    out
+}
+
+fn read_kinesis_trades(emulator: &KinesisEmulator) -> BTreeMap<String, Vec<i64>> {
+    kinesis_trades(&runtime().block_on(emulator.read_all(TRADE_STREAM)))
+}
+
+/// Asserts `ids` are exactly the exchange's trades from the first to the last, in order.
+fn assert_exactly_once(sim: &Sim, symbol: &str, ids: &[i64], sink: &str) {
+    assert!(!ids.is_empty(), "{sink}: no {symbol} trade");
+    let first = ids[0];
+    let last = *ids.last().expect("non-empty");
+    let expected = sim.trades(symbol, first, last);
+    if ids != expected.as_slice() {
+        let mut seen = std::collections::BTreeSet::new();
+        let dupes: Vec<_> = ids.iter().filter(|i| !seen.insert(**i)).take(5).collect();
+        let reordered = ids.windows(2).filter(|w| w[0] >= w[1]).count();
+        panic!(
+            "{sink}: {symbol} trades {first}..={last}: {} written, {} published; duplicates \
+             {dupes:?}, {reordered} out of order",
+            ids.len(),
+            expected.len()
+        );
+    }
+}
+
+fn redis_connection(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .expect("a URL")
+        .get_connection()
+        .expect("a connection")
+}
+
+fn redis_trades(url: &str, symbol: &str) -> Vec<i64> {
+    let mut con = redis_connection(url);
+    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(format!("trades:{{{symbol}}}"))
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    entries
+        .iter()
+        .map(|(entry_id, fields)| {
+            assert_eq!(fields["exchange"], "binance");
+            assert_eq!(fields["pair"], symbol);
+            assert!(matches!(fields["side"].as_str(), "buy" | "sell"));
+            let id: i64 = fields["trade_id"].parse().expect("a trade id");
+            assert!(entry_id.ends_with(&format!("-{id}")), "{entry_id} for {id}");
+            id
+        })
+        .collect()
+}
+
+fn hash(url: &str, key: &str) -> HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query(&mut redis_connection(url))
+        .expect("HGETALL")
+}
+
+/// The Redis book of `symbol` equals the exchange's book at its update id (top N levels).
+fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
+    let ob = hash(url, &format!("ob:{{{symbol}}}"));
+    assert_eq!(
+        ob.get("stale").map(String::as_str),
+        Some("0"),
+        "{symbol}: {ob:?}"
+    );
+    let update_id: i64 = ob["update_id"].parse().expect("an update id");
+    let truth = {
+        let shared = &sim.handle().shared;
+        let index = shared.symbol_index(symbol).expect("a symbol");
+        let exchange = hotpath::sim::server::lock(&shared.exchange);
+        exchange
+            .market(index)
+            .book_at(update_id)
+            .expect("the update id is in the journal")
+    };
+    for (side, expected) in [("bids", &truth.bids), ("asks", &truth.asks)] {
+        let got: Vec<(String, String)> = serde_json::from_str(&ob[side]).expect("JSON levels");
+        let got: Vec<(i64, i64)> = got
+            .iter()
+            .map(|(p, q)| {
+                (
+                    hotpath::rest::parse_decimal(p, -8).expect("a price"),
+                    hotpath::rest::parse_decimal(q, -8).expect("a quantity"),
+                )
+            })
+            .collect();
+        let want: Vec<(i64, i64)> = expected.iter().take(levels).copied().collect();
+        assert_eq!(got, want, "{symbol} {side} at update {update_id}");
+    }
+}
+
+#[test]
+fn every_trade_lands_once_in_redis_and_kinesis_and_the_book_matches_the_exchange() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("sinks-all");
+    let config = run_config(&sim, |c| {
+        c.kinesis = Some(kinesis_settings(&emulator.endpoint(), dir.path()));
+        c.redis = Some(redis_settings(redis.url()));
+    });
+    let summary = run(&config, Some(test_client(&emulator.endpoint())), |sinks| {
+        wait_for("2000 trades in both sinks", || {
+            written(sinks, "redis") >= 2000 && written(sinks, "kinesis") >= 2000
+        });
+        // The book is synced from REST and kept from diffs.
+        wait_for("both books in Redis", || {
+            SYMBOLS
+                .iter()
+                .all(|s| hash(&redis.url(), &format!("ob:{{{s}}}")).contains_key("update_id"))
+        });
+    });
+    assert_eq!(summary.gaps.count, 0, "{summary:?}");
+    for name in ["kinesis", "redis"] {
+        let s = &summary.sinks[name];
+        assert!(s.flushed, "{name}: {s:?}");
+        assert_eq!(s.received, summary.frames, "{name} took every event");
+        assert_eq!((s.dead_lettered, s.dropped), (0, 0), "{name}: {s:?}");
+        assert!(s.receipt_to_ack_ns.count > 0);
+    }
+    let kinesis = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &kinesis[symbol], "kinesis");
+        let in_redis = redis_trades(&redis.url(), symbol);
+        assert_exactly_once(&sim, symbol, &in_redis, "redis");
+        assert_eq!(in_redis, kinesis[symbol], "both sinks hold the same trades");
+        assert_book_matches(&sim, &redis.url(), symbol, 20);
+        let bbo = hash(&redis.url(), &format!("bbo:{{{symbol}}}"));
+        assert!(bbo["bid_price"] < bbo["ask_price"], "{bbo:?}");
+        let tr = hash(&redis.url(), &format!("tr:{{{symbol}}}:5s"));
+        let count: u64 = tr["count"].parse().expect("a count");
+        assert!(count > 0, "{tr:?}");
+        let feat = hash(&redis.url(), &format!("feat:{{{symbol}}}"));
+        let spread: f64 = feat["spread_bps"].parse().expect("a spread");
+        assert!(spread > 0.0, "{feat:?}");
+    }
+    let kinesis_written: usize = kinesis.values().map(Vec::len).sum();
+    assert!(kinesis_written >= 2000);
+    // Heartbeats reached their own stream.
+    let beats = runtime().block_on(emulator.read_all("hotpath-heartbeat"));
+    assert!(!beats.is_empty(), "heartbeats");
+    let last: serde_json::Value = serde_json::from_slice(&beats[beats.len() - 1].1).expect("JSON");
+    assert_eq!(last["state"], "stopping");
+}
+
+#[test]
+fn shutdown_flushes_lingering_aggregated_records() {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("sinks-flush");
+    let config = run_config(&sim, |c| {
+        let mut k = kinesis_settings(&emulator.endpoint(), dir.path());
+        // Batches would wait a minute: only the shutdown flush sends them.
+        k.linger = Duration::from_secs(60);
+        k.aggregate = true;
+        c.kinesis = Some(k);
+    });
+    let summary = run(&config, Some(test_client(&emulator.endpoint())), |sinks| {
+        wait_for("events queued in the writer", || {
+            sinks[0].stats.received.get() >= 3000
+        });
+    });
+    let k = &summary.sinks["kinesis"];
+    assert!(k.flushed && k.written == k.received, "{k:?}");
+    let records = runtime().block_on(emulator.read_all(TRADE_STREAM));
+    let users: usize = records
+        .iter()
+        .map(|(key, data, _)| deaggregate(key, data).expect("aggregates").len())
+        .sum();
+    assert!(
+        users > records.len(),
+        "{users} user records in {} Kinesis records: aggregated",
+        records.len()
+    );
+    let trades = kinesis_trades(&records);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis");
+    }
+}
+
+/// Runs the feed into Kinesis through the fault proxy with `faults` applied after the first
+/// writes, and checks every trade arrived exactly once and in order.
+fn retried_without_loss(tweak: impl FnOnce(&mut KinesisConfig), faults: impl FnOnce(&FaultProxy)) {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let proxy = FaultProxy::start(emulator.addr());
+    let dir = TempDir::new("sinks-retry");
+    let config = run_config(&sim, |c| {
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.breaker_failures = 1000;
+        tweak(&mut k);
+        c.kinesis = Some(k);
+    });
+    let client = test_client(&proxy.endpoint());
+    let summary = run(&config, Some(client), |sinks| {
+        wait_for("first writes", || written(sinks, "kinesis") >= 200);
+        faults(&proxy);
+        wait_for("the faults to be spent", || {
+            proxy.faults().entries_failed() + proxy.faults().injected_errors() > 0
+                && written(sinks, "kinesis") >= 3000
+        });
+    });
+    let k = &summary.sinks["kinesis"];
+    assert!(k.retried > 0, "{k:?}");
+    assert!(k.flushed && k.written == k.received, "{k:?}");
+    assert_eq!(k.dead_lettered, 0);
+    let trades = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis");
+    }
+}
+
+#[test]
+fn throttling_server_errors_and_failed_entries_are_retried_in_order() {
+    retried_without_loss(
+        |k| k.payload = Payload::Json,
+        |proxy| {
+            let faults = proxy.faults();
+            faults.throttle_next(3);
+            faults.server_error_next(2);
+            faults.fail_entries(
+                FailPattern::SuffixOfKey {
+                    key: "BTCUSDT".into(),
+                },
+                20,
+            );
+        },
+    );
+}
+
+#[test]
+fn random_entry_failures_keep_order_with_aggregation() {
+    retried_without_loss(
+        |k| k.aggregate = true,
+        |proxy| {
+            proxy.faults().fail_entries(
+                FailPattern::Random {
+                    per_mille: 400,
+                    seed: 7,
+                },
+                40,
+            );
+        },
+    );
+}
+
+#[test]
+fn a_dead_endpoint_opens_the_breaker_and_dead_letters_then_resend_delivers() {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let rt = runtime();
+    for stream in [TRADE_STREAM, "market-sbe-bestbidask", "market-sbe-depth"] {
+        rt.block_on(emulator.create_stream(stream, 1));
+    }
+    let proxy = FaultProxy::start(emulator.addr());
+    proxy.faults().refuse(true);
+    let dir = TempDir::new("sinks-dead");
+    let config = run_config(&sim, |c| {
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.create_streams = false;
+        k.heartbeat_interval = None;
+        k.deliver_within = Duration::from_millis(300);
+        k.breaker_failures = 3;
+        c.kinesis = Some(k);
+    });
+    let client = test_client(&proxy.endpoint());
+    let summary = run(&config, Some(client.clone()), |sinks| {
+        wait_for("dead letters", || {
+            sinks[0].stats.dead_lettered.get() >= 1000
+        });
+    });
+    let k = &summary.sinks["kinesis"];
+    assert_eq!(k.written, 0);
+    assert_eq!(k.dead_lettered, k.received, "every record kept: {k:?}");
+    assert!(k.reconnects >= 1, "the breaker opened: {k:?}");
+    assert!(k.failed_requests >= 3);
+    let letters =
+        hotpath::sink::kinesis::dlq::read(&dir.path().join("dead-letters.jsonl")).expect("a file");
+    assert_eq!(letters.records.len() as u64, k.dead_lettered);
+    assert_eq!(letters.torn_tail, None);
+    assert!(letters.records.iter().all(|r| !r.error.is_empty()));
+
+    proxy.faults().refuse(false);
+    let (sent, failed) = rt.block_on(hotpath::sink::kinesis::resend::resend(
+        &client,
+        letters.records,
+        4,
+    ));
+    assert!(failed.is_empty());
+    assert_eq!(sent as u64, k.dead_lettered);
+    let trades = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis after resend");
+    }
+}
+
+#[test]
+fn redis_killed_and_restarted_mid_run_loses_nothing_in_kinesis_and_recovers() {
+    let sim = sim();
+    let mut redis = RedisServer::start();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("sinks-restart");
+    let url = redis.url();
+    let config = run_config(&sim, |c| {
+        c.kinesis = Some(kinesis_settings(&emulator.endpoint(), dir.path()));
+        c.redis = Some(redis_settings(url.clone()));
+    });
+    let mut kinesis_at_kill = 0;
+    let summary = run(&config, Some(test_client(&emulator.endpoint())), |sinks| {
+        wait_for("first trades in Redis", || written(sinks, "redis") >= 500);
+        redis.kill();
+        kinesis_at_kill = written(sinks, "kinesis");
+        let redis_at_kill = written(sinks, "redis");
+        wait_for("Kinesis flowing while Redis is down", || {
+            written(sinks, "kinesis") >= kinesis_at_kill + 1500
+        });
+        assert!(
+            written(sinks, "redis") <= redis_at_kill + 500,
+            "Redis is down"
+        );
+        redis.restart();
+        wait_for("Redis rebuilt", || {
+            SYMBOLS
+                .iter()
+                .all(|s| hash(&redis.url(), &format!("ob:{{{s}}}")).contains_key("update_id"))
+                && written(sinks, "redis") >= redis_at_kill + 1500
+        });
+    });
+    let r = &summary.sinks["redis"];
+    assert!(r.reconnects >= 1 && r.failed_requests >= 1, "{r:?}");
+    assert!(r.flushed && r.dropped == 0, "{r:?}");
+    let k = &summary.sinks["kinesis"];
+    assert!(k.flushed && k.written == k.received, "{k:?}");
+    let trades = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis");
+        // The restarted Redis was empty: it holds what was buffered during the outage and
+        // everything after, each once, ending at the last trade.
+        let in_redis = redis_trades(&redis.url(), symbol);
+        assert_exactly_once(&sim, symbol, &in_redis, "redis after restart");
+        assert_eq!(in_redis.last(), trades[symbol].last());
+        assert_book_matches(&sim, &redis.url(), symbol, 20);
+        assert!(hash(&redis.url(), &format!("tr:{{{symbol}}}:1s")).contains_key("count"));
+    }
+}
+
+#[test]
+fn redis_cluster_mode_writes_each_symbol_in_its_slot() {
+    let sim = sim();
+    let redis = RedisServer::start_cluster_single_node();
+    let config = run_config(&sim, |c| {
+        let mut r = redis_settings(redis.url());
+        r.cluster_urls = vec![redis.url()];
+        r.book_levels = 5;
+        c.redis = Some(r);
+    });
+    let summary = run(&config, None, |sinks| {
+        wait_for("trades and books", || {
+            written(sinks, "redis") >= 1000
+                && SYMBOLS
+                    .iter()
+                    .all(|s| hash(&redis.url(), &format!("ob:{{{s}}}")).contains_key("update_id"))
+        });
+    });
+    assert!(summary.sinks["redis"].flushed);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &redis_trades(&redis.url(), symbol), "cluster");
+        assert_book_matches(&sim, &redis.url(), symbol, 5);
+    }
+}
+
+#[test]
+fn a_depth_gap_marks_the_book_stale_then_resyncs_it() {
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 3_000.0;
+        c.faults.drop_depth_pct = 3.0;
+    });
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.streams = vec![hotpath::stream::StreamKind::Depth];
+        c.redis = Some(redis_settings(redis.url()));
+    });
+    let stale_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let summary = run(&config, None, |_| {
+        wait_for("a stale book, then a re-synced one", || {
+            let ob = hash(&redis.url(), "ob:{BTCUSDT}");
+            if ob.get("stale").map(String::as_str) == Some("1") {
+                assert!(ob["stale_reason"].starts_with("depth gap"), "{ob:?}");
+                stale_seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            stale_seen.load(std::sync::atomic::Ordering::Relaxed)
+                && ob.get("stale").map(String::as_str) == Some("0")
+        });
+    });
+    assert!(summary.gaps.count > 0);
+    // Whatever state the book is in at the end, a non-stale one is exact.
+    let ob = hash(&redis.url(), "ob:{BTCUSDT}");
+    if ob["stale"] == "0" {
+        assert_book_matches(&sim, &redis.url(), "BTCUSDT", 20);
+    }
+}

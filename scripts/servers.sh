@@ -1,0 +1,86 @@
+# shellcheck shell=bash
+# The real servers the integration tests start by themselves: redis-server and the kinesalite
+# Kinesis emulator. Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
+#
+#   ensure_redis       installs redis-server (apt) if it is not on PATH, then exports
+#                      HOTPATH_REDIS_SERVER.
+#   ensure_kinesalite  installs kinesalite (npm, pinned) under $TOOLS/kinesalite if missing, then
+#                      exports HOTPATH_KINESALITE (its cli.js) and HOTPATH_REDIS_SERVER when
+#                      redis-server is on PATH.
+#
+# TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
+
+HOTPATH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${HOTPATH_TOOLS:-$HOTPATH_REPO/target/tools}"
+KINESALITE_VERSION="3.3.3"
+
+# Runs "$@" as root: directly when we are root, through sudo when it exists; fails otherwise.
+_hotpath_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "error: need root (or sudo) to run: $*" >&2
+    return 1
+  fi
+}
+
+# Installs Debian packages "$@" with apt-get (quietly).
+_hotpath_apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: apt-get not found; install $* by hand" >&2
+    return 1
+  fi
+  _hotpath_as_root apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive _hotpath_as_root apt-get install -y -qq "$@"
+}
+
+# Exports HOTPATH_REDIS_SERVER if redis-server is on PATH.
+_hotpath_export_redis() {
+  if command -v redis-server >/dev/null 2>&1; then
+    HOTPATH_REDIS_SERVER="$(command -v redis-server)"
+    export HOTPATH_REDIS_SERVER
+  fi
+}
+
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "redis-server not found: installing it with apt-get" >&2
+    if ! _hotpath_apt_install redis-server || ! command -v redis-server >/dev/null 2>&1; then
+      echo "error: redis-server is required by the tests and could not be installed" \
+        "(apt-get install redis-server)" >&2
+      return 1
+    fi
+  fi
+  _hotpath_export_redis
+}
+
+ensure_kinesalite() {
+  local cli="$TOOLS/kinesalite/node_modules/kinesalite/cli.js"
+  if [ ! -f "$cli" ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+      echo "node/npm not found: installing them with apt-get" >&2
+      if ! _hotpath_apt_install nodejs npm ||
+        ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "error: node and npm are required to install kinesalite (the Kinesis emulator" \
+          "of the tests) and could not be installed (apt-get install nodejs npm)" >&2
+        return 1
+      fi
+    fi
+    echo "installing kinesalite@$KINESALITE_VERSION into $TOOLS/kinesalite" >&2
+    mkdir -p "$TOOLS/kinesalite"
+    if ! npm install --no-audit --no-fund --prefix "$TOOLS/kinesalite" \
+      "kinesalite@$KINESALITE_VERSION" >&2 || [ ! -f "$cli" ]; then
+      echo "error: npm install kinesalite@$KINESALITE_VERSION failed ($cli missing)" >&2
+      return 1
+    fi
+  fi
+  if ! command -v node >/dev/null 2>&1; then
+    echo "error: kinesalite is installed at $cli but node is not on PATH" >&2
+    return 1
+  fi
+  HOTPATH_KINESALITE="$cli"
+  export HOTPATH_KINESALITE
+  _hotpath_export_redis
+}
