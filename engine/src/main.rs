@@ -20,6 +20,23 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum KinesisCommand {
+    /// Count what each stream holds (all shards, from the oldest record).
+    Count {
+        /// Stream names.
+        #[arg(required = true)]
+        streams: Vec<String>,
+        /// Endpoint override (an emulator); default: AWS. Credentials and region come from
+        /// the standard AWS chain.
+        #[arg(long)]
+        kinesis_endpoint: Option<String>,
+        /// AWS region (default: the chain's).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Send a dead-letter file's records to their Kinesis streams again, in order per stream
     /// and partition key. Records that still fail are written to FILE.failed.
@@ -84,6 +101,12 @@ enum Command {
         /// writes, latency, queue depth.
         #[arg(long)]
         progress: Option<f64>,
+    },
+    /// Inspect Kinesis streams: `hotpath kinesis count STREAM...` prints, per stream, its
+    /// records, user records (KPL aggregates de-aggregated), trades and bytes.
+    Kinesis {
+        #[command(subcommand)]
+        command: KinesisCommand,
     },
     /// Dead-letter files of the Kinesis writer.
     Dlq {
@@ -224,6 +247,37 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("{}", serde_json::to_string(&summary)?);
             }
             Ok(true)
+        }
+        Command::Kinesis {
+            command:
+                KinesisCommand::Count {
+                    streams,
+                    kinesis_endpoint,
+                    region,
+                },
+        } => {
+            hotpath::sim::tls::install_crypto_provider();
+            let config = hotpath::sink::config::KinesisConfig {
+                endpoint_url: kinesis_endpoint,
+                region,
+                ..Default::default()
+            };
+            config.check().map_err(|e| anyhow::anyhow!(e))?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(async {
+                let client = hotpath::sink::kinesis::writer::client_from_chain(&config).await;
+                for stream in &streams {
+                    let count = hotpath::sink::kinesis::inspect::count(
+                        &client,
+                        stream,
+                        std::time::Duration::from_secs(60),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                    println!("{}", serde_json::to_string(&count)?);
+                }
+                anyhow::Ok(true)
+            })
         }
         Command::Dlq {
             command:

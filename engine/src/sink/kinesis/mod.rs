@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod breaker;
 pub mod dlq;
+pub mod inspect;
 pub mod lane;
 pub mod resend;
 pub mod writer;
