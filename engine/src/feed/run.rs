@@ -544,6 +544,15 @@ pub fn run_with(
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
     let mut sinks = Vec::new();
+    // Without sinks the counting consumer drains the events; with them it takes the notices.
+    let events = if sinks_wanted == 0 {
+        rings.events.pop().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
+        .map_err(|e| format!("cannot start the consumer: {e}"))?;
+    let mut kinesis_checked = None;
     let started = || -> Result<(), String> {
         let mut rings_of = rings.events.drain(..);
         if let Some(kinesis) = &config.kinesis {
@@ -565,11 +574,7 @@ pub fn run_with(
                 stats,
                 thread,
             });
-            // The streams are checked before the run counts as started (the rings hold the
-            // first events meanwhile).
-            checked
-                .recv_timeout(KINESIS_CHECK_TIMEOUT)
-                .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())??;
+            kinesis_checked = Some(checked);
         }
         if let Some(redis) = &config.redis {
             let stats = Arc::new(SinkStats::default());
@@ -591,15 +596,15 @@ pub fn run_with(
         }
         Ok(())
     };
-    let outcome = started();
-    // Without sinks the counting consumer drains the events; with them it takes the notices.
-    let events = if sinks_wanted == 0 {
-        rings.events.pop().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
-        .map_err(|e| format!("cannot start the consumer: {e}"))?;
+    let mut outcome = started();
+    // The streams are checked before the run counts as started (the Kinesis rings hold the
+    // first events meanwhile; every other consumer already drains).
+    if let (Ok(()), Some(checked)) = (&outcome, kinesis_checked) {
+        outcome = checked
+            .recv_timeout(KINESIS_CHECK_TIMEOUT)
+            .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
+            .and_then(|checked| checked);
+    }
     let mut feed = feed;
     if outcome.is_ok() {
         wait(&mut feed, &sinks);

@@ -15,7 +15,7 @@
 //! linger_ms = 100                 # a record never waits longer for its batch to fill
 //! batch_records_max = 500         # PutRecords limits: 500 records, 5 MiB
 //! batch_bytes_max = 5242880
-//! deliver_within_ms = 60000       # not delivered by then: dead-letter file
+//! deliver_within_ms = 60000       # not delivered this long after it arrived: dead-letter file
 //! dead_letter_path = "hotpath-dead-letters.jsonl"
 //! retry_initial_ms = 100          # full-jitter backoff between retries
 //! retry_max_ms = 5000
@@ -76,7 +76,7 @@ pub struct KinesisConfig {
     pub batch_records_max: usize,
     /// Bytes per PutRecords (data + partition keys), up to 5 MiB.
     pub batch_bytes_max: usize,
-    /// A record not delivered this long after its first attempt is dead-lettered.
+    /// A record not delivered this long after it entered the writer is dead-lettered.
     pub deliver_within: Duration,
     /// The dead-letter file (JSON Lines, see `sink::kinesis::dlq`).
     pub dead_letter_path: PathBuf,
@@ -402,6 +402,9 @@ impl RedisConfig {
             return Err(format!(
                 "redis.rest_endpoint = {url:?}: must start with http:// or https://"
             ));
+        }
+        if self.buffer_trades_max == 0 {
+            return Err("redis.buffer_trades_max: must be above 0".into());
         }
         if self.reconnect_initial.is_zero() {
             return Err("redis.reconnect_initial_ms: must be above 0".into());

@@ -77,6 +77,13 @@ impl Breaker {
         }
     }
 
+    /// Gives back a probe claimed by [`Breaker::allow`] but not sent.
+    pub fn release(&mut self) {
+        if self.state == (State::HalfOpen { probing: true }) {
+            self.state = State::HalfOpen { probing: false };
+        }
+    }
+
     /// A request succeeded.
     pub fn success(&mut self) {
         self.state = State::Closed(0);

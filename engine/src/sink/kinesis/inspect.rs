@@ -29,8 +29,14 @@ pub struct StreamCount {
 }
 
 /// Counts `stream`, giving up after `patience`.
-pub async fn count(client: &Client, stream: &str, patience: Duration) -> Result<StreamCount, String> {
-    let fail = |what: &str, e: &dyn std::error::Error| format!("{what} {stream}: {}", DisplayErrorContext(e));
+pub async fn count(
+    client: &Client,
+    stream: &str,
+    patience: Duration,
+) -> Result<StreamCount, String> {
+    let fail = |what: &str, e: &dyn std::error::Error| {
+        format!("{what} {stream}: {}", DisplayErrorContext(e))
+    };
     let deadline = Instant::now() + patience;
     let shards = client
         .list_shards()

@@ -113,7 +113,9 @@ pub async fn resend(
                 Ok(flags) => {
                     let verdict = lane.settle(batch, &flags, &mut done);
                     sent += verdict.delivered;
-                    verdict.requeued == 0
+                    // Progress (some delivered) resets the count: only a lane that makes no
+                    // progress for `attempts` rounds gives up.
+                    verdict.requeued == 0 || verdict.delivered > 0
                 }
                 Err(failure) => {
                     let mut batch = batch;
@@ -126,6 +128,10 @@ pub async fn resend(
             };
             if ok {
                 tries = 0;
+                if !lane.is_empty() {
+                    // Partial throttling: pause before the rest.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 continue;
             }
             tries += 1;

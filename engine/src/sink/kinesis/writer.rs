@@ -42,6 +42,9 @@ const HEARTBEAT_LANE: usize = 3;
 const TICK: Duration = Duration::from_millis(1);
 /// The SDK's per-request deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// An upper bound of the bytes KPL aggregation adds around one user record of one key: magic
+/// (4), MD5 (16), the key table entry and the record's field tags and lengths.
+const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
@@ -200,6 +203,9 @@ struct Writer {
     heartbeat_seq: u64,
     next_heartbeat: Option<Instant>,
     json: String,
+    unsynced: bool,
+    next_sync: Instant,
+    errors_logged: u32,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
@@ -245,6 +251,9 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         rng: crate::rng::Rng::new(monotonic_ns() | 1),
         heartbeat_seq: 0,
         json: String::new(),
+        unsynced: false,
+        next_sync: Instant::now(),
+        errors_logged: 0,
     };
     let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
         FuturesUnordered::new();
@@ -268,6 +277,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
             w.heartbeat("running");
         }
         w.expire(now);
+        w.sync_dead_letters(now);
         for lane in 0..LANES {
             if let Some(fut) = w.next_request(lane, now, stopping) {
                 sending.push(fut);
@@ -300,7 +310,8 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
     }
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
-    summary.flushed = summary.received == summary.written + summary.dead_lettered;
+    summary.flushed = summary.received == summary.written + summary.dead_lettered + summary.dropped
+        && summary.dropped == 0;
     summary.reconnects = w.breaker.opened();
     Ok(summary)
 }
@@ -333,7 +344,13 @@ impl Writer {
     }
 
     fn enqueue(&mut self, lane: usize, entry: Entry) {
-        if entry.cost() > RECORD_MAX {
+        // An aggregate adds its framing (magic, table, field tags, MD5) around a record.
+        let framing = if self.config.aggregate {
+            AGGREGATE_FRAMING
+        } else {
+            0
+        };
+        if entry.cost() + framing > RECORD_MAX {
             self.dead_letter(lane, entry, "record larger than Kinesis' 1 MiB limit");
         } else if self.held_bytes() + entry.cost() > self.config.buffer_bytes_max {
             self.dead_letter(lane, entry, "kinesis.buffer_bytes_max reached");
@@ -388,17 +405,12 @@ impl Writer {
     }
 
     fn dead_letter(&mut self, lane: usize, entry: Entry, why: &str) {
-        if lane != HEARTBEAT_LANE {
-            self.stats.dead_lettered.add(1);
-        }
+        let counted = lane != HEARTBEAT_LANE;
         if self.dead.is_none() {
             match DeadLetterWriter::open(&self.config.dead_letter_path) {
                 Ok(w) => self.dead = Some(w),
                 Err(e) => {
-                    tracing::error!(
-                        path = %self.config.dead_letter_path.display(),
-                        "kinesis: cannot open the dead-letter file: {e}"
-                    );
+                    self.lost(counted, &format!("cannot open the dead-letter file: {e}"));
                     return;
                 }
             }
@@ -412,10 +424,42 @@ impl Writer {
             dead_at_ms: unix_ms(),
             error: why.to_string(),
         };
-        if let Some(dead) = self.dead.as_mut()
-            && let Err(e) = dead.append(&record)
-        {
-            tracing::error!("kinesis: cannot append to the dead-letter file: {e}");
+        let appended = self.dead.as_mut().map(|dead| dead.append(&record));
+        match appended {
+            Some(Ok(())) => {
+                self.unsynced = true;
+                if counted {
+                    self.stats.dead_lettered.add(1);
+                }
+            }
+            Some(Err(e)) => self.lost(
+                counted,
+                &format!("cannot append to the dead-letter file: {e}"),
+            ),
+            None => self.lost(counted, "no dead-letter file"),
+        }
+    }
+
+    /// A record that could be neither delivered nor dead-lettered: counted as dropped.
+    fn lost(&mut self, counted: bool, why: &str) {
+        if counted {
+            self.stats.dropped.add(1);
+        }
+        if self.errors_logged < 10 {
+            self.errors_logged += 1;
+            tracing::error!(path = %self.config.dead_letter_path.display(), "kinesis: {why}");
+        }
+    }
+
+    /// Writes appended dead letters through to the disk (at most every 100 ms).
+    fn sync_dead_letters(&mut self, now: Instant) {
+        if !self.unsynced || now < self.next_sync {
+            return;
+        }
+        self.unsynced = false;
+        self.next_sync = now + Duration::from_millis(100);
+        if let Some(Err(e)) = self.dead.as_mut().map(DeadLetterWriter::flush) {
+            tracing::error!("kinesis: cannot flush the dead-letter file: {e}");
         }
     }
 
@@ -454,6 +498,7 @@ impl Writer {
             self.lanes[lane].take_plain(c.batch_records_max, c.batch_bytes_max)
         };
         if batch.is_empty() {
+            self.breaker.release();
             return None;
         }
         let ms = unix_ms();

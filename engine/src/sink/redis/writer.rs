@@ -66,7 +66,8 @@ pub fn spawn(
         })
 }
 
-/// A standalone or cluster connection.
+/// A standalone or cluster connection (both are cheap, multiplexed handles).
+#[derive(Clone)]
 enum Conn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
@@ -97,6 +98,35 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
             .map_err(|e| e.to_string())?;
         Ok(Conn::Cluster(conn))
     }
+}
+
+/// A batch in flight: its sections and the receipt times of the events it covers.
+struct Batch {
+    sections: Vec<Section>,
+    samples: Vec<u64>,
+}
+
+/// Sends the pipelines; the replies of all, in order.
+async fn execute(conn: Conn, pipes: Vec<redis::Pipeline>) -> Result<Vec<Value>, String> {
+    let mut replies = Vec::new();
+    match conn {
+        Conn::Single(mut c) => {
+            for p in &pipes {
+                let values: Vec<Value> = p.query_async(&mut c).await.map_err(|e| e.to_string())?;
+                replies.extend(values);
+            }
+        }
+        Conn::Cluster(c) => {
+            let futures = pipes.iter().map(|p| {
+                let mut c = c.clone();
+                async move { p.query_async::<Vec<Value>>(&mut c).await }
+            });
+            for values in futures_util::future::join_all(futures).await {
+                replies.extend(values.map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    Ok(replies)
 }
 
 /// One pipeline's commands for a symbol: which symbol, how many trades it covers, and how
@@ -145,6 +175,9 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         errors_logged: 0,
     };
     let mut conn: Option<Conn> = None;
+    // Connecting and writing run as tasks beside this loop, so draining never waits on Redis.
+    let mut connecting: Option<tokio::task::JoinHandle<Result<Conn, String>>> = None;
+    let mut writing: Option<(tokio::task::JoinHandle<Result<Vec<Value>, String>>, Batch)> = None;
     let mut next_connect = Instant::now();
     let mut attempt = 0u32;
     let mut connected_once = false;
@@ -167,8 +200,13 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
         }
-        if conn.is_none() && now >= next_connect {
-            match connect(&w.config).await {
+        if conn.is_none() && connecting.is_none() && now >= next_connect {
+            let config = w.config.clone();
+            connecting = Some(tokio::spawn(async move { connect(&config).await }));
+        }
+        if let Some(task) = connecting.take_if(|t| t.is_finished()) {
+            work += 1;
+            match task.await.unwrap_or_else(|e| Err(e.to_string())) {
                 Ok(c) => {
                     conn = Some(c);
                     attempt = 0;
@@ -197,15 +235,13 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
                 }
             }
         }
-        let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
-        w.stats
-            .queue_depth
-            .set((ring_depth(&rings) + pending) as u64);
-        let dirty = w.states.iter().flatten().any(SymbolState::dirty);
-        if let Some(c) = conn.as_mut()
-            && dirty
-        {
-            if let Err(e) = w.write(c).await {
+        if let Some((task, batch)) = writing.take_if(|(t, _)| t.is_finished()) {
+            work += 1;
+            let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
+                Ok(replies) => w.settle(batch, &replies),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
                 w.stats.failed_requests.add(1);
                 tracing::warn!("redis: write failed: {e}; reconnecting");
                 conn = None;
@@ -221,25 +257,42 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
                     );
                 attempt = attempt.saturating_add(1);
             }
+        }
+        let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
+        w.stats
+            .queue_depth
+            .set((ring_depth(&rings) + pending) as u64);
+        let dirty = w.states.iter().flatten().any(SymbolState::dirty);
+        if writing.is_none()
+            && dirty
+            && let Some(c) = conn.as_ref()
+        {
+            let (pipes, batch) = w.prepare(matches!(c, Conn::Cluster(_)));
+            let c = c.clone();
+            writing = Some((tokio::spawn(execute(c, pipes)), batch));
             work += 1;
         }
-        if stopping && rings.iter().all(|r| r.is_empty()) {
+        if stopping && writing.is_none() && rings.iter().all(|r| r.is_empty()) {
             let dirty = w.states.iter().flatten().any(SymbolState::dirty);
             // Book syncs still fetching are not waited for: what is known has been written.
             if !dirty {
                 break;
             }
-            if flush_deadline.is_some_and(|d| Instant::now() >= d) {
-                tracing::warn!("redis: the shutdown flush deadline passed with writes pending");
-                break;
-            }
+        }
+        if flush_deadline.is_some_and(|d| Instant::now() >= d) {
+            let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
+            w.stats.dropped.add(pending as u64);
+            tracing::warn!(
+                "redis: the shutdown flush deadline passed; {pending} trades not written \
+                 (counted as dropped)"
+            );
+            break;
         }
         idle = if work > 0 { 0 } else { idle.saturating_add(1) };
-        match (idle, conn.is_some()) {
-            (0, _) => {}
-            (_, false) => tokio::time::sleep(Duration::from_millis(1)).await,
-            (1..=64, true) => std::hint::spin_loop(),
-            (65..=20_000, true) => tokio::task::yield_now().await,
+        match idle {
+            0 => {}
+            1..=64 => std::hint::spin_loop(),
+            65..=20_000 => tokio::task::yield_now().await,
             _ => tokio::time::sleep(Duration::from_micros(200)).await,
         }
     }
@@ -335,8 +388,9 @@ impl Writer {
         }
     }
 
-    /// Writes every dirty symbol; trades are acknowledged only when Redis answered.
-    async fn write(&mut self, conn: &mut Conn) -> Result<(), String> {
+    /// Builds the pipelines of every dirty symbol (standalone: one; Cluster: one per symbol,
+    /// its keys sharing a slot).
+    fn prepare(&mut self, cluster: bool) -> (Vec<redis::Pipeline>, Batch) {
         let samples = std::mem::take(&mut self.samples);
         let mut budget = TRADES_PER_PIPELINE;
         let mut sections = Vec::new();
@@ -357,79 +411,74 @@ impl Writer {
                 trades,
                 commands: pipe.len() - before,
             });
-            if matches!(conn, Conn::Cluster(_)) {
-                pipes.push((
-                    std::mem::replace(&mut pipe, redis::pipe()),
-                    sections.len() - 1,
-                ));
+            if cluster {
+                pipes.push(std::mem::replace(&mut pipe, redis::pipe()));
                 pipe.ignore_errors();
             }
             if budget == 0 {
                 break;
             }
         }
-        if matches!(conn, Conn::Single(_)) {
-            pipes.push((pipe, 0));
+        if !cluster {
+            pipes.push(pipe);
         }
         self.stats.requests.add(pipes.len() as u64);
-        let mut replies: Vec<Value> = Vec::new();
-        match conn {
-            Conn::Single(c) => {
-                for (p, _) in &pipes {
-                    let values: Vec<Value> = p.query_async(c).await.map_err(|e| e.to_string())?;
-                    replies.extend(values);
-                }
-            }
-            Conn::Cluster(c) => {
-                let futures = pipes.iter().map(|(p, _)| {
-                    let mut c = c.clone();
-                    async move { p.query_async::<Vec<Value>>(&mut c).await }
-                });
-                for values in futures_util::future::join_all(futures).await {
-                    replies.extend(values.map_err(|e| e.to_string())?);
-                }
-            }
-        }
+        (pipes, Batch { sections, samples })
+    }
+
+    /// Applies Redis' replies: trades are acknowledged up to the first one refused for another
+    /// reason than "already there" (that one and the later ones stay pending); any such
+    /// refusal fails the batch, so the state is written again after a backoff.
+    fn settle(&mut self, batch: Batch, replies: &[Value]) -> Result<(), String> {
         let acked = monotonic_ns();
-        if let Some(newest) = samples.iter().max() {
+        if let Some(newest) = batch.samples.iter().max() {
             self.stats.ack_latency_ns.set(acked.saturating_sub(*newest));
         }
-        for recv in samples {
+        for recv in &batch.samples {
             let _ = self
                 .latency
-                .record(acked.saturating_sub(recv).clamp(1, self.latency.high()));
+                .record(acked.saturating_sub(*recv).clamp(1, self.latency.high()));
         }
         let mut at = 0;
-        for section in sections {
-            let replies = &replies[at..(at + section.commands).min(replies.len())];
+        let mut refused = None;
+        for section in batch.sections {
+            let replies =
+                &replies[at.min(replies.len())..(at + section.commands).min(replies.len())];
             at += section.commands;
-            let mut written = 0u64;
+            let mut landed = 0usize;
             for reply in replies.iter().take(section.trades) {
                 match reply {
                     Value::ServerError(e)
                         if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
                     {
                         // Landed before an earlier failure: already in the stream.
-                        written += 1;
+                        landed += 1;
                     }
                     Value::ServerError(e) => {
-                        self.stats.dropped.add(1);
-                        self.log_error(&format!("XADD refused: {e:?}"));
+                        refused.get_or_insert_with(|| format!("XADD refused: {e:?}"));
+                        break;
                     }
-                    _ => written += 1,
+                    _ => landed += 1,
                 }
             }
-            for reply in replies.iter().skip(section.trades) {
-                if let Value::ServerError(e) = reply {
-                    self.log_error(&format!("write refused: {e:?}"));
-                }
+            if let Some(e) = replies.iter().skip(section.trades).find_map(|r| match r {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            }) {
+                refused.get_or_insert_with(|| format!("write refused: {e:?}"));
             }
-            self.stats.written.add(written);
+            self.stats.written.add(landed as u64);
             if let Some(state) = self.states[section.symbol].as_mut() {
-                state.acknowledge(section.trades);
+                state.acknowledge(landed);
             }
         }
-        Ok(())
+        match refused {
+            Some(e) => {
+                self.log_error(&e);
+                Err(e)
+            }
+            None => Ok(()),
+        }
     }
 
     fn log_error(&mut self, message: &str) {
