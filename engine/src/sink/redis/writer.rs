@@ -100,6 +100,9 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
     }
 }
 
+/// The task sending a batch's pipelines.
+type Replies = tokio::task::JoinHandle<Result<Vec<Value>, String>>;
+
 /// A batch in flight: its sections and the receipt times of the events it covers.
 struct Batch {
     sections: Vec<Section>,
@@ -177,7 +180,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
     let mut conn: Option<Conn> = None;
     // Connecting and writing run as tasks beside this loop, so draining never waits on Redis.
     let mut connecting: Option<tokio::task::JoinHandle<Result<Conn, String>>> = None;
-    let mut writing: Option<(tokio::task::JoinHandle<Result<Vec<Value>, String>>, Batch)> = None;
+    let mut writing: Option<(Replies, Batch)> = None;
     let mut next_connect = Instant::now();
     let mut attempt = 0u32;
     let mut connected_once = false;
