@@ -566,6 +566,7 @@ pub fn run_with(
                     stats: stats.clone(),
                     stop: sinks_stop.clone(),
                     flush_timeout: SINK_FLUSH_TIMEOUT,
+                    reader_cores: config.readers.cores.clone(),
                     ready,
                 })
                 .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
@@ -586,6 +587,7 @@ pub fn run_with(
                 stats: stats.clone(),
                 stop: sinks_stop.clone(),
                 flush_timeout: SINK_FLUSH_TIMEOUT,
+                reader_cores: config.readers.cores.clone(),
             })
             .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
             sinks.push(SinkHandle {

@@ -160,6 +160,8 @@ pub struct KinesisSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
+    /// The readers' cores: the writer thread runs on another core if there is one.
+    pub reader_cores: Vec<usize>,
     /// How long the final flush may take; what is left then is dead-lettered.
     pub flush_timeout: Duration,
     /// Told once the streams are checked: `Err` stops the run before it starts.
@@ -173,6 +175,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-kinesis".into())
         .spawn(move || {
+            crate::sink::pin_away_from(&sink.reader_cores);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -216,6 +219,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         stats,
         stop,
         flush_timeout,
+        reader_cores: _,
         ready,
     } = sink;
     let client = match client {

@@ -47,6 +47,8 @@ pub struct RedisSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
+    /// The readers' cores: the writer thread runs on another core if there is one.
+    pub reader_cores: Vec<usize>,
     /// How long the final flush may take.
     pub flush_timeout: Duration,
 }
@@ -58,6 +60,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-redis".into())
         .spawn(move || {
+            crate::sink::pin_away_from(&sink.reader_cores);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -162,6 +165,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         stats,
         stop,
         flush_timeout,
+        reader_cores: _,
     } = sink;
     let rest = RestClient::new(&rest_base, rest_tls).map_err(|e| format!("redis: REST: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
