@@ -24,6 +24,12 @@ impl Counter {
         self.add(1);
     }
 
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)

@@ -10,37 +10,11 @@ pub mod config;
 pub mod kinesis;
 pub mod redis;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::Serialize;
 
 use crate::feed::run::Percentiles;
 
-/// One counter, padded to its own cache line so writers on different threads do not share
-/// lines.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds `n`.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Sets the value (gauges).
-    #[inline]
-    pub fn set(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-
-    /// The value.
-    #[inline]
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use crate::feed::stats::Counter;
 
 /// A sink's live counters, shared with the progress reporter.
 #[derive(Debug, Default)]

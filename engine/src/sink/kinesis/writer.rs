@@ -524,6 +524,14 @@ impl Writer {
         Some(Box::pin(put_records(client, stream, lane, batch)))
     }
 
+    /// Holds `lane` back for a full-jitter delay growing with its failures in a row.
+    fn back_off(&mut self, lane: usize, now: Instant) {
+        let attempt = self.lanes[lane].failures;
+        self.lanes[lane].failures = attempt.saturating_add(1);
+        let (initial, max) = (self.config.retry_initial, self.config.retry_max);
+        self.lanes[lane].not_before = Some(now + jittered(&mut self.rng, initial, max, attempt));
+    }
+
     fn settle(&mut self, (lane, batch, result): Sent) {
         let now = Instant::now();
         self.lanes[lane].in_flight = false;
@@ -568,16 +576,7 @@ impl Writer {
                     self.stats.written.add(verdict.delivered as u64);
                 }
                 if any_failed {
-                    let attempt = self.lanes[lane].failures;
-                    self.lanes[lane].failures = attempt.saturating_add(1);
-                    self.lanes[lane].not_before = Some(
-                        now + jittered(
-                            &mut self.rng,
-                            self.config.retry_initial,
-                            self.config.retry_max,
-                            attempt,
-                        ),
-                    );
+                    self.back_off(lane, now);
                 } else {
                     self.lanes[lane].failures = 0;
                     self.lanes[lane].not_before = None;
@@ -591,16 +590,7 @@ impl Writer {
                     e.error = Some(failure.message.clone());
                 }
                 self.lanes[lane].requeue_all(batch);
-                let attempt = self.lanes[lane].failures;
-                self.lanes[lane].failures = attempt.saturating_add(1);
-                self.lanes[lane].not_before = Some(
-                    now + jittered(
-                        &mut self.rng,
-                        self.config.retry_initial,
-                        self.config.retry_max,
-                        attempt,
-                    ),
-                );
+                self.back_off(lane, now);
                 tracing::debug!(stream = %self.names[lane], "kinesis: PutRecords failed: {}", failure.message);
             }
         }

@@ -228,13 +228,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
                 }
                 Err(e) => {
                     w.stats.failed_requests.add(1);
-                    next_connect = Instant::now()
-                        + jittered(
-                            &mut w.rng,
-                            w.config.reconnect_initial,
-                            w.config.reconnect_max,
-                            attempt,
-                        );
+                    next_connect = w.backoff(attempt);
                     if attempt == 0 {
                         tracing::warn!("redis: cannot connect: {e}; retrying with backoff");
                     }
@@ -255,13 +249,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
                 for state in w.states.iter_mut().flatten() {
                     state.mark_all_dirty();
                 }
-                next_connect = Instant::now()
-                    + jittered(
-                        &mut w.rng,
-                        w.config.reconnect_initial,
-                        w.config.reconnect_max,
-                        attempt,
-                    );
+                next_connect = w.backoff(attempt);
                 attempt = attempt.saturating_add(1);
             }
         }
@@ -311,6 +299,12 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
 }
 
 impl Writer {
+    /// When to try again after `attempt` failures in a row.
+    fn backoff(&mut self, attempt: u32) -> Instant {
+        let (initial, max) = (self.config.reconnect_initial, self.config.reconnect_max);
+        Instant::now() + jittered(&mut self.rng, initial, max, attempt)
+    }
+
     fn accept(&mut self, event: FeedEvent) {
         self.stats.received.add(1);
         let Ok(message) = crate::sbe::decode(&event.frame) else {
