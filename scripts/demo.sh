@@ -57,7 +57,7 @@ ensure_kinesalite
 
 echo "== building hotpath (release)"
 cargo build --release --locked -p hotpath
-bin=target/release/hotpath
+bin="${CARGO_TARGET_DIR:-target}/release/hotpath"
 
 redis_port="$(free_port)"
 "$HOTPATH_REDIS_SERVER" --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
