@@ -208,6 +208,8 @@ struct Writer {
     json: String,
     unsynced: bool,
     next_sync: Instant,
+    /// Partition keys by the feed's symbol index.
+    keys: Vec<Option<Arc<str>>>,
     errors_logged: u32,
 }
 
@@ -257,6 +259,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         json: String::new(),
         unsynced: false,
         next_sync: Instant::now(),
+        keys: Vec::new(),
         errors_logged: 0,
     };
     let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
@@ -323,7 +326,15 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
 impl Writer {
     fn accept(&mut self, event: FeedEvent) {
         self.stats.received.add(1);
-        let Some(key) = symbol_of(&event.frame) else {
+        // The partition key, decoded once per symbol and shared by its records.
+        let index = usize::from(event.symbol);
+        if self.keys.len() <= index {
+            self.keys.resize(index + 1, None);
+        }
+        if self.keys[index].is_none() {
+            self.keys[index] = symbol_of(&event.frame);
+        }
+        let Some(key) = self.keys[index].clone() else {
             self.stats.dropped.add(1);
             return;
         };
