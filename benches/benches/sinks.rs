@@ -149,6 +149,7 @@ fn run_for(
         key,
         RunOptions {
             kinesis_client: client,
+            ..RunOptions::default()
         },
         |feed, _| {
             let total = || feed.stats.iter().map(|s| s.frames.get()).sum::<u64>();

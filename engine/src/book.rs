@@ -11,8 +11,34 @@
 //! When syncing, the first diff applied after the snapshot must straddle it
 //! (`U <= lastUpdateId + 1 <= u`); [`LocalBook::apply_diff`] enforces exactly that as the gap
 //! rule above, since diffs entirely before the snapshot are ignored.
+//!
+//! A snapshot's `lastUpdateId` must leave room for a following update: a negative one or
+//! `i64::MAX` (which no diff could ever follow, so the book would silently never change again)
+//! is refused with [`SnapshotError`].
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+/// Why a snapshot cannot start a book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotError {
+    /// The snapshot's `lastUpdateId`.
+    pub last_update_id: i64,
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "depth snapshot lastUpdateId {} is out of range: it must be within 0..={} so that \
+             a following update id exists",
+            self.last_update_id,
+            i64::MAX - 1
+        )
+    }
+}
+
+impl std::error::Error for SnapshotError {}
 
 /// The verdict on one diff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,18 +65,22 @@ pub struct LocalBook {
 }
 
 impl LocalBook {
-    /// A book set to a snapshot taken at `last_update_id`.
+    /// A book set to a snapshot taken at `last_update_id`; refused when `last_update_id` is
+    /// negative or `i64::MAX` (see the module documentation).
     pub fn from_snapshot(
         last_update_id: i64,
         bids: impl IntoIterator<Item = (i64, i64)>,
         asks: impl IntoIterator<Item = (i64, i64)>,
-    ) -> LocalBook {
+    ) -> Result<LocalBook, SnapshotError> {
+        if !(0..i64::MAX).contains(&last_update_id) {
+            return Err(SnapshotError { last_update_id });
+        }
         let keep = |(_, qty): &(i64, i64)| *qty != 0;
-        LocalBook {
+        Ok(LocalBook {
             update_id: last_update_id,
             bids: bids.into_iter().filter(keep).collect(),
             asks: asks.into_iter().filter(keep).collect(),
-        }
+        })
     }
 
     /// The update id the book is at.
@@ -69,7 +99,8 @@ impl LocalBook {
         if last <= self.update_id {
             return DiffOutcome::Stale;
         }
-        let expected = self.update_id + 1;
+        // `last > update_id`, so `update_id < i64::MAX` and the sum cannot overflow.
+        let expected = self.update_id.saturating_add(1);
         if first > expected {
             return DiffOutcome::Gap { expected, first };
         }
@@ -115,7 +146,8 @@ mod tests {
 
     #[test]
     fn stale_applied_and_gap() {
-        let mut book = LocalBook::from_snapshot(100, [(10, 1), (9, 2)], [(11, 3)]);
+        let mut book =
+            LocalBook::from_snapshot(100, [(10, 1), (9, 2)], [(11, 3)]).expect("a valid snapshot");
         assert_eq!(book.apply_diff(90, 100, [(10, 0)], []), DiffOutcome::Stale);
         assert_eq!(
             book.apply_diff(95, 103, [(10, 0), (8, 4)], [(12, 1)]),
@@ -133,5 +165,30 @@ mod tests {
             }
         );
         assert_eq!(book.update_id(), 104, "a gap changes nothing");
+    }
+
+    /// Regression (found in review): `update_id + 1` overflowed on a hostile
+    /// `lastUpdateId = i64::MAX`, and such a book could never apply a diff again.
+    #[test]
+    fn a_snapshot_at_i64_max_or_negative_is_refused() {
+        for id in [i64::MAX, -1, i64::MIN] {
+            let refused = LocalBook::from_snapshot(id, [(10, 1)], [(11, 1)]);
+            assert_eq!(refused, Err(SnapshotError { last_update_id: id }));
+            let message = SnapshotError { last_update_id: id }.to_string();
+            assert!(message.contains(&id.to_string()), "{message}");
+        }
+        let mut book =
+            LocalBook::from_snapshot(i64::MAX - 1, [], []).expect("the largest valid id");
+        assert_eq!(
+            book.apply_diff(i64::MAX, i64::MAX, [(5, 5)], []),
+            DiffOutcome::Applied
+        );
+        assert_eq!(book.update_id(), i64::MAX);
+        assert_eq!(
+            book.apply_diff(i64::MAX, i64::MAX, [], []),
+            DiffOutcome::Stale,
+            "nothing follows i64::MAX, and nothing overflows"
+        );
+        assert!(LocalBook::from_snapshot(0, [], []).is_ok());
     }
 }

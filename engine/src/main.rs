@@ -38,8 +38,12 @@ enum KinesisCommand {
 
 #[derive(Subcommand)]
 enum DlqCommand {
-    /// Send a dead-letter file's records to their Kinesis streams again, in order per stream
-    /// and partition key. Records that still fail are written to FILE.failed.
+    /// Send a dead-letter file's records again: Kinesis records to their streams, in order per
+    /// stream and partition key; Redis trades to their streams with their own entry ids
+    /// (idempotent: one already there is found with XRANGE, never added twice). Kinesis
+    /// records of outcome "unknown" (they may have landed) are only sent with
+    /// --include-unknown, otherwise written to FILE.unknown. Records that still fail are
+    /// written to FILE.failed.
     Resend {
         /// The dead-letter file (JSON Lines, see the README).
         file: PathBuf,
@@ -50,6 +54,14 @@ enum DlqCommand {
         /// AWS region (default: the chain's).
         #[arg(long)]
         region: Option<String>,
+        /// The Redis server for Redis records (redis://host:port/db); required when the file
+        /// holds any.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Also send Kinesis records of outcome "unknown", which may be in the stream already
+        /// (consumers then see them twice and must dedupe on symbol + trade id).
+        #[arg(long)]
+        include_unknown: bool,
     },
 }
 
@@ -108,7 +120,7 @@ enum Command {
         #[command(subcommand)]
         command: KinesisCommand,
     },
-    /// Dead-letter files of the Kinesis writer.
+    /// Dead-letter files of the Kinesis and Redis writers.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -285,14 +297,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     file,
                     kinesis_endpoint,
                     region,
+                    redis,
+                    include_unknown,
                 },
         } => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            let report = runtime.block_on(hotpath::sink::kinesis::resend::resend_file(
-                &file,
+            let options = hotpath::sink::resend::ResendOptions {
                 kinesis_endpoint,
                 region,
-            ))?;
+                redis_url: redis,
+                include_unknown,
+            };
+            let report = runtime.block_on(hotpath::sink::resend::resend_file(&file, &options))?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(report.failed == 0)
         }

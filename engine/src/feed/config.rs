@@ -354,6 +354,15 @@ impl RunConfig {
             self.streams.len(),
         )?;
         self.readers.check(cpus)?;
+        if let (Some(k), Some(r)) = (&self.kinesis, &self.redis)
+            && k.dead_letter_path == r.dead_letter_path
+        {
+            return Err(format!(
+                "redis.dead_letter_path = {:?}: the same file as kinesis.dead_letter_path; each \
+                 sink needs its own",
+                r.dead_letter_path
+            ));
+        }
         if self.duration.is_some_and(|d| d.is_zero()) {
             return Err("run.duration_s: must be above 0 (omit it to run until stopped)".into());
         }

@@ -24,6 +24,10 @@ pub struct FeedEvent {
     pub first_id: i64,
     /// Last id of the event: trade id, `u`, or the book update id.
     pub last_id: i64,
+    /// The event's first id not delivered before: `first_id`, or above it when the event
+    /// partly overlaps ids an earlier event carried ([`super::sequence::Verdict::Overlap`]).
+    /// A consumer that forwards events must skip the ids before it.
+    pub first_new_id: i64,
     /// Binance's event time, microseconds.
     pub event_time_us: i64,
     /// The whole SBE frame, header included.

@@ -324,11 +324,13 @@ impl FramePath {
             self.stats.unknown_symbols.bump();
             return;
         };
+        let mut first_new_id = first_id;
         match self.sequencer.check(symbol, kind, first_id, last_id) {
             Verdict::Duplicate => {
                 self.stats.duplicates.bump();
                 return;
             }
+            Verdict::Overlap { first_new } => first_new_id = first_new,
             Verdict::Gap(gap) => {
                 self.stats.gaps.bump();
                 self.stats.missing_ids.add(gap.missing().max(0) as u64);
@@ -345,6 +347,7 @@ impl FramePath {
             kind,
             first_id,
             last_id,
+            first_new_id,
             event_time_us,
             frame,
         };
@@ -352,10 +355,11 @@ impl FramePath {
     }
 
     fn enqueue(&mut self, event: FeedEvent) {
+        // The ids a full ring loses: those not delivered before.
         let (symbol, kind, first_id, last_id, recv) = (
             event.symbol,
             event.kind,
-            event.first_id,
+            event.first_new_id,
             event.last_id,
             event.recv_time_ns,
         );
@@ -1205,6 +1209,21 @@ mod tests {
         assert_eq!(accepted(&mut events), [(6, 7), (8, 9), (10, 10)]);
         assert!(notices.pop().is_err(), "no gap reported");
         assert_eq!(state.stats.duplicates.get(), 1);
+    }
+
+    /// Regression (found in review): a trades event partly overlapping what was delivered went
+    /// on without saying so, and the Kinesis writer forwarded the already-seen ids again. The
+    /// event now carries its first new id (and a full ring reports only the new ids lost).
+    #[test]
+    fn a_partly_overlapping_event_carries_its_first_new_id() {
+        let (mut state, mut events, _notices) = state();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame(trades(4..=8), 2);
+        state.on_frame(trades(9..=9), 3);
+        let got: Vec<(i64, i64, i64)> = std::iter::from_fn(|| events.pop().ok())
+            .map(|e| (e.first_id, e.first_new_id, e.last_id))
+            .collect();
+        assert_eq!(got, [(1, 1, 5), (4, 6, 8), (9, 9, 9)]);
     }
 
     /// Held frames are released per stream as soon as that stream catches up.

@@ -520,6 +520,8 @@ pub struct SinkHandle {
 pub struct RunOptions {
     /// A ready Kinesis client (tests, emulators); `None` builds one from the AWS chain.
     pub kinesis_client: Option<aws_sdk_kinesis::Client>,
+    /// How long each sink's final flush may take; `None`: [`SINK_FLUSH_TIMEOUT`].
+    pub sink_flush_timeout: Option<Duration>,
 }
 
 /// Runs the feed until `wait` returns, then stops, drains and summarizes. With sinks
@@ -553,6 +555,7 @@ pub fn run_with(
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
     let mut kinesis_checked = None;
+    let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
     let started = || -> Result<(), String> {
         let mut rings_of = rings.events.drain(..);
         if let Some(kinesis) = &config.kinesis {
@@ -565,7 +568,7 @@ pub fn run_with(
                     rings: rings_of.next().unwrap_or_default(),
                     stats: stats.clone(),
                     stop: sinks_stop.clone(),
-                    flush_timeout: SINK_FLUSH_TIMEOUT,
+                    flush_timeout,
                     reader_cores: config.readers.cores.clone(),
                     ready,
                 })
@@ -586,7 +589,7 @@ pub fn run_with(
                 rings: rings_of.next().unwrap_or_default(),
                 stats: stats.clone(),
                 stop: sinks_stop.clone(),
-                flush_timeout: SINK_FLUSH_TIMEOUT,
+                flush_timeout,
                 reader_cores: config.readers.cores.clone(),
             })
             .map_err(|e| format!("cannot start the Redis writer: {e}"))?;

@@ -15,8 +15,11 @@
 //!   - `last_id <= last`: [`Verdict::Duplicate`], state unchanged;
 //!   - `first_id > last + 1`: [`Verdict::Gap`], ids `last + 1 ..= first_id - 1` are missing;
 //!     the event itself is accepted and `last = last_id`;
-//!   - otherwise [`Verdict::Accept`] and `last = last_id`. This includes an event that only
-//!     partly overlaps what was seen (`first_id <= last < last_id`): it carries new ids.
+//!   - `first_id <= last < last_id`: the event partly overlaps what was seen; it carries new
+//!     ids from `last + 1`: [`Verdict::Overlap`] with `first_new = last + 1`, and
+//!     `last = last_id`. Consumers that forward events must skip the ids before `first_new`
+//!     (the Kinesis writer re-encodes such a trades event with only its new trades);
+//!   - otherwise (`first_id == last + 1`) [`Verdict::Accept`] and `last = last_id`.
 //! - **Sampled streams, `@bestBidAsk` and `@depth20`**: Binance culls `@bestBidAsk` under load
 //!   and `@depth20` samples the book every 50 ms (PROTOCOL.md 3.10), so id jumps are normal and
 //!   never a gap. `last_id <= last` is a duplicate; anything newer is accepted.
@@ -58,12 +61,19 @@ pub enum Verdict {
     Accept,
     /// Every id was seen already (the other connection's copy): drop the event.
     Duplicate,
+    /// New ids from `first_new` on, but the event starts with ids already seen (two
+    /// connections framed the same ids differently): hand the event on; its ids before
+    /// `first_new` must not be delivered again.
+    Overlap {
+        /// The event's first id not seen before.
+        first_new: i64,
+    },
     /// New ids, but some before them are missing: hand the event on and report the gap.
     Gap(GapNotice),
 }
 
 impl Verdict {
-    /// Whether the event goes on to consumers ([`Verdict::Accept`] or [`Verdict::Gap`]).
+    /// Whether the event goes on to consumers (every verdict but [`Verdict::Duplicate`]).
     #[inline]
     pub fn is_accepted(self) -> bool {
         !matches!(self, Verdict::Duplicate)
@@ -198,7 +208,13 @@ fn check_contiguous(
     }
     *last = last_id;
     let first_id = first_id.min(last_id);
-    if first_id <= previous.saturating_add(1) {
+    if first_id <= previous {
+        // `previous < last_id`, so `previous + 1` does not overflow.
+        return Verdict::Overlap {
+            first_new: previous.saturating_add(1),
+        };
+    }
+    if first_id == previous.saturating_add(1) {
         return Verdict::Accept;
     }
     Verdict::Gap(GapNotice {
@@ -311,10 +327,20 @@ mod tests {
     fn a_partly_overlapping_event_is_accepted() {
         for kind in CONTIGUOUS {
             let mut sequencer = at(kind, 10);
-            assert_eq!(sequencer.check(BTC, kind, 5, 15), Verdict::Accept);
+            let verdict = sequencer.check(BTC, kind, 5, 15);
+            assert_eq!(verdict, Verdict::Overlap { first_new: 11 });
+            assert!(verdict.is_accepted());
             assert_eq!(sequencer.last(BTC, kind), Some(15));
-            assert_eq!(sequencer.check(BTC, kind, 15, 16), Verdict::Accept);
+            assert_eq!(
+                sequencer.check(BTC, kind, 15, 16),
+                Verdict::Overlap { first_new: 16 }
+            );
             assert_eq!(sequencer.check(BTC, kind, 17, 17), Verdict::Accept);
+            assert_eq!(
+                sequencer.check(BTC, kind, i64::MIN + 1, i64::MAX),
+                Verdict::Overlap { first_new: 18 },
+                "no overflow at the extremes"
+            );
         }
     }
 
@@ -472,11 +498,14 @@ mod tests {
         for index in order {
             let (first_id, last_id) = events[index];
             let verdict = sequencer.check(BTC, kind, first_id, last_id);
-            if let Verdict::Gap(notice) = verdict {
-                gaps.push(notice.missing_range());
-            }
-            if verdict.is_accepted() {
-                accepted.extend(first_id..=last_id);
+            match verdict {
+                Verdict::Gap(notice) => {
+                    gaps.push(notice.missing_range());
+                    accepted.extend(first_id..=last_id);
+                }
+                Verdict::Overlap { first_new } => accepted.extend(first_new..=last_id),
+                Verdict::Accept => accepted.extend(first_id..=last_id),
+                Verdict::Duplicate => {}
             }
         }
         (accepted, gaps)
@@ -581,6 +610,12 @@ mod tests {
                 }
                 if verdict == Verdict::Duplicate {
                     prop_assert_eq!(after, before);
+                }
+                if let Verdict::Overlap { first_new } = verdict {
+                    prop_assert!(CONTIGUOUS.contains(&kind));
+                    let before = before.expect("an overlap follows an event");
+                    prop_assert_eq!(first_new, before + 1);
+                    prop_assert!(first_id.min(last_id) <= before && before < last_id);
                 }
                 if let (Some(before), Some(after)) = (before, after) {
                     prop_assert!(after >= before);

@@ -543,7 +543,8 @@ mod local_book_procedure {
             snapshot.update_id,
             snapshot.bids.clone(),
             snapshot.asks.clone(),
-        );
+        )
+        .expect("a valid snapshot");
         let pending: Vec<&Diff> = diffs
             .iter()
             .filter(|d| d.last_update_id > snapshot.update_id)
@@ -569,7 +570,8 @@ mod local_book_procedure {
     fn a_dropped_diff_is_detected_as_a_gap() {
         let mut m = Market::new(SymbolSpec::for_symbol("BTCUSDT"), 12, 100_000);
         let snapshot = m.book_at(m.update_id()).expect("current book");
-        let mut book = LocalBook::from_snapshot(snapshot.update_id, snapshot.bids, snapshot.asks);
+        let mut book = LocalBook::from_snapshot(snapshot.update_id, snapshot.bids, snapshot.asks)
+            .expect("a valid snapshot");
         let mut builder = DiffBuilder::default();
         let mut outcomes = Vec::new();
         for i in 0..30 {

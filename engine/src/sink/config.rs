@@ -34,7 +34,8 @@
 //! book_levels = 20                # top N levels per side written to ob:{SYMBOL}
 //! snapshot_limit = 1000           # REST /api/v3/depth limit used to sync the book
 //! rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
-//! buffer_trades_max = 1000000     # trades held while Redis is down
+//! buffer_trades_max = 1000000     # trades held while Redis is down; beyond, the dead-letter file
+//! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
 //! reconnect_max_ms = 5000
 //! ```
@@ -78,7 +79,7 @@ pub struct KinesisConfig {
     pub batch_bytes_max: usize,
     /// A record not delivered this long after it entered the writer is dead-lettered.
     pub deliver_within: Duration,
-    /// The dead-letter file (JSON Lines, see `sink::kinesis::dlq`).
+    /// The dead-letter file (JSON Lines, see `sink::dlq`).
     pub dead_letter_path: PathBuf,
     /// First retry delay.
     pub retry_initial: Duration,
@@ -140,8 +141,12 @@ pub struct RedisConfig {
     pub snapshot_limit: u32,
     /// Binance REST base URL; `None` derives it from `binance.endpoint`.
     pub rest_endpoint: Option<String>,
-    /// Trades held in memory while Redis is unreachable.
+    /// Trades held in memory while Redis is unreachable; beyond, the oldest go to the
+    /// dead-letter file.
     pub buffer_trades_max: usize,
+    /// The dead-letter file (JSON Lines, see `sink::dlq`): trades beyond the buffer, left at
+    /// the shutdown deadline, or that cannot be placed in their stream.
+    pub dead_letter_path: PathBuf,
     /// First reconnect delay.
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
@@ -158,6 +163,7 @@ impl Default for RedisConfig {
             snapshot_limit: 1000,
             rest_endpoint: None,
             buffer_trades_max: 1_000_000,
+            dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
         }
@@ -203,6 +209,7 @@ pub(crate) struct RawRedis {
     snapshot_limit: Option<u32>,
     rest_endpoint: Option<String>,
     buffer_trades_max: Option<usize>,
+    dead_letter_path: Option<PathBuf>,
     reconnect_initial_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
 }
@@ -356,6 +363,7 @@ impl RawRedis {
         set(&mut c.book_levels, self.book_levels);
         set(&mut c.snapshot_limit, self.snapshot_limit);
         set(&mut c.buffer_trades_max, self.buffer_trades_max);
+        set(&mut c.dead_letter_path, self.dead_letter_path);
         set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
         set(&mut c.reconnect_max, ms(self.reconnect_max_ms));
         c.check()?;
@@ -405,6 +413,9 @@ impl RedisConfig {
         }
         if self.buffer_trades_max == 0 {
             return Err("redis.buffer_trades_max: must be above 0".into());
+        }
+        if self.dead_letter_path.as_os_str().is_empty() {
+            return Err("redis.dead_letter_path: empty".into());
         }
         if self.reconnect_initial.is_zero() {
             return Err("redis.reconnect_initial_ms: must be above 0".into());
@@ -500,6 +511,10 @@ mod tests {
                 "redis.snapshot_limit",
             ),
             ("enabled = true\ntrades_maxlen = 0", "redis.trades_maxlen"),
+            (
+                "enabled = true\ndead_letter_path = \"\"",
+                "redis.dead_letter_path",
+            ),
         ] {
             let e = redis(text).expect_err(text);
             assert!(e.starts_with(key), "{text}: {e}");

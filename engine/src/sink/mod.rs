@@ -7,8 +7,10 @@
 //! progress line read while it runs.
 
 pub mod config;
+pub mod dlq;
 pub mod kinesis;
 pub mod redis;
+pub mod resend;
 
 use serde::Serialize;
 
@@ -27,7 +29,8 @@ pub struct SinkStats {
     pub retried: Counter,
     /// Records written to the dead-letter file.
     pub dead_lettered: Counter,
-    /// Records dropped and counted (Redis: trades beyond the outage buffer).
+    /// Records dropped and counted: neither delivered nor dead-lettered (the dead-letter file
+    /// could not be written, or a frame could not be read).
     pub dropped: Counter,
     /// Requests or pipelines that failed as a whole.
     pub failed_requests: Counter,

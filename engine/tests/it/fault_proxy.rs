@@ -1,8 +1,9 @@
 //! A fault-injecting HTTP/1.1 proxy in front of the Kinesis emulator. No emulator throttles, so
 //! the Kinesis writer's retry paths are tested through this proxy: it throttles or fails whole
 //! PutRecords requests, fails chosen entries of a PutRecords (forwarding the rest and answering
-//! in the original order), answers 503 to everything, or closes every connection; and it counts
-//! what it saw. It runs on a thread of its own (a current-thread tokio runtime), so sync and
+//! in the original order), answers 503 to everything, closes every connection, answers one
+//! operation slowly, or forwards PutRecords and then never answers (the records land, the
+//! client cannot know); and it counts what it saw. It runs on a thread of its own (a current-thread tokio runtime), so sync and
 //! async tests can use it alike.
 
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub struct Counters {
     pub injected_errors: u64,
     /// Connections closed by `refuse`, at accept or at a request.
     pub refused: u64,
+    /// PutRecords requests forwarded (their records landed) and then left unanswered.
+    pub answers_held: u64,
 }
 
 /// A `fail_entries` pattern with the requests it still applies to.
@@ -114,6 +117,8 @@ struct State {
     fail: Option<ActiveFail>,
     down: bool,
     refuse: bool,
+    hold_answers: bool,
+    delays: Vec<(String, Duration)>,
     counters: Counters,
 }
 
@@ -164,6 +169,38 @@ impl Faults {
     /// its next request (the endpoint is dead).
     pub fn refuse(&self, on: bool) {
         self.lock().refuse = on;
+    }
+
+    /// While on, PutRecords requests are forwarded to the emulator (their records land) and
+    /// never answered: the client's request times out or is abandoned, its outcome unknown.
+    pub fn hold_answers(&self, on: bool) {
+        self.lock().hold_answers = on;
+    }
+
+    /// Requests of `operation` (e.g. `"DescribeStreamSummary"`) are handled only `delay` after
+    /// they arrive: a slow endpoint. Replaces an earlier delay of the operation.
+    pub fn delay(&self, operation: &str, delay: Duration) {
+        let mut state = self.lock();
+        state.delays.retain(|(o, _)| o != operation);
+        state.delays.push((operation.to_string(), delay));
+    }
+
+    fn delay_of(&self, operation: &str) -> Option<Duration> {
+        let state = self.lock();
+        state
+            .delays
+            .iter()
+            .find(|(o, _)| o == operation)
+            .map(|(_, d)| *d)
+    }
+
+    /// PutRecords requests forwarded and left unanswered so far.
+    pub fn answers_held(&self) -> u64 {
+        self.lock().counters.answers_held
+    }
+
+    fn held_one(&self) {
+        self.lock().counters.answers_held += 1;
     }
 
     /// Turns every fault off (the counters stay).
@@ -237,6 +274,12 @@ impl Faults {
         if operation != "PutRecords" {
             return Action::Forward;
         }
+        if state.hold_answers {
+            if let Some(request) = put_records {
+                state.counters.entries_forwarded += request.keys.len() as u64;
+            }
+            return Action::ForwardAndHold;
+        }
         if state.throttle > 0 {
             state.throttle -= 1;
             state.counters.injected_errors += 1;
@@ -288,6 +331,8 @@ enum Action {
     Forward,
     /// Fail the entries marked true, forward the others.
     FailEntries(Vec<bool>),
+    /// Forward the request, then never answer.
+    ForwardAndHold,
 }
 
 /// The parts of a PutRecords request the proxy needs.
@@ -614,8 +659,19 @@ async fn handle(request: &Message, upstream: SocketAddr, faults: &Faults) -> Opt
     } else {
         None
     };
+    if let Some(delay) = faults.delay_of(&operation) {
+        tokio::time::sleep(delay).await;
+    }
     let response = match faults.decide(&operation, put_records.as_ref()) {
         Action::Close => return None,
+        Action::ForwardAndHold => {
+            if forward(request, &request.body, upstream).await.is_ok() {
+                faults.held_one();
+            }
+            // The client never gets an answer; the proxy's shutdown ends this task.
+            std::future::pending::<()>().await;
+            return None;
+        }
         Action::Respond(status, body) => own_response(status, &body, close),
         Action::Forward => match forward(request, &request.body, upstream).await {
             Ok(upstream_response) => upstream_response.serialize(&upstream_response.body, close),
@@ -1157,4 +1213,73 @@ async fn refuse_closes_connections_and_recovers() {
     put(&client, "refused", entries(&[("k", "x".into())]))
         .await
         .unwrap_or_else(|e| panic!("PutRecords after refuse: {}", sdk_error(&e)));
+}
+
+#[tokio::test]
+async fn hold_answers_forwards_the_records_and_never_answers() {
+    let (kinesis, proxy, _client) = emulator_and_proxy("held").await;
+    let faults = proxy.faults();
+    faults.hold_answers(true);
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "hotpath-tests",
+        ))
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .endpoint_url(proxy.endpoint())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(500))
+                .build(),
+        )
+        .build();
+    let client = aws_sdk_kinesis::Client::from_conf(config);
+    let err = put(
+        &client,
+        "held",
+        entries(&[("k", "x".into()), ("k", "y".into())]),
+    )
+    .await
+    .expect_err("no answer comes");
+    assert!(
+        matches!(err, SdkError::TimeoutError(_)),
+        "a timeout, not {}",
+        sdk_error(&err)
+    );
+    assert_eq!(faults.answers_held(), 1);
+    assert_eq!(faults.counters().entries_forwarded, 2);
+    assert_eq!(
+        kinesis.read_all("held").await.len(),
+        2,
+        "the records landed"
+    );
+    faults.hold_answers(false);
+    put(&client, "held", entries(&[("k", "z".into())]))
+        .await
+        .unwrap_or_else(|e| panic!("answered again: {}", sdk_error(&e)));
+    assert_eq!(kinesis.read_all("held").await.len(), 3);
+}
+
+#[tokio::test]
+async fn delay_answers_one_operation_slowly() {
+    let (_kinesis, proxy, client) = emulator_and_proxy("slow").await;
+    let faults = proxy.faults();
+    faults.delay("DescribeStreamSummary", Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    client
+        .describe_stream_summary()
+        .stream_name("slow")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("answered late: {}", sdk_error(&e)));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    put(&client, "slow", entries(&[("k", "x".into())]))
+        .await
+        .unwrap_or_else(|e| panic!("other operations are answered: {}", sdk_error(&e)));
+    assert_eq!(faults.requests("DescribeStreamSummary"), 1);
 }

@@ -3,6 +3,7 @@
 mod alloc;
 mod binance;
 mod cli;
+mod delivery;
 mod fault_proxy;
 mod feed;
 mod record;

@@ -571,7 +571,8 @@ async fn local_order_book_procedure_yields_the_ground_truth_book() {
         last_update_id,
         levels(&snapshot["bids"]),
         levels(&snapshot["asks"]),
-    );
+    )
+    .expect("a valid snapshot");
     // 5-7: apply buffered diffs past the snapshot, then live ones, until well past it.
     let mut applied_past = 0;
     let mut frames = buffered.into_iter();

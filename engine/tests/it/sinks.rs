@@ -21,11 +21,11 @@ use crate::feed::{Sim, config, key};
 use crate::servers::{KinesisEmulator, RedisServer, TempDir, kinesis_client};
 
 /// Every wait is bounded: a hang fails loudly.
-const PATIENCE: Duration = Duration::from_secs(60);
-const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
-const TRADE_STREAM: &str = "market-sbe-trade";
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+pub(crate) const TRADE_STREAM: &str = "market-sbe-trade";
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,7 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Polls `condition` until it holds (bounded), failing with `what`.
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -41,14 +41,14 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn written(sinks: &[SinkHandle], name: &str) -> u64 {
+pub(crate) fn written(sinks: &[SinkHandle], name: &str) -> u64 {
     sinks
         .iter()
         .find(|s| s.name == name)
         .map_or(0, |s| s.stats.written.get())
 }
 
-fn kinesis_settings(endpoint: &str, dir: &Path) -> KinesisConfig {
+pub(crate) fn kinesis_settings(endpoint: &str, dir: &Path) -> KinesisConfig {
     KinesisConfig {
         endpoint_url: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
@@ -64,14 +64,14 @@ fn kinesis_settings(endpoint: &str, dir: &Path) -> KinesisConfig {
 }
 
 /// A client with static test credentials and the SDK's retries off, as the writer's own.
-fn test_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+pub(crate) fn test_client(endpoint: &str) -> aws_sdk_kinesis::Client {
     kinesis_client(
         endpoint,
         aws_sdk_kinesis::config::retry::RetryConfig::disabled(),
     )
 }
 
-fn redis_settings(url: String) -> RedisConfig {
+pub(crate) fn redis_settings(url: String) -> RedisConfig {
     RedisConfig {
         url,
         trades_maxlen: 1_000_000,
@@ -81,15 +81,15 @@ fn redis_settings(url: String) -> RedisConfig {
     }
 }
 
-fn sim() -> Sim {
+pub(crate) fn sim() -> Sim {
     Sim::start(|c| c.exchange.actions_per_second = 3_000.0)
 }
 
-fn run_config(sim: &Sim, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
+pub(crate) fn run_config(sim: &Sim, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig {
     config(sim.endpoint(), tweak)
 }
 
-fn run(
+pub(crate) fn run(
     config: &RunConfig,
     client: Option<aws_sdk_kinesis::Client>,
     wait: impl FnOnce(&[SinkHandle]),
@@ -99,6 +99,7 @@ fn run(
         key(config),
         RunOptions {
             kinesis_client: client,
+            ..RunOptions::default()
         },
         |_, sinks| wait(sinks),
     )
@@ -107,7 +108,7 @@ fn run(
 
 /// Trade ids per symbol in the order they are in `records` (Kinesis records of the trade
 /// stream, aggregated or not, SBE or JSON payloads).
-fn kinesis_trades(records: &[(String, Vec<u8>, String)]) -> BTreeMap<String, Vec<i64>> {
+pub(crate) fn kinesis_trades(records: &[(String, Vec<u8>, String)]) -> BTreeMap<String, Vec<i64>> {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (key, data, _) in records {
         for user in deaggregate(key, data).expect("records de-aggregate") {
@@ -135,12 +136,12 @@ fn kinesis_trades(records: &[(String, Vec<u8>, String)]) -> BTreeMap<String, Vec
     out
 }
 
-fn read_kinesis_trades(emulator: &KinesisEmulator) -> BTreeMap<String, Vec<i64>> {
+pub(crate) fn read_kinesis_trades(emulator: &KinesisEmulator) -> BTreeMap<String, Vec<i64>> {
     kinesis_trades(&runtime().block_on(emulator.read_all(TRADE_STREAM)))
 }
 
 /// Asserts `ids` are exactly the exchange's trades from the first to the last, in order.
-fn assert_exactly_once(sim: &Sim, symbol: &str, ids: &[i64], sink: &str) {
+pub(crate) fn assert_exactly_once(sim: &Sim, symbol: &str, ids: &[i64], sink: &str) {
     assert!(!ids.is_empty(), "{sink}: no {symbol} trade");
     let first = ids[0];
     let last = *ids.last().expect("non-empty");
@@ -158,14 +159,14 @@ fn assert_exactly_once(sim: &Sim, symbol: &str, ids: &[i64], sink: &str) {
     }
 }
 
-fn redis_connection(url: &str) -> redis::Connection {
+pub(crate) fn redis_connection(url: &str) -> redis::Connection {
     redis::Client::open(url)
         .expect("a URL")
         .get_connection()
         .expect("a connection")
 }
 
-fn redis_trades(url: &str, symbol: &str) -> Vec<i64> {
+pub(crate) fn redis_trades(url: &str, symbol: &str) -> Vec<i64> {
     let mut con = redis_connection(url);
     let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg(format!("trades:{{{symbol}}}"))
@@ -186,7 +187,7 @@ fn redis_trades(url: &str, symbol: &str) -> Vec<i64> {
         .collect()
 }
 
-fn hash(url: &str, key: &str) -> HashMap<String, String> {
+pub(crate) fn hash(url: &str, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL")
         .arg(key)
         .query(&mut redis_connection(url))
@@ -412,11 +413,22 @@ fn a_dead_endpoint_opens_the_breaker_and_dead_letters_then_resend_delivers() {
     assert_eq!(k.dead_lettered, k.received, "every record kept: {k:?}");
     assert!(k.reconnects >= 1, "the breaker opened: {k:?}");
     assert!(k.failed_requests >= 3);
-    let letters =
-        hotpath::sink::kinesis::dlq::read(&dir.path().join("dead-letters.jsonl")).expect("a file");
+    let letters = hotpath::sink::dlq::read(&dir.path().join("dead-letters.jsonl")).expect("a file");
     assert_eq!(letters.records.len() as u64, k.dead_lettered);
     assert_eq!(letters.torn_tail, None);
     assert!(letters.records.iter().all(|r| !r.error.is_empty()));
+    // The proxy closed each connection without an answer: from the writer's side the
+    // requests may have landed, so the records are of unknown outcome (here, they did not:
+    // the proxy forwarded nothing).
+    assert!(
+        letters
+            .records
+            .iter()
+            .all(|r| r.outcome == hotpath::sink::dlq::Outcome::Unknown),
+        "{:?}",
+        letters.records.first()
+    );
+    assert_eq!(proxy.faults().entries_forwarded(), 0);
 
     proxy.faults().refuse(false);
     let (sent, failed) = rt.block_on(hotpath::sink::kinesis::resend::resend(

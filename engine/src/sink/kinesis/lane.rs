@@ -38,6 +38,9 @@ pub struct Entry {
     pub attempts: u32,
     /// The last error.
     pub error: Option<std::sync::Arc<str>>,
+    /// An attempt got no answer (timeout, lost connection, HTTP 500, the shutdown deadline):
+    /// the record may be in the stream already.
+    pub maybe_landed: bool,
 }
 
 impl Entry {
@@ -298,6 +301,7 @@ mod tests {
             first_attempt_ms: 0,
             attempts: 0,
             error: None,
+            maybe_landed: false,
         }
     }
 

@@ -3,10 +3,23 @@
 //! a partition key stays ordered), retries failed entries only, backs off with full jitter,
 //! stops hammering a dead endpoint with a [`Breaker`], and writes what it cannot deliver in
 //! time to the dead-letter file. It runs a current-thread tokio runtime of its own; nothing it
-//! does can block a reader (a full ring is the reader's `queue_full` notice).
+//! does can block a reader (a full ring is the reader's `queue_full` notice). The rings are
+//! drained from the start, also while the start-up stream check runs (into the lanes, bounded
+//! by `kinesis.buffer_bytes_max`, beyond which records go to the dead-letter file, counted).
 //!
 //! The SDK's own retries are disabled: this loop decides when to retry, so the breaker and the
 //! delivery deadline see every failure.
+//!
+//! Delivery is at least once. A request that got no answer (a timeout, a lost connection, an
+//! HTTP 500) may have landed: its records are retried, so a consumer can see one twice (dedupe
+//! on symbol + trade id), and if they end in the dead-letter file they are marked
+//! `"outcome":"unknown"` so that `hotpath dlq resend` does not send them again blindly. Records
+//! refused explicitly (throttled entries, 4xx and 503 answers, a refused connection) are
+//! `"outcome":"failed"`.
+//!
+//! A trades event that partly overlaps trades already delivered (the reader's sequencer says
+//! from which id it is new, [`FeedEvent::first_new_id`]) is re-encoded here, in the sink
+//! thread, with only its new trades, so Kinesis never receives a trade id twice from the feed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,9 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::error::DisplayErrorContext;
+use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
@@ -26,12 +40,12 @@ use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 
 use super::breaker::Breaker;
-use super::dlq::{DeadLetterWriter, DeadRecord};
 use super::lane::{Entry, Lane, Outgoing};
 use crate::feed::event::{FeedEvent, monotonic_ns};
 use crate::feed::reader::latency_histogram;
 use crate::feed::run::Percentiles;
 use crate::sink::config::{KinesisConfig, Payload};
+use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::{SinkStats, SinkSummary, jittered, ring_depth};
 use crate::stream::StreamKind;
 
@@ -80,12 +94,16 @@ pub async fn client_from_chain(config: &KinesisConfig) -> Client {
 /// and waits until created ones are ACTIVE. A missing stream is an error naming it; an
 /// unreachable endpoint is not (the writer starts, retries, and dead-letters what it cannot
 /// deliver): it is logged and the check ends.
-pub async fn check_streams(client: &Client, names: &[&str], create: bool) -> Result<(), String> {
+pub async fn check_streams<S: AsRef<str>>(
+    client: &Client,
+    names: &[S],
+    create: bool,
+) -> Result<(), String> {
     let mut created = Vec::new();
-    for name in names {
+    for name in names.iter().map(AsRef::as_ref) {
         let described = client
             .describe_stream_summary()
-            .stream_name(*name)
+            .stream_name(name)
             .send()
             .await;
         let Err(e) = described else {
@@ -110,12 +128,12 @@ pub async fn check_streams(client: &Client, names: &[&str], create: bool) -> Res
         }
         client
             .create_stream()
-            .stream_name(*name)
+            .stream_name(name)
             .shard_count(1)
             .send()
             .await
             .map_err(|e| format!("kinesis: cannot create {name}: {}", DisplayErrorContext(&e)))?;
-        created.push(*name);
+        created.push(name);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     for name in created {
@@ -189,6 +207,8 @@ pub(crate) type Sent = (usize, Vec<Outgoing>, Result<Vec<bool>, Failure>);
 /// A request that failed as a whole.
 pub(crate) struct Failure {
     pub(crate) message: Arc<str>,
+    /// No answer came (timeout, lost connection, HTTP 500): the records may have landed.
+    pub(crate) unanswered: bool,
 }
 
 struct Writer {
@@ -200,14 +220,14 @@ struct Writer {
     in_flight: [Vec<Entry>; LANES],
     stats: Arc<SinkStats>,
     breaker: Breaker,
-    dead: Option<DeadLetterWriter>,
+    dead: Spool,
     latency: Histogram<u64>,
     rng: crate::rng::Rng,
     heartbeat_seq: u64,
     next_heartbeat: Option<Instant>,
     json: String,
-    unsynced: bool,
-    next_sync: Instant,
+    /// Scratch space for re-encoding partly overlapping trades events.
+    trimmed: Vec<u8>,
     /// Partition keys by the feed's symbol index.
     keys: Vec<Option<Arc<str>>>,
     errors_logged: u32,
@@ -234,34 +254,38 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         config.stream_depth.clone(),
         config.heartbeat_stream.clone(),
     ];
-    let mut wanted: Vec<&str> = names[..3].iter().map(String::as_str).collect();
+    let mut wanted: Vec<String> = names[..3].to_vec();
     if config.heartbeat_interval.is_some() {
-        wanted.push(&names[HEARTBEAT_LANE]);
+        wanted.push(names[HEARTBEAT_LANE].clone());
     }
     wanted.sort_unstable();
     wanted.dedup();
-    let checked = check_streams(&client, &wanted, config.create_streams).await;
-    let _ = ready.send(checked.clone());
-    checked?;
+    let create = config.create_streams;
     let mut w = Writer {
-        next_heartbeat: config.heartbeat_interval.map(|_| Instant::now()),
+        next_heartbeat: None,
         breaker: Breaker::new(config.breaker_failures, config.breaker_open),
+        dead: Spool::new(&config.dead_letter_path),
         config,
-        client,
+        client: client.clone(),
         names,
         lanes: Default::default(),
         in_flight: Default::default(),
         stats,
-        dead: None,
         latency: latency_histogram(),
         rng: crate::rng::Rng::new(monotonic_ns() | 1),
         heartbeat_seq: 0,
         json: String::new(),
-        unsynced: false,
-        next_sync: Instant::now(),
+        trimmed: Vec::new(),
         keys: Vec::new(),
         errors_logged: 0,
     };
+    let checked = w
+        .drain_while(&mut rings, check_streams(&client, &wanted, create))
+        .await;
+    let _ = ready.send(checked.clone());
+    // A failed check ends the run before it starts: what was drained meanwhile is not kept.
+    checked?;
+    w.next_heartbeat = w.config.heartbeat_interval.map(|_| Instant::now());
     let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
         FuturesUnordered::new();
     let mut flush_deadline: Option<Instant> = None;
@@ -284,7 +308,9 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
             w.heartbeat("running");
         }
         w.expire(now);
-        w.sync_dead_letters(now);
+        if let Err(e) = w.dead.sync(now) {
+            tracing::error!("kinesis: {e}");
+        }
         for lane in 0..LANES {
             if let Some(fut) = w.next_request(lane, now, stopping) {
                 sending.push(fut);
@@ -311,10 +337,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         }
     }
     drop(sending);
-    if let Some(dead) = w.dead.as_mut() {
-        dead.flush()
-            .map_err(|e| format!("kinesis: cannot write the dead-letter file: {e}"))?;
-    }
+    w.dead.finish().map_err(|e| format!("kinesis: {e}"))?;
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
     summary.flushed = summary.received == summary.written + summary.dead_lettered + summary.dropped
@@ -324,6 +347,29 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
 }
 
 impl Writer {
+    /// Drains the rings into the lanes until `work` (the start-up stream check) is done, so
+    /// that no reader's ring fills meanwhile; returns its result.
+    async fn drain_while<T>(
+        &mut self,
+        rings: &mut [rtrb::Consumer<FeedEvent>],
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            for ring in rings.iter_mut() {
+                while let Ok(event) = ring.pop() {
+                    self.accept(event);
+                }
+            }
+            let held = ring_depth(rings) + self.lanes.iter().map(Lane::len).sum::<usize>();
+            self.stats.queue_depth.set(held as u64);
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
     fn accept(&mut self, event: FeedEvent) {
         self.stats.received.add(1);
         // The partition key, decoded once per symbol and shared by its records.
@@ -338,11 +384,26 @@ impl Writer {
             self.stats.dropped.add(1);
             return;
         };
+        // A trades event partly overlapping trades already delivered: only the new ones go.
+        let frame = if event.kind == StreamKind::Trade && event.first_new_id > event.first_id {
+            match super::trim::trades_from(&event.frame, event.first_new_id, &mut self.trimmed) {
+                Ok(()) => Bytes::copy_from_slice(&self.trimmed),
+                Err(e) => {
+                    self.stats.dropped.add(1);
+                    self.log_error(&format!(
+                        "cannot re-encode an overlapping trades event: {e}"
+                    ));
+                    return;
+                }
+            }
+        } else {
+            event.frame
+        };
         let data = match self.config.payload {
-            Payload::Sbe => event.frame,
+            Payload::Sbe => frame,
             Payload::Json => {
                 self.json.clear();
-                crate::decode::frame_to_json(&event.frame, &mut self.json);
+                crate::decode::frame_to_json(&frame, &mut self.json);
                 Bytes::copy_from_slice(self.json.as_bytes())
             }
         };
@@ -354,6 +415,7 @@ impl Writer {
             first_attempt_ms: 0,
             attempts: 0,
             error: None,
+            maybe_landed: false,
         };
         self.enqueue(lane_of(event.kind), entry);
     }
@@ -402,6 +464,7 @@ impl Writer {
             first_attempt_ms: 0,
             attempts: 0,
             error: None,
+            maybe_landed: false,
         };
         // Heartbeats are not events: they do not count as received or written.
         self.lanes[HEARTBEAT_LANE].push(entry);
@@ -419,69 +482,58 @@ impl Writer {
         }
     }
 
+    /// Writes `entry` to the dead-letter file, `outcome` `unknown` when an attempt of it got no
+    /// answer, `failed` otherwise; counted as dead-lettered (heartbeats are not counted).
     fn dead_letter(&mut self, lane: usize, entry: Entry, why: &str) {
         let counted = lane != HEARTBEAT_LANE;
-        if self.dead.is_none() {
-            match DeadLetterWriter::open(&self.config.dead_letter_path) {
-                Ok(w) => self.dead = Some(w),
-                Err(e) => {
-                    self.lost(counted, &format!("cannot open the dead-letter file: {e}"));
-                    return;
-                }
-            }
-        }
         let record = DeadRecord {
-            stream: self.names[lane].clone(),
-            partition_key: entry.key.to_string(),
-            data: entry.data.to_vec(),
+            target: Target::Kinesis {
+                stream: self.names[lane].clone(),
+                partition_key: entry.key.to_string(),
+                data: entry.data.to_vec(),
+            },
             attempts: entry.attempts,
             first_attempt_ms: entry.first_attempt_ms,
             dead_at_ms: unix_ms(),
+            outcome: if entry.maybe_landed {
+                Outcome::Unknown
+            } else {
+                Outcome::Failed
+            },
             error: why.to_string(),
         };
-        let appended = self.dead.as_mut().map(|dead| dead.append(&record));
-        match appended {
-            Some(Ok(())) => {
-                self.unsynced = true;
+        match self.dead.append(&record) {
+            Ok(()) => {
                 if counted {
                     self.stats.dead_lettered.add(1);
                 }
             }
-            Some(Err(e)) => self.lost(
-                counted,
-                &format!("cannot append to the dead-letter file: {e}"),
-            ),
-            None => self.lost(counted, "no dead-letter file"),
+            // A record that could be neither delivered nor dead-lettered: counted as dropped.
+            Err(e) => {
+                if counted {
+                    self.stats.dropped.add(1);
+                }
+                let path = self.dead.path().display().to_string();
+                self.log_error(&format!("{e} ({path})"));
+            }
         }
     }
 
-    /// A record that could be neither delivered nor dead-lettered: counted as dropped.
-    fn lost(&mut self, counted: bool, why: &str) {
-        if counted {
-            self.stats.dropped.add(1);
-        }
+    fn log_error(&mut self, message: &str) {
         if self.errors_logged < 10 {
             self.errors_logged += 1;
-            tracing::error!(path = %self.config.dead_letter_path.display(), "kinesis: {why}");
+            tracing::error!("kinesis: {message}");
         }
     }
 
-    /// Writes appended dead letters through to the disk (at most every 100 ms).
-    fn sync_dead_letters(&mut self, now: Instant) {
-        if !self.unsynced || now < self.next_sync {
-            return;
-        }
-        self.unsynced = false;
-        self.next_sync = now + Duration::from_millis(100);
-        if let Some(Err(e)) = self.dead.as_mut().map(DeadLetterWriter::flush) {
-            tracing::error!("kinesis: cannot flush the dead-letter file: {e}");
-        }
-    }
-
-    /// Everything still held (queued or in flight) goes to the dead-letter file.
+    /// Everything still held (queued or in flight) goes to the dead-letter file; the in-flight
+    /// requests got no answer, so their records may have landed (`outcome` `unknown`).
     fn abandon(&mut self, why: &str) {
         for lane in 0..LANES {
             let mut entries = std::mem::take(&mut self.in_flight[lane]);
+            for entry in entries.iter_mut() {
+                entry.maybe_landed = true;
+            }
             entries.extend(
                 self.lanes[lane]
                     .take_plain(usize::MAX, usize::MAX)
@@ -599,6 +651,7 @@ impl Writer {
                 let mut batch = batch;
                 for e in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
                     e.error = Some(failure.message.clone());
+                    e.maybe_landed |= failure.unanswered;
                 }
                 self.lanes[lane].requeue_all(batch);
                 self.back_off(lane, now);
@@ -628,7 +681,15 @@ pub(crate) async fn put_records(
         Ok(entries) => entries,
         Err(e) => {
             let message = format!("cannot build the request: {e}").into();
-            return (lane, batch, Err(Failure { message }));
+            let unanswered = false;
+            return (
+                lane,
+                batch,
+                Err(Failure {
+                    message,
+                    unanswered,
+                }),
+            );
         }
     };
     let result = client
@@ -643,6 +704,7 @@ pub(crate) async fn put_records(
             .iter()
             .map(|r| r.error_code().is_some())
             .collect()),
+        // Some of the records may be in the stream: which ones cannot be told.
         Ok(out) => Err(Failure {
             message: format!(
                 "PutRecords answered {} entries for {} sent",
@@ -650,12 +712,44 @@ pub(crate) async fn put_records(
                 batch.len()
             )
             .into(),
+            unanswered: true,
         }),
         Err(e) => Err(Failure {
+            unanswered: unanswered(&e),
             message: DisplayErrorContext(&e).to_string().into(),
         }),
     };
     (lane, batch, result)
+}
+
+/// Whether a failed request may have been processed all the same: no answer came (a timeout,
+/// a connection lost after it was sent, an unreadable answer) or Kinesis answered HTTP 500
+/// (`InternalFailure`: outcome unknown). An error answer otherwise (throttling, 4xx, 503), a
+/// request that could not be built and a refused connection mean it was not.
+fn unanswered<E>(error: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    match error {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(e) => e.raw().status().as_u16() == 500,
+        SdkError::DispatchFailure(_) => !refused_connection(error),
+        _ => true,
+    }
+}
+
+/// Whether `error`'s causes include a refused TCP connection (nothing was sent).
+fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The symbol of an SBE frame, the partition key.

@@ -6,7 +6,8 @@
 //!
 //! # Keys (all of one symbol share the hash tag `{SYMBOL}`, so they live in one cluster slot)
 //! - `trades:{BTCUSDT}` — Stream, one entry per trade, id `<trade time ms>-<trade id>` (so a
-//!   retried `XADD` of the same trade is refused by Redis instead of written twice), trimmed
+//!   retried `XADD` of the same trade is refused by Redis instead of written twice; such a
+//!   refusal is resolved by an `XRANGE` of that exact id, see [`PendingTrade::check`]), trimmed
 //!   with `MAXLEN ~ redis.trades_maxlen`. Fields: `exchange` (`binance`), `pair`, `price`,
 //!   `qty` (exact decimal strings), `ts` (trade time, ISO-8601 UTC with microseconds), `side`
 //!   (`buy` when the taker bought, i.e. the buyer was not the maker), `trade_id`,
@@ -32,7 +33,7 @@ use std::fmt::Write as _;
 use sbe_runtime::Decimal;
 
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
-use crate::book::{DiffOutcome, LocalBook};
+use crate::book::{DiffOutcome, LocalBook, SnapshotError};
 use crate::sbe::spot_stream::{BoolEnum, Message};
 
 /// Diffs buffered while a snapshot is fetched; beyond, the oldest are dropped (the snapshot
@@ -70,7 +71,7 @@ impl Keys {
     }
 }
 
-/// A trade waiting for its `XADD`.
+/// A trade waiting for its `XADD` to be acknowledged, with what its attempts so far tell.
 #[derive(Clone, Debug)]
 pub struct PendingTrade {
     /// The stream entry id, fixed when the trade arrived (retries reuse it).
@@ -84,6 +85,29 @@ pub struct PendingTrade {
     trade_time_us: i64,
     /// When the frame was received, monotonic ns.
     pub recv_time_ns: u64,
+    /// Pipelines that carried its `XADD`.
+    pub attempts: u32,
+    /// Unix ms of the first `XADD` (0 before).
+    pub first_attempt_ms: i64,
+    /// An `XADD` of it got no reply (connection lost, timeout): it may be in the stream.
+    pub maybe_landed: bool,
+    /// Its last `XADD` was refused as "equal or smaller than the target stream top item": the
+    /// stream holds this id or a newer one. The next command for it is `XRANGE` of its exact
+    /// id, which proves whether it is there; a trade is never counted as written without proof.
+    pub check: bool,
+    /// A command for it is in the pipeline in flight.
+    pub in_flight: bool,
+    /// The last error a command for it got.
+    pub error: Option<String>,
+}
+
+/// The command a pipeline carried for one trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentTrade {
+    /// The trade id.
+    pub id: i64,
+    /// `XRANGE` of its entry id (a check), not `XADD`.
+    pub check: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -152,8 +176,9 @@ pub struct SymbolState {
     stats_dirty: bool,
     /// A snapshot request is outstanding.
     pub fetching: bool,
-    /// Trades dropped because the outage buffer was full.
-    pub dropped: u64,
+    /// Trades taken out of `pending` because the outage buffer was full, oldest first: the
+    /// writer moves them to the dead-letter file.
+    pub evicted: Vec<PendingTrade>,
     /// Trades skipped as already seen (overlapping events).
     pub duplicates: u64,
 }
@@ -181,7 +206,7 @@ impl SymbolState {
             stale_dirty: false,
             stats_dirty: false,
             fetching: false,
-            dropped: 0,
+            evicted: Vec::new(),
             duplicates: 0,
         }
     }
@@ -249,9 +274,10 @@ impl SymbolState {
                         .max(self.last_entry_ms)
                         .max(0);
                     self.last_entry_ms = ms;
-                    if self.pending.len() >= buffer_max {
-                        self.pending.pop_front();
-                        self.dropped += 1;
+                    if self.pending.len() >= buffer_max
+                        && let Some(oldest) = self.pending.pop_front()
+                    {
+                        self.evicted.push(oldest);
                     }
                     self.pending.push_back(PendingTrade {
                         entry_id: format!("{ms}-{id}"),
@@ -262,6 +288,12 @@ impl SymbolState {
                         event_time_us: m.event_time(),
                         trade_time_us,
                         recv_time_ns,
+                        attempts: 0,
+                        first_attempt_ms: 0,
+                        maybe_landed: false,
+                        check: false,
+                        in_flight: false,
+                        error: None,
                     });
                 }
                 self.stats_dirty = true;
@@ -358,18 +390,19 @@ impl SymbolState {
 
     /// Applies a REST snapshot at `last_update_id` (levels as mantissas at this symbol's
     /// exponents). Returns whether the book is now live; `false` means the snapshot is older
-    /// than the buffered diffs and another is needed.
+    /// than the buffered diffs and another is needed. A snapshot whose id no update could
+    /// follow is refused (the book keeps syncing).
     pub fn on_snapshot(
         &mut self,
         last_update_id: i64,
         bids: Vec<(i64, i64)>,
         asks: Vec<(i64, i64)>,
-    ) -> bool {
+    ) -> Result<bool, SnapshotError> {
         self.fetching = false;
         let Book::Syncing { buffered } = &mut self.book else {
-            return true;
+            return Ok(true);
         };
-        let mut book = LocalBook::from_snapshot(last_update_id, bids, asks);
+        let mut book = LocalBook::from_snapshot(last_update_id, bids, asks)?;
         let mut event_time = self.book_event_time_us;
         for diff in buffered.iter() {
             match book.apply_diff(
@@ -381,7 +414,7 @@ impl SymbolState {
                 DiffOutcome::Applied => event_time = diff.event_time_us,
                 DiffOutcome::Stale => {}
                 // The snapshot is older than the first diff kept: fetch a newer one.
-                DiffOutcome::Gap { .. } => return false,
+                DiffOutcome::Gap { .. } => return Ok(false),
             }
         }
         self.book_event_time_us = event_time;
@@ -391,49 +424,56 @@ impl SymbolState {
         if self.stale.take().is_some() {
             self.stale_dirty = false;
         }
-        true
+        Ok(true)
     }
 
-    /// Appends this batch's commands to `pipe` and returns how many pending trades they
-    /// cover (at most `trades_max`), then clears the dirty flags (the caller restores them
-    /// with [`SymbolState::mark_all_dirty`] if the pipeline fails).
+    /// Appends this batch's commands to `pipe`: for each of the oldest pending trades (at most
+    /// `trades_max`) an `XADD`, or an `XRANGE` of its id when it is to be checked, recorded in
+    /// `sent` in order; then the other keys' commands. Clears the dirty flags (the caller
+    /// restores them with [`SymbolState::mark_all_dirty`] if the pipeline fails). Returns how
+    /// many trades the commands cover.
     pub fn write(
         &mut self,
         pipe: &mut redis::Pipeline,
-        maxlen: usize,
-        book_levels: usize,
-        trades_max: usize,
+        limits: (usize, usize, usize),
+        now_ms: i64,
+        sent: &mut Vec<SentTrade>,
     ) -> usize {
+        let (maxlen, book_levels, trades_max) = limits;
         let count = self.pending.len().min(trades_max);
         let mut text = String::new();
-        for t in self.pending.iter().take(count) {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&self.keys.trades)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(maxlen)
-                .arg(&t.entry_id)
-                .arg("exchange")
-                .arg("binance")
-                .arg("pair")
-                .arg(&self.name);
-            text.clear();
-            let _ = write!(text, "{}", t.price);
-            cmd.arg("price").arg(&text);
-            text.clear();
-            let _ = write!(text, "{}", t.qty);
-            cmd.arg("qty").arg(&text);
-            cmd.arg("ts")
-                .arg(iso8601_us(t.trade_time_us))
-                .arg("side")
-                .arg(if t.buyer_maker { "sell" } else { "buy" })
-                .arg("trade_id")
-                .arg(t.id)
-                .arg("event_time_us")
-                .arg(t.event_time_us)
-                .arg("trade_time_us")
-                .arg(t.trade_time_us);
-            pipe.add_command(cmd);
+        for at in 0..count {
+            let Some(t) = self.pending.get(at) else { break };
+            if t.check {
+                pipe.cmd("XRANGE")
+                    .arg(&self.keys.trades)
+                    .arg(&t.entry_id)
+                    .arg(&t.entry_id);
+            } else {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&self.keys.trades)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(maxlen)
+                    .arg(&t.entry_id);
+                self.fields(t, &mut text, |name, value| {
+                    cmd.arg(name).arg(value);
+                });
+                pipe.add_command(cmd);
+            }
+            sent.push(SentTrade {
+                id: t.id,
+                check: t.check,
+            });
+            if let Some(t) = self.pending.get_mut(at) {
+                t.in_flight = true;
+                if !t.check {
+                    t.attempts = t.attempts.saturating_add(1);
+                    if t.first_attempt_ms == 0 {
+                        t.first_attempt_ms = now_ms;
+                    }
+                }
+            }
         }
         let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
         let (pe, qe) = (self.price_exponent, self.qty_exponent);
@@ -546,9 +586,46 @@ impl SymbolState {
         ]
     }
 
-    /// Removes `count` trades acknowledged by Redis.
-    pub fn acknowledge(&mut self, count: usize) {
-        self.pending.drain(..count.min(self.pending.len()));
+    /// Calls `f` with each field of `t`'s stream entry, in order (`text` is scratch space).
+    pub fn fields(&self, t: &PendingTrade, text: &mut String, mut f: impl FnMut(&str, &str)) {
+        f("exchange", "binance");
+        f("pair", &self.name);
+        let mut put = |name: &str, value: &dyn std::fmt::Display| {
+            text.clear();
+            let _ = write!(text, "{value}");
+            f(name, text);
+        };
+        put("price", &t.price);
+        put("qty", &t.qty);
+        put("ts", &iso8601_us(t.trade_time_us));
+        put("side", &if t.buyer_maker { "sell" } else { "buy" });
+        put("trade_id", &t.id);
+        put("event_time_us", &t.event_time_us);
+        put("trade_time_us", &t.trade_time_us);
+    }
+
+    /// The fields of `t`'s stream entry, in order, owned (for the dead-letter file).
+    pub fn entry_fields(&self, t: &PendingTrade) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(9);
+        let mut text = String::new();
+        self.fields(t, &mut text, |name, value| {
+            out.push((name.to_string(), value.to_string()));
+        });
+        out
+    }
+
+    /// The pending trade of id `id`, if it is still pending (ids are kept in increasing order).
+    pub fn pending_mut(&mut self, id: i64) -> Option<&mut PendingTrade> {
+        let at = self.pending.binary_search_by_key(&id, |t| t.id).ok()?;
+        self.pending.get_mut(at)
+    }
+
+    /// After a pipeline that got no reply: its `XADD`s may have landed.
+    pub fn unanswered(&mut self) {
+        for t in self.pending.iter_mut().filter(|t| t.in_flight) {
+            t.in_flight = false;
+            t.maybe_landed |= !t.check;
+        }
     }
 }
 
@@ -638,18 +715,27 @@ mod tests {
         assert_eq!(s.on_diff(diff(10, 12)), Wants::Snapshot);
         s.fetching = true;
         assert_eq!(s.on_diff(diff(13, 15)), Wants::Nothing);
-        assert!(
-            !s.on_snapshot(5, vec![], vec![]),
+        assert_eq!(
+            s.on_snapshot(5, vec![], vec![]),
+            Ok(false),
             "5 + 1 < 10: diffs missing"
         );
-        assert!(s.on_snapshot(11, vec![(99, 2)], vec![(101, 3)]));
+        assert_eq!(s.on_snapshot(11, vec![(99, 2)], vec![(101, 3)]), Ok(true));
         assert_eq!(s.book_update_id(), Some(15));
         assert!(s.book_dirty);
         // A gap marks the book stale and asks for a new snapshot.
         assert_eq!(s.on_diff(diff(17, 18)), Wants::Snapshot);
         assert!(s.stale.is_some() && s.stale_dirty);
         assert_eq!(s.book_update_id(), None);
-        assert!(s.on_snapshot(17, vec![], vec![]));
+        assert_eq!(
+            s.on_snapshot(i64::MAX, vec![], vec![]),
+            Err(SnapshotError {
+                last_update_id: i64::MAX
+            }),
+            "a hostile snapshot is refused"
+        );
+        assert_eq!(s.book_update_id(), None, "still syncing");
+        assert_eq!(s.on_snapshot(17, vec![], vec![]), Ok(true));
         assert!(s.stale.is_none());
         assert_eq!(s.book_update_id(), Some(18));
     }

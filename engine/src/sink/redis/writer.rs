@@ -6,10 +6,19 @@
 //!
 //! Outages: a failed pipeline drops the connection; the writer reconnects with full-jitter
 //! backoff while it keeps draining and applying events in memory (trades held up to
-//! `redis.buffer_trades_max`, then the oldest are dropped and counted). After a reconnect
-//! every symbol's state is written again, so a restarted (empty) Redis is rebuilt. Trade
-//! entries carry fixed ids (`<ms>-<trade id>`): a retried `XADD` that already landed is
-//! refused by Redis, so no trade is written twice.
+//! `redis.buffer_trades_max`; beyond, the oldest go to the dead-letter file, counted as
+//! dead-lettered). After a reconnect every symbol's state is written again, so a restarted
+//! (empty) Redis is rebuilt. Trades left when the shutdown flush deadline passes go to the
+//! dead-letter file too: nothing taken from the rings is dropped silently.
+//!
+//! Trade entries carry fixed ids (`<ms>-<trade id>`): a retried `XADD` of a trade already in
+//! the stream is refused by Redis ("equal or smaller than the target stream top item"), so no
+//! trade is written twice. Such a refusal is not proof that the trade landed (an earlier
+//! attempt may have been refused explicitly while a later trade landed, or the stream may hold
+//! newer ids from another source), so the writer then asks `XRANGE` for that exact id: found,
+//! the trade is counted as written; not found, it cannot be placed in the stream (a stream only
+//! appends) and goes to the dead-letter file, marked `outcome` `unknown` if an earlier attempt
+//! of it got no reply (it may have landed and been trimmed since), `failed` otherwise.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +27,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redis::Value;
 
-use super::state::{SymbolState, Wants};
+use super::state::{PendingTrade, SentTrade, SymbolState, Wants};
 use crate::feed::event::{FeedEvent, monotonic_ns};
 use crate::feed::reader::latency_histogram;
 use crate::feed::run::Percentiles;
 use crate::rest::{RestClient, mantissas};
 use crate::sink::config::RedisConfig;
+use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
+use crate::sink::kinesis::writer::unix_ms;
 use crate::sink::{SinkStats, SinkSummary, jittered, ring_depth};
 
 /// Trades per pipeline at most (a long outage's backlog goes out in several).
@@ -135,12 +146,41 @@ async fn execute(conn: Conn, pipes: Vec<redis::Pipeline>) -> Result<Vec<Value>, 
     Ok(replies)
 }
 
-/// One pipeline's commands for a symbol: which symbol, how many trades it covers, and how
-/// many commands it holds.
+/// One pipeline's commands for a symbol: which symbol, the trade commands (first, in order),
+/// and how many commands it holds in all.
 struct Section {
     symbol: usize,
-    trades: usize,
+    sent: Vec<SentTrade>,
     commands: usize,
+}
+
+/// What one reply says of the trade it is for.
+enum Reply {
+    /// The entry is in the stream (`XADD` acknowledged, or found by `XRANGE`).
+    Landed,
+    /// `XADD` refused as "equal or smaller": check with `XRANGE` next.
+    Check,
+    /// `XRANGE` found nothing: the stream holds newer entries; it cannot be placed.
+    CannotPlace,
+    /// An explicit error: tried again after a backoff.
+    Refused(String),
+}
+
+impl Reply {
+    fn of(sent: SentTrade, value: &Value) -> Reply {
+        match (sent.check, value) {
+            (false, Value::ServerError(e))
+                if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
+            {
+                Reply::Check
+            }
+            (_, Value::ServerError(e)) => Reply::Refused(format!("{e:?}")),
+            (false, _) => Reply::Landed,
+            (true, Value::Array(entries)) if entries.is_empty() => Reply::CannotPlace,
+            (true, Value::Array(_)) => Reply::Landed,
+            (true, other) => Reply::Refused(format!("XRANGE answered {other:?}")),
+        }
+    }
 }
 
 struct Writer {
@@ -154,6 +194,7 @@ struct Writer {
     rest: Arc<tokio::sync::Mutex<RestClient>>,
     stop: Arc<AtomicBool>,
     errors_logged: u32,
+    dead: Spool,
 }
 
 async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
@@ -170,6 +211,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
     let rest = RestClient::new(&rest_base, rest_tls).map_err(|e| format!("redis: REST: {e}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut w = Writer {
+        dead: Spool::new(&config.dead_letter_path),
         config,
         states: Vec::new(),
         stats,
@@ -189,6 +231,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
     let mut attempt = 0u32;
     let mut connected_once = false;
     let mut flush_deadline: Option<Instant> = None;
+    let mut deadline_passed = false;
     let mut idle = 0u32;
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -247,6 +290,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
                 tracing::warn!("redis: write failed: {e}; reconnecting");
                 conn = None;
                 for state in w.states.iter_mut().flatten() {
+                    // Commands that got no reply may have been carried out.
+                    state.unanswered();
                     state.mark_all_dirty();
                 }
                 next_connect = w.backoff(attempt);
@@ -275,13 +320,17 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
             }
         }
         if flush_deadline.is_some_and(|d| Instant::now() >= d) {
-            let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
-            w.stats.dropped.add(pending as u64);
+            deadline_passed = true;
+            let pending = w.abandon();
             tracing::warn!(
+                path = %w.dead.path().display(),
                 "redis: the shutdown flush deadline passed; {pending} trades not written \
-                 (counted as dropped)"
+                 (dead-lettered)"
             );
             break;
+        }
+        if let Err(e) = w.dead.sync(Instant::now()) {
+            w.log_error(&e);
         }
         idle = if work > 0 { 0 } else { idle.saturating_add(1) };
         match idle {
@@ -291,10 +340,12 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
             _ => tokio::time::sleep(Duration::from_micros(200)).await,
         }
     }
+    w.dead.finish().map_err(|e| format!("redis: {e}"))?;
     let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
-    summary.flushed = pending == 0 && !w.states.iter().flatten().any(SymbolState::dirty);
+    summary.flushed =
+        !deadline_passed && pending == 0 && !w.states.iter().flatten().any(SymbolState::dirty);
     Ok(summary)
 }
 
@@ -319,14 +370,23 @@ impl Writer {
             let name = symbol_name(&message);
             SymbolState::new(&name)
         });
-        let before = state.dropped;
         let wants = state.on_frame(&message, event.recv_time_ns, self.config.buffer_trades_max);
-        self.stats.dropped.add(state.dropped - before);
+        let fetch = wants == Wants::Snapshot && !state.fetching;
+        if fetch {
+            state.fetching = true;
+        }
+        let evicted = std::mem::take(&mut state.evicted);
+        for t in &evicted {
+            self.dead_letter(
+                index,
+                t,
+                "redis.buffer_trades_max reached while Redis was unreachable",
+            );
+        }
         if self.samples.len() < LATENCY_SAMPLES_MAX {
             self.samples.push(event.recv_time_ns);
         }
-        if wants == Wants::Snapshot && !state.fetching {
-            state.fetching = true;
+        if fetch {
             self.fetch_snapshot(index);
         }
     }
@@ -376,7 +436,12 @@ impl Writer {
         let levels = mantissas(&snapshot.bids, pe, qe)
             .and_then(|b| Ok((b, mantissas(&snapshot.asks, pe, qe)?)));
         let live = match levels {
-            Ok((bids, asks)) => state.on_snapshot(snapshot.last_update_id, bids, asks),
+            Ok((bids, asks)) => state
+                .on_snapshot(snapshot.last_update_id, bids, asks)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(symbol = %state.name, "redis: depth snapshot refused: {e}");
+                    false
+                }),
             Err(e) => {
                 tracing::warn!(symbol = %state.name, "redis: depth snapshot unusable: {e}");
                 state.fetching = false;
@@ -399,17 +464,19 @@ impl Writer {
         pipe.ignore_errors();
         let maxlen = self.config.trades_maxlen;
         let levels = self.config.book_levels;
+        let now_ms = unix_ms();
         let mut pipes = Vec::new();
         for (symbol, state) in self.states.iter_mut().enumerate() {
             let Some(state) = state.as_mut().filter(|s| s.dirty()) else {
                 continue;
             };
             let before = pipe.len();
-            let trades = state.write(&mut pipe, maxlen, levels, budget);
+            let mut sent = Vec::new();
+            let trades = state.write(&mut pipe, (maxlen, levels, budget), now_ms, &mut sent);
             budget -= trades;
             sections.push(Section {
                 symbol,
-                trades,
+                sent,
                 commands: pipe.len() - before,
             });
             if cluster {
@@ -427,9 +494,10 @@ impl Writer {
         (pipes, Batch { sections, samples })
     }
 
-    /// Applies Redis' replies: trades are acknowledged up to the first one refused for another
-    /// reason than "already there" (that one and the later ones stay pending); any such
-    /// refusal fails the batch, so the state is written again after a backoff.
+    /// Applies Redis' replies. Each trade's reply says whether it is in the stream (counted
+    /// as written), is to be checked with `XRANGE`, cannot be placed (dead-lettered) or was
+    /// refused explicitly (it stays pending; the batch fails, so the state is written again
+    /// after a backoff). A refusal of another key's command fails the batch too.
     fn settle(&mut self, batch: Batch, replies: &[Value]) -> Result<(), String> {
         let acked = monotonic_ns();
         if let Some(newest) = batch.samples.iter().max() {
@@ -446,31 +514,15 @@ impl Writer {
             let replies =
                 &replies[at.min(replies.len())..(at + section.commands).min(replies.len())];
             at += section.commands;
-            let mut landed = 0usize;
-            for reply in replies.iter().take(section.trades) {
-                match reply {
-                    Value::ServerError(e)
-                        if e.details().is_some_and(|d| d.contains("equal or smaller")) =>
-                    {
-                        // Landed before an earlier failure: already in the stream.
-                        landed += 1;
-                    }
-                    Value::ServerError(e) => {
-                        refused.get_or_insert_with(|| format!("XADD refused: {e:?}"));
-                        break;
-                    }
-                    _ => landed += 1,
-                }
+            let trades = section.sent.len().min(replies.len());
+            if let Some(e) = self.settle_trades(section.symbol, &section.sent, &replies[..trades]) {
+                refused.get_or_insert(e);
             }
-            if let Some(e) = replies.iter().skip(section.trades).find_map(|r| match r {
+            if let Some(e) = replies.iter().skip(trades).find_map(|r| match r {
                 Value::ServerError(e) => Some(e),
                 _ => None,
             }) {
                 refused.get_or_insert_with(|| format!("write refused: {e:?}"));
-            }
-            self.stats.written.add(landed as u64);
-            if let Some(state) = self.states[section.symbol].as_mut() {
-                state.acknowledge(landed);
             }
         }
         match refused {
@@ -482,12 +534,129 @@ impl Writer {
         }
     }
 
+    /// Applies the replies to one symbol's trade commands `sent`; returns the first explicit
+    /// refusal. A trade no longer pending (moved to the dead-letter file meanwhile) is skipped:
+    /// it is counted already.
+    fn settle_trades(
+        &mut self,
+        symbol: usize,
+        sent: &[SentTrade],
+        replies: &[Value],
+    ) -> Option<String> {
+        let Some(state) = self.states.get_mut(symbol).and_then(Option::as_mut) else {
+            return None;
+        };
+        let mut refused = None;
+        let mut landed = Vec::new();
+        let mut buried = Vec::new();
+        for (&s, reply) in sent.iter().zip(replies) {
+            let Some(t) = state.pending_mut(s.id) else {
+                continue;
+            };
+            t.in_flight = false;
+            match Reply::of(s, reply) {
+                Reply::Landed => landed.push(s.id),
+                // An earlier explicit refusal, if any, stays the error to report.
+                Reply::Check => t.check = true,
+                Reply::CannotPlace => buried.push(s.id),
+                Reply::Refused(e) => {
+                    t.error = Some(e.clone());
+                    refused.get_or_insert_with(|| format!("trade {} refused: {e}", s.id));
+                }
+            }
+        }
+        // Replies missing for the rest (never expected): as if unanswered.
+        state.unanswered();
+        self.stats.written.add(landed.len() as u64);
+        let mut dead = Vec::new();
+        state.pending.retain(|t| {
+            if buried.binary_search(&t.id).is_ok() {
+                dead.push(t.clone());
+                return false;
+            }
+            landed.binary_search(&t.id).is_err()
+        });
+        for t in &dead {
+            let why = format!(
+                "{} holds entries newer than {} (from another source, or written after an \
+                 earlier attempt of it was refused) and a Redis stream only appends: it cannot \
+                 be placed",
+                state_key(&self.states, symbol),
+                t.entry_id
+            );
+            self.dead_letter(symbol, t, &why);
+        }
+        refused
+    }
+
+    /// Moves every pending trade to the dead-letter file (the shutdown deadline passed);
+    /// returns how many.
+    fn abandon(&mut self) -> usize {
+        let mut count = 0;
+        for symbol in 0..self.states.len() {
+            let pending = match self.states[symbol].as_mut() {
+                Some(state) => std::mem::take(&mut state.pending),
+                None => continue,
+            };
+            count += pending.len();
+            for t in &pending {
+                self.dead_letter(symbol, t, "the shutdown flush deadline passed");
+            }
+        }
+        count
+    }
+
+    /// Writes trade `t` of `symbol` to the dead-letter file, counted as dead-lettered (as
+    /// dropped if the file cannot be written). `outcome` is `unknown` when an `XADD` of it got
+    /// no reply or is still in flight.
+    fn dead_letter(&mut self, symbol: usize, t: &PendingTrade, why: &str) {
+        let Some(state) = self.states.get(symbol).and_then(Option::as_ref) else {
+            return;
+        };
+        let record = DeadRecord {
+            target: Target::Redis {
+                key: state.keys.trades.clone(),
+                id: t.entry_id.clone(),
+                fields: state.entry_fields(t),
+            },
+            attempts: t.attempts,
+            first_attempt_ms: t.first_attempt_ms,
+            dead_at_ms: unix_ms(),
+            outcome: if t.maybe_landed || (t.in_flight && !t.check) {
+                Outcome::Unknown
+            } else {
+                Outcome::Failed
+            },
+            error: match &t.error {
+                Some(e) => format!("{why}; an attempt was refused: {e}"),
+                None => why.to_string(),
+            },
+        };
+        match self.dead.append(&record) {
+            Ok(()) => self.stats.dead_lettered.add(1),
+            Err(e) => {
+                self.stats.dropped.add(1);
+                let path = self.dead.path().display().to_string();
+                self.log_error(&format!("{e} ({path})"));
+            }
+        }
+    }
+
     fn log_error(&mut self, message: &str) {
         if self.errors_logged < 10 {
             self.errors_logged += 1;
             tracing::error!("redis: {message}");
         }
     }
+}
+
+/// The trades key of `symbol`, for messages.
+fn state_key(states: &[Option<SymbolState>], symbol: usize) -> String {
+    states
+        .get(symbol)
+        .and_then(Option::as_ref)
+        .map(|s| s.keys.trades.clone())
+        .unwrap_or_default()
 }
 
 fn symbol_name(message: &crate::sbe::spot_stream::Message<'_>) -> String {
@@ -499,4 +668,219 @@ fn symbol_name(message: &crate::sbe::spot_stream::Message<'_>) -> String {
         Message::DepthDiffStreamEvent(m) => m.symbol(),
     };
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
+    use crate::sink::dlq;
+    use crate::stream::StreamKind;
+
+    /// A fresh, empty directory for one test.
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "hotpath-redis-writer-{}-{test}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        dir
+    }
+
+    fn writer(dead: &Path) -> Writer {
+        let config = RedisConfig {
+            dead_letter_path: dead.to_path_buf(),
+            ..RedisConfig::default()
+        };
+        let rest = RestClient::new("http://127.0.0.1:9", None).expect("a REST client");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        Writer {
+            dead: Spool::new(&config.dead_letter_path),
+            config,
+            states: Vec::new(),
+            stats: Arc::new(SinkStats::default()),
+            latency: latency_histogram(),
+            samples: Vec::new(),
+            rng: crate::rng::Rng::new(1),
+            snapshots: tx,
+            rest: Arc::new(tokio::sync::Mutex::new(rest)),
+            stop: Arc::new(AtomicBool::new(false)),
+            errors_logged: 0,
+        }
+    }
+
+    fn trades(ids: std::ops::RangeInclusive<i64>) -> FeedEvent {
+        let mut out = vec![0u8; 1024];
+        let length = {
+            let mut e = TradesStreamEventEncoder::wrap(&mut out).expect("room");
+            e.event_time(1_763_700_000_000_000)
+                .transact_time(1_763_700_000_000_000)
+                .price_exponent(-2)
+                .qty_exponent(-3);
+            let count = u32::try_from(ids.clone().count()).expect("a few");
+            let mut group = e.trades(count).expect("a group");
+            for id in ids.clone() {
+                group
+                    .next_entry()
+                    .expect("an entry")
+                    .id(id)
+                    .price(6_976_988)
+                    .qty(1)
+                    .is_buyer_maker(BoolEnum::True);
+            }
+            e.symbol(b"BTCUSDT").expect("a symbol");
+            e.finish()
+        };
+        out.truncate(length);
+        FeedEvent {
+            recv_time_ns: 1,
+            symbol: 0,
+            kind: StreamKind::Trade,
+            first_id: *ids.start(),
+            last_id: *ids.end(),
+            first_new_id: *ids.start(),
+            event_time_us: 1_763_700_000_000_000,
+            frame: bytes::Bytes::from(out),
+        }
+    }
+
+    fn reply(resp: &str) -> Value {
+        redis::parse_redis_value(resp.as_bytes()).expect("a RESP reply")
+    }
+
+    const OOM: &str = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+    const SMALLER: &str =
+        "-ERR The ID specified in XADD is equal or smaller than the target stream top item\r\n";
+
+    /// One round: the commands of the next pipeline (as RESP text) and the replies given to
+    /// them, trade commands first, `rest` for the other keys' commands.
+    fn round(w: &mut Writer, trades: &[Value]) -> (String, Result<(), String>) {
+        let (pipes, batch) = w.prepare(false);
+        let text = String::from_utf8_lossy(&pipes[0].get_packed_pipeline()).into_owned();
+        let commands: usize = batch.sections.iter().map(|s| s.commands).sum();
+        let mut replies = trades.to_vec();
+        replies.resize(commands, Value::Okay);
+        (text, w.settle(batch, &replies))
+    }
+
+    /// Regression (found in review): trade 1 was refused (OOM) while trade 2 landed; on the
+    /// retry Redis refused trade 1 as "equal or smaller than the target stream top item", and
+    /// the writer counted it as written. It is not in the stream: an XRANGE says so, and it
+    /// goes to the dead-letter file.
+    #[test]
+    fn a_refused_trade_overtaken_by_a_later_one_is_dead_lettered_not_counted_written() {
+        let dir = scratch("overtaken");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=2));
+        let (text, settled) = round(&mut w, &[reply(OOM), reply("$15\r\n1763700000000-2\r\n")]);
+        assert_eq!(text.matches("XADD").count(), 2);
+        assert!(settled.is_err(), "an explicit refusal fails the batch");
+        assert_eq!(w.stats.written.get(), 1, "trade 2 landed");
+        let (text, settled) = round(&mut w, &[reply(SMALLER)]);
+        assert!(text.contains("1763700000000-1") && text.contains("XADD"));
+        assert_eq!(settled, Ok(()));
+        assert_eq!(w.stats.written.get(), 1, "a refusal is not proof");
+        let (text, settled) = round(&mut w, &[reply("*0\r\n")]);
+        assert!(text.contains("XRANGE") && !text.contains("XADD"), "{text}");
+        assert_eq!(settled, Ok(()));
+        assert_eq!(w.stats.written.get(), 1);
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        assert!(w.states[0].as_ref().is_some_and(|s| s.pending.is_empty()));
+        w.dead.finish().expect("written through");
+        let letters = dlq::read(&dir.join("dead.jsonl")).expect("the file");
+        let [record] = letters.records.as_slice() else {
+            panic!("one record: {letters:?}");
+        };
+        assert_eq!(record.outcome, dlq::Outcome::Failed);
+        assert_eq!(record.attempts, 2);
+        assert!(
+            record.error.contains("cannot be placed"),
+            "{}",
+            record.error
+        );
+        assert!(record.error.contains("OOM"), "{}", record.error);
+        let dlq::Target::Redis { key, id, fields } = &record.target else {
+            panic!("a Redis record");
+        };
+        assert_eq!(
+            (key.as_str(), id.as_str()),
+            ("trades:{BTCUSDT}", "1763700000000-1")
+        );
+        assert_eq!(fields[0], ("exchange".to_string(), "binance".to_string()));
+        assert!(fields.contains(&("side".to_string(), "sell".to_string())));
+        assert!(fields.contains(&("price".to_string(), "69769.88".to_string())));
+    }
+
+    /// A trade whose pipeline got no reply may have landed: the "equal or smaller" refusal of
+    /// its retry is checked, and found, it is counted as written once.
+    #[test]
+    fn an_unanswered_trade_found_by_xrange_is_written_once() {
+        let dir = scratch("unanswered");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(7..=8));
+        let (_pipes, _batch) = w.prepare(false);
+        // The connection is lost: no reply at all.
+        for state in w.states.iter_mut().flatten() {
+            state.unanswered();
+            state.mark_all_dirty();
+        }
+        assert!(
+            w.states[0]
+                .as_ref()
+                .is_some_and(|s| s.pending.iter().all(|t| t.maybe_landed))
+        );
+        let (_, settled) = round(&mut w, &[reply(SMALLER), reply(SMALLER)]);
+        assert_eq!(settled, Ok(()));
+        assert_eq!(w.stats.written.get(), 0);
+        // Trade 7 is there; trade 8 is not (trimmed since, or never landed): unknown.
+        let found = "*1\r\n*2\r\n$15\r\n1763700000000-7\r\n*2\r\n$4\r\nside\r\n$4\r\nsell\r\n";
+        let (text, settled) = round(&mut w, &[reply(found), reply("*0\r\n")]);
+        assert_eq!(text.matches("XRANGE").count(), 2);
+        assert_eq!(settled, Ok(()));
+        assert_eq!(w.stats.written.get(), 1);
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        w.dead.finish().expect("written through");
+        let letters = dlq::read(&dir.join("dead.jsonl")).expect("the file");
+        assert_eq!(letters.records.len(), 1);
+        assert_eq!(letters.records[0].outcome, dlq::Outcome::Unknown);
+    }
+
+    /// A partly overlapping trades event adds only its new trades (Redis was already
+    /// idempotent here: the state skips ids it has seen).
+    #[test]
+    fn a_partly_overlapping_trades_event_adds_only_its_new_trades() {
+        let dir = scratch("overlap");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=5));
+        w.accept(trades(3..=8));
+        let state = w.states[0].as_ref().expect("a state");
+        let ids: Vec<i64> = state.pending.iter().map(|t| t.id).collect();
+        assert_eq!(ids, (1..=8).collect::<Vec<i64>>());
+        assert_eq!(state.duplicates, 3);
+    }
+
+    /// Trades beyond the buffer and those left at the deadline go to the dead-letter file.
+    #[test]
+    fn trades_beyond_the_buffer_and_at_the_deadline_are_dead_lettered() {
+        let dir = scratch("buffer");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.config.buffer_trades_max = 3;
+        w.accept(trades(1..=5));
+        assert_eq!(w.stats.dead_lettered.get(), 2);
+        let (_pipes, _batch) = w.prepare(false);
+        // In flight when the deadline passes: unknown.
+        assert_eq!(w.abandon(), 3);
+        assert_eq!(w.stats.dead_lettered.get(), 5);
+        assert_eq!(w.stats.dropped.get(), 0);
+        w.dead.finish().expect("written through");
+        let letters = dlq::read(&dir.join("dead.jsonl")).expect("the file");
+        let outcomes: Vec<dlq::Outcome> = letters.records.iter().map(|r| r.outcome).collect();
+        use dlq::Outcome::{Failed, Unknown};
+        assert_eq!(outcomes, [Failed, Failed, Unknown, Unknown, Unknown]);
+        assert!(letters.records[0].error.contains("buffer_trades_max"));
+        assert!(letters.records[4].error.contains("shutdown"));
+    }
 }

@@ -1,35 +1,53 @@
-//! The dead-letter file: records the Kinesis writer could not deliver within its deadline,
-//! appended to a file so that `hotpath dlq resend FILE` can send them later.
+//! The dead-letter file: records a sink could not deliver, or cannot prove it delivered,
+//! appended to a file so that nothing it took from the feed is dropped silently, and so that
+//! `hotpath dlq resend FILE` can send them later. Both sinks write this one format, each to its
+//! own file (`kinesis.dead_letter_path`, `redis.dead_letter_path`).
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! JSON Lines in UTF-8: one record per line, each line one JSON object followed by a line feed
-//! (`\n`). The writer writes the keys in this order, without whitespace:
+//! (`\n`). The writer writes the keys in the orders shown, without whitespace. A Kinesis record:
 //!
 //! ```text
-//! {"v":1,"stream":"market-sbe-trade","partition_key":"BTCUSDT","data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"error":"ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000"}
+//! {"v":2,"sink":"kinesis","stream":"market-sbe-trade","partition_key":"BTCUSDT","data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"outcome":"failed","error":"ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000"}
+//! ```
+//!
+//! A Redis trade (one stream entry):
+//!
+//! ```text
+//! {"v":2,"sink":"redis","key":"trades:{BTCUSDT}","id":"1763700000000-12345","fields":[["exchange","binance"],["pair","BTCUSDT"],["price","69769.88"],["qty","0.001"],["ts","2025-11-21T04:40:00.000000Z"],["side","buy"],["trade_id","12345"],["event_time_us","1763700000000123"],["trade_time_us","1763700000000000"]],"attempts":0,"first_attempt_ms":0,"dead_at_ms":1763700030000,"outcome":"failed","error":"redis.buffer_trades_max reached while Redis was unreachable"}
 //! ```
 //!
 //! | key | JSON type | meaning |
 //! |---|---|---|
-//! | `v` | number | the format version, `1` |
-//! | `stream` | string | the Kinesis stream the record was for |
-//! | `partition_key` | string | the record's partition key |
-//! | `data` | string | the record's data bytes in standard base64 (RFC 4648 section 4: `A-Z a-z 0-9 + /`) with `=` padding; `""` for empty data |
-//! | `attempts` | number | how many PutRecords calls tried the record, 0 to 2^32 - 1 |
-//! | `first_attempt_ms` | number | when the first attempt was made, Unix epoch milliseconds (signed 64-bit) |
-//! | `dead_at_ms` | number | when the writer gave up on the record, Unix epoch milliseconds (signed 64-bit) |
+//! | `v` | number | the format version, `2` |
+//! | `sink` | string | `kinesis` or `redis`: which keys follow |
+//! | `stream` | string | Kinesis: the stream the record was for |
+//! | `partition_key` | string | Kinesis: the record's partition key |
+//! | `data` | string | Kinesis: the record's data bytes in standard base64 (RFC 4648 section 4: `A-Z a-z 0-9 + /`) with `=` padding; `""` for empty data |
+//! | `key` | string | Redis: the stream key, `trades:{SYMBOL}` |
+//! | `id` | string | Redis: the entry id, `<trade time ms>-<trade id>` |
+//! | `fields` | array | Redis: the entry's fields in order, each a `[name, value]` array of two strings (the `XADD` field list) |
+//! | `attempts` | number | how many requests (PutRecords calls, Redis pipelines) tried the record, 0 to 2^32 - 1 |
+//! | `first_attempt_ms` | number | when the first attempt was made, Unix epoch milliseconds (signed 64-bit); 0 when none was |
+//! | `dead_at_ms` | number | when the sink gave up on the record, Unix epoch milliseconds (signed 64-bit) |
+//! | `outcome` | string | `failed`: no attempt can have delivered it (none was made, or each was refused explicitly); `unknown`: an attempt got no answer (timeout, connection lost, still in flight at the shutdown deadline), so it may have been delivered |
 //! | `error` | string | the last error, for example `ProvisionedThroughputExceededException: ...` |
 //!
 //! Strings are JSON strings: `"`, `\` and control characters (line feeds included) are escaped,
 //! so a record never spans lines; other characters are written as plain UTF-8.
 //!
+//! Version 1 lines (written before `sink` and `outcome` existed: the Kinesis keys and the common
+//! ones, without those two) are still read, as Kinesis records with outcome `unknown`: the
+//! version 1 writer did not tell a refused record from one whose answer was lost.
+//!
 //! Reading: keys may come in any order and with JSON whitespace between tokens. A line is
-//! rejected if it is empty, is not a JSON object, has `v` other than 1, lacks a key, has a key
-//! not listed above, or has `data` that is not canonical padded base64; the error names the file
-//! and the 1-based line number. A file that ends with `\n` has no further line. A last line
-//! without `\n` is a record if it is one (a crash between the record and its line feed), and
-//! otherwise a torn write, reported as [`DeadLetters::torn_tail`] rather than as an error.
+//! rejected if it is empty, is not a JSON object, has `v` other than 1 or 2, has a `sink` other
+//! than `kinesis` or `redis`, lacks a key of its sink, has a key not listed for its sink, or has
+//! `data` that is not canonical padded base64; the error names the file and the 1-based line
+//! number. A file that ends with `\n` has no further line. A last line without `\n` is a record
+//! if it is one (a crash between the record and its line feed), and otherwise a torn write,
+//! reported as [`DeadLetters::torn_tail`] rather than as an error.
 //!
 //! Writing: one [`DeadLetterWriter`] appends to a file at a time. Opening a file whose last line
 //! is torn first repairs it: a complete record only lacking its `\n` gets one, anything else is
@@ -39,55 +57,109 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// The format version this module writes and the only one it reads.
-const VERSION: u32 = 1;
+/// The format version this module writes.
+const VERSION: u32 = 2;
+/// The older version this module still reads.
+const VERSION_1: u32 = 1;
+/// How often a [`Spool`] writes appended records through to the disk.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
 
-/// One record the Kinesis writer gave up on.
+/// Whether a dead record may have been delivered after all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// No attempt can have delivered it: none was made, or each was refused explicitly.
+    Failed,
+    /// An attempt got no answer: it may have been delivered.
+    Unknown,
+}
+
+/// Where a dead record was going, and what it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A Kinesis record.
+    Kinesis {
+        /// The stream the record was for.
+        stream: String,
+        /// The record's partition key.
+        partition_key: String,
+        /// The record's data.
+        data: Vec<u8>,
+    },
+    /// A Redis stream entry (a trade).
+    Redis {
+        /// The stream key, `trades:{SYMBOL}`.
+        key: String,
+        /// The entry id, `<trade time ms>-<trade id>`.
+        id: String,
+        /// The entry's fields, in order.
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// One record a sink gave up on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadRecord {
-    /// The Kinesis stream the record was for.
-    pub stream: String,
-    /// The record's partition key.
-    pub partition_key: String,
-    /// The record's data.
-    pub data: Vec<u8>,
-    /// How many PutRecords calls tried the record.
+    /// Where it was going and what it carries.
+    pub target: Target,
+    /// How many requests tried the record.
     pub attempts: u32,
-    /// When the first attempt was made, Unix epoch milliseconds.
+    /// When the first attempt was made, Unix epoch milliseconds (0: none was).
     pub first_attempt_ms: i64,
-    /// When the writer gave up on the record, Unix epoch milliseconds.
+    /// When the sink gave up on the record, Unix epoch milliseconds.
     pub dead_at_ms: i64,
+    /// Whether it may have been delivered.
+    pub outcome: Outcome,
     /// The last error.
     pub error: String,
 }
 
-/// A line as written; the field order is the key order of the format.
+/// A Kinesis line as written; the field order is the key order of the format.
 #[derive(Serialize)]
-struct LineOut<'a> {
+struct KinesisOut<'a> {
     v: u32,
+    sink: &'static str,
     stream: &'a str,
     partition_key: &'a str,
     data: String,
     attempts: u32,
     first_attempt_ms: i64,
     dead_at_ms: i64,
+    outcome: Outcome,
     error: &'a str,
 }
 
-/// Only the version of a line: when a line is not a version 1 record, a line of another version
-/// gets an error about its version rather than about its keys.
-#[derive(Deserialize)]
-struct LineVersion {
+/// A Redis line as written; the field order is the key order of the format.
+#[derive(Serialize)]
+struct RedisOut<'a> {
     v: u32,
+    sink: &'static str,
+    key: &'a str,
+    id: &'a str,
+    fields: &'a [(String, String)],
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    outcome: Outcome,
+    error: &'a str,
 }
 
-/// A line as read: every key required, no other key allowed.
+/// Only the version and sink of a line, to choose how to read the rest.
+#[derive(Deserialize)]
+struct LineHead {
+    v: u32,
+    sink: Option<String>,
+}
+
+/// A version 1 line: every key required, no other key allowed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LineIn {
+struct V1In {
+    #[allow(dead_code)]
     v: u32,
     stream: String,
     partition_key: String,
@@ -95,6 +167,42 @@ struct LineIn {
     attempts: u32,
     first_attempt_ms: i64,
     dead_at_ms: i64,
+    error: String,
+}
+
+/// A version 2 Kinesis line: every key required, no other key allowed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KinesisIn {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    sink: String,
+    stream: String,
+    partition_key: String,
+    data: String,
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    outcome: Outcome,
+    error: String,
+}
+
+/// A version 2 Redis line: every key required, no other key allowed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisIn {
+    #[allow(dead_code)]
+    v: u32,
+    #[allow(dead_code)]
+    sink: String,
+    key: String,
+    id: String,
+    fields: Vec<(String, String)>,
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    outcome: Outcome,
     error: String,
 }
 
@@ -162,19 +270,108 @@ impl DeadLetterWriter {
     }
 }
 
+/// A sink's dead-letter file, opened at the first record (a run that dead-letters nothing
+/// creates no file) and written through to the disk at most every 100 ms and at the end.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    writer: Option<DeadLetterWriter>,
+    unsynced: bool,
+    next_sync: Option<Instant>,
+}
+
+impl Spool {
+    /// A spool for `path`; nothing is opened yet.
+    pub fn new(path: &Path) -> Spool {
+        Spool {
+            path: path.to_owned(),
+            writer: None,
+            unsynced: false,
+            next_sync: None,
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `record`, opening the file first if needed. `Err` says why it could not be kept
+    /// (the caller counts the record as dropped).
+    pub fn append(&mut self, record: &DeadRecord) -> Result<(), String> {
+        if self.writer.is_none() {
+            let writer = DeadLetterWriter::open(&self.path)
+                .map_err(|e| format!("cannot open the dead-letter file: {e}"))?;
+            self.writer = Some(writer);
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err("no dead-letter file".into());
+        };
+        writer
+            .append(record)
+            .map_err(|e| format!("cannot append to the dead-letter file: {e}"))?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes appended records through to the disk if some are waiting and the last sync was
+    /// at least 100 ms ago.
+    pub fn sync(&mut self, now: Instant) -> Result<(), String> {
+        if !self.unsynced || self.next_sync.is_some_and(|t| now < t) {
+            return Ok(());
+        }
+        self.next_sync = Some(now + SYNC_EVERY);
+        self.finish()
+    }
+
+    /// Writes every appended record through to the disk now.
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.unsynced = false;
+        match self.writer.as_mut().map(DeadLetterWriter::flush) {
+            Some(Err(e)) => Err(format!("cannot write the dead-letter file: {e}")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Appends `record` as one line, `\n` included, to `out`.
 fn encode_line(record: &DeadRecord, out: &mut Vec<u8>) -> io::Result<()> {
-    let line = LineOut {
-        v: VERSION,
-        stream: &record.stream,
-        partition_key: &record.partition_key,
-        data: base64_encode(&record.data),
-        attempts: record.attempts,
-        first_attempt_ms: record.first_attempt_ms,
-        dead_at_ms: record.dead_at_ms,
-        error: &record.error,
-    };
-    serde_json::to_writer(&mut *out, &line)?;
+    match &record.target {
+        Target::Kinesis {
+            stream,
+            partition_key,
+            data,
+        } => serde_json::to_writer(
+            &mut *out,
+            &KinesisOut {
+                v: VERSION,
+                sink: "kinesis",
+                stream,
+                partition_key,
+                data: base64_encode(data),
+                attempts: record.attempts,
+                first_attempt_ms: record.first_attempt_ms,
+                dead_at_ms: record.dead_at_ms,
+                outcome: record.outcome,
+                error: &record.error,
+            },
+        )?,
+        Target::Redis { key, id, fields } => serde_json::to_writer(
+            &mut *out,
+            &RedisOut {
+                v: VERSION,
+                sink: "redis",
+                key,
+                id,
+                fields,
+                attempts: record.attempts,
+                first_attempt_ms: record.first_attempt_ms,
+                dead_at_ms: record.dead_at_ms,
+                outcome: record.outcome,
+                error: &record.error,
+            },
+        )?,
+    }
     out.push(b'\n');
     Ok(())
 }
@@ -278,35 +475,72 @@ fn parse_line(line: &[u8]) -> Result<DeadRecord, String> {
     if line.trim_ascii_start().first() != Some(&b'{') {
         return Err("not a JSON object".to_owned());
     }
-    let line: LineIn = match serde_json::from_slice(line) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            if let Ok(LineVersion { v }) = serde_json::from_slice(line)
-                && v != VERSION
-            {
-                return Err(unsupported_version(v));
-            }
-            return Err(json_error(error));
-        }
-    };
-    if line.v != VERSION {
-        return Err(unsupported_version(line.v));
+    let head: LineHead = serde_json::from_slice(line).map_err(json_error)?;
+    match (head.v, head.sink.as_deref()) {
+        (VERSION_1, _) => parse_v1(line),
+        (VERSION, Some("kinesis")) => parse_kinesis(line),
+        (VERSION, Some("redis")) => parse_redis(line),
+        (VERSION, Some(other)) => Err(format!(
+            "unknown sink {other:?} (expected \"kinesis\" or \"redis\")"
+        )),
+        (VERSION, None) => Err("missing field `sink`".to_owned()),
+        (v, _) => Err(unsupported_version(v)),
     }
+}
+
+fn parse_v1(line: &[u8]) -> Result<DeadRecord, String> {
+    let line: V1In = serde_json::from_slice(line).map_err(json_error)?;
     let data = base64_decode(&line.data).map_err(|why| format!("data: {why}"))?;
     Ok(DeadRecord {
-        stream: line.stream,
-        partition_key: line.partition_key,
-        data,
+        target: Target::Kinesis {
+            stream: line.stream,
+            partition_key: line.partition_key,
+            data,
+        },
         attempts: line.attempts,
         first_attempt_ms: line.first_attempt_ms,
         dead_at_ms: line.dead_at_ms,
+        outcome: Outcome::Unknown,
+        error: line.error,
+    })
+}
+
+fn parse_kinesis(line: &[u8]) -> Result<DeadRecord, String> {
+    let line: KinesisIn = serde_json::from_slice(line).map_err(json_error)?;
+    let data = base64_decode(&line.data).map_err(|why| format!("data: {why}"))?;
+    Ok(DeadRecord {
+        target: Target::Kinesis {
+            stream: line.stream,
+            partition_key: line.partition_key,
+            data,
+        },
+        attempts: line.attempts,
+        first_attempt_ms: line.first_attempt_ms,
+        dead_at_ms: line.dead_at_ms,
+        outcome: line.outcome,
+        error: line.error,
+    })
+}
+
+fn parse_redis(line: &[u8]) -> Result<DeadRecord, String> {
+    let line: RedisIn = serde_json::from_slice(line).map_err(json_error)?;
+    Ok(DeadRecord {
+        target: Target::Redis {
+            key: line.key,
+            id: line.id,
+            fields: line.fields,
+        },
+        attempts: line.attempts,
+        first_attempt_ms: line.first_attempt_ms,
+        dead_at_ms: line.dead_at_ms,
+        outcome: line.outcome,
         error: line.error,
     })
 }
 
 /// The error for a line of format version `v`.
 fn unsupported_version(v: u32) -> String {
-    format!("unsupported format version {v} (this hotpath reads version {VERSION})")
+    format!("unsupported format version {v} (this hotpath reads versions 1 and {VERSION})")
 }
 
 /// serde_json's message with its position as a column only: its "line 1" would be confused with
@@ -414,13 +648,45 @@ mod tests {
 
     fn record(partition_key: &str, data: &[u8]) -> DeadRecord {
         DeadRecord {
-            stream: "market-sbe-trade".to_owned(),
-            partition_key: partition_key.to_owned(),
-            data: data.to_vec(),
+            target: Target::Kinesis {
+                stream: "market-sbe-trade".to_owned(),
+                partition_key: partition_key.to_owned(),
+                data: data.to_vec(),
+            },
             attempts: 7,
             first_attempt_ms: 1_763_700_000_000,
             dead_at_ms: 1_763_700_030_000,
+            outcome: Outcome::Failed,
             error: "ProvisionedThroughputExceededException: Rate exceeded".to_owned(),
+        }
+    }
+
+    fn redis_record(id: &str) -> DeadRecord {
+        let fields = [
+            ("exchange", "binance"),
+            ("pair", "BTCUSDT"),
+            ("price", "69769.88"),
+            ("qty", "0.001"),
+            ("ts", "2025-11-21T04:40:00.000000Z"),
+            ("side", "buy"),
+            ("trade_id", "12345"),
+            ("event_time_us", "1763700000000123"),
+            ("trade_time_us", "1763700000000000"),
+        ];
+        DeadRecord {
+            target: Target::Redis {
+                key: "trades:{BTCUSDT}".to_owned(),
+                id: id.to_owned(),
+                fields: fields
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            },
+            attempts: 0,
+            first_attempt_ms: 0,
+            dead_at_ms: 1_763_700_030_000,
+            outcome: Outcome::Failed,
+            error: "redis.buffer_trades_max reached while Redis was unreachable".to_owned(),
         }
     }
 
@@ -447,15 +713,59 @@ mod tests {
                       shardId-000000000000"
             .to_owned();
         write_all(&path, &[dead]);
+        let mut unknown = redis_record("1763700000000-12345");
+        unknown.outcome = Outcome::Unknown;
+        write_all(&path, &[redis_record("1763700000000-12345"), unknown]);
         let expected = concat!(
-            r#"{"v":1,"stream":"market-sbe-trade","partition_key":"BTCUSDT","#,
+            r#"{"v":2,"sink":"kinesis","stream":"market-sbe-trade","partition_key":"BTCUSDT","#,
             r#""data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"#,
-            r#""dead_at_ms":1763700030000,"#,
+            r#""dead_at_ms":1763700030000,"outcome":"failed","#,
             r#""error":"ProvisionedThroughputExceededException: Rate exceeded for shard "#,
             r#"shardId-000000000000"}"#,
             "\n",
+            r#"{"v":2,"sink":"redis","key":"trades:{BTCUSDT}","id":"1763700000000-12345","#,
+            r#""fields":[["exchange","binance"],["pair","BTCUSDT"],["price","69769.88"],"#,
+            r#"["qty","0.001"],["ts","2025-11-21T04:40:00.000000Z"],["side","buy"],"#,
+            r#"["trade_id","12345"],["event_time_us","1763700000000123"],"#,
+            r#"["trade_time_us","1763700000000000"]],"attempts":0,"first_attempt_ms":0,"#,
+            r#""dead_at_ms":1763700030000,"outcome":"failed","#,
+            r#""error":"redis.buffer_trades_max reached while Redis was unreachable"}"#,
+            "\n",
         );
-        assert_eq!(fs::read_to_string(&path).expect("read back"), expected);
+        let text = fs::read_to_string(&path).expect("read back");
+        assert!(text.starts_with(expected), "{text}");
+        assert!(text.ends_with("\"outcome\":\"unknown\",\"error\":\"redis.buffer_trades_max reached while Redis was unreachable\"}\n"));
+        let read = read(&path).expect("a valid file");
+        assert_eq!(read.records.len(), 3);
+        assert_eq!(read.records[2].outcome, Outcome::Unknown);
+    }
+
+    #[test]
+    fn version_1_lines_are_read_as_kinesis_records_of_unknown_outcome() {
+        let dir = scratch("version-1");
+        let path = dir.join("dead.jsonl");
+        let v1 = concat!(
+            r#"{"v":1,"stream":"market-sbe-trade","partition_key":"BTCUSDT","#,
+            r#""data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"#,
+            r#""dead_at_ms":1763700030000,"error":"Rate exceeded"}"#,
+            "\n",
+        );
+        fs::write(&path, v1).expect("write");
+        let mut expected = record("BTCUSDT", b"\x00\x01trade\xFE\xFF");
+        expected.outcome = Outcome::Unknown;
+        expected.error = "Rate exceeded".to_owned();
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: vec![expected],
+                torn_tail: None
+            })
+        );
+        // Appending goes on in version 2.
+        write_all(&path, &[record("ETHUSDT", b"2")]);
+        let records = read(&path).expect("a valid file").records;
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].outcome, Outcome::Failed);
     }
 
     #[test]
@@ -469,7 +779,12 @@ mod tests {
         awkward.attempts = u32::MAX;
         awkward.first_attempt_ms = i64::MIN;
         awkward.dead_at_ms = i64::MAX;
-        let first = [record("BTCUSDT", &all_bytes), awkward];
+        let mut unknown = redis_record("1-1");
+        unknown.outcome = Outcome::Unknown;
+        if let Target::Redis { fields, .. } = &mut unknown.target {
+            fields.push(("odd \"name\"\n".to_owned(), "\u{0}\u{1F4A5}".to_owned()));
+        }
+        let first = [record("BTCUSDT", &all_bytes), awkward, unknown];
         write_all(&path, &first);
         // Reopening appends after what is there.
         let more = [
@@ -484,7 +799,7 @@ mod tests {
         writer.flush().expect("flush");
 
         let text = fs::read_to_string(&path).expect("read back");
-        assert_eq!(text.lines().count(), 4, "one line per record: {text}");
+        assert_eq!(text.lines().count(), 5, "one line per record: {text}");
         let read = read(&path).expect("a valid file");
         assert_eq!(read.torn_tail, None);
         assert_eq!(read.records, [&first[..], &more[..]].concat());
@@ -527,10 +842,30 @@ mod tests {
             (" [1]".to_owned(), "not a JSON object"),
             ("{}".to_owned(), "missing field"),
             (
-                good.replace(r#""v":1"#, r#""v":2"#),
-                "unsupported format version 2",
+                good.replace(r#""v":2"#, r#""v":3"#),
+                "unsupported format version 3",
             ),
-            (good.replace(r#""v":1,"#, ""), "missing field `v`"),
+            (good.replace(r#""v":2,"#, ""), "missing field `v`"),
+            (
+                good.replace(r#""sink":"kinesis","#, ""),
+                "missing field `sink`",
+            ),
+            (
+                good.replace(r#""sink":"kinesis""#, r#""sink":"s3""#),
+                "unknown sink \"s3\"",
+            ),
+            (
+                good.replace(r#""sink":"kinesis""#, r#""sink":"redis""#),
+                "unknown field `stream`",
+            ),
+            (
+                good.replace(r#""outcome":"failed""#, r#""outcome":"lost""#),
+                "unknown variant `lost`",
+            ),
+            (
+                good.replace(r#","outcome":"failed""#, ""),
+                "missing field `outcome`",
+            ),
             (
                 good.replace(r#","attempts":7"#, ""),
                 "missing field `attempts`",
@@ -540,7 +875,7 @@ mod tests {
                 "invalid value",
             ),
             (
-                good.replace(r#""v":1"#, r#""v":1,"extra":0"#),
+                good.replace(r#""v":2"#, r#""v":2,"extra":0"#),
                 "unknown field `extra`",
             ),
             (good.replace(r#""/w==""#, r#""/w=""#), "base64 length 3"),

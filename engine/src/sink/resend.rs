@@ -1,0 +1,134 @@
+//! `hotpath dlq resend FILE`: sends a dead-letter file's records ([`crate::sink::dlq`]) to
+//! where they were going, without duplicating what is already there as far as that can be
+//! known:
+//!
+//! - **Kinesis records** of outcome `failed` (no attempt can have delivered them) are sent again,
+//!   per stream in file order, retried with backoff. Records of outcome `unknown` (an attempt
+//!   got no answer: they may be in the stream already) are not sent unless `include_unknown`
+//!   (`--include-unknown`) is set, since Kinesis cannot be asked whether a record is there;
+//!   they are written to `FILE.unknown` instead, so the operator can check a consumer and send
+//!   that file with `--include-unknown` (consumers must then dedupe on symbol + trade id).
+//! - **Redis records** are always sent: each goes back with its own entry id (`XADD
+//!   trades:{S} <id> ...`), and a refusal as "equal or smaller than the target stream top item"
+//!   is resolved with `XRANGE` for that exact id: present means already there (counted in
+//!   `already_there`, not sent twice); absent means the stream already holds newer entries and
+//!   a Redis stream only appends, so it cannot be placed (it fails, with that reason).
+//!
+//! Records that still fail are written to `FILE.failed` (same format), so nothing is lost. The
+//! input file is never changed.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::config::KinesisConfig;
+use super::dlq::{self, DeadLetterWriter, DeadRecord, Outcome, Target};
+
+/// Attempts per record before it is written to `FILE.failed`.
+pub const ATTEMPTS_MAX: u32 = 8;
+
+/// Where to resend and how.
+#[derive(Clone, Debug, Default)]
+pub struct ResendOptions {
+    /// Kinesis endpoint override (an emulator); `None`: AWS.
+    pub kinesis_endpoint: Option<String>,
+    /// AWS region; `None`: the chain's.
+    pub region: Option<String>,
+    /// The Redis server for Redis records (`redis://host:port/db`).
+    pub redis_url: Option<String>,
+    /// Also send Kinesis records of outcome `unknown`.
+    pub include_unknown: bool,
+}
+
+/// What a resend did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ResendReport {
+    /// Records in the file.
+    pub records: usize,
+    /// Records acknowledged (Kinesis) or added (Redis).
+    pub sent: usize,
+    /// Redis records found in their stream already (verified with `XRANGE`).
+    pub already_there: usize,
+    /// Kinesis records of outcome `unknown` not sent (without `--include-unknown`).
+    pub skipped_unknown: usize,
+    /// Where the skipped ones were written.
+    pub unknown_file: Option<String>,
+    /// Records that still failed.
+    pub failed: usize,
+    /// Where the failed ones were written.
+    pub failed_file: Option<String>,
+    /// A torn last line that was skipped (its 1-based line number).
+    pub torn_tail: Option<usize>,
+}
+
+/// Resends the records of `path`.
+pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result<ResendReport> {
+    let letters = dlq::read(path).map_err(anyhow::Error::msg)?;
+    let mut report = ResendReport {
+        records: letters.records.len(),
+        torn_tail: letters.torn_tail,
+        ..ResendReport::default()
+    };
+    let (redis, kinesis): (Vec<DeadRecord>, Vec<DeadRecord>) = letters
+        .records
+        .into_iter()
+        .partition(|r| matches!(r.target, Target::Redis { .. }));
+    let (kinesis, unknown): (Vec<DeadRecord>, Vec<DeadRecord>) = kinesis
+        .into_iter()
+        .partition(|r| options.include_unknown || r.outcome == Outcome::Failed);
+    let redis_url = match (&options.redis_url, redis.is_empty()) {
+        (Some(url), _) => Some(url.clone()),
+        (None, true) => None,
+        (None, false) => anyhow::bail!(
+            "{}: the file holds {} Redis records: give the server with --redis URL",
+            path.display(),
+            redis.len()
+        ),
+    };
+    let mut failed = Vec::new();
+    if !kinesis.is_empty() {
+        crate::sim::tls::install_crypto_provider();
+        let config = KinesisConfig {
+            endpoint_url: options.kinesis_endpoint.clone(),
+            region: options.region.clone(),
+            ..KinesisConfig::default()
+        };
+        config.check().map_err(anyhow::Error::msg)?;
+        let client = super::kinesis::writer::client_from_chain(&config).await;
+        let (sent, left) = super::kinesis::resend::resend(&client, kinesis, ATTEMPTS_MAX).await;
+        report.sent += sent;
+        failed.extend(left);
+    }
+    if let Some(url) = redis_url {
+        let outcome = super::redis::resend::resend(&url, redis, ATTEMPTS_MAX).await?;
+        report.sent += outcome.added;
+        report.already_there += outcome.already_there;
+        failed.extend(outcome.failed);
+    }
+    report.skipped_unknown = unknown.len();
+    report.unknown_file = write_beside(path, "unknown", &unknown)?;
+    report.failed = failed.len();
+    report.failed_file = write_beside(path, "failed", &failed)?;
+    Ok(report)
+}
+
+/// Appends `records` to `PATH.suffix` (none: no file); returns its path.
+fn write_beside(
+    path: &Path,
+    suffix: &str,
+    records: &[DeadRecord],
+) -> anyhow::Result<Option<String>> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    let out_path = PathBuf::from(name);
+    let mut out = DeadLetterWriter::open(&out_path)?;
+    for record in records {
+        out.append(record)?;
+    }
+    out.flush()?;
+    Ok(Some(out_path.display().to_string()))
+}

@@ -1,0 +1,592 @@
+//! Regressions of the sinks' loss and duplication paths (found in review), each on real
+//! servers: a real `redis-server`, kinesalite, the fault proxy and the simulator. A trade must
+//! never be counted as written without proof, never be dropped silently (beyond a buffer, at
+//! shutdown: the dead-letter file), and `hotpath dlq resend` must not duplicate what may have
+//! landed; the Kinesis rings are drained while the start-up stream check runs, and a partly
+//! overlapping trades event reaches Kinesis without its already-delivered trades.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hotpath::feed::config::RunConfig;
+use hotpath::feed::event::FeedEvent;
+use hotpath::feed::run::{self, RunOptions, SinkHandle, Summary};
+use hotpath::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
+use hotpath::sink::SinkStats;
+use hotpath::sink::config::Payload;
+use hotpath::sink::dlq::{self, DeadRecord, Outcome, Target};
+use hotpath::stream::StreamKind;
+use serde_json::Value;
+
+use crate::fault_proxy::FaultProxy;
+use crate::feed::key;
+use crate::servers::{KinesisEmulator, RedisServer, TempDir};
+use crate::sinks::{
+    SYMBOLS, TRADE_STREAM, assert_exactly_once, kinesis_settings, kinesis_trades,
+    read_kinesis_trades, redis_connection, redis_settings, redis_trades, run_config, runtime, sim,
+    test_client, wait_for, written,
+};
+
+/// A run with a chosen shutdown flush deadline.
+fn run_flushing_within(
+    config: &RunConfig,
+    client: Option<aws_sdk_kinesis::Client>,
+    flush: Duration,
+    wait: impl FnOnce(&[SinkHandle]),
+) -> Summary {
+    run::run_with(
+        config,
+        key(config),
+        RunOptions {
+            kinesis_client: client,
+            sink_flush_timeout: Some(flush),
+        },
+        |_, sinks| wait(sinks),
+    )
+    .expect("the run succeeds")
+}
+
+fn stat(sinks: &[SinkHandle], name: &str, read: impl Fn(&SinkStats) -> u64) -> u64 {
+    sinks
+        .iter()
+        .find(|s| s.name == name)
+        .map_or(0, |s| read(&s.stats))
+}
+
+fn redis_command<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
+    cmd.query(&mut redis_connection(url))
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// The trade id of a Redis dead record (`<ms>-<trade id>`).
+fn redis_trade_id(record: &DeadRecord) -> (String, i64) {
+    let Target::Redis { key, id, fields } = &record.target else {
+        panic!("a Redis record: {record:?}");
+    };
+    let trade_id: i64 = id
+        .rsplit('-')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("an entry id <ms>-<trade id>");
+    let field = fields
+        .iter()
+        .find(|(n, _)| n == "trade_id")
+        .expect("trade_id");
+    assert_eq!(field.1, trade_id.to_string());
+    let symbol = key
+        .strip_prefix("trades:{")
+        .and_then(|k| k.strip_suffix('}'))
+        .expect("trades:{SYMBOL}");
+    (symbol.to_string(), trade_id)
+}
+
+/// Dead Redis trades per symbol, in file order.
+fn dead_trades(records: &[DeadRecord]) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for record in records {
+        let (symbol, id) = redis_trade_id(record);
+        out.entry(symbol).or_default().push(id);
+    }
+    out
+}
+
+/// `hotpath dlq resend ARGS` as a user runs it; its JSON report.
+fn resend_cli(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .arg("dlq")
+        .arg("resend")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .expect("hotpath runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "a JSON report ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Regression: an `XADD` refused as "equal or smaller than the target stream top item" was
+/// counted as written, even when the earlier attempt had been refused explicitly (OOM) or the
+/// stream held newer ids from another source. Now an `XRANGE` of the exact id decides: not
+/// there, the trade cannot be placed and goes to the dead-letter file, counted.
+#[test]
+fn an_equal_or_smaller_refusal_is_checked_not_counted_as_written() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // Another source holds a far newer entry in BTCUSDT's stream.
+    let foreign: String = redis_command(
+        &url,
+        redis::cmd("XADD")
+            .arg("trades:{BTCUSDT}")
+            .arg("99999999999999-0")
+            .arg("source")
+            .arg("another writer"),
+    );
+    assert_eq!(foreign, "99999999999999-0");
+    // And Redis refuses every write at first: out of memory.
+    let _: String = redis_command(
+        &url,
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1),
+    );
+    let dir = TempDir::new("delivery-refused");
+    let dead_path = dir.path().join("redis-dead.jsonl");
+    let config = run_config(&sim, |c| {
+        c.streams = vec![StreamKind::Trade];
+        let mut r = redis_settings(url.clone());
+        r.dead_letter_path = dead_path.clone();
+        c.redis = Some(r);
+    });
+    let summary = run_flushing_within(&config, None, Duration::from_secs(10), |sinks| {
+        wait_for("an OOM refusal", || {
+            stat(sinks, "redis", |s| s.failed_requests.get()) >= 1
+        });
+        let _: String = redis_command(
+            &url,
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0),
+        );
+        wait_for("trades written and trades that cannot be placed", || {
+            written(sinks, "redis") >= 300 && stat(sinks, "redis", |s| s.dead_lettered.get()) >= 300
+        });
+    });
+    let r = &summary.sinks["redis"];
+    assert_eq!(r.dropped, 0, "{r:?}");
+    assert!(r.flushed, "{r:?}");
+    let letters = dlq::read(&dead_path).expect("the dead-letter file");
+    assert_eq!(letters.records.len() as u64, r.dead_lettered, "{r:?}");
+    assert!(
+        letters
+            .records
+            .iter()
+            .all(|d| d.outcome == Outcome::Failed && d.error.contains("cannot be placed"))
+    );
+    let dead = dead_trades(&letters.records);
+    assert_eq!(
+        dead.keys().collect::<Vec<_>>(),
+        ["BTCUSDT"],
+        "only BTCUSDT is blocked"
+    );
+    assert_exactly_once(&sim, "BTCUSDT", &dead["BTCUSDT"], "the dead-letter file");
+    // BTCUSDT's stream holds the foreign entry alone; ETHUSDT's holds its trades once each,
+    // and they are all that was counted as written.
+    let btc: Vec<(String, BTreeMap<String, String>)> = redis_command(
+        &url,
+        redis::cmd("XRANGE")
+            .arg("trades:{BTCUSDT}")
+            .arg("-")
+            .arg("+"),
+    );
+    assert_eq!(btc.len(), 1);
+    assert_eq!(btc[0].0, "99999999999999-0");
+    let eth = redis_trades(&url, "ETHUSDT");
+    assert_exactly_once(&sim, "ETHUSDT", &eth, "redis");
+    assert_eq!(r.written, eth.len() as u64, "{r:?}");
+}
+
+/// Regression: trades beyond `redis.buffer_trades_max` during an outage, and trades left when
+/// the shutdown deadline passed, were dropped. They now go to the dead-letter file, and
+/// `hotpath dlq resend` puts them back with their true ids, idempotently.
+#[test]
+fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_resent() {
+    let sim = sim();
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let dir = TempDir::new("delivery-outage");
+    let dead_path = dir.path().join("redis-dead.jsonl");
+    let config = run_config(&sim, |c| {
+        c.streams = vec![StreamKind::Trade];
+        let mut r = redis_settings(url.clone());
+        r.buffer_trades_max = 100;
+        r.dead_letter_path = dead_path.clone();
+        c.redis = Some(r);
+    });
+    let summary = run_flushing_within(&config, None, Duration::from_millis(500), |sinks| {
+        wait_for("first trades in Redis", || written(sinks, "redis") >= 200);
+        redis.kill();
+        wait_for("trades beyond the buffer dead-lettered", || {
+            stat(sinks, "redis", |s| s.dead_lettered.get()) >= 500
+        });
+    });
+    let r = &summary.sinks["redis"];
+    assert_eq!(r.dropped, 0, "nothing dropped: {r:?}");
+    assert!(!r.flushed, "Redis was down at the end: {r:?}");
+    let letters = dlq::read(&dead_path).expect("the dead-letter file");
+    assert_eq!(letters.records.len() as u64, r.dead_lettered, "{r:?}");
+    let dead = dead_trades(&letters.records);
+    for symbol in SYMBOLS {
+        // From the first trade not written to the last received, each once, in order: the
+        // ones beyond the buffer, then the ones left at the shutdown deadline.
+        assert_exactly_once(&sim, symbol, &dead[symbol], "the dead-letter file");
+    }
+    assert!(
+        letters
+            .records
+            .iter()
+            .any(|d| d.error.contains("buffer_trades_max"))
+    );
+    assert!(letters.records.iter().any(|d| d.error.contains("shutdown")));
+
+    // Redis comes back empty; the resend puts every dead trade in its stream.
+    redis.restart();
+    let report = resend_cli(&[path_str(&dead_path), "--redis", &url]);
+    assert_eq!(report["records"], letters.records.len());
+    assert_eq!(report["sent"], letters.records.len(), "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    for symbol in SYMBOLS {
+        assert_eq!(redis_trades(&url, symbol), dead[symbol], "{symbol}");
+    }
+    // Again: everything is there already, proven by XRANGE, and nothing is added twice.
+    let report = resend_cli(&[path_str(&dead_path), "--redis", &url]);
+    assert_eq!(report["sent"], 0, "{report}");
+    assert_eq!(report["already_there"], letters.records.len(), "{report}");
+    for symbol in SYMBOLS {
+        assert_eq!(redis_trades(&url, symbol), dead[symbol], "{symbol}");
+    }
+}
+
+/// Regression: batches in flight at the flush deadline were dead-lettered as if they had
+/// failed although they may have landed, and a resend duplicated them. They are now marked
+/// `"outcome":"unknown"` and only sent with `--include-unknown`; records never attempted are
+/// `failed` and sent.
+#[test]
+fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let proxy = FaultProxy::start(emulator.addr());
+    let dir = TempDir::new("delivery-in-flight");
+    let dead_path = dir.path().join("dead-letters.jsonl");
+    let config = run_config(&sim, |c| {
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.heartbeat_interval = None;
+        c.kinesis = Some(k);
+    });
+    let summary = run_flushing_within(
+        &config,
+        Some(test_client(&proxy.endpoint())),
+        Duration::from_millis(500),
+        |sinks| {
+            wait_for("first writes", || written(sinks, "kinesis") >= 500);
+            proxy.faults().hold_answers(true);
+            // Requests that landed without an answer, and records queued behind them.
+            wait_for("held requests", || proxy.faults().answers_held() >= 2);
+            let queued = stat(sinks, "kinesis", |s| s.received.get());
+            wait_for("records queued behind them", || {
+                stat(sinks, "kinesis", |s| s.received.get()) >= queued + 500
+            });
+        },
+    );
+    let k = &summary.sinks["kinesis"];
+    assert_eq!(k.dropped, 0, "{k:?}");
+    assert_eq!(k.received, k.written + k.dead_lettered, "{k:?}");
+    let letters = dlq::read(&dead_path).expect("the dead-letter file");
+    assert_eq!(letters.records.len() as u64, k.dead_lettered);
+    let of = |outcome| -> Vec<(String, Vec<u8>, String)> {
+        letters
+            .records
+            .iter()
+            .filter(|d| d.outcome == outcome)
+            .filter_map(|d| match &d.target {
+                Target::Kinesis {
+                    stream,
+                    partition_key,
+                    data,
+                } if stream == TRADE_STREAM => {
+                    Some((partition_key.clone(), data.clone(), String::new()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let unknown = kinesis_trades(&of(Outcome::Unknown));
+    let failed = kinesis_trades(&of(Outcome::Failed));
+    assert!(!unknown.is_empty() && !failed.is_empty(), "{k:?}");
+    // The unknown ones did land.
+    let landed = read_kinesis_trades(&emulator);
+    for (symbol, ids) in &unknown {
+        assert!(ids.iter().all(|id| landed[symbol].contains(id)), "{symbol}");
+    }
+    // The resend sends the failed ones only, and sets the unknown ones aside.
+    let report = resend_cli(&[
+        path_str(&dead_path),
+        "--kinesis-endpoint",
+        &emulator.endpoint(),
+    ]);
+    let unknown_count = letters
+        .records
+        .iter()
+        .filter(|d| d.outcome == Outcome::Unknown)
+        .count();
+    assert_eq!(report["skipped_unknown"], unknown_count, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(
+        report["sent"],
+        letters.records.len() - unknown_count,
+        "{report}"
+    );
+    let set_aside = dlq::read(Path::new(
+        report["unknown_file"].as_str().expect("the unknown file"),
+    ))
+    .expect("readable");
+    assert_eq!(set_aside.records.len(), unknown_count);
+    let trades = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis after resend");
+    }
+}
+
+/// Regression: a request that timed out was requeued whole, and when its records finally went
+/// to the dead-letter file nothing said they may have landed. They are retried (at least
+/// once: a consumer may see one twice) and, dead-lettered, marked `"outcome":"unknown"`.
+#[test]
+fn records_of_a_timed_out_request_are_marked_unknown() {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let proxy = FaultProxy::start(emulator.addr());
+    let dir = TempDir::new("delivery-timeout");
+    let dead_path = dir.path().join("dead-letters.jsonl");
+    let config = run_config(&sim, |c| {
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.heartbeat_interval = None;
+        k.deliver_within = Duration::from_millis(1500);
+        c.kinesis = Some(k);
+    });
+    let client = {
+        let sdk = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "hotpath-tests",
+            ))
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(proxy.endpoint())
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_millis(300))
+                    .build(),
+            )
+            .build();
+        aws_sdk_kinesis::Client::from_conf(sdk)
+    };
+    let summary = run_flushing_within(&config, Some(client), Duration::from_secs(2), |sinks| {
+        wait_for("first writes", || written(sinks, "kinesis") >= 300);
+        proxy.faults().hold_answers(true);
+        wait_for("timed-out records dead-lettered", || {
+            stat(sinks, "kinesis", |s| s.dead_lettered.get()) >= 300
+        });
+        proxy.faults().hold_answers(false);
+        let dead = stat(sinks, "kinesis", |s| s.dead_lettered.get());
+        wait_for("writes again", || {
+            written(sinks, "kinesis") >= 600 && stat(sinks, "kinesis", |s| s.retried.get()) > 0
+        });
+        assert!(stat(sinks, "kinesis", |s| s.dead_lettered.get()) >= dead);
+    });
+    let k = &summary.sinks["kinesis"];
+    assert_eq!(k.dropped, 0, "{k:?}");
+    let letters = dlq::read(&dead_path).expect("the dead-letter file");
+    let unknown: Vec<&DeadRecord> = letters
+        .records
+        .iter()
+        .filter(|d| d.outcome == Outcome::Unknown)
+        .collect();
+    assert!(
+        unknown.len() >= 300,
+        "{} unknown of {}",
+        unknown.len(),
+        letters.records.len()
+    );
+    assert!(unknown.iter().all(|d| d.attempts >= 1));
+    // Each unknown trades record did land (the proxy forwarded it before holding the answer).
+    let landed = read_kinesis_trades(&emulator);
+    let of_unknown: Vec<(String, Vec<u8>, String)> = unknown
+        .iter()
+        .filter_map(|d| match &d.target {
+            Target::Kinesis {
+                stream,
+                partition_key,
+                data,
+            } if stream == TRADE_STREAM => {
+                Some((partition_key.clone(), data.clone(), String::new()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (symbol, ids) in kinesis_trades(&of_unknown) {
+        assert!(
+            ids.iter().all(|id| landed[&symbol].contains(id)),
+            "{symbol}"
+        );
+    }
+}
+
+/// Regression: the Kinesis writer's rings were not drained while the start-up stream check ran
+/// (up to 60 s), so they overflowed. A slow endpoint at start now costs no event.
+#[test]
+fn rings_are_drained_while_a_slow_start_up_stream_check_runs() {
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    let rt = runtime();
+    for stream in [TRADE_STREAM, "market-sbe-bestbidask", "market-sbe-depth"] {
+        rt.block_on(emulator.create_stream(stream, 1));
+    }
+    let proxy = FaultProxy::start(emulator.addr());
+    proxy
+        .faults()
+        .delay("DescribeStreamSummary", Duration::from_secs(2));
+    let dir = TempDir::new("delivery-slow-check");
+    let config = run_config(&sim, |c| {
+        // The smallest rings: the old code overflowed them within the first second.
+        c.readers.ring_capacity = 1024;
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.create_streams = false;
+        k.heartbeat_interval = None;
+        c.kinesis = Some(k);
+    });
+    let mut received_at_ready = 0;
+    let summary = run_flushing_within(
+        &config,
+        Some(test_client(&proxy.endpoint())),
+        Duration::from_secs(10),
+        |sinks| {
+            received_at_ready = stat(sinks, "kinesis", |s| s.received.get());
+            wait_for("writes", || written(sinks, "kinesis") >= 2000);
+        },
+    );
+    assert!(proxy.faults().requests("DescribeStreamSummary") >= 3);
+    assert!(
+        received_at_ready > 1024,
+        "{received_at_ready} events drained during the check"
+    );
+    assert_eq!(summary.queue_drops, 0, "{summary:?}");
+    assert_eq!(summary.gaps.count, 0, "{summary:?}");
+    let k = &summary.sinks["kinesis"];
+    assert_eq!(k.received, summary.frames, "{k:?}");
+    assert!(k.flushed && k.written == k.received, "{k:?}");
+    let trades = read_kinesis_trades(&emulator);
+    for symbol in SYMBOLS {
+        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis");
+    }
+}
+
+/// A trades frame of `symbol` with `ids`.
+fn trades_frame(symbol: &str, ids: std::ops::RangeInclusive<i64>) -> Bytes {
+    let mut out = vec![0u8; 4096];
+    let length = {
+        let mut encoder = TradesStreamEventEncoder::wrap(&mut out).expect("room");
+        encoder
+            .event_time(1_763_700_000_000_000)
+            .transact_time(1_763_700_000_000_000)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        let count = u32::try_from(ids.clone().count()).expect("a few");
+        let mut group = encoder.trades(count).expect("a group");
+        for id in ids {
+            group
+                .next_entry()
+                .expect("an entry")
+                .id(id)
+                .price(6_976_988_000_000)
+                .qty(100_000)
+                .is_buyer_maker(BoolEnum::False);
+        }
+        encoder.symbol(symbol.as_bytes()).expect("a symbol");
+        encoder.finish()
+    };
+    out.truncate(length);
+    Bytes::from(out)
+}
+
+fn event(frame: Bytes, first_id: i64, first_new_id: i64, last_id: i64) -> FeedEvent {
+    FeedEvent {
+        recv_time_ns: hotpath::feed::event::monotonic_ns(),
+        symbol: 0,
+        kind: StreamKind::Trade,
+        first_id,
+        last_id,
+        first_new_id,
+        event_time_us: 1_763_700_000_000_000,
+        frame,
+    }
+}
+
+/// Regression: a trades event partly overlapping trades already delivered (ids up to k
+/// delivered, the frame carrying a..=b with a <= k < b) was forwarded whole, so Kinesis got
+/// the ids a..=k twice. The writer now sends a re-encoded frame of the new trades only, in
+/// both payloads.
+#[test]
+fn a_partly_overlapping_trades_event_reaches_kinesis_without_its_seen_trades() {
+    let emulator = KinesisEmulator::start();
+    for payload in [Payload::Sbe, Payload::Json] {
+        let dir = TempDir::new("delivery-overlap");
+        let mut config = kinesis_settings(&emulator.endpoint(), dir.path());
+        config.heartbeat_interval = None;
+        config.payload = payload;
+        config.stream_trade = format!("overlap-{payload:?}").to_lowercase();
+        let (mut producer, ring) = rtrb::RingBuffer::new(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready, checked) = std::sync::mpsc::channel();
+        let stats = Arc::new(SinkStats::default());
+        let thread =
+            hotpath::sink::kinesis::writer::spawn(hotpath::sink::kinesis::writer::KinesisSink {
+                config: config.clone(),
+                client: Some(test_client(&emulator.endpoint())),
+                rings: vec![ring],
+                stats: stats.clone(),
+                stop: stop.clone(),
+                reader_cores: Vec::new(),
+                flush_timeout: Duration::from_secs(10),
+                ready,
+            })
+            .expect("the writer starts");
+        checked
+            .recv_timeout(Duration::from_secs(60))
+            .expect("checked")
+            .expect("the streams exist");
+        for e in [
+            event(trades_frame("BTCUSDT", 1..=5), 1, 1, 5),
+            // Two connections framed differently: 3..=5 were delivered already.
+            event(trades_frame("BTCUSDT", 3..=8), 3, 6, 8),
+            event(trades_frame("BTCUSDT", 9..=9), 9, 9, 9),
+        ] {
+            producer.push(e).expect("room in the ring");
+        }
+        wait_for("three records written", || stats.written.get() == 3);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let summary = thread
+            .join()
+            .expect("the writer does not panic")
+            .expect("the writer succeeds");
+        assert!(summary.flushed, "{summary:?}");
+        let records = rt_read(&emulator, &config.stream_trade);
+        let trades = kinesis_trades(&records);
+        assert_eq!(
+            trades["BTCUSDT"],
+            (1..=9).collect::<Vec<i64>>(),
+            "{payload:?}"
+        );
+    }
+}
+
+fn rt_read(emulator: &KinesisEmulator, stream: &str) -> Vec<(String, Vec<u8>, String)> {
+    runtime().block_on(emulator.read_all(stream))
+}
