@@ -96,7 +96,7 @@ fn dead_trades(records: &[DeadRecord]) -> BTreeMap<String, Vec<i64>> {
 }
 
 /// `hotpath dlq resend ARGS` as a user runs it; its JSON report.
-fn resend_cli(args: &[&str]) -> Value {
+pub(crate) fn resend_cli(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_hotpath"))
         .arg("dlq")
         .arg("resend")
@@ -284,8 +284,9 @@ fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() 
         |sinks| {
             wait_for("first writes", || written(sinks, "kinesis") >= 500);
             proxy.faults().hold_answers(true);
-            // Requests that landed without an answer, and records queued behind them.
-            wait_for("held requests", || proxy.faults().answers_held() >= 2);
+            // Each stream's request in flight landed and waits for an answer that never comes
+            // (trades, bestBidAsk, depth: three), and records queue behind them.
+            wait_for("held requests", || proxy.faults().answers_held() >= 3);
             let queued = stat(sinks, "kinesis", |s| s.received.get());
             wait_for("records queued behind them", || {
                 stat(sinks, "kinesis", |s| s.received.get()) >= queued + 500
@@ -431,12 +432,15 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
             _ => None,
         })
         .collect();
-    for (symbol, ids) in kinesis_trades(&of_unknown) {
-        assert!(
-            ids.iter().all(|id| landed[&symbol].contains(id)),
-            "{symbol}"
-        );
-    }
+    // "Unknown" is the truth: some did land (the proxy forwarded them before holding the
+    // answer), so calling them failed and resending them would duplicate them; others may not
+    // have (a request that timed out before the proxy had it).
+    let unknown_trades = kinesis_trades(&of_unknown);
+    let landed_unknown = unknown_trades
+        .iter()
+        .flat_map(|(symbol, ids)| ids.iter().filter(|id| landed[symbol].contains(id)))
+        .count();
+    assert!(landed_unknown > 0, "{:?}", proxy.faults().counters());
 }
 
 /// Regression: the Kinesis writer's rings were not drained while the start-up stream check ran

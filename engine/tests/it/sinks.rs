@@ -417,27 +417,44 @@ fn a_dead_endpoint_opens_the_breaker_and_dead_letters_then_resend_delivers() {
     assert_eq!(letters.records.len() as u64, k.dead_lettered);
     assert_eq!(letters.torn_tail, None);
     assert!(letters.records.iter().all(|r| !r.error.is_empty()));
-    // The proxy closed each connection without an answer: from the writer's side the
-    // requests may have landed, so the records are of unknown outcome (here, they did not:
-    // the proxy forwarded nothing).
-    assert!(
-        letters
-            .records
-            .iter()
-            .all(|r| r.outcome == hotpath::sink::dlq::Outcome::Unknown),
-        "{:?}",
-        letters.records.first()
-    );
+    // The proxy closed each connection without an answer: from the writer's side those
+    // requests may have landed, so their records are of unknown outcome (here, they did not:
+    // the proxy forwarded nothing); records the open breaker never let out are failed.
+    use hotpath::sink::dlq::Outcome;
+    let unknown = letters
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Unknown)
+        .count();
+    for r in &letters.records {
+        let expected = if r.attempts > 0 {
+            Outcome::Unknown
+        } else {
+            Outcome::Failed
+        };
+        assert_eq!(r.outcome, expected, "{r:?}");
+    }
+    assert!(unknown > 0 && unknown < letters.records.len(), "{unknown}");
     assert_eq!(proxy.faults().entries_forwarded(), 0);
 
+    // `hotpath dlq resend` sends the failed ones and sets the unknown ones aside; sent again
+    // with --include-unknown, they complete the streams.
     proxy.faults().refuse(false);
-    let (sent, failed) = rt.block_on(hotpath::sink::kinesis::resend::resend(
-        &client,
-        letters.records,
-        4,
-    ));
-    assert!(failed.is_empty());
-    assert_eq!(sent as u64, k.dead_lettered);
+    let file = dir.path().join("dead-letters.jsonl");
+    let file = file.to_str().expect("a UTF-8 path");
+    let report = crate::delivery::resend_cli(&[file, "--kinesis-endpoint", &proxy.endpoint()]);
+    assert_eq!(report["sent"], letters.records.len() - unknown, "{report}");
+    assert_eq!(report["skipped_unknown"], unknown, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let set_aside = report["unknown_file"].as_str().expect("the unknown file");
+    let report = crate::delivery::resend_cli(&[
+        set_aside,
+        "--kinesis-endpoint",
+        &proxy.endpoint(),
+        "--include-unknown",
+    ]);
+    assert_eq!(report["sent"], unknown, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
     let trades = read_kinesis_trades(&emulator);
     for symbol in SYMBOLS {
         assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis after resend");
