@@ -887,6 +887,20 @@ mod tests {
     }
 
     #[test]
+    fn the_sinks_may_not_share_a_dead_letter_file() {
+        let shared = "[kinesis]\nenabled = true\ndead_letter_path = \"dead.jsonl\"\n\
+                      [redis]\nenabled = true\ndead_letter_path = \"dead.jsonl\"\n";
+        let e = RunConfig::from_toml(shared).expect_err("one file for both");
+        assert!(e.starts_with("redis.dead_letter_path"), "{e}");
+        let both = RunConfig::from_toml("[kinesis]\nenabled = true\n[redis]\nenabled = true\n")
+            .expect("the defaults differ");
+        assert_ne!(
+            both.kinesis.map(|k| k.dead_letter_path),
+            both.redis.map(|r| r.dead_letter_path)
+        );
+    }
+
+    #[test]
     fn overrides_replace_the_file_and_errors_name_the_flag() {
         let mut config = RunConfig::default();
         config

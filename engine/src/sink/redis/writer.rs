@@ -543,9 +543,7 @@ impl Writer {
         sent: &[SentTrade],
         replies: &[Value],
     ) -> Option<String> {
-        let Some(state) = self.states.get_mut(symbol).and_then(Option::as_mut) else {
-            return None;
-        };
+        let state = self.states.get_mut(symbol).and_then(Option::as_mut)?;
         let mut refused = None;
         let mut landed = Vec::new();
         let mut buried = Vec::new();
