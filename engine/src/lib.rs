@@ -11,11 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod backoff;
 pub mod book;
+pub mod clock;
 pub mod constants;
 pub mod decode;
 pub mod feed;
 pub mod frames;
+pub mod metrics;
 pub mod rest;
 pub mod rng;
 pub mod sbe;

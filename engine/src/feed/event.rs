@@ -3,9 +3,6 @@
 //! to several consumers copies nothing and allocates nothing), and gap notices for the
 //! reliability sidecar.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::sequence::GapNotice;
@@ -54,12 +51,4 @@ pub struct Notice {
     pub gap: GapNotice,
     /// Why.
     pub cause: Cause,
-}
-
-/// Monotonic nanoseconds since the first call in this process: the clock of every latency
-/// measurement.
-#[inline]
-pub fn monotonic_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }

@@ -6,7 +6,6 @@
 //! configuration). Shell: reader threads pinned to cores, each running its WebSocket
 //! connections on a single-threaded runtime.
 
-pub mod backoff;
 pub mod config;
 pub mod event;
 pub mod progress;

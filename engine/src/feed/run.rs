@@ -10,11 +10,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::backoff::AttemptBudget;
 use super::config::{ApiKey, RunConfig};
-use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
-use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
+use super::event::{Cause, FeedEvent, Notice};
+use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
+use crate::backoff::AttemptBudget;
+use crate::clock::monotonic_ns;
+use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
 
@@ -66,8 +68,8 @@ pub fn start(
         symbols: config.symbols.clone(),
         settings: config.readers.clone(),
         budget: std::sync::Mutex::new(AttemptBudget::new(
-            super::backoff::BINANCE_ATTEMPTS_MAX,
-            super::backoff::BINANCE_ATTEMPTS_WINDOW,
+            crate::backoff::BINANCE_ATTEMPTS_MAX,
+            crate::backoff::BINANCE_ATTEMPTS_WINDOW,
         )),
         stop: stop_rx,
     });
@@ -309,34 +311,6 @@ fn idle_wait(idle: u32) {
         1..=100 => std::hint::spin_loop(),
         101..=50_000 => std::thread::yield_now(),
         _ => std::thread::sleep(Duration::from_micros(50)),
-    }
-}
-
-/// Latency percentiles, nanoseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Percentiles {
-    /// Values recorded.
-    pub count: u64,
-    /// Median.
-    pub p50: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest.
-    pub max: u64,
-}
-
-impl Percentiles {
-    /// Percentiles of `h`.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        Percentiles {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
     }
 }
 

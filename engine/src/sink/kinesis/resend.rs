@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use super::dlq::{self, DeadLetterWriter, DeadRecord};
 use super::lane::{Entry, Lane};
-use super::writer::{client_from_chain, put_records, unix_ms};
+use super::writer::{client_from_chain, put_records};
+use crate::backoff::jittered;
+use crate::clock::unix_ms;
 use crate::sink::config::KinesisConfig;
-use crate::sink::jittered;
 
 /// Attempts per record before it is written to `FILE.failed`.
 pub const ATTEMPTS_MAX: u32 = 8;
