@@ -14,6 +14,7 @@ pub mod analytics;
 pub mod backoff;
 pub mod book;
 pub mod clock;
+pub mod config;
 pub mod constants;
 pub mod decode;
 pub mod feed;

@@ -28,12 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::config::{ApiKey, ReaderSettings};
 use super::event::{Cause, FeedEvent, Notice};
 use super::sequence::{Sequencer, Verdict};
 use super::stats::ReaderStats;
 use crate::backoff::{AttemptBudget, Backoff};
 use crate::clock::monotonic_ns;
+use crate::config::{ApiKey, ReaderSettings};
 use crate::metrics::{LATENCY_MAX_NS, latency_histogram};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
 use crate::stream::StreamKind;
@@ -1122,7 +1122,7 @@ async fn on_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::config::RunConfig;
+    use crate::config::RunConfig;
     use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
 
     fn trades(ids: std::ops::RangeInclusive<i64>) -> Bytes {

@@ -10,12 +10,12 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::config::{ApiKey, RunConfig};
 use super::event::{Cause, FeedEvent, Notice};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns;
+use crate::config::{ApiKey, RunConfig};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
@@ -170,7 +170,7 @@ impl Feed {
             .filter(|s| {
                 s.symbols.len() < limit
                     && (s.symbols.len() + 1) * per_symbol
-                        <= super::config::STREAMS_PER_CONNECTION_MAX
+                        <= crate::config::STREAMS_PER_CONNECTION_MAX
             })
             .min_by_key(|s| s.symbols.len())
             .ok_or_else(|| {

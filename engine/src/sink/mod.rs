@@ -6,7 +6,6 @@
 //! batches, writes, and keeps its counters in a [`SinkStats`] that the run's summary and the
 //! progress line read while it runs.
 
-pub mod config;
 pub mod kinesis;
 pub mod redis;
 

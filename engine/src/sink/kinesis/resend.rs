@@ -16,7 +16,7 @@ use super::lane::{Entry, Lane};
 use super::writer::{client_from_chain, put_records};
 use crate::backoff::jittered;
 use crate::clock::unix_ms;
-use crate::sink::config::KinesisConfig;
+use crate::config::KinesisConfig;
 
 /// Attempts per record before it is written to `FILE.failed`.
 pub const ATTEMPTS_MAX: u32 = 8;

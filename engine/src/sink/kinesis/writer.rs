@@ -30,9 +30,9 @@ use super::dlq::{DeadLetterWriter, DeadRecord};
 use super::lane::{Entry, Lane, Outgoing};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
+use crate::config::{KinesisConfig, Payload};
 use crate::feed::event::FeedEvent;
 use crate::metrics::{Percentiles, latency_histogram};
-use crate::sink::config::{KinesisConfig, Payload};
 use crate::sink::{SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 

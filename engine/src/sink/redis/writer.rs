@@ -21,10 +21,10 @@ use redis::Value;
 use super::state::{SymbolState, Wants};
 use crate::backoff::jittered;
 use crate::clock::monotonic_ns;
+use crate::config::RedisConfig;
 use crate::feed::event::FeedEvent;
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::rest::{RestClient, mantissas};
-use crate::sink::config::RedisConfig;
 use crate::sink::{SinkStats, SinkSummary, ring_depth};
 
 /// Trades per pipeline at most (a long outage's backlog goes out in several).
