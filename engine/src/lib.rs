@@ -27,3 +27,4 @@ pub mod sim;
 pub mod sink;
 pub mod stream;
 pub mod sync;
+pub mod tls;

@@ -256,7 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     region,
                 },
         } => {
-            hotpath::sim::tls::install_crypto_provider();
+            hotpath::tls::install_crypto_provider();
             let config = hotpath::config::KinesisConfig {
                 endpoint_url: kinesis_endpoint,
                 region,

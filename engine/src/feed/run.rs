@@ -58,7 +58,7 @@ pub fn start(
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
-    crate::sim::tls::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let tls = trusted_tls(config)?;
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
@@ -472,7 +472,7 @@ pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
             Ok(Some(Arc::new(
-                crate::sim::tls::client_config_trusting(&pem)
+                crate::tls::client_config_trusting(&pem)
                     .map_err(|e| format!("binance.trust_cert: {e}"))?,
             )))
         }

@@ -12,6 +12,7 @@ mod servers;
 mod sim;
 mod sinks;
 mod tidy;
+mod tidy_docs;
 
 use std::path::PathBuf;
 

@@ -42,7 +42,7 @@ pub async fn resend_file(
     endpoint: Option<String>,
     region: Option<String>,
 ) -> anyhow::Result<ResendReport> {
-    crate::sim::tls::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let letters = dlq::read(path).map_err(anyhow::Error::msg)?;
     let config = KinesisConfig {
         endpoint_url: endpoint,
