@@ -44,8 +44,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages processed back to back before the connection task selects again.
 const DRAIN_MAX: usize = 256;
-/// Highest latency the histograms track (longer values are clamped): 10 s.
-
 /// What every reader shares: where to connect, with which key and trust, and the settings.
 pub struct FeedContext {
     /// `ws://` or `wss://` base; connections go to `<endpoint>/stream?streams=...`.
