@@ -7,6 +7,7 @@
 //! progress line read while it runs.
 
 pub mod kinesis;
+pub mod order;
 pub mod redis;
 
 use serde::Serialize;
