@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod rest;
 pub mod rng;
 pub mod sbe;
+pub mod sidecar;
 pub mod sim;
 pub mod sink;
 pub mod stream;
