@@ -5,6 +5,7 @@ mod binance;
 mod cli;
 mod fault_proxy;
 mod feed;
+mod reanchor;
 mod record;
 mod rest;
 mod schema;

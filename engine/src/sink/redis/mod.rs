@@ -2,5 +2,6 @@
 //! and features, per symbol under one hash tag, written in coalesced pipelines. The keys and
 //! fields are listed in [`state`].
 
+pub mod reanchor;
 pub mod state;
 pub mod writer;
