@@ -4,3 +4,4 @@
 //! the shell around it.
 
 pub mod backfill;
+pub mod frames;
