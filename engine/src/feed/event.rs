@@ -52,3 +52,21 @@ pub struct Notice {
     /// Why.
     pub cause: Cause,
 }
+
+/// What the sidecar hands a consumer through its repair ring.
+#[derive(Clone, Debug)]
+pub enum Repair {
+    /// Trades fetched from REST, as an event like a live one (an SBE trades frame). The
+    /// consumer delivers each id once, whichever of the live event and this one came first.
+    Event(FeedEvent),
+    /// Trade ids `from..=to` of `symbol` will not come (REST could not serve them in time): stop
+    /// waiting for them; they are counted as unrepaired.
+    GaveUp {
+        /// Symbol index.
+        symbol: u16,
+        /// First id given up on.
+        from: i64,
+        /// Last id given up on.
+        to: i64,
+    },
+}

@@ -42,6 +42,8 @@ pub struct Delivery {
     pub to: i64,
     /// Who gets them.
     pub consumers: Consumers,
+    /// When the request was made (monotonic ns): time to repair is measured from here.
+    pub requested_ns: u64,
 }
 
 /// One outstanding request.
@@ -164,6 +166,7 @@ impl Backfill {
                 from,
                 to,
                 consumers: request.consumers,
+                requested_ns: request.since_ns,
             });
             request.from = to.saturating_add(1);
         }
@@ -189,6 +192,7 @@ impl Backfill {
                     from: r.from,
                     to: r.to,
                     consumers: r.consumers,
+                    requested_ns: r.since_ns,
                 });
             }
             !overdue
@@ -204,6 +208,7 @@ impl Backfill {
                     from: r.from,
                     to: r.to,
                     consumers: r.consumers,
+                    requested_ns: r.since_ns,
                 });
             }
             r.symbol != symbol
@@ -241,7 +246,8 @@ mod tests {
                 symbol: 0,
                 from: 101,
                 to: 1100,
-                consumers: ALL
+                consumers: ALL,
+                requested_ns: 0,
             }
         );
         assert_eq!(out[2].to, 2600);
@@ -265,13 +271,15 @@ mod tests {
                     symbol: 3,
                     from: 10,
                     to: 20,
-                    consumers: 0b01
+                    consumers: 0b01,
+                    requested_ns: 0,
                 },
                 Delivery {
                     symbol: 3,
                     from: 15,
                     to: 30,
-                    consumers: 0b10
+                    consumers: 0b10,
+                    requested_ns: 0,
                 },
             ]
         );
@@ -314,7 +322,8 @@ mod tests {
                 symbol: 0,
                 from: 5,
                 to: 9,
-                consumers: ALL
+                consumers: ALL,
+                requested_ns: 0,
             }]
         );
         assert_eq!(plan.pending(), 0);

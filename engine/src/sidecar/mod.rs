@@ -5,3 +5,4 @@
 
 pub mod backfill;
 pub mod frames;
+pub mod thread;

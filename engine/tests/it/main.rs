@@ -10,6 +10,7 @@ mod record;
 mod rest;
 mod schema;
 mod servers;
+mod sidecar;
 mod sim;
 mod sinks;
 mod tidy;
