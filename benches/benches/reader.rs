@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use hotpath::feed::config::RunConfig;
+use hotpath::config::RunConfig;
 use hotpath::sim::config::SimConfig;
 use hotpath::sim::record::{Pace, RecordOptions, ReplayOptions, record, replay};
 

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotpath::feed::config::RunConfig;
+use hotpath::config::RunConfig;
+use hotpath::config::{KinesisConfig, RedisConfig};
 use hotpath::feed::run::{RunOptions, Summary};
 use hotpath::sim::config::SimConfig;
 use hotpath::sim::record::{Pace, RecordOptions, ReplayOptions, record, replay};
-use hotpath::sink::config::{KinesisConfig, RedisConfig};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -106,7 +106,7 @@ fn start_kinesalite() -> (Server, String) {
 }
 
 fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    hotpath::sim::tls::install_crypto_provider();
+    hotpath::tls::install_crypto_provider();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .credentials_provider(aws_sdk_kinesis::config::Credentials::new(

@@ -11,15 +11,21 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod backoff;
 pub mod book;
+pub mod clock;
+pub mod config;
 pub mod constants;
 pub mod decode;
 pub mod feed;
 pub mod frames;
+pub mod metrics;
 pub mod rest;
 pub mod rng;
 pub mod sbe;
+pub mod sidecar;
 pub mod sim;
 pub mod sink;
 pub mod stream;
 pub mod sync;
+pub mod tls;

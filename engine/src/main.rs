@@ -229,12 +229,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    hotpath::feed::config::RunConfig::from_toml(&text)
+                    hotpath::config::RunConfig::from_toml(&text)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 }
-                None => hotpath::feed::config::RunConfig::default(),
+                None => hotpath::config::RunConfig::default(),
             };
-            let overrides = hotpath::feed::config::Overrides {
+            let overrides = hotpath::config::Overrides {
                 endpoint,
                 symbols,
                 streams,
@@ -268,8 +268,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     region,
                 },
         } => {
-            hotpath::sim::tls::install_crypto_provider();
-            let config = hotpath::sink::config::KinesisConfig {
+            hotpath::tls::install_crypto_provider();
+            let config = hotpath::config::KinesisConfig {
                 endpoint_url: kinesis_endpoint,
                 region,
                 ..Default::default()

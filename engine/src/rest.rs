@@ -703,7 +703,7 @@ impl RestClient {
     /// A client for `base_url`: `https://host[:port]` (Binance) or `http://host[:port]` (the
     /// simulator), nothing after the authority but an optional `/`. `tls` is the rustls
     /// configuration for `https://` (e.g. trusting the simulator's certificate, see
-    /// [`crate::sim::tls::client_config_trusting`]); `None` trusts the system's CA bundle
+    /// [`crate::tls::client_config_trusting`]); `None` trusts the system's CA bundle
     /// ([`system_tls_config`]). It is ignored for `http://`. Nothing is connected yet.
     pub fn new(
         base_url: &str,

@@ -3,9 +3,6 @@
 //! to several consumers copies nothing and allocates nothing), and gap notices for the
 //! reliability sidecar.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use bytes::Bytes;
 
 use super::sequence::GapNotice;
@@ -60,10 +57,20 @@ pub struct Notice {
     pub cause: Cause,
 }
 
-/// Monotonic nanoseconds since the first call in this process: the clock of every latency
-/// measurement.
-#[inline]
-pub fn monotonic_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+/// What the sidecar hands a consumer through its repair ring.
+#[derive(Clone, Debug)]
+pub enum Repair {
+    /// Trades fetched from REST, as an event like a live one (an SBE trades frame). The
+    /// consumer delivers each id once, whichever of the live event and this one came first.
+    Event(FeedEvent),
+    /// Trade ids `from..=to` of `symbol` will not come (REST could not serve them in time): stop
+    /// waiting for them; they are counted as unrepaired.
+    GaveUp {
+        /// Symbol index.
+        symbol: u16,
+        /// First id given up on.
+        from: i64,
+        /// Last id given up on.
+        to: i64,
+    },
 }

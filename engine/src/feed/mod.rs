@@ -1,13 +1,10 @@
 //! The feed: hotpath's ingestion hot path, from Binance (or the simulator, or a replay) into
 //! per-consumer lock-free rings.
 //!
-//! Pure core: [`sequence`] (per-symbol sequence checks, duplicates, gap notices), [`backoff`]
-//! (reconnect delays and the connection-attempt budget), [`config`] (the validated `hotpath run`
-//! configuration). Shell: reader threads pinned to cores, each running its WebSocket
+//! Pure core: [`sequence`] (per-symbol sequence checks, duplicates, gap notices). The
+//! configuration it runs from is [`crate::config`]; reconnect pacing is [`crate::backoff`]. Shell: reader threads pinned to cores, each running its WebSocket
 //! connections on a single-threaded runtime.
 
-pub mod backoff;
-pub mod config;
 pub mod event;
 pub mod progress;
 pub mod reader;

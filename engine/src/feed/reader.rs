@@ -28,11 +28,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::backoff::{AttemptBudget, Backoff};
-use super::config::{ApiKey, ReaderSettings};
-use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
+use super::event::{Cause, FeedEvent, Notice};
 use super::sequence::{Sequencer, Verdict};
 use super::stats::ReaderStats;
+use crate::backoff::{AttemptBudget, Backoff};
+use crate::clock::monotonic_ns;
+use crate::config::{ApiKey, ReaderSettings};
+use crate::metrics::{LATENCY_MAX_NS, latency_histogram};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
 use crate::stream::StreamKind;
 
@@ -42,9 +44,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages processed back to back before the connection task selects again.
 const DRAIN_MAX: usize = 256;
-/// Highest latency the histograms track (longer values are clamped): 10 s.
-const LATENCY_MAX_NS: u64 = 10_000_000_000;
-
 /// What every reader shares: where to connect, with which key and trust, and the settings.
 pub struct FeedContext {
     /// `ws://` or `wss://` base; connections go to `<endpoint>/stream?streams=...`.
@@ -208,11 +207,6 @@ fn cpus_allowed() -> String {
             })
         })
         .unwrap_or_default()
-}
-
-/// A new latency histogram (3 significant digits, 1 ns to 10 s).
-pub fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("constant, valid histogram bounds")
 }
 
 /// The frame path: everything a reader does with one binary frame (decode, sequence check,
@@ -1130,7 +1124,7 @@ async fn on_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::config::RunConfig;
+    use crate::config::RunConfig;
     use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
 
     fn trades(ids: std::ops::RangeInclusive<i64>) -> Bytes {

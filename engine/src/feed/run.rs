@@ -10,11 +10,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::backoff::AttemptBudget;
-use super::config::{ApiKey, RunConfig};
-use super::event::{Cause, FeedEvent, Notice, monotonic_ns};
-use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup, latency_histogram};
+use super::event::{Cause, FeedEvent, Notice};
+use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
+use crate::backoff::AttemptBudget;
+use crate::clock::monotonic_ns;
+use crate::config::{ApiKey, RunConfig};
+use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
 
@@ -56,7 +58,7 @@ pub fn start(
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
-    crate::sim::tls::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let tls = trusted_tls(config)?;
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
@@ -66,8 +68,8 @@ pub fn start(
         symbols: config.symbols.clone(),
         settings: config.readers.clone(),
         budget: std::sync::Mutex::new(AttemptBudget::new(
-            super::backoff::BINANCE_ATTEMPTS_MAX,
-            super::backoff::BINANCE_ATTEMPTS_WINDOW,
+            crate::backoff::BINANCE_ATTEMPTS_MAX,
+            crate::backoff::BINANCE_ATTEMPTS_WINDOW,
         )),
         stop: stop_rx,
     });
@@ -168,7 +170,7 @@ impl Feed {
             .filter(|s| {
                 s.symbols.len() < limit
                     && (s.symbols.len() + 1) * per_symbol
-                        <= super::config::STREAMS_PER_CONNECTION_MAX
+                        <= crate::config::STREAMS_PER_CONNECTION_MAX
             })
             .min_by_key(|s| s.symbols.len())
             .ok_or_else(|| {
@@ -309,34 +311,6 @@ fn idle_wait(idle: u32) {
         1..=100 => std::hint::spin_loop(),
         101..=50_000 => std::thread::yield_now(),
         _ => std::thread::sleep(Duration::from_micros(50)),
-    }
-}
-
-/// Latency percentiles, nanoseconds.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Percentiles {
-    /// Values recorded.
-    pub count: u64,
-    /// Median.
-    pub p50: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Largest.
-    pub max: u64,
-}
-
-impl Percentiles {
-    /// Percentiles of `h`.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        Percentiles {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
     }
 }
 
@@ -498,7 +472,7 @@ pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
             Ok(Some(Arc::new(
-                crate::sim::tls::client_config_trusting(&pem)
+                crate::tls::client_config_trusting(&pem)
                     .map_err(|e| format!("binance.trust_cert: {e}"))?,
             )))
         }

@@ -2,39 +2,8 @@
 //! exporter read. Each counter sits on its own cache line so readers on different cores never
 //! share one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use crate::metrics::Counter;
 use crate::stream::StreamKind;
-
-/// A counter alone on its cache line (128 bytes: two lines, against adjacent-line prefetch).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds `n`.
-    #[inline]
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Adds one.
-    #[inline]
-    pub fn bump(&self) {
-        self.add(1);
-    }
-
-    /// Sets the value (gauges).
-    #[inline]
-    pub fn set(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// Counters of one reader thread.
 #[derive(Debug, Default)]

@@ -63,8 +63,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::{Connector, WebSocketStream};
 
-use super::tls;
 use crate::constants::FRAME_BYTES_MAX;
+use crate::tls;
 
 /// The first 8 bytes of every recording.
 pub const RECORD_MAGIC: [u8; 8] = *b"HPREC001";

@@ -6,17 +6,15 @@
 //! batches, writes, and keeps its counters in a [`SinkStats`] that the run's summary and the
 //! progress line read while it runs.
 
-pub mod config;
 pub mod dlq;
 pub mod kinesis;
+pub mod order;
 pub mod redis;
 pub mod resend;
 
 use serde::Serialize;
 
-use crate::feed::run::Percentiles;
-
-pub use crate::feed::stats::Counter;
+use crate::metrics::{Counter, Percentiles};
 
 /// A sink's live counters, shared with the progress reporter.
 #[derive(Debug, Default)]
@@ -104,20 +102,4 @@ pub fn pin_away_from(reader_cores: &[usize]) -> bool {
 /// Items waiting in `rings`.
 pub fn ring_depth<T>(rings: &[rtrb::Consumer<T>]) -> usize {
     rings.iter().map(|r| r.slots()).sum()
-}
-
-/// A full-jitter delay for attempt `attempt` (0-based): uniform in `[0, min(max, initial x
-/// 2^attempt)]`, at least 1 ms.
-pub fn jittered(
-    rng: &mut crate::rng::Rng,
-    initial: std::time::Duration,
-    max: std::time::Duration,
-    attempt: u32,
-) -> std::time::Duration {
-    let ceiling = initial
-        .saturating_mul(1u32 << attempt.min(20))
-        .min(max)
-        .as_micros()
-        .max(1000) as u64;
-    std::time::Duration::from_micros(rng.below(ceiling).max(1000))
 }

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::config::KinesisConfig;
 use super::dlq::{self, DeadLetterWriter, DeadRecord, Outcome, Target};
+use crate::config::KinesisConfig;
 
 /// Attempts per record before it is written to `FILE.failed`.
 pub const ATTEMPTS_MAX: u32 = 8;
@@ -87,7 +87,7 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
     };
     let mut failed = Vec::new();
     if !kinesis.is_empty() {
-        crate::sim::tls::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let config = KinesisConfig {
             endpoint_url: options.kinesis_endpoint.clone(),
             region: options.region.clone(),

@@ -13,12 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hotpath::feed::config::RunConfig;
+use hotpath::config::Payload;
+use hotpath::config::RunConfig;
 use hotpath::feed::event::FeedEvent;
 use hotpath::feed::run::{self, RunOptions, SinkHandle, Summary};
 use hotpath::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
 use hotpath::sink::SinkStats;
-use hotpath::sink::config::Payload;
 use hotpath::sink::dlq::{self, DeadRecord, Outcome, Target};
 use hotpath::stream::StreamKind;
 use serde_json::Value;
@@ -522,7 +522,7 @@ fn trades_frame(symbol: &str, ids: std::ops::RangeInclusive<i64>) -> Bytes {
 
 fn event(frame: Bytes, first_id: i64, first_new_id: i64, last_id: i64) -> FeedEvent {
     FeedEvent {
-        recv_time_ns: hotpath::feed::event::monotonic_ns(),
+        recv_time_ns: hotpath::clock::monotonic_ns(),
         symbol: 0,
         kind: StreamKind::Trade,
         first_id,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotpath::feed::config::RunConfig;
+use hotpath::config::RunConfig;
 use hotpath::feed::event::{Cause, FeedEvent, Notice};
 use hotpath::feed::run;
 use hotpath::feed::stats::ReaderStats;
@@ -94,7 +94,7 @@ pub fn config(endpoint: String, tweak: impl FnOnce(&mut RunConfig)) -> RunConfig
     config
 }
 
-pub fn key(config: &RunConfig) -> hotpath::feed::config::ApiKey {
+pub fn key(config: &RunConfig) -> hotpath::config::ApiKey {
     config
         .api_key_from(|_| Some("feed-test-key".to_string()))
         .expect("a key")
@@ -345,7 +345,7 @@ fn readers_run_on_the_configured_cores() {
 fn a_missing_api_key_is_a_clear_error_and_never_printed() {
     let config = RunConfig::default();
     let error = config.api_key_from(|_| None).expect_err("no key");
-    assert!(error.contains("BINANCE_API_KEY"), "{error}");
+    assert!(error.to_string().contains("BINANCE_API_KEY"), "{error}");
     let key = config
         .api_key_from(|_| Some("secret-ed25519-key".into()))
         .expect("a key");

@@ -6,13 +6,16 @@ mod cli;
 mod delivery;
 mod fault_proxy;
 mod feed;
+mod reanchor;
 mod record;
 mod rest;
 mod schema;
 mod servers;
+mod sidecar;
 mod sim;
 mod sinks;
 mod tidy;
+mod tidy_docs;
 
 use std::path::PathBuf;
 

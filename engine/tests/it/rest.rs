@@ -280,7 +280,7 @@ async fn https_works_with_the_simulator_certificate_trusted() {
     let sim = start_sim(|c| c.tls = true).await;
     let first = until_traded(&sim, "BTCUSDT", 10).await;
     let pem = sim.cert_pem.clone().expect("a certificate");
-    let tls = Arc::new(hotpath::sim::tls::client_config_trusting(&pem).expect("a TLS config"));
+    let tls = Arc::new(hotpath::tls::client_config_trusting(&pem).expect("a TLS config"));
     let port = sim.addr.port();
     for host in ["localhost", "127.0.0.1"] {
         let mut client = RestClient::new(&format!("https://{host}:{port}"), Some(tls.clone()))

@@ -456,7 +456,7 @@ async fn rest_depth_weights_and_rate_limit() {
 async fn tls_with_the_self_signed_certificate_trusted() {
     let sim = sim(|c| c.tls = true).await;
     let pem = sim.cert_pem.clone().expect("a certificate");
-    let config = hotpath::sim::tls::client_config_trusting(&pem).expect("a client config");
+    let config = hotpath::tls::client_config_trusting(&pem).expect("a client config");
     let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config));
     let url = format!("wss://localhost:{}/ws/btcusdt@bestBidAsk", sim.addr.port());
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hotpath::feed::config::RunConfig;
+use hotpath::config::RunConfig;
+use hotpath::config::{KinesisConfig, Payload, RedisConfig};
 use hotpath::feed::run::{self, RunOptions, SinkHandle, Summary};
 use hotpath::sbe::spot_stream::Message;
-use hotpath::sink::config::{KinesisConfig, Payload, RedisConfig};
 use hotpath::sink::kinesis::aggregate::deaggregate;
 
 use crate::fault_proxy::{FailPattern, FaultProxy};

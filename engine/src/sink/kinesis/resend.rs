@@ -10,9 +10,10 @@ use aws_sdk_kinesis::Client;
 use bytes::Bytes;
 
 use super::lane::{Entry, Lane};
-use super::writer::{put_records, unix_ms};
+use super::writer::put_records;
+use crate::backoff::jittered;
+use crate::clock::unix_ms;
 use crate::sink::dlq::{DeadRecord, Outcome, Target};
-use crate::sink::jittered;
 
 /// Sends `records` (Kinesis ones; others are handed back untouched), each stream's in order;
 /// returns how many were acknowledged and the records that failed `attempts` rounds without

@@ -41,12 +41,13 @@ use hdrhistogram::Histogram;
 
 use super::breaker::Breaker;
 use super::lane::{Entry, Lane, Outgoing};
-use crate::feed::event::{FeedEvent, monotonic_ns};
-use crate::feed::reader::latency_histogram;
-use crate::feed::run::Percentiles;
-use crate::sink::config::{KinesisConfig, Payload};
+use crate::backoff::jittered;
+use crate::clock::{monotonic_ns, unix_ms};
+use crate::config::{KinesisConfig, Payload};
+use crate::feed::event::FeedEvent;
+use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
-use crate::sink::{SinkStats, SinkSummary, jittered, ring_depth};
+use crate::sink::{SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 
 /// Lanes: trade, bestBidAsk, depth (+ depth20), heartbeat.
@@ -762,13 +763,6 @@ fn symbol_of(frame: &[u8]) -> Option<Arc<str>> {
         Message::DepthDiffStreamEvent(m) => m.symbol(),
     };
     std::str::from_utf8(symbol).ok().map(Arc::from)
-}
-
-/// Unix epoch milliseconds.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn hostname() -> String {

@@ -12,8 +12,9 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
+use crate::backoff::jittered;
+use crate::clock::{monotonic_ns, unix_ms};
 use crate::sink::dlq::{DeadRecord, Target};
-use crate::sink::jittered;
 
 /// Trades per pipeline.
 const CHUNK: usize = 1000;
@@ -42,7 +43,7 @@ enum Placed {
 /// A chunk whose pipeline fails (connection lost) is sent again, up to `attempts` times.
 pub async fn resend(url: &str, records: Vec<DeadRecord>, attempts: u32) -> anyhow::Result<Resent> {
     let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
-    let mut rng = crate::rng::Rng::new(crate::feed::event::monotonic_ns() | 1);
+    let mut rng = crate::rng::Rng::new(monotonic_ns() | 1);
     let mut conn: Option<MultiplexedConnection> = None;
     let mut out = Resent::default();
     let (records, others): (Vec<DeadRecord>, Vec<DeadRecord>) =
@@ -97,7 +98,7 @@ pub async fn resend(url: &str, records: Vec<DeadRecord>, attempts: u32) -> anyho
 /// `record` after `tries` more failed attempts, with `error`.
 fn again(mut record: DeadRecord, tries: u32, error: String) -> DeadRecord {
     record.attempts = record.attempts.saturating_add(tries);
-    record.dead_at_ms = crate::sink::kinesis::writer::unix_ms();
+    record.dead_at_ms = unix_ms();
     record.error = error;
     record
 }

@@ -28,14 +28,14 @@ use hdrhistogram::Histogram;
 use redis::Value;
 
 use super::state::{PendingTrade, SentTrade, SymbolState, Wants};
-use crate::feed::event::{FeedEvent, monotonic_ns};
-use crate::feed::reader::latency_histogram;
-use crate::feed::run::Percentiles;
+use crate::backoff::jittered;
+use crate::clock::{monotonic_ns, unix_ms};
+use crate::config::RedisConfig;
+use crate::feed::event::FeedEvent;
+use crate::metrics::{Percentiles, latency_histogram};
 use crate::rest::{RestClient, mantissas};
-use crate::sink::config::RedisConfig;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
-use crate::sink::kinesis::writer::unix_ms;
-use crate::sink::{SinkStats, SinkSummary, jittered, ring_depth};
+use crate::sink::{SinkStats, SinkSummary, ring_depth};
 
 /// Trades per pipeline at most (a long outage's backlog goes out in several).
 const TRADES_PER_PIPELINE: usize = 20_000;

@@ -45,6 +45,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ConfigError;
+
 /// What a Kinesis record carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
@@ -226,7 +228,7 @@ fn ms(value: Option<u64>) -> Option<Duration> {
 
 impl RawKinesis {
     /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<KinesisConfig>, String> {
+    pub(crate) fn into_config(self) -> Result<Option<KinesisConfig>, ConfigError> {
         if !self.enabled.unwrap_or(false) {
             return Ok(None);
         }
@@ -243,9 +245,9 @@ impl RawKinesis {
                 "sbe" => Payload::Sbe,
                 "json" => Payload::Json,
                 other => {
-                    return Err(format!(
+                    return Err(ConfigError::invalid(format!(
                         "kinesis.payload = {other:?}: must be \"sbe\" or \"json\""
-                    ));
+                    )));
                 }
             };
         }
@@ -272,7 +274,7 @@ impl RawKinesis {
 
 impl KinesisConfig {
     /// Checks every value, naming the key at fault.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         for (key, name) in [
             ("stream_trade", &self.stream_trade),
             ("stream_best_bid_ask", &self.stream_best_bid_ask),
@@ -284,25 +286,27 @@ impl KinesisConfig {
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "kinesis.endpoint_url = {url:?}: must start with http:// or https://"
-            ));
+            )));
         }
         if self.region.as_ref().is_some_and(|r| r.is_empty()) {
-            return Err("kinesis.region: empty (omit it to use the AWS chain)".into());
-        }
-        if !(1..=500).contains(&self.batch_records_max) {
-            return Err(format!(
-                "kinesis.batch_records_max = {}: must be within 1..=500 (the PutRecords limit)",
-                self.batch_records_max
+            return Err(ConfigError::invalid(
+                "kinesis.region: empty (omit it to use the AWS chain)",
             ));
         }
+        if !(1..=500).contains(&self.batch_records_max) {
+            return Err(ConfigError::invalid(format!(
+                "kinesis.batch_records_max = {}: must be within 1..=500 (the PutRecords limit)",
+                self.batch_records_max
+            )));
+        }
         if !((1 << 20) + 256..=5 << 20).contains(&self.batch_bytes_max) {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "kinesis.batch_bytes_max = {}: must be within 1048832..=5242880 (one full \
                  record up to the PutRecords limit of 5 MiB)",
                 self.batch_bytes_max
-            ));
+            )));
         }
         for (key, value) in [
             ("linger_ms", self.linger),
@@ -311,29 +315,35 @@ impl KinesisConfig {
             ("breaker_open_ms", self.breaker_open),
         ] {
             if value.is_zero() {
-                return Err(format!("kinesis.{key}: must be above 0"));
+                return Err(ConfigError::invalid(format!(
+                    "kinesis.{key}: must be above 0"
+                )));
             }
         }
         if self.retry_max < self.retry_initial {
-            return Err("kinesis.retry_max_ms: must be at least kinesis.retry_initial_ms".into());
+            return Err(ConfigError::invalid(
+                "kinesis.retry_max_ms: must be at least kinesis.retry_initial_ms",
+            ));
         }
         if self.breaker_failures == 0 {
-            return Err("kinesis.breaker_failures: must be above 0".into());
+            return Err(ConfigError::invalid(
+                "kinesis.breaker_failures: must be above 0",
+            ));
         }
         if self.buffer_bytes_max < self.batch_bytes_max {
-            return Err(
-                "kinesis.buffer_bytes_max: must be at least kinesis.batch_bytes_max".into(),
-            );
+            return Err(ConfigError::invalid(
+                "kinesis.buffer_bytes_max: must be at least kinesis.batch_bytes_max",
+            ));
         }
         if self.dead_letter_path.as_os_str().is_empty() {
-            return Err("kinesis.dead_letter_path: empty".into());
+            return Err(ConfigError::invalid("kinesis.dead_letter_path: empty"));
         }
         Ok(())
     }
 }
 
 /// Kinesis stream names: 1-128 of `a-zA-Z0-9_.-`.
-fn check_stream_name(key: &str, name: &str) -> Result<(), String> {
+fn check_stream_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let valid = (1..=128).contains(&name.len())
         && name
             .bytes()
@@ -341,15 +351,15 @@ fn check_stream_name(key: &str, name: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
+        Err(ConfigError::invalid(format!(
             "kinesis.{key} = {name:?}: a stream name is 1-128 characters of a-z, A-Z, 0-9, _ . -"
-        ))
+        )))
     }
 }
 
 impl RawRedis {
     /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<RedisConfig>, String> {
+    pub(crate) fn into_config(self) -> Result<Option<RedisConfig>, ConfigError> {
         if !self.enabled.unwrap_or(false) {
             return Ok(None);
         }
@@ -373,57 +383,61 @@ impl RawRedis {
 
 impl RedisConfig {
     /// Checks every value, naming the key at fault.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let url_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
         if !url_ok(&self.url) {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "redis.url = {:?}: must start with redis:// or rediss://",
                 self.url
-            ));
+            )));
         }
         if let Some(bad) = self.cluster_urls.iter().find(|u| !url_ok(u)) {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "redis.cluster_urls: {bad:?} must start with redis:// or rediss://"
-            ));
+            )));
         }
         if self.trades_maxlen == 0 {
-            return Err("redis.trades_maxlen: must be above 0".into());
+            return Err(ConfigError::invalid("redis.trades_maxlen: must be above 0"));
         }
         if !(1..=5000).contains(&self.book_levels) {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "redis.book_levels = {}: must be within 1..=5000",
                 self.book_levels
-            ));
+            )));
         }
         if !(1..=5000).contains(&self.snapshot_limit)
             || (self.snapshot_limit as usize) < self.book_levels
         {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "redis.snapshot_limit = {}: must be within 1..=5000 and at least \
                  redis.book_levels = {}",
                 self.snapshot_limit, self.book_levels
-            ));
+            )));
         }
         if let Some(url) = &self.rest_endpoint
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(format!(
+            return Err(ConfigError::invalid(format!(
                 "redis.rest_endpoint = {url:?}: must start with http:// or https://"
-            ));
+            )));
         }
         if self.buffer_trades_max == 0 {
-            return Err("redis.buffer_trades_max: must be above 0".into());
+            return Err(ConfigError::invalid(
+                "redis.buffer_trades_max: must be above 0",
+            ));
         }
         if self.dead_letter_path.as_os_str().is_empty() {
-            return Err("redis.dead_letter_path: empty".into());
+            return Err(ConfigError::invalid("redis.dead_letter_path: empty"));
         }
         if self.reconnect_initial.is_zero() {
-            return Err("redis.reconnect_initial_ms: must be above 0".into());
+            return Err(ConfigError::invalid(
+                "redis.reconnect_initial_ms: must be above 0",
+            ));
         }
         if self.reconnect_max < self.reconnect_initial {
-            return Err(
-                "redis.reconnect_max_ms: must be at least redis.reconnect_initial_ms".into(),
-            );
+            return Err(ConfigError::invalid(
+                "redis.reconnect_max_ms: must be at least redis.reconnect_initial_ms",
+            ));
         }
         Ok(())
     }
@@ -454,15 +468,15 @@ impl RedisConfig {
 mod tests {
     use super::*;
 
-    fn kinesis(text: &str) -> Result<Option<KinesisConfig>, String> {
+    fn kinesis(text: &str) -> Result<Option<KinesisConfig>, ConfigError> {
         toml::from_str::<RawKinesis>(text)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ConfigError::invalid(e.to_string()))?
             .into_config()
     }
 
-    fn redis(text: &str) -> Result<Option<RedisConfig>, String> {
+    fn redis(text: &str) -> Result<Option<RedisConfig>, ConfigError> {
         toml::from_str::<RawRedis>(text)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ConfigError::invalid(e.to_string()))?
             .into_config()
     }
 
@@ -501,7 +515,8 @@ mod tests {
             ),
         ] {
             let e = kinesis(text).expect_err(text);
-            assert!(e.starts_with(key), "{text}: {e}");
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
         }
         for (text, key) in [
             ("enabled = true\nurl = \"http://x\"", "redis.url"),
@@ -517,7 +532,8 @@ mod tests {
             ),
         ] {
             let e = redis(text).expect_err(text);
-            assert!(e.starts_with(key), "{text}: {e}");
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
         }
         assert!(
             kinesis("enabeld = true").is_err(),

@@ -1,4 +1,5 @@
-//! Reconnect pacing, pure: time is passed in, nothing sleeps here.
+//! Retry pacing, pure: time is passed in, nothing sleeps here. The one home of backoff for
+//! every thread that retries (feed reconnects, Kinesis and Redis writers).
 //!
 //! - [`Backoff`]: the delay before the next reconnect, exponential backoff with "full jitter"
 //!   (AWS Architecture Blog, "Exponential Backoff And Jitter"): attempt `n` (from 0) waits a
@@ -65,11 +66,30 @@ impl Backoff {
 
     /// The cap of the current attempt, `min(max, initial * 2^attempt)`, without overflow.
     fn cap(&self) -> Duration {
-        let doubled = 1u32
-            .checked_shl(self.attempt)
-            .and_then(|factor| self.initial.checked_mul(factor));
-        doubled.map_or(self.max, |cap| cap.min(self.max))
+        cap(self.initial, self.max, self.attempt)
     }
+}
+
+/// `min(max, initial * 2^attempt)`, without overflow.
+fn cap(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let doubled = 1u32
+        .checked_shl(attempt)
+        .and_then(|factor| initial.checked_mul(factor));
+    doubled.map_or(max, |cap| cap.min(max))
+}
+
+/// The shortest delay [`jittered`] hands out: a retry loop never spins.
+pub const JITTER_FLOOR: Duration = Duration::from_millis(1);
+
+/// A full-jitter delay for attempt `attempt` (0-based) without keeping state: uniform in
+/// `[JITTER_FLOOR, max(JITTER_FLOOR, min(max, initial * 2^attempt))]`. For loops that count
+/// their attempts themselves (the sinks' retries).
+pub fn jittered(rng: &mut Rng, initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let floor_us = JITTER_FLOOR.as_micros() as u64;
+    let cap_us = u64::try_from(cap(initial, max, attempt).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(floor_us);
+    Duration::from_micros(rng.below(cap_us).max(floor_us))
 }
 
 /// At most `max` connection attempts in any sliding `window`.

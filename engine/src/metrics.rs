@@ -1,0 +1,111 @@
+//! Counters and latency histograms: what every thread bumps and what the summary, the progress
+//! line and (later) the Prometheus exporter read. One home so that the feed, the sinks and the
+//! control plane share the types without importing each other.
+//!
+//! Hot threads bump [`Counter`]s (padded atomics, one per cache-line pair); a histogram is owned
+//! by the thread that records into it and turned into [`Percentiles`] when reported.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The largest latency a histogram records, nanoseconds (10 s); larger values are clamped.
+pub const LATENCY_MAX_NS: u64 = 10_000_000_000;
+
+/// A counter alone on its cache line (128 bytes: two lines, against adjacent-line prefetch).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A new latency histogram (3 significant digits, 1 ns to [`LATENCY_MAX_NS`]).
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("constant, valid histogram bounds")
+}
+
+/// Records `ns` into `histogram`, clamped to its range (never fails).
+#[inline]
+pub fn record_latency(histogram: &mut Histogram<u64>, ns: u64) {
+    // In range by the clamp, so `saturating_record` never saturates here.
+    histogram.saturating_record(ns.clamp(1, LATENCY_MAX_NS));
+}
+
+/// Latency percentiles, nanoseconds.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Percentiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Percentiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_outside_the_range_are_clamped_not_lost() {
+        let mut h = latency_histogram();
+        record_latency(&mut h, 0);
+        record_latency(&mut h, u64::MAX);
+        record_latency(&mut h, 1_000);
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 3);
+        assert!(p.max >= LATENCY_MAX_NS && p.max <= LATENCY_MAX_NS + LATENCY_MAX_NS / 500);
+    }
+
+    #[test]
+    fn counters_add_set_and_read() {
+        let c = Counter::default();
+        c.bump();
+        c.add(4);
+        assert_eq!(c.get(), 5);
+        c.set(2);
+        assert_eq!(c.get(), 2);
+        assert_eq!(std::mem::align_of::<Counter>(), 128);
+    }
+}

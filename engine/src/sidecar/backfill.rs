@@ -1,0 +1,392 @@
+//! Trade backfill planning, pure: which trade ids are missing for which consumers, which REST
+//! page to fetch next, and who gets what a page returned.
+//!
+//! Gaps arrive as requests: a symbol, an inclusive id range, and the consumers that lost it (a
+//! wire gap: every consumer; a full ring: that consumer alone). Requests of one symbol are
+//! served oldest first by `GET /api/v3/historicalTrades?fromId=` pages of at most
+//! [`PAGE_IDS_MAX`] ids, one page in flight per symbol. A page's trades go to every request
+//! they overlap, each request's consumers getting exactly the intersection, so a consumer never
+//! receives an id twice from the backfill even when requests overlap. A failed page is retried
+//! after the delay the shell chooses; a request older than `give_up_after_ns` is abandoned
+//! and reported so the sinks stop waiting for it.
+//!
+//! Time is an argument; the shell owns the REST client, the clock and the rings.
+
+use std::collections::VecDeque;
+
+/// The most ids one `historicalTrades` page returns (Binance's `limit` maximum).
+pub const PAGE_IDS_MAX: u32 = 1000;
+
+/// Consumers as a bit set: bit `c` is consumer `c` (at most 64 consumers).
+pub type Consumers = u64;
+
+/// A page to fetch: `limit` trades of `symbol` from `from_id` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// Symbol index.
+    pub symbol: u16,
+    /// First id asked for.
+    pub from_id: i64,
+    /// Ids asked for, 1..=[`PAGE_IDS_MAX`].
+    pub limit: u32,
+}
+
+/// Trades `from..=to` of `symbol` to hand to `consumers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Symbol index.
+    pub symbol: u16,
+    /// First id.
+    pub from: i64,
+    /// Last id.
+    pub to: i64,
+    /// Who gets them.
+    pub consumers: Consumers,
+    /// When the request was made (monotonic ns): time to repair is measured from here.
+    pub requested_ns: u64,
+}
+
+/// One outstanding request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Request {
+    symbol: u16,
+    /// The next id still missing; the request is done once `from > to`.
+    from: i64,
+    to: i64,
+    consumers: Consumers,
+    since_ns: u64,
+}
+
+/// The backfill plan of every symbol.
+#[derive(Debug)]
+pub struct Backfill {
+    /// Outstanding requests, oldest first.
+    requests: VecDeque<Request>,
+    /// Symbols with a page in flight.
+    in_flight: Vec<u16>,
+    /// Per symbol: no fetch before this time (after a failure).
+    not_before_ns: Vec<(u16, u64)>,
+    give_up_after_ns: u64,
+    /// Ids asked for since the start, and ids delivered (per consumer counted once each).
+    requested_ids: u64,
+}
+
+impl Backfill {
+    /// A plan that abandons a request `give_up_after_ns` after it was made.
+    pub fn new(give_up_after_ns: u64) -> Backfill {
+        Backfill {
+            requests: VecDeque::new(),
+            in_flight: Vec::new(),
+            not_before_ns: Vec::new(),
+            give_up_after_ns,
+            requested_ids: 0,
+        }
+    }
+
+    /// Ids `from..=to` of `symbol` are missing for `consumers`. Ignored when empty.
+    pub fn request(&mut self, symbol: u16, from: i64, to: i64, consumers: Consumers, now_ns: u64) {
+        if from > to || consumers == 0 {
+            return;
+        }
+        self.requested_ids = self
+            .requested_ids
+            .saturating_add(u64::try_from(i128::from(to) - i128::from(from) + 1).unwrap_or(0));
+        self.requests.push_back(Request {
+            symbol,
+            from,
+            to,
+            consumers,
+            since_ns: now_ns,
+        });
+    }
+
+    /// Outstanding requests.
+    pub fn pending(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Ids requested since the start.
+    pub fn requested_ids(&self) -> u64 {
+        self.requested_ids
+    }
+
+    /// The next page to fetch at `now_ns`: for the oldest request whose symbol has no page in
+    /// flight and no retry pending. The page is marked in flight until [`Backfill::fetched`]
+    /// or [`Backfill::failed`].
+    pub fn next_fetch(&mut self, now_ns: u64) -> Option<Fetch> {
+        let request = self.requests.iter().find(|r| {
+            !self.in_flight.contains(&r.symbol)
+                && self
+                    .not_before_ns
+                    .iter()
+                    .all(|&(s, t)| s != r.symbol || t <= now_ns)
+        })?;
+        let symbol = request.symbol;
+        // The lowest missing id of the symbol, so one page serves every request it can.
+        let from_id = self
+            .requests
+            .iter()
+            .filter(|r| r.symbol == symbol)
+            .map(|r| r.from)
+            .min()
+            .unwrap_or(request.from);
+        let span = i128::from(request.to) - i128::from(from_id) + 1;
+        let limit = u32::try_from(span.clamp(1, i128::from(PAGE_IDS_MAX))).unwrap_or(PAGE_IDS_MAX);
+        self.in_flight.push(symbol);
+        self.not_before_ns.retain(|&(s, _)| s != symbol);
+        Some(Fetch {
+            symbol,
+            from_id,
+            limit,
+        })
+    }
+
+    /// A page came back with trades `first..=last` (contiguous ids; `None` when it was empty).
+    /// Appends what to deliver to whom to `out`, in id order per request, and shrinks the
+    /// requests it served. An empty page, or one that starts after the first id asked for
+    /// (ids Binance no longer serves), leaves the rest to retry or to give up.
+    pub fn fetched(&mut self, fetch: Fetch, got: Option<(i64, i64)>, out: &mut Vec<Delivery>) {
+        self.in_flight.retain(|&s| s != fetch.symbol);
+        let Some((first, last)) = got else {
+            return;
+        };
+        for request in self
+            .requests
+            .iter_mut()
+            .filter(|r| r.symbol == fetch.symbol)
+        {
+            let from = request.from.max(first);
+            let to = request.to.min(last);
+            if from > to || from != request.from {
+                // Nothing of this request, or not its next id: a hole stays before it.
+                continue;
+            }
+            out.push(Delivery {
+                symbol: request.symbol,
+                from,
+                to,
+                consumers: request.consumers,
+                requested_ns: request.since_ns,
+            });
+            request.from = to.saturating_add(1);
+        }
+        self.requests.retain(|r| r.from <= r.to);
+    }
+
+    /// The page failed; no fetch for its symbol before `retry_at_ns`.
+    pub fn failed(&mut self, fetch: Fetch, retry_at_ns: u64) {
+        self.in_flight.retain(|&s| s != fetch.symbol);
+        self.not_before_ns.retain(|&(s, _)| s != fetch.symbol);
+        self.not_before_ns.push((fetch.symbol, retry_at_ns));
+    }
+
+    /// Abandons requests older than the give-up bound at `now_ns`, appending them (what was
+    /// still missing) to `out`.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Delivery>) {
+        let bound = self.give_up_after_ns;
+        self.requests.retain(|r| {
+            let overdue = now_ns.saturating_sub(r.since_ns) >= bound;
+            if overdue {
+                out.push(Delivery {
+                    symbol: r.symbol,
+                    from: r.from,
+                    to: r.to,
+                    consumers: r.consumers,
+                    requested_ns: r.since_ns,
+                });
+            }
+            !overdue
+        });
+    }
+
+    /// Drops every request of `symbol` (it was removed), appending them to `out`.
+    pub fn forget(&mut self, symbol: u16, out: &mut Vec<Delivery>) {
+        self.requests.retain(|r| {
+            if r.symbol == symbol {
+                out.push(Delivery {
+                    symbol,
+                    from: r.from,
+                    to: r.to,
+                    consumers: r.consumers,
+                    requested_ns: r.since_ns,
+                });
+            }
+            r.symbol != symbol
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ALL: Consumers = 0b11;
+
+    #[test]
+    fn a_gap_is_fetched_in_pages_and_delivered_to_those_who_lost_it() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(0, 101, 2600, ALL, 0);
+        let mut out = Vec::new();
+        let mut expected_from = 101;
+        while let Some(fetch) = plan.next_fetch(0) {
+            assert_eq!(fetch.from_id, expected_from);
+            assert!(fetch.limit <= PAGE_IDS_MAX);
+            assert_eq!(plan.next_fetch(0), None, "one page in flight per symbol");
+            let last = fetch.from_id + i64::from(fetch.limit) - 1;
+            plan.fetched(fetch, Some((fetch.from_id, last)), &mut out);
+            expected_from = last + 1;
+        }
+        assert_eq!(expected_from, 2601);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out[0],
+            Delivery {
+                symbol: 0,
+                from: 101,
+                to: 1100,
+                consumers: ALL,
+                requested_ns: 0,
+            }
+        );
+        assert_eq!(out[2].to, 2600);
+        assert_eq!(plan.pending(), 0);
+    }
+
+    #[test]
+    fn overlapping_requests_of_different_consumers_each_get_their_part_once() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(3, 10, 20, 0b01, 0);
+        plan.request(3, 15, 30, 0b10, 0);
+        let fetch = plan.next_fetch(0).expect("a page");
+        assert_eq!((fetch.from_id, fetch.limit), (10, 11));
+        let mut out = Vec::new();
+        // Binance returns a full page past what was asked: it serves the second request too.
+        plan.fetched(fetch, Some((10, 40)), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Delivery {
+                    symbol: 3,
+                    from: 10,
+                    to: 20,
+                    consumers: 0b01,
+                    requested_ns: 0,
+                },
+                Delivery {
+                    symbol: 3,
+                    from: 15,
+                    to: 30,
+                    consumers: 0b10,
+                    requested_ns: 0,
+                },
+            ]
+        );
+        assert_eq!(plan.pending(), 0);
+    }
+
+    #[test]
+    fn a_failed_page_waits_for_its_retry_time_while_other_symbols_go_on() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(1, 5, 9, ALL, 0);
+        plan.request(2, 7, 8, ALL, 0);
+        let first = plan.next_fetch(0).expect("symbol 1");
+        plan.failed(first, 1_000);
+        let other = plan.next_fetch(10).expect("symbol 2 is not held back");
+        assert_eq!(other.symbol, 2);
+        assert_eq!(plan.next_fetch(500), None);
+        assert_eq!(plan.next_fetch(1_000).map(|f| f.symbol), Some(1));
+    }
+
+    #[test]
+    fn a_page_that_starts_late_serves_nothing_and_old_requests_are_given_up() {
+        let mut plan = Backfill::new(1_000);
+        plan.request(0, 5, 9, ALL, 0);
+        let fetch = plan.next_fetch(0).expect("a page");
+        let mut out = Vec::new();
+        plan.fetched(fetch, Some((7, 9)), &mut out);
+        assert!(
+            out.is_empty(),
+            "ids 5 and 6 are not in the page: no out-of-order delivery"
+        );
+        let again = plan.next_fetch(0).expect("again");
+        plan.fetched(again, None, &mut out);
+        assert!(out.is_empty());
+        plan.expire(999, &mut out);
+        assert!(out.is_empty());
+        plan.expire(1_000, &mut out);
+        assert_eq!(
+            out,
+            vec![Delivery {
+                symbol: 0,
+                from: 5,
+                to: 9,
+                consumers: ALL,
+                requested_ns: 0,
+            }]
+        );
+        assert_eq!(plan.pending(), 0);
+    }
+
+    #[test]
+    fn forgetting_a_symbol_reports_what_it_still_missed() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(4, 1, 2, ALL, 0);
+        plan.request(5, 1, 2, ALL, 0);
+        let mut out = Vec::new();
+        plan.forget(4, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(plan.pending(), 1);
+    }
+
+    proptest! {
+        /// Random gaps for random consumers, pages of random sizes: every consumer receives each
+        /// id it lost exactly once, and nothing it did not lose.
+        #[test]
+        fn every_lost_id_reaches_each_consumer_that_lost_it_exactly_once(
+            gaps in proptest::collection::vec((0i64..3000, 1i64..1500, 1u64..4), 1..12),
+            extra in proptest::collection::vec(0i64..1200, 1..50),
+        ) {
+            let mut plan = Backfill::new(u64::MAX);
+            let mut expected = std::collections::BTreeMap::<(u64, i64), u32>::new();
+            for &(from, len, consumers) in &gaps {
+                plan.request(0, from, from + len - 1, consumers, 0);
+                for c in 0..2u64 {
+                    if consumers & (1 << c) != 0 {
+                        for id in from..from + len {
+                            *expected.entry((c, id)).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            let mut got = std::collections::BTreeMap::<(u64, i64), u32>::new();
+            let mut out = Vec::new();
+            let mut step = 0;
+            while let Some(fetch) = plan.next_fetch(0) {
+                let more = extra[step % extra.len()];
+                step += 1;
+                let last = fetch.from_id + i64::from(fetch.limit) - 1 + more;
+                plan.fetched(fetch, Some((fetch.from_id, last)), &mut out);
+                prop_assert!(step < 10_000, "the plan makes progress");
+            }
+            for d in out {
+                for c in 0..2u64 {
+                    if d.consumers & (1 << c) != 0 {
+                        for id in d.from..=d.to {
+                            *got.entry((c, id)).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            // Overlapping requests of one consumer are served once per request, so compare
+            // the set of ids and that nothing was delivered beyond what was asked for.
+            let expected_ids: Vec<_> = expected.keys().collect();
+            let got_ids: Vec<_> = got.keys().collect();
+            prop_assert_eq!(expected_ids, got_ids);
+            for (key, n) in &got {
+                prop_assert!(*n <= expected[key], "{key:?} delivered {n} times");
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The sidecar thread: drains every reader's notice ring, turns trade gaps into REST backfill
+//! pages ([`super::backfill`]), cuts each page into SBE trades frames ([`super::frames`]) and
+//! pushes them into the repair ring of each consumer (sink) that lost them. The hot path never
+//! waits for it: readers only push notices, sinks only pop repairs.
+//!
+//! It runs on its own current-thread runtime and sleeps between rounds when it has nothing to
+//! do (no busy polling). A repair ring that is full keeps the repair in an outbox until it has
+//! room: a fetched trade is never dropped. Requests that cannot be served within
+//! `give_up_after` are abandoned and every consumer concerned is told ([`Repair::GaveUp`]), so
+//! no sink waits for them forever; the ids are counted as unrepaired.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::backfill::{Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX};
+use super::frames::{TradesFrame, page_frames};
+use crate::backoff::jittered;
+use crate::clock::monotonic_ns;
+use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
+use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
+use crate::rest::{RestClient, RestTrade};
+use crate::rng::Rng;
+use crate::stream::StreamKind;
+
+/// How long the thread sleeps when a round found nothing to do.
+const IDLE_SLEEP: Duration = Duration::from_millis(2);
+/// A page that came back empty (ids not served yet) is asked again after this long.
+const EMPTY_PAGE_RETRY: Duration = Duration::from_millis(200);
+/// Retry delays of failed pages (full jitter between these bounds, growing per failure).
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Notices listed in the summary (all are counted).
+const NOTICES_KEPT_MAX: usize = 1000;
+
+/// What the sidecar needs to run.
+pub struct SidecarSetup {
+    /// One notice ring per reader.
+    pub notices: Vec<rtrb::Consumer<Notice>>,
+    /// One repair ring per consumer, in consumer order (the bit of [`Consumers`]).
+    pub repairs: Vec<rtrb::Producer<Repair>>,
+    /// Symbol names by index (the feed appends when a symbol is added at run time).
+    pub symbols: Arc<RwLock<Vec<String>>>,
+    /// The REST client (trade backfill); `None` when there is no consumer to repair.
+    pub rest: Option<RestClient>,
+    /// A request not served within this long is given up.
+    pub give_up_after: Duration,
+    /// Counters, shared with the progress line.
+    pub stats: Arc<SidecarStats>,
+    /// Set when the readers have stopped: finish the requests, then exit.
+    pub done: Arc<AtomicBool>,
+    /// How long to keep repairing after `done` before giving up what is left.
+    pub flush_timeout: Duration,
+}
+
+/// The sidecar's live counters.
+#[derive(Debug, Default)]
+pub struct SidecarStats {
+    /// Notices received (gaps and queue drops, every stream).
+    pub notices: Counter,
+    /// Trade gaps turned into backfill requests.
+    pub trade_gaps: Counter,
+    /// Trade ids requested (per request, not per consumer).
+    pub requested_ids: Counter,
+    /// Trade ids handed to consumers (per consumer).
+    pub repaired_ids: Counter,
+    /// Trade ids given up on (per consumer).
+    pub unrepaired_ids: Counter,
+    /// REST pages fetched.
+    pub pages: Counter,
+    /// REST pages that failed (and were retried).
+    pub page_failures: Counter,
+    /// Repairs waiting for room in a full repair ring.
+    pub outbox: Counter,
+}
+
+/// What the sidecar reports at the end of a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SidecarSummary {
+    /// Notices received.
+    pub notices: u64,
+    /// Trade gaps requested.
+    pub trade_gaps: u64,
+    /// Trade ids requested.
+    pub requested_ids: u64,
+    /// Trade ids handed to consumers (per consumer).
+    pub repaired_ids: u64,
+    /// Trade ids given up on (per consumer).
+    pub unrepaired_ids: u64,
+    /// REST pages fetched.
+    pub pages: u64,
+    /// REST pages that failed.
+    pub page_failures: u64,
+    /// Gap notice to repair pushed into the consumer's ring, nanoseconds.
+    pub time_to_repair_ns: Percentiles,
+}
+
+/// What the thread returns: the summary and the notices it saw (at most 1000).
+pub struct SidecarReport {
+    /// Counters and latency.
+    pub summary: SidecarSummary,
+    /// The first notices, for the run summary's gap list.
+    pub notices: Vec<Notice>,
+}
+
+/// Starts the sidecar thread.
+pub fn spawn(setup: SidecarSetup) -> std::io::Result<JoinHandle<SidecarReport>> {
+    std::thread::Builder::new()
+        .name("hotpath-sidecar".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(Sidecar::new(setup).run()),
+                Err(e) => {
+                    tracing::error!("sidecar: cannot start its runtime: {e}");
+                    SidecarReport {
+                        summary: SidecarSummary::default(),
+                        notices: Vec::new(),
+                    }
+                }
+            }
+        })
+}
+
+struct Sidecar {
+    setup: SidecarSetup,
+    plan: Backfill,
+    outbox: VecDeque<(usize, Repair)>,
+    kept: Vec<Notice>,
+    latency: Histogram<u64>,
+    rng: Rng,
+    failures: u32,
+    deliveries: Vec<Delivery>,
+    frames: Vec<TradesFrame>,
+}
+
+impl Sidecar {
+    fn new(setup: SidecarSetup) -> Sidecar {
+        let give_up_ns = u64::try_from(setup.give_up_after.as_nanos()).unwrap_or(u64::MAX);
+        Sidecar {
+            setup,
+            plan: Backfill::new(give_up_ns),
+            outbox: VecDeque::new(),
+            kept: Vec::new(),
+            latency: latency_histogram(),
+            rng: Rng::new(monotonic_ns() | 1),
+            failures: 0,
+            deliveries: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) -> SidecarReport {
+        let mut deadline_ns: Option<u64> = None;
+        let mut rest = self.setup.rest.take();
+        loop {
+            let now = monotonic_ns();
+            let mut work = self.drain_notices(now);
+            work += self.flush_outbox();
+            self.expire(now);
+            if self.setup.done.load(Ordering::Acquire) {
+                let flush_ns = u64::try_from(self.setup.flush_timeout.as_nanos()).unwrap_or(0);
+                let deadline = *deadline_ns.get_or_insert(now.saturating_add(flush_ns));
+                if now >= deadline {
+                    self.give_up_everything();
+                }
+                let drained = self.setup.notices.iter().all(|r| r.is_empty());
+                if drained && self.plan.pending() == 0 && self.outbox.is_empty() {
+                    break;
+                }
+                if now >= deadline && drained && self.plan.pending() == 0 {
+                    // Rings full for good (their sink has stopped): what is left is counted.
+                    self.count_outbox_lost();
+                    break;
+                }
+            }
+            let fetch = match rest.as_mut() {
+                Some(client) => self.plan.next_fetch(now).map(|f| (f, client)),
+                None => None,
+            };
+            match fetch {
+                Some((fetch, client)) => self.fetch(client, fetch).await,
+                None if work == 0 => tokio::time::sleep(IDLE_SLEEP).await,
+                None => {}
+            }
+        }
+        self.report()
+    }
+
+    /// Notices into backfill requests; returns how many were taken.
+    fn drain_notices(&mut self, now: u64) -> usize {
+        let consumers = self.setup.repairs.len();
+        let all: Consumers = if consumers >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << consumers) - 1
+        };
+        let mut taken = 0;
+        for ring in self.setup.notices.iter_mut() {
+            while let Ok(notice) = ring.pop() {
+                taken += 1;
+                self.setup.stats.notices.bump();
+                if self.kept.len() < NOTICES_KEPT_MAX {
+                    self.kept.push(notice);
+                }
+                if notice.gap.kind != StreamKind::Trade || consumers == 0 {
+                    continue;
+                }
+                let mask = match notice.cause {
+                    Cause::Wire => all,
+                    Cause::QueueFull { consumer } if consumer < 64 => (1u64 << consumer) & all,
+                    Cause::QueueFull { .. } => 0,
+                };
+                let range = notice.gap.missing_range();
+                let (from, to) = (*range.start(), *range.end());
+                if mask != 0 && from <= to {
+                    self.setup.stats.trade_gaps.bump();
+                    self.setup
+                        .stats
+                        .requested_ids
+                        .add(u64::try_from(to - from + 1).unwrap_or(0));
+                    self.plan.request(notice.gap.symbol, from, to, mask, now);
+                }
+            }
+        }
+        taken
+    }
+
+    /// Fetches one page (while the notice rings keep being drained) and hands its trades out.
+    async fn fetch(&mut self, client: &mut RestClient, fetch: Fetch) {
+        let Some(symbol) = self.symbol(fetch.symbol) else {
+            self.plan.fetched(fetch, None, &mut Vec::new());
+            return;
+        };
+        let limit = fetch.limit.clamp(1, PAGE_IDS_MAX);
+        let result = {
+            let page = client.historical_trades(&symbol, Some(fetch.from_id), limit);
+            tokio::pin!(page);
+            loop {
+                tokio::select! {
+                    result = &mut page => break result,
+                    () = tokio::time::sleep(IDLE_SLEEP) => {
+                        let now = monotonic_ns();
+                        self.drain_notices(now);
+                        self.flush_outbox();
+                    }
+                }
+            }
+        };
+        let now = monotonic_ns();
+        match result {
+            Ok(trades) => self.on_page(&symbol, fetch, &trades, now),
+            Err(e) => {
+                self.setup.stats.page_failures.bump();
+                self.failures = self.failures.saturating_add(1);
+                let delay = e.retry_after().unwrap_or_else(|| {
+                    jittered(&mut self.rng, RETRY_INITIAL, RETRY_MAX, self.failures)
+                });
+                tracing::warn!(
+                    "sidecar: historicalTrades {symbol} fromId={} failed: {e}; retrying in {delay:?}",
+                    fetch.from_id
+                );
+                let retry_at = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(0));
+                self.plan.failed(fetch, retry_at);
+            }
+        }
+    }
+
+    fn on_page(&mut self, symbol: &str, fetch: Fetch, trades: &[RestTrade], now: u64) {
+        self.setup.stats.pages.bump();
+        self.frames.clear();
+        let got = match page_frames(symbol, trades, &mut self.frames) {
+            Ok(()) => self
+                .frames
+                .first()
+                .zip(self.frames.last())
+                .map(|(a, b)| (a.first_id, b.last_id)),
+            Err(e) => {
+                tracing::warn!("sidecar: {symbol} page from {}: {e}", fetch.from_id);
+                None
+            }
+        };
+        if got.is_none() {
+            let retry = u64::try_from(EMPTY_PAGE_RETRY.as_nanos()).unwrap_or(0);
+            self.plan.failed(fetch, now.saturating_add(retry));
+            return;
+        }
+        self.failures = 0;
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        deliveries.clear();
+        self.plan.fetched(fetch, got, &mut deliveries);
+        for delivery in &deliveries {
+            self.deliver(delivery, now);
+        }
+        self.deliveries = deliveries;
+    }
+
+    /// Pushes every frame overlapping `delivery` to each of its consumers. Frames reaching
+    /// beyond the delivery are harmless: each sink delivers every id once, whatever its source.
+    fn deliver(&mut self, delivery: &Delivery, now: u64) {
+        let ids = u64::try_from(delivery.to - delivery.from + 1).unwrap_or(0);
+        for consumer in 0..self.setup.repairs.len().min(64) {
+            if delivery.consumers & (1u64 << consumer) == 0 {
+                continue;
+            }
+            for at in 0..self.frames.len() {
+                let frame = &self.frames[at];
+                if frame.last_id < delivery.from || frame.first_id > delivery.to {
+                    continue;
+                }
+                let event = FeedEvent {
+                    recv_time_ns: now,
+                    symbol: delivery.symbol,
+                    kind: StreamKind::Trade,
+                    first_id: frame.first_id,
+                    last_id: frame.last_id,
+                    first_new_id: frame.first_id,
+                    event_time_us: frame.time_us,
+                    frame: frame.frame.clone(),
+                };
+                self.push(consumer, Repair::Event(event));
+            }
+            self.setup.stats.repaired_ids.add(ids);
+            record_latency(&mut self.latency, now.saturating_sub(delivery.requested_ns));
+        }
+    }
+
+    fn push(&mut self, consumer: usize, repair: Repair) {
+        // Behind earlier repairs of this consumer, to keep their order.
+        if self.outbox.iter().any(|(c, _)| *c == consumer) {
+            self.outbox.push_back((consumer, repair));
+        } else if let Err(rtrb::PushError::Full(repair)) = self.setup.repairs[consumer].push(repair)
+        {
+            self.outbox.push_back((consumer, repair));
+        }
+        self.setup.stats.outbox.set(self.outbox.len() as u64);
+    }
+
+    fn flush_outbox(&mut self) -> usize {
+        let mut moved = 0;
+        let mut blocked: u64 = 0;
+        let mut kept = VecDeque::with_capacity(self.outbox.len());
+        while let Some((consumer, repair)) = self.outbox.pop_front() {
+            if blocked & (1u64 << consumer.min(63)) != 0 {
+                kept.push_back((consumer, repair));
+                continue;
+            }
+            match self.setup.repairs[consumer].push(repair) {
+                Ok(()) => moved += 1,
+                Err(rtrb::PushError::Full(repair)) => {
+                    blocked |= 1u64 << consumer.min(63);
+                    kept.push_back((consumer, repair));
+                }
+            }
+        }
+        self.outbox = kept;
+        self.setup.stats.outbox.set(self.outbox.len() as u64);
+        moved
+    }
+
+    fn expire(&mut self, now: u64) {
+        let mut abandoned = Vec::new();
+        self.plan.expire(now, &mut abandoned);
+        self.abandon(&abandoned);
+    }
+
+    fn give_up_everything(&mut self) {
+        let mut abandoned = Vec::new();
+        // Every request is older than the give-up bound at the end of time.
+        self.plan.expire(u64::MAX, &mut abandoned);
+        self.abandon(&abandoned);
+    }
+
+    /// Tells each consumer concerned that these ids will not come.
+    fn abandon(&mut self, abandoned: &[Delivery]) {
+        for d in abandoned {
+            let ids = u64::try_from(d.to - d.from + 1).unwrap_or(0);
+            tracing::warn!(
+                "sidecar: giving up on trades {}..={} of symbol #{} ({ids} ids)",
+                d.from,
+                d.to,
+                d.symbol
+            );
+            for consumer in 0..self.setup.repairs.len().min(64) {
+                if d.consumers & (1u64 << consumer) != 0 {
+                    self.setup.stats.unrepaired_ids.add(ids);
+                    let gave_up = Repair::GaveUp {
+                        symbol: d.symbol,
+                        from: d.from,
+                        to: d.to,
+                    };
+                    self.push(consumer, gave_up);
+                }
+            }
+        }
+    }
+
+    fn count_outbox_lost(&mut self) {
+        for (_, repair) in self.outbox.drain(..) {
+            if let Repair::Event(event) = repair {
+                let ids = u64::try_from(event.last_id - event.first_id + 1).unwrap_or(0);
+                self.setup.stats.unrepaired_ids.add(ids);
+            }
+        }
+    }
+
+    fn symbol(&self, index: u16) -> Option<String> {
+        let symbols = crate::sync::read(&self.setup.symbols);
+        symbols.get(usize::from(index)).cloned()
+    }
+
+    fn report(self) -> SidecarReport {
+        let s = &self.setup.stats;
+        SidecarReport {
+            summary: SidecarSummary {
+                notices: s.notices.get(),
+                trade_gaps: s.trade_gaps.get(),
+                requested_ids: s.requested_ids.get(),
+                repaired_ids: s.repaired_ids.get(),
+                unrepaired_ids: s.unrepaired_ids.get(),
+                pages: s.pages.get(),
+                page_failures: s.page_failures.get(),
+                time_to_repair_ns: Percentiles::of(&self.latency),
+            },
+            notices: self.kept,
+        }
+    }
+}

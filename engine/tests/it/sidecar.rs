@@ -1,0 +1,194 @@
+//! The sidecar thread against the simulator's REST API: a trade gap notice becomes repair
+//! events carrying exactly the missing trades (ids, prices, quantities, sides, times equal to
+//! the simulator's journal), for exactly the consumers that lost them; a gap REST cannot serve
+//! is given up and every consumer concerned is told.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use hotpath::feed::event::{Cause, Notice, Repair};
+use hotpath::feed::sequence::GapNotice;
+use hotpath::rest::RestClient;
+use hotpath::sbe::{self, spot_stream::Message};
+use hotpath::sidecar::thread::{self, SidecarSetup, SidecarStats};
+use hotpath::stream::StreamKind;
+
+use crate::feed::Sim;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Running {
+    notices: rtrb::Producer<Notice>,
+    repairs: Vec<rtrb::Consumer<Repair>>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<thread::SidecarReport>,
+}
+
+fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
+    let (notices, notice_ring) = rtrb::RingBuffer::new(64);
+    let mut producers = Vec::new();
+    let mut repairs = Vec::new();
+    for _ in 0..consumers {
+        let (p, c) = rtrb::RingBuffer::new(1024);
+        producers.push(p);
+        repairs.push(c);
+    }
+    let rest = RestClient::new(&format!("http://{}", sim.handle().addr), None).expect("client");
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = thread::spawn(SidecarSetup {
+        notices: vec![notice_ring],
+        repairs: producers,
+        symbols: Arc::new(RwLock::new(vec!["BTCUSDT".into(), "ETHUSDT".into()])),
+        rest: Some(rest),
+        give_up_after,
+        stats: Arc::new(SidecarStats::default()),
+        done: done.clone(),
+        flush_timeout: Duration::from_secs(5),
+    })
+    .expect("the sidecar starts");
+    Running {
+        notices,
+        repairs,
+        done,
+        thread,
+    }
+}
+
+/// Waits until the simulator has published trades up to at least `count` past its first.
+fn published(sim: &Sim, symbol: &str, count: usize) -> Vec<i64> {
+    let started = Instant::now();
+    loop {
+        let ids = sim.trades(symbol, 0, i64::MAX);
+        if ids.len() >= count {
+            return ids;
+        }
+        assert!(started.elapsed() < PATIENCE, "the simulator did not trade");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every (id, price, qty, buyer maker, time) in the repair events of `ring`, until `expected`
+/// ids were seen.
+fn collect(ring: &mut rtrb::Consumer<Repair>, expected: usize) -> Vec<(i64, i64, i64, bool, i64)> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expected {
+        match ring.pop() {
+            Ok(Repair::Event(event)) => {
+                assert_eq!(event.kind, StreamKind::Trade);
+                let Ok(Message::TradesStreamEvent(m)) = sbe::decode(&event.frame) else {
+                    panic!("a trades frame");
+                };
+                assert_eq!(m.symbol(), b"BTCUSDT");
+                for t in m.trades() {
+                    let maker = t.is_buyer_maker() == Some(sbe::spot_stream::BoolEnum::True);
+                    out.push((t.id(), t.price(), t.qty(), maker, m.transact_time()));
+                }
+            }
+            Ok(Repair::GaveUp { from, to, .. }) => panic!("gave up on {from}..={to}"),
+            Err(_) => {
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "repairs did not come: {out:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_trade_gap_is_backfilled_from_rest_exactly_for_the_consumers_that_lost_it() {
+    let sim = Sim::start(|_| {});
+    let ids = published(&sim, "BTCUSDT", 40);
+    let (from, to) = (ids[5], ids[30]);
+    let mut running = start(&sim, 2, Duration::from_secs(20));
+    // Consumer 1's ring was full for these ids; consumer 0 got them.
+    running
+        .notices
+        .push(Notice {
+            gap: GapNotice {
+                symbol: 0,
+                kind: StreamKind::Trade,
+                last_good: from - 1,
+                first_seen: to + 1,
+            },
+            cause: Cause::QueueFull { consumer: 1 },
+        })
+        .expect("room");
+    let got = collect(&mut running.repairs[1], (to - from + 1) as usize);
+    let truth = {
+        let index = sim.handle().shared.symbol_index("BTCUSDT").expect("symbol");
+        let exchange = hotpath::sim::server::lock(&sim.handle().shared.exchange);
+        exchange
+            .market(index)
+            .trades_from(from)
+            .take_while(|t| t.id <= to)
+            .map(|t| (t.id, t.price, t.qty, t.buyer_maker, t.time_us))
+            .collect::<Vec<_>>()
+    };
+    let got_range: Vec<_> = got
+        .into_iter()
+        .filter(|t| t.0 >= from && t.0 <= to)
+        .collect();
+    assert_eq!(got_range.len(), truth.len());
+    for (g, t) in got_range.iter().zip(&truth) {
+        assert_eq!((g.0, g.1, g.2, g.3), (t.0, t.1, t.2, t.3), "trade {}", t.0);
+        // REST times are milliseconds: the repair carries the trade's millisecond.
+        assert_eq!(g.4, t.4 / 1000 * 1000, "trade {} time", t.0);
+    }
+    assert!(running.repairs[0].is_empty(), "consumer 0 lost nothing");
+    running.done.store(true, Ordering::Release);
+    let report = running.thread.join().expect("the sidecar ends");
+    assert_eq!(report.summary.trade_gaps, 1);
+    assert_eq!(report.summary.requested_ids, (to - from + 1) as u64);
+    assert_eq!(report.summary.repaired_ids, (to - from + 1) as u64);
+    assert_eq!(report.summary.unrepaired_ids, 0);
+    assert_eq!(report.summary.time_to_repair_ns.count, 1);
+}
+
+#[test]
+fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
+    let sim = Sim::start(|_| {});
+    let ids = published(&sim, "BTCUSDT", 5);
+    let mut running = start(&sim, 2, Duration::from_millis(300));
+    // Ids far in the future: REST returns nothing for them.
+    let future = ids[ids.len() - 1] + 1_000_000_000;
+    running
+        .notices
+        .push(Notice {
+            gap: GapNotice {
+                symbol: 0,
+                kind: StreamKind::Trade,
+                last_good: future,
+                first_seen: future + 11,
+            },
+            cause: Cause::Wire,
+        })
+        .expect("room");
+    for ring in running.repairs.iter_mut() {
+        let started = Instant::now();
+        loop {
+            match ring.pop() {
+                Ok(Repair::GaveUp { symbol, from, to }) => {
+                    assert_eq!((symbol, from, to), (0, future + 1, future + 10));
+                    break;
+                }
+                Ok(Repair::Event(e)) => panic!("no trades exist there: {e:?}"),
+                Err(_) => {
+                    assert!(started.elapsed() < PATIENCE, "no give-up came");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    running.done.store(true, Ordering::Release);
+    let report = running.thread.join().expect("the sidecar ends");
+    assert_eq!(
+        report.summary.unrepaired_ids, 20,
+        "10 ids for each of 2 consumers"
+    );
+    assert_eq!(report.summary.repaired_ids, 0);
+}
