@@ -130,7 +130,17 @@ impl Backfill {
             .map(|r| r.from)
             .min()
             .unwrap_or(request.from);
-        let span = i128::from(request.to) - i128::from(from_id) + 1;
+        // Up to the last id any request of the symbol still misses within one page: a page
+        // weighs the same whatever its length, so many small gaps share one.
+        let page_end = from_id.saturating_add(i64::from(PAGE_IDS_MAX) - 1);
+        let to = self
+            .requests
+            .iter()
+            .filter(|r| r.symbol == symbol && r.from <= page_end)
+            .map(|r| r.to.min(page_end))
+            .max()
+            .unwrap_or(request.to);
+        let span = i128::from(to) - i128::from(from_id) + 1;
         let limit = u32::try_from(span.clamp(1, i128::from(PAGE_IDS_MAX))).unwrap_or(PAGE_IDS_MAX);
         self.in_flight.push(symbol);
         self.not_before_ns.retain(|&(s, _)| s != symbol);
@@ -260,9 +270,13 @@ mod tests {
         plan.request(3, 10, 20, 0b01, 0);
         plan.request(3, 15, 30, 0b10, 0);
         let fetch = plan.next_fetch(0).expect("a page");
-        assert_eq!((fetch.from_id, fetch.limit), (10, 11));
+        assert_eq!(
+            (fetch.from_id, fetch.limit),
+            (10, 21),
+            "one page for both requests"
+        );
         let mut out = Vec::new();
-        // Binance returns a full page past what was asked: it serves the second request too.
+        // Binance returns a full page past what was asked: harmless, nothing beyond 30 goes.
         plan.fetched(fetch, Some((10, 40)), &mut out);
         assert_eq!(
             out,
@@ -284,6 +298,24 @@ mod tests {
             ]
         );
         assert_eq!(plan.pending(), 0);
+    }
+
+    #[test]
+    fn separate_gaps_of_a_symbol_share_one_page_within_its_length() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(0, 100, 101, ALL, 0);
+        plan.request(0, 150, 150, ALL, 1);
+        plan.request(0, 2000, 2001, ALL, 2);
+        plan.request(1, 7, 7, ALL, 3);
+        let fetch = plan.next_fetch(5).expect("a page");
+        assert_eq!((fetch.symbol, fetch.from_id, fetch.limit), (0, 100, 51));
+        let mut out = Vec::new();
+        plan.fetched(fetch, Some((100, 150)), &mut out);
+        let served: Vec<(i64, i64)> = out.iter().map(|d| (d.from, d.to)).collect();
+        assert_eq!(served, vec![(100, 101), (150, 150)]);
+        assert_eq!(plan.pending(), 2, "the far gap and the other symbol wait");
+        let next = plan.next_fetch(5).expect("a page");
+        assert_eq!((next.symbol, next.from_id, next.limit), (0, 2000, 2));
     }
 
     #[test]
