@@ -1,8 +1,16 @@
-//! Starting and stopping the feed, the counting consumer that drains the rings until real
-//! sinks exist, and the one-line JSON summary `hotpath run` prints on exit.
+//! Starting and stopping the feed, wiring the sinks and the reliability sidecar to the rings,
+//! the counting consumer that drains the rings when no sink runs, and the one-line JSON summary
+//! `hotpath run` prints on exit.
+//!
+//! With sinks, the data path is: each reader pushes every event into one ring per sink and
+//! every gap or full-ring drop into its notice ring; the sidecar drains the notice rings,
+//! fetches the missing trades from REST and pushes them into one repair ring per sink; each
+//! sink drains its event rings and its repair ring and delivers each trade id once, in order.
+//! Shutdown keeps that order: the readers stop first, then the sidecar finishes its repairs
+//! (within the flush timeout) and stops, then the sinks drain everything and flush.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -10,13 +18,15 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{Cause, FeedEvent, Notice};
+use super::event::{Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::rest::RestClient;
+use crate::sidecar::thread::{SidecarReport, SidecarSetup, SidecarStats, SidecarSummary};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
 
@@ -31,8 +41,11 @@ pub struct Feed {
     readers: Vec<JoinHandle<ReaderReport>>,
     /// Counters, one per reader.
     pub stats: Vec<Arc<ReaderStats>>,
-    /// Every symbol ever subscribed; an event's `symbol` indexes it.
-    symbols: Vec<String>,
+    /// The sidecar's counters, when it runs.
+    pub sidecar: Option<Arc<SidecarStats>>,
+    /// Every symbol ever subscribed; an event's `symbol` indexes it. Shared with the sidecar,
+    /// which names symbols in its REST requests.
+    symbols: Arc<RwLock<Vec<String>>>,
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
     symbols_per_connection: usize,
@@ -83,7 +96,8 @@ pub fn start(
         stop,
         readers: Vec::new(),
         stats: Vec::new(),
-        symbols: config.symbols.clone(),
+        sidecar: None,
+        symbols: Arc::new(RwLock::new(config.symbols.clone())),
         slots: Vec::new(),
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
@@ -176,11 +190,14 @@ impl Feed {
             .ok_or_else(|| {
                 format!("no connection has room for {symbol} (symbols_per_connection = {limit})")
             })?;
-        let index = match self.symbols.iter().position(|s| s == symbol) {
-            Some(at) => at,
-            None => {
-                self.symbols.push(symbol.to_string());
-                self.symbols.len() - 1
+        let index = {
+            let mut symbols = crate::sync::write(&self.symbols);
+            match symbols.iter().position(|s| s == symbol) {
+                Some(at) => at,
+                None => {
+                    symbols.push(symbol.to_string());
+                    symbols.len() - 1
+                }
             }
         };
         let index = u16::try_from(index).map_err(|_| "too many symbols".to_string())?;
@@ -197,8 +214,7 @@ impl Feed {
 
     /// Removes `symbol`'s streams at run time with an UNSUBSCRIBE.
     pub fn remove_symbol(&mut self, symbol: &str) -> Result<(), String> {
-        let index = self
-            .symbols
+        let index = crate::sync::read(&self.symbols)
             .iter()
             .position(|s| s == symbol)
             .ok_or_else(|| format!("{symbol} is not subscribed"))?;
@@ -223,8 +239,8 @@ impl Feed {
     }
 
     /// Every symbol subscribed so far, in index order.
-    pub fn symbols(&self) -> &[String] {
-        &self.symbols
+    pub fn symbols(&self) -> Vec<String> {
+        crate::sync::read(&self.symbols).clone()
     }
 
     /// Stops every reader (connections closed) and returns their reports.
@@ -384,6 +400,10 @@ pub struct Summary {
     pub readers: Vec<ReaderSummary>,
     /// Per sink (`kinesis`, `redis`): written, retried, dead-lettered, latency.
     pub sinks: std::collections::BTreeMap<&'static str, SinkSummary>,
+    /// The sidecar, when it ran: notices, trade gaps, ids requested, repaired and given up
+    /// (per sink), REST pages, time from gap notice to repair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSummary>,
 }
 
 impl Summary {
@@ -454,6 +474,7 @@ impl Summary {
                 })
                 .collect(),
             sinks: std::collections::BTreeMap::new(),
+            sidecar: None,
         }
     }
 }
@@ -516,11 +537,27 @@ pub fn run_with(
     wait: impl FnOnce(&mut Feed, &[SinkHandle]),
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
-    let (feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
+    // Built before anything starts, so a bad REST base fails the run at once.
+    let rest = match config.sidecar_runs() {
+        true => Some(sidecar_rest(config)?),
+        false => None,
+    };
+    let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
+    let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
+    let (sidecar, mut repairs) = match rest {
+        Some(rest) => {
+            let notices = std::mem::take(&mut rings.notices);
+            let symbols = feed.symbols.clone();
+            let (sidecar, repairs) =
+                start_sidecar(config, rest, notices, symbols, sinks_wanted, flush_timeout)?;
+            feed.sidecar = Some(sidecar.stats.clone());
+            (Some(sidecar), repairs.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
-    let mut sinks = Vec::new();
-    // Without sinks the counting consumer drains the events; with them it takes the notices.
+    // Without sinks the counting consumer drains the events; without the sidecar, the notices.
     let events = if sinks_wanted == 0 {
         rings.events.pop().unwrap_or_default()
     } else {
@@ -528,69 +565,39 @@ pub fn run_with(
     };
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
-    let mut kinesis_checked = None;
-    let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
-    let started = || -> Result<(), String> {
-        let mut rings_of = rings.events.drain(..);
-        if let Some(kinesis) = &config.kinesis {
-            let (ready, checked) = std::sync::mpsc::channel();
-            let stats = Arc::new(SinkStats::default());
-            let thread =
-                crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
-                    config: kinesis.clone(),
-                    client: options.kinesis_client,
-                    rings: rings_of.next().unwrap_or_default(),
-                    stats: stats.clone(),
-                    stop: sinks_stop.clone(),
-                    flush_timeout,
-                    reader_cores: config.readers.cores.clone(),
-                    ready,
-                })
-                .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
-            sinks.push(SinkHandle {
-                name: "kinesis",
-                stats,
-                thread,
-            });
-            kinesis_checked = Some(checked);
-        }
-        if let Some(redis) = &config.redis {
-            let stats = Arc::new(SinkStats::default());
-            let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
-                config: redis.clone(),
-                rest_base: redis.rest_base(&config.endpoint),
-                rest_tls: trusted_tls(config)?,
-                rings: rings_of.next().unwrap_or_default(),
-                stats: stats.clone(),
-                stop: sinks_stop.clone(),
-                flush_timeout,
-                reader_cores: config.readers.cores.clone(),
-            })
-            .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
-            sinks.push(SinkHandle {
-                name: "redis",
-                stats,
-                thread,
-            });
-        }
-        Ok(())
+    let mut wiring = SinkWiring {
+        events: rings.events.drain(..).collect(),
+        repairs: repairs.drain(..).collect(),
+        hold_max: match sidecar {
+            Some(_) => config.sidecar.hold_max,
+            None => Duration::ZERO,
+        },
+        stop: sinks_stop.clone(),
+        flush_timeout,
+        kinesis_client: options.kinesis_client,
     };
-    let mut outcome = started();
-    // The streams are checked before the run counts as started (the Kinesis rings hold the
-    // first events meanwhile; every other consumer already drains).
-    if let (Ok(()), Some(checked)) = (&outcome, kinesis_checked) {
-        outcome = checked
-            .recv_timeout(KINESIS_CHECK_TIMEOUT)
-            .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
-            .and_then(|checked| checked);
-    }
-    let mut feed = feed;
+    let mut sinks = Vec::new();
+    let mut outcome = start_sinks(config, &mut wiring, &mut sinks);
     if outcome.is_ok() {
         wait(&mut feed, &sinks);
     }
     let stats = feed.stats.clone();
-    let symbols = feed.symbols.clone();
+    let symbols = feed.symbols();
     let reports = feed.stop();
+    // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
+    let sidecar_report = match sidecar {
+        Some(sidecar) => {
+            sidecar.done.store(true, Ordering::Release);
+            match sidecar.thread.join() {
+                Ok(report) => Some(report),
+                Err(_) => {
+                    outcome = outcome.and(Err("the sidecar panicked".to_string()));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     sinks_stop.store(true, Ordering::Release);
     let mut sink_summaries = std::collections::BTreeMap::new();
     let mut failure = outcome.err();
@@ -604,13 +611,136 @@ pub fn run_with(
         }
     }
     done.store(true, Ordering::Release);
-    let tally = counter
+    let mut tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
     if let Some(e) = failure {
         return Err(e);
     }
+    if let Some(report) = &sidecar_report {
+        tally.notices = report.notices.clone();
+    }
     let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
     summary.sinks = sink_summaries;
+    summary.sidecar = sidecar_report.map(|r| r.summary);
     Ok(summary)
+}
+
+/// The sidecar's REST client, for `sidecar.rest_endpoint` or the base derived from the feed.
+fn sidecar_rest(config: &RunConfig) -> Result<RestClient, String> {
+    let base = config.sidecar.rest_base(&config.endpoint);
+    RestClient::new(&base, trusted_tls(config)?).map_err(|e| format!("sidecar: REST {base}: {e}"))
+}
+
+/// The running sidecar thread, its stop flag and counters.
+struct SidecarRun {
+    thread: JoinHandle<SidecarReport>,
+    done: Arc<AtomicBool>,
+    stats: Arc<SidecarStats>,
+}
+
+/// Starts the sidecar on the readers' notice rings with one repair ring per sink; returns it
+/// and the sinks' ends of the repair rings, in sink order.
+fn start_sidecar(
+    config: &RunConfig,
+    rest: RestClient,
+    notices: Vec<rtrb::Consumer<Notice>>,
+    symbols: Arc<RwLock<Vec<String>>>,
+    sinks: usize,
+    flush_timeout: Duration,
+) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>), String> {
+    let (producers, consumers) = (0..sinks)
+        .map(|_| rtrb::RingBuffer::new(crate::constants::REPAIR_RING_CAPACITY))
+        .unzip();
+    let stats = Arc::new(SidecarStats::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = crate::sidecar::thread::spawn(SidecarSetup {
+        notices,
+        repairs: producers,
+        symbols,
+        rest: Some(rest),
+        give_up_after: config.sidecar.give_up_after,
+        stats: stats.clone(),
+        done: done.clone(),
+        flush_timeout,
+    })
+    .map_err(|e| format!("cannot start the sidecar: {e}"))?;
+    let run = SidecarRun {
+        thread,
+        done,
+        stats,
+    };
+    Ok((run, consumers))
+}
+
+/// What the sinks are started with: their rings, in sink order (Kinesis, then Redis).
+struct SinkWiring {
+    events: std::collections::VecDeque<Vec<rtrb::Consumer<FeedEvent>>>,
+    repairs: std::collections::VecDeque<Option<rtrb::Consumer<Repair>>>,
+    hold_max: Duration,
+    stop: Arc<AtomicBool>,
+    flush_timeout: Duration,
+    kinesis_client: Option<aws_sdk_kinesis::Client>,
+}
+
+/// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
+/// the run counts as started (its rings are drained meanwhile).
+fn start_sinks(
+    config: &RunConfig,
+    wiring: &mut SinkWiring,
+    sinks: &mut Vec<SinkHandle>,
+) -> Result<(), String> {
+    let mut kinesis_checked = None;
+    if let Some(kinesis) = &config.kinesis {
+        let (ready, checked) = std::sync::mpsc::channel();
+        let stats = Arc::new(SinkStats::default());
+        let thread =
+            crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
+                config: kinesis.clone(),
+                client: wiring.kinesis_client.take(),
+                rings: wiring.events.pop_front().unwrap_or_default(),
+                repairs: wiring.repairs.pop_front().flatten(),
+                hold_max: wiring.hold_max,
+                stats: stats.clone(),
+                stop: wiring.stop.clone(),
+                flush_timeout: wiring.flush_timeout,
+                reader_cores: config.readers.cores.clone(),
+                ready,
+            })
+            .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
+        sinks.push(SinkHandle {
+            name: "kinesis",
+            stats,
+            thread,
+        });
+        kinesis_checked = Some(checked);
+    }
+    if let Some(redis) = &config.redis {
+        let stats = Arc::new(SinkStats::default());
+        let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
+            config: redis.clone(),
+            rest_base: redis.rest_base(&config.endpoint),
+            rest_tls: trusted_tls(config)?,
+            rings: wiring.events.pop_front().unwrap_or_default(),
+            repairs: wiring.repairs.pop_front().flatten(),
+            hold_max: wiring.hold_max,
+            stats: stats.clone(),
+            stop: wiring.stop.clone(),
+            flush_timeout: wiring.flush_timeout,
+            reader_cores: config.readers.cores.clone(),
+        })
+        .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
+        sinks.push(SinkHandle {
+            name: "redis",
+            stats,
+            thread,
+        });
+    }
+    match kinesis_checked {
+        Some(checked) => checked
+            .recv_timeout(KINESIS_CHECK_TIMEOUT)
+            .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
+            .and_then(|checked| checked),
+        None => Ok(()),
+    }
 }

@@ -2,9 +2,11 @@
 //! its own thread, never slowing the readers (a sink that falls behind only lets its own ring
 //! fill, which the reader counts and reports as a `queue_full` notice).
 //!
-//! Each sink owns one ring per reader (`Rings::events[consumer]`), drains them in a loop,
-//! batches, writes, and keeps its counters in a [`SinkStats`] that the run's summary and the
-//! progress line read while it runs.
+//! Each sink owns one ring per reader (`Rings::events[consumer]`) and one repair ring from the
+//! sidecar, drains them in a loop, puts every trade event (live or repaired) through its
+//! per-symbol [`order::TradeOrders`] so each trade id is delivered once and in order, batches,
+//! writes, and keeps its counters in a [`SinkStats`] that the run's summary and the progress
+//! line read while it runs.
 
 pub mod dlq;
 pub mod kinesis;
@@ -21,6 +23,13 @@ use crate::metrics::{Counter, Percentiles};
 pub struct SinkStats {
     /// Events taken from the rings.
     pub received: Counter,
+    /// Repair events taken from the repair ring (trades the sidecar fetched from REST).
+    pub repaired: Counter,
+    /// Trade events dropped because this sink had delivered every id they carry (a repair
+    /// and a late live copy of the same trades: only the first counts).
+    pub duplicates: Counter,
+    /// Trade ids this sink gave up on: missing, and neither live nor repaired in time.
+    pub unrepaired: Counter,
     /// Records (Kinesis: user records; Redis: trades) acknowledged by the sink's server.
     pub written: Counter,
     /// Records sent again after a failure.
@@ -48,6 +57,12 @@ pub struct SinkStats {
 pub struct SinkSummary {
     /// Events taken from the rings.
     pub received: u64,
+    /// Repair events taken from the repair ring.
+    pub repaired: u64,
+    /// Trade events dropped as already delivered.
+    pub duplicates: u64,
+    /// Trade ids given up on.
+    pub unrepaired: u64,
     /// Records acknowledged.
     pub written: u64,
     /// Records sent again after a failure.
@@ -74,6 +89,9 @@ impl SinkStats {
     pub fn summary(&self) -> SinkSummary {
         SinkSummary {
             received: self.received.get(),
+            repaired: self.repaired.get(),
+            duplicates: self.duplicates.get(),
+            unrepaired: self.unrepaired.get(),
             written: self.written.get(),
             retried: self.retried.get(),
             dead_lettered: self.dead_lettered.get(),

@@ -796,7 +796,7 @@ mod tests {
             keyed.sort_by_key(|(k, _)| *k);
             let mut out = Vec::new();
             let mut got: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
-            let mut drain = |out: &mut Vec<((u16, i64), i64)>, got: &mut [Vec<i64>; 2]| {
+            let drain = |out: &mut Vec<((u16, i64), i64)>, got: &mut [Vec<i64>; 2]| {
                 for ((symbol, last), from) in out.drain(..) {
                     got[usize::from(symbol)].extend(from..=last);
                 }
