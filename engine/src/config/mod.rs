@@ -99,8 +99,8 @@ pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
-pub use sidecar::SidecarConfig;
 use sidecar::RawSidecar;
+pub use sidecar::SidecarConfig;
 pub use sinks::{KinesisConfig, Payload, RedisConfig};
 use sinks::{RawKinesis, RawRedis};
 

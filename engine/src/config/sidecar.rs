@@ -141,8 +141,8 @@ mod tests {
         let c = parse("").expect("defaults");
         assert_eq!(c, SidecarConfig::default());
         assert!(c.enabled && c.hold_max > c.give_up_after);
-        let c = parse("enabled = false\ngive_up_after_ms = 100\nhold_max_ms = 101\n")
-            .expect("valid");
+        let c =
+            parse("enabled = false\ngive_up_after_ms = 100\nhold_max_ms = 101\n").expect("valid");
         assert!(!c.enabled);
         assert_eq!(c.give_up_after, Duration::from_millis(100));
     }

@@ -18,7 +18,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::backfill::{Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX};
+use super::backfill::{
+    Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX, PAGES_BURST, PAGES_PER_MINUTE,
+};
 use super::frames::{TradesFrame, page_frames};
 use crate::backoff::jittered;
 use crate::clock::monotonic_ns;
@@ -146,7 +148,7 @@ impl Sidecar {
         let give_up_ns = u64::try_from(setup.give_up_after.as_nanos()).unwrap_or(u64::MAX);
         Sidecar {
             setup,
-            plan: Backfill::new(give_up_ns),
+            plan: Backfill::new(give_up_ns).with_pace(PAGES_PER_MINUTE, PAGES_BURST),
             outbox: VecDeque::new(),
             kept: Vec::new(),
             latency: latency_histogram(),

@@ -8,6 +8,7 @@ mod fault_proxy;
 mod feed;
 mod reanchor;
 mod record;
+mod repairs;
 mod rest;
 mod schema;
 mod servers;

@@ -325,9 +325,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
             }
         }
         let held = w.orders.held() + w.lanes.iter().map(Lane::len).sum::<usize>();
-        w.stats
-            .queue_depth
-            .set((ring_depth(&rings) + held) as u64);
+        w.stats.queue_depth.set((ring_depth(&rings) + held) as u64);
         let idle = w.lanes.iter().all(Lane::is_empty) && sending.is_empty();
         if stopping && idle && rings.iter().all(|r| r.is_empty()) {
             break;

@@ -337,7 +337,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
             writing = Some((tokio::spawn(execute(c, pipes)), batch));
             work += 1;
         }
-        let drained = rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
+        let drained =
+            rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
         if stopping && writing.is_none() && drained {
             let dirty = w.states.iter().flatten().any(SymbolState::dirty);
             // Book syncs still fetching are not waited for: what is known has been written.
