@@ -538,9 +538,10 @@ pub fn run_with(
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
     // Built before anything starts, so a bad REST base fails the run at once.
-    let rest = match config.sidecar_runs() {
-        true => Some(sidecar_rest(config)?),
-        false => None,
+    let rest = if config.sidecar_runs() {
+        Some(sidecar_rest(config)?)
+    } else {
+        None
     };
     let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
@@ -577,7 +578,7 @@ pub fn run_with(
         kinesis_client: options.kinesis_client,
     };
     let mut sinks = Vec::new();
-    let mut outcome = start_sinks(config, &mut wiring, &mut sinks);
+    let outcome = start_sinks(config, &mut wiring, &mut sinks);
     if outcome.is_ok() {
         wait(&mut feed, &sinks);
     }
@@ -585,31 +586,14 @@ pub fn run_with(
     let symbols = feed.symbols();
     let reports = feed.stop();
     // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
-    let sidecar_report = match sidecar {
-        Some(sidecar) => {
-            sidecar.done.store(true, Ordering::Release);
-            match sidecar.thread.join() {
-                Ok(report) => Some(report),
-                Err(_) => {
-                    outcome = outcome.and(Err("the sidecar panicked".to_string()));
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let sidecar_report = join_sidecar(sidecar);
     sinks_stop.store(true, Ordering::Release);
-    let mut sink_summaries = std::collections::BTreeMap::new();
-    let mut failure = outcome.err();
-    for sink in sinks {
-        match sink.thread.join() {
-            Ok(Ok(summary)) => {
-                sink_summaries.insert(sink.name, summary);
-            }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
-        }
-    }
+    let (sink_summaries, sink_failure) = join_sinks(sinks);
+    let failure = outcome
+        .err()
+        .or(sidecar_report.as_ref().err().cloned())
+        .or(sink_failure);
+    let sidecar_report = sidecar_report.ok().flatten();
     done.store(true, Ordering::Release);
     let mut tally = counter
         .join()
@@ -624,6 +608,40 @@ pub fn run_with(
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
     Ok(summary)
+}
+
+/// Tells the sidecar the readers have stopped and waits for it to finish its repairs.
+fn join_sidecar(sidecar: Option<SidecarRun>) -> Result<Option<SidecarReport>, String> {
+    let Some(sidecar) = sidecar else {
+        return Ok(None);
+    };
+    sidecar.done.store(true, Ordering::Release);
+    sidecar
+        .thread
+        .join()
+        .map(Some)
+        .map_err(|_| "the sidecar panicked".to_string())
+}
+
+/// Waits for every sink (told to stop); their summaries by name, and the first failure.
+fn join_sinks(
+    sinks: Vec<SinkHandle>,
+) -> (
+    std::collections::BTreeMap<&'static str, SinkSummary>,
+    Option<String>,
+) {
+    let mut summaries = std::collections::BTreeMap::new();
+    let mut failure = None;
+    for sink in sinks {
+        match sink.thread.join() {
+            Ok(Ok(summary)) => {
+                summaries.insert(sink.name, summary);
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
+        }
+    }
+    (summaries, failure)
 }
 
 /// The sidecar's REST client, for `sidecar.rest_endpoint` or the base derived from the feed.
