@@ -41,6 +41,11 @@ fn run_until(
                     && written(sinks, "kinesis") >= trades
                     && stats.repaired_ids.get() >= repaired
             });
+            // The progress line shows the repairs next to the gaps.
+            let line = hotpath::feed::progress::Progress::new().line(feed, sinks);
+            let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            assert!(line["repaired_ids"].as_u64() >= Some(repaired), "{line}");
+            assert!(line["unrepaired_ids"].is_u64(), "{line}");
         },
     )
     .expect("the run succeeds")
@@ -55,6 +60,20 @@ fn assert_repaired_exactly_once(
     summary: &Summary,
 ) {
     let sidecar = summary.sidecar.as_ref().expect("a sidecar summary");
+    let json = serde_json::to_value(summary).expect("the summary serializes");
+    for field in [
+        "notices",
+        "trade_gaps",
+        "requested_ids",
+        "repaired_ids",
+        "unrepaired_ids",
+    ] {
+        assert!(json["sidecar"][field].is_u64(), "sidecar.{field} in {json}");
+    }
+    assert!(
+        json["sidecar"]["time_to_repair_ns"]["p99"].is_u64(),
+        "{json}"
+    );
     assert!(sidecar.repaired_ids > 0, "{sidecar:?}");
     assert_eq!(sidecar.unrepaired_ids, 0, "{sidecar:?}");
     assert!(sidecar.time_to_repair_ns.count > 0, "{sidecar:?}");
