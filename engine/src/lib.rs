@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod backoff;
+pub mod binance;
 pub mod book;
 pub mod clock;
 pub mod config;
@@ -20,7 +21,6 @@ pub mod decode;
 pub mod feed;
 pub mod frames;
 pub mod metrics;
-pub mod rest;
 pub mod rng;
 pub mod sbe;
 pub mod sidecar;

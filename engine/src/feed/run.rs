@@ -58,8 +58,7 @@ pub fn start(
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
-    crate::tls::install_crypto_provider();
-    let tls = trusted_tls(config)?;
+    let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
         endpoint: config.endpoint.clone(),
@@ -465,18 +464,19 @@ pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the Kinesis writer may take to check (or create) its streams at start.
 const KINESIS_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The rustls client configuration trusting `binance.trust_cert`, if set.
-pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+/// The rustls client configuration of the feed's WebSocket and the REST client: trusting
+/// `binance.trust_cert` if set, else [`crate::tls::default_client_config`].
+pub fn client_tls(config: &RunConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     match &config.trust_cert {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
-            Ok(Some(Arc::new(
+            Ok(Arc::new(
                 crate::tls::client_config_trusting(&pem)
                     .map_err(|e| format!("binance.trust_cert: {e}"))?,
-            )))
+            ))
         }
-        None => Ok(None),
+        None => crate::tls::default_client_config().map_err(|e| format!("TLS: {e}")),
     }
 }
 
@@ -559,7 +559,7 @@ pub fn run_with(
             let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
                 config: redis.clone(),
                 rest_base: redis.rest_base(&config.endpoint),
-                rest_tls: trusted_tls(config)?,
+                rest_tls: Some(client_tls(config)?),
                 rings: rings_of.next().unwrap_or_default(),
                 stats: stats.clone(),
                 stop: sinks_stop.clone(),

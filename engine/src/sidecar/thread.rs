@@ -21,10 +21,10 @@ use serde::Serialize;
 use super::backfill::{Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX};
 use super::frames::{TradesFrame, page_frames};
 use crate::backoff::jittered;
+use crate::binance::rest::{RestClient, RestTrade};
 use crate::clock::monotonic_ns;
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
-use crate::rest::{RestClient, RestTrade};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
 

@@ -218,8 +218,8 @@ fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
             .iter()
             .map(|(p, q)| {
                 (
-                    hotpath::rest::parse_decimal(p, -8).expect("a price"),
-                    hotpath::rest::parse_decimal(q, -8).expect("a quantity"),
+                    hotpath::binance::decimal::parse_decimal(p, -8).expect("a price"),
+                    hotpath::binance::decimal::parse_decimal(q, -8).expect("a quantity"),
                 )
             })
             .collect();

@@ -29,11 +29,12 @@ use redis::Value;
 
 use super::state::{PendingTrade, SentTrade, SymbolState, Wants};
 use crate::backoff::jittered;
+use crate::binance::decimal::mantissas;
+use crate::binance::rest::{DepthSnapshot, RestClient};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
 use crate::feed::event::FeedEvent;
 use crate::metrics::{Percentiles, latency_histogram};
-use crate::rest::{RestClient, mantissas};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::{SinkStats, SinkSummary, ring_depth};
 
@@ -190,7 +191,7 @@ struct Writer {
     latency: Histogram<u64>,
     samples: Vec<u64>,
     rng: crate::rng::Rng,
-    snapshots: tokio::sync::mpsc::UnboundedSender<(usize, crate::rest::DepthSnapshot)>,
+    snapshots: tokio::sync::mpsc::UnboundedSender<(usize, DepthSnapshot)>,
     rest: Arc<tokio::sync::Mutex<RestClient>>,
     stop: Arc<AtomicBool>,
     errors_logged: u32,
@@ -428,7 +429,7 @@ impl Writer {
         });
     }
 
-    fn on_snapshot(&mut self, index: usize, snapshot: crate::rest::DepthSnapshot) {
+    fn on_snapshot(&mut self, index: usize, snapshot: DepthSnapshot) {
         let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
