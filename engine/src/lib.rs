@@ -5,7 +5,10 @@
 //!   `schemas/binance_spot_stream_1_0.xml`, and the decode entry point with hotpath's limits;
 //! - [`frames`]: reading recorded frames (hex lines, or length-prefixed binary files);
 //! - [`decode`]: the `hotpath decode` command's core, frame bytes to one JSON line;
-//! - [`constants`]: every limit, in one place.
+//! - [`constants`]: every limit, in one place;
+//! - [`binance`]: Binance's REST endpoints, weights, rate-limit rules, decimals and the REST
+//!   client;
+//! - [`tls`]: the one TLS crypto provider and the client configurations.
 //!
 //! See ARCHITECTURE.md at the repository root for the whole design.
 #![forbid(unsafe_code)]

@@ -51,7 +51,7 @@ pub struct RedisSink {
     pub config: RedisConfig,
     /// Binance REST base URL (for depth snapshots).
     pub rest_base: String,
-    /// TLS for an `https://` REST base (`None`: the system's roots).
+    /// TLS for an `https://` REST base (`None`: [`crate::tls::default_client_config`]).
     pub rest_tls: Option<Arc<rustls::ClientConfig>>,
     /// One ring per reader.
     pub rings: Vec<rtrb::Consumer<FeedEvent>>,
