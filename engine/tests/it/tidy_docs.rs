@@ -192,7 +192,6 @@ const LAYERS: &[&[&str]] = &[
     &["feed", "sink"],
     &[
         "binance",
-        "rest",
         "codec",
         "sbe",
         "book",
