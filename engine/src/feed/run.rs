@@ -22,10 +22,10 @@ use super::event::{Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
+use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::metrics::{Percentiles, latency_histogram};
-use crate::rest::RestClient;
 use crate::sidecar::thread::{SidecarReport, SidecarSetup, SidecarStats, SidecarSummary};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
@@ -71,8 +71,7 @@ pub fn start(
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
-    crate::tls::install_crypto_provider();
-    let tls = trusted_tls(config)?;
+    let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
         endpoint: config.endpoint.clone(),
@@ -486,18 +485,19 @@ pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the Kinesis writer may take to check (or create) its streams at start.
 const KINESIS_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The rustls client configuration trusting `binance.trust_cert`, if set.
-pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+/// The rustls client configuration of the feed's WebSocket and the REST client: trusting
+/// `binance.trust_cert` if set, else [`crate::tls::default_client_config`].
+pub fn client_tls(config: &RunConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     match &config.trust_cert {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
-            Ok(Some(Arc::new(
+            Ok(Arc::new(
                 crate::tls::client_config_trusting(&pem)
                     .map_err(|e| format!("binance.trust_cert: {e}"))?,
-            )))
+            ))
         }
-        None => Ok(None),
+        None => crate::tls::default_client_config().map_err(|e| format!("TLS: {e}")),
     }
 }
 
@@ -647,7 +647,8 @@ fn join_sinks(
 /// The sidecar's REST client, for `sidecar.rest_endpoint` or the base derived from the feed.
 fn sidecar_rest(config: &RunConfig) -> Result<RestClient, String> {
     let base = config.sidecar.rest_base(&config.endpoint);
-    RestClient::new(&base, trusted_tls(config)?).map_err(|e| format!("sidecar: REST {base}: {e}"))
+    RestClient::new(&base, Some(client_tls(config)?))
+        .map_err(|e| format!("sidecar: REST {base}: {e}"))
 }
 
 /// The running sidecar thread, its stop flag and counters.
@@ -738,7 +739,7 @@ fn start_sinks(
         let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
             config: redis.clone(),
             rest_base: redis.rest_base(&config.endpoint),
-            rest_tls: trusted_tls(config)?,
+            rest_tls: Some(client_tls(config)?),
             rings: wiring.events.pop_front().unwrap_or_default(),
             repairs: wiring.repairs.pop_front().flatten(),
             hold_max: wiring.hold_max,

@@ -23,14 +23,14 @@ use std::collections::VecDeque;
 pub const PAGE_IDS_MAX: u32 = 1000;
 
 /// Pages fetched per minute at most, sustained: 120 pages of weight 25 are 3000 of the REST
-/// client's 5000 a minute ([`crate::rest::DEFAULT_WEIGHT_BUDGET`]), leaving the rest to depth
+/// client's 5000 a minute ([`crate::binance::rest::DEFAULT_WEIGHT_BUDGET`]), leaving the rest to depth
 /// snapshots.
 pub const PAGES_PER_MINUTE: u32 = 120;
 /// Pages fetched back to back before the pace applies.
 pub const PAGES_BURST: u32 = 10;
 
 const _: () = assert!(
-    (PAGES_PER_MINUTE as u64) * 25 < crate::rest::DEFAULT_WEIGHT_BUDGET as u64,
+    (PAGES_PER_MINUTE as u64) * 25 < crate::binance::rest::DEFAULT_WEIGHT_BUDGET as u64,
     "trade pages leave room in the weight budget for depth snapshots"
 );
 

@@ -23,10 +23,10 @@ use super::backfill::{
 };
 use super::frames::{TradesFrame, page_frames};
 use crate::backoff::jittered;
+use crate::binance::rest::{RestClient, RestTrade};
 use crate::clock::monotonic_ns;
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
-use crate::rest::{RestClient, RestTrade};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
 

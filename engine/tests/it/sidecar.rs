@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use hotpath::binance::rest::RestClient;
 use hotpath::feed::event::{Cause, Notice, Repair};
 use hotpath::feed::sequence::GapNotice;
-use hotpath::rest::RestClient;
 use hotpath::sbe::{self, spot_stream::Message};
 use hotpath::sidecar::thread::{self, SidecarSetup, SidecarStats};
 use hotpath::stream::StreamKind;

@@ -192,7 +192,6 @@ const LAYERS: &[&[&str]] = &[
     &["feed", "sink", "sidecar"],
     &[
         "binance",
-        "rest",
         "codec",
         "sbe",
         "book",

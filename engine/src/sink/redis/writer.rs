@@ -35,11 +35,12 @@ use redis::Value;
 
 use super::state::{PendingTrade, SentTrade, SymbolState, Wants};
 use crate::backoff::jittered;
+use crate::binance::decimal::mantissas;
+use crate::binance::rest::{DepthSnapshot, RestClient};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
 use crate::feed::event::{FeedEvent, Repair};
 use crate::metrics::{Percentiles, latency_histogram};
-use crate::rest::{RestClient, mantissas};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
@@ -60,7 +61,7 @@ pub struct RedisSink {
     pub config: RedisConfig,
     /// Binance REST base URL (for depth snapshots).
     pub rest_base: String,
-    /// TLS for an `https://` REST base (`None`: the system's roots).
+    /// TLS for an `https://` REST base (`None`: [`crate::tls::default_client_config`]).
     pub rest_tls: Option<Arc<rustls::ClientConfig>>,
     /// One ring per reader.
     pub rings: Vec<rtrb::Consumer<FeedEvent>>,
@@ -205,7 +206,7 @@ struct Writer {
     latency: Histogram<u64>,
     samples: Vec<u64>,
     rng: crate::rng::Rng,
-    snapshots: tokio::sync::mpsc::UnboundedSender<(usize, crate::rest::DepthSnapshot)>,
+    snapshots: tokio::sync::mpsc::UnboundedSender<(usize, DepthSnapshot)>,
     rest: Arc<tokio::sync::Mutex<RestClient>>,
     stop: Arc<AtomicBool>,
     errors_logged: u32,
@@ -566,7 +567,7 @@ impl Writer {
         });
     }
 
-    fn on_snapshot(&mut self, index: usize, snapshot: crate::rest::DepthSnapshot) {
+    fn on_snapshot(&mut self, index: usize, snapshot: DepthSnapshot) {
         let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
