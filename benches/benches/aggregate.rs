@@ -36,7 +36,10 @@ fn kinesis_aggregate(c: &mut Criterion) {
         .map(|i| Bytes::copy_from_slice(&kinds[i % kinds.len()]))
         .collect();
     let mut aggregator = Aggregator::new();
-    assert!(aggregate(&mut aggregator, &records) > RECORDS * 60, "every record fits");
+    assert!(
+        aggregate(&mut aggregator, &records) > RECORDS * 60,
+        "every record fits"
+    );
 
     let mut group = c.benchmark_group("sink");
     group.throughput(Throughput::Elements(RECORDS as u64));

@@ -536,6 +536,15 @@ impl Params {
     }
 }
 
+/// The first value of `name` in a query string (without `?`), percent-decoded like every
+/// parameter; `None` when the name is absent.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
 /// Decodes `%XX` and `+`; a malformed escape stays as it is.
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -1378,6 +1387,20 @@ mod tests {
         assert_eq!(params.get("flag"), None);
         let ex = exchange();
         assert_eq!(get(&ex, "/api/v3/depth?symbol=BTC%55SDT").status, 200);
+    }
+
+    #[test]
+    fn a_stream_list_in_a_query_is_percent_decoded() {
+        assert_eq!(
+            query_value("a=1&streams=x%40trade%2Fy%40depth", "streams").as_deref(),
+            Some("x@trade/y@depth")
+        );
+        assert_eq!(
+            query_value("streams=a&streams=b", "streams").as_deref(),
+            Some("a")
+        );
+        assert_eq!(query_value("streams", "streams").as_deref(), Some(""));
+        assert_eq!(query_value("a=1", "streams"), None);
     }
 
     #[test]
