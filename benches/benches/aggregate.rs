@@ -21,7 +21,7 @@ fn aggregate(aggregator: &mut Aggregator, records: &[Bytes]) -> usize {
         if aggregator.size_with(KEY, data) + KEY.len() > RECORD_BYTES_MAX {
             break;
         }
-        aggregator.push(KEY, data);
+        aggregator.push(KEY, data.clone());
     }
     aggregator.finish().map_or(0, |(_, bytes)| bytes.len())
 }
