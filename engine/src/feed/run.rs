@@ -507,7 +507,7 @@ pub struct SinkHandle {
     pub name: &'static str,
     /// Live counters.
     pub stats: Arc<SinkStats>,
-    thread: JoinHandle<Result<SinkSummary, String>>,
+    thread: JoinHandle<Result<SinkSummary, crate::sink::SinkError>>,
 }
 
 /// Options of [`run_with`] beyond the configuration.
@@ -637,7 +637,7 @@ fn join_sinks(
             Ok(Ok(summary)) => {
                 summaries.insert(sink.name, summary);
             }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Ok(Err(e)) => failure = failure.or(Some(e.to_string())),
             Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
         }
     }
@@ -759,7 +759,7 @@ fn start_sinks(
         Some(checked) => checked
             .recv_timeout(KINESIS_CHECK_TIMEOUT)
             .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
-            .and_then(|checked| checked),
+            .and_then(|checked| checked.map_err(|e| e.to_string())),
         None => Ok(()),
     }
 }

@@ -18,6 +18,46 @@ use serde::Serialize;
 
 use crate::metrics::{Counter, Percentiles};
 
+/// Why a sink could not start or finish: the one error type of the sink boundary. Failures of
+/// single writes are not errors here: they are retried, dead-lettered and counted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The writer thread's runtime could not be built.
+    #[error("{sink}: cannot start a runtime: {reason}")]
+    Runtime {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// What the OS said.
+        reason: String,
+    },
+    /// A Kinesis stream is missing (and may not be created), or could not be created.
+    #[error("kinesis: stream {stream}: {reason}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A client could not be set up from the configuration (the key is named).
+    #[error("{sink}: {key}: {reason}")]
+    Setup {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// The configuration key at fault.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The dead-letter file could not be written or closed: records may be lost; said loudly.
+    #[error("{sink}: dead-letter file: {reason}")]
+    DeadLetter {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
 /// A sink's live counters, shared with the progress reporter.
 #[derive(Debug, Default)]
 pub struct SinkStats {

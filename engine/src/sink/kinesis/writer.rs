@@ -51,7 +51,7 @@ use crate::feed::event::{FeedEvent, Repair};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
-use crate::sink::{SinkStats, SinkSummary, ring_depth};
+use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 
 /// Lanes: trade, bestBidAsk, depth (+ depth20), heartbeat.
@@ -105,7 +105,7 @@ pub async fn check_streams<S: AsRef<str>>(
     client: &Client,
     names: &[S],
     create: bool,
-) -> Result<(), String> {
+) -> Result<(), SinkError> {
     let mut created = Vec::new();
     for name in names.iter().map(AsRef::as_ref) {
         let described = client
@@ -128,10 +128,10 @@ pub async fn check_streams<S: AsRef<str>>(
             return Ok(());
         }
         if !create {
-            return Err(format!(
-                "kinesis: stream {name} does not exist (create it, or set \
-                 kinesis.create_streams = true)"
-            ));
+            return Err(SinkError::Stream {
+                stream: name.to_string(),
+                reason: "does not exist (create it, or set kinesis.create_streams = true)".into(),
+            });
         }
         client
             .create_stream()
@@ -139,7 +139,10 @@ pub async fn check_streams<S: AsRef<str>>(
             .shard_count(1)
             .send()
             .await
-            .map_err(|e| format!("kinesis: cannot create {name}: {}", DisplayErrorContext(&e)))?;
+            .map_err(|e| SinkError::Stream {
+                stream: name.to_string(),
+                reason: format!("cannot create: {}", DisplayErrorContext(&e)),
+            })?;
         created.push(name);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -150,11 +153,9 @@ pub async fn check_streams<S: AsRef<str>>(
                 .stream_name(name)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "kinesis: cannot describe {name}: {}",
-                        DisplayErrorContext(&e)
-                    )
+                .map_err(|e| SinkError::Stream {
+                    stream: name.to_string(),
+                    reason: format!("cannot describe: {}", DisplayErrorContext(&e)),
                 })?;
             let active = status
                 .stream_description_summary()
@@ -163,9 +164,10 @@ pub async fn check_streams<S: AsRef<str>>(
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "kinesis: stream {name} did not become ACTIVE in 30 s"
-                ));
+                return Err(SinkError::Stream {
+                    stream: name.to_string(),
+                    reason: "did not become ACTIVE in 30 s".into(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -195,13 +197,13 @@ pub struct KinesisSink {
     /// How long the final flush may take; what is left then is dead-lettered.
     pub flush_timeout: Duration,
     /// Told once the streams are checked: `Err` stops the run before it starts.
-    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    pub ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
 }
 
 /// Starts the writer thread.
 pub fn spawn(
     sink: KinesisSink,
-) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, String>>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, SinkError>>> {
     std::thread::Builder::new()
         .name("hotpath-kinesis".into())
         .spawn(move || {
@@ -209,7 +211,10 @@ pub fn spawn(
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("kinesis: cannot start a runtime: {e}"))?;
+                .map_err(|e| SinkError::Runtime {
+                    sink: "kinesis",
+                    reason: e.to_string(),
+                })?;
             runtime.block_on(run(sink))
         })
 }
@@ -251,7 +256,7 @@ struct Writer {
     gaps_logged: u32,
 }
 
-async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
+async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
     let KinesisSink {
         config,
         client,
@@ -344,7 +349,10 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, String> {
         }
     }
     drop(sending);
-    w.dead.finish().map_err(|e| format!("kinesis: {e}"))?;
+    w.dead.finish().map_err(|reason| SinkError::DeadLetter {
+        sink: "kinesis",
+        reason,
+    })?;
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
     summary.flushed = summary.received + summary.repaired

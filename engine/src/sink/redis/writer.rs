@@ -44,7 +44,7 @@ use crate::metrics::{Percentiles, latency_histogram};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
-use crate::sink::{SinkStats, SinkSummary, ring_depth};
+use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
 /// Trades per pipeline at most (a long outage's backlog goes out in several).
 const TRADES_PER_PIPELINE: usize = 20_000;
@@ -83,7 +83,7 @@ pub struct RedisSink {
 /// Starts the writer thread.
 pub fn spawn(
     sink: RedisSink,
-) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, String>>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, SinkError>>> {
     std::thread::Builder::new()
         .name("hotpath-redis".into())
         .spawn(move || {
@@ -91,7 +91,10 @@ pub fn spawn(
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("redis: cannot start a runtime: {e}"))?;
+                .map_err(|e| SinkError::Runtime {
+                    sink: "redis",
+                    reason: e.to_string(),
+                })?;
             runtime.block_on(run(sink))
         })
 }
@@ -219,7 +222,7 @@ struct Writer {
     gaps_logged: u32,
 }
 
-async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
+async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     let RedisSink {
         config,
         rest_base,
@@ -232,7 +235,11 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         flush_timeout,
         reader_cores: _,
     } = sink;
-    let rest = RestClient::new(&rest_base, rest_tls).map_err(|e| format!("redis: REST: {e}"))?;
+    let rest = RestClient::new(&rest_base, rest_tls).map_err(|e| SinkError::Setup {
+        sink: "redis",
+        key: "redis.rest_endpoint",
+        reason: e.to_string(),
+    })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut w = Writer {
         dead: Spool::new(&config.dead_letter_path),
@@ -368,7 +375,10 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
             _ => tokio::time::sleep(Duration::from_micros(200)).await,
         }
     }
-    w.dead.finish().map_err(|e| format!("redis: {e}"))?;
+    w.dead.finish().map_err(|reason| SinkError::DeadLetter {
+        sink: "redis",
+        reason,
+    })?;
     let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
