@@ -6,8 +6,10 @@
 //! connections on a single-threaded runtime.
 
 pub mod event;
+pub mod frame_path;
 pub mod progress;
 pub mod reader;
 pub mod run;
 pub mod sequence;
+pub mod slot;
 pub mod stats;

@@ -182,7 +182,7 @@ fn the_counter_sees_allocations() {
 fn the_reader_frame_path_allocates_nothing() {
     use std::sync::Arc;
 
-    use hotpath::feed::reader::FramePath;
+    use hotpath::feed::frame_path::FramePath;
     use hotpath::feed::stats::ReaderStats;
 
     // Frames as the WebSocket layer hands them over: split off one shared receive buffer (so
