@@ -8,7 +8,8 @@
 //! Architecture invariants: nothing here logs per message or allocates per message (the frame's
 //! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count); in
 //! the steady state a slot's task drains every message already buffered on its connection
-//! (up to [`DRAIN_MAX`]) before it selects again, with one clock read per frame.
+//! (up to [`DRAIN_MAX`]) before it selects again; one clock read on receipt serves both the slot's
+//! silence tracking and the frame's receive timestamp.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -184,7 +185,6 @@ fn cpus_allowed() -> String {
         .unwrap_or_default()
 }
 
-
 /// Opens a connection carrying `streams`, with the API key header, within
 /// [`CONNECT_TIMEOUT`]. The attempt budget was taken by the slot.
 async fn open(streams: Vec<String>, ctx: Arc<FeedContext>) -> Result<Ws, String> {
@@ -249,7 +249,7 @@ struct Io {
 enum Event {
     Stop,
     Received(usize, Received),
-    Connected(Result<Ws, String>),
+    Connected(Box<Result<Ws, String>>),
     Command(Option<Command>),
     Timer,
 }
@@ -304,14 +304,14 @@ async fn connection_task(
                     Some((_, c)) => c.await,
                     None => std::future::pending().await,
                 }
-            } => Event::Connected(r),
+            } => Event::Connected(Box::new(r)),
             c = next_command(&mut commands, commands_open) => Event::Command(c),
             _ = &mut timer, if armed.is_some() => Event::Timer,
         };
         match event {
             Event::Stop => slot.handle(Input::Stop, Instant::now()),
             Event::Received(i, received) => io.on_received(&mut slot, i, received),
-            Event::Connected(result) => io.on_connected(&mut slot, result),
+            Event::Connected(result) => io.on_connected(&mut slot, *result),
             Event::Command(Some(command)) => slot.handle(Input::Command(command), Instant::now()),
             Event::Command(None) => commands_open = false,
             Event::Timer => {
@@ -457,7 +457,13 @@ impl Io {
             Some(Ok(Message::Ping(_))) => slot.handle(Input::Ping(conn), now),
             Some(Ok(Message::Binary(frame))) => {
                 let route = slot.on_data(conn, now);
-                dispatch(&mut self.path.borrow_mut(), &mut self.held, route, frame, now);
+                dispatch(
+                    &mut self.path.borrow_mut(),
+                    &mut self.held,
+                    route,
+                    frame,
+                    now,
+                );
             }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                 self.sockets[at] = None;

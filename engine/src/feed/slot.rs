@@ -314,7 +314,10 @@ impl Slot {
                 earliest = Some(earliest.map_or(t, |e| e.min(t)));
             }
         };
-        consider(self.open_at.map(|at| self.overlap_until.map_or(at, |o| at.max(o))));
+        consider(
+            self.open_at
+                .map(|at| self.overlap_until.map_or(at, |o| at.max(o))),
+        );
         consider(self.overlap_until);
         if !self.pursuing()
             && let Some(current) = &self.current
@@ -443,7 +446,10 @@ impl Slot {
     // ---- connections ----
 
     fn on_opened(&mut self, conn: ConnId, now: Instant) {
-        let Some(next) = self.next.as_mut().filter(|n| n.id == conn && n.opened.is_none())
+        let Some(next) = self
+            .next
+            .as_mut()
+            .filter(|n| n.id == conn && n.opened.is_none())
         else {
             self.actions.push_back(Action::Close { conn });
             return;
@@ -599,11 +605,17 @@ impl Slot {
         let delivered = current.delivered;
         if current.shutdown_announced {
             // Announced while it was still the replacement.
-            tracing::info!(conn = current.id.0, "serverShutdown announced; replacing the connection");
+            tracing::info!(
+                conn = current.id.0,
+                "serverShutdown announced; replacing the connection"
+            );
             let delay = self.pause(delivered);
             self.schedule_open(now + delay);
         } else if self.replace_due(current).is_some_and(|at| now >= at) {
-            tracing::info!(conn = current.id.0, "connection lifetime ending; replacing it");
+            tracing::info!(
+                conn = current.id.0,
+                "connection lifetime ending; replacing it"
+            );
             self.schedule_open(now);
         } else if self.silent_at(current).is_some_and(|at| now >= at) {
             tracing::warn!(conn = current.id.0, silent_for = ?self.silent_timeout(), "connection silent; replacing it make-before-break");
@@ -665,7 +677,10 @@ impl Slot {
         target.shutdown_announced = true;
         let delivered = target.delivered;
         if self.current.as_ref().is_some_and(|c| c.id == conn) && !pursuing {
-            tracing::info!(conn = conn.0, "serverShutdown received; replacing the connection");
+            tracing::info!(
+                conn = conn.0,
+                "serverShutdown received; replacing the connection"
+            );
             let delay = self.pause(delivered);
             self.schedule_open(now + delay);
         }
@@ -810,7 +825,8 @@ impl Slot {
 
     /// Recomputes when each connection's next control request is due.
     fn plan_control(&mut self, now: Instant) {
-        let due = [&self.current, &self.next].map(|c| c.as_ref().and_then(|c| self.control_due(c, now)));
+        let due =
+            [&self.current, &self.next].map(|c| c.as_ref().and_then(|c| self.control_due(c, now)));
         for (conn, due) in [&mut self.current, &mut self.next].into_iter().zip(due) {
             if let Some(conn) = conn {
                 conn.control_due = due;
@@ -920,7 +936,11 @@ enum Which {
 }
 
 fn method(subscribe: bool) -> &'static str {
-    if subscribe { "SUBSCRIBE" } else { "UNSUBSCRIBE" }
+    if subscribe {
+        "SUBSCRIBE"
+    } else {
+        "UNSUBSCRIBE"
+    }
 }
 
 /// The delay before a stream that failed `count` times is tried again.
@@ -948,7 +968,10 @@ enum Text {
     /// `{"e":"serverShutdown",..}`, raw or in a combined-stream envelope.
     ServerShutdown,
     /// A reply to request `id`: `{"result":..,"id":N}`, or an error `{"code":..,"msg":..,"id":N}`.
-    Reply { id: u64, error: Option<(i64, String)> },
+    Reply {
+        id: u64,
+        error: Option<(i64, String)>,
+    },
     /// Anything else (ignored).
     Other,
 }

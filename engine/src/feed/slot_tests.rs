@@ -125,9 +125,7 @@ fn sent(actions: &[Action]) -> Vec<(ConnId, Value)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send { conn, text } => {
-                Some((*conn, serde_json::from_str(text).expect("JSON")))
-            }
+            Action::Send { conn, text } => Some((*conn, serde_json::from_str(text).expect("JSON"))),
             _ => None,
         })
         .collect()
@@ -167,8 +165,16 @@ fn the_steady_state_routes_every_frame_directly_and_tracks_silence() {
         assert_eq!(h.data(conn), Route::Direct);
     }
     let silent_at = h.now + SILENT;
-    assert_eq!(h.slot.deadline(), Some(silent_at), "silence is the next deadline");
-    assert_eq!(h.data(ConnId(99)), Route::Drop, "an unknown connection's frame");
+    assert_eq!(
+        h.slot.deadline(),
+        Some(silent_at),
+        "silence is the next deadline"
+    );
+    assert_eq!(
+        h.data(ConnId(99)),
+        Route::Drop,
+        "an unknown connection's frame"
+    );
 }
 
 #[test]
@@ -185,20 +191,27 @@ fn a_replacement_opens_replace_before_ahead_of_the_lifetime_end() {
     let actions = h.advance(due - h.now);
     assert_eq!(opened(&actions), Some(ConnId(1)));
     assert_eq!(h.ms(), (LIFETIME - REPLACE_BEFORE).as_millis());
-    assert_eq!(h.stats.reconnects.get(), 0, "a planned replacement is no reconnect");
+    assert_eq!(
+        h.stats.reconnects.get(),
+        0,
+        "a planned replacement is no reconnect"
+    );
 }
 
 /// The switch: the replacement's first frame makes it current; the old one is read (and its
 /// frames release held ones) until the overlap ends, then closed, held frames released.
 #[test]
-fn the_replacement_switches_in_on_its_first_frame_and_the_old_one_is_read_until_the_overlap_ends()
- {
+fn the_replacement_switches_in_on_its_first_frame_and_the_old_one_is_read_until_the_overlap_ends() {
     let mut h = Harness::new();
     let old = h.live();
     h.input(Input::Text(old, SHUTDOWN));
     let new = h.expect_open();
     h.input(Input::Opened(new));
-    assert_eq!(h.data(old), Route::Direct, "before the switch the old one is the feed");
+    assert_eq!(
+        h.data(old),
+        Route::Direct,
+        "before the switch the old one is the feed"
+    );
     h.now += Duration::from_millis(5);
     assert_eq!(h.data(new), Route::Hold, "its first frame may run ahead");
     assert_eq!(h.stats.switches.get(), 1);
@@ -226,7 +239,10 @@ fn server_shutdown_starts_one_replacement_at_once_and_is_understood_in_both_form
         let next = h.expect_open();
         assert_eq!(h.ms(), 0, "no delay after a connection that delivered");
         h.input(Input::Text(conn, text));
-        assert!(opened(&h.advance(Duration::from_secs(1))).is_none(), "only one");
+        assert!(
+            opened(&h.advance(Duration::from_secs(1))).is_none(),
+            "only one"
+        );
         h.input(Input::Opened(next));
         assert_eq!(h.data(next), Route::Hold);
         assert_eq!(h.stats.switches.get(), 1);
@@ -260,7 +276,10 @@ fn a_silent_connection_is_replaced_make_before_break() {
     // The silent one was only stalled: its late frames arrive and release the held ones.
     assert_eq!(h.data(silent), Route::DirectThenRelease);
     let actions = h.advance(OVERLAP);
-    assert_eq!(actions, [Action::Close { conn: silent }, Action::ReleaseHeld]);
+    assert_eq!(
+        actions,
+        [Action::Close { conn: silent }, Action::ReleaseHeld]
+    );
     assert_eq!(h.slot.steady(), Some(next));
 }
 
@@ -277,7 +296,10 @@ fn a_replacement_that_delivers_nothing_while_the_current_one_recovers_is_dropped
     }
     let actions = h.advance(Duration::from_millis(1));
     assert!(closes(&actions, next), "{actions:?}");
-    assert!(opened(&actions).is_none(), "nothing wants a replacement now");
+    assert!(
+        opened(&actions).is_none(),
+        "nothing wants a replacement now"
+    );
     assert_eq!(h.slot.steady(), Some(current));
 }
 
@@ -361,7 +383,10 @@ fn a_lost_connection_that_delivered_is_reopened_at_once_one_that_did_not_after_b
     h.now += Duration::from_millis(10);
     h.input(Input::Closed(conn));
     let due = h.slot.deadline().expect("scheduled");
-    assert!(due <= h.now + Duration::from_millis(100), "the first delay's cap");
+    assert!(
+        due <= h.now + Duration::from_millis(100),
+        "the first delay's cap"
+    );
 }
 
 /// Connections that never deliver are followed by growing delays (full jitter under a cap
@@ -502,7 +527,10 @@ fn control_requests_are_paced_and_count_only_when_acknowledged() {
         )
     );
     // A second change while the first is unanswered waits for the reply.
-    assert_eq!(h.input(unsubscribe("BTCUSDT", 0)), [Action::Forget { index: 0 }]);
+    assert_eq!(
+        h.input(unsubscribe("BTCUSDT", 0)),
+        [Action::Forget { index: 0 }]
+    );
     assert!(sent(&h.advance(Duration::from_secs(1))).is_empty());
     h.input(Input::Text(conn, &ack(&sends[0].1["id"])));
     // Answered after the interval: the UNSUBSCRIBE goes at once, then nothing more.
@@ -516,7 +544,10 @@ fn control_requests_are_paced_and_count_only_when_acknowledged() {
     );
     h.input(Input::Text(conn, &ack(&sends[0].1["id"])));
     assert!(sent(&h.advance(Duration::from_secs(10))).is_empty());
-    assert_eq!(h.stats.control_errors.get() + h.stats.control_timeouts.get(), 0);
+    assert_eq!(
+        h.stats.control_errors.get() + h.stats.control_timeouts.get(),
+        0
+    );
 }
 
 #[test]
@@ -532,7 +563,9 @@ fn a_quick_reply_still_leaves_the_pacing_interval_between_requests() {
     assert_eq!(sent(&actions).len(), 1);
     assert_eq!(h.now - sent_at, CONTROL_INTERVAL);
     assert_eq!(
-        h.slot.deadline().map(|d| d > h.now + Duration::from_secs(1)),
+        h.slot
+            .deadline()
+            .map(|d| d > h.now + Duration::from_secs(1)),
         Some(true),
         "nothing due but the reply timeout"
     );
@@ -551,7 +584,9 @@ fn an_error_reply_is_counted_and_retried_alone_with_growing_delays() {
     }));
     let sends = sent(&h.advance(Duration::ZERO));
     let error = |id: &Value| {
-        format!(r#"{{"code":2,"msg":"Invalid request: invalid stream name nopeusdt@trade","id":{id}}}"#)
+        format!(
+            r#"{{"code":2,"msg":"Invalid request: invalid stream name nopeusdt@trade","id":{id}}}"#
+        )
     };
     h.input(Input::Text(conn, &error(&sends[0].1["id"])));
     let failed_at = h.now;
@@ -611,7 +646,11 @@ fn no_reply_within_the_timeout_counts_and_retries() {
     assert_ne!(retry[0].1["id"], first[0].1["id"]);
     // The late reply to the first request is ignored; the retry's reply counts.
     h.input(Input::Text(conn, &ack(&first[0].1["id"])));
-    assert!(h.slot.deadline().is_some_and(|d| d > h.now + Duration::from_secs(1)));
+    assert!(
+        h.slot
+            .deadline()
+            .is_some_and(|d| d > h.now + Duration::from_secs(1))
+    );
     h.input(Input::Text(conn, &ack(&retry[0].1["id"])));
     let later = sent(&h.advance(Duration::from_secs(2)));
     assert_eq!(later.len(), 1, "the other stream, alone");
@@ -638,7 +677,11 @@ fn a_stream_that_failed_is_left_out_of_a_new_connections_url() {
     h.input(Input::Opened(*conn));
     h.data(*conn);
     let retry = sent(&h.advance(Duration::from_secs(1)));
-    assert_eq!(request(&retry[0].1).1.len(), 1, "retried alone on the new connection");
+    assert_eq!(
+        request(&retry[0].1).1.len(),
+        1,
+        "retried alone on the new connection"
+    );
 }
 
 #[test]
@@ -782,7 +825,11 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             Just(Trigger::Lifetime),
             Just(Trigger::Silence)
         ],
-        prop_oneof![Just(Gone::Closed), Just(Gone::OverlapTime), Just(Gone::Never)],
+        prop_oneof![
+            Just(Gone::Closed),
+            Just(Gone::OverlapTime),
+            Just(Gone::Never)
+        ],
         0usize..120,
         proptest::collection::vec(any::<bool>(), 120),
     )
@@ -875,9 +922,12 @@ impl World {
     }
 }
 
-/// Runs a scenario; returns the ids each connection delivered while read, the accepted
-/// events, and the ids reported missing, per kind.
-fn run(s: &Scenario) -> (BTreeSet<(u8, i64)>, Vec<(u8, i64, i64)>, BTreeSet<(u8, i64)>) {
+/// Ids per kind: `(kind as u8, id)`.
+type Ids = BTreeSet<(u8, i64)>;
+
+/// Runs a scenario; returns the ids each connection delivered while read, the accepted events
+/// `(kind as u8, first, last)`, and the ids reported missing.
+fn run(s: &Scenario) -> (Ids, Vec<(u8, i64, i64)>, Ids) {
     let mut w = World::new();
     let first = w.h.live();
     let mut delivered = BTreeSet::new();
@@ -924,8 +974,8 @@ fn run(s: &Scenario) -> (BTreeSet<(u8, i64)>, Vec<(u8, i64, i64)>, BTreeSet<(u8,
                 w.closed.insert(first);
             }
         }
-        let old_turn = new_at >= s.events.len()
-            || (old_at < s.old_end && s.choices[step % s.choices.len()]);
+        let old_turn =
+            new_at >= s.events.len() || (old_at < s.old_end && s.choices[step % s.choices.len()]);
         if old_turn {
             let e = s.events[old_at];
             note(&w, first, &e);
