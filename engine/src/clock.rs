@@ -15,12 +15,13 @@ pub fn monotonic_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// The [`monotonic_ns`] value of `instant` (0 for an instant before the origin): lets a caller
-/// that already read `Instant::now()` have both clocks from one read.
+/// The [`monotonic_ns`] value of `instant` (0 for an instant before the origin; the first call
+/// of either function sets the origin, to `instant` if it is this one): lets a caller that
+/// already read `Instant::now()` have both clocks from one read.
 #[inline]
 pub fn monotonic_ns_at(instant: Instant) -> u64 {
     instant
-        .saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .saturating_duration_since(*EPOCH.get_or_init(|| instant))
         .as_nanos() as u64
 }
 
