@@ -285,12 +285,45 @@ impl FramePath {
     }
 
     /// Stops accepting frames of symbol `index` (frames still in flight before the
-    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped).
+    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped), and tells the
+    /// sidecar ([`Cause::Removed`]).
     fn forget_symbol(&mut self, index: u16) {
+        self.notify_stopped(index, Cause::Removed);
         self.symbols.retain(|&(_, i)| i != index);
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
         }
+    }
+
+    /// Tells the sidecar that the symbols of `streams` stopped arriving: their connection was
+    /// lost ([`Cause::Disconnected`]). Cold: once per lost connection.
+    fn connection_lost(&mut self, streams: &[String]) {
+        let mut told: Vec<u16> = Vec::new();
+        for stream in streams {
+            let Some((symbol, _)) = crate::stream::parse_stream_name(stream) else {
+                continue;
+            };
+            let Some(index) = self.symbol_index(symbol.as_bytes()) else {
+                continue;
+            };
+            if !told.contains(&index) {
+                told.push(index);
+                self.notify_stopped(index, Cause::Disconnected);
+            }
+        }
+    }
+
+    /// A notice that `symbol`'s streams stopped (nothing missing yet), named by its depth
+    /// stream.
+    fn notify_stopped(&mut self, symbol: u16, cause: Cause) {
+        let last_good = self.sequencer.last(symbol, StreamKind::Depth).unwrap_or(0);
+        let gap = super::sequence::GapNotice {
+            symbol,
+            kind: StreamKind::Depth,
+            last_good,
+            first_seen: last_good.saturating_add(1),
+        };
+        self.notify(Notice { gap, cause });
     }
 
     /// The index of a configured symbol.
@@ -704,6 +737,7 @@ async fn connection_task(
                     return;
                 };
                 stats.reconnects.bump();
+                state.borrow_mut().connection_lost(&wanted.borrow());
                 if !delivered {
                     // A server that accepts and drops us must not burn the attempt budget.
                     tokio::select! {

@@ -1,8 +1,8 @@
 //! Starting and stopping the feed, the counting consumer that drains the rings until real
 //! sinks exist, and the one-line JSON summary `hotpath run` prints on exit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{Cause, FeedEvent, Notice};
+use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
@@ -22,6 +22,10 @@ use crate::stream::StreamKind;
 
 /// Notices the sidecar ring of each reader holds.
 const NOTICE_RING_CAPACITY: usize = 4096;
+/// Repairs each consumer's repair ring holds (the sidecar keeps more in its outbox).
+const REPAIR_RING_CAPACITY: usize = 4096;
+/// Depth snapshot requests the Redis writer's request ring holds (it keeps more in order).
+const BOOK_REQUEST_RING_CAPACITY: usize = 4096;
 /// Gap ranges the summary lists (all are counted).
 const SUMMARY_RANGES_MAX: usize = 1000;
 
@@ -33,6 +37,8 @@ pub struct Feed {
     pub stats: Vec<Arc<ReaderStats>>,
     /// Every symbol ever subscribed; an event's `symbol` indexes it.
     symbols: Vec<String>,
+    /// The same list, shared with the sidecar (which names symbols in its REST requests).
+    registry: Arc<RwLock<Vec<String>>>,
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
     symbols_per_connection: usize,
@@ -84,6 +90,7 @@ pub fn start(
         readers: Vec::new(),
         stats: Vec::new(),
         symbols: config.symbols.clone(),
+        registry: Arc::new(RwLock::new(config.symbols.clone())),
         slots: Vec::new(),
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
@@ -180,6 +187,7 @@ impl Feed {
             Some(at) => at,
             None => {
                 self.symbols.push(symbol.to_string());
+                crate::sync::write(&self.registry).push(symbol.to_string());
                 self.symbols.len() - 1
             }
         };
@@ -225,6 +233,11 @@ impl Feed {
     /// Every symbol subscribed so far, in index order.
     pub fn symbols(&self) -> &[String] {
         &self.symbols
+    }
+
+    /// Every symbol subscribed so far, shared: symbols added later appear in it.
+    pub fn registry(&self) -> Arc<RwLock<Vec<String>>> {
+        self.registry.clone()
     }
 
     /// Stops every reader (connections closed) and returns their reports.
@@ -402,6 +415,7 @@ impl Summary {
         let ranges = tally
             .notices
             .iter()
+            .filter(|n| n.cause.is_gap())
             .map(|n| GapRange {
                 symbol: symbols
                     .get(n.gap.symbol as usize)
@@ -411,8 +425,8 @@ impl Summary {
                 from: n.gap.last_good.saturating_add(1),
                 to: n.gap.first_seen.saturating_sub(1),
                 cause: match n.cause {
-                    Cause::Wire => "wire",
                     Cause::QueueFull { .. } => "queue_full",
+                    _ => "wire",
                 },
             })
             .collect();
@@ -498,6 +512,78 @@ pub struct RunOptions {
     pub sink_flush_timeout: Option<Duration>,
 }
 
+/// The sidecar thread and the Redis writer's ends of its rings.
+struct Sidecar {
+    thread: JoinHandle<crate::sidecar::thread::SidecarReport>,
+    done: Arc<AtomicBool>,
+    /// The Redis writer's snapshot requests, and its repairs.
+    requests: Option<rtrb::Producer<BookRequest>>,
+    repairs: Option<rtrb::Consumer<Repair>>,
+    /// Repair rings of consumers that do not take repairs yet (held until the end).
+    parked: Vec<rtrb::Consumer<Repair>>,
+}
+
+/// Starts the sidecar when the Redis writer keeps books: it takes every reader's notices,
+/// fetches the writer's depth snapshots (REST, weight-budgeted, `redis.snapshot_concurrency`
+/// at once) and tells it when a symbol's stream stopped. `consumers` is the number of sinks;
+/// Redis is the last.
+fn start_sidecar(
+    config: &RunConfig,
+    feed: &Feed,
+    rings: &mut Rings,
+    consumers: usize,
+    flush_timeout: Duration,
+) -> Result<Option<Sidecar>, String> {
+    use crate::sidecar::{books::BookSetup, thread};
+    let Some(redis) = &config.redis else {
+        return Ok(None);
+    };
+    let base = redis.rest_base(&config.endpoint);
+    let tls = trusted_tls(config)?;
+    let clients = (0..redis.snapshot_concurrency)
+        .map(|_| crate::rest::RestClient::new(&base, tls.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("redis: REST {base}: {e}"))?;
+    let redis_consumer = consumers.saturating_sub(1);
+    let mut producers = Vec::new();
+    let mut parked = Vec::new();
+    let mut repairs = None;
+    for consumer in 0..consumers {
+        let (producer, ring) = rtrb::RingBuffer::new(REPAIR_RING_CAPACITY);
+        producers.push(producer);
+        if consumer == redis_consumer {
+            repairs = Some(ring);
+        } else {
+            parked.push(ring);
+        }
+    }
+    let (requests, request_ring) = rtrb::RingBuffer::new(BOOK_REQUEST_RING_CAPACITY);
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = thread::spawn(thread::SidecarSetup {
+        notices: std::mem::take(&mut rings.notices),
+        repairs: producers,
+        symbols: feed.registry(),
+        rest: None,
+        give_up_after: flush_timeout,
+        stats: Arc::new(thread::SidecarStats::default()),
+        done: done.clone(),
+        flush_timeout,
+        books: Some(BookSetup {
+            requests: vec![(redis_consumer, request_ring)],
+            clients,
+            weight_budget: crate::rest::DEFAULT_WEIGHT_BUDGET,
+        }),
+    })
+    .map_err(|e| format!("cannot start the sidecar: {e}"))?;
+    Ok(Some(Sidecar {
+        thread,
+        done,
+        requests: Some(requests),
+        repairs,
+        parked,
+    }))
+}
+
 /// Runs the feed until `wait` returns, then stops, drains and summarizes. With sinks
 /// configured, each drains its own rings; without any, the counting consumer does.
 pub fn run(
@@ -517,6 +603,8 @@ pub fn run_with(
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
     let (feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
+    let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
+    let mut sidecar = start_sidecar(config, &feed, &mut rings, sinks_wanted, flush_timeout)?;
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
     let mut sinks = Vec::new();
@@ -529,7 +617,6 @@ pub fn run_with(
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
     let mut kinesis_checked = None;
-    let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
     let started = || -> Result<(), String> {
         let mut rings_of = rings.events.drain(..);
         if let Some(kinesis) = &config.kinesis {
@@ -558,9 +645,10 @@ pub fn run_with(
             let stats = Arc::new(SinkStats::default());
             let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
                 config: redis.clone(),
-                rest_base: redis.rest_base(&config.endpoint),
-                rest_tls: trusted_tls(config)?,
+                symbols: config.symbols.clone(),
                 rings: rings_of.next().unwrap_or_default(),
+                repairs: sidecar.as_mut().and_then(|s| s.repairs.take()),
+                book_requests: sidecar.as_mut().and_then(|s| s.requests.take()),
                 stats: stats.clone(),
                 stop: sinks_stop.clone(),
                 flush_timeout,
@@ -604,9 +692,20 @@ pub fn run_with(
         }
     }
     done.store(true, Ordering::Release);
-    let tally = counter
+    let mut tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
+    if let Some(sidecar) = sidecar {
+        sidecar.done.store(true, Ordering::Release);
+        let report = sidecar
+            .thread
+            .join()
+            .map_err(|_| "the sidecar thread panicked".to_string())?;
+        // The sidecar took the notices: the gap list comes from it.
+        tally.notices = report.notices;
+        tally.notice_count = report.summary.notices;
+        drop(sidecar.parked);
+    }
     if let Some(e) = failure {
         return Err(e);
     }

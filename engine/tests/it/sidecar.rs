@@ -45,6 +45,7 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         stats: Arc::new(SidecarStats::default()),
         done: done.clone(),
         flush_timeout: Duration::from_secs(5),
+        books: None,
     })
     .expect("the sidecar starts");
     Running {
@@ -87,6 +88,7 @@ fn collect(ring: &mut rtrb::Consumer<Repair>, expected: usize) -> Vec<(i64, i64,
                 }
             }
             Ok(Repair::GaveUp { from, to, .. }) => panic!("gave up on {from}..={to}"),
+            Ok(other) => panic!("no book repairs without books: {other:?}"),
             Err(_) => {
                 assert!(
                     started.elapsed() < PATIENCE,
@@ -176,7 +178,7 @@ fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
                     assert_eq!((symbol, from, to), (0, future + 1, future + 10));
                     break;
                 }
-                Ok(Repair::Event(e)) => panic!("no trades exist there: {e:?}"),
+                Ok(other) => panic!("no trades exist there: {other:?}"),
                 Err(_) => {
                     assert!(started.elapsed() < PATIENCE, "no give-up came");
                     std::thread::sleep(Duration::from_millis(5));
