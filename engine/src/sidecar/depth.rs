@@ -7,11 +7,16 @@
 //!   minute and IP; the REST client's default budget leaves a margin). The used weight Binance
 //!   reports on each response is taken in when it is higher than the plan's own count (other
 //!   requests from this IP). A 429 or 418 holds every fetch until its `Retry-After`.
-//! - **Depth by pressure.** A sync asks for `limit` levels at most and `min_limit` at least.
-//!   A 5000-level snapshot weighs 250, so 20 of them use a minute's budget: with many symbols
-//!   syncing at once (start-up, a reconnect), each gets the deepest limit whose weight fits its
-//!   share of the budget over [`SYNC_HORIZON_S`] seconds, so no symbol waits minutes for a
-//!   snapshot. A shallower snapshot only means the book re-syncs sooner if the market moves
+//! - **Depth by pressure, spending paced.** A sync asks for `limit` levels at most and
+//!   `min_limit` at least. A 5000-level snapshot weighs 250, so 20 of them use a minute's
+//!   budget: spent at once, the next sync would wait for the next minute. So the budget is
+//!   paced: by a time `t` into the minute, at most `budget x (t + H) / (60 s + H)` may be
+//!   spent (`H` = [`SYNC_HORIZON_S`]: a burst's worth is there at once, the whole budget only
+//!   at the minute's end), and each queued sync gets the deepest limit whose weight fits its
+//!   share of what the pace allows now, else the cheapest (which is always sent while the
+//!   minute's budget has room). With many symbols syncing at once (start-up, a reconnect) or
+//!   books re-syncing often, snapshots get shallower instead of later, so no symbol waits
+//!   minutes. A shallower snapshot only means the book re-syncs sooner if the market moves
 //!   past its edge ([`crate::book`]).
 //! - **Bounded concurrency.** At most `concurrency` fetches are in flight.
 //! - **Syncs first.** A consistency check is fetched only when no sync is ready; a failed
@@ -145,7 +150,7 @@ impl DepthPlan {
             self.checks[at]
         };
         let limit = if sync {
-            self.sync_limit(job.request)
+            self.sync_limit(job.request, now_ms)
         } else {
             job.request.limit
         };
@@ -164,13 +169,16 @@ impl DepthPlan {
     }
 
     /// The deepest limit within `request`'s bounds whose weight fits one queued sync's share
-    /// of the budget over [`SYNC_HORIZON_S`] (and of what is left of this minute), else the
-    /// cheapest.
-    fn sync_limit(&self, request: BookRequest) -> u32 {
-        let queued = u32::try_from(self.syncs.len().max(1)).unwrap_or(u32::MAX);
-        let left = self.budget.saturating_sub(self.used);
-        let horizon = self.budget.saturating_mul(SYNC_HORIZON_S) / 60;
-        let share = left.min(horizon) / queued;
+    /// of what the pace allows now (see the module documentation), else the cheapest.
+    fn sync_limit(&self, request: BookRequest, now_ms: i64) -> u32 {
+        let queued = u64::try_from(self.syncs.len().max(1)).unwrap_or(u64::MAX);
+        let into_minute = u64::try_from(now_ms.rem_euclid(WINDOW_MS)).unwrap_or(0);
+        let horizon_ms = u64::from(SYNC_HORIZON_S) * 1000;
+        let window_ms = WINDOW_MS.unsigned_abs();
+        let allowed =
+            u64::from(self.budget) * (into_minute + horizon_ms) / (window_ms + horizon_ms);
+        let share = allowed.saturating_sub(u64::from(self.used)) / queued;
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
         let floor = request.min_limit.min(request.limit);
         let candidates = std::iter::once(request.limit).chain(
             DEPTH_TIERS
@@ -300,7 +308,11 @@ mod tests {
         assert_eq!(drain(&mut plan, 1_000), [(0, 100), (1, 100)]);
         assert_eq!(plan.used(1_000), 5_000);
         assert!(plan.next(59_999).is_none());
-        assert_eq!(drain(&mut plan, 60_000), [(2, 5000)], "a new minute, a new budget");
+        assert_eq!(
+            drain(&mut plan, 60_000),
+            [(2, 5000)],
+            "a new minute, a new budget"
+        );
         assert_eq!(plan.pending(), 0);
     }
 
@@ -348,14 +360,33 @@ mod tests {
         plan.request(0, sync(1), 0);
         plan.hold(2_000);
         assert_eq!(plan.next(1_999), None);
+        // Other requests of this IP took 4900 of the minute: only the cheapest fits now.
         plan.observe(4_900, 2_000);
-        // 100 left of the minute: the deepest that fits is 1000 levels (50).
-        assert_eq!(plan.next(2_000).map(|d| d.limit), Some(1000));
-        plan.finished();
-        plan.request(0, sync(2), 2_000);
-        plan.request(0, sync(3), 2_000);
-        // 50 left, two queued: 25 each, 500 levels.
-        assert_eq!(plan.next(2_000).map(|d| d.limit), Some(500));
+        assert_eq!(plan.next(2_000).map(|d| d.limit), Some(100));
+        assert_eq!(plan.used(2_000), 4_905);
+    }
+
+    /// A book re-syncing every half second must not burn the minute's budget in its first
+    /// seconds and then wait for the next minute: the pace makes its snapshots shallower.
+    #[test]
+    fn steady_resyncs_are_paced_over_the_minute() {
+        let mut plan = DepthPlan::new(5000, 4);
+        let mut limits = Vec::new();
+        for step in 0..120 {
+            let now = step * 500;
+            plan.request(0, sync(1), now);
+            let d = plan
+                .next(now)
+                .unwrap_or_else(|| panic!("a wait at {now}: {limits:?}"));
+            plan.finished();
+            limits.push(d.limit);
+        }
+        assert_eq!(limits[0], 5000, "the first one is deep");
+        assert!(
+            limits.contains(&500) || limits.contains(&1000),
+            "{limits:?}"
+        );
+        assert!(plan.used(59_500) <= 5000);
     }
 
     #[test]
