@@ -1218,6 +1218,31 @@ mod tests {
             .collect()
     }
 
+    /// A lost connection and a removed symbol are told to the sidecar (it marks books stale):
+    /// once per symbol, named by the depth stream, nothing missing yet.
+    #[test]
+    fn a_lost_connection_and_a_removed_symbol_are_noticed() {
+        let (mut state, _events, mut notices) = state();
+        let streams = [
+            "btcusdt@trade".to_string(),
+            "btcusdt@depth".to_string(),
+            "ethusdt@depth".to_string(),
+        ];
+        state.connection_lost(&streams);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!(notice.cause, Cause::Disconnected);
+        assert_eq!((notice.gap.symbol, notice.gap.kind), (0, StreamKind::Depth));
+        assert_eq!(notice.gap.missing(), 0);
+        assert!(
+            notices.pop().is_err(),
+            "once per symbol; ETHUSDT is not configured here"
+        );
+        state.forget_symbol(0);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!((notice.cause, notice.gap.symbol), (Cause::Removed, 0));
+        assert!(!notice.cause.is_gap());
+    }
+
     /// Regression (found in review): a replacement connection running ahead of the old one made
     /// the sequencer report a false gap and drop the old connection's late ids as duplicates.
     #[test]

@@ -589,6 +589,12 @@ impl ObState {
         ])
     }
 
+    /// Whether something waits to be written: a stale mark, or a changed book that is
+    /// published and current.
+    pub fn dirty(&self) -> bool {
+        self.stale_dirty || (self.book_dirty && self.stale.is_none() && self.anchor == Anchor::Done)
+    }
+
     /// The whole `ob:{S}` to write now, if the book is published, current and changed.
     pub fn whole_write(
         &mut self,

@@ -191,9 +191,9 @@ impl SymbolState {
     pub fn dirty(&self) -> bool {
         !self.pending.is_empty()
             || self.bbo_dirty
-            || self.ob.book_dirty
-            || self.ob.stale_dirty
-            || self.stats_dirty
+            || self.ob.dirty()
+            // While a re-anchor is in flight, its swap writes these.
+            || (self.stats_dirty && !self.ob.anchoring())
     }
 
     /// After a reconnect: everything known is written again (Redis may have lost it).

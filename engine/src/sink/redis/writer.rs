@@ -309,21 +309,20 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
             w.log_error(&e);
         }
         idle = if work > 0 { 0 } else { idle.saturating_add(1) };
-        match idle {
-            0 => {}
-            1..=64 => std::hint::spin_loop(),
-            65..=20_000 => tokio::task::yield_now().await,
-            _ => tokio::time::sleep(Duration::from_micros(200)).await,
-        }
+        idle_wait(idle).await;
     }
     w.dead.finish().map_err(|e| format!("redis: {e}"))?;
-    let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
-    let mut summary = w.stats.summary();
-    summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
-    summary.flushed =
-        !deadline_passed && pending == 0 && !w.states.iter().flatten().any(SymbolState::dirty);
-    summary.book = Some(w.stats.book.summary());
-    Ok(summary)
+    Ok(w.summary(deadline_passed))
+}
+
+/// Spin, then yield, then sleep briefly: low latency while events flow, little CPU once quiet.
+async fn idle_wait(idle: u32) {
+    match idle {
+        0 => {}
+        1..=64 => std::hint::spin_loop(),
+        65..=20_000 => tokio::task::yield_now().await,
+        _ => tokio::time::sleep(Duration::from_micros(200)).await,
+    }
 }
 
 impl Writer {
@@ -361,6 +360,17 @@ impl Writer {
             w.states.push(Some(SymbolState::new(name, book)));
         }
         w
+    }
+
+    /// The end-of-run summary.
+    fn summary(&self, deadline_passed: bool) -> SinkSummary {
+        let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
+        let dirty = self.states.iter().flatten().any(SymbolState::dirty);
+        let mut summary = self.stats.summary();
+        summary.receipt_to_ack_ns = Percentiles::of(&self.latency);
+        summary.flushed = !deadline_passed && pending == 0 && !dirty;
+        summary.book = Some(self.stats.book.summary());
+        summary
     }
 
     /// When to try again after `attempt` failures in a row.
