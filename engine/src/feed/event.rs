@@ -53,6 +53,10 @@ pub enum Cause {
     /// gap). Nothing is known to be missing yet: `gap.first_seen == gap.last_good + 1`, and
     /// `gap.kind` is the depth stream (the book is what goes out of date).
     Disconnected,
+    /// A new connection carries the symbol's streams again after `Disconnected` (opened and
+    /// subscribed; what was missed meanwhile shows as a `Wire` gap on its first event, but a
+    /// quiet symbol may send none). `gap` as for `Disconnected`.
+    Reconnected,
     /// The symbol was unsubscribed at run time: its streams stop. `gap` as for `Disconnected`.
     Removed,
 }
@@ -99,23 +103,25 @@ pub enum Repair {
         /// What it was for.
         purpose: Purpose,
     },
-    /// The symbol's stream stopped (its connection was lost, or it was removed): its book is
-    /// no longer known to be current.
-    Stale {
+    /// The symbol's streams stopped or came back (a lost connection, a new one, a removal):
+    /// a book kept from them is not known to be current.
+    Stream {
         /// Symbol index.
         symbol: u16,
-        /// Why.
-        reason: StaleReason,
-        /// The last depth update id the reader saw before (0 if none).
+        /// What happened.
+        change: StreamChange,
+        /// The last depth update id the reader saw before the change (0 if none).
         last_update_id: i64,
     },
 }
 
-/// Why a consumer's book is no longer current, as the sidecar tells it.
+/// What happened to a symbol's streams, as the sidecar tells the consumers keeping books.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StaleReason {
+pub enum StreamChange {
     /// The connection carrying the symbol was lost (reconnecting, with backoff).
     Disconnected,
+    /// A new connection carries it again.
+    Reconnected,
     /// The symbol was unsubscribed.
     Removed,
 }

@@ -295,9 +295,10 @@ impl FramePath {
         }
     }
 
-    /// Tells the sidecar that the symbols of `streams` stopped arriving: their connection was
-    /// lost ([`Cause::Disconnected`]). Cold: once per lost connection.
-    fn connection_lost(&mut self, streams: &[String]) {
+    /// Tells the sidecar that the symbols of `streams` stopped arriving (their connection was
+    /// lost: [`Cause::Disconnected`]) or arrive again (a new connection carries them after a
+    /// loss: [`Cause::Reconnected`]). Cold: once per lost or new connection.
+    fn connection_changed(&mut self, streams: &[String], cause: Cause) {
         let mut told: Vec<u16> = Vec::new();
         for stream in streams {
             let Some((symbol, _)) = crate::stream::parse_stream_name(stream) else {
@@ -308,13 +309,13 @@ impl FramePath {
             };
             if !told.contains(&index) {
                 told.push(index);
-                self.notify_stopped(index, Cause::Disconnected);
+                self.notify_stopped(index, cause);
             }
         }
     }
 
-    /// A notice that `symbol`'s streams stopped (nothing missing yet), named by its depth
-    /// stream.
+    /// A notice that `symbol`'s streams stopped or came back (nothing missing yet), named by
+    /// its depth stream.
     fn notify_stopped(&mut self, symbol: u16, cause: Cause) {
         let last_good = self.sequencer.last(symbol, StreamKind::Depth).unwrap_or(0);
         let gap = super::sequence::GapNotice {
@@ -708,6 +709,8 @@ async fn connection_task(
     let mut stop = ctx.stop.clone();
     // The streams this slot should carry; commands change it, every (re)connection uses it.
     let wanted = Rc::new(RefCell::new(streams));
+    // A connection was lost and none carries the streams yet.
+    let mut lost = false;
     loop {
         if *stop.borrow() {
             return;
@@ -720,6 +723,11 @@ async fn connection_task(
         match opened {
             Ok((ws, carried)) => {
                 tracing::info!(streams = carried.len(), "connected");
+                if std::mem::take(&mut lost) {
+                    state
+                        .borrow_mut()
+                        .connection_changed(&carried, Cause::Reconnected);
+                }
                 let slot = Slot {
                     ctx: &ctx,
                     state: &state,
@@ -737,7 +745,10 @@ async fn connection_task(
                     return;
                 };
                 stats.reconnects.bump();
-                state.borrow_mut().connection_lost(&wanted.borrow());
+                state
+                    .borrow_mut()
+                    .connection_changed(&wanted.borrow(), Cause::Disconnected);
+                lost = true;
                 if !delivered {
                     // A server that accepts and drops us must not burn the attempt budget.
                     tokio::select! {
@@ -1218,8 +1229,9 @@ mod tests {
             .collect()
     }
 
-    /// A lost connection and a removed symbol are told to the sidecar (it marks books stale):
-    /// once per symbol, named by the depth stream, nothing missing yet.
+    /// A lost connection, a new one after it and a removed symbol are told to the sidecar (the
+    /// books kept from the streams need to know): once per symbol, named by the depth stream,
+    /// nothing missing yet.
     #[test]
     fn a_lost_connection_and_a_removed_symbol_are_noticed() {
         let (mut state, _events, mut notices) = state();
@@ -1228,7 +1240,7 @@ mod tests {
             "btcusdt@depth".to_string(),
             "ethusdt@depth".to_string(),
         ];
-        state.connection_lost(&streams);
+        state.connection_changed(&streams, Cause::Disconnected);
         let notice = notices.pop().expect("a notice");
         assert_eq!(notice.cause, Cause::Disconnected);
         assert_eq!((notice.gap.symbol, notice.gap.kind), (0, StreamKind::Depth));

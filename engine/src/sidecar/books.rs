@@ -2,8 +2,8 @@
 //! snapshot requests from their request rings, fetches them with a small pool of REST clients
 //! (one kept-alive connection each, so `concurrency` fetches run at once) as tasks on the
 //! sidecar's runtime, and hands each snapshot, or the news that a check could not be served,
-//! to the consumer's repair ring. It also turns the readers' stream-stopped notices (connection
-//! lost, symbol removed) into [`Repair::Stale`] for the consumers that keep books.
+//! to the consumer's repair ring. It also turns the readers' stream notices (connection lost,
+//! connection back, symbol removed) into [`Repair::Stream`] for the consumers that keep books.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::depth::{DepthPlan, Dispatch};
 use crate::backoff::jittered;
 use crate::clock::unix_ms;
-use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StaleReason};
+use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
 use crate::rest::{DepthSnapshot, RestClient, RestError};
 use crate::rng::Rng;
 
@@ -64,21 +64,22 @@ impl Books {
         }
     }
 
-    /// A stream-stopped notice as the stale repairs it makes: `(consumer, repair)` for each
-    /// consumer that keeps books; nothing for a gap notice.
-    pub fn stale_repairs(&self, notice: &Notice, out: &mut Vec<(usize, Repair)>) {
-        let reason = match notice.cause {
-            Cause::Disconnected => StaleReason::Disconnected,
-            Cause::Removed => StaleReason::Removed,
+    /// A stream notice as the repairs it makes: `(consumer, repair)` for each consumer that
+    /// keeps books; nothing for a gap notice.
+    pub fn stream_repairs(&self, notice: &Notice, out: &mut Vec<(usize, Repair)>) {
+        let change = match notice.cause {
+            Cause::Disconnected => StreamChange::Disconnected,
+            Cause::Reconnected => StreamChange::Reconnected,
+            Cause::Removed => StreamChange::Removed,
             Cause::Wire | Cause::QueueFull { .. } => return,
         };
         for &(consumer, _) in &self.requests {
-            let stale = Repair::Stale {
+            let repair = Repair::Stream {
                 symbol: notice.gap.symbol,
-                reason,
+                change,
                 last_update_id: notice.gap.last_good,
             };
-            out.push((consumer, stale));
+            out.push((consumer, repair));
         }
     }
 

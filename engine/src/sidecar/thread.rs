@@ -10,7 +10,8 @@
 //! no sink waits for them forever; the ids are counted as unrepaired.
 //!
 //! Books ([`super::books`]): the consumers' depth snapshot requests are fetched beside, and
-//! the readers' stream-stopped notices become stale repairs for the consumers keeping books.
+//! the readers' stream notices (lost, back, removed) are forwarded to the consumers keeping
+//! books.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,7 +237,7 @@ impl Sidecar {
                     self.kept.push(notice);
                 }
                 if let Some(books) = self.books.as_ref() {
-                    books.stale_repairs(&notice, &mut self.book_repairs);
+                    books.stream_repairs(&notice, &mut self.book_repairs);
                 }
                 let trades_wanted = self.trade_repair && notice.gap.kind == StreamKind::Trade;
                 if !notice.cause.is_gap() || !trades_wanted || consumers == 0 {
@@ -245,7 +246,8 @@ impl Sidecar {
                 let mask = match notice.cause {
                     Cause::Wire => all,
                     Cause::QueueFull { consumer } if consumer < 64 => (1u64 << consumer) & all,
-                    Cause::QueueFull { .. } | Cause::Disconnected | Cause::Removed => 0,
+                    Cause::QueueFull { .. } => 0,
+                    Cause::Disconnected | Cause::Reconnected | Cause::Removed => 0,
                 };
                 let range = notice.gap.missing_range();
                 let (from, to) = (*range.start(), *range.end());

@@ -350,6 +350,11 @@ fn a_lost_connection_marks_the_book_stale() {
             s.fresh >= 100 && marked
         });
         assert!(samples.fresh >= 100, "{samples:?}");
+        // And the books come back.
+        let fresh = |s: &str| hash(&redis.url(), &format!("ob:{{{s}}}"))["stale"] == "0";
+        wait_for("both books fresh again", || {
+            fresh("BTCUSDT") && fresh("ETHUSDT")
+        });
     });
     assert!(summary.reconnects > 0, "{summary:?}");
     let lines = monitor.finish();
@@ -394,4 +399,79 @@ fn the_top_reaching_past_the_snapshots_edge_resyncs_the_book() {
     let book = book_summary(&summary);
     assert!(book.resyncs > 0 && book.reanchors > 2, "{book:?}");
     assert_nothing_left(&redis.url());
+}
+
+/// Sixty symbols start at once: at 5000 levels (weight 250) their snapshots would take three
+/// minutes of Binance's weight budget; the sidecar serves them shallower instead, and every
+/// book is published within seconds (about 0.2 s on the 2-core test machine), each exact.
+#[test]
+fn sixty_symbols_are_synced_within_seconds() {
+    let names: Vec<String> = (0..60).map(|i| format!("S{i:02}USDT")).collect();
+    let sim = Sim::start(|c| {
+        c.exchange.symbols = names.clone();
+        c.exchange.actions_per_second = 1_200.0;
+    });
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c: &mut RunConfig| {
+        c.symbols = names.clone();
+        c.streams = vec![hotpath::stream::StreamKind::Depth];
+        c.redis = Some(redis_settings(redis.url()));
+    });
+    let mut took = Duration::ZERO;
+    let summary = run(&config, None, |_| {
+        let started = std::time::Instant::now();
+        let mut con = redis_connection(&redis.url());
+        wait_for("every book published", || {
+            names.iter().all(|s| {
+                let stale: Option<String> = redis::cmd("HGET")
+                    .arg(format!("ob:{{{s}}}"))
+                    .arg("stale")
+                    .query(&mut con)
+                    .expect("HGET");
+                stale.as_deref() == Some("0")
+            })
+        });
+        took = started.elapsed();
+        for s in &names {
+            book_exact(&sim, &hash(&redis.url(), &format!("ob:{{{s}}}")), s, 20)
+                .expect("an exact book");
+        }
+    });
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let book = book_summary(&summary);
+    assert!(book.reanchors >= 60, "{book:?}");
+}
+
+/// A symbol unsubscribed at run time: its book is marked stale `removed` at once, while the
+/// other symbol's stays fresh.
+#[test]
+fn a_removed_symbol_is_marked_stale() {
+    let sim = Sim::start(|c| c.exchange.actions_per_second = 3_000.0);
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c: &mut RunConfig| {
+        c.streams = vec![hotpath::stream::StreamKind::Depth];
+        c.redis = Some(redis_settings(redis.url()));
+    });
+    let fresh = |symbol: &str| {
+        hash(&redis.url(), &format!("ob:{{{symbol}}}"))
+            .get("stale")
+            .is_some_and(|s| s == "0")
+    };
+    hotpath::feed::run::run_with(
+        &config,
+        crate::feed::key(&config),
+        hotpath::feed::run::RunOptions::default(),
+        |feed, _| {
+            wait_for("both books fresh", || fresh("BTCUSDT") && fresh("ETHUSDT"));
+            feed.remove_symbol("ETHUSDT").expect("removed");
+            wait_for("ETHUSDT marked removed", || {
+                let ob = hash(&redis.url(), "ob:{ETHUSDT}");
+                ob["stale"] == "1" && ob["stale_reason"].starts_with("removed")
+            });
+            assert!(fresh("BTCUSDT"), "the other book is untouched");
+        },
+    )
+    .expect("the run succeeds");
+    let ob = hash(&redis.url(), "ob:{ETHUSDT}");
+    book_exact(&sim, &ob, "ETHUSDT", 20).expect("the removed book is still exact at its id");
 }

@@ -197,10 +197,10 @@ fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
 
 /// The book part: a consumer's depth snapshot requests come back as snapshots of the
 /// simulator's book (exact at their `lastUpdateId`, at the limit asked), a lost connection's
-/// notice comes back as a stale repair, and the summary counts the fetches.
+/// notice comes back as a stream repair, and the summary counts the fetches.
 #[test]
 fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
-    use hotpath::feed::event::{BookRequest, Purpose, StaleReason};
+    use hotpath::feed::event::{BookRequest, Purpose, StreamChange};
     use hotpath::sidecar::books::BookSetup;
     let sim = Sim::start(|_| {});
     published(&sim, "BTCUSDT", 10);
@@ -253,11 +253,11 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
     while books.len() < 2 || stale.is_empty() {
         match repairs.pop() {
             Ok(Repair::Book(book)) => books.push(*book),
-            Ok(Repair::Stale {
+            Ok(Repair::Stream {
                 symbol,
-                reason,
+                change,
                 last_update_id,
-            }) => stale.push((symbol, reason, last_update_id)),
+            }) => stale.push((symbol, change, last_update_id)),
             Ok(other) => panic!("unexpected: {other:?}"),
             Err(_) => {
                 assert!(started.elapsed() < PATIENCE, "repairs did not come");
@@ -265,7 +265,7 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
             }
         }
     }
-    assert_eq!(stale, [(1, StaleReason::Disconnected, 42)]);
+    assert_eq!(stale, [(1, StreamChange::Disconnected, 42)]);
     books.sort_by_key(|b| b.symbol);
     assert_eq!(
         (books[0].purpose, books[1].purpose),

@@ -556,10 +556,20 @@ fn redis_cluster_mode_writes_each_symbol_in_its_slot() {
         });
     });
     assert!(summary.sinks["redis"].flushed);
+    let book = summary.sinks["redis"].book.clone().expect("book counters");
+    assert!(
+        book.reanchors >= 2,
+        "books swapped in on the cluster: {book:?}"
+    );
     for symbol in SYMBOLS {
         assert_exactly_once(&sim, symbol, &redis_trades(&redis.url(), symbol), "cluster");
         assert_book_matches(&sim, &redis.url(), symbol, 5);
     }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*new*")
+        .query(&mut redis_connection(&redis.url()))
+        .expect("KEYS");
+    assert!(keys.is_empty(), "no temporary key left: {keys:?}");
 }
 
 #[test]

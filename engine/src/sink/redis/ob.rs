@@ -16,7 +16,9 @@
 //! - `consistency check`: a REST snapshot disagreed with the book at the same update id;
 //!   synced again;
 //! - `disconnected`: the connection carrying the symbol was lost (reconnecting); cleared by the
-//!   first diff after the reconnect that follows the book without a gap;
+//!   first diff after the loss that follows the book without a gap; when the new connection is
+//!   up and no such diff came first (a quiet symbol sends none), the book is synced again
+//!   (`reconnected`), since changes made during the outage would otherwise go unseen;
 //! - `removed`: the symbol was unsubscribed;
 //! - `stopped`: hotpath stopped.
 //!
@@ -216,6 +218,10 @@ pub struct ObState {
     stale_marks: u64,
     /// Diffs with `u` at or below this are ignored (from before a removal).
     ignore_through: Option<i64>,
+    /// The connection was lost and is not known to be back: nothing is published.
+    disconnected: bool,
+    /// The snapshot being fetched may have been taken before the reconnect: refetch.
+    discard_snapshot: bool,
     event_time_us: i64,
     snapshot_update_id: i64,
     synced_at_us: i64,
@@ -246,6 +252,8 @@ impl ObState {
             stale_since_us: 0,
             stale_marks: 0,
             ignore_through: None,
+            disconnected: false,
+            discard_snapshot: false,
             event_time_us: 0,
             snapshot_update_id: 0,
             synced_at_us: 0,
@@ -407,9 +415,13 @@ impl ObState {
             .as_ref()
             .and_then(|s| s.clears_after)
             .is_some_and(|after| diff.first > after);
-        if follows_reconnect && self.anchor == Anchor::Done {
-            self.stale = None;
-            self.stale_dirty = false;
+        if follows_reconnect {
+            // The connection is back and nothing was missed: the book is current.
+            self.disconnected = false;
+            if self.anchor == Anchor::Done {
+                self.stale = None;
+                self.stale_dirty = false;
+            }
         }
         if let Some(wants) = self.follow_check(&diff, budget) {
             return wants;
@@ -445,6 +457,11 @@ impl ObState {
         let Sync::Syncing { buffered, .. } = &self.sync else {
             return Ok(SnapshotOutcome::Unwanted);
         };
+        if std::mem::take(&mut self.discard_snapshot) {
+            return Ok(SnapshotOutcome::Again(
+                "the snapshot may predate the reconnect",
+            ));
+        }
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut book = LocalBook::from_partial_snapshot(last_update_id, bids, asks, limit)?;
         let mut event_time = self.event_time_us;
@@ -497,12 +514,38 @@ impl ObState {
                  reconnecting"
             );
             self.mark_stale(reason, Some(last_update_id));
+            self.disconnected = true;
         }
     }
 
-    /// Whether a re-anchor should start now.
+    /// A new connection carries the symbol again after a loss. Unless a diff following the
+    /// book already showed that nothing was missed, the book is synced again: changes made
+    /// during the outage show as a gap only on the next diff, and a quiet symbol may send none.
+    pub fn on_reconnected(&mut self, budget: &mut DiffBudget) -> Wants {
+        if !std::mem::take(&mut self.disconnected) {
+            return Wants::Nothing;
+        }
+        match &self.sync {
+            Sync::Idle => Wants::Nothing,
+            Sync::Syncing { .. } if self.fetching => {
+                self.discard_snapshot = true;
+                Wants::Nothing
+            }
+            Sync::Syncing { .. } => Wants::Snapshot,
+            Sync::Live(_) => {
+                self.mark_stale(
+                    "reconnected: syncing the book again after the connection was lost".into(),
+                    None,
+                );
+                self.resync(None, budget)
+            }
+        }
+    }
+
+    /// Whether a re-anchor should start now (never while the connection is lost).
     pub fn reanchor_due(&self, now_us: i64) -> bool {
-        matches!(self.sync, Sync::Live(_))
+        !self.disconnected
+            && matches!(self.sync, Sync::Live(_))
             && matches!(self.anchor, Anchor::Due { not_before_us } if now_us >= not_before_us)
     }
 
@@ -1007,6 +1050,57 @@ mod tests {
         let fields = ob.whole_write((0, 0), 10).expect("written whole again");
         assert!(fields.contains(&("update_id", "104".to_string())));
         assert!(fields.contains(&("stale", "0".to_string())));
+    }
+
+    /// A quiet symbol sends no diff after a reconnect: changes made during the outage would go
+    /// unseen, so the book is synced again once the new connection is up; a snapshot fetched
+    /// during the outage is not trusted.
+    #[test]
+    fn a_reconnect_without_a_following_diff_resyncs_the_book() {
+        let (mut ob, mut budget) = published();
+        ob.on_stopped(false, 100, &mut budget);
+        assert_eq!(ob.on_reconnected(&mut budget), Wants::Snapshot);
+        assert!(
+            ob.stale_reason()
+                .is_some_and(|r| r.starts_with("reconnected"))
+        );
+        assert!(ob.live().is_none());
+        // A diff following the book first: nothing to do on the reconnect notice.
+        let (mut ob, mut budget) = published();
+        ob.on_stopped(false, 100, &mut budget);
+        ob.on_diff(diff(101, 101, &[], &[]), &mut budget);
+        assert!(!ob.is_stale());
+        assert_eq!(ob.on_reconnected(&mut budget), Wants::Nothing);
+        // Lost while syncing, the snapshot in flight: it may predate the reconnect.
+        let (mut ob, mut budget) = self::ob();
+        ob.on_diff(diff(5, 5, &[], &[]), &mut budget);
+        ob.fetching = true;
+        ob.on_stopped(false, 5, &mut budget);
+        assert_eq!(ob.on_reconnected(&mut budget), Wants::Nothing);
+        let again = ob.on_snapshot(9, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
+        assert_eq!(
+            again,
+            Ok(SnapshotOutcome::Again(
+                "the snapshot may predate the reconnect"
+            ))
+        );
+        let live = ob.on_snapshot(9, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        assert!(ob.reanchor_due(0));
+    }
+
+    #[test]
+    fn nothing_is_published_while_the_connection_is_lost() {
+        let (mut ob, mut budget) = self::ob();
+        ob.on_diff(diff(5, 5, &[], &[]), &mut budget);
+        ob.on_stopped(false, 5, &mut budget);
+        let live = ob.on_snapshot(9, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        assert!(
+            !ob.reanchor_due(0),
+            "exact, but not kept current: not published"
+        );
+        assert_eq!(ob.on_reconnected(&mut budget), Wants::Snapshot);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The Redis writer's order-book work beside its drain loop: snapshot requests to the sidecar
-//! and the snapshots it sends back, stale notices, the periodic consistency checks, and the
+//! and the snapshots it sends back, stream notices (lost, back, removed), the periodic consistency checks, and the
 //! atomic re-anchors (one task per symbol, [`crate::sink::redis::reanchor`]'s procedure) that
 //! publish a book after every (re)sync. The decisions are [`ObState`]'s; this is the shell.
 
@@ -9,7 +9,7 @@ use redis::Value;
 
 use super::{Conn, Io, Reanchoring, Writer};
 use crate::backoff::jittered;
-use crate::feed::event::{BookRequest, BookSnapshot, Purpose, Repair, StaleReason};
+use crate::feed::event::{BookRequest, BookSnapshot, Purpose, Repair, StreamChange};
 use crate::rest::mantissas;
 use crate::sink::redis::ob::{BookEvent, SnapshotOutcome, Wants};
 use crate::sink::redis::reanchor::{self, NewState, TempKeys};
@@ -43,23 +43,33 @@ impl Writer {
                     }
                 }
             }
-            Repair::Stale {
+            Repair::Stream {
                 symbol,
-                reason,
+                change,
                 last_update_id,
-            } => {
-                let index = usize::from(symbol);
-                if let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) {
-                    let removed = reason == StaleReason::Removed;
-                    state
-                        .ob
-                        .on_stopped(removed, last_update_id, &mut self.diffs);
-                }
-            }
+            } => self.on_stream(usize::from(symbol), change, last_update_id),
             // Trade repairs are the trade path's (`sink::order`); this writer does not take
             // them yet.
             Repair::Event(_) | Repair::GaveUp { .. } => {}
         }
+    }
+
+    /// A symbol's streams were lost, came back, or were removed.
+    fn on_stream(&mut self, index: usize, change: StreamChange, last_update_id: i64) {
+        let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let wants = match change {
+            StreamChange::Disconnected | StreamChange::Removed => {
+                let removed = change == StreamChange::Removed;
+                state
+                    .ob
+                    .on_stopped(removed, last_update_id, &mut self.diffs);
+                Wants::Nothing
+            }
+            StreamChange::Reconnected => state.ob.on_reconnected(&mut self.diffs),
+        };
+        self.after_book(index, wants);
     }
 
     /// A snapshot the sidecar fetched for this writer.
