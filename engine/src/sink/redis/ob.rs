@@ -542,9 +542,11 @@ impl ObState {
         }
     }
 
-    /// Whether a re-anchor should start now (never while the connection is lost).
+    /// Whether a re-anchor should start now: never while the connection is lost, nor before a
+    /// stale mark waiting to be written has gone out (the swap must not overtake it).
     pub fn reanchor_due(&self, now_us: i64) -> bool {
         !self.disconnected
+            && !self.stale_dirty
             && matches!(self.sync, Sync::Live(_))
             && matches!(self.anchor, Anchor::Due { not_before_us } if now_us >= not_before_us)
     }
@@ -900,8 +902,10 @@ mod tests {
         (ob, budget)
     }
 
-    /// Runs one re-anchor to its end (a failed one is retried from time 1000).
+    /// Runs one re-anchor to its end (a failed one is retried from time 1000), after the stale
+    /// mark waiting is written.
     fn anchor(ob: &mut ObState, swapped: bool) {
+        ob.stale_write(1);
         assert!(ob.reanchor_due(1_000));
         let (attempt, fields) = ob.begin_reanchor((0, 0), 5).expect("a live book");
         assert!(fields.contains(&("stale", "0".to_string())));
@@ -989,12 +993,14 @@ mod tests {
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         anchor(&mut ob, false);
         assert!(ob.is_stale());
-        assert!(!ob.reanchor_due(999), "retried after its delay");
-        assert!(ob.reanchor_due(1_000));
         assert!(
             ob.stale_dirty,
-            "the stale mark is written again after the attempt"
+            "the stale mark is written again after the attempt (the swap may have happened)"
         );
+        assert!(!ob.reanchor_due(1_000), "not before the mark went out");
+        ob.stale_write(2);
+        assert!(!ob.reanchor_due(999), "retried after its delay");
+        assert!(ob.reanchor_due(1_000));
         anchor(&mut ob, true);
         assert!(!ob.is_stale() && !ob.stale_dirty);
     }
@@ -1086,6 +1092,7 @@ mod tests {
         );
         let live = ob.on_snapshot(9, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
         assert_eq!(live, Ok(SnapshotOutcome::Live));
+        ob.stale_write(0);
         assert!(ob.reanchor_due(0));
     }
 
