@@ -106,7 +106,7 @@ fn start_kinesalite() -> (Server, String) {
 }
 
 fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    hotpath::tls::install_crypto_provider();
+    hotpath::tls::install_default_provider();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .credentials_provider(aws_sdk_kinesis::config::Credentials::new(

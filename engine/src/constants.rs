@@ -13,3 +13,17 @@ const _: () = assert!(
     FRAME_BYTES_MAX >= 43 + 16 * 2 * GROUP_COUNT_MAX as usize + 255,
     "a frame of the largest accepted depth diff must fit FRAME_BYTES_MAX"
 );
+
+/// Trade events a sink holds per symbol while ids before them are missing (the sidecar is
+/// fetching them). Beyond, the sink gives up on the missing ids and delivers what it holds. At
+/// 1000 events a second this is well over the default hold of 45 s.
+pub const TRADE_EVENTS_HELD_MAX: usize = 100_000;
+
+/// Slots of each sink's repair ring (sidecar -> sink). A full ring never loses a repair: the
+/// sidecar keeps it in its outbox until there is room.
+pub const REPAIR_RING_CAPACITY: usize = 65_536;
+
+/// Slots of the Redis writer's depth snapshot request ring (writer -> sidecar). A symbol has at
+/// most one sync and one check request outstanding; the writer keeps what does not fit, in
+/// order.
+pub const BOOK_REQUEST_RING_CAPACITY: usize = 4096;

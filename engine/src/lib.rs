@@ -5,13 +5,17 @@
 //!   `schemas/binance_spot_stream_1_0.xml`, and the decode entry point with hotpath's limits;
 //! - [`frames`]: reading recorded frames (hex lines, or length-prefixed binary files);
 //! - [`decode`]: the `hotpath decode` command's core, frame bytes to one JSON line;
-//! - [`constants`]: every limit, in one place.
+//! - [`constants`]: every limit, in one place;
+//! - [`binance`]: Binance's REST endpoints, weights, rate-limit rules, decimals and the REST
+//!   client;
+//! - [`tls`]: the one TLS crypto provider and the client configurations.
 //!
 //! See ARCHITECTURE.md at the repository root for the whole design.
 #![forbid(unsafe_code)]
 
 pub mod analytics;
 pub mod backoff;
+pub mod binance;
 pub mod book;
 pub mod clock;
 pub mod config;
@@ -20,7 +24,6 @@ pub mod decode;
 pub mod feed;
 pub mod frames;
 pub mod metrics;
-pub mod rest;
 pub mod rng;
 pub mod sbe;
 pub mod sidecar;

@@ -192,6 +192,8 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     init_logging();
+    // One rustls crypto provider for every TLS connection of the process.
+    hotpath::tls::install_default_provider();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -268,7 +270,6 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     region,
                 },
         } => {
-            hotpath::tls::install_crypto_provider();
             let config = hotpath::config::KinesisConfig {
                 endpoint_url: kinesis_endpoint,
                 region,

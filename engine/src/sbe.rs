@@ -25,3 +25,16 @@ pub const LIMITS: Limits = Limits {
 pub fn decode(frame: &[u8]) -> Result<spot_stream::Message<'_>, DecodeError> {
     spot_stream::decode_with(frame, &LIMITS)
 }
+
+/// The symbol of a decoded message (every Binance stream message ends with it): the one place
+/// that knows each message carries one.
+#[inline]
+pub fn symbol<'a>(message: &spot_stream::Message<'a>) -> &'a [u8] {
+    use spot_stream::Message;
+    match message {
+        Message::TradesStreamEvent(m) => m.symbol(),
+        Message::BestBidAskStreamEvent(m) => m.symbol(),
+        Message::DepthSnapshotStreamEvent(m) => m.symbol(),
+        Message::DepthDiffStreamEvent(m) => m.symbol(),
+    }
+}

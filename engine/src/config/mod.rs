@@ -33,6 +33,8 @@
 //! duration_s = 60               # omit to run until stopped
 //! summary = true                # one JSON line on exit
 //! ```
+//!
+//! The sinks' tables are documented in [`sinks`], the sidecar's in [`sidecar`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -93,9 +95,12 @@ impl ConfigError {
         }
     }
 }
+pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
+use sidecar::RawSidecar;
+pub use sidecar::SidecarConfig;
 pub use sinks::{KinesisConfig, Payload, RedisConfig};
 use sinks::{RawKinesis, RawRedis};
 
@@ -187,6 +192,8 @@ pub struct RunConfig {
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
     pub redis: Option<RedisConfig>,
+    /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
+    pub sidecar: SidecarConfig,
 }
 
 impl Default for RunConfig {
@@ -204,6 +211,7 @@ impl Default for RunConfig {
             summary: true,
             kinesis: None,
             redis: None,
+            sidecar: SidecarConfig::default(),
         }
     }
 }
@@ -254,6 +262,7 @@ struct RawConfig {
     run: RawRun,
     kinesis: RawKinesis,
     redis: RawRedis,
+    sidecar: RawSidecar,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -317,6 +326,7 @@ impl RunConfig {
         set(&mut config.summary, raw.run.summary);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
+        config.sidecar = raw.sidecar.into_config()?;
         config.check(None)?;
         Ok(config)
     }
@@ -410,6 +420,7 @@ impl RunConfig {
             self.streams.len(),
         )?;
         self.readers.check(cpus)?;
+        self.sidecar.check()?;
         if let (Some(k), Some(r)) = (&self.kinesis, &self.redis)
             && k.dead_letter_path == r.dead_letter_path
         {
@@ -443,6 +454,13 @@ impl RunConfig {
                     .collect()
             })
             .collect()
+    }
+
+    /// Whether the sidecar runs: a sink does and `sidecar.enabled` (trade repair), or the
+    /// Redis writer does (its books' depth snapshots come from the sidecar whatever
+    /// `sidecar.enabled` says).
+    pub fn sidecar_runs(&self) -> bool {
+        (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
     }
 
     /// The reader (an index into `readers.cores`) that runs `connection`: round robin.

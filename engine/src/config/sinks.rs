@@ -482,21 +482,7 @@ impl RedisConfig {
     /// (`wss://stream-sbe.binance.com:9443` becomes `https://api.binance.com`; the simulator
     /// serves REST on its WebSocket port).
     pub fn rest_base(&self, feed_endpoint: &str) -> String {
-        if let Some(url) = &self.rest_endpoint {
-            return url.trim_end_matches('/').to_string();
-        }
-        if feed_endpoint.contains("stream-sbe.binance.com")
-            || feed_endpoint.contains("stream.binance.com")
-        {
-            return "https://api.binance.com".into();
-        }
-        match feed_endpoint.strip_prefix("wss://") {
-            Some(rest) => format!("https://{rest}"),
-            None => format!(
-                "http://{}",
-                feed_endpoint.strip_prefix("ws://").unwrap_or(feed_endpoint)
-            ),
-        }
+        super::sidecar::rest_base(self.rest_endpoint.as_deref(), feed_endpoint)
     }
 }
 

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::sequence::GapNotice;
-use crate::rest::DepthSnapshot;
+use crate::binance::rest::DepthSnapshot;
 use crate::stream::StreamKind;
 
 /// One accepted frame.

@@ -1,7 +1,8 @@
 //! The live progress line of `hotpath run --progress N`: one JSON object per period on stderr
-//! with messages per second, gaps and queue drops, and per sink its writes per second, totals,
-//! the latest receipt-to-acknowledgement latency and its queue depth; for Redis also its order
-//! books' re-anchors, re-syncs and consistency checks.
+//! with messages per second, gaps and queue drops, the trade ids the sidecar repaired and gave
+//! up on (per sink that lost them), and per sink its writes per second, totals, the latest
+//! receipt-to-acknowledgement latency and its queue depth; for Redis also its order books'
+//! re-anchors, re-syncs and consistency checks.
 
 use std::time::Instant;
 
@@ -50,6 +51,10 @@ impl Progress {
             "gaps": sum(&|s| s.gaps.get()),
             "queue_drops": sum(&|s| s.queue_drops.get()),
         });
+        if let Some(sidecar) = &feed.sidecar {
+            line["repaired_ids"] = json!(sidecar.repaired_ids.get());
+            line["unrepaired_ids"] = json!(sidecar.unrepaired_ids.get());
+        }
         self.last_written.resize(sinks.len(), 0);
         for (i, sink) in sinks.iter().enumerate() {
             let written = sink.stats.written.get();
@@ -58,6 +63,7 @@ impl Progress {
                 "written_per_s": ((written - self.last_written[i]) as f64 / secs).round(),
                 "retried": sink.stats.retried.get(),
                 "dead_lettered": sink.stats.dead_lettered.get(),
+                "unrepaired": sink.stats.unrepaired.get(),
                 "ack_latency_us": sink.stats.ack_latency_ns.get() as f64 / 1000.0,
                 "queue_depth": sink.stats.queue_depth.get(),
                 "reconnects": sink.stats.reconnects.get(),

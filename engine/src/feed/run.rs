@@ -1,5 +1,16 @@
-//! Starting and stopping the feed, the counting consumer that drains the rings until real
-//! sinks exist, and the one-line JSON summary `hotpath run` prints on exit.
+//! Starting and stopping the feed, wiring the sinks and the reliability sidecar to the rings,
+//! the counting consumer that drains the rings when no sink runs, and the one-line JSON summary
+//! `hotpath run` prints on exit.
+//!
+//! With sinks, the data path is: each reader pushes every event into one ring per sink and
+//! every gap or full-ring drop into its notice ring; the sidecar drains the notice rings,
+//! fetches the missing trades from REST and pushes them into one repair ring per sink; each
+//! sink drains its event rings and its repair ring and delivers each trade id once, in order.
+//! The Redis writer also asks the sidecar for depth snapshots through a request ring; they come
+//! back through its repair ring with the readers' stream notices (connection lost or back,
+//! symbol removed).
+//! Shutdown keeps that order: the readers stop first, then the sidecar finishes its repairs
+//! (within the flush timeout) and stops, then the sinks drain everything and flush.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -14,18 +25,16 @@ use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
+use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sidecar::thread::{SidecarReport, SidecarSetup, SidecarStats, SidecarSummary};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
 
 /// Notices the sidecar ring of each reader holds.
 const NOTICE_RING_CAPACITY: usize = 4096;
-/// Repairs each consumer's repair ring holds (the sidecar keeps more in its outbox).
-const REPAIR_RING_CAPACITY: usize = 4096;
-/// Depth snapshot requests the Redis writer's request ring holds (it keeps more in order).
-const BOOK_REQUEST_RING_CAPACITY: usize = 4096;
 /// Gap ranges the summary lists (all are counted).
 const SUMMARY_RANGES_MAX: usize = 1000;
 
@@ -35,10 +44,11 @@ pub struct Feed {
     readers: Vec<JoinHandle<ReaderReport>>,
     /// Counters, one per reader.
     pub stats: Vec<Arc<ReaderStats>>,
-    /// Every symbol ever subscribed; an event's `symbol` indexes it.
-    symbols: Vec<String>,
-    /// The same list, shared with the sidecar (which names symbols in its REST requests).
-    registry: Arc<RwLock<Vec<String>>>,
+    /// The sidecar's counters, when it runs.
+    pub sidecar: Option<Arc<SidecarStats>>,
+    /// Every symbol ever subscribed; an event's `symbol` indexes it. Shared with the sidecar,
+    /// which names symbols in its REST requests.
+    symbols: Arc<RwLock<Vec<String>>>,
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
     symbols_per_connection: usize,
@@ -64,8 +74,7 @@ pub fn start(
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
-    crate::tls::install_crypto_provider();
-    let tls = trusted_tls(config)?;
+    let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
     let ctx = Arc::new(FeedContext {
         endpoint: config.endpoint.clone(),
@@ -89,8 +98,8 @@ pub fn start(
         stop,
         readers: Vec::new(),
         stats: Vec::new(),
-        symbols: config.symbols.clone(),
-        registry: Arc::new(RwLock::new(config.symbols.clone())),
+        sidecar: None,
+        symbols: Arc::new(RwLock::new(config.symbols.clone())),
         slots: Vec::new(),
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
@@ -183,12 +192,14 @@ impl Feed {
             .ok_or_else(|| {
                 format!("no connection has room for {symbol} (symbols_per_connection = {limit})")
             })?;
-        let index = match self.symbols.iter().position(|s| s == symbol) {
-            Some(at) => at,
-            None => {
-                self.symbols.push(symbol.to_string());
-                crate::sync::write(&self.registry).push(symbol.to_string());
-                self.symbols.len() - 1
+        let index = {
+            let mut symbols = crate::sync::write(&self.symbols);
+            match symbols.iter().position(|s| s == symbol) {
+                Some(at) => at,
+                None => {
+                    symbols.push(symbol.to_string());
+                    symbols.len() - 1
+                }
             }
         };
         let index = u16::try_from(index).map_err(|_| "too many symbols".to_string())?;
@@ -205,8 +216,7 @@ impl Feed {
 
     /// Removes `symbol`'s streams at run time with an UNSUBSCRIBE.
     pub fn remove_symbol(&mut self, symbol: &str) -> Result<(), String> {
-        let index = self
-            .symbols
+        let index = crate::sync::read(&self.symbols)
             .iter()
             .position(|s| s == symbol)
             .ok_or_else(|| format!("{symbol} is not subscribed"))?;
@@ -231,13 +241,8 @@ impl Feed {
     }
 
     /// Every symbol subscribed so far, in index order.
-    pub fn symbols(&self) -> &[String] {
-        &self.symbols
-    }
-
-    /// Every symbol subscribed so far, shared: symbols added later appear in it.
-    pub fn registry(&self) -> Arc<RwLock<Vec<String>>> {
-        self.registry.clone()
+    pub fn symbols(&self) -> Vec<String> {
+        crate::sync::read(&self.symbols).clone()
     }
 
     /// Stops every reader (connections closed) and returns their reports.
@@ -397,6 +402,10 @@ pub struct Summary {
     pub readers: Vec<ReaderSummary>,
     /// Per sink (`kinesis`, `redis`): written, retried, dead-lettered, latency.
     pub sinks: std::collections::BTreeMap<&'static str, SinkSummary>,
+    /// The sidecar, when it ran: notices, trade gaps, ids requested, repaired and given up
+    /// (per sink), REST pages, time from gap notice to repair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarSummary>,
 }
 
 impl Summary {
@@ -468,6 +477,7 @@ impl Summary {
                 })
                 .collect(),
             sinks: std::collections::BTreeMap::new(),
+            sidecar: None,
         }
     }
 }
@@ -479,18 +489,19 @@ pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the Kinesis writer may take to check (or create) its streams at start.
 const KINESIS_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The rustls client configuration trusting `binance.trust_cert`, if set.
-pub fn trusted_tls(config: &RunConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+/// The rustls client configuration of the feed's WebSocket and the REST client: trusting
+/// `binance.trust_cert` if set, else [`crate::tls::default_client_config`].
+pub fn client_tls(config: &RunConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     match &config.trust_cert {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .map_err(|e| format!("binance.trust_cert: cannot read {}: {e}", path.display()))?;
-            Ok(Some(Arc::new(
+            Ok(Arc::new(
                 crate::tls::client_config_trusting(&pem)
                     .map_err(|e| format!("binance.trust_cert: {e}"))?,
-            )))
+            ))
         }
-        None => Ok(None),
+        None => crate::tls::default_client_config().map_err(|e| format!("TLS: {e}")),
     }
 }
 
@@ -500,7 +511,7 @@ pub struct SinkHandle {
     pub name: &'static str,
     /// Live counters.
     pub stats: Arc<SinkStats>,
-    thread: JoinHandle<Result<SinkSummary, String>>,
+    thread: JoinHandle<Result<SinkSummary, crate::sink::SinkError>>,
 }
 
 /// Options of [`run_with`] beyond the configuration.
@@ -510,78 +521,6 @@ pub struct RunOptions {
     pub kinesis_client: Option<aws_sdk_kinesis::Client>,
     /// How long each sink's final flush may take; `None`: [`SINK_FLUSH_TIMEOUT`].
     pub sink_flush_timeout: Option<Duration>,
-}
-
-/// The sidecar thread and the Redis writer's ends of its rings.
-struct Sidecar {
-    thread: JoinHandle<crate::sidecar::thread::SidecarReport>,
-    done: Arc<AtomicBool>,
-    /// The Redis writer's snapshot requests, and its repairs.
-    requests: Option<rtrb::Producer<BookRequest>>,
-    repairs: Option<rtrb::Consumer<Repair>>,
-    /// Repair rings of consumers that do not take repairs yet (held until the end).
-    parked: Vec<rtrb::Consumer<Repair>>,
-}
-
-/// Starts the sidecar when the Redis writer keeps books: it takes every reader's notices,
-/// fetches the writer's depth snapshots (REST, weight-budgeted, `redis.snapshot_concurrency`
-/// at once) and tells it when a symbol's stream stopped. `consumers` is the number of sinks;
-/// Redis is the last.
-fn start_sidecar(
-    config: &RunConfig,
-    feed: &Feed,
-    rings: &mut Rings,
-    consumers: usize,
-    flush_timeout: Duration,
-) -> Result<Option<Sidecar>, String> {
-    use crate::sidecar::{books::BookSetup, thread};
-    let Some(redis) = &config.redis else {
-        return Ok(None);
-    };
-    let base = redis.rest_base(&config.endpoint);
-    let tls = trusted_tls(config)?;
-    let clients = (0..redis.snapshot_concurrency)
-        .map(|_| crate::rest::RestClient::new(&base, tls.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("redis: REST {base}: {e}"))?;
-    let redis_consumer = consumers.saturating_sub(1);
-    let mut producers = Vec::new();
-    let mut parked = Vec::new();
-    let mut repairs = None;
-    for consumer in 0..consumers {
-        let (producer, ring) = rtrb::RingBuffer::new(REPAIR_RING_CAPACITY);
-        producers.push(producer);
-        if consumer == redis_consumer {
-            repairs = Some(ring);
-        } else {
-            parked.push(ring);
-        }
-    }
-    let (requests, request_ring) = rtrb::RingBuffer::new(BOOK_REQUEST_RING_CAPACITY);
-    let done = Arc::new(AtomicBool::new(false));
-    let thread = thread::spawn(thread::SidecarSetup {
-        notices: std::mem::take(&mut rings.notices),
-        repairs: producers,
-        symbols: feed.registry(),
-        rest: None,
-        give_up_after: flush_timeout,
-        stats: Arc::new(thread::SidecarStats::default()),
-        done: done.clone(),
-        flush_timeout,
-        books: Some(BookSetup {
-            requests: vec![(redis_consumer, request_ring)],
-            clients,
-            weight_budget: crate::rest::DEFAULT_WEIGHT_BUDGET,
-        }),
-    })
-    .map_err(|e| format!("cannot start the sidecar: {e}"))?;
-    Ok(Some(Sidecar {
-        thread,
-        done,
-        requests: Some(requests),
-        repairs,
-        parked,
-    }))
 }
 
 /// Runs the feed until `wait` returns, then stops, drains and summarizes. With sinks
@@ -602,13 +541,35 @@ pub fn run_with(
     wait: impl FnOnce(&mut Feed, &[SinkHandle]),
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
-    let (feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
+    // Built before anything starts, so a bad REST base fails the run at once.
+    let rest = if config.sidecar_runs() && config.sidecar.enabled {
+        Some(sidecar_rest(config)?)
+    } else {
+        None
+    };
+    let books = book_clients(config)?;
+    let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
-    let mut sidecar = start_sidecar(config, &feed, &mut rings, sinks_wanted, flush_timeout)?;
+    let (sidecar, mut repairs, book_requests) = if config.sidecar_runs() {
+        let notices = std::mem::take(&mut rings.notices);
+        let symbols = feed.symbols.clone();
+        let (sidecar, repairs, book_requests) = start_sidecar(
+            config,
+            (rest, books),
+            notices,
+            symbols,
+            sinks_wanted,
+            flush_timeout,
+        )?;
+        feed.sidecar = Some(sidecar.stats.clone());
+        let repairs = repairs.into_iter().map(Some).collect();
+        (Some(sidecar), repairs, book_requests)
+    } else {
+        (None, Vec::new(), None)
+    };
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
-    let mut sinks = Vec::new();
-    // Without sinks the counting consumer drains the events; with them it takes the notices.
+    // Without sinks the counting consumer drains the events; without the sidecar, the notices.
     let events = if sinks_wanted == 0 {
         rings.events.pop().unwrap_or_default()
     } else {
@@ -616,100 +577,236 @@ pub fn run_with(
     };
     let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
         .map_err(|e| format!("cannot start the consumer: {e}"))?;
-    let mut kinesis_checked = None;
-    let started = || -> Result<(), String> {
-        let mut rings_of = rings.events.drain(..);
-        if let Some(kinesis) = &config.kinesis {
-            let (ready, checked) = std::sync::mpsc::channel();
-            let stats = Arc::new(SinkStats::default());
-            let thread =
-                crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
-                    config: kinesis.clone(),
-                    client: options.kinesis_client,
-                    rings: rings_of.next().unwrap_or_default(),
-                    stats: stats.clone(),
-                    stop: sinks_stop.clone(),
-                    flush_timeout,
-                    reader_cores: config.readers.cores.clone(),
-                    ready,
-                })
-                .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
-            sinks.push(SinkHandle {
-                name: "kinesis",
-                stats,
-                thread,
-            });
-            kinesis_checked = Some(checked);
-        }
-        if let Some(redis) = &config.redis {
-            let stats = Arc::new(SinkStats::default());
-            let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
-                config: redis.clone(),
-                symbols: config.symbols.clone(),
-                rings: rings_of.next().unwrap_or_default(),
-                repairs: sidecar.as_mut().and_then(|s| s.repairs.take()),
-                book_requests: sidecar.as_mut().and_then(|s| s.requests.take()),
-                stats: stats.clone(),
-                stop: sinks_stop.clone(),
-                flush_timeout,
-                reader_cores: config.readers.cores.clone(),
-            })
-            .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
-            sinks.push(SinkHandle {
-                name: "redis",
-                stats,
-                thread,
-            });
-        }
-        Ok(())
+    let mut wiring = SinkWiring {
+        events: rings.events.drain(..).collect(),
+        repairs: repairs.drain(..).collect(),
+        hold_max: match (&sidecar, config.sidecar.enabled) {
+            (Some(_), true) => config.sidecar.hold_max,
+            _ => Duration::ZERO,
+        },
+        book_requests,
+        stop: sinks_stop.clone(),
+        flush_timeout,
+        kinesis_client: options.kinesis_client,
     };
-    let mut outcome = started();
-    // The streams are checked before the run counts as started (the Kinesis rings hold the
-    // first events meanwhile; every other consumer already drains).
-    if let (Ok(()), Some(checked)) = (&outcome, kinesis_checked) {
-        outcome = checked
-            .recv_timeout(KINESIS_CHECK_TIMEOUT)
-            .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
-            .and_then(|checked| checked);
-    }
-    let mut feed = feed;
+    let mut sinks = Vec::new();
+    let outcome = start_sinks(config, &mut wiring, &mut sinks);
     if outcome.is_ok() {
         wait(&mut feed, &sinks);
     }
     let stats = feed.stats.clone();
-    let symbols = feed.symbols.clone();
+    let symbols = feed.symbols();
     let reports = feed.stop();
+    // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
+    let sidecar_report = join_sidecar(sidecar);
     sinks_stop.store(true, Ordering::Release);
-    let mut sink_summaries = std::collections::BTreeMap::new();
-    let mut failure = outcome.err();
-    for sink in sinks {
-        match sink.thread.join() {
-            Ok(Ok(summary)) => {
-                sink_summaries.insert(sink.name, summary);
-            }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
-        }
-    }
+    let (sink_summaries, sink_failure) = join_sinks(sinks);
+    let failure = outcome
+        .err()
+        .or(sidecar_report.as_ref().err().cloned())
+        .or(sink_failure);
+    let sidecar_report = sidecar_report.ok().flatten();
     done.store(true, Ordering::Release);
     let mut tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
-    if let Some(sidecar) = sidecar {
-        sidecar.done.store(true, Ordering::Release);
-        let report = sidecar
-            .thread
-            .join()
-            .map_err(|_| "the sidecar thread panicked".to_string())?;
-        // The sidecar took the notices: the gap list comes from it.
-        tally.notices = report.notices;
-        tally.notice_count = report.summary.notices;
-        drop(sidecar.parked);
-    }
     if let Some(e) = failure {
         return Err(e);
     }
+    if let Some(report) = &sidecar_report {
+        tally.notices = report.notices.clone();
+    }
     let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
     summary.sinks = sink_summaries;
+    summary.sidecar = sidecar_report.map(|r| r.summary);
     Ok(summary)
+}
+
+/// Tells the sidecar the readers have stopped and waits for it to finish its repairs.
+fn join_sidecar(sidecar: Option<SidecarRun>) -> Result<Option<SidecarReport>, String> {
+    let Some(sidecar) = sidecar else {
+        return Ok(None);
+    };
+    sidecar.done.store(true, Ordering::Release);
+    sidecar
+        .thread
+        .join()
+        .map(Some)
+        .map_err(|_| "the sidecar panicked".to_string())
+}
+
+/// Waits for every sink (told to stop); their summaries by name, and the first failure.
+fn join_sinks(
+    sinks: Vec<SinkHandle>,
+) -> (
+    std::collections::BTreeMap<&'static str, SinkSummary>,
+    Option<String>,
+) {
+    let mut summaries = std::collections::BTreeMap::new();
+    let mut failure = None;
+    for sink in sinks {
+        match sink.thread.join() {
+            Ok(Ok(summary)) => {
+                summaries.insert(sink.name, summary);
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e.to_string())),
+            Err(_) => failure = failure.or(Some(format!("the {} writer panicked", sink.name))),
+        }
+    }
+    (summaries, failure)
+}
+
+/// The sidecar's REST client, for `sidecar.rest_endpoint` or the base derived from the feed.
+fn sidecar_rest(config: &RunConfig) -> Result<RestClient, String> {
+    let base = config.sidecar.rest_base(&config.endpoint);
+    RestClient::new(&base, Some(client_tls(config)?))
+        .map_err(|e| format!("sidecar: REST {base}: {e}"))
+}
+
+/// The REST clients the sidecar fetches the Redis writer's depth snapshots with
+/// (`redis.snapshot_concurrency` of them, on `redis.rest_endpoint` or the base derived from the
+/// feed), when Redis runs.
+fn book_clients(config: &RunConfig) -> Result<Vec<RestClient>, String> {
+    let Some(redis) = &config.redis else {
+        return Ok(Vec::new());
+    };
+    let base = redis.rest_base(&config.endpoint);
+    let tls = client_tls(config)?;
+    (0..redis.snapshot_concurrency)
+        .map(|_| RestClient::new(&base, Some(tls.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("redis.rest_endpoint: REST {base}: {e}"))
+}
+
+/// The running sidecar thread, its stop flag and counters.
+struct SidecarRun {
+    thread: JoinHandle<SidecarReport>,
+    done: Arc<AtomicBool>,
+    stats: Arc<SidecarStats>,
+}
+
+/// The Redis writer's end of its snapshot request ring.
+type BookRequests = Option<rtrb::Producer<BookRequest>>;
+
+/// Starts the sidecar on the readers' notice rings with one repair ring per sink, trade repair
+/// with `rest` (when `sidecar.enabled`), and, with `book_clients` (when Redis runs), the Redis
+/// writer's depth snapshots; returns it, the sinks' ends of the repair rings, in sink order,
+/// and the Redis writer's end of its request ring.
+fn start_sidecar(
+    config: &RunConfig,
+    (rest, book_clients): (Option<RestClient>, Vec<RestClient>),
+    notices: Vec<rtrb::Consumer<Notice>>,
+    symbols: Arc<RwLock<Vec<String>>>,
+    sinks: usize,
+    flush_timeout: Duration,
+) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
+    let (producers, consumers) = (0..sinks)
+        .map(|_| rtrb::RingBuffer::new(crate::constants::REPAIR_RING_CAPACITY))
+        .unzip();
+    let (book_requests, books) = if book_clients.is_empty() {
+        (None, None)
+    } else {
+        let (requests, ring) = rtrb::RingBuffer::new(crate::constants::BOOK_REQUEST_RING_CAPACITY);
+        let books = crate::sidecar::books::BookSetup {
+            // Redis is the last sink.
+            requests: vec![(sinks.saturating_sub(1), ring)],
+            clients: book_clients,
+            weight_budget: crate::binance::rest::DEFAULT_WEIGHT_BUDGET,
+        };
+        (Some(requests), Some(books))
+    };
+    let stats = Arc::new(SidecarStats::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = crate::sidecar::thread::spawn(SidecarSetup {
+        notices,
+        repairs: producers,
+        symbols,
+        rest,
+        give_up_after: config.sidecar.give_up_after,
+        stats: stats.clone(),
+        done: done.clone(),
+        flush_timeout,
+        books,
+    })
+    .map_err(|e| format!("cannot start the sidecar: {e}"))?;
+    let run = SidecarRun {
+        thread,
+        done,
+        stats,
+    };
+    Ok((run, consumers, book_requests))
+}
+
+/// What the sinks are started with: their rings, in sink order (Kinesis, then Redis).
+struct SinkWiring {
+    events: std::collections::VecDeque<Vec<rtrb::Consumer<FeedEvent>>>,
+    repairs: std::collections::VecDeque<Option<rtrb::Consumer<Repair>>>,
+    hold_max: Duration,
+    /// The Redis writer's snapshot requests to the sidecar.
+    book_requests: BookRequests,
+    stop: Arc<AtomicBool>,
+    flush_timeout: Duration,
+    kinesis_client: Option<aws_sdk_kinesis::Client>,
+}
+
+/// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
+/// the run counts as started (its rings are drained meanwhile).
+fn start_sinks(
+    config: &RunConfig,
+    wiring: &mut SinkWiring,
+    sinks: &mut Vec<SinkHandle>,
+) -> Result<(), String> {
+    let mut kinesis_checked = None;
+    if let Some(kinesis) = &config.kinesis {
+        let (ready, checked) = std::sync::mpsc::channel();
+        let stats = Arc::new(SinkStats::default());
+        let thread =
+            crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
+                config: kinesis.clone(),
+                client: wiring.kinesis_client.take(),
+                rings: wiring.events.pop_front().unwrap_or_default(),
+                repairs: wiring.repairs.pop_front().flatten(),
+                hold_max: wiring.hold_max,
+                stats: stats.clone(),
+                stop: wiring.stop.clone(),
+                flush_timeout: wiring.flush_timeout,
+                reader_cores: config.readers.cores.clone(),
+                ready,
+            })
+            .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
+        sinks.push(SinkHandle {
+            name: "kinesis",
+            stats,
+            thread,
+        });
+        kinesis_checked = Some(checked);
+    }
+    if let Some(redis) = &config.redis {
+        let stats = Arc::new(SinkStats::default());
+        let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
+            config: redis.clone(),
+            symbols: config.symbols.clone(),
+            rings: wiring.events.pop_front().unwrap_or_default(),
+            repairs: wiring.repairs.pop_front().flatten(),
+            book_requests: wiring.book_requests.take(),
+            hold_max: wiring.hold_max,
+            stats: stats.clone(),
+            stop: wiring.stop.clone(),
+            flush_timeout: wiring.flush_timeout,
+            reader_cores: config.readers.cores.clone(),
+        })
+        .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
+        sinks.push(SinkHandle {
+            name: "redis",
+            stats,
+            thread,
+        });
+    }
+    match kinesis_checked {
+        Some(checked) => checked
+            .recv_timeout(KINESIS_CHECK_TIMEOUT)
+            .map_err(|_| "kinesis: the stream check did not finish in 60 s".to_string())
+            .and_then(|checked| checked.map_err(|e| e.to_string())),
+        None => Ok(()),
+    }
 }

@@ -10,12 +10,29 @@
 //! after the delay the shell chooses; a request older than `give_up_after_ns` is abandoned
 //! and reported so the sinks stop waiting for it.
 //!
+//! Pages are paced ([`Backfill::with_pace`]): a page weighs 25 whatever its length, so under a
+//! storm of gaps the plan fetches at most a set number of pages a minute (after a burst) and
+//! lets gaps pile up meanwhile, each page then serving every gap of its symbol within its
+//! 1000 ids. Isolated gaps are fetched at once, from the burst.
+//!
 //! Time is an argument; the shell owns the REST client, the clock and the rings.
 
 use std::collections::VecDeque;
 
 /// The most ids one `historicalTrades` page returns (Binance's `limit` maximum).
 pub const PAGE_IDS_MAX: u32 = 1000;
+
+/// Pages fetched per minute at most, sustained: 120 pages of weight 25 are 3000 of the REST
+/// client's 5000 a minute ([`crate::binance::rest::DEFAULT_WEIGHT_BUDGET`]), leaving the rest to depth
+/// snapshots.
+pub const PAGES_PER_MINUTE: u32 = 120;
+/// Pages fetched back to back before the pace applies.
+pub const PAGES_BURST: u32 = 10;
+
+const _: () = assert!(
+    (PAGES_PER_MINUTE as u64) * 25 < crate::binance::rest::DEFAULT_WEIGHT_BUDGET as u64,
+    "trade pages leave room in the weight budget for depth snapshots"
+);
 
 /// Consumers as a bit set: bit `c` is consumer `c` (at most 64 consumers).
 pub type Consumers = u64;
@@ -57,6 +74,27 @@ struct Request {
     since_ns: u64,
 }
 
+/// A pace for page fetches (the generic cell rate algorithm): at most one page per
+/// `interval_ns` sustained, with bursts of `burst` pages.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    interval_ns: u64,
+    /// How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
+    tolerance_ns: u64,
+    /// When the next page would be due at the sustained rate.
+    due_ns: u64,
+}
+
+impl Pace {
+    fn allows(&self, now_ns: u64) -> bool {
+        self.due_ns <= now_ns.saturating_add(self.tolerance_ns)
+    }
+
+    fn take(&mut self, now_ns: u64) {
+        self.due_ns = self.due_ns.max(now_ns).saturating_add(self.interval_ns);
+    }
+}
+
 /// The backfill plan of every symbol.
 #[derive(Debug)]
 pub struct Backfill {
@@ -69,6 +107,8 @@ pub struct Backfill {
     give_up_after_ns: u64,
     /// Ids asked for since the start, and ids delivered (per consumer counted once each).
     requested_ids: u64,
+    /// The page pace; `None`: pages as fast as they come back.
+    pace: Option<Pace>,
 }
 
 impl Backfill {
@@ -80,7 +120,22 @@ impl Backfill {
             not_before_ns: Vec::new(),
             give_up_after_ns,
             requested_ids: 0,
+            pace: None,
         }
+    }
+
+    /// Paces pages to at most `pages_per_minute` sustained, after `burst` back to back (a
+    /// zero rate leaves them unpaced).
+    pub fn with_pace(mut self, pages_per_minute: u32, burst: u32) -> Backfill {
+        self.pace = (pages_per_minute > 0).then(|| {
+            let interval_ns = 60_000_000_000 / u64::from(pages_per_minute);
+            Pace {
+                interval_ns,
+                tolerance_ns: interval_ns.saturating_mul(u64::from(burst.max(1) - 1)),
+                due_ns: 0,
+            }
+        });
+        self
     }
 
     /// Ids `from..=to` of `symbol` are missing for `consumers`. Ignored when empty.
@@ -114,6 +169,9 @@ impl Backfill {
     /// flight and no retry pending. The page is marked in flight until [`Backfill::fetched`]
     /// or [`Backfill::failed`].
     pub fn next_fetch(&mut self, now_ns: u64) -> Option<Fetch> {
+        if self.pace.is_some_and(|p| !p.allows(now_ns)) {
+            return None;
+        }
         let request = self.requests.iter().find(|r| {
             !self.in_flight.contains(&r.symbol)
                 && self
@@ -130,10 +188,23 @@ impl Backfill {
             .map(|r| r.from)
             .min()
             .unwrap_or(request.from);
-        let span = i128::from(request.to) - i128::from(from_id) + 1;
+        // Up to the last id any request of the symbol still misses within one page: a page
+        // weighs the same whatever its length, so many small gaps share one.
+        let page_end = from_id.saturating_add(i64::from(PAGE_IDS_MAX) - 1);
+        let to = self
+            .requests
+            .iter()
+            .filter(|r| r.symbol == symbol && r.from <= page_end)
+            .map(|r| r.to.min(page_end))
+            .max()
+            .unwrap_or(request.to);
+        let span = i128::from(to) - i128::from(from_id) + 1;
         let limit = u32::try_from(span.clamp(1, i128::from(PAGE_IDS_MAX))).unwrap_or(PAGE_IDS_MAX);
         self.in_flight.push(symbol);
         self.not_before_ns.retain(|&(s, _)| s != symbol);
+        if let Some(pace) = self.pace.as_mut() {
+            pace.take(now_ns);
+        }
         Some(Fetch {
             symbol,
             from_id,
@@ -260,9 +331,13 @@ mod tests {
         plan.request(3, 10, 20, 0b01, 0);
         plan.request(3, 15, 30, 0b10, 0);
         let fetch = plan.next_fetch(0).expect("a page");
-        assert_eq!((fetch.from_id, fetch.limit), (10, 11));
+        assert_eq!(
+            (fetch.from_id, fetch.limit),
+            (10, 21),
+            "one page for both requests"
+        );
         let mut out = Vec::new();
-        // Binance returns a full page past what was asked: it serves the second request too.
+        // Binance returns a full page past what was asked: harmless, nothing beyond 30 goes.
         plan.fetched(fetch, Some((10, 40)), &mut out);
         assert_eq!(
             out,
@@ -284,6 +359,59 @@ mod tests {
             ]
         );
         assert_eq!(plan.pending(), 0);
+    }
+
+    #[test]
+    fn separate_gaps_of_a_symbol_share_one_page_within_its_length() {
+        let mut plan = Backfill::new(u64::MAX);
+        plan.request(0, 100, 101, ALL, 0);
+        plan.request(0, 150, 150, ALL, 1);
+        plan.request(0, 2000, 2001, ALL, 2);
+        plan.request(1, 7, 7, ALL, 3);
+        let fetch = plan.next_fetch(5).expect("a page");
+        assert_eq!((fetch.symbol, fetch.from_id, fetch.limit), (0, 100, 51));
+        let mut out = Vec::new();
+        plan.fetched(fetch, Some((100, 150)), &mut out);
+        let served: Vec<(i64, i64)> = out.iter().map(|d| (d.from, d.to)).collect();
+        assert_eq!(served, vec![(100, 101), (150, 150)]);
+        assert_eq!(plan.pending(), 2, "the far gap and the other symbol wait");
+        let next = plan.next_fetch(5).expect("a page");
+        assert_eq!((next.symbol, next.from_id, next.limit), (0, 2000, 2));
+    }
+
+    #[test]
+    fn pages_come_in_a_burst_then_at_the_pace_and_gaps_pile_up_meanwhile() {
+        // 60 pages a minute: one a second after a burst of 3.
+        let mut plan = Backfill::new(u64::MAX).with_pace(60, 3);
+        let second = 1_000_000_000;
+        let mut out = Vec::new();
+        for at in 0..3 {
+            plan.request(0, 10 * at + 1, 10 * at + 2, ALL, 0);
+            let fetch = plan.next_fetch(0).expect("within the burst");
+            plan.fetched(fetch, Some((fetch.from_id, 10 * at + 2)), &mut out);
+        }
+        plan.request(0, 100, 100, ALL, 0);
+        assert_eq!(plan.next_fetch(0), None, "the burst is spent");
+        plan.request(0, 150, 151, ALL, 1);
+        assert_eq!(plan.next_fetch(second - 1), None);
+        let fetch = plan.next_fetch(second).expect("a second later");
+        assert_eq!(
+            (fetch.from_id, fetch.limit),
+            (100, 52),
+            "both gaps in one page"
+        );
+        assert_eq!(plan.next_fetch(second), None);
+        // Idle time refills the burst, never beyond it.
+        plan.fetched(fetch, Some((100, 151)), &mut out);
+        for at in 0..5 {
+            plan.request(1, at, at, ALL, 0);
+        }
+        let mut fetched = 0;
+        while let Some(fetch) = plan.next_fetch(100 * second) {
+            plan.fetched(fetch, Some((fetch.from_id, fetch.from_id)), &mut out);
+            fetched += 1;
+        }
+        assert_eq!(fetched, 3);
     }
 
     #[test]

@@ -12,9 +12,9 @@ use tokio::task::JoinSet;
 
 use super::depth::{DepthPlan, Dispatch};
 use crate::backoff::jittered;
+use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
 use crate::clock::unix_ms;
 use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
-use crate::rest::{DepthSnapshot, RestClient, RestError};
 use crate::rng::Rng;
 
 /// Retry delays of failed sync snapshots (full jitter between these, growing per failure).

@@ -24,8 +24,8 @@
 
 use std::collections::VecDeque;
 
+use crate::binance::weights::depth_weight;
 use crate::feed::event::{BookRequest, Purpose};
-use crate::rest::depth_weight;
 
 /// Everything queued should be fetched within this many seconds of budget.
 pub const SYNC_HORIZON_S: u32 = 10;

@@ -10,7 +10,8 @@
 
 use bytes::Bytes;
 
-use crate::rest::{RestTrade, parse_decimal};
+use crate::binance::decimal::parse_decimal;
+use crate::binance::rest::RestTrade;
 use crate::sbe::spot_stream::{
     BoolEnum, HEADER_LENGTH, TradesStreamEventEncoder, TradesStreamEventTradesEncoder,
 };

@@ -22,14 +22,16 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::backfill::{Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX};
+use super::backfill::{
+    Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX, PAGES_BURST, PAGES_PER_MINUTE,
+};
 use super::books::{BookSetup, Books};
 use super::frames::{TradesFrame, page_frames};
 use crate::backoff::jittered;
+use crate::binance::rest::{RestClient, RestTrade};
 use crate::clock::monotonic_ns;
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
-use crate::rest::{RestClient, RestTrade};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
 
@@ -170,7 +172,7 @@ impl Sidecar {
             book_repairs: Vec::new(),
             trade_repair,
             setup,
-            plan: Backfill::new(give_up_ns),
+            plan: Backfill::new(give_up_ns).with_pace(PAGES_PER_MINUTE, PAGES_BURST),
             outbox: VecDeque::new(),
             kept: Vec::new(),
             latency: latency_histogram(),

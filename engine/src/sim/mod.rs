@@ -9,7 +9,6 @@ pub mod book;
 pub mod config;
 pub mod encode;
 pub mod exchange;
-pub mod http;
 pub mod market;
 pub mod record;
 pub mod rest;

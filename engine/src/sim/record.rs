@@ -323,7 +323,7 @@ pub struct RecordOptions {
     /// Sent as the `X-MBX-APIKEY` header when present. Never logged, and redacted in `Debug`.
     pub api_key: Option<String>,
     /// PEM certificates that `wss://` trusts instead of the webpki roots (for a simulator's
-    /// self-signed certificate). `None` trusts the webpki roots.
+    /// self-signed certificate). `None` trusts [`crate::tls::default_client_config`].
     pub trust_pem: Option<String>,
     /// The recording to create (an existing file is truncated).
     pub out: PathBuf,
@@ -430,13 +430,11 @@ pub async fn record(opts: RecordOptions) -> anyhow::Result<RecordSummary> {
 /// Opens the WebSocket: the request with its API key header, TLS per `trust_pem`.
 async fn connect(opts: &RecordOptions) -> anyhow::Result<ClientSocket> {
     let request = client_request(&opts.url, opts.api_key.as_deref())?;
-    tls::install_crypto_provider();
-    let connector = match &opts.trust_pem {
-        Some(pem) => Some(Connector::Rustls(Arc::new(tls::client_config_trusting(
-            pem,
-        )?))),
-        None => None,
+    let config = match &opts.trust_pem {
+        Some(pem) => Arc::new(tls::client_config_trusting(pem)?),
+        None => tls::default_client_config()?,
     };
+    let connector = Some(Connector::Rustls(config));
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         request,
         Some(frame_limits()),

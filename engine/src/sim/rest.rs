@@ -10,7 +10,8 @@
 //!
 //! # Market-data endpoints (GET only)
 //!
-//! Weights, then parameters (`?` optional; `limit` defaults to 500, max 1000, except `/depth`):
+//! Weights ([`crate::binance::weights`], the table the engine's client budgets with), then
+//! parameters (`?` optional; `limit` defaults to 500, max 1000, except `/depth`):
 //! - `/api/v3/ping`, `/api/v3/time`: 1.
 //! - `/api/v3/exchangeInfo`: 20; `symbol`?.
 //! - `/api/v3/depth`: 5 for `limit` 1-100, 25 for 101-500, 50 for 501-1000, 250 for
@@ -81,35 +82,23 @@ use super::book::Side;
 use super::exchange::Exchange;
 use super::market::{Market, PRICE_EXPONENT, QTY_EXPONENT, Trade};
 
-/// Binance's `REQUEST_WEIGHT` limit per minute and IP.
-pub const REQUEST_WEIGHT_PER_MINUTE: u32 = 6_000;
-/// Requests a client may send in a window after its first 429 there before it is banned.
-pub const REQUESTS_AFTER_429_MAX: u32 = 10;
-/// The first ban of a client; each later one doubles.
-pub const BAN_FIRST_MS: i64 = 2 * 60_000;
-/// The longest ban (Binance: "from 2 minutes to 3 days").
-pub const BAN_MAX_MS: i64 = 3 * 24 * 3_600_000;
-/// The used-weight header, named after the window (1 minute).
-pub const USED_WEIGHT_HEADER: &str = "X-MBX-USED-WEIGHT-1M";
+pub use crate::binance::rate_limit::{
+    BAN_FIRST_MS, BAN_MAX_MS, REQUEST_WEIGHT_PER_MINUTE, REQUESTS_AFTER_429_MAX, USED_WEIGHT_HEADER,
+};
+use crate::binance::rate_limit::{
+    RETRY_AFTER_HEADER, STATUS_BANNED, STATUS_RATE_LIMITED, WINDOW_MS,
+};
+use crate::binance::weights;
 
-/// One rate-limit window; windows start at whole minutes.
-const WINDOW_MS: i64 = 60_000;
 /// Doublings after which a ban is surely at the cap (keeps the shift in range).
 const BAN_DOUBLINGS_MAX: u32 = 16;
 const _: () = assert!(BAN_FIRST_MS << BAN_DOUBLINGS_MAX >= BAN_MAX_MS);
-const _: () = assert!(
-    BAN_FIRST_MS > WINDOW_MS,
-    "a ban outlives the window that caused it"
-);
 
-const DEPTH_LIMIT_DEFAULT: usize = 100;
-const DEPTH_LIMIT_MAX: usize = 5_000;
-/// `/depth` weight by limit: (largest limit, weight), ascending.
-const DEPTH_WEIGHTS: [(usize, u32); 4] = [(100, 5), (500, 25), (1_000, 50), (5_000, 250)];
-const _: () = assert!(DEPTH_WEIGHTS[DEPTH_WEIGHTS.len() - 1].0 == DEPTH_LIMIT_MAX);
+const DEPTH_LIMIT_DEFAULT: usize = weights::DEPTH_LIMIT_DEFAULT as usize;
+const DEPTH_LIMIT_MAX: usize = weights::DEPTH_LIMIT_MAX as usize;
 /// Default and maximum `limit` of trades, aggTrades and klines.
-const LIST_LIMIT_DEFAULT: usize = 500;
-const LIST_LIMIT_MAX: usize = 1_000;
+const LIST_LIMIT_DEFAULT: usize = weights::LIST_LIMIT_DEFAULT as usize;
+const LIST_LIMIT_MAX: usize = weights::LIST_LIMIT_MAX as usize;
 const ADMIN_TRADES_LIMIT_DEFAULT: usize = 100_000;
 const TICKER_WINDOW_MS: i64 = 24 * 3_600_000;
 const US_PER_MS: i64 = 1_000;
@@ -149,8 +138,6 @@ const HTTP_OK: u16 = 200;
 const HTTP_BAD_REQUEST: u16 = 400;
 const HTTP_NOT_FOUND: u16 = 404;
 const HTTP_METHOD_NOT_ALLOWED: u16 = 405;
-const HTTP_BANNED: u16 = 418;
-const HTTP_TOO_MANY_REQUESTS: u16 = 429;
 
 /// A parsed HTTP request, as the network shell hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,8 +336,8 @@ fn too_much_weight(limit: u32, retry_after_s: i64) -> Response {
         "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. \
          Please use WebSocket Streams for live updates to avoid polling the API."
     );
-    Response::error(HTTP_TOO_MANY_REQUESTS, -1003, &msg)
-        .with_header("Retry-After", retry_after_s.to_string())
+    Response::error(STATUS_RATE_LIMITED, -1003, &msg)
+        .with_header(RETRY_AFTER_HEADER, retry_after_s.to_string())
 }
 
 fn banned(until_ms: i64, retry_after_s: i64) -> Response {
@@ -358,7 +345,8 @@ fn banned(until_ms: i64, retry_after_s: i64) -> Response {
         "Way too much request weight used; IP banned until {until_ms}. \
          Please use WebSocket Streams for live updates to avoid bans."
     );
-    Response::error(HTTP_BANNED, -1003, &msg).with_header("Retry-After", retry_after_s.to_string())
+    Response::error(STATUS_BANNED, -1003, &msg)
+        .with_header(RETRY_AFTER_HEADER, retry_after_s.to_string())
 }
 
 /// A request the endpoint refuses, as Binance words it.
@@ -470,31 +458,33 @@ impl Route {
 }
 
 impl Endpoint {
-    /// Binance's request weight; known before the parameters are validated, so refused
-    /// requests are charged too (an unparsable depth `limit` is charged as the default).
+    /// Binance's request weight ([`weights`]); known before the parameters are validated, so
+    /// refused requests are charged too (an unparsable depth `limit` is charged as the
+    /// default).
     fn weight(self, params: &Params) -> u32 {
-        match self {
-            Endpoint::Ping | Endpoint::Time => 1,
-            Endpoint::ExchangeInfo => 20,
-            Endpoint::Depth => {
-                let limit = limit_param(params, DEPTH_LIMIT_DEFAULT, DEPTH_LIMIT_MAX)
-                    .unwrap_or(DEPTH_LIMIT_DEFAULT);
-                depth_weight(limit)
-            }
-            Endpoint::Trades | Endpoint::HistoricalTrades => 25,
-            Endpoint::AggTrades => 4,
-            Endpoint::Klines => 2,
-            Endpoint::Ticker24hr if params.get("symbol").is_some() => 2,
-            Endpoint::Ticker24hr => 80,
-        }
+        let endpoint = match self {
+            Endpoint::Ping => weights::Endpoint::Ping,
+            Endpoint::Time => weights::Endpoint::Time,
+            Endpoint::ExchangeInfo => weights::Endpoint::ExchangeInfo,
+            Endpoint::Depth => weights::Endpoint::Depth {
+                limit: weights::charged_depth_limit(
+                    number_param(params, "limit")
+                        .ok()
+                        .flatten()
+                        .and_then(|l| u64::try_from(l).ok())
+                        .filter(|&l| l != 0),
+                ),
+            },
+            Endpoint::Trades => weights::Endpoint::Trades,
+            Endpoint::HistoricalTrades => weights::Endpoint::HistoricalTrades,
+            Endpoint::AggTrades => weights::Endpoint::AggTrades,
+            Endpoint::Klines => weights::Endpoint::Klines,
+            Endpoint::Ticker24hr => weights::Endpoint::Ticker24hr {
+                one_symbol: params.get("symbol").is_some(),
+            },
+        };
+        endpoint.weight()
     }
-}
-
-fn depth_weight(limit: usize) -> u32 {
-    DEPTH_WEIGHTS
-        .iter()
-        .find(|(max, _)| limit <= *max)
-        .map_or(DEPTH_WEIGHTS[DEPTH_WEIGHTS.len() - 1].1, |&(_, w)| w)
 }
 
 fn market_data(
@@ -544,6 +534,15 @@ impl Params {
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// The first value of `name` in a query string (without `?`), percent-decoded like every
+/// parameter; `None` when the name is absent.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
 }
 
 /// Decodes `%XX` and `+`; a malformed escape stays as it is.
@@ -1388,6 +1387,20 @@ mod tests {
         assert_eq!(params.get("flag"), None);
         let ex = exchange();
         assert_eq!(get(&ex, "/api/v3/depth?symbol=BTC%55SDT").status, 200);
+    }
+
+    #[test]
+    fn a_stream_list_in_a_query_is_percent_decoded() {
+        assert_eq!(
+            query_value("a=1&streams=x%40trade%2Fy%40depth", "streams").as_deref(),
+            Some("x@trade/y@depth")
+        );
+        assert_eq!(
+            query_value("streams=a&streams=b", "streams").as_deref(),
+            Some("a")
+        );
+        assert_eq!(query_value("streams", "streams").as_deref(), Some(""));
+        assert_eq!(query_value("a=1", "streams"), None);
     }
 
     #[test]

@@ -13,10 +13,17 @@
 //!   set faults ([`Faults`] keys) for one connection, for all (and every new one), or for the
 //!   next one to connect; `/admin/rate?actions_per_second=N`: change the order-flow rate.
 //!
+//! HTTP/1.1 is hyper's (keep-alive, pipelining, sized bodies, HTTP 400 for a request it cannot
+//! parse), behind the tokio-rustls acceptor when serving TLS. A WebSocket upgrade is answered
+//! here (HTTP 101 with `Sec-WebSocket-Accept`, or HTTP 400 with a JSON message and a close), and
+//! the connection hyper hands over becomes a tungstenite stream without a second handshake. On
+//! shutdown, idle HTTP connections are closed gracefully.
+//!
 //! One ticker task advances the [`Exchange`] every `tick_ms`, encodes each event's SBE frame
 //! once, and broadcasts it; each connection's task filters what it subscribed to.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,23 +31,39 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::config::{Faults, SimConfig};
 use super::encode;
 use super::exchange::{Event, Exchange, StreamKey};
-use super::http::{self, Head};
 use super::rest::{self, WeightLimiter};
 use super::rng::Rng;
 use super::session;
 
-/// How long a client may take for the TLS handshake, a request head, or the WebSocket
-/// handshake: idle sockets do not hold tasks for ever.
+/// How long a client may take for the TLS handshake, and hyper to hand over a connection it
+/// answered 101: idle sockets do not hold tasks for ever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a keep-alive HTTP connection may wait for its next request.
+/// How long a connection may take to send a whole request head, counted from its start or, on a
+/// keep-alive connection, from the previous response (hyper's header read timeout).
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The header Binance's SBE streams take the API key in.
+const API_KEY_HEADER: &str = "x-mbx-apikey";
+
+/// Response bodies: whole, with a `Content-Length`.
+type Body = Full<Bytes>;
 
 /// Frames the broadcast keeps for slow connections before they lag.
 const BROADCAST_CAPACITY: usize = 1 << 16;
@@ -276,54 +299,82 @@ async fn acceptor(
     }
 }
 
-/// Serves HTTP requests on one connection until it upgrades to WebSocket or closes.
-async fn serve<S>(mut stream: S, peer: SocketAddr, shared: Arc<Shared>) -> io::Result<()>
+/// Serves HTTP/1.1 on one connection with hyper until it closes, upgrades to WebSocket (the
+/// session then runs in a task of its own) or the simulator stops.
+async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut leftover = Vec::new();
-    loop {
-        let wait = if leftover.is_empty() {
-            KEEP_ALIVE_TIMEOUT
-        } else {
-            HANDSHAKE_TIMEOUT
-        };
-        let read = http::read_head(&mut stream, std::mem::take(&mut leftover));
-        let Some(head) = tokio::time::timeout(wait, read)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))??
-        else {
-            return Ok(());
-        };
-        if head.is_websocket() {
-            return upgrade(stream, head, peer, shared).await;
-        }
-        let keep_alive = !head
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let response = route(&head, peer, &shared).await;
-        http::write_response(
-            &mut stream,
-            response.status,
-            &response.headers,
-            &response.body,
-            keep_alive,
-        )
-        .await?;
-        if !keep_alive {
-            return Ok(());
-        }
-        leftover = head.rest;
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| handle(request, peer, service_shared.clone()));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(KEEP_ALIVE_TIMEOUT);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let mut shutdown = shared.shutdown.clone();
+    tokio::select! {
+        served = connection.as_mut() => return served.map_err(io::Error::other),
+        _ = shutdown.wait_for(|&stop| stop) => {}
     }
+    connection.as_mut().graceful_shutdown();
+    connection.await.map_err(io::Error::other)
 }
 
-async fn route(head: &Head, peer: SocketAddr, shared: &Shared) -> rest::Response {
-    match head.path.as_str() {
+/// One request: a WebSocket upgrade, an admin call or REST.
+async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    if is_websocket(request.headers()) {
+        return Ok(upgrade(request, peer, shared));
+    }
+    let uri = request.uri();
+    let query = uri.query().unwrap_or("");
+    let response = route(request.method().as_str(), uri.path(), query, peer, &shared).await;
+    Ok(into_hyper(response))
+}
+
+/// Whether the request asks for a WebSocket upgrade.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// A handler's response as hyper's, with a sized body.
+fn into_hyper(response: rest::Response) -> Response<Body> {
+    let mut builder = Response::builder().status(response.status);
+    for (name, value) in &response.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(response.body)))
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unrepresentable response");
+            let mut error = Response::new(Full::default());
+            *error.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            error
+        })
+}
+
+async fn route(
+    method: &str,
+    path: &str,
+    query: &str,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> rest::Response {
+    match path {
         "/admin/connections" => connections_json(shared),
-        "/admin/faults" => set_faults(&head.query, shared),
-        "/admin/rate" => set_rate(&head.query, shared),
+        "/admin/faults" => set_faults(query, shared),
+        "/admin/rate" => set_rate(query, shared),
         _ => {
-            let is_api = head.path.starts_with("/api/");
+            let is_api = path.starts_with("/api/");
             let faults = lock(&shared.default_faults).clone();
             if is_api && faults.rest_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(faults.rest_delay_ms)).await;
@@ -332,9 +383,9 @@ async fn route(head: &Head, peer: SocketAddr, shared: &Shared) -> rest::Response
                 return injected;
             }
             let request = rest::Request {
-                method: &head.method,
-                path: &head.path,
-                query: &head.query,
+                method,
+                path,
+                query,
             };
             let now_ms = now_us() / 1000;
             let exchange = lock(&shared.exchange);
@@ -400,9 +451,7 @@ fn connections_json(shared: &Shared) -> rest::Response {
 
 /// `/admin/faults?conn=<id>|all|next&<key>=<value>...`: unnamed keys keep their values.
 fn set_faults(query: &str, shared: &Shared) -> rest::Response {
-    let target = http::query_value(query, "conn")
-        .map(|v| v.into_owned())
-        .unwrap_or_else(|| "all".into());
+    let target = rest::query_value(query, "conn").unwrap_or_else(|| "all".into());
     let base = match target.as_str() {
         "all" | "next" => lock(&shared.default_faults).clone(),
         id => match id
@@ -473,7 +522,7 @@ fn apply_fault_params(base: Faults, query: &str) -> Result<Faults, String> {
 }
 
 fn set_rate(query: &str, shared: &Shared) -> rest::Response {
-    match http::query_value(query, "actions_per_second").and_then(|v| v.parse::<f64>().ok()) {
+    match rest::query_value(query, "actions_per_second").and_then(|v| v.parse::<f64>().ok()) {
         Some(rate) if (0.0..=10_000_000.0).contains(&rate) => {
             lock(&shared.exchange).set_rate(rate);
             json_response(200, format!(r#"{{"actionsPerSecond":{rate}}}"#))
@@ -510,35 +559,92 @@ pub fn unregister(shared: &Shared, id: u64) {
     lock(&shared.connections).remove(&id);
 }
 
-async fn upgrade<S>(stream: S, head: Head, peer: SocketAddr, shared: Arc<Shared>) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut stream = stream;
-    let request = match session::parse_target(&head, &shared) {
-        Ok(request) => request,
+/// Answers a WebSocket upgrade: HTTP 400 for a target the simulator does not serve (an SBE
+/// stream without `X-MBX-APIKEY` included) or a malformed handshake; otherwise HTTP 101, with the
+/// session started on the upgraded connection once hyper hands it over.
+fn upgrade(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let uri = request.uri();
+    let (path, query) = (uri.path(), uri.query().unwrap_or(""));
+    let api_key = request
+        .headers()
+        .get(API_KEY_HEADER)
+        .is_some_and(|v| !v.is_empty());
+    let accepted = session::parse_target(path, query, api_key, &shared)
+        .and_then(|session| Ok((session, websocket_accept(&request)?)));
+    let (session, accept) = match accepted {
+        Ok(accepted) => accepted,
         Err(message) => {
             let body = serde_json::json!({"code": -1, "msg": message}).to_string();
-            let headers = [("Content-Type".to_string(), "application/json".to_string())];
-            return http::write_response(&mut stream, 400, &headers, &body, false).await;
+            let mut response = json_response(400, body);
+            response.headers.push(("Connection".into(), "close".into()));
+            return into_hyper(response);
         }
     };
-    let mut prefix = head.raw.clone();
-    prefix.extend_from_slice(&head.rest);
-    let handshake = tokio_tungstenite::accept_async(http::Prefixed::new(prefix, stream));
-    let ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "WebSocket handshake timed out"))?
-        .map_err(io::Error::other)?;
-    let target = if head.query.is_empty() {
-        head.path.clone()
-    } else {
-        format!("{}?{}", head.path, head.query)
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
     };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(websocket(on_upgrade, session, target, peer, shared));
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Full::default())
+        .unwrap_or_else(|_| into_hyper(json_response(500, "{}".into())))
+}
+
+/// The `Sec-WebSocket-Accept` value for a well-formed RFC 6455 handshake request; the error is
+/// the HTTP 400 message.
+fn websocket_accept(request: &Request<Incoming>) -> Result<String, String> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if request.method() != Method::GET || request.version() != Version::HTTP_11 {
+        return Err("a WebSocket handshake is an HTTP/1.1 GET".into());
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err("no 'Connection: upgrade' header".into());
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err("Sec-WebSocket-Version must be 13".into());
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
+        _ => Err("no Sec-WebSocket-Key header".into()),
+    }
+}
+
+/// Runs one WebSocket session on the connection hyper hands over after the 101.
+async fn websocket(
+    on_upgrade: OnUpgrade,
+    request: session::SessionRequest,
+    target: String,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let upgraded = match tokio::time::timeout(HANDSHAKE_TIMEOUT, on_upgrade).await {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "upgrade failed"),
+        Err(_) => return tracing::debug!(%peer, "upgrade timed out"),
+    };
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
     let control = register(&shared, peer, target);
-    tracing::info!(conn = control.id, %peer, path = %head.path, streams = request.streams.len(), "websocket connected");
+    tracing::info!(conn = control.id, %peer, target = %control.target, streams = request.streams.len(), "websocket connected");
     let result = session::run(ws, request, control.clone(), shared.clone()).await;
     unregister(&shared, control.id);
     tracing::info!(conn = control.id, %peer, outcome = ?result, "websocket closed");
-    Ok(())
 }

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::config::Faults;
 use super::encode;
 use super::exchange::{StreamKey, StreamKind};
-use super::http::{self, Head};
+use super::rest::query_value;
 use super::rng::Rng;
 use super::server::{ConnControl, Published, Shared, lock, now_us, percent};
 
@@ -52,17 +52,23 @@ pub struct SessionRequest {
     pub streams: Vec<(String, StreamKey)>,
 }
 
-/// Parses a WebSocket request target; the error is the HTTP 400 message.
-pub fn parse_target(head: &Head, shared: &Shared) -> Result<SessionRequest, String> {
-    let (format, path) = match head.path.strip_prefix("/json") {
+/// Parses a WebSocket request target (`path`, and `query` without `?`); `api_key` tells whether
+/// the request carries a non-empty `X-MBX-APIKEY` header. The error is the HTTP 400 message.
+pub fn parse_target(
+    path: &str,
+    query: &str,
+    api_key: bool,
+    shared: &Shared,
+) -> Result<SessionRequest, String> {
+    let (format, path) = match path.strip_prefix("/json") {
         Some(rest) => (Format::Json, rest),
-        None => (Format::Sbe, head.path.as_str()),
+        None => (Format::Sbe, path),
     };
-    if format == Format::Sbe && head.header("x-mbx-apikey").is_none_or(str::is_empty) {
+    if format == Format::Sbe && !api_key {
         return Err("No X-MBX-APIKEY header".into());
     }
     let (combined, names): (bool, Vec<String>) = if path == "/stream" {
-        let list = http::query_value(&head.query, "streams").unwrap_or_default();
+        let list = query_value(query, "streams").unwrap_or_default();
         (
             true,
             list.split('/')

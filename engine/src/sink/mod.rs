@@ -2,9 +2,11 @@
 //! its own thread, never slowing the readers (a sink that falls behind only lets its own ring
 //! fill, which the reader counts and reports as a `queue_full` notice).
 //!
-//! Each sink owns one ring per reader (`Rings::events[consumer]`), drains them in a loop,
-//! batches, writes, and keeps its counters in a [`SinkStats`] that the run's summary and the
-//! progress line read while it runs.
+//! Each sink owns one ring per reader (`Rings::events[consumer]`) and one repair ring from the
+//! sidecar, drains them in a loop, puts every trade event (live or repaired) through its
+//! per-symbol [`order::TradeOrders`] so each trade id is delivered once and in order, batches,
+//! writes, and keeps its counters in a [`SinkStats`] that the run's summary and the progress
+//! line read while it runs.
 
 pub mod dlq;
 pub mod kinesis;
@@ -16,11 +18,58 @@ use serde::Serialize;
 
 use crate::metrics::{Counter, Percentiles};
 
+/// Why a sink could not start or finish: the one error type of the sink boundary. Failures of
+/// single writes are not errors here: they are retried, dead-lettered and counted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The writer thread's runtime could not be built.
+    #[error("{sink}: cannot start a runtime: {reason}")]
+    Runtime {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// What the OS said.
+        reason: String,
+    },
+    /// A Kinesis stream is missing (and may not be created), or could not be created.
+    #[error("kinesis: stream {stream}: {reason}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A client could not be set up from the configuration (the key is named).
+    #[error("{sink}: {key}: {reason}")]
+    Setup {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// The configuration key at fault.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The dead-letter file could not be written or closed: records may be lost; said loudly.
+    #[error("{sink}: dead-letter file: {reason}")]
+    DeadLetter {
+        /// `kinesis` or `redis`.
+        sink: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
 /// A sink's live counters, shared with the progress reporter.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// Events taken from the rings.
     pub received: Counter,
+    /// Repair events taken from the repair ring (trades the sidecar fetched from REST).
+    pub repaired: Counter,
+    /// Trade events dropped because this sink had delivered every id they carry (a repair
+    /// and a late live copy of the same trades: only the first counts).
+    pub duplicates: Counter,
+    /// Trade ids this sink gave up on: missing, and neither live nor repaired in time.
+    pub unrepaired: Counter,
     /// Records (Kinesis: user records; Redis: trades) acknowledged by the sink's server.
     pub written: Counter,
     /// Records sent again after a failure.
@@ -103,6 +152,12 @@ impl BookStats {
 pub struct SinkSummary {
     /// Events taken from the rings.
     pub received: u64,
+    /// Repair events taken from the repair ring.
+    pub repaired: u64,
+    /// Trade events dropped as already delivered.
+    pub duplicates: u64,
+    /// Trade ids given up on.
+    pub unrepaired: u64,
     /// Records acknowledged.
     pub written: u64,
     /// Records sent again after a failure.
@@ -132,6 +187,9 @@ impl SinkStats {
     pub fn summary(&self) -> SinkSummary {
         SinkSummary {
             received: self.received.get(),
+            repaired: self.repaired.get(),
+            duplicates: self.duplicates.get(),
+            unrepaired: self.unrepaired.get(),
             written: self.written.get(),
             retried: self.retried.get(),
             dead_lettered: self.dead_lettered.get(),

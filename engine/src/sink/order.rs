@@ -193,6 +193,239 @@ impl<T> TradeOrder<T> {
     }
 }
 
+/// What [`TradeOrders`] did since it was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrderCounts {
+    /// Events dropped because every id they carry was delivered already.
+    pub duplicates: u64,
+    /// Ids given up on: they never arrived within the hold bounds, the sidecar reported them
+    /// unfetchable, or they were still missing at shutdown.
+    pub unrepaired_ids: u64,
+    /// Gaps given up on (each counted once, whatever its length).
+    pub unrepaired_gaps: u64,
+}
+
+/// One symbol's order and the ranges the sidecar said it cannot fetch.
+#[derive(Debug)]
+struct SymbolOrder<T> {
+    order: TradeOrder<T>,
+    /// Ranges reported unfetchable ([`TradeOrders::unfetchable`]) not yet passed; the order
+    /// gives up on its missing ids once these cover them all.
+    unfetchable: Vec<Unrepaired>,
+}
+
+/// The trade order of every symbol of one sink: the sink offers each trade event (live or
+/// repaired) and delivers what lands in `out`, `(event, first id to deliver)`, in order. A
+/// symbol's order starts with the first event the sink sees of it.
+///
+/// `out` is the caller's reusable buffer: on the steady path (contiguous ids) nothing here
+/// allocates; holding events (a gap) uses the symbol's held queue.
+#[derive(Debug)]
+pub struct TradeOrders<T> {
+    symbols: Vec<Option<SymbolOrder<T>>>,
+    /// Symbols holding events: [`TradeOrders::expire`] looks only at these.
+    holding: Vec<u16>,
+    hold_max_ns: u64,
+    held_max: usize,
+    counts: OrderCounts,
+    /// Gaps given up on since [`TradeOrders::take_given_up`] last ran, for the sink's log.
+    given_up: Vec<(u16, Unrepaired)>,
+}
+
+impl<T> TradeOrders<T> {
+    /// Orders that hold a symbol's events at most `hold_max_ns` after a gap and at most
+    /// `held_max` events per symbol (a zero for either: gaps are passed over at once).
+    pub fn new(hold_max_ns: u64, held_max: usize) -> TradeOrders<T> {
+        TradeOrders {
+            symbols: Vec::new(),
+            holding: Vec::new(),
+            hold_max_ns,
+            held_max,
+            counts: OrderCounts::default(),
+            given_up: Vec::new(),
+        }
+    }
+
+    /// What happened so far.
+    pub fn counts(&self) -> OrderCounts {
+        self.counts
+    }
+
+    /// Events held, all symbols.
+    pub fn held(&self) -> usize {
+        self.holding
+            .iter()
+            .filter_map(|&s| self.symbols.get(usize::from(s))?.as_ref())
+            .map(|s| s.order.held_len())
+            .sum()
+    }
+
+    /// The next id symbol `symbol` will deliver, once it has an order.
+    pub fn next_id(&self, symbol: u16) -> Option<i64> {
+        self.symbols
+            .get(usize::from(symbol))?
+            .as_ref()?
+            .order
+            .next_id()
+    }
+
+    /// The gaps given up on since the last call (symbol, ids), to log once per gap.
+    pub fn take_given_up(&mut self) -> std::vec::Drain<'_, (u16, Unrepaired)> {
+        self.given_up.drain(..)
+    }
+
+    /// Offers a trade event with ids `first..=last` of `symbol` at `now_ns`; what can be
+    /// delivered now (it, and held events it unblocked) is appended to `out` in order.
+    pub fn offer(
+        &mut self,
+        symbol: u16,
+        first: i64,
+        last: i64,
+        item: T,
+        now_ns: u64,
+        out: &mut Vec<(T, i64)>,
+    ) {
+        let (hold_max_ns, held_max) = (self.hold_max_ns, self.held_max);
+        let index = usize::from(symbol);
+        if self.symbols.len() <= index {
+            self.symbols.resize_with(index + 1, || None);
+        }
+        let entry = self.symbols[index].get_or_insert_with(|| SymbolOrder {
+            order: TradeOrder::new(hold_max_ns, held_max),
+            unfetchable: Vec::new(),
+        });
+        match entry.order.offer(first, last, item, now_ns) {
+            (Verdict::Deliver { from }, Some(item)) => {
+                out.push((item, from));
+                release(&mut entry.order, &mut self.counts, out);
+            }
+            (Verdict::Duplicate, _) => self.counts.duplicates += 1,
+            _ => {}
+        }
+        self.settle(symbol, out);
+    }
+
+    /// The sidecar cannot fetch ids `from..=to` of `symbol`: once the ids the symbol misses
+    /// are all reported so, the order stops waiting for them (counted as unrepaired) and
+    /// delivers what it held.
+    pub fn unfetchable(&mut self, symbol: u16, from: i64, to: i64, out: &mut Vec<(T, i64)>) {
+        let Some(entry) = self
+            .symbols
+            .get_mut(usize::from(symbol))
+            .and_then(Option::as_mut)
+        else {
+            // Nothing of the symbol was seen: nothing waits for these ids.
+            return;
+        };
+        if from <= to {
+            entry.unfetchable.push(Unrepaired { from, to });
+        }
+        self.settle(symbol, out);
+    }
+
+    /// Gives up on gaps held longer than the hold bound (or holding too many events) at
+    /// `now_ns`, delivering what they held. Cheap when nothing is held.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<(T, i64)>) {
+        let mut at = 0;
+        while at < self.holding.len() {
+            let symbol = self.holding[at];
+            if let Some(entry) = self
+                .symbols
+                .get_mut(usize::from(symbol))
+                .and_then(Option::as_mut)
+            {
+                if let Some(missing) = entry.order.expire(now_ns) {
+                    self.counts.unrepaired_ids += missing.count();
+                    self.counts.unrepaired_gaps += 1;
+                    self.given_up.push((symbol, missing));
+                    release(&mut entry.order, &mut self.counts, out);
+                }
+                if entry.order.held_len() > 0 {
+                    at += 1;
+                    continue;
+                }
+            }
+            self.holding.swap_remove(at);
+        }
+    }
+
+    /// At shutdown: gives up on every gap and delivers everything held, in order.
+    pub fn finish(&mut self, out: &mut Vec<(T, i64)>) {
+        for symbol in std::mem::take(&mut self.holding) {
+            let Some(entry) = self
+                .symbols
+                .get_mut(usize::from(symbol))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            while entry.order.held_len() > 0 {
+                if let Some(missing) = entry.order.give_up() {
+                    self.counts.unrepaired_ids += missing.count();
+                    self.counts.unrepaired_gaps += 1;
+                    self.given_up.push((symbol, missing));
+                }
+                release(&mut entry.order, &mut self.counts, out);
+            }
+        }
+    }
+
+    /// After a change to `symbol`: gives up on its missing ids if they are all reported
+    /// unfetchable, forgets reports it has passed, and keeps the holding list true.
+    fn settle(&mut self, symbol: u16, out: &mut Vec<(T, i64)>) {
+        let Some(entry) = self
+            .symbols
+            .get_mut(usize::from(symbol))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if !entry.unfetchable.is_empty() {
+            while let Some(missing) = entry.order.missing() {
+                if !covered(missing, &entry.unfetchable) {
+                    break;
+                }
+                entry.order.give_up();
+                self.counts.unrepaired_ids += missing.count();
+                self.counts.unrepaired_gaps += 1;
+                self.given_up.push((symbol, missing));
+                release(&mut entry.order, &mut self.counts, out);
+            }
+            if let Some(next) = entry.order.next_id() {
+                entry.unfetchable.retain(|u| u.to >= next);
+            }
+        }
+        if entry.order.held_len() > 0 && !self.holding.contains(&symbol) {
+            self.holding.push(symbol);
+        }
+    }
+}
+
+/// Appends every held event `order` can deliver now to `out`; counts held duplicates.
+fn release<T>(order: &mut TradeOrder<T>, counts: &mut OrderCounts, out: &mut Vec<(T, i64)>) {
+    while let Some((verdict, item)) = order.release() {
+        match verdict {
+            Verdict::Deliver { from } => out.push((item, from)),
+            Verdict::Duplicate | Verdict::Held => counts.duplicates += 1,
+        }
+    }
+}
+
+/// Whether every id of `missing` lies in one of `ranges`.
+fn covered(missing: Unrepaired, ranges: &[Unrepaired]) -> bool {
+    let mut at = missing.from;
+    while at <= missing.to {
+        let Some(range) = ranges.iter().find(|r| r.from <= at && at <= r.to) else {
+            return false;
+        };
+        if range.to >= missing.to {
+            return true;
+        }
+        at = range.to + 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -338,6 +571,136 @@ mod tests {
         );
     }
 
+    /// Delivers `(first, last)` items from `out` into `ids`, from their delivery id.
+    fn collect(out: &mut Vec<((i64, i64), i64)>, ids: &mut Vec<i64>) {
+        for ((_, last), from) in out.drain(..) {
+            ids.extend(from..=last);
+        }
+    }
+
+    #[test]
+    fn orders_of_symbols_are_independent_and_the_steady_path_holds_nothing() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (symbol, first, last) in [(0, 1, 2), (1, 50, 50), (0, 3, 3), (1, 51, 53)] {
+            orders.offer(symbol, first, last, (first, last), 0, &mut out);
+            collect(&mut out, if symbol == 0 { &mut a } else { &mut b });
+        }
+        assert_eq!((a, b), (vec![1, 2, 3], vec![50, 51, 52, 53]));
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.counts(), OrderCounts::default());
+        assert_eq!(orders.next_id(1), Some(54));
+    }
+
+    #[test]
+    fn a_repair_releases_held_events_and_late_copies_are_duplicates() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (4, 5), (6, 6)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1]);
+        assert_eq!(orders.held(), 2);
+        // The repair reaches into the held event: trimmed, not twice.
+        orders.offer(0, 2, 4, (2, 4), 1, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, (1..=6).collect::<Vec<_>>());
+        orders.offer(0, 3, 3, (3, 3), 2, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(orders.counts().duplicates, 1);
+        assert_eq!(orders.held(), 0);
+        orders.expire(u64::MAX, &mut out);
+        assert_eq!(orders.counts().unrepaired_ids, 0);
+    }
+
+    #[test]
+    fn unfetchable_ids_are_given_up_only_once_every_missing_id_is_reported() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (11, 11)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        collect(&mut out, &mut ids);
+        // Ids 2..=10 are missing; 2..=5 cannot be fetched, 6..=10 are still coming.
+        orders.unfetchable(0, 2, 5, &mut out);
+        assert!(out.is_empty(), "6..=10 may still come");
+        orders.offer(0, 6, 10, (6, 10), 0, &mut out);
+        collect(&mut out, &mut ids);
+        // 6..=10 arrived and is held behind 2..=5, which is now all that is missing.
+        assert_eq!(ids, vec![1, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(orders.counts().unrepaired_ids, 4);
+        assert_eq!(
+            orders.take_given_up().collect::<Vec<_>>(),
+            vec![(0, Unrepaired { from: 2, to: 5 })]
+        );
+        assert_eq!(orders.take_given_up().count(), 0, "logged once");
+        // Reports of a symbol never seen, and of ids passed, change nothing.
+        orders.unfetchable(7, 1, 2, &mut out);
+        orders.unfetchable(0, 2, 5, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(orders.counts().unrepaired_gaps, 1);
+    }
+
+    #[test]
+    fn a_gap_reported_in_two_parts_is_given_up_when_both_came() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (9, 9)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        orders.unfetchable(0, 5, 8, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1]);
+        orders.unfetchable(0, 2, 4, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 9]);
+        assert_eq!(orders.counts().unrepaired_ids, 7);
+    }
+
+    #[test]
+    fn an_overdue_gap_expires_and_shutdown_delivers_everything_held() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        orders.offer(0, 1, 1, (1, 1), 0, &mut out);
+        orders.offer(0, 3, 3, (3, 3), 10, &mut out);
+        orders.offer(1, 1, 1, (1, 1), 10, &mut out);
+        orders.offer(1, 5, 6, (5, 6), 10, &mut out);
+        orders.offer(1, 9, 9, (9, 9), 10, &mut out);
+        out.clear();
+        orders.expire(HOLD, &mut out);
+        assert!(out.is_empty(), "not yet");
+        orders.expire(HOLD + 10, &mut out);
+        assert_eq!(out.len(), 2, "both symbols' first gaps expired");
+        out.clear();
+        assert_eq!(orders.counts().unrepaired_ids, 1 + 3);
+        assert_eq!(orders.held(), 1, "symbol 1 still waits for 7..=8");
+        orders.finish(&mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![9]);
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.counts().unrepaired_ids, 1 + 3 + 2);
+        assert_eq!(orders.counts().unrepaired_gaps, 3);
+    }
+
+    #[test]
+    fn without_a_hold_nothing_waits() {
+        let mut orders = TradeOrders::new(0, 0);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (4, 4), (2, 2)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 4]);
+        assert_eq!(orders.counts().duplicates, 1);
+    }
+
     /// Events covering 1..=n split at `cuts`.
     fn events(n: i64, cuts: &[i64]) -> Vec<(i64, i64)> {
         let mut bounds: Vec<i64> = cuts.iter().map(|c| 1 + c.rem_euclid(n)).collect();
@@ -384,6 +747,88 @@ mod tests {
             // Whatever was lost at the tail with nothing after it is simply delivered late.
             prop_assert_eq!(out, (1..=n).collect::<Vec<_>>());
             prop_assert_eq!(order.held_len(), 0);
+        }
+
+        /// Several symbols; live events with some lost; each lost event repaired (possibly
+        /// widened) or reported unfetchable; live events and repairs interleaved, the reports
+        /// last (the sidecar gives up after trying), then shutdown: every id that arrived is
+        /// delivered exactly once, in order per symbol, and the ids between that never came
+        /// are counted unrepaired.
+        #[test]
+        fn every_arrived_id_is_delivered_once_in_order_and_the_rest_counted(
+            n in 2i64..120,
+            cuts in proptest::collection::vec(0i64..1000, 0..30),
+            fate in proptest::collection::vec(0u8..6, 0..30),
+            widen in proptest::collection::vec(0i64..3, 0..30),
+            shuffle in proptest::collection::vec(any::<u16>(), 0..80),
+            report in any::<bool>(),
+        ) {
+            let all = events(n, &cuts);
+            let mut orders = TradeOrders::new(u64::MAX, usize::MAX);
+            let mut arrivals = Vec::new();
+            let mut reports = Vec::new();
+            let mut arrived = std::collections::BTreeSet::new();
+            for symbol in 0..2u16 {
+                for (i, &(first, last)) in all.iter().enumerate() {
+                    let fate = if i == 0 { 0 } else { fate.get(i).copied().unwrap_or(0) };
+                    let (first, last) = match fate {
+                        // Lost, repaired, widened into its neighbours.
+                        4 => {
+                            let w = widen.get(i).copied().unwrap_or(0);
+                            ((first - w).max(1), (last + w).min(n))
+                        }
+                        // Lost for good: the sidecar reports it.
+                        5 => {
+                            reports.push((symbol, first, last));
+                            continue;
+                        }
+                        _ => (first, last),
+                    };
+                    arrived.extend((first..=last).map(|id| (symbol, id)));
+                    arrivals.push((symbol, first, last));
+                }
+            }
+            let mut keyed: Vec<_> = arrivals
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (shuffle.get(i).copied().unwrap_or(0), a))
+                .collect();
+            keyed.sort_by_key(|(k, _)| *k);
+            let mut out = Vec::new();
+            let mut got: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let drain = |out: &mut Vec<((u16, i64), i64)>, got: &mut [Vec<i64>; 2]| {
+                for ((symbol, last), from) in out.drain(..) {
+                    got[usize::from(symbol)].extend(from..=last);
+                }
+            };
+            for (_, (symbol, first, last)) in keyed {
+                orders.offer(symbol, first, last, (symbol, last), 0, &mut out);
+                drain(&mut out, &mut got);
+            }
+            if report {
+                for (symbol, from, to) in reports {
+                    orders.unfetchable(symbol, from, to, &mut out);
+                    drain(&mut out, &mut got);
+                }
+            }
+            orders.finish(&mut out);
+            drain(&mut out, &mut got);
+            prop_assert_eq!(orders.held(), 0);
+            let mut unrepaired = 0;
+            for symbol in 0..2u16 {
+                let ids = &got[usize::from(symbol)];
+                prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, once: {:?}", ids);
+                let first = ids[0];
+                let last = ids[ids.len() - 1];
+                let expected: Vec<i64> = arrived
+                    .iter()
+                    .filter(|(s, id)| *s == symbol && *id >= first)
+                    .map(|&(_, id)| id)
+                    .collect();
+                prop_assert_eq!(ids, &expected);
+                unrepaired += (last - first + 1) as u64 - ids.len() as u64;
+            }
+            prop_assert_eq!(orders.counts().unrepaired_ids, unrepaired);
         }
     }
 }

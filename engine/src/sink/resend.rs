@@ -87,7 +87,7 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
     };
     let mut failed = Vec::new();
     if !kinesis.is_empty() {
-        crate::tls::install_crypto_provider();
+        crate::tls::install_default_provider();
         let config = KinesisConfig {
             endpoint_url: options.kinesis_endpoint.clone(),
             region: options.region.clone(),

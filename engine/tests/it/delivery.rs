@@ -555,6 +555,8 @@ fn a_partly_overlapping_trades_event_reaches_kinesis_without_its_seen_trades() {
                 config: config.clone(),
                 client: Some(test_client(&emulator.endpoint())),
                 rings: vec![ring],
+                repairs: None,
+                hold_max: Duration::ZERO,
                 stats: stats.clone(),
                 stop: stop.clone(),
                 reader_cores: Vec::new(),

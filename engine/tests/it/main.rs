@@ -9,6 +9,7 @@ mod fault_proxy;
 mod feed;
 mod reanchor;
 mod record;
+mod repairs;
 mod rest;
 mod schema;
 mod servers;

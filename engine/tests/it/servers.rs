@@ -527,7 +527,7 @@ impl Drop for KinesisEmulator {
 /// An SDK client for the Kinesis endpoint `endpoint` with static test credentials, region
 /// us-east-1 and the given retry policy (no environment lookup).
 pub fn kinesis_client(endpoint: &str, retry: RetryConfig) -> aws_sdk_kinesis::Client {
-    hotpath::tls::install_crypto_provider();
+    hotpath::tls::install_default_provider();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .credentials_provider(Credentials::new(

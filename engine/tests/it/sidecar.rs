@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use hotpath::binance::rest::RestClient;
 use hotpath::feed::event::{Cause, Notice, Repair};
 use hotpath::feed::sequence::GapNotice;
-use hotpath::rest::RestClient;
 use hotpath::sbe::{self, spot_stream::Message};
 use hotpath::sidecar::thread::{self, SidecarSetup, SidecarStats};
 use hotpath::stream::StreamKind;
@@ -284,7 +284,8 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
                 .book_at(book.snapshot.last_update_id)
                 .expect("in the journal")
         };
-        let bids = hotpath::rest::mantissas(&book.snapshot.bids, -8, -8).expect("exact");
+        let bids =
+            hotpath::binance::decimal::mantissas(&book.snapshot.bids, -8, -8).expect("exact");
         let want: Vec<(i64, i64)> = truth.bids.iter().take(50).copied().collect();
         assert_eq!(bids, want, "{name}");
     }

@@ -106,6 +106,12 @@ async fn get(addr: SocketAddr, target: &str) -> (u16, Vec<(String, String)>, Str
         .expect("read");
     let text = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let (status, headers) = parse_head(head);
+    (status, headers, body.to_string())
+}
+
+/// A response head's status and headers (lower-case names).
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -119,7 +125,64 @@ async fn get(addr: SocketAddr, target: &str) -> (u16, Vec<(String, String)>, Str
         .filter_map(|l| l.split_once(": "))
         .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
         .collect();
-    (status, headers, body.to_string())
+    (status, headers)
+}
+
+/// Reads more of `tcp` into `buf`; `false` at the end of the stream.
+async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut chunk))
+        .await
+        .expect("in time")
+        .expect("read");
+    buf.extend_from_slice(&chunk[..n]);
+    n > 0
+}
+
+/// Reads one response with a `Content-Length` body off a connection that stays open; bytes
+/// past it stay in `buf`.
+async fn read_response(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> (u16, Vec<(String, String)>, String) {
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        assert!(
+            read_more(tcp, buf).await,
+            "the connection closed inside a head"
+        );
+    };
+    let (status, headers) = parse_head(std::str::from_utf8(&buf[..head_end]).expect("UTF-8"));
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .expect("a sized body")
+        .1
+        .parse()
+        .expect("a length");
+    let end = head_end + 4 + length;
+    while buf.len() < end {
+        assert!(
+            read_more(tcp, buf).await,
+            "the connection closed inside a body"
+        );
+    }
+    let body = String::from_utf8(buf[head_end + 4..end].to_vec()).expect("UTF-8 body");
+    buf.drain(..end);
+    (status, headers, body)
+}
+
+/// Sends `request` on a new connection and returns the response and whether the server closed
+/// the connection after it.
+async fn exchange_once(addr: SocketAddr, request: &str) -> (u16, String, bool) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connects");
+    tcp.write_all(request.as_bytes()).await.expect("sent");
+    let mut buf = Vec::new();
+    let (status, _, body) = read_response(&mut tcp, &mut buf).await;
+    let closed = buf.is_empty() && !read_more(&mut tcp, &mut buf).await;
+    (status, body, closed)
 }
 
 async fn get_json(addr: SocketAddr, target: &str) -> Value {
@@ -449,6 +512,107 @@ async fn rest_depth_weights_and_rate_limit() {
         statuses.last(),
         Some(&418),
         "a client that keeps going is banned: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_keeps_alive_and_answers_bad_requests_cleanly() {
+    let sim = sim(|_| {}).await;
+    // Two pipelined requests and a third after them, all on one connection.
+    let mut tcp = TcpStream::connect(sim.addr).await.expect("connects");
+    let ping = format!("GET /api/v3/ping HTTP/1.1\r\nHost: {}\r\n\r\n", sim.addr);
+    tcp.write_all(format!("{ping}{ping}").as_bytes())
+        .await
+        .expect("sent");
+    let mut buf = Vec::new();
+    for used in ["1", "2"] {
+        let (status, headers, body) = read_response(&mut tcp, &mut buf).await;
+        assert_eq!((status, body.as_str()), (200, "{}"));
+        let weight = headers.iter().find(|(n, _)| n == "x-mbx-used-weight-1m");
+        assert_eq!(weight.map(|(_, v)| v.as_str()), Some(used));
+    }
+    let time = format!("GET /api/v3/time HTTP/1.1\r\nHost: {}\r\n\r\n", sim.addr);
+    tcp.write_all(time.as_bytes()).await.expect("sent");
+    let (status, _, body) = read_response(&mut tcp, &mut buf).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("serverTime"), "{body}");
+
+    // Shutting down closes the idle keep-alive connection.
+    sim.shutdown();
+    assert!(
+        buf.is_empty() && !read_more(&mut tcp, &mut buf).await,
+        "closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_and_handshakes_get_400_and_a_close() {
+    let sim = sim(|_| {}).await;
+    let (status, _, closed) = exchange_once(sim.addr, "NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(status, 400);
+    assert!(closed);
+
+    let upgrade = |path: &str, headers: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             {headers}\r\n"
+        )
+    };
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let version = "Sec-WebSocket-Version: 13\r\n";
+    let api_key = "X-MBX-APIKEY: k\r\n";
+    let cases = [
+        (
+            "/ws/btcusdt@trade",
+            format!("{key}{version}"),
+            "No X-MBX-APIKEY header",
+        ),
+        (
+            "/json/ws/btcusdt@trade",
+            version.to_string(),
+            "Sec-WebSocket-Key",
+        ),
+        (
+            "/json/ws/btcusdt@trade",
+            key.to_string(),
+            "Sec-WebSocket-Version",
+        ),
+        (
+            "/ws/nope@trade",
+            format!("{key}{version}{api_key}"),
+            "Invalid stream name",
+        ),
+        (
+            "/elsewhere",
+            format!("{key}{version}{api_key}"),
+            "unknown path",
+        ),
+    ];
+    for (path, headers, message) in cases {
+        let (status, body, closed) = exchange_once(sim.addr, &upgrade(path, &headers)).await;
+        assert_eq!(status, 400, "{path} {headers}: {body}");
+        assert!(body.contains(message), "{path} {headers}: {body}");
+        assert!(closed, "{path} {headers}");
+    }
+
+    // The same handshake, complete, is switched with RFC 6455's accept value.
+    let mut tcp = TcpStream::connect(sim.addr).await.expect("connects");
+    let complete = upgrade("/json/ws/btcusdt@trade", &format!("{key}{version}"));
+    tcp.write_all(complete.as_bytes()).await.expect("sent");
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(read_more(&mut tcp, &mut buf).await, "a response");
+    }
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("found");
+    let (status, headers) = parse_head(std::str::from_utf8(&buf[..head_end]).expect("UTF-8"));
+    assert_eq!(status, 101);
+    let accept = headers.iter().find(|(n, _)| n == "sec-websocket-accept");
+    assert_eq!(
+        accept.map(|(_, v)| v.as_str()),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
     );
 }
 

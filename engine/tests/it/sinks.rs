@@ -221,8 +221,8 @@ pub(crate) fn book_exact(
             .iter()
             .map(|(p, q)| {
                 (
-                    hotpath::rest::parse_decimal(p, -8).expect("a price"),
-                    hotpath::rest::parse_decimal(q, -8).expect("a quantity"),
+                    hotpath::binance::decimal::parse_decimal(p, -8).expect("a price"),
+                    hotpath::binance::decimal::parse_decimal(q, -8).expect("a quantity"),
                 )
             })
             .collect();
@@ -481,9 +481,15 @@ fn a_dead_endpoint_opens_the_breaker_and_dead_letters_then_resend_delivers() {
     ]);
     assert_eq!(report["sent"], unknown, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
+    // Exactly once, but not in order: the unknown records were set aside and sent by the
+    // second resend, after the failed ones, and when the breaker's probes (unknown) came
+    // between records that expired unattempted (failed), the two sends interleave in id order
+    // (a loaded machine makes that likely; the README promises order within one resend only).
     let trades = read_kinesis_trades(&emulator);
     for symbol in SYMBOLS {
-        assert_exactly_once(&sim, symbol, &trades[symbol], "kinesis after resend");
+        let mut ids = trades[symbol].clone();
+        ids.sort_unstable();
+        assert_exactly_once(&sim, symbol, &ids, "kinesis after resend");
     }
 }
 

@@ -218,7 +218,7 @@ impl Lane {
             let fits = !b.closed && next <= RECORD_BYTES_MAX && total + next - current <= bytes_max;
             if fits {
                 total += next - current;
-                b.aggregator.push(&entry.key, &entry.data);
+                b.aggregator.push(&entry.key, entry.data.clone());
                 b.entries.push(entry);
             } else {
                 // Everything later of this key waits too, keeping its order.

@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod breaker;
 pub mod inspect;
+pub mod kpl;
 pub mod lane;
 pub mod resend;
 pub mod trim;

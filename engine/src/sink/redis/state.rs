@@ -44,7 +44,7 @@ use sbe_runtime::Decimal;
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
-use crate::sbe::spot_stream::{BoolEnum, Message};
+use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
 
 /// The key names of one symbol.
 #[derive(Clone, Debug)]
@@ -214,53 +214,7 @@ impl SymbolState {
     ) -> Wants {
         match message {
             Message::TradesStreamEvent(m) => {
-                self.price_exponent = m.price_exponent();
-                self.qty_exponent = m.qty_exponent();
-                let trade_time_us = m.transact_time();
-                self.now_us = self.now_us.max(m.event_time());
-                for t in m.trades() {
-                    let id = t.id();
-                    if id <= self.last_trade_id {
-                        self.duplicates += 1;
-                        continue;
-                    }
-                    self.last_trade_id = id;
-                    let buyer_maker = t.is_buyer_maker() == Some(BoolEnum::True);
-                    let tick = TradeTick {
-                        time_us: trade_time_us,
-                        price: t.price(),
-                        qty: t.qty(),
-                        buyer_maker,
-                    };
-                    self.win_1s.push(tick);
-                    self.win_5s.push(tick);
-                    let ms = (trade_time_us.div_euclid(1000))
-                        .max(self.last_entry_ms)
-                        .max(0);
-                    self.last_entry_ms = ms;
-                    if self.pending.len() >= buffer_max
-                        && let Some(oldest) = self.pending.pop_front()
-                    {
-                        self.evicted.push(oldest);
-                    }
-                    self.pending.push_back(PendingTrade {
-                        entry_id: format!("{ms}-{id}"),
-                        id,
-                        price: Decimal::new(t.price(), self.price_exponent),
-                        qty: Decimal::new(t.qty(), self.qty_exponent),
-                        buyer_maker,
-                        event_time_us: m.event_time(),
-                        trade_time_us,
-                        recv_time_ns,
-                        attempts: 0,
-                        first_attempt_ms: 0,
-                        maybe_landed: false,
-                        check: false,
-                        in_flight: false,
-                        error: None,
-                    });
-                }
-                self.stats_dirty = true;
+                self.on_trades(m, i64::MIN, recv_time_ns, buffer_max);
                 Wants::Nothing
             }
             Message::BestBidAskStreamEvent(m) => {
@@ -301,6 +255,65 @@ impl SymbolState {
             // depth20 snapshots are not the book's source: the diff stream is exact.
             Message::DepthSnapshotStreamEvent(_) => Wants::Nothing,
         }
+    }
+
+    /// Applies a trades event from trade id `from` on (the sink's trade order delivered the
+    /// ids before it already; they count as duplicates, like ids at or below the last one
+    /// taken). `buffer_max` bounds the trades held (Redis down).
+    pub fn on_trades(
+        &mut self,
+        m: &TradesStreamEventDecoder<'_>,
+        from: i64,
+        recv_time_ns: u64,
+        buffer_max: usize,
+    ) {
+        self.price_exponent = m.price_exponent();
+        self.qty_exponent = m.qty_exponent();
+        let trade_time_us = m.transact_time();
+        self.now_us = self.now_us.max(m.event_time());
+        for t in m.trades() {
+            let id = t.id();
+            if id < from || id <= self.last_trade_id {
+                self.duplicates += 1;
+                continue;
+            }
+            self.last_trade_id = id;
+            let buyer_maker = t.is_buyer_maker() == Some(BoolEnum::True);
+            let tick = TradeTick {
+                time_us: trade_time_us,
+                price: t.price(),
+                qty: t.qty(),
+                buyer_maker,
+            };
+            self.win_1s.push(tick);
+            self.win_5s.push(tick);
+            let ms = (trade_time_us.div_euclid(1000))
+                .max(self.last_entry_ms)
+                .max(0);
+            self.last_entry_ms = ms;
+            if self.pending.len() >= buffer_max
+                && let Some(oldest) = self.pending.pop_front()
+            {
+                self.evicted.push(oldest);
+            }
+            self.pending.push_back(PendingTrade {
+                entry_id: format!("{ms}-{id}"),
+                id,
+                price: Decimal::new(t.price(), self.price_exponent),
+                qty: Decimal::new(t.qty(), self.qty_exponent),
+                buyer_maker,
+                event_time_us: m.event_time(),
+                trade_time_us,
+                recv_time_ns,
+                attempts: 0,
+                first_attempt_ms: 0,
+                maybe_landed: false,
+                check: false,
+                in_flight: false,
+                error: None,
+            });
+        }
+        self.stats_dirty = true;
     }
 
     /// Appends this batch's commands to `pipe`: for each of the oldest pending trades (at most

@@ -18,6 +18,12 @@
 //! (empty) Redis is rebuilt. Trades left when the shutdown flush deadline passes go to the
 //! dead-letter file too: nothing taken from the rings is dropped silently.
 //!
+//! Trades go through the writer's per-symbol [`TradeOrders`]: live events and the repairs the
+//! sidecar fetched from REST (its repair ring, drained beside the event rings) merge into one
+//! sequence per symbol, so `trades:{SYMBOL}` gets each trade id once and in id order. While ids
+//! are missing, the symbol's later trades wait (at most `sidecar.hold_max_ms`; the book, best
+//! bid/ask and other streams never wait).
+//!
 //! Trade entries carry fixed ids (`<ms>-<trade id>`): a retried `XADD` of a trade already in
 //! the stream is refused by Redis ("equal or smaller than the target stream top item"), so no
 //! trade is written twice. Such a refusal is not proof that the trade landed (an earlier
@@ -37,15 +43,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redis::Value;
 
-use super::ob::{BookSettings, DiffBudget};
+use super::ob::{BookSettings, DiffBudget, Wants};
 use super::state::{PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
 use crate::feed::event::{BookRequest, FeedEvent, Repair};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
-use crate::sink::{SinkStats, SinkSummary, ring_depth};
+use crate::sink::order::TradeOrders;
+use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
 /// Trades per pipeline at most (a long outage's backlog goes out in several).
 const TRADES_PER_PIPELINE: usize = 20_000;
@@ -53,6 +61,8 @@ const TRADES_PER_PIPELINE: usize = 20_000;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Receipt times kept for the latency histogram between two acknowledgements.
 const LATENCY_SAMPLES_MAX: usize = 1 << 20;
+/// Gaps given up on that are logged one by one; later ones are only counted.
+const GAPS_LOGGED_MAX: u32 = 100;
 
 /// What the writer thread is given.
 pub struct RedisSink {
@@ -62,14 +72,18 @@ pub struct RedisSink {
     pub symbols: Vec<String>,
     /// One ring per reader.
     pub rings: Vec<rtrb::Consumer<FeedEvent>>,
-    /// Repairs from the sidecar (depth snapshots, stale notices).
+    /// The sidecar's repair ring for this sink (trades fetched from REST, depth snapshots,
+    /// stream notices); `None` without a sidecar.
     pub repairs: Option<rtrb::Consumer<Repair>>,
+    /// How long a symbol's trades wait for missing ids before them (zero: gaps are passed
+    /// over at once, as without trade repair nothing will bring them).
+    pub hold_max: Duration,
     /// Depth snapshot requests to the sidecar; `None`: no sidecar, so books are never synced
     /// (and stay marked stale).
     pub book_requests: Option<rtrb::Producer<BookRequest>>,
     /// Live counters.
     pub stats: Arc<SinkStats>,
-    /// Set once the readers have stopped: drain, flush, return.
+    /// Set once the readers and the sidecar have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
     /// The readers' cores: the writer thread runs on another core if there is one.
     pub reader_cores: Vec<usize>,
@@ -80,7 +94,7 @@ pub struct RedisSink {
 /// Starts the writer thread.
 pub fn spawn(
     sink: RedisSink,
-) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, String>>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<SinkSummary, SinkError>>> {
     std::thread::Builder::new()
         .name("hotpath-redis".into())
         .spawn(move || {
@@ -88,7 +102,10 @@ pub fn spawn(
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("redis: cannot start a runtime: {e}"))?;
+                .map_err(|e| SinkError::Runtime {
+                    sink: "redis",
+                    reason: e.to_string(),
+                })?;
             runtime.block_on(run(sink))
         })
 }
@@ -225,6 +242,12 @@ struct Writer {
     /// When the next consistency check is due, and the symbol to try first.
     next_check: Option<Instant>,
     check_cursor: usize,
+    /// Trade order per symbol (live and repaired trades, each id once, in order).
+    orders: TradeOrders<FeedEvent>,
+    /// Trade events the orders released, with the first id to deliver (reused).
+    released: Vec<(FeedEvent, i64)>,
+    /// Gaps given up on so far (the first [`GAPS_LOGGED_MAX`] are logged).
+    gaps_logged: u32,
 }
 
 /// A re-anchor in flight: the symbol, its attempt number, the task.
@@ -244,19 +267,20 @@ struct Io {
     connected_once: bool,
 }
 
-async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
+async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     let RedisSink {
         config,
         symbols,
         mut rings,
         mut repairs,
+        hold_max,
         book_requests,
         stats,
         stop,
         flush_timeout,
         reader_cores: _,
     } = sink;
-    let mut w = Writer::new(config, &symbols, stats, book_requests);
+    let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
     let mut io = Io {
         conn: None,
         connecting: None,
@@ -271,6 +295,11 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
+        if stopping {
+            // Readers and sidecar have stopped and their rings are drained: nothing missing
+            // will come any more, so everything held is delivered.
+            w.finish_orders();
+        }
         let now = Instant::now();
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
@@ -281,10 +310,12 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
         w.stats
             .queue_depth
-            .set((ring_depth(&rings) + pending) as u64);
+            .set((ring_depth(&rings) + pending + w.orders.held()) as u64);
         work += w.start_write(&mut io);
         let quiet = io.writing.is_none() && w.reanchoring.is_empty();
-        if stopping && quiet && rings.iter().all(|r| r.is_empty()) {
+        let drained =
+            rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
+        if stopping && quiet && drained {
             if !w.stop_marked {
                 // Everything known is written: the books are marked stale, last.
                 w.mark_stopped();
@@ -311,7 +342,10 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, String> {
         idle = if work > 0 { 0 } else { idle.saturating_add(1) };
         idle_wait(idle).await;
     }
-    w.dead.finish().map_err(|e| format!("redis: {e}"))?;
+    w.dead.finish().map_err(|reason| SinkError::DeadLetter {
+        sink: "redis",
+        reason,
+    })?;
     Ok(w.summary(deadline_passed))
 }
 
@@ -326,11 +360,13 @@ async fn idle_wait(idle: u32) {
 }
 
 impl Writer {
+    /// A writer of `symbols` (their books marked stale first thing), asking the sidecar for
+    /// snapshots through `requests`, holding trades at most `hold_max` after a gap.
     fn new(
         config: RedisConfig,
         symbols: &[String],
         stats: Arc<SinkStats>,
-        requests: Option<rtrb::Producer<BookRequest>>,
+        (requests, hold_max): (Option<rtrb::Producer<BookRequest>>, Duration),
     ) -> Writer {
         let book = BookSettings::new(config.book_levels, config.snapshot_limit);
         let next_check = config.consistency_check.map(|every| Instant::now() + every);
@@ -353,6 +389,9 @@ impl Writer {
             stop_marked: false,
             next_check,
             check_cursor: 0,
+            orders: trade_orders(hold_max),
+            released: Vec::new(),
+            gaps_logged: 0,
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
@@ -379,7 +418,8 @@ impl Writer {
         Instant::now() + jittered(&mut self.rng, initial, max, attempt)
     }
 
-    /// Drains the event rings, then the repairs; returns how many items were taken.
+    /// Takes everything waiting in the event rings and the repair ring, and gives up on gaps
+    /// held too long; returns how many items it took.
     fn drain(
         &mut self,
         rings: &mut [rtrb::Consumer<FeedEvent>],
@@ -394,10 +434,14 @@ impl Writer {
         }
         if let Some(ring) = repairs {
             while let Ok(repair) = ring.pop() {
-                self.on_repair(repair);
+                self.repair(repair);
                 work += 1;
             }
         }
+        let mut released = std::mem::take(&mut self.released);
+        self.orders.expire(monotonic_ns(), &mut released);
+        self.deliver(released);
+        self.note_orders();
         work
     }
 
@@ -476,8 +520,70 @@ impl Writer {
         1
     }
 
+    /// A live event: trades through their symbol's order, the rest applied at once.
     fn accept(&mut self, event: FeedEvent) {
         self.stats.received.add(1);
+        self.route(event);
+    }
+
+    fn route(&mut self, event: FeedEvent) {
+        if event.kind != crate::stream::StreamKind::Trade {
+            return self.apply(event, i64::MIN);
+        }
+        let mut released = std::mem::take(&mut self.released);
+        let (symbol, first, last, now) = (
+            event.symbol,
+            event.first_id,
+            event.last_id,
+            event.recv_time_ns,
+        );
+        self.orders
+            .offer(symbol, first, last, event, now, &mut released);
+        self.deliver(released);
+    }
+
+    /// Applies the events the orders released, each from its first id to deliver; hands the
+    /// (emptied) buffer back for reuse.
+    fn deliver(&mut self, mut released: Vec<(FeedEvent, i64)>) {
+        for (event, from) in released.drain(..) {
+            self.apply(event, from);
+        }
+        self.released = released;
+    }
+
+    /// At shutdown: every held trade event is applied, the ids still missing counted.
+    fn finish_orders(&mut self) {
+        let mut released = std::mem::take(&mut self.released);
+        self.orders.finish(&mut released);
+        self.deliver(released);
+        self.note_orders();
+    }
+
+    /// Copies the orders' counts to the live counters and logs each gap given up on, once.
+    fn note_orders(&mut self) {
+        let counts = self.orders.counts();
+        self.stats.duplicates.set(counts.duplicates);
+        self.stats.unrepaired.set(counts.unrepaired_ids);
+        for (symbol, missing) in self.orders.take_given_up() {
+            self.gaps_logged = self.gaps_logged.saturating_add(1);
+            if self.gaps_logged <= GAPS_LOGGED_MAX {
+                tracing::warn!(
+                    "redis: trades {}..={} of symbol #{symbol} never came ({} ids): given up{}",
+                    missing.from,
+                    missing.to,
+                    missing.count(),
+                    if self.gaps_logged == GAPS_LOGGED_MAX {
+                        " (further gaps are counted, not logged)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    /// Applies one event to its symbol's state; a trades event from trade id `from` on.
+    fn apply(&mut self, event: FeedEvent, from: i64) {
         let Ok(message) = crate::sbe::decode(&event.frame) else {
             self.stats.dropped.add(1);
             return;
@@ -491,12 +597,14 @@ impl Writer {
             let name = symbol_name(&message);
             SymbolState::new(&name, book)
         });
-        let wants = state.on_frame(
-            &message,
-            event.recv_time_ns,
-            self.config.buffer_trades_max,
-            &mut self.diffs,
-        );
+        let buffer = self.config.buffer_trades_max;
+        let wants = match &message {
+            Message::TradesStreamEvent(m) => {
+                state.on_trades(m, from, event.recv_time_ns, buffer);
+                Wants::Nothing
+            }
+            _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
+        };
         let evicted = std::mem::take(&mut state.evicted);
         for t in &evicted {
             self.dead_letter(
@@ -713,8 +821,15 @@ fn state_key(states: &[Option<SymbolState>], symbol: usize) -> String {
         .unwrap_or_default()
 }
 
-fn symbol_name(message: &crate::sbe::spot_stream::Message<'_>) -> String {
-    use crate::sbe::spot_stream::Message;
+/// The trade orders of a writer holding at most `hold_max` after a gap.
+fn trade_orders(hold_max: Duration) -> TradeOrders<FeedEvent> {
+    TradeOrders::new(
+        u64::try_from(hold_max.as_nanos()).unwrap_or(u64::MAX),
+        crate::constants::TRADE_EVENTS_HELD_MAX,
+    )
+}
+
+fn symbol_name(message: &Message<'_>) -> String {
     let bytes = match message {
         Message::TradesStreamEvent(m) => m.symbol(),
         Message::BestBidAskStreamEvent(m) => m.symbol(),
@@ -749,7 +864,8 @@ mod tests {
             dead_letter_path: dead.to_path_buf(),
             ..RedisConfig::default()
         };
-        Writer::new(config, &[], Arc::new(SinkStats::default()), None)
+        let stats = Arc::new(SinkStats::default());
+        Writer::new(config, &[], stats, (None, Duration::from_secs(1)))
     }
 
     fn trades(ids: std::ops::RangeInclusive<i64>) -> FeedEvent {
@@ -900,6 +1016,57 @@ mod tests {
         let ids: Vec<i64> = state.pending.iter().map(|t| t.id).collect();
         assert_eq!(ids, (1..=8).collect::<Vec<i64>>());
         assert_eq!(state.duplicates, 3);
+    }
+
+    fn pending_ids(w: &Writer) -> Vec<i64> {
+        w.states[0]
+            .as_ref()
+            .map(|s| s.pending.iter().map(|t| t.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// A gap holds the symbol's later trades out of the stream until the sidecar's repair
+    /// arrives; then all go in order, and a late copy of repaired trades adds nothing.
+    #[test]
+    fn a_gap_holds_later_trades_until_the_repair_and_late_copies_add_nothing() {
+        let dir = scratch("repair");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=2));
+        w.accept(trades(6..=7));
+        assert_eq!(pending_ids(&w), vec![1, 2], "6 and 7 wait for 3..=5");
+        // The repair overlaps what was delivered and what is held: each id once.
+        w.repair(Repair::Event(trades(2..=6)));
+        assert_eq!(pending_ids(&w), (1..=7).collect::<Vec<_>>());
+        w.repair(Repair::Event(trades(3..=4)));
+        w.accept(trades(7..=8));
+        assert_eq!(pending_ids(&w), (1..=8).collect::<Vec<_>>());
+        w.note_orders();
+        assert_eq!(w.stats.repaired.get(), 2);
+        assert_eq!(w.stats.duplicates.get(), 1, "the late 3..=4");
+        assert_eq!(w.stats.received.get(), 3);
+        assert_eq!(w.stats.unrepaired.get(), 0);
+    }
+
+    /// When the sidecar gives up on the missing ids, the held trades go on and the ids are
+    /// counted as unrepaired; at shutdown everything still held goes on too.
+    #[test]
+    fn given_up_ids_and_shutdown_release_held_trades_and_count_what_never_came() {
+        let dir = scratch("gave-up");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=1));
+        w.accept(trades(4..=4));
+        w.repair(Repair::GaveUp {
+            symbol: 0,
+            from: 2,
+            to: 3,
+        });
+        assert_eq!(pending_ids(&w), vec![1, 4]);
+        w.accept(trades(9..=9));
+        assert_eq!(pending_ids(&w), vec![1, 4]);
+        w.finish_orders();
+        assert_eq!(pending_ids(&w), vec![1, 4, 9]);
+        assert_eq!(w.stats.unrepaired.get(), 2 + 4);
+        assert_eq!(w.orders.held(), 0);
     }
 
     /// Trades beyond the buffer and those left at the deadline go to the dead-letter file.

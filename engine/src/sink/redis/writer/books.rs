@@ -9,8 +9,8 @@ use redis::Value;
 
 use super::{Conn, Io, Reanchoring, Writer};
 use crate::backoff::jittered;
+use crate::binance::decimal::mantissas;
 use crate::feed::event::{BookRequest, BookSnapshot, Purpose, Repair, StreamChange};
-use crate::rest::mantissas;
 use crate::sink::redis::ob::{BookEvent, SnapshotOutcome, Wants};
 use crate::sink::redis::reanchor::{self, NewState, TempKeys};
 use crate::sink::redis::state::Keys;
@@ -26,9 +26,19 @@ pub(super) fn now_us() -> i64 {
 }
 
 impl Writer {
-    /// One repair from the sidecar.
-    pub(super) fn on_repair(&mut self, repair: Repair) {
+    /// What the sidecar sent: fetched trades (ordered like live ones), ids it gave up on,
+    /// depth snapshots, stream notices.
+    pub(super) fn repair(&mut self, repair: Repair) {
         match repair {
+            Repair::Event(event) => {
+                self.stats.repaired.add(1);
+                self.route(event);
+            }
+            Repair::GaveUp { symbol, from, to } => {
+                let mut released = std::mem::take(&mut self.released);
+                self.orders.unfetchable(symbol, from, to, &mut released);
+                self.deliver(released);
+            }
             Repair::Book(snapshot) => self.on_book(*snapshot),
             Repair::BookUnavailable { symbol, purpose } => {
                 let index = usize::from(symbol);
@@ -48,9 +58,6 @@ impl Writer {
                 change,
                 last_update_id,
             } => self.on_stream(usize::from(symbol), change, last_update_id),
-            // Trade repairs are the trade path's (`sink::order`); this writer does not take
-            // them yet.
-            Repair::Event(_) | Repair::GaveUp { .. } => {}
         }
     }
 
