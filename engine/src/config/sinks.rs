@@ -36,7 +36,7 @@
 //! snapshot_concurrency = 4        # depth snapshots the sidecar fetches at once
 //! sync_buffer_bytes_max = 67108864   # diffs held while books sync, across all symbols
 //! consistency_check_s = 60        # each book checked against REST this often; 0: never
-//! rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
+//! rest_endpoint = "https://api.binance.com"   # depth snapshots; default: derived from binance.endpoint
 //! buffer_trades_max = 1000000     # trades held while Redis is down; beyond, the dead-letter file
 //! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
@@ -154,7 +154,8 @@ pub struct RedisConfig {
     pub sync_buffer_bytes_max: usize,
     /// How often each book is compared with a REST snapshot; `None` (0 s): never.
     pub consistency_check: Option<Duration>,
-    /// Binance REST base URL; `None` derives it from `binance.endpoint`.
+    /// Binance REST base URL of the books' depth snapshots (the sidecar fetches them); `None`
+    /// derives it from `binance.endpoint`.
     pub rest_endpoint: Option<String>,
     /// Trades held in memory while Redis is unreachable; beyond, the oldest go to the
     /// dead-letter file.
