@@ -1,5 +1,7 @@
 //! Every limit hotpath enforces, named once. Relations between them are checked at compile time.
 
+use std::time::Duration;
+
 /// The largest `numInGroup` a Binance frame may declare (trades per event, levels per side).
 /// Binance does not document a maximum; depth groups have 16-bit counts, so this is their
 /// natural bound, and it also caps the 32-bit trades count of a hostile frame.
@@ -27,3 +29,56 @@ pub const REPAIR_RING_CAPACITY: usize = 65_536;
 /// most one sync and one check request outstanding; the writer keeps what does not fit, in
 /// order.
 pub const BOOK_REQUEST_RING_CAPACITY: usize = 4096;
+
+// --- The feed's connection slot and reader (engine/src/feed/{slot,reader,frame_path}.rs) ---
+
+/// Binance's limit on messages a client may send per second on one WebSocket connection
+/// (PING, PONG and JSON control frames; PROTOCOL.md 3.8). Exceeding it closes the connection.
+pub const BINANCE_INCOMING_PER_SECOND_MAX: u64 = 5;
+
+/// How often one connection may send a SUBSCRIBE or UNSUBSCRIBE: under three per second, so
+/// with the pongs (one per server ping, every 20 s) it stays within
+/// [`BINANCE_INCOMING_PER_SECOND_MAX`].
+pub const CONTROL_INTERVAL: Duration = Duration::from_millis(350);
+
+/// How long a SUBSCRIBE or UNSUBSCRIBE may wait for its `{"result":null,"id":N}` reply before
+/// it counts as failed (counted, reported, retried with backoff).
+pub const CONTROL_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest delay before a failed SUBSCRIBE or UNSUBSCRIBE of a stream is tried again; the
+/// delay doubles from [`CONTROL_INTERVAL`] per failure of that stream up to this.
+pub const CONTROL_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long a connection attempt (TCP, TLS, WebSocket handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a close handshake may take before the socket is dropped anyway.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a connection that carries no stream may stay quiet before it is replaced anyway
+/// (it is quiet by design, not silent).
+pub const QUIET_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Messages a reader processes back to back from one connection before it selects again (so a
+/// busy connection cannot starve its timers, its command channel or the other connections).
+pub const DRAIN_MAX: usize = 256;
+
+/// Frames of a replacement connection held back (waiting for the connection it replaces to
+/// deliver the ids before them) at most; one more releases them all, a gap being reported for
+/// what is still missing. About four seconds of a busy connection.
+pub const HELD_FRAMES_MAX: usize = 1 << 16;
+
+const _: () = assert!(
+    1000 / (CONTROL_INTERVAL.as_millis() as u64) < BINANCE_INCOMING_PER_SECOND_MAX,
+    "control frames plus a pong must stay within Binance's incoming-message limit"
+);
+const _: () = assert!(
+    CONTROL_REPLY_TIMEOUT.as_millis() > CONTROL_INTERVAL.as_millis()
+        && CONTROL_RETRY_MAX.as_millis() >= CONTROL_REPLY_TIMEOUT.as_millis(),
+    "a reply is awaited longer than the pacing interval, and retries back off beyond it"
+);
+const _: () = assert!(
+    CLOSE_TIMEOUT.as_millis() < CONNECT_TIMEOUT.as_millis(),
+    "closing an old connection never takes longer than opening a new one may"
+);
+const _: () = assert!(DRAIN_MAX > 0 && HELD_FRAMES_MAX >= DRAIN_MAX);

@@ -396,6 +396,10 @@ pub struct Summary {
     pub reconnects: u64,
     /// Make-before-break switches.
     pub switches: u64,
+    /// SUBSCRIBE/UNSUBSCRIBE requests Binance refused (error reply); each was retried.
+    pub control_errors: u64,
+    /// SUBSCRIBE/UNSUBSCRIBE requests left without a reply in time; each was retried.
+    pub control_timeouts: u64,
     /// Latencies.
     pub latency_ns: std::collections::BTreeMap<&'static str, Percentiles>,
     /// Readers.
@@ -459,6 +463,8 @@ impl Summary {
             connects: sum(&|s| s.connects.get()),
             reconnects: sum(&|s| s.reconnects.get()),
             switches: sum(&|s| s.switches.get()),
+            control_errors: sum(&|s| s.control_errors.get()),
+            control_timeouts: sum(&|s| s.control_timeouts.get()),
             latency_ns: [
                 ("wire_to_queue", Percentiles::of(&wire_to_queue)),
                 (

@@ -32,12 +32,16 @@ pub struct ReaderStats {
     pub notice_drops: Counter,
     /// Connections opened (first and later).
     pub connects: Counter,
-    /// Connections replaced: errors, silence, lifetime, `serverShutdown`.
+    /// Connections lost (closed by the server or the network) or found silent.
     pub reconnects: Counter,
     /// Make-before-break switches.
     pub switches: Counter,
     /// Text frames (JSON control and events).
     pub text_frames: Counter,
+    /// SUBSCRIBE/UNSUBSCRIBE requests Binance answered with an error (retried with backoff).
+    pub control_errors: Counter,
+    /// SUBSCRIBE/UNSUBSCRIBE requests without a reply in time (retried with backoff).
+    pub control_timeouts: Counter,
 }
 
 impl ReaderStats {

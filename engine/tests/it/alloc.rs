@@ -182,7 +182,7 @@ fn the_counter_sees_allocations() {
 fn the_reader_frame_path_allocates_nothing() {
     use std::sync::Arc;
 
-    use hotpath::feed::reader::FramePath;
+    use hotpath::feed::frame_path::FramePath;
     use hotpath::feed::stats::ReaderStats;
 
     // Frames as the WebSocket layer hands them over: split off one shared receive buffer (so
@@ -244,4 +244,136 @@ fn the_reader_frame_path_allocates_nothing() {
         stats.duplicates.get() + stats.gaps.get() + stats.decode_errors.get(),
         0
     );
+}
+
+/// One-trade BTCUSDT frames with ids `ids`, split off one shared receive buffer.
+fn trade_frames(ids: std::ops::Range<i64>) -> Vec<bytes::Bytes> {
+    let mut received = bytes::BytesMut::new();
+    let mut lengths = Vec::new();
+    let mut buf = vec![0u8; 256];
+    for id in ids {
+        let mut m = TradesStreamEventEncoder::wrap(&mut buf).expect("fits");
+        m.event_time(id).transact_time(id);
+        m.trades(1)
+            .expect("fits")
+            .next_entry()
+            .expect("fits")
+            .id(id)
+            .price(5)
+            .qty(6)
+            .is_buyer_maker(BoolEnum::True);
+        m.symbol(b"BTCUSDT").expect("fits");
+        let len = m.finish();
+        received.extend_from_slice(&buf[..len]);
+        lengths.push(len);
+    }
+    lengths
+        .iter()
+        .map(|&len| received.split_to(len).freeze())
+        .collect()
+}
+
+/// The connection slot's hot path and the hold of a make-before-break overlap allocate nothing
+/// per frame once warm: in the steady state `Slot::on_data` is a comparison and a store; in an
+/// overlap the new connection's frames wait in the held queue (whose capacity stays from the
+/// first overlap) and are released as the old connection catches up.
+#[test]
+fn the_slot_and_the_overlap_hold_allocate_nothing_per_frame() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use hotpath::backoff::AttemptBudget;
+    use hotpath::config::ReaderSettings;
+    use hotpath::feed::frame_path::{FramePath, Held};
+    use hotpath::feed::slot::{Action, ConnId, Input, Route, Slot};
+    use hotpath::feed::stats::ReaderStats;
+
+    const AHEAD: i64 = 200;
+    let frames = trade_frames(1..3001);
+    let (producer, mut ring) = rtrb::RingBuffer::new(1 << 13);
+    let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
+    let stats = Arc::new(ReaderStats::default());
+    let symbols = vec!["BTCUSDT".to_string()];
+    let mut path = FramePath::with(&symbols, 65_535, vec![producer], notices, stats.clone());
+    let mut held = Held::default();
+    let now = Instant::now();
+    let mut budget = AttemptBudget::new(10, Duration::from_secs(60));
+    let streams = vec!["btcusdt@trade".to_string()];
+    let mut slot = Slot::new(&ReaderSettings::default(), streams, 1, stats.clone(), now);
+    // Opens a connection and returns it (cold: allocates).
+    let mut open = |slot: &mut Slot, held: &mut Held, path: &mut FramePath| -> ConnId {
+        slot.handle_timeout(now, &mut budget);
+        let mut opened = None;
+        while let Some(action) = slot.poll_action() {
+            match action {
+                Action::Open { conn, .. } => opened = Some(conn),
+                Action::ReleaseHeld => path.release(held, true),
+                _ => {}
+            }
+        }
+        let conn = opened.expect("an Open");
+        slot.handle(Input::Opened(conn), now);
+        conn
+    };
+    let mut deliver = |slot: &mut Slot, held: &mut Held, path: &mut FramePath, conn, at: usize| {
+        match slot.on_data(conn, now) {
+            Route::Direct => path.on_frame(frames[at].clone(), at as u64),
+            Route::DirectThenRelease => {
+                path.on_frame(frames[at].clone(), at as u64);
+                path.release(held, false);
+            }
+            Route::Hold => path.on_frame_holding(frames[at].clone(), at as u64, held),
+            Route::Drop => {}
+        }
+        while ring.pop().is_ok() {}
+    };
+    let mut old = open(&mut slot, &mut held, &mut path);
+    deliver(&mut slot, &mut held, &mut path, old, 0);
+    let mut at = 1usize;
+    for round in 0..2 {
+        // The steady state.
+        let before = allocations();
+        for _ in 0..500 {
+            deliver(&mut slot, &mut held, &mut path, old, at);
+            at += 1;
+        }
+        assert_eq!(allocations() - before, 0, "round {round}: steady state");
+        // A replacement (cold), whose first frame runs AHEAD frames ahead of the old one.
+        slot.handle(Input::Text(old, r#"{"e":"serverShutdown","E":1}"#), now);
+        let new = open(&mut slot, &mut held, &mut path);
+        deliver(&mut slot, &mut held, &mut path, new, at + AHEAD as usize);
+        let before = allocations();
+        for i in 1..AHEAD as usize {
+            deliver(
+                &mut slot,
+                &mut held,
+                &mut path,
+                new,
+                at + AHEAD as usize + i,
+            );
+            deliver(&mut slot, &mut held, &mut path, old, at + i - 1);
+        }
+        if round == 1 {
+            assert_eq!(allocations() - before, 0, "round {round}: overlap, warm");
+        }
+        assert!(!held.is_empty(), "the new connection's frames wait");
+        deliver(
+            &mut slot,
+            &mut held,
+            &mut path,
+            old,
+            at + AHEAD as usize - 1,
+        );
+        assert!(held.is_empty(), "released once the old one caught up");
+        slot.handle(Input::Closed(old), now);
+        while let Some(action) = slot.poll_action() {
+            if action == Action::ReleaseHeld {
+                path.release(&mut held, true);
+            }
+        }
+        old = new;
+        at += 2 * AHEAD as usize;
+    }
+    assert_eq!(stats.gaps.get(), 0);
+    assert_eq!(stats.switches.get(), 2);
 }

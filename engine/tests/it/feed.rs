@@ -518,3 +518,96 @@ fn a_server_that_drops_every_connection_is_retried_with_backoff() {
         summary.connects
     );
 }
+
+/// Issue 9: a connection that stalls past `silent_timeout` is replaced make-before-break, not
+/// by a plain reconnect: the replacement opens while the stalled one is still read, its frames
+/// wait for the stalled one's late frames, and not one trade or diff is missing.
+#[test]
+fn a_silent_connection_is_replaced_make_before_break_without_a_gap() {
+    let sim = Sim::start(|_| {});
+    // Only the first connection stalls: 1.5 s of silence after its 200th frame.
+    let (status, body) = sim_get(
+        sim.handle().addr,
+        "/admin/faults?conn=next&stall_after_frames=200&stall_ms=1500",
+    );
+    assert_eq!(status, 200, "{body}");
+    let config = config(sim.endpoint(), |c| {
+        c.readers.silent_timeout = Duration::from_millis(300);
+        c.readers.overlap_max = Duration::from_secs(4);
+        c.streams = vec![StreamKind::Trade, StreamKind::Depth];
+    });
+    let caught_up_at = std::cell::Cell::new(None);
+    let (events, notices, stats) = collect(&config, |s| {
+        let sum = |f: &dyn Fn(&ReaderStats) -> u64| s.iter().map(|r| f(r)).sum::<u64>();
+        // The stalled connection's late frames duplicate what the replacement delivered: it
+        // has caught up. Then some more trades, well after.
+        if caught_up_at.get().is_none() && sum(&|r| r.duplicates.get()) > 0 {
+            caught_up_at.set(Some(trade_events(s)));
+        }
+        sum(&|r| r.switches.get()) >= 1
+            && caught_up_at
+                .get()
+                .is_some_and(|at| trade_events(s) >= at + 200)
+    });
+    let sum = |f: &dyn Fn(&ReaderStats) -> u64| stats.iter().map(|r| f(r)).sum::<u64>();
+    assert!(
+        sum(&|r| r.reconnects.get()) >= 1,
+        "the silence was detected"
+    );
+    assert_eq!(sum(&|r| r.connects.get()), 2, "one replacement");
+    assert!(notices.is_empty(), "no gap at all: {notices:?}");
+    for symbol in 0..2u16 {
+        let ids = trade_ids(&events, symbol);
+        let published = sim.trades(
+            &config.symbols[symbol as usize],
+            ids[0],
+            *ids.last().expect("trades"),
+        );
+        assert_eq!(
+            published, ids,
+            "every trade of symbol {symbol}, once, in order"
+        );
+        let diffs: Vec<(i64, i64)> = events
+            .iter()
+            .filter(|e| e.kind == StreamKind::Depth && e.symbol == symbol)
+            .map(|e| (e.first_id, e.last_id))
+            .collect();
+        assert!(
+            diffs.windows(2).all(|w| w[1].0 == w[0].1 + 1),
+            "contiguous diffs for symbol {symbol}"
+        );
+    }
+}
+
+/// Issue 9: a SUBSCRIBE the server refuses (here an unknown symbol: the simulator answers
+/// `{"code":2,"msg":"Invalid request: invalid stream name ...","id":N}`) is counted in the
+/// summary and retried with backoff, alone, so other subscriptions still go through.
+#[test]
+fn a_refused_subscribe_is_counted_retried_and_holds_nothing_back() {
+    let sim = Sim::start(|_| {});
+    let addr = sim.handle().addr;
+    let config = config(sim.endpoint(), |c| {
+        c.symbols = vec!["BTCUSDT".into()];
+        c.streams = vec![StreamKind::Trade];
+    });
+    let streams_seen = move || connection_streams(addr);
+    let errors = |s: &[Arc<ReaderStats>]| s.iter().map(|r| r.control_errors.get()).sum::<u64>();
+    let mut streams = Vec::new();
+    let summary = run::run(&config, key(&config), |feed, _| {
+        until(&feed.stats, |_| streams_seen() == ["btcusdt@trade"]);
+        feed.add_symbol("NOPEUSDT").expect("accepted by the feed");
+        until(&feed.stats, |s| errors(s) >= 1);
+        feed.add_symbol("ETHUSDT").expect("added");
+        until(&feed.stats, |_| streams_seen().len() == 2);
+        // Retried with backoff: refused again, still counted.
+        until(&feed.stats, |s| errors(s) >= 3);
+        streams = streams_seen();
+    })
+    .expect("runs");
+    streams.sort();
+    assert_eq!(streams, ["btcusdt@trade", "ethusdt@trade"]);
+    assert!(summary.control_errors >= 3, "{}", summary.control_errors);
+    assert_eq!(summary.control_timeouts, 0);
+    assert_eq!(summary.reconnects, 0, "refusals do not cost the connection");
+    assert_eq!(summary.gaps.count, 0);
+}

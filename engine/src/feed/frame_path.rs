@@ -1,0 +1,625 @@
+//! The frame path: everything a reader does with one binary frame, pure of sockets and clocks
+//! apart from the latency it records. [`FramePath::on_frame`] decodes in place, checks the
+//! sequence, drops duplicates and pushes one [`FeedEvent`] into each consumer's lock-free SPSC
+//! ring; a full ring never blocks it (the event is counted as dropped for that consumer and a
+//! repair notice goes to the sidecar's ring). [`Held`] and [`FramePath::on_frame_holding`] hold
+//! back the frames of a connection running ahead of the one it replaces, so a make-before-break
+//! switch reports no false gap and loses no id.
+//!
+//! Architecture invariant: nothing here logs per frame or allocates per frame (the frame's
+//! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count; the
+//! held queue keeps its capacity). `engine/tests/it/alloc.rs` holds this with a counting
+//! allocator.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use super::event::{Cause, FeedEvent, Notice};
+use super::sequence::{GapNotice, Sequencer, Verdict};
+use super::stats::ReaderStats;
+use crate::clock::monotonic_ns;
+use crate::constants::HELD_FRAMES_MAX;
+use crate::metrics::{latency_histogram, record_latency};
+use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
+use crate::stream::StreamKind;
+
+/// The frame path: everything a reader does with one binary frame (decode, sequence check,
+/// enqueue to every consumer, notices), owned by the reader thread. Public so tests and benches
+/// can drive it without sockets.
+pub struct FramePath {
+    producers: Vec<rtrb::Producer<FeedEvent>>,
+    notices: rtrb::Producer<Notice>,
+    sequencer: Sequencer,
+    /// Configured symbols (bytes) and their indexes, sorted for binary search.
+    symbols: Vec<(Box<[u8]>, u16)>,
+    stats: Arc<ReaderStats>,
+    histogram: Histogram<u64>,
+    limits: Limits,
+    reported_unknown: bool,
+}
+
+impl FramePath {
+    /// A frame path for `symbols`, filling `producers` (one per consumer) and `notices`.
+    pub fn with(
+        symbols: &[String],
+        group_count_max: u32,
+        producers: Vec<rtrb::Producer<FeedEvent>>,
+        notices: rtrb::Producer<Notice>,
+        stats: Arc<ReaderStats>,
+    ) -> Self {
+        FramePath {
+            producers,
+            notices,
+            sequencer: Sequencer::new(symbols.len()),
+            symbols: {
+                let mut symbols: Vec<(Box<[u8]>, u16)> = symbols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_bytes().to_vec().into_boxed_slice(), i as u16))
+                    .collect();
+                symbols.sort();
+                symbols
+            },
+            stats,
+            histogram: latency_histogram(),
+            limits: Limits { group_count_max },
+            reported_unknown: false,
+        }
+    }
+
+    /// Starts accepting frames of `symbol` as index `index` (a symbol added at run time).
+    pub fn add_symbol(&mut self, symbol: &str, index: u16) {
+        if self.symbol_index(symbol.as_bytes()).is_none() {
+            let at = self
+                .symbols
+                .partition_point(|(s, _)| **s < *symbol.as_bytes());
+            self.symbols
+                .insert(at, (symbol.as_bytes().to_vec().into_boxed_slice(), index));
+        }
+        self.sequencer.grow(index as usize + 1);
+        // A symbol subscribed again starts afresh: its absence is not a gap.
+        for kind in StreamKind::ALL {
+            self.sequencer.reset(index, kind);
+        }
+    }
+
+    /// Stops accepting frames of symbol `index` (frames still in flight before the
+    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped), and tells the
+    /// sidecar ([`Cause::Removed`]).
+    pub fn forget_symbol(&mut self, index: u16) {
+        self.notify_stream(index, Cause::Removed);
+        self.symbols.retain(|&(_, i)| i != index);
+        for kind in StreamKind::ALL {
+            self.sequencer.reset(index, kind);
+        }
+    }
+
+    /// Tells the sidecar that the symbols of `streams` stopped arriving (their connection was
+    /// lost: [`Cause::Disconnected`]) or arrive again (a new connection carries them after a
+    /// loss: [`Cause::Reconnected`]). Cold: once per lost or regained connection.
+    pub fn connection_changed(&mut self, streams: &[String], cause: Cause) {
+        let mut told: Vec<u16> = Vec::new();
+        for stream in streams {
+            let Some((symbol, _)) = crate::stream::parse_stream_name(stream) else {
+                continue;
+            };
+            let Some(index) = self.symbol_index(symbol.as_bytes()) else {
+                continue;
+            };
+            if !told.contains(&index) {
+                told.push(index);
+                self.notify_stream(index, cause);
+            }
+        }
+    }
+
+    /// A notice that `symbol`'s streams stopped or came back (nothing missing yet), named by
+    /// its depth stream and the last depth update id seen.
+    fn notify_stream(&mut self, symbol: u16, cause: Cause) {
+        let last_good = self.sequencer.last(symbol, StreamKind::Depth).unwrap_or(0);
+        let gap = GapNotice {
+            symbol,
+            kind: StreamKind::Depth,
+            last_good,
+            first_seen: last_good.saturating_add(1),
+        };
+        self.notify(Notice { gap, cause });
+    }
+
+    /// This reader's counters.
+    pub fn stats(&self) -> &Arc<ReaderStats> {
+        &self.stats
+    }
+
+    /// Receive-to-enqueue latency of every accepted event so far.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
+    /// The latency histogram, when the reader ends.
+    pub fn into_histogram(self) -> Histogram<u64> {
+        self.histogram
+    }
+
+    /// The index of a configured symbol.
+    #[inline]
+    fn symbol_index(&self, symbol: &[u8]) -> Option<u16> {
+        self.symbols
+            .binary_search_by(|(s, _)| (**s).cmp(symbol))
+            .ok()
+            .map(|at| self.symbols[at].1)
+    }
+
+    /// The hot path: one binary frame, received at `recv_time_ns` ([`monotonic_ns`]).
+    #[inline]
+    pub fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
+        self.stats.frames.bump();
+        let message = match sbe::spot_stream::decode_with(&frame, &self.limits) {
+            Ok(message) => message,
+            Err(e) => return self.on_decode_error(e),
+        };
+        let Some((symbol_bytes, kind, first_id, last_id, event_time_us)) = summarize(&message)
+        else {
+            return;
+        };
+        let Some(symbol) = self.symbol_index(symbol_bytes) else {
+            self.stats.unknown_symbols.bump();
+            return;
+        };
+        let mut first_new_id = first_id;
+        match self.sequencer.check(symbol, kind, first_id, last_id) {
+            Verdict::Duplicate => {
+                self.stats.duplicates.bump();
+                return;
+            }
+            Verdict::Overlap { first_new } => first_new_id = first_new,
+            Verdict::Gap(gap) => {
+                self.stats.gaps.bump();
+                self.stats.missing_ids.add(gap.missing().max(0) as u64);
+                self.notify(Notice {
+                    gap,
+                    cause: Cause::Wire,
+                });
+            }
+            Verdict::Accept => {}
+        }
+        let event = FeedEvent {
+            recv_time_ns,
+            symbol,
+            kind,
+            first_id,
+            last_id,
+            first_new_id,
+            event_time_us,
+            frame,
+        };
+        self.enqueue(event);
+    }
+
+    fn enqueue(&mut self, event: FeedEvent) {
+        // The ids a full ring loses: those not delivered before.
+        let (symbol, kind, first_id, last_id, recv) = (
+            event.symbol,
+            event.kind,
+            event.first_new_id,
+            event.last_id,
+            event.recv_time_ns,
+        );
+        let last = self.producers.len().saturating_sub(1);
+        let mut event = Some(event);
+        for consumer in 0..self.producers.len() {
+            let item = if consumer == last {
+                event.take()
+            } else {
+                event.clone()
+            };
+            let Some(item) = item else { break };
+            if self.producers[consumer].push(item).is_err() {
+                self.stats.queue_drops.bump();
+                let gap = GapNotice {
+                    symbol,
+                    kind,
+                    last_good: first_id.saturating_sub(1),
+                    first_seen: last_id.saturating_add(1),
+                };
+                self.notify(Notice {
+                    gap,
+                    cause: Cause::QueueFull { consumer },
+                });
+            }
+        }
+        self.stats.events[kind as usize].bump();
+        record_latency(&mut self.histogram, monotonic_ns().saturating_sub(recv));
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        if self.notices.push(notice).is_err() {
+            self.stats.notice_drops.bump();
+        }
+    }
+
+    #[cold]
+    fn on_decode_error(&mut self, error: DecodeError) {
+        let counter = match error {
+            DecodeError::UnknownTemplate(_) => &self.stats.unknown_templates,
+            DecodeError::WrongSchema { .. } => &self.stats.schema_mismatches,
+            _ => &self.stats.decode_errors,
+        };
+        counter.bump();
+        if !self.reported_unknown
+            && matches!(
+                error,
+                DecodeError::UnknownTemplate(_) | DecodeError::WrongSchema { .. }
+            )
+        {
+            self.reported_unknown = true;
+            tracing::warn!(%error, "a frame of an unknown message or schema (counted; further ones are counted silently)");
+        }
+    }
+}
+
+/// Frames of a connection running ahead of the one it replaces, held back while that one has
+/// not yet delivered the ids just before them. Without this, a new connection that runs ahead
+/// would make the sequencer report a gap, and the old connection's late copies of the missing
+/// ids would then be dropped as duplicates: data lost although it arrived.
+///
+/// Allocation-free once warm: the queue keeps its capacity between overlaps and releasing
+/// rotates it in place.
+#[derive(Default)]
+pub struct Held {
+    /// Held frames in arrival order; at most [`HELD_FRAMES_MAX`].
+    frames: VecDeque<HeldFrame>,
+    /// The streams with held frames (one entry each), and what each waits for.
+    streams: Vec<HeldStream>,
+}
+
+struct HeldFrame {
+    frame: Bytes,
+    recv_time_ns: u64,
+    symbol: u16,
+    kind: StreamKind,
+}
+
+struct HeldStream {
+    symbol: u16,
+    kind: StreamKind,
+    /// The id the sequencer must have seen before the stream's first held frame.
+    need: i64,
+    /// Set while releasing: the stream caught up (or the release is forced).
+    ready: bool,
+}
+
+impl Held {
+    /// Frames held now.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn stream(&self, symbol: u16, kind: StreamKind) -> Option<&HeldStream> {
+        self.streams
+            .iter()
+            .find(|s| s.symbol == symbol && s.kind == kind)
+    }
+}
+
+impl FramePath {
+    /// A frame of a connection that may run ahead of the one it replaces: held if its stream's
+    /// previous ids have not arrived yet (or earlier frames of its stream are held), processed
+    /// otherwise. Only `@trade` and `@depth` are held: the sampled streams have no contiguity
+    /// to wait for.
+    pub fn on_frame_holding(&mut self, frame: Bytes, recv_time_ns: u64, held: &mut Held) {
+        if let Ok(message) = sbe::spot_stream::decode_with(&frame, &self.limits)
+            && let Some((symbol_bytes, kind, first_id, _, _)) = summarize(&message)
+            && matches!(kind, StreamKind::Trade | StreamKind::Depth)
+            && let Some(symbol) = self.symbol_index(symbol_bytes)
+        {
+            let need = first_id.saturating_sub(1);
+            let behind = self
+                .sequencer
+                .last(symbol, kind)
+                .is_some_and(|last| last < need);
+            let holds = held.stream(symbol, kind).is_some();
+            if held.frames.len() >= HELD_FRAMES_MAX {
+                self.release(held, true);
+            } else if holds || behind {
+                if !holds {
+                    held.streams.push(HeldStream {
+                        symbol,
+                        kind,
+                        need,
+                        ready: false,
+                    });
+                }
+                held.frames.push_back(HeldFrame {
+                    frame,
+                    recv_time_ns,
+                    symbol,
+                    kind,
+                });
+                return;
+            }
+        }
+        self.on_frame(frame, recv_time_ns);
+    }
+
+    /// Processes the held frames of every stream that has caught up, in arrival order (of all
+    /// streams when `force`d: the connection they waited for is gone, so what is still missing
+    /// is a real gap).
+    pub fn release(&mut self, held: &mut Held, force: bool) {
+        if held.frames.is_empty() {
+            return;
+        }
+        let mut any = false;
+        for stream in held.streams.iter_mut() {
+            stream.ready = force
+                || self
+                    .sequencer
+                    .last(stream.symbol, stream.kind)
+                    .is_none_or(|last| last >= stream.need);
+            any |= stream.ready;
+        }
+        if !any {
+            return;
+        }
+        // Rotate once through the queue: ready frames go on, the others back to the end in
+        // their order. Popping before pushing keeps the capacity: no allocation.
+        for _ in 0..held.frames.len() {
+            let Some(frame) = held.frames.pop_front() else {
+                break;
+            };
+            if held
+                .stream(frame.symbol, frame.kind)
+                .is_some_and(|s| s.ready)
+            {
+                self.on_frame(frame.frame, frame.recv_time_ns);
+            } else {
+                held.frames.push_back(frame);
+            }
+        }
+        held.streams.retain(|s| !s.ready);
+    }
+}
+
+/// Symbol, stream, first and last id and event time of a decoded message.
+#[inline]
+fn summarize<'a>(message: &Sbe<'a>) -> Option<(&'a [u8], StreamKind, i64, i64, i64)> {
+    Some(match message {
+        Sbe::TradesStreamEvent(m) => {
+            let mut trades = m.trades();
+            let first = trades.next()?.id();
+            let last = trades.last().map_or(first, |t| t.id());
+            (m.symbol(), StreamKind::Trade, first, last, m.event_time())
+        }
+        Sbe::BestBidAskStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::BestBidAsk,
+            m.book_update_id(),
+            m.book_update_id(),
+            m.event_time(),
+        ),
+        Sbe::DepthSnapshotStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::Depth20,
+            m.book_update_id(),
+            m.book_update_id(),
+            m.event_time(),
+        ),
+        Sbe::DepthDiffStreamEvent(m) => (
+            m.symbol(),
+            StreamKind::Depth,
+            m.first_book_update_id(),
+            m.last_book_update_id(),
+            m.event_time(),
+        ),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
+
+    /// A trades frame of BTCUSDT with `ids`.
+    pub(crate) fn trades(ids: std::ops::RangeInclusive<i64>) -> Bytes {
+        let mut buf = vec![0u8; 4096];
+        let mut m = TradesStreamEventEncoder::wrap(&mut buf).expect("fits");
+        m.event_time(1)
+            .transact_time(1)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        let count = (ids.end() - ids.start() + 1) as u32;
+        let mut group = m.trades(count).expect("fits");
+        for id in ids {
+            group
+                .next_entry()
+                .expect("fits")
+                .id(id)
+                .price(1)
+                .qty(1)
+                .is_buyer_maker(BoolEnum::False);
+        }
+        m.symbol(b"BTCUSDT").expect("fits");
+        let len = m.finish();
+        buf.truncate(len);
+        buf.into()
+    }
+
+    fn state() -> (FramePath, rtrb::Consumer<FeedEvent>, rtrb::Consumer<Notice>) {
+        let (producer, events) = rtrb::RingBuffer::new(64);
+        let (notices_in, notices) = rtrb::RingBuffer::new(64);
+        (
+            FramePath::with(
+                &["BTCUSDT".to_string()],
+                65_535,
+                vec![producer],
+                notices_in,
+                Arc::new(ReaderStats::default()),
+            ),
+            events,
+            notices,
+        )
+    }
+
+    fn accepted(events: &mut rtrb::Consumer<FeedEvent>) -> Vec<(i64, i64)> {
+        std::iter::from_fn(|| events.pop().ok())
+            .map(|e| (e.first_id, e.last_id))
+            .collect()
+    }
+
+    /// A lost connection, a new one after it and a removed symbol are told to the sidecar (the
+    /// books kept from the streams need to know): once per symbol, named by the depth stream,
+    /// nothing missing yet.
+    #[test]
+    fn a_lost_connection_and_a_removed_symbol_are_noticed() {
+        let (mut state, _events, mut notices) = state();
+        let streams = [
+            "btcusdt@trade".to_string(),
+            "btcusdt@depth".to_string(),
+            "ethusdt@depth".to_string(),
+        ];
+        state.connection_changed(&streams, Cause::Disconnected);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!(notice.cause, Cause::Disconnected);
+        assert_eq!((notice.gap.symbol, notice.gap.kind), (0, StreamKind::Depth));
+        assert_eq!(notice.gap.missing(), 0);
+        assert!(
+            notices.pop().is_err(),
+            "once per symbol; ETHUSDT is not configured here"
+        );
+        state.connection_changed(&streams, Cause::Reconnected);
+        assert_eq!(notices.pop().map(|n| n.cause), Ok(Cause::Reconnected));
+        state.forget_symbol(0);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!((notice.cause, notice.gap.symbol), (Cause::Removed, 0));
+        assert!(!notice.cause.is_gap());
+    }
+
+    /// Regression (found in review): a replacement connection running ahead of the old one made
+    /// the sequencer report a false gap and drop the old connection's late ids as duplicates.
+    #[test]
+    fn a_replacement_running_ahead_is_held_until_the_old_connection_catches_up() {
+        let (mut state, mut events, mut notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        // The new connection delivers 8..=9 and 10 before the old one delivered 6..=7.
+        state.on_frame_holding(trades(8..=9), 2, &mut held);
+        state.on_frame_holding(trades(10..=10), 3, &mut held);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(1, 5)], "held, not yet accepted");
+        // The old connection catches up; its copy of 8..=9 is then a duplicate.
+        state.on_frame(trades(6..=7), 4);
+        state.release(&mut held, false);
+        state.on_frame(trades(8..=9), 5);
+        assert_eq!(accepted(&mut events), [(6, 7), (8, 9), (10, 10)]);
+        assert!(notices.pop().is_err(), "no gap reported");
+        assert_eq!(state.stats.duplicates.get(), 1);
+    }
+
+    /// Regression (found in review): a trades event partly overlapping what was delivered went
+    /// on without saying so, and the Kinesis writer forwarded the already-seen ids again. The
+    /// event now carries its first new id (and a full ring reports only the new ids lost).
+    #[test]
+    fn a_partly_overlapping_event_carries_its_first_new_id() {
+        let (mut state, mut events, _notices) = state();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame(trades(4..=8), 2);
+        state.on_frame(trades(9..=9), 3);
+        let got: Vec<(i64, i64, i64)> = std::iter::from_fn(|| events.pop().ok())
+            .map(|e| (e.first_id, e.first_new_id, e.last_id))
+            .collect();
+        assert_eq!(got, [(1, 1, 5), (4, 6, 8), (9, 9, 9)]);
+    }
+
+    /// Held frames are released per stream as soon as that stream catches up.
+    #[test]
+    fn held_streams_are_released_one_by_one() {
+        let (mut state, mut events, _notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame(diff(10, 20), 2);
+        state.on_frame_holding(trades(8..=8), 3, &mut held);
+        state.on_frame_holding(diff(25, 30), 4, &mut held);
+        assert_eq!(accepted(&mut events), [(1, 5), (10, 20)]);
+        // The depth stream catches up; the trades stream does not yet.
+        state.on_frame(diff(21, 24), 5);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(21, 24), (25, 30)]);
+        state.on_frame(trades(6..=7), 6);
+        state.release(&mut held, false);
+        assert_eq!(accepted(&mut events), [(6, 7), (8, 8)]);
+        assert!(held.frames.is_empty() && held.streams.is_empty());
+    }
+
+    /// A depth diff frame of BTCUSDT with `U = first`, `u = last`.
+    pub(crate) fn diff(first: i64, last: i64) -> Bytes {
+        use crate::sbe::spot_stream::DepthDiffStreamEventEncoder;
+        let mut buf = vec![0u8; 256];
+        let mut m = DepthDiffStreamEventEncoder::wrap(&mut buf).expect("fits");
+        m.event_time(1)
+            .first_book_update_id(first)
+            .last_book_update_id(last)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        m.bids(0).expect("fits");
+        m.asks(0).expect("fits");
+        m.symbol(b"BTCUSDT").expect("fits");
+        let len = m.finish();
+        buf.truncate(len);
+        buf.into()
+    }
+
+    /// A full consumer ring never blocks the reader: the event is counted as dropped for that
+    /// consumer, a repair notice names the ids, and the other consumer still gets it.
+    #[test]
+    fn a_full_ring_drops_for_that_consumer_only_and_asks_for_repair() {
+        let (full, _full_ring) = rtrb::RingBuffer::new(1);
+        let (roomy, mut roomy_ring) = rtrb::RingBuffer::new(16);
+        let (notices_in, mut notices) = rtrb::RingBuffer::new(16);
+        let stats = Arc::new(ReaderStats::default());
+        let mut path = FramePath::with(
+            &["BTCUSDT".to_string()],
+            65_535,
+            vec![full, roomy],
+            notices_in,
+            stats.clone(),
+        );
+        for (i, ids) in [1..=2, 3..=3, 4..=6].into_iter().enumerate() {
+            path.on_frame(trades(ids), i as u64);
+        }
+        assert_eq!(accepted(&mut roomy_ring), [(1, 2), (3, 3), (4, 6)]);
+        assert_eq!(stats.queue_drops.get(), 2);
+        let dropped: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
+        assert_eq!(dropped.len(), 2);
+        assert!(
+            dropped
+                .iter()
+                .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
+        );
+        assert_eq!(
+            (dropped[1].gap.last_good, dropped[1].gap.first_seen),
+            (3, 7),
+            "ids 4..=6 need repair"
+        );
+    }
+
+    #[test]
+    fn a_real_gap_is_reported_when_the_old_connection_ends_without_the_ids() {
+        let (mut state, mut events, mut notices) = state();
+        let mut held = Held::default();
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame_holding(trades(9..=9), 2, &mut held);
+        state.release(&mut held, true);
+        assert_eq!(accepted(&mut events), [(1, 5), (9, 9)]);
+        let notice = notices.pop().expect("a gap");
+        assert_eq!((notice.gap.last_good, notice.gap.first_seen), (5, 9));
+        assert_eq!(notice.cause, Cause::Wire);
+    }
+}
