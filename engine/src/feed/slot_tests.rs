@@ -403,7 +403,7 @@ fn losing_the_only_connection_says_the_streams_are_lost_until_one_opens() {
         s
     };
     let lost = Action::StreamsLost { streams: carried() };
-    assert_eq!(h.input(Input::Closed(conn)), [lost.clone()]);
+    assert_eq!(h.input(Input::Closed(conn)), std::slice::from_ref(&lost));
     let next = h.expect_open();
     // The new connection fails: still lost, not said again.
     assert!(!h.input(Input::Failed(next)).contains(&lost));
