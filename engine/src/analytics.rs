@@ -1,11 +1,54 @@
 //! Rolling trade statistics and book features, the values the Redis writer keeps per symbol
 //! (`tr:...:1s`, `tr:...:5s`, `feat:`). Pure: trades and book levels in, numbers out; exact
-//! integer sums of mantissas, `f64` only for ratios.
+//! integer sums of mantissas, and every derived value an exact or consistently rounded decimal
+//! (never an `f64`, whose noise would print as `69769.91500000001`).
 //!
 //! All prices and quantities are mantissas at one exponent per symbol (Binance: -8 and -8);
 //! sums of `price x qty` are kept in `i128`, so no overflow for any realistic window.
+//!
+//! # Precision of the derived values
+//! - `mid` = (bid + ask) / 2: exact, at one decimal more than the price ([`MID_EXTRA_DECIMALS`]).
+//! - `microprice` = (bid x askQty + ask x bidQty) / (bidQty + askQty): rounded half away from
+//!   zero at [`MICROPRICE_EXTRA_DECIMALS`] decimals more than the price.
+//! - `spread_bps` = (ask - bid) / mid x 10000: rounded at [`SPREAD_BPS_DECIMALS`] decimals.
+//! - `imbalance`, flow imbalance: ratios in -1..1 rounded at [`RATIO_DECIMALS`] decimals.
+//! - VWAP: rounded down (toward zero) at the price exponent.
 
 use std::collections::VecDeque;
+
+use sbe_runtime::Decimal;
+
+/// Decimals `mid` has beyond the price's: half of a sum of two prices is exact with one more.
+pub const MID_EXTRA_DECIMALS: i8 = 1;
+/// Decimals `microprice` has beyond the price's (rounded half away from zero).
+pub const MICROPRICE_EXTRA_DECIMALS: i8 = 2;
+/// Decimals of `spread_bps` (rounded half away from zero).
+pub const SPREAD_BPS_DECIMALS: i8 = 4;
+/// Decimals of the imbalance ratios (rounded half away from zero).
+pub const RATIO_DECIMALS: i8 = 6;
+
+/// `num / den` rounded half away from zero to a multiple of `10^exponent`, as a [`Decimal`] of
+/// that exponent. `None` when `den` is 0 or the result does not fit.
+fn rounded(num: i128, den: i128, exponent: i8) -> Option<Decimal> {
+    if den == 0 {
+        return None;
+    }
+    // num / den at 10^exponent: scale the numerator by 10^-exponent first.
+    let scale = 10i128.checked_pow(u32::from(exponent.unsigned_abs()))?;
+    let (num, den) = if exponent <= 0 {
+        (num.checked_mul(scale)?, den)
+    } else {
+        (num, den.checked_mul(scale)?)
+    };
+    let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };
+    let half = den / 2;
+    let q = if num >= 0 {
+        (num + half) / den
+    } else {
+        (num - half) / den
+    };
+    Some(Decimal::new(i64::try_from(q).ok()?, exponent))
+}
 
 /// One trade as the statistics see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +90,17 @@ impl WindowStats {
         (self.volume > 0).then(|| (self.notional / self.volume) as i64)
     }
 
-    /// Taker buy volume minus sell volume, over total volume: from -1 (all sells) to 1.
-    pub fn flow_imbalance(&self) -> Option<f64> {
-        (self.volume > 0).then(|| (self.buy_volume - self.sell_volume) as f64 / self.volume as f64)
+    /// Taker buy volume minus sell volume, over total volume: from -1 (all sells) to 1, at
+    /// [`RATIO_DECIMALS`] decimals.
+    pub fn flow_imbalance(&self) -> Option<Decimal> {
+        if self.volume <= 0 {
+            return None;
+        }
+        rounded(
+            self.buy_volume - self.sell_volume,
+            self.volume,
+            -RATIO_DECIMALS,
+        )
     }
 }
 
@@ -114,44 +165,62 @@ impl TradeWindow {
     }
 }
 
-/// Book features from the top of book and the top levels.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Book features from the top of book and the top levels, as exact or rounded decimals (see
+/// the module documentation for each one's precision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {
-    /// (bid + ask) / 2, in price mantissa units.
-    pub mid: f64,
+    /// (bid + ask) / 2, exact.
+    pub mid: Decimal,
     /// (ask - bid) / mid, in basis points.
-    pub spread_bps: f64,
-    /// Size-weighted mid: (bid x askQty + ask x bidQty) / (bidQty + askQty).
-    pub microprice: f64,
+    pub spread_bps: Decimal,
+    /// Size-weighted mid: (bid x askQty + ask x bidQty) / (bidQty + askQty); the mid when both
+    /// quantities are 0.
+    pub microprice: Decimal,
     /// (bid volume - ask volume) / (bid volume + ask volume) over the top levels given.
-    pub imbalance: f64,
+    pub imbalance: Decimal,
 }
 
-/// Features of a book whose best levels are `bids[0]` and `asks[0]` (price, qty mantissas),
-/// or `None` for an empty or crossed side.
-pub fn features(bids: &[(i64, i64)], asks: &[(i64, i64)]) -> Option<Features> {
+/// Features of a book whose best levels are `bids[0]` and `asks[0]` (price, qty mantissas,
+/// prices at `price_exponent`), or `None` for an empty or crossed side (or prices so large
+/// that a result would not fit).
+pub fn features(bids: &[(i64, i64)], asks: &[(i64, i64)], price_exponent: i8) -> Option<Features> {
     let (&(bid, bid_qty), &(ask, ask_qty)) = (bids.first()?, asks.first()?);
     if bid <= 0 || ask <= bid {
         return None;
     }
-    let (bid, ask, bid_qty, ask_qty) = (bid as f64, ask as f64, bid_qty as f64, ask_qty as f64);
-    let mid = (bid + ask) / 2.0;
-    let microprice = if bid_qty + ask_qty > 0.0 {
-        (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty)
+    let (bid, ask, bid_qty, ask_qty) = (
+        i128::from(bid),
+        i128::from(ask),
+        i128::from(bid_qty),
+        i128::from(ask_qty),
+    );
+    let mid_exponent = price_exponent.checked_sub(MID_EXTRA_DECIMALS)?;
+    let micro_exponent = price_exponent.checked_sub(MICROPRICE_EXTRA_DECIMALS)?;
+    // (bid + ask) / 2 = (bid + ask) x 5 / 10: exact at one decimal more.
+    let mid = Decimal::new(i64::try_from((bid + ask) * 5).ok()?, mid_exponent);
+    let microprice = if bid_qty + ask_qty > 0 {
+        rounded(
+            bid.checked_mul(ask_qty)?
+                .checked_add(ask.checked_mul(bid_qty)?)?,
+            bid_qty + ask_qty,
+            -MICROPRICE_EXTRA_DECIMALS,
+        )?
     } else {
-        mid
+        rounded(bid + ask, 2, -MICROPRICE_EXTRA_DECIMALS)?
     };
-    let bid_volume: f64 = bids.iter().map(|l| l.1 as f64).sum();
-    let ask_volume: f64 = asks.iter().map(|l| l.1 as f64).sum();
+    let microprice = Decimal::new(microprice.mantissa, micro_exponent);
+    let bid_volume: i128 = bids.iter().map(|l| i128::from(l.1)).sum();
+    let ask_volume: i128 = asks.iter().map(|l| i128::from(l.1)).sum();
     let total = bid_volume + ask_volume;
     Some(Features {
         mid,
-        spread_bps: (ask - bid) / mid * 10_000.0,
+        // (ask - bid) / ((ask + bid) / 2) x 10000.
+        spread_bps: rounded((ask - bid) * 20_000, ask + bid, -SPREAD_BPS_DECIMALS)?,
         microprice,
-        imbalance: if total > 0.0 {
-            (bid_volume - ask_volume) / total
+        imbalance: if total > 0 {
+            rounded(bid_volume - ask_volume, total, -RATIO_DECIMALS)?
         } else {
-            0.0
+            Decimal::new(0, -RATIO_DECIMALS)
         },
     })
 }
@@ -182,7 +251,7 @@ mod tests {
         );
         assert_eq!((s.high, s.low, s.last), (Some(110), Some(90), Some(90)));
         assert_eq!(s.vwap(), Some((200 + 110 + 90) / 4));
-        assert_eq!(s.flow_imbalance(), Some(0.5));
+        assert_eq!(s.flow_imbalance(), Some(Decimal::new(500_000, -6)));
         // The first trade leaves the window one second after it happened.
         let s = w.stats(1_000_000);
         assert_eq!(
@@ -211,15 +280,47 @@ mod tests {
             (6_976_987_000_000, 1_000_000),
         ];
         let asks = [(6_976_989_000_000, 286_360_000)];
-        let f = features(&bids, &asks).expect("a book");
-        assert!((f.mid - 6_976_988_500_000.0).abs() < 1.0);
-        assert!((f.spread_bps - 1_000_000.0 / 6_976_988_500_000.0 * 10_000.0).abs() < 1e-9);
-        assert!(
-            f.microprice > 6_976_988_000_000.0 && f.microprice < f.mid,
-            "more size on the ask pulls toward the bid"
+        let f = features(&bids, &asks, -8).expect("a book");
+        assert_eq!(f.mid.to_string(), "69769.885000000");
+        // 0.01 / 69769.885 x 10000 = 0.00143328... bps.
+        assert_eq!(f.spread_bps.to_string(), "0.0014");
+        // (69769.88 x 2.8636 + 69769.89 x 0.01301) / 2.87661 = 69769.88004522684...
+        assert_eq!(f.microprice.to_string(), "69769.8800452268");
+        // (0.02301 - 2.8636) / 2.88661 = -0.9840574...
+        assert_eq!(f.imbalance.to_string(), "-0.984057");
+        assert_eq!(features(&[], &asks, -8), None);
+        assert_eq!(
+            features(&[(10, 1)], &[(10, 1)], -8),
+            None,
+            "crossed or locked"
         );
-        assert!(f.imbalance < 0.0);
-        assert_eq!(features(&[], &asks), None);
-        assert_eq!(features(&[(10, 1)], &[(10, 1)]), None, "crossed or locked");
+    }
+
+    /// Regression: `feat:{S}` printed `mid 69769.91500000001`, float noise from two exact
+    /// prices. The mid is exact at one more decimal; the microprice rounds consistently.
+    #[test]
+    fn mid_and_microprice_are_exact_decimals() {
+        let f = features(&[(6_976_991_000_000, 1)], &[(6_976_992_000_000, 1)], -8).expect("a book");
+        assert_eq!(f.mid.to_string(), "69769.915000000");
+        assert_eq!(f.microprice.to_string(), "69769.9150000000");
+        // 1 x 1 + 2 x 2 = 5, over 3: 1.666..., rounded at 2 more decimals than the price.
+        let f = features(&[(1, 2)], &[(2, 1)], 0).expect("a book");
+        assert_eq!(
+            (f.mid.to_string(), f.microprice.to_string()),
+            ("1.5".into(), "1.67".into())
+        );
+        // Negative ratios round away from zero too: (1 - 2) / 3 = -0.333333...
+        assert_eq!(f.imbalance.to_string(), "0.333333");
+        let f = features(&[(1, 1)], &[(2, 2)], 0).expect("a book");
+        assert_eq!(f.imbalance.to_string(), "-0.333333");
+        assert_eq!(f.microprice.to_string(), "1.33");
+        // Both quantities 0: the mid, at the microprice's precision.
+        let f = features(&[(1, 0)], &[(2, 0)], 0).expect("a book");
+        assert_eq!(f.microprice.to_string(), "1.50");
+        assert_eq!(f.imbalance.to_string(), "0.000000");
+        // Rounding half away from zero.
+        assert_eq!(rounded(5, 2, 0), Some(Decimal::new(3, 0)));
+        assert_eq!(rounded(-5, 2, 0), Some(Decimal::new(-3, 0)));
+        assert_eq!(rounded(1, 0, 0), None);
     }
 }

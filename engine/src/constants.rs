@@ -25,6 +25,11 @@ pub const TRADE_EVENTS_HELD_MAX: usize = 100_000;
 /// sidecar keeps it in its outbox until there is room.
 pub const REPAIR_RING_CAPACITY: usize = 65_536;
 
+/// Slots of the Redis writer's depth snapshot request ring (writer -> sidecar). A symbol has at
+/// most one sync and one check request outstanding; the writer keeps what does not fit, in
+/// order.
+pub const BOOK_REQUEST_RING_CAPACITY: usize = 4096;
+
 // --- The feed's connection slot and reader (engine/src/feed/{slot,reader,frame_path}.rs) ---
 
 /// Binance's limit on messages a client may send per second on one WebSocket connection

@@ -456,9 +456,11 @@ impl RunConfig {
             .collect()
     }
 
-    /// Whether the sidecar runs: a sink does, and `sidecar.enabled`.
+    /// Whether the sidecar runs: a sink does and `sidecar.enabled` (trade repair), or the
+    /// Redis writer does (its books' depth snapshots come from the sidecar whatever
+    /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
-        self.sidecar.enabled && (self.kinesis.is_some() || self.redis.is_some())
+        (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
     }
 
     /// The reader (an index into `readers.cores`) that runs `connection`: round robin.

@@ -1,6 +1,8 @@
 //! The reliability sidecar's settings: the `[sidecar]` table of the run configuration. The
-//! sidecar runs whenever a sink does, unless `enabled = false`; then gaps are counted and
-//! passed over, never repaired. Errors name the key (`sidecar.hold_max_ms: ...`).
+//! sidecar repairs trade gaps whenever a sink runs, unless `enabled = false`; then gaps are
+//! counted and passed over, never repaired. With Redis it runs in any case, for the books'
+//! depth snapshots (`[redis]` has their settings). Errors name the key
+//! (`sidecar.hold_max_ms: ...`).
 //!
 //! ```toml
 //! [sidecar]
@@ -19,7 +21,8 @@ use super::ConfigError;
 /// The sidecar's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SidecarConfig {
-    /// Repair trade gaps when a sink runs.
+    /// Repair trade gaps when a sink runs. (With Redis the sidecar runs anyway, for the
+    /// books' depth snapshots.)
     pub enabled: bool,
     /// REST base URL (`http://` or `https://`, no trailing `/`); `None` derives it from the
     /// feed's endpoint (see [`rest_base`]).

@@ -32,8 +32,11 @@
 //! # cluster_urls = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
 //! trades_maxlen = 10000           # XADD MAXLEN ~ per trades stream
 //! book_levels = 20                # top N levels per side written to ob:{SYMBOL}
-//! snapshot_limit = 1000           # REST /api/v3/depth limit used to sync the book
-//! rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
+//! snapshot_limit = 5000           # deepest REST /api/v3/depth limit used to sync the book
+//! snapshot_concurrency = 4        # depth snapshots the sidecar fetches at once
+//! sync_buffer_bytes_max = 67108864   # diffs held while books sync, across all symbols
+//! consistency_check_s = 60        # each book checked against REST this often; 0: never
+//! rest_endpoint = "https://api.binance.com"   # depth snapshots; default: derived from binance.endpoint
 //! buffer_trades_max = 1000000     # trades held while Redis is down; beyond, the dead-letter file
 //! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
@@ -139,9 +142,20 @@ pub struct RedisConfig {
     pub trades_maxlen: usize,
     /// Levels per side in `ob:{SYMBOL}`, 1..=5000.
     pub book_levels: usize,
-    /// `limit` of the REST depth snapshot, 1..=5000 and at least `book_levels`.
+    /// The deepest `limit` of the REST depth snapshots that sync a book, 1..=5000 and at
+    /// least `book_levels` (the sidecar asks for less, never below `book_levels`, when many
+    /// symbols sync at once and the weight budget is short).
     pub snapshot_limit: u32,
-    /// Binance REST base URL; `None` derives it from `binance.endpoint`.
+    /// Depth snapshots the sidecar fetches at once, 1..=64.
+    pub snapshot_concurrency: usize,
+    /// Bytes of depth diffs held across all symbols while their books sync (and while a
+    /// consistency check waits for its snapshot); beyond, a symbol's oldest are dropped and
+    /// its book stays stale until a newer snapshot.
+    pub sync_buffer_bytes_max: usize,
+    /// How often each book is compared with a REST snapshot; `None` (0 s): never.
+    pub consistency_check: Option<Duration>,
+    /// Binance REST base URL of the books' depth snapshots (the sidecar fetches them); `None`
+    /// derives it from `binance.endpoint`.
     pub rest_endpoint: Option<String>,
     /// Trades held in memory while Redis is unreachable; beyond, the oldest go to the
     /// dead-letter file.
@@ -162,7 +176,10 @@ impl Default for RedisConfig {
             cluster_urls: Vec::new(),
             trades_maxlen: 10_000,
             book_levels: 20,
-            snapshot_limit: 1000,
+            snapshot_limit: 5000,
+            snapshot_concurrency: 4,
+            sync_buffer_bytes_max: 64 << 20,
+            consistency_check: Some(Duration::from_secs(60)),
             rest_endpoint: None,
             buffer_trades_max: 1_000_000,
             dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
@@ -209,6 +226,9 @@ pub(crate) struct RawRedis {
     trades_maxlen: Option<usize>,
     book_levels: Option<usize>,
     snapshot_limit: Option<u32>,
+    snapshot_concurrency: Option<usize>,
+    sync_buffer_bytes_max: Option<usize>,
+    consistency_check_s: Option<u64>,
     rest_endpoint: Option<String>,
     buffer_trades_max: Option<usize>,
     dead_letter_path: Option<PathBuf>,
@@ -372,6 +392,11 @@ impl RawRedis {
         set(&mut c.trades_maxlen, self.trades_maxlen);
         set(&mut c.book_levels, self.book_levels);
         set(&mut c.snapshot_limit, self.snapshot_limit);
+        set(&mut c.snapshot_concurrency, self.snapshot_concurrency);
+        set(&mut c.sync_buffer_bytes_max, self.sync_buffer_bytes_max);
+        if let Some(seconds) = self.consistency_check_s {
+            c.consistency_check = (seconds > 0).then(|| Duration::from_secs(seconds));
+        }
         set(&mut c.buffer_trades_max, self.buffer_trades_max);
         set(&mut c.dead_letter_path, self.dead_letter_path);
         set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
@@ -412,6 +437,18 @@ impl RedisConfig {
                 "redis.snapshot_limit = {}: must be within 1..=5000 and at least \
                  redis.book_levels = {}",
                 self.snapshot_limit, self.book_levels
+            )));
+        }
+        if !(1..=64).contains(&self.snapshot_concurrency) {
+            return Err(ConfigError::invalid(format!(
+                "redis.snapshot_concurrency = {}: must be within 1..=64",
+                self.snapshot_concurrency
+            )));
+        }
+        if self.sync_buffer_bytes_max < 1 << 20 {
+            return Err(ConfigError::invalid(format!(
+                "redis.sync_buffer_bytes_max = {}: must be at least 1048576 (1 MiB)",
+                self.sync_buffer_bytes_max
             )));
         }
         if let Some(url) = &self.rest_endpoint
@@ -476,6 +513,11 @@ mod tests {
             .expect("valid")
             .expect("on");
         assert_eq!(r.book_levels, 5);
+        assert_eq!(r.consistency_check, Some(Duration::from_secs(60)));
+        let r = redis("enabled = true\nconsistency_check_s = 0")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(r.consistency_check, None, "0 turns the checks off");
     }
 
     #[test]
@@ -512,6 +554,14 @@ mod tests {
                 "redis.snapshot_limit",
             ),
             ("enabled = true\ntrades_maxlen = 0", "redis.trades_maxlen"),
+            (
+                "enabled = true\nsnapshot_concurrency = 0",
+                "redis.snapshot_concurrency",
+            ),
+            (
+                "enabled = true\nsync_buffer_bytes_max = 1000",
+                "redis.sync_buffer_bytes_max",
+            ),
             (
                 "enabled = true\ndead_letter_path = \"\"",
                 "redis.dead_letter_path",

@@ -1,11 +1,13 @@
 //! What the reader hands to consumers: a fixed-size event per accepted frame, carrying the
 //! frame itself (a reference-counted `Bytes` taken over from the WebSocket layer, so handing it
 //! to several consumers copies nothing and allocates nothing), and gap notices for the
-//! reliability sidecar.
+//! reliability sidecar. Also what the sidecar and the consumers say to each other: repairs
+//! (sidecar to consumer) and book requests (consumer to sidecar).
 
 use bytes::Bytes;
 
 use super::sequence::GapNotice;
+use crate::binance::rest::DepthSnapshot;
 use crate::stream::StreamKind;
 
 /// One accepted frame.
@@ -46,6 +48,24 @@ pub enum Cause {
         /// The consumer's index.
         consumer: usize,
     },
+    /// The connection carrying the symbol's streams was lost and none other carries them:
+    /// nothing arrives until a new connection delivers (what was missed then shows as a `Wire`
+    /// gap). Nothing is known to be missing yet: `gap.first_seen == gap.last_good + 1`, and
+    /// `gap.kind` is the depth stream (the book is what goes out of date).
+    Disconnected,
+    /// A new connection carries the symbol's streams again after `Disconnected` (opened and
+    /// subscribed; what was missed meanwhile shows as a `Wire` gap on its first event, but a
+    /// quiet symbol may send none). `gap` as for `Disconnected`.
+    Reconnected,
+    /// The symbol was unsubscribed at run time: its streams stop. `gap` as for `Disconnected`.
+    Removed,
+}
+
+impl Cause {
+    /// Whether ids are missing (`Wire`, `QueueFull`), as opposed to a stream that stopped.
+    pub fn is_gap(self) -> bool {
+        matches!(self, Cause::Wire | Cause::QueueFull { .. })
+    }
 }
 
 /// A stream needing repair: what is missing and why.
@@ -73,4 +93,72 @@ pub enum Repair {
         /// Last id given up on.
         to: i64,
     },
+    /// A REST depth snapshot for the consumer's [`BookRequest`] (boxed: repairs stay small).
+    Book(Box<BookSnapshot>),
+    /// A [`BookRequest`] that could not be served (a check is not retried: the next one will
+    /// come).
+    BookUnavailable {
+        /// Symbol index.
+        symbol: u16,
+        /// What it was for.
+        purpose: Purpose,
+    },
+    /// The symbol's streams stopped or came back (a lost connection, a new one, a removal):
+    /// a book kept from them is not known to be current.
+    Stream {
+        /// Symbol index.
+        symbol: u16,
+        /// What happened.
+        change: StreamChange,
+        /// The last depth update id the reader saw before the change (0 if none).
+        last_update_id: i64,
+    },
+}
+
+/// What happened to a symbol's streams, as the sidecar tells the consumers keeping books.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamChange {
+    /// The connection carrying the symbol was lost (reconnecting, with backoff).
+    Disconnected,
+    /// A new connection carries it again.
+    Reconnected,
+    /// The symbol was unsubscribed.
+    Removed,
+}
+
+/// What a depth snapshot is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// To (re)sync the book (Binance's procedure: the snapshot, then the buffered diffs).
+    Sync,
+    /// The periodic consistency check: compared with the local book at the snapshot's id.
+    Check,
+}
+
+/// A consumer's request to the sidecar: a depth snapshot of one symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BookRequest {
+    /// Symbol index.
+    pub symbol: u16,
+    /// What for.
+    pub purpose: Purpose,
+    /// The deepest `limit` wanted (1..=5000): the sidecar asks for less when its weight budget
+    /// is short (many symbols syncing at once), never less than `min_limit`.
+    pub limit: u32,
+    /// The shallowest `limit` that is of use (the levels the consumer publishes).
+    pub min_limit: u32,
+}
+
+/// A depth snapshot as the sidecar hands it to a consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookSnapshot {
+    /// Symbol index.
+    pub symbol: u16,
+    /// What it was asked for.
+    pub purpose: Purpose,
+    /// The `limit` it was fetched with: a side with this many levels may go on beyond them
+    /// (see [`crate::book`], the snapshot's edge).
+    pub limit: u32,
+    /// The snapshot.
+    pub snapshot: DepthSnapshot,
 }

@@ -87,12 +87,46 @@ impl FramePath {
     }
 
     /// Stops accepting frames of symbol `index` (frames still in flight before the
-    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped).
+    /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped), and tells the
+    /// sidecar ([`Cause::Removed`]).
     pub fn forget_symbol(&mut self, index: u16) {
+        self.notify_stream(index, Cause::Removed);
         self.symbols.retain(|&(_, i)| i != index);
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
         }
+    }
+
+    /// Tells the sidecar that the symbols of `streams` stopped arriving (their connection was
+    /// lost: [`Cause::Disconnected`]) or arrive again (a new connection carries them after a
+    /// loss: [`Cause::Reconnected`]). Cold: once per lost or regained connection.
+    pub fn connection_changed(&mut self, streams: &[String], cause: Cause) {
+        let mut told: Vec<u16> = Vec::new();
+        for stream in streams {
+            let Some((symbol, _)) = crate::stream::parse_stream_name(stream) else {
+                continue;
+            };
+            let Some(index) = self.symbol_index(symbol.as_bytes()) else {
+                continue;
+            };
+            if !told.contains(&index) {
+                told.push(index);
+                self.notify_stream(index, cause);
+            }
+        }
+    }
+
+    /// A notice that `symbol`'s streams stopped or came back (nothing missing yet), named by
+    /// its depth stream and the last depth update id seen.
+    fn notify_stream(&mut self, symbol: u16, cause: Cause) {
+        let last_good = self.sequencer.last(symbol, StreamKind::Depth).unwrap_or(0);
+        let gap = GapNotice {
+            symbol,
+            kind: StreamKind::Depth,
+            last_good,
+            first_seen: last_good.saturating_add(1),
+        };
+        self.notify(Notice { gap, cause });
     }
 
     /// This reader's counters.
@@ -438,6 +472,34 @@ pub(crate) mod tests {
         std::iter::from_fn(|| events.pop().ok())
             .map(|e| (e.first_id, e.last_id))
             .collect()
+    }
+
+    /// A lost connection, a new one after it and a removed symbol are told to the sidecar (the
+    /// books kept from the streams need to know): once per symbol, named by the depth stream,
+    /// nothing missing yet.
+    #[test]
+    fn a_lost_connection_and_a_removed_symbol_are_noticed() {
+        let (mut state, _events, mut notices) = state();
+        let streams = [
+            "btcusdt@trade".to_string(),
+            "btcusdt@depth".to_string(),
+            "ethusdt@depth".to_string(),
+        ];
+        state.connection_changed(&streams, Cause::Disconnected);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!(notice.cause, Cause::Disconnected);
+        assert_eq!((notice.gap.symbol, notice.gap.kind), (0, StreamKind::Depth));
+        assert_eq!(notice.gap.missing(), 0);
+        assert!(
+            notices.pop().is_err(),
+            "once per symbol; ETHUSDT is not configured here"
+        );
+        state.connection_changed(&streams, Cause::Reconnected);
+        assert_eq!(notices.pop().map(|n| n.cause), Ok(Cause::Reconnected));
+        state.forget_symbol(0);
+        let notice = notices.pop().expect("a notice");
+        assert_eq!((notice.cause, notice.gap.symbol), (Cause::Removed, 0));
+        assert!(!notice.cause.is_gap());
     }
 
     /// Regression (found in review): a replacement connection running ahead of the old one made

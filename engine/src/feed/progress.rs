@@ -1,7 +1,8 @@
 //! The live progress line of `hotpath run --progress N`: one JSON object per period on stderr
 //! with messages per second, gaps and queue drops, the trade ids the sidecar repaired and gave
 //! up on (per sink that lost them), and per sink its writes per second, totals, the latest
-//! receipt-to-acknowledgement latency and its queue depth.
+//! receipt-to-acknowledgement latency and its queue depth; for Redis also its order books'
+//! re-anchors, re-syncs and consistency checks.
 
 use std::time::Instant;
 
@@ -67,6 +68,14 @@ impl Progress {
                 "queue_depth": sink.stats.queue_depth.get(),
                 "reconnects": sink.stats.reconnects.get(),
             });
+            if sink.name == "redis" {
+                let book = &sink.stats.book;
+                line[sink.name]["reanchors"] = json!(book.reanchors.get());
+                line[sink.name]["resyncs"] = json!(book.resyncs.get());
+                line[sink.name]["consistency_checks"] = json!(book.consistency_checks.get());
+                line[sink.name]["consistency_mismatches"] =
+                    json!(book.consistency_mismatches.get());
+            }
             self.last_written[i] = written;
         }
         self.last = now;

@@ -30,7 +30,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use super::slot::Command;
 
-use super::event::{FeedEvent, Notice};
+use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held};
 use super::slot::{Action, ConnId, Input, Route, Slot};
 use super::stats::ReaderStats;
@@ -380,6 +380,14 @@ impl Io {
                     self.path.borrow_mut().add_symbol(&symbol, index)
                 }
                 Action::Forget { index } => self.path.borrow_mut().forget_symbol(index),
+                Action::StreamsLost { streams } => {
+                    let cause = Cause::Disconnected;
+                    self.path.borrow_mut().connection_changed(&streams, cause);
+                }
+                Action::StreamsBack { streams } => {
+                    let cause = Cause::Reconnected;
+                    self.path.borrow_mut().connection_changed(&streams, cause);
+                }
             }
         }
         close_all(closing, slot.is_stopped()).await;

@@ -6,6 +6,9 @@
 //! every gap or full-ring drop into its notice ring; the sidecar drains the notice rings,
 //! fetches the missing trades from REST and pushes them into one repair ring per sink; each
 //! sink drains its event rings and its repair ring and delivers each trade id once, in order.
+//! The Redis writer also asks the sidecar for depth snapshots through a request ring; they come
+//! back through its repair ring with the readers' stream notices (connection lost or back,
+//! symbol removed).
 //! Shutdown keeps that order: the readers stop first, then the sidecar finishes its repairs
 //! (within the flush timeout) and stops, then the sinks drain everything and flush.
 
@@ -18,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{Cause, FeedEvent, Notice, Repair};
+use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
@@ -425,6 +428,7 @@ impl Summary {
         let ranges = tally
             .notices
             .iter()
+            .filter(|n| n.cause.is_gap())
             .map(|n| GapRange {
                 symbol: symbols
                     .get(n.gap.symbol as usize)
@@ -434,8 +438,8 @@ impl Summary {
                 from: n.gap.last_good.saturating_add(1),
                 to: n.gap.first_seen.saturating_sub(1),
                 cause: match n.cause {
-                    Cause::Wire => "wire",
                     Cause::QueueFull { .. } => "queue_full",
+                    _ => "wire",
                 },
             })
             .collect();
@@ -544,23 +548,30 @@ pub fn run_with(
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
     // Built before anything starts, so a bad REST base fails the run at once.
-    let rest = if config.sidecar_runs() {
+    let rest = if config.sidecar_runs() && config.sidecar.enabled {
         Some(sidecar_rest(config)?)
     } else {
         None
     };
+    let books = book_clients(config)?;
     let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
-    let (sidecar, mut repairs) = match rest {
-        Some(rest) => {
-            let notices = std::mem::take(&mut rings.notices);
-            let symbols = feed.symbols.clone();
-            let (sidecar, repairs) =
-                start_sidecar(config, rest, notices, symbols, sinks_wanted, flush_timeout)?;
-            feed.sidecar = Some(sidecar.stats.clone());
-            (Some(sidecar), repairs.into_iter().map(Some).collect())
-        }
-        None => (None, Vec::new()),
+    let (sidecar, mut repairs, book_requests) = if config.sidecar_runs() {
+        let notices = std::mem::take(&mut rings.notices);
+        let symbols = feed.symbols.clone();
+        let (sidecar, repairs, book_requests) = start_sidecar(
+            config,
+            (rest, books),
+            notices,
+            symbols,
+            sinks_wanted,
+            flush_timeout,
+        )?;
+        feed.sidecar = Some(sidecar.stats.clone());
+        let repairs = repairs.into_iter().map(Some).collect();
+        (Some(sidecar), repairs, book_requests)
+    } else {
+        (None, Vec::new(), None)
     };
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
@@ -575,10 +586,11 @@ pub fn run_with(
     let mut wiring = SinkWiring {
         events: rings.events.drain(..).collect(),
         repairs: repairs.drain(..).collect(),
-        hold_max: match sidecar {
-            Some(_) => config.sidecar.hold_max,
-            None => Duration::ZERO,
+        hold_max: match (&sidecar, config.sidecar.enabled) {
+            (Some(_), true) => config.sidecar.hold_max,
+            _ => Duration::ZERO,
         },
+        book_requests,
         stop: sinks_stop.clone(),
         flush_timeout,
         kinesis_client: options.kinesis_client,
@@ -657,6 +669,21 @@ fn sidecar_rest(config: &RunConfig) -> Result<RestClient, String> {
         .map_err(|e| format!("sidecar: REST {base}: {e}"))
 }
 
+/// The REST clients the sidecar fetches the Redis writer's depth snapshots with
+/// (`redis.snapshot_concurrency` of them, on `redis.rest_endpoint` or the base derived from the
+/// feed), when Redis runs.
+fn book_clients(config: &RunConfig) -> Result<Vec<RestClient>, String> {
+    let Some(redis) = &config.redis else {
+        return Ok(Vec::new());
+    };
+    let base = redis.rest_base(&config.endpoint);
+    let tls = client_tls(config)?;
+    (0..redis.snapshot_concurrency)
+        .map(|_| RestClient::new(&base, Some(tls.clone())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("redis.rest_endpoint: REST {base}: {e}"))
+}
+
 /// The running sidecar thread, its stop flag and counters.
 struct SidecarRun {
     thread: JoinHandle<SidecarReport>,
@@ -664,30 +691,48 @@ struct SidecarRun {
     stats: Arc<SidecarStats>,
 }
 
-/// Starts the sidecar on the readers' notice rings with one repair ring per sink; returns it
-/// and the sinks' ends of the repair rings, in sink order.
+/// The Redis writer's end of its snapshot request ring.
+type BookRequests = Option<rtrb::Producer<BookRequest>>;
+
+/// Starts the sidecar on the readers' notice rings with one repair ring per sink, trade repair
+/// with `rest` (when `sidecar.enabled`), and, with `book_clients` (when Redis runs), the Redis
+/// writer's depth snapshots; returns it, the sinks' ends of the repair rings, in sink order,
+/// and the Redis writer's end of its request ring.
 fn start_sidecar(
     config: &RunConfig,
-    rest: RestClient,
+    (rest, book_clients): (Option<RestClient>, Vec<RestClient>),
     notices: Vec<rtrb::Consumer<Notice>>,
     symbols: Arc<RwLock<Vec<String>>>,
     sinks: usize,
     flush_timeout: Duration,
-) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>), String> {
+) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
     let (producers, consumers) = (0..sinks)
         .map(|_| rtrb::RingBuffer::new(crate::constants::REPAIR_RING_CAPACITY))
         .unzip();
+    let (book_requests, books) = if book_clients.is_empty() {
+        (None, None)
+    } else {
+        let (requests, ring) = rtrb::RingBuffer::new(crate::constants::BOOK_REQUEST_RING_CAPACITY);
+        let books = crate::sidecar::books::BookSetup {
+            // Redis is the last sink.
+            requests: vec![(sinks.saturating_sub(1), ring)],
+            clients: book_clients,
+            weight_budget: crate::binance::rest::DEFAULT_WEIGHT_BUDGET,
+        };
+        (Some(requests), Some(books))
+    };
     let stats = Arc::new(SidecarStats::default());
     let done = Arc::new(AtomicBool::new(false));
     let thread = crate::sidecar::thread::spawn(SidecarSetup {
         notices,
         repairs: producers,
         symbols,
-        rest: Some(rest),
+        rest,
         give_up_after: config.sidecar.give_up_after,
         stats: stats.clone(),
         done: done.clone(),
         flush_timeout,
+        books,
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {
@@ -695,7 +740,7 @@ fn start_sidecar(
         done,
         stats,
     };
-    Ok((run, consumers))
+    Ok((run, consumers, book_requests))
 }
 
 /// What the sinks are started with: their rings, in sink order (Kinesis, then Redis).
@@ -703,6 +748,8 @@ struct SinkWiring {
     events: std::collections::VecDeque<Vec<rtrb::Consumer<FeedEvent>>>,
     repairs: std::collections::VecDeque<Option<rtrb::Consumer<Repair>>>,
     hold_max: Duration,
+    /// The Redis writer's snapshot requests to the sidecar.
+    book_requests: BookRequests,
     stop: Arc<AtomicBool>,
     flush_timeout: Duration,
     kinesis_client: Option<aws_sdk_kinesis::Client>,
@@ -744,10 +791,10 @@ fn start_sinks(
         let stats = Arc::new(SinkStats::default());
         let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
             config: redis.clone(),
-            rest_base: redis.rest_base(&config.endpoint),
-            rest_tls: Some(client_tls(config)?),
+            symbols: config.symbols.clone(),
             rings: wiring.events.pop_front().unwrap_or_default(),
             repairs: wiring.repairs.pop_front().flatten(),
+            book_requests: wiring.book_requests.take(),
             hold_max: wiring.hold_max,
             stats: stats.clone(),
             stop: wiring.stop.clone(),

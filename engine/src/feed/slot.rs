@@ -151,6 +151,18 @@ pub enum Action {
         /// Its index in the feed's symbol registry.
         index: u16,
     },
+    /// The connection carrying `streams` was lost and none other carries them: tell the
+    /// sidecar (`Cause::Disconnected`), whose consumers keep books from them.
+    StreamsLost {
+        /// The streams the slot carries.
+        streams: Vec<String>,
+    },
+    /// After [`Action::StreamsLost`], a connection carrying `streams` is open again: tell the
+    /// sidecar (`Cause::Reconnected`).
+    StreamsBack {
+        /// The streams the slot carries.
+        streams: Vec<String>,
+    },
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its reply.
@@ -231,6 +243,8 @@ pub struct Slot {
     requests_sent: u64,
     actions: VecDeque<Action>,
     stopped: bool,
+    /// The current connection was lost and none carries the streams since.
+    lost: bool,
     /// `current`'s id while it is the only connection and has delivered (the hot path's
     /// test), else [`NO_CONN`].
     fast: u64,
@@ -264,6 +278,7 @@ impl Slot {
             requests_sent: 0,
             actions: VecDeque::new(),
             stopped: false,
+            lost: false,
             fast: NO_CONN,
         }
     }
@@ -460,6 +475,10 @@ impl Slot {
         if self.current.is_none() {
             // Nothing to make before: it is the feed at once.
             self.current = self.next.take();
+            if std::mem::take(&mut self.lost) {
+                let streams = self.wanted.clone();
+                self.actions.push_back(Action::StreamsBack { streams });
+            }
         }
         self.plan_control(now);
     }
@@ -497,7 +516,8 @@ impl Slot {
     /// The current connection ended: the replaced one still being read takes over, else a
     /// replacement on its way, else a new connection opens (at once after one that delivered,
     /// after a backoff delay otherwise: a server that accepts and drops us must not burn the
-    /// attempt budget).
+    /// attempt budget). Until one does, the streams are lost ([`Action::StreamsLost`], once;
+    /// [`Action::StreamsBack`] when a connection opens).
     fn on_current_lost(&mut self, now: Instant) {
         let Some(lost) = self.current.take() else {
             return;
@@ -510,13 +530,20 @@ impl Slot {
             self.current = Some(old);
         } else if self.next.as_ref().is_some_and(|n| n.opened.is_some()) {
             self.current = self.next.take();
-        } else if self.next.is_none() {
-            let delay = if lost.delivered {
-                Duration::ZERO
-            } else {
-                self.backoff.next_delay()
-            };
-            self.schedule_open(now + delay);
+        } else {
+            // Nothing carries the streams until a new connection opens.
+            if !std::mem::replace(&mut self.lost, true) {
+                let streams = self.wanted.clone();
+                self.actions.push_back(Action::StreamsLost { streams });
+            }
+            if self.next.is_none() {
+                let delay = if lost.delivered {
+                    Duration::ZERO
+                } else {
+                    self.backoff.next_delay()
+                };
+                self.schedule_open(now + delay);
+            }
         }
     }
 

@@ -389,6 +389,45 @@ fn a_lost_connection_that_delivered_is_reopened_at_once_one_that_did_not_after_b
     );
 }
 
+/// A current connection lost with nothing to take over: the streams are lost (said once, for
+/// the sidecar, whose consumers keep books from them) until a new connection opens; a switch
+/// to a replacement is no loss.
+#[test]
+fn losing_the_only_connection_says_the_streams_are_lost_until_one_opens() {
+    let mut h = Harness::new();
+    let conn = h.live();
+    // The slot's streams, sorted.
+    let carried = || {
+        let mut s = streams();
+        s.sort();
+        s
+    };
+    let lost = Action::StreamsLost { streams: carried() };
+    assert_eq!(h.input(Input::Closed(conn)), std::slice::from_ref(&lost));
+    let next = h.expect_open();
+    // The new connection fails: still lost, not said again.
+    assert!(!h.input(Input::Failed(next)).contains(&lost));
+    let actions = h.advance(Duration::from_secs(1));
+    let next = opened(&actions).expect("a retry after the backoff delay");
+    assert_eq!(
+        h.input(Input::Opened(next)),
+        [Action::StreamsBack { streams: carried() }]
+    );
+    // A make-before-break switch loses nothing.
+    assert_eq!(h.data(next), Route::Direct);
+    h.input(Input::Text(next, SHUTDOWN));
+    let replacement = h.expect_open();
+    h.input(Input::Opened(replacement));
+    h.data(replacement);
+    let actions = h.input(Input::Closed(next));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::StreamsLost { .. } | Action::StreamsBack { .. })),
+        "{actions:?}"
+    );
+}
+
 /// Connections that never deliver are followed by growing delays (full jitter under a cap
 /// that doubles up to `backoff_max`), and one that delivers resets them.
 #[test]
@@ -897,7 +936,10 @@ impl World {
                 }
                 Action::Open { conn, .. } => opened = Some(conn),
                 Action::Send { .. } | Action::Pong { .. } => panic!("no control here"),
-                Action::Accept { .. } | Action::Forget { .. } => {}
+                Action::Accept { .. }
+                | Action::Forget { .. }
+                | Action::StreamsLost { .. }
+                | Action::StreamsBack { .. } => {}
             }
         }
         opened

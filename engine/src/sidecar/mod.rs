@@ -4,5 +4,7 @@
 //! the shell around it.
 
 pub mod backfill;
+pub mod books;
+pub mod depth;
 pub mod frames;
 pub mod thread;

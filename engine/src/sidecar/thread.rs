@@ -8,6 +8,10 @@
 //! room: a fetched trade is never dropped. Requests that cannot be served within
 //! `give_up_after` are abandoned and every consumer concerned is told ([`Repair::GaveUp`]), so
 //! no sink waits for them forever; the ids are counted as unrepaired.
+//!
+//! Books ([`super::books`]): the consumers' depth snapshot requests are fetched beside, and
+//! the readers' stream notices (lost, back, removed) are forwarded to the consumers keeping
+//! books.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +25,7 @@ use serde::Serialize;
 use super::backfill::{
     Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX, PAGES_BURST, PAGES_PER_MINUTE,
 };
+use super::books::{BookSetup, Books};
 use super::frames::{TradesFrame, page_frames};
 use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestTrade};
@@ -58,6 +63,8 @@ pub struct SidecarSetup {
     pub done: Arc<AtomicBool>,
     /// How long to keep repairing after `done` before giving up what is left.
     pub flush_timeout: Duration,
+    /// Depth snapshots for the consumers keeping books; `None`: none does.
+    pub books: Option<BookSetup>,
 }
 
 /// The sidecar's live counters.
@@ -79,6 +86,10 @@ pub struct SidecarStats {
     pub page_failures: Counter,
     /// Repairs waiting for room in a full repair ring.
     pub outbox: Counter,
+    /// Depth snapshots fetched for consumers' books.
+    pub depth_snapshots: Counter,
+    /// Depth snapshot fetches that failed (syncs are retried).
+    pub depth_failures: Counter,
 }
 
 /// What the sidecar reports at the end of a run.
@@ -98,6 +109,10 @@ pub struct SidecarSummary {
     pub pages: u64,
     /// REST pages that failed.
     pub page_failures: u64,
+    /// Depth snapshots fetched for consumers' books.
+    pub depth_snapshots: u64,
+    /// Depth snapshot fetches that failed.
+    pub depth_failures: u64,
     /// Gap notice to repair pushed into the consumer's ring, nanoseconds.
     pub time_to_repair_ns: Percentiles,
 }
@@ -141,12 +156,21 @@ struct Sidecar {
     failures: u32,
     deliveries: Vec<Delivery>,
     frames: Vec<TradesFrame>,
+    books: Option<Books>,
+    book_repairs: Vec<(usize, Repair)>,
+    /// A REST client for trade backfill was given (without one, trade gaps are only counted).
+    trade_repair: bool,
 }
 
 impl Sidecar {
-    fn new(setup: SidecarSetup) -> Sidecar {
+    fn new(mut setup: SidecarSetup) -> Sidecar {
         let give_up_ns = u64::try_from(setup.give_up_after.as_nanos()).unwrap_or(u64::MAX);
+        let books = setup.books.take().map(|b| Books::new(b, monotonic_ns()));
+        let trade_repair = setup.rest.is_some();
         Sidecar {
+            books,
+            book_repairs: Vec::new(),
+            trade_repair,
             setup,
             plan: Backfill::new(give_up_ns).with_pace(PAGES_PER_MINUTE, PAGES_BURST),
             outbox: VecDeque::new(),
@@ -166,8 +190,10 @@ impl Sidecar {
             let now = monotonic_ns();
             let mut work = self.drain_notices(now);
             work += self.flush_outbox();
+            work += self.poll_books();
             self.expire(now);
             if self.setup.done.load(Ordering::Acquire) {
+                self.stop_books();
                 let flush_ns = u64::try_from(self.setup.flush_timeout.as_nanos()).unwrap_or(0);
                 let deadline = *deadline_ns.get_or_insert(now.saturating_add(flush_ns));
                 if now >= deadline {
@@ -212,13 +238,18 @@ impl Sidecar {
                 if self.kept.len() < NOTICES_KEPT_MAX {
                     self.kept.push(notice);
                 }
-                if notice.gap.kind != StreamKind::Trade || consumers == 0 {
+                if let Some(books) = self.books.as_ref() {
+                    books.stream_repairs(&notice, &mut self.book_repairs);
+                }
+                let trades_wanted = self.trade_repair && notice.gap.kind == StreamKind::Trade;
+                if !notice.cause.is_gap() || !trades_wanted || consumers == 0 {
                     continue;
                 }
                 let mask = match notice.cause {
                     Cause::Wire => all,
                     Cause::QueueFull { consumer } if consumer < 64 => (1u64 << consumer) & all,
                     Cause::QueueFull { .. } => 0,
+                    Cause::Disconnected | Cause::Reconnected | Cause::Removed => 0,
                 };
                 let range = notice.gap.missing_range();
                 let (from, to) = (*range.start(), *range.end());
@@ -252,6 +283,7 @@ impl Sidecar {
                         let now = monotonic_ns();
                         self.drain_notices(now);
                         self.flush_outbox();
+                        self.poll_books();
                     }
                 }
             }
@@ -332,6 +364,39 @@ impl Sidecar {
             self.setup.stats.repaired_ids.add(ids);
             record_latency(&mut self.latency, now.saturating_sub(delivery.requested_ns));
         }
+    }
+
+    /// The book work of one round; its repairs (and the stale ones the notices made) go out.
+    fn poll_books(&mut self) -> usize {
+        let mut work = 0;
+        if let Some(books) = self.books.as_mut() {
+            let before = (books.fetched, books.failed);
+            work = books.poll(&self.setup.symbols, &mut self.book_repairs);
+            self.setup
+                .stats
+                .depth_snapshots
+                .add(books.fetched - before.0);
+            self.setup.stats.depth_failures.add(books.failed - before.1);
+        }
+        let mut repairs = std::mem::take(&mut self.book_repairs);
+        for (consumer, repair) in repairs.drain(..) {
+            if consumer < self.setup.repairs.len() {
+                self.push(consumer, repair);
+            }
+        }
+        self.book_repairs = repairs;
+        work
+    }
+
+    /// At stop: no more snapshots, and book repairs not yet delivered are dropped (only
+    /// trades are worth the flush time; the consumers mark their books stale at stop).
+    fn stop_books(&mut self) {
+        if let Some(books) = self.books.as_mut() {
+            books.stop();
+        }
+        self.book_repairs.clear();
+        self.outbox
+            .retain(|(_, r)| matches!(r, Repair::Event(_) | Repair::GaveUp { .. }));
     }
 
     fn push(&mut self, consumer: usize, repair: Repair) {
@@ -429,6 +494,8 @@ impl Sidecar {
                 unrepaired_ids: s.unrepaired_ids.get(),
                 pages: s.pages.get(),
                 page_failures: s.page_failures.get(),
+                depth_snapshots: s.depth_snapshots.get(),
+                depth_failures: s.depth_failures.get(),
                 time_to_repair_ns: Percentiles::of(&self.latency),
             },
             notices: self.kept,

@@ -90,6 +90,61 @@ pub struct SinkStats {
     /// Receipt-to-acknowledgement latency of the newest event of the last acknowledged batch,
     /// nanoseconds (a gauge for the progress line; the summary has percentiles).
     pub ack_latency_ns: Counter,
+    /// The Redis writer's order book counters (zero for Kinesis).
+    pub book: BookStats,
+}
+
+/// What the Redis writer's order books went through (see `redis::ob`).
+#[derive(Debug, Default)]
+pub struct BookStats {
+    /// Atomic re-anchors that swapped a new state in.
+    pub reanchors: Counter,
+    /// Re-anchors that failed (lock held elsewhere, swap refused, Redis lost) and were retried.
+    pub reanchor_failures: Counter,
+    /// Books synced again after a gap, a snapshot edge or a failed consistency check.
+    pub resyncs: Counter,
+    /// Consistency checks concluded (agreed or not).
+    pub consistency_checks: Counter,
+    /// Consistency checks that found the book different from REST (the book is re-synced).
+    pub consistency_mismatches: Counter,
+    /// Consistency checks that could not conclude (snapshot too old or too shallow).
+    pub consistency_inconclusive: Counter,
+    /// Diffs buffered during a sync dropped to keep within `redis.sync_buffer_bytes_max`.
+    pub sync_buffer_drops: Counter,
+}
+
+/// [`BookStats`] at the end of a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BookSummary {
+    /// Atomic re-anchors that swapped a new state in.
+    pub reanchors: u64,
+    /// Re-anchors that failed and were retried.
+    pub reanchor_failures: u64,
+    /// Books synced again after a gap, an edge or a mismatch.
+    pub resyncs: u64,
+    /// Consistency checks concluded.
+    pub consistency_checks: u64,
+    /// Consistency checks that disagreed.
+    pub consistency_mismatches: u64,
+    /// Consistency checks that could not conclude.
+    pub consistency_inconclusive: u64,
+    /// Sync-buffer diffs dropped.
+    pub sync_buffer_drops: u64,
+}
+
+impl BookStats {
+    /// The counters now.
+    pub fn summary(&self) -> BookSummary {
+        BookSummary {
+            reanchors: self.reanchors.get(),
+            reanchor_failures: self.reanchor_failures.get(),
+            resyncs: self.resyncs.get(),
+            consistency_checks: self.consistency_checks.get(),
+            consistency_mismatches: self.consistency_mismatches.get(),
+            consistency_inconclusive: self.consistency_inconclusive.get(),
+            sync_buffer_drops: self.sync_buffer_drops.get(),
+        }
+    }
 }
 
 /// What a sink reports at the end of a run.
@@ -122,6 +177,9 @@ pub struct SinkSummary {
     /// Whether everything taken from the rings was written (or dead-lettered) before the
     /// shutdown deadline.
     pub flushed: bool,
+    /// The Redis writer's order books (absent for Kinesis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub book: Option<BookSummary>,
 }
 
 impl SinkStats {
@@ -141,6 +199,7 @@ impl SinkStats {
             reconnects: self.reconnects.get(),
             receipt_to_ack_ns: Percentiles::default(),
             flushed: false,
+            book: None,
         }
     }
 }

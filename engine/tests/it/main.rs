@@ -2,6 +2,7 @@
 
 mod alloc;
 mod binance;
+mod book;
 mod cli;
 mod delivery;
 mod fault_proxy;

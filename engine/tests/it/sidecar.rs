@@ -45,6 +45,7 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         stats: Arc::new(SidecarStats::default()),
         done: done.clone(),
         flush_timeout: Duration::from_secs(5),
+        books: None,
     })
     .expect("the sidecar starts");
     Running {
@@ -87,6 +88,7 @@ fn collect(ring: &mut rtrb::Consumer<Repair>, expected: usize) -> Vec<(i64, i64,
                 }
             }
             Ok(Repair::GaveUp { from, to, .. }) => panic!("gave up on {from}..={to}"),
+            Ok(other) => panic!("no book repairs without books: {other:?}"),
             Err(_) => {
                 assert!(
                     started.elapsed() < PATIENCE,
@@ -176,7 +178,7 @@ fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
                     assert_eq!((symbol, from, to), (0, future + 1, future + 10));
                     break;
                 }
-                Ok(Repair::Event(e)) => panic!("no trades exist there: {e:?}"),
+                Ok(other) => panic!("no trades exist there: {other:?}"),
                 Err(_) => {
                     assert!(started.elapsed() < PATIENCE, "no give-up came");
                     std::thread::sleep(Duration::from_millis(5));
@@ -191,4 +193,104 @@ fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
         "10 ids for each of 2 consumers"
     );
     assert_eq!(report.summary.repaired_ids, 0);
+}
+
+/// The book part: a consumer's depth snapshot requests come back as snapshots of the
+/// simulator's book (exact at their `lastUpdateId`, at the limit asked), a lost connection's
+/// notice comes back as a stream repair, and the summary counts the fetches.
+#[test]
+fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
+    use hotpath::feed::event::{BookRequest, Purpose, StreamChange};
+    use hotpath::sidecar::books::BookSetup;
+    let sim = Sim::start(|_| {});
+    published(&sim, "BTCUSDT", 10);
+    let (mut notices, notice_ring) = rtrb::RingBuffer::new(64);
+    let (repairs_in, mut repairs) = rtrb::RingBuffer::new(64);
+    let (mut requests, request_ring) = rtrb::RingBuffer::new(64);
+    let base = format!("http://{}", sim.handle().addr);
+    let clients = (0..2)
+        .map(|_| RestClient::new(&base, None).expect("client"))
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = thread::spawn(SidecarSetup {
+        notices: vec![notice_ring],
+        repairs: vec![repairs_in],
+        symbols: Arc::new(RwLock::new(vec!["BTCUSDT".into(), "ETHUSDT".into()])),
+        rest: None,
+        give_up_after: Duration::from_secs(5),
+        stats: Arc::new(SidecarStats::default()),
+        done: done.clone(),
+        flush_timeout: Duration::from_secs(5),
+        books: Some(BookSetup {
+            requests: vec![(0, request_ring)],
+            clients,
+            weight_budget: 5000,
+        }),
+    })
+    .expect("the sidecar starts");
+    for (symbol, purpose) in [(0, Purpose::Sync), (1, Purpose::Check)] {
+        let request = BookRequest {
+            symbol,
+            purpose,
+            limit: 50,
+            min_limit: 20,
+        };
+        requests.push(request).expect("room");
+    }
+    notices
+        .push(Notice {
+            gap: GapNotice {
+                symbol: 1,
+                kind: StreamKind::Depth,
+                last_good: 42,
+                first_seen: 43,
+            },
+            cause: Cause::Disconnected,
+        })
+        .expect("room");
+    let started = Instant::now();
+    let (mut books, mut stale) = (Vec::new(), Vec::new());
+    while books.len() < 2 || stale.is_empty() {
+        match repairs.pop() {
+            Ok(Repair::Book(book)) => books.push(*book),
+            Ok(Repair::Stream {
+                symbol,
+                change,
+                last_update_id,
+            }) => stale.push((symbol, change, last_update_id)),
+            Ok(other) => panic!("unexpected: {other:?}"),
+            Err(_) => {
+                assert!(started.elapsed() < PATIENCE, "repairs did not come");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    assert_eq!(stale, [(1, StreamChange::Disconnected, 42)]);
+    books.sort_by_key(|b| b.symbol);
+    assert_eq!(
+        (books[0].purpose, books[1].purpose),
+        (Purpose::Sync, Purpose::Check)
+    );
+    for (book, name) in books.iter().zip(["BTCUSDT", "ETHUSDT"]) {
+        assert_eq!(
+            book.limit, 50,
+            "a request within budget gets the limit it asked"
+        );
+        let truth = {
+            let index = sim.handle().shared.symbol_index(name).expect("symbol");
+            let exchange = hotpath::sim::server::lock(&sim.handle().shared.exchange);
+            exchange
+                .market(index)
+                .book_at(book.snapshot.last_update_id)
+                .expect("in the journal")
+        };
+        let bids =
+            hotpath::binance::decimal::mantissas(&book.snapshot.bids, -8, -8).expect("exact");
+        let want: Vec<(i64, i64)> = truth.bids.iter().take(50).copied().collect();
+        assert_eq!(bids, want, "{name}");
+    }
+    done.store(true, Ordering::Release);
+    let report = thread.join().expect("the sidecar ends");
+    assert_eq!(report.summary.depth_snapshots, 2);
+    assert_eq!(report.summary.notices, 1);
 }

@@ -194,15 +194,18 @@ pub(crate) fn hash(url: &str, key: &str) -> HashMap<String, String> {
         .expect("HGETALL")
 }
 
-/// The Redis book of `symbol` equals the exchange's book at its update id (top N levels).
-fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
-    let ob = hash(url, &format!("ob:{{{symbol}}}"));
-    assert_eq!(
-        ob.get("stale").map(String::as_str),
-        Some("0"),
-        "{symbol}: {ob:?}"
-    );
-    let update_id: i64 = ob["update_id"].parse().expect("an update id");
+/// Whether the book in `ob` (an `ob:{S}` hash) equals the exchange's book at its update id,
+/// top `levels` per side; `Err` says how it differs.
+pub(crate) fn book_exact(
+    sim: &Sim,
+    ob: &HashMap<String, String>,
+    symbol: &str,
+    levels: usize,
+) -> Result<(), String> {
+    let update_id: i64 = ob
+        .get("update_id")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| format!("{symbol}: no update id in {ob:?}"))?;
     let truth = {
         let shared = &sim.handle().shared;
         let index = shared.symbol_index(symbol).expect("a symbol");
@@ -210,7 +213,7 @@ fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
         exchange
             .market(index)
             .book_at(update_id)
-            .expect("the update id is in the journal")
+            .ok_or_else(|| format!("{symbol}: update {update_id} is not in the journal"))?
     };
     for (side, expected) in [("bids", &truth.bids), ("asks", &truth.asks)] {
         let got: Vec<(String, String)> = serde_json::from_str(&ob[side]).expect("JSON levels");
@@ -224,7 +227,30 @@ fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
             })
             .collect();
         let want: Vec<(i64, i64)> = expected.iter().take(levels).copied().collect();
-        assert_eq!(got, want, "{symbol} {side} at update {update_id}");
+        if got != want {
+            return Err(format!(
+                "{symbol} {side} at update {update_id}: {got:?} != {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After a run: the Redis book of `symbol` equals the exchange's book at its update id (top N
+/// levels), and is marked stale because hotpath stopped.
+pub(crate) fn assert_book_matches(sim: &Sim, url: &str, symbol: &str, levels: usize) {
+    let ob = hash(url, &format!("ob:{{{symbol}}}"));
+    assert_eq!(
+        ob.get("stale").map(String::as_str),
+        Some("1"),
+        "{symbol}: {ob:?}"
+    );
+    assert!(
+        ob["stale_reason"].starts_with("stopped"),
+        "{symbol}: {ob:?}"
+    );
+    if let Err(e) = book_exact(sim, &ob, symbol, levels) {
+        panic!("{e}");
     }
 }
 
@@ -536,10 +562,20 @@ fn redis_cluster_mode_writes_each_symbol_in_its_slot() {
         });
     });
     assert!(summary.sinks["redis"].flushed);
+    let book = summary.sinks["redis"].book.clone().expect("book counters");
+    assert!(
+        book.reanchors >= 2,
+        "books swapped in on the cluster: {book:?}"
+    );
     for symbol in SYMBOLS {
         assert_exactly_once(&sim, symbol, &redis_trades(&redis.url(), symbol), "cluster");
         assert_book_matches(&sim, &redis.url(), symbol, 5);
     }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*new*")
+        .query(&mut redis_connection(&redis.url()))
+        .expect("KEYS");
+    assert!(keys.is_empty(), "no temporary key left: {keys:?}");
 }
 
 #[test]
@@ -566,9 +602,9 @@ fn a_depth_gap_marks_the_book_stale_then_resyncs_it() {
         });
     });
     assert!(summary.gaps.count > 0);
-    // Whatever state the book is in at the end, a non-stale one is exact.
-    let ob = hash(&redis.url(), "ob:{BTCUSDT}");
-    if ob["stale"] == "0" {
-        assert_book_matches(&sim, &redis.url(), "BTCUSDT", 20);
-    }
+    let book = summary.sinks["redis"].book.clone().expect("book counters");
+    assert!(book.resyncs > 0 && book.reanchors > 1, "{book:?}");
+    // Whatever happened, the book in Redis is exact at its update id (it is marked stale now
+    // that hotpath stopped).
+    assert_book_matches(&sim, &redis.url(), "BTCUSDT", 20);
 }

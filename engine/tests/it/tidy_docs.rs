@@ -212,7 +212,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Imports across one layer that ARCHITECTURE.md allows: the sinks and the sidecar consume
-/// the ring events and notices the feed defines, and `feed::run` wires the sinks and the
+/// the ring items the feed defines (events, notices, repairs, book requests), and `feed::run` wires the sinks and the
 /// sidecar to the rings (LAYOUT.md: feed, sink and sidecar are one level, talking through the
 /// rings `feed::run` wires, not through each other's types).
 fn allowed_across(from: &str, to_path: &str) -> bool {

@@ -469,6 +469,8 @@ impl Writer {
                 self.orders.unfetchable(symbol, from, to, &mut released);
                 self.deliver(released);
             }
+            // Books are the Redis writer's; the sidecar sends these to it only.
+            Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
         }
     }
 

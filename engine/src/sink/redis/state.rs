@@ -14,31 +14,37 @@
 //!   `event_time_us`, `trade_time_us`.
 //! - `bbo:{BTCUSDT}` — Hash: `bid_price`, `bid_qty`, `ask_price`, `ask_qty`, `update_id`,
 //!   `event_time_us`.
-//! - `ob:{BTCUSDT}` — Hash, written whole in one `HSET` so readers never see a half-updated
-//!   book: `update_id` (the exchange book update id this state matches), `bids` and `asks`
-//!   (JSON arrays of `["price","qty"]`, best first, at most `redis.book_levels`), `levels`,
-//!   `event_time_us`, `stale` (`0`, or `1` once a gap was detected and until the book is
-//!   re-synced; readers must check it), `stale_reason`.
+//! - `ob:{BTCUSDT}` — Hash, written whole in one `HSET` (or swapped in whole by the atomic
+//!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
+//!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
+//!   `["price","qty"]`, exact decimals, best first, at most `redis.book_levels`), `levels`,
+//!   `event_time_us` (Binance's time of the last diff applied), `snapshot_update_id` and
+//!   `synced_at_us` (the REST snapshot the book was last synced from, and when that state was
+//!   swapped in, Unix µs), `checked_update_id` and `checked_at_us` (the last consistency check
+//!   that agreed; 0 before one), `written_at_us` (when this state was written), `stale` (`0`:
+//!   the book equals the exchange's at `update_id` and is kept current; `1`: not known to be
+//!   current, readers must not trust it), `stale_reason` and `stale_since_us` (see
+//!   [`super::ob`] for the reasons).
 //! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash: `count`, `volume`, `buy_volume`,
 //!   `sell_volume`, `vwap`, `high`, `low`, `last` (decimal strings; empty when no trade in the
 //!   window), `as_of_us` (the exchange time the window ends at).
-//! - `feat:{BTCUSDT}` — Hash: `mid`, `spread_bps`, `microprice` (from the best bid/ask, or the
-//!   book's top when no bestBidAsk stream), `imbalance` (top-N book volume imbalance, -1..1),
-//!   `flow_imbalance_1s`, `flow_imbalance_5s` (taker buy minus sell volume over volume),
-//!   `book_update_id`, `as_of_us`.
+//! - `feat:{BTCUSDT}` — Hash: `mid` (exact, one decimal more than the price), `spread_bps`
+//!   (4 decimals), `microprice` (two decimals more than the price, rounded half away from
+//!   zero) — from the best bid/ask, or the book's top when no bestBidAsk stream —, `imbalance`
+//!   (top-N book volume imbalance, -1..1, 6 decimals), `flow_imbalance_1s`,
+//!   `flow_imbalance_5s` (taker buy minus sell volume over volume, 6 decimals),
+//!   `book_update_id`, `as_of_us`. `vwap` in `tr:` is rounded down at the price's decimals;
+//!   volumes are exact. See [`crate::analytics`] for the rounding rules.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use sbe_runtime::Decimal;
 
+use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
+use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
-use crate::book::{DiffOutcome, LocalBook, SnapshotError};
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
-
-/// Diffs buffered while a snapshot is fetched; beyond, the oldest are dropped (the snapshot
-/// will be newer than them anyway).
-const SYNC_BUFFER_MAX: usize = 50_000;
 
 /// The key names of one symbol.
 #[derive(Clone, Debug)]
@@ -120,36 +126,6 @@ struct Bbo {
     event_time_us: i64,
 }
 
-/// A depth diff kept while the book syncs.
-#[derive(Clone, Debug)]
-struct Diff {
-    first: i64,
-    last: i64,
-    event_time_us: i64,
-    bids: Vec<(i64, i64)>,
-    asks: Vec<(i64, i64)>,
-}
-
-/// Where the book is.
-#[derive(Debug)]
-enum Book {
-    /// No depth diff seen yet.
-    Idle,
-    /// Waiting for a REST snapshot; diffs buffered meanwhile.
-    Syncing { buffered: VecDeque<Diff> },
-    /// In step with the diffs.
-    Live(LocalBook),
-}
-
-/// What [`SymbolState::on_frame`] asks of the writer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wants {
-    /// Nothing.
-    Nothing,
-    /// A REST depth snapshot, to (re)sync the book.
-    Snapshot,
-}
-
 /// Everything the writer keeps of one symbol.
 #[derive(Debug)]
 pub struct SymbolState {
@@ -164,18 +140,13 @@ pub struct SymbolState {
     last_trade_id: i64,
     last_entry_ms: i64,
     bbo: Option<Bbo>,
-    book: Book,
-    book_event_time_us: i64,
-    stale: Option<String>,
+    /// The order book and its Redis copy's standing.
+    pub ob: ObState,
     win_1s: TradeWindow,
     win_5s: TradeWindow,
     now_us: i64,
     bbo_dirty: bool,
-    book_dirty: bool,
-    stale_dirty: bool,
     stats_dirty: bool,
-    /// A snapshot request is outstanding.
-    pub fetching: bool,
     /// Trades taken out of `pending` because the outage buffer was full, oldest first: the
     /// writer moves them to the dead-letter file.
     pub evicted: Vec<PendingTrade>,
@@ -184,8 +155,8 @@ pub struct SymbolState {
 }
 
 impl SymbolState {
-    /// A symbol with nothing known yet.
-    pub fn new(name: &str) -> SymbolState {
+    /// A symbol with nothing known yet (its book marked stale `starting`).
+    pub fn new(name: &str, book: BookSettings) -> SymbolState {
         SymbolState {
             name: name.to_string(),
             keys: Keys::of(name),
@@ -195,17 +166,12 @@ impl SymbolState {
             last_trade_id: i64::MIN,
             last_entry_ms: 0,
             bbo: None,
-            book: Book::Idle,
-            book_event_time_us: 0,
-            stale: None,
+            ob: ObState::new(book),
             win_1s: TradeWindow::new(1_000_000),
             win_5s: TradeWindow::new(5_000_000),
             now_us: 0,
             bbo_dirty: false,
-            book_dirty: false,
-            stale_dirty: false,
             stats_dirty: false,
-            fetching: false,
             evicted: Vec::new(),
             duplicates: 0,
         }
@@ -218,35 +184,33 @@ impl SymbolState {
 
     /// The book's update id when it is live.
     pub fn book_update_id(&self) -> Option<i64> {
-        match &self.book {
-            Book::Live(book) => Some(book.update_id()),
-            _ => None,
-        }
+        self.ob.live().map(crate::book::LocalBook::update_id)
     }
 
     /// Whether something waits to be written.
     pub fn dirty(&self) -> bool {
         !self.pending.is_empty()
             || self.bbo_dirty
-            || self.book_dirty
-            || self.stale_dirty
-            || self.stats_dirty
+            || self.ob.dirty()
+            // While a re-anchor is in flight, its swap writes these.
+            || (self.stats_dirty && !self.ob.anchoring())
     }
 
     /// After a reconnect: everything known is written again (Redis may have lost it).
     pub fn mark_all_dirty(&mut self) {
         self.bbo_dirty = self.bbo.is_some();
-        self.book_dirty = matches!(self.book, Book::Live(_));
-        self.stale_dirty = self.stale.is_some();
+        self.ob.rewrite();
         self.stats_dirty = self.now_us > 0;
     }
 
-    /// Applies one decoded frame. `buffer_max` bounds the trades held (Redis down).
+    /// Applies one decoded frame. `buffer_max` bounds the trades held (Redis down), `diffs`
+    /// the depth diffs held across symbols.
     pub fn on_frame(
         &mut self,
         message: &Message<'_>,
         recv_time_ns: u64,
         buffer_max: usize,
+        diffs: &mut DiffBudget,
     ) -> Wants {
         match message {
             Message::TradesStreamEvent(m) => {
@@ -282,7 +246,11 @@ impl SymbolState {
                     bids: m.bids().map(|l| (l.price(), l.qty())).collect(),
                     asks: m.asks().map(|l| (l.price(), l.qty())).collect(),
                 };
-                self.on_diff(diff)
+                let wants = self.ob.on_diff(diff, diffs);
+                if self.ob.book_dirty {
+                    self.stats_dirty = true;
+                }
+                wants
             }
             // depth20 snapshots are not the book's source: the diff stream is exact.
             Message::DepthSnapshotStreamEvent(_) => Wants::Nothing,
@@ -348,111 +316,62 @@ impl SymbolState {
         self.stats_dirty = true;
     }
 
-    fn on_diff(&mut self, diff: Diff) -> Wants {
-        match &mut self.book {
-            Book::Idle => {
-                self.book = Book::Syncing {
-                    buffered: VecDeque::from([diff]),
-                };
-                Wants::Snapshot
-            }
-            Book::Syncing { buffered } => {
-                if buffered.len() >= SYNC_BUFFER_MAX {
-                    buffered.pop_front();
-                }
-                buffered.push_back(diff);
-                if self.fetching {
-                    Wants::Nothing
-                } else {
-                    Wants::Snapshot
-                }
-            }
-            Book::Live(book) => {
-                match book.apply_diff(
-                    diff.first,
-                    diff.last,
-                    diff.bids.iter().copied(),
-                    diff.asks.iter().copied(),
-                ) {
-                    DiffOutcome::Applied => {
-                        self.book_event_time_us = diff.event_time_us;
-                        self.book_dirty = true;
-                        self.stats_dirty = true;
-                        Wants::Nothing
-                    }
-                    DiffOutcome::Stale => Wants::Nothing,
-                    DiffOutcome::Gap { expected, first } => {
-                        self.mark_stale(format!(
-                            "depth gap: expected update {expected}, got {first}"
-                        ));
-                        self.book = Book::Syncing {
-                            buffered: VecDeque::from([diff]),
-                        };
-                        Wants::Snapshot
-                    }
-                }
-            }
-        }
-    }
-
-    /// Marks the book stale (written at once) until the next sync.
-    pub fn mark_stale(&mut self, reason: String) {
-        self.stale = Some(reason);
-        self.stale_dirty = true;
-    }
-
-    /// Applies a REST snapshot at `last_update_id` (levels as mantissas at this symbol's
-    /// exponents). Returns whether the book is now live; `false` means the snapshot is older
-    /// than the buffered diffs and another is needed. A snapshot whose id no update could
-    /// follow is refused (the book keeps syncing).
-    pub fn on_snapshot(
-        &mut self,
-        last_update_id: i64,
-        bids: Vec<(i64, i64)>,
-        asks: Vec<(i64, i64)>,
-    ) -> Result<bool, SnapshotError> {
-        self.fetching = false;
-        let Book::Syncing { buffered } = &mut self.book else {
-            return Ok(true);
-        };
-        let mut book = LocalBook::from_snapshot(last_update_id, bids, asks)?;
-        let mut event_time = self.book_event_time_us;
-        for diff in buffered.iter() {
-            match book.apply_diff(
-                diff.first,
-                diff.last,
-                diff.bids.iter().copied(),
-                diff.asks.iter().copied(),
-            ) {
-                DiffOutcome::Applied => event_time = diff.event_time_us,
-                DiffOutcome::Stale => {}
-                // The snapshot is older than the first diff kept: fetch a newer one.
-                DiffOutcome::Gap { .. } => return Ok(false),
-            }
-        }
-        self.book_event_time_us = event_time;
-        self.book = Book::Live(book);
-        self.book_dirty = true;
-        self.stats_dirty = true;
-        if self.stale.take().is_some() {
-            self.stale_dirty = false;
-        }
-        Ok(true)
-    }
-
     /// Appends this batch's commands to `pipe`: for each of the oldest pending trades (at most
     /// `trades_max`) an `XADD`, or an `XRANGE` of its id when it is to be checked, recorded in
     /// `sent` in order; then the other keys' commands. Clears the dirty flags (the caller
     /// restores them with [`SymbolState::mark_all_dirty`] if the pipeline fails). Returns how
-    /// many trades the commands cover.
+    /// many trades the commands cover. `now_us` is the writer's clock (Unix µs).
     pub fn write(
         &mut self,
         pipe: &mut redis::Pipeline,
-        limits: (usize, usize, usize),
+        (maxlen, trades_max): (usize, usize),
+        now_us: i64,
+        sent: &mut Vec<SentTrade>,
+    ) -> usize {
+        let count = self.write_trades(pipe, (maxlen, trades_max), now_us / 1000, sent);
+        let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
+        let (pe, qe) = (self.price_exponent, self.qty_exponent);
+        if self.bbo_dirty
+            && let Some(b) = self.bbo
+        {
+            pipe.hset_multiple(
+                &self.keys.bbo,
+                &[
+                    ("bid_price", dec(b.bid, pe)),
+                    ("bid_qty", dec(b.bid_qty, qe)),
+                    ("ask_price", dec(b.ask, pe)),
+                    ("ask_qty", dec(b.ask_qty, qe)),
+                    ("update_id", b.update_id.to_string()),
+                    ("event_time_us", b.event_time_us.to_string()),
+                ],
+            );
+        }
+        self.bbo_dirty = false;
+        if let Some(fields) = self.ob.whole_write((pe, qe), now_us) {
+            pipe.hset_multiple(&self.keys.ob, &fields);
+        }
+        if let Some((reason, since_us)) = self.ob.stale_write(now_us) {
+            pipe.add_command(stale_mark(&self.keys.ob, &reason, since_us));
+        }
+        // While a re-anchor is in flight its swap replaces these keys whole: they wait for it.
+        if self.stats_dirty && self.now_us > 0 && !self.ob.anchoring() {
+            let [tr_1s, tr_5s, feat] = self.stats_fields();
+            pipe.hset_multiple(&self.keys.tr_1s, &tr_1s);
+            pipe.hset_multiple(&self.keys.tr_5s, &tr_5s);
+            pipe.hset_multiple(&self.keys.feat, &feat);
+            self.stats_dirty = false;
+        }
+        count
+    }
+
+    /// The trade commands of [`SymbolState::write`].
+    fn write_trades(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        (maxlen, trades_max): (usize, usize),
         now_ms: i64,
         sent: &mut Vec<SentTrade>,
     ) -> usize {
-        let (maxlen, book_levels, trades_max) = limits;
         let count = self.pending.len().min(trades_max);
         let mut text = String::new();
         for at in 0..count {
@@ -488,112 +407,70 @@ impl SymbolState {
                 }
             }
         }
-        let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
-        let (pe, qe) = (self.price_exponent, self.qty_exponent);
-        if self.bbo_dirty
-            && let Some(b) = self.bbo
-        {
-            pipe.hset_multiple(
-                &self.keys.bbo,
-                &[
-                    ("bid_price", dec(b.bid, pe)),
-                    ("bid_qty", dec(b.bid_qty, qe)),
-                    ("ask_price", dec(b.ask, pe)),
-                    ("ask_qty", dec(b.ask_qty, qe)),
-                    ("update_id", b.update_id.to_string()),
-                    ("event_time_us", b.event_time_us.to_string()),
-                ],
-            );
-        }
-        if self.book_dirty
-            && let Book::Live(book) = &self.book
-        {
-            let levels = |side: Vec<(i64, i64)>| {
-                let mut out = String::from("[");
-                for (i, (p, q)) in side.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(
-                        out,
-                        "[\"{}\",\"{}\"]",
-                        Decimal::new(*p, pe),
-                        Decimal::new(*q, qe)
-                    );
-                }
-                out.push(']');
-                out
-            };
-            let bids = book.bids(book_levels);
-            let asks = book.asks(book_levels);
-            let depth = bids.len().max(asks.len());
-            pipe.hset_multiple(
-                &self.keys.ob,
-                &[
-                    ("update_id", book.update_id().to_string()),
-                    ("bids", levels(bids)),
-                    ("asks", levels(asks)),
-                    ("levels", depth.to_string()),
-                    ("event_time_us", self.book_event_time_us.to_string()),
-                    ("stale", "0".to_string()),
-                    ("stale_reason", String::new()),
-                ],
-            );
-        } else if self.stale_dirty
-            && let Some(reason) = &self.stale
-        {
-            pipe.hset_multiple(
-                &self.keys.ob,
-                &[("stale", "1"), ("stale_reason", reason.as_str())],
-            );
-        }
-        if self.stats_dirty && self.now_us > 0 {
-            let now = self.now_us;
-            let s1 = self.win_1s.stats(now);
-            let s5 = self.win_5s.stats(now);
-            for (key, s) in [(&self.keys.tr_1s, &s1), (&self.keys.tr_5s, &s5)] {
-                pipe.hset_multiple(key, &window_fields(s, pe, qe, now));
-            }
-            pipe.hset_multiple(&self.keys.feat, &self.feature_fields(&s1, &s5, book_levels));
-        }
-        self.bbo_dirty = false;
-        self.book_dirty = false;
-        self.stale_dirty = false;
-        self.stats_dirty = false;
         count
     }
 
-    fn feature_fields(
-        &self,
-        s1: &WindowStats,
-        s5: &WindowStats,
-        book_levels: usize,
-    ) -> Vec<(&'static str, String)> {
-        let scale = 10f64.powi(i32::from(self.price_exponent));
-        let (bids, asks, update_id) = match &self.book {
-            Book::Live(book) => (
-                book.bids(book_levels),
-                book.asks(book_levels),
+    /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
+    fn stats_fields(&mut self) -> [Vec<(&'static str, String)>; 3] {
+        let now = self.now_us;
+        let (pe, qe) = (self.price_exponent, self.qty_exponent);
+        let s1 = self.win_1s.stats(now);
+        let s5 = self.win_5s.stats(now);
+        [
+            window_fields(&s1, pe, qe, now),
+            window_fields(&s5, pe, qe, now),
+            self.feature_fields(&s1, &s5),
+        ]
+    }
+
+    /// Starts a re-anchor of this symbol: the attempt number and the whole new state (`ob` at
+    /// the live book's update id with `stale` 0, the trade windows, the features), or `None`
+    /// when the book is not live. The caller reports the outcome to
+    /// [`ObState::end_reanchor`].
+    pub fn begin_reanchor(&mut self, now_us: i64) -> Option<(u64, NewState)> {
+        let exponents = (self.price_exponent, self.qty_exponent);
+        let (attempt, ob) = self.ob.begin_reanchor(exponents, now_us)?;
+        let [tr_1s, tr_5s, feat] = self.stats_fields();
+        // The swap writes the windows and features too.
+        self.stats_dirty = false;
+        Some((
+            attempt,
+            NewState {
+                ob,
+                tr_1s,
+                tr_5s,
+                feat,
+            },
+        ))
+    }
+
+    fn feature_fields(&self, s1: &WindowStats, s5: &WindowStats) -> Vec<(&'static str, String)> {
+        let levels = self.ob.settings().levels;
+        let pe = self.price_exponent;
+        let (bids, asks, update_id) = match self.ob.live() {
+            Some(book) => (
+                book.bids(levels),
+                book.asks(levels),
                 book.update_id().to_string(),
             ),
-            _ => (Vec::new(), Vec::new(), String::new()),
+            None => (Vec::new(), Vec::new(), String::new()),
         };
         let top = self
             .bbo
             .map(|b| (vec![(b.bid, b.bid_qty)], vec![(b.ask, b.ask_qty)]));
         let from_top = match &top {
-            Some((b, a)) => features(b, a),
-            None => features(&bids, &asks),
+            Some((b, a)) => features(b, a, pe),
+            None => features(&bids, &asks, pe),
         };
-        let imbalance = features(&bids, &asks).map(|f| f.imbalance);
-        let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let imbalance = features(&bids, &asks, pe).map(|f| f.imbalance);
+        let text = |v: Option<Decimal>| v.map(|v| v.to_string()).unwrap_or_default();
         vec![
-            ("mid", num(from_top.map(|f| f.mid * scale))),
-            ("spread_bps", num(from_top.map(|f| f.spread_bps))),
-            ("microprice", num(from_top.map(|f| f.microprice * scale))),
-            ("imbalance", num(imbalance)),
-            ("flow_imbalance_1s", num(s1.flow_imbalance())),
-            ("flow_imbalance_5s", num(s5.flow_imbalance())),
+            ("mid", text(from_top.map(|f| f.mid))),
+            ("spread_bps", text(from_top.map(|f| f.spread_bps))),
+            ("microprice", text(from_top.map(|f| f.microprice))),
+            ("imbalance", text(imbalance)),
+            ("flow_imbalance_1s", text(s1.flow_imbalance())),
+            ("flow_imbalance_5s", text(s5.flow_imbalance())),
             ("book_update_id", update_id),
             ("as_of_us", self.now_us.to_string()),
         ]
@@ -647,10 +524,7 @@ fn window_fields(s: &WindowStats, pe: i8, qe: i8, now_us: i64) -> Vec<(&'static 
         m.map(|m| Decimal::new(m, e).to_string())
             .unwrap_or_default()
     };
-    let wide = |m: i128| match i64::try_from(m) {
-        Ok(m) => Decimal::new(m, qe).to_string(),
-        Err(_) => (m as f64 * 10f64.powi(i32::from(qe))).to_string(),
-    };
+    let wide = |m: i128| wide_decimal(m, qe);
     vec![
         ("count", s.count.to_string()),
         ("volume", wide(s.volume)),
@@ -662,6 +536,29 @@ fn window_fields(s: &WindowStats, pe: i8, qe: i8, now_us: i64) -> Vec<(&'static 
         ("last", dec(s.last, pe)),
         ("as_of_us", now_us.to_string()),
     ]
+}
+
+/// `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same text
+/// [`Decimal`] prints when the mantissa fits).
+fn wide_decimal(m: i128, e: i8) -> String {
+    if let Ok(m) = i64::try_from(m) {
+        return Decimal::new(m, e).to_string();
+    }
+    let digits = m.unsigned_abs().to_string();
+    let sign = if m < 0 { "-" } else { "" };
+    if e >= 0 {
+        return format!(
+            "{sign}{digits}{}",
+            "0".repeat(usize::from(e.unsigned_abs()))
+        );
+    }
+    let scale = usize::from(e.unsigned_abs());
+    if digits.len() > scale {
+        let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+        format!("{sign}{int_part}.{frac_part}")
+    } else {
+        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+    }
 }
 
 /// `2024-11-14T17:30:00.123456Z` for Unix microseconds.
@@ -713,43 +610,5 @@ mod tests {
             "2000-02-29T00:00:00.000001Z"
         );
         assert_eq!(iso8601_us(-1), "1969-12-31T23:59:59.999999Z");
-    }
-
-    #[test]
-    fn a_snapshot_older_than_the_buffered_diffs_is_refused() {
-        let mut s = SymbolState::new("BTCUSDT");
-        let diff = |first, last| Diff {
-            first,
-            last,
-            event_time_us: 1,
-            bids: vec![(100, 1)],
-            asks: vec![],
-        };
-        assert_eq!(s.on_diff(diff(10, 12)), Wants::Snapshot);
-        s.fetching = true;
-        assert_eq!(s.on_diff(diff(13, 15)), Wants::Nothing);
-        assert_eq!(
-            s.on_snapshot(5, vec![], vec![]),
-            Ok(false),
-            "5 + 1 < 10: diffs missing"
-        );
-        assert_eq!(s.on_snapshot(11, vec![(99, 2)], vec![(101, 3)]), Ok(true));
-        assert_eq!(s.book_update_id(), Some(15));
-        assert!(s.book_dirty);
-        // A gap marks the book stale and asks for a new snapshot.
-        assert_eq!(s.on_diff(diff(17, 18)), Wants::Snapshot);
-        assert!(s.stale.is_some() && s.stale_dirty);
-        assert_eq!(s.book_update_id(), None);
-        assert_eq!(
-            s.on_snapshot(i64::MAX, vec![], vec![]),
-            Err(SnapshotError {
-                last_update_id: i64::MAX
-            }),
-            "a hostile snapshot is refused"
-        );
-        assert_eq!(s.book_update_id(), None, "still syncing");
-        assert_eq!(s.on_snapshot(17, vec![], vec![]), Ok(true));
-        assert!(s.stale.is_none());
-        assert_eq!(s.book_update_id(), Some(18));
     }
 }

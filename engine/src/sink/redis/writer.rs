@@ -1,8 +1,15 @@
 //! The Redis writer thread: drains its rings into per-symbol [`SymbolState`], and whenever
 //! something changed and no pipeline is in flight, writes one coalesced pipeline (standalone:
-//! one for all symbols; Cluster: one per symbol, all of whose keys share a slot). Book syncs
-//! fetch REST depth snapshots in background tasks, so neither REST nor Redis ever holds up the
-//! draining (a reader never waits for this thread: a full ring is its `queue_full` notice).
+//! one for all symbols; Cluster: one per symbol, all of whose keys share a slot). Neither
+//! Redis nor REST ever holds up the draining (a reader never waits for this thread: a full ring
+//! is its `queue_full` notice).
+//!
+//! Order books ([`super::ob`], [`books`]): depth snapshots are asked of the sidecar, which owns
+//! REST, through a request ring, and come back through this writer's repair ring with the
+//! sidecar's stale notices (connection lost, symbol removed). A book synced from a snapshot is
+//! published by an atomic re-anchor task (lock, build under temporary keys, `MULTI`/`RENAME`/
+//! `EXEC`), never by deleting and rebuilding. Every configured symbol's book is marked stale
+//! before anything else is written, and every book is marked stale last at stop.
 //!
 //! Outages: a failed pipeline drops the connection; the writer reconnects with full-jitter
 //! backoff while it keeps draining and applying events in memory (trades held up to
@@ -26,6 +33,9 @@
 //! appends) and goes to the dead-letter file, marked `outcome` `unknown` if an earlier attempt
 //! of it got no reply (it may have landed and been trimmed since), `failed` otherwise.
 
+mod books;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,13 +43,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redis::Value;
 
-use super::state::{PendingTrade, SentTrade, SymbolState, Wants};
+use super::ob::{BookSettings, DiffBudget, Wants};
+use super::state::{PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
-use crate::binance::decimal::mantissas;
-use crate::binance::rest::{DepthSnapshot, RestClient};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
-use crate::feed::event::{FeedEvent, Repair};
+use crate::feed::event::{BookRequest, FeedEvent, Repair};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
@@ -59,17 +68,19 @@ const GAPS_LOGGED_MAX: u32 = 100;
 pub struct RedisSink {
     /// Settings.
     pub config: RedisConfig,
-    /// Binance REST base URL (for depth snapshots).
-    pub rest_base: String,
-    /// TLS for an `https://` REST base (`None`: [`crate::tls::default_client_config`]).
-    pub rest_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The configured symbols, in index order: their books are marked stale at start.
+    pub symbols: Vec<String>,
     /// One ring per reader.
     pub rings: Vec<rtrb::Consumer<FeedEvent>>,
-    /// The sidecar's repair ring for this sink; `None` without a sidecar.
+    /// The sidecar's repair ring for this sink (trades fetched from REST, depth snapshots,
+    /// stream notices); `None` without a sidecar.
     pub repairs: Option<rtrb::Consumer<Repair>>,
     /// How long a symbol's trades wait for missing ids before them (zero: gaps are passed
-    /// over at once, as without a sidecar nothing will bring them).
+    /// over at once, as without trade repair nothing will bring them).
     pub hold_max: Duration,
+    /// Depth snapshot requests to the sidecar; `None`: no sidecar, so books are never synced
+    /// (and stay marked stale).
+    pub book_requests: Option<rtrb::Producer<BookRequest>>,
     /// Live counters.
     pub stats: Arc<SinkStats>,
     /// Set once the readers and the sidecar have stopped: drain, flush, return.
@@ -209,11 +220,28 @@ struct Writer {
     latency: Histogram<u64>,
     samples: Vec<u64>,
     rng: crate::rng::Rng,
-    snapshots: tokio::sync::mpsc::UnboundedSender<(usize, DepthSnapshot)>,
-    rest: Arc<tokio::sync::Mutex<RestClient>>,
-    stop: Arc<AtomicBool>,
     errors_logged: u32,
     dead: Spool,
+    /// The books' settings.
+    book: BookSettings,
+    /// Diff bytes held across symbols (sync buffers, check recordings).
+    diffs: DiffBudget,
+    /// Snapshot requests to the sidecar; `None`: no sidecar, books are never synced.
+    requests: Option<rtrb::Producer<BookRequest>>,
+    /// Requests the ring had no room for, oldest first.
+    request_outbox: VecDeque<BookRequest>,
+    /// Re-anchors in flight.
+    reanchoring: Vec<Reanchoring>,
+    /// Re-anchor failures in a row (for the retry delay).
+    reanchor_failures: u32,
+    /// A batch was acknowledged since start: the start's stale marks are in Redis, so books
+    /// may be published.
+    acked_once: bool,
+    /// The stop's stale marks were made.
+    stop_marked: bool,
+    /// When the next consistency check is due, and the symbol to try first.
+    next_check: Option<Instant>,
+    check_cursor: usize,
     /// Trade order per symbol (live and repaired trades, each id once, in order).
     orders: TradeOrders<FeedEvent>,
     /// Trade events the orders released, with the first id to deliver (reused).
@@ -222,135 +250,79 @@ struct Writer {
     gaps_logged: u32,
 }
 
+/// A re-anchor in flight: the symbol, its attempt number, the task.
+struct Reanchoring {
+    symbol: usize,
+    attempt: u64,
+    task: tokio::task::JoinHandle<Result<bool, String>>,
+}
+
+/// The connection and the tasks beside the drain loop.
+struct Io {
+    conn: Option<Conn>,
+    connecting: Option<tokio::task::JoinHandle<Result<Conn, String>>>,
+    writing: Option<(Replies, Batch)>,
+    next_connect: Instant,
+    attempt: u32,
+    connected_once: bool,
+}
+
 async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     let RedisSink {
         config,
-        rest_base,
-        rest_tls,
+        symbols,
         mut rings,
         mut repairs,
         hold_max,
+        book_requests,
         stats,
         stop,
         flush_timeout,
         reader_cores: _,
     } = sink;
-    let rest = RestClient::new(&rest_base, rest_tls).map_err(|e| SinkError::Setup {
-        sink: "redis",
-        key: "redis.rest_endpoint",
-        reason: e.to_string(),
-    })?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut w = Writer {
-        dead: Spool::new(&config.dead_letter_path),
-        config,
-        states: Vec::new(),
-        stats,
-        latency: latency_histogram(),
-        samples: Vec::new(),
-        rng: crate::rng::Rng::new(monotonic_ns() | 1),
-        snapshots: tx,
-        rest: Arc::new(tokio::sync::Mutex::new(rest)),
-        stop: stop.clone(),
-        errors_logged: 0,
-        orders: trade_orders(hold_max),
-        released: Vec::new(),
-        gaps_logged: 0,
+    let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
+    let mut io = Io {
+        conn: None,
+        connecting: None,
+        writing: None,
+        next_connect: Instant::now(),
+        attempt: 0,
+        connected_once: false,
     };
-    let mut conn: Option<Conn> = None;
-    // Connecting and writing run as tasks beside this loop, so draining never waits on Redis.
-    let mut connecting: Option<tokio::task::JoinHandle<Result<Conn, String>>> = None;
-    let mut writing: Option<(Replies, Batch)> = None;
-    let mut next_connect = Instant::now();
-    let mut attempt = 0u32;
-    let mut connected_once = false;
     let mut flush_deadline: Option<Instant> = None;
     let mut deadline_passed = false;
     let mut idle = 0u32;
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        let mut work = w.drain(&mut rings, &mut repairs);
+        let mut work = w.drain(&mut rings, repairs.as_mut());
         if stopping {
             // Readers and sidecar have stopped and their rings are drained: nothing missing
             // will come any more, so everything held is delivered.
             w.finish_orders();
         }
-        while let Ok((symbol, snapshot)) = rx.try_recv() {
-            w.on_snapshot(symbol, snapshot);
-            work += 1;
-        }
         let now = Instant::now();
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
         }
-        if conn.is_none() && connecting.is_none() && now >= next_connect {
-            let config = w.config.clone();
-            connecting = Some(tokio::spawn(async move { connect(&config).await }));
-        }
-        if let Some(task) = connecting.take_if(|t| t.is_finished()) {
-            work += 1;
-            match task.await.unwrap_or_else(|e| Err(e.to_string())) {
-                Ok(c) => {
-                    conn = Some(c);
-                    attempt = 0;
-                    if connected_once {
-                        w.stats.reconnects.add(1);
-                        tracing::info!("redis: reconnected; writing every symbol's state again");
-                    }
-                    connected_once = true;
-                    for state in w.states.iter_mut().flatten() {
-                        state.mark_all_dirty();
-                    }
-                }
-                Err(e) => {
-                    w.stats.failed_requests.add(1);
-                    next_connect = w.backoff(attempt);
-                    if attempt == 0 {
-                        tracing::warn!("redis: cannot connect: {e}; retrying with backoff");
-                    }
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        }
-        if let Some((task, batch)) = writing.take_if(|(t, _)| t.is_finished()) {
-            work += 1;
-            let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
-                Ok(replies) => w.settle(batch, &replies),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = outcome {
-                w.stats.failed_requests.add(1);
-                tracing::warn!("redis: write failed: {e}; reconnecting");
-                conn = None;
-                for state in w.states.iter_mut().flatten() {
-                    // Commands that got no reply may have been carried out.
-                    state.unanswered();
-                    state.mark_all_dirty();
-                }
-                next_connect = w.backoff(attempt);
-                attempt = attempt.saturating_add(1);
-            }
-        }
+        work += w.connection(&mut io, now).await;
+        work += w.finish_write(&mut io).await;
+        work += w.book_work(&io, stopping, now).await;
         let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
         w.stats
             .queue_depth
             .set((ring_depth(&rings) + pending + w.orders.held()) as u64);
-        let dirty = w.states.iter().flatten().any(SymbolState::dirty);
-        if writing.is_none()
-            && dirty
-            && let Some(c) = conn.as_ref()
-        {
-            let (pipes, batch) = w.prepare(matches!(c, Conn::Cluster(_)));
-            let c = c.clone();
-            writing = Some((tokio::spawn(execute(c, pipes)), batch));
-            work += 1;
-        }
+        work += w.start_write(&mut io);
+        let quiet = io.writing.is_none() && w.reanchoring.is_empty();
         let drained =
             rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
-        if stopping && writing.is_none() && drained {
-            let dirty = w.states.iter().flatten().any(SymbolState::dirty);
+        if stopping && quiet && drained {
+            if !w.stop_marked {
+                // Everything known is written: the books are marked stale, last.
+                w.mark_stopped();
+                continue;
+            }
             // Book syncs still fetching are not waited for: what is known has been written.
-            if !dirty {
+            if !w.states.iter().flatten().any(SymbolState::dirty) {
                 break;
             }
         }
@@ -368,26 +340,78 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             w.log_error(&e);
         }
         idle = if work > 0 { 0 } else { idle.saturating_add(1) };
-        match idle {
-            0 => {}
-            1..=64 => std::hint::spin_loop(),
-            65..=20_000 => tokio::task::yield_now().await,
-            _ => tokio::time::sleep(Duration::from_micros(200)).await,
-        }
+        idle_wait(idle).await;
     }
     w.dead.finish().map_err(|reason| SinkError::DeadLetter {
         sink: "redis",
         reason,
     })?;
-    let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
-    let mut summary = w.stats.summary();
-    summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
-    summary.flushed =
-        !deadline_passed && pending == 0 && !w.states.iter().flatten().any(SymbolState::dirty);
-    Ok(summary)
+    Ok(w.summary(deadline_passed))
+}
+
+/// Spin, then yield, then sleep briefly: low latency while events flow, little CPU once quiet.
+async fn idle_wait(idle: u32) {
+    match idle {
+        0 => {}
+        1..=64 => std::hint::spin_loop(),
+        65..=20_000 => tokio::task::yield_now().await,
+        _ => tokio::time::sleep(Duration::from_micros(200)).await,
+    }
 }
 
 impl Writer {
+    /// A writer of `symbols` (their books marked stale first thing), asking the sidecar for
+    /// snapshots through `requests`, holding trades at most `hold_max` after a gap.
+    fn new(
+        config: RedisConfig,
+        symbols: &[String],
+        stats: Arc<SinkStats>,
+        (requests, hold_max): (Option<rtrb::Producer<BookRequest>>, Duration),
+    ) -> Writer {
+        let book = BookSettings::new(config.book_levels, config.snapshot_limit);
+        let next_check = config.consistency_check.map(|every| Instant::now() + every);
+        let mut w = Writer {
+            dead: Spool::new(&config.dead_letter_path),
+            diffs: DiffBudget::new(config.sync_buffer_bytes_max),
+            config,
+            states: Vec::new(),
+            stats,
+            latency: latency_histogram(),
+            samples: Vec::new(),
+            rng: crate::rng::Rng::new(monotonic_ns() | 1),
+            errors_logged: 0,
+            book,
+            requests,
+            request_outbox: VecDeque::new(),
+            reanchoring: Vec::new(),
+            reanchor_failures: 0,
+            acked_once: false,
+            stop_marked: false,
+            next_check,
+            check_cursor: 0,
+            orders: trade_orders(hold_max),
+            released: Vec::new(),
+            gaps_logged: 0,
+        };
+        // Every configured symbol's book is marked stale first thing (a previous run's book is
+        // not fresh): new states start marked.
+        for name in symbols {
+            w.states.push(Some(SymbolState::new(name, book)));
+        }
+        w
+    }
+
+    /// The end-of-run summary.
+    fn summary(&self, deadline_passed: bool) -> SinkSummary {
+        let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
+        let dirty = self.states.iter().flatten().any(SymbolState::dirty);
+        let mut summary = self.stats.summary();
+        summary.receipt_to_ack_ns = Percentiles::of(&self.latency);
+        summary.flushed = !deadline_passed && pending == 0 && !dirty;
+        summary.book = Some(self.stats.book.summary());
+        summary
+    }
+
     /// When to try again after `attempt` failures in a row.
     fn backoff(&mut self, attempt: u32) -> Instant {
         let (initial, max) = (self.config.reconnect_initial, self.config.reconnect_max);
@@ -399,7 +423,7 @@ impl Writer {
     fn drain(
         &mut self,
         rings: &mut [rtrb::Consumer<FeedEvent>],
-        repairs: &mut Option<rtrb::Consumer<Repair>>,
+        repairs: Option<&mut rtrb::Consumer<Repair>>,
     ) -> usize {
         let mut work = 0;
         for ring in rings.iter_mut() {
@@ -408,7 +432,7 @@ impl Writer {
                 work += 1;
             }
         }
-        if let Some(ring) = repairs.as_mut() {
+        if let Some(ring) = repairs {
             while let Ok(repair) = ring.pop() {
                 self.repair(repair);
                 work += 1;
@@ -419,6 +443,81 @@ impl Writer {
         self.deliver(released);
         self.note_orders();
         work
+    }
+
+    /// Starts connecting when due, and takes a finished connect.
+    async fn connection(&mut self, io: &mut Io, now: Instant) -> usize {
+        if io.conn.is_none() && io.connecting.is_none() && now >= io.next_connect {
+            let config = self.config.clone();
+            io.connecting = Some(tokio::spawn(async move { connect(&config).await }));
+        }
+        let Some(task) = io.connecting.take_if(|t| t.is_finished()) else {
+            return 0;
+        };
+        match task.await.unwrap_or_else(|e| Err(e.to_string())) {
+            Ok(c) => {
+                io.conn = Some(c);
+                io.attempt = 0;
+                if io.connected_once {
+                    self.stats.reconnects.add(1);
+                    tracing::info!("redis: reconnected; writing every symbol's state again");
+                }
+                io.connected_once = true;
+                for state in self.states.iter_mut().flatten() {
+                    state.mark_all_dirty();
+                }
+            }
+            Err(e) => {
+                self.stats.failed_requests.add(1);
+                io.next_connect = self.backoff(io.attempt);
+                if io.attempt == 0 {
+                    tracing::warn!("redis: cannot connect: {e}; retrying with backoff");
+                }
+                io.attempt = io.attempt.saturating_add(1);
+            }
+        }
+        1
+    }
+
+    /// Takes a finished batch's replies; a failed batch drops the connection.
+    async fn finish_write(&mut self, io: &mut Io) -> usize {
+        let Some((task, batch)) = io.writing.take_if(|(t, _)| t.is_finished()) else {
+            return 0;
+        };
+        let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
+            Ok(replies) => self.settle(batch, &replies),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => self.acked_once = true,
+            Err(e) => {
+                self.stats.failed_requests.add(1);
+                tracing::warn!("redis: write failed: {e}; reconnecting");
+                io.conn = None;
+                for state in self.states.iter_mut().flatten() {
+                    // Commands that got no reply may have been carried out.
+                    state.unanswered();
+                    state.mark_all_dirty();
+                }
+                io.next_connect = self.backoff(io.attempt);
+                io.attempt = io.attempt.saturating_add(1);
+            }
+        }
+        1
+    }
+
+    /// Sends the next batch when something is dirty and none is in flight.
+    fn start_write(&mut self, io: &mut Io) -> usize {
+        let dirty = self.states.iter().flatten().any(SymbolState::dirty);
+        if io.writing.is_some() || !dirty {
+            return 0;
+        }
+        let Some(c) = io.conn.as_ref() else {
+            return 0;
+        };
+        let (pipes, batch) = self.prepare(matches!(c, Conn::Cluster(_)));
+        io.writing = Some((tokio::spawn(execute(c.clone(), pipes)), batch));
+        1
     }
 
     /// A live event: trades through their symbol's order, the rest applied at once.
@@ -441,21 +540,6 @@ impl Writer {
         self.orders
             .offer(symbol, first, last, event, now, &mut released);
         self.deliver(released);
-    }
-
-    /// What the sidecar sent: fetched trades (ordered like live ones) or ids it gave up on.
-    fn repair(&mut self, repair: Repair) {
-        match repair {
-            Repair::Event(event) => {
-                self.stats.repaired.add(1);
-                self.route(event);
-            }
-            Repair::GaveUp { symbol, from, to } => {
-                let mut released = std::mem::take(&mut self.released);
-                self.orders.unfetchable(symbol, from, to, &mut released);
-                self.deliver(released);
-            }
-        }
     }
 
     /// Applies the events the orders released, each from its first id to deliver; hands the
@@ -508,9 +592,10 @@ impl Writer {
         if self.states.len() <= index {
             self.states.resize_with(index + 1, || None);
         }
+        let book = self.book;
         let state = self.states[index].get_or_insert_with(|| {
             let name = symbol_name(&message);
-            SymbolState::new(&name)
+            SymbolState::new(&name, book)
         });
         let buffer = self.config.buffer_trades_max;
         let wants = match &message {
@@ -518,12 +603,8 @@ impl Writer {
                 state.on_trades(m, from, event.recv_time_ns, buffer);
                 Wants::Nothing
             }
-            _ => state.on_frame(&message, event.recv_time_ns, buffer),
+            _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
         };
-        let fetch = wants == Wants::Snapshot && !state.fetching;
-        if fetch {
-            state.fetching = true;
-        }
         let evicted = std::mem::take(&mut state.evicted);
         for t in &evicted {
             self.dead_letter(
@@ -535,72 +616,7 @@ impl Writer {
         if self.samples.len() < LATENCY_SAMPLES_MAX {
             self.samples.push(event.recv_time_ns);
         }
-        if fetch {
-            self.fetch_snapshot(index);
-        }
-    }
-
-    /// Fetches a depth snapshot in the background, retrying (with backoff, honouring 429/418
-    /// Retry-After) until it succeeds or the writer stops.
-    fn fetch_snapshot(&mut self, index: usize) {
-        let Some(state) = self.states[index].as_ref() else {
-            return;
-        };
-        let symbol = state.name.clone();
-        let limit = self.config.snapshot_limit;
-        let rest = self.rest.clone();
-        let tx = self.snapshots.clone();
-        let stop = self.stop.clone();
-        let (initial, max) = (self.config.reconnect_initial, self.config.reconnect_max);
-        let mut rng = crate::rng::Rng::new(self.rng.next_u64() | 1);
-        tokio::spawn(async move {
-            let mut attempt = 0;
-            while !stop.load(Ordering::Acquire) {
-                let result = rest.lock().await.depth(&symbol, limit).await;
-                match result {
-                    Ok(snapshot) => {
-                        let _ = tx.send((index, snapshot));
-                        return;
-                    }
-                    Err(e) => {
-                        let delay = e
-                            .retry_after()
-                            .unwrap_or_else(|| jittered(&mut rng, initial, max, attempt));
-                        if attempt == 0 {
-                            tracing::warn!(%symbol, "redis: depth snapshot failed: {e}; retrying");
-                        }
-                        attempt += 1;
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        });
-    }
-
-    fn on_snapshot(&mut self, index: usize, snapshot: DepthSnapshot) {
-        let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        let (pe, qe) = state.exponents();
-        let levels = mantissas(&snapshot.bids, pe, qe)
-            .and_then(|b| Ok((b, mantissas(&snapshot.asks, pe, qe)?)));
-        let live = match levels {
-            Ok((bids, asks)) => state
-                .on_snapshot(snapshot.last_update_id, bids, asks)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(symbol = %state.name, "redis: depth snapshot refused: {e}");
-                    false
-                }),
-            Err(e) => {
-                tracing::warn!(symbol = %state.name, "redis: depth snapshot unusable: {e}");
-                state.fetching = false;
-                false
-            }
-        };
-        if !live && !state.fetching {
-            state.fetching = true;
-            self.fetch_snapshot(index);
-        }
+        self.after_book(index, wants);
     }
 
     /// Builds the pipelines of every dirty symbol (standalone: one; Cluster: one per symbol,
@@ -612,8 +628,7 @@ impl Writer {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let maxlen = self.config.trades_maxlen;
-        let levels = self.config.book_levels;
-        let now_ms = unix_ms();
+        let now_us = books::now_us();
         let mut pipes = Vec::new();
         for (symbol, state) in self.states.iter_mut().enumerate() {
             let Some(state) = state.as_mut().filter(|s| s.dirty()) else {
@@ -621,7 +636,7 @@ impl Writer {
             };
             let before = pipe.len();
             let mut sent = Vec::new();
-            let trades = state.write(&mut pipe, (maxlen, levels, budget), now_ms, &mut sent);
+            let trades = state.write(&mut pipe, (maxlen, budget), now_us, &mut sent);
             budget -= trades;
             sections.push(Section {
                 symbol,
@@ -849,24 +864,8 @@ mod tests {
             dead_letter_path: dead.to_path_buf(),
             ..RedisConfig::default()
         };
-        let rest = RestClient::new("http://127.0.0.1:9", None).expect("a REST client");
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        Writer {
-            dead: Spool::new(&config.dead_letter_path),
-            config,
-            states: Vec::new(),
-            stats: Arc::new(SinkStats::default()),
-            latency: latency_histogram(),
-            samples: Vec::new(),
-            rng: crate::rng::Rng::new(1),
-            snapshots: tx,
-            rest: Arc::new(tokio::sync::Mutex::new(rest)),
-            stop: Arc::new(AtomicBool::new(false)),
-            errors_logged: 0,
-            orders: trade_orders(Duration::from_secs(1)),
-            released: Vec::new(),
-            gaps_logged: 0,
-        }
+        let stats = Arc::new(SinkStats::default());
+        Writer::new(config, &[], stats, (None, Duration::from_secs(1)))
     }
 
     fn trades(ids: std::ops::RangeInclusive<i64>) -> FeedEvent {

@@ -1,0 +1,194 @@
+//! The sidecar's book work, the shell around [`super::depth`]: it takes the consumers' depth
+//! snapshot requests from their request rings, fetches them with a small pool of REST clients
+//! (one kept-alive connection each, so `concurrency` fetches run at once) as tasks on the
+//! sidecar's runtime, and hands each snapshot, or the news that a check could not be served,
+//! to the consumer's repair ring. It also turns the readers' stream notices (connection lost,
+//! connection back, symbol removed) into [`Repair::Stream`] for the consumers that keep books.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::depth::{DepthPlan, Dispatch};
+use crate::backoff::jittered;
+use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
+use crate::clock::unix_ms;
+use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
+use crate::rng::Rng;
+
+/// Retry delays of failed sync snapshots (full jitter between these, growing per failure).
+const RETRY_INITIAL: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// What the sidecar needs for the books.
+pub struct BookSetup {
+    /// One request ring per consumer that keeps books: (its consumer index, the ring).
+    pub requests: Vec<(usize, rtrb::Consumer<BookRequest>)>,
+    /// The REST clients depth snapshots are fetched with; their number is the concurrency.
+    pub clients: Vec<RestClient>,
+    /// Request weight the fetches may use per minute (all clients together).
+    pub weight_budget: u32,
+}
+
+/// What a fetch task returns.
+type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>);
+
+/// The book work's state.
+pub struct Books {
+    requests: Vec<(usize, rtrb::Consumer<BookRequest>)>,
+    idle: Vec<RestClient>,
+    tasks: JoinSet<Fetched>,
+    plan: DepthPlan,
+    rng: Rng,
+    failures_logged: u32,
+    /// Snapshots handed out.
+    pub fetched: u64,
+    /// Fetches that failed.
+    pub failed: u64,
+}
+
+impl Books {
+    /// The book work for `setup`.
+    pub fn new(setup: BookSetup, seed: u64) -> Books {
+        let concurrency = setup.clients.len();
+        Books {
+            requests: setup.requests,
+            idle: setup.clients,
+            tasks: JoinSet::new(),
+            plan: DepthPlan::new(setup.weight_budget, concurrency),
+            rng: Rng::new(seed | 1),
+            failures_logged: 0,
+            fetched: 0,
+            failed: 0,
+        }
+    }
+
+    /// A stream notice as the repairs it makes: `(consumer, repair)` for each consumer that
+    /// keeps books; nothing for a gap notice.
+    pub fn stream_repairs(&self, notice: &Notice, out: &mut Vec<(usize, Repair)>) {
+        let change = match notice.cause {
+            Cause::Disconnected => StreamChange::Disconnected,
+            Cause::Reconnected => StreamChange::Reconnected,
+            Cause::Removed => StreamChange::Removed,
+            Cause::Wire | Cause::QueueFull { .. } => return,
+        };
+        for &(consumer, _) in &self.requests {
+            let repair = Repair::Stream {
+                symbol: notice.gap.symbol,
+                change,
+                last_update_id: notice.gap.last_good,
+            };
+            out.push((consumer, repair));
+        }
+    }
+
+    /// One round: new requests in, fetches started, finished fetches out as `(consumer,
+    /// repair)`. Returns how much was done.
+    pub fn poll(
+        &mut self,
+        symbols: &Arc<RwLock<Vec<String>>>,
+        out: &mut Vec<(usize, Repair)>,
+    ) -> usize {
+        let now = unix_ms();
+        let mut work = 0;
+        for (consumer, ring) in self.requests.iter_mut() {
+            while let Ok(request) = ring.pop() {
+                self.plan.request(*consumer, request, now);
+                work += 1;
+            }
+        }
+        while let Some(Ok(fetched)) = self.tasks.try_join_next() {
+            self.on_fetched(fetched, out);
+            work += 1;
+        }
+        while !self.idle.is_empty() {
+            let Some(dispatch) = self.plan.next(now) else {
+                break;
+            };
+            let name = crate::sync::read(symbols)
+                .get(usize::from(dispatch.job.request.symbol))
+                .cloned();
+            let (Some(name), Some(mut client)) = (name, self.idle.pop()) else {
+                self.plan.finished();
+                continue;
+            };
+            self.tasks.spawn(async move {
+                let result = client.depth(&name, dispatch.limit).await;
+                (client, dispatch, result)
+            });
+            work += 1;
+        }
+        work
+    }
+
+    fn on_fetched(&mut self, (client, dispatch, result): Fetched, out: &mut Vec<(usize, Repair)>) {
+        let now = unix_ms();
+        self.plan.finished();
+        self.plan.observe(client.used_weight(), now);
+        self.idle.push(client);
+        let (consumer, request) = (dispatch.job.consumer, dispatch.job.request);
+        match result {
+            Ok(snapshot) => {
+                self.fetched += 1;
+                let book = BookSnapshot {
+                    symbol: request.symbol,
+                    purpose: request.purpose,
+                    limit: dispatch.limit,
+                    snapshot,
+                };
+                out.push((consumer, Repair::Book(Box::new(book))));
+            }
+            Err(e) => {
+                self.failed += 1;
+                let wait = e.retry_after();
+                if let Some(wait) = wait {
+                    self.plan.hold(now.saturating_add(ms(wait)));
+                }
+                let delay = wait.unwrap_or_else(|| {
+                    jittered(
+                        &mut self.rng,
+                        RETRY_INITIAL,
+                        RETRY_MAX,
+                        dispatch.job.failures,
+                    )
+                });
+                if self.failures_logged < 10 {
+                    self.failures_logged += 1;
+                    tracing::warn!(
+                        "sidecar: depth snapshot of symbol #{} failed: {e}; retrying in {delay:?}",
+                        request.symbol
+                    );
+                }
+                if !self
+                    .plan
+                    .failed(dispatch.job, now.saturating_add(ms(delay)))
+                {
+                    let purpose = Purpose::Check;
+                    out.push((
+                        consumer,
+                        Repair::BookUnavailable {
+                            symbol: request.symbol,
+                            purpose,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Fetches queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.plan.pending()
+    }
+
+    /// The run stops: nothing more is fetched (the consumers are stopping too).
+    pub fn stop(&mut self) {
+        self.plan.clear();
+        self.tasks.abort_all();
+    }
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
