@@ -57,6 +57,8 @@ struct Held<T> {
     first: i64,
     last: i64,
     item: T,
+    /// When it was held: the gap before it was known from then on.
+    since_ns: u64,
 }
 
 /// The order of one symbol's trades in one sink.
@@ -131,8 +133,23 @@ impl<T> TradeOrder<T> {
 
     fn hold(&mut self, first: i64, last: i64, item: T, now_ns: u64) {
         let at = self.held.partition_point(|h| h.first <= first);
-        self.held.insert(at, Held { first, last, item });
+        self.held.insert(
+            at,
+            Held {
+                first,
+                last,
+                item,
+                since_ns: now_ns,
+            },
+        );
         self.waiting_since_ns.get_or_insert(now_ns);
+    }
+
+    /// The wait of the gaps still open runs from when the earliest of them was seen, not from
+    /// a gap already closed (a later gap must get its whole hold, as the sidecar's give-up
+    /// bound assumes).
+    fn restart_wait(&mut self) {
+        self.waiting_since_ns = self.held.iter().map(|h| h.since_ns).min();
     }
 
     /// The next held event that can be delivered now (contiguous with what was delivered), with
@@ -145,9 +162,7 @@ impl<T> TradeOrder<T> {
             return None;
         }
         let held = self.held.pop_front()?;
-        if self.held.is_empty() {
-            self.waiting_since_ns = None;
-        }
+        self.restart_wait();
         if held.last < next {
             return Some((Verdict::Duplicate, held.item));
         }
@@ -169,8 +184,8 @@ impl<T> TradeOrder<T> {
         if let Some(front) = self.held.front() {
             self.next = Some(front.first);
         }
-        // The next gap (if any held events remain past another gap) waits afresh from now.
-        self.waiting_since_ns = Some(now_ns);
+        // A further gap among the held events waits from when it was seen.
+        self.restart_wait();
         missing
     }
 
@@ -531,6 +546,26 @@ mod tests {
         let (verdict, _) = order.release().expect("released");
         assert_eq!(verdict, Verdict::Deliver { from: 9 });
         assert_eq!(order.next_id(), Some(10));
+    }
+
+    #[test]
+    fn a_later_gap_gets_its_whole_hold_after_an_earlier_one_is_repaired() {
+        let mut order = TradeOrder::new(HOLD, 16);
+        let mut out = Vec::new();
+        offer(&mut order, &mut out, 1, 1, 0);
+        offer(&mut order, &mut out, 5, 5, 0); // gap 2..=4 seen at 0
+        offer(&mut order, &mut out, 9, 9, 900); // gap 6..=8 seen at 900
+        offer(&mut order, &mut out, 2, 4, 950); // the first gap is repaired
+        assert_eq!(out, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            order.expire(HOLD + 10),
+            None,
+            "the second gap is only 110 ns old"
+        );
+        assert_eq!(
+            order.expire(900 + HOLD),
+            Some(Unrepaired { from: 6, to: 8 })
+        );
     }
 
     #[test]
