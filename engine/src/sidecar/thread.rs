@@ -44,6 +44,13 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Notices listed in the summary (all are counted).
 const NOTICES_KEPT_MAX: usize = 1000;
+/// Give-ups logged one by one; later ones are only counted (a gap storm must not flood the log).
+const GIVE_UPS_LOGGED_MAX: u64 = 20;
+
+/// Ids in `from..=to` (0 when empty), without overflow whatever ids the network sent.
+fn id_count(from: i64, to: i64) -> u64 {
+    u64::try_from(i128::from(to) - i128::from(from) + 1).unwrap_or(0)
+}
 
 /// What the sidecar needs to run.
 pub struct SidecarSetup {
@@ -147,6 +154,7 @@ pub fn spawn(setup: SidecarSetup) -> std::io::Result<JoinHandle<SidecarReport>> 
 }
 
 struct Sidecar {
+    give_ups_logged: u64,
     setup: SidecarSetup,
     plan: Backfill,
     outbox: VecDeque<(usize, Repair)>,
@@ -168,6 +176,7 @@ impl Sidecar {
         let books = setup.books.take().map(|b| Books::new(b, monotonic_ns()));
         let trade_repair = setup.rest.is_some();
         Sidecar {
+            give_ups_logged: 0,
             books,
             book_repairs: Vec::new(),
             trade_repair,
@@ -203,8 +212,11 @@ impl Sidecar {
                 if drained && self.plan.pending() == 0 && self.outbox.is_empty() {
                     break;
                 }
-                if now >= deadline && drained && self.plan.pending() == 0 {
-                    // Rings full for good (their sink has stopped): what is left is counted.
+                // The sinks still drain their repair rings (they stop after the sidecar), so
+                // the outbox keeps moving for a grace period; only a ring still full after it
+                // (its sink is stuck) leaves repairs behind, and those are counted.
+                let grace = deadline.saturating_add(flush_ns);
+                if now >= grace && drained && self.plan.pending() == 0 {
                     self.count_outbox_lost();
                     break;
                 }
@@ -255,10 +267,7 @@ impl Sidecar {
                 let (from, to) = (*range.start(), *range.end());
                 if mask != 0 && from <= to {
                     self.setup.stats.trade_gaps.bump();
-                    self.setup
-                        .stats
-                        .requested_ids
-                        .add(u64::try_from(to - from + 1).unwrap_or(0));
+                    self.setup.stats.requested_ids.add(id_count(from, to));
                     self.plan.request(notice.gap.symbol, from, to, mask, now);
                 }
             }
@@ -339,7 +348,7 @@ impl Sidecar {
     /// Pushes every frame overlapping `delivery` to each of its consumers. Frames reaching
     /// beyond the delivery are harmless: each sink delivers every id once, whatever its source.
     fn deliver(&mut self, delivery: &Delivery, now: u64) {
-        let ids = u64::try_from(delivery.to - delivery.from + 1).unwrap_or(0);
+        let ids = id_count(delivery.from, delivery.to);
         for consumer in 0..self.setup.repairs.len().min(64) {
             if delivery.consumers & (1u64 << consumer) == 0 {
                 continue;
@@ -448,13 +457,21 @@ impl Sidecar {
     /// Tells each consumer concerned that these ids will not come.
     fn abandon(&mut self, abandoned: &[Delivery]) {
         for d in abandoned {
-            let ids = u64::try_from(d.to - d.from + 1).unwrap_or(0);
-            tracing::warn!(
-                "sidecar: giving up on trades {}..={} of symbol #{} ({ids} ids)",
-                d.from,
-                d.to,
-                d.symbol
-            );
+            let ids = id_count(d.from, d.to);
+            self.give_ups_logged += 1;
+            if self.give_ups_logged <= GIVE_UPS_LOGGED_MAX {
+                tracing::warn!(
+                    "sidecar: giving up on trades {}..={} of symbol #{} ({ids} ids){}",
+                    d.from,
+                    d.to,
+                    d.symbol,
+                    if self.give_ups_logged == GIVE_UPS_LOGGED_MAX {
+                        " (further give-ups are counted, not logged)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             for consumer in 0..self.setup.repairs.len().min(64) {
                 if d.consumers & (1u64 << consumer) != 0 {
                     self.setup.stats.unrepaired_ids.add(ids);
@@ -472,7 +489,7 @@ impl Sidecar {
     fn count_outbox_lost(&mut self) {
         for (_, repair) in self.outbox.drain(..) {
             if let Repair::Event(event) = repair {
-                let ids = u64::try_from(event.last_id - event.first_id + 1).unwrap_or(0);
+                let ids = id_count(event.first_id, event.last_id);
                 self.setup.stats.unrepaired_ids.add(ids);
             }
         }
