@@ -298,25 +298,8 @@ fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() 
     assert_eq!(k.received, k.written + k.dead_lettered, "{k:?}");
     let letters = dlq::read(&dead_path).expect("the dead-letter file");
     assert_eq!(letters.records.len() as u64, k.dead_lettered);
-    let of = |outcome| -> Vec<(String, Vec<u8>, String)> {
-        letters
-            .records
-            .iter()
-            .filter(|d| d.outcome == outcome)
-            .filter_map(|d| match &d.target {
-                Target::Kinesis {
-                    stream,
-                    partition_key,
-                    data,
-                } if stream == TRADE_STREAM => {
-                    Some((partition_key.clone(), data.clone(), String::new()))
-                }
-                _ => None,
-            })
-            .collect()
-    };
-    let unknown = kinesis_trades(&of(Outcome::Unknown));
-    let failed = kinesis_trades(&of(Outcome::Failed));
+    let unknown = kinesis_trades(&trade_records(&letters.records, Outcome::Unknown));
+    let failed = kinesis_trades(&trade_records(&letters.records, Outcome::Failed));
     assert!(!unknown.is_empty() && !failed.is_empty(), "{k:?}");
     // The unknown ones did land.
     let landed = read_kinesis_trades(&emulator);
@@ -359,11 +342,18 @@ fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() 
 fn records_of_a_timed_out_request_are_marked_unknown() {
     let sim = sim();
     let emulator = KinesisEmulator::start();
+    // Created here: the writer's client times out after 300 ms, which a loaded machine can
+    // reach while waiting for a new stream to become ACTIVE (a failed start, not this test).
+    let rt = runtime();
+    for stream in [TRADE_STREAM, "market-sbe-bestbidask", "market-sbe-depth"] {
+        rt.block_on(emulator.create_stream(stream, 1));
+    }
     let proxy = FaultProxy::start(emulator.addr());
     let dir = TempDir::new("delivery-timeout");
     let dead_path = dir.path().join("dead-letters.jsonl");
     let config = run_config(&sim, |c| {
         let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.create_streams = false;
         k.heartbeat_interval = None;
         k.deliver_within = Duration::from_millis(1500);
         c.kinesis = Some(k);
@@ -389,12 +379,24 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
             .build();
         aws_sdk_kinesis::Client::from_conf(sdk)
     };
-    let summary = run_flushing_within(&config, Some(client), Duration::from_secs(2), |sinks| {
+    let summary = run_flushing_within(&config, Some(client), Duration::from_secs(10), |sinks| {
         wait_for("first writes", || written(sinks, "kinesis") >= 300);
         proxy.faults().hold_answers(true);
-        wait_for("timed-out records dead-lettered", || {
-            stat(sinks, "kinesis", |s| s.dead_lettered.get()) >= 300
+        // From now on nothing of the trades lane is delivered, so the first trades request
+        // held carries its oldest records, which stay the oldest: retried (held again, or timed
+        // out on the way) until their deadline, they are the first trades dead-lettered, and
+        // they did land.
+        wait_for("a trades request held", || {
+            proxy.faults().answers_held_of(TRADE_STREAM) >= 1
         });
+        wait_for(
+            "timed-out records, trades among them, dead-lettered",
+            || {
+                let letters = letters_so_far(&dead_path);
+                let unknown = letters.iter().filter(|d| d.outcome == Outcome::Unknown);
+                unknown.count() >= 300 && !trade_records(&letters, Outcome::Unknown).is_empty()
+            },
+        );
         proxy.faults().hold_answers(false);
         let dead = stat(sinks, "kinesis", |s| s.dead_lettered.get());
         wait_for("writes again", || {
@@ -417,10 +419,35 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
         letters.records.len()
     );
     assert!(unknown.iter().all(|d| d.attempts >= 1));
-    // Each unknown trades record did land (the proxy forwarded it before holding the answer).
+    // "Unknown" is the truth: some did land (the proxy forwarded them before holding the
+    // answer), so calling them failed and resending them would duplicate them; others may not
+    // have (a request that timed out before the proxy had it).
     let landed = read_kinesis_trades(&emulator);
-    let of_unknown: Vec<(String, Vec<u8>, String)> = unknown
+    let unknown_trades = kinesis_trades(&trade_records(&letters.records, Outcome::Unknown));
+    let landed_unknown = unknown_trades
         .iter()
+        .flat_map(|(symbol, ids)| ids.iter().filter(|id| landed[symbol].contains(id)))
+        .count();
+    let span = |ids: &Vec<i64>| (ids.len(), ids.first().copied(), ids.last().copied());
+    assert!(
+        landed_unknown > 0,
+        "unknown trades {:?}, landed {:?}, {:?}",
+        unknown_trades.values().map(span).collect::<Vec<_>>(),
+        landed.values().map(span).collect::<Vec<_>>(),
+        proxy.faults().counters()
+    );
+}
+
+/// The records of the dead-letter file at `path` so far (none before it exists).
+fn letters_so_far(path: &Path) -> Vec<DeadRecord> {
+    dlq::read(path).map(|l| l.records).unwrap_or_default()
+}
+
+/// The trades-stream records of `records` with `outcome`, as [`kinesis_trades`] takes them.
+fn trade_records(records: &[DeadRecord], outcome: Outcome) -> Vec<(String, Vec<u8>, String)> {
+    records
+        .iter()
+        .filter(|d| d.outcome == outcome)
         .filter_map(|d| match &d.target {
             Target::Kinesis {
                 stream,
@@ -431,16 +458,7 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
             }
             _ => None,
         })
-        .collect();
-    // "Unknown" is the truth: some did land (the proxy forwarded them before holding the
-    // answer), so calling them failed and resending them would duplicate them; others may not
-    // have (a request that timed out before the proxy had it).
-    let unknown_trades = kinesis_trades(&of_unknown);
-    let landed_unknown = unknown_trades
-        .iter()
-        .flat_map(|(symbol, ids)| ids.iter().filter(|id| landed[symbol].contains(id)))
-        .count();
-    assert!(landed_unknown > 0, "{:?}", proxy.faults().counters());
+        .collect()
 }
 
 /// Regression: the Kinesis writer's rings were not drained while the start-up stream check ran

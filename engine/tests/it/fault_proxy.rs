@@ -101,6 +101,8 @@ pub struct Counters {
     pub refused: u64,
     /// PutRecords requests forwarded (their records landed) and then left unanswered.
     pub answers_held: u64,
+    /// The same, by stream.
+    pub answers_held_by_stream: BTreeMap<String, u64>,
 }
 
 /// A `fail_entries` pattern with the requests it still applies to.
@@ -199,8 +201,20 @@ impl Faults {
         self.lock().counters.answers_held
     }
 
-    fn held_one(&self) {
-        self.lock().counters.answers_held += 1;
+    /// PutRecords requests of `stream` forwarded and left unanswered so far.
+    pub fn answers_held_of(&self, stream: &str) -> u64 {
+        let state = self.lock();
+        let held = &state.counters.answers_held_by_stream;
+        held.get(stream).copied().unwrap_or(0)
+    }
+
+    fn held_one(&self, stream: &str) {
+        let counters = &mut self.lock().counters;
+        counters.answers_held += 1;
+        *counters
+            .answers_held_by_stream
+            .entry(stream.to_string())
+            .or_insert(0) += 1;
     }
 
     /// Turns every fault off (the counters stay).
@@ -357,7 +371,7 @@ impl PutRecords {
         Some(PutRecords { json, keys })
     }
 
-    /// The stream's name for error messages.
+    /// The stream's name (error messages, counters).
     fn stream(&self) -> &str {
         if let Some(name) = self.json.get("StreamName").and_then(Value::as_str) {
             return name;
@@ -666,7 +680,7 @@ async fn handle(request: &Message, upstream: SocketAddr, faults: &Faults) -> Opt
         Action::Close => return None,
         Action::ForwardAndHold => {
             if forward(request, &request.body, upstream).await.is_ok() {
-                faults.held_one();
+                faults.held_one(put_records.as_ref().map_or("unknown", PutRecords::stream));
             }
             // The client never gets an answer; the proxy's shutdown ends this task.
             std::future::pending::<()>().await;
@@ -1251,7 +1265,15 @@ async fn hold_answers_forwards_the_records_and_never_answers() {
         "a timeout, not {}",
         sdk_error(&err)
     );
+    // The proxy counts the request once the emulator took it, which on a loaded machine can be
+    // after the client gave up.
+    let deadline = std::time::Instant::now() + crate::sinks::PATIENCE;
+    while faults.answers_held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the request was held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(faults.answers_held(), 1);
+    assert_eq!(faults.answers_held_of("held"), 1);
     assert_eq!(faults.counters().entries_forwarded, 2);
     assert_eq!(
         kinesis.read_all("held").await.len(),
