@@ -24,10 +24,10 @@ use hotpath::stream::StreamKind;
 use serde_json::Value;
 
 use crate::fault_proxy::FaultProxy;
-use crate::feed::key;
+use crate::feed::{frames_sent, key};
 use crate::servers::{KinesisEmulator, RedisServer, TempDir};
 use crate::sinks::{
-    SYMBOLS, TRADE_STREAM, assert_exactly_once, kinesis_settings, kinesis_trades,
+    FLUSH_PATIENCE, SYMBOLS, TRADE_STREAM, assert_exactly_once, kinesis_settings, kinesis_trades,
     read_kinesis_trades, redis_connection, redis_settings, redis_trades, run_config, runtime, sim,
     test_client, wait_for, written,
 };
@@ -154,7 +154,7 @@ fn an_equal_or_smaller_refusal_is_checked_not_counted_as_written() {
         r.dead_letter_path = dead_path.clone();
         c.redis = Some(r);
     });
-    let summary = run_flushing_within(&config, None, Duration::from_secs(10), |sinks| {
+    let summary = run_flushing_within(&config, None, FLUSH_PATIENCE, |sinks| {
         wait_for("an OOM refusal", || {
             stat(sinks, "redis", |s| s.failed_requests.get()) >= 1
         });
@@ -217,11 +217,27 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
         r.dead_letter_path = dead_path.clone();
         c.redis = Some(r);
     });
+    let mut before_outage = BTreeMap::new();
     let summary = run_flushing_within(&config, None, Duration::from_millis(500), |sinks| {
         wait_for("first trades in Redis", || written(sinks, "redis") >= 200);
+        // What Redis holds when it dies: its writes paused, read, then it is killed. (On a
+        // loaded machine the writer can fall a buffer behind while Redis is up, so trades
+        // written and trades dead-lettered can alternate before the outage.)
+        let _: String = redis_command(
+            &url,
+            redis::cmd("CLIENT").arg("PAUSE").arg(600_000).arg("WRITE"),
+        );
+        for symbol in SYMBOLS {
+            before_outage.insert(symbol, redis_trades(&url, symbol));
+        }
+        let failed = stat(sinks, "redis", |s| s.failed_requests.get());
         redis.kill();
+        wait_for("the writer to see the outage", || {
+            stat(sinks, "redis", |s| s.failed_requests.get()) > failed
+        });
+        let dead = stat(sinks, "redis", |s| s.dead_lettered.get());
         wait_for("trades beyond the buffer dead-lettered", || {
-            stat(sinks, "redis", |s| s.dead_lettered.get()) >= 500
+            stat(sinks, "redis", |s| s.dead_lettered.get()) >= dead + 300
         });
     });
     let r = &summary.sinks["redis"];
@@ -231,9 +247,31 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
     assert_eq!(letters.records.len() as u64, r.dead_lettered, "{r:?}");
     let dead = dead_trades(&letters.records);
     for symbol in SYMBOLS {
-        // From the first trade not written to the last received, each once, in order: the
-        // ones beyond the buffer, then the ones left at the shutdown deadline.
-        assert_exactly_once(&sim, symbol, &dead[symbol], "the dead-letter file");
+        // The dead-letter file holds trades in order: the ones beyond the buffer, then the
+        // ones left at the shutdown deadline. With what Redis held, it is every trade once;
+        // only a trade dropped from the buffer while its XADD was in flight, and that landed,
+        // is in both, marked unknown.
+        let in_file = &dead[symbol];
+        assert!(in_file.windows(2).all(|w| w[0] < w[1]), "{symbol} in order");
+        let unknown = dead_trades_of(&letters.records, Outcome::Unknown);
+        let both: Vec<i64> = before_outage[symbol]
+            .iter()
+            .filter(|id| in_file.binary_search(id).is_ok())
+            .copied()
+            .collect();
+        let unknown = unknown.get(symbol).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            both.iter().all(|id| unknown.binary_search(id).is_ok()),
+            "{symbol}: in Redis and dead-lettered as failed: {both:?}"
+        );
+        let mut all: Vec<i64> = before_outage[symbol]
+            .iter()
+            .chain(in_file)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_exactly_once(&sim, symbol, &all, "Redis before the outage and the file");
     }
     assert!(
         letters
@@ -259,6 +297,16 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
     for symbol in SYMBOLS {
         assert_eq!(redis_trades(&url, symbol), dead[symbol], "{symbol}");
     }
+}
+
+/// Dead Redis trades of `outcome` per symbol, in file order.
+fn dead_trades_of(records: &[DeadRecord], outcome: Outcome) -> BTreeMap<String, Vec<i64>> {
+    let of: Vec<DeadRecord> = records
+        .iter()
+        .filter(|d| d.outcome == outcome)
+        .cloned()
+        .collect();
+    dead_trades(&of)
 }
 
 /// Regression: batches in flight at the flush deadline were dead-lettered as if they had
@@ -465,6 +513,9 @@ fn trade_records(records: &[DeadRecord], outcome: Outcome) -> Vec<(String, Vec<u
 /// (up to 60 s), so they overflowed. A slow endpoint at start now costs no event.
 #[test]
 fn rings_are_drained_while_a_slow_start_up_stream_check_runs() {
+    // Small rings: once it sends, the writer must still never fall a ring behind, also on a
+    // loaded machine.
+    const RING: usize = 2048;
     let sim = sim();
     let emulator = KinesisEmulator::start();
     let rt = runtime();
@@ -472,31 +523,38 @@ fn rings_are_drained_while_a_slow_start_up_stream_check_runs() {
         rt.block_on(emulator.create_stream(stream, 1));
     }
     let proxy = FaultProxy::start(emulator.addr());
-    proxy
-        .faults()
-        .delay("DescribeStreamSummary", Duration::from_secs(2));
+    // The stream check is answered only once the simulator has sent three times what a ring
+    // holds (the reader may be some way behind it): the old code overflowed the rings.
+    proxy.faults().gate("DescribeStreamSummary", true);
     let dir = TempDir::new("delivery-slow-check");
     let config = run_config(&sim, |c| {
-        // The smallest rings: the old code overflowed them within the first second.
-        c.readers.ring_capacity = 1024;
+        c.readers.ring_capacity = RING;
         let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
         k.create_streams = false;
         k.heartbeat_interval = None;
         c.kinesis = Some(k);
     });
     let mut received_at_ready = 0;
-    let summary = run_flushing_within(
-        &config,
-        Some(test_client(&proxy.endpoint())),
-        Duration::from_secs(10),
-        |sinks| {
-            received_at_ready = stat(sinks, "kinesis", |s| s.received.get());
-            wait_for("writes", || written(sinks, "kinesis") >= 2000);
-        },
-    );
+    let summary = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_for("frames sent during the check", || {
+                frames_sent(sim.handle().addr) >= 3 * RING as u64
+            });
+            proxy.faults().gate("DescribeStreamSummary", false);
+        });
+        run_flushing_within(
+            &config,
+            Some(test_client(&proxy.endpoint())),
+            FLUSH_PATIENCE,
+            |sinks| {
+                received_at_ready = stat(sinks, "kinesis", |s| s.received.get());
+                wait_for("writes", || written(sinks, "kinesis") >= 2000);
+            },
+        )
+    });
     assert!(proxy.faults().requests("DescribeStreamSummary") >= 3);
     assert!(
-        received_at_ready > 1024,
+        received_at_ready > RING as u64,
         "{received_at_ready} events drained during the check"
     );
     assert_eq!(summary.queue_drops, 0, "{summary:?}");

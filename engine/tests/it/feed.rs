@@ -439,6 +439,13 @@ fn connections(addr: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).expect("JSON")
 }
 
+/// The frames the simulator sent on its live connections.
+pub(crate) fn frames_sent(addr: std::net::SocketAddr) -> u64 {
+    let list = connections(addr);
+    let list = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    list.iter().filter_map(|c| c["framesSent"].as_u64()).sum()
+}
+
 /// The pongs the simulator received on its first live connection.
 fn connection_pongs(addr: std::net::SocketAddr) -> u64 {
     connections(addr)[0]["pongsReceived"].as_u64().unwrap_or(0)
