@@ -9,7 +9,8 @@
 //!   market (`/json/stream` wraps each payload in `{"stream":..,"data":..}`).
 //! - `/api/v3/...`: REST (see [`super::rest`]); `/admin/trades`, `/admin/book`,
 //!   `/admin/symbols`: ground truth (see [`super::rest`]).
-//! - `/admin/connections`: live connections; `/admin/faults?conn=<id>|all|next&key=value...`:
+//! - `/admin/connections`: live connections (id, peer, target, streams, `framesSent`,
+//!   `pongsReceived`, faults); `/admin/faults?conn=<id>|all|next&key=value...`:
 //!   set faults ([`Faults`] keys) for one connection, for all (and every new one), or for the
 //!   next one to connect; `/admin/rate?actions_per_second=N`: change the order-flow rate.
 //!
@@ -103,6 +104,8 @@ pub struct ConnControl {
     pub streams: Mutex<Vec<String>>,
     /// Frames sent.
     pub frames_sent: AtomicU64,
+    /// Pongs received (answers to the server's pings, or unsolicited).
+    pub pongs_received: AtomicU64,
     faults: Mutex<Faults>,
     faults_version: AtomicU64,
 }
@@ -442,6 +445,7 @@ fn connections_json(shared: &Shared) -> rest::Response {
                 "target": c.target,
                 "streams": *lock(&c.streams),
                 "framesSent": c.frames_sent.load(Ordering::Relaxed),
+                "pongsReceived": c.pongs_received.load(Ordering::Relaxed),
                 "faults": c.faults().0,
             })
         })
@@ -547,6 +551,7 @@ pub fn register(shared: &Shared, peer: SocketAddr, target: String) -> Arc<ConnCo
         target,
         streams: Mutex::new(Vec::new()),
         frames_sent: AtomicU64::new(0),
+        pongs_received: AtomicU64::new(0),
         faults: Mutex::new(faults),
         faults_version: AtomicU64::new(1),
     });

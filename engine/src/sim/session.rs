@@ -259,7 +259,10 @@ where
                             return End::Client;
                         }
                     }
-                    Message::Pong(_) => last_pong = now,
+                    Message::Pong(_) => {
+                        last_pong = now;
+                        control.pongs_received.fetch_add(1, Ordering::Relaxed);
+                    }
                     Message::Close(_) => return End::Client,
                     _ => {}
                 }

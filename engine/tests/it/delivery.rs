@@ -24,10 +24,10 @@ use hotpath::stream::StreamKind;
 use serde_json::Value;
 
 use crate::fault_proxy::FaultProxy;
-use crate::feed::key;
+use crate::feed::{frames_sent, key};
 use crate::servers::{KinesisEmulator, RedisServer, TempDir};
 use crate::sinks::{
-    SYMBOLS, TRADE_STREAM, assert_exactly_once, kinesis_settings, kinesis_trades,
+    FLUSH_PATIENCE, SYMBOLS, TRADE_STREAM, assert_exactly_once, kinesis_settings, kinesis_trades,
     read_kinesis_trades, redis_connection, redis_settings, redis_trades, run_config, runtime, sim,
     test_client, wait_for, written,
 };
@@ -154,7 +154,7 @@ fn an_equal_or_smaller_refusal_is_checked_not_counted_as_written() {
         r.dead_letter_path = dead_path.clone();
         c.redis = Some(r);
     });
-    let summary = run_flushing_within(&config, None, Duration::from_secs(10), |sinks| {
+    let summary = run_flushing_within(&config, None, FLUSH_PATIENCE, |sinks| {
         wait_for("an OOM refusal", || {
             stat(sinks, "redis", |s| s.failed_requests.get()) >= 1
         });
@@ -217,11 +217,27 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
         r.dead_letter_path = dead_path.clone();
         c.redis = Some(r);
     });
+    let mut before_outage = BTreeMap::new();
     let summary = run_flushing_within(&config, None, Duration::from_millis(500), |sinks| {
         wait_for("first trades in Redis", || written(sinks, "redis") >= 200);
+        // What Redis holds when it dies: its writes paused, read, then it is killed. (On a
+        // loaded machine the writer can fall a buffer behind while Redis is up, so trades
+        // written and trades dead-lettered can alternate before the outage.)
+        let _: String = redis_command(
+            &url,
+            redis::cmd("CLIENT").arg("PAUSE").arg(600_000).arg("WRITE"),
+        );
+        for symbol in SYMBOLS {
+            before_outage.insert(symbol, redis_trades(&url, symbol));
+        }
+        let failed = stat(sinks, "redis", |s| s.failed_requests.get());
         redis.kill();
+        wait_for("the writer to see the outage", || {
+            stat(sinks, "redis", |s| s.failed_requests.get()) > failed
+        });
+        let dead = stat(sinks, "redis", |s| s.dead_lettered.get());
         wait_for("trades beyond the buffer dead-lettered", || {
-            stat(sinks, "redis", |s| s.dead_lettered.get()) >= 500
+            stat(sinks, "redis", |s| s.dead_lettered.get()) >= dead + 300
         });
     });
     let r = &summary.sinks["redis"];
@@ -231,9 +247,31 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
     assert_eq!(letters.records.len() as u64, r.dead_lettered, "{r:?}");
     let dead = dead_trades(&letters.records);
     for symbol in SYMBOLS {
-        // From the first trade not written to the last received, each once, in order: the
-        // ones beyond the buffer, then the ones left at the shutdown deadline.
-        assert_exactly_once(&sim, symbol, &dead[symbol], "the dead-letter file");
+        // The dead-letter file holds trades in order: the ones beyond the buffer, then the
+        // ones left at the shutdown deadline. With what Redis held, it is every trade once;
+        // only a trade dropped from the buffer while its XADD was in flight, and that landed,
+        // is in both, marked unknown.
+        let in_file = &dead[symbol];
+        assert!(in_file.windows(2).all(|w| w[0] < w[1]), "{symbol} in order");
+        let unknown = dead_trades_of(&letters.records, Outcome::Unknown);
+        let both: Vec<i64> = before_outage[symbol]
+            .iter()
+            .filter(|id| in_file.binary_search(id).is_ok())
+            .copied()
+            .collect();
+        let unknown = unknown.get(symbol).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            both.iter().all(|id| unknown.binary_search(id).is_ok()),
+            "{symbol}: in Redis and dead-lettered as failed: {both:?}"
+        );
+        let mut all: Vec<i64> = before_outage[symbol]
+            .iter()
+            .chain(in_file)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_exactly_once(&sim, symbol, &all, "Redis before the outage and the file");
     }
     assert!(
         letters
@@ -259,6 +297,16 @@ fn trades_beyond_the_outage_buffer_or_left_at_shutdown_are_dead_lettered_and_res
     for symbol in SYMBOLS {
         assert_eq!(redis_trades(&url, symbol), dead[symbol], "{symbol}");
     }
+}
+
+/// Dead Redis trades of `outcome` per symbol, in file order.
+fn dead_trades_of(records: &[DeadRecord], outcome: Outcome) -> BTreeMap<String, Vec<i64>> {
+    let of: Vec<DeadRecord> = records
+        .iter()
+        .filter(|d| d.outcome == outcome)
+        .cloned()
+        .collect();
+    dead_trades(&of)
 }
 
 /// Regression: batches in flight at the flush deadline were dead-lettered as if they had
@@ -298,25 +346,8 @@ fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() 
     assert_eq!(k.received, k.written + k.dead_lettered, "{k:?}");
     let letters = dlq::read(&dead_path).expect("the dead-letter file");
     assert_eq!(letters.records.len() as u64, k.dead_lettered);
-    let of = |outcome| -> Vec<(String, Vec<u8>, String)> {
-        letters
-            .records
-            .iter()
-            .filter(|d| d.outcome == outcome)
-            .filter_map(|d| match &d.target {
-                Target::Kinesis {
-                    stream,
-                    partition_key,
-                    data,
-                } if stream == TRADE_STREAM => {
-                    Some((partition_key.clone(), data.clone(), String::new()))
-                }
-                _ => None,
-            })
-            .collect()
-    };
-    let unknown = kinesis_trades(&of(Outcome::Unknown));
-    let failed = kinesis_trades(&of(Outcome::Failed));
+    let unknown = kinesis_trades(&trade_records(&letters.records, Outcome::Unknown));
+    let failed = kinesis_trades(&trade_records(&letters.records, Outcome::Failed));
     assert!(!unknown.is_empty() && !failed.is_empty(), "{k:?}");
     // The unknown ones did land.
     let landed = read_kinesis_trades(&emulator);
@@ -359,11 +390,18 @@ fn batches_in_flight_at_the_flush_deadline_are_unknown_and_not_resent_blindly() 
 fn records_of_a_timed_out_request_are_marked_unknown() {
     let sim = sim();
     let emulator = KinesisEmulator::start();
+    // Created here: the writer's client times out after 300 ms, which a loaded machine can
+    // reach while waiting for a new stream to become ACTIVE (a failed start, not this test).
+    let rt = runtime();
+    for stream in [TRADE_STREAM, "market-sbe-bestbidask", "market-sbe-depth"] {
+        rt.block_on(emulator.create_stream(stream, 1));
+    }
     let proxy = FaultProxy::start(emulator.addr());
     let dir = TempDir::new("delivery-timeout");
     let dead_path = dir.path().join("dead-letters.jsonl");
     let config = run_config(&sim, |c| {
         let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.create_streams = false;
         k.heartbeat_interval = None;
         k.deliver_within = Duration::from_millis(1500);
         c.kinesis = Some(k);
@@ -389,12 +427,24 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
             .build();
         aws_sdk_kinesis::Client::from_conf(sdk)
     };
-    let summary = run_flushing_within(&config, Some(client), Duration::from_secs(2), |sinks| {
+    let summary = run_flushing_within(&config, Some(client), Duration::from_secs(10), |sinks| {
         wait_for("first writes", || written(sinks, "kinesis") >= 300);
         proxy.faults().hold_answers(true);
-        wait_for("timed-out records dead-lettered", || {
-            stat(sinks, "kinesis", |s| s.dead_lettered.get()) >= 300
+        // From now on nothing of the trades lane is delivered, so the first trades request
+        // held carries its oldest records, which stay the oldest: retried (held again, or timed
+        // out on the way) until their deadline, they are the first trades dead-lettered, and
+        // they did land.
+        wait_for("a trades request held", || {
+            proxy.faults().answers_held_of(TRADE_STREAM) >= 1
         });
+        wait_for(
+            "timed-out records, trades among them, dead-lettered",
+            || {
+                let letters = letters_so_far(&dead_path);
+                let unknown = letters.iter().filter(|d| d.outcome == Outcome::Unknown);
+                unknown.count() >= 300 && !trade_records(&letters, Outcome::Unknown).is_empty()
+            },
+        );
         proxy.faults().hold_answers(false);
         let dead = stat(sinks, "kinesis", |s| s.dead_lettered.get());
         wait_for("writes again", || {
@@ -417,10 +467,35 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
         letters.records.len()
     );
     assert!(unknown.iter().all(|d| d.attempts >= 1));
-    // Each unknown trades record did land (the proxy forwarded it before holding the answer).
+    // "Unknown" is the truth: some did land (the proxy forwarded them before holding the
+    // answer), so calling them failed and resending them would duplicate them; others may not
+    // have (a request that timed out before the proxy had it).
     let landed = read_kinesis_trades(&emulator);
-    let of_unknown: Vec<(String, Vec<u8>, String)> = unknown
+    let unknown_trades = kinesis_trades(&trade_records(&letters.records, Outcome::Unknown));
+    let landed_unknown = unknown_trades
         .iter()
+        .flat_map(|(symbol, ids)| ids.iter().filter(|id| landed[symbol].contains(id)))
+        .count();
+    let span = |ids: &Vec<i64>| (ids.len(), ids.first().copied(), ids.last().copied());
+    assert!(
+        landed_unknown > 0,
+        "unknown trades {:?}, landed {:?}, {:?}",
+        unknown_trades.values().map(span).collect::<Vec<_>>(),
+        landed.values().map(span).collect::<Vec<_>>(),
+        proxy.faults().counters()
+    );
+}
+
+/// The records of the dead-letter file at `path` so far (none before it exists).
+fn letters_so_far(path: &Path) -> Vec<DeadRecord> {
+    dlq::read(path).map(|l| l.records).unwrap_or_default()
+}
+
+/// The trades-stream records of `records` with `outcome`, as [`kinesis_trades`] takes them.
+fn trade_records(records: &[DeadRecord], outcome: Outcome) -> Vec<(String, Vec<u8>, String)> {
+    records
+        .iter()
+        .filter(|d| d.outcome == outcome)
         .filter_map(|d| match &d.target {
             Target::Kinesis {
                 stream,
@@ -431,22 +506,16 @@ fn records_of_a_timed_out_request_are_marked_unknown() {
             }
             _ => None,
         })
-        .collect();
-    // "Unknown" is the truth: some did land (the proxy forwarded them before holding the
-    // answer), so calling them failed and resending them would duplicate them; others may not
-    // have (a request that timed out before the proxy had it).
-    let unknown_trades = kinesis_trades(&of_unknown);
-    let landed_unknown = unknown_trades
-        .iter()
-        .flat_map(|(symbol, ids)| ids.iter().filter(|id| landed[symbol].contains(id)))
-        .count();
-    assert!(landed_unknown > 0, "{:?}", proxy.faults().counters());
+        .collect()
 }
 
 /// Regression: the Kinesis writer's rings were not drained while the start-up stream check ran
 /// (up to 60 s), so they overflowed. A slow endpoint at start now costs no event.
 #[test]
 fn rings_are_drained_while_a_slow_start_up_stream_check_runs() {
+    // Small rings: once it sends, the writer must still never fall a ring behind, also on a
+    // loaded machine.
+    const RING: usize = 2048;
     let sim = sim();
     let emulator = KinesisEmulator::start();
     let rt = runtime();
@@ -454,31 +523,38 @@ fn rings_are_drained_while_a_slow_start_up_stream_check_runs() {
         rt.block_on(emulator.create_stream(stream, 1));
     }
     let proxy = FaultProxy::start(emulator.addr());
-    proxy
-        .faults()
-        .delay("DescribeStreamSummary", Duration::from_secs(2));
+    // The stream check is answered only once the simulator has sent three times what a ring
+    // holds (the reader may be some way behind it): the old code overflowed the rings.
+    proxy.faults().gate("DescribeStreamSummary", true);
     let dir = TempDir::new("delivery-slow-check");
     let config = run_config(&sim, |c| {
-        // The smallest rings: the old code overflowed them within the first second.
-        c.readers.ring_capacity = 1024;
+        c.readers.ring_capacity = RING;
         let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
         k.create_streams = false;
         k.heartbeat_interval = None;
         c.kinesis = Some(k);
     });
     let mut received_at_ready = 0;
-    let summary = run_flushing_within(
-        &config,
-        Some(test_client(&proxy.endpoint())),
-        Duration::from_secs(10),
-        |sinks| {
-            received_at_ready = stat(sinks, "kinesis", |s| s.received.get());
-            wait_for("writes", || written(sinks, "kinesis") >= 2000);
-        },
-    );
+    let summary = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_for("frames sent during the check", || {
+                frames_sent(sim.handle().addr) >= 3 * RING as u64
+            });
+            proxy.faults().gate("DescribeStreamSummary", false);
+        });
+        run_flushing_within(
+            &config,
+            Some(test_client(&proxy.endpoint())),
+            FLUSH_PATIENCE,
+            |sinks| {
+                received_at_ready = stat(sinks, "kinesis", |s| s.received.get());
+                wait_for("writes", || written(sinks, "kinesis") >= 2000);
+            },
+        )
+    });
     assert!(proxy.faults().requests("DescribeStreamSummary") >= 3);
     assert!(
-        received_at_ready > 1024,
+        received_at_ready > RING as u64,
         "{received_at_ready} events drained during the check"
     );
     assert_eq!(summary.queue_drops, 0, "{summary:?}");

@@ -2,9 +2,9 @@
 //! the Kinesis writer's retry paths are tested through this proxy: it throttles or fails whole
 //! PutRecords requests, fails chosen entries of a PutRecords (forwarding the rest and answering
 //! in the original order), answers 503 to everything, closes every connection, answers one
-//! operation slowly, or forwards PutRecords and then never answers (the records land, the
-//! client cannot know); and it counts what it saw. It runs on a thread of its own (a current-thread tokio runtime), so sync and
-//! async tests can use it alike.
+//! operation slowly or only once the test opens its gate, or forwards PutRecords and then never
+//! answers (the records land, the client cannot know); and it counts what it saw. It runs on a
+//! thread of its own (a current-thread tokio runtime), so sync and async tests can use it alike.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -101,6 +101,8 @@ pub struct Counters {
     pub refused: u64,
     /// PutRecords requests forwarded (their records landed) and then left unanswered.
     pub answers_held: u64,
+    /// The same, by stream.
+    pub answers_held_by_stream: BTreeMap<String, u64>,
 }
 
 /// A `fail_entries` pattern with the requests it still applies to.
@@ -119,6 +121,8 @@ struct State {
     refuse: bool,
     hold_answers: bool,
     delays: Vec<(String, Duration)>,
+    /// Operations whose requests wait until the gate opens.
+    gated: Vec<String>,
     counters: Counters,
 }
 
@@ -185,6 +189,20 @@ impl Faults {
         state.delays.push((operation.to_string(), delay));
     }
 
+    /// While `closed`, requests of `operation` wait (unanswered, not forwarded) until the test
+    /// opens the gate: a slow endpoint whose slowness ends on an event, not after a time.
+    pub fn gate(&self, operation: &str, closed: bool) {
+        let mut state = self.lock();
+        state.gated.retain(|o| o != operation);
+        if closed {
+            state.gated.push(operation.to_string());
+        }
+    }
+
+    fn gated(&self, operation: &str) -> bool {
+        self.lock().gated.iter().any(|o| o == operation)
+    }
+
     fn delay_of(&self, operation: &str) -> Option<Duration> {
         let state = self.lock();
         state
@@ -199,8 +217,20 @@ impl Faults {
         self.lock().counters.answers_held
     }
 
-    fn held_one(&self) {
-        self.lock().counters.answers_held += 1;
+    /// PutRecords requests of `stream` forwarded and left unanswered so far.
+    pub fn answers_held_of(&self, stream: &str) -> u64 {
+        let state = self.lock();
+        let held = &state.counters.answers_held_by_stream;
+        held.get(stream).copied().unwrap_or(0)
+    }
+
+    fn held_one(&self, stream: &str) {
+        let counters = &mut self.lock().counters;
+        counters.answers_held += 1;
+        *counters
+            .answers_held_by_stream
+            .entry(stream.to_string())
+            .or_insert(0) += 1;
     }
 
     /// Turns every fault off (the counters stay).
@@ -357,7 +387,7 @@ impl PutRecords {
         Some(PutRecords { json, keys })
     }
 
-    /// The stream's name for error messages.
+    /// The stream's name (error messages, counters).
     fn stream(&self) -> &str {
         if let Some(name) = self.json.get("StreamName").and_then(Value::as_str) {
             return name;
@@ -662,11 +692,16 @@ async fn handle(request: &Message, upstream: SocketAddr, faults: &Faults) -> Opt
     if let Some(delay) = faults.delay_of(&operation) {
         tokio::time::sleep(delay).await;
     }
-    let response = match faults.decide(&operation, put_records.as_ref()) {
+    let action = faults.decide(&operation, put_records.as_ref());
+    // Counted, then held at the gate.
+    while faults.gated(&operation) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let response = match action {
         Action::Close => return None,
         Action::ForwardAndHold => {
             if forward(request, &request.body, upstream).await.is_ok() {
-                faults.held_one();
+                faults.held_one(put_records.as_ref().map_or("unknown", PutRecords::stream));
             }
             // The client never gets an answer; the proxy's shutdown ends this task.
             std::future::pending::<()>().await;
@@ -1251,7 +1286,15 @@ async fn hold_answers_forwards_the_records_and_never_answers() {
         "a timeout, not {}",
         sdk_error(&err)
     );
+    // The proxy counts the request once the emulator took it, which on a loaded machine can be
+    // after the client gave up.
+    let deadline = std::time::Instant::now() + crate::sinks::PATIENCE;
+    while faults.answers_held() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the request was held");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(faults.answers_held(), 1);
+    assert_eq!(faults.answers_held_of("held"), 1);
     assert_eq!(faults.counters().entries_forwarded, 2);
     assert_eq!(
         kinesis.read_all("held").await.len(),
@@ -1282,4 +1325,37 @@ async fn delay_answers_one_operation_slowly() {
         .await
         .unwrap_or_else(|e| panic!("other operations are answered: {}", sdk_error(&e)));
     assert_eq!(faults.requests("DescribeStreamSummary"), 1);
+}
+
+#[tokio::test]
+async fn a_gate_holds_one_operation_until_it_opens() {
+    let (_kinesis, proxy, client) = emulator_and_proxy("gated").await;
+    let faults = proxy.faults();
+    faults.gate("DescribeStreamSummary", true);
+    let describe = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .describe_stream_summary()
+                .stream_name("gated")
+                .send()
+                .await
+        }
+    });
+    // Other operations pass while the gate is closed.
+    put(&client, "gated", entries(&[("k", "x".into())]))
+        .await
+        .unwrap_or_else(|e| panic!("other operations are answered: {}", sdk_error(&e)));
+    let deadline = std::time::Instant::now() + crate::sinks::PATIENCE;
+    while faults.requests("DescribeStreamSummary") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the request came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!describe.is_finished(), "held at the gate");
+    faults.gate("DescribeStreamSummary", false);
+    tokio::time::timeout(crate::sinks::PATIENCE, describe)
+        .await
+        .expect("answered once the gate opens")
+        .expect("the task ran")
+        .unwrap_or_else(|e| panic!("DescribeStreamSummary: {}", sdk_error(&e)));
 }

@@ -12,8 +12,8 @@ use hotpath::feed::run::{self, RunOptions, Summary};
 use crate::feed::{Sim, key};
 use crate::servers::{KinesisEmulator, RedisServer, TempDir};
 use crate::sinks::{
-    SYMBOLS, assert_exactly_once, kinesis_settings, read_kinesis_trades, redis_settings,
-    redis_trades, run_config, test_client, wait_for, written,
+    FLUSH_PATIENCE, SYMBOLS, assert_exactly_once, kinesis_settings, read_kinesis_trades,
+    redis_settings, redis_trades, run_config, test_client, wait_for, written,
 };
 
 /// Runs `config` until both sinks wrote `trades` trades and the sidecar repaired `repaired`
@@ -29,7 +29,7 @@ fn run_until(
         key(config),
         RunOptions {
             kinesis_client: Some(test_client(&emulator.endpoint())),
-            ..RunOptions::default()
+            sink_flush_timeout: Some(FLUSH_PATIENCE),
         },
         |feed, sinks| {
             let stats = feed

@@ -16,10 +16,12 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use redis::AsyncCommands;
 
-/// How long a server may take to answer after it was started.
-const START_PATIENCE: Duration = Duration::from_secs(10);
-/// How long a Kinesis stream may take to become ACTIVE.
-const STREAM_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a server may take to answer after it was started (bounds a hang; generous, as a
+/// loaded 2-core machine starts node slowly).
+const START_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a Kinesis stream may take to become ACTIVE, and reading a shard may go on without
+/// a record (a loaded kinesalite reads slowly; only a reader that stops progressing fails).
+const STREAM_PATIENCE: Duration = Duration::from_secs(60);
 /// The pause between two readiness probes (polling a port with a bounded deadline).
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// How many fresh ports a server is tried on when the one picked was taken meanwhile.
@@ -471,7 +473,7 @@ impl KinesisEmulator {
             }
         }
         shard_ids.sort();
-        let deadline = Instant::now() + STREAM_PATIENCE;
+        let mut deadline = Instant::now() + STREAM_PATIENCE;
         let mut out = Vec::new();
         for shard in &shard_ids {
             let mut iterator = client
@@ -505,8 +507,13 @@ impl KinesisEmulator {
                 if page.records().is_empty() && page.millis_behind_latest() == Some(0) {
                     break;
                 }
-                if Instant::now() >= deadline {
-                    panic!("reading {stream}/{shard} did not catch up within {STREAM_PATIENCE:?}");
+                if !page.records().is_empty() {
+                    deadline = Instant::now() + STREAM_PATIENCE;
+                } else if Instant::now() >= deadline {
+                    panic!(
+                        "reading {stream}/{shard}: no record and not caught up for \
+                         {STREAM_PATIENCE:?}"
+                    );
                 }
                 // None: the shard is closed and read to its end.
                 iterator = page.next_shard_iterator().map(str::to_string);

@@ -384,33 +384,74 @@ async fn at_most_1024_streams_per_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_come_and_a_silent_client_is_dropped() {
+    // A deadline of several ping intervals: an answering client stalled by a loaded machine
+    // for a ping or two is not the silent one. (Pongs count against the 5 incoming messages
+    // per second.)
     let sim = sim(|c| {
-        c.websocket.ping_interval_ms = 100;
-        c.websocket.pong_timeout_ms = 300;
+        c.websocket.ping_interval_ms = 250;
+        c.websocket.pong_timeout_ms = 1000;
     })
     .await;
     // An answering client gets pings and stays connected past the pong deadline.
     let mut ws = connect(sim.addr, "/ws").await;
     let mut pings = 0;
-    while pings < 5 {
-        if let Some(Ok(Message::Ping(_))) = tokio::time::timeout(PATIENCE, ws.next())
+    while pings < 6 {
+        match tokio::time::timeout(PATIENCE, ws.next())
             .await
             .expect("in time")
         {
-            pings += 1;
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Pong(_) | Message::Text(_))) => {}
+            other => panic!("the answering client was closed after {pings} pings: {other:?}"),
         }
     }
-    // A client that stops reading stops answering pings: after the deadline it is closed.
-    let mut silent = connect(sim.addr, "/ws").await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let mut saw_close = false;
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(PATIENCE, silent.next()).await {
-        if let Message::Close(Some(frame)) = message {
-            assert_eq!(frame.reason.as_str(), "Pong timeout");
-            saw_close = true;
-        }
+    drop(ws);
+    // A client that never answers (a WebSocket client would answer the pings as it reads
+    // them): after the deadline it is closed. Nothing is read until the simulator let it go.
+    let mut silent = silent_client(sim.addr, "/ws").await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while get_json(sim.addr, "/admin/connections").await != serde_json::json!([]) {
+        assert!(std::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(saw_close);
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, silent.read_to_end(&mut raw))
+        .await
+        .expect("in time")
+        .expect("read");
+    // The pings, then a close frame (opcode 0x8, FIN) with the reason.
+    let close = raw
+        .windows(2)
+        .rposition(|w| w[0] == 0x88 && usize::from(w[1]) == 2 + "Pong timeout".len())
+        .expect("a close frame");
+    assert_eq!(&raw[close + 4..], b"Pong timeout");
+}
+
+/// A WebSocket connection that never answers: the upgrade by hand on a TCP stream, then nothing
+/// read or written by it (the caller reads the raw frames when it wants).
+async fn silent_client(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.expect("connects");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         X-MBX-APIKEY: test-key\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("sent");
+    // The answer's head, byte by byte: what follows it is the connection's first frames.
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(PATIENCE, tcp.read_u8())
+            .await
+            .expect("in time")
+            .expect("an upgrade answer");
+        answer.push(byte);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tcp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
