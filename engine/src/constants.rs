@@ -82,3 +82,15 @@ const _: () = assert!(
     "closing an old connection never takes longer than opening a new one may"
 );
 const _: () = assert!(DRAIN_MAX > 0 && HELD_FRAMES_MAX >= DRAIN_MAX);
+
+/// Trades per Redis pipeline at most (a long outage's backlog goes out in several).
+pub const TRADES_PER_PIPELINE: usize = 20_000;
+/// The Redis writer's connect and response deadline.
+pub const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Receipt times the Redis writer keeps for its latency histogram between two
+/// acknowledgements.
+pub const LATENCY_SAMPLES_MAX: usize = 1 << 20;
+/// Trade gaps a sink logs one by one when it gives up on them; later ones are only counted.
+pub const GAPS_LOGGED_MAX: u32 = 100;
+
+const _: () = assert!(TRADES_PER_PIPELINE > 0 && LATENCY_SAMPLES_MAX >= TRADES_PER_PIPELINE);

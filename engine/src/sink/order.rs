@@ -441,6 +441,37 @@ fn covered(missing: Unrepaired, ranges: &[Unrepaired]) -> bool {
     true
 }
 
+/// Copies a sink's order counts to its live counters and logs each trade gap given up on: the
+/// first [`GAPS_LOGGED_MAX`](crate::constants::GAPS_LOGGED_MAX) one by one, later ones only
+/// counted (a gap storm must not flood the log).
+pub fn note<T>(
+    sink: &str,
+    orders: &mut TradeOrders<T>,
+    stats: &super::SinkStats,
+    gaps_logged: &mut u32,
+) {
+    use crate::constants::GAPS_LOGGED_MAX;
+    let counts = orders.counts();
+    stats.duplicates.set(counts.duplicates);
+    stats.unrepaired.set(counts.unrepaired_ids);
+    for (symbol, missing) in orders.take_given_up() {
+        *gaps_logged = gaps_logged.saturating_add(1);
+        if *gaps_logged <= GAPS_LOGGED_MAX {
+            tracing::warn!(
+                "{sink}: trades {}..={} of symbol #{symbol} never came ({} ids): given up{}",
+                missing.from,
+                missing.to,
+                missing.count(),
+                if *gaps_logged == GAPS_LOGGED_MAX {
+                    " (further gaps are counted, not logged)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -64,8 +64,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// An upper bound of the bytes KPL aggregation adds around one user record of one key: magic
 /// (4), MD5 (16), the key table entry and the record's field tags and lengths.
 const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
-/// Gaps given up on that are logged one by one; later ones are only counted.
-const GAPS_LOGGED_MAX: u32 = 100;
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
@@ -252,7 +250,7 @@ struct Writer {
     orders: TradeOrders<FeedEvent>,
     /// Trade events the orders released, with the first id to deliver (reused).
     released: Vec<(FeedEvent, i64)>,
-    /// Gaps given up on so far (the first [`GAPS_LOGGED_MAX`] are logged).
+    /// Gaps given up on so far (the first [`crate::constants::GAPS_LOGGED_MAX`] are logged).
     gaps_logged: u32,
 }
 
@@ -493,25 +491,12 @@ impl Writer {
 
     /// Copies the orders' counts to the live counters and logs each gap given up on, once.
     fn note_orders(&mut self) {
-        let counts = self.orders.counts();
-        self.stats.duplicates.set(counts.duplicates);
-        self.stats.unrepaired.set(counts.unrepaired_ids);
-        for (symbol, missing) in self.orders.take_given_up() {
-            self.gaps_logged = self.gaps_logged.saturating_add(1);
-            if self.gaps_logged <= GAPS_LOGGED_MAX {
-                tracing::warn!(
-                    "kinesis: trades {}..={} of symbol #{symbol} never came ({} ids): given up{}",
-                    missing.from,
-                    missing.to,
-                    missing.count(),
-                    if self.gaps_logged == GAPS_LOGGED_MAX {
-                        " (further gaps are counted, not logged)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+        crate::sink::order::note(
+            "kinesis",
+            &mut self.orders,
+            &self.stats,
+            &mut self.gaps_logged,
+        );
     }
 
     /// Enqueues `event`; a trades event only from trade id `from` on (earlier ones were
@@ -899,14 +884,10 @@ fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The symbol of an SBE frame, the partition key.
 fn symbol_of(frame: &[u8]) -> Option<Arc<str>> {
-    use crate::sbe::spot_stream::Message;
-    let symbol = match crate::sbe::decode(frame).ok()? {
-        Message::TradesStreamEvent(m) => m.symbol(),
-        Message::BestBidAskStreamEvent(m) => m.symbol(),
-        Message::DepthSnapshotStreamEvent(m) => m.symbol(),
-        Message::DepthDiffStreamEvent(m) => m.symbol(),
-    };
-    std::str::from_utf8(symbol).ok().map(Arc::from)
+    let message = crate::sbe::decode(frame).ok()?;
+    std::str::from_utf8(crate::sbe::symbol(&message))
+        .ok()
+        .map(Arc::from)
 }
 
 fn hostname() -> String {

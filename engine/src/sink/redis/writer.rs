@@ -55,14 +55,7 @@ use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
-/// Trades per pipeline at most (a long outage's backlog goes out in several).
-const TRADES_PER_PIPELINE: usize = 20_000;
-/// Connect and response deadline.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
-/// Receipt times kept for the latency histogram between two acknowledgements.
-const LATENCY_SAMPLES_MAX: usize = 1 << 20;
-/// Gaps given up on that are logged one by one; later ones are only counted.
-const GAPS_LOGGED_MAX: u32 = 100;
+use crate::constants::{LATENCY_SAMPLES_MAX, REDIS_TIMEOUT, TRADES_PER_PIPELINE};
 
 /// What the writer thread is given.
 pub struct RedisSink {
@@ -246,7 +239,7 @@ struct Writer {
     orders: TradeOrders<FeedEvent>,
     /// Trade events the orders released, with the first id to deliver (reused).
     released: Vec<(FeedEvent, i64)>,
-    /// Gaps given up on so far (the first [`GAPS_LOGGED_MAX`] are logged).
+    /// Gaps given up on so far (the first [`crate::constants::GAPS_LOGGED_MAX`] are logged).
     gaps_logged: u32,
 }
 
@@ -561,25 +554,12 @@ impl Writer {
 
     /// Copies the orders' counts to the live counters and logs each gap given up on, once.
     fn note_orders(&mut self) {
-        let counts = self.orders.counts();
-        self.stats.duplicates.set(counts.duplicates);
-        self.stats.unrepaired.set(counts.unrepaired_ids);
-        for (symbol, missing) in self.orders.take_given_up() {
-            self.gaps_logged = self.gaps_logged.saturating_add(1);
-            if self.gaps_logged <= GAPS_LOGGED_MAX {
-                tracing::warn!(
-                    "redis: trades {}..={} of symbol #{symbol} never came ({} ids): given up{}",
-                    missing.from,
-                    missing.to,
-                    missing.count(),
-                    if self.gaps_logged == GAPS_LOGGED_MAX {
-                        " (further gaps are counted, not logged)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+        crate::sink::order::note(
+            "redis",
+            &mut self.orders,
+            &self.stats,
+            &mut self.gaps_logged,
+        );
     }
 
     /// Applies one event to its symbol's state; a trades event from trade id `from` on.
@@ -830,13 +810,7 @@ fn trade_orders(hold_max: Duration) -> TradeOrders<FeedEvent> {
 }
 
 fn symbol_name(message: &Message<'_>) -> String {
-    let bytes = match message {
-        Message::TradesStreamEvent(m) => m.symbol(),
-        Message::BestBidAskStreamEvent(m) => m.symbol(),
-        Message::DepthSnapshotStreamEvent(m) => m.symbol(),
-        Message::DepthDiffStreamEvent(m) => m.symbol(),
-    };
-    String::from_utf8_lossy(bytes).into_owned()
+    String::from_utf8_lossy(crate::sbe::symbol(message)).into_owned()
 }
 
 #[cfg(test)]
