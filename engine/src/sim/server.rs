@@ -143,11 +143,22 @@ pub struct Shared {
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
     next_conn_id: AtomicU64,
+    /// Trade and depth frames the wire faults dropped, all connections together.
+    pub dropped_frames: DroppedFrames,
     connections: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
     default_faults: Mutex<Faults>,
     next_faults: Mutex<Option<Faults>>,
     limiters: Mutex<HashMap<IpAddr, WeightLimiter>>,
     rest_rng: Mutex<Rng>,
+}
+
+/// Frames the `drop_trades_pct` and `drop_depth_pct` faults dropped (what a test injected).
+#[derive(Debug, Default)]
+pub struct DroppedFrames {
+    /// Trade frames dropped.
+    pub trades: AtomicU64,
+    /// Depth diff frames dropped.
+    pub depth: AtomicU64,
 }
 
 impl Shared {
@@ -216,6 +227,7 @@ pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
         events,
         shutdown: shutdown_rx,
         next_conn_id: AtomicU64::new(1),
+        dropped_frames: DroppedFrames::default(),
         connections: Mutex::new(BTreeMap::new()),
         default_faults: Mutex::new(config.faults.clone()),
         next_faults: Mutex::new(None),

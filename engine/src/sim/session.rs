@@ -382,6 +382,11 @@ where
         _ => false,
     };
     if dropped {
+        let counter = match published.key.kind {
+            StreamKind::Trade => &shared.dropped_frames.trades,
+            _ => &shared.dropped_frames.depth,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
     let sent = control.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;

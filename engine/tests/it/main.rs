@@ -3,6 +3,7 @@
 mod alloc;
 mod binance;
 mod book;
+mod chaos;
 mod cli;
 mod delivery;
 mod fault_proxy;
