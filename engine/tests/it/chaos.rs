@@ -210,7 +210,7 @@ fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Played 
             }
             next_close += Duration::from_secs(10);
         }
-        if now.as_secs() % 7 == 0 {
+        if now.as_secs().is_multiple_of(7) {
             proxy.faults().throttle_next(2);
             proxy.faults().server_error_next(1);
         }
