@@ -228,16 +228,7 @@ fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Played 
 
 #[test]
 fn chaos_for_a_minute_loses_and_duplicates_nothing() {
-    let sim = Sim::start(|c| {
-        c.exchange.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
-        c.exchange.actions_per_second = 2_000.0;
-        c.websocket.max_lifetime_ms = 15_000;
-        c.websocket.shutdown_notice_ms = 2_000;
-        c.faults.drop_trades_pct = 1.0;
-        c.faults.drop_depth_pct = 1.0;
-        c.faults.rest_error_pct = 3.0;
-        c.faults.rest_throttle_pct = 3.0;
-    });
+    let sim = chaos_sim();
     let mut redis = RedisServer::start();
     let emulator = KinesisEmulator::start();
     let proxy = FaultProxy::start(emulator.addr());
@@ -293,25 +284,72 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
     stop_sampling.store(true, Ordering::Release);
     let samples = sampler.join().expect("the sampler ends");
 
-    // Kinesis: every trade exactly once, in order.
-    let kinesis = read_kinesis_trades(&emulator);
+    let trades = assert_trades(&sim, &emulator, &redis.url());
+    assert_books(&sim.handle().shared, &final_books, &samples);
+    assert_nothing_left(&redis.url());
+    let figures = figures(&sim, &summary, trades, &played, &samples);
+    println!("chaos figures: {figures}");
+    assert_repaired(&sim, &summary, &played, &figures);
+}
+
+/// The simulator of the chaos: two symbols at 2000 actions/s, 15 s connections, 1% of trade
+/// and depth frames dropped, REST 429s and 5xx.
+fn chaos_sim() -> Sim {
+    Sim::start(|c| {
+        c.exchange.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
+        c.exchange.actions_per_second = 2_000.0;
+        c.websocket.max_lifetime_ms = 15_000;
+        c.websocket.shutdown_notice_ms = 2_000;
+        c.faults.drop_trades_pct = 1.0;
+        c.faults.drop_depth_pct = 1.0;
+        c.faults.rest_error_pct = 3.0;
+        c.faults.rest_throttle_pct = 3.0;
+    })
+}
+
+/// Every trade in Kinesis exactly once and in order, and in `trades:{S}` exactly once and in
+/// order from the Redis restart on (Redis came back empty); both end alike. Returns the trades
+/// in Kinesis.
+fn assert_trades(sim: &Sim, emulator: &KinesisEmulator, redis_url: &str) -> usize {
+    let kinesis = read_kinesis_trades(emulator);
     let mut trades = 0;
     for symbol in SYMBOLS {
-        assert_exactly_once(&sim, symbol, &kinesis[symbol], "kinesis");
+        assert_exactly_once(sim, symbol, &kinesis[symbol], "kinesis");
         trades += kinesis[symbol].len();
-        // Redis came back empty at the restart: from there on, exactly once and in order.
-        let in_redis = redis_trades(&redis.url(), symbol);
-        assert_exactly_once(&sim, symbol, &in_redis, "redis after restart");
+        let in_redis = redis_trades(redis_url, symbol);
+        assert_exactly_once(sim, symbol, &in_redis, "redis after restart");
         assert_eq!(
             in_redis.last(),
             kinesis[symbol].last(),
             "{symbol}: both end alike"
         );
     }
+    trades
+}
+
+/// No temporary key or re-anchor lock is left.
+fn assert_nothing_left(redis_url: &str) {
+    let mut con = redis_connection(redis_url);
+    for pattern in ["*:new:*", "reanchor:*"] {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut con)
+            .expect("KEYS");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+/// The final books are fresh and exact; every sample that said `stale=0` was exact, and the
+/// chaos made the books stale at times.
+fn assert_books(
+    exchange: &Shared,
+    final_books: &[(&str, HashMap<String, String>)],
+    samples: &Samples,
+) {
     // The final book equals the exchange's at its update id, with stale=0.
-    for (symbol, ob) in &final_books {
+    for (symbol, ob) in final_books {
         assert_eq!(ob["stale"], "0");
-        if let Err(e) = book_is_true(&sim.handle().shared, symbol, ob) {
+        if let Err(e) = book_is_true(exchange, symbol, ob) {
             panic!("the final book differs from the exchange's: {e}");
         }
     }
@@ -327,17 +365,10 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
         samples.fresh > 0 && samples.stale > 0,
         "the chaos marked the books stale at times, and they were fresh at others: {samples:?}"
     );
-    // No temporary key or lock is left.
-    let mut con = redis_connection(&redis.url());
-    for pattern in ["*:new:*", "reanchor:*"] {
-        let left: Vec<String> = redis::cmd("KEYS")
-            .arg(pattern)
-            .query(&mut con)
-            .expect("KEYS");
-        assert!(left.is_empty(), "left behind: {left:?}");
-    }
-    let figures = figures(&sim, &summary, trades, &played, &samples);
-    println!("chaos figures: {figures}");
+}
+
+/// The faults were injected, every gap was repaired, and both sinks flushed everything.
+fn assert_repaired(sim: &Sim, summary: &Summary, played: &Played, figures: &serde_json::Value) {
     let sidecar = summary.sidecar.clone().unwrap_or_default();
     assert_eq!(sidecar.unrepaired_ids, 0, "{figures}");
     assert!(
