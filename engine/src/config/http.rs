@@ -150,13 +150,19 @@ mod tests {
     #[test]
     fn zero_disables_and_bad_values_name_the_key() {
         assert_eq!(parse("listen = \"0\"").expect("off").listen, None);
-        let e = parse("listen = \"localhost\"").expect_err("not an IP").to_string();
+        let e = parse("listen = \"localhost\"")
+            .expect_err("not an IP")
+            .to_string();
         assert!(e.starts_with("http.listen:"), "{e}");
-        let e = parse("token_env = \"lower\"").expect_err("bad name").to_string();
+        let e = parse("token_env = \"lower\"")
+            .expect_err("bad name")
+            .to_string();
         assert!(e.starts_with("http.token_env:"), "{e}");
         let e = parse("stale_after_ms = 0").expect_err("zero").to_string();
         assert!(e.starts_with("http.stale_after_ms:"), "{e}");
-        let e = parse("token = \"secret\"").expect_err("no tokens in files").to_string();
+        let e = parse("token = \"secret\"")
+            .expect_err("no tokens in files")
+            .to_string();
         assert!(e.starts_with("http.token:") && !e.contains("secret"), "{e}");
     }
 

@@ -101,8 +101,8 @@ pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
-use sidecar::RawSidecar;
 pub use http::HttpConfig;
+use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
 pub use sinks::{KinesisConfig, Payload, RedisConfig};
 use sinks::{RawKinesis, RawRedis};

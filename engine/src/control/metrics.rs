@@ -115,7 +115,10 @@ pub fn seconds_buckets(h: &Histogram<u64>) -> (f64, u64, Vec<(f64, u64)>) {
     for v in h.iter_recorded() {
         let secs = h.median_equivalent(v.value_iterated_to()) as f64 / 1e9;
         sum += secs * v.count_at_value() as f64;
-        let at = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        let at = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
         counts[at] += v.count_at_value();
     }
     let bounds = BUCKETS.iter().copied().chain([f64::INFINITY]);
@@ -143,32 +146,90 @@ impl Collector for RunCollector {
 impl RunCollector {
     fn per_reader(&self, f: impl Fn(&ReaderStats) -> u64) -> Vec<(Labels, f64)> {
         let readers = self.sources.readers.iter().enumerate();
-        readers.map(|(i, r)| (reader_label(i), f(r) as f64)).collect()
+        readers
+            .map(|(i, r)| (reader_label(i), f(r) as f64))
+            .collect()
     }
 
     fn readers(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let readers = &self.sources.readers;
         let events = readers.iter().enumerate().flat_map(|(i, r)| {
             StreamKind::ALL.iter().map(move |&k| {
-                let labels = vec![("reader", i.to_string()), ("stream", k.suffix().to_string())];
+                let labels = vec![
+                    ("reader", i.to_string()),
+                    ("stream", k.suffix().to_string()),
+                ];
                 (labels, r.events_of(k) as f64)
             })
         });
-        family(encoder, counter("ingestor_sbe_messages", "SBE events accepted, per stream kind."), events)?;
+        family(
+            encoder,
+            counter(
+                "ingestor_sbe_messages",
+                "SBE events accepted, per stream kind.",
+            ),
+            events,
+        )?;
         let list: [(&str, &str, fn(&ReaderStats) -> u64); 13] = [
-            ("hotpath_frames", "Binary frames received.", |r| r.frames.get()),
-            ("ingestor_sbe_sequence_gaps", "Sequence gaps detected on the wire.", |r| r.gaps.get()),
-            ("hotpath_missing_ids", "Ids missing in the gaps on the wire.", |r| r.missing_ids.get()),
-            ("hotpath_duplicates", "Duplicate events dropped.", |r| r.duplicates.get()),
-            ("hotpath_decode_errors", "Frames that failed to decode.", |r| r.decode_errors.get()),
-            ("hotpath_unknown_templates", "Frames of unknown templates.", |r| r.unknown_templates.get()),
-            ("hotpath_unknown_symbols", "Frames of symbols not subscribed.", |r| r.unknown_symbols.get()),
-            ("hotpath_queue_drops", "Events a consumer's full ring could not take.", |r| r.queue_drops.get()),
-            ("hotpath_connects", "WebSocket connections opened.", |r| r.connects.get()),
-            ("hotpath_reconnects", "WebSocket connections lost or found silent.", |r| r.reconnects.get()),
-            ("hotpath_connection_switches", "Make-before-break connection switches.", |r| r.switches.get()),
-            ("hotpath_control_errors", "SUBSCRIBE/UNSUBSCRIBE requests refused (retried).", |r| r.control_errors.get()),
-            ("hotpath_control_timeouts", "SUBSCRIBE/UNSUBSCRIBE requests unanswered (retried).", |r| r.control_timeouts.get()),
+            ("hotpath_frames", "Binary frames received.", |r| {
+                r.frames.get()
+            }),
+            (
+                "ingestor_sbe_sequence_gaps",
+                "Sequence gaps detected on the wire.",
+                |r| r.gaps.get(),
+            ),
+            (
+                "hotpath_missing_ids",
+                "Ids missing in the gaps on the wire.",
+                |r| r.missing_ids.get(),
+            ),
+            ("hotpath_duplicates", "Duplicate events dropped.", |r| {
+                r.duplicates.get()
+            }),
+            (
+                "hotpath_decode_errors",
+                "Frames that failed to decode.",
+                |r| r.decode_errors.get(),
+            ),
+            (
+                "hotpath_unknown_templates",
+                "Frames of unknown templates.",
+                |r| r.unknown_templates.get(),
+            ),
+            (
+                "hotpath_unknown_symbols",
+                "Frames of symbols not subscribed.",
+                |r| r.unknown_symbols.get(),
+            ),
+            (
+                "hotpath_queue_drops",
+                "Events a consumer's full ring could not take.",
+                |r| r.queue_drops.get(),
+            ),
+            ("hotpath_connects", "WebSocket connections opened.", |r| {
+                r.connects.get()
+            }),
+            (
+                "hotpath_reconnects",
+                "WebSocket connections lost or found silent.",
+                |r| r.reconnects.get(),
+            ),
+            (
+                "hotpath_connection_switches",
+                "Make-before-break connection switches.",
+                |r| r.switches.get(),
+            ),
+            (
+                "hotpath_control_errors",
+                "SUBSCRIBE/UNSUBSCRIBE requests refused (retried).",
+                |r| r.control_errors.get(),
+            ),
+            (
+                "hotpath_control_timeouts",
+                "SUBSCRIBE/UNSUBSCRIBE requests unanswered (retried).",
+                |r| r.control_timeouts.get(),
+            ),
         ];
         for (name, help, f) in list {
             family(encoder, counter(name, help), self.per_reader(f))?;
@@ -176,8 +237,14 @@ impl RunCollector {
         self.connection_gauges(encoder)?;
         histogram(
             encoder,
-            ("ingestor_sbe_decode_duration_seconds", "Receipt to enqueue per event (decode, sequence check, ring push); published by the reader once a second."),
-            readers.iter().enumerate().map(|(i, r)| (reader_label(i), &r.wire_to_queue)),
+            (
+                "ingestor_sbe_decode_duration_seconds",
+                "Receipt to enqueue per event (decode, sequence check, ring push); published by the reader once a second.",
+            ),
+            readers
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (reader_label(i), &r.wire_to_queue)),
         )
     }
 
@@ -185,38 +252,119 @@ impl RunCollector {
         let now = Instant::now();
         let ages: Vec<u64> = {
             let sampler = crate::sync::lock(&self.sampler);
-            (0..self.sources.readers.len()).map(|i| sampler.reader_age(i, now)).collect()
+            (0..self.sources.readers.len())
+                .map(|i| sampler.reader_age(i, now))
+                .collect()
         };
         let stale_ms = u64::try_from(self.sources.stale_after.as_millis()).unwrap_or(u64::MAX);
-        let status = ages.iter().enumerate().map(|(i, &a)| (reader_label(i), f64::from(u8::from(a < stale_ms))));
-        family(encoder, gauge("ingestor_sbe_connection_status", "1 while the reader's connections deliver frames (one within http.stale_after_ms), else 0."), status)?;
-        let age = ages.iter().enumerate().map(|(i, &a)| (reader_label(i), a as f64 / 1e3));
-        family(encoder, gauge("hotpath_last_message_age_seconds", "Time since the reader's last frame (sampled every 250 ms)."), age)
+        let status = ages
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (reader_label(i), f64::from(u8::from(a < stale_ms))));
+        family(
+            encoder,
+            gauge(
+                "ingestor_sbe_connection_status",
+                "1 while the reader's connections deliver frames (one within http.stale_after_ms), else 0.",
+            ),
+            status,
+        )?;
+        let age = ages
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (reader_label(i), a as f64 / 1e3));
+        family(
+            encoder,
+            gauge(
+                "hotpath_last_message_age_seconds",
+                "Time since the reader's last frame (sampled every 250 ms).",
+            ),
+            age,
+        )
     }
 
     fn sinks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sinks = &self.sources.sinks;
         let kinesis = sinks.iter().filter(|(n, _)| *n == "kinesis");
-        family(encoder, counter("ingestor_kinesis_records_sent", "Records Kinesis acknowledged."), kinesis.map(|(_, s)| (Vec::new(), s.written.get() as f64)))?;
+        family(
+            encoder,
+            counter(
+                "ingestor_kinesis_records_sent",
+                "Records Kinesis acknowledged.",
+            ),
+            kinesis.map(|(_, s)| (Vec::new(), s.written.get() as f64)),
+        )?;
         let list: [(&str, &str, MetricType, fn(&crate::sink::SinkStats) -> u64); 9] = [
-            ("hotpath_sink_written", "Records the sink's server acknowledged.", MetricType::Counter, |s| s.written.get()),
-            ("hotpath_sink_retried", "Records sent again after a failure.", MetricType::Counter, |s| s.retried.get()),
-            ("hotpath_sink_dead_lettered", "Records written to the dead-letter file.", MetricType::Counter, |s| s.dead_lettered.get()),
-            ("hotpath_sink_dropped", "Records neither delivered nor dead-lettered.", MetricType::Counter, |s| s.dropped.get()),
-            ("hotpath_sink_failed_requests", "Requests or pipelines that failed as a whole.", MetricType::Counter, |s| s.failed_requests.get()),
-            ("hotpath_sink_reconnects", "Redis reconnections or Kinesis breaker openings.", MetricType::Counter, |s| s.reconnects.get()),
-            ("hotpath_sink_repaired_events", "Repair events taken from the sidecar.", MetricType::Counter, |s| s.repaired.get()),
-            ("hotpath_sink_unrepaired_ids", "Trade ids the sink gave up on.", MetricType::Counter, |s| s.unrepaired.get()),
-            ("hotpath_sink_queue_depth", "Events waiting in the sink (rings and buffers).", MetricType::Gauge, |s| s.queue_depth.get()),
+            (
+                "hotpath_sink_written",
+                "Records the sink's server acknowledged.",
+                MetricType::Counter,
+                |s| s.written.get(),
+            ),
+            (
+                "hotpath_sink_retried",
+                "Records sent again after a failure.",
+                MetricType::Counter,
+                |s| s.retried.get(),
+            ),
+            (
+                "hotpath_sink_dead_lettered",
+                "Records written to the dead-letter file.",
+                MetricType::Counter,
+                |s| s.dead_lettered.get(),
+            ),
+            (
+                "hotpath_sink_dropped",
+                "Records neither delivered nor dead-lettered.",
+                MetricType::Counter,
+                |s| s.dropped.get(),
+            ),
+            (
+                "hotpath_sink_failed_requests",
+                "Requests or pipelines that failed as a whole.",
+                MetricType::Counter,
+                |s| s.failed_requests.get(),
+            ),
+            (
+                "hotpath_sink_reconnects",
+                "Redis reconnections or Kinesis breaker openings.",
+                MetricType::Counter,
+                |s| s.reconnects.get(),
+            ),
+            (
+                "hotpath_sink_repaired_events",
+                "Repair events taken from the sidecar.",
+                MetricType::Counter,
+                |s| s.repaired.get(),
+            ),
+            (
+                "hotpath_sink_unrepaired_ids",
+                "Trade ids the sink gave up on.",
+                MetricType::Counter,
+                |s| s.unrepaired.get(),
+            ),
+            (
+                "hotpath_sink_queue_depth",
+                "Events waiting in the sink (rings and buffers).",
+                MetricType::Gauge,
+                |s| s.queue_depth.get(),
+            ),
         ];
         for (name, help, kind, f) in list {
-            let series = sinks.iter().map(|(n, s)| (vec![("sink", n.to_string())], f(s) as f64));
+            let series = sinks
+                .iter()
+                .map(|(n, s)| (vec![("sink", n.to_string())], f(s) as f64));
             family(encoder, (name, help, kind), series)?;
         }
         histogram(
             encoder,
-            ("hotpath_sink_ack_latency_seconds", "Receipt from the wire to the sink's acknowledgement, per record."),
-            sinks.iter().map(|(n, s)| (vec![("sink", n.to_string())], &s.ack_latency)),
+            (
+                "hotpath_sink_ack_latency_seconds",
+                "Receipt from the wire to the sink's acknowledgement, per record.",
+            ),
+            sinks
+                .iter()
+                .map(|(n, s)| (vec![("sink", n.to_string())], &s.ack_latency)),
         )?;
         self.books(encoder)
     }
@@ -226,15 +374,55 @@ impl RunCollector {
             return Ok(());
         };
         let book = &redis.book;
-        family(encoder, counter("ingestor_rest_reanchors", "Atomic re-anchors of Redis order books."), [(Vec::new(), book.reanchors.get() as f64)])?;
-        family(encoder, counter("hotpath_book_resyncs", "Books synced again after a gap, an edge or a failed check."), [(Vec::new(), book.resyncs.get() as f64)])?;
-        family(encoder, counter("hotpath_book_consistency_checks", "Book consistency checks concluded."), [(Vec::new(), book.consistency_checks.get() as f64)])?;
-        family(encoder, counter("hotpath_book_consistency_mismatches", "Consistency checks that found the book wrong."), [(Vec::new(), book.consistency_mismatches.get() as f64)])?;
+        family(
+            encoder,
+            counter(
+                "ingestor_rest_reanchors",
+                "Atomic re-anchors of Redis order books.",
+            ),
+            [(Vec::new(), book.reanchors.get() as f64)],
+        )?;
+        family(
+            encoder,
+            counter(
+                "hotpath_book_resyncs",
+                "Books synced again after a gap, an edge or a failed check.",
+            ),
+            [(Vec::new(), book.resyncs.get() as f64)],
+        )?;
+        family(
+            encoder,
+            counter(
+                "hotpath_book_consistency_checks",
+                "Book consistency checks concluded.",
+            ),
+            [(Vec::new(), book.consistency_checks.get() as f64)],
+        )?;
+        family(
+            encoder,
+            counter(
+                "hotpath_book_consistency_mismatches",
+                "Consistency checks that found the book wrong.",
+            ),
+            [(Vec::new(), book.consistency_mismatches.get() as f64)],
+        )?;
         let stale: Vec<(Labels, f64)> = crate::sync::lock(&book.books)
             .iter()
-            .map(|b| (vec![("symbol", b.symbol.clone())], f64::from(u8::from(b.stale))))
+            .map(|b| {
+                (
+                    vec![("symbol", b.symbol.clone())],
+                    f64::from(u8::from(b.stale)),
+                )
+            })
             .collect();
-        family(encoder, gauge("hotpath_book_stale", "1 while the symbol's Redis book is marked stale."), stale)
+        family(
+            encoder,
+            gauge(
+                "hotpath_book_stale",
+                "1 while the symbol's Redis book is marked stale.",
+            ),
+            stale,
+        )
     }
 
     fn sidecar(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -247,13 +435,60 @@ impl RunCollector {
             ("depth", "ok", s.depth_snapshots.get()),
             ("depth", "error", s.depth_failures.get()),
         ];
-        let calls = calls.map(|(e, o, n)| (vec![("endpoint", e.to_string()), ("outcome", o.to_string())], n as f64));
-        family(encoder, counter("ingestor_rest_api_calls", "Binance REST requests made by the sidecar."), calls)?;
-        family(encoder, counter("ingestor_rest_gaps_detected", "Trade gaps turned into REST backfills."), [(Vec::new(), s.trade_gaps.get() as f64)])?;
-        family(encoder, counter("hotpath_repaired_ids", "Trade ids the sidecar handed to sinks (per sink)."), [(Vec::new(), s.repaired_ids.get() as f64)])?;
-        family(encoder, counter("hotpath_unrepaired_ids", "Trade ids the sidecar gave up on (per sink)."), [(Vec::new(), s.unrepaired_ids.get() as f64)])?;
-        family(encoder, gauge("hotpath_rest_weight_used", "REST weight used in the current minute, as Binance last reported."), [(Vec::new(), s.rest_weight_used.get() as f64)])?;
-        histogram(encoder, ("ingestor_rest_api_latency_seconds", "Binance REST request latency."), [(Vec::new(), &s.rest_latency)])
+        let calls = calls.map(|(e, o, n)| {
+            (
+                vec![("endpoint", e.to_string()), ("outcome", o.to_string())],
+                n as f64,
+            )
+        });
+        family(
+            encoder,
+            counter(
+                "ingestor_rest_api_calls",
+                "Binance REST requests made by the sidecar.",
+            ),
+            calls,
+        )?;
+        family(
+            encoder,
+            counter(
+                "ingestor_rest_gaps_detected",
+                "Trade gaps turned into REST backfills.",
+            ),
+            [(Vec::new(), s.trade_gaps.get() as f64)],
+        )?;
+        family(
+            encoder,
+            counter(
+                "hotpath_repaired_ids",
+                "Trade ids the sidecar handed to sinks (per sink).",
+            ),
+            [(Vec::new(), s.repaired_ids.get() as f64)],
+        )?;
+        family(
+            encoder,
+            counter(
+                "hotpath_unrepaired_ids",
+                "Trade ids the sidecar gave up on (per sink).",
+            ),
+            [(Vec::new(), s.unrepaired_ids.get() as f64)],
+        )?;
+        family(
+            encoder,
+            gauge(
+                "hotpath_rest_weight_used",
+                "REST weight used in the current minute, as Binance last reported.",
+            ),
+            [(Vec::new(), s.rest_weight_used.get() as f64)],
+        )?;
+        histogram(
+            encoder,
+            (
+                "ingestor_rest_api_latency_seconds",
+                "Binance REST request latency.",
+            ),
+            [(Vec::new(), &s.rest_latency)],
+        )
     }
 }
 
@@ -265,7 +500,15 @@ mod tests {
     #[test]
     fn buckets_span_nanoseconds_to_seconds_and_keep_every_value() {
         let mut h = latency_histogram();
-        for ns in [50, 300, 2_000, 40_000, 3_000_000, 2_000_000_000, 10_000_000_000] {
+        for ns in [
+            50,
+            300,
+            2_000,
+            40_000,
+            3_000_000,
+            2_000_000_000,
+            10_000_000_000,
+        ] {
             record_latency(&mut h, ns);
         }
         let (sum, count, buckets) = seconds_buckets(&h);
@@ -278,7 +521,9 @@ mod tests {
 
     #[test]
     fn open_metrics_only_when_asked() {
-        assert!(wants_open_metrics(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")));
+        assert!(wants_open_metrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
         assert!(!wants_open_metrics(Some("text/plain")));
         assert!(!wants_open_metrics(None));
     }

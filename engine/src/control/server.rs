@@ -148,7 +148,10 @@ async fn handle(request: Request<Incoming>, app: Arc<App>) -> Result<Response<Bo
         ("/live", &Method::GET) => json_response(StatusCode::OK, &json!({"status": "alive"})),
         ("/stats", &Method::GET) => {
             let sampler = crate::sync::lock(&app.sampler);
-            json_response(StatusCode::OK, &status::stats(&app.sources, &sampler, Instant::now()))
+            json_response(
+                StatusCode::OK,
+                &status::stats(&app.sources, &sampler, Instant::now()),
+            )
         }
         ("/pairs", &Method::GET) => json_response(StatusCode::OK, &pairs_json(&app)),
         ("/pairs", &Method::POST) => change(request, &app, None).await,
@@ -156,9 +159,7 @@ async fn handle(request: Request<Incoming>, app: Arc<App>) -> Result<Response<Bo
             let symbol = p["/pairs/".len()..].to_string();
             change(request, &app, Some(symbol)).await
         }
-        ("/metrics" | "/health" | "/ready" | "/live" | "/stats", _) => {
-            not_allowed(&method, "GET")
-        }
+        ("/metrics" | "/health" | "/ready" | "/live" | "/stats", _) => not_allowed(&method, "GET"),
         ("/pairs", _) => not_allowed(&method, "GET, POST"),
         (p, _) if p.starts_with("/pairs/") => not_allowed(&method, "DELETE"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
@@ -248,7 +249,12 @@ async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -
         _ => {}
     }
     let (reply, outcome) = oneshot::channel();
-    if app.changes.send(PairRequest { change, reply }).await.is_err() {
+    if app
+        .changes
+        .send(PairRequest { change, reply })
+        .await
+        .is_err()
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the run is stopping");
     }
     match tokio::time::timeout(CHANGE_TIMEOUT, outcome).await {
@@ -314,13 +320,10 @@ async fn symbol_of(request: Request<Incoming>) -> Result<String, Response<Body>>
             format!("the body is not JSON such as {{\"symbol\":\"BNBUSDT\"}}: {e}"),
         )
     })?;
-    value["symbol"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "the body has no \"symbol\" string, e.g. {\"symbol\":\"BNBUSDT\"}",
-            )
-        })
+    value["symbol"].as_str().map(str::to_string).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "the body has no \"symbol\" string, e.g. {\"symbol\":\"BNBUSDT\"}",
+        )
+    })
 }

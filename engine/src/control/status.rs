@@ -102,7 +102,9 @@ impl Sampler {
             b.iter()
                 .enumerate()
                 .map(|(i, &v)| match secs > 0.0 {
-                    true => (v.saturating_sub(a.get(i).copied().unwrap_or(0)) as f64 / secs).round(),
+                    true => {
+                        (v.saturating_sub(a.get(i).copied().unwrap_or(0)) as f64 / secs).round()
+                    }
                     false => 0.0,
                 })
                 .collect()
@@ -159,9 +161,18 @@ pub fn health(sources: &Sources, sampler: &Sampler, now: Instant) -> (bool, Valu
         );
     }
     for (i, (name, sink)) in sources.sinks.iter().enumerate() {
-        let (state, ok) = sink_state(sink, sampler.sink_moved.get(i).copied().flatten(), sources, sampler, now);
+        let (state, ok) = sink_state(
+            sink,
+            sampler.sink_moved.get(i).copied().flatten(),
+            sources,
+            sampler,
+            now,
+        );
         healthy &= ok;
-        components.insert(format!("{name}_producer"), sink_json(sink, state, writes.get(i).copied()));
+        components.insert(
+            format!("{name}_producer"),
+            sink_json(sink, state, writes.get(i).copied()),
+        );
     }
     components.insert("sbe_decoder".into(), decoder_json(sources));
     if let Some(sidecar) = &sources.sidecar {
@@ -185,8 +196,12 @@ fn sink_state(
     sampler: &Sampler,
     now: Instant,
 ) -> (&'static str, bool) {
-    let quiet = now.saturating_duration_since(moved.unwrap_or(sampler.started)) >= sources.stale_after;
-    match (sink.queue_depth.get() > 0 && quiet, sink.failed_requests.get() > 0) {
+    let quiet =
+        now.saturating_duration_since(moved.unwrap_or(sampler.started)) >= sources.stale_after;
+    match (
+        sink.queue_depth.get() > 0 && quiet,
+        sink.failed_requests.get() > 0,
+    ) {
         (false, _) => ("healthy", true),
         (true, true) => ("failing", false),
         (true, false) => ("stalled", false),

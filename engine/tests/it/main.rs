@@ -4,6 +4,7 @@ mod alloc;
 mod binance;
 mod book;
 mod cli;
+mod control;
 mod delivery;
 mod fault_proxy;
 mod feed;

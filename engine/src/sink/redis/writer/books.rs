@@ -12,9 +12,9 @@ use crate::backoff::jittered;
 use crate::binance::decimal::mantissas;
 use crate::constants::CONTROL_SAMPLE_INTERVAL;
 use crate::feed::event::{BookRequest, BookSnapshot, Purpose, Repair, StreamChange};
+use crate::sink::BookState;
 use crate::sink::redis::ob::{BookEvent, SnapshotOutcome, Wants};
 use crate::sink::redis::reanchor::{self, NewState, TempKeys};
-use crate::sink::BookState;
 use crate::sink::redis::state::Keys;
 
 /// Re-anchors in flight at most (each is two round trips).
