@@ -34,6 +34,15 @@ const BUCKETS: [f64; 25] = [
 ];
 
 type Labels = Vec<(&'static str, String)>;
+/// A reader counter family: name, help, how to read it.
+type ReaderFamily = (&'static str, &'static str, fn(&ReaderStats) -> u64);
+/// A sink family: name, help, counter or gauge, how to read it.
+type SinkFamily = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&crate::sink::SinkStats) -> u64,
+);
 
 /// The registry of one run: a single collector over `sources`.
 pub fn registry(sources: Sources, sampler: Arc<Mutex<Sampler>>) -> Registry {
@@ -170,7 +179,7 @@ impl RunCollector {
             ),
             events,
         )?;
-        let list: [(&str, &str, fn(&ReaderStats) -> u64); 13] = [
+        let list: [ReaderFamily; 13] = [
             ("hotpath_frames", "Binary frames received.", |r| {
                 r.frames.get()
             }),
@@ -294,7 +303,7 @@ impl RunCollector {
             ),
             kinesis.map(|(_, s)| (Vec::new(), s.written.get() as f64)),
         )?;
-        let list: [(&str, &str, MetricType, fn(&crate::sink::SinkStats) -> u64); 9] = [
+        let list: [SinkFamily; 9] = [
             (
                 "hotpath_sink_written",
                 "Records the sink's server acknowledged.",

@@ -222,7 +222,7 @@ fn valid_symbol(symbol: &str) -> bool {
 /// `DELETE /pairs/{SYMBOL}`.
 async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -> Response<Body> {
     if let Err(response) = authorize(&request, app) {
-        return response;
+        return *response;
     }
     let change = match remove {
         Some(symbol) => PairChange::Remove(symbol),
@@ -271,14 +271,14 @@ async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -
 }
 
 /// Pair changes allowed and the bearer token right, or the error response.
-fn authorize(request: &Request<Incoming>, app: &App) -> Result<(), Response<Body>> {
+fn authorize(request: &Request<Incoming>, app: &App) -> Result<(), Box<Response<Body>>> {
     let token = match (&app.token, app.allow_changes) {
         (Some(token), true) => token,
         _ => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "pair changes are off (http.allow_pair_changes = false)",
-            ));
+            )));
         }
     };
     let header = request
@@ -297,7 +297,7 @@ fn authorize(request: &Request<Incoming>, app: &App) -> Result<(), Response<Body
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
-            Err(response)
+            Err(Box::new(response))
         }
     }
 }
