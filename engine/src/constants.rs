@@ -94,3 +94,11 @@ pub const LATENCY_SAMPLES_MAX: usize = 1 << 20;
 pub const GAPS_LOGGED_MAX: u32 = 100;
 
 const _: () = assert!(TRADES_PER_PIPELINE > 0 && LATENCY_SAMPLES_MAX >= TRADES_PER_PIPELINE);
+
+/// How often a thread that owns a latency histogram (a reader) publishes a copy for the control
+/// plane's `/metrics`; a scrape sees the reader's latencies at most this old.
+pub const LIVE_HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
+
+/// How often the Redis writer publishes its books' sync state (for `/ready` and the staleness
+/// metric), and how often the control plane samples counters into rates and ages.
+pub const CONTROL_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);

@@ -20,6 +20,7 @@ pub mod book;
 pub mod clock;
 pub mod config;
 pub mod constants;
+pub mod control;
 pub mod decode;
 pub mod feed;
 pub mod frames;

@@ -110,6 +110,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     } = setup;
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
+    let live = stats.clone();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
     let state = Rc::new(RefCell::new(FramePath::with(
         &ctx.symbols,
@@ -143,6 +144,15 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             ))
         })
         .collect();
+    // The control plane reads the latency histogram live: a copy once a second, off the frames.
+    let published = state.clone();
+    local.spawn_local(async move {
+        let mut tick = tokio::time::interval(crate::constants::LIVE_HISTOGRAM_PUBLISH);
+        loop {
+            tick.tick().await;
+            live.wire_to_queue.publish(published.borrow().histogram());
+        }
+    });
     local.block_on(&runtime, async {
         for task in tasks {
             let _ = task.await;

@@ -1,8 +1,8 @@
-//! Counters the reader threads bump and the summary, the consumers and (later) the Prometheus
-//! exporter read. Each counter sits on its own cache line so readers on different cores never
-//! share one.
+//! Counters the reader threads bump and the summary, the consumers and the control plane's
+//! Prometheus exporter read. Each counter sits on its own cache line so readers on different
+//! cores never share one.
 
-use crate::metrics::Counter;
+use crate::metrics::{Counter, LiveHistogram};
 use crate::stream::StreamKind;
 
 /// Counters of one reader thread.
@@ -42,6 +42,9 @@ pub struct ReaderStats {
     pub control_errors: Counter,
     /// SUBSCRIBE/UNSUBSCRIBE requests without a reply in time (retried with backoff).
     pub control_timeouts: Counter,
+    /// Receive-to-enqueue latency, a copy of the reader's own histogram published once a
+    /// second (never per frame) for the control plane.
+    pub wire_to_queue: LiveHistogram,
 }
 
 impl ReaderStats {

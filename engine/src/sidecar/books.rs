@@ -32,7 +32,8 @@ pub struct BookSetup {
 }
 
 /// What a fetch task returns.
-type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>);
+/// A finished fetch: the client back, what was asked, the answer and its latency (ns).
+type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>, u64);
 
 /// The book work's state.
 pub struct Books {
@@ -46,6 +47,10 @@ pub struct Books {
     pub fetched: u64,
     /// Fetches that failed.
     pub failed: u64,
+    /// Latencies of the fetches finished since the sidecar last took them, nanoseconds.
+    pub latencies: Vec<u64>,
+    /// The REST weight used in the minute, as the last answer reported it.
+    pub used_weight: Option<u32>,
 }
 
 impl Books {
@@ -61,6 +66,8 @@ impl Books {
             failures_logged: 0,
             fetched: 0,
             failed: 0,
+            latencies: Vec::new(),
+            used_weight: None,
         }
     }
 
@@ -114,16 +121,24 @@ impl Books {
                 continue;
             };
             self.tasks.spawn(async move {
+                let started = crate::clock::monotonic_ns();
                 let result = client.depth(&name, dispatch.limit).await;
-                (client, dispatch, result)
+                let latency = crate::clock::monotonic_ns().saturating_sub(started);
+                (client, dispatch, result, latency)
             });
             work += 1;
         }
         work
     }
 
-    fn on_fetched(&mut self, (client, dispatch, result): Fetched, out: &mut Vec<(usize, Repair)>) {
+    fn on_fetched(
+        &mut self,
+        (client, dispatch, result, latency): Fetched,
+        out: &mut Vec<(usize, Repair)>,
+    ) {
         let now = unix_ms();
+        self.latencies.push(latency);
+        self.used_weight = Some(client.used_weight());
         self.plan.finished();
         self.plan.observe(client.used_weight(), now);
         self.idle.push(client);

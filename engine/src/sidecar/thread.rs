@@ -97,6 +97,10 @@ pub struct SidecarStats {
     pub depth_snapshots: Counter,
     /// Depth snapshot fetches that failed (syncs are retried).
     pub depth_failures: Counter,
+    /// Latency of every REST request (historical trades and depth snapshots), nanoseconds.
+    pub rest_latency: crate::metrics::LiveHistogram,
+    /// The REST weight used in the current minute, as Binance last reported it (a gauge).
+    pub rest_weight_used: Counter,
 }
 
 /// What the sidecar reports at the end of a run.
@@ -282,6 +286,7 @@ impl Sidecar {
             return;
         };
         let limit = fetch.limit.clamp(1, PAGE_IDS_MAX);
+        let started = monotonic_ns();
         let result = {
             let page = client.historical_trades(&symbol, Some(fetch.from_id), limit);
             tokio::pin!(page);
@@ -298,6 +303,14 @@ impl Sidecar {
             }
         };
         let now = monotonic_ns();
+        self.setup
+            .stats
+            .rest_latency
+            .record_all([now.saturating_sub(started)]);
+        self.setup
+            .stats
+            .rest_weight_used
+            .set(u64::from(client.used_weight()));
         match result {
             Ok(trades) => self.on_page(&symbol, fetch, &trades, now),
             Err(e) => {
@@ -386,6 +399,11 @@ impl Sidecar {
                 .depth_snapshots
                 .add(books.fetched - before.0);
             self.setup.stats.depth_failures.add(books.failed - before.1);
+            let stats = &self.setup.stats;
+            stats.rest_latency.record_all(books.latencies.drain(..));
+            if let Some(used) = books.used_weight {
+                stats.rest_weight_used.set(u64::from(used));
+            }
         }
         let mut repairs = std::mem::take(&mut self.book_repairs);
         for (consumer, repair) in repairs.drain(..) {

@@ -5,6 +5,7 @@ mod binance;
 mod book;
 mod chaos;
 mod cli;
+mod control;
 mod delivery;
 mod fault_proxy;
 mod feed;

@@ -766,6 +766,11 @@ impl Writer {
                     );
                 }
                 if lane != HEARTBEAT_LANE {
+                    self.stats
+                        .ack_latency
+                        .record_all(done.iter().map(|e| acked.saturating_sub(e.recv_time_ns)));
+                }
+                if lane != HEARTBEAT_LANE {
                     self.stats.written.add(verdict.delivered as u64);
                 }
                 if any_failed {

@@ -235,6 +235,8 @@ struct Writer {
     /// When the next consistency check is due, and the symbol to try first.
     next_check: Option<Instant>,
     check_cursor: usize,
+    /// When the books' state is next published for the control plane.
+    next_book_publish: Instant,
     /// Trade order per symbol (live and repaired trades, each id once, in order).
     orders: TradeOrders<FeedEvent>,
     /// Trade events the orders released, with the first id to deliver (reused).
@@ -382,6 +384,7 @@ impl Writer {
             stop_marked: false,
             next_check,
             check_cursor: 0,
+            next_book_publish: Instant::now(),
             orders: trade_orders(hold_max),
             released: Vec::new(),
             gaps_logged: 0,
@@ -652,6 +655,9 @@ impl Writer {
                 .latency
                 .record(acked.saturating_sub(*recv).clamp(1, self.latency.high()));
         }
+        self.stats
+            .ack_latency
+            .record_all(batch.samples.iter().map(|r| acked.saturating_sub(*r)));
         let mut at = 0;
         let mut refused = None;
         for section in batch.sections {
