@@ -96,11 +96,14 @@ impl ConfigError {
         }
     }
 }
+pub mod discovery;
+pub mod env;
 pub mod http;
 pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
+pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
@@ -199,6 +202,8 @@ pub struct RunConfig {
     pub sidecar: SidecarConfig,
     /// The control plane (HTTP: metrics, health, pairs).
     pub http: HttpConfig,
+    /// Pair discovery (the symbols from Binance's 24 h volumes instead of `symbols`).
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for RunConfig {
@@ -218,6 +223,7 @@ impl Default for RunConfig {
             redis: None,
             sidecar: SidecarConfig::default(),
             http: HttpConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -270,6 +276,7 @@ struct RawConfig {
     redis: RawRedis,
     sidecar: RawSidecar,
     http: http::RawHttp,
+    discovery: discovery::RawDiscovery,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -327,6 +334,7 @@ impl RunConfig {
             }
         }
         let mut config = RunConfig::default();
+        let binance_per_connection = raw.binance.symbols_per_connection;
         config.set_binance(raw.binance)?;
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
@@ -335,6 +343,16 @@ impl RunConfig {
         config.redis = raw.redis.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
         config.http = raw.http.into_config()?;
+        if let Some(per) = raw.discovery.pairs_per_connection {
+            if binance_per_connection.is_some_and(|s| s != per) {
+                return Err(ConfigError::invalid(
+                    "discovery.pairs_per_connection: differs from binance.symbols_per_connection; \
+                     set one of the two",
+                ));
+            }
+            config.symbols_per_connection = per;
+        }
+        config.discovery = raw.discovery.into_config()?;
         config.check(None)?;
         Ok(config)
     }
@@ -430,6 +448,7 @@ impl RunConfig {
         self.readers.check(cpus)?;
         self.sidecar.check()?;
         self.http.check()?;
+        self.discovery.check()?;
         if let (Some(k), Some(r)) = (&self.kinesis, &self.redis)
             && k.dead_letter_path == r.dead_letter_path
         {
@@ -673,7 +692,7 @@ pub(crate) fn check_api_key_env(name: &str) -> Result<(), ConfigError> {
     ))
 }
 
-fn check_symbols(key: &str, symbols: &[String]) -> Result<(), ConfigError> {
+pub(crate) fn check_symbols(key: &str, symbols: &[String]) -> Result<(), ConfigError> {
     if symbols.is_empty() {
         return Err(ConfigError::invalid(format!(
             "{key}: at least one symbol is needed"
@@ -764,6 +783,44 @@ fn set<T>(target: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *target = value;
     }
+}
+
+/// `url` with the password of its user information replaced by `***`
+/// (`redis://user:***@host:6379/0`, `redis://:***@host`); other URLs unchanged.
+pub fn redact_url(url: &str) -> String {
+    redact_urls(url)
+}
+
+/// `text` with the password of every `scheme://user:password@` in it replaced by `***`: for
+/// messages and `Debug` output that may quote a Redis URL.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '"' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                let userinfo = &authority[..userinfo_end];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -1159,8 +1216,40 @@ mod tests {
 
 #[cfg(test)]
 mod example {
-    use super::RunConfig;
+    use super::{RedisConfig, RunConfig, redact_url, redact_urls};
     use crate::stream::StreamKind;
+
+    #[test]
+    fn urls_print_without_their_password() {
+        for (url, want) in [
+            ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
+            ("rediss://:hunter2@host", "rediss://:***@host"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+            ("redis://user@host", "redis://user@host"),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+        let text = "a \"redis://u:p4ss@h/0\" and rediss://:x@y:1 end";
+        let clean = redact_urls(text);
+        assert!(!clean.contains("p4ss") && !clean.contains(":x@"), "{clean}");
+        let mut config = RunConfig::default();
+        config.redis = Some(RedisConfig {
+            url: "redis://u:hunter2@h/0".into(),
+            cluster_urls: vec!["redis://:hunter3@c:7000".into()],
+            ..RedisConfig::default()
+        });
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("hunter3"),
+            "{debug}"
+        );
+        let bad = RedisConfig {
+            url: "http://u:hunter2@h/0".into(),
+            ..RedisConfig::default()
+        };
+        let e = bad.check().expect_err("not redis://").to_string();
+        assert!(e.starts_with("redis.url") && !e.contains("hunter2"), "{e}");
+    }
 
     fn load(name: &str) -> RunConfig {
         let path = format!("{}/../config/{name}", env!("CARGO_MANIFEST_DIR"));

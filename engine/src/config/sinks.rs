@@ -131,8 +131,8 @@ impl Default for KinesisConfig {
     }
 }
 
-/// The Redis writer's settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The Redis writer's settings. `Debug` prints the URLs with their passwords as `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// Standalone server URL.
     pub url: String,
@@ -186,6 +186,27 @@ impl Default for RedisConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
         }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cluster: Vec<String> = self.cluster_urls.iter().map(|u| super::redact_url(u)).collect();
+        f.debug_struct("RedisConfig")
+            .field("url", &super::redact_url(&self.url))
+            .field("cluster_urls", &cluster)
+            .field("trades_maxlen", &self.trades_maxlen)
+            .field("book_levels", &self.book_levels)
+            .field("snapshot_limit", &self.snapshot_limit)
+            .field("snapshot_concurrency", &self.snapshot_concurrency)
+            .field("sync_buffer_bytes_max", &self.sync_buffer_bytes_max)
+            .field("consistency_check", &self.consistency_check)
+            .field("rest_endpoint", &self.rest_endpoint)
+            .field("buffer_trades_max", &self.buffer_trades_max)
+            .field("dead_letter_path", &self.dead_letter_path)
+            .field("reconnect_initial", &self.reconnect_initial)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
     }
 }
 
@@ -413,12 +434,13 @@ impl RedisConfig {
         if !url_ok(&self.url) {
             return Err(ConfigError::invalid(format!(
                 "redis.url = {:?}: must start with redis:// or rediss://",
-                self.url
+                super::redact_url(&self.url)
             )));
         }
         if let Some(bad) = self.cluster_urls.iter().find(|u| !url_ok(u)) {
             return Err(ConfigError::invalid(format!(
-                "redis.cluster_urls: {bad:?} must start with redis:// or rediss://"
+                "redis.cluster_urls: {:?} must start with redis:// or rediss://",
+                super::redact_url(bad)
             )));
         }
         if self.trades_maxlen == 0 {
