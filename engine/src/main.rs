@@ -37,6 +37,18 @@ enum KinesisCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration with this environment's overrides laid over it (see
+    /// engine/src/config/env.rs) and print the effective configuration, secrets redacted
+    /// (API keys and tokens are never in it; Redis URLs print with their password as ***).
+    /// Exits 2 with the key or variable at fault when it is invalid.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum DlqCommand {
     /// Send a dead-letter file's records again: Kinesis records to their streams, in order per
     /// stream and partition key; Redis trades to their streams with their own entry ids
@@ -86,6 +98,10 @@ enum Command {
     },
     /// Ingest Binance SBE market data: pinned reader threads, lock-free rings, sequence checks.
     /// Exits after --duration (or on Ctrl-C / SIGTERM) with a one-line JSON summary.
+    ///
+    /// Settings come from the file (--config, else the file CONFIG_FILE names), then the
+    /// environment (REDIS_URL, PAIRS_LIMIT, ... and HOTPATH_SECTION__KEY; see the README),
+    /// then these flags: each overrides the one before.
     Run {
         /// TOML configuration (config/binance.toml, config/sim-run.toml).
         #[arg(long)]
@@ -124,6 +140,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Configuration files of `hotpath run`.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Run the local Binance simulator: SBE and JSON WebSocket streams and the REST API of a
     /// seeded simulated market, on one port, until stopped (Ctrl-C or SIGTERM).
@@ -227,15 +248,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             kinesis_endpoint,
             progress,
         } => {
-            let mut run_config = match &config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    hotpath::config::RunConfig::from_toml(&text)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                }
-                None => hotpath::config::RunConfig::default(),
-            };
+            let config = config.or_else(|| {
+                std::env::var_os(hotpath::config::env::CONFIG_FILE_VAR)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            });
+            let mut run_config = load_config(config.as_deref())?;
             let overrides = hotpath::config::Overrides {
                 endpoint,
                 symbols,
@@ -248,6 +266,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 .apply(overrides)
                 .map_err(|e| anyhow::anyhow!(e))?;
             run_config.validate().map_err(|e| anyhow::anyhow!(e))?;
+            if run_config.discovery.enabled {
+                run_config.symbols = hotpath::control::discovery::initial(&run_config)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            }
             let api_key = run_config.api_key().map_err(|e| anyhow::anyhow!(e))?;
             let limit = run_config.duration;
             let every = progress
@@ -276,6 +298,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if run_config.summary {
                 println!("{}", serde_json::to_string(&summary)?);
             }
+            Ok(true)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = load_config(Some(&file))?;
+            config.validate().map_err(|e| anyhow::anyhow!(e))?;
+            println!("{config:#?}");
             Ok(true)
         }
         Command::Kinesis {
@@ -425,6 +455,30 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_good)
         }
     }
+}
+
+/// The file at `path` (none: the defaults) with the process environment's overrides; errors
+/// name the file or the variable at fault.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<hotpath::config::RunConfig> {
+    let text = match path {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let from_env = |key: &str| {
+        key.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    hotpath::config::env::load(text.as_deref(), vars).map_err(|e| match path {
+        Some(path) if !e.key().is_some_and(from_env) => {
+            anyhow::anyhow!("{}: {e}", path.display())
+        }
+        _ => anyhow::anyhow!(e),
+    })
 }
 
 /// Decodes hex frames, one per line; blank lines and lines starting with `#` are skipped.

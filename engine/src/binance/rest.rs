@@ -158,6 +158,28 @@ fn code_and_msg(code: Option<i64>, msg: &str) -> String {
     }
 }
 
+/// One symbol of an `/api/v3/exchangeInfo` answer, as pair discovery needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SymbolListing {
+    /// Upper-case symbol.
+    pub symbol: String,
+    /// `TRADING`, `HALT`, `BREAK`, ...
+    pub status: String,
+    /// The asset prices are quoted in (`USDT`).
+    #[serde(rename = "quoteAsset")]
+    pub quote_asset: String,
+}
+
+/// One symbol of an `/api/v3/ticker/24hr` answer, as pair discovery needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Ticker24hr {
+    /// Upper-case symbol.
+    pub symbol: String,
+    /// The 24 h volume in the quote asset, a decimal string.
+    #[serde(rename = "quoteVolume")]
+    pub quote_volume: String,
+}
+
 /// A `/api/v3/depth` answer, prices and quantities as the decimal strings Binance sends
 /// ([`super::decimal::mantissas`] converts them).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -471,6 +493,25 @@ impl RestClient {
             None => format!("/api/v3/historicalTrades?symbol={symbol}&limit={limit}"),
         };
         self.get_typed(&path, Endpoint::HistoricalTrades).await
+    }
+
+    /// `/api/v3/exchangeInfo` (weight 20): every symbol's name, trading status and quote
+    /// asset (the rest of the answer, filters and rate limits, is not kept).
+    pub async fn exchange_info(&mut self) -> Result<Vec<SymbolListing>, RestError> {
+        #[derive(Deserialize)]
+        struct Info {
+            symbols: Vec<SymbolListing>,
+        }
+        let info: Info = self
+            .get_typed("/api/v3/exchangeInfo", Endpoint::ExchangeInfo)
+            .await?;
+        Ok(info.symbols)
+    }
+
+    /// `/api/v3/ticker/24hr` for every symbol (weight 80): each symbol's 24 h quote volume.
+    pub async fn tickers_24hr(&mut self) -> Result<Vec<Ticker24hr>, RestError> {
+        let endpoint = Endpoint::Ticker24hr { one_symbol: false };
+        self.get_typed("/api/v3/ticker/24hr", endpoint).await
     }
 
     /// A raw GET of `path_and_query` (e.g. `/api/v3/trades?symbol=BTCUSDT&limit=10`), its body

@@ -143,6 +143,7 @@ impl Collector for RunCollector {
         self.readers(&mut encoder)?;
         self.sinks(&mut encoder)?;
         self.sidecar(&mut encoder)?;
+        self.discovery(&mut encoder)?;
         let pairs = crate::sync::read(&self.sources.pairs).len();
         family(
             &mut encoder,
@@ -431,6 +432,44 @@ impl RunCollector {
                 "1 while the symbol's Redis book is marked stale.",
             ),
             stale,
+        )
+    }
+
+    fn discovery(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(d) = &self.sources.discovery else {
+            return Ok(());
+        };
+        let outcomes = [("ok", d.refreshes.get()), ("failed", d.failures.get())]
+            .map(|(o, n)| (vec![("outcome", o.to_string())], n as f64));
+        family(
+            encoder,
+            counter(
+                "hotpath_discovery_refreshes",
+                "Pair discovery refreshes, by outcome (a failed one keeps the pairs).",
+            ),
+            outcomes,
+        )?;
+        let changes = [("added", d.added.get()), ("removed", d.removed.get())]
+            .map(|(c, n)| (vec![("change", c.to_string())], n as f64));
+        family(
+            encoder,
+            counter(
+                "hotpath_discovery_pair_changes",
+                "Symbols pair discovery added or removed (halted ones included).",
+            ),
+            changes,
+        )?;
+        let halted: Vec<(Labels, f64)> = crate::sync::lock(&d.halted)
+            .iter()
+            .map(|s| (vec![("symbol", s.clone())], 1.0))
+            .collect();
+        family(
+            encoder,
+            gauge(
+                "hotpath_symbol_halted",
+                "1 for each watched symbol whose exchangeInfo status is HALT or BREAK.",
+            ),
+            halted,
         )
     }
 

@@ -8,11 +8,15 @@
 //! the feed itself: the HTTP thread sends each change over a channel to whoever owns the feed
 //! (`hotpath run`'s wait loop, or [`serve_until`]), which calls [`Control::apply`] and answers.
 //!
+//! Pair discovery ([`discovery`], `[discovery] enabled`) runs on its own thread and sends its
+//! changes over the same channel; the control plane runs when either is on.
+//!
 //! Pieces: [`status`] (the sampler: rates and ages; the JSON of `/health`, `/ready`,
 //! `/stats`), [`metrics`] (the collector and the two exposition formats), [`server`] (hyper,
 //! routing, errors), [`auth`] (the bearer token, compared in constant time).
 
 pub mod auth;
+pub mod discovery;
 pub mod metrics;
 pub mod server;
 pub mod status;
@@ -36,6 +40,17 @@ pub enum PairChange {
     Add(String),
     /// Unsubscribe them.
     Remove(String),
+    /// Unsubscribe them because trading stopped (HALT or BREAK; pair discovery only).
+    Halt(String),
+}
+
+impl PairChange {
+    /// The symbol it changes.
+    pub fn symbol(&self) -> &str {
+        match self {
+            PairChange::Add(s) | PairChange::Remove(s) | PairChange::Halt(s) => s,
+        }
+    }
 }
 
 /// A change and where its outcome goes.
@@ -48,32 +63,31 @@ pub struct PairRequest {
 
 /// The running control plane.
 pub struct Control {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     thread: Option<JoinHandle<()>>,
+    discovery: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     requests: mpsc::Receiver<PairRequest>,
     pairs: Arc<RwLock<Vec<String>>>,
 }
 
-/// Starts the control plane of a run (`None` when `http.listen = "0"`): binds at once, so a
-/// taken port fails the run with the address named. `token` is the bearer token of the
-/// mutating endpoints (see [`crate::config::HttpConfig::token_from`]).
+/// Starts the control plane of a run (`None` when `http.listen = "0"` and discovery is off):
+/// binds at once, so a taken port fails the run with the address named. `token` is the bearer
+/// token of the mutating endpoints (see [`crate::config::HttpConfig::token_from`]).
 pub fn start(
     config: &RunConfig,
     feed: &Feed,
     sinks: &[SinkHandle],
     token: Option<String>,
 ) -> Result<Option<Control>, String> {
-    let Some(listen) = config.http.listen else {
+    if config.http.listen.is_none() && !config.discovery.enabled {
         return Ok(None);
-    };
-    let listener = std::net::TcpListener::bind(listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("http.listen: cannot listen on {listen}: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("http.listen: {e}"))?;
+    }
     let pairs = Arc::new(RwLock::new(config.symbols.clone()));
+    let discovery_stats = config
+        .discovery
+        .enabled
+        .then(|| Arc::new(discovery::DiscoveryStats::default()));
     let sources = Sources {
         service: "hotpath".into(),
         readers: feed.stats.clone(),
@@ -82,27 +96,61 @@ pub fn start(
         pairs: pairs.clone(),
         books_kept: config.redis.is_some() && config.streams.contains(&StreamKind::Depth),
         stale_after: config.http.stale_after,
+        discovery: discovery_stats.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
     let (sender, requests) = mpsc::channel(16);
-    let app = server::App::new(sources, token, config.http.allow_pair_changes, sender);
-    let thread = std::thread::Builder::new()
-        .name("hotpath-control".into())
-        .spawn(move || server::run(listener, app, stop))
-        .map_err(|e| format!("cannot start the control thread: {e}"))?;
-    tracing::info!(%addr, "control plane listening");
+    let discovery = match discovery_stats {
+        Some(stats) => Some(discovery::spawn(
+            config,
+            pairs.clone(),
+            sender.clone(),
+            stats,
+            stop.clone(),
+        )?),
+        None => None,
+    };
+    let (addr, thread) = match config.http.listen {
+        Some(listen) => {
+            let app = server::App::new(sources, token, config.http.allow_pair_changes, sender);
+            let (addr, thread) = serve(listen, app, stop)?;
+            (Some(addr), Some(thread))
+        }
+        None => (None, None),
+    };
     Ok(Some(Control {
         addr,
-        thread: Some(thread),
+        thread,
+        discovery,
         shutdown,
         requests,
         pairs,
     }))
 }
 
+/// Binds `listen` and starts the HTTP thread.
+fn serve(
+    listen: SocketAddr,
+    app: server::App,
+    stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), String> {
+    let listener = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("http.listen: cannot listen on {listen}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("http.listen: {e}"))?;
+    let thread = std::thread::Builder::new()
+        .name("hotpath-control".into())
+        .spawn(move || server::run(listener, app, stop))
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    tracing::info!(%addr, "control plane listening");
+    Ok((addr, thread))
+}
+
 impl Control {
-    /// Where the server listens.
-    pub fn addr(&self) -> SocketAddr {
+    /// Where the HTTP server listens (`None`: `http.listen = "0"`, discovery alone).
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
@@ -123,9 +171,12 @@ impl Control {
             PairChange::Remove(symbol) => feed.remove_symbol(symbol).map(|()| {
                 crate::sync::write(&self.pairs).retain(|s| s != symbol);
             }),
+            PairChange::Halt(symbol) => feed.halt_symbol(symbol).map(|()| {
+                crate::sync::write(&self.pairs).retain(|s| s != symbol);
+            }),
         };
         match &outcome {
-            Ok(()) => tracing::info!(change = ?request.change, "pairs changed over HTTP"),
+            Ok(()) => tracing::info!(change = ?request.change, "pairs changed"),
             Err(e) => tracing::warn!(change = ?request.change, error = %e, "pair change refused"),
         }
         let _ = request.reply.send(outcome);
@@ -134,7 +185,10 @@ impl Control {
     /// Stops the server and waits for its thread.
     pub fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(thread) = self.thread.take() {
+        for thread in [self.thread.take(), self.discovery.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = thread.join();
         }
     }

@@ -231,14 +231,14 @@ async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -
             Err(response) => return response,
         },
     };
-    let (PairChange::Add(symbol) | PairChange::Remove(symbol)) = &change;
+    let symbol = change.symbol();
     if !valid_symbol(symbol) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("{symbol:?} is not an upper-case symbol such as BTCUSDT"),
         );
     }
-    let subscribed = crate::sync::read(&app.sources.pairs).contains(symbol);
+    let subscribed = crate::sync::read(&app.sources.pairs).iter().any(|s| s == symbol);
     match (&change, subscribed) {
         (PairChange::Add(s), true) => {
             return error(StatusCode::CONFLICT, format!("{s} is already subscribed"));
@@ -259,9 +259,6 @@ async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -
     }
     match tokio::time::timeout(CHANGE_TIMEOUT, outcome).await {
         Ok(Ok(Ok(()))) => json_response(StatusCode::OK, &pairs_json(app)),
-        Ok(Ok(Err(e))) if e.contains("no connection has room") => {
-            error(StatusCode::SERVICE_UNAVAILABLE, e)
-        }
         Ok(Ok(Err(e))) => error(StatusCode::CONFLICT, e),
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,

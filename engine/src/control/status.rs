@@ -35,6 +35,8 @@ pub struct Sources {
     pub books_kept: bool,
     /// A reader silent this long is unhealthy.
     pub stale_after: Duration,
+    /// Pair discovery's counters, when it runs.
+    pub discovery: Option<Arc<super::discovery::DiscoveryStats>>,
 }
 
 /// One sample of the counters that turn into rates and ages.

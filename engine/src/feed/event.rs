@@ -59,6 +59,9 @@ pub enum Cause {
     Reconnected,
     /// The symbol was unsubscribed at run time: its streams stop. `gap` as for `Disconnected`.
     Removed,
+    /// The symbol was unsubscribed because its trading stopped (exchangeInfo status HALT or
+    /// BREAK, seen by pair discovery). `gap` as for `Disconnected`.
+    Halted,
 }
 
 impl Cause {
@@ -124,6 +127,8 @@ pub enum StreamChange {
     Reconnected,
     /// The symbol was unsubscribed.
     Removed,
+    /// The symbol was unsubscribed because its trading stopped (HALT or BREAK).
+    Halted,
 }
 
 /// What a depth snapshot is for.

@@ -88,9 +88,9 @@ impl FramePath {
 
     /// Stops accepting frames of symbol `index` (frames still in flight before the
     /// UNSUBSCRIBE takes effect are counted as unknown symbols and dropped), and tells the
-    /// sidecar ([`Cause::Removed`]).
-    pub fn forget_symbol(&mut self, index: u16) {
-        self.notify_stream(index, Cause::Removed);
+    /// sidecar (`cause`: [`Cause::Removed`], or [`Cause::Halted`] when its trading stopped).
+    pub fn forget_symbol(&mut self, index: u16, cause: Cause) {
+        self.notify_stream(index, cause);
         self.symbols.retain(|&(_, i)| i != index);
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
@@ -496,7 +496,7 @@ pub(crate) mod tests {
         );
         state.connection_changed(&streams, Cause::Reconnected);
         assert_eq!(notices.pop().map(|n| n.cause), Ok(Cause::Reconnected));
-        state.forget_symbol(0);
+        state.forget_symbol(0, Cause::Removed);
         let notice = notices.pop().expect("a notice");
         assert_eq!((notice.cause, notice.gap.symbol), (Cause::Removed, 0));
         assert!(!notice.cause.is_gap());

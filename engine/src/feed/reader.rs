@@ -73,6 +73,21 @@ pub struct ReaderSetup {
     pub notices: rtrb::Producer<Notice>,
     /// This reader's counters.
     pub stats: Arc<ReaderStats>,
+    /// Connections opened at run time on this reader (a symbol added when every connection
+    /// is full).
+    pub new_connections: tokio::sync::mpsc::UnboundedReceiver<NewConnection>,
+}
+
+/// A connection opened at run time: its streams, its command channel, and the symbols it
+/// carries with their registry indices (accepted before it connects, so no frame of theirs
+/// is dropped as unknown).
+pub struct NewConnection {
+    /// The stream names it subscribes when it connects.
+    pub streams: Vec<String>,
+    /// Its command channel.
+    pub commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
+    /// `(symbol, index)` of each symbol it carries.
+    pub symbols: Vec<(String, u16)>,
 }
 
 /// What a reader thread reports when it ends.
@@ -107,6 +122,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         producers,
         notices,
         stats,
+        new_connections,
     } = setup;
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
@@ -153,13 +169,57 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             live.wire_to_queue.publish(published.borrow().histogram());
         }
     });
+    let opened = local.spawn_local(open_at_run_time(
+        new_connections,
+        ctx.clone(),
+        state.clone(),
+        (index as u64) << 32 | 1 << 31,
+    ));
     local.block_on(&runtime, async {
         for task in tasks {
             let _ = task.await;
         }
+        if let Ok(later) = opened.await {
+            for task in later {
+                let _ = task.await;
+            }
+        }
     });
     drop(local);
     report(index, core, pinned, cpus_allowed, state)
+}
+
+/// Starts the connections the feed opens at run time, until the feed stops; returns their
+/// tasks so the reader waits for them to close.
+async fn open_at_run_time(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<NewConnection>,
+    ctx: Arc<FeedContext>,
+    path: Rc<RefCell<FramePath>>,
+    seed: u64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut stop = ctx.stop.clone();
+    let mut tasks = Vec::new();
+    loop {
+        let request = tokio::select! {
+            _ = stop.wait_for(|&s| s) => return tasks,
+            request = requests.recv() => request,
+        };
+        let Some(request) = request else {
+            let _ = stop.wait_for(|&s| s).await;
+            return tasks;
+        };
+        for (symbol, index) in &request.symbols {
+            path.borrow_mut().add_symbol(symbol, *index);
+        }
+        tracing::info!(streams = request.streams.len(), "opening a connection at run time");
+        tasks.push(tokio::task::spawn_local(connection_task(
+            request.streams,
+            request.commands,
+            ctx.clone(),
+            path.clone(),
+            seed + tasks.len() as u64,
+        )));
+    }
 }
 
 fn report(
@@ -389,7 +449,10 @@ impl Io {
                 Action::Accept { symbol, index } => {
                     self.path.borrow_mut().add_symbol(&symbol, index)
                 }
-                Action::Forget { index } => self.path.borrow_mut().forget_symbol(index),
+                Action::Forget { index, halted } => {
+                    let cause = if halted { Cause::Halted } else { Cause::Removed };
+                    self.path.borrow_mut().forget_symbol(index, cause)
+                }
                 Action::StreamsLost { streams } => {
                     let cause = Cause::Disconnected;
                     self.path.borrow_mut().connection_changed(&streams, cause);

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
-use super::reader::{self, Command, FeedContext, ReaderReport, ReaderSetup};
+use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
 use super::stats::ReaderStats;
 use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
@@ -52,6 +52,8 @@ pub struct Feed {
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
     symbols_per_connection: usize,
+    /// Per reader: where connections opened at run time go.
+    openers: Vec<tokio::sync::mpsc::UnboundedSender<NewConnection>>,
 }
 
 /// A connection slot as the feed sees it: its command channel and the symbols it carries.
@@ -103,6 +105,7 @@ pub fn start(
         slots: Vec::new(),
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
+        openers: Vec::new(),
     };
     let mut receivers: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Command>>> = Vec::new();
     for streams in &plan {
@@ -137,6 +140,8 @@ pub fn start(
         rings.notices.push(notice_ring);
         let stats = Arc::new(ReaderStats::default());
         feed.stats.push(stats.clone());
+        let (opener, new_connections) = tokio::sync::mpsc::unbounded_channel();
+        feed.openers.push(opener);
         let setup = ReaderSetup {
             index,
             core,
@@ -144,6 +149,7 @@ pub fn start(
             producers,
             notices,
             stats,
+            new_connections,
         };
         let handle = reader::spawn(setup, ctx.clone())
             .map_err(|e| format!("cannot start reader {index}: {e}"))?;
@@ -154,7 +160,9 @@ pub fn start(
 
 impl Feed {
     /// Adds `symbol`'s streams at run time: a SUBSCRIBE on the live connection with the most
-    /// room, paced within Binance's five messages per second.
+    /// room, paced within Binance's five messages per second; when every connection is full
+    /// (`symbols_per_connection`, or 1024 streams), a new connection carrying it opens on the
+    /// next reader in turn.
     pub fn add_symbol(&mut self, symbol: &str) -> Result<(), String> {
         if symbol.is_empty()
             || symbol.len() > 20
@@ -178,31 +186,21 @@ impl Feed {
             .iter()
             .map(|&k| crate::stream::stream_name(symbol, k))
             .collect();
+        let index = self.register(symbol)?;
         let limit = self.symbols_per_connection;
         let per_symbol = self.kinds.len().max(1);
-        let slot = self
+        let room = |s: &&mut SlotInfo| {
+            s.symbols.len() < limit
+                && (s.symbols.len() + 1) * per_symbol <= crate::config::STREAMS_PER_CONNECTION_MAX
+        };
+        let Some(slot) = self
             .slots
             .iter_mut()
-            .filter(|s| {
-                s.symbols.len() < limit
-                    && (s.symbols.len() + 1) * per_symbol
-                        <= crate::config::STREAMS_PER_CONNECTION_MAX
-            })
+            .filter(room)
             .min_by_key(|s| s.symbols.len())
-            .ok_or_else(|| {
-                format!("no connection has room for {symbol} (symbols_per_connection = {limit})")
-            })?;
-        let index = {
-            let mut symbols = crate::sync::write(&self.symbols);
-            match symbols.iter().position(|s| s == symbol) {
-                Some(at) => at,
-                None => {
-                    symbols.push(symbol.to_string());
-                    symbols.len() - 1
-                }
-            }
+        else {
+            return self.open_connection(symbol, index, streams);
         };
-        let index = u16::try_from(index).map_err(|_| "too many symbols".to_string())?;
         slot.commands
             .send(Command::Subscribe {
                 symbol: symbol.to_string(),
@@ -214,8 +212,63 @@ impl Feed {
         Ok(())
     }
 
+    /// `symbol`'s index in the registry, added at the end if new.
+    fn register(&mut self, symbol: &str) -> Result<u16, String> {
+        let mut symbols = crate::sync::write(&self.symbols);
+        let index = match symbols.iter().position(|s| s == symbol) {
+            Some(at) => at,
+            None => {
+                symbols.push(symbol.to_string());
+                symbols.len() - 1
+            }
+        };
+        u16::try_from(index).map_err(|_| "too many symbols".to_string())
+    }
+
+    /// Opens a connection for `symbol` alone on the next reader in turn (every slot is full).
+    fn open_connection(
+        &mut self,
+        symbol: &str,
+        index: u16,
+        streams: Vec<String>,
+    ) -> Result<(), String> {
+        if self.openers.is_empty() {
+            return Err("no reader runs".into());
+        }
+        let reader = self.slots.len() % self.openers.len();
+        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.openers[reader]
+            .send(NewConnection {
+                streams,
+                commands: receiver,
+                symbols: vec![(symbol.to_string(), index)],
+            })
+            .map_err(|_| "the reader has stopped".to_string())?;
+        tracing::info!(
+            symbol,
+            reader,
+            connection = self.slots.len(),
+            "every connection is full: opening another"
+        );
+        self.slots.push(SlotInfo {
+            commands,
+            symbols: vec![symbol.to_string()],
+        });
+        Ok(())
+    }
+
     /// Removes `symbol`'s streams at run time with an UNSUBSCRIBE.
     pub fn remove_symbol(&mut self, symbol: &str) -> Result<(), String> {
+        self.unsubscribe(symbol, false)
+    }
+
+    /// Removes `symbol`'s streams because its trading stopped (exchangeInfo status HALT or
+    /// BREAK): as [`Feed::remove_symbol`], and the consumers mark its book halted.
+    pub fn halt_symbol(&mut self, symbol: &str) -> Result<(), String> {
+        self.unsubscribe(symbol, true)
+    }
+
+    fn unsubscribe(&mut self, symbol: &str, halted: bool) -> Result<(), String> {
         let index = crate::sync::read(&self.symbols)
             .iter()
             .position(|s| s == symbol)
@@ -234,10 +287,16 @@ impl Feed {
             .send(Command::Unsubscribe {
                 index: index as u16,
                 streams,
+                halted,
             })
             .map_err(|_| "the connection has stopped".to_string())?;
         slot.symbols.retain(|x| x != symbol);
         Ok(())
+    }
+
+    /// Connections the feed runs (slots), those opened at run time included.
+    pub fn connections(&self) -> usize {
+        self.slots.len()
     }
 
     /// Every symbol subscribed so far, in index order.

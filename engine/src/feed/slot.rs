@@ -65,6 +65,9 @@ pub enum Command {
         index: u16,
         /// Its stream names.
         streams: Vec<String>,
+        /// Removed because its trading stopped (exchangeInfo status HALT or BREAK), not on
+        /// request: the consumers mark it so.
+        halted: bool,
     },
 }
 
@@ -150,6 +153,8 @@ pub enum Action {
     Forget {
         /// Its index in the feed's symbol registry.
         index: u16,
+        /// As [`Command::Unsubscribe`]'s.
+        halted: bool,
     },
     /// The connection carrying `streams` was lost and none other carries them: tell the
     /// sidecar (`Cause::Disconnected`), whose consumers keep books from them.
@@ -764,7 +769,11 @@ impl Slot {
                 self.failures.retain(|f| !streams.contains(&f.stream));
                 self.actions.push_back(Action::Accept { symbol, index });
             }
-            Command::Unsubscribe { index, streams } => {
+            Command::Unsubscribe {
+                index,
+                streams,
+                halted,
+            } => {
                 self.wanted.retain(|s| !streams.contains(s));
                 let carried = |s: &String| {
                     [&self.current, &self.next]
@@ -777,7 +786,7 @@ impl Slot {
                     .into_iter()
                     .filter(|f| self.wanted.contains(&f.stream) || carried(&f.stream))
                     .collect();
-                self.actions.push_back(Action::Forget { index });
+                self.actions.push_back(Action::Forget { index, halted });
             }
         }
         self.plan_control(now);

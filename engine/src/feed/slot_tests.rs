@@ -527,6 +527,7 @@ fn unsubscribe(symbol: &str, index: u16) -> Input<'static> {
     Input::Command(Command::Unsubscribe {
         index,
         streams: vec![format!("{lower}@trade"), format!("{lower}@depth")],
+        halted: false,
     })
 }
 
@@ -568,7 +569,10 @@ fn control_requests_are_paced_and_count_only_when_acknowledged() {
     // A second change while the first is unanswered waits for the reply.
     assert_eq!(
         h.input(unsubscribe("BTCUSDT", 0)),
-        [Action::Forget { index: 0 }]
+        [Action::Forget {
+            index: 0,
+            halted: false
+        }]
     );
     assert!(sent(&h.advance(Duration::from_secs(1))).is_empty());
     h.input(Input::Text(conn, &ack(&sends[0].1["id"])));

@@ -78,6 +78,7 @@ impl Books {
             Cause::Disconnected => StreamChange::Disconnected,
             Cause::Reconnected => StreamChange::Reconnected,
             Cause::Removed => StreamChange::Removed,
+            Cause::Halted => StreamChange::Halted,
             Cause::Wire | Cause::QueueFull { .. } => return,
         };
         for &(consumer, _) in &self.requests {

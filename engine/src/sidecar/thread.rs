@@ -265,7 +265,7 @@ impl Sidecar {
                     Cause::Wire => all,
                     Cause::QueueFull { consumer } if consumer < 64 => (1u64 << consumer) & all,
                     Cause::QueueFull { .. } => 0,
-                    Cause::Disconnected | Cause::Reconnected | Cause::Removed => 0,
+                    Cause::Disconnected | Cause::Reconnected | Cause::Removed | Cause::Halted => 0,
                 };
                 let range = notice.gap.missing_range();
                 let (from, to) = (*range.start(), *range.end());

@@ -108,11 +108,33 @@ struct Publisher {
     top: Option<((i64, i64), (i64, i64))>,
 }
 
+/// What the REST API reports of a symbol beyond its market: its exchangeInfo status and,
+/// when set, the 24 h quote volume of its ticker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// `TRADING` unless the admin API set another status.
+    pub status: String,
+    /// The ticker's `quoteVolume` instead of the one the trades give, when set.
+    pub quote_volume: Option<String>,
+}
+
+impl Default for Listing {
+    fn default() -> Self {
+        Listing {
+            status: "TRADING".into(),
+            quote_volume: None,
+        }
+    }
+}
+
 /// The simulated exchange.
 #[derive(Clone, Debug)]
 pub struct Exchange {
     config: ExchangeConfig,
     markets: Vec<Market>,
+    /// Per symbol, what exchangeInfo and ticker/24hr report beyond the market itself (the
+    /// admin API changes it: pair discovery's tests).
+    listings: Vec<Listing>,
     publishers: Vec<Publisher>,
     /// Time of the last `advance`; `None` before the first.
     now_us: Option<i64>,
@@ -138,6 +160,7 @@ impl Exchange {
             })
             .collect();
         Exchange {
+            listings: vec![Listing::default(); config.symbols.len()],
             config,
             markets,
             publishers,
@@ -166,6 +189,44 @@ impl Exchange {
     /// The market of symbol `index`.
     pub fn market(&self, index: usize) -> &Market {
         &self.markets[index]
+    }
+
+    /// What exchangeInfo and ticker/24hr report of `symbol` beyond its market.
+    pub fn listing(&self, symbol: &str) -> Listing {
+        self.symbol_index(symbol)
+            .and_then(|i| self.listings.get(i))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sets `symbol`'s trading status (`TRADING`, `HALT`, `BREAK`, ...) and, when given, the
+    /// 24 h quote volume its ticker reports (a decimal string; `None` keeps the current one).
+    /// The market itself goes on: only what REST reports changes.
+    pub fn set_listing(
+        &mut self,
+        symbol: &str,
+        status: Option<&str>,
+        quote_volume: Option<&str>,
+    ) -> Result<Listing, String> {
+        let index = self
+            .symbol_index(symbol)
+            .ok_or_else(|| format!("unknown symbol {symbol:?}"))?;
+        if let Some(volume) = quote_volume
+            && !volume.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0)
+        {
+            return Err(format!("quoteVolume {volume:?}: not a decimal number"));
+        }
+        let listing = &mut self.listings[index];
+        if let Some(status) = status {
+            if status.is_empty() || !status.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                return Err(format!("status {status:?}: expected TRADING, HALT, BREAK, ..."));
+            }
+            listing.status = status.to_string();
+        }
+        if let Some(volume) = quote_volume {
+            listing.quote_volume = Some(volume.to_string());
+        }
+        Ok(listing.clone())
     }
 
     /// Sets the order-flow rate from now on.

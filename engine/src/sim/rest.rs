@@ -72,6 +72,10 @@
 //!   [[priceMantissa, qtyMantissa], ...], "asks": ...}`, full depth, exact; HTTP 404
 //!   `{"code":-1,"msg":"update id not in the journal"}` when the journal cannot rebuild it.
 //! - `/admin/symbols`: `[{"symbol", "updateId", "nextTradeId"}]`.
+//!
+//! The server's `/admin/listing?symbol=S&status=HALT&quoteVolume=123.5` changes what
+//! exchangeInfo (`status`) and ticker/24hr (`quoteVolume`) report of a symbol
+//! ([`super::exchange::Listing`]); the market itself goes on.
 
 use std::collections::VecDeque;
 
@@ -79,7 +83,7 @@ use sbe_runtime::Decimal;
 use serde_json::{Value, json};
 
 use super::book::Side;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Listing};
 use super::market::{Market, PRICE_EXPONENT, QTY_EXPONENT, Trade};
 
 pub use crate::binance::rate_limit::{
@@ -690,10 +694,11 @@ fn exchange_info(
     weight_limit: u32,
 ) -> Result<Value, ApiError> {
     let symbols: Vec<Value> = if params.get("symbol").is_some() {
-        vec![symbol_info(symbol_param(exchange, params)?)]
+        let market = symbol_param(exchange, params)?;
+        vec![symbol_info(market, &exchange.listing(&market.spec().symbol))]
     } else {
         (0..exchange.symbols().len())
-            .map(|i| symbol_info(exchange.market(i)))
+            .map(|i| symbol_info(exchange.market(i), &exchange.listing(&exchange.symbols()[i])))
             .collect()
     };
     Ok(json!({
@@ -710,13 +715,13 @@ fn exchange_info(
     }))
 }
 
-fn symbol_info(market: &Market) -> Value {
+fn symbol_info(market: &Market, listing: &Listing) -> Value {
     let spec = market.spec();
     let (base, quote) = split_symbol(&spec.symbol);
     let precision = -PRICE_EXPONENT;
     json!({
         "symbol": spec.symbol,
-        "status": "TRADING",
+        "status": listing.status,
         "baseAsset": base,
         "baseAssetPrecision": precision,
         "quoteAsset": quote,
@@ -1011,13 +1016,16 @@ impl DayStats {
 
 fn ticker_24hr(exchange: &Exchange, params: &Params, now_ms: i64) -> Result<Value, ApiError> {
     if params.get("symbol").is_some() {
-        return Ok(ticker(symbol_param(exchange, params)?, now_ms));
+        let market = symbol_param(exchange, params)?;
+        return Ok(ticker(market, &exchange.listing(&market.spec().symbol), now_ms));
     }
-    let all = (0..exchange.symbols().len()).map(|i| ticker(exchange.market(i), now_ms));
+    let all = (0..exchange.symbols().len())
+        .map(|i| ticker(exchange.market(i), &exchange.listing(&exchange.symbols()[i]), now_ms));
     Ok(Value::Array(all.collect()))
 }
 
-fn ticker(market: &Market, now_ms: i64) -> Value {
+/// `listing.quote_volume`, when set, replaces the trades' quote volume (the admin API's knob).
+fn ticker(market: &Market, listing: &Listing, now_ms: i64) -> Value {
     let open_time_ms = now_ms - TICKER_WINDOW_MS;
     let stats = DayStats::of(market, open_time_ms);
     let open = stats.first.map_or(0, |t| t.price);
@@ -1053,7 +1061,7 @@ fn ticker(market: &Market, now_ms: i64) -> Value {
         "highPrice": decimal(stats.high),
         "lowPrice": decimal(stats.low),
         "volume": decimal_wide(stats.volume),
-        "quoteVolume": decimal_wide(stats.quote_volume),
+        "quoteVolume": listing.quote_volume.clone().unwrap_or_else(|| decimal_wide(stats.quote_volume)),
         "openTime": open_time_ms,
         "closeTime": now_ms,
         "firstId": stats.first.map_or(-1, |t| t.id),
@@ -1241,6 +1249,26 @@ mod tests {
         let unknown = get(&ex, "/api/v3/exchangeInfo?symbol=DOGEUSDT");
         assert_error(&unknown, 400, -1121, "Invalid symbol.");
         assert_eq!(used(&unknown), Some(20), "errors are weighted too");
+    }
+
+    #[test]
+    fn the_listing_knob_changes_status_and_quote_volume_only() {
+        let mut ex = exchange();
+        let before = body(&get(&ex, "/api/v3/ticker/24hr?symbol=ETHUSDT"));
+        ex.set_listing("ETHUSDT", Some("HALT"), Some("123.5"))
+            .expect("valid");
+        let info = body(&get(&ex, "/api/v3/exchangeInfo"));
+        assert_eq!(info["symbols"][0]["status"], "TRADING");
+        assert_eq!(info["symbols"][1]["status"], "HALT");
+        let all = body(&get(&ex, "/api/v3/ticker/24hr"));
+        assert_eq!(all[1]["quoteVolume"], "123.5");
+        assert_eq!(all[1]["volume"], before["volume"], "the market is unchanged");
+        ex.set_listing("ETHUSDT", Some("TRADING"), None)
+            .expect("valid");
+        assert_eq!(ex.listing("ETHUSDT").quote_volume.as_deref(), Some("123.5"));
+        assert!(ex.set_listing("DOGEUSDT", Some("HALT"), None).is_err());
+        assert!(ex.set_listing("ETHUSDT", Some("halt"), None).is_err());
+        assert!(ex.set_listing("ETHUSDT", None, Some("lots")).is_err());
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - `/admin/connections`: live connections (id, peer, target, streams, `framesSent`,
 //!   `pongsReceived`, faults); `/admin/faults?conn=<id>|all|next&key=value...`:
 //!   set faults ([`Faults`] keys) for one connection, for all (and every new one), or for the
-//!   next one to connect; `/admin/rate?actions_per_second=N`: change the order-flow rate.
+//!   next one to connect; `/admin/rate?actions_per_second=N`: change the order-flow rate;
+//!   `/admin/listing?symbol=S[&status=HALT][&quoteVolume=N]`: change what exchangeInfo and
+//!   ticker/24hr report of a symbol (answers `{"symbol", "status", "quoteVolume"}`).
 //!
 //! HTTP/1.1 is hyper's (keep-alive, pipelining, sized bodies, HTTP 400 for a request it cannot
 //! parse), behind the tokio-rustls acceptor when serving TLS. A WebSocket upgrade is answered
@@ -388,6 +390,7 @@ async fn route(
         "/admin/connections" => connections_json(shared),
         "/admin/faults" => set_faults(query, shared),
         "/admin/rate" => set_rate(query, shared),
+        "/admin/listing" => set_listing(query, shared),
         _ => {
             let is_api = path.starts_with("/api/");
             let faults = lock(&shared.default_faults).clone();
@@ -548,6 +551,24 @@ fn set_rate(query: &str, shared: &Shared) -> rest::Response {
             r#"{"code":-1,"msg":"actions_per_second must be a number between 0 and 10000000"}"#
                 .into(),
         ),
+    }
+}
+
+/// `/admin/listing?symbol=S[&status=..][&quoteVolume=..]`: what REST reports of a symbol.
+fn set_listing(query: &str, shared: &Shared) -> rest::Response {
+    let symbol = rest::query_value(query, "symbol").unwrap_or_default();
+    let status = rest::query_value(query, "status");
+    let volume = rest::query_value(query, "quoteVolume");
+    match lock(&shared.exchange).set_listing(&symbol, status.as_deref(), volume.as_deref()) {
+        Ok(listing) => {
+            let body = serde_json::json!({
+                "symbol": symbol,
+                "status": listing.status,
+                "quoteVolume": listing.quote_volume,
+            });
+            json_response(200, body.to_string())
+        }
+        Err(msg) => json_response(400, serde_json::json!({"code": -1, "msg": msg}).to_string()),
     }
 }
 

@@ -207,7 +207,7 @@ fn with_control<T: Send + 'static>(
             let mut control = control::start(config, feed, sinks, token)
                 .expect("the control plane starts")
                 .expect("it is enabled");
-            let addr = control.addr();
+            let addr = control.addr().expect("http is on");
             let checker = std::thread::spawn(move || check(addr));
             let (done, finished) = tokio::sync::oneshot::channel();
             let waiter = std::thread::spawn(move || {

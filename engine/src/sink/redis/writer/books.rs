@@ -5,6 +5,11 @@
 
 use std::time::Instant;
 
+/// The stale reason of a book whose symbol stopped trading (pair discovery saw exchangeInfo
+/// status HALT or BREAK and unsubscribed it).
+pub(crate) const HALTED_REASON: &str =
+    "halted: trading stopped (exchangeInfo status HALT or BREAK); unsubscribed until it trades again";
+
 use redis::Value;
 
 use super::{Conn, Io, Reanchoring, Writer};
@@ -69,11 +74,14 @@ impl Writer {
             return;
         };
         let wants = match change {
-            StreamChange::Disconnected | StreamChange::Removed => {
-                let removed = change == StreamChange::Removed;
+            StreamChange::Disconnected | StreamChange::Removed | StreamChange::Halted => {
+                let removed = change != StreamChange::Disconnected;
                 state
                     .ob
                     .on_stopped(removed, last_update_id, &mut self.diffs);
+                if change == StreamChange::Halted {
+                    state.ob.mark_stale(HALTED_REASON.into(), None);
+                }
                 Wants::Nothing
             }
             StreamChange::Reconnected => state.ob.on_reconnected(&mut self.diffs),
