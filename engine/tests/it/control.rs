@@ -20,11 +20,11 @@ use crate::servers::{RedisServer, TempDir, free_port};
 use crate::sinks::{FLUSH_PATIENCE, redis_connection, redis_settings, run_config, runtime};
 
 /// Every wait is bounded: a hang fails loudly.
-const PATIENCE: Duration = Duration::from_secs(90);
-const TOKEN: &str = "control-test-token";
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const TOKEN: &str = "control-test-token";
 
 /// One HTTP/1.1 request (`Connection: close`): status, head, body.
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -49,7 +49,7 @@ fn http(
     (status, head.to_string(), body.to_string())
 }
 
-fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+pub(crate) fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, _, body) = http(addr, "GET", path, "", "");
     let value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
@@ -57,7 +57,7 @@ fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
 }
 
 /// Polls `condition` until it holds (bounded).
-fn until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -190,7 +190,7 @@ fn sim_on(listen: Option<SocketAddr>) -> Sim {
 
 /// Runs `hotpath run` on `config` with its control plane, `check` on another thread with the
 /// server's address; the run ends when `check` returns.
-fn with_control<T: Send + 'static>(
+pub(crate) fn with_control<T: Send + 'static>(
     config: &RunConfig,
     token: Option<String>,
     check: impl FnOnce(SocketAddr) -> T + Send + 'static,
@@ -227,7 +227,7 @@ fn with_control<T: Send + 'static>(
     }
 }
 
-fn hget(url: &str, key: &str, field: &str) -> Option<String> {
+pub(crate) fn hget(url: &str, key: &str, field: &str) -> Option<String> {
     redis::cmd("HGET")
         .arg(key)
         .arg(field)
@@ -236,7 +236,7 @@ fn hget(url: &str, key: &str, field: &str) -> Option<String> {
         .flatten()
 }
 
-fn xlen(url: &str, key: &str) -> u64 {
+pub(crate) fn xlen(url: &str, key: &str) -> u64 {
     redis::cmd("XLEN")
         .arg(key)
         .query(&mut redis_connection(url))
