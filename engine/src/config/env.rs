@@ -316,6 +316,25 @@ mod tests {
     }
 
     #[test]
+    fn flags_beat_the_environment() {
+        let mut config = load(
+            Some("[binance]\nendpoint = \"ws://file:1\"\n"),
+            vars(&[("BINANCE_WS_URL", "ws://env:2"), ("REDIS_URL", "redis://env:3/0")]),
+        )
+        .expect("valid");
+        assert_eq!(config.endpoint, "ws://env:2");
+        config
+            .apply(crate::config::Overrides {
+                endpoint: Some("ws://flag:3".into()),
+                redis_url: Some("redis://flag:4/0".into()),
+                ..Default::default()
+            })
+            .expect("valid flags");
+        assert_eq!(config.endpoint, "ws://flag:3");
+        assert_eq!(config.redis.expect("on").url, "redis://flag:4/0");
+    }
+
+    #[test]
     fn file_errors_keep_their_line() {
         let e = load(Some("[readers]\n\nnope = 1\n"), vars(&[("PAIRS_LIMIT", "5")]))
             .expect_err("unknown key");

@@ -226,3 +226,80 @@ fn sim_record_decode_from_the_command_line() {
         "SIGTERM stops the simulator cleanly: {status:?}"
     );
 }
+
+/// `hotpath` with `args` and extra environment variables: exit code, stdout, stderr.
+fn hotpath_with_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(args)
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("hotpath runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("hotpath-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("written");
+    path
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_the_environment_and_no_password() {
+    let file = config_file(
+        "check",
+        "[binance]\nsymbols = [\"BTCUSDT\"]\n[redis]\nenabled = true\nurl = \"redis://file:filepass@h/0\"\ntrades_maxlen = 100\n[discovery]\npairs_limit = 10\n",
+    );
+    let path = file.to_str().expect("UTF-8 path");
+    let (code, out, err) = hotpath_with_env(
+        &["config", "check", path],
+        &[
+            ("REDIS_URL", "redis://user:s3cr3t@10.0.0.5:6379/0"),
+            ("PAIRS_LIMIT", "50"),
+            ("HOTPATH_READERS__RING_CAPACITY", "2048"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("redis://user:***@10.0.0.5:6379/0"), "{out}");
+    assert!(!out.contains("s3cr3t") && !out.contains("filepass"), "{out}");
+    assert!(out.contains("pairs_limit: 50"), "the environment beats the file: {out}");
+    assert!(out.contains("ring_capacity: 2048"), "{out}");
+    assert!(out.contains("trades_maxlen: 100"), "the file's own value stays: {out}");
+    let (code, _, err) = hotpath_with_env(&["config", "check", path], &[("PAIRS_LIMIT", "0")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("PAIRS_LIMIT"), "the variable is named: {err}");
+    let (code, _, err) = hotpath_with_env(
+        &["config", "check", path],
+        &[("REDIS_URL", "http://user:s3cr3t@host/0")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("REDIS_URL") && !err.contains("s3cr3t"), "{err}");
+    let bad = config_file("bad", "[readers]\nring_capacity = 1000\n");
+    let (code, _, err) = hotpath_with_env(&["config", "check", bad.to_str().expect("UTF-8")], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("readers.ring_capacity") && err.contains("hotpath-cli-"), "{err}");
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn run_reads_config_file_from_the_environment_and_its_errors_name_the_variable() {
+    let bad = config_file("run-bad", "[readers]\nring_capacity = 1000\n");
+    let (code, _, err) = hotpath_with_env(
+        &["run", "--duration", "1"],
+        &[("CONFIG_FILE", bad.to_str().expect("UTF-8"))],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("readers.ring_capacity"), "CONFIG_FILE was read: {err}");
+    let (code, _, err) = hotpath_with_env(
+        &["run", "--duration", "1"],
+        &[("PAIRS_PER_CONNECTION", "5000")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("PAIRS_PER_CONNECTION"), "{err}");
+    let _ = std::fs::remove_file(bad);
+}
