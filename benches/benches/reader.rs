@@ -9,8 +9,14 @@
 //!    measures frames per second from the first frame to the last, and the reader's
 //!    receive-to-enqueue latency (hdrhistogram).
 //!
+//! 4. Does it again in interleaved rounds (`READER_SCRAPE_ROUNDS`, default 2), each without
+//!    and then with a thread GETting the control plane's `/metrics` every 100 ms, all against
+//!    the same recording in one process: what scraping costs the reader.
+//!
 //! `cargo bench -p hotpath-benches --bench reader` prints one JSON line.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hotpath::config::RunConfig;
@@ -87,12 +93,78 @@ fn main() {
     };
     config.readers.cores = vec![cores - 1];
     config.readers.ring_capacity = 1 << 20;
+    config.http.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     config.validate().expect("a valid config");
+    // Everything but the reader stays off the reader's core (the control plane's thread and
+    // the scraper inherit this), as deploy/hotpath.service's CPUAffinity arranges.
+    if cores > 1 {
+        core_affinity::set_for_current(core_affinity::CoreId { id: 0 });
+    }
+    // Interleaved rounds in one process against the same recording: without a scraper, then
+    // with one GETting /metrics every 100 ms, and again.
+    let rounds = setting("READER_SCRAPE_ROUNDS", 2);
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for _ in 0..rounds {
+        without.push(measure(&config, frames, false));
+        with.push(measure(&config, frames, true));
+    }
+    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    let first = &without[0];
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "reader",
+            "frames": first.frames,
+            "frames_per_second": first.frames_per_second.round(),
+            "seconds": first.seconds,
+            "wire_to_queue_ns": first.latency,
+            "duplicates": first.duplicates,
+            "gaps": first.gaps,
+            "queue_drops": first.queue_drops,
+            "reader_core": cores - 1,
+            "source_alone_frames_per_second": source_only.round(),
+            "metrics_scrape_every_100ms": {
+                "without_frames_per_second": without.iter().map(|m| m.frames_per_second.round()).collect::<Vec<_>>(),
+                "with_frames_per_second": with.iter().map(|m| m.frames_per_second.round()).collect::<Vec<_>>(),
+                "without_p99_ns": without.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
+                "with_p99_ns": with.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
+                "scrapes": with.iter().map(|m| m.scrapes).collect::<Vec<_>>(),
+            },
+        })
+    );
+}
+
+/// One measured run of the feed.
+struct Measured {
+    frames: u64,
+    frames_per_second: f64,
+    seconds: f64,
+    latency: serde_json::Value,
+    duplicates: u64,
+    gaps: u64,
+    queue_drops: u64,
+    /// Successful `/metrics` scrapes during the run.
+    scrapes: u64,
+}
+
+/// Runs the feed (and its control plane) against the replayer until it has `frames` frames;
+/// with `scrape`, a thread GETs `/metrics` every 100 ms meanwhile.
+fn measure(config: &RunConfig, frames: u64, scrape: bool) -> Measured {
     let key = config
         .api_key_from(|_| Some("bench".into()))
         .expect("a key");
     let mut measured = None;
-    let summary = hotpath::feed::run::run(&config, key, |feed, _| {
+    let summary = hotpath::feed::run::run(config, key, |feed, sinks| {
+        let control = hotpath::control::start(config, feed, sinks, None)
+            .expect("the control plane starts")
+            .expect("http is on");
+        let addr = control.addr().expect("http is on");
+        let stop = Arc::new(AtomicBool::new(false));
+        let scraper = scrape.then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || scrape_until(addr, &stop))
+        });
         let stats = &feed.stats;
         let total = || stats.iter().map(|s| s.frames.get()).sum::<u64>();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -103,27 +175,49 @@ fn main() {
         while total() < frames && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
-        measured = Some((total() - at_start, start.elapsed()));
+        let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let scrapes = scraper.map_or(0, |s| s.join().expect("the scraper"));
+        measured = Some((total() - at_start, elapsed, scrapes));
+        control.stop();
     })
     .expect("the feed runs");
-    let (counted, elapsed) = measured.expect("measured");
-    std::fs::remove_dir_all(&dir).expect("cleaned up");
+    let (counted, elapsed, scrapes) = measured.expect("measured");
     let latency = &summary.latency_ns["wire_to_queue"];
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "reader",
-            "frames": summary.frames,
-            "frames_per_second": (counted as f64 / elapsed.as_secs_f64()).round(),
-            "seconds": elapsed.as_secs_f64(),
-            "wire_to_queue_ns": { "p50": latency.p50, "p99": latency.p99, "p999": latency.p999, "max": latency.max },
-            "duplicates": summary.duplicates,
-            "gaps": summary.gaps.count,
-            "queue_drops": summary.queue_drops,
-            "reader_core": cores - 1,
-            "source_alone_frames_per_second": source_only.round(),
-        })
-    );
+    Measured {
+        frames: summary.frames,
+        frames_per_second: counted as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
+        latency: serde_json::json!({ "p50": latency.p50, "p99": latency.p99, "p999": latency.p999, "max": latency.max }),
+        duplicates: summary.duplicates,
+        gaps: summary.gaps.count,
+        queue_drops: summary.queue_drops,
+        scrapes,
+    }
+}
+
+/// GETs `/metrics` every 100 ms (like a scraper at a 100 ms interval) until `stop`; returns how
+/// many answered 200.
+fn scrape_until(addr: std::net::SocketAddr, stop: &AtomicBool) -> u64 {
+    use std::io::{Read, Write};
+    let mut ok = 0;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let request =
+                format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut response).is_ok()
+                && response.starts_with("HTTP/1.1 200")
+            {
+                ok += 1;
+            }
+        }
+        next += Duration::from_millis(100);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    ok
 }
 
 /// Frames per second a bare tokio-tungstenite client receives from the replayer: the source's

@@ -73,9 +73,7 @@ impl RawDiscovery {
             pairs_limit: self.pairs_limit.unwrap_or(defaults.pairs_limit),
             quote_asset: self.quote_asset.unwrap_or(defaults.quote_asset),
             fallback_pairs: self.fallback_pairs.unwrap_or(defaults.fallback_pairs),
-            refresh: self
-                .refresh_s
-                .map_or(defaults.refresh, Duration::from_secs),
+            refresh: self.refresh_s.map_or(defaults.refresh, Duration::from_secs),
         };
         config.check()?;
         Ok(config)
@@ -139,10 +137,7 @@ mod tests {
             "enabled = true\npairs_limit = 3\nquote_asset = \"\"\nfallback_pairs = [\"ETHBTC\"]\nrefresh_s = 5",
         )
         .expect("valid");
-        assert_eq!(
-            (config.pairs_limit, config.quote_asset.as_str()),
-            (3, "")
-        );
+        assert_eq!((config.pairs_limit, config.quote_asset.as_str()), (3, ""));
         assert_eq!(config.fallback_pairs, ["ETHBTC"]);
         assert_eq!(config.refresh, Duration::from_secs(5));
         for (text, key) in [
@@ -150,7 +145,10 @@ mod tests {
             ("pairs_limit = 1001", "discovery.pairs_limit"),
             ("quote_asset = \"usdt\"", "discovery.quote_asset"),
             ("fallback_pairs = [\"btc\"]", "discovery.fallback_pairs"),
-            ("fallback_pairs = [\"BTCUSDT\", \"BTCUSDT\"]", "discovery.fallback_pairs"),
+            (
+                "fallback_pairs = [\"BTCUSDT\", \"BTCUSDT\"]",
+                "discovery.fallback_pairs",
+            ),
             ("refresh_s = 0", "discovery.refresh_s"),
         ] {
             let e = parse(text).expect_err(text);

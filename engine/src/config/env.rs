@@ -57,8 +57,8 @@ where
     })?;
     for o in overrides {
         apply(&mut table, &o);
-        let text = toml::to_string(&table)
-            .map_err(|e| ConfigError::invalid(format!("{}: {e}", o.var)))?;
+        let text =
+            toml::to_string(&table).map_err(|e| ConfigError::invalid(format!("{}: {e}", o.var)))?;
         config = RunConfig::from_toml(&text).map_err(|e| {
             let why = match &e {
                 ConfigError::Syntax { message, .. } => message.clone(),
@@ -101,12 +101,14 @@ fn set(section: &str, key: &str, value: Value) -> (String, String, Option<Value>
 /// A seed variable's override; `None` for other names.
 fn seed_override(var: &str, value: &str) -> Result<Option<Override>, ConfigError> {
     let number = || {
-        value.trim().parse::<i64>().map(Value::Integer).map_err(|_| {
-            ConfigError::Invalid {
+        value
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| ConfigError::Invalid {
                 key: var.to_string(),
                 message: format!("{var} = {value:?}: not a whole number"),
-            }
-        })
+            })
     };
     let sets = match var {
         "REDIS_URL" => vec![
@@ -162,7 +164,9 @@ fn generic_override(var: &str, value: &str) -> Result<Option<Override>, ConfigEr
     if section.is_empty() || key.is_empty() || key.contains("__") {
         return Err(ConfigError::Invalid {
             key: var.to_string(),
-            message: format!("{var}: expected {PREFIX}<SECTION>__<KEY>, such as HOTPATH_READERS__CORES"),
+            message: format!(
+                "{var}: expected {PREFIX}<SECTION>__<KEY>, such as HOTPATH_READERS__CORES"
+            ),
         });
     }
     let parsed = toml::from_str::<Table>(&format!("v = {value}"))
@@ -319,7 +323,10 @@ mod tests {
     fn flags_beat_the_environment() {
         let mut config = load(
             Some("[binance]\nendpoint = \"ws://file:1\"\n"),
-            vars(&[("BINANCE_WS_URL", "ws://env:2"), ("REDIS_URL", "redis://env:3/0")]),
+            vars(&[
+                ("BINANCE_WS_URL", "ws://env:2"),
+                ("REDIS_URL", "redis://env:3/0"),
+            ]),
         )
         .expect("valid");
         assert_eq!(config.endpoint, "ws://env:2");
@@ -336,8 +343,11 @@ mod tests {
 
     #[test]
     fn file_errors_keep_their_line() {
-        let e = load(Some("[readers]\n\nnope = 1\n"), vars(&[("PAIRS_LIMIT", "5")]))
-            .expect_err("unknown key");
+        let e = load(
+            Some("[readers]\n\nnope = 1\n"),
+            vars(&[("PAIRS_LIMIT", "5")]),
+        )
+        .expect_err("unknown key");
         assert!(e.to_string().contains("line 3"), "{e}");
     }
 }

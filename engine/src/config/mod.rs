@@ -1222,7 +1222,10 @@ mod example {
     #[test]
     fn urls_print_without_their_password() {
         for (url, want) in [
-            ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
+            (
+                "redis://user:hunter2@host:6379/0",
+                "redis://user:***@host:6379/0",
+            ),
             ("rediss://:hunter2@host", "rediss://:***@host"),
             ("redis://host:6379/0", "redis://host:6379/0"),
             ("redis://user@host", "redis://user@host"),
@@ -1232,12 +1235,14 @@ mod example {
         let text = "a \"redis://u:p4ss@h/0\" and rediss://:x@y:1 end";
         let clean = redact_urls(text);
         assert!(!clean.contains("p4ss") && !clean.contains(":x@"), "{clean}");
-        let mut config = RunConfig::default();
-        config.redis = Some(RedisConfig {
-            url: "redis://u:hunter2@h/0".into(),
-            cluster_urls: vec!["redis://:hunter3@c:7000".into()],
-            ..RedisConfig::default()
-        });
+        let config = RunConfig {
+            redis: Some(RedisConfig {
+                url: "redis://u:hunter2@h/0".into(),
+                cluster_urls: vec!["redis://:hunter3@c:7000".into()],
+                ..RedisConfig::default()
+            }),
+            ..RunConfig::default()
+        };
         let debug = format!("{config:?}");
         assert!(
             !debug.contains("hunter2") && !debug.contains("hunter3"),

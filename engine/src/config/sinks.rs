@@ -191,7 +191,11 @@ impl Default for RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cluster: Vec<String> = self.cluster_urls.iter().map(|u| super::redact_url(u)).collect();
+        let cluster: Vec<String> = self
+            .cluster_urls
+            .iter()
+            .map(|u| super::redact_url(u))
+            .collect();
         f.debug_struct("RedisConfig")
             .field("url", &super::redact_url(&self.url))
             .field("cluster_urls", &cluster)

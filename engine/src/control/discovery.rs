@@ -72,7 +72,10 @@ pub fn rank(
         .iter()
         .map(|t| {
             let volume = t.quote_volume.parse::<f64>().unwrap_or(0.0);
-            (t.symbol.as_str(), if volume.is_finite() { volume } else { 0.0 })
+            (
+                t.symbol.as_str(),
+                if volume.is_finite() { volume } else { 0.0 },
+            )
         })
         .collect();
     let mut wanted: Vec<String> = config

@@ -238,7 +238,9 @@ async fn change(request: Request<Incoming>, app: &App, remove: Option<String>) -
             format!("{symbol:?} is not an upper-case symbol such as BTCUSDT"),
         );
     }
-    let subscribed = crate::sync::read(&app.sources.pairs).iter().any(|s| s == symbol);
+    let subscribed = crate::sync::read(&app.sources.pairs)
+        .iter()
+        .any(|s| s == symbol);
     match (&change, subscribed) {
         (PairChange::Add(s), true) => {
             return error(StatusCode::CONFLICT, format!("{s} is already subscribed"));

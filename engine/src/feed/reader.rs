@@ -211,7 +211,10 @@ async fn open_at_run_time(
         for (symbol, index) in &request.symbols {
             path.borrow_mut().add_symbol(symbol, *index);
         }
-        tracing::info!(streams = request.streams.len(), "opening a connection at run time");
+        tracing::info!(
+            streams = request.streams.len(),
+            "opening a connection at run time"
+        );
         tasks.push(tokio::task::spawn_local(connection_task(
             request.streams,
             request.commands,
@@ -450,7 +453,11 @@ impl Io {
                     self.path.borrow_mut().add_symbol(&symbol, index)
                 }
                 Action::Forget { index, halted } => {
-                    let cause = if halted { Cause::Halted } else { Cause::Removed };
+                    let cause = if halted {
+                        Cause::Halted
+                    } else {
+                        Cause::Removed
+                    };
                     self.path.borrow_mut().forget_symbol(index, cause)
                 }
                 Action::StreamsLost { streams } => {

@@ -212,14 +212,18 @@ impl Exchange {
             .symbol_index(symbol)
             .ok_or_else(|| format!("unknown symbol {symbol:?}"))?;
         if let Some(volume) = quote_volume
-            && !volume.parse::<f64>().is_ok_and(|v| v.is_finite() && v >= 0.0)
+            && !volume
+                .parse::<f64>()
+                .is_ok_and(|v| v.is_finite() && v >= 0.0)
         {
             return Err(format!("quoteVolume {volume:?}: not a decimal number"));
         }
         let listing = &mut self.listings[index];
         if let Some(status) = status {
             if status.is_empty() || !status.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-                return Err(format!("status {status:?}: expected TRADING, HALT, BREAK, ..."));
+                return Err(format!(
+                    "status {status:?}: expected TRADING, HALT, BREAK, ..."
+                ));
             }
             listing.status = status.to_string();
         }

@@ -695,10 +695,18 @@ fn exchange_info(
 ) -> Result<Value, ApiError> {
     let symbols: Vec<Value> = if params.get("symbol").is_some() {
         let market = symbol_param(exchange, params)?;
-        vec![symbol_info(market, &exchange.listing(&market.spec().symbol))]
+        vec![symbol_info(
+            market,
+            &exchange.listing(&market.spec().symbol),
+        )]
     } else {
         (0..exchange.symbols().len())
-            .map(|i| symbol_info(exchange.market(i), &exchange.listing(&exchange.symbols()[i])))
+            .map(|i| {
+                symbol_info(
+                    exchange.market(i),
+                    &exchange.listing(&exchange.symbols()[i]),
+                )
+            })
             .collect()
     };
     Ok(json!({
@@ -1017,10 +1025,19 @@ impl DayStats {
 fn ticker_24hr(exchange: &Exchange, params: &Params, now_ms: i64) -> Result<Value, ApiError> {
     if params.get("symbol").is_some() {
         let market = symbol_param(exchange, params)?;
-        return Ok(ticker(market, &exchange.listing(&market.spec().symbol), now_ms));
+        return Ok(ticker(
+            market,
+            &exchange.listing(&market.spec().symbol),
+            now_ms,
+        ));
     }
-    let all = (0..exchange.symbols().len())
-        .map(|i| ticker(exchange.market(i), &exchange.listing(&exchange.symbols()[i]), now_ms));
+    let all = (0..exchange.symbols().len()).map(|i| {
+        ticker(
+            exchange.market(i),
+            &exchange.listing(&exchange.symbols()[i]),
+            now_ms,
+        )
+    });
     Ok(Value::Array(all.collect()))
 }
 
@@ -1262,7 +1279,10 @@ mod tests {
         assert_eq!(info["symbols"][1]["status"], "HALT");
         let all = body(&get(&ex, "/api/v3/ticker/24hr"));
         assert_eq!(all[1]["quoteVolume"], "123.5");
-        assert_eq!(all[1]["volume"], before["volume"], "the market is unchanged");
+        assert_eq!(
+            all[1]["volume"], before["volume"],
+            "the market is unchanged"
+        );
         ex.set_listing("ETHUSDT", Some("TRADING"), None)
             .expect("valid");
         assert_eq!(ex.listing("ETHUSDT").quote_volume.as_deref(), Some("123.5"));

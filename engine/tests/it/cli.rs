@@ -265,10 +265,19 @@ fn config_check_prints_the_effective_config_with_the_environment_and_no_password
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("redis://user:***@10.0.0.5:6379/0"), "{out}");
-    assert!(!out.contains("s3cr3t") && !out.contains("filepass"), "{out}");
-    assert!(out.contains("pairs_limit: 50"), "the environment beats the file: {out}");
+    assert!(
+        !out.contains("s3cr3t") && !out.contains("filepass"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pairs_limit: 50"),
+        "the environment beats the file: {out}"
+    );
     assert!(out.contains("ring_capacity: 2048"), "{out}");
-    assert!(out.contains("trades_maxlen: 100"), "the file's own value stays: {out}");
+    assert!(
+        out.contains("trades_maxlen: 100"),
+        "the file's own value stays: {out}"
+    );
     let (code, _, err) = hotpath_with_env(&["config", "check", path], &[("PAIRS_LIMIT", "0")]);
     assert_eq!(code, 2);
     assert!(err.contains("PAIRS_LIMIT"), "the variable is named: {err}");
@@ -277,11 +286,17 @@ fn config_check_prints_the_effective_config_with_the_environment_and_no_password
         &[("REDIS_URL", "http://user:s3cr3t@host/0")],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("REDIS_URL") && !err.contains("s3cr3t"), "{err}");
+    assert!(
+        err.contains("REDIS_URL") && !err.contains("s3cr3t"),
+        "{err}"
+    );
     let bad = config_file("bad", "[readers]\nring_capacity = 1000\n");
     let (code, _, err) = hotpath_with_env(&["config", "check", bad.to_str().expect("UTF-8")], &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("readers.ring_capacity") && err.contains("hotpath-cli-"), "{err}");
+    assert!(
+        err.contains("readers.ring_capacity") && err.contains("hotpath-cli-"),
+        "{err}"
+    );
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(bad);
 }
@@ -294,7 +309,10 @@ fn run_reads_config_file_from_the_environment_and_its_errors_name_the_variable()
         &[("CONFIG_FILE", bad.to_str().expect("UTF-8"))],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("readers.ring_capacity"), "CONFIG_FILE was read: {err}");
+    assert!(
+        err.contains("readers.ring_capacity"),
+        "CONFIG_FILE was read: {err}"
+    );
     let (code, _, err) = hotpath_with_env(
         &["run", "--duration", "1"],
         &[("PAIRS_PER_CONNECTION", "5000")],

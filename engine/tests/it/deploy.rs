@@ -28,7 +28,10 @@ fn deploy(name: &str) -> String {
 fn exposition() -> String {
     let sources = Sources {
         service: "hotpath".into(),
-        readers: vec![Arc::new(ReaderStats::default()), Arc::new(ReaderStats::default())],
+        readers: vec![
+            Arc::new(ReaderStats::default()),
+            Arc::new(ReaderStats::default()),
+        ],
         sinks: vec![
             ("kinesis", Arc::new(SinkStats::default())),
             ("redis", Arc::new(SinkStats::default())),

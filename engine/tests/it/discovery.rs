@@ -106,10 +106,7 @@ fn discovery_ranks_the_simulator_and_a_refresh_changes_the_pairs_live() {
         until("BNBUSDT's book marked halted", || {
             hget(&url, "ob:{BNBUSDT}", "stale_reason").is_some_and(|r| r.starts_with("halted"))
         });
-        assert_eq!(
-            hget(&url, "ob:{BNBUSDT}", "stale").as_deref(),
-            Some("1")
-        );
+        assert_eq!(hget(&url, "ob:{BNBUSDT}", "stale").as_deref(), Some("1"));
         let text = metrics(addr);
         assert!(
             text.contains("hotpath_symbol_halted{symbol=\"BNBUSDT\"} 1"),

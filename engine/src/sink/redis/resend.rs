@@ -42,7 +42,8 @@ enum Placed {
 /// Sends `records` (Redis ones; others are handed back untouched) to the server at `url`.
 /// A chunk whose pipeline fails (connection lost) is sent again, up to `attempts` times.
 pub async fn resend(url: &str, records: Vec<DeadRecord>, attempts: u32) -> anyhow::Result<Resent> {
-    let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("--redis {}: {e}", crate::config::redact_url(url)))?;
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("--redis {}: {e}", crate::config::redact_url(url)))?;
     let mut rng = crate::rng::Rng::new(monotonic_ns() | 1);
     let mut conn: Option<MultiplexedConnection> = None;
     let mut out = Resent::default();

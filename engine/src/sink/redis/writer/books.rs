@@ -7,8 +7,7 @@ use std::time::Instant;
 
 /// The stale reason of a book whose symbol stopped trading (pair discovery saw exchangeInfo
 /// status HALT or BREAK and unsubscribed it).
-pub(crate) const HALTED_REASON: &str =
-    "halted: trading stopped (exchangeInfo status HALT or BREAK); unsubscribed until it trades again";
+pub(crate) const HALTED_REASON: &str = "halted: trading stopped (exchangeInfo status HALT or BREAK); unsubscribed until it trades again";
 
 use redis::Value;
 
