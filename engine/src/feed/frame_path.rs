@@ -24,6 +24,7 @@ use crate::clock::monotonic_ns;
 use crate::constants::HELD_FRAMES_MAX;
 use crate::metrics::{latency_histogram, record_latency};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
+use crate::sidecar::silence::StreamClock;
 use crate::stream::StreamKind;
 
 /// The frame path: everything a reader does with one binary frame (decode, sequence check,
@@ -39,6 +40,8 @@ pub struct FramePath {
     histogram: Histogram<u64>,
     limits: Limits,
     reported_unknown: bool,
+    /// Each stream's last receive time, for the sidecar's silence check.
+    clock: Option<Arc<StreamClock>>,
 }
 
 impl FramePath {
@@ -67,7 +70,14 @@ impl FramePath {
             histogram: latency_histogram(),
             limits: Limits { group_count_max },
             reported_unknown: false,
+            clock: None,
         }
+    }
+
+    /// Stamps each accepted frame's receive time into `clock` (one relaxed store per frame).
+    pub fn with_clock(mut self, clock: Option<Arc<StreamClock>>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Starts accepting frames of `symbol` as index `index` (a symbol added at run time).
@@ -185,6 +195,9 @@ impl FramePath {
                 });
             }
             Verdict::Accept => {}
+        }
+        if let Some(clock) = &self.clock {
+            clock.stamp(symbol, kind, recv_time_ns);
         }
         let event = FeedEvent {
             recv_time_ns,

@@ -57,6 +57,8 @@ pub struct FeedContext {
     pub budget: Mutex<AttemptBudget>,
     /// Flips to `true` to stop every reader.
     pub stop: watch::Receiver<bool>,
+    /// Each stream's last receive time, for the sidecar's silence check.
+    pub clock: Option<Arc<crate::sidecar::silence::StreamClock>>,
 }
 
 /// The connections one reader runs and the rings it fills.
@@ -112,13 +114,16 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let cpus_allowed = cpus_allowed();
     let live = stats.clone();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
-    let state = Rc::new(RefCell::new(FramePath::with(
-        &ctx.symbols,
-        ctx.settings.group_count_max,
-        producers,
-        notices,
-        stats,
-    )));
+    let state = Rc::new(RefCell::new(
+        FramePath::with(
+            &ctx.symbols,
+            ctx.settings.group_count_max,
+            producers,
+            notices,
+            stats,
+        )
+        .with_clock(ctx.clock.clone()),
+    ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

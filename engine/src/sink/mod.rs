@@ -95,6 +95,9 @@ pub struct SinkStats {
     pub ack_latency: LiveHistogram,
     /// The Redis writer's order book counters (zero for Kinesis).
     pub book: BookStats,
+    /// The trades delivered, by symbol and kline interval (the sidecar's kline check and
+    /// silence probes read it).
+    pub tally: std::sync::Arc<crate::tally::TradeTally>,
 }
 
 /// What the Redis writer's order books went through (see `redis::ob`).

@@ -46,6 +46,7 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         done: done.clone(),
         flush_timeout: Duration::from_secs(5),
         books: None,
+        detect: Default::default(),
     })
     .expect("the sidecar starts");
     Running {
@@ -226,6 +227,7 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
             clients,
             weight_budget: 5000,
         }),
+        detect: Default::default(),
     })
     .expect("the sidecar starts");
     for (symbol, purpose) in [(0, Purpose::Sync), (1, Purpose::Check)] {

@@ -542,6 +542,7 @@ impl Writer {
     /// (emptied) buffer back for reuse.
     fn deliver(&mut self, mut released: Vec<(FeedEvent, i64)>) {
         for (event, from) in released.drain(..) {
+            self.stats.tally.add(event.symbol, &event.frame, from);
             self.apply(event, from);
         }
         self.released = released;

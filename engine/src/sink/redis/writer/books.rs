@@ -77,6 +77,7 @@ impl Writer {
                 Wants::Nothing
             }
             StreamChange::Reconnected => state.ob.on_reconnected(&mut self.diffs),
+            StreamChange::Silent => state.ob.on_silent(&mut self.diffs),
         };
         self.after_book(index, wants);
     }
