@@ -7,6 +7,7 @@ mod chaos;
 mod cli;
 mod control;
 mod delivery;
+mod detect;
 mod fault_proxy;
 mod feed;
 mod reanchor;
