@@ -620,6 +620,11 @@ impl Sidecar {
         self.detect
             .schedule(unix_ms(), || crate::sync::read(symbols).len());
         let silent = self.detect.scan(now).len();
+        if !self.trade_repair {
+            // No REST client for trades: silent trade streams and kline intervals are only
+            // counted (their jobs would never run).
+            self.detect.clear();
+        }
         for at in 0..silent {
             let (symbol, kind) = self.detect.silent()[at];
             self.setup.stats.silent_streams.bump();
