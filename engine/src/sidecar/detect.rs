@@ -62,6 +62,9 @@ pub struct Detect {
     /// Each consumer's tally.
     pub tallies: Vec<Arc<TradeTally>>,
     jobs: VecDeque<Job>,
+    /// Symbols removed during the run: no kline check (their sinks' tallies stop while the
+    /// market goes on).
+    removed: Vec<u16>,
 }
 
 impl Detect {
@@ -88,6 +91,7 @@ impl Detect {
             due: Vec::new(),
             tallies: setup.tallies,
             jobs: VecDeque::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -125,6 +129,20 @@ impl Detect {
         &self.silent
     }
 
+    /// `symbol` was unsubscribed at `now_ns`: its streams are not silent (until it is subscribed
+    /// again), and its kline intervals are not checked any more.
+    pub fn forget(&mut self, symbol: u16, now_ns: u64) {
+        if let Some((watch, _)) = self.watch.as_mut() {
+            watch.forget(symbol, now_ns);
+        }
+        if !self.removed.contains(&symbol) {
+            self.removed.push(symbol);
+        }
+        self.jobs.retain(|j| match *j {
+            Job::Probe { symbol: s, .. } | Job::Kline { symbol: s, .. } => s != symbol,
+        });
+    }
+
     /// The streams the last [`Detect::scan`] found silent.
     pub fn silent(&self) -> &[(u16, StreamKind)] {
         &self.silent
@@ -141,7 +159,7 @@ impl Detect {
         self.due.clear();
         schedule.due(now_ms, symbols(), &mut self.due);
         for &(symbol, open_ms) in &self.due {
-            if self.jobs.len() < JOBS_MAX {
+            if self.jobs.len() < JOBS_MAX && !self.removed.contains(&symbol) {
                 self.jobs.push_back(Job::Kline { symbol, open_ms });
             }
         }

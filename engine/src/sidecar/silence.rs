@@ -86,6 +86,8 @@ pub struct SilenceWatch {
     /// Connection of each symbol (`u32::MAX`: none known); symbols beyond it have none.
     connection: Vec<u32>,
     flagged: Vec<Flagged>,
+    /// Symbols removed, and when: not watched until a frame of theirs comes after it.
+    removed: Vec<(u16, u64)>,
 }
 
 impl SilenceWatch {
@@ -96,7 +98,14 @@ impl SilenceWatch {
             bound_ns: bound_ns.max(1),
             connection,
             flagged: Vec::new(),
+            removed: Vec::new(),
         }
+    }
+
+    /// `symbol` was unsubscribed at `now_ns`: its streams stop for good, not silent.
+    pub fn forget(&mut self, symbol: u16, now_ns: u64) {
+        self.removed.retain(|&(s, _)| s != symbol);
+        self.removed.push((symbol, now_ns));
     }
 
     /// The streams that fell silent at `now_ns`, given the clock's stamps (`symbol * 4 +
@@ -107,7 +116,17 @@ impl SilenceWatch {
             self.flagged.resize(stamps.len(), Flagged::default());
         }
         let alive_since = now_ns.saturating_sub(self.bound_ns);
+        // A removed symbol subscribed again (a frame after its removal) is watched again.
+        self.removed.retain(|&(s, at)| {
+            let row = usize::from(s) * KINDS;
+            stamps
+                .get(row..row + KINDS)
+                .is_some_and(|r| r.iter().all(|&t| t <= at))
+        });
         for symbol in 0..symbols {
+            if self.removed.iter().any(|&(s, _)| usize::from(s) == symbol) {
+                continue;
+            }
             for kind in WATCHED {
                 let at = symbol * KINDS + kind as usize;
                 let stamp = stamps[at];
@@ -216,6 +235,23 @@ mod tests {
             vec![(0, StreamKind::Depth)]
         );
         // Symbol 2 is on another connection: quiet, not flagged.
+    }
+
+    #[test]
+    fn a_removed_symbol_is_not_silent_until_it_is_subscribed_again() {
+        let mut watch = SilenceWatch::new(10 * S, vec![0, 0]);
+        watch.forget(0, 2 * S);
+        let rows = [[S, S, S, S], [50 * S, 50 * S, 50 * S, 50 * S]];
+        assert!(scan(&mut watch, &rows, 50 * S).is_empty());
+        // Subscribed again: its depth moves, its trades do not.
+        let rows = [
+            [S, 60 * S, 60 * S, 60 * S],
+            [60 * S, 60 * S, 60 * S, 60 * S],
+        ];
+        assert_eq!(
+            scan(&mut watch, &rows, 60 * S),
+            vec![(0, StreamKind::Trade)]
+        );
     }
 
     #[test]

@@ -320,6 +320,9 @@ impl Sidecar {
                 if let Some(books) = self.books.as_ref() {
                     books.stream_repairs(&notice, &mut self.book_repairs);
                 }
+                if notice.cause == Cause::Removed {
+                    self.detect.forget(notice.gap.symbol, now);
+                }
                 let trades_wanted = self.trade_repair && notice.gap.kind == StreamKind::Trade;
                 if !notice.cause.is_gap() || !trades_wanted || consumers == 0 {
                     continue;
