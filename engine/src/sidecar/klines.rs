@@ -61,7 +61,10 @@ impl KlineSchedule {
     }
 
     /// When a check is due at `now_ms`: the symbols (of `0..symbols`) to check and the
-    /// interval's open time, each symbol's interval at most once.
+    /// interval's open time, each symbol's interval at most once. A check that came late
+    /// (the sidecar was busy past the next interval's close) also takes the interval before
+    /// the last closed one if that was not checked, so checks every interval never skip one
+    /// by drifting.
     pub fn due(&mut self, now_ms: i64, symbols: usize, out: &mut Vec<(u16, i64)>) {
         if now_ms < self.next_ms {
             return;
@@ -71,10 +74,16 @@ impl KlineSchedule {
         if self.checked.len() < symbols {
             self.checked.resize(symbols, i64::MIN);
         }
+        let previous = open_ms.saturating_sub(self.interval_ms);
         for (symbol, checked) in self.checked.iter_mut().enumerate().take(symbols) {
-            if *checked < open_ms
-                && let Ok(index) = u16::try_from(symbol)
-            {
+            let Ok(index) = u16::try_from(symbol) else {
+                break;
+            };
+            // A symbol's first check takes the last closed interval only.
+            if *checked != i64::MIN && *checked < previous {
+                out.push((index, previous));
+            }
+            if *checked < open_ms {
                 *checked = open_ms;
                 out.push((index, open_ms));
             }
@@ -181,6 +190,14 @@ mod tests {
         // A check too soon after the last one for a new interval does nothing.
         s.due(200_000, 3, &mut out);
         assert!(out.is_empty());
+        // A late check (at 311 s the minute 180..240 s closed long ago, and 240..300 s is the
+        // last closed) takes the minute it would have skipped too, never more.
+        s.due(311_000, 3, &mut out);
+        let expected: Vec<(u16, i64)> = (0..3).flat_map(|s| [(s, 180_000), (s, 240_000)]).collect();
+        assert_eq!(out, expected);
+        out.clear();
+        s.due(600_000, 3, &mut out);
+        assert_eq!(out.len(), 6, "two intervals each at most: {out:?}");
     }
 
     #[test]

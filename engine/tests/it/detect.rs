@@ -169,7 +169,7 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
         });
         c.sidecar.stream_silence = None;
         c.sidecar.kline_interval_ms = Some(1_000);
-        c.sidecar.kline_lateness = Duration::from_millis(2_000);
+        c.sidecar.kline_lateness = Duration::from_millis(3_000);
     });
     let url = redis.url();
     let mut last = Vec::new();
