@@ -3,7 +3,8 @@
 //! fault) is found and repaired (trades backfilled from the last id delivered; a book marked
 //! stale and synced again), and trades lost where the sequence check cannot see them (the last
 //! trades before the market goes quiet, dropped on the wire) are found by the kline check and
-//! backfilled, while intervals that agree trigger nothing.
+//! backfilled for each sink (Redis and a real Kinesis emulator), while intervals that agree
+//! trigger nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,11 @@ use hotpath::feed::run::{self, RunOptions, Summary};
 use hotpath::sidecar::thread::SidecarStats;
 
 use crate::feed::{Sim, key, sim_get};
-use crate::servers::RedisServer;
+use crate::servers::{KinesisEmulator, RedisServer, TempDir};
 use crate::sinks::{
-    FLUSH_PATIENCE, SYMBOLS, assert_exactly_once, redis_connection, redis_settings, redis_trades,
-    run_config, sim, wait_for, written,
+    FLUSH_PATIENCE, SYMBOLS, assert_exactly_once, kinesis_settings, read_kinesis_trades,
+    redis_connection, redis_settings, redis_trades, run_config, sim, test_client, wait_for,
+    written,
 };
 
 /// Sets the simulator's faults (or rate) through its admin endpoint.
@@ -58,16 +60,17 @@ fn ob_field(url: &str, symbol: &str, field: &str) -> String {
     value.unwrap_or_default()
 }
 
-/// Runs `config` with Redis as the only sink; `wait` drives the scenario.
+/// Runs `config` (with `client` for Kinesis, if it runs); `wait` drives the scenario.
 fn run_redis(
     config: &RunConfig,
+    client: Option<aws_sdk_kinesis::Client>,
     wait: impl FnOnce(&Arc<SidecarStats>, &[run::SinkHandle]),
 ) -> Summary {
     run::run_with(
         config,
         key(config),
         RunOptions {
-            kinesis_client: None,
+            kinesis_client: client,
             sink_flush_timeout: Some(FLUSH_PATIENCE),
         },
         |feed, sinks| {
@@ -91,7 +94,7 @@ fn a_trade_stream_silent_while_its_symbol_moves_is_found_and_backfilled() {
         c.sidecar.kline_interval_ms = None;
     });
     let mut muted_at = 0;
-    let summary = run_redis(&config, |stats, sinks| {
+    let summary = run_redis(&config, None, |stats, sinks| {
         wait_for("trades written", || written(sinks, "redis") >= 300);
         admin(&sim, "/admin/faults?conn=all&mute_stream=ethusdt@trade");
         muted_at = published_last(&sim, "ETHUSDT");
@@ -130,7 +133,7 @@ fn a_depth_stream_silent_while_its_symbol_moves_marks_the_book_stale_and_resyncs
         c.sidecar.kline_interval_ms = None;
     });
     let url = redis.url();
-    let summary = run_redis(&config, |stats, sinks| {
+    let summary = run_redis(&config, None, |stats, sinks| {
         wait_for("the book live", || {
             ob_field(&url, "BTCUSDT", "stale") == "0"
         });
@@ -162,7 +165,10 @@ fn a_depth_stream_silent_while_its_symbol_moves_marks_the_book_stale_and_resyncs
 fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
     let sim = sim();
     let redis = RedisServer::start();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("detect-klines");
     let config = run_config(&sim, |c| {
+        c.kinesis = Some(kinesis_settings(&emulator.endpoint(), dir.path()));
         c.redis = Some(RedisConfig {
             consistency_check: Some(Duration::from_secs(1)),
             ..redis_settings(redis.url())
@@ -173,8 +179,11 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
     });
     let url = redis.url();
     let mut last = Vec::new();
-    let summary = run_redis(&config, |stats, sinks| {
-        wait_for("trades written", || written(sinks, "redis") >= 300);
+    let client = test_client(&emulator.endpoint());
+    let summary = run_redis(&config, Some(client), |stats, sinks| {
+        wait_for("trades written", || {
+            written(sinks, "redis") >= 300 && written(sinks, "kinesis") >= 300
+        });
         // Intervals that agree with their klines trigger nothing (the simulator's klines
         // match its trades, count and exact volume).
         wait_for("kline checks", || stats.kline_checks.get() >= 6);
@@ -200,6 +209,8 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
                 .zip(&last)
                 .all(|(s, l)| redis_last(&url, s) == *l)
         });
+        // Kinesis gets the same backfill (each sink's tally is judged on its own); the run's
+        // shutdown flush writes whatever it still holds.
     });
     let sidecar = summary.sidecar.as_ref().expect("a sidecar summary");
     assert!(sidecar.kline_mismatches >= 2, "both symbols: {sidecar:?}");
@@ -209,9 +220,12 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
     );
     assert!(sidecar.repaired_ids >= 60, "{sidecar:?}");
     assert_eq!(sidecar.unrepaired_ids, 0, "{sidecar:?}");
+    let kinesis = read_kinesis_trades(&emulator);
     for (symbol, last) in SYMBOLS.iter().zip(&last) {
         let ids = redis_trades(&url, symbol);
         assert_eq!(ids.last(), Some(last), "{symbol}");
         assert_exactly_once(&sim, symbol, &ids, "redis");
+        assert_eq!(kinesis[*symbol].last(), Some(last), "{symbol}");
+        assert_exactly_once(&sim, symbol, &kinesis[*symbol], "kinesis");
     }
 }
