@@ -671,9 +671,11 @@ impl Sidecar {
         let Some(name) = self.symbol(symbol) else {
             return;
         };
+        let started = monotonic_ns();
         let result = self
             .drive(client.historical_trades(&name, Some(from), PAGE_IDS_MAX))
             .await;
+        self.note_rest(started, client);
         let trades = match result {
             Ok(trades) => trades,
             Err(e) => return self.detect_failed("historicalTrades", &name, &e),
@@ -716,7 +718,10 @@ impl Sidecar {
         let interval = interval_name(interval_ms);
         let path =
             format!("/api/v3/klines?symbol={name}&interval={interval}&startTime={open_ms}&limit=1");
-        let kline = match self.drive(client.get_json(&path)).await {
+        let started = monotonic_ns();
+        let body = self.drive(client.get_json(&path)).await;
+        self.note_rest(started, client);
+        let kline = match body {
             Ok(body) => parse_kline(&body, open_ms),
             Err(e) => return self.detect_failed("klines", &name, &e),
         };
@@ -744,7 +749,10 @@ impl Sidecar {
         let end_ms = open_ms.saturating_add(interval_ms - 1);
         let path =
             format!("/api/v3/aggTrades?symbol={name}&startTime={open_ms}&endTime={end_ms}&limit=1");
-        let first = match self.drive(client.get_json(&path)).await {
+        let started = monotonic_ns();
+        let body = self.drive(client.get_json(&path)).await;
+        self.note_rest(started, client);
+        let first = match body {
             Ok(body) => parse_first_trade_id(&body),
             Err(e) => return self.detect_failed("aggTrades", &name, &e),
         };
@@ -752,6 +760,15 @@ impl Sidecar {
             self.setup.stats.requested_ids.add(id_count(from, to));
             self.plan.request(symbol, from, to, mask, monotonic_ns());
         }
+    }
+
+    /// A detection request's latency and the weight Binance reports, like the pages'.
+    fn note_rest(&self, started: u64, client: &RestClient) {
+        let stats = &self.setup.stats;
+        stats
+            .rest_latency
+            .record_all([monotonic_ns().saturating_sub(started)]);
+        stats.rest_weight_used.set(u64::from(client.used_weight()));
     }
 
     fn detect_failed(&mut self, what: &str, symbol: &str, e: &RestError) {
