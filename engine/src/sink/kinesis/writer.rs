@@ -293,8 +293,11 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         )
         .await;
     let _ = ready.send(checked.clone());
-    // A failed check ends the run before it starts: what was drained meanwhile is not kept.
-    checked?;
+    if let Err(e) = checked {
+        // A failed check ends the run before it starts: what was drained meanwhile goes to the
+        // dead-letter file, for `hotpath dlq resend` once the streams exist.
+        return Err(w.dead_letter_unchecked(&mut rings, &mut repairs, e));
+    }
     w.next_heartbeat = w.config.heartbeat_interval.map(|_| Instant::now());
     let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
         FuturesUnordered::new();
@@ -674,6 +677,38 @@ impl Writer {
                 self.dead_letter(lane, entry, why);
             }
         }
+    }
+
+    /// After a failed start-up stream check: everything taken from the rings (and what is
+    /// still in them) goes to the dead-letter file as `failed` (nothing was sent); returns the
+    /// check's error, saying how many records were kept.
+    fn dead_letter_unchecked(
+        &mut self,
+        rings: &mut [rtrb::Consumer<FeedEvent>],
+        repairs: &mut Option<rtrb::Consumer<Repair>>,
+        error: SinkError,
+    ) -> SinkError {
+        self.drain(rings, repairs);
+        self.finish_orders();
+        let why = format!("not sent: the start-up stream check failed: {error}");
+        self.abandon(&why);
+        let kept = self.stats.dead_lettered.get();
+        let dropped = self.stats.dropped.get();
+        if let Err(reason) = self.dead.finish() {
+            return SinkError::DeadLetter {
+                sink: "kinesis",
+                reason: format!("{reason} (after {error})"),
+            };
+        }
+        if kept + dropped == 0 {
+            return error;
+        }
+        let path = self.dead.path().display().to_string();
+        tracing::error!(
+            "kinesis: {error}; {kept} records taken meanwhile were dead-lettered to {path} \
+             ({dropped} could not be)"
+        );
+        error
     }
 
     fn next_request(
