@@ -488,8 +488,8 @@ impl Summary {
     }
 }
 
-/// How long the sinks may take to flush once the readers stopped; what is left then is
-/// dead-lettered (Kinesis) or reported unflushed (Redis).
+/// How long the sinks may take to flush once the readers stopped; the records left then are
+/// dead-lettered (both sinks), and Redis state keys left unwritten make `flushed` false.
 pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the Kinesis writer may take to check (or create) its streams at start.

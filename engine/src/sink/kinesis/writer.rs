@@ -356,9 +356,12 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
     })?;
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
+    // `flushed` as every sink means it (`SinkSummary::flushed`): every record landed or
+    // dead-lettered, none held, none dropped.
     summary.flushed = summary.received + summary.repaired
         == summary.written + summary.dead_lettered + summary.dropped + summary.duplicates
-        && summary.dropped == 0;
+        && summary.dropped == 0
+        && w.orders.held() == 0;
     summary.reconnects = w.breaker.opened();
     Ok(summary)
 }
