@@ -385,6 +385,30 @@ impl<T> TradeOrders<T> {
         }
     }
 
+    /// The symbol was removed (unsubscribed): what it held is delivered (the ids still
+    /// missing before it are given up on, counted) and its order is forgotten, so that when the
+    /// symbol is added again its first event starts a new order instead of waiting for the ids
+    /// traded while it was away.
+    pub fn forget(&mut self, symbol: u16, out: &mut Vec<(T, i64)>) {
+        let Some(entry) = self
+            .symbols
+            .get_mut(usize::from(symbol))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        while entry.order.held_len() > 0 {
+            if let Some(missing) = entry.order.give_up() {
+                self.counts.unrepaired_ids += missing.count();
+                self.counts.unrepaired_gaps += 1;
+                self.given_up.push((symbol, missing));
+            }
+            release(&mut entry.order, &mut self.counts, out);
+        }
+        self.symbols[usize::from(symbol)] = None;
+        self.holding.retain(|&s| s != symbol);
+    }
+
     /// After a change to `symbol`: gives up on its missing ids if they are all reported
     /// unfetchable, forgets reports it has passed, and keeps the holding list true.
     fn settle(&mut self, symbol: u16, out: &mut Vec<(T, i64)>) {
@@ -765,6 +789,36 @@ mod tests {
         collect(&mut out, &mut ids);
         assert_eq!(ids, vec![1, 4]);
         assert_eq!(orders.counts().duplicates, 1);
+    }
+
+    /// Regression: a symbol removed and added again stalled, its first events after the
+    /// return held as if the ids traded while it was away were missing.
+    #[test]
+    fn a_forgotten_symbol_starts_afresh_and_delivers_what_it_held() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (4, 4)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        orders.offer(1, 7, 7, (7, 7), 0, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7]);
+        orders.forget(0, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7, 4], "what it held is delivered");
+        assert_eq!(orders.counts().unrepaired_ids, 2);
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.next_id(0), None);
+        // Back after trading went on: no wait, no gap.
+        orders.offer(0, 500, 501, (500, 501), 1, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7, 4, 500, 501]);
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.counts().unrepaired_gaps, 1);
+        // Other symbols and unknown ones are untouched.
+        orders.forget(9, &mut out);
+        assert_eq!(orders.next_id(1), Some(8));
     }
 
     /// Events covering 1..=n split at `cuts`.

@@ -47,7 +47,7 @@ use super::lane::{Entry, Lane, Outgoing};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, Payload};
-use crate::feed::event::{FeedEvent, Repair};
+use crate::feed::event::{FeedEvent, Repair, StreamChange};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
@@ -473,7 +473,17 @@ impl Writer {
                 self.orders.unfetchable(symbol, from, to, &mut released);
                 self.deliver(released);
             }
-            // Books are the Redis writer's; the sidecar sends these to it only.
+            // A removed symbol's trade order is forgotten: added again, it starts afresh.
+            Repair::Stream {
+                symbol,
+                change: StreamChange::Removed,
+                ..
+            } => {
+                let mut released = std::mem::take(&mut self.released);
+                self.orders.forget(symbol, &mut released);
+                self.deliver(released);
+            }
+            // Books are the Redis writer's.
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
         }
     }

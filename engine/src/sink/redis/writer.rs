@@ -404,8 +404,7 @@ impl Writer {
         let dirty = self.states.iter().flatten().any(SymbolState::dirty);
         let mut summary = self.stats.summary();
         summary.receipt_to_ack_ns = Percentiles::of(&self.latency);
-        summary.flushed =
-            pending == 0 && !dirty && self.orders.held() == 0 && summary.dropped == 0;
+        summary.flushed = pending == 0 && !dirty && self.orders.held() == 0 && summary.dropped == 0;
         summary.book = Some(self.stats.book.summary());
         summary
     }

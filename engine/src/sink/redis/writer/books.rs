@@ -59,7 +59,16 @@ impl Writer {
                 symbol,
                 change,
                 last_update_id,
-            } => self.on_stream(usize::from(symbol), change, last_update_id),
+            } => {
+                if change == StreamChange::Removed {
+                    // Added again, the symbol's trades start a new order (no wait for the ids
+                    // traded while it was away).
+                    let mut released = std::mem::take(&mut self.released);
+                    self.orders.forget(symbol, &mut released);
+                    self.deliver(released);
+                }
+                self.on_stream(usize::from(symbol), change, last_update_id);
+            }
         }
     }
 
