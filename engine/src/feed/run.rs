@@ -296,6 +296,10 @@ fn count(
         let mut work = 0;
         for ring in events.iter_mut() {
             while let Ok(event) = ring.pop() {
+                if event.is_announcement() {
+                    // Not an event: ids this consumer lost (counted as queue drops).
+                    continue;
+                }
                 tally.events[event.kind as usize] += 1;
                 let latency = monotonic_ns().saturating_sub(event.recv_time_ns).max(1);
                 let _ = tally

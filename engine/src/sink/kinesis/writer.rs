@@ -429,6 +429,13 @@ impl Writer {
     ) {
         for ring in rings.iter_mut() {
             while let Ok(event) = ring.pop() {
+                if event.is_announcement() {
+                    // Trade ids lost at this ring before any of the symbol's reached it: the
+                    // order starts at them and waits for their repair.
+                    self.orders
+                        .announce(event.symbol, event.first_id, event.last_id);
+                    continue;
+                }
                 self.stats.received.add(1);
                 self.route(event);
             }

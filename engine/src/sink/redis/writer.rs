@@ -519,6 +519,13 @@ impl Writer {
 
     /// A live event: trades through their symbol's order, the rest applied at once.
     fn accept(&mut self, event: FeedEvent) {
+        if event.is_announcement() {
+            // Trade ids lost at this ring before any of the symbol's reached it: the order
+            // starts at them and waits for their repair.
+            return self
+                .orders
+                .announce(event.symbol, event.first_id, event.last_id);
+        }
         self.stats.received.add(1);
         self.route(event);
     }
