@@ -288,6 +288,14 @@ impl<T> TradeOrders<T> {
             .sum()
     }
 
+    /// Whether `symbol` holds events back (ids before them are missing).
+    pub fn holds(&self, symbol: u16) -> bool {
+        self.symbols
+            .get(usize::from(symbol))
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.order.held_len() > 0)
+    }
+
     /// The next id symbol `symbol` will deliver, once it has an order.
     pub fn next_id(&self, symbol: u16) -> Option<i64> {
         self.symbols

@@ -625,6 +625,8 @@ impl Writer {
             let Some(state) = state.as_mut().filter(|s| s.dirty()) else {
                 continue;
             };
+            // Trades held back for a repair: the windows are not claimed complete.
+            state.trades_held = u16::try_from(symbol).is_ok_and(|s| self.orders.holds(s));
             let before = pipe.len();
             let mut sent = Vec::new();
             let trades = state.write(&mut pipe, (maxlen, budget), now_us, &mut sent);
@@ -1077,6 +1079,22 @@ mod tests {
         assert_eq!(outcomes, [Failed, Failed, Unknown, Unknown, Unknown]);
         assert!(letters.records[0].error.contains("buffer_trades_max"));
         assert!(letters.records[4].error.contains("shutdown"));
+    }
+
+    /// The windows are written as incomplete while the symbol's trades are held back for a
+    /// repair, complete again once it came.
+    #[test]
+    fn a_symbol_holding_trades_is_written_as_incomplete() {
+        let dir = scratch("held");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=2));
+        w.accept(trades(5..=6));
+        let _ = w.prepare(false);
+        let held = |w: &Writer| w.states.iter().flatten().any(|s| s.trades_held);
+        assert!(held(&w), "3..=4 missing");
+        w.accept(trades(3..=4));
+        let _ = w.prepare(false);
+        assert!(!held(&w), "repaired");
     }
 
     /// Regression: `flushed` meant "nothing left at the deadline" here but "every record

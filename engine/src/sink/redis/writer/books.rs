@@ -275,12 +275,14 @@ impl Writer {
             if self.reanchoring.len() >= REANCHORS_IN_FLIGHT_MAX {
                 break;
             }
+            let held = u16::try_from(index).is_ok_and(|s| self.orders.holds(s));
             let Some(state) = self.states[index].as_mut() else {
                 continue;
             };
             if !state.ob.reanchor_due(now) {
                 continue;
             }
+            state.trades_held = held;
             let Some((attempt, new_state)) = state.begin_reanchor(now) else {
                 continue;
             };
