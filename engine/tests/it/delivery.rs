@@ -747,7 +747,10 @@ fn side_files_of_a_resend_are_written_afresh() {
     let dir = TempDir::new("resend-side-files");
     let file = dir.path().join("dead.jsonl");
     let old = kinesis_letter(b"earlier run", Outcome::Unknown);
-    write_letters(&dir.path().join("dead.jsonl.unknown"), std::slice::from_ref(&old));
+    write_letters(
+        &dir.path().join("dead.jsonl.unknown"),
+        std::slice::from_ref(&old),
+    );
     write_letters(&dir.path().join("dead.jsonl.failed"), &[old]);
     let now = [
         kinesis_letter(b"a", Outcome::Unknown),
