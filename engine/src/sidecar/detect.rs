@@ -7,14 +7,33 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backfill::PAGES_PER_MINUTE;
 use super::klines::KlineSchedule;
 use super::silence::{SilenceWatch, StreamClock};
+use crate::binance::weights::Endpoint;
 use crate::stream::StreamKind;
 use crate::tally::TradeTally;
 
 /// Jobs waiting at most (a storm of silent streams or a huge symbol list waits for the next
 /// scan or check rather than growing the queue).
 const JOBS_MAX: usize = 4096;
+
+/// REST weight the detection's jobs use per minute at most, sustained. The jobs share the
+/// client's budget ([`crate::binance::rest::DEFAULT_WEIGHT_BUDGET`]) with the trade backfill
+/// (paced at [`PAGES_PER_MINUTE`] pages) and the depth snapshots: unpaced, hundreds of
+/// symbols' probes and kline checks would take the whole budget, and the backfill of real gaps
+/// and the books' re-syncs would be refused.
+pub const DETECT_WEIGHT_PER_MINUTE: u64 = 750;
+/// Weight the jobs may take back to back before the pace applies.
+pub const DETECT_WEIGHT_BURST: u64 = 150;
+/// Nanoseconds of pace per unit of weight.
+const NS_PER_WEIGHT: u64 = 60_000_000_000 / DETECT_WEIGHT_PER_MINUTE;
+
+const _: () = assert!(
+    PAGES_PER_MINUTE as u64 * 25 + DETECT_WEIGHT_PER_MINUTE
+        < crate::binance::rest::DEFAULT_WEIGHT_BUDGET as u64 - 1000,
+    "backfill and detection leave at least 1000 weight a minute to the depth snapshots"
+);
 
 /// What the detection needs (the default: nothing detected beyond the sequence check).
 #[derive(Default)]
@@ -50,6 +69,18 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// The REST weight the job costs at most (a kline check that disagrees also asks
+    /// `aggTrades`).
+    pub fn weight(self) -> u64 {
+        let weight = match self {
+            Job::Probe { .. } => Endpoint::HistoricalTrades.weight(),
+            Job::Kline { .. } => Endpoint::Klines.weight() + Endpoint::AggTrades.weight(),
+        };
+        u64::from(weight)
+    }
+}
+
 /// The detection's state.
 pub struct Detect {
     watch: Option<(SilenceWatch, Arc<StreamClock>)>,
@@ -65,6 +96,9 @@ pub struct Detect {
     /// Symbols removed during the run: no kline check (their sinks' tallies stop while the
     /// market goes on).
     removed: Vec<u16>,
+    /// The pace of the jobs' weight (the generic cell rate algorithm): when the next unit of
+    /// weight is due at the sustained rate, monotonic ns.
+    weight_due_ns: u64,
 }
 
 impl Detect {
@@ -92,6 +126,7 @@ impl Detect {
             tallies: setup.tallies,
             jobs: VecDeque::new(),
             removed: Vec::new(),
+            weight_due_ns: now_ns,
         }
     }
 
@@ -165,8 +200,18 @@ impl Detect {
         }
     }
 
-    /// The next job.
-    pub fn next_job(&mut self) -> Option<Job> {
+    /// The next job at `now_ns`, when the pace allows its weight
+    /// ([`DETECT_WEIGHT_PER_MINUTE`]); otherwise it waits.
+    pub fn next_job(&mut self, now_ns: u64) -> Option<Job> {
+        let job = *self.jobs.front()?;
+        let tolerance_ns = DETECT_WEIGHT_BURST.saturating_mul(NS_PER_WEIGHT);
+        if self.weight_due_ns > now_ns.saturating_add(tolerance_ns) {
+            return None;
+        }
+        self.weight_due_ns = self
+            .weight_due_ns
+            .max(now_ns)
+            .saturating_add(job.weight().saturating_mul(NS_PER_WEIGHT));
         self.jobs.pop_front()
     }
 
@@ -178,5 +223,52 @@ impl Detect {
     /// At stop: jobs not started are dropped.
     pub fn clear(&mut self) {
         self.jobs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE_NS: u64 = 60_000_000_000;
+
+    /// Regression: the detection's jobs ran back to back, unpaced: with hundreds of symbols
+    /// the probes and kline checks took the REST client's whole weight budget, and the
+    /// backfill of real gaps and the books' re-syncs were refused. Their weight is paced now.
+    #[test]
+    fn jobs_are_paced_by_their_weight() {
+        let setup = DetectSetup {
+            klines: Some((60_000, Duration::ZERO, Duration::from_millis(1))),
+            ..DetectSetup::default()
+        };
+        let start_ns = 1_000 * MINUTE_NS;
+        let mut detect = Detect::new(setup, start_ns, 0);
+        detect.schedule(3_600_000, || 1_000);
+        assert_eq!(detect.pending(), 1_000, "a kline check per symbol");
+        let mut weight = 0;
+        while let Some(job) = detect.next_job(start_ns) {
+            weight += job.weight();
+        }
+        assert!(
+            weight > 0 && weight <= DETECT_WEIGHT_BURST + 6,
+            "a burst at once: {weight}"
+        );
+        // A minute on, polled as the sidecar does (every few milliseconds).
+        let mut now = start_ns;
+        while now < start_ns + MINUTE_NS {
+            now += 2_000_000;
+            while let Some(job) = detect.next_job(now) {
+                weight += job.weight();
+            }
+        }
+        assert!(
+            weight <= DETECT_WEIGHT_PER_MINUTE + DETECT_WEIGHT_BURST + 6,
+            "{weight} in a minute"
+        );
+        assert!(
+            weight >= DETECT_WEIGHT_PER_MINUTE,
+            "the pace, not a stall: {weight}"
+        );
+        assert!(detect.pending() > 0, "the rest waits");
     }
 }

@@ -309,7 +309,9 @@ impl Sidecar {
                 Some((fetch, client)) => self.fetch(client, fetch).await,
                 None => {
                     let job = match rest.as_mut() {
-                        Some(client) if !done => self.detect.next_job().map(|j| (j, client)),
+                        Some(client) if !done => {
+                            self.detect.next_job(monotonic_ns()).map(|j| (j, client))
+                        }
                         _ => None,
                     };
                     match job {
