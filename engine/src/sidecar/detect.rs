@@ -93,9 +93,13 @@ pub struct Detect {
     /// Each consumer's tally.
     pub tallies: Vec<Arc<TradeTally>>,
     jobs: VecDeque<Job>,
-    /// Symbols removed during the run: no kline check (their sinks' tallies stop while the
-    /// market goes on).
-    removed: Vec<u16>,
+    /// Symbols removed during the run, and when (monotonic ns): no kline check (their sinks'
+    /// tallies stop while the market goes on) until a frame of theirs after the removal shows
+    /// them subscribed again (the sinks forget their tallies at the removal, so only intervals
+    /// watched whole since are judged).
+    removed: Vec<(u16, u64)>,
+    /// The readers' stream clock, for the symbols subscribed again.
+    clock: Option<Arc<StreamClock>>,
     /// The pace of the jobs' weight (the generic cell rate algorithm): when the next unit of
     /// weight is due at the sustained rate, monotonic ns.
     weight_due_ns: u64,
@@ -105,6 +109,7 @@ impl Detect {
     /// The detection for `setup`, starting at `now_ns` (monotonic) and `now_ms` (Unix).
     pub fn new(setup: DetectSetup, now_ns: u64, now_ms: i64) -> Detect {
         let bound_ns = u64::try_from(setup.silence.as_nanos()).unwrap_or(u64::MAX);
+        let clock = setup.clock.clone();
         let watch = setup
             .clock
             .filter(|_| bound_ns > 0)
@@ -126,6 +131,7 @@ impl Detect {
             tallies: setup.tallies,
             jobs: VecDeque::new(),
             removed: Vec::new(),
+            clock,
             weight_due_ns: now_ns,
         }
     }
@@ -170,9 +176,8 @@ impl Detect {
         if let Some((watch, _)) = self.watch.as_mut() {
             watch.forget(symbol, now_ns);
         }
-        if !self.removed.contains(&symbol) {
-            self.removed.push(symbol);
-        }
+        self.removed.retain(|&(s, _)| s != symbol);
+        self.removed.push((symbol, now_ns));
         self.jobs.retain(|j| match *j {
             Job::Probe { symbol: s, .. } | Job::Kline { symbol: s, .. } => s != symbol,
         });
@@ -193,8 +198,13 @@ impl Detect {
         }
         self.due.clear();
         schedule.due(now_ms, symbols(), &mut self.due);
+        // A symbol subscribed again (a frame of it after its removal) is checked again.
+        if let Some(clock) = &self.clock {
+            self.removed.retain(|&(s, at)| clock.latest(s) <= at);
+        }
         for &(symbol, open_ms) in &self.due {
-            if self.jobs.len() < JOBS_MAX && !self.removed.contains(&symbol) {
+            let removed = self.removed.iter().any(|&(s, _)| s == symbol);
+            if self.jobs.len() < JOBS_MAX && !removed {
                 self.jobs.push_back(Job::Kline { symbol, open_ms });
             }
         }
@@ -231,6 +241,40 @@ mod tests {
     use super::*;
 
     const MINUTE_NS: u64 = 60_000_000_000;
+
+    fn kline_symbols(detect: &mut Detect, now_ms: i64) -> Vec<u16> {
+        detect.schedule(now_ms, || 2);
+        let mut symbols = Vec::new();
+        while let Some(job) = detect.jobs.pop_front() {
+            if let Job::Kline { symbol, .. } = job {
+                symbols.push(symbol);
+            }
+        }
+        symbols
+    }
+
+    /// Regression: a symbol removed once was never kline-checked again, even after it was
+    /// subscribed again.
+    #[test]
+    fn a_removed_symbol_is_checked_again_once_subscribed_again() {
+        let clock = Arc::new(StreamClock::new(2));
+        let setup = DetectSetup {
+            clock: Some(clock.clone()),
+            klines: Some((60_000, Duration::ZERO, Duration::from_millis(60_000))),
+            ..DetectSetup::default()
+        };
+        let mut detect = Detect::new(setup, 0, 0);
+        clock.stamp(0, StreamKind::Trade, 5);
+        detect.forget(0, 10);
+        assert_eq!(
+            kline_symbols(&mut detect, 60_000),
+            [1],
+            "removed: not checked"
+        );
+        assert_eq!(kline_symbols(&mut detect, 120_000), [1], "still away");
+        clock.stamp(0, StreamKind::Depth, 11);
+        assert_eq!(kline_symbols(&mut detect, 180_000), [0, 1], "back");
+    }
 
     /// Regression: the detection's jobs ran back to back, unpaced: with hundreds of symbols
     /// the probes and kline checks took the REST client's whole weight budget, and the
