@@ -32,4 +32,5 @@ pub mod sim;
 pub mod sink;
 pub mod stream;
 pub mod sync;
+pub mod tally;
 pub mod tls;

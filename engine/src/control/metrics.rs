@@ -521,6 +521,25 @@ impl RunCollector {
             ),
             [(Vec::new(), s.unrepaired_ids.get() as f64)],
         )?;
+        let detections = [
+            ("silence", "found", s.silent_streams.get()),
+            ("silence", "repaired", s.silence_repairs.get()),
+            ("kline", "checked", s.kline_checks.get()),
+            ("kline", "mismatch", s.kline_mismatches.get()),
+        ];
+        family(
+            encoder,
+            counter(
+                "hotpath_detections",
+                "Silent streams found and repaired; kline intervals checked and disagreeing.",
+            ),
+            detections.map(|(d, o, n)| {
+                (
+                    vec![("detector", d.to_string()), ("outcome", o.to_string())],
+                    n as f64,
+                )
+            }),
+        )?;
         family(
             encoder,
             gauge(

@@ -258,6 +258,9 @@ fn sidecar_json(sidecar: &SidecarStats) -> Value {
         "rest_failures": sidecar.page_failures.get() + sidecar.depth_failures.get(),
         "depth_snapshots": sidecar.depth_snapshots.get(),
         "rest_weight_used": sidecar.rest_weight_used.get(),
+        "silent_streams": sidecar.silent_streams.get(),
+        "kline_checks": sidecar.kline_checks.get(),
+        "kline_mismatches": sidecar.kline_mismatches.get(),
     })
 }
 

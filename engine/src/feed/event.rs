@@ -33,6 +33,15 @@ pub struct FeedEvent {
     pub frame: Bytes,
 }
 
+impl FeedEvent {
+    /// Whether this is an announcement of trade ids lost before the consumer saw any of the
+    /// symbol's ([`super::announce`]): a trades event without a frame.
+    #[inline]
+    pub fn is_announcement(&self) -> bool {
+        self.kind == StreamKind::Trade && self.frame.is_empty()
+    }
+}
+
 const _: () = assert!(
     std::mem::size_of::<FeedEvent>() <= 80,
     "events stay small: rings hold them by value"
@@ -68,6 +77,12 @@ impl Cause {
     /// Whether ids are missing (`Wire`, `QueueFull`), as opposed to a stream that stopped.
     pub fn is_gap(self) -> bool {
         matches!(self, Cause::Wire | Cause::QueueFull { .. })
+    }
+
+    /// Whether the symbol was unsubscribed (`Removed`, or `Halted`: removed because its
+    /// trading stopped).
+    pub fn is_removal(self) -> bool {
+        matches!(self, Cause::Removed | Cause::Halted)
     }
 }
 
@@ -129,6 +144,17 @@ pub enum StreamChange {
     Removed,
     /// The symbol was unsubscribed because its trading stopped (HALT or BREAK).
     Halted,
+    /// The depth stream was silent for longer than `sidecar.stream_silence_ms` while the
+    /// symbol moved: diffs may have been lost without a sequence gap showing yet; the book is
+    /// re-synced.
+    Silent,
+}
+
+impl StreamChange {
+    /// Whether the symbol was unsubscribed (`Removed` or `Halted`).
+    pub fn is_removal(self) -> bool {
+        matches!(self, StreamChange::Removed | StreamChange::Halted)
+    }
 }
 
 /// What a depth snapshot is for.

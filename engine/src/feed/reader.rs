@@ -57,6 +57,8 @@ pub struct FeedContext {
     pub budget: Mutex<AttemptBudget>,
     /// Flips to `true` to stop every reader.
     pub stop: watch::Receiver<bool>,
+    /// Each stream's last receive time, for the sidecar's silence check.
+    pub clock: Option<Arc<crate::sidecar::silence::StreamClock>>,
 }
 
 /// The connections one reader runs and the rings it fills.
@@ -128,13 +130,16 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let cpus_allowed = cpus_allowed();
     let live = stats.clone();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
-    let state = Rc::new(RefCell::new(FramePath::with(
-        &ctx.symbols,
-        ctx.settings.group_count_max,
-        producers,
-        notices,
-        stats,
-    )));
+    let state = Rc::new(RefCell::new(
+        FramePath::with(
+            &ctx.symbols,
+            ctx.settings.group_count_max,
+            producers,
+            notices,
+            stats,
+        )
+        .with_clock(ctx.clock.clone()),
+    ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,7 +165,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             ))
         })
         .collect();
-    // The control plane reads the latency histogram live: a copy once a second, off the frames.
+    // The control plane reads the latency histogram live: a copy once a second, off the frames
+    // (skipped, never waited for, while a scrape holds it).
     let published = state.clone();
     local.spawn_local(async move {
         let mut tick = tokio::time::interval(crate::constants::LIVE_HISTOGRAM_PUBLISH);

@@ -29,12 +29,18 @@ use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sidecar::detect::DetectSetup;
+use crate::sidecar::silence::StreamClock;
 use crate::sidecar::thread::{SidecarReport, SidecarSetup, SidecarStats, SidecarSummary};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
+use crate::tally::TradeTally;
 
 /// Notices the sidecar ring of each reader holds.
 const NOTICE_RING_CAPACITY: usize = 4096;
+/// Symbols added at run time whose streams the silence check still watches (beyond them, added
+/// symbols are covered by the sequence and kline checks only).
+const CLOCK_SYMBOLS_ADDED_MAX: usize = 1024;
 /// Gap ranges the summary lists (all are counted).
 const SUMMARY_RANGES_MAX: usize = 1000;
 
@@ -54,6 +60,10 @@ pub struct Feed {
     symbols_per_connection: usize,
     /// Per reader: where connections opened at run time go.
     openers: Vec<tokio::sync::mpsc::UnboundedSender<NewConnection>>,
+    /// Each stream's last receive time, stamped by the readers for the sidecar.
+    clock: Arc<StreamClock>,
+    /// The connection (slot) carrying each configured symbol.
+    connections: Vec<u32>,
 }
 
 /// A connection slot as the feed sees it: its command channel and the symbols it carries.
@@ -78,7 +88,11 @@ pub fn start(
 ) -> Result<(Feed, Rings), String> {
     let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
+    let clock = Arc::new(StreamClock::new(
+        config.symbols.len() + CLOCK_SYMBOLS_ADDED_MAX,
+    ));
     let ctx = Arc::new(FeedContext {
+        clock: Some(clock.clone()),
         endpoint: config.endpoint.clone(),
         api_key,
         tls,
@@ -106,6 +120,8 @@ pub fn start(
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
         openers: Vec::new(),
+        clock,
+        connections: Vec::new(),
     };
     let mut receivers: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Command>>> = Vec::new();
     for streams in &plan {
@@ -123,6 +139,15 @@ pub fn start(
         feed.slots.push(SlotInfo { commands, symbols });
         receivers.push(Some(receiver));
     }
+    feed.connections = config
+        .symbols
+        .iter()
+        .map(|s| {
+            let slot = feed.slots.iter().position(|i| i.symbols.contains(s));
+            slot.and_then(|at| u32::try_from(at).ok())
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
     for (index, &core) in cores.iter().enumerate() {
         let connections: Vec<_> = plan
             .iter()
@@ -295,7 +320,7 @@ impl Feed {
     }
 
     /// Connections the feed runs (slots), those opened at run time included.
-    pub fn connections(&self) -> usize {
+    pub fn connection_count(&self) -> usize {
         self.slots.len()
     }
 
@@ -355,6 +380,10 @@ fn count(
         let mut work = 0;
         for ring in events.iter_mut() {
             while let Ok(event) = ring.pop() {
+                if event.is_announcement() {
+                    // Not an event: ids this consumer lost (counted as queue drops).
+                    continue;
+                }
                 tally.events[event.kind as usize] += 1;
                 let latency = monotonic_ns().saturating_sub(event.recv_time_ns).max(1);
                 let _ = tally
@@ -547,8 +576,8 @@ impl Summary {
     }
 }
 
-/// How long the sinks may take to flush once the readers stopped; what is left then is
-/// dead-lettered (Kinesis) or reported unflushed (Redis).
+/// How long the sinks may take to flush once the readers stopped; the records left then are
+/// dead-lettered (both sinks), and Redis state keys left unwritten make `flushed` false.
 pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the Kinesis writer may take to check (or create) its streams at start.
@@ -615,14 +644,25 @@ pub fn run_with(
     let books = book_clients(config)?;
     let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
+    // The sinks' counters, made first: the sidecar reads their trade tallies.
+    let interval_ms = config.sidecar.kline_interval_ms.unwrap_or(60_000);
+    let sink_stats: Vec<Arc<SinkStats>> = (0..sinks_wanted)
+        .map(|_| {
+            Arc::new(SinkStats {
+                tally: Arc::new(TradeTally::new(interval_ms)),
+                ..SinkStats::default()
+            })
+        })
+        .collect();
     let (sidecar, mut repairs, book_requests) = if config.sidecar_runs() {
         let notices = std::mem::take(&mut rings.notices);
         let symbols = feed.symbols.clone();
+        let detect = detect_setup(config, &feed, &sink_stats);
         let (sidecar, repairs, book_requests) = start_sidecar(
             config,
             (rest, books),
             notices,
-            symbols,
+            (symbols, detect),
             sinks_wanted,
             flush_timeout,
         )?;
@@ -653,6 +693,7 @@ pub fn run_with(
         stop: sinks_stop.clone(),
         flush_timeout,
         kinesis_client: options.kinesis_client,
+        stats: sink_stats.into_iter().collect(),
     };
     let mut sinks = Vec::new();
     let outcome = start_sinks(config, &mut wiring, &mut sinks);
@@ -685,6 +726,26 @@ pub fn run_with(
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
     Ok(summary)
+}
+
+/// What the sidecar's detection needs: the readers' clock, the connection of each symbol, each
+/// sink's tally, and the kline check (every `redis.consistency_check_s`, 60 s without Redis).
+fn detect_setup(config: &RunConfig, feed: &Feed, sinks: &[Arc<SinkStats>]) -> DetectSetup {
+    let every = config
+        .redis
+        .as_ref()
+        .map_or(Some(Duration::from_secs(60)), |r| r.consistency_check);
+    DetectSetup {
+        clock: Some(feed.clock.clone()),
+        silence: config.sidecar.stream_silence.unwrap_or(Duration::ZERO),
+        connections: feed.connections.clone(),
+        tallies: sinks.iter().map(|s| s.tally.clone()).collect(),
+        klines: config
+            .sidecar
+            .kline_interval_ms
+            .zip(every)
+            .map(|(ms, every)| (ms, config.sidecar.kline_lateness, every)),
+    }
 }
 
 /// Tells the sidecar the readers have stopped and waits for it to finish its repairs.
@@ -761,7 +822,7 @@ fn start_sidecar(
     config: &RunConfig,
     (rest, book_clients): (Option<RestClient>, Vec<RestClient>),
     notices: Vec<rtrb::Consumer<Notice>>,
-    symbols: Arc<RwLock<Vec<String>>>,
+    (symbols, detect): (Arc<RwLock<Vec<String>>>, DetectSetup),
     sinks: usize,
     flush_timeout: Duration,
 ) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
@@ -792,6 +853,7 @@ fn start_sidecar(
         done: done.clone(),
         flush_timeout,
         books,
+        detect,
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {
@@ -812,6 +874,8 @@ struct SinkWiring {
     stop: Arc<AtomicBool>,
     flush_timeout: Duration,
     kinesis_client: Option<aws_sdk_kinesis::Client>,
+    /// Each sink's counters, in sink order.
+    stats: std::collections::VecDeque<Arc<SinkStats>>,
 }
 
 /// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
@@ -824,7 +888,7 @@ fn start_sinks(
     let mut kinesis_checked = None;
     if let Some(kinesis) = &config.kinesis {
         let (ready, checked) = std::sync::mpsc::channel();
-        let stats = Arc::new(SinkStats::default());
+        let stats = wiring.stats.pop_front().unwrap_or_default();
         let thread =
             crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
                 config: kinesis.clone(),
@@ -847,7 +911,7 @@ fn start_sinks(
         kinesis_checked = Some(checked);
     }
     if let Some(redis) = &config.redis {
-        let stats = Arc::new(SinkStats::default());
+        let stats = wiring.stats.pop_front().unwrap_or_default();
         let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
             config: redis.clone(),
             symbols: config.symbols.clone(),

@@ -91,6 +91,20 @@ impl Books {
         }
     }
 
+    /// A silent depth stream of `symbol`: each consumer keeping books is told to re-sync it
+    /// ([`StreamChange::Silent`]). Returns whether any consumer keeps books.
+    pub fn silent(&self, symbol: u16, out: &mut Vec<(usize, Repair)>) -> bool {
+        for &(consumer, _) in &self.requests {
+            let repair = Repair::Stream {
+                symbol,
+                change: StreamChange::Silent,
+                last_update_id: 0,
+            };
+            out.push((consumer, repair));
+        }
+        !self.requests.is_empty()
+    }
+
     /// One round: new requests in, fetches started, finished fetches out as `(consumer,
     /// repair)`. Returns how much was done.
     pub fn poll(

@@ -524,7 +524,11 @@ fn apply_fault_params(base: Faults, query: &str) -> Result<Faults, String> {
         let Some(slot) = value.get_mut(key) else {
             return Err(format!("unknown fault '{key}'"));
         };
-        let parsed: serde_json::Value = if slot.is_u64() {
+        let parsed: serde_json::Value = if slot.is_string() {
+            rest::query_value(&format!("{key}={raw}"), key)
+                .unwrap_or_default()
+                .into()
+        } else if slot.is_u64() {
             raw.parse::<u64>()
                 .map(Into::into)
                 .map_err(|_| format!("{key}={raw}: not a whole number"))?

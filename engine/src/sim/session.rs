@@ -376,6 +376,9 @@ where
         (fault.faults, fault.version) = control.faults();
     }
     let f = &fault.faults;
+    if !f.mute_stream.is_empty() && subs.names[name_index].0 == f.mute_stream {
+        return Ok(());
+    }
     let dropped = match published.key.kind {
         StreamKind::Trade => percent(&mut fault.rng, f.drop_trades_pct),
         StreamKind::Depth => percent(&mut fault.rng, f.drop_depth_pct),

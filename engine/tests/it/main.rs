@@ -8,6 +8,7 @@ mod cli;
 mod control;
 mod delivery;
 mod deploy;
+mod detect;
 mod discovery;
 mod fault_proxy;
 mod feed;

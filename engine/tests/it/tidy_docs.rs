@@ -209,6 +209,7 @@ const LAYERS: &[&[&str]] = &[
         "rng",
         "stream",
         "sync",
+        "tally",
         "frames",
         "decode",
         "lib",

@@ -63,7 +63,17 @@ impl Writer {
                 symbol,
                 change,
                 last_update_id,
-            } => self.on_stream(usize::from(symbol), change, last_update_id),
+            } => {
+                if change.is_removal() {
+                    // Added again, the symbol's trades start a new order (no wait for the ids
+                    // traded while it was away).
+                    let mut released = std::mem::take(&mut self.released);
+                    self.orders.forget(symbol, &mut released);
+                    self.deliver(released);
+                    self.stats.tally.forget(symbol);
+                }
+                self.on_stream(usize::from(symbol), change, last_update_id);
+            }
         }
     }
 
@@ -84,6 +94,7 @@ impl Writer {
                 Wants::Nothing
             }
             StreamChange::Reconnected => state.ob.on_reconnected(&mut self.diffs),
+            StreamChange::Silent => state.ob.on_silent(&mut self.diffs),
         };
         self.after_book(index, wants);
     }
@@ -273,12 +284,14 @@ impl Writer {
             if self.reanchoring.len() >= REANCHORS_IN_FLIGHT_MAX {
                 break;
             }
+            let held = u16::try_from(index).is_ok_and(|s| self.orders.holds(s));
             let Some(state) = self.states[index].as_mut() else {
                 continue;
             };
             if !state.ob.reanchor_due(now) {
                 continue;
             }
+            state.trades_held = held;
             let Some((attempt, new_state)) = state.begin_reanchor(now) else {
                 continue;
             };
