@@ -87,6 +87,9 @@ pub fn build(schema: impl AsRef<Path>, out: impl AsRef<Path>) {
     for input in &generated.inputs {
         println!("cargo:rerun-if-changed={}", input.display());
     }
+    for warning in &generated.schema.warnings {
+        println!("cargo:warning=SBE schema: {warning}");
+    }
     let out = out.as_ref();
     let unchanged = std::fs::read_to_string(out).is_ok_and(|old| old == generated.code);
     if !unchanged && let Err(e) = std::fs::write(out, &generated.code) {

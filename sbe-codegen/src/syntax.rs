@@ -63,6 +63,7 @@ pub struct EncodedSyntax {
     pub length: Option<usize>,
     pub presence: Option<String>,
     pub null_value: Option<String>,
+    pub min_value: Option<String>,
     pub max_value: Option<String>,
     pub character_encoding: Option<String>,
     pub value_ref: Option<String>,

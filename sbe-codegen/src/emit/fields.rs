@@ -1,7 +1,7 @@
 //! Accessors, setters and JSON writers for fixed fields, shared by message blocks, group
 //! entries and composites.
 
-use super::{Code, Emitter, cast, pascal, snake};
+use super::{Code, Emitter, cast, pascal};
 use crate::model::*;
 
 /// Where a getter reads a field from.
@@ -30,30 +30,28 @@ impl Place {
 }
 
 /// The message decoder seen from inside its `write_json`: where decimal exponents are read.
-pub(super) struct Root<'m> {
-    /// The expression naming the message decoder.
-    pub(super) expr: &'static str,
-    /// The message's root fields.
-    pub(super) fields: &'m [Field],
+pub(super) struct Root {
+    /// Whether JSON is written for a message (whose decoders are `self`, then `e1`, `e2`...
+    /// for nested group entries); composites have no decimal hints.
+    pub(super) message: bool,
 }
 
-impl Root<'_> {
-    /// The primitive of a decimal hint's exponent field, which the resolver checked to be a
-    /// required integer field of the message root.
-    fn primitive(&self, name: &str) -> Primitive {
-        self.fields
-            .iter()
-            .find_map(|f| match f.kind {
-                FieldKind::Primitive { primitive, .. } if f.name == name => Some(primitive),
-                _ => None,
-            })
-            .unwrap_or(Primitive::I8)
+impl Root {
+    /// The expression reading a decimal hint's exponent as an `i8`.
+    fn exponent(&self, e: &Exponent) -> String {
+        let decoder = if e.depth == 0 {
+            "self".to_string()
+        } else {
+            format!("e{}", e.depth)
+        };
+        cast(&format!("{decoder}.{}()", e.ident), e.primitive, "i8")
     }
 }
 
-/// Whether a field's getter returns `Option` for reasons other than being an enum.
+/// Constants are not on the wire, so they read the same in every version and are never an
+/// extension.
 fn is_extension(field: &Field, place: &Place) -> bool {
-    place.versioned && field.since_version > 0
+    place.versioned && field.since_version > 0 && !matches!(field.kind, FieldKind::Constant(_))
 }
 
 fn type_name(schema: &Schema, def: usize) -> String {
@@ -124,7 +122,7 @@ impl Emitter<'_> {
             text += &format!(", since version {}", field.since_version);
         }
         if let Some(exponent) = &field.exponent {
-            text += &format!(", a mantissa scaled by 10^`{exponent}`");
+            text += &format!(", a mantissa scaled by 10^`{}`", exponent.name);
         }
         code.doc(&(text + "."));
         if let Some(d) = &field.description {
@@ -135,7 +133,7 @@ impl Emitter<'_> {
 
     /// The getter(s) for one field.
     pub(super) fn getter(&self, code: &mut Code, field: &Field, place: &Place) {
-        let name = snake(&field.name);
+        let name = &field.ident;
         let off = field.offset;
         let ext = is_extension(field, place);
         let src = if ext {
@@ -293,7 +291,7 @@ impl Emitter<'_> {
 
     /// The setter for one field, storing into `buf` at `base` + the field's offset.
     pub(super) fn setter(&self, code: &mut Code, field: &Field, buf: &str, base: &str) {
-        let name = snake(&field.name);
+        let name = &field.ident;
         let pos = if base == "0" {
             field.offset.to_string()
         } else {
@@ -330,7 +328,7 @@ impl Emitter<'_> {
             } => (
                 format!("&[{}; {length}]", primitive.rust()),
                 vec![
-                    format!("let at = {pos};"),
+                    format!("let at: usize = {pos};"),
                     format!("let buf = {buf};"),
                     "for (i, v) in value.iter().enumerate() {".to_string(),
                     self.put(
@@ -403,11 +401,11 @@ impl Emitter<'_> {
         code: &mut Code,
         field: &Field,
         dec: &str,
-        root: &Root<'_>,
+        root: &Root,
         obj: &str,
         place: &Place,
     ) {
-        let name = snake(&field.name);
+        let name = &field.ident;
         let key = format!("{obj}.key(\"{}\")", field.name);
         let ext = is_extension(field, place);
         let write = match &field.kind {
@@ -429,21 +427,29 @@ impl Emitter<'_> {
                 }
                 Primitive::Char => format!("rt::json::write_str({key}, rt::trim_nul(&[v]));"),
                 p => match &field.exponent {
-                    Some(exponent) => {
-                        let exponent_field = root.primitive(exponent);
-                        format!(
-                            "rt::json::write_display_str({key}, rt::Decimal::new({}, {}));",
-                            cast("v", *p, "i64"),
-                            cast(
-                                &format!("{}.{}()", root.expr, snake(exponent)),
-                                exponent_field,
-                                "i8"
-                            )
-                        )
-                    }
-                    None => format!("rt::json::write_number({key}, v);"),
+                    Some(exponent) if root.message => format!(
+                        "rt::json::write_display_str({key}, rt::Decimal::new({}, {}));",
+                        cast("v", *p, "i64"),
+                        root.exponent(exponent)
+                    ),
+                    _ => format!("rt::json::write_number({key}, v);"),
                 },
             },
+            FieldKind::Primitive {
+                primitive,
+                length: 16,
+                ..
+            } if root.message && field.exponent.is_some() => {
+                let exponent = field.exponent.as_ref().map(|e| root.exponent(e)).unwrap_or_default();
+                let bytes = match primitive {
+                    Primitive::I8 => "v.map(|b| b as u8)",
+                    _ => "*v",
+                };
+                format!(
+                    "let m = i128::from_{}_bytes({bytes}); if m == i128::MIN {{ {key}.push_str(\"null\"); }} else {{ rt::json::write_display_str({key}, rt::Decimal128::new(m, {exponent})); }}",
+                    self.end
+                )
+            }
             FieldKind::Primitive {
                 primitive: Primitive::Char,
                 ..

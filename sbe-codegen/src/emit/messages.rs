@@ -1,7 +1,7 @@
 //! Message decoders and encoders, their repeating groups and var data.
 
 use super::fields::{Place, Root};
-use super::{Code, Emitter, cast, pascal, snake};
+use super::{Code, Emitter, cast, pascal};
 use crate::model::*;
 
 /// `base + off`, without a `+ 0` (clippy rejects those).
@@ -73,7 +73,7 @@ impl Emitter<'_> {
         let q = how.suffix();
         for g in &body.groups {
             if store {
-                code.line(format!("let {}_pos = pos;", snake(&g.name)));
+                code.line(format!("let {}_pos = pos;", &g.ident));
             }
             if g.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", g.since_version));
@@ -88,7 +88,7 @@ impl Emitter<'_> {
         }
         for d in &body.data {
             if store {
-                code.line(format!("let {}_pos = pos;", snake(&d.name)));
+                code.line(format!("let {}_pos = pos;", &d.ident));
             }
             if d.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", d.since_version));
@@ -110,19 +110,19 @@ impl Emitter<'_> {
         for name in body
             .groups
             .iter()
-            .map(|g| &g.name)
-            .chain(body.data.iter().map(|d| &d.name))
+            .map(|g| &g.ident)
+            .chain(body.data.iter().map(|d| &d.ident))
         {
-            code.line(format!("{}_pos: usize,", snake(name)));
+            code.line(format!("{name}_pos: usize,"));
         }
     }
 
     fn position_names(&self, body: &Body) -> String {
         body.groups
             .iter()
-            .map(|g| &g.name)
-            .chain(body.data.iter().map(|d| &d.name))
-            .map(|n| format!(", {}_pos", snake(n)))
+            .map(|g| &g.ident)
+            .chain(body.data.iter().map(|d| &d.ident))
+            .map(|n| format!(", {n}_pos"))
             .collect()
     }
 
@@ -140,7 +140,7 @@ impl Emitter<'_> {
             ));
             code.line(format!(
                 "pub fn {}(&self) -> {group}<'a> {{",
-                snake(&g.name)
+                &g.ident
             ));
             if g.since_version > 0 {
                 code.line(format!(
@@ -150,7 +150,7 @@ impl Emitter<'_> {
             }
             code.line(format!(
                 "{group}::at(self.buf, self.{}_pos, self.acting_version())",
-                snake(&g.name)
+                &g.ident
             ));
             code.line("}");
         }
@@ -162,14 +162,14 @@ impl Emitter<'_> {
                 d.encoding,
                 since_text(d.since_version)
             ));
-            code.line(format!("pub fn {}(&self) -> &'a [u8] {{", snake(&d.name)));
+            code.line(format!("pub fn {}(&self) -> &'a [u8] {{", &d.ident));
             if d.since_version > 0 {
                 code.line(format!(
                     "if self.acting_version() < {} {{ return &[]; }}",
                     d.since_version
                 ));
             }
-            code.line(format!("let pos = self.{}_pos;", snake(&d.name)));
+            code.line(format!("let pos = self.{}_pos;", &d.ident));
             let len = self.get(
                 d.length.primitive,
                 "self.buf",
@@ -323,10 +323,7 @@ impl Emitter<'_> {
             "rt::json::write_str(o0.key(\"message\"), b\"{}\");",
             m.name
         ));
-        let root = Root {
-            expr: "self",
-            fields: &body.fields,
-        };
+        let root = Root { message: true };
         self.body_json(code, body, "self", 0, &root);
         code.line("o0.end();");
         code.line("}");
@@ -334,7 +331,7 @@ impl Emitter<'_> {
         code.blank();
     }
 
-    fn body_json(&self, code: &mut Code, body: &Body, dec: &str, depth: usize, root: &Root<'_>) {
+    fn body_json(&self, code: &mut Code, body: &Body, dec: &str, depth: usize, root: &Root) {
         let obj = format!("o{depth}");
         let place = Place::block();
         for field in &body.fields {
@@ -357,10 +354,10 @@ impl Emitter<'_> {
                 && g.body.groups.is_empty()
                 && g.body.data.is_empty();
             if empty {
-                code.line(format!("for _ in {dec}.{}() {{", snake(&g.name)));
+                code.line(format!("for _ in {dec}.{}() {{", &g.ident));
                 code.line(format!("{array}.item().push_str(\"{{}}\");"));
             } else {
-                code.line(format!("for {entry} in {dec}.{}() {{", snake(&g.name)));
+                code.line(format!("for {entry} in {dec}.{}() {{", &g.ident));
                 code.line(format!(
                     "let mut {inner} = rt::json::Object::begin({array}.item());"
                 ));
@@ -376,7 +373,7 @@ impl Emitter<'_> {
             code.line(format!(
                 "rt::json::{writer}({obj}.key(\"{}\"), {dec}.{}());",
                 d.name,
-                snake(&d.name)
+                &d.ident
             ));
         }
     }
@@ -686,12 +683,17 @@ impl Emitter<'_> {
         code.line("pub fn wrap(buf: &'a mut [u8]) -> Result<Self, rt::EncodeError> {");
         code.line("let mut w = rt::Writer::new(buf);");
         code.line("let header = w.reserve(HEADER_LENGTH)?;");
-        for (slot, value) in [
-            (h.block_length, m.body.block_length.to_string()),
+        let members = [
+            (HeaderField::Wire(h.block_length), m.body.block_length.to_string()),
             (h.template_id, m.id.to_string()),
             (h.schema_id, "SCHEMA_ID".to_string()),
             (h.version, "SCHEMA_VERSION".to_string()),
-        ] {
+        ];
+        for (member, value) in members {
+            // Constant members are not on the wire.
+            let HeaderField::Wire(slot) = member else {
+                continue;
+            };
             let value =
                 if value.chars().all(|c| c.is_ascii_digit()) || slot.primitive == Primitive::U16 {
                     value
@@ -731,7 +733,7 @@ impl Emitter<'_> {
             ));
             code.line(format!(
                 "pub fn {}(&mut self, count: {count}) -> Result<{encoder}<'_, 'a>, rt::EncodeError> {{",
-                snake(&g.name)
+                &g.ident
             ));
             code.line(format!("{encoder}::begin({writer}, count)"));
             code.line("}");
@@ -741,7 +743,7 @@ impl Emitter<'_> {
             code.doc(&format!("Appends var data `{}` (id {}).", d.name, d.id));
             code.line(format!(
                 "pub fn {}(&mut self, value: &[u8]) -> Result<&mut Self, rt::EncodeError> {{",
-                snake(&d.name)
+                &d.ident
             ));
             if d.length_max < u64::MAX {
                 code.line(format!("if value.len() as u64 > {} {{", d.length_max));
