@@ -295,6 +295,8 @@ pub struct Exponent {
     pub depth: usize,
     /// Its encoding (a signed or unsigned integer, read as `i8`).
     pub primitive: Primitive,
+    /// Whether it is optional: when absent the mantissa is printed unscaled.
+    pub optional: bool,
 }
 
 /// How a field is encoded.

@@ -103,6 +103,12 @@ pub fn method(name: &str, reserved: &[&str]) -> String {
     }
 }
 
+/// A generated name derived from method name `ident`: `price` + `raw` -> `price_raw`, without
+/// doubling an escape's underscore (`header_` + `pos` -> `header_pos`).
+pub fn suffixed(ident: &str, suffix: &str) -> String {
+    format!("{}_{suffix}", ident.trim_end_matches('_'))
+}
+
 /// `bookUpdateId` -> `book_update_id`.
 pub fn snake(name: &str) -> String {
     escape(words(name).join("_"))

@@ -244,7 +244,7 @@ impl File<'_, '_> {
 
     fn member(&self, node: Node<'_, '_>) -> Result<MemberSyntax> {
         if node.tag_name().name() != "ref" {
-            return Ok(MemberSyntax::Inline(self.type_definition(node)?));
+            return Ok(MemberSyntax::Inline(Box::new(self.type_definition(node)?)));
         }
         let name = self.name(node, "<ref>")?;
         let element = format!("ref '{name}'");

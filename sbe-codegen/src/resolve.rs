@@ -330,7 +330,9 @@ impl<'s> Resolver<'s> {
                         "value {raw} is the encoding's null value (an absent optional enum)"
                     ))
                 } else if raw < min || raw > max {
-                    Some(format!("value {raw} is outside the encoding's range {min} to {max}"))
+                    Some(format!(
+                        "value {raw} is outside the encoding's range {min} to {max}"
+                    ))
                 } else {
                     None
                 };
@@ -689,11 +691,7 @@ impl<'s> Resolver<'s> {
                 &field_element,
             )?;
             if let FieldKind::Enum { .. } = kind {
-                scope.claim_method(
-                    &format!("{ident}_raw"),
-                    &f.location,
-                    &field_element,
-                )?;
+                scope.claim_method(&names::suffixed(&ident, "raw"), &f.location, &field_element)?;
             }
             let since_version = f.since_version.max(type_since);
             self.check_version(since_version, &f.location, &field_element)?;
@@ -812,7 +810,9 @@ impl<'s> Resolver<'s> {
             _ => None,
         });
         match constant {
-            None => self.slot(composite, member, location, element).map(HeaderField::Wire),
+            None => self
+                .slot(composite, member, location, element)
+                .map(HeaderField::Wire),
             Some((p, value)) => match value.parse::<u16>() {
                 Ok(value) if p.is_unsigned() => Ok(HeaderField::Constant(value)),
                 _ => Err(Error::schema(
@@ -830,9 +830,10 @@ impl<'s> Resolver<'s> {
             return None;
         };
         c.members.iter().find_map(|m| match m {
-            MemberSyntax::Inline(TypeSyntax::Encoded(e)) if e.common.name == member => {
-                e.max_value.as_deref()
-            }
+            MemberSyntax::Inline(t) => match &**t {
+                TypeSyntax::Encoded(e) if e.common.name == member => e.max_value.as_deref(),
+                _ => None,
+            },
             _ => None,
         })
     }
@@ -896,9 +897,8 @@ impl<'s> Resolver<'s> {
         let data_offset = var.offset;
         let is_text = match self.globals.get(d.type_name.as_str()) {
             Some(TypeSyntax::Composite(c)) => c.members.iter().any(|m| match m {
-                MemberSyntax::Inline(TypeSyntax::Encoded(e)) => {
-                    e.common.name == "varData" && e.character_encoding.is_some()
-                }
+                MemberSyntax::Inline(t) => matches!(&**t, TypeSyntax::Encoded(e)
+                    if e.common.name == "varData" && e.character_encoding.is_some()),
                 _ => false,
             }),
             _ => false,
@@ -1145,12 +1145,13 @@ fn bind_exponents(
                 FieldKind::Primitive {
                     primitive,
                     length: 1,
-                    null: None,
+                    ref null,
                 } if primitive.is_integer() && r.since_version == 0 => Some(Exponent {
                     name: r.name.clone(),
                     ident: r.ident.clone(),
                     depth,
                     primitive,
+                    optional: null.is_some(),
                 }),
                 _ => None,
             }
@@ -1161,7 +1162,7 @@ fn bind_exponents(
                 continue;
             }
             (_, false) => "the field is not an integer or 128-bit mantissa",
-            (None, true) => "it names no required integer field of this block or an enclosing one",
+            (None, true) => "it names no integer field of this block or an enclosing one",
         };
         warnings.push(format!(
             "{}: {element} field '{}': exponent '{name}' ignored: {why}",
@@ -1205,10 +1206,10 @@ fn count_names<'s>(types: &'s [TypeSyntax], counts: &mut HashMap<&'s str, usize>
 fn count_nested<'s>(c: &'s CompositeSyntax, counts: &mut HashMap<&'s str, usize>) {
     for m in &c.members {
         if let MemberSyntax::Inline(inner) = m
-            && !matches!(inner, TypeSyntax::Encoded(_))
+            && !matches!(**inner, TypeSyntax::Encoded(_))
         {
             *counts.entry(inner.common().name.as_str()).or_default() += 1;
-            if let TypeSyntax::Composite(c) = inner {
+            if let TypeSyntax::Composite(c) = &**inner {
                 count_nested(c, counts);
             }
         }

@@ -81,7 +81,7 @@ pub struct CompositeSyntax {
 /// A member of a composite: a type defined in place, or a `<ref>` to a named type.
 #[derive(Debug)]
 pub enum MemberSyntax {
-    Inline(TypeSyntax),
+    Inline(Box<TypeSyntax>),
     Ref {
         location: Location,
         name: String,

@@ -37,14 +37,27 @@ pub(super) struct Root {
 }
 
 impl Root {
-    /// The expression reading a decimal hint's exponent as an `i8`.
-    fn exponent(&self, e: &Exponent) -> String {
+    /// A statement writing mantissa `m` scaled by exponent `e` (`ctor` is `Decimal::new` or
+    /// `Decimal128::new`) as a JSON string to `key`; an absent optional exponent writes the
+    /// mantissa as a plain number.
+    fn decimal(&self, key: &str, m: &str, e: &Exponent, ctor: &str) -> String {
         let decoder = if e.depth == 0 {
             "self".to_string()
         } else {
             format!("e{}", e.depth)
         };
-        cast(&format!("{decoder}.{}()", e.ident), e.primitive, "i8")
+        let read = format!("{decoder}.{}()", e.ident);
+        if e.optional {
+            format!(
+                "match {read} {{ Some(x) => rt::json::write_display_str({key}, rt::{ctor}({m}, {})), None => rt::json::write_number({key}, {m}), }}",
+                cast("x", e.primitive, "i8")
+            )
+        } else {
+            format!(
+                "rt::json::write_display_str({key}, rt::{ctor}({m}, {}));",
+                cast(&read, e.primitive, "i8")
+            )
+        }
     }
 }
 
@@ -134,6 +147,7 @@ impl Emitter<'_> {
     /// The getter(s) for one field.
     pub(super) fn getter(&self, code: &mut Code, field: &Field, place: &Place) {
         let name = &field.ident;
+        let raw_name = crate::names::suffixed(name, "raw");
         let off = field.offset;
         let ext = is_extension(field, place);
         let src = if ext {
@@ -141,10 +155,15 @@ impl Emitter<'_> {
         } else {
             place.block
         };
+        let end = off + field.size;
+        let short = if end == 1 {
+            "self.acting_block.is_empty()".to_string()
+        } else {
+            format!("self.acting_block.len() < {end}")
+        };
         let guard = format!(
-            "if self.acting_version() < {} || self.acting_block.len() < {} {{ return None; }}",
-            field.since_version,
-            off + field.size
+            "if self.acting_version() < {} || {short} {{ return None; }}",
+            field.since_version
         );
         let (ty, expr, null): (String, String, Option<String>) = match &field.kind {
             FieldKind::Primitive { length: 0, .. } => return,
@@ -217,21 +236,21 @@ impl Emitter<'_> {
                 code.doc("The value, or `None` for the null value and values this decoder does not know.");
                 if ext {
                     code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
-                    code.line(format!("self.{name}_raw().and_then({e}::from_raw)"));
+                    code.line(format!("self.{raw_name}().and_then({e}::from_raw)"));
                     code.line("}");
                     code.doc(&format!(
                         "`{}` as encoded; `None` before version {}.",
                         field.name, field.since_version
                     ));
-                    code.line(format!("pub fn {name}_raw(&self) -> Option<{raw}> {{"));
+                    code.line(format!("pub fn {raw_name}(&self) -> Option<{raw}> {{"));
                     code.line(&guard);
                     code.line(format!("Some({read})"));
                 } else {
                     code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
-                    code.line(format!("{e}::from_raw(self.{name}_raw())"));
+                    code.line(format!("{e}::from_raw(self.{raw_name}())"));
                     code.line("}");
                     code.doc(&format!("`{}` as encoded.", field.name));
-                    code.line(format!("pub fn {name}_raw(&self) -> {raw} {{"));
+                    code.line(format!("pub fn {raw_name}(&self) -> {raw} {{"));
                     code.line(read);
                 }
                 code.line("}");
@@ -329,11 +348,10 @@ impl Emitter<'_> {
                 format!("&[{}; {length}]", primitive.rust()),
                 vec![
                     format!("let at: usize = {pos};"),
-                    format!("let buf = {buf};"),
                     "for (i, v) in value.iter().enumerate() {".to_string(),
                     self.put(
                         *primitive,
-                        "buf",
+                        buf,
                         &format!("at.saturating_add(i * {})", primitive.size()),
                         "*v",
                     ),
@@ -406,6 +424,7 @@ impl Emitter<'_> {
         place: &Place,
     ) {
         let name = &field.ident;
+        let raw_name = crate::names::suffixed(name, "raw");
         let key = format!("{obj}.key(\"{}\")", field.name);
         let ext = is_extension(field, place);
         let write = match &field.kind {
@@ -427,11 +446,9 @@ impl Emitter<'_> {
                 }
                 Primitive::Char => format!("rt::json::write_str({key}, rt::trim_nul(&[v]));"),
                 p => match &field.exponent {
-                    Some(exponent) if root.message => format!(
-                        "rt::json::write_display_str({key}, rt::Decimal::new({}, {}));",
-                        cast("v", *p, "i64"),
-                        root.exponent(exponent)
-                    ),
+                    Some(exponent) if root.message => {
+                        root.decimal(&key, &cast("v", *p, "i64"), exponent, "Decimal::new")
+                    }
                     _ => format!("rt::json::write_number({key}, v);"),
                 },
             },
@@ -440,13 +457,17 @@ impl Emitter<'_> {
                 length: 16,
                 ..
             } if root.message && field.exponent.is_some() => {
-                let exponent = field.exponent.as_ref().map(|e| root.exponent(e)).unwrap_or_default();
                 let bytes = match primitive {
                     Primitive::I8 => "v.map(|b| b as u8)",
                     _ => "*v",
                 };
+                let write = field
+                    .exponent
+                    .as_ref()
+                    .map(|e| root.decimal(&key, "m", e, "Decimal128::new"))
+                    .unwrap_or_default();
                 format!(
-                    "let m = i128::from_{}_bytes({bytes}); if m == i128::MIN {{ {key}.push_str(\"null\"); }} else {{ rt::json::write_display_str({key}, rt::Decimal128::new(m, {exponent})); }}",
+                    "let m = i128::from_{}_bytes({bytes}); if m == i128::MIN {{ {key}.push_str(\"null\"); }} else {{ {write} }}",
                     self.end
                 )
             }
@@ -480,10 +501,10 @@ impl Emitter<'_> {
                 );
                 if ext {
                     code.line(format!(
-                        "match {dec}.{name}_raw() {{ Some(raw) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
+                        "match {dec}.{raw_name}() {{ Some(raw) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
                     ));
                 } else {
-                    code.line(format!("{{ let raw = {dec}.{name}_raw(); {write} }}"));
+                    code.line(format!("{{ let raw = {dec}.{raw_name}(); {write} }}"));
                 }
                 return;
             }

@@ -3,6 +3,7 @@
 use super::fields::{Place, Root};
 use super::{Code, Emitter, cast, pascal};
 use crate::model::*;
+use crate::names::suffixed;
 
 /// `base + off`, without a `+ 0` (clippy rejects those).
 fn plus(base: &str, off: usize) -> String {
@@ -73,7 +74,7 @@ impl Emitter<'_> {
         let q = how.suffix();
         for g in &body.groups {
             if store {
-                code.line(format!("let {}_pos = pos;", &g.ident));
+                code.line(format!("let {} = pos;", suffixed(&g.ident, "pos")));
             }
             if g.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", g.since_version));
@@ -88,7 +89,7 @@ impl Emitter<'_> {
         }
         for d in &body.data {
             if store {
-                code.line(format!("let {}_pos = pos;", &d.ident));
+                code.line(format!("let {} = pos;", suffixed(&d.ident, "pos")));
             }
             if d.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", d.since_version));
@@ -113,7 +114,7 @@ impl Emitter<'_> {
             .map(|g| &g.ident)
             .chain(body.data.iter().map(|d| &d.ident))
         {
-            code.line(format!("{name}_pos: usize,"));
+            code.line(format!("{}: usize,", suffixed(name, "pos")));
         }
     }
 
@@ -122,7 +123,7 @@ impl Emitter<'_> {
             .iter()
             .map(|g| &g.ident)
             .chain(body.data.iter().map(|d| &d.ident))
-            .map(|n| format!(", {n}_pos"))
+            .map(|n| format!(", {}", suffixed(n, "pos")))
             .collect()
     }
 
@@ -138,10 +139,7 @@ impl Emitter<'_> {
                 g.dimension.name,
                 since_text(g.since_version)
             ));
-            code.line(format!(
-                "pub fn {}(&self) -> {group}<'a> {{",
-                &g.ident
-            ));
+            code.line(format!("pub fn {}(&self) -> {group}<'a> {{", &g.ident));
             if g.since_version > 0 {
                 code.line(format!(
                     "if self.acting_version() < {} {{ return {group}::empty(self.buf, self.acting_version()); }}",
@@ -149,8 +147,8 @@ impl Emitter<'_> {
                 ));
             }
             code.line(format!(
-                "{group}::at(self.buf, self.{}_pos, self.acting_version())",
-                &g.ident
+                "{group}::at(self.buf, self.{}, self.acting_version())",
+                suffixed(&g.ident, "pos")
             ));
             code.line("}");
         }
@@ -169,7 +167,7 @@ impl Emitter<'_> {
                     d.since_version
                 ));
             }
-            code.line(format!("let pos = self.{}_pos;", &d.ident));
+            code.line(format!("let pos = self.{};", suffixed(&d.ident, "pos")));
             let len = self.get(
                 d.length.primitive,
                 "self.buf",
@@ -372,8 +370,7 @@ impl Emitter<'_> {
             let writer = if d.is_text { "write_str" } else { "write_hex" };
             code.line(format!(
                 "rt::json::{writer}({obj}.key(\"{}\"), {dec}.{}());",
-                d.name,
-                &d.ident
+                d.name, &d.ident
             ));
         }
     }
@@ -667,7 +664,11 @@ impl Emitter<'_> {
         code.line("#[derive(Debug)]");
         code.line(format!("pub struct {name}Encoder<'a> {{"));
         code.line("w: rt::Writer<'a>,");
-        code.line("block: usize,");
+        // A root block with nothing on the wire (constants only, or no fields) has no setter.
+        let block = m.body.fields.iter().any(|f| f.size > 0);
+        if block {
+            code.line("block: usize,");
+        }
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Encoder<'a> {{"));
@@ -684,7 +685,10 @@ impl Emitter<'_> {
         code.line("let mut w = rt::Writer::new(buf);");
         code.line("let header = w.reserve(HEADER_LENGTH)?;");
         let members = [
-            (HeaderField::Wire(h.block_length), m.body.block_length.to_string()),
+            (
+                HeaderField::Wire(h.block_length),
+                m.body.block_length.to_string(),
+            ),
             (h.template_id, m.id.to_string()),
             (h.schema_id, "SCHEMA_ID".to_string()),
             (h.version, "SCHEMA_VERSION".to_string()),
@@ -707,8 +711,13 @@ impl Emitter<'_> {
                 &value,
             ));
         }
-        code.line("let block = w.reserve(Self::BLOCK_LENGTH)?;");
-        code.line("Ok(Self { w, block })");
+        if block {
+            code.line("let block = w.reserve(Self::BLOCK_LENGTH)?;");
+            code.line("Ok(Self { w, block })");
+        } else {
+            code.line("w.reserve(Self::BLOCK_LENGTH)?;");
+            code.line("Ok(Self { w })");
+        }
         code.line("}");
         for field in &m.body.fields {
             self.setter(code, field, "self.w.buf_mut()", "self.block");

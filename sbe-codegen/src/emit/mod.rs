@@ -238,7 +238,6 @@ fn pascal(name: &str) -> String {
     crate::names::pascal(name)
 }
 
-
 /// Rust source under construction, indented by brace depth as lines are added.
 #[derive(Default)]
 pub(crate) struct Code {

@@ -1,8 +1,8 @@
 //! Enums, sets and composites.
 
 use super::{Code, Emitter, pascal};
-use crate::names;
 use crate::model::*;
+use crate::names;
 
 impl Emitter<'_> {
     pub(super) fn enum_type(&self, code: &mut Code, e: &EnumDef) {

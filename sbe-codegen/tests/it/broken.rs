@@ -502,11 +502,31 @@ fn names_that_are_not_symbolic() {
 #[test]
 fn enum_values_outside_the_encoding_range() {
     for (encoding, value, message) in [
-        ("uint8", "255", "value 255 is the encoding's null value (an absent optional enum)"),
-        ("int8", "-128", "value -128 is the encoding's null value (an absent optional enum)"),
-        ("bounded", "11", "value 11 is outside the encoding's range 1 to 10"),
-        ("bounded", "0", "value 0 is outside the encoding's range 1 to 10"),
-        ("nulled", "7", "value 7 is the encoding's null value (an absent optional enum)"),
+        (
+            "uint8",
+            "255",
+            "value 255 is the encoding's null value (an absent optional enum)",
+        ),
+        (
+            "int8",
+            "-128",
+            "value -128 is the encoding's null value (an absent optional enum)",
+        ),
+        (
+            "bounded",
+            "11",
+            "value 11 is outside the encoding's range 1 to 10",
+        ),
+        (
+            "bounded",
+            "0",
+            "value 0 is outside the encoding's range 1 to 10",
+        ),
+        (
+            "nulled",
+            "7",
+            "value 7 is the encoding's null value (an absent optional enum)",
+        ),
     ] {
         let xml = schema(
             &format!(
@@ -559,12 +579,15 @@ fn unusable_exponent_hint_is_a_warning() {
     let xml = schema(
         "",
         r#"    <sbe:message name="M" id="1">
-        <field name="exp" id="1" type="int8" presence="optional"/>
+        <field name="exp" id="1" type="int8" sinceVersion="1"/>
         <field name="price" id="2" type="int64" mbx:exponent="exp"/>
         <field name="text" id="3" type="char" mbx:exponent="nothing"/>
     </sbe:message>"#,
     )
-    .replace("<sbe:messageSchema ", r#"<sbe:messageSchema xmlns:mbx="urn:mbx" "#);
+    .replace(
+        "<sbe:messageSchema ",
+        r#"<sbe:messageSchema xmlns:mbx="urn:mbx" "#,
+    );
     let Ok(generated) = sbe_codegen::generate_str(FILE, &xml) else {
         panic!("the schema is refused");
     };
@@ -574,7 +597,7 @@ fn unusable_exponent_hint_is_a_warning() {
     assert_eq!(
         warnings[0],
         format!(
-            "{FILE}:{price}: message 'M' field 'price': exponent 'exp' ignored: it names no required integer field of this block or an enclosing one"
+            "{FILE}:{price}: message 'M' field 'price': exponent 'exp' ignored: it names no integer field of this block or an enclosing one"
         )
     );
     assert!(warnings[1].ends_with("the field is not an integer or 128-bit mantissa"));
