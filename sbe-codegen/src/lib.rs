@@ -20,7 +20,7 @@
 mod emit;
 mod error;
 pub mod model;
-mod names;
+pub mod names;
 mod parse;
 mod resolve;
 mod syntax;
