@@ -147,11 +147,7 @@ impl Test<'_> {
         }
         for d in &body.data {
             let bytes = format!("b\"v{}\"", self.value());
-            let _ = writeln!(
-                self.encode,
-                "{enc}.{}({bytes}).expect(\"data\");",
-                d.ident
-            );
+            let _ = writeln!(self.encode, "{enc}.{}({bytes}).expect(\"data\");", d.ident);
             let _ = writeln!(self.check, "assert_eq!({dec}.{}(), {bytes});", d.ident);
         }
     }
@@ -171,7 +167,14 @@ impl Test<'_> {
             return;
         };
         let _ = writeln!(self.encode, "{enc}.{}({});", f.ident, v.set);
-        let optional = matches!(f.kind, FieldKind::Primitive { null: Some(_), length: 1, .. });
+        let optional = matches!(
+            f.kind,
+            FieldKind::Primitive {
+                null: Some(_),
+                length: 1,
+                ..
+            }
+        );
         let get = if versioned && !optional {
             format!("Some({})", v.get)
         } else {
@@ -227,7 +230,12 @@ impl Test<'_> {
     /// `None` for what has no setter (constants, empty arrays, enums without values).
     fn scalar(&mut self, f: &Field) -> Option<Value> {
         let v = self.value();
-        let same = |s: String| Some(Value { get: s.clone(), set: s });
+        let same = |s: String| {
+            Some(Value {
+                get: s.clone(),
+                set: s,
+            })
+        };
         match &f.kind {
             FieldKind::Constant(_) | FieldKind::Composite { .. } => None,
             FieldKind::Primitive { length: 0, .. } => None,

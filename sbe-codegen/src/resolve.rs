@@ -847,10 +847,27 @@ impl<'s> Resolver<'s> {
         element: &str,
     ) -> Result<u64> {
         let type_max = slot.primitive.range().map_or(0, |(_, max)| max);
-        let max = match self.max_value(composite, member) {
+        let declared = self.max_value(composite, member);
+        let max = match declared {
             Some(text) => integer(slot.primitive, text, location, element)?,
             None => type_max,
         };
+        // As the reference implementation requires: SBE decoders in other languages hold
+        // counts and lengths in a signed 32-bit integer.
+        let int_max = i128::from(i32::MAX);
+        if slot.primitive == Primitive::U32 && max > int_max {
+            let why = match declared {
+                Some(_) => format!("maxValue {max} is above {int_max}"),
+                None => "needs a maxValue".to_string(),
+            };
+            return Err(Error::schema(
+                location,
+                element,
+                format!(
+                    "uint32 '{member}' of composite '{composite}' {why} (at most {int_max}: decoders in other languages hold it in a signed 32-bit integer)"
+                ),
+            ));
+        }
         Ok(u64::try_from(max).unwrap_or(u64::MAX))
     }
 

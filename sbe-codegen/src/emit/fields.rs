@@ -61,6 +61,23 @@ impl Root {
     }
 }
 
+/// The offset of element `i` of an array at `base` with elements of `size` bytes, without the
+/// `+ 0` and `* 1` that clippy rejects.
+fn element_offset(base: &str, size: usize, saturating: bool) -> String {
+    let index = if size == 1 {
+        "i".to_string()
+    } else {
+        format!("i * {size}")
+    };
+    if saturating {
+        format!("{base}.saturating_add({index})")
+    } else if base == "0" {
+        index
+    } else {
+        format!("{base} + {index}")
+    }
+}
+
 /// Constants are not on the wire, so they read the same in every version and are never an
 /// extension.
 fn is_extension(field: &Field, place: &Place) -> bool {
@@ -202,7 +219,7 @@ impl Emitter<'_> {
                     self.get(
                         *primitive,
                         src,
-                        &format!("{off} + i * {}", primitive.size())
+                        &element_offset(&off.to_string(), primitive.size(), false)
                     )
                 ),
                 None,
@@ -352,7 +369,7 @@ impl Emitter<'_> {
                     self.put(
                         *primitive,
                         buf,
-                        &format!("at.saturating_add(i * {})", primitive.size()),
+                        &element_offset("at", primitive.size(), true),
                         "*v",
                     ),
                     "}".to_string(),

@@ -573,6 +573,42 @@ fn valid_schemas_that_were_refused() {
     assert!(code.contains("pub struct BKind(u8);"), "{code}");
 }
 
+/// As in the reference implementation: a uint32 group count or var-data length needs a
+/// maxValue that fits a signed 32-bit integer.
+#[test]
+fn uint32_count_without_max_value() {
+    let xml = schema(
+        r#"        <composite name="bigGroups">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="numInGroup" primitiveType="uint32"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <group name="g" id="1" dimensionType="bigGroups"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "uint32 'numInGroup' of composite 'bigGroups' needs a maxValue (at most 2147483647: decoders in other languages hold it in a signed 32-bit integer)",
+    );
+    let xml = schema(
+        r#"        <composite name="bigData">
+            <type name="length" primitiveType="uint32" maxValue="4294967294"/>
+            <type name="varData" primitiveType="uint8" length="0"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <data name="d" id="1" type="bigData"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="d""#,
+        "message 'M' data 'd'",
+        "uint32 'length' of composite 'bigData' maxValue 4294967294 is above 2147483647 (at most 2147483647: decoders in other languages hold it in a signed 32-bit integer)",
+    );
+}
+
 /// A decimal hint that cannot be honoured is a warning, never an error: it changes no layout.
 #[test]
 fn unusable_exponent_hint_is_a_warning() {
