@@ -10,6 +10,7 @@
 //! # rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
 //! give_up_after_ms = 30000        # a gap REST has not filled this long after it opened: given up
 //! hold_max_ms = 45000             # a sink waits this long for missing ids (> give_up_after_ms)
+//! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::idle::IdleStrategy;
 
 /// The sidecar's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct SidecarConfig {
     /// it gives up on them and delivers what it holds. Longer than `give_up_after`, so the
     /// sink normally learns of a give-up from the sidecar rather than by its own clock.
     pub hold_max: Duration,
+    /// What the sidecar thread does when it has nothing to do.
+    pub idle: IdleStrategy,
 }
 
 impl Default for SidecarConfig {
@@ -43,6 +47,7 @@ impl Default for SidecarConfig {
             rest_endpoint: None,
             give_up_after: Duration::from_millis(30_000),
             hold_max: Duration::from_millis(45_000),
+            idle: IdleStrategy::Backoff,
         }
     }
 }
@@ -55,6 +60,7 @@ pub(crate) struct RawSidecar {
     rest_endpoint: Option<String>,
     give_up_after_ms: Option<u64>,
     hold_max_ms: Option<u64>,
+    idle: Option<String>,
 }
 
 impl RawSidecar {
@@ -70,6 +76,7 @@ impl RawSidecar {
             hold_max: self
                 .hold_max_ms
                 .map_or(defaults.hold_max, Duration::from_millis),
+            idle: super::idle("sidecar.idle", self.idle)?.unwrap_or(defaults.idle),
         };
         config.check()?;
         Ok(config)

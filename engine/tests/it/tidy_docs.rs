@@ -197,6 +197,7 @@ const LAYERS: &[&[&str]] = &[
         "book",
         "analytics",
         "metrics",
+        "idle",
         "tls",
         "config",
         "constants",
