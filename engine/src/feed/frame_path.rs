@@ -22,6 +22,7 @@ use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::ReaderStats;
 use crate::clock::monotonic_ns;
 use crate::constants::HELD_FRAMES_MAX;
+use crate::idle::Bell;
 use crate::metrics::{latency_histogram, record_latency};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
 use crate::stream::StreamKind;
@@ -39,7 +40,14 @@ pub struct FramePath {
     histogram: Histogram<u64>,
     limits: Limits,
     reported_unknown: bool,
+    /// Each consumer's bell (by producer index), then the notice ring's consumer's bell.
+    bells: Vec<Bell>,
+    /// Which bells to ring at the end of this batch: bit `i` for `bells[i]`.
+    to_ring: u64,
 }
+
+/// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
+const NOTICE_BIT: u64 = 1 << 63;
 
 impl FramePath {
     /// A frame path for `symbols`, filling `producers` (one per consumer) and `notices`.
@@ -67,7 +75,39 @@ impl FramePath {
             histogram: latency_histogram(),
             limits: Limits { group_count_max },
             reported_unknown: false,
+            bells: Vec::new(),
+            to_ring: 0,
         }
+    }
+
+    /// Rings `events[i]` after a batch pushed into consumer `i`'s ring and `notices` after one
+    /// pushed a notice (see [`FramePath::wake_consumers`]). Without bells nobody is woken (the
+    /// consumers poll).
+    pub fn with_bells(mut self, events: Vec<Bell>, notices: Bell) -> Self {
+        debug_assert_eq!(events.len(), self.producers.len());
+        assert!(events.len() < 63, "one bit per consumer and one for notices");
+        self.bells = events;
+        self.bells.push(notices);
+        self
+    }
+
+    /// Once per socket read batch: wakes each consumer whose ring got something since the last
+    /// call, if it announced it is parked. One fence and a load per consumer concerned; a
+    /// system call only for a parked one.
+    #[inline]
+    pub fn wake_consumers(&mut self) {
+        if self.to_ring == 0 || self.bells.is_empty() {
+            return;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let notices = self.bells.len() - 1;
+        for (i, bell) in self.bells.iter().enumerate() {
+            let bit = if i == notices { NOTICE_BIT } else { 1 << i };
+            if self.to_ring & bit != 0 {
+                bell.ring_fenced();
+            }
+        }
+        self.to_ring = 0;
     }
 
     /// Starts accepting frames of `symbol` as index `index` (a symbol added at run time).
@@ -217,7 +257,9 @@ impl FramePath {
                 event.clone()
             };
             let Some(item) = item else { break };
-            if self.producers[consumer].push(item).is_err() {
+            if self.producers[consumer].push(item).is_ok() {
+                self.to_ring |= 1 << consumer;
+            } else {
                 self.stats.queue_drops.bump();
                 let gap = GapNotice {
                     symbol,
@@ -236,7 +278,9 @@ impl FramePath {
     }
 
     fn notify(&mut self, notice: Notice) {
-        if self.notices.push(notice).is_err() {
+        if self.notices.push(notice).is_ok() {
+            self.to_ring |= NOTICE_BIT;
+        } else {
             self.stats.notice_drops.bump();
         }
     }

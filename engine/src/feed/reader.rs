@@ -38,6 +38,7 @@ use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns_at;
 use crate::config::{ApiKey, ReaderSettings};
 use crate::constants::{CLOSE_TIMEOUT, CONNECT_TIMEOUT, DRAIN_MAX, FRAME_BYTES_MAX};
+use crate::idle::Bell;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -73,6 +74,10 @@ pub struct ReaderSetup {
     pub notices: rtrb::Producer<Notice>,
     /// This reader's counters.
     pub stats: Arc<ReaderStats>,
+    /// Each consumer's bell (as `producers`), rung after a batch pushed into its ring.
+    pub event_bells: Vec<Bell>,
+    /// The notice ring's consumer's bell.
+    pub notice_bell: Bell,
 }
 
 /// What a reader thread reports when it ends.
@@ -107,6 +112,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         producers,
         notices,
         stats,
+        event_bells,
+        notice_bell,
     } = setup;
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
@@ -117,7 +124,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         producers,
         notices,
         stats,
-    )));
+    )
+    .with_bells(event_bells, notice_bell)));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -292,6 +300,8 @@ async fn connection_task(
             timer.as_mut().reset(deadline.into());
             armed = Some(deadline);
         }
+        // Once per batch (the messages handled since the last wait): wake parked consumers.
+        io.path.borrow_mut().wake_consumers();
         let [s0, s1, s2] = &mut io.sockets;
         let connecting = &mut io.connecting;
         let event = tokio::select! {

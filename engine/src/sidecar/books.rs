@@ -14,6 +14,7 @@ use super::depth::{DepthPlan, Dispatch};
 use crate::backoff::jittered;
 use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
 use crate::clock::unix_ms;
+use crate::idle::Bell;
 use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
 use crate::rng::Rng;
 
@@ -46,11 +47,13 @@ pub struct Books {
     pub fetched: u64,
     /// Fetches that failed.
     pub failed: u64,
+    /// The sidecar's bell: a finished fetch wakes it.
+    bell: Bell,
 }
 
 impl Books {
-    /// The book work for `setup`.
-    pub fn new(setup: BookSetup, seed: u64) -> Books {
+    /// The book work for `setup`; each snapshot fetched wakes the sidecar through `bell`.
+    pub fn new(setup: BookSetup, seed: u64, bell: Bell) -> Books {
         let concurrency = setup.clients.len();
         Books {
             requests: setup.requests,
@@ -61,7 +64,13 @@ impl Books {
             failures_logged: 0,
             fetched: 0,
             failed: 0,
+            bell,
         }
+    }
+
+    /// Whether a consumer's snapshot request waits in a request ring.
+    pub fn has_requests(&self) -> bool {
+        self.requests.iter().any(|(_, ring)| !ring.is_empty())
     }
 
     /// A stream notice as the repairs it makes: `(consumer, repair)` for each consumer that
@@ -113,8 +122,10 @@ impl Books {
                 self.plan.finished();
                 continue;
             };
+            let bell = self.bell.clone();
             self.tasks.spawn(async move {
                 let result = client.depth(&name, dispatch.limit).await;
+                bell.wake();
                 (client, dispatch, result)
             });
             work += 1;

@@ -46,6 +46,10 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         done: done.clone(),
         flush_timeout: Duration::from_secs(5),
         books: None,
+        // Nobody rings it here: the sidecar finds the test's notices at its park timeouts.
+        idle: hotpath::idle::IdleStrategy::Backoff,
+        bell: hotpath::idle::Bell::task(),
+        repair_bells: vec![hotpath::idle::Bell::silent(); consumers],
     })
     .expect("the sidecar starts");
     Running {
@@ -226,6 +230,9 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
             clients,
             weight_budget: 5000,
         }),
+        idle: hotpath::idle::IdleStrategy::Backoff,
+        bell: hotpath::idle::Bell::task(),
+        repair_bells: vec![hotpath::idle::Bell::silent()],
     })
     .expect("the sidecar starts");
     for (symbol, purpose) in [(0, Purpose::Sync), (1, Purpose::Check)] {
