@@ -384,7 +384,11 @@ mod tests {
         let spins = IDLE_SPINS_MAX as usize;
         let yields = IDLE_YIELDS_MAX as usize;
         assert!(steps[..spins].iter().all(|s| *s == Step::Spin));
-        assert!(steps[spins..spins + yields].iter().all(|s| *s == Step::Yield));
+        assert!(
+            steps[spins..spins + yields]
+                .iter()
+                .all(|s| *s == Step::Yield)
+        );
         let parks: Vec<Duration> = steps[spins + yields..]
             .iter()
             .map(|s| match s {

@@ -85,7 +85,10 @@ impl FramePath {
     /// consumers poll).
     pub fn with_bells(mut self, events: Vec<Bell>, notices: Bell) -> Self {
         debug_assert_eq!(events.len(), self.producers.len());
-        assert!(events.len() < 63, "one bit per consumer and one for notices");
+        assert!(
+            events.len() < 63,
+            "one bit per consumer and one for notices"
+        );
         self.bells = events;
         self.bells.push(notices);
         self

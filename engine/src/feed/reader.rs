@@ -9,7 +9,9 @@
 //! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count); in
 //! the steady state a slot's task drains every message already buffered on its connection
 //! (up to [`DRAIN_MAX`]) before it selects again; one clock read on receipt serves both the slot's
-//! silence tracking and the frame's receive timestamp.
+//! silence tracking and the frame's receive timestamp. Before each wait for the sockets the task
+//! rings the bells of the consumers its batch pushed to ([`FramePath::wake_consumers`]): once per
+//! read batch, and a system call only for a consumer that announced it is parked.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -118,14 +120,16 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
-    let state = Rc::new(RefCell::new(FramePath::with(
-        &ctx.symbols,
-        ctx.settings.group_count_max,
-        producers,
-        notices,
-        stats,
-    )
-    .with_bells(event_bells, notice_bell)));
+    let state = Rc::new(RefCell::new(
+        FramePath::with(
+            &ctx.symbols,
+            ctx.settings.group_count_max,
+            producers,
+            notices,
+            stats,
+        )
+        .with_bells(event_bells, notice_bell),
+    ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

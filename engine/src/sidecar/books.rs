@@ -14,8 +14,8 @@ use super::depth::{DepthPlan, Dispatch};
 use crate::backoff::jittered;
 use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
 use crate::clock::unix_ms;
-use crate::idle::Bell;
 use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
+use crate::idle::Bell;
 use crate::rng::Rng;
 
 /// Retry delays of failed sync snapshots (full jitter between these, growing per failure).

@@ -669,7 +669,8 @@ fn a_parked_consumer_wakes_when_its_ring_gets_data() {
                     got_notices += 1;
                 }
             }
-            let waiting = |events: &[rtrb::Consumer<FeedEvent>], notices: &[rtrb::Consumer<Notice>]| {
+            let waiting = |events: &[rtrb::Consumer<FeedEvent>],
+                           notices: &[rtrb::Consumer<Notice>]| {
                 events.iter().any(|r| !r.is_empty()) || notices.iter().any(|r| !r.is_empty())
             };
             if got_events < 200 || got_notices < 1 {

@@ -354,8 +354,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         };
         match idler.step(work) {
             None => {
-                while let Some(Some(sent)) = futures_util::FutureExt::now_or_never(sending.next())
-                {
+                while let Some(Some(sent)) = futures_util::FutureExt::now_or_never(sending.next()) {
                     w.settle(sent);
                 }
             }
