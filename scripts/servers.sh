@@ -4,6 +4,8 @@
 #
 #   ensure_redis       installs redis-server (apt) if it is not on PATH, then exports
 #                      HOTPATH_REDIS_SERVER.
+#   ensure_prometheus  installs prometheus (apt; brings promtool) if it is not on PATH, then
+#                      exports HOTPATH_PROMETHEUS and HOTPATH_PROMTOOL (the control plane tests).
 #   ensure_kinesalite  installs kinesalite (npm, pinned) under $TOOLS/kinesalite if missing, then
 #                      exports HOTPATH_KINESALITE (its cli.js) and HOTPATH_REDIS_SERVER when
 #                      redis-server is on PATH.
@@ -54,6 +56,20 @@ ensure_redis() {
     fi
   fi
   _hotpath_export_redis
+}
+
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "prometheus not found: installing it with apt-get" >&2
+    if ! _hotpath_apt_install prometheus || ! command -v promtool >/dev/null 2>&1; then
+      echo "error: prometheus and promtool are required by the control plane tests and could" \
+        "not be installed (apt-get install prometheus)" >&2
+      return 1
+    fi
+  fi
+  HOTPATH_PROMETHEUS="$(command -v prometheus)"
+  HOTPATH_PROMTOOL="$(command -v promtool)"
+  export HOTPATH_PROMETHEUS HOTPATH_PROMTOOL
 }
 
 ensure_kinesalite() {

@@ -14,6 +14,7 @@ echo "== test servers"
 source scripts/servers.sh
 ensure_redis
 ensure_kinesalite
+ensure_prometheus
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -112,3 +112,10 @@ const _: () = assert!(
         && IDLE_PARK_MIN.as_nanos() <= IDLE_PARK_MAX.as_nanos()
         && IDLE_PARK_MAX.as_nanos() <= IDLE_BLOCKING_PARK.as_nanos()
 );
+/// How often a thread that owns a latency histogram (a reader) publishes a copy for the control
+/// plane's `/metrics`; a scrape sees the reader's latencies at most this old.
+pub const LIVE_HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);
+
+/// How often the Redis writer publishes its books' sync state (for `/ready` and the staleness
+/// metric), and how often the control plane samples counters into rates and ages.
+pub const CONTROL_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);

@@ -253,10 +253,26 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let every = progress
                 .filter(|p| *p > 0.0)
                 .map(std::time::Duration::from_secs_f64);
+            let token = run_config
+                .http
+                .token_from(|name| std::env::var(name).ok())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut control_error = None;
             let summary = hotpath::feed::run::run(&run_config, api_key, |feed, sinks| {
-                wait_for_end(limit, every, feed, sinks)
+                match hotpath::control::start(&run_config, feed, sinks, token) {
+                    Ok(mut control) => {
+                        wait_for_end(limit, every, feed, sinks, control.as_mut());
+                        if let Some(control) = control {
+                            control.stop();
+                        }
+                    }
+                    Err(e) => control_error = Some(e),
+                }
             })
             .map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(e) = control_error {
+                anyhow::bail!(e);
+            }
             if run_config.summary {
                 println!("{}", serde_json::to_string(&summary)?);
             }
@@ -534,13 +550,24 @@ async fn wait_for_stop_signal() {
     }
 }
 
+/// The control plane's next pair change; pending forever without one.
+async fn next_change(
+    control: Option<&mut hotpath::control::Control>,
+) -> hotpath::control::PairRequest {
+    match control {
+        Some(control) => control.next_request().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Blocks until `limit` has passed or a stop signal arrives, printing a progress line every
-/// `every` if set.
+/// `every` if set and carrying out the control plane's pair changes.
 fn wait_for_end(
     limit: Option<std::time::Duration>,
     every: Option<std::time::Duration>,
     feed: &mut hotpath::feed::run::Feed,
     sinks: &[hotpath::feed::run::SinkHandle],
+    mut control: Option<&mut hotpath::control::Control>,
 ) {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -558,21 +585,22 @@ fn wait_for_end(
                 None => wait_for_stop_signal().await,
             }
         };
-        let report = async {
-            let Some(every) = every else {
-                return std::future::pending().await;
-            };
-            let mut progress = hotpath::feed::progress::Progress::new();
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                eprintln!("{}", progress.line(feed, sinks));
+        tokio::pin!(end);
+        let mut progress = hotpath::feed::progress::Progress::new();
+        let mut tick = tokio::time::interval(every.unwrap_or(std::time::Duration::from_secs(3600)));
+        tick.tick().await;
+        // One loop, so the progress line (reading the feed) and the control plane's pair
+        // changes (changing it) take turns.
+        loop {
+            tokio::select! {
+                _ = &mut end => return,
+                _ = tick.tick(), if every.is_some() => eprintln!("{}", progress.line(feed, sinks)),
+                request = next_change(control.as_deref_mut()) => {
+                    if let Some(control) = control.as_deref_mut() {
+                        control.apply(request, feed);
+                    }
+                }
             }
-        };
-        tokio::select! {
-            _ = end => {}
-            _ = report => {}
         }
     });
 }

@@ -5,6 +5,7 @@
 //! Hot threads bump [`Counter`]s (padded atomics, one per cache-line pair); a histogram is owned
 //! by the thread that records into it and turned into [`Percentiles`] when reported.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
@@ -83,6 +84,41 @@ pub fn record_latency(histogram: &mut Histogram<u64>, ns: u64) {
     histogram.saturating_record(ns.clamp(1, LATENCY_MAX_NS));
 }
 
+/// A latency histogram shared between the thread that records into it and the control plane
+/// that reads it at scrape time. Writers record a batch under one lock (never per frame: the
+/// readers publish a copy of their own histogram once a second); readers copy what they need.
+#[derive(Debug)]
+pub struct LiveHistogram(Mutex<Histogram<u64>>);
+
+impl Default for LiveHistogram {
+    fn default() -> Self {
+        LiveHistogram(Mutex::new(latency_histogram()))
+    }
+}
+
+impl LiveHistogram {
+    /// Records every value of `ns` under one lock, each clamped to the range.
+    pub fn record_all(&self, ns: impl IntoIterator<Item = u64>) {
+        let mut h = crate::sync::lock(&self.0);
+        for v in ns {
+            record_latency(&mut h, v);
+        }
+    }
+
+    /// Replaces the content with `source` (a thread publishing its own histogram).
+    pub fn publish(&self, source: &Histogram<u64>) {
+        let mut h = crate::sync::lock(&self.0);
+        h.reset();
+        // Same bounds on both sides: `add` cannot fail.
+        let _ = h.add(source);
+    }
+
+    /// Runs `read` on the histogram (the lock is held meanwhile: keep it short).
+    pub fn read<T>(&self, read: impl FnOnce(&Histogram<u64>) -> T) -> T {
+        read(&crate::sync::lock(&self.0))
+    }
+}
+
 /// Latency percentiles, nanoseconds.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Percentiles {
@@ -124,6 +160,17 @@ mod tests {
         let p = Percentiles::of(&h);
         assert_eq!(p.count, 3);
         assert!(p.max >= LATENCY_MAX_NS && p.max <= LATENCY_MAX_NS + LATENCY_MAX_NS / 500);
+    }
+
+    #[test]
+    fn live_histograms_record_publish_and_read() {
+        let live = LiveHistogram::default();
+        live.record_all([10, 20, 0]);
+        assert_eq!(live.read(|h| h.len()), 3);
+        let mut own = latency_histogram();
+        record_latency(&mut own, 5_000);
+        live.publish(&own);
+        assert_eq!(live.read(|h| (h.len(), h.max())), (1, own.max()));
     }
 
     #[test]

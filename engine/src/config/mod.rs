@@ -34,7 +34,8 @@
 //! summary = true                # one JSON line on exit
 //! ```
 //!
-//! The sinks' tables are documented in [`sinks`], the sidecar's in [`sidecar`].
+//! The sinks' tables are documented in [`sinks`], the sidecar's in [`sidecar`], the control
+//! plane's in [`http`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -96,10 +97,12 @@ impl ConfigError {
         }
     }
 }
+pub mod http;
 pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
+pub use http::HttpConfig;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
 pub use sinks::{KinesisConfig, Payload, RedisConfig};
@@ -198,6 +201,8 @@ pub struct RunConfig {
     /// What the counting consumer does when idle (it drains the rings when no sink runs, and
     /// the notices when no sidecar does).
     pub idle: IdleStrategy,
+    /// The control plane (HTTP: metrics, health, pairs).
+    pub http: HttpConfig,
 }
 
 impl Default for RunConfig {
@@ -217,6 +222,7 @@ impl Default for RunConfig {
             redis: None,
             sidecar: SidecarConfig::default(),
             idle: IdleStrategy::Backoff,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -268,6 +274,7 @@ struct RawConfig {
     kinesis: RawKinesis,
     redis: RawRedis,
     sidecar: RawSidecar,
+    http: http::RawHttp,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -334,6 +341,7 @@ impl RunConfig {
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
+        config.http = raw.http.into_config()?;
         config.check(None)?;
         Ok(config)
     }
@@ -428,6 +436,7 @@ impl RunConfig {
         )?;
         self.readers.check(cpus)?;
         self.sidecar.check()?;
+        self.http.check()?;
         if let (Some(k), Some(r)) = (&self.kinesis, &self.redis)
             && k.dead_letter_path == r.dead_letter_path
         {
@@ -655,7 +664,7 @@ fn authority_is_valid(authority: &str) -> bool {
 
 /// The variable's name: `[A-Z_][A-Z0-9_]*`. A mixed-case 64-character Binance key pasted
 /// here by mistake fails this, and the message does not repeat the value.
-fn check_api_key_env(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_api_key_env(name: &str) -> Result<(), ConfigError> {
     let valid = name.len() <= 128
         && name
             .bytes()

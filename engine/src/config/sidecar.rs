@@ -11,6 +11,9 @@
 //! give_up_after_ms = 30000        # a gap REST has not filled this long after it opened: given up
 //! hold_max_ms = 45000             # a sink waits this long for missing ids (> give_up_after_ms)
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
+//! stream_silence_ms = 30000       # a stream silent this long while its symbol moves: repaired; 0: off
+//! kline_check = "1m"              # kline interval compared with what the sinks got: "1m", "1s", "off"
+//! kline_lateness_ms = 10000       # an interval is checked this long after it closed
 //! ```
 
 use std::time::Duration;
@@ -38,6 +41,16 @@ pub struct SidecarConfig {
     pub hold_max: Duration,
     /// What the sidecar thread does when it has nothing to do.
     pub idle: IdleStrategy,
+    /// A watched stream (`@trade`, `@depth`) silent this long while its symbol moves is
+    /// repaired (trades backfilled, the book re-synced); `None`: not watched.
+    pub stream_silence: Option<Duration>,
+    /// The kline interval the periodic check compares with what the sinks delivered, ms
+    /// (60 000 for `"1m"`, 1 000 for `"1s"`); `None`: no kline check. The check runs every
+    /// `redis.consistency_check_s`.
+    pub kline_interval_ms: Option<i64>,
+    /// How long after an interval closed it is checked (trades still on their way or being
+    /// repaired have arrived by then). At most four intervals.
+    pub kline_lateness: Duration,
 }
 
 impl Default for SidecarConfig {
@@ -48,6 +61,9 @@ impl Default for SidecarConfig {
             give_up_after: Duration::from_millis(30_000),
             hold_max: Duration::from_millis(45_000),
             idle: IdleStrategy::Backoff,
+            stream_silence: Some(Duration::from_millis(30_000)),
+            kline_interval_ms: Some(60_000),
+            kline_lateness: Duration::from_millis(10_000),
         }
     }
 }
@@ -61,6 +77,9 @@ pub(crate) struct RawSidecar {
     give_up_after_ms: Option<u64>,
     hold_max_ms: Option<u64>,
     idle: Option<String>,
+    stream_silence_ms: Option<u64>,
+    kline_check: Option<String>,
+    kline_lateness_ms: Option<u64>,
 }
 
 impl RawSidecar {
@@ -77,6 +96,23 @@ impl RawSidecar {
                 .hold_max_ms
                 .map_or(defaults.hold_max, Duration::from_millis),
             idle: super::idle("sidecar.idle", self.idle)?.unwrap_or(defaults.idle),
+            stream_silence: match self.stream_silence_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => defaults.stream_silence,
+            },
+            kline_interval_ms: match self.kline_check.as_deref() {
+                None => defaults.kline_interval_ms,
+                Some("off") => None,
+                Some(name) => Some(kline_interval_ms(name).ok_or_else(|| {
+                    ConfigError::invalid(format!(
+                        "sidecar.kline_check = {name:?}: must be \"1m\", \"1s\" or \"off\""
+                    ))
+                })?),
+            },
+            kline_lateness: self
+                .kline_lateness_ms
+                .map_or(defaults.kline_lateness, Duration::from_millis),
         };
         config.check()?;
         Ok(config)
@@ -106,6 +142,16 @@ impl SidecarConfig {
                 self.give_up_after.as_millis()
             )));
         }
+        if let Some(interval) = self.kline_interval_ms
+            && self.kline_lateness.as_millis() > 4 * interval.unsigned_abs() as u128
+        {
+            return Err(ConfigError::invalid(format!(
+                "sidecar.kline_lateness_ms = {}: at most four kline intervals ({} ms): the sinks' \
+                 tallies keep no more",
+                self.kline_lateness.as_millis(),
+                4 * interval
+            )));
+        }
         Ok(())
     }
 
@@ -113,6 +159,16 @@ impl SidecarConfig {
     /// `api.binance.com`, not on `data-api.binance.vision`.
     pub fn rest_base(&self, feed_endpoint: &str) -> String {
         rest_base(self.rest_endpoint.as_deref(), feed_endpoint)
+    }
+}
+
+/// The length of a `kline_check` interval, ms: Binance's one-minute kline, or its one-second
+/// kline (for tests and very liquid symbols).
+pub fn kline_interval_ms(name: &str) -> Option<i64> {
+    match name {
+        "1m" => Some(60_000),
+        "1s" => Some(1_000),
+        _ => None,
     }
 }
 
@@ -155,6 +211,11 @@ mod tests {
             parse("enabled = false\ngive_up_after_ms = 100\nhold_max_ms = 101\n").expect("valid");
         assert!(!c.enabled);
         assert_eq!(c.give_up_after, Duration::from_millis(100));
+        let c = parse("stream_silence_ms = 0\nkline_check = \"off\"\n").expect("valid");
+        assert_eq!((c.stream_silence, c.kline_interval_ms), (None, None));
+        let c = parse("kline_check = \"1s\"\nkline_lateness_ms = 2000\n").expect("valid");
+        assert_eq!(c.kline_interval_ms, Some(1_000));
+        assert_eq!(c.kline_lateness, Duration::from_millis(2_000));
     }
 
     #[test]
@@ -166,6 +227,11 @@ mod tests {
             (
                 "give_up_after_ms = 60000\nhold_max_ms = 50000",
                 "sidecar.hold_max_ms",
+            ),
+            ("kline_check = \"5m\"", "sidecar.kline_check"),
+            (
+                "kline_check = \"1s\"\nkline_lateness_ms = 4001",
+                "sidecar.kline_lateness_ms",
             ),
         ] {
             let e = parse(text).expect_err(text);

@@ -124,6 +124,10 @@ pub enum StreamChange {
     Reconnected,
     /// The symbol was unsubscribed.
     Removed,
+    /// The depth stream was silent for longer than `sidecar.stream_silence_ms` while the
+    /// symbol moved: diffs may have been lost without a sequence gap showing yet; the book is
+    /// re-synced.
+    Silent,
 }
 
 /// What a depth snapshot is for.

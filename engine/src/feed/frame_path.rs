@@ -25,6 +25,7 @@ use crate::constants::HELD_FRAMES_MAX;
 use crate::idle::Bell;
 use crate::metrics::{latency_histogram, record_latency};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
+use crate::sidecar::silence::StreamClock;
 use crate::stream::StreamKind;
 
 /// The frame path: everything a reader does with one binary frame (decode, sequence check,
@@ -44,6 +45,8 @@ pub struct FramePath {
     bells: Vec<Bell>,
     /// Which bells to ring at the end of this batch: bit `i` for `bells[i]`.
     to_ring: u64,
+    /// Each stream's last receive time, for the sidecar's silence check.
+    clock: Option<Arc<StreamClock>>,
 }
 
 /// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
@@ -77,7 +80,14 @@ impl FramePath {
             reported_unknown: false,
             bells: Vec::new(),
             to_ring: 0,
+            clock: None,
         }
+    }
+
+    /// Stamps each accepted frame's receive time into `clock` (one relaxed store per frame).
+    pub fn with_clock(mut self, clock: Option<Arc<StreamClock>>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Rings `events[i]` after a batch pushed into consumer `i`'s ring and `notices` after one
@@ -228,6 +238,9 @@ impl FramePath {
                 });
             }
             Verdict::Accept => {}
+        }
+        if let Some(clock) = &self.clock {
+            clock.stamp(symbol, kind, recv_time_ns);
         }
         let event = FeedEvent {
             recv_time_ns,

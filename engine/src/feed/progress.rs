@@ -1,6 +1,7 @@
 //! The live progress line of `hotpath run --progress N`: one JSON object per period on stderr
 //! with messages per second, gaps and queue drops, the trade ids the sidecar repaired and gave
-//! up on (per sink that lost them), and per sink its writes per second, totals, the latest
+//! up on (per sink that lost them), the streams it found silent and the kline intervals that
+//! disagreed, and per sink its writes per second, totals, the latest
 //! receipt-to-acknowledgement latency and its queue depth; for Redis also its order books'
 //! re-anchors, re-syncs and consistency checks.
 
@@ -54,6 +55,8 @@ impl Progress {
         if let Some(sidecar) = &feed.sidecar {
             line["repaired_ids"] = json!(sidecar.repaired_ids.get());
             line["unrepaired_ids"] = json!(sidecar.unrepaired_ids.get());
+            line["silent_streams"] = json!(sidecar.silent_streams.get());
+            line["kline_mismatches"] = json!(sidecar.kline_mismatches.get());
         }
         self.last_written.resize(sinks.len(), 0);
         for (i, sink) in sinks.iter().enumerate() {

@@ -60,6 +60,8 @@ pub struct FeedContext {
     pub budget: Mutex<AttemptBudget>,
     /// Flips to `true` to stop every reader.
     pub stop: watch::Receiver<bool>,
+    /// Each stream's last receive time, for the sidecar's silence check.
+    pub clock: Option<Arc<crate::sidecar::silence::StreamClock>>,
 }
 
 /// The connections one reader runs and the rings it fills.
@@ -119,6 +121,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     } = setup;
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
+    let live = stats.clone();
     tracing::info!(reader = index, core, pinned, %cpus_allowed, connections = connections.len(), "reader started");
     let state = Rc::new(RefCell::new(
         FramePath::with(
@@ -128,7 +131,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             notices,
             stats,
         )
-        .with_bells(event_bells, notice_bell),
+        .with_bells(event_bells, notice_bell)
+        .with_clock(ctx.clock.clone()),
     ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -155,6 +159,15 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             ))
         })
         .collect();
+    // The control plane reads the latency histogram live: a copy once a second, off the frames.
+    let published = state.clone();
+    local.spawn_local(async move {
+        let mut tick = tokio::time::interval(crate::constants::LIVE_HISTOGRAM_PUBLISH);
+        loop {
+            tick.tick().await;
+            live.wire_to_queue.publish(published.borrow().histogram());
+        }
+    });
     local.block_on(&runtime, async {
         for task in tasks {
             let _ = task.await;

@@ -30,12 +30,18 @@ use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sidecar::detect::DetectSetup;
+use crate::sidecar::silence::StreamClock;
 use crate::sidecar::thread::{SidecarReport, SidecarSetup, SidecarStats, SidecarSummary};
 use crate::sink::{SinkStats, SinkSummary};
 use crate::stream::StreamKind;
+use crate::tally::TradeTally;
 
 /// Notices the sidecar ring of each reader holds.
 const NOTICE_RING_CAPACITY: usize = 4096;
+/// Symbols added at run time whose streams the silence check still watches (beyond them, added
+/// symbols are covered by the sequence and kline checks only).
+const CLOCK_SYMBOLS_ADDED_MAX: usize = 1024;
 /// Gap ranges the summary lists (all are counted).
 const SUMMARY_RANGES_MAX: usize = 1000;
 
@@ -53,6 +59,10 @@ pub struct Feed {
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
     symbols_per_connection: usize,
+    /// Each stream's last receive time, stamped by the readers for the sidecar.
+    clock: Arc<StreamClock>,
+    /// The connection (slot) carrying each configured symbol.
+    connections: Vec<u32>,
 }
 
 /// A connection slot as the feed sees it: its command channel and the symbols it carries.
@@ -102,7 +112,11 @@ pub fn start_with(
     let consumers = bells.events.len();
     let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
+    let clock = Arc::new(StreamClock::new(
+        config.symbols.len() + CLOCK_SYMBOLS_ADDED_MAX,
+    ));
     let ctx = Arc::new(FeedContext {
+        clock: Some(clock.clone()),
         endpoint: config.endpoint.clone(),
         api_key,
         tls,
@@ -129,6 +143,8 @@ pub fn start_with(
         slots: Vec::new(),
         kinds: config.streams.clone(),
         symbols_per_connection: config.symbols_per_connection,
+        clock,
+        connections: Vec::new(),
     };
     let mut receivers: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Command>>> = Vec::new();
     for streams in &plan {
@@ -146,6 +162,15 @@ pub fn start_with(
         feed.slots.push(SlotInfo { commands, symbols });
         receivers.push(Some(receiver));
     }
+    feed.connections = config
+        .symbols
+        .iter()
+        .map(|s| {
+            let slot = feed.slots.iter().position(|i| i.symbols.contains(s));
+            slot.and_then(|at| u32::try_from(at).ok())
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
     for (index, &core) in cores.iter().enumerate() {
         let connections: Vec<_> = plan
             .iter()
@@ -579,14 +604,25 @@ pub fn run_with(
     let mut bells = RunBells::new();
     let (mut feed, mut rings) = start_with(config, api_key, bells.readers(config))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
+    // The sinks' counters, made first: the sidecar reads their trade tallies.
+    let interval_ms = config.sidecar.kline_interval_ms.unwrap_or(60_000);
+    let sink_stats: Vec<Arc<SinkStats>> = (0..sinks_wanted)
+        .map(|_| {
+            Arc::new(SinkStats {
+                tally: Arc::new(TradeTally::new(interval_ms)),
+                ..SinkStats::default()
+            })
+        })
+        .collect();
     let (sidecar, mut repairs, book_requests) = if config.sidecar_runs() {
         let notices = std::mem::take(&mut rings.notices);
         let symbols = feed.symbols.clone();
+        let detect = detect_setup(config, &feed, &sink_stats);
         let (sidecar, repairs, book_requests) = start_sidecar(
             config,
             (rest, books),
             notices,
-            symbols,
+            (symbols, detect),
             &bells,
             flush_timeout,
         )?;
@@ -626,6 +662,7 @@ pub fn run_with(
         kinesis_bell: bells.kinesis.clone(),
         redis_bell: bells.redis.clone(),
         sidecar_bell: bells.sidecar.clone(),
+        stats: sink_stats.into_iter().collect(),
     };
     let mut sinks = Vec::new();
     let outcome = start_sinks(config, &mut wiring, &mut sinks);
@@ -722,6 +759,26 @@ impl RunBells {
     }
 }
 
+/// What the sidecar's detection needs: the readers' clock, the connection of each symbol, each
+/// sink's tally, and the kline check (every `redis.consistency_check_s`, 60 s without Redis).
+fn detect_setup(config: &RunConfig, feed: &Feed, sinks: &[Arc<SinkStats>]) -> DetectSetup {
+    let every = config
+        .redis
+        .as_ref()
+        .map_or(Some(Duration::from_secs(60)), |r| r.consistency_check);
+    DetectSetup {
+        clock: Some(feed.clock.clone()),
+        silence: config.sidecar.stream_silence.unwrap_or(Duration::ZERO),
+        connections: feed.connections.clone(),
+        tallies: sinks.iter().map(|s| s.tally.clone()).collect(),
+        klines: config
+            .sidecar
+            .kline_interval_ms
+            .zip(every)
+            .map(|(ms, every)| (ms, config.sidecar.kline_lateness, every)),
+    }
+}
+
 /// Tells the sidecar the readers have stopped and waits for it to finish its repairs.
 fn join_sidecar(sidecar: Option<SidecarRun>) -> Result<Option<SidecarReport>, String> {
     let Some(sidecar) = sidecar else {
@@ -798,7 +855,7 @@ fn start_sidecar(
     config: &RunConfig,
     (rest, book_clients): (Option<RestClient>, Vec<RestClient>),
     notices: Vec<rtrb::Consumer<Notice>>,
-    symbols: Arc<RwLock<Vec<String>>>,
+    (symbols, detect): (Arc<RwLock<Vec<String>>>, DetectSetup),
     bells: &RunBells,
     flush_timeout: Duration,
 ) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
@@ -834,6 +891,7 @@ fn start_sidecar(
         idle: config.sidecar.idle,
         bell: bells.sidecar.clone(),
         repair_bells,
+        detect,
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {
@@ -858,6 +916,8 @@ struct SinkWiring {
     kinesis_bell: Bell,
     redis_bell: Bell,
     sidecar_bell: Bell,
+    /// Each sink's counters, in sink order.
+    stats: std::collections::VecDeque<Arc<SinkStats>>,
 }
 
 /// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
@@ -870,7 +930,7 @@ fn start_sinks(
     let mut kinesis_checked = None;
     if let Some(kinesis) = &config.kinesis {
         let (ready, checked) = std::sync::mpsc::channel();
-        let stats = Arc::new(SinkStats::default());
+        let stats = wiring.stats.pop_front().unwrap_or_default();
         let thread =
             crate::sink::kinesis::writer::spawn(crate::sink::kinesis::writer::KinesisSink {
                 config: kinesis.clone(),
@@ -894,7 +954,7 @@ fn start_sinks(
         kinesis_checked = Some(checked);
     }
     if let Some(redis) = &config.redis {
-        let stats = Arc::new(SinkStats::default());
+        let stats = wiring.stats.pop_front().unwrap_or_default();
         let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
             config: redis.clone(),
             symbols: config.symbols.clone(),

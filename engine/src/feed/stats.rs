@@ -1,12 +1,12 @@
-//! Counters the reader threads bump and the summary, the consumers and (later) the Prometheus
-//! exporter read. Each counter sits on its own cache line so readers on different cores never
-//! share one.
+//! Counters the reader threads bump and the summary, the consumers and the control plane's
+//! Prometheus exporter read. Each counter sits on its own cache line so readers on different
+//! cores never share one.
 //!
 //! Every counter here has one writer: its reader thread (the frame path and the connection
 //! slots run on that thread's single-threaded runtime). So they are [`OwnedCounter`]s, bumped
 //! with a relaxed load and store instead of a locked `fetch_add`.
 
-use crate::metrics::OwnedCounter;
+use crate::metrics::{LiveHistogram, OwnedCounter};
 use crate::stream::StreamKind;
 
 /// Counters of one reader thread.
@@ -46,6 +46,9 @@ pub struct ReaderStats {
     pub control_errors: OwnedCounter,
     /// SUBSCRIBE/UNSUBSCRIBE requests without a reply in time (retried with backoff).
     pub control_timeouts: OwnedCounter,
+    /// Receive-to-enqueue latency, a copy of the reader's own histogram published once a
+    /// second (never per frame) for the control plane.
+    pub wire_to_queue: LiveHistogram,
 }
 
 impl ReaderStats {

@@ -33,7 +33,8 @@ pub struct BookSetup {
 }
 
 /// What a fetch task returns.
-type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>);
+/// A finished fetch: the client back, what was asked, the answer and its latency (ns).
+type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>, u64);
 
 /// The book work's state.
 pub struct Books {
@@ -49,6 +50,10 @@ pub struct Books {
     pub failed: u64,
     /// The sidecar's bell: a finished fetch wakes it.
     bell: Bell,
+    /// Latencies of the fetches finished since the sidecar last took them, nanoseconds.
+    pub latencies: Vec<u64>,
+    /// The REST weight used in the minute, as the last answer reported it.
+    pub used_weight: Option<u32>,
 }
 
 impl Books {
@@ -65,6 +70,8 @@ impl Books {
             fetched: 0,
             failed: 0,
             bell,
+            latencies: Vec::new(),
+            used_weight: None,
         }
     }
 
@@ -90,6 +97,20 @@ impl Books {
             };
             out.push((consumer, repair));
         }
+    }
+
+    /// A silent depth stream of `symbol`: each consumer keeping books is told to re-sync it
+    /// ([`StreamChange::Silent`]). Returns whether any consumer keeps books.
+    pub fn silent(&self, symbol: u16, out: &mut Vec<(usize, Repair)>) -> bool {
+        for &(consumer, _) in &self.requests {
+            let repair = Repair::Stream {
+                symbol,
+                change: StreamChange::Silent,
+                last_update_id: 0,
+            };
+            out.push((consumer, repair));
+        }
+        !self.requests.is_empty()
     }
 
     /// One round: new requests in, fetches started, finished fetches out as `(consumer,
@@ -124,17 +145,25 @@ impl Books {
             };
             let bell = self.bell.clone();
             self.tasks.spawn(async move {
+                let started = crate::clock::monotonic_ns();
                 let result = client.depth(&name, dispatch.limit).await;
+                let latency = crate::clock::monotonic_ns().saturating_sub(started);
                 bell.wake();
-                (client, dispatch, result)
+                (client, dispatch, result, latency)
             });
             work += 1;
         }
         work
     }
 
-    fn on_fetched(&mut self, (client, dispatch, result): Fetched, out: &mut Vec<(usize, Repair)>) {
+    fn on_fetched(
+        &mut self,
+        (client, dispatch, result, latency): Fetched,
+        out: &mut Vec<(usize, Repair)>,
+    ) {
         let now = unix_ms();
+        self.latencies.push(latency);
+        self.used_weight = Some(client.used_weight());
         self.plan.finished();
         self.plan.observe(client.used_weight(), now);
         self.idle.push(client);

@@ -14,6 +14,12 @@
 //! Books ([`super::books`]): the consumers' depth snapshot requests are fetched beside, and
 //! the readers' stream notices (lost, back, removed) are forwarded to the consumers keeping
 //! books.
+//!
+//! Detection beyond the sequence check ([`super::detect`]): streams silent while their symbol
+//! moves (a silent trade stream is probed with `historicalTrades` from the last id every sink
+//! delivered; a silent depth stream's books are re-synced), and the periodic kline check (a
+//! closed interval whose kline disagrees with what a sink delivered is backfilled for it).
+//! Their REST jobs run between backfill pages, on the same client and weight budget.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +34,20 @@ use super::backfill::{
     Backfill, Consumers, Delivery, Fetch, PAGE_IDS_MAX, PAGES_BURST, PAGES_PER_MINUTE,
 };
 use super::books::{BookSetup, Books};
+use super::detect::{Detect, DetectSetup, Job};
 use super::frames::{TradesFrame, page_frames};
+use super::klines::{
+    Judgement, interval_ids, interval_name, judge, parse_first_trade_id, parse_kline,
+};
 use crate::backoff::jittered;
-use crate::binance::rest::{RestClient, RestTrade};
-use crate::clock::monotonic_ns;
+use crate::binance::rest::{RestClient, RestError, RestTrade};
+use crate::clock::{monotonic_ns, unix_ms};
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
 use crate::idle::{Bell, IdleStrategy, Step, TaskIdle};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
+use crate::tally::Seen;
 
 /// A page that came back empty (ids not served yet) is asked again after this long.
 const EMPTY_PAGE_RETRY: Duration = Duration::from_millis(200);
@@ -47,6 +58,9 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 const NOTICES_KEPT_MAX: usize = 1000;
 /// Give-ups logged one by one; later ones are only counted (a gap storm must not flood the log).
 const GIVE_UPS_LOGGED_MAX: u64 = 20;
+/// Detections (silent streams, kline mismatches, their failures) logged one by one; later ones
+/// are only counted.
+const DETECTIONS_LOGGED_MAX: u64 = 20;
 
 /// Ids in `from..=to` (0 when empty), without overflow whatever ids the network sent.
 fn id_count(from: i64, to: i64) -> u64 {
@@ -80,6 +94,8 @@ pub struct SidecarSetup {
     pub bell: Bell,
     /// Each repair ring's consumer's bell (as `repairs`), rung after a round pushed to it.
     pub repair_bells: Vec<Bell>,
+    /// Silence and kline detection.
+    pub detect: DetectSetup,
 }
 
 /// The sidecar's live counters.
@@ -105,6 +121,23 @@ pub struct SidecarStats {
     pub depth_snapshots: Counter,
     /// Depth snapshot fetches that failed (syncs are retried).
     pub depth_failures: Counter,
+    /// Latency of every REST request (historical trades and depth snapshots), nanoseconds.
+    pub rest_latency: crate::metrics::LiveHistogram,
+    /// The REST weight used in the current minute, as Binance last reported it (a gauge).
+    pub rest_weight_used: Counter,
+    /// Streams found silent for longer than `sidecar.stream_silence_ms` while their symbol
+    /// moved.
+    pub silent_streams: Counter,
+    /// Silent streams that had missed something: trades found by the probe, or books
+    /// re-synced.
+    pub silence_repairs: Counter,
+    /// Kline intervals compared with what the sinks delivered.
+    pub kline_checks: Counter,
+    /// Kline intervals that disagreed with a sink (its trades of the interval backfilled).
+    pub kline_mismatches: Counter,
+    /// Silence probes and kline checks whose REST requests failed (not retried: the next scan
+    /// or check comes).
+    pub detect_failures: Counter,
 }
 
 /// What the sidecar reports at the end of a run.
@@ -128,6 +161,16 @@ pub struct SidecarSummary {
     pub depth_snapshots: u64,
     /// Depth snapshot fetches that failed.
     pub depth_failures: u64,
+    /// Streams found silent while their symbol moved.
+    pub silent_streams: u64,
+    /// Silent streams that had missed trades or whose books were re-synced.
+    pub silence_repairs: u64,
+    /// Kline intervals checked.
+    pub kline_checks: u64,
+    /// Kline intervals that disagreed with a sink.
+    pub kline_mismatches: u64,
+    /// Silence probes and kline checks that failed.
+    pub detect_failures: u64,
     /// Gap notice to repair pushed into the consumer's ring, nanoseconds.
     pub time_to_repair_ns: Percentiles,
 }
@@ -179,6 +222,8 @@ struct Sidecar {
     idle: TaskIdle,
     /// Repair rings pushed to since their bells last rang: bit `i` for consumer `i`.
     to_ring: u64,
+    detect: Detect,
+    detections_logged: u64,
 }
 
 impl Sidecar {
@@ -190,9 +235,13 @@ impl Sidecar {
             .take()
             .map(|b| Books::new(b, monotonic_ns(), bell.clone()));
         let trade_repair = setup.rest.is_some();
+        let detect_setup = std::mem::take(&mut setup.detect);
+        let detect = Detect::new(detect_setup, monotonic_ns(), unix_ms());
         Sidecar {
             idle: TaskIdle::new(setup.idle, bell),
             to_ring: 0,
+            detect,
+            detections_logged: 0,
             give_ups_logged: 0,
             books,
             book_repairs: Vec::new(),
@@ -217,10 +266,13 @@ impl Sidecar {
             let now = monotonic_ns();
             let mut work = self.drain_notices(now);
             work += self.flush_outbox();
+            work += self.scan(now);
             work += self.poll_books();
             self.expire(now);
-            if stopping {
+            let done = stopping;
+            if done {
                 self.stop_books();
+                self.detect.clear();
                 let flush_ns = u64::try_from(self.setup.flush_timeout.as_nanos()).unwrap_or(0);
                 let deadline = *deadline_ns.get_or_insert(now.saturating_add(flush_ns));
                 if now >= deadline {
@@ -250,9 +302,20 @@ impl Sidecar {
                     self.ring_consumers();
                 }
                 None => {
-                    let step = self.idle.step(work);
-                    if let Some(step) = step {
-                        self.idle.wait(step, || self.has_work(stopping)).await;
+                    let job = match rest.as_mut() {
+                        Some(client) if !done => self.detect.next_job().map(|j| (j, client)),
+                        _ => None,
+                    };
+                    match job {
+                        Some((job, client)) => {
+                            self.run_job(client, job).await;
+                            self.ring_consumers();
+                        }
+                        None => {
+                            if let Some(step) = self.idle.step(work) {
+                                self.idle.wait(step, || self.has_work(stopping)).await;
+                            }
+                        }
                     }
                 }
             }
@@ -260,14 +323,20 @@ impl Sidecar {
         self.report()
     }
 
-    /// Notices into backfill requests; returns how many were taken.
-    fn drain_notices(&mut self, now: u64) -> usize {
+    /// Every consumer, as a bit set.
+    fn all_consumers(&self) -> Consumers {
         let consumers = self.setup.repairs.len();
-        let all: Consumers = if consumers >= 64 {
+        if consumers >= 64 {
             u64::MAX
         } else {
             (1u64 << consumers) - 1
-        };
+        }
+    }
+
+    /// Notices into backfill requests; returns how many were taken.
+    fn drain_notices(&mut self, now: u64) -> usize {
+        let consumers = self.setup.repairs.len();
+        let all = self.all_consumers();
         let mut taken = 0;
         for ring in self.setup.notices.iter_mut() {
             while let Ok(notice) = ring.pop() {
@@ -278,6 +347,9 @@ impl Sidecar {
                 }
                 if let Some(books) = self.books.as_ref() {
                     books.stream_repairs(&notice, &mut self.book_repairs);
+                }
+                if notice.cause == Cause::Removed {
+                    self.detect.forget(notice.gap.symbol, now);
                 }
                 let trades_wanted = self.trade_repair && notice.gap.kind == StreamKind::Trade;
                 if !notice.cause.is_gap() || !trades_wanted || consumers == 0 {
@@ -308,25 +380,19 @@ impl Sidecar {
             return;
         };
         let limit = fetch.limit.clamp(1, PAGE_IDS_MAX);
-        let result = {
-            let page = client.historical_trades(&symbol, Some(fetch.from_id), limit);
-            tokio::pin!(page);
-            loop {
-                // Woken by a notice, a snapshot request or a finished snapshot fetch.
-                let park = Step::Park(crate::constants::IDLE_PARK_MAX);
-                tokio::select! {
-                    result = &mut page => break result,
-                    () = self.idle.wait(park, || false) => {
-                        let now = monotonic_ns();
-                        self.drain_notices(now);
-                        self.flush_outbox();
-                        self.poll_books();
-                        self.ring_consumers();
-                    }
-                }
-            }
-        };
+        let started = monotonic_ns();
+        let result = self
+            .drive(client.historical_trades(&symbol, Some(fetch.from_id), limit))
+            .await;
         let now = monotonic_ns();
+        self.setup
+            .stats
+            .rest_latency
+            .record_all([now.saturating_sub(started)]);
+        self.setup
+            .stats
+            .rest_weight_used
+            .set(u64::from(client.used_weight()));
         match result {
             Ok(trades) => self.on_page(&symbol, fetch, &trades, now),
             Err(e) => {
@@ -341,6 +407,26 @@ impl Sidecar {
                 );
                 let retry_at = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(0));
                 self.plan.failed(fetch, retry_at);
+            }
+        }
+    }
+
+    /// Awaits `request` while the notice rings keep being drained, the outbox flushed and the
+    /// books served.
+    async fn drive<F: std::future::Future>(&mut self, request: F) -> F::Output {
+        tokio::pin!(request);
+        loop {
+            // Woken by a notice, a snapshot request or a finished snapshot fetch.
+            let park = Step::Park(crate::constants::IDLE_PARK_MAX);
+            tokio::select! {
+                result = &mut request => break result,
+                () = self.idle.wait(park, || false) => {
+                    let now = monotonic_ns();
+                    self.drain_notices(now);
+                    self.flush_outbox();
+                    self.poll_books();
+                    self.ring_consumers();
+                }
             }
         }
     }
@@ -415,6 +501,11 @@ impl Sidecar {
                 .depth_snapshots
                 .add(books.fetched - before.0);
             self.setup.stats.depth_failures.add(books.failed - before.1);
+            let stats = &self.setup.stats;
+            stats.rest_latency.record_all(books.latencies.drain(..));
+            if let Some(used) = books.used_weight {
+                stats.rest_weight_used.set(u64::from(used));
+            }
         }
         let mut repairs = std::mem::take(&mut self.book_repairs);
         for (consumer, repair) in repairs.drain(..) {
@@ -569,9 +660,177 @@ impl Sidecar {
                 page_failures: s.page_failures.get(),
                 depth_snapshots: s.depth_snapshots.get(),
                 depth_failures: s.depth_failures.get(),
+                silent_streams: s.silent_streams.get(),
+                silence_repairs: s.silence_repairs.get(),
+                kline_checks: s.kline_checks.get(),
+                kline_mismatches: s.kline_mismatches.get(),
+                detect_failures: s.detect_failures.get(),
                 time_to_repair_ns: Percentiles::of(&self.latency),
             },
             notices: self.kept,
         }
+    }
+}
+
+/// Time and kline detection: the scans, and the REST jobs they make.
+impl Sidecar {
+    /// Scans for silent streams and queues the kline checks due; a silent depth stream's
+    /// books are re-synced at once. Returns how many streams fell silent.
+    fn scan(&mut self, now: u64) -> usize {
+        let symbols = &self.setup.symbols;
+        self.detect
+            .schedule(unix_ms(), || crate::sync::read(symbols).len());
+        let silent = self.detect.scan(now).len();
+        if !self.trade_repair {
+            // No REST client for trades: silent trade streams and kline intervals are only
+            // counted (their jobs would never run).
+            self.detect.clear();
+        }
+        for at in 0..silent {
+            let (symbol, kind) = self.detect.silent()[at];
+            self.setup.stats.silent_streams.bump();
+            self.log_detection(|| {
+                format!(
+                    "sidecar: the {} stream of symbol #{symbol} is silent while the symbol moves",
+                    kind.suffix()
+                )
+            });
+            if kind == StreamKind::Depth
+                && let Some(books) = self.books.as_ref()
+                && books.silent(symbol, &mut self.book_repairs)
+            {
+                self.setup.stats.silence_repairs.bump();
+            }
+        }
+        silent
+    }
+
+    fn log_detection(&mut self, message: impl FnOnce() -> String) {
+        self.detections_logged += 1;
+        if self.detections_logged <= DETECTIONS_LOGGED_MAX {
+            let more = if self.detections_logged == DETECTIONS_LOGGED_MAX {
+                " (further detections are counted, not logged)"
+            } else {
+                ""
+            };
+            tracing::warn!("{}{more}", message());
+        }
+    }
+
+    async fn run_job(&mut self, client: &mut RestClient, job: Job) {
+        match job {
+            Job::Probe { symbol, from } => self.probe(client, symbol, from).await,
+            Job::Kline { symbol, open_ms } => self.check_kline(client, symbol, open_ms).await,
+        }
+    }
+
+    /// A silent trade stream: trades from `from` on, if any, go to every consumer.
+    async fn probe(&mut self, client: &mut RestClient, symbol: u16, from: i64) {
+        let Some(name) = self.symbol(symbol) else {
+            return;
+        };
+        let started = monotonic_ns();
+        let result = self
+            .drive(client.historical_trades(&name, Some(from), PAGE_IDS_MAX))
+            .await;
+        self.note_rest(started, client);
+        let trades = match result {
+            Ok(trades) => trades,
+            Err(e) => return self.detect_failed("historicalTrades", &name, &e),
+        };
+        // None: the stream was just quiet.
+        let (Some(first), Some(last)) = (trades.first(), trades.last()) else {
+            return;
+        };
+        let (first, last) = (first.id, last.id);
+        let now = monotonic_ns();
+        self.setup.stats.silence_repairs.bump();
+        self.setup.stats.requested_ids.add(id_count(first, last));
+        self.plan
+            .request(symbol, first, last, self.all_consumers(), now);
+        let limit = u32::try_from(trades.len()).unwrap_or(PAGE_IDS_MAX);
+        let fetch = Fetch {
+            symbol,
+            from_id: first,
+            limit,
+        };
+        self.on_page(&name, fetch, &trades, now);
+    }
+
+    /// Compares `symbol`'s kline opening at `open_ms` with each consumer's tally; the trades
+    /// of a disagreeing interval are backfilled for the consumers that disagree.
+    async fn check_kline(&mut self, client: &mut RestClient, symbol: u16, open_ms: i64) {
+        let (Some(name), Some(interval_ms)) =
+            (self.symbol(symbol), self.detect.kline_interval_ms())
+        else {
+            return;
+        };
+        let watched = self
+            .detect
+            .tallies
+            .iter()
+            .any(|t| t.seen(symbol, open_ms) != Seen::NotWatched);
+        if !watched {
+            return;
+        }
+        let interval = interval_name(interval_ms);
+        let path =
+            format!("/api/v3/klines?symbol={name}&interval={interval}&startTime={open_ms}&limit=1");
+        let started = monotonic_ns();
+        let body = self.drive(client.get_json(&path)).await;
+        self.note_rest(started, client);
+        let kline = match body {
+            Ok(body) => parse_kline(&body, open_ms),
+            Err(e) => return self.detect_failed("klines", &name, &e),
+        };
+        let Some(kline) = kline else {
+            let e = RestError::Invalid("a kline answer not understood".into());
+            return self.detect_failed("klines", &name, &e);
+        };
+        self.setup.stats.kline_checks.bump();
+        let mut mask: Consumers = 0;
+        for (consumer, tally) in self.detect.tallies.iter().enumerate().take(64) {
+            if judge(&kline, tally.seen(symbol, open_ms)) == Judgement::Mismatch {
+                mask |= 1u64 << consumer;
+            }
+        }
+        if mask == 0 {
+            return;
+        }
+        self.setup.stats.kline_mismatches.bump();
+        self.log_detection(|| {
+            format!(
+                "sidecar: {name} {interval} kline at {open_ms}: {} trades, a sink delivered another count or volume; backfilling",
+                kline.count
+            )
+        });
+        let end_ms = open_ms.saturating_add(interval_ms - 1);
+        let path =
+            format!("/api/v3/aggTrades?symbol={name}&startTime={open_ms}&endTime={end_ms}&limit=1");
+        let started = monotonic_ns();
+        let body = self.drive(client.get_json(&path)).await;
+        self.note_rest(started, client);
+        let first = match body {
+            Ok(body) => parse_first_trade_id(&body),
+            Err(e) => return self.detect_failed("aggTrades", &name, &e),
+        };
+        if let Some((from, to)) = first.and_then(|f| interval_ids(f, kline.count)) {
+            self.setup.stats.requested_ids.add(id_count(from, to));
+            self.plan.request(symbol, from, to, mask, monotonic_ns());
+        }
+    }
+
+    /// A detection request's latency and the weight Binance reports, like the pages'.
+    fn note_rest(&self, started: u64, client: &RestClient) {
+        let stats = &self.setup.stats;
+        stats
+            .rest_latency
+            .record_all([monotonic_ns().saturating_sub(started)]);
+        stats.rest_weight_used.set(u64::from(client.used_weight()));
+    }
+
+    fn detect_failed(&mut self, what: &str, symbol: &str, e: &RestError) {
+        self.setup.stats.detect_failures.bump();
+        self.log_detection(|| format!("sidecar: {what} {symbol} for a detection failed: {e}"));
     }
 }

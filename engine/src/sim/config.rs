@@ -23,6 +23,7 @@
 //! weight_per_minute = 6000
 //! [faults]                      # for every connection; per connection: GET /admin/faults
 //! drop_trades_pct = 0.0
+//! mute_stream = ""              # e.g. "btcusdt@trade": that stream is never sent
 //! ```
 
 use std::net::SocketAddr;
@@ -59,6 +60,9 @@ pub struct Faults {
     pub rest_throttle_pct: f64,
     /// Delay before every REST answer.
     pub rest_delay_ms: u64,
+    /// One stream not sent at all (`"btcusdt@trade"`; empty: none): a stream silent while
+    /// the rest of its symbol moves.
+    pub mute_stream: String,
 }
 
 impl Faults {

@@ -143,11 +143,22 @@ pub struct Shared {
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Receiver<bool>,
     next_conn_id: AtomicU64,
+    /// Trade and depth frames the wire faults dropped, all connections together.
+    pub dropped_frames: DroppedFrames,
     connections: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
     default_faults: Mutex<Faults>,
     next_faults: Mutex<Option<Faults>>,
     limiters: Mutex<HashMap<IpAddr, WeightLimiter>>,
     rest_rng: Mutex<Rng>,
+}
+
+/// Frames the `drop_trades_pct` and `drop_depth_pct` faults dropped (what a test injected).
+#[derive(Debug, Default)]
+pub struct DroppedFrames {
+    /// Trade frames dropped.
+    pub trades: AtomicU64,
+    /// Depth diff frames dropped.
+    pub depth: AtomicU64,
 }
 
 impl Shared {
@@ -216,6 +227,7 @@ pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
         events,
         shutdown: shutdown_rx,
         next_conn_id: AtomicU64::new(1),
+        dropped_frames: DroppedFrames::default(),
         connections: Mutex::new(BTreeMap::new()),
         default_faults: Mutex::new(config.faults.clone()),
         next_faults: Mutex::new(None),
@@ -509,7 +521,11 @@ fn apply_fault_params(base: Faults, query: &str) -> Result<Faults, String> {
         let Some(slot) = value.get_mut(key) else {
             return Err(format!("unknown fault '{key}'"));
         };
-        let parsed: serde_json::Value = if slot.is_u64() {
+        let parsed: serde_json::Value = if slot.is_string() {
+            rest::query_value(&format!("{key}={raw}"), key)
+                .unwrap_or_default()
+                .into()
+        } else if slot.is_u64() {
             raw.parse::<u64>()
                 .map(Into::into)
                 .map_err(|_| format!("{key}={raw}: not a whole number"))?

@@ -376,12 +376,20 @@ where
         (fault.faults, fault.version) = control.faults();
     }
     let f = &fault.faults;
+    if !f.mute_stream.is_empty() && subs.names[name_index].0 == f.mute_stream {
+        return Ok(());
+    }
     let dropped = match published.key.kind {
         StreamKind::Trade => percent(&mut fault.rng, f.drop_trades_pct),
         StreamKind::Depth => percent(&mut fault.rng, f.drop_depth_pct),
         _ => false,
     };
     if dropped {
+        let counter = match published.key.kind {
+            StreamKind::Trade => &shared.dropped_frames.trades,
+            _ => &shared.dropped_frames.depth,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
     let sent = control.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;

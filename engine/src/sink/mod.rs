@@ -16,7 +16,7 @@ pub mod resend;
 
 use serde::Serialize;
 
-use crate::metrics::{Counter, Percentiles};
+use crate::metrics::{Counter, LiveHistogram, Percentiles};
 
 /// Why a sink could not start or finish: the one error type of the sink boundary. Failures of
 /// single writes are not errors here: they are retried, dead-lettered and counted.
@@ -90,8 +90,14 @@ pub struct SinkStats {
     /// Receipt-to-acknowledgement latency of the newest event of the last acknowledged batch,
     /// nanoseconds (a gauge for the progress line; the summary has percentiles).
     pub ack_latency_ns: Counter,
+    /// Receipt-to-acknowledgement latency of every acknowledged record, nanoseconds (recorded
+    /// once per acknowledged batch; the control plane's histogram).
+    pub ack_latency: LiveHistogram,
     /// The Redis writer's order book counters (zero for Kinesis).
     pub book: BookStats,
+    /// The trades delivered, by symbol and kline interval (the sidecar's kline check and
+    /// silence probes read it).
+    pub tally: std::sync::Arc<crate::tally::TradeTally>,
 }
 
 /// What the Redis writer's order books went through (see `redis::ob`).
@@ -111,6 +117,18 @@ pub struct BookStats {
     pub consistency_inconclusive: Counter,
     /// Diffs buffered during a sync dropped to keep within `redis.sync_buffer_bytes_max`.
     pub sync_buffer_drops: Counter,
+    /// Each book's state, published every [`crate::constants::CONTROL_SAMPLE_INTERVAL`] by the
+    /// Redis writer for the control plane (`/ready`, the staleness metric).
+    pub books: std::sync::Mutex<Vec<BookState>>,
+}
+
+/// One symbol's book as the control plane sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookState {
+    /// The symbol.
+    pub symbol: String,
+    /// Whether `ob:{S}` is marked stale (not synced, or no longer known current).
+    pub stale: bool,
 }
 
 /// [`BookStats`] at the end of a run.

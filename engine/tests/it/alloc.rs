@@ -230,15 +230,28 @@ fn the_reader_frame_path_allocates_nothing() {
     let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
     let stats = Arc::new(ReaderStats::default());
     let symbols = vec!["BTCUSDT".to_string()];
-    let mut path = FramePath::with(&symbols, 65_535, vec![p1, p2], notices, stats.clone());
+    // With the stream clock the sidecar's silence check reads: one relaxed store per frame.
+    let clock = Arc::new(hotpath::sidecar::silence::StreamClock::new(symbols.len()));
+    let mut path = FramePath::with(&symbols, 65_535, vec![p1, p2], notices, stats.clone())
+        .with_clock(Some(clock.clone()));
     let before = allocations();
     for (i, frame) in frames.iter().enumerate() {
-        path.on_frame(frame.clone(), i as u64);
+        path.on_frame(frame.clone(), i as u64 + 1);
         let (a, b) = (c1.pop(), c2.pop());
         assert!(a.is_ok() && b.is_ok(), "both consumers got frame {i}");
     }
     let after = allocations();
     assert_eq!(after - before, 0, "allocations on the frame path");
+    let mut stamps = Vec::new();
+    clock.read(&mut stamps);
+    // Frames alternate trades and diffs: the last is a diff, the one before it trades.
+    use hotpath::stream::StreamKind;
+    let (trade, depth) = (StreamKind::Trade as usize, StreamKind::Depth as usize);
+    assert_eq!(
+        (stamps[trade], stamps[depth]),
+        (frames.len() as u64 - 1, frames.len() as u64),
+        "each stream stamped with its last receive time"
+    );
     assert_eq!(stats.frames.get(), frames.len() as u64);
     assert_eq!(
         stats.duplicates.get() + stats.gaps.get() + stats.decode_errors.get(),

@@ -8,17 +8,26 @@
 //! the exchange's at its update id with `stale=0`; every sampled moment the book said
 //! `stale=0` it was right; no temporary key or lock is left. The figures are printed.
 //!
-//! NOT YET PART OF THE SUITE (no `mod chaos;` in main.rs): the trade and final-book checks pass,
-//! but about half of the `stale=0` samples taken during the run disagree with the simulator's
-//! book at their update id, and the run takes ~9 minutes here. Investigate, then add
-//! `mod chaos;` to main.rs.
+//! Every `ob:{S}` sample is compared with the simulator's book at its update id when it is
+//! taken, not after the run: the simulator keeps running and its journal is bounded (the last
+//! `journal_max` book changes), so a comparison deferred to the end rebuilds each past book by
+//! undoing every change made since (tens of milliseconds each, unoptimised, and growing as the
+//! simulator runs on), and once the journal has moved past a sample's id `book_at` has no answer
+//! (which the first version of this test counted as a wrong book: about half the samples, after
+//! ~9 minutes of checking). Compared at once, no fresh sample has been wrong, and the test takes
+//! about 80 s.
+//!
+//! Run it with `cargo test -p hotpath --test it chaos -- --nocapture` for the figures.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use hotpath::feed::run::Summary;
+use hotpath::sim::server::Shared;
 
 use crate::fault_proxy::{FailPattern, FaultProxy};
 use crate::feed::Sim;
@@ -58,13 +67,27 @@ fn admin(addr: SocketAddr, path: &str) -> serde_json::Value {
     panic!("admin {path} kept failing");
 }
 
-/// The sampled book states: (symbol, update id, stale, bids, asks).
-type Sample = (String, i64, bool, String, String);
+/// What sampling `ob:{S}` during the run saw.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Samples saying `stale=0` (each compared with the exchange when it was taken).
+    fresh: usize,
+    /// Samples saying `stale=1`.
+    stale: usize,
+    /// The fresh samples that were wrong, described.
+    wrong: Vec<String>,
+}
 
-/// Reads every symbol's `ob:{S}` every few milliseconds until `stop`.
-fn sample_books(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
+/// Reads every symbol's `ob:{S}` every few milliseconds until `stop`, comparing every sample
+/// that says `stale=0` with the exchange's book at its update id at once (the simulator's
+/// journal is bounded, and rebuilding a recent book undoes only the changes since).
+fn sample_books(
+    url: String,
+    exchange: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Samples> {
     std::thread::spawn(move || {
-        let mut samples = Vec::new();
+        let mut samples = Samples::default();
         while !stop.load(Ordering::Acquire) {
             let Ok(client) = redis::Client::open(url.as_str()) else {
                 continue;
@@ -73,27 +96,7 @@ fn sample_books(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             };
-            while !stop.load(Ordering::Acquire) {
-                let mut failed = false;
-                for symbol in SYMBOLS {
-                    let ob: redis::RedisResult<BTreeMap<String, String>> = redis::cmd("HGETALL")
-                        .arg(format!("ob:{{{symbol}}}"))
-                        .query(&mut con);
-                    match ob {
-                        Ok(ob) if ob.contains_key("update_id") => samples.push((
-                            symbol.to_string(),
-                            ob["update_id"].parse().unwrap_or(-1),
-                            ob.get("stale").map(String::as_str) != Some("0"),
-                            ob.get("bids").cloned().unwrap_or_default(),
-                            ob.get("asks").cloned().unwrap_or_default(),
-                        )),
-                        Ok(_) => {}
-                        Err(_) => failed = true,
-                    }
-                }
-                if failed {
-                    break;
-                }
+            while !stop.load(Ordering::Acquire) && sample_once(&mut con, &exchange, &mut samples) {
                 std::thread::sleep(Duration::from_millis(25));
             }
         }
@@ -101,8 +104,33 @@ fn sample_books(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
     })
 }
 
-fn levels(json: &str) -> Vec<(i64, i64)> {
-    let parsed: Vec<(String, String)> = serde_json::from_str(json).expect("JSON levels");
+/// Samples every symbol's book once; false when Redis failed (reconnect).
+fn sample_once(con: &mut redis::Connection, exchange: &Shared, samples: &mut Samples) -> bool {
+    for symbol in SYMBOLS {
+        let ob: redis::RedisResult<HashMap<String, String>> = redis::cmd("HGETALL")
+            .arg(format!("ob:{{{symbol}}}"))
+            .query(con);
+        let Ok(ob) = ob else {
+            return false;
+        };
+        match ob.get("stale").map(String::as_str) {
+            Some("0") => {
+                samples.fresh += 1;
+                if let Err(e) = book_is_true(exchange, symbol, &ob) {
+                    samples.wrong.push(e);
+                }
+            }
+            Some(_) => samples.stale += 1,
+            None => {}
+        }
+    }
+    true
+}
+
+/// The published levels of one side, as mantissas.
+fn levels(json: Option<&String>) -> Vec<(i64, i64)> {
+    let parsed: Vec<(String, String)> =
+        serde_json::from_str(json.map_or("[]", String::as_str)).expect("JSON levels");
     parsed
         .iter()
         .map(|(p, q)| {
@@ -114,28 +142,52 @@ fn levels(json: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// Whether a book state equals the exchange's at its update id (top [`LEVELS`]).
-fn book_is_true(sim: &Sim, symbol: &str, update_id: i64, bids: &str, asks: &str) -> bool {
+/// Whether a book state equals the exchange's at its update id (top [`LEVELS`]); the error
+/// says how it differs.
+fn book_is_true(
+    exchange: &Shared,
+    symbol: &str,
+    ob: &HashMap<String, String>,
+) -> Result<(), String> {
+    let update_id: i64 = ob
+        .get("update_id")
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| format!("{symbol}: no update id"))?;
     let truth = {
-        let shared = &sim.handle().shared;
-        let index = shared.symbol_index(symbol).expect("a symbol");
-        let exchange = hotpath::sim::server::lock(&shared.exchange);
+        let index = exchange.symbol_index(symbol).expect("a symbol");
+        let exchange = hotpath::sim::server::lock(&exchange.exchange);
         exchange.market(index).book_at(update_id)
-    };
-    let Some(truth) = truth else {
-        return false;
-    };
+    }
+    .ok_or_else(|| format!("{symbol}@{update_id}: not in the simulator's journal"))?;
     let want = |side: &[(i64, i64)]| side.iter().take(LEVELS).copied().collect::<Vec<_>>();
-    levels(bids) == want(&truth.bids) && levels(asks) == want(&truth.asks)
+    for (name, side) in [("bids", &truth.bids), ("asks", &truth.asks)] {
+        let got = levels(ob.get(name));
+        if got != want(side) {
+            return Err(format!(
+                "{symbol}@{update_id} {name}: got {got:?}, the exchange had {:?}",
+                want(side)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What [`play_chaos`] did.
+#[derive(Debug, Default)]
+struct Played {
+    /// Connections closed abruptly.
+    closes: u64,
+    /// When Redis came back (empty), from the start of the chaos.
+    redis_restarted_at: Duration,
 }
 
 /// The chaos the test thread plays while the run goes on: abrupt closes every ~10 s, one
-/// stalled connection, Kinesis faults, and Redis killed then restarted at ~25 s.
-fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Duration {
+/// stalled connection, Kinesis faults, and Redis killed then restarted at ~20 s.
+fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Played {
     let addr = sim.handle().addr;
     let started = Instant::now();
     let mut next_close = Duration::from_secs(10);
-    let mut redis_restarted_at = Duration::ZERO;
+    let mut played = Played::default();
     let mut killed = false;
     // The next connection opened stalls for longer than the silence timeout.
     admin(
@@ -154,10 +206,11 @@ fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Duratio
                     addr,
                     &format!("/admin/faults?conn={id}&close_after_frames=1"),
                 );
+                played.closes += 1;
             }
             next_close += Duration::from_secs(10);
         }
-        if now.as_secs() % 7 == 0 {
+        if now.as_secs().is_multiple_of(7) {
             proxy.faults().throttle_next(2);
             proxy.faults().server_error_next(1);
         }
@@ -166,25 +219,16 @@ fn play_chaos(sim: &Sim, proxy: &FaultProxy, redis: &mut RedisServer) -> Duratio
             killed = true;
             std::thread::sleep(Duration::from_secs(2));
             redis.restart();
-            redis_restarted_at = started.elapsed();
+            played.redis_restarted_at = started.elapsed();
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    redis_restarted_at
+    played
 }
 
 #[test]
 fn chaos_for_a_minute_loses_and_duplicates_nothing() {
-    let sim = Sim::start(|c| {
-        c.exchange.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
-        c.exchange.actions_per_second = 2_000.0;
-        c.websocket.max_lifetime_ms = 15_000;
-        c.websocket.shutdown_notice_ms = 2_000;
-        c.faults.drop_trades_pct = 1.0;
-        c.faults.drop_depth_pct = 1.0;
-        c.faults.rest_error_pct = 3.0;
-        c.faults.rest_throttle_pct = 3.0;
-    });
+    let sim = chaos_sim();
     let mut redis = RedisServer::start();
     let emulator = KinesisEmulator::start();
     let proxy = FaultProxy::start(emulator.addr());
@@ -209,14 +253,18 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
         u32::MAX,
     );
     let stop_sampling = Arc::new(AtomicBool::new(false));
-    let sampler = sample_books(redis.url(), stop_sampling.clone());
-    let mut restarted_at = Duration::ZERO;
+    let sampler = sample_books(
+        redis.url(),
+        sim.handle().shared.clone(),
+        stop_sampling.clone(),
+    );
+    let mut played = Played::default();
     let mut final_books = Vec::new();
     let summary = run(&config, Some(test_client(&proxy.endpoint())), |sinks| {
         wait_for("first writes in both sinks", || {
             written(sinks, "redis") >= 100 && written(sinks, "kinesis") >= 100
         });
-        restarted_at = play_chaos(&sim, &proxy, &mut redis);
+        played = play_chaos(&sim, &proxy, &mut redis);
         proxy.faults().clear();
         // The faults stop; the book must come back to a synced, true state.
         admin(
@@ -236,46 +284,52 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
     stop_sampling.store(true, Ordering::Release);
     let samples = sampler.join().expect("the sampler ends");
 
-    // Kinesis: every trade exactly once, in order.
-    let kinesis = read_kinesis_trades(&emulator);
+    let trades = assert_trades(&sim, &emulator, &redis.url());
+    assert_books(&sim.handle().shared, &final_books, &samples);
+    assert_nothing_left(&redis.url());
+    let figures = figures(&sim, &summary, trades, &played, &samples);
+    println!("chaos figures: {figures}");
+    assert_repaired(&sim, &summary, &played, &figures);
+}
+
+/// The simulator of the chaos: two symbols at 2000 actions/s, 15 s connections, 1% of trade
+/// and depth frames dropped, REST 429s and 5xx.
+fn chaos_sim() -> Sim {
+    Sim::start(|c| {
+        c.exchange.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
+        c.exchange.actions_per_second = 2_000.0;
+        c.websocket.max_lifetime_ms = 15_000;
+        c.websocket.shutdown_notice_ms = 2_000;
+        c.faults.drop_trades_pct = 1.0;
+        c.faults.drop_depth_pct = 1.0;
+        c.faults.rest_error_pct = 3.0;
+        c.faults.rest_throttle_pct = 3.0;
+    })
+}
+
+/// Every trade in Kinesis exactly once and in order, and in `trades:{S}` exactly once and in
+/// order from the Redis restart on (Redis came back empty); both end alike. Returns the trades
+/// in Kinesis.
+fn assert_trades(sim: &Sim, emulator: &KinesisEmulator, redis_url: &str) -> usize {
+    let kinesis = read_kinesis_trades(emulator);
     let mut trades = 0;
     for symbol in SYMBOLS {
-        assert_exactly_once(&sim, symbol, &kinesis[symbol], "kinesis");
+        assert_exactly_once(sim, symbol, &kinesis[symbol], "kinesis");
         trades += kinesis[symbol].len();
-        // Redis came back empty at the restart: from there on, exactly once and in order.
-        let in_redis = redis_trades(&redis.url(), symbol);
-        assert_exactly_once(&sim, symbol, &in_redis, "redis after restart");
+        let in_redis = redis_trades(redis_url, symbol);
+        assert_exactly_once(sim, symbol, &in_redis, "redis after restart");
         assert_eq!(
             in_redis.last(),
             kinesis[symbol].last(),
             "{symbol}: both end alike"
         );
     }
-    // The final book equals the exchange's at its update id, with stale=0.
-    for (symbol, ob) in &final_books {
-        let update_id: i64 = ob["update_id"].parse().expect("an update id");
-        assert_eq!(ob["stale"], "0");
-        assert!(
-            book_is_true(&sim, symbol, update_id, &ob["bids"], &ob["asks"]),
-            "{symbol}: the final book differs from the exchange's at {update_id}"
-        );
-    }
-    // Every sampled moment the book said it was fresh, it was right.
-    let fresh: Vec<_> = samples.iter().filter(|s| !s.2).collect();
-    let wrong: Vec<_> = fresh
-        .iter()
-        .filter(|(symbol, id, _, bids, asks)| !book_is_true(&sim, symbol, *id, bids, asks))
-        .map(|(symbol, id, ..)| (symbol.clone(), *id))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{} of {} fresh samples were wrong: {:?}",
-        wrong.len(),
-        fresh.len(),
-        &wrong[..wrong.len().min(10)]
-    );
-    // No temporary key or lock is left.
-    let mut con = redis_connection(&redis.url());
+    trades
+}
+
+/// No temporary key or re-anchor lock is left.
+fn assert_nothing_left(redis_url: &str) {
+    let mut con = redis_connection(redis_url);
     for pattern in ["*:new:*", "reanchor:*"] {
         let left: Vec<String> = redis::cmd("KEYS")
             .arg(pattern)
@@ -283,10 +337,79 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
             .expect("KEYS");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
+}
+
+/// The final books are fresh and exact; every sample that said `stale=0` was exact, and the
+/// chaos made the books stale at times.
+fn assert_books(
+    exchange: &Shared,
+    final_books: &[(&str, HashMap<String, String>)],
+    samples: &Samples,
+) {
+    // The final book equals the exchange's at its update id, with stale=0.
+    for (symbol, ob) in final_books {
+        assert_eq!(ob["stale"], "0");
+        if let Err(e) = book_is_true(exchange, symbol, ob) {
+            panic!("the final book differs from the exchange's: {e}");
+        }
+    }
+    // Every sampled moment the book said it was fresh, it was right.
+    assert!(
+        samples.wrong.is_empty(),
+        "{} of {} fresh samples were wrong: {:#?}",
+        samples.wrong.len(),
+        samples.fresh,
+        &samples.wrong[..samples.wrong.len().min(10)]
+    );
+    assert!(
+        samples.fresh > 0 && samples.stale > 0,
+        "the chaos marked the books stale at times, and they were fresh at others: {samples:?}"
+    );
+}
+
+/// The faults were injected, every gap was repaired, and both sinks flushed everything.
+fn assert_repaired(sim: &Sim, summary: &Summary, played: &Played, figures: &serde_json::Value) {
     let sidecar = summary.sidecar.clone().unwrap_or_default();
-    let figures = serde_json::json!({
+    assert_eq!(sidecar.unrepaired_ids, 0, "{figures}");
+    assert!(
+        sidecar.repaired_ids > 0 && summary.gaps.count > 0,
+        "{figures}"
+    );
+    let dropped = &sim.handle().shared.dropped_frames;
+    assert!(
+        dropped.trades.load(Ordering::Relaxed) > 0 && dropped.depth.load(Ordering::Relaxed) > 0,
+        "frames were dropped on the wire: {figures}"
+    );
+    assert!(played.closes > 0, "{figures}");
+    for name in ["kinesis", "redis"] {
+        let s = &summary.sinks[name];
+        assert!(s.flushed, "{name}: {s:?}");
+        assert_eq!((s.dead_lettered, s.dropped), (0, 0), "{name}: {s:?}");
+    }
+}
+
+/// The figures issue 9 asks for (README, "The reliability sidecar"): trades, the gaps injected
+/// (frames dropped on the wire, abrupt closes) and seen, the gaps repaired, time to repair,
+/// re-anchors, and the rest of the summary.
+fn figures(
+    sim: &Sim,
+    summary: &Summary,
+    trades: usize,
+    played: &Played,
+    samples: &Samples,
+) -> serde_json::Value {
+    let sidecar = summary.sidecar.clone().unwrap_or_default();
+    let dropped = &sim.handle().shared.dropped_frames;
+    let book = summary.sinks["redis"].book.clone().unwrap_or_default();
+    serde_json::json!({
         "seconds": RUN.as_secs(),
         "trades": trades,
+        "injected": {
+            "trade_frames_dropped": dropped.trades.load(Ordering::Relaxed),
+            "depth_frames_dropped": dropped.depth.load(Ordering::Relaxed),
+            "abrupt_closes": played.closes,
+            "redis_restarted_at_s": played.redis_restarted_at.as_secs_f64(),
+        },
         "wire_gaps": summary.gaps.count,
         "missing_ids": summary.gaps.missing_ids,
         "trade_gaps_repaired": sidecar.trade_gaps,
@@ -296,22 +419,12 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
             "p50": sidecar.time_to_repair_ns.p50 as f64 / 1e6,
             "p99": sidecar.time_to_repair_ns.p99 as f64 / 1e6,
         },
+        "reanchors": book.reanchors,
+        "resyncs": book.resyncs,
         "switches": summary.switches,
         "reconnects": summary.reconnects,
-        "redis_restarted_at_s": restarted_at.as_secs_f64(),
-        "book_samples": samples.len(),
-        "book_samples_fresh": fresh.len(),
+        "book_samples_fresh": samples.fresh,
+        "book_samples_stale": samples.stale,
         "sinks": summary.sinks,
-    });
-    println!("chaos figures: {figures}");
-    assert_eq!(sidecar.unrepaired_ids, 0, "{figures}");
-    assert!(
-        sidecar.repaired_ids > 0 && summary.gaps.count > 0,
-        "{figures}"
-    );
-    for name in ["kinesis", "redis"] {
-        let s = &summary.sinks[name];
-        assert!(s.flushed, "{name}: {s:?}");
-        assert_eq!((s.dead_lettered, s.dropped), (0, 0), "{name}: {s:?}");
-    }
+    })
 }

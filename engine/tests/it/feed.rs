@@ -464,7 +464,7 @@ fn connection_streams(addr: std::net::SocketAddr) -> Vec<String> {
 }
 
 /// A GET against the simulator's admin API, in-process.
-fn sim_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn sim_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = std::net::TcpStream::connect(addr).expect("connects");
     use std::io::{Read, Write};
     write!(

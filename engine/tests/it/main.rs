@@ -3,8 +3,11 @@
 mod alloc;
 mod binance;
 mod book;
+mod chaos;
 mod cli;
+mod control;
 mod delivery;
+mod detect;
 mod fault_proxy;
 mod feed;
 mod reanchor;

@@ -497,6 +497,7 @@ impl Writer {
     /// (emptied) buffer back for reuse.
     fn deliver(&mut self, mut released: Vec<(FeedEvent, i64)>) {
         for (event, from) in released.drain(..) {
+            self.stats.tally.add(event.symbol, &event.frame, from);
             self.accept(event, from);
         }
         self.released = released;
@@ -785,6 +786,11 @@ impl Writer {
                             .saturating_sub(entry.recv_time_ns)
                             .clamp(1, self.latency.high()),
                     );
+                }
+                if lane != HEARTBEAT_LANE {
+                    self.stats
+                        .ack_latency
+                        .record_all(done.iter().map(|e| acked.saturating_sub(e.recv_time_ns)));
                 }
                 if lane != HEARTBEAT_LANE {
                     self.stats.written.add(verdict.delivered as u64);

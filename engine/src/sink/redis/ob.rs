@@ -542,6 +542,20 @@ impl ObState {
         }
     }
 
+    /// The depth stream was silent while the symbol moved: diffs may be lost without a gap
+    /// showing yet. A live book is marked stale and synced again (then re-anchored); a book
+    /// syncing or idle is left to that.
+    pub fn on_silent(&mut self, budget: &mut DiffBudget) -> Wants {
+        if self.disconnected || !matches!(self.sync, Sync::Live(_)) {
+            return Wants::Nothing;
+        }
+        self.mark_stale(
+            "silent: no depth diff while the symbol moved; syncing the book again".into(),
+            None,
+        );
+        self.resync(None, budget)
+    }
+
     /// Whether a re-anchor should start now: never while the connection is lost, nor before a
     /// stale mark waiting to be written has gone out (the swap must not overtake it).
     pub fn reanchor_due(&self, now_us: i64) -> bool {

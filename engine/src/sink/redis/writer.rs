@@ -240,6 +240,8 @@ struct Writer {
     /// When the next consistency check is due, and the symbol to try first.
     next_check: Option<Instant>,
     check_cursor: usize,
+    /// When the books' state is next published for the control plane.
+    next_book_publish: Instant,
     /// Trade order per symbol (live and repaired trades, each id once, in order).
     orders: TradeOrders<FeedEvent>,
     /// Trade events the orders released, with the first id to deliver (reused).
@@ -395,6 +397,7 @@ impl Writer {
             stop_marked: false,
             next_check,
             check_cursor: 0,
+            next_book_publish: Instant::now(),
             orders: trade_orders(hold_max),
             released: Vec::new(),
             gaps_logged: 0,
@@ -555,6 +558,7 @@ impl Writer {
     /// (emptied) buffer back for reuse.
     fn deliver(&mut self, mut released: Vec<(FeedEvent, i64)>) {
         for (event, from) in released.drain(..) {
+            self.stats.tally.add(event.symbol, &event.frame, from);
             self.apply(event, from);
         }
         self.released = released;
@@ -668,6 +672,9 @@ impl Writer {
                 .latency
                 .record(acked.saturating_sub(*recv).clamp(1, self.latency.high()));
         }
+        self.stats
+            .ack_latency
+            .record_all(batch.samples.iter().map(|r| acked.saturating_sub(*r)));
         let mut at = 0;
         let mut refused = None;
         for section in batch.sections {

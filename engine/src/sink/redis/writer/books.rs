@@ -10,7 +10,9 @@ use redis::Value;
 use super::{Conn, Io, Reanchoring, Writer};
 use crate::backoff::jittered;
 use crate::binance::decimal::mantissas;
+use crate::constants::CONTROL_SAMPLE_INTERVAL;
 use crate::feed::event::{BookRequest, BookSnapshot, Purpose, Repair, StreamChange};
+use crate::sink::BookState;
 use crate::sink::redis::ob::{BookEvent, SnapshotOutcome, Wants};
 use crate::sink::redis::reanchor::{self, NewState, TempKeys};
 use crate::sink::redis::state::Keys;
@@ -75,6 +77,7 @@ impl Writer {
                 Wants::Nothing
             }
             StreamChange::Reconnected => state.ob.on_reconnected(&mut self.diffs),
+            StreamChange::Silent => state.ob.on_silent(&mut self.diffs),
         };
         self.after_book(index, wants);
     }
@@ -196,6 +199,7 @@ impl Writer {
     /// The book work of one round: queued requests, a consistency check when due, finished
     /// and new re-anchors. Nothing new starts once stopping.
     pub(super) async fn book_work(&mut self, io: &Io, stopping: bool, now: Instant) -> usize {
+        self.publish_books(now);
         let mut work = self.flush_requests();
         work += self.finish_reanchors().await;
         if stopping {
@@ -207,6 +211,21 @@ impl Writer {
             work += self.start_reanchors(conn);
         }
         work
+    }
+
+    /// Publishes each book's standing for the control plane, at most every
+    /// [`CONTROL_SAMPLE_INTERVAL`].
+    fn publish_books(&mut self, now: Instant) {
+        if now < self.next_book_publish {
+            return;
+        }
+        self.next_book_publish = now + CONTROL_SAMPLE_INTERVAL;
+        let mut books = crate::sync::lock(&self.stats.book.books);
+        books.clear();
+        books.extend(self.states.iter().flatten().map(|s| BookState {
+            symbol: s.name.clone(),
+            stale: s.ob.stale_reason().is_some(),
+        }));
     }
 
     /// Starts the consistency check of the next symbol in turn when one is due: every

@@ -1,0 +1,163 @@
+//! The control plane: an HTTP server on its own thread and its own current-thread runtime
+//! (never on a reader core; it only reads the counters the hot path already keeps) serving
+//! `GET /metrics` (Prometheus text or OpenMetrics), `/health`, `/ready`, `/live`, `/stats`,
+//! `/pairs`, and, when `http.allow_pair_changes`, `POST /pairs` and `DELETE /pairs/{SYMBOL}`
+//! behind a bearer token from the environment.
+//!
+//! Pair changes go through [`crate::feed::run::Feed::add_symbol`] / `remove_symbol`, which need
+//! the feed itself: the HTTP thread sends each change over a channel to whoever owns the feed
+//! (`hotpath run`'s wait loop, or [`serve_until`]), which calls [`Control::apply`] and answers.
+//!
+//! Pieces: [`status`] (the sampler: rates and ages; the JSON of `/health`, `/ready`,
+//! `/stats`), [`metrics`] (the collector and the two exposition formats), [`server`] (hyper,
+//! routing, errors), [`auth`] (the bearer token, compared in constant time).
+
+pub mod auth;
+pub mod metrics;
+pub mod server;
+pub mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::RunConfig;
+use crate::feed::run::{Feed, SinkHandle};
+use crate::stream::StreamKind;
+use status::Sources;
+
+/// A change of the subscribed symbols asked over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PairChange {
+    /// Subscribe a symbol's streams.
+    Add(String),
+    /// Unsubscribe them.
+    Remove(String),
+}
+
+/// A change and where its outcome goes.
+#[derive(Debug)]
+pub struct PairRequest {
+    /// The change.
+    pub change: PairChange,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The running control plane.
+pub struct Control {
+    addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    requests: mpsc::Receiver<PairRequest>,
+    pairs: Arc<RwLock<Vec<String>>>,
+}
+
+/// Starts the control plane of a run (`None` when `http.listen = "0"`): binds at once, so a
+/// taken port fails the run with the address named. `token` is the bearer token of the
+/// mutating endpoints (see [`crate::config::HttpConfig::token_from`]).
+pub fn start(
+    config: &RunConfig,
+    feed: &Feed,
+    sinks: &[SinkHandle],
+    token: Option<String>,
+) -> Result<Option<Control>, String> {
+    let Some(listen) = config.http.listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| format!("http.listen: cannot listen on {listen}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("http.listen: {e}"))?;
+    let pairs = Arc::new(RwLock::new(config.symbols.clone()));
+    let sources = Sources {
+        service: "hotpath".into(),
+        readers: feed.stats.clone(),
+        sinks: sinks.iter().map(|s| (s.name, s.stats.clone())).collect(),
+        sidecar: feed.sidecar.clone(),
+        pairs: pairs.clone(),
+        books_kept: config.redis.is_some() && config.streams.contains(&StreamKind::Depth),
+        stale_after: config.http.stale_after,
+    };
+    let (shutdown, stop) = watch::channel(false);
+    let (sender, requests) = mpsc::channel(16);
+    let app = server::App::new(sources, token, config.http.allow_pair_changes, sender);
+    let thread = std::thread::Builder::new()
+        .name("hotpath-control".into())
+        .spawn(move || server::run(listener, app, stop))
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    tracing::info!(%addr, "control plane listening");
+    Ok(Some(Control {
+        addr,
+        thread: Some(thread),
+        shutdown,
+        requests,
+        pairs,
+    }))
+}
+
+impl Control {
+    /// Where the server listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The next pair change asked over HTTP (pending forever once the server is gone).
+    pub async fn next_request(&mut self) -> PairRequest {
+        match self.requests.recv().await {
+            Some(request) => request,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Carries out `request` on `feed` and answers the HTTP request that asked it.
+    pub fn apply(&mut self, request: PairRequest, feed: &mut Feed) {
+        let outcome = match &request.change {
+            PairChange::Add(symbol) => feed.add_symbol(symbol).map(|()| {
+                crate::sync::write(&self.pairs).push(symbol.clone());
+            }),
+            PairChange::Remove(symbol) => feed.remove_symbol(symbol).map(|()| {
+                crate::sync::write(&self.pairs).retain(|s| s != symbol);
+            }),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!(change = ?request.change, "pairs changed over HTTP"),
+            Err(e) => tracing::warn!(change = ?request.change, error = %e, "pair change refused"),
+        }
+        let _ = request.reply.send(outcome);
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Serves pair changes on `feed` until `end` completes (the caller's runtime; the HTTP
+/// server itself runs on its own thread). Without a control plane it just awaits `end`.
+pub async fn serve_until(control: Option<&mut Control>, feed: &mut Feed, end: impl Future) {
+    let Some(control) = control else {
+        end.await;
+        return;
+    };
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            _ = &mut end => return,
+            request = control.next_request() => control.apply(request, feed),
+        }
+    }
+}
