@@ -136,6 +136,29 @@ impl TradeWindow {
         self.trades.push_back(trade);
     }
 
+    /// Moves every mantissa to a finer exponent: prices times `10^price_digits`, quantities
+    /// times `10^qty_digits`, exactly. `false` (the window unchanged) if a value overflows.
+    pub fn rescale(&mut self, price_digits: u16, qty_digits: u16) -> bool {
+        let scale = |digits: u16| 10i64.checked_pow(u32::from(digits));
+        let (Some(ps), Some(qs)) = (scale(price_digits), scale(qty_digits)) else {
+            return false;
+        };
+        let mut ticks = self.trades.clone();
+        for t in ticks.iter_mut() {
+            let (Some(price), Some(qty)) = (t.price.checked_mul(ps), t.qty.checked_mul(qs)) else {
+                return false;
+            };
+            t.price = price;
+            t.qty = qty;
+        }
+        let mut rescaled = TradeWindow::new(self.span_us);
+        for t in ticks {
+            rescaled.push(t);
+        }
+        *self = rescaled;
+        true
+    }
+
     /// Drops trades older than the window at `now_us` and returns the statistics. High and low
     /// are recomputed from what remains (the window is short, so this stays cheap).
     pub fn stats(&mut self, now_us: i64) -> WindowStats {

@@ -33,6 +33,15 @@ pub struct FeedEvent {
     pub frame: Bytes,
 }
 
+impl FeedEvent {
+    /// Whether this is an announcement of trade ids lost before the consumer saw any of the
+    /// symbol's ([`super::announce`]): a trades event without a frame.
+    #[inline]
+    pub fn is_announcement(&self) -> bool {
+        self.kind == StreamKind::Trade && self.frame.is_empty()
+    }
+}
+
 const _: () = assert!(
     std::mem::size_of::<FeedEvent>() <= 80,
     "events stay small: rings hold them by value"

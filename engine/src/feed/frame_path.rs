@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
+use super::announce::Announcements;
 use super::event::{Cause, FeedEvent, Notice};
 use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::ReaderStats;
@@ -47,6 +48,8 @@ pub struct FramePath {
     to_ring: u64,
     /// Each stream's last receive time, for the sidecar's silence check.
     clock: Option<Arc<StreamClock>>,
+    /// Trades lost at a consumer's full ring before it saw any of the symbol's.
+    announcements: Announcements,
 }
 
 /// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
@@ -62,6 +65,7 @@ impl FramePath {
         stats: Arc<ReaderStats>,
     ) -> Self {
         FramePath {
+            announcements: Announcements::new(producers.len(), symbols.len()),
             producers,
             notices,
             sequencer: Sequencer::new(symbols.len()),
@@ -133,10 +137,12 @@ impl FramePath {
                 .insert(at, (symbol.as_bytes().to_vec().into_boxed_slice(), index));
         }
         self.sequencer.grow(index as usize + 1);
+        self.announcements.grow(index as usize + 1);
         // A symbol subscribed again starts afresh: its absence is not a gap.
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
         }
+        self.announcements.forget(index);
     }
 
     /// Stops accepting frames of symbol `index` (frames still in flight before the
@@ -148,6 +154,7 @@ impl FramePath {
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
         }
+        self.announcements.forget(index);
     }
 
     /// Tells the sidecar that the symbols of `streams` stopped arriving (their connection was
@@ -273,9 +280,22 @@ impl FramePath {
                 event.clone()
             };
             let Some(item) = item else { break };
-            if self.producers[consumer].push(item).is_ok() {
+            let trade = kind == StreamKind::Trade;
+            if self.announcements.owing(consumer) {
+                self.pay_announcements(consumer, recv);
+            }
+            // A trades event waits behind its symbol's announcement: lost too while it is owed.
+            let pushed = !(trade && self.announcements.owes(consumer, symbol))
+                && self.producers[consumer].push(item).is_ok();
+            if pushed {
                 self.to_ring |= 1 << consumer;
+                if trade {
+                    self.announcements.reached(consumer, symbol);
+                }
             } else {
+                if trade {
+                    self.announcements.lost(consumer, symbol, first_id, last_id);
+                }
                 self.stats.queue_drops.bump();
                 let gap = GapNotice {
                     symbol,
@@ -291,6 +311,16 @@ impl FramePath {
         }
         self.stats.events[kind as usize].bump();
         record_latency(&mut self.histogram, monotonic_ns().saturating_sub(recv));
+    }
+
+    /// Pushes the announcements `consumer` is owed, as far as its ring has room.
+    #[cold]
+    fn pay_announcements(&mut self, consumer: usize, now_ns: u64) {
+        let producer = &mut self.producers[consumer];
+        self.announcements
+            .pay(consumer, now_ns, |event| producer.push(event).is_ok());
+        // Whatever was pushed wakes the consumer with the batch (a spurious ring is harmless).
+        self.to_ring |= 1 << consumer;
     }
 
     fn notify(&mut self, notice: Notice) {
@@ -668,6 +698,53 @@ pub(crate) mod tests {
             (3, 7),
             "ids 4..=6 need repair"
         );
+    }
+
+    /// Regression: trades lost at a consumer's full ring before any trade of the symbol
+    /// reached it were repaired into the sink's order as duplicates (its order started at the
+    /// first event it saw). The consumer is now told, in its ring and ahead of any later trade
+    /// of the symbol, and its order waits for the repair and delivers it, in order.
+    #[test]
+    fn trades_lost_before_the_first_one_reached_a_consumer_are_announced_ahead() {
+        let (producer, mut ring) = rtrb::RingBuffer::new(1);
+        let (notices_in, mut notices) = rtrb::RingBuffer::new(16);
+        let mut path = FramePath::with(
+            &["BTCUSDT".to_string()],
+            65_535,
+            vec![producer],
+            notices_in,
+            Arc::new(ReaderStats::default()),
+        );
+        path.on_frame(diff(1, 2), 1); // fills the ring
+        path.on_frame(trades(10..=12), 2); // lost: the first trades of BTCUSDT
+        path.on_frame(trades(13..=13), 3); // lost too (the announcement does not fit yet)
+        assert_eq!(notices.pop().map(|n| n.gap.missing_range()), Ok(10..=12));
+        assert_eq!(notices.pop().map(|n| n.gap.missing_range()), Ok(13..=13));
+        let diff_event = ring.pop().expect("the diff");
+        assert!(!diff_event.is_announcement());
+        path.on_frame(trades(14..=15), 4); // the announcement takes the free slot: lost too
+        let announced = ring.pop().expect("the announcement");
+        assert!(announced.is_announcement());
+        assert_eq!((announced.first_id, announced.last_id), (10, 13));
+        assert_eq!(notices.pop().map(|n| n.gap.missing_range()), Ok(14..=15));
+        path.on_frame(trades(16..=16), 5);
+        let live = ring.pop().expect("a live event after the announcement");
+        assert_eq!((live.first_id, live.last_id), (16, 16));
+        // The sink's order: the announcement first, the live event waits for the repair.
+        let mut orders = crate::sink::order::TradeOrders::new(u64::MAX, 16);
+        let mut out = Vec::new();
+        orders.announce(announced.symbol, announced.first_id, announced.last_id);
+        orders.offer(0, 16, 16, (16, 16), 0, &mut out);
+        assert!(out.is_empty(), "held until the repair");
+        // The sidecar's repairs of 10..=13 and 14..=15 (the notices' ids).
+        orders.offer(0, 10, 13, (10, 13), 1, &mut out);
+        orders.offer(0, 14, 15, (14, 15), 1, &mut out);
+        let delivered: Vec<i64> = out
+            .iter()
+            .flat_map(|((_, last), from)| *from..=*last)
+            .collect();
+        assert_eq!(delivered, (10..=16).collect::<Vec<_>>());
+        assert_eq!(orders.counts().duplicates, 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! a single-threaded runtime and carrying out what the slots decide), [`run`] (starting and
 //! stopping, the summary).
 
+pub mod announce;
 pub mod event;
 pub mod frame_path;
 pub mod progress;

@@ -351,6 +351,10 @@ fn count(
         let mut work = 0;
         for ring in events.iter_mut() {
             while let Ok(event) = ring.pop() {
+                if event.is_announcement() {
+                    // Not an event: ids this consumer lost (counted as queue drops).
+                    continue;
+                }
                 tally.events[event.kind as usize] += 1;
                 let latency = monotonic_ns().saturating_sub(event.recv_time_ns).max(1);
                 let _ = tally
@@ -535,8 +539,8 @@ impl Summary {
     }
 }
 
-/// How long the sinks may take to flush once the readers stopped; what is left then is
-/// dead-lettered (Kinesis) or reported unflushed (Redis).
+/// How long the sinks may take to flush once the readers stopped; the records left then are
+/// dead-lettered (both sinks), and Redis state keys left unwritten make `flushed` false.
 pub const SINK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the Kinesis writer may take to check (or create) its streams at start.

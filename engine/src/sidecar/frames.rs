@@ -194,6 +194,31 @@ mod tests {
         assert_eq!(makers, vec![Some(BoolEnum::True), Some(BoolEnum::False)]);
     }
 
+    /// A repaired frame is at -8 whatever the live frames use: a Kinesis consumer decodes
+    /// each record at its own exponents (SBE) or reads its decimals (JSON), so a repaired
+    /// trade has the value of the live one; only JSON's trailing zeros may differ.
+    #[test]
+    fn a_repaired_frame_reads_as_the_same_values_in_either_payload() {
+        let mut out = Vec::new();
+        page_frames("BTCUSDT", &[trade(10, 1_000, "69769.91000000")], &mut out).expect("frames");
+        let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&out[0].frame) else {
+            panic!("a trades frame");
+        };
+        let t = m.trades().next().expect("a trade");
+        let price = sbe_runtime::Decimal::new(t.price(), m.price_exponent());
+        let live = sbe_runtime::Decimal::new(6_976_991, -2);
+        assert_eq!(
+            i128::from(price.mantissa),
+            i128::from(live.mantissa) * 1_000_000,
+            "{price} is {live}"
+        );
+        let mut json = String::new();
+        assert!(crate::decode::frame_to_json(&out[0].frame, &mut json));
+        let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let text = v["trades"][0]["price"].as_str().expect("a decimal string");
+        assert_eq!(text.trim_end_matches('0'), live.to_string(), "{json}");
+    }
+
     #[test]
     fn inexact_or_broken_pages_are_refused_whole() {
         let mut out = Vec::new();

@@ -42,7 +42,7 @@ use super::klines::{
 use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestError, RestTrade};
 use crate::clock::{monotonic_ns, unix_ms};
-use crate::feed::event::{Cause, FeedEvent, Notice, Repair};
+use crate::feed::event::{Cause, FeedEvent, Notice, Repair, StreamChange};
 use crate::idle::{Bell, IdleStrategy, Step, TaskIdle};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
 use crate::rng::Rng;
@@ -65,6 +65,30 @@ const DETECTIONS_LOGGED_MAX: u64 = 20;
 /// Ids in `from..=to` (0 when empty), without overflow whatever ids the network sent.
 fn id_count(from: i64, to: i64) -> u64 {
     u64::try_from(i128::from(to) - i128::from(from) + 1).unwrap_or(0)
+}
+
+/// A symbol was removed: every one of `consumers` not told yet by the books (those told are
+/// `repairs[told..]`) is told too, so that each sink forgets the symbol's trade order and does
+/// not wait, once it is added again, for the ids traded while it was away.
+fn tell_removed(
+    repairs: &mut Vec<(usize, Repair)>,
+    told: usize,
+    consumers: usize,
+    notice: &Notice,
+) {
+    for consumer in 0..consumers {
+        if repairs[told..].iter().any(|(c, _)| *c == consumer) {
+            continue;
+        }
+        repairs.push((
+            consumer,
+            Repair::Stream {
+                symbol: notice.gap.symbol,
+                change: StreamChange::Removed,
+                last_update_id: notice.gap.last_good,
+            },
+        ));
+    }
 }
 
 /// What the sidecar needs to run.
@@ -345,11 +369,15 @@ impl Sidecar {
                 if self.kept.len() < NOTICES_KEPT_MAX {
                     self.kept.push(notice);
                 }
+                let told = self.book_repairs.len();
                 if let Some(books) = self.books.as_ref() {
                     books.stream_repairs(&notice, &mut self.book_repairs);
                 }
                 if notice.cause == Cause::Removed {
                     self.detect.forget(notice.gap.symbol, now);
+                    if self.trade_repair {
+                        tell_removed(&mut self.book_repairs, told, consumers, &notice);
+                    }
                 }
                 let trades_wanted = self.trade_repair && notice.gap.kind == StreamKind::Trade;
                 if !notice.cause.is_gap() || !trades_wanted || consumers == 0 {

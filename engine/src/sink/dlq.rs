@@ -49,13 +49,17 @@
 //! if it is one (a crash between the record and its line feed), and otherwise a torn write,
 //! reported as [`DeadLetters::torn_tail`] rather than as an error.
 //!
-//! Writing: one [`DeadLetterWriter`] appends to a file at a time. Opening a file whose last line
-//! is torn first repairs it: a complete record only lacking its `\n` gets one, anything else is
-//! cut off (it is what was left of a record a crash lost), so that appended records start on a
-//! line of their own.
+//! Writing: one [`DeadLetterWriter`] appends to a file at a time, each record (its `\n`
+//! included) in one `write` call. A write that fails or is short (ENOSPC, a file size limit) is
+//! undone by cutting the file back to its length before it, so a record is in the file whole or
+//! not at all and later records are never glued to a fragment; if even the cut fails, the next
+//! append repairs the tail first. Opening a file whose last line is torn (a crash mid-write)
+//! first repairs it: a complete record only lacking its `\n` gets one, anything else is cut off
+//! (it is what was left of a record a crash lost), so that appended records start on a line of
+//! their own. [`replace`] writes a whole file afresh (a temporary file renamed over it).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -207,16 +211,20 @@ struct RedisIn {
 }
 
 /// Appends records to the dead-letter file (created if missing, parent directories too), one
-/// line each; `flush` writes through to the OS and fsyncs (sync_data).
+/// line each, each in one `write` call; `flush` fsyncs (sync_data).
 ///
-/// Records appended but not flushed are lost if the process dies; dropping the writer writes
-/// them to the OS but does not fsync.
+/// Records appended but not flushed are in the OS's cache: a crash of the process keeps them, a
+/// crash of the machine may not.
 #[derive(Debug)]
 pub struct DeadLetterWriter {
     /// The file's path, as given to `open`.
     path: PathBuf,
     /// The file, opened for appending.
-    file: BufWriter<File>,
+    file: File,
+    /// The file's length after the last whole record: a failed write is cut back to it.
+    len: u64,
+    /// A failed write could not be cut back: the tail is repaired before the next append.
+    torn: bool,
     /// Scratch space for one encoded line, reused across appends.
     line: Vec<u8>,
 }
@@ -244,9 +252,12 @@ impl DeadLetterWriter {
                 "dead-letter file ended in a torn record; cut it off"
             );
         }
+        let len = file.metadata()?.len();
         Ok(Self {
             path: path.to_owned(),
-            file: BufWriter::new(file),
+            file,
+            len,
+            torn: false,
             line: Vec::new(),
         })
     }
@@ -256,18 +267,69 @@ impl DeadLetterWriter {
         &self.path
     }
 
-    /// Appends one record as one line. Buffered: [`flush`](Self::flush) makes it durable.
+    /// Appends one record as one line, in one `write` call. On error the file holds what it
+    /// held before (the fragment a short write left is cut off).
     pub fn append(&mut self, record: &DeadRecord) -> io::Result<()> {
+        if self.torn {
+            repair_torn_tail(&mut self.file)?;
+            self.len = self.file.metadata()?.len();
+            self.torn = false;
+        }
         self.line.clear();
         encode_line(record, &mut self.line)?;
-        self.file.write_all(&self.line)
+        match write_once(&mut self.file, &self.line) {
+            Ok(()) => {
+                self.len += self.line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.undo_failed_write();
+                Err(e)
+            }
+        }
     }
 
-    /// Writes buffered records to the OS and waits until the file's data is on disk.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()
+    /// Cuts off what a failed write left after the last whole record; if that fails too, the
+    /// next append repairs the tail first.
+    fn undo_failed_write(&mut self) {
+        if self.file.set_len(self.len).is_err() {
+            self.torn = true;
+        }
     }
+
+    /// Waits until the file's data is on disk.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Writes `line` with one `write` call: a short write is an error (the caller undoes it).
+fn write_once(out: &mut impl Write, line: &[u8]) -> io::Result<()> {
+    let written = out.write(line)?;
+    if written < line.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {} bytes", line.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `records` to `path` afresh: into `PATH.tmp` first, fsynced, then renamed over `path`,
+/// so `path` holds either its old content or all of `records`, never a mix or a fragment.
+pub fn replace(path: &Path, records: &[DeadRecord]) -> io::Result<()> {
+    let mut text = Vec::new();
+    for record in records {
+        encode_line(record, &mut text)?;
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let mut file = File::create(&temp)?;
+    file.write_all(&text)?;
+    file.sync_data()?;
+    drop(file);
+    fs::rename(&temp, path)
 }
 
 /// A sink's dead-letter file, opened at the first record (a run that dead-letters nothing
@@ -973,6 +1035,111 @@ mod tests {
         write_all(&path, std::slice::from_ref(&after));
         let text = fs::read_to_string(&path).expect("read back");
         assert_eq!(text, format!("{line}{}", line_of(&after)));
+    }
+
+    /// A writer that takes only half of what it is given, as a full disk does.
+    struct HalfFull(Vec<u8>);
+
+    impl Write for HalfFull {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let half = buf.len() / 2;
+            self.0.extend_from_slice(&buf[..half]);
+            Ok(half)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_short_write_is_an_error() {
+        let mut out = HalfFull(Vec::new());
+        let error = write_once(&mut out, b"0123456789\n").expect_err("short");
+        assert_eq!(error.kind(), io::ErrorKind::WriteZero);
+        assert_eq!(
+            out.0.len(),
+            5,
+            "one write call, not a loop finishing it later"
+        );
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_fragment_for_the_next_record_to_glue_onto() {
+        let dir = scratch("failed-append");
+        let path = dir.join("dead.jsonl");
+        let (a, b, c) = (
+            record("BTCUSDT", b"1"),
+            record("ETHUSDT", b"2"),
+            record("SOLUSDT", b"3"),
+        );
+        let mut writer = DeadLetterWriter::open(&path).expect("open");
+        writer.append(&a).expect("append");
+        // What a short write (ENOSPC) leaves: half a record at the end of the file.
+        let fragment = line_of(&record("XRPUSDT", b"lost"));
+        let mut other = OpenOptions::new().append(true).open(&path).expect("open");
+        other
+            .write_all(&fragment.as_bytes()[..fragment.len() / 2])
+            .expect("fragment");
+        writer.undo_failed_write();
+        writer.append(&b).expect("append after the failure");
+        // The same when the cut failed: the next append repairs the tail first.
+        other
+            .write_all(&fragment.as_bytes()[..fragment.len() / 3])
+            .expect("fragment");
+        writer.torn = true;
+        writer.append(&c).expect("append after a failed cut");
+        writer.flush().expect("flush");
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: vec![a, b, c],
+                torn_tail: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_truncated_last_line_keeps_every_record_before_it() {
+        let dir = scratch("truncated-many");
+        let path = dir.join("dead.jsonl");
+        let records: Vec<DeadRecord> = (0..50)
+            .map(|i| record("BTCUSDT", format!("{i}").as_bytes()))
+            .collect();
+        write_all(&path, &records);
+        let torn = line_of(&redis_record("1763700000000-1"));
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(&torn.as_bytes()[..torn.len() - 3])
+            .expect("torn");
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records,
+                torn_tail: Some(51)
+            })
+        );
+    }
+
+    #[test]
+    fn replace_writes_a_file_afresh() {
+        let dir = scratch("replace");
+        let path = dir.join("dead.jsonl.failed");
+        write_all(&path, &[record("OLDUSDT", b"old")]);
+        let fresh = [record("BTCUSDT", b"1"), redis_record("1763700000000-2")];
+        replace(&path, &fresh).expect("replace");
+        assert_eq!(
+            read(&path),
+            Ok(DeadLetters {
+                records: fresh.to_vec(),
+                torn_tail: None
+            })
+        );
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        assert!(
+            !PathBuf::from(temp).exists(),
+            "the temporary file is renamed"
+        );
     }
 
     #[test]

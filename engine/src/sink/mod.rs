@@ -192,8 +192,10 @@ pub struct SinkSummary {
     pub reconnects: u64,
     /// Frame receipt to write acknowledged, nanoseconds.
     pub receipt_to_ack_ns: Percentiles,
-    /// Whether everything taken from the rings was written (or dead-lettered) before the
-    /// shutdown deadline.
+    /// The same in every sink: everything this sink took (events from the rings, repairs)
+    /// was landed or dead-lettered before it exited: nothing left in memory, nothing held,
+    /// nothing dropped (`dropped == 0`). For Redis the state keys (`bbo:`, `ob:`, `tr:`,
+    /// `feat:`), which cannot be dead-lettered, must also hold everything taken.
     pub flushed: bool,
     /// The Redis writer's order books (absent for Kinesis).
     #[serde(skip_serializing_if = "Option::is_none")]

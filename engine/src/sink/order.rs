@@ -8,7 +8,10 @@
 //! sidecar fetches them from REST and sends them through the sink's repair ring, through the
 //! same [`TradeOrder::offer`]), then released in order. A repair never duplicates what was
 //! delivered: an event wholly before the next expected id is a duplicate, one that straddles it
-//! is delivered from the next expected id on (the sink trims it).
+//! is delivered from the next expected id on (the sink trims it). A symbol's order starts at
+//! the first event the sink sees of it, unless the reader announced ids lost at the sink's full
+//! ring before that ([`TradeOrder::announce`], [`crate::feed::announce`]): then it starts at
+//! the first lost id, so their repair is delivered (in order), not taken for a duplicate.
 //!
 //! Holding is bounded: by time (`hold_max_ns`, after which the sink gives up on the missing ids,
 //! counts them as unrepaired and releases what it holds) and by count (`held_max` events). A
@@ -105,6 +108,16 @@ impl<T> TradeOrder<T> {
     /// Events held.
     pub fn held_len(&self) -> usize {
         self.held.len()
+    }
+
+    /// Trade ids `from..=to` were lost before this sink saw any event of the symbol (an
+    /// announcement, [`crate::feed::announce`]): the order starts at `from`, so later events
+    /// wait for their repair, which is then delivered, not taken for a duplicate. Once the
+    /// order has started, its own gap check sees losses: nothing changes.
+    pub fn announce(&mut self, from: i64, to: i64) {
+        if self.next.is_none() && from <= to {
+            self.next = Some(from);
+        }
     }
 
     /// Offers an event with trade ids `first..=last` (live or repaired) at `now_ns`. On
@@ -275,6 +288,14 @@ impl<T> TradeOrders<T> {
             .sum()
     }
 
+    /// Whether `symbol` holds events back (ids before them are missing).
+    pub fn holds(&self, symbol: u16) -> bool {
+        self.symbols
+            .get(usize::from(symbol))
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.order.held_len() > 0)
+    }
+
     /// The next id symbol `symbol` will deliver, once it has an order.
     pub fn next_id(&self, symbol: u16) -> Option<i64> {
         self.symbols
@@ -318,6 +339,23 @@ impl<T> TradeOrders<T> {
             _ => {}
         }
         self.settle(symbol, out);
+    }
+
+    /// Trade ids `from..=to` of `symbol` were lost before this sink saw any of the symbol's
+    /// ([`TradeOrder::announce`]).
+    pub fn announce(&mut self, symbol: u16, from: i64, to: i64) {
+        let (hold_max_ns, held_max) = (self.hold_max_ns, self.held_max);
+        let index = usize::from(symbol);
+        if self.symbols.len() <= index {
+            self.symbols.resize_with(index + 1, || None);
+        }
+        self.symbols[index]
+            .get_or_insert_with(|| SymbolOrder {
+                order: TradeOrder::new(hold_max_ns, held_max),
+                unfetchable: Vec::new(),
+            })
+            .order
+            .announce(from, to);
     }
 
     /// The sidecar cannot fetch ids `from..=to` of `symbol`: once the ids the symbol misses
@@ -383,6 +421,30 @@ impl<T> TradeOrders<T> {
                 release(&mut entry.order, &mut self.counts, out);
             }
         }
+    }
+
+    /// The symbol was removed (unsubscribed): what it held is delivered (the ids still
+    /// missing before it are given up on, counted) and its order is forgotten, so that when the
+    /// symbol is added again its first event starts a new order instead of waiting for the ids
+    /// traded while it was away.
+    pub fn forget(&mut self, symbol: u16, out: &mut Vec<(T, i64)>) {
+        let Some(entry) = self
+            .symbols
+            .get_mut(usize::from(symbol))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        while entry.order.held_len() > 0 {
+            if let Some(missing) = entry.order.give_up() {
+                self.counts.unrepaired_ids += missing.count();
+                self.counts.unrepaired_gaps += 1;
+                self.given_up.push((symbol, missing));
+            }
+            release(&mut entry.order, &mut self.counts, out);
+        }
+        self.symbols[usize::from(symbol)] = None;
+        self.holding.retain(|&s| s != symbol);
     }
 
     /// After a change to `symbol`: gives up on its missing ids if they are all reported
@@ -637,6 +699,32 @@ mod tests {
         );
     }
 
+    /// Regression: the repair of a symbol's first events, lost at a full ring before the sink
+    /// saw any of its events, was taken for a duplicate (the order started at the first live
+    /// event after them): silent loss. Announced, they are waited for and delivered in order.
+    #[test]
+    fn ids_announced_lost_before_the_first_event_are_waited_for_and_delivered() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        orders.announce(0, 1, 5);
+        orders.offer(0, 6, 8, (6, 8), 0, &mut out);
+        collect(&mut out, &mut ids);
+        assert!(ids.is_empty(), "6..=8 waits for 1..=5");
+        orders.offer(0, 1, 5, (1, 5), 1, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+        assert_eq!(orders.counts(), OrderCounts::default());
+        // Once started, an announcement changes nothing (the gap check sees losses).
+        orders.announce(0, 2, 3);
+        assert_eq!(orders.next_id(0), Some(9));
+        // Without the announcement the repair is taken for a duplicate (the bug).
+        let mut unannounced = TradeOrders::new(HOLD, 16);
+        unannounced.offer(0, 6, 8, (6, 8), 0, &mut out);
+        unannounced.offer(0, 1, 5, (1, 5), 1, &mut out);
+        assert_eq!(unannounced.counts().duplicates, 1);
+    }
+
     /// Delivers `(first, last)` items from `out` into `ids`, from their delivery id.
     fn collect(out: &mut Vec<((i64, i64), i64)>, ids: &mut Vec<i64>) {
         for ((_, last), from) in out.drain(..) {
@@ -765,6 +853,36 @@ mod tests {
         collect(&mut out, &mut ids);
         assert_eq!(ids, vec![1, 4]);
         assert_eq!(orders.counts().duplicates, 1);
+    }
+
+    /// Regression: a symbol removed and added again stalled, its first events after the
+    /// return held as if the ids traded while it was away were missing.
+    #[test]
+    fn a_forgotten_symbol_starts_afresh_and_delivers_what_it_held() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        for (first, last) in [(1, 1), (4, 4)] {
+            orders.offer(0, first, last, (first, last), 0, &mut out);
+        }
+        orders.offer(1, 7, 7, (7, 7), 0, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7]);
+        orders.forget(0, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7, 4], "what it held is delivered");
+        assert_eq!(orders.counts().unrepaired_ids, 2);
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.next_id(0), None);
+        // Back after trading went on: no wait, no gap.
+        orders.offer(0, 500, 501, (500, 501), 1, &mut out);
+        collect(&mut out, &mut ids);
+        assert_eq!(ids, vec![1, 7, 4, 500, 501]);
+        assert_eq!(orders.held(), 0);
+        assert_eq!(orders.counts().unrepaired_gaps, 1);
+        // Other symbols and unknown ones are untouched.
+        orders.forget(9, &mut out);
+        assert_eq!(orders.next_id(1), Some(8));
     }
 
     /// Events covering 1..=n split at `cuts`.

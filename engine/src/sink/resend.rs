@@ -15,13 +15,18 @@
 //!   a Redis stream only appends, so it cannot be placed (it fails, with that reason).
 //!
 //! Records that still fail are written to `FILE.failed` (same format), so nothing is lost. The
-//! input file is never changed.
+//! input file is never changed. `FILE.unknown` and `FILE.failed` are written afresh by each run
+//! (a temporary file renamed over them, never appended to an earlier run's): they hold what this
+//! run left, and one this run has nothing for is removed (an earlier run's list is out of date).
+//!
+//! Every argument is checked before anything is sent (the Kinesis settings, the `--redis` URL,
+//! a `--redis` needed by the file's Redis records): a mistake is reported with nothing sent.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::dlq::{self, DeadLetterWriter, DeadRecord, Outcome, Target};
+use super::dlq::{self, DeadRecord, Outcome, Target};
 use crate::config::KinesisConfig;
 
 /// Attempts per record before it is written to `FILE.failed`.
@@ -76,30 +81,16 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
     let (kinesis, unknown): (Vec<DeadRecord>, Vec<DeadRecord>) = kinesis
         .into_iter()
         .partition(|r| options.include_unknown || r.outcome == Outcome::Failed);
-    let redis_url = match (&options.redis_url, redis.is_empty()) {
-        (Some(url), _) => Some(url.clone()),
-        (None, true) => None,
-        (None, false) => anyhow::bail!(
-            "{}: the file holds {} Redis records: give the server with --redis URL",
-            path.display(),
-            redis.len()
-        ),
-    };
+    let checked = check_arguments(path, options, redis.len())?;
     let mut failed = Vec::new();
     if !kinesis.is_empty() {
         crate::tls::install_default_provider();
-        let config = KinesisConfig {
-            endpoint_url: options.kinesis_endpoint.clone(),
-            region: options.region.clone(),
-            ..KinesisConfig::default()
-        };
-        config.check().map_err(anyhow::Error::msg)?;
-        let client = super::kinesis::writer::client_from_chain(&config).await;
+        let client = super::kinesis::writer::client_from_chain(&checked.kinesis).await;
         let (sent, left) = super::kinesis::resend::resend(&client, kinesis, ATTEMPTS_MAX).await;
         report.sent += sent;
         failed.extend(left);
     }
-    if let Some(url) = redis_url {
+    if let Some(url) = checked.redis_url {
         let outcome = super::redis::resend::resend(&url, redis, ATTEMPTS_MAX).await?;
         report.sent += outcome.added;
         report.already_there += outcome.already_there;
@@ -112,23 +103,62 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
     Ok(report)
 }
 
-/// Appends `records` to `PATH.suffix` (none: no file); returns its path.
+/// The arguments of a resend, checked.
+struct Checked {
+    kinesis: KinesisConfig,
+    redis_url: Option<String>,
+}
+
+/// Checks every argument before anything is sent: the Kinesis settings, the `--redis` URL (it
+/// must parse, whether or not the file holds Redis records), and that one is given when the
+/// file holds `redis_records`.
+fn check_arguments(
+    path: &Path,
+    options: &ResendOptions,
+    redis_records: usize,
+) -> anyhow::Result<Checked> {
+    let kinesis = KinesisConfig {
+        endpoint_url: options.kinesis_endpoint.clone(),
+        region: options.region.clone(),
+        ..KinesisConfig::default()
+    };
+    kinesis.check().map_err(anyhow::Error::msg)?;
+    if let Some(url) = &options.redis_url {
+        redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("--redis {url}: {e}"))?;
+    } else if redis_records > 0 {
+        anyhow::bail!(
+            "{}: the file holds {redis_records} Redis records: give the server with --redis URL",
+            path.display(),
+        );
+    }
+    Ok(Checked {
+        kinesis,
+        redis_url: options.redis_url.clone(),
+    })
+}
+
+/// Writes `records` afresh to `PATH.suffix` (temporary file, then rename) and returns its
+/// path; with no records, removes an earlier run's `PATH.suffix` and returns `None`.
 fn write_beside(
     path: &Path,
     suffix: &str,
     records: &[DeadRecord],
 ) -> anyhow::Result<Option<String>> {
-    if records.is_empty() {
-        return Ok(None);
-    }
     let mut name = path.as_os_str().to_owned();
     name.push(".");
     name.push(suffix);
     let out_path = PathBuf::from(name);
-    let mut out = DeadLetterWriter::open(&out_path)?;
-    for record in records {
-        out.append(record)?;
+    if records.is_empty() {
+        match std::fs::remove_file(&out_path) {
+            Ok(()) => tracing::info!(
+                "removed {} of an earlier run: this run left nothing there",
+                out_path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("{}: {e}", out_path.display()),
+        }
+        return Ok(None);
     }
-    out.flush()?;
+    dlq::replace(&out_path, records).map_err(|e| anyhow::anyhow!("{}: {e}", out_path.display()))?;
     Ok(Some(out_path.display().to_string()))
 }

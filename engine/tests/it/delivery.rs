@@ -680,3 +680,153 @@ fn a_partly_overlapping_trades_event_reaches_kinesis_without_its_seen_trades() {
 fn rt_read(emulator: &KinesisEmulator, stream: &str) -> Vec<(String, Vec<u8>, String)> {
     runtime().block_on(emulator.read_all(stream))
 }
+
+/// A Kinesis dead-letter record of `outcome` carrying `data`.
+fn kinesis_letter(data: &[u8], outcome: Outcome) -> DeadRecord {
+    DeadRecord {
+        target: Target::Kinesis {
+            stream: TRADE_STREAM.to_string(),
+            partition_key: "BTCUSDT".to_string(),
+            data: data.to_vec(),
+        },
+        attempts: 1,
+        first_attempt_ms: 1_763_700_000_000,
+        dead_at_ms: 1_763_700_001_000,
+        outcome,
+        error: "test".to_string(),
+    }
+}
+
+/// Writes `records` as a dead-letter file at `path`.
+fn write_letters(path: &Path, records: &[DeadRecord]) {
+    dlq::replace(path, records).expect("write the dead-letter file");
+}
+
+/// Regression: a bad `--redis` URL was noticed only after the file's Kinesis records were sent.
+/// Every argument is checked first: the run fails, naming the URL, and Kinesis got nothing.
+#[test]
+fn a_bad_redis_url_is_refused_before_any_kinesis_record_is_sent() {
+    let emulator = KinesisEmulator::start();
+    runtime().block_on(emulator.create_stream(TRADE_STREAM, 1));
+    let dir = TempDir::new("resend-bad-url");
+    let file = dir.path().join("dead.jsonl");
+    let redis_letter = DeadRecord {
+        target: Target::Redis {
+            key: "trades:{BTCUSDT}".to_string(),
+            id: "1763700000000-7".to_string(),
+            fields: vec![("trade_id".to_string(), "7".to_string())],
+        },
+        ..kinesis_letter(b"", Outcome::Failed)
+    };
+    write_letters(
+        &file,
+        &[kinesis_letter(b"one", Outcome::Failed), redis_letter],
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(["dlq", "resend", path_str(&file), "--kinesis-endpoint"])
+        .arg(emulator.endpoint())
+        .args(["--redis", "http://not-redis:6379"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("hotpath runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {stderr}");
+    assert!(stderr.contains("--redis http://not-redis:6379"), "{stderr}");
+    assert!(
+        rt_read(&emulator, TRADE_STREAM).is_empty(),
+        "nothing was sent to Kinesis"
+    );
+}
+
+/// Regression: `FILE.unknown` and `FILE.failed` were appended to the files an earlier run left,
+/// mixing that run's records with this one's. They are written afresh; one this run has nothing
+/// for is removed.
+#[test]
+fn side_files_of_a_resend_are_written_afresh() {
+    let dir = TempDir::new("resend-side-files");
+    let file = dir.path().join("dead.jsonl");
+    let old = kinesis_letter(b"earlier run", Outcome::Unknown);
+    write_letters(
+        &dir.path().join("dead.jsonl.unknown"),
+        std::slice::from_ref(&old),
+    );
+    write_letters(&dir.path().join("dead.jsonl.failed"), &[old]);
+    let now = [
+        kinesis_letter(b"a", Outcome::Unknown),
+        kinesis_letter(b"b", Outcome::Unknown),
+    ];
+    write_letters(&file, &now);
+    // Nothing to send (unknown outcomes are set aside): no server is needed.
+    let report = resend_cli(&[path_str(&file)]);
+    assert_eq!(report["skipped_unknown"], 2, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let unknown = dlq::read(Path::new(
+        report["unknown_file"].as_str().expect("the unknown file"),
+    ))
+    .expect("readable");
+    assert_eq!(unknown.records, now.to_vec(), "this run's records only");
+    assert!(
+        !dir.path().join("dead.jsonl.failed").exists(),
+        "an earlier run's failed list is out of date: removed"
+    );
+    assert!(!dir.path().join("dead.jsonl.unknown.tmp").exists());
+}
+
+/// Regression: when the start-up stream check failed (a stream missing), the events drained
+/// from the rings while it ran were discarded. They go to the dead-letter file, `failed`.
+#[test]
+fn events_drained_during_a_failed_stream_check_are_dead_lettered() {
+    const RING: usize = 2048;
+    let sim = sim();
+    let emulator = KinesisEmulator::start();
+    // No stream exists: the check fails, once it is let through.
+    let proxy = FaultProxy::start(emulator.addr());
+    proxy.faults().gate("DescribeStreamSummary", true);
+    let dir = TempDir::new("delivery-failed-check");
+    let config = run_config(&sim, |c| {
+        c.readers.ring_capacity = RING;
+        let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
+        k.create_streams = false;
+        k.heartbeat_interval = None;
+        c.kinesis = Some(k);
+    });
+    let dead_path = config
+        .kinesis
+        .as_ref()
+        .map(|k| k.dead_letter_path.clone())
+        .expect("kinesis settings");
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_for("frames sent during the check", || {
+                frames_sent(sim.handle().addr) >= 2 * RING as u64
+            });
+            proxy.faults().gate("DescribeStreamSummary", false);
+        });
+        run::run_with(
+            &config,
+            key(&config),
+            RunOptions {
+                kinesis_client: Some(test_client(&proxy.endpoint())),
+                sink_flush_timeout: Some(FLUSH_PATIENCE),
+            },
+            |_, _| {},
+        )
+    });
+    let error = outcome.expect_err("the stream check fails");
+    assert!(error.contains("does not exist"), "{error}");
+    let letters = dlq::read(&dead_path).expect("the dead-letter file");
+    assert_eq!(letters.torn_tail, None);
+    assert!(
+        letters.records.len() > RING,
+        "the events drained during the check are kept: {}",
+        letters.records.len()
+    );
+    for record in &letters.records {
+        assert_eq!(record.outcome, Outcome::Failed, "{record:?}");
+        assert!(record.error.contains("stream check failed"), "{record:?}");
+    }
+    assert_eq!(proxy.faults().entries_forwarded(), 0);
+}

@@ -150,3 +150,65 @@ fn trades_dropped_at_full_rings_reach_both_sinks_exactly_once_in_order() {
     assert!(summary.queue_drops > 0, "the rings overflowed: {summary:?}");
     assert_repaired_exactly_once(&sim, &redis, &emulator, &summary);
 }
+
+/// The journal's newest trade id of `symbol` (0 before any).
+fn newest_trade(sim: &Sim, symbol: &str) -> i64 {
+    sim.trades(symbol, 0, i64::MAX).last().copied().unwrap_or(0)
+}
+
+/// Regression: a symbol removed and added again stalled in the sinks: its first trades after
+/// the return were held as if the ids traded while it was away were missing, until the hold
+/// bound gave them up (counted unrepaired). The sidecar now tells every sink of the removal
+/// and each forgets the symbol's trade order. Kinesis alone: no book consumer relays it.
+#[test]
+fn a_symbol_removed_and_added_again_does_not_wait_for_the_trades_it_missed() {
+    let sim = crate::sinks::sim();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("repairs-readd");
+    let config = run_config(&sim, |c| {
+        c.streams = vec![hotpath::stream::StreamKind::Trade];
+        let mut k = kinesis_settings(&emulator.endpoint(), dir.path());
+        k.heartbeat_interval = None;
+        c.kinesis = Some(k);
+    });
+    let eth = || {
+        read_kinesis_trades(&emulator)
+            .remove("ETHUSDT")
+            .unwrap_or_default()
+    };
+    let mut returned_at = 0;
+    let summary = run::run_with(
+        &config,
+        key(&config),
+        RunOptions {
+            kinesis_client: Some(test_client(&emulator.endpoint())),
+            sink_flush_timeout: Some(FLUSH_PATIENCE),
+        },
+        |feed, _| {
+            wait_for("ETHUSDT trades in Kinesis", || !eth().is_empty());
+            feed.remove_symbol("ETHUSDT").expect("removed");
+            let left_at = newest_trade(&sim, "ETHUSDT");
+            wait_for("ETHUSDT trading while away", || {
+                newest_trade(&sim, "ETHUSDT") >= left_at + 20
+            });
+            returned_at = newest_trade(&sim, "ETHUSDT");
+            feed.add_symbol("ETHUSDT").expect("added again");
+            wait_for("ETHUSDT trades after its return in Kinesis", || {
+                eth().last().is_some_and(|&id| id > returned_at + 5)
+            });
+        },
+    )
+    .expect("the run succeeds");
+    let k = &summary.sinks["kinesis"];
+    assert_eq!(k.unrepaired, 0, "nothing waited for nor given up: {k:?}");
+    assert!(k.flushed, "{k:?}");
+    let ids = eth();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "once, in order");
+    // Ids traded while it was away are not there; those after its return are, exactly once.
+    let after: Vec<i64> = ids.iter().copied().filter(|&id| id > returned_at).collect();
+    assert_exactly_once(&sim, "ETHUSDT", &after, "kinesis after the return");
+    assert!(
+        ids.windows(2).any(|w| w[1] > w[0] + 1),
+        "a jump over the trades missed while away: {ids:?}"
+    );
+}

@@ -47,7 +47,7 @@ use super::lane::{Entry, Lane, Outgoing};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, Payload};
-use crate::feed::event::{FeedEvent, Repair};
+use crate::feed::event::{FeedEvent, Repair, StreamChange};
 use crate::idle::{Bell, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
@@ -299,8 +299,11 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         )
         .await;
     let _ = ready.send(checked.clone());
-    // A failed check ends the run before it starts: what was drained meanwhile is not kept.
-    checked?;
+    if let Err(e) = checked {
+        // A failed check ends the run before it starts: what was drained meanwhile goes to the
+        // dead-letter file, for `hotpath dlq resend` once the streams exist.
+        return Err(w.dead_letter_unchecked(&mut rings, &mut repairs, e));
+    }
     w.next_heartbeat = w.config.heartbeat_interval.map(|_| Instant::now());
     let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
         FuturesUnordered::new();
@@ -374,9 +377,12 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
     })?;
     let mut summary = w.stats.summary();
     summary.receipt_to_ack_ns = Percentiles::of(&w.latency);
+    // `flushed` as every sink means it (`SinkSummary::flushed`): every record landed or
+    // dead-lettered, none held, none dropped.
     summary.flushed = summary.received + summary.repaired
         == summary.written + summary.dead_lettered + summary.dropped + summary.duplicates
-        && summary.dropped == 0;
+        && summary.dropped == 0
+        && w.orders.held() == 0;
     summary.reconnects = w.breaker.opened();
     Ok(summary)
 }
@@ -444,6 +450,13 @@ impl Writer {
     ) {
         for ring in rings.iter_mut() {
             while let Ok(event) = ring.pop() {
+                if event.is_announcement() {
+                    // Trade ids lost at this ring before any of the symbol's reached it: the
+                    // order starts at them and waits for their repair.
+                    self.orders
+                        .announce(event.symbol, event.first_id, event.last_id);
+                    continue;
+                }
                 self.stats.received.add(1);
                 self.route(event);
             }
@@ -488,7 +501,17 @@ impl Writer {
                 self.orders.unfetchable(symbol, from, to, &mut released);
                 self.deliver(released);
             }
-            // Books are the Redis writer's; the sidecar sends these to it only.
+            // A removed symbol's trade order is forgotten: added again, it starts afresh.
+            Repair::Stream {
+                symbol,
+                change: StreamChange::Removed,
+                ..
+            } => {
+                let mut released = std::mem::take(&mut self.released);
+                self.orders.forget(symbol, &mut released);
+                self.deliver(released);
+            }
+            // Books are the Redis writer's.
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
         }
     }
@@ -696,6 +719,38 @@ impl Writer {
                 self.dead_letter(lane, entry, why);
             }
         }
+    }
+
+    /// After a failed start-up stream check: everything taken from the rings (and what is
+    /// still in them) goes to the dead-letter file as `failed` (nothing was sent); returns the
+    /// check's error, saying how many records were kept.
+    fn dead_letter_unchecked(
+        &mut self,
+        rings: &mut [rtrb::Consumer<FeedEvent>],
+        repairs: &mut Option<rtrb::Consumer<Repair>>,
+        error: SinkError,
+    ) -> SinkError {
+        self.drain(rings, repairs);
+        self.finish_orders();
+        let why = format!("not sent: the start-up stream check failed: {error}");
+        self.abandon(&why);
+        let kept = self.stats.dead_lettered.get();
+        let dropped = self.stats.dropped.get();
+        if let Err(reason) = self.dead.finish() {
+            return SinkError::DeadLetter {
+                sink: "kinesis",
+                reason: format!("{reason} (after {error})"),
+            };
+        }
+        if kept + dropped == 0 {
+            return error;
+        }
+        let path = self.dead.path().display().to_string();
+        tracing::error!(
+            "kinesis: {error}; {kept} records taken meanwhile were dead-lettered to {path} \
+             ({dropped} could not be)"
+        );
+        error
     }
 
     fn next_request(

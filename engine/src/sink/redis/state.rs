@@ -27,14 +27,26 @@
 //!   [`super::ob`] for the reasons).
 //! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash: `count`, `volume`, `buy_volume`,
 //!   `sell_volume`, `vwap`, `high`, `low`, `last` (decimal strings; empty when no trade in the
-//!   window), `as_of_us` (the exchange time the window ends at).
+//!   window), `as_of_us` (the exchange time the window ends at), `trades_complete` (`1`: the
+//!   window holds every trade up to `as_of_us`; `0`: trades of the symbol are held back waiting
+//!   for the repair of missing ids, so the window lacks some: not current, whatever `as_of_us`
+//!   says).
 //! - `feat:{BTCUSDT}` — Hash: `mid` (exact, one decimal more than the price), `spread_bps`
 //!   (4 decimals), `microprice` (two decimals more than the price, rounded half away from
 //!   zero) — from the best bid/ask, or the book's top when no bestBidAsk stream —, `imbalance`
 //!   (top-N book volume imbalance, -1..1, 6 decimals), `flow_imbalance_1s`,
 //!   `flow_imbalance_5s` (taker buy minus sell volume over volume, 6 decimals),
-//!   `book_update_id`, `as_of_us`. `vwap` in `tr:` is rounded down at the price's decimals;
-//!   volumes are exact. See [`crate::analytics`] for the rounding rules.
+//!   `book_update_id`, `as_of_us`, `trades_complete` (as in `tr:`, for the flow imbalances).
+//!   `vwap` in `tr:` is rounded down at the price's decimals; volumes are exact. See
+//!   [`crate::analytics`] for the rounding rules.
+//!
+//! # Exponents
+//! Prices and quantities are mantissas at a per-message exponent. The book and the best
+//! bid/ask take theirs from the depth and bestBidAsk frames; the trade windows and `trades:`
+//! entries from the first trades frame. A trades frame at other exponents (the sidecar builds
+//! repaired trades at -8, whatever the live frames use) is converted to the windows' exponents
+//! when that is exact; when it is not (a finer price), the windows are converted to the finer
+//! exponents first. Mantissas of different exponents are never mixed.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -133,8 +145,15 @@ pub struct SymbolState {
     pub name: String,
     /// Its keys.
     pub keys: Keys,
+    /// The exponents of the book and best bid/ask (from depth and bestBidAsk frames).
     price_exponent: i8,
     qty_exponent: i8,
+    /// The exponents of the trade windows' mantissas (from the first trades frame); `None`
+    /// before one.
+    trade_exponents: Option<(i8, i8)>,
+    /// Trades of this symbol are held back waiting for a repair (set by the writer from its
+    /// trade order before each write): the windows lack some.
+    pub trades_held: bool,
     /// Trades not yet acknowledged by Redis, oldest first.
     pub pending: VecDeque<PendingTrade>,
     last_trade_id: i64,
@@ -152,6 +171,9 @@ pub struct SymbolState {
     pub evicted: Vec<PendingTrade>,
     /// Trades skipped as already seen (overlapping events).
     pub duplicates: u64,
+    /// Trades whose mantissas could not be converted to the windows' exponents (an overflow;
+    /// never seen with Binance's exponents).
+    pub inconvertible: u64,
 }
 
 impl SymbolState {
@@ -162,6 +184,8 @@ impl SymbolState {
             keys: Keys::of(name),
             price_exponent: -8,
             qty_exponent: -8,
+            trade_exponents: None,
+            trades_held: false,
             pending: VecDeque::new(),
             last_trade_id: i64::MIN,
             last_entry_ms: 0,
@@ -174,6 +198,7 @@ impl SymbolState {
             stats_dirty: false,
             evicted: Vec::new(),
             duplicates: 0,
+            inconvertible: 0,
         }
     }
 
@@ -267,8 +292,8 @@ impl SymbolState {
         recv_time_ns: u64,
         buffer_max: usize,
     ) {
-        self.price_exponent = m.price_exponent();
-        self.qty_exponent = m.qty_exponent();
+        let frame_exponents = (m.price_exponent(), m.qty_exponent());
+        let (pe, qe) = self.trade_exponents_for(m, frame_exponents);
         let trade_time_us = m.transact_time();
         self.now_us = self.now_us.max(m.event_time());
         for t in m.trades() {
@@ -277,12 +302,21 @@ impl SymbolState {
                 self.duplicates += 1;
                 continue;
             }
+            let (Some(price), Some(qty)) = (
+                rescale(t.price(), frame_exponents.0, pe),
+                rescale(t.qty(), frame_exponents.1, qe),
+            ) else {
+                // Only when the windows could not take the frame's exponents (an overflow):
+                // counted, never rounded into the windows.
+                self.inconvertible += 1;
+                continue;
+            };
             self.last_trade_id = id;
             let buyer_maker = t.is_buyer_maker() == Some(BoolEnum::True);
             let tick = TradeTick {
                 time_us: trade_time_us,
-                price: t.price(),
-                qty: t.qty(),
+                price,
+                qty,
                 buyer_maker,
             };
             self.win_1s.push(tick);
@@ -299,8 +333,8 @@ impl SymbolState {
             self.pending.push_back(PendingTrade {
                 entry_id: format!("{ms}-{id}"),
                 id,
-                price: Decimal::new(t.price(), self.price_exponent),
-                qty: Decimal::new(t.qty(), self.qty_exponent),
+                price: Decimal::new(price, pe),
+                qty: Decimal::new(qty, qe),
                 buyer_maker,
                 event_time_us: m.event_time(),
                 trade_time_us,
@@ -314,6 +348,36 @@ impl SymbolState {
             });
         }
         self.stats_dirty = true;
+    }
+
+    /// The exponents this trades frame's mantissas are converted to: the windows' (set by the
+    /// first trades frame). When a trade of the frame is not exact at them, the windows move to
+    /// the finer exponents first (their mantissas scaled up, exactly); if that overflows, the
+    /// windows start afresh at the frame's exponents.
+    fn trade_exponents_for(
+        &mut self,
+        m: &TradesStreamEventDecoder<'_>,
+        (fp, fq): (i8, i8),
+    ) -> (i8, i8) {
+        let Some((wp, wq)) = self.trade_exponents else {
+            self.trade_exponents = Some((fp, fq));
+            return (fp, fq);
+        };
+        let exact = m
+            .trades()
+            .all(|t| rescale(t.price(), fp, wp).is_some() && rescale(t.qty(), fq, wq).is_some());
+        if exact {
+            return (wp, wq);
+        }
+        let finer = (wp.min(fp), wq.min(fq));
+        let digits = |w: i8, f: i8| (i16::from(w) - i16::from(f)).unsigned_abs();
+        let (dp, dq) = (digits(wp, finer.0), digits(wq, finer.1));
+        if !(self.win_1s.rescale(dp, dq) && self.win_5s.rescale(dp, dq)) {
+            self.win_1s = TradeWindow::new(1_000_000);
+            self.win_5s = TradeWindow::new(5_000_000);
+        }
+        self.trade_exponents = Some(finer);
+        finer
     }
 
     /// Appends this batch's commands to `pipe`: for each of the oldest pending trades (at most
@@ -413,12 +477,15 @@ impl SymbolState {
     /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
     fn stats_fields(&mut self) -> [Vec<(&'static str, String)>; 3] {
         let now = self.now_us;
-        let (pe, qe) = (self.price_exponent, self.qty_exponent);
+        let (pe, qe) = self
+            .trade_exponents
+            .unwrap_or((self.price_exponent, self.qty_exponent));
+        let complete = !self.trades_held;
         let s1 = self.win_1s.stats(now);
         let s5 = self.win_5s.stats(now);
         [
-            window_fields(&s1, pe, qe, now),
-            window_fields(&s5, pe, qe, now),
+            window_fields(&s1, (pe, qe), now, complete),
+            window_fields(&s5, (pe, qe), now, complete),
             self.feature_fields(&s1, &s5),
         ]
     }
@@ -473,6 +540,7 @@ impl SymbolState {
             ("flow_imbalance_5s", text(s5.flow_imbalance())),
             ("book_update_id", update_id),
             ("as_of_us", self.now_us.to_string()),
+            ("trades_complete", flag(!self.trades_held)),
         ]
     }
 
@@ -519,7 +587,28 @@ impl SymbolState {
     }
 }
 
-fn window_fields(s: &WindowStats, pe: i8, qe: i8, now_us: i64) -> Vec<(&'static str, String)> {
+/// `1` or `0`.
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
+}
+
+/// `m x 10^from` as a mantissa at `10^to`, when exact and in range.
+fn rescale(m: i64, from: i8, to: i8) -> Option<i64> {
+    let digits = i16::from(from) - i16::from(to);
+    let scale = 10i64.checked_pow(u32::from(digits.unsigned_abs()))?;
+    if digits >= 0 {
+        m.checked_mul(scale)
+    } else {
+        (m % scale == 0).then_some(m / scale)
+    }
+}
+
+fn window_fields(
+    s: &WindowStats,
+    (pe, qe): (i8, i8),
+    now_us: i64,
+    complete: bool,
+) -> Vec<(&'static str, String)> {
     let dec = |m: Option<i64>, e: i8| {
         m.map(|m| Decimal::new(m, e).to_string())
             .unwrap_or_default()
@@ -535,6 +624,7 @@ fn window_fields(s: &WindowStats, pe: i8, qe: i8, now_us: i64) -> Vec<(&'static 
         ("low", dec(s.low, pe)),
         ("last", dec(s.last, pe)),
         ("as_of_us", now_us.to_string()),
+        ("trades_complete", flag(complete)),
     ]
 }
 
@@ -596,6 +686,114 @@ mod tests {
             assert!(key.contains("{BTCUSDT}"), "{key}");
         }
         assert_eq!(k.tr_5s, "tr:{BTCUSDT}:5s");
+    }
+
+    /// A trades frame of BTCUSDT at time `time_us` with `(id, price, qty)` mantissas at
+    /// `exponents`.
+    fn trades_frame(time_us: i64, exponents: (i8, i8), trades: &[(i64, i64, i64)]) -> Vec<u8> {
+        use crate::sbe::spot_stream::TradesStreamEventEncoder;
+        let mut buf = vec![0u8; 1024];
+        let length = {
+            let mut e = TradesStreamEventEncoder::wrap(&mut buf).expect("room");
+            e.event_time(time_us)
+                .transact_time(time_us)
+                .price_exponent(exponents.0)
+                .qty_exponent(exponents.1);
+            let count = u32::try_from(trades.len()).expect("a few");
+            let mut group = e.trades(count).expect("a group");
+            for &(id, price, qty) in trades {
+                group
+                    .next_entry()
+                    .expect("an entry")
+                    .id(id)
+                    .price(price)
+                    .qty(qty)
+                    .is_buyer_maker(BoolEnum::False);
+            }
+            e.symbol(b"BTCUSDT").expect("a symbol");
+            e.finish()
+        };
+        buf.truncate(length);
+        buf
+    }
+
+    fn apply(state: &mut SymbolState, frame: &[u8]) {
+        let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(frame) else {
+            panic!("a trades frame");
+        };
+        state.on_trades(&m, i64::MIN, 0, 1_000);
+    }
+
+    fn field<'a>(fields: &'a [(&'static str, String)], name: &str) -> &'a str {
+        fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Regression: a repaired trades frame (built at -8) set the symbol's exponents, so the
+    /// windows summed mantissas of two exponents and the book and trades printed at the wrong
+    /// scale. Each frame's mantissas are converted to the windows' exponents now.
+    #[test]
+    fn a_repaired_frame_at_other_exponents_is_converted_not_mixed() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        let t = 1_763_700_000_000_000;
+        // Live at -2 / -3: 69769.91 x 0.002; repaired at -8 / -8: 69769.93 x 0.004.
+        apply(&mut state, &trades_frame(t, (-2, -3), &[(1, 6_976_991, 2)]));
+        apply(
+            &mut state,
+            &trades_frame(t + 10, (-8, -8), &[(2, 6_976_993_000_000, 400_000)]),
+        );
+        assert_eq!(state.exponents(), (-8, -8), "trades never set the book's");
+        let [tr_1s, _, _] = state.stats_fields();
+        assert_eq!(field(&tr_1s, "count"), "2");
+        assert_eq!(field(&tr_1s, "volume"), "0.006");
+        assert_eq!(field(&tr_1s, "high"), "69769.93");
+        assert_eq!(field(&tr_1s, "low"), "69769.91");
+        // (69769.91 x 2 + 69769.93 x 4) / 6 = 69769.9233.. rounded down at the price's decimals.
+        assert_eq!(field(&tr_1s, "vwap"), "69769.92");
+        let prices: Vec<String> = state.pending.iter().map(|p| p.price.to_string()).collect();
+        assert_eq!(prices, ["69769.91", "69769.93"], "trades: at one scale");
+        // A frame finer than the windows: they move to its exponents, exactly.
+        apply(
+            &mut state,
+            &trades_frame(t + 20, (-8, -8), &[(3, 6_976_992_500_000, 100_000)]),
+        );
+        let [tr_1s, _, _] = state.stats_fields();
+        assert_eq!(field(&tr_1s, "count"), "3");
+        assert_eq!(field(&tr_1s, "volume"), "0.00700000");
+        assert_eq!(field(&tr_1s, "low"), "69769.91000000");
+        assert_eq!(field(&tr_1s, "last"), "69769.92500000");
+        assert_eq!(state.inconvertible, 0);
+    }
+
+    /// Regression: `as_of_us` of `tr:` and `feat:` advanced while the symbol's trades were
+    /// held back for a repair, claiming current windows that lacked trades.
+    #[test]
+    fn windows_missing_held_trades_are_not_claimed_complete() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        apply(
+            &mut state,
+            &trades_frame(1_000_000, (-2, -3), &[(1, 100, 1)]),
+        );
+        let [tr_1s, tr_5s, feat] = state.stats_fields();
+        for fields in [&tr_1s, &tr_5s, &feat] {
+            assert_eq!(field(fields, "trades_complete"), "1");
+        }
+        state.trades_held = true;
+        let [tr_1s, tr_5s, feat] = state.stats_fields();
+        for fields in [&tr_1s, &tr_5s, &feat] {
+            assert_eq!(field(fields, "trades_complete"), "0", "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn rescaling_is_exact_or_refused() {
+        assert_eq!(rescale(6_976_991, -2, -8), Some(6_976_991_000_000));
+        assert_eq!(rescale(6_976_991_000_000, -8, -2), Some(6_976_991));
+        assert_eq!(rescale(6_976_991_500_000, -8, -2), None, "not exact");
+        assert_eq!(rescale(i64::MAX, -2, -8), None, "overflow");
+        assert_eq!(rescale(1, 127, -128), None, "hostile exponents");
     }
 
     #[test]

@@ -296,7 +296,6 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         connected_once: false,
     };
     let mut flush_deadline: Option<Instant> = None;
-    let mut deadline_passed = false;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
@@ -332,7 +331,6 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             }
         }
         if flush_deadline.is_some_and(|d| Instant::now() >= d) {
-            deadline_passed = true;
             let pending = w.abandon();
             tracing::warn!(
                 path = %w.dead.path().display(),
@@ -364,7 +362,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         sink: "redis",
         reason,
     })?;
-    Ok(w.summary(deadline_passed))
+    Ok(w.summary())
 }
 
 impl Writer {
@@ -412,12 +410,15 @@ impl Writer {
     }
 
     /// The end-of-run summary.
-    fn summary(&self, deadline_passed: bool) -> SinkSummary {
+    /// `flushed` means what it means for every sink ([`SinkSummary::flushed`]): every trade
+    /// taken was written or dead-lettered (none pending, none held, none dropped), and the
+    /// state keys, which cannot be dead-lettered, hold everything taken (none dirty).
+    fn summary(&self) -> SinkSummary {
         let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
         let dirty = self.states.iter().flatten().any(SymbolState::dirty);
         let mut summary = self.stats.summary();
         summary.receipt_to_ack_ns = Percentiles::of(&self.latency);
-        summary.flushed = !deadline_passed && pending == 0 && !dirty;
+        summary.flushed = pending == 0 && !dirty && self.orders.held() == 0 && summary.dropped == 0;
         summary.book = Some(self.stats.book.summary());
         summary
     }
@@ -534,6 +535,13 @@ impl Writer {
 
     /// A live event: trades through their symbol's order, the rest applied at once.
     fn accept(&mut self, event: FeedEvent) {
+        if event.is_announcement() {
+            // Trade ids lost at this ring before any of the symbol's reached it: the order
+            // starts at them and waits for their repair.
+            return self
+                .orders
+                .announce(event.symbol, event.first_id, event.last_id);
+        }
         self.stats.received.add(1);
         self.route(event);
     }
@@ -634,6 +642,8 @@ impl Writer {
             let Some(state) = state.as_mut().filter(|s| s.dirty()) else {
                 continue;
             };
+            // Trades held back for a repair: the windows are not claimed complete.
+            state.trades_held = u16::try_from(symbol).is_ok_and(|s| self.orders.holds(s));
             let before = pipe.len();
             let mut sent = Vec::new();
             let trades = state.write(&mut pipe, (maxlen, budget), now_us, &mut sent);
@@ -1086,5 +1096,48 @@ mod tests {
         assert_eq!(outcomes, [Failed, Failed, Unknown, Unknown, Unknown]);
         assert!(letters.records[0].error.contains("buffer_trades_max"));
         assert!(letters.records[4].error.contains("shutdown"));
+    }
+
+    /// The windows are written as incomplete while the symbol's trades are held back for a
+    /// repair, complete again once it came.
+    #[test]
+    fn a_symbol_holding_trades_is_written_as_incomplete() {
+        let dir = scratch("held");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=2));
+        w.accept(trades(5..=6));
+        let _ = w.prepare(false);
+        let held = |w: &Writer| w.states.iter().flatten().any(|s| s.trades_held);
+        assert!(held(&w), "3..=4 missing");
+        w.accept(trades(3..=4));
+        let _ = w.prepare(false);
+        assert!(!held(&w), "repaired");
+    }
+
+    /// Regression: `flushed` meant "nothing left at the deadline" here but "every record
+    /// accounted for" in the Kinesis writer; a trade dropped (the dead-letter file could not be
+    /// written) still gave `flushed: true`. Now both mean: everything taken was written or
+    /// dead-lettered.
+    #[test]
+    fn flushed_means_everything_taken_was_written_or_dead_lettered() {
+        let dir = scratch("flushed");
+        let w = writer(&dir.join("dead.jsonl"));
+        assert!(w.summary().flushed, "nothing taken, nothing left");
+        w.stats.dropped.add(1);
+        assert!(!w.summary().flushed, "a trade dropped");
+        let dir = scratch("flushed-pending");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades(1..=2));
+        assert!(!w.summary().flushed, "trades pending");
+        w.abandon();
+        assert_eq!(w.stats.dead_lettered.get(), 2);
+        for state in w.states.iter_mut().flatten() {
+            state.pending.clear();
+        }
+        assert!(
+            !w.summary().flushed,
+            "the trade windows taken were never written: {:?}",
+            w.summary()
+        );
     }
 }

@@ -59,7 +59,16 @@ impl Writer {
                 symbol,
                 change,
                 last_update_id,
-            } => self.on_stream(usize::from(symbol), change, last_update_id),
+            } => {
+                if change == StreamChange::Removed {
+                    // Added again, the symbol's trades start a new order (no wait for the ids
+                    // traded while it was away).
+                    let mut released = std::mem::take(&mut self.released);
+                    self.orders.forget(symbol, &mut released);
+                    self.deliver(released);
+                }
+                self.on_stream(usize::from(symbol), change, last_update_id);
+            }
         }
     }
 
@@ -267,12 +276,14 @@ impl Writer {
             if self.reanchoring.len() >= REANCHORS_IN_FLIGHT_MAX {
                 break;
             }
+            let held = u16::try_from(index).is_ok_and(|s| self.orders.holds(s));
             let Some(state) = self.states[index].as_mut() else {
                 continue;
             };
             if !state.ob.reanchor_due(now) {
                 continue;
             }
+            state.trades_held = held;
             let Some((attempt, new_state)) = state.begin_reanchor(now) else {
                 continue;
             };
