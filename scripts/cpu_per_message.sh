@@ -38,6 +38,8 @@ wait_port() {
   return 1
 }
 
+# No control plane: a run must not depend on its port being free.
+printf '[http]\nlisten = "0"\n' >"$WORK/run.toml"
 REDIS_PORT="$(free_port)"
 "$HOTPATH_REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
   >"$WORK/redis.log" 2>&1 &
@@ -56,7 +58,7 @@ measure() {
   wait_port "$port"
   # The subshell's `times` reports its children's user and system CPU: the hotpath run alone.
   local cpu
-  cpu="$( (BINANCE_API_KEY=sim RUST_LOG=warn "$bin" run --endpoint "ws://127.0.0.1:$port" \
+  cpu="$( (BINANCE_API_KEY=sim RUST_LOG=warn "$bin" run --config "$WORK/run.toml" --endpoint "ws://127.0.0.1:$port" \
       --symbols BTCUSDT --streams "$streams" --duration "$DURATION" \
       --redis "redis://127.0.0.1:$REDIS_PORT/0" >"$WORK/summary.json" 2>"$WORK/run.log"
     times) | tail -1)"
