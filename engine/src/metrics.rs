@@ -105,12 +105,20 @@ impl LiveHistogram {
         }
     }
 
-    /// Replaces the content with `source` (a thread publishing its own histogram).
-    pub fn publish(&self, source: &Histogram<u64>) {
-        let mut h = crate::sync::lock(&self.0);
+    /// Replaces the content with `source` (a thread publishing its own histogram), unless the
+    /// control plane is reading it right now: then nothing is published (returns `false`; the
+    /// next publish brings it up to date). A reader thread publishes, and a reader never
+    /// waits for a lock another thread holds.
+    pub fn publish(&self, source: &Histogram<u64>) -> bool {
+        let mut h = match self.0.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
         h.reset();
         // Same bounds on both sides: `add` cannot fail.
         let _ = h.add(source);
+        true
     }
 
     /// Runs `read` on the histogram (the lock is held meanwhile: keep it short).
@@ -169,8 +177,37 @@ mod tests {
         assert_eq!(live.read(|h| h.len()), 3);
         let mut own = latency_histogram();
         record_latency(&mut own, 5_000);
-        live.publish(&own);
+        assert!(live.publish(&own));
         assert_eq!(live.read(|h| (h.len(), h.max())), (1, own.max()));
+    }
+
+    /// Regression: a reader thread publishing its histogram waited for the lock while the
+    /// control plane held it to encode a scrape. It skips the publish instead.
+    #[test]
+    fn publishing_never_waits_for_a_scrape_in_progress() {
+        let live = std::sync::Arc::new(LiveHistogram::default());
+        let (held, is_held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let scrape = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                live.read(|_| {
+                    let _ = held.send(());
+                    // Held until told, or long enough that a waiting publish would show.
+                    let _ = released.recv_timeout(std::time::Duration::from_secs(10));
+                });
+            })
+        };
+        is_held.recv().expect("the scrape holds the lock");
+        let mut own = latency_histogram();
+        record_latency(&mut own, 5_000);
+        let started = std::time::Instant::now();
+        assert!(!live.publish(&own), "skipped while the scrape reads");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let _ = release.send(());
+        scrape.join().expect("the scrape ends");
+        assert!(live.publish(&own), "published once the scrape is done");
+        assert_eq!(live.read(|h| h.len()), 1);
     }
 
     #[test]

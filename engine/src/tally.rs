@@ -110,6 +110,16 @@ impl TradeTally {
         tally.first_ms.get_or_insert(time_ms);
     }
 
+    /// `symbol` was removed: what was delivered of it is forgotten, so that, added again, its
+    /// silence probes start from what the sink delivers then (not from the id it had before,
+    /// which would fetch the trades of the time it was away) and only intervals it watches
+    /// whole from then on are judged.
+    pub fn forget(&self, symbol: u16) {
+        if let Some(tally) = crate::sync::lock(&self.symbols).get_mut(usize::from(symbol)) {
+            *tally = SymbolTally::default();
+        }
+    }
+
     /// The last trade id of `symbol` delivered.
     pub fn last_id(&self, symbol: u16) -> Option<i64> {
         crate::sync::lock(&self.symbols)
@@ -274,6 +284,26 @@ mod tests {
         );
         assert_eq!(tally.seen(1, 60_000), Seen::NotWatched);
         assert_eq!(tally.last_id(1), None);
+    }
+
+    /// Regression: a removed symbol's tally outlived it. Added again, its silence probe
+    /// started from the id delivered before the removal (fetching the trades of the time it
+    /// was away into sinks whose order had restarted), and intervals it was away for counted
+    /// as watched with no trades.
+    #[test]
+    fn a_forgotten_symbol_is_watched_afresh() {
+        let tally = TradeTally::new(60_000);
+        add(&tally, event(0, 1..=3, 1_000), 1);
+        add(&tally, event(1, 1..=1, 1_000), 1);
+        tally.forget(0);
+        tally.forget(9);
+        assert_eq!(tally.last_id(0), None);
+        assert_eq!(tally.seen(0, 60_000), Seen::NotWatched);
+        assert_eq!(tally.last_id(1), Some(1), "other symbols are kept");
+        add(&tally, event(0, 500..=500, 130_000), 500);
+        assert_eq!(tally.last_id(0), Some(500));
+        assert_eq!(tally.seen(0, 120_000), Seen::NotWatched, "back inside it");
+        assert!(matches!(tally.seen(0, 180_000), Seen::Delivered(_)));
     }
 
     #[test]

@@ -313,10 +313,15 @@ impl FramePath {
         record_latency(&mut self.histogram, monotonic_ns().saturating_sub(recv));
     }
 
-    /// Pushes the announcements `consumer` is owed, as far as its ring has room.
+    /// Pushes the announcements `consumer` is owed, as far as its ring has room. A full ring
+    /// returns at once: the owed table (one entry per symbol) is scanned only when at least
+    /// one announcement goes out, not on every frame while the consumer lags.
     #[cold]
     fn pay_announcements(&mut self, consumer: usize, now_ns: u64) {
         let producer = &mut self.producers[consumer];
+        if producer.is_full() {
+            return;
+        }
         self.announcements
             .pay(consumer, now_ns, |event| producer.push(event).is_ok());
         // Whatever was pushed wakes the consumer with the batch (a spurious ring is harmless).

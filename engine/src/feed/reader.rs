@@ -159,7 +159,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             ))
         })
         .collect();
-    // The control plane reads the latency histogram live: a copy once a second, off the frames.
+    // The control plane reads the latency histogram live: a copy once a second, off the frames
+    // (skipped, never waited for, while a scrape holds it).
     let published = state.clone();
     local.spawn_local(async move {
         let mut tick = tokio::time::interval(crate::constants::LIVE_HISTOGRAM_PUBLISH);

@@ -7,14 +7,33 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::backfill::PAGES_PER_MINUTE;
 use super::klines::KlineSchedule;
 use super::silence::{SilenceWatch, StreamClock};
+use crate::binance::weights::Endpoint;
 use crate::stream::StreamKind;
 use crate::tally::TradeTally;
 
 /// Jobs waiting at most (a storm of silent streams or a huge symbol list waits for the next
 /// scan or check rather than growing the queue).
 const JOBS_MAX: usize = 4096;
+
+/// REST weight the detection's jobs use per minute at most, sustained. The jobs share the
+/// client's budget ([`crate::binance::rest::DEFAULT_WEIGHT_BUDGET`]) with the trade backfill
+/// (paced at [`PAGES_PER_MINUTE`] pages) and the depth snapshots: unpaced, hundreds of
+/// symbols' probes and kline checks would take the whole budget, and the backfill of real gaps
+/// and the books' re-syncs would be refused.
+pub const DETECT_WEIGHT_PER_MINUTE: u64 = 750;
+/// Weight the jobs may take back to back before the pace applies.
+pub const DETECT_WEIGHT_BURST: u64 = 150;
+/// Nanoseconds of pace per unit of weight.
+const NS_PER_WEIGHT: u64 = 60_000_000_000 / DETECT_WEIGHT_PER_MINUTE;
+
+const _: () = assert!(
+    PAGES_PER_MINUTE as u64 * 25 + DETECT_WEIGHT_PER_MINUTE
+        < crate::binance::rest::DEFAULT_WEIGHT_BUDGET as u64 - 1000,
+    "backfill and detection leave at least 1000 weight a minute to the depth snapshots"
+);
 
 /// What the detection needs (the default: nothing detected beyond the sequence check).
 #[derive(Default)]
@@ -50,6 +69,18 @@ pub enum Job {
     },
 }
 
+impl Job {
+    /// The REST weight the job costs at most (a kline check that disagrees also asks
+    /// `aggTrades`).
+    pub fn weight(self) -> u64 {
+        let weight = match self {
+            Job::Probe { .. } => Endpoint::HistoricalTrades.weight(),
+            Job::Kline { .. } => Endpoint::Klines.weight() + Endpoint::AggTrades.weight(),
+        };
+        u64::from(weight)
+    }
+}
+
 /// The detection's state.
 pub struct Detect {
     watch: Option<(SilenceWatch, Arc<StreamClock>)>,
@@ -62,15 +93,23 @@ pub struct Detect {
     /// Each consumer's tally.
     pub tallies: Vec<Arc<TradeTally>>,
     jobs: VecDeque<Job>,
-    /// Symbols removed during the run: no kline check (their sinks' tallies stop while the
-    /// market goes on).
-    removed: Vec<u16>,
+    /// Symbols removed during the run, and when (monotonic ns): no kline check (their sinks'
+    /// tallies stop while the market goes on) until a frame of theirs after the removal shows
+    /// them subscribed again (the sinks forget their tallies at the removal, so only intervals
+    /// watched whole since are judged).
+    removed: Vec<(u16, u64)>,
+    /// The readers' stream clock, for the symbols subscribed again.
+    clock: Option<Arc<StreamClock>>,
+    /// The pace of the jobs' weight (the generic cell rate algorithm): when the next unit of
+    /// weight is due at the sustained rate, monotonic ns.
+    weight_due_ns: u64,
 }
 
 impl Detect {
     /// The detection for `setup`, starting at `now_ns` (monotonic) and `now_ms` (Unix).
     pub fn new(setup: DetectSetup, now_ns: u64, now_ms: i64) -> Detect {
         let bound_ns = u64::try_from(setup.silence.as_nanos()).unwrap_or(u64::MAX);
+        let clock = setup.clock.clone();
         let watch = setup
             .clock
             .filter(|_| bound_ns > 0)
@@ -92,6 +131,8 @@ impl Detect {
             tallies: setup.tallies,
             jobs: VecDeque::new(),
             removed: Vec::new(),
+            clock,
+            weight_due_ns: now_ns,
         }
     }
 
@@ -135,9 +176,8 @@ impl Detect {
         if let Some((watch, _)) = self.watch.as_mut() {
             watch.forget(symbol, now_ns);
         }
-        if !self.removed.contains(&symbol) {
-            self.removed.push(symbol);
-        }
+        self.removed.retain(|&(s, _)| s != symbol);
+        self.removed.push((symbol, now_ns));
         self.jobs.retain(|j| match *j {
             Job::Probe { symbol: s, .. } | Job::Kline { symbol: s, .. } => s != symbol,
         });
@@ -158,15 +198,30 @@ impl Detect {
         }
         self.due.clear();
         schedule.due(now_ms, symbols(), &mut self.due);
+        // A symbol subscribed again (a frame of it after its removal) is checked again.
+        if let Some(clock) = &self.clock {
+            self.removed.retain(|&(s, at)| clock.latest(s) <= at);
+        }
         for &(symbol, open_ms) in &self.due {
-            if self.jobs.len() < JOBS_MAX && !self.removed.contains(&symbol) {
+            let removed = self.removed.iter().any(|&(s, _)| s == symbol);
+            if self.jobs.len() < JOBS_MAX && !removed {
                 self.jobs.push_back(Job::Kline { symbol, open_ms });
             }
         }
     }
 
-    /// The next job.
-    pub fn next_job(&mut self) -> Option<Job> {
+    /// The next job at `now_ns`, when the pace allows its weight
+    /// ([`DETECT_WEIGHT_PER_MINUTE`]); otherwise it waits.
+    pub fn next_job(&mut self, now_ns: u64) -> Option<Job> {
+        let job = *self.jobs.front()?;
+        let tolerance_ns = DETECT_WEIGHT_BURST.saturating_mul(NS_PER_WEIGHT);
+        if self.weight_due_ns > now_ns.saturating_add(tolerance_ns) {
+            return None;
+        }
+        self.weight_due_ns = self
+            .weight_due_ns
+            .max(now_ns)
+            .saturating_add(job.weight().saturating_mul(NS_PER_WEIGHT));
         self.jobs.pop_front()
     }
 
@@ -178,5 +233,86 @@ impl Detect {
     /// At stop: jobs not started are dropped.
     pub fn clear(&mut self) {
         self.jobs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE_NS: u64 = 60_000_000_000;
+
+    fn kline_symbols(detect: &mut Detect, now_ms: i64) -> Vec<u16> {
+        detect.schedule(now_ms, || 2);
+        let mut symbols = Vec::new();
+        while let Some(job) = detect.jobs.pop_front() {
+            if let Job::Kline { symbol, .. } = job {
+                symbols.push(symbol);
+            }
+        }
+        symbols
+    }
+
+    /// Regression: a symbol removed once was never kline-checked again, even after it was
+    /// subscribed again.
+    #[test]
+    fn a_removed_symbol_is_checked_again_once_subscribed_again() {
+        let clock = Arc::new(StreamClock::new(2));
+        let setup = DetectSetup {
+            clock: Some(clock.clone()),
+            klines: Some((60_000, Duration::ZERO, Duration::from_millis(60_000))),
+            ..DetectSetup::default()
+        };
+        let mut detect = Detect::new(setup, 0, 0);
+        clock.stamp(0, StreamKind::Trade, 5);
+        detect.forget(0, 10);
+        assert_eq!(
+            kline_symbols(&mut detect, 60_000),
+            [1],
+            "removed: not checked"
+        );
+        assert_eq!(kline_symbols(&mut detect, 120_000), [1], "still away");
+        clock.stamp(0, StreamKind::Depth, 11);
+        assert_eq!(kline_symbols(&mut detect, 180_000), [0, 1], "back");
+    }
+
+    /// Regression: the detection's jobs ran back to back, unpaced: with hundreds of symbols
+    /// the probes and kline checks took the REST client's whole weight budget, and the
+    /// backfill of real gaps and the books' re-syncs were refused. Their weight is paced now.
+    #[test]
+    fn jobs_are_paced_by_their_weight() {
+        let setup = DetectSetup {
+            klines: Some((60_000, Duration::ZERO, Duration::from_millis(1))),
+            ..DetectSetup::default()
+        };
+        let start_ns = 1_000 * MINUTE_NS;
+        let mut detect = Detect::new(setup, start_ns, 0);
+        detect.schedule(3_600_000, || 1_000);
+        assert_eq!(detect.pending(), 1_000, "a kline check per symbol");
+        let mut weight = 0;
+        while let Some(job) = detect.next_job(start_ns) {
+            weight += job.weight();
+        }
+        assert!(
+            weight > 0 && weight <= DETECT_WEIGHT_BURST + 6,
+            "a burst at once: {weight}"
+        );
+        // A minute on, polled as the sidecar does (every few milliseconds).
+        let mut now = start_ns;
+        while now < start_ns + MINUTE_NS {
+            now += 2_000_000;
+            while let Some(job) = detect.next_job(now) {
+                weight += job.weight();
+            }
+        }
+        assert!(
+            weight <= DETECT_WEIGHT_PER_MINUTE + DETECT_WEIGHT_BURST + 6,
+            "{weight} in a minute"
+        );
+        assert!(
+            weight >= DETECT_WEIGHT_PER_MINUTE,
+            "the pace, not a stall: {weight}"
+        );
+        assert!(detect.pending() > 0, "the rest waits");
     }
 }

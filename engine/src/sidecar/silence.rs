@@ -61,6 +61,17 @@ impl StreamClock {
         }
     }
 
+    /// The newest stamp of any stream of `symbol` (0: none, or not tracked).
+    pub fn latest(&self, symbol: u16) -> u64 {
+        let row = usize::from(symbol) * KINDS;
+        self.last_ns.get(row..row + KINDS).map_or(0, |r| {
+            r.iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
     /// Copies every stamp into `out` (`symbol * 4 + kind`), reusing its allocation.
     pub fn read(&self, out: &mut Vec<u64>) {
         out.clear();

@@ -248,6 +248,9 @@ struct Sidecar {
     to_ring: u64,
     detect: Detect,
     detections_logged: u64,
+    /// Symbols removed while a detection job awaited REST: its answer is not delivered (the
+    /// sinks forgot the symbol's order; trades of it now would start a stale one).
+    removed_during_job: Vec<u16>,
 }
 
 impl Sidecar {
@@ -266,6 +269,7 @@ impl Sidecar {
             to_ring: 0,
             detect,
             detections_logged: 0,
+            removed_during_job: Vec::new(),
             give_ups_logged: 0,
             books,
             book_repairs: Vec::new(),
@@ -327,7 +331,9 @@ impl Sidecar {
                 }
                 None => {
                     let job = match rest.as_mut() {
-                        Some(client) if !done => self.detect.next_job().map(|j| (j, client)),
+                        Some(client) if !done => {
+                            self.detect.next_job(monotonic_ns()).map(|j| (j, client))
+                        }
                         _ => None,
                     };
                     match job {
@@ -362,6 +368,7 @@ impl Sidecar {
         let consumers = self.setup.repairs.len();
         let all = self.all_consumers();
         let mut taken = 0;
+        let mut removed: Vec<u16> = Vec::new();
         for ring in self.setup.notices.iter_mut() {
             while let Ok(notice) = ring.pop() {
                 taken += 1;
@@ -375,7 +382,11 @@ impl Sidecar {
                 }
                 if notice.cause == Cause::Removed {
                     self.detect.forget(notice.gap.symbol, now);
+                    if !self.removed_during_job.contains(&notice.gap.symbol) {
+                        self.removed_during_job.push(notice.gap.symbol);
+                    }
                     if self.trade_repair {
+                        removed.push(notice.gap.symbol);
                         tell_removed(&mut self.book_repairs, told, consumers, &notice);
                     }
                 }
@@ -398,7 +409,21 @@ impl Sidecar {
                 }
             }
         }
+        for symbol in removed {
+            self.forget_backfill(symbol);
+        }
         taken
+    }
+
+    /// A removed symbol's backfill still pending is given up now, each consumer told before
+    /// the removal itself (which goes out with the book repairs, later in the round): a repair
+    /// reaching a sink after it forgot the symbol's order would start a new order at ids from
+    /// before the removal, and the symbol, added again, would wait for every id traded while
+    /// it was away. A page in flight delivers nothing (its requests are gone).
+    fn forget_backfill(&mut self, symbol: u16) {
+        let mut abandoned = Vec::new();
+        self.plan.forget(symbol, &mut abandoned);
+        self.abandon(&abandoned);
     }
 
     /// Fetches one page (while the notice rings keep being drained) and hands its trades out.
@@ -746,6 +771,7 @@ impl Sidecar {
     }
 
     async fn run_job(&mut self, client: &mut RestClient, job: Job) {
+        self.removed_during_job.clear();
         match job {
             Job::Probe { symbol, from } => self.probe(client, symbol, from).await,
             Job::Kline { symbol, open_ms } => self.check_kline(client, symbol, open_ms).await,
@@ -770,6 +796,9 @@ impl Sidecar {
         let (Some(first), Some(last)) = (trades.first(), trades.last()) else {
             return;
         };
+        if self.removed_during_job.contains(&symbol) {
+            return;
+        }
         let (first, last) = (first.id, last.id);
         let now = monotonic_ns();
         self.setup.stats.silence_repairs.bump();
@@ -842,6 +871,9 @@ impl Sidecar {
             Ok(body) => parse_first_trade_id(&body),
             Err(e) => return self.detect_failed("aggTrades", &name, &e),
         };
+        if self.removed_during_job.contains(&symbol) {
+            return;
+        }
         if let Some((from, to)) = first.and_then(|f| interval_ids(f, kline.count)) {
             self.setup.stats.requested_ids.add(id_count(from, to));
             self.plan.request(symbol, from, to, mask, monotonic_ns());

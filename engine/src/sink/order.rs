@@ -76,6 +76,9 @@ pub struct TradeOrder<T> {
     waiting_since_ns: Option<u64>,
     hold_max_ns: u64,
     held_max: usize,
+    /// The last id announced lost before the first event ([`TradeOrder::announce`]): until
+    /// `next` passes it, ids are known missing even with nothing held.
+    announced_last: Option<i64>,
 }
 
 impl<T> TradeOrder<T> {
@@ -87,7 +90,18 @@ impl<T> TradeOrder<T> {
             waiting_since_ns: None,
             hold_max_ns,
             held_max,
+            announced_last: None,
         }
+    }
+
+    /// Whether ids are known missing: events are held back behind a gap, or ids announced
+    /// lost are not delivered yet.
+    pub fn lacks_ids(&self) -> bool {
+        let announced = matches!(
+            (self.next, self.announced_last),
+            (Some(next), Some(last)) if next <= last
+        );
+        announced || !self.held.is_empty()
     }
 
     /// The next trade id this sink will deliver, if any event was seen.
@@ -117,6 +131,7 @@ impl<T> TradeOrder<T> {
     pub fn announce(&mut self, from: i64, to: i64) {
         if self.next.is_none() && from <= to {
             self.next = Some(from);
+            self.announced_last = Some(to);
         }
     }
 
@@ -217,6 +232,7 @@ impl<T> TradeOrder<T> {
     pub fn reset(&mut self) -> impl Iterator<Item = T> + '_ {
         self.next = None;
         self.waiting_since_ns = None;
+        self.announced_last = None;
         self.held.drain(..).map(|h| h.item)
     }
 }
@@ -288,12 +304,14 @@ impl<T> TradeOrders<T> {
             .sum()
     }
 
-    /// Whether `symbol` holds events back (ids before them are missing).
+    /// Whether `symbol`'s delivered trades lack ids known missing: events held back behind a
+    /// gap, or ids announced lost before the first event and not yet repaired (nothing is held
+    /// then until a later event comes, but the ids are missing all the same).
     pub fn holds(&self, symbol: u16) -> bool {
         self.symbols
             .get(usize::from(symbol))
             .and_then(Option::as_ref)
-            .is_some_and(|s| s.order.held_len() > 0)
+            .is_some_and(|s| s.order.lacks_ids())
     }
 
     /// The next id symbol `symbol` will deliver, once it has an order.
@@ -715,6 +733,7 @@ mod tests {
         collect(&mut out, &mut ids);
         assert_eq!(ids, (1..=8).collect::<Vec<_>>());
         assert_eq!(orders.counts(), OrderCounts::default());
+        assert!(!orders.holds(0), "repaired: nothing missing");
         // Once started, an announcement changes nothing (the gap check sees losses).
         orders.announce(0, 2, 3);
         assert_eq!(orders.next_id(0), Some(9));
@@ -723,6 +742,22 @@ mod tests {
         unannounced.offer(0, 6, 8, (6, 8), 0, &mut out);
         unannounced.offer(0, 1, 5, (1, 5), 1, &mut out);
         assert_eq!(unannounced.counts().duplicates, 1);
+    }
+
+    /// Regression: ids announced lost before a symbol's first event were missing from what
+    /// the sink delivered, yet with nothing held yet the symbol did not count as holding: the
+    /// Redis windows were written `trades_complete=1` without them.
+    #[test]
+    fn ids_announced_lost_count_as_missing_until_delivered() {
+        let mut orders = TradeOrders::new(HOLD, 16);
+        let mut out = Vec::new();
+        orders.announce(0, 1, 5);
+        assert!(orders.holds(0), "1..=5 missing, nothing held");
+        orders.offer(0, 1, 3, (1, 3), 0, &mut out);
+        assert!(orders.holds(0), "4..=5 still missing");
+        orders.offer(0, 4, 5, (4, 5), 0, &mut out);
+        assert!(!orders.holds(0));
+        assert!(!orders.holds(1), "a symbol never seen lacks nothing known");
     }
 
     /// Delivers `(first, last)` items from `out` into `ids`, from their delivery id.

@@ -303,3 +303,76 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
     assert_eq!(report.summary.depth_snapshots, 2);
     assert_eq!(report.summary.notices, 1);
 }
+
+/// Regression: a removed symbol's backfill went on after the sinks were told to forget its
+/// trade order, so its repair (or its give-up) reached them after the removal: a repair
+/// started a new order at ids from before it, and the symbol, added again, waited for every
+/// id traded while it was away. Now what is pending is given up, each consumer told before
+/// the removal, and nothing of the symbol follows the removal.
+#[test]
+fn a_removed_symbols_pending_backfill_is_given_up_before_the_removal_is_told() {
+    use hotpath::feed::event::StreamChange;
+    let sim = Sim::start(|_| {});
+    let ids = published(&sim, "BTCUSDT", 5);
+    // Ids REST cannot serve yet: the request stays pending (give-up after a minute).
+    let future = ids[ids.len() - 1] + 1_000_000_000;
+    let mut running = start(&sim, 2, Duration::from_secs(60));
+    let gap = |last_good, first_seen, kind| GapNotice {
+        symbol: 0,
+        kind,
+        last_good,
+        first_seen,
+    };
+    for notice in [
+        Notice {
+            gap: gap(future, future + 11, StreamKind::Trade),
+            cause: Cause::Wire,
+        },
+        Notice {
+            gap: gap(0, 1, StreamKind::Depth),
+            cause: Cause::Removed,
+        },
+    ] {
+        running.notices.push(notice).expect("room");
+    }
+    // Everything each consumer gets until the removal, then until the sidecar ends.
+    let mut before: Vec<Vec<Repair>> = vec![Vec::new(), Vec::new()];
+    for (consumer, ring) in running.repairs.iter_mut().enumerate() {
+        let started = Instant::now();
+        loop {
+            match ring.pop() {
+                Ok(Repair::Stream {
+                    symbol: 0,
+                    change: StreamChange::Removed,
+                    ..
+                }) => break,
+                Ok(other) => before[consumer].push(other),
+                Err(_) => {
+                    assert!(started.elapsed() < PATIENCE, "the removal was not told");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    running.done.store(true, Ordering::Release);
+    let report = running.thread.join().expect("the sidecar ends");
+    for (consumer, ring) in running.repairs.iter_mut().enumerate() {
+        assert!(
+            matches!(
+                before[consumer].as_slice(),
+                [Repair::GaveUp { symbol: 0, from, to }] if (*from, *to) == (future + 1, future + 10)
+            ),
+            "consumer {consumer}: the give-up comes before the removal: {:?}",
+            before[consumer]
+        );
+        let mut after = Vec::new();
+        while let Ok(repair) = ring.pop() {
+            after.push(repair);
+        }
+        assert!(
+            after.is_empty(),
+            "consumer {consumer}: nothing of the removed symbol after its removal: {after:?}"
+        );
+    }
+    assert_eq!(report.summary.unrepaired_ids, 20, "10 ids for each of 2");
+}

@@ -510,6 +510,7 @@ impl Writer {
                 let mut released = std::mem::take(&mut self.released);
                 self.orders.forget(symbol, &mut released);
                 self.deliver(released);
+                self.stats.tally.forget(symbol);
             }
             // Books are the Redis writer's.
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}

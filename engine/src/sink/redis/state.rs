@@ -302,25 +302,32 @@ impl SymbolState {
                 self.duplicates += 1;
                 continue;
             }
-            let (Some(price), Some(qty)) = (
-                rescale(t.price(), frame_exponents.0, pe),
-                rescale(t.qty(), frame_exponents.1, qe),
-            ) else {
-                // Only when the windows could not take the frame's exponents (an overflow):
-                // counted, never rounded into the windows.
-                self.inconvertible += 1;
-                continue;
-            };
             self.last_trade_id = id;
             let buyer_maker = t.is_buyer_maker() == Some(BoolEnum::True);
-            let tick = TradeTick {
-                time_us: trade_time_us,
-                price,
-                qty,
-                buyer_maker,
+            let (price, qty) = match (
+                rescale(t.price(), frame_exponents.0, pe),
+                rescale(t.qty(), frame_exponents.1, qe),
+            ) {
+                (Some(price), Some(qty)) => {
+                    let tick = TradeTick {
+                        time_us: trade_time_us,
+                        price,
+                        qty,
+                        buyer_maker,
+                    };
+                    self.win_1s.push(tick);
+                    self.win_5s.push(tick);
+                    (Decimal::new(price, pe), Decimal::new(qty, qe))
+                }
+                // Only when the windows could not take the frame's exponents (an overflow):
+                // counted and kept out of the windows (never rounded into them), but the trade
+                // still goes to `trades:` at its own exponents (a trade is never dropped).
+                _ => {
+                    self.inconvertible += 1;
+                    let (fp, fq) = frame_exponents;
+                    (Decimal::new(t.price(), fp), Decimal::new(t.qty(), fq))
+                }
             };
-            self.win_1s.push(tick);
-            self.win_5s.push(tick);
             let ms = (trade_time_us.div_euclid(1000))
                 .max(self.last_entry_ms)
                 .max(0);
@@ -333,8 +340,8 @@ impl SymbolState {
             self.pending.push_back(PendingTrade {
                 entry_id: format!("{ms}-{id}"),
                 id,
-                price: Decimal::new(price, pe),
-                qty: Decimal::new(qty, qe),
+                price,
+                qty,
                 buyer_maker,
                 event_time_us: m.event_time(),
                 trade_time_us,
@@ -785,6 +792,38 @@ mod tests {
         for fields in [&tr_1s, &tr_5s, &feat] {
             assert_eq!(field(fields, "trades_complete"), "0", "{fields:?}");
         }
+    }
+
+    /// Regression: a trade whose mantissas the windows could not take (an overflow converting
+    /// to their exponents) was skipped whole: counted, but never written to `trades:` and never
+    /// dead-lettered. It still goes to `trades:` now, at its own exponents, and stays out of
+    /// the windows.
+    #[test]
+    fn a_trade_the_windows_cannot_take_still_goes_to_the_trade_stream() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        let t = 1_763_700_000_000_000;
+        apply(&mut state, &trades_frame(t, (-8, -8), &[(1, 100, 100)]));
+        // 10^15 at -2: 10^23 at -8, past i64.
+        let huge = 100_000_000_000_000_000;
+        apply(
+            &mut state,
+            &trades_frame(t + 10, (-2, -8), &[(2, huge, 100)]),
+        );
+        assert_eq!(state.inconvertible, 1);
+        let ids: Vec<i64> = state.pending.iter().map(|p| p.id).collect();
+        assert_eq!(ids, [1, 2], "the trade is kept for `trades:`");
+        assert_eq!(state.pending[1].price.to_string(), "1000000000000000.00");
+        let [tr_1s, _, _] = state.stats_fields();
+        assert_eq!(
+            field(&tr_1s, "count"),
+            "1",
+            "never rounded into the windows"
+        );
+        apply(
+            &mut state,
+            &trades_frame(t + 20, (-8, -8), &[(2, 100, 100)]),
+        );
+        assert_eq!(state.pending.len(), 2, "its id counts as taken");
     }
 
     #[test]

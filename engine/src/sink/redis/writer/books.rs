@@ -66,6 +66,7 @@ impl Writer {
                     let mut released = std::mem::take(&mut self.released);
                     self.orders.forget(symbol, &mut released);
                     self.deliver(released);
+                    self.stats.tally.forget(symbol);
                 }
                 self.on_stream(usize::from(symbol), change, last_update_id);
             }
