@@ -1,5 +1,6 @@
-//! Generates codecs from the reference SBE "Car" schemas in `../shared/sbe-conformance/` (read
-//! where they stand, never copied) and from this crate's own fixture schemas.
+//! Generates codecs from the reference SBE "Car" schemas in `../shared/sbe-conformance/` and
+//! Binance's REST schema `../shared/binance/schemas/spot_3_5.xml` (read where they stand, never
+//! copied), and from this crate's own fixture schemas.
 
 use std::path::PathBuf;
 
@@ -19,7 +20,20 @@ fn main() {
         shared.join("example-extension-schema.xml"),
         out.join("extension.rs"),
     );
-    for fixture in ["kitchen_sink", "big_endian"] {
+    let spot = manifest.join("../../../shared/binance/schemas/spot_3_5.xml");
+    if !spot.is_file() {
+        panic!(
+            "Binance's REST schema is missing: expected {} (the project's ../shared folder)",
+            spot.display()
+        );
+    }
+    sbe_codegen::build(spot, out.join("spot_3_5.rs"));
+    for fixture in [
+        "kitchen_sink",
+        "big_endian",
+        "edge_cases",
+        "constant_header",
+    ] {
         sbe_codegen::build(
             manifest.join("schemas").join(format!("{fixture}.xml")),
             out.join(format!("{fixture}.rs")),

@@ -20,7 +20,7 @@
 mod emit;
 mod error;
 pub mod model;
-mod names;
+pub mod names;
 mod parse;
 mod resolve;
 mod syntax;
@@ -86,6 +86,9 @@ pub fn build(schema: impl AsRef<Path>, out: impl AsRef<Path>) {
     };
     for input in &generated.inputs {
         println!("cargo:rerun-if-changed={}", input.display());
+    }
+    for warning in &generated.schema.warnings {
+        println!("cargo:warning=SBE schema: {warning}");
     }
     let out = out.as_ref();
     let unchanged = std::fs::read_to_string(out).is_ok_and(|old| old == generated.code);

@@ -121,6 +121,17 @@ impl Primitive {
         })
     }
 
+    /// The SBE value range of an integer type (which leaves out its default null value) and
+    /// that null value; `None` for `char` and floats.
+    pub fn sbe_range(self) -> Option<(i128, i128, i128)> {
+        let (min, max) = self.range()?;
+        match self {
+            Primitive::Char => None,
+            _ if self.is_unsigned() => Some((min, max - 1, max)),
+            _ => Some((min + 1, max, min)),
+        }
+    }
+
     /// The SBE default null value, as a Rust expression of [`Primitive::rust`] type.
     pub fn default_null(self) -> &'static str {
         match self {
@@ -156,6 +167,9 @@ pub struct Schema {
     pub types: Vec<TypeDef>,
     /// Messages, in schema order.
     pub messages: Vec<Message>,
+    /// What is valid but probably not meant, each naming file and line: a decimal hint that
+    /// names no usable exponent (ignored), an enum value equal to its encoding's null value.
+    pub warnings: Vec<String>,
 }
 
 /// A scalar member of a fixed composite: where it is and how it is encoded.
@@ -177,11 +191,20 @@ pub struct Header {
     /// `blockLength`.
     pub block_length: Slot,
     /// `templateId`.
-    pub template_id: Slot,
+    pub template_id: HeaderField,
     /// `schemaId`.
-    pub schema_id: Slot,
+    pub schema_id: HeaderField,
     /// `version`.
-    pub version: Slot,
+    pub version: HeaderField,
+}
+
+/// A header member: on the wire, or a constant (`presence="constant"`) that is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderField {
+    /// Read from and written to the frame.
+    Wire(Slot),
+    /// Always this value; takes no bytes.
+    Constant(u16),
 }
 
 /// A named enum, set or composite.
@@ -241,6 +264,9 @@ pub struct CompositeDef {
 pub struct Field {
     /// Schema name.
     pub name: String,
+    /// The generated methods' name: `snake_case`, escaped where it would clash with a keyword
+    /// or a generated method (`header` -> `header_`).
+    pub ident: String,
     /// Field id (0 for composite members).
     pub id: u32,
     /// Offset in the block.
@@ -251,10 +277,26 @@ pub struct Field {
     pub since_version: u16,
     /// How it is encoded.
     pub kind: FieldKind,
-    /// The root field holding this mantissa's exponent (decimal hint), if any.
-    pub exponent: Option<String>,
+    /// The field holding this mantissa's exponent (decimal hint), if any.
+    pub exponent: Option<Exponent>,
     /// Description from the schema.
     pub description: Option<String>,
+}
+
+/// A decimal hint resolved: where the exponent of a mantissa field is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exponent {
+    /// The exponent field's schema name.
+    pub name: String,
+    /// Its generated getter.
+    pub ident: String,
+    /// The block holding it: 0 for the message root, `n` for the entry of the `n`th nested
+    /// group on the way from the root to the mantissa.
+    pub depth: usize,
+    /// Its encoding (a signed or unsigned integer, read as `i8`).
+    pub primitive: Primitive,
+    /// Whether it is optional: when absent the mantissa is printed unscaled.
+    pub optional: bool,
 }
 
 /// How a field is encoded.
@@ -350,6 +392,8 @@ pub struct Message {
 pub struct Group {
     /// Schema name.
     pub name: String,
+    /// The generated method's name (see [`Field::ident`]).
+    pub ident: String,
     /// Group id.
     pub id: u16,
     /// The version that introduced it.
@@ -365,6 +409,8 @@ pub struct Group {
 pub struct Data {
     /// Schema name.
     pub name: String,
+    /// The generated method's name (see [`Field::ident`]).
+    pub ident: String,
     /// Data id.
     pub id: u16,
     /// The version that introduced it.

@@ -52,6 +52,63 @@ fn escape(ident: String) -> String {
     }
 }
 
+/// Method names the emitter defines on message decoders, encoders and group views and entries;
+/// a field, group or var data element whose name becomes one of these is escaped by [`method`].
+pub const BODY_RESERVED: &[&str] = &[
+    "decode",
+    "decode_with",
+    "decode_body",
+    "header",
+    "name",
+    "encoded_length",
+    "acting_version",
+    "acting_block_length",
+    "write_json",
+    "as_bytes",
+    "wrap",
+    "finish",
+    "begin",
+    "next_entry",
+    "at",
+    "new",
+    "validate",
+    "num_in_group",
+];
+
+/// Method names generated on composite views.
+pub const COMPOSITE_RESERVED: &[&str] = &["new", "write_json"];
+
+/// Method names generated on bit sets.
+pub const SET_RESERVED: &[&str] = &["raw", "from_raw", "write_json"];
+
+/// Whether `name` is a valid SBE symbolic name: a letter or `_`, then letters, digits and `_`
+/// (what the reference implementation accepts for every target language).
+pub fn is_symbolic(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The method name for schema name `name` among generated methods `reserved`: its
+/// [`snake`] form, with a trailing underscore when that is one of `reserved`
+/// (`header` -> `header_`).
+pub fn method(name: &str, reserved: &[&str]) -> String {
+    let rust = snake(name);
+    if reserved.contains(&rust.as_str()) {
+        rust + "_"
+    } else {
+        rust
+    }
+}
+
+/// A generated name derived from method name `ident`: `price` + `raw` -> `price_raw`, without
+/// doubling an escape's underscore (`header_` + `pos` -> `header_pos`).
+pub fn suffixed(ident: &str, suffix: &str) -> String {
+    format!("{}_{suffix}", ident.trim_end_matches('_'))
+}
+
 /// `bookUpdateId` -> `book_update_id`.
 pub fn snake(name: &str) -> String {
     escape(words(name).join("_"))
@@ -90,5 +147,19 @@ mod tests {
         assert_eq!(pascal("spot_stream"), "SpotStream");
         assert_eq!(pascal("Self"), "Self_");
         assert_eq!(snake("1st"), "_1st");
+        assert_eq!(method("header", BODY_RESERVED), "header_");
+        assert_eq!(method("Name", BODY_RESERVED), "name_");
+        assert_eq!(method("price", BODY_RESERVED), "price");
+        assert_eq!(method("raw", SET_RESERVED), "raw_");
+    }
+
+    #[test]
+    fn recognises_symbolic_names() {
+        assert!(is_symbolic("bookUpdateId"));
+        assert!(is_symbolic("_x1"));
+        assert!(!is_symbolic("invalid field name"));
+        assert!(!is_symbolic("1st"));
+        assert!(!is_symbolic(""));
+        assert!(!is_symbolic("a-b"));
     }
 }

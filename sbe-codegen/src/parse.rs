@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Location, Result};
+use crate::names;
 use crate::syntax::*;
 
 /// The SBE 1.0 XML namespace. Older drafts used other URIs; elements are matched by local name,
@@ -156,6 +157,21 @@ impl File<'_, '_> {
             .ok_or_else(|| self.error(node, element, format!("missing attribute '{attr}'")))
     }
 
+    /// The `name` attribute, which must be a symbolic name (see [`names::is_symbolic`]).
+    fn name(&self, node: Node<'_, '_>, element: &str) -> Result<String> {
+        let name = self.required(node, element, "name")?;
+        if !names::is_symbolic(name) {
+            return Err(self.error(
+                node,
+                element,
+                format!(
+                    "name '{name}' is not a symbolic name (a letter or '_', then letters, digits and '_')"
+                ),
+            ));
+        }
+        Ok(name.to_string())
+    }
+
     fn number<T: std::str::FromStr>(
         &self,
         node: Node<'_, '_>,
@@ -183,9 +199,7 @@ impl File<'_, '_> {
 
     fn type_definition(&self, node: Node<'_, '_>) -> Result<TypeSyntax> {
         let kind = node.tag_name().name();
-        let name = self
-            .required(node, &format!("<{kind}>"), "name")?
-            .to_string();
+        let name = self.name(node, &format!("<{kind}>"))?;
         let element = format!("{kind} '{name}'");
         let common = Common {
             location: self.location(node),
@@ -200,6 +214,7 @@ impl File<'_, '_> {
                 length: self.number(node, &element, "length")?,
                 presence: node.attribute("presence").map(str::to_string),
                 null_value: node.attribute("nullValue").map(str::to_string),
+                min_value: node.attribute("minValue").map(str::to_string),
                 max_value: node.attribute("maxValue").map(str::to_string),
                 character_encoding: node.attribute("characterEncoding").map(str::to_string),
                 value_ref: node.attribute("valueRef").map(str::to_string),
@@ -229,9 +244,9 @@ impl File<'_, '_> {
 
     fn member(&self, node: Node<'_, '_>) -> Result<MemberSyntax> {
         if node.tag_name().name() != "ref" {
-            return Ok(MemberSyntax::Inline(self.type_definition(node)?));
+            return Ok(MemberSyntax::Inline(Box::new(self.type_definition(node)?)));
         }
-        let name = self.required(node, "<ref>", "name")?.to_string();
+        let name = self.name(node, "<ref>")?;
         let element = format!("ref '{name}'");
         Ok(MemberSyntax::Ref {
             location: self.location(node),
@@ -247,7 +262,7 @@ impl File<'_, '_> {
             if child.tag_name().name() != tag {
                 return Err(self.error(child, element, format!("expected <{tag}>")));
             }
-            let name = self.required(child, &format!("{element} <{tag}>"), "name")?;
+            let name = &self.name(child, &format!("{element} <{tag}>"))?;
             values.push(ValueSyntax {
                 location: self.location(child),
                 name: name.to_string(),
@@ -261,7 +276,7 @@ impl File<'_, '_> {
     }
 
     fn message(&self, node: Node<'_, '_>) -> Result<MessageSyntax> {
-        let name = self.required(node, "<message>", "name")?.to_string();
+        let name = self.name(node, "<message>")?;
         let element = format!("message '{name}'");
         Ok(MessageSyntax {
             location: self.location(node),
@@ -280,9 +295,7 @@ impl File<'_, '_> {
         let mut body = BodySyntax::default();
         for child in node.children().filter(|n| n.is_element()) {
             let tag = child.tag_name().name();
-            let name = self
-                .required(child, &format!("{parent} <{tag}>"), "name")?
-                .to_string();
+            let name = self.name(child, &format!("{parent} <{tag}>"))?;
             let element = format!("{parent} {tag} '{name}'");
             let out_of_order = match tag {
                 "field" => !body.groups.is_empty() || !body.data.is_empty(),

@@ -13,29 +13,6 @@ use crate::model::*;
 use crate::names;
 use crate::syntax::*;
 
-/// Method names the emitter defines on message decoders, encoders and group views; a field
-/// with one of these names would clash.
-const RESERVED: &[&str] = &[
-    "decode",
-    "decode_with",
-    "decode_body",
-    "header",
-    "name",
-    "encoded_length",
-    "acting_version",
-    "acting_block_length",
-    "write_json",
-    "as_bytes",
-    "wrap",
-    "finish",
-    "begin",
-    "next_entry",
-    "at",
-    "new",
-    "validate",
-    "num_in_group",
-];
-
 /// Resolves a parsed schema.
 pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
     let mut resolver = Resolver::new(schema)?;
@@ -73,7 +50,7 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
             ));
         }
         resolver.check_version(m.since_version, &m.location, &element)?;
-        let body = resolver.body(&m.body, m.block_length, &m.location, &element)?;
+        let mut body = resolver.body(&m.body, m.block_length, &m.location, &element)?;
         check_block_length(
             body.block_length,
             header.block_length,
@@ -81,7 +58,13 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
             &m.location,
             &element,
         )?;
-        check_exponents(&body, &body, &m.body, &element)?;
+        bind_exponents(
+            &mut body,
+            &m.body,
+            &mut Vec::new(),
+            &element,
+            &mut resolver.warnings,
+        );
         messages.push(Message {
             name: m.name.clone(),
             id,
@@ -89,6 +72,7 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
             body,
         });
     }
+    let warnings = std::mem::take(&mut resolver.warnings);
     let types = resolver
         .defs
         .into_iter()
@@ -102,6 +86,7 @@ pub fn resolve(schema: &SchemaSyntax) -> Result<Schema> {
         header,
         types,
         messages,
+        warnings,
     })
 }
 
@@ -109,12 +94,16 @@ struct Resolver<'s> {
     schema: &'s SchemaSyntax,
     /// Every globally named type: top-level types and enums, sets and composites defined
     /// inside composites.
-    globals: HashMap<&'s str, &'s TypeSyntax>,
+    globals: HashMap<String, &'s TypeSyntax>,
     /// Enums, sets and composites in definition order; their index is their place in `defs`.
     order: Vec<String>,
     index: HashMap<String, usize>,
     defs: Vec<Option<TypeDef>>,
     in_progress: HashSet<String>,
+    /// Nested type names used more than once in the schema: such a nested type is known by
+    /// `composite.name`, scoped to its composite, and its Rust type is named after both.
+    scoped: HashSet<&'s str>,
+    warnings: Vec<String>,
 }
 
 impl<'s> Resolver<'s> {
@@ -126,25 +115,44 @@ impl<'s> Resolver<'s> {
             index: HashMap::new(),
             defs: Vec::new(),
             in_progress: HashSet::new(),
+            scoped: HashSet::new(),
+            warnings: Vec::new(),
         };
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        count_names(&schema.types, &mut counts);
+        resolver.scoped = nested_names(&schema.types)
+            .into_iter()
+            .filter(|n| counts.get(n).copied().unwrap_or(0) > 1)
+            .collect();
         let mut rust_names = HashMap::new();
         for t in &schema.types {
-            resolver.register(t, &mut rust_names, true)?;
+            resolver.register(t, None, &mut rust_names)?;
         }
         Ok(resolver)
+    }
+
+    /// The name a type is known by: its own, or `composite.name` when it is a nested type
+    /// whose name is used more than once.
+    fn key(&self, t: &'s TypeSyntax, outer: Option<&str>) -> String {
+        let name = &t.common().name;
+        match outer {
+            Some(outer) if self.scoped.contains(name.as_str()) => format!("{outer}.{name}"),
+            _ => name.clone(),
+        }
     }
 
     fn register(
         &mut self,
         t: &'s TypeSyntax,
+        outer: Option<&str>,
         rust_names: &mut HashMap<String, String>,
-        top_level: bool,
     ) -> Result<()> {
         let common = t.common();
         let element = format!("type '{}'", common.name);
-        if matches!(t, TypeSyntax::Encoded(_)) && !top_level {
+        if matches!(t, TypeSyntax::Encoded(_)) && outer.is_some() {
             return Ok(());
         }
+        let key = self.key(t, outer);
         if Primitive::from_name(&common.name).is_some() {
             return Err(Error::schema(
                 &common.location,
@@ -152,14 +160,14 @@ impl<'s> Resolver<'s> {
                 "a type may not take the name of a primitive",
             ));
         }
-        if self.globals.insert(&common.name, t).is_some() {
+        if self.globals.insert(key.clone(), t).is_some() {
             return Err(Error::schema(
                 &common.location,
                 &element,
                 "duplicate type name",
             ));
         }
-        if let Some(other) = rust_names.insert(names::pascal(&common.name), common.name.clone()) {
+        if let Some(other) = rust_names.insert(names::pascal(&key), key.clone()) {
             return Err(Error::schema(
                 &common.location,
                 &element,
@@ -169,13 +177,13 @@ impl<'s> Resolver<'s> {
         if let TypeSyntax::Composite(c) = t {
             for m in &c.members {
                 if let MemberSyntax::Inline(inner) = m {
-                    self.register(inner, rust_names, false)?;
+                    self.register(inner, Some(&key), rust_names)?;
                 }
             }
         }
         if !matches!(t, TypeSyntax::Encoded(_)) {
-            self.index.insert(common.name.clone(), self.defs.len());
-            self.order.push(common.name.clone());
+            self.index.insert(key.clone(), self.defs.len());
+            self.order.push(key);
             self.defs.push(None);
         }
         Ok(())
@@ -215,9 +223,9 @@ impl<'s> Resolver<'s> {
             ));
         }
         let def = match self.globals[name] {
-            TypeSyntax::Enum(e) => TypeDef::Enum(self.enum_def(e)?),
-            TypeSyntax::Set(s) => TypeDef::Set(self.set_def(s)?),
-            TypeSyntax::Composite(c) => TypeDef::Composite(self.composite_def(c)?),
+            TypeSyntax::Enum(e) => TypeDef::Enum(self.enum_def(e, name)?),
+            TypeSyntax::Set(s) => TypeDef::Set(self.set_def(s, name)?),
+            TypeSyntax::Composite(c) => TypeDef::Composite(self.composite_def(c, name)?),
             TypeSyntax::Encoded(_) => unreachable!("encoded types are not indexed"),
         };
         self.in_progress.remove(name);
@@ -270,7 +278,33 @@ impl<'s> Resolver<'s> {
         }
     }
 
-    fn enum_def(&self, e: &EnumSyntax) -> Result<EnumDef> {
+    /// The least and greatest value and the null value of a (non-char) enum encoding: its
+    /// type's `minValue`, `maxValue` and `nullValue`, or the SBE defaults of its primitive.
+    fn enum_range(
+        &self,
+        encoding: Primitive,
+        e: &EnumSyntax,
+        element: &str,
+    ) -> Result<Option<(i128, i128, i128)>> {
+        let Some((mut min, mut max, mut null)) = encoding.sbe_range() else {
+            return Ok(None);
+        };
+        if let Some(TypeSyntax::Encoded(t)) = self.globals.get(e.encoding_type.as_str()) {
+            let location = &t.common.location;
+            if let Some(v) = &t.min_value {
+                min = integer(encoding, v, location, element)?;
+            }
+            if let Some(v) = &t.max_value {
+                max = integer(encoding, v, location, element)?;
+            }
+            if let Some(v) = &t.null_value {
+                null = integer(encoding, v, location, element)?;
+            }
+        }
+        Ok(Some((min, max, null)))
+    }
+
+    fn enum_def(&self, e: &EnumSyntax, key: &str) -> Result<EnumDef> {
         let element = format!("enum '{}'", e.common.name);
         let (encoding, null) = self.encoding(&e.encoding_type, &e.common.location, &element)?;
         if !encoding.is_integer() {
@@ -280,6 +314,7 @@ impl<'s> Resolver<'s> {
                 "an enum needs an integer or char encoding",
             ));
         }
+        let range = self.enum_range(encoding, e, &element)?;
         let mut values: Vec<(String, i128)> = Vec::new();
         let mut variants = HashSet::new();
         for v in &e.values {
@@ -289,6 +324,22 @@ impl<'s> Resolver<'s> {
             } else {
                 integer(encoding, &v.literal, &v.location, &value_element)?
             };
+            if let Some((min, max, null)) = range {
+                let problem = if raw == null {
+                    Some(format!(
+                        "value {raw} is the encoding's null value (an absent optional enum)"
+                    ))
+                } else if raw < min || raw > max {
+                    Some(format!(
+                        "value {raw} is outside the encoding's range {min} to {max}"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Err(Error::schema(&v.location, &value_element, problem));
+                }
+            }
             if !variants.insert(names::pascal(&v.name)) {
                 return Err(Error::schema(
                     &v.location,
@@ -307,7 +358,7 @@ impl<'s> Resolver<'s> {
             values.push((v.name.clone(), raw));
         }
         Ok(EnumDef {
-            name: e.common.name.clone(),
+            name: key.to_string(),
             encoding,
             null,
             values,
@@ -315,7 +366,7 @@ impl<'s> Resolver<'s> {
         })
     }
 
-    fn set_def(&self, s: &SetSyntax) -> Result<SetDef> {
+    fn set_def(&self, s: &SetSyntax, key: &str) -> Result<SetDef> {
         let element = format!("set '{}'", s.common.name);
         let (encoding, _) = self.encoding(&s.encoding_type, &s.common.location, &element)?;
         if !encoding.is_unsigned() {
@@ -347,19 +398,10 @@ impl<'s> Resolver<'s> {
                     ),
                 ));
             }
-            if SET_RESERVED.contains(&names::snake(&c.name).as_str()) {
-                return Err(Error::schema(
-                    &c.location,
-                    &choice_element,
-                    format!(
-                        "the name '{}' is reserved for a generated method",
-                        names::snake(&c.name)
-                    ),
-                ));
-            }
+            let method = |name: &str| names::method(name, names::SET_RESERVED);
             if choices
                 .iter()
-                .any(|(n, b)| *b == bit || names::snake(n) == names::snake(&c.name))
+                .any(|(n, b)| *b == bit || method(n) == method(&c.name))
             {
                 return Err(Error::schema(
                     &c.location,
@@ -370,14 +412,44 @@ impl<'s> Resolver<'s> {
             choices.push((c.name.clone(), bit));
         }
         Ok(SetDef {
-            name: s.common.name.clone(),
+            name: key.to_string(),
             encoding,
             choices,
             description: s.common.description.clone(),
         })
     }
 
-    fn composite_def(&mut self, c: &'s CompositeSyntax) -> Result<CompositeDef> {
+    /// The kind and size of a type defined inside composite `outer` (its key).
+    fn inline_member(
+        &mut self,
+        t: &'s TypeSyntax,
+        outer: &str,
+        element: &str,
+    ) -> Result<(FieldKind, usize)> {
+        let common = t.common();
+        match t {
+            TypeSyntax::Encoded(e) => {
+                let (mut kind, mut size) = self.encoded_kind(e, None, None, element)?;
+                // SBE's var-data convention: `varData` is the variable-length part, whatever
+                // length it declares (the reference implementation does the same).
+                if common.name == "varData"
+                    && let FieldKind::Primitive { length, .. } = &mut kind
+                {
+                    *length = 0;
+                    size = 0;
+                }
+                Ok((kind, size))
+            }
+            _ => {
+                let key = self.key(t, Some(outer));
+                let (kind, size, _) =
+                    self.type_kind(&key, None, None, &common.location, element)?;
+                Ok((kind, size))
+            }
+        }
+    }
+
+    fn composite_def(&mut self, c: &'s CompositeSyntax, key: &str) -> Result<CompositeDef> {
         let element = format!("composite '{}'", c.common.name);
         let mut members = Vec::new();
         let mut offset = 0usize;
@@ -398,27 +470,12 @@ impl<'s> Resolver<'s> {
                 MemberSyntax::Inline(t) => {
                     let common = t.common();
                     let member_element = format!("{element} member '{}'", common.name);
-                    let (kind, size) = match t {
-                        TypeSyntax::Encoded(e) => {
-                            self.encoded_kind(e, None, None, &member_element)?
-                        }
-                        _ => {
-                            let (kind, size, _) = self.type_kind(
-                                &common.name,
-                                None,
-                                None,
-                                &common.location,
-                                &member_element,
-                            )?;
-                            (kind, size)
-                        }
-                    };
-                    let since = common.since_version;
+                    let (kind, size) = self.inline_member(t, key, &member_element)?;
                     (
                         &common.name,
                         &common.location,
                         common.offset,
-                        since,
+                        common.since_version,
                         kind,
                         size,
                         common.description.clone(),
@@ -426,17 +483,8 @@ impl<'s> Resolver<'s> {
                 }
             };
             let member_element = format!("{element} member '{name}'");
-            if COMPOSITE_RESERVED.contains(&names::snake(name).as_str()) {
-                return Err(Error::schema(
-                    location,
-                    &member_element,
-                    format!(
-                        "the name '{}' is reserved for a generated method",
-                        names::snake(name)
-                    ),
-                ));
-            }
-            if !seen.insert(names::snake(name)) {
+            let ident = names::method(name, names::COMPOSITE_RESERVED);
+            if !seen.insert(ident.clone()) {
                 return Err(Error::schema(
                     location,
                     &member_element,
@@ -447,6 +495,7 @@ impl<'s> Resolver<'s> {
             offset = at + size;
             members.push(Field {
                 name: name.clone(),
+                ident,
                 id: 0,
                 offset: at,
                 size,
@@ -457,7 +506,7 @@ impl<'s> Resolver<'s> {
             });
         }
         Ok(CompositeDef {
-            name: c.common.name.clone(),
+            name: key.to_string(),
             size: offset,
             members,
             description: c.common.description.clone(),
@@ -633,7 +682,7 @@ impl<'s> Resolver<'s> {
         let mut base_length = 0usize;
         for f in &body.fields {
             let field_element = format!("{element} field '{}'", f.name);
-            scope.claim(&f.name, f.id, &f.location, &field_element)?;
+            let ident = scope.claim(&f.name, f.id, &f.location, &field_element)?;
             let (kind, size, type_since) = self.type_kind(
                 &f.type_name,
                 f.presence.as_deref(),
@@ -642,11 +691,7 @@ impl<'s> Resolver<'s> {
                 &field_element,
             )?;
             if let FieldKind::Enum { .. } = kind {
-                scope.claim_method(
-                    &format!("{}_raw", names::snake(&f.name)),
-                    &f.location,
-                    &field_element,
-                )?;
+                scope.claim_method(&names::suffixed(&ident, "raw"), &f.location, &field_element)?;
             }
             let since_version = f.since_version.max(type_since);
             self.check_version(since_version, &f.location, &field_element)?;
@@ -657,12 +702,13 @@ impl<'s> Resolver<'s> {
             }
             fields.push(Field {
                 name: f.name.clone(),
+                ident,
                 id: f.id,
                 offset: at,
                 size,
                 since_version,
                 kind,
-                exponent: f.exponent.clone(),
+                exponent: None,
                 description: None,
             });
         }
@@ -680,7 +726,7 @@ impl<'s> Resolver<'s> {
         let mut groups = Vec::new();
         for g in &body.groups {
             let group_element = format!("{element} group '{}'", g.name);
-            scope.claim(&g.name, g.id, &g.location, &group_element)?;
+            let ident = scope.claim(&g.name, g.id, &g.location, &group_element)?;
             self.check_version(g.since_version, &g.location, &group_element)?;
             let id = small_id(g.id, &g.location, &group_element)?;
             let dimension = self.dimension(&g.dimension_type, &g.location, &group_element)?;
@@ -694,6 +740,7 @@ impl<'s> Resolver<'s> {
             )?;
             groups.push(Group {
                 name: g.name.clone(),
+                ident,
                 id,
                 since_version: g.since_version,
                 dimension,
@@ -703,9 +750,9 @@ impl<'s> Resolver<'s> {
         let mut data = Vec::new();
         for d in &body.data {
             let data_element = format!("{element} data '{}'", d.name);
-            scope.claim(&d.name, d.id, &d.location, &data_element)?;
+            let ident = scope.claim(&d.name, d.id, &d.location, &data_element)?;
             self.check_version(d.since_version, &d.location, &data_element)?;
-            data.push(self.data(d, &data_element)?);
+            data.push(self.data(d, ident, &data_element)?);
         }
         Ok(Body {
             fields,
@@ -747,15 +794,46 @@ impl<'s> Resolver<'s> {
         }
     }
 
+    /// A header member that is on the wire (a [`Self::slot`]) or a constant of 16 bits.
+    fn header_field(
+        &mut self,
+        composite: &str,
+        member: &str,
+        location: &Location,
+        element: &str,
+    ) -> Result<HeaderField> {
+        let c = self.composite(composite, location, element)?;
+        let constant = c.members.iter().find_map(|m| match &m.kind {
+            FieldKind::Constant(Constant::Number(p, value)) if m.name == member => {
+                Some((*p, value.clone()))
+            }
+            _ => None,
+        });
+        match constant {
+            None => self
+                .slot(composite, member, location, element)
+                .map(HeaderField::Wire),
+            Some((p, value)) => match value.parse::<u16>() {
+                Ok(value) if p.is_unsigned() => Ok(HeaderField::Constant(value)),
+                _ => Err(Error::schema(
+                    location,
+                    element,
+                    format!("constant header member '{member}' must be an unsigned 16-bit value"),
+                )),
+            },
+        }
+    }
+
     /// The `maxValue` of an inline member of a composite, if it declares one.
     fn max_value(&self, composite: &str, member: &str) -> Option<&'s str> {
         let Some(TypeSyntax::Composite(c)) = self.globals.get(composite) else {
             return None;
         };
         c.members.iter().find_map(|m| match m {
-            MemberSyntax::Inline(TypeSyntax::Encoded(e)) if e.common.name == member => {
-                e.max_value.as_deref()
-            }
+            MemberSyntax::Inline(t) => match &**t {
+                TypeSyntax::Encoded(e) if e.common.name == member => e.max_value.as_deref(),
+                _ => None,
+            },
             _ => None,
         })
     }
@@ -769,10 +847,27 @@ impl<'s> Resolver<'s> {
         element: &str,
     ) -> Result<u64> {
         let type_max = slot.primitive.range().map_or(0, |(_, max)| max);
-        let max = match self.max_value(composite, member) {
+        let declared = self.max_value(composite, member);
+        let max = match declared {
             Some(text) => integer(slot.primitive, text, location, element)?,
             None => type_max,
         };
+        // As the reference implementation requires: SBE decoders in other languages hold
+        // counts and lengths in a signed 32-bit integer.
+        let int_max = i128::from(i32::MAX);
+        if slot.primitive == Primitive::U32 && max > int_max {
+            let why = match declared {
+                Some(_) => format!("maxValue {max} is above {int_max}"),
+                None => "needs a maxValue".to_string(),
+            };
+            return Err(Error::schema(
+                location,
+                element,
+                format!(
+                    "uint32 '{member}' of composite '{composite}' {why} (at most {int_max}: decoders in other languages hold it in a signed 32-bit integer)"
+                ),
+            ));
+        }
         Ok(u64::try_from(max).unwrap_or(u64::MAX))
     }
 
@@ -790,7 +885,7 @@ impl<'s> Resolver<'s> {
         })
     }
 
-    fn data(&mut self, d: &DataSyntax, element: &str) -> Result<Data> {
+    fn data(&mut self, d: &DataSyntax, ident: String, element: &str) -> Result<Data> {
         let length = self.slot(&d.type_name, "length", &d.location, element)?;
         let c = self.composite(&d.type_name, &d.location, element)?;
         let bad = || {
@@ -798,7 +893,7 @@ impl<'s> Resolver<'s> {
                 &d.location,
                 element,
                 format!(
-                    "composite '{}' needs a 'varData' member of length 0",
+                    "composite '{}' needs a 'varData' member of uint8 or char",
                     d.type_name
                 ),
             )
@@ -819,15 +914,15 @@ impl<'s> Resolver<'s> {
         let data_offset = var.offset;
         let is_text = match self.globals.get(d.type_name.as_str()) {
             Some(TypeSyntax::Composite(c)) => c.members.iter().any(|m| match m {
-                MemberSyntax::Inline(TypeSyntax::Encoded(e)) => {
-                    e.common.name == "varData" && e.character_encoding.is_some()
-                }
+                MemberSyntax::Inline(t) => matches!(&**t, TypeSyntax::Encoded(e)
+                    if e.common.name == "varData" && e.character_encoding.is_some()),
                 _ => false,
             }),
             _ => false,
         };
         Ok(Data {
             name: d.name.clone(),
+            ident,
             id: small_id(d.id, &d.location, element)?,
             since_version: d.since_version,
             encoding: d.type_name.clone(),
@@ -844,9 +939,9 @@ impl<'s> Resolver<'s> {
         let element = format!("messageSchema headerType '{name}'");
         Ok(Header {
             block_length: self.slot(&name, "blockLength", &location, &element)?,
-            template_id: self.slot(&name, "templateId", &location, &element)?,
-            schema_id: self.slot(&name, "schemaId", &location, &element)?,
-            version: self.slot(&name, "version", &location, &element)?,
+            template_id: self.header_field(&name, "templateId", &location, &element)?,
+            schema_id: self.header_field(&name, "schemaId", &location, &element)?,
+            version: self.header_field(&name, "version", &location, &element)?,
             size: self.composite(&name, &location, &element)?.size,
             name,
         })
@@ -861,15 +956,9 @@ struct Scope {
 }
 
 impl Scope {
-    fn claim(&mut self, name: &str, id: u32, location: &Location, element: &str) -> Result<()> {
-        let rust = names::snake(name);
-        if RESERVED.contains(&rust.as_str()) {
-            return Err(Error::schema(
-                location,
-                element,
-                format!("the name '{rust}' is reserved for a generated method"),
-            ));
-        }
+    /// Claims the name and id of a field, group or var data element; returns its method name.
+    fn claim(&mut self, name: &str, id: u32, location: &Location, element: &str) -> Result<String> {
+        let rust = names::method(name, names::BODY_RESERVED);
         self.claim_method(&rust, location, element)?;
         if !self.ids.insert(id) {
             return Err(Error::schema(
@@ -878,7 +967,7 @@ impl Scope {
                 format!("duplicate id {id}"),
             ));
         }
-        Ok(())
+        Ok(rust)
     }
 }
 
@@ -895,11 +984,6 @@ impl Scope {
         Ok(())
     }
 }
-
-/// Method names generated on composite views and bit sets, which members and choices must
-/// not take.
-const COMPOSITE_RESERVED: &[&str] = &["new", "write_json"];
-const SET_RESERVED: &[&str] = &["raw", "from_raw", "write_json"];
 
 /// Rust type names every generated module defines.
 const TYPE_RESERVED: &[&str] = &["Header", "Message"];
@@ -1055,34 +1139,107 @@ fn literal(p: Primitive, text: &str, location: &Location, element: &str) -> Resu
     Ok(format!("{value:?}_{}", p.rust()))
 }
 
-/// Every decimal hint must name a required integer field of the message's root block.
-fn check_exponents(root: &Body, body: &Body, syntax: &BodySyntax, element: &str) -> Result<()> {
-    for (field, f) in body.fields.iter().zip(&syntax.fields) {
-        let Some(exponent) = &field.exponent else {
+/// Binds every decimal hint (`mbx:exponent`) to its exponent field: in the mantissa's own
+/// block or an enclosing one, nearest first (`scopes` holds the enclosing blocks' fields, the
+/// message root first). The hint changes no layout, so it never makes a valid schema unusable:
+/// one that names no required integer field there, or sits on a field that is not an integer
+/// mantissa (a scalar, or a 16-byte array holding a 128-bit one), is ignored with a warning.
+fn bind_exponents(
+    body: &mut Body,
+    syntax: &BodySyntax,
+    scopes: &mut Vec<Vec<Field>>,
+    element: &str,
+    warnings: &mut Vec<String>,
+) {
+    scopes.push(body.fields.clone());
+    for (field, f) in body.fields.iter_mut().zip(&syntax.fields) {
+        let Some(name) = &f.exponent else {
             continue;
         };
-        let ok = root.fields.iter().any(|r| {
-            r.name == *exponent
-                && r.since_version == 0
-                && matches!(r.kind, FieldKind::Primitive { primitive, length: 1, null: None } if primitive.is_integer())
-        }) && matches!(field.kind, FieldKind::Primitive { primitive, length: 1, .. } if primitive.is_integer());
-        if !ok {
-            return Err(Error::schema(
-                &f.location,
-                format!("{element} field '{}'", f.name),
-                format!(
-                    "exponent '{exponent}' must name a required integer field of the message root, on an integer field"
-                ),
-            ));
+        let exponent = scopes.iter().enumerate().rev().find_map(|(depth, fields)| {
+            let r = fields.iter().find(|r| r.name == *name)?;
+            match r.kind {
+                FieldKind::Primitive {
+                    primitive,
+                    length: 1,
+                    ref null,
+                } if primitive.is_integer() && r.since_version == 0 => Some(Exponent {
+                    name: r.name.clone(),
+                    ident: r.ident.clone(),
+                    depth,
+                    primitive,
+                    optional: null.is_some(),
+                }),
+                _ => None,
+            }
+        });
+        let why = match (&exponent, is_mantissa(&field.kind)) {
+            (Some(_), true) => {
+                field.exponent = exponent;
+                continue;
+            }
+            (_, false) => "the field is not an integer or 128-bit mantissa",
+            (None, true) => "it names no integer field of this block or an enclosing one",
+        };
+        warnings.push(format!(
+            "{}: {element} field '{}': exponent '{name}' ignored: {why}",
+            f.location, f.name
+        ));
+    }
+    for (group, g) in body.groups.iter_mut().zip(&syntax.groups) {
+        let group_element = format!("{element} group '{}'", g.name);
+        bind_exponents(&mut group.body, &g.body, scopes, &group_element, warnings);
+    }
+    scopes.pop();
+}
+
+/// Whether a field can carry a decimal hint: an integer, or 16 bytes holding a 128-bit one.
+fn is_mantissa(kind: &FieldKind) -> bool {
+    match kind {
+        FieldKind::Primitive {
+            primitive,
+            length: 1,
+            ..
+        } => primitive.is_integer() && *primitive != Primitive::Char,
+        FieldKind::Primitive {
+            primitive: Primitive::U8 | Primitive::I8,
+            length: 16,
+            ..
+        } => true,
+        _ => false,
+    }
+}
+
+/// Counts every enum, set and composite name, top-level and nested.
+fn count_names<'s>(types: &'s [TypeSyntax], counts: &mut HashMap<&'s str, usize>) {
+    for t in types {
+        *counts.entry(t.common().name.as_str()).or_default() += 1;
+        if let TypeSyntax::Composite(c) = t {
+            count_nested(c, counts);
         }
     }
-    for (group, g) in body.groups.iter().zip(&syntax.groups) {
-        check_exponents(
-            root,
-            &group.body,
-            &g.body,
-            &format!("{element} group '{}'", g.name),
-        )?;
+}
+
+fn count_nested<'s>(c: &'s CompositeSyntax, counts: &mut HashMap<&'s str, usize>) {
+    for m in &c.members {
+        if let MemberSyntax::Inline(inner) = m
+            && !matches!(**inner, TypeSyntax::Encoded(_))
+        {
+            *counts.entry(inner.common().name.as_str()).or_default() += 1;
+            if let TypeSyntax::Composite(c) = &**inner {
+                count_nested(c, counts);
+            }
+        }
     }
-    Ok(())
+}
+
+/// The names of enums, sets and composites defined inside composites.
+fn nested_names(types: &[TypeSyntax]) -> Vec<&str> {
+    let mut counts = HashMap::new();
+    for t in types {
+        if let TypeSyntax::Composite(c) = t {
+            count_nested(c, &mut counts);
+        }
+    }
+    counts.into_keys().collect()
 }

@@ -63,6 +63,7 @@ pub struct EncodedSyntax {
     pub length: Option<usize>,
     pub presence: Option<String>,
     pub null_value: Option<String>,
+    pub min_value: Option<String>,
     pub max_value: Option<String>,
     pub character_encoding: Option<String>,
     pub value_ref: Option<String>,
@@ -80,7 +81,7 @@ pub struct CompositeSyntax {
 /// A member of a composite: a type defined in place, or a `<ref>` to a named type.
 #[derive(Debug)]
 pub enum MemberSyntax {
-    Inline(TypeSyntax),
+    Inline(Box<TypeSyntax>),
     Ref {
         location: Location,
         name: String,

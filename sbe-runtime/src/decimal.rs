@@ -42,27 +42,75 @@ impl fmt::Display for Decimal {
         let magnitude = self.mantissa.unsigned_abs();
         let mut digits_buf = [0u8; 20];
         let digits = ascii_digits(magnitude, &mut digits_buf);
-        if self.mantissa < 0 {
-            f.write_str("-")?;
-        }
-        if self.exponent >= 0 {
-            f.write_str(digits)?;
-            if magnitude != 0 {
-                write_zeros(f, self.exponent.unsigned_abs() as usize)?;
+        write_decimal(f, self.mantissa < 0, magnitude == 0, digits, self.exponent)
+    }
+}
+
+/// `mantissa × 10^exponent` with a 128-bit mantissa (Binance's `mantissa128`: volumes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decimal128 {
+    /// The integer significand.
+    pub mantissa: i128,
+    /// The power of ten it is scaled by.
+    pub exponent: i8,
+}
+
+impl Decimal128 {
+    /// A decimal from its two wire fields.
+    #[inline]
+    pub const fn new(mantissa: i128, exponent: i8) -> Self {
+        Decimal128 { mantissa, exponent }
+    }
+}
+
+impl fmt::Display for Decimal128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let magnitude = self.mantissa.unsigned_abs();
+        let mut digits_buf = [0u8; 40];
+        let mut start = digits_buf.len();
+        let mut value = magnitude;
+        loop {
+            start -= 1;
+            digits_buf[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
             }
-            return Ok(());
         }
-        let scale = self.exponent.unsigned_abs() as usize;
-        if digits.len() > scale {
-            let (int_part, frac_part) = digits.split_at(digits.len() - scale);
-            f.write_str(int_part)?;
-            f.write_str(".")?;
-            f.write_str(frac_part)
-        } else {
-            f.write_str("0.")?;
-            write_zeros(f, scale - digits.len())?;
-            f.write_str(digits)
+        let digits = core::str::from_utf8(&digits_buf[start..]).unwrap_or("");
+        write_decimal(f, self.mantissa < 0, magnitude == 0, digits, self.exponent)
+    }
+}
+
+/// Writes the magnitude `digits` scaled by `10^exponent`, with exactly `-exponent` fractional
+/// digits when the exponent is negative.
+fn write_decimal(
+    f: &mut fmt::Formatter<'_>,
+    negative: bool,
+    zero: bool,
+    digits: &str,
+    exponent: i8,
+) -> fmt::Result {
+    if negative {
+        f.write_str("-")?;
+    }
+    if exponent >= 0 {
+        f.write_str(digits)?;
+        if !zero {
+            write_zeros(f, exponent.unsigned_abs() as usize)?;
         }
+        return Ok(());
+    }
+    let scale = exponent.unsigned_abs() as usize;
+    if digits.len() > scale {
+        let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+        f.write_str(int_part)?;
+        f.write_str(".")?;
+        f.write_str(frac_part)
+    } else {
+        f.write_str("0.")?;
+        write_zeros(f, scale - digits.len())?;
+        f.write_str(digits)
     }
 }
 
@@ -125,6 +173,23 @@ mod tests {
         assert_eq!(text(i64::MIN, -19), "-0.9223372036854775808");
         assert_eq!(text(i64::MAX, -128).len(), 2 + 128);
         assert_eq!(text(1, -128), format!("0.{}1", "0".repeat(127)));
+    }
+
+    #[test]
+    fn renders_128_bit_mantissas() {
+        let text = |m: i128, e: i8| Decimal128::new(m, e).to_string();
+        assert_eq!(text(6_976_988_000_000, -8), "69769.88000000");
+        assert_eq!(text(-5, -3), "-0.005");
+        assert_eq!(text(0, 2), "0");
+        assert_eq!(text(12, 2), "1200");
+        assert_eq!(
+            text(i128::MAX, -8),
+            "1701411834604692317316873037158.84105727"
+        );
+        assert_eq!(
+            text(i128::MIN, 0),
+            "-170141183460469231731687303715884105728"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod error;
 pub mod json;
 mod writer;
 
-pub use decimal::Decimal;
+pub use decimal::{Decimal, Decimal128};
 pub use error::{DecodeError, EncodeError};
 pub use writer::Writer;
 

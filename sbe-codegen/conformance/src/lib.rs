@@ -25,3 +25,24 @@ pub mod kitchen_sink {
 pub mod big_endian {
     include!(concat!(env!("OUT_DIR"), "/big_endian.rs"));
 }
+
+/// Valid SBE that sbe-codegen once refused or turned into Rust that did not compile: constants
+/// introduced in a later version, arrays in composites, scoped nested types, `varData` without
+/// `length="0"`, names of generated methods, decimal hints in the same entry and on 128-bit
+/// mantissas.
+#[forbid(unsafe_code)]
+pub mod edge_cases {
+    include!(concat!(env!("OUT_DIR"), "/edge_cases.rs"));
+}
+
+/// A header whose `schemaId` is a constant.
+#[forbid(unsafe_code)]
+pub mod constant_header {
+    include!(concat!(env!("OUT_DIR"), "/constant_header.rs"));
+}
+
+/// Binance's Spot REST and WebSocket API schema (id 3, version 5), a real-world schema.
+#[forbid(unsafe_code)]
+pub mod spot_3_5 {
+    include!(concat!(env!("OUT_DIR"), "/spot_3_5.rs"));
+}

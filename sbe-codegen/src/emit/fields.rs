@@ -1,7 +1,7 @@
 //! Accessors, setters and JSON writers for fixed fields, shared by message blocks, group
 //! entries and composites.
 
-use super::{Code, Emitter, cast, pascal, snake};
+use super::{Code, Emitter, cast, pascal};
 use crate::model::*;
 
 /// Where a getter reads a field from.
@@ -30,30 +30,58 @@ impl Place {
 }
 
 /// The message decoder seen from inside its `write_json`: where decimal exponents are read.
-pub(super) struct Root<'m> {
-    /// The expression naming the message decoder.
-    pub(super) expr: &'static str,
-    /// The message's root fields.
-    pub(super) fields: &'m [Field],
+pub(super) struct Root {
+    /// Whether JSON is written for a message (whose decoders are `self`, then `e1`, `e2`...
+    /// for nested group entries); composites have no decimal hints.
+    pub(super) message: bool,
 }
 
-impl Root<'_> {
-    /// The primitive of a decimal hint's exponent field, which the resolver checked to be a
-    /// required integer field of the message root.
-    fn primitive(&self, name: &str) -> Primitive {
-        self.fields
-            .iter()
-            .find_map(|f| match f.kind {
-                FieldKind::Primitive { primitive, .. } if f.name == name => Some(primitive),
-                _ => None,
-            })
-            .unwrap_or(Primitive::I8)
+impl Root {
+    /// A statement writing mantissa `m` scaled by exponent `e` (`ctor` is `Decimal::new` or
+    /// `Decimal128::new`) as a JSON string to `key`; an absent optional exponent writes the
+    /// mantissa as a plain number.
+    fn decimal(&self, key: &str, m: &str, e: &Exponent, ctor: &str) -> String {
+        let decoder = if e.depth == 0 {
+            "self".to_string()
+        } else {
+            format!("e{}", e.depth)
+        };
+        let read = format!("{decoder}.{}()", e.ident);
+        if e.optional {
+            format!(
+                "match {read} {{ Some(x) => rt::json::write_display_str({key}, rt::{ctor}({m}, {})), None => rt::json::write_number({key}, {m}), }}",
+                cast("x", e.primitive, "i8")
+            )
+        } else {
+            format!(
+                "rt::json::write_display_str({key}, rt::{ctor}({m}, {}));",
+                cast(&read, e.primitive, "i8")
+            )
+        }
     }
 }
 
-/// Whether a field's getter returns `Option` for reasons other than being an enum.
+/// The offset of element `i` of an array at `base` with elements of `size` bytes, without the
+/// `+ 0` and `* 1` that clippy rejects.
+fn element_offset(base: &str, size: usize, saturating: bool) -> String {
+    let index = if size == 1 {
+        "i".to_string()
+    } else {
+        format!("i * {size}")
+    };
+    if saturating {
+        format!("{base}.saturating_add({index})")
+    } else if base == "0" {
+        index
+    } else {
+        format!("{base} + {index}")
+    }
+}
+
+/// Constants are not on the wire, so they read the same in every version and are never an
+/// extension.
 fn is_extension(field: &Field, place: &Place) -> bool {
-    place.versioned && field.since_version > 0
+    place.versioned && field.since_version > 0 && !matches!(field.kind, FieldKind::Constant(_))
 }
 
 fn type_name(schema: &Schema, def: usize) -> String {
@@ -124,7 +152,7 @@ impl Emitter<'_> {
             text += &format!(", since version {}", field.since_version);
         }
         if let Some(exponent) = &field.exponent {
-            text += &format!(", a mantissa scaled by 10^`{exponent}`");
+            text += &format!(", a mantissa scaled by 10^`{}`", exponent.name);
         }
         code.doc(&(text + "."));
         if let Some(d) = &field.description {
@@ -135,7 +163,8 @@ impl Emitter<'_> {
 
     /// The getter(s) for one field.
     pub(super) fn getter(&self, code: &mut Code, field: &Field, place: &Place) {
-        let name = snake(&field.name);
+        let name = &field.ident;
+        let raw_name = crate::names::suffixed(name, "raw");
         let off = field.offset;
         let ext = is_extension(field, place);
         let src = if ext {
@@ -143,10 +172,15 @@ impl Emitter<'_> {
         } else {
             place.block
         };
+        let end = off + field.size;
+        let short = if end == 1 {
+            "self.acting_block.is_empty()".to_string()
+        } else {
+            format!("self.acting_block.len() < {end}")
+        };
         let guard = format!(
-            "if self.acting_version() < {} || self.acting_block.len() < {} {{ return None; }}",
-            field.since_version,
-            off + field.size
+            "if self.acting_version() < {} || {short} {{ return None; }}",
+            field.since_version
         );
         let (ty, expr, null): (String, String, Option<String>) = match &field.kind {
             FieldKind::Primitive { length: 0, .. } => return,
@@ -185,7 +219,7 @@ impl Emitter<'_> {
                     self.get(
                         *primitive,
                         src,
-                        &format!("{off} + i * {}", primitive.size())
+                        &element_offset(&off.to_string(), primitive.size(), false)
                     )
                 ),
                 None,
@@ -219,21 +253,21 @@ impl Emitter<'_> {
                 code.doc("The value, or `None` for the null value and values this decoder does not know.");
                 if ext {
                     code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
-                    code.line(format!("self.{name}_raw().and_then({e}::from_raw)"));
+                    code.line(format!("self.{raw_name}().and_then({e}::from_raw)"));
                     code.line("}");
                     code.doc(&format!(
                         "`{}` as encoded; `None` before version {}.",
                         field.name, field.since_version
                     ));
-                    code.line(format!("pub fn {name}_raw(&self) -> Option<{raw}> {{"));
+                    code.line(format!("pub fn {raw_name}(&self) -> Option<{raw}> {{"));
                     code.line(&guard);
                     code.line(format!("Some({read})"));
                 } else {
                     code.line(format!("pub fn {name}(&self) -> Option<{e}> {{"));
-                    code.line(format!("{e}::from_raw(self.{name}_raw())"));
+                    code.line(format!("{e}::from_raw(self.{raw_name}())"));
                     code.line("}");
                     code.doc(&format!("`{}` as encoded.", field.name));
-                    code.line(format!("pub fn {name}_raw(&self) -> {raw} {{"));
+                    code.line(format!("pub fn {raw_name}(&self) -> {raw} {{"));
                     code.line(read);
                 }
                 code.line("}");
@@ -293,7 +327,7 @@ impl Emitter<'_> {
 
     /// The setter for one field, storing into `buf` at `base` + the field's offset.
     pub(super) fn setter(&self, code: &mut Code, field: &Field, buf: &str, base: &str) {
-        let name = snake(&field.name);
+        let name = &field.ident;
         let pos = if base == "0" {
             field.offset.to_string()
         } else {
@@ -330,13 +364,12 @@ impl Emitter<'_> {
             } => (
                 format!("&[{}; {length}]", primitive.rust()),
                 vec![
-                    format!("let at = {pos};"),
-                    format!("let buf = {buf};"),
+                    format!("let at: usize = {pos};"),
                     "for (i, v) in value.iter().enumerate() {".to_string(),
                     self.put(
                         *primitive,
-                        "buf",
-                        &format!("at.saturating_add(i * {})", primitive.size()),
+                        buf,
+                        &element_offset("at", primitive.size(), true),
                         "*v",
                     ),
                     "}".to_string(),
@@ -403,11 +436,12 @@ impl Emitter<'_> {
         code: &mut Code,
         field: &Field,
         dec: &str,
-        root: &Root<'_>,
+        root: &Root,
         obj: &str,
         place: &Place,
     ) {
-        let name = snake(&field.name);
+        let name = &field.ident;
+        let raw_name = crate::names::suffixed(name, "raw");
         let key = format!("{obj}.key(\"{}\")", field.name);
         let ext = is_extension(field, place);
         let write = match &field.kind {
@@ -429,21 +463,31 @@ impl Emitter<'_> {
                 }
                 Primitive::Char => format!("rt::json::write_str({key}, rt::trim_nul(&[v]));"),
                 p => match &field.exponent {
-                    Some(exponent) => {
-                        let exponent_field = root.primitive(exponent);
-                        format!(
-                            "rt::json::write_display_str({key}, rt::Decimal::new({}, {}));",
-                            cast("v", *p, "i64"),
-                            cast(
-                                &format!("{}.{}()", root.expr, snake(exponent)),
-                                exponent_field,
-                                "i8"
-                            )
-                        )
+                    Some(exponent) if root.message => {
+                        root.decimal(&key, &cast("v", *p, "i64"), exponent, "Decimal::new")
                     }
-                    None => format!("rt::json::write_number({key}, v);"),
+                    _ => format!("rt::json::write_number({key}, v);"),
                 },
             },
+            FieldKind::Primitive {
+                primitive,
+                length: 16,
+                ..
+            } if root.message && field.exponent.is_some() => {
+                let bytes = match primitive {
+                    Primitive::I8 => "v.map(|b| b as u8)",
+                    _ => "*v",
+                };
+                let write = field
+                    .exponent
+                    .as_ref()
+                    .map(|e| root.decimal(&key, "m", e, "Decimal128::new"))
+                    .unwrap_or_default();
+                format!(
+                    "let m = i128::from_{}_bytes({bytes}); if m == i128::MIN {{ {key}.push_str(\"null\"); }} else {{ {write} }}",
+                    self.end
+                )
+            }
             FieldKind::Primitive {
                 primitive: Primitive::Char,
                 ..
@@ -474,10 +518,10 @@ impl Emitter<'_> {
                 );
                 if ext {
                     code.line(format!(
-                        "match {dec}.{name}_raw() {{ Some(raw) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
+                        "match {dec}.{raw_name}() {{ Some(raw) => {{ {write} }} None => {key}.push_str(\"null\"), }}"
                     ));
                 } else {
-                    code.line(format!("{{ let raw = {dec}.{name}_raw(); {write} }}"));
+                    code.line(format!("{{ let raw = {dec}.{raw_name}(); {write} }}"));
                 }
                 return;
             }

@@ -1,8 +1,9 @@
 //! Message decoders and encoders, their repeating groups and var data.
 
 use super::fields::{Place, Root};
-use super::{Code, Emitter, cast, pascal, snake};
+use super::{Code, Emitter, cast, pascal};
 use crate::model::*;
+use crate::names::suffixed;
 
 /// `base + off`, without a `+ 0` (clippy rejects those).
 fn plus(base: &str, off: usize) -> String {
@@ -73,7 +74,7 @@ impl Emitter<'_> {
         let q = how.suffix();
         for g in &body.groups {
             if store {
-                code.line(format!("let {}_pos = pos;", snake(&g.name)));
+                code.line(format!("let {} = pos;", suffixed(&g.ident, "pos")));
             }
             if g.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", g.since_version));
@@ -88,7 +89,7 @@ impl Emitter<'_> {
         }
         for d in &body.data {
             if store {
-                code.line(format!("let {}_pos = pos;", snake(&d.name)));
+                code.line(format!("let {} = pos;", suffixed(&d.ident, "pos")));
             }
             if d.since_version > 0 {
                 code.line(format!("if acting_version >= {} {{", d.since_version));
@@ -110,19 +111,19 @@ impl Emitter<'_> {
         for name in body
             .groups
             .iter()
-            .map(|g| &g.name)
-            .chain(body.data.iter().map(|d| &d.name))
+            .map(|g| &g.ident)
+            .chain(body.data.iter().map(|d| &d.ident))
         {
-            code.line(format!("{}_pos: usize,", snake(name)));
+            code.line(format!("{}: usize,", suffixed(name, "pos")));
         }
     }
 
     fn position_names(&self, body: &Body) -> String {
         body.groups
             .iter()
-            .map(|g| &g.name)
-            .chain(body.data.iter().map(|d| &d.name))
-            .map(|n| format!(", {}_pos", snake(n)))
+            .map(|g| &g.ident)
+            .chain(body.data.iter().map(|d| &d.ident))
+            .map(|n| format!(", {}", suffixed(n, "pos")))
             .collect()
     }
 
@@ -138,10 +139,7 @@ impl Emitter<'_> {
                 g.dimension.name,
                 since_text(g.since_version)
             ));
-            code.line(format!(
-                "pub fn {}(&self) -> {group}<'a> {{",
-                snake(&g.name)
-            ));
+            code.line(format!("pub fn {}(&self) -> {group}<'a> {{", &g.ident));
             if g.since_version > 0 {
                 code.line(format!(
                     "if self.acting_version() < {} {{ return {group}::empty(self.buf, self.acting_version()); }}",
@@ -149,8 +147,8 @@ impl Emitter<'_> {
                 ));
             }
             code.line(format!(
-                "{group}::at(self.buf, self.{}_pos, self.acting_version())",
-                snake(&g.name)
+                "{group}::at(self.buf, self.{}, self.acting_version())",
+                suffixed(&g.ident, "pos")
             ));
             code.line("}");
         }
@@ -162,14 +160,14 @@ impl Emitter<'_> {
                 d.encoding,
                 since_text(d.since_version)
             ));
-            code.line(format!("pub fn {}(&self) -> &'a [u8] {{", snake(&d.name)));
+            code.line(format!("pub fn {}(&self) -> &'a [u8] {{", &d.ident));
             if d.since_version > 0 {
                 code.line(format!(
                     "if self.acting_version() < {} {{ return &[]; }}",
                     d.since_version
                 ));
             }
-            code.line(format!("let pos = self.{}_pos;", snake(&d.name)));
+            code.line(format!("let pos = self.{};", suffixed(&d.ident, "pos")));
             let len = self.get(
                 d.length.primitive,
                 "self.buf",
@@ -323,10 +321,7 @@ impl Emitter<'_> {
             "rt::json::write_str(o0.key(\"message\"), b\"{}\");",
             m.name
         ));
-        let root = Root {
-            expr: "self",
-            fields: &body.fields,
-        };
+        let root = Root { message: true };
         self.body_json(code, body, "self", 0, &root);
         code.line("o0.end();");
         code.line("}");
@@ -334,7 +329,7 @@ impl Emitter<'_> {
         code.blank();
     }
 
-    fn body_json(&self, code: &mut Code, body: &Body, dec: &str, depth: usize, root: &Root<'_>) {
+    fn body_json(&self, code: &mut Code, body: &Body, dec: &str, depth: usize, root: &Root) {
         let obj = format!("o{depth}");
         let place = Place::block();
         for field in &body.fields {
@@ -357,10 +352,10 @@ impl Emitter<'_> {
                 && g.body.groups.is_empty()
                 && g.body.data.is_empty();
             if empty {
-                code.line(format!("for _ in {dec}.{}() {{", snake(&g.name)));
+                code.line(format!("for _ in {dec}.{}() {{", &g.ident));
                 code.line(format!("{array}.item().push_str(\"{{}}\");"));
             } else {
-                code.line(format!("for {entry} in {dec}.{}() {{", snake(&g.name)));
+                code.line(format!("for {entry} in {dec}.{}() {{", &g.ident));
                 code.line(format!(
                     "let mut {inner} = rt::json::Object::begin({array}.item());"
                 ));
@@ -375,8 +370,7 @@ impl Emitter<'_> {
             let writer = if d.is_text { "write_str" } else { "write_hex" };
             code.line(format!(
                 "rt::json::{writer}({obj}.key(\"{}\"), {dec}.{}());",
-                d.name,
-                snake(&d.name)
+                d.name, &d.ident
             ));
         }
     }
@@ -670,7 +664,11 @@ impl Emitter<'_> {
         code.line("#[derive(Debug)]");
         code.line(format!("pub struct {name}Encoder<'a> {{"));
         code.line("w: rt::Writer<'a>,");
-        code.line("block: usize,");
+        // A root block with nothing on the wire (constants only, or no fields) has no setter.
+        let block = m.body.fields.iter().any(|f| f.size > 0);
+        if block {
+            code.line("block: usize,");
+        }
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Encoder<'a> {{"));
@@ -686,12 +684,20 @@ impl Emitter<'_> {
         code.line("pub fn wrap(buf: &'a mut [u8]) -> Result<Self, rt::EncodeError> {");
         code.line("let mut w = rt::Writer::new(buf);");
         code.line("let header = w.reserve(HEADER_LENGTH)?;");
-        for (slot, value) in [
-            (h.block_length, m.body.block_length.to_string()),
+        let members = [
+            (
+                HeaderField::Wire(h.block_length),
+                m.body.block_length.to_string(),
+            ),
             (h.template_id, m.id.to_string()),
             (h.schema_id, "SCHEMA_ID".to_string()),
             (h.version, "SCHEMA_VERSION".to_string()),
-        ] {
+        ];
+        for (member, value) in members {
+            // Constant members are not on the wire.
+            let HeaderField::Wire(slot) = member else {
+                continue;
+            };
             let value =
                 if value.chars().all(|c| c.is_ascii_digit()) || slot.primitive == Primitive::U16 {
                     value
@@ -705,8 +711,13 @@ impl Emitter<'_> {
                 &value,
             ));
         }
-        code.line("let block = w.reserve(Self::BLOCK_LENGTH)?;");
-        code.line("Ok(Self { w, block })");
+        if block {
+            code.line("let block = w.reserve(Self::BLOCK_LENGTH)?;");
+            code.line("Ok(Self { w, block })");
+        } else {
+            code.line("w.reserve(Self::BLOCK_LENGTH)?;");
+            code.line("Ok(Self { w })");
+        }
         code.line("}");
         for field in &m.body.fields {
             self.setter(code, field, "self.w.buf_mut()", "self.block");
@@ -731,7 +742,7 @@ impl Emitter<'_> {
             ));
             code.line(format!(
                 "pub fn {}(&mut self, count: {count}) -> Result<{encoder}<'_, 'a>, rt::EncodeError> {{",
-                snake(&g.name)
+                &g.ident
             ));
             code.line(format!("{encoder}::begin({writer}, count)"));
             code.line("}");
@@ -741,7 +752,7 @@ impl Emitter<'_> {
             code.doc(&format!("Appends var data `{}` (id {}).", d.name, d.id));
             code.line(format!(
                 "pub fn {}(&mut self, value: &[u8]) -> Result<&mut Self, rt::EncodeError> {{",
-                snake(&d.name)
+                &d.ident
             ));
             if d.length_max < u64::MAX {
                 code.line(format!("if value.len() as u64 > {} {{", d.length_max));

@@ -130,14 +130,21 @@ impl Emitter<'_> {
                 to,
             )
         };
+        let member = |member: HeaderField| match member {
+            HeaderField::Wire(slot) => field(slot, "u16"),
+            HeaderField::Constant(value) => value.to_string(),
+        };
         code.line(format!("block_length: {},", field(h.block_length, "usize")));
-        code.line(format!("template_id: {},", field(h.template_id, "u16")));
-        code.line(format!("schema_id: {},", field(h.schema_id, "u16")));
-        code.line(format!("version: {},", field(h.version, "u16")));
+        code.line(format!("template_id: {},", member(h.template_id)));
+        code.line(format!("schema_id: {},", member(h.schema_id)));
+        code.line(format!("version: {},", member(h.version)));
         code.line("};");
-        code.line("if header.schema_id != SCHEMA_ID {");
-        code.line("return Err(rt::DecodeError::WrongSchema { expected: SCHEMA_ID, got: header.schema_id });");
-        code.line("}");
+        // A constant schema id is not on the wire, so there is nothing to check.
+        if let HeaderField::Wire(_) = h.schema_id {
+            code.line("if header.schema_id != SCHEMA_ID {");
+            code.line("return Err(rt::DecodeError::WrongSchema { expected: SCHEMA_ID, got: header.schema_id });");
+            code.line("}");
+        }
         code.line("Ok(header)");
         code.line("}");
         code.blank();
@@ -229,10 +236,6 @@ fn cast(expr: &str, from: Primitive, to: &str) -> String {
 
 fn pascal(name: &str) -> String {
     crate::names::pascal(name)
-}
-
-fn snake(name: &str) -> String {
-    crate::names::snake(name)
 }
 
 /// Rust source under construction, indented by brace depth as lines are added.

@@ -1,7 +1,8 @@
 //! Enums, sets and composites.
 
-use super::{Code, Emitter, pascal, snake};
+use super::{Code, Emitter, pascal};
 use crate::model::*;
+use crate::names;
 
 impl Emitter<'_> {
     pub(super) fn enum_type(&self, code: &mut Code, e: &EnumDef) {
@@ -84,7 +85,7 @@ impl Emitter<'_> {
         code.line("}");
         for (choice, bit) in &s.choices {
             let mask = 1u64 << bit;
-            let method = snake(choice);
+            let method = names::method(choice, names::SET_RESERVED);
             code.doc(&format!("Whether choice `{choice}` (bit {bit}) is set."));
             code.line(format!("pub const fn {method}(self) -> bool {{"));
             code.line(format!("(self.0 & {mask}) != 0"));
@@ -104,7 +105,10 @@ impl Emitter<'_> {
         code.line("pub fn write_json(self, out: &mut String) {");
         code.line("let mut a = rt::json::Array::begin(out);");
         for (choice, _) in &s.choices {
-            code.line(format!("if self.{}() {{", snake(choice)));
+            code.line(format!(
+                "if self.{}() {{",
+                names::method(choice, names::SET_RESERVED)
+            ));
             code.line(format!("rt::json::write_str(a.item(), b\"{choice}\");"));
             code.line("}");
         }
@@ -146,10 +150,7 @@ impl Emitter<'_> {
         code.doc("Appends the composite as one JSON object.");
         code.line("pub fn write_json(&self, out: &mut String) {");
         code.line("let mut o = rt::json::Object::begin(out);");
-        let root = super::fields::Root {
-            expr: "self",
-            fields: &[],
-        };
+        let root = super::fields::Root { message: false };
         for member in &c.members {
             self.field_json(code, member, "self", &root, "o", &place);
         }

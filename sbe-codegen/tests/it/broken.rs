@@ -309,7 +309,7 @@ fn var_data_type_lacking_var_data() {
         &xml,
         r#"name="d""#,
         "message 'M' data 'd'",
-        "composite 'noBytes' needs a 'varData' member of length 0",
+        "composite 'noBytes' needs a 'varData' member of uint8 or char",
     );
 }
 
@@ -400,58 +400,243 @@ fn field_after_group() {
     );
 }
 
+/// The code generated for `xml`, which must be accepted.
+fn generated(xml: &str) -> String {
+    match sbe_codegen::generate_str(FILE, xml) {
+        Ok(generated) => generated.code,
+        Err(e) => panic!("the schema is refused: {e}\n{xml}"),
+    }
+}
+
+/// Names that clash with generated methods (`decode`, a decoder's `name()` and `header()`, a
+/// group encoder's private `begin`) are escaped with a trailing underscore, not refused (the
+/// reference implementation accepts them). The conformance crate's `edge_cases` fixture
+/// compiles and round-trips such fields.
 #[test]
-fn field_named_like_a_generated_method() {
+fn fields_named_like_generated_methods_are_escaped() {
     let xml = schema(
         "",
         r#"    <sbe:message name="M" id="1">
         <field name="decode" id="1" type="uint8"/>
+        <field name="name" id="2" type="uint8"/>
+        <field name="header" id="3" type="uint8"/>
+        <group name="g" id="4">
+            <field name="begin" id="5" type="uint8"/>
+        </group>
+        <data name="wrap" id="6" type="varString8"/>
     </sbe:message>"#,
     );
-    assert_fails(
-        &xml,
-        r#"name="decode""#,
-        "message 'M' field 'decode'",
-        "the name 'decode' is reserved for a generated method",
-    );
+    let code = generated(&xml);
+    for method in [
+        "fn decode_(&self)",
+        "fn name_(&self)",
+        "fn header_(&self)",
+        "fn begin_(&self)",
+        "fn begin_(&mut self",
+        "fn wrap_(&self)",
+        "fn wrap_(&mut self",
+    ] {
+        assert!(code.contains(method), "no `{method}` in the generated code");
+    }
 }
 
-/// Message decoders have a `name()` method; a field `name` made the generated code fail to
-/// compile (E0592) instead of failing the schema.
+/// An escaped name still clashes with a field that is already named so.
 #[test]
-fn field_named_name_clashed_with_decoder_name_method() {
+fn escaped_name_clashing_with_another_field() {
     let xml = schema(
         "",
         r#"    <sbe:message name="M" id="1">
-        <field name="name" id="1" type="uint8"/>
+        <field name="name_" id="1" type="uint8"/>
+        <field name="name" id="2" type="uint8"/>
     </sbe:message>"#,
     );
     assert_fails(
         &xml,
         r#"name="name""#,
         "message 'M' field 'name'",
-        "the name 'name' is reserved for a generated method",
+        "duplicate name 'name_' in this block",
     );
 }
 
-/// Group encoders have a private `begin`; a group field `begin` made the generated code fail
-/// to compile (E0592) instead of failing the schema.
 #[test]
-fn group_field_named_begin_clashed_with_group_encoder_begin() {
+fn names_that_are_not_symbolic() {
+    for (types, messages, needle, element) in [
+        (
+            "",
+            r#"<sbe:message name="M" id="1"><field name="bad name" id="1" type="uint8"/></sbe:message>"#,
+            r#"name="bad name""#,
+            "message 'M' <field>",
+        ),
+        (
+            r#"        <enum name="E" encodingType="uint8"><validValue name="a-b">1</validValue></enum>"#,
+            "",
+            r#"name="a-b""#,
+            "enum 'E' <validValue>",
+        ),
+        (
+            r#"        <type name="word!" primitiveType="uint8"/>"#,
+            "",
+            r#"name="word!""#,
+            "<type>",
+        ),
+        (
+            "",
+            r#"<sbe:message name="M" id="1"><group name="g g" id="1"/></sbe:message>"#,
+            r#"name="g g""#,
+            "message 'M' <group>",
+        ),
+    ] {
+        let xml = schema(types, messages);
+        let name = needle.trim_start_matches("name=\"").trim_end_matches('"');
+        assert_fails(
+            &xml,
+            needle,
+            element,
+            &format!(
+                "name '{name}' is not a symbolic name (a letter or '_', then letters, digits and '_')"
+            ),
+        );
+    }
+}
+
+#[test]
+fn enum_values_outside_the_encoding_range() {
+    for (encoding, value, message) in [
+        (
+            "uint8",
+            "255",
+            "value 255 is the encoding's null value (an absent optional enum)",
+        ),
+        (
+            "int8",
+            "-128",
+            "value -128 is the encoding's null value (an absent optional enum)",
+        ),
+        (
+            "bounded",
+            "11",
+            "value 11 is outside the encoding's range 1 to 10",
+        ),
+        (
+            "bounded",
+            "0",
+            "value 0 is outside the encoding's range 1 to 10",
+        ),
+        (
+            "nulled",
+            "7",
+            "value 7 is the encoding's null value (an absent optional enum)",
+        ),
+    ] {
+        let xml = schema(
+            &format!(
+                r#"        <type name="bounded" primitiveType="uint8" minValue="1" maxValue="10"/>
+        <type name="nulled" primitiveType="uint8" nullValue="7"/>
+        <enum name="E" encodingType="{encoding}">
+            <validValue name="ok">3</validValue>
+            <validValue name="bad">{value}</validValue>
+        </enum>"#
+            ),
+            "",
+        );
+        assert_fails(&xml, r#"name="bad""#, "enum 'E' validValue 'bad'", message);
+    }
+}
+
+/// Valid schemas the reference implementation accepts and we refused; the conformance crate's
+/// `edge_cases` fixture compiles and round-trips each.
+#[test]
+fn valid_schemas_that_were_refused() {
+    // varData without length="0".
     let xml = schema(
+        r#"        <composite name="varNoLength">
+            <type name="length" primitiveType="uint16"/>
+            <type name="varData" primitiveType="uint8"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1"><data name="d" id="1" type="varNoLength"/></sbe:message>"#,
+    );
+    assert!(generated(&xml).contains("fn d(&self) -> &'a [u8]"));
+    // A constant schemaId in the header.
+    let xml = schema("", "").replace(
+        r#"<type name="schemaId" primitiveType="uint16"/>"#,
+        r#"<type name="schemaId" primitiveType="uint16" presence="constant">9</type>"#,
+    );
+    assert!(generated(&xml).contains("schema_id: 9,"));
+    // Two composites with a nested type of one name: scoped, each named after its composite.
+    let xml = schema(
+        r#"        <composite name="a"><enum name="kind" encodingType="uint8"><validValue name="x">1</validValue></enum></composite>
+        <composite name="b"><set name="kind" encodingType="uint8"><choice name="y">0</choice></set></composite>"#,
         "",
+    );
+    let code = generated(&xml);
+    assert!(code.contains("pub enum AKind {"), "{code}");
+    assert!(code.contains("pub struct BKind(u8);"), "{code}");
+}
+
+/// As in the reference implementation: a uint32 group count or var-data length needs a
+/// maxValue that fits a signed 32-bit integer.
+#[test]
+fn uint32_count_without_max_value() {
+    let xml = schema(
+        r#"        <composite name="bigGroups">
+            <type name="blockLength" primitiveType="uint16"/>
+            <type name="numInGroup" primitiveType="uint32"/>
+        </composite>"#,
         r#"    <sbe:message name="M" id="1">
-        <group name="g" id="1">
-            <field name="begin" id="2" type="uint8"/>
-        </group>
+        <group name="g" id="1" dimensionType="bigGroups"/>
     </sbe:message>"#,
     );
     assert_fails(
         &xml,
-        r#"name="begin""#,
-        "message 'M' group 'g' field 'begin'",
-        "the name 'begin' is reserved for a generated method",
+        r#"name="g""#,
+        "message 'M' group 'g'",
+        "uint32 'numInGroup' of composite 'bigGroups' needs a maxValue (at most 2147483647: decoders in other languages hold it in a signed 32-bit integer)",
     );
+    let xml = schema(
+        r#"        <composite name="bigData">
+            <type name="length" primitiveType="uint32" maxValue="4294967294"/>
+            <type name="varData" primitiveType="uint8" length="0"/>
+        </composite>"#,
+        r#"    <sbe:message name="M" id="1">
+        <data name="d" id="1" type="bigData"/>
+    </sbe:message>"#,
+    );
+    assert_fails(
+        &xml,
+        r#"name="d""#,
+        "message 'M' data 'd'",
+        "uint32 'length' of composite 'bigData' maxValue 4294967294 is above 2147483647 (at most 2147483647: decoders in other languages hold it in a signed 32-bit integer)",
+    );
+}
+
+/// A decimal hint that cannot be honoured is a warning, never an error: it changes no layout.
+#[test]
+fn unusable_exponent_hint_is_a_warning() {
+    let xml = schema(
+        "",
+        r#"    <sbe:message name="M" id="1">
+        <field name="exp" id="1" type="int8" sinceVersion="1"/>
+        <field name="price" id="2" type="int64" mbx:exponent="exp"/>
+        <field name="text" id="3" type="char" mbx:exponent="nothing"/>
+    </sbe:message>"#,
+    )
+    .replace(
+        "<sbe:messageSchema ",
+        r#"<sbe:messageSchema xmlns:mbx="urn:mbx" "#,
+    );
+    let Ok(generated) = sbe_codegen::generate_str(FILE, &xml) else {
+        panic!("the schema is refused");
+    };
+    let warnings = &generated.schema.warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let price = line_of(&xml, r#"name="price""#);
+    assert_eq!(
+        warnings[0],
+        format!(
+            "{FILE}:{price}: message 'M' field 'price': exponent 'exp' ignored: it names no integer field of this block or an enclosing one"
+        )
+    );
+    assert!(warnings[1].ends_with("the field is not an integer or 128-bit mantissa"));
 }
 
 #[test]
@@ -728,16 +913,17 @@ mod generated_name_clashes {
     }
 
     #[test]
-    fn composite_members_and_set_choices_named_like_generated_methods() {
+    fn composite_members_and_set_choices_named_like_generated_methods_are_escaped() {
         let xml = schema(
-            r#"<composite name="C"><type name="new" primitiveType="uint8"/></composite>"#,
+            r#"<composite name="C"><type name="new" primitiveType="uint8"/></composite>
+            <set name="S" encodingType="uint8"><choice name="raw">0</choice></set>"#,
             "",
         );
-        assert!(error(&xml).contains("member 'new': the name 'new' is reserved"));
-        let xml = schema(
-            r#"<set name="S" encodingType="uint8"><choice name="raw">0</choice></set>"#,
-            "",
-        );
-        assert!(error(&xml).contains("choice 'raw': the name 'raw' is reserved"));
+        let code = match sbe_codegen::generate_str("p.xml", &xml) {
+            Ok(generated) => generated.code,
+            Err(e) => panic!("refused: {e}"),
+        };
+        assert!(code.contains("pub fn new_(&self) -> u8"));
+        assert!(code.contains("pub const fn raw_(self) -> bool"));
     }
 }

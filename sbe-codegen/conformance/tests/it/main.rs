@@ -3,8 +3,10 @@
 
 mod big_endian;
 mod car;
+mod edge_cases;
 mod hostile;
 mod kitchen_sink;
+mod spot_3_5;
 
 use std::path::PathBuf;
 
