@@ -95,6 +95,23 @@ pub const GAPS_LOGGED_MAX: u32 = 100;
 
 const _: () = assert!(TRADES_PER_PIPELINE > 0 && LATENCY_SAMPLES_MAX >= TRADES_PER_PIPELINE);
 
+/// Idle rounds a `backoff` consumer spins (a CPU hint per round) before it yields.
+pub const IDLE_SPINS_MAX: u32 = 100;
+/// Idle rounds a `backoff` consumer yields its core after spinning, before it parks.
+pub const IDLE_YIELDS_MAX: u32 = 10;
+/// A `backoff` consumer's first park; each further idle round doubles it up to
+/// [`IDLE_PARK_MAX`]. Data wakes a parked consumer at once: the timeout only bounds how late
+/// its timers (linger, hold, reconnect) fire and how often an idle thread looks around.
+pub const IDLE_PARK_MIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// A `backoff` consumer's longest park.
+pub const IDLE_PARK_MAX: std::time::Duration = std::time::Duration::from_millis(10);
+/// A `blocking` consumer's park: it sleeps until woken, looking at its timers this often.
+pub const IDLE_BLOCKING_PARK: std::time::Duration = std::time::Duration::from_millis(100);
+const _: () = assert!(
+    IDLE_PARK_MIN.as_nanos() > 0
+        && IDLE_PARK_MIN.as_nanos() <= IDLE_PARK_MAX.as_nanos()
+        && IDLE_PARK_MAX.as_nanos() <= IDLE_BLOCKING_PARK.as_nanos()
+);
 /// How often a thread that owns a latency histogram (a reader) publishes a copy for the control
 /// plane's `/metrics`; a scrape sees the reader's latencies at most this old.
 pub const LIVE_HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);

@@ -8,7 +8,8 @@
 //! - [`constants`]: every limit, in one place;
 //! - [`binance`]: Binance's REST endpoints, weights, rate-limit rules, decimals and the REST
 //!   client;
-//! - [`tls`]: the one TLS crypto provider and the client configurations.
+//! - [`tls`]: the one TLS crypto provider and the client configurations;
+//! - [`idle`]: idle strategies of the ring consumers and waking them on data.
 //!
 //! See ARCHITECTURE.md at the repository root for the whole design.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod control;
 pub mod decode;
 pub mod feed;
 pub mod frames;
+pub mod idle;
 pub mod metrics;
 pub mod rng;
 pub mod sbe;

@@ -44,6 +44,34 @@ impl Counter {
     }
 }
 
+/// A counter with a single writer (one thread bumps it; any thread reads it), alone on its
+/// cache line like [`Counter`]. Bumping is a relaxed load and a relaxed store, not a locked
+/// read-modify-write: no other thread writes, so no increment is lost, and readers see each
+/// value whole. Used by the reader threads for their per-frame counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct OwnedCounter(AtomicU64);
+
+impl OwnedCounter {
+    /// Adds `n`. Only the owning thread may call this.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        let value = self.0.load(Ordering::Relaxed);
+        self.0.store(value.wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Adds one. Only the owning thread may call this.
+    #[inline]
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A new latency histogram (3 significant digits, 1 ns to [`LATENCY_MAX_NS`]).
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3).expect("constant, valid histogram bounds")
@@ -191,5 +219,28 @@ mod tests {
         c.set(2);
         assert_eq!(c.get(), 2);
         assert_eq!(std::mem::align_of::<Counter>(), 128);
+        assert_eq!(std::mem::align_of::<OwnedCounter>(), 128);
+    }
+
+    #[test]
+    fn an_owned_counter_loses_no_bump_of_its_one_writer_while_others_read() {
+        let c = std::sync::Arc::new(OwnedCounter::default());
+        let writer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    c.bump();
+                }
+                c.add(5);
+            })
+        };
+        let mut last = 0;
+        while !writer.is_finished() {
+            let now = c.get();
+            assert!(now >= last, "a reader saw the counter go back");
+            last = now;
+        }
+        writer.join().expect("the writer ends");
+        assert_eq!(c.get(), 100_005);
     }
 }

@@ -45,6 +45,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::constants::GROUP_COUNT_MAX;
+use crate::idle::IdleStrategy;
 
 /// What is wrong with a configuration: the one error type of this boundary. Every variant names
 /// the key (`readers.cores`), the flag (`--streams`) or the line at fault.
@@ -200,6 +201,9 @@ pub struct RunConfig {
     pub redis: Option<RedisConfig>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
+    /// What the counting consumer does when idle (it drains the rings when no sink runs, and
+    /// the notices when no sidecar does).
+    pub idle: IdleStrategy,
     /// The control plane (HTTP: metrics, health, pairs).
     pub http: HttpConfig,
     /// Pair discovery (the symbols from Binance's 24 h volumes instead of `symbols`).
@@ -222,6 +226,7 @@ impl Default for RunConfig {
             kinesis: None,
             redis: None,
             sidecar: SidecarConfig::default(),
+            idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
             discovery: DiscoveryConfig::default(),
         }
@@ -313,6 +318,7 @@ struct RawReaders {
 struct RawRun {
     duration_s: Option<u64>,
     summary: Option<bool>,
+    idle: Option<String>,
 }
 
 impl RunConfig {
@@ -339,6 +345,7 @@ impl RunConfig {
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
+        set(&mut config.idle, idle("run.idle", raw.run.idle)?);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
@@ -779,6 +786,20 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// The idle strategy named at `key` (`None` when not set); an unknown name is an error naming
+/// the key.
+pub(crate) fn idle(key: &str, value: Option<String>) -> Result<Option<IdleStrategy>, ConfigError> {
+    let Some(name) = value else {
+        return Ok(None);
+    };
+    IdleStrategy::parse(&name).map(Some).ok_or_else(|| {
+        ConfigError::invalid(format!(
+            "{key} = {name:?}: must be one of {}",
+            IdleStrategy::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+        ))
+    })
+}
+
 fn set<T>(target: &mut T, value: Option<T>) {
     if let Some(value) = value {
         *target = value;
@@ -993,6 +1014,31 @@ mod tests {
         RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
         let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    #[test]
+    fn idle_strategies_are_read_per_thread_and_unknown_ones_name_their_key() {
+        let text = "[run]\nidle = \"blocking\"\n[redis]\nenabled = true\nidle = \"busy_spin\"\n\
+                    [kinesis]\nenabled = true\nidle = \"blocking\"\n[sidecar]\nidle = \"busy_spin\"\n";
+        let config = RunConfig::from_toml(text).expect("valid idle strategies");
+        assert_eq!(config.idle, IdleStrategy::Blocking);
+        assert_eq!(config.redis.map(|r| r.idle), Some(IdleStrategy::BusySpin));
+        assert_eq!(config.kinesis.map(|k| k.idle), Some(IdleStrategy::Blocking));
+        assert_eq!(config.sidecar.idle, IdleStrategy::BusySpin);
+        let defaults = RunConfig::from_toml("[redis]\nenabled = true\n").expect("defaults");
+        assert_eq!(defaults.idle, IdleStrategy::Backoff);
+        assert_eq!(defaults.sidecar.idle, IdleStrategy::Backoff);
+        assert_eq!(defaults.redis.map(|r| r.idle), Some(IdleStrategy::Backoff));
+        for (text, key) in [
+            ("[run]\nidle = \"sleepy\"", "run.idle"),
+            ("[redis]\nenabled = true\nidle = \"spin\"", "redis.idle"),
+            ("[kinesis]\nenabled = true\nidle = \"\"", "kinesis.idle"),
+            ("[sidecar]\nidle = \"Backoff\"", "sidecar.idle"),
+        ] {
+            let error = err(text);
+            assert_names(&error, key);
+            assert!(error.contains("busy_spin"), "{error}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! # rest_endpoint = "https://api.binance.com"   # default: derived from binance.endpoint
 //! give_up_after_ms = 30000        # a gap REST has not filled this long after it opened: given up
 //! hold_max_ms = 45000             # a sink waits this long for missing ids (> give_up_after_ms)
+//! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! stream_silence_ms = 30000       # a stream silent this long while its symbol moves: repaired; 0: off
 //! kline_check = "1m"              # kline interval compared with what the sinks got: "1m", "1s", "off"
 //! kline_lateness_ms = 10000       # an interval is checked this long after it closed
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::idle::IdleStrategy;
 
 /// The sidecar's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct SidecarConfig {
     /// it gives up on them and delivers what it holds. Longer than `give_up_after`, so the
     /// sink normally learns of a give-up from the sidecar rather than by its own clock.
     pub hold_max: Duration,
+    /// What the sidecar thread does when it has nothing to do.
+    pub idle: IdleStrategy,
     /// A watched stream (`@trade`, `@depth`) silent this long while its symbol moves is
     /// repaired (trades backfilled, the book re-synced); `None`: not watched.
     pub stream_silence: Option<Duration>,
@@ -56,6 +60,7 @@ impl Default for SidecarConfig {
             rest_endpoint: None,
             give_up_after: Duration::from_millis(30_000),
             hold_max: Duration::from_millis(45_000),
+            idle: IdleStrategy::Backoff,
             stream_silence: Some(Duration::from_millis(30_000)),
             kline_interval_ms: Some(60_000),
             kline_lateness: Duration::from_millis(10_000),
@@ -71,6 +76,7 @@ pub(crate) struct RawSidecar {
     rest_endpoint: Option<String>,
     give_up_after_ms: Option<u64>,
     hold_max_ms: Option<u64>,
+    idle: Option<String>,
     stream_silence_ms: Option<u64>,
     kline_check: Option<String>,
     kline_lateness_ms: Option<u64>,
@@ -89,6 +95,7 @@ impl RawSidecar {
             hold_max: self
                 .hold_max_ms
                 .map_or(defaults.hold_max, Duration::from_millis),
+            idle: super::idle("sidecar.idle", self.idle)?.unwrap_or(defaults.idle),
             stream_silence: match self.stream_silence_ms {
                 Some(0) => None,
                 Some(ms) => Some(Duration::from_millis(ms)),

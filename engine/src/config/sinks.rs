@@ -25,6 +25,7 @@
 //! heartbeat_stream = "hotpath-heartbeat"
 //! heartbeat_interval_s = 30       # 0: no heartbeat
 //! create_streams = false          # create missing streams (emulators, dev accounts)
+//! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //!
 //! [redis]
 //! enabled = true
@@ -41,6 +42,7 @@
 //! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
 //! reconnect_max_ms = 5000
+//! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
 
 use std::path::PathBuf;
@@ -49,6 +51,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::idle::IdleStrategy;
 
 /// What a Kinesis record carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +105,8 @@ pub struct KinesisConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Create missing streams at start (one shard each).
     pub create_streams: bool,
+    /// What the writer thread does when it has nothing to do.
+    pub idle: IdleStrategy,
 }
 
 impl Default for KinesisConfig {
@@ -127,6 +132,7 @@ impl Default for KinesisConfig {
             heartbeat_stream: "hotpath-heartbeat".into(),
             heartbeat_interval: Some(Duration::from_secs(30)),
             create_streams: false,
+            idle: IdleStrategy::Backoff,
         }
     }
 }
@@ -167,6 +173,8 @@ pub struct RedisConfig {
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// What the writer thread does when it has nothing to do.
+    pub idle: IdleStrategy,
 }
 
 impl Default for RedisConfig {
@@ -185,6 +193,7 @@ impl Default for RedisConfig {
             dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
+            idle: IdleStrategy::Backoff,
         }
     }
 }
@@ -239,6 +248,7 @@ pub(crate) struct RawKinesis {
     heartbeat_stream: Option<String>,
     heartbeat_interval_s: Option<u64>,
     create_streams: Option<bool>,
+    idle: Option<String>,
 }
 
 /// `[redis]` as written.
@@ -259,6 +269,7 @@ pub(crate) struct RawRedis {
     dead_letter_path: Option<PathBuf>,
     reconnect_initial_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
+    idle: Option<String>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -312,6 +323,7 @@ impl RawKinesis {
             c.heartbeat_interval = (s > 0).then(|| Duration::from_secs(s));
         }
         set(&mut c.create_streams, self.create_streams);
+        set(&mut c.idle, super::idle("kinesis.idle", self.idle)?);
         c.check()?;
         Ok(Some(c))
     }
@@ -426,6 +438,7 @@ impl RawRedis {
         set(&mut c.dead_letter_path, self.dead_letter_path);
         set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
         set(&mut c.reconnect_max, ms(self.reconnect_max_ms));
+        set(&mut c.idle, super::idle("redis.idle", self.idle)?);
         c.check()?;
         Ok(Some(c))
     }

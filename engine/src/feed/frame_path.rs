@@ -23,6 +23,7 @@ use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::ReaderStats;
 use crate::clock::monotonic_ns;
 use crate::constants::HELD_FRAMES_MAX;
+use crate::idle::Bell;
 use crate::metrics::{latency_histogram, record_latency};
 use crate::sbe::{self, DecodeError, Limits, spot_stream::Message as Sbe};
 use crate::sidecar::silence::StreamClock;
@@ -41,11 +42,18 @@ pub struct FramePath {
     histogram: Histogram<u64>,
     limits: Limits,
     reported_unknown: bool,
+    /// Each consumer's bell (by producer index), then the notice ring's consumer's bell.
+    bells: Vec<Bell>,
+    /// Which bells to ring at the end of this batch: bit `i` for `bells[i]`.
+    to_ring: u64,
     /// Each stream's last receive time, for the sidecar's silence check.
     clock: Option<Arc<StreamClock>>,
     /// Trades lost at a consumer's full ring before it saw any of the symbol's.
     announcements: Announcements,
 }
+
+/// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
+const NOTICE_BIT: u64 = 1 << 63;
 
 impl FramePath {
     /// A frame path for `symbols`, filling `producers` (one per consumer) and `notices`.
@@ -74,6 +82,8 @@ impl FramePath {
             histogram: latency_histogram(),
             limits: Limits { group_count_max },
             reported_unknown: false,
+            bells: Vec::new(),
+            to_ring: 0,
             clock: None,
         }
     }
@@ -82,6 +92,39 @@ impl FramePath {
     pub fn with_clock(mut self, clock: Option<Arc<StreamClock>>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Rings `events[i]` after a batch pushed into consumer `i`'s ring and `notices` after one
+    /// pushed a notice (see [`FramePath::wake_consumers`]). Without bells nobody is woken (the
+    /// consumers poll).
+    pub fn with_bells(mut self, events: Vec<Bell>, notices: Bell) -> Self {
+        debug_assert_eq!(events.len(), self.producers.len());
+        assert!(
+            events.len() < 63,
+            "one bit per consumer and one for notices"
+        );
+        self.bells = events;
+        self.bells.push(notices);
+        self
+    }
+
+    /// Once per socket read batch: wakes each consumer whose ring got something since the last
+    /// call, if it announced it is parked. One fence and a load per consumer concerned; a
+    /// system call only for a parked one.
+    #[inline]
+    pub fn wake_consumers(&mut self) {
+        if self.to_ring == 0 || self.bells.is_empty() {
+            return;
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let notices = self.bells.len() - 1;
+        for (i, bell) in self.bells.iter().enumerate() {
+            let bit = if i == notices { NOTICE_BIT } else { 1 << i };
+            if self.to_ring & bit != 0 {
+                bell.ring_fenced();
+            }
+        }
+        self.to_ring = 0;
     }
 
     /// Starts accepting frames of `symbol` as index `index` (a symbol added at run time).
@@ -245,6 +288,7 @@ impl FramePath {
             let pushed = !(trade && self.announcements.owes(consumer, symbol))
                 && self.producers[consumer].push(item).is_ok();
             if pushed {
+                self.to_ring |= 1 << consumer;
                 if trade {
                     self.announcements.reached(consumer, symbol);
                 }
@@ -280,10 +324,14 @@ impl FramePath {
         }
         self.announcements
             .pay(consumer, now_ns, |event| producer.push(event).is_ok());
+        // Whatever was pushed wakes the consumer with the batch (a spurious ring is harmless).
+        self.to_ring |= 1 << consumer;
     }
 
     fn notify(&mut self, notice: Notice) {
-        if self.notices.push(notice).is_err() {
+        if self.notices.push(notice).is_ok() {
+            self.to_ring |= NOTICE_BIT;
+        } else {
             self.stats.notice_drops.bump();
         }
     }

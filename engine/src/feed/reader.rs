@@ -9,7 +9,9 @@
 //! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count); in
 //! the steady state a slot's task drains every message already buffered on its connection
 //! (up to [`DRAIN_MAX`]) before it selects again; one clock read on receipt serves both the slot's
-//! silence tracking and the frame's receive timestamp.
+//! silence tracking and the frame's receive timestamp. Before each wait for the sockets the task
+//! rings the bells of the consumers its batch pushed to ([`FramePath::wake_consumers`]): once per
+//! read batch, and a system call only for a consumer that announced it is parked.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -38,6 +40,7 @@ use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns_at;
 use crate::config::{ApiKey, ReaderSettings};
 use crate::constants::{CLOSE_TIMEOUT, CONNECT_TIMEOUT, DRAIN_MAX, FRAME_BYTES_MAX};
+use crate::idle::Bell;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -78,6 +81,10 @@ pub struct ReaderSetup {
     /// Connections opened at run time on this reader (a symbol added when every connection
     /// is full).
     pub new_connections: tokio::sync::mpsc::UnboundedReceiver<NewConnection>,
+    /// Each consumer's bell (as `producers`), rung after a batch pushed into its ring.
+    pub event_bells: Vec<Bell>,
+    /// The notice ring's consumer's bell.
+    pub notice_bell: Bell,
 }
 
 /// A connection opened at run time: its streams, its command channel, and the symbols it
@@ -125,6 +132,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         notices,
         stats,
         new_connections,
+        event_bells,
+        notice_bell,
     } = setup;
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: core });
     let cpus_allowed = cpus_allowed();
@@ -138,6 +147,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             notices,
             stats,
         )
+        .with_bells(event_bells, notice_bell)
         .with_clock(ctx.clock.clone()),
     ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -371,6 +381,8 @@ async fn connection_task(
             timer.as_mut().reset(deadline.into());
             armed = Some(deadline);
         }
+        // Once per batch (the messages handled since the last wait): wake parked consumers.
+        io.path.borrow_mut().wake_consumers();
         let [s0, s1, s2] = &mut io.sockets;
         let connecting = &mut io.connecting;
         let event = tokio::select! {

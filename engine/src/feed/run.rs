@@ -28,6 +28,7 @@ use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
+use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sidecar::detect::DetectSetup;
 use crate::sidecar::silence::StreamClock;
@@ -80,12 +81,37 @@ pub struct Rings {
     pub notices: Vec<rtrb::Consumer<Notice>>,
 }
 
-/// Starts the readers for `config` with `consumers` rings per reader.
+/// The bells of the rings' consumers, which the readers ring after a batch pushed into their
+/// rings: one per event consumer (in consumer order) and the notice rings' consumer.
+pub struct Bells {
+    /// Per event consumer.
+    pub events: Vec<Bell>,
+    /// The consumer of every notice ring.
+    pub notices: Bell,
+}
+
+/// Starts the readers for `config` with `consumers` rings per reader, whose consumers poll
+/// (nobody is woken).
 pub fn start(
     config: &RunConfig,
     api_key: ApiKey,
     consumers: usize,
 ) -> Result<(Feed, Rings), String> {
+    let bells = Bells {
+        events: vec![Bell::silent(); consumers],
+        notices: Bell::silent(),
+    };
+    start_with(config, api_key, bells)
+}
+
+/// Starts the readers for `config` with one ring per consumer in `bells` per reader; each
+/// reader rings a consumer's bell after a batch pushed into its ring.
+pub fn start_with(
+    config: &RunConfig,
+    api_key: ApiKey,
+    bells: Bells,
+) -> Result<(Feed, Rings), String> {
+    let consumers = bells.events.len();
     let tls = Some(client_tls(config)?);
     let (stop, stop_rx) = watch::channel(false);
     let clock = Arc::new(StreamClock::new(
@@ -175,6 +201,8 @@ pub fn start(
             notices,
             stats,
             new_connections,
+            event_bells: bells.events.clone(),
+            notice_bell: bells.notices.clone(),
         };
         let handle = reader::spawn(setup, ctx.clone())
             .map_err(|e| format!("cannot start reader {index}: {e}"))?;
@@ -352,21 +380,24 @@ pub struct Tally {
 }
 
 /// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
-/// `done` is set and everything is drained. Stands in for the sinks: it measures and counts.
+/// `done` is set and everything is drained, idling with `idle` (whose bell the readers and the
+/// stop ring). Stands in for the sinks: it measures and counts.
 pub fn spawn_counter(
     events: Vec<rtrb::Consumer<FeedEvent>>,
     notices: Vec<rtrb::Consumer<Notice>>,
     done: Arc<AtomicBool>,
+    idle: ThreadIdle,
 ) -> std::io::Result<JoinHandle<Tally>> {
     std::thread::Builder::new()
         .name("hotpath-counter".into())
-        .spawn(move || count(events, notices, done))
+        .spawn(move || count(events, notices, done, idle))
 }
 
 fn count(
     mut events: Vec<rtrb::Consumer<FeedEvent>>,
     mut notices: Vec<rtrb::Consumer<Notice>>,
     done: Arc<AtomicBool>,
+    mut idle: ThreadIdle,
 ) -> Tally {
     let mut tally = Tally {
         events: [0; 4],
@@ -374,7 +405,6 @@ fn count(
         notices: Vec::new(),
         notice_count: 0,
     };
-    let mut idle = 0u32;
     loop {
         let finishing = done.load(Ordering::Acquire);
         let mut work = 0;
@@ -404,19 +434,11 @@ fn count(
         if finishing && work == 0 {
             return tally;
         }
-        idle = if work > 0 { 0 } else { idle.saturating_add(1) };
-        idle_wait(idle);
-    }
-}
-
-/// Spin, then yield, then sleep briefly: low latency while events flow (yielding costs little
-/// when nothing else wants the core), little CPU once the stream has been quiet for a while.
-fn idle_wait(idle: u32) {
-    match idle {
-        0 => {}
-        1..=100 => std::hint::spin_loop(),
-        101..=50_000 => std::thread::yield_now(),
-        _ => std::thread::sleep(Duration::from_micros(50)),
+        idle.idle(work, || {
+            (!finishing && done.load(Ordering::Acquire))
+                || events.iter().any(|r| !r.is_empty())
+                || notices.iter().any(|r| !r.is_empty())
+        });
     }
 }
 
@@ -642,7 +664,8 @@ pub fn run_with(
         None
     };
     let books = book_clients(config)?;
-    let (mut feed, mut rings) = start(config, api_key, sinks_wanted.max(1))?;
+    let mut bells = RunBells::new();
+    let (mut feed, mut rings) = start_with(config, api_key, bells.readers(config))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
     // The sinks' counters, made first: the sidecar reads their trade tallies.
     let interval_ms = config.sidecar.kline_interval_ms.unwrap_or(60_000);
@@ -663,7 +686,7 @@ pub fn run_with(
             (rest, books),
             notices,
             (symbols, detect),
-            sinks_wanted,
+            &bells,
             flush_timeout,
         )?;
         feed.sidecar = Some(sidecar.stats.clone());
@@ -680,8 +703,14 @@ pub fn run_with(
     } else {
         Vec::new()
     };
-    let counter = spawn_counter(events, std::mem::take(&mut rings.notices), done.clone())
-        .map_err(|e| format!("cannot start the consumer: {e}"))?;
+    let counter_idle = bells.counter_idle(config.idle);
+    let counter = spawn_counter(
+        events,
+        std::mem::take(&mut rings.notices),
+        done.clone(),
+        counter_idle,
+    )
+    .map_err(|e| format!("cannot start the consumer: {e}"))?;
     let mut wiring = SinkWiring {
         events: rings.events.drain(..).collect(),
         repairs: repairs.drain(..).collect(),
@@ -693,6 +722,9 @@ pub fn run_with(
         stop: sinks_stop.clone(),
         flush_timeout,
         kinesis_client: options.kinesis_client,
+        kinesis_bell: bells.kinesis.clone(),
+        redis_bell: bells.redis.clone(),
+        sidecar_bell: bells.sidecar.clone(),
         stats: sink_stats.into_iter().collect(),
     };
     let mut sinks = Vec::new();
@@ -706,6 +738,8 @@ pub fn run_with(
     // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
     let sidecar_report = join_sidecar(sidecar);
     sinks_stop.store(true, Ordering::Release);
+    bells.kinesis.wake();
+    bells.redis.wake();
     let (sink_summaries, sink_failure) = join_sinks(sinks);
     let failure = outcome
         .err()
@@ -713,6 +747,7 @@ pub fn run_with(
         .or(sink_failure);
     let sidecar_report = sidecar_report.ok().flatten();
     done.store(true, Ordering::Release);
+    bells.counter.wake();
     let mut tally = counter
         .join()
         .map_err(|_| "the consumer thread panicked".to_string())?;
@@ -726,6 +761,65 @@ pub fn run_with(
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
     Ok(summary)
+}
+
+/// Every consumer's bell in a run (a bell nobody waits on costs nothing).
+struct RunBells {
+    /// The counting consumer's (a thread: it parks on `counter_parker`).
+    counter: Bell,
+    counter_parker: Option<crossbeam_utils::sync::Parker>,
+    kinesis: Bell,
+    redis: Bell,
+    sidecar: Bell,
+}
+
+impl RunBells {
+    fn new() -> RunBells {
+        let (counter, parker) = Bell::thread();
+        RunBells {
+            counter,
+            counter_parker: Some(parker),
+            kinesis: Bell::task(),
+            redis: Bell::task(),
+            sidecar: Bell::task(),
+        }
+    }
+
+    /// The sinks' bells, in sink order (Kinesis, then Redis), as their rings.
+    fn sinks(&self, config: &RunConfig) -> Vec<Bell> {
+        let mut bells = Vec::new();
+        if config.kinesis.is_some() {
+            bells.push(self.kinesis.clone());
+        }
+        if config.redis.is_some() {
+            bells.push(self.redis.clone());
+        }
+        bells
+    }
+
+    /// What the readers ring: the sinks (or, without sinks, the counting consumer) for events;
+    /// the sidecar (or, without it, the counting consumer) for notices.
+    fn readers(&self, config: &RunConfig) -> Bells {
+        let sinks = self.sinks(config);
+        Bells {
+            events: if sinks.is_empty() {
+                vec![self.counter.clone()]
+            } else {
+                sinks
+            },
+            notices: if config.sidecar_runs() {
+                self.sidecar.clone()
+            } else {
+                self.counter.clone()
+            },
+        }
+    }
+
+    /// The counting consumer's idle side (once).
+    fn counter_idle(&mut self, strategy: IdleStrategy) -> ThreadIdle {
+        let parker = self.counter_parker.take().unwrap_or_default();
+        ThreadIdle::new(strategy, self.counter.clone(), parker)
+    }
 }
 
 /// What the sidecar's detection needs: the readers' clock, the connection of each symbol, each
@@ -754,6 +848,7 @@ fn join_sidecar(sidecar: Option<SidecarRun>) -> Result<Option<SidecarReport>, St
         return Ok(None);
     };
     sidecar.done.store(true, Ordering::Release);
+    sidecar.bell.wake();
     sidecar
         .thread
         .join()
@@ -809,6 +904,7 @@ struct SidecarRun {
     thread: JoinHandle<SidecarReport>,
     done: Arc<AtomicBool>,
     stats: Arc<SidecarStats>,
+    bell: Bell,
 }
 
 /// The Redis writer's end of its snapshot request ring.
@@ -823,9 +919,11 @@ fn start_sidecar(
     (rest, book_clients): (Option<RestClient>, Vec<RestClient>),
     notices: Vec<rtrb::Consumer<Notice>>,
     (symbols, detect): (Arc<RwLock<Vec<String>>>, DetectSetup),
-    sinks: usize,
+    bells: &RunBells,
     flush_timeout: Duration,
 ) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
+    let repair_bells = bells.sinks(config);
+    let sinks = repair_bells.len();
     let (producers, consumers) = (0..sinks)
         .map(|_| rtrb::RingBuffer::new(crate::constants::REPAIR_RING_CAPACITY))
         .unzip();
@@ -853,6 +951,9 @@ fn start_sidecar(
         done: done.clone(),
         flush_timeout,
         books,
+        idle: config.sidecar.idle,
+        bell: bells.sidecar.clone(),
+        repair_bells,
         detect,
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
@@ -860,6 +961,7 @@ fn start_sidecar(
         thread,
         done,
         stats,
+        bell: bells.sidecar.clone(),
     };
     Ok((run, consumers, book_requests))
 }
@@ -874,6 +976,9 @@ struct SinkWiring {
     stop: Arc<AtomicBool>,
     flush_timeout: Duration,
     kinesis_client: Option<aws_sdk_kinesis::Client>,
+    kinesis_bell: Bell,
+    redis_bell: Bell,
+    sidecar_bell: Bell,
     /// Each sink's counters, in sink order.
     stats: std::collections::VecDeque<Arc<SinkStats>>,
 }
@@ -901,6 +1006,7 @@ fn start_sinks(
                 flush_timeout: wiring.flush_timeout,
                 reader_cores: config.readers.cores.clone(),
                 ready,
+                bell: wiring.kinesis_bell.clone(),
             })
             .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
         sinks.push(SinkHandle {
@@ -923,6 +1029,8 @@ fn start_sinks(
             stop: wiring.stop.clone(),
             flush_timeout: wiring.flush_timeout,
             reader_cores: config.readers.cores.clone(),
+            bell: wiring.redis_bell.clone(),
+            sidecar_bell: wiring.sidecar_bell.clone(),
         })
         .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
         sinks.push(SinkHandle {

@@ -15,6 +15,7 @@ use crate::backoff::jittered;
 use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
 use crate::clock::unix_ms;
 use crate::feed::event::{BookRequest, BookSnapshot, Cause, Notice, Purpose, Repair, StreamChange};
+use crate::idle::Bell;
 use crate::rng::Rng;
 
 /// Retry delays of failed sync snapshots (full jitter between these, growing per failure).
@@ -47,6 +48,8 @@ pub struct Books {
     pub fetched: u64,
     /// Fetches that failed.
     pub failed: u64,
+    /// The sidecar's bell: a finished fetch wakes it.
+    bell: Bell,
     /// Latencies of the fetches finished since the sidecar last took them, nanoseconds.
     pub latencies: Vec<u64>,
     /// The REST weight used in the minute, as the last answer reported it.
@@ -54,8 +57,8 @@ pub struct Books {
 }
 
 impl Books {
-    /// The book work for `setup`.
-    pub fn new(setup: BookSetup, seed: u64) -> Books {
+    /// The book work for `setup`; each snapshot fetched wakes the sidecar through `bell`.
+    pub fn new(setup: BookSetup, seed: u64, bell: Bell) -> Books {
         let concurrency = setup.clients.len();
         Books {
             requests: setup.requests,
@@ -66,9 +69,15 @@ impl Books {
             failures_logged: 0,
             fetched: 0,
             failed: 0,
+            bell,
             latencies: Vec::new(),
             used_weight: None,
         }
+    }
+
+    /// Whether a consumer's snapshot request waits in a request ring.
+    pub fn has_requests(&self) -> bool {
+        self.requests.iter().any(|(_, ring)| !ring.is_empty())
     }
 
     /// A stream notice as the repairs it makes: `(consumer, repair)` for each consumer that
@@ -135,10 +144,12 @@ impl Books {
                 self.plan.finished();
                 continue;
             };
+            let bell = self.bell.clone();
             self.tasks.spawn(async move {
                 let started = crate::clock::monotonic_ns();
                 let result = client.depth(&name, dispatch.limit).await;
                 let latency = crate::clock::monotonic_ns().saturating_sub(started);
+                bell.wake();
                 (client, dispatch, result, latency)
             });
             work += 1;

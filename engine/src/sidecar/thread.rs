@@ -3,8 +3,10 @@
 //! pushes them into the repair ring of each consumer (sink) that lost them. The hot path never
 //! waits for it: readers only push notices, sinks only pop repairs.
 //!
-//! It runs on its own current-thread runtime and sleeps between rounds when it has nothing to
-//! do (no busy polling). A repair ring that is full keeps the repair in an outbox until it has
+//! It runs on its own current-thread runtime and idles between rounds as `sidecar.idle` says
+//! (by default it parks; a notice, a snapshot request, a finished fetch or the stop wakes it
+//! through its [`Bell`], see [`crate::idle`]); each round that pushed repairs rings the bells of
+//! the sinks that got them. A repair ring that is full keeps the repair in an outbox until it has
 //! room: a fetched trade is never dropped. Requests that cannot be served within
 //! `give_up_after` are abandoned and every consumer concerned is told ([`Repair::GaveUp`]), so
 //! no sink waits for them forever; the ids are counted as unrepaired.
@@ -41,13 +43,12 @@ use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestError, RestTrade};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair, StreamChange};
+use crate::idle::{Bell, IdleStrategy, Step, TaskIdle};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
 use crate::tally::Seen;
 
-/// How long the thread sleeps when a round found nothing to do.
-const IDLE_SLEEP: Duration = Duration::from_millis(2);
 /// A page that came back empty (ids not served yet) is asked again after this long.
 const EMPTY_PAGE_RETRY: Duration = Duration::from_millis(200);
 /// Retry delays of failed pages (full jitter between these bounds, growing per failure).
@@ -110,6 +111,13 @@ pub struct SidecarSetup {
     pub flush_timeout: Duration,
     /// Depth snapshots for the consumers keeping books; `None`: none does.
     pub books: Option<BookSetup>,
+    /// What the thread does when idle.
+    pub idle: IdleStrategy,
+    /// The sidecar's bell: the readers (notices), the Redis writer (snapshot requests) and the
+    /// stop ring it.
+    pub bell: Bell,
+    /// Each repair ring's consumer's bell (as `repairs`), rung after a round pushed to it.
+    pub repair_bells: Vec<Bell>,
     /// Silence and kline detection.
     pub detect: DetectSetup,
 }
@@ -235,6 +243,9 @@ struct Sidecar {
     book_repairs: Vec<(usize, Repair)>,
     /// A REST client for trade backfill was given (without one, trade gaps are only counted).
     trade_repair: bool,
+    idle: TaskIdle,
+    /// Repair rings pushed to since their bells last rang: bit `i` for consumer `i`.
+    to_ring: u64,
     detect: Detect,
     detections_logged: u64,
     /// Symbols removed while a detection job awaited REST: its answer is not delivered (the
@@ -245,11 +256,17 @@ struct Sidecar {
 impl Sidecar {
     fn new(mut setup: SidecarSetup) -> Sidecar {
         let give_up_ns = u64::try_from(setup.give_up_after.as_nanos()).unwrap_or(u64::MAX);
-        let books = setup.books.take().map(|b| Books::new(b, monotonic_ns()));
+        let bell = setup.bell.clone();
+        let books = setup
+            .books
+            .take()
+            .map(|b| Books::new(b, monotonic_ns(), bell.clone()));
         let trade_repair = setup.rest.is_some();
         let detect_setup = std::mem::take(&mut setup.detect);
         let detect = Detect::new(detect_setup, monotonic_ns(), unix_ms());
         Sidecar {
+            idle: TaskIdle::new(setup.idle, bell),
+            to_ring: 0,
             detect,
             detections_logged: 0,
             removed_during_job: Vec::new(),
@@ -273,13 +290,14 @@ impl Sidecar {
         let mut deadline_ns: Option<u64> = None;
         let mut rest = self.setup.rest.take();
         loop {
+            let stopping = self.setup.done.load(Ordering::Acquire);
             let now = monotonic_ns();
             let mut work = self.drain_notices(now);
             work += self.flush_outbox();
             work += self.scan(now);
             work += self.poll_books();
             self.expire(now);
-            let done = self.setup.done.load(Ordering::Acquire);
+            let done = stopping;
             if done {
                 self.stop_books();
                 self.detect.clear();
@@ -305,8 +323,12 @@ impl Sidecar {
                 Some(client) => self.plan.next_fetch(now).map(|f| (f, client)),
                 None => None,
             };
+            self.ring_consumers();
             match fetch {
-                Some((fetch, client)) => self.fetch(client, fetch).await,
+                Some((fetch, client)) => {
+                    self.fetch(client, fetch).await;
+                    self.ring_consumers();
+                }
                 None => {
                     let job = match rest.as_mut() {
                         Some(client) if !done => {
@@ -315,9 +337,15 @@ impl Sidecar {
                         _ => None,
                     };
                     match job {
-                        Some((job, client)) => self.run_job(client, job).await,
-                        None if work == 0 => tokio::time::sleep(IDLE_SLEEP).await,
-                        None => {}
+                        Some((job, client)) => {
+                            self.run_job(client, job).await;
+                            self.ring_consumers();
+                        }
+                        None => {
+                            if let Some(step) = self.idle.step(work) {
+                                self.idle.wait(step, || self.has_work(stopping)).await;
+                            }
+                        }
                     }
                 }
             }
@@ -441,13 +469,16 @@ impl Sidecar {
     async fn drive<F: std::future::Future>(&mut self, request: F) -> F::Output {
         tokio::pin!(request);
         loop {
+            // Woken by a notice, a snapshot request or a finished snapshot fetch.
+            let park = Step::Park(crate::constants::IDLE_PARK_MAX);
             tokio::select! {
                 result = &mut request => break result,
-                () = tokio::time::sleep(IDLE_SLEEP) => {
+                () = self.idle.wait(park, || false) => {
                     let now = monotonic_ns();
                     self.drain_notices(now);
                     self.flush_outbox();
                     self.poll_books();
+                    self.ring_consumers();
                 }
             }
         }
@@ -550,6 +581,28 @@ impl Sidecar {
             .retain(|(_, r)| matches!(r, Repair::Event(_) | Repair::GaveUp { .. }));
     }
 
+    /// Whether a round would find something to do now (asked after announcing a park): a
+    /// notice or snapshot request waiting, or the stop (when the round did not see it yet).
+    fn has_work(&self, stopping: bool) -> bool {
+        (!stopping && self.setup.done.load(Ordering::Acquire))
+            || self.setup.notices.iter().any(|r| !r.is_empty())
+            || self.books.as_ref().is_some_and(Books::has_requests)
+    }
+
+    /// Rings the bell of each consumer whose repair ring got something since the last call.
+    fn ring_consumers(&mut self) {
+        if self.to_ring == 0 {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for (consumer, bell) in self.setup.repair_bells.iter().enumerate().take(64) {
+            if self.to_ring & (1u64 << consumer) != 0 {
+                bell.ring_fenced();
+            }
+        }
+        self.to_ring = 0;
+    }
+
     fn push(&mut self, consumer: usize, repair: Repair) {
         // Behind earlier repairs of this consumer, to keep their order.
         if self.outbox.iter().any(|(c, _)| *c == consumer) {
@@ -557,6 +610,8 @@ impl Sidecar {
         } else if let Err(rtrb::PushError::Full(repair)) = self.setup.repairs[consumer].push(repair)
         {
             self.outbox.push_back((consumer, repair));
+        } else {
+            self.to_ring |= 1u64 << consumer.min(63);
         }
         self.setup.stats.outbox.set(self.outbox.len() as u64);
     }
@@ -571,7 +626,10 @@ impl Sidecar {
                 continue;
             }
             match self.setup.repairs[consumer].push(repair) {
-                Ok(()) => moved += 1,
+                Ok(()) => {
+                    moved += 1;
+                    self.to_ring |= 1u64 << consumer.min(63);
+                }
                 Err(rtrb::PushError::Full(repair)) => {
                     blocked |= 1u64 << consumer.min(63);
                     kept.push_back((consumer, repair));

@@ -631,3 +631,58 @@ fn a_refused_subscribe_is_counted_retried_and_holds_nothing_back() {
     assert_eq!(summary.reconnects, 0, "refusals do not cost the connection");
     assert_eq!(summary.gaps.count, 0);
 }
+
+/// A consumer parked for an hour gets the reader's events and notices through real WebSocket
+/// traffic: the reader rings its bells once per read batch when it has announced it is parked.
+/// Without the wake the consumer would sleep past the test's patience.
+#[test]
+fn a_parked_consumer_wakes_when_its_ring_gets_data() {
+    use hotpath::idle::{Bell, IdleStrategy, ThreadIdle};
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 200.0;
+        c.faults.drop_trades_pct = 20.0;
+    });
+    let config = config(sim.endpoint(), |_| {});
+    let (bell, parker) = Bell::thread();
+    let bells = run::Bells {
+        events: vec![bell.clone()],
+        notices: bell.clone(),
+    };
+    let (feed, rings) = run::start_with(&config, key(&config), bells).expect("the feed starts");
+    let run::Rings {
+        mut events,
+        mut notices,
+    } = rings;
+    let mut events = events.remove(0);
+    let (seen, counts) = std::sync::mpsc::channel();
+    let consumer = std::thread::spawn(move || {
+        let idle = ThreadIdle::new(IdleStrategy::Blocking, bell, parker);
+        let (mut got_events, mut got_notices) = (0u64, 0u64);
+        while got_events < 200 || got_notices < 1 {
+            for ring in events.iter_mut() {
+                while ring.pop().is_ok() {
+                    got_events += 1;
+                }
+            }
+            for ring in notices.iter_mut() {
+                while ring.pop().is_ok() {
+                    got_notices += 1;
+                }
+            }
+            let waiting = |events: &[rtrb::Consumer<FeedEvent>],
+                           notices: &[rtrb::Consumer<Notice>]| {
+                events.iter().any(|r| !r.is_empty()) || notices.iter().any(|r| !r.is_empty())
+            };
+            if got_events < 200 || got_notices < 1 {
+                idle.park(Duration::from_secs(3600), || waiting(&events, &notices));
+            }
+        }
+        let _ = seen.send((got_events, got_notices));
+    });
+    let outcome = counts.recv_timeout(PATIENCE * 2);
+    let _reports = feed.stop();
+    let (got_events, got_notices) =
+        outcome.expect("the parked consumer did not wake for the reader's events and notices");
+    assert!(got_events >= 200 && got_notices >= 1);
+    consumer.join().expect("the consumer ends");
+}

@@ -46,6 +46,10 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         done: done.clone(),
         flush_timeout: Duration::from_secs(5),
         books: None,
+        // Nobody rings it here: the sidecar finds the test's notices at its park timeouts.
+        idle: hotpath::idle::IdleStrategy::Backoff,
+        bell: hotpath::idle::Bell::task(),
+        repair_bells: vec![hotpath::idle::Bell::silent(); consumers],
         detect: Default::default(),
     })
     .expect("the sidecar starts");
@@ -227,6 +231,9 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
             clients,
             weight_budget: 5000,
         }),
+        idle: hotpath::idle::IdleStrategy::Backoff,
+        bell: hotpath::idle::Bell::task(),
+        repair_bells: vec![hotpath::idle::Bell::silent()],
         detect: Default::default(),
     })
     .expect("the sidecar starts");

@@ -201,6 +201,7 @@ const LAYERS: &[&[&str]] = &[
         "book",
         "analytics",
         "metrics",
+        "idle",
         "tls",
         "config",
         "constants",

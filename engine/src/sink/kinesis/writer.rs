@@ -48,6 +48,7 @@ use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, Payload};
 use crate::feed::event::{FeedEvent, Repair, StreamChange};
+use crate::idle::{Bell, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
@@ -57,7 +58,8 @@ use crate::stream::StreamKind;
 /// Lanes: trade, bestBidAsk, depth (+ depth20), heartbeat.
 const LANES: usize = 4;
 const HEARTBEAT_LANE: usize = 3;
-/// How long the loop sleeps when there is nothing to do (the linger is 100 ms by default).
+/// How often the start-up drain looks at the rings while the stream check runs (the main
+/// loop idles as `kinesis.idle` says, woken by its bell).
 const TICK: Duration = Duration::from_millis(1);
 /// The SDK's per-request deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,6 +198,8 @@ pub struct KinesisSink {
     pub flush_timeout: Duration,
     /// Told once the streams are checked: `Err` stops the run before it starts.
     pub ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
+    /// This writer's bell: the readers, the sidecar and the stop ring it.
+    pub bell: Bell,
 }
 
 /// Starts the writer thread.
@@ -266,7 +270,9 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         flush_timeout,
         reader_cores: _,
         ready,
+        bell,
     } = sink;
+    let mut idler = TaskIdle::new(config.idle, bell);
     let client = match client {
         Some(c) => c,
         None => client_from_chain(&config).await,
@@ -304,6 +310,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
     let mut flush_deadline: Option<Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Acquire);
+        let mut work = ring_depth(&rings) + repairs.as_ref().map_or(0, |r| r.slots());
         w.drain(&mut rings, &mut repairs);
         if stopping {
             // Readers and sidecar have stopped and their rings are drained: nothing missing
@@ -328,6 +335,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         for lane in 0..LANES {
             if let Some(fut) = w.next_request(lane, now, stopping) {
                 sending.push(fut);
+                work += 1;
             }
         }
         let held = w.orders.held() + w.lanes.iter().map(Lane::len).sum::<usize>();
@@ -340,12 +348,25 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
             w.abandon("the shutdown flush deadline passed");
             break;
         }
-        if sending.is_empty() {
-            tokio::time::sleep(TICK).await;
-        } else {
-            tokio::select! {
-                Some(sent) = sending.next() => w.settle(sent),
-                _ = tokio::time::sleep(TICK) => {}
+        // Woken by the rings' producers, a request's reply or the stop; the linger, retries
+        // and heartbeats wait for the park's timeout.
+        let has_work = || {
+            (!stopping && stop.load(Ordering::Acquire))
+                || rings.iter().any(|r| !r.is_empty())
+                || repairs.as_ref().is_some_and(|r| !r.is_empty())
+        };
+        match idler.step(work) {
+            None => {
+                while let Some(Some(sent)) = futures_util::FutureExt::now_or_never(sending.next()) {
+                    w.settle(sent);
+                }
+            }
+            Some(step) if sending.is_empty() => idler.wait(step, has_work).await,
+            Some(step) => {
+                tokio::select! {
+                    Some(sent) = sending.next() => w.settle(sent),
+                    () = idler.wait(step, has_work) => {}
+                }
             }
         }
     }

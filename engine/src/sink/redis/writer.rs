@@ -49,6 +49,7 @@ use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
 use crate::feed::event::{BookRequest, FeedEvent, Repair};
+use crate::idle::{Bell, TaskIdle, spawn_ringing};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
@@ -82,6 +83,10 @@ pub struct RedisSink {
     pub reader_cores: Vec<usize>,
     /// How long the final flush may take.
     pub flush_timeout: Duration,
+    /// This writer's bell: the readers, the sidecar and the stop ring it.
+    pub bell: Bell,
+    /// The sidecar's bell, rung after snapshot requests were pushed to it.
+    pub sidecar_bell: Bell,
 }
 
 /// Starts the writer thread.
@@ -243,6 +248,8 @@ struct Writer {
     released: Vec<(FeedEvent, i64)>,
     /// Gaps given up on so far (the first [`crate::constants::GAPS_LOGGED_MAX`] are logged).
     gaps_logged: u32,
+    /// This writer's bell: tasks it spawns ring it when they finish.
+    bell: Bell,
 }
 
 /// A re-anchor in flight: the symbol, its attempt number, the task.
@@ -274,8 +281,12 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         stop,
         flush_timeout,
         reader_cores: _,
+        bell,
+        sidecar_bell,
     } = sink;
+    let mut idle = TaskIdle::new(config.idle, bell.clone());
     let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
+    w.bell = bell;
     let mut io = Io {
         conn: None,
         connecting: None,
@@ -285,7 +296,6 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         connected_once: false,
     };
     let mut flush_deadline: Option<Instant> = None;
-    let mut idle = 0u32;
     loop {
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
@@ -332,24 +342,27 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         if let Err(e) = w.dead.sync(Instant::now()) {
             w.log_error(&e);
         }
-        idle = if work > 0 { 0 } else { idle.saturating_add(1) };
-        idle_wait(idle).await;
+        if work > 0 {
+            // Snapshot requests may have gone to the sidecar (a fence and a load unless it
+            // is parked).
+            sidecar_bell.ring();
+        }
+        if let Some(step) = idle.step(work) {
+            // Woken by the rings' producers, a finished task (connect, write, re-anchor, each
+            // spawned with `spawn_ringing`) or the stop; timers wait for the park's timeout.
+            let has_work = || {
+                (!stopping && stop.load(Ordering::Acquire))
+                    || rings.iter().any(|r| !r.is_empty())
+                    || repairs.as_ref().is_some_and(|r| !r.is_empty())
+            };
+            idle.wait(step, has_work).await;
+        }
     }
     w.dead.finish().map_err(|reason| SinkError::DeadLetter {
         sink: "redis",
         reason,
     })?;
     Ok(w.summary())
-}
-
-/// Spin, then yield, then sleep briefly: low latency while events flow, little CPU once quiet.
-async fn idle_wait(idle: u32) {
-    match idle {
-        0 => {}
-        1..=64 => std::hint::spin_loop(),
-        65..=20_000 => tokio::task::yield_now().await,
-        _ => tokio::time::sleep(Duration::from_micros(200)).await,
-    }
 }
 
 impl Writer {
@@ -386,6 +399,7 @@ impl Writer {
             orders: trade_orders(hold_max),
             released: Vec::new(),
             gaps_logged: 0,
+            bell: Bell::silent(),
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
@@ -446,7 +460,8 @@ impl Writer {
     async fn connection(&mut self, io: &mut Io, now: Instant) -> usize {
         if io.conn.is_none() && io.connecting.is_none() && now >= io.next_connect {
             let config = self.config.clone();
-            io.connecting = Some(tokio::spawn(async move { connect(&config).await }));
+            let connecting = async move { connect(&config).await };
+            io.connecting = Some(spawn_ringing(&self.bell, connecting));
         }
         let Some(task) = io.connecting.take_if(|t| t.is_finished()) else {
             return 0;
@@ -513,7 +528,8 @@ impl Writer {
             return 0;
         };
         let (pipes, batch) = self.prepare(matches!(c, Conn::Cluster(_)));
-        io.writing = Some((tokio::spawn(execute(c.clone(), pipes)), batch));
+        let writing = spawn_ringing(&self.bell, execute(c.clone(), pipes));
+        io.writing = Some((writing, batch));
         1
     }
 

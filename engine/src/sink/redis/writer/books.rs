@@ -296,13 +296,14 @@ impl Writer {
                 continue;
             };
             let token = format!("{}-{}-{attempt}", std::process::id(), state.name);
-            let task = tokio::spawn(reanchor_task(
+            let reanchor = reanchor_task(
                 conn.clone(),
                 state.keys.clone(),
                 TempKeys::of(&state.name),
                 new_state,
                 token,
-            ));
+            );
+            let task = crate::idle::spawn_ringing(&self.bell, reanchor);
             self.reanchoring.push(Reanchoring {
                 symbol: index,
                 attempt,

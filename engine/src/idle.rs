@@ -1,0 +1,503 @@
+//! Idle strategies and wake-on-data: what a ring consumer (the sinks, the sidecar, the counting
+//! consumer) does when a round of its duty cycle found nothing to do, and how a producer wakes
+//! it when its ring gets data.
+//!
+//! A strategy is chosen per thread in the configuration, in the manner of Agrona's
+//! `IdleStrategy`: `busy_spin` never sleeps (a dedicated core, lowest latency, 100% of it),
+//! `backoff` (the default) spins, then yields, then parks with a timeout that doubles from
+//! [`IDLE_PARK_MIN`] to [`IDLE_PARK_MAX`], and `blocking` parks at once for
+//! [`IDLE_BLOCKING_PARK`]. [`Idler`] is the pure part: it turns "this round did `work` items"
+//! into a [`Step`].
+//!
+//! A parked consumer is woken by its [`Bell`]: before parking it announces itself (`parked`
+//! flag), issues a `SeqCst` fence and looks at its rings once more; a producer, after pushing a
+//! batch, issues a `SeqCst` fence and reads the flag, and rings only when it is set. The two
+//! fences make this a Dekker handshake: either the consumer's recheck sees the push, or the
+//! producer sees the flag, so no wake-up is lost, and while the consumer runs the producer pays
+//! one fence and one load per batch, never a system call. Thread consumers park on a
+//! crossbeam-utils `Parker`; consumers that are tokio tasks wait on a `tokio::sync::Notify`
+//! (both keep a wake-up that arrives before the wait, so ringing early only costs one spurious
+//! round). The timeout stays as a safety net and drives the consumer's timers; data never waits
+//! for it.
+//!
+//! Architecture invariant: [`Bell::ring`] never blocks and never allocates (a fence, a load,
+//! and while the consumer is parked one swap and one unpark or notify).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use crossbeam_utils::sync::{Parker, Unparker};
+use tokio::sync::Notify;
+
+use crate::constants::{
+    IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
+};
+
+/// What a consumer thread does when a round found nothing to do (config value `idle`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Never sleep: spin (threads) or yield to the runtime (tasks). For a dedicated core.
+    BusySpin,
+    /// Spin, then yield, then park with a growing timeout; woken by data. The default.
+    #[default]
+    Backoff,
+    /// Park at once until woken by data (or [`IDLE_BLOCKING_PARK`] passes).
+    Blocking,
+}
+
+impl IdleStrategy {
+    /// The accepted configuration values.
+    pub const NAMES: [&'static str; 3] = ["busy_spin", "backoff", "blocking"];
+
+    /// The strategy named `name` (a configuration value).
+    pub fn parse(name: &str) -> Option<IdleStrategy> {
+        match name {
+            "busy_spin" => Some(IdleStrategy::BusySpin),
+            "backoff" => Some(IdleStrategy::Backoff),
+            "blocking" => Some(IdleStrategy::Blocking),
+            _ => None,
+        }
+    }
+
+    /// The configuration value naming this strategy.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleStrategy::BusySpin => "busy_spin",
+            IdleStrategy::Backoff => "backoff",
+            IdleStrategy::Blocking => "blocking",
+        }
+    }
+}
+
+/// What to do after an idle round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A CPU spin hint (a task yields to its runtime instead, so its other tasks run).
+    Spin,
+    /// Give the core to another thread (a task: to another task).
+    Yield,
+    /// Announce, recheck, and park until woken or this long passes.
+    Park(Duration),
+}
+
+/// The pure part of a strategy: counts idle rounds and says what the next one does.
+#[derive(Clone, Debug)]
+pub struct Idler {
+    strategy: IdleStrategy,
+    /// Idle rounds in a row (saturating).
+    rounds: u32,
+    /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
+    park: Duration,
+}
+
+impl Idler {
+    /// An idler following `strategy`.
+    pub fn new(strategy: IdleStrategy) -> Idler {
+        Idler {
+            strategy,
+            rounds: 0,
+            park: IDLE_PARK_MIN,
+        }
+    }
+
+    /// The strategy followed.
+    pub fn strategy(&self) -> IdleStrategy {
+        self.strategy
+    }
+
+    /// After a round that did `work` items: `None` to start the next round at once, or how to
+    /// idle first. Work resets the backoff.
+    #[inline]
+    pub fn step(&mut self, work: usize) -> Option<Step> {
+        if work > 0 {
+            self.rounds = 0;
+            self.park = IDLE_PARK_MIN;
+            return None;
+        }
+        self.rounds = self.rounds.saturating_add(1);
+        Some(match self.strategy {
+            IdleStrategy::BusySpin => Step::Spin,
+            IdleStrategy::Blocking => Step::Park(IDLE_BLOCKING_PARK),
+            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX => Step::Spin,
+            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX => Step::Yield,
+            IdleStrategy::Backoff => {
+                let park = self.park;
+                self.park = (park * 2).min(IDLE_PARK_MAX);
+                Step::Park(park)
+            }
+        })
+    }
+}
+
+/// How a parked consumer is woken.
+enum Wake {
+    /// Nobody parks on this bell (tests that poll the rings themselves).
+    Nobody,
+    /// An OS thread parked on the `Parker` of this `Unparker`.
+    Thread(Unparker),
+    /// A tokio task waiting on this `Notify`.
+    Task(Notify),
+}
+
+struct BellInner {
+    /// Set by the consumer just before it parks, cleared when it runs again (or by the
+    /// producer that wakes it, so that several producers wake it once).
+    parked: CachePadded<AtomicBool>,
+    wake: Wake,
+}
+
+/// A consumer's doorbell, shared by every producer of its rings (cloning shares it).
+#[derive(Clone)]
+pub struct Bell(Arc<BellInner>);
+
+impl Bell {
+    fn with(wake: Wake) -> Bell {
+        Bell(Arc::new(BellInner {
+            parked: CachePadded::new(AtomicBool::new(false)),
+            wake,
+        }))
+    }
+
+    /// A bell nobody parks on: ringing it costs a fence and a load.
+    pub fn silent() -> Bell {
+        Bell::with(Wake::Nobody)
+    }
+
+    /// A bell for a consumer that is a tokio task (its [`TaskIdle`]).
+    pub fn task() -> Bell {
+        Bell::with(Wake::Task(Notify::new()))
+    }
+
+    /// A bell for a consumer that is an OS thread, and the parker that thread waits on (its
+    /// [`ThreadIdle`]).
+    pub fn thread() -> (Bell, Parker) {
+        let parker = Parker::new();
+        (Bell::with(Wake::Thread(parker.unparker().clone())), parker)
+    }
+
+    /// The producer's side, once per batch pushed: wakes the consumer if it announced it is
+    /// parked. Never blocks or allocates.
+    #[inline]
+    pub fn ring(&self) {
+        // Pairs with the consumer's fence between its `parked` store and its ring recheck.
+        fence(Ordering::SeqCst);
+        self.ring_fenced();
+    }
+
+    /// [`Bell::ring`] for a caller that has just issued the `SeqCst` fence itself (one fence
+    /// for several bells).
+    #[inline]
+    pub fn ring_fenced(&self) {
+        let parked = &self.0.parked;
+        if parked.load(Ordering::Relaxed) && parked.swap(false, Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the consumer whether or not it is parked (a stop flag set, a task finished): a
+    /// consumer not parked takes one spurious round later. Cold.
+    pub fn wake(&self) {
+        match &self.0.wake {
+            Wake::Nobody => {}
+            Wake::Thread(unparker) => unparker.unpark(),
+            Wake::Task(notify) => notify.notify_one(),
+        }
+    }
+
+    /// Announces the consumer parked; `SeqCst` fence, so the recheck that follows sees any push
+    /// whose producer did not see the flag.
+    fn announce(&self) {
+        self.0.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    fn clear(&self) {
+        self.0.parked.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The idle side of a consumer that is an OS thread.
+pub struct ThreadIdle {
+    idler: Idler,
+    bell: Bell,
+    parker: Parker,
+}
+
+impl ThreadIdle {
+    /// Idles per `strategy`, parking on `parker` (from [`Bell::thread`], with `bell`).
+    pub fn new(strategy: IdleStrategy, bell: Bell, parker: Parker) -> ThreadIdle {
+        ThreadIdle {
+            idler: Idler::new(strategy),
+            bell,
+            parker,
+        }
+    }
+
+    /// After a round that did `work` items: idles as the strategy says. `has_work` rechecks
+    /// the rings (and stop flag) after the consumer announced it parks.
+    #[inline]
+    pub fn idle(&mut self, work: usize, has_work: impl FnOnce() -> bool) {
+        match self.idler.step(work) {
+            None => {}
+            Some(Step::Spin) => std::hint::spin_loop(),
+            Some(Step::Yield) => std::thread::yield_now(),
+            Some(Step::Park(timeout)) => self.park(timeout, has_work),
+        }
+    }
+
+    /// Parks until the bell rings or `timeout` passes, unless `has_work` (asked after the
+    /// announcement) says there is something to do.
+    pub fn park(&self, timeout: Duration, has_work: impl FnOnce() -> bool) {
+        self.bell.announce();
+        if !has_work() {
+            self.parker.park_timeout(timeout);
+        }
+        self.bell.clear();
+    }
+}
+
+/// Clears the `parked` flag when a task's wait ends or is dropped (a `select!` that took
+/// another branch).
+struct Announced<'a>(&'a Bell);
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The idle side of a consumer that is a tokio task on its own current-thread runtime.
+pub struct TaskIdle {
+    idler: Idler,
+    bell: Bell,
+}
+
+impl TaskIdle {
+    /// Idles per `strategy`, woken through `bell` (from [`Bell::task`]; another kind of bell
+    /// leaves only the timeout to wake it).
+    pub fn new(strategy: IdleStrategy, bell: Bell) -> TaskIdle {
+        TaskIdle {
+            idler: Idler::new(strategy),
+            bell,
+        }
+    }
+
+    /// This consumer's bell.
+    pub fn bell(&self) -> &Bell {
+        &self.bell
+    }
+
+    /// After a round that did `work` items: what to do, for [`TaskIdle::wait`].
+    #[inline]
+    pub fn step(&mut self, work: usize) -> Option<Step> {
+        self.idler.step(work)
+    }
+
+    /// Carries out `step`. A spin of `backoff` stays a CPU hint; `busy_spin` yields to the
+    /// runtime each round so the task's spawned work (requests in flight) runs. A park waits
+    /// for the bell or the timeout, unless `has_work` (asked after the announcement) says there
+    /// is something to do. Safe to drop mid-way (in a `select!`).
+    pub fn wait(
+        &self,
+        step: Step,
+        has_work: impl FnOnce() -> bool,
+    ) -> impl Future<Output = ()> + '_ {
+        let busy = self.idler.strategy() == IdleStrategy::BusySpin;
+        let announced = match step {
+            Step::Park(_) => {
+                self.bell.announce();
+                let guard = Announced(&self.bell);
+                (!has_work()).then_some(guard)
+            }
+            _ => None,
+        };
+        async move {
+            match step {
+                Step::Spin if !busy => std::hint::spin_loop(),
+                Step::Spin | Step::Yield => tokio::task::yield_now().await,
+                Step::Park(timeout) => {
+                    if let Some(guard) = announced {
+                        self.park(timeout).await;
+                        drop(guard);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn park(&self, timeout: Duration) {
+        match &self.bell.0.wake {
+            Wake::Task(notify) => {
+                let _ = tokio::time::timeout(timeout, notify.notified()).await;
+            }
+            Wake::Nobody | Wake::Thread(_) => tokio::time::sleep(timeout).await,
+        }
+    }
+
+    /// [`TaskIdle::step`] then [`TaskIdle::wait`].
+    pub async fn idle(&mut self, work: usize, has_work: impl FnOnce() -> bool) {
+        if let Some(step) = self.step(work) {
+            self.wait(step, has_work).await;
+        }
+    }
+}
+
+/// Spawns `work` on the current runtime and rings `bell` when it finishes, so that a consumer
+/// parked while it ran looks at the result at once.
+pub fn spawn_ringing<F>(bell: &Bell, work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let bell = bell.clone();
+    tokio::spawn(async move {
+        let output = work.await;
+        bell.wake();
+        output
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_refused() {
+        for name in IdleStrategy::NAMES {
+            let strategy = IdleStrategy::parse(name).expect("a listed name parses");
+            assert_eq!(strategy.name(), name);
+        }
+        assert_eq!(IdleStrategy::parse("spin"), None);
+        assert_eq!(IdleStrategy::parse("Backoff"), None);
+        assert_eq!(IdleStrategy::default(), IdleStrategy::Backoff);
+    }
+
+    #[test]
+    fn backoff_spins_then_yields_then_parks_longer_up_to_the_maximum() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        let steps: Vec<Step> = (0..400).filter_map(|_| idler.step(0)).collect();
+        let spins = IDLE_SPINS_MAX as usize;
+        let yields = IDLE_YIELDS_MAX as usize;
+        assert!(steps[..spins].iter().all(|s| *s == Step::Spin));
+        assert!(
+            steps[spins..spins + yields]
+                .iter()
+                .all(|s| *s == Step::Yield)
+        );
+        let parks: Vec<Duration> = steps[spins + yields..]
+            .iter()
+            .map(|s| match s {
+                Step::Park(d) => *d,
+                other => panic!("expected a park, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(parks[0], IDLE_PARK_MIN);
+        assert_eq!(parks[1], IDLE_PARK_MIN * 2);
+        assert!(parks.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*parks.last().expect("parks"), IDLE_PARK_MAX);
+    }
+
+    #[test]
+    fn work_resets_the_backoff() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        for _ in 0..1000 {
+            idler.step(0);
+        }
+        assert!(matches!(idler.step(0), Some(Step::Park(d)) if d == IDLE_PARK_MAX));
+        assert_eq!(idler.step(3), None);
+        assert_eq!(idler.step(0), Some(Step::Spin));
+    }
+
+    #[test]
+    fn busy_spin_never_parks_and_blocking_parks_at_once() {
+        let mut spin = Idler::new(IdleStrategy::BusySpin);
+        assert!((0..100_000).all(|_| spin.step(0) == Some(Step::Spin)));
+        let mut blocking = Idler::new(IdleStrategy::Blocking);
+        assert_eq!(blocking.step(0), Some(Step::Park(IDLE_BLOCKING_PARK)));
+        assert_eq!(blocking.step(0), Some(Step::Park(IDLE_BLOCKING_PARK)));
+        assert_eq!(blocking.step(1), None);
+    }
+
+    /// A consumer thread parked for an hour gets each item a producer pushes and rings for:
+    /// the bell wakes it, not the timeout.
+    #[test]
+    fn a_parked_thread_wakes_when_its_ring_gets_data() {
+        let (bell, parker) = Bell::thread();
+        let (mut producer, mut ring) = rtrb::RingBuffer::<u32>::new(16);
+        let (got, received) = mpsc::channel();
+        let consumer_bell = bell.clone();
+        let consumer = std::thread::spawn(move || {
+            let idle = ThreadIdle::new(IdleStrategy::Blocking, consumer_bell, parker);
+            let mut seen = 0;
+            while seen < 100 {
+                while let Ok(item) = ring.pop() {
+                    seen += 1;
+                    let _ = got.send(item);
+                }
+                if seen < 100 {
+                    idle.park(Duration::from_secs(3600), || !ring.is_empty());
+                }
+            }
+        });
+        for item in 0..100 {
+            // The consumer may or may not be parked: either way the item must arrive.
+            producer.push(item).expect("room");
+            bell.ring();
+            let arrived = received.recv_timeout(Duration::from_secs(30));
+            assert_eq!(arrived, Ok(item), "the parked consumer did not wake");
+        }
+        consumer.join().expect("the consumer ends");
+    }
+
+    #[test]
+    fn ringing_a_consumer_that_is_not_parked_costs_no_wake() {
+        let (bell, parker) = Bell::thread();
+        bell.ring();
+        // No token was left: a short park runs its whole timeout.
+        let start = Instant::now();
+        parker.park_timeout(Duration::from_millis(20));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+    }
+
+    /// A task parked for an hour on its runtime wakes when a producer on another thread
+    /// pushes and rings.
+    #[test]
+    fn a_parked_task_wakes_when_its_ring_gets_data() {
+        let bell = Bell::task();
+        let (mut producer, mut ring) = rtrb::RingBuffer::<u32>::new(16);
+        let (got, received) = mpsc::channel();
+        let consumer_bell = bell.clone();
+        let consumer = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let idle = TaskIdle::new(IdleStrategy::Blocking, consumer_bell);
+                let mut seen = 0;
+                while seen < 100 {
+                    while let Ok(item) = ring.pop() {
+                        seen += 1;
+                        let _ = got.send(item);
+                    }
+                    if seen < 100 {
+                        let park = Step::Park(Duration::from_secs(3600));
+                        idle.wait(park, || !ring.is_empty()).await;
+                    }
+                }
+            });
+        });
+        for item in 0..100 {
+            producer.push(item).expect("room");
+            bell.ring();
+            let arrived = received.recv_timeout(Duration::from_secs(30));
+            assert_eq!(arrived, Ok(item), "the parked task did not wake");
+        }
+        consumer.join().expect("the consumer ends");
+    }
+}
