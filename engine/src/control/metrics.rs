@@ -6,8 +6,10 @@
 //!
 //! Names follow seed 004 where it has one (`ingestor_*`) and Prometheus's conventions
 //! otherwise (`hotpath_*`, base units in the name, `_total` on counters). Labels are bounded:
-//! `reader` (one per reader core), `stream` (four kinds), `sink` (two), `symbol` only for the
-//! Redis books (the configured symbols).
+//! `reader` (one per reader core), `stream` (four kinds), `sink` and `consumer` (two), `symbol`
+//! (the symbols subscribed now: a removed symbol's series leave the exposition, its counters
+//! are kept and resume if it is added again), so the per-symbol families have at most
+//! symbols x streams (x consumers) series.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::status::{Sampler, Sources};
-use crate::feed::stats::ReaderStats;
+use crate::feed::stats::{ReaderStats, SymbolCount};
 use crate::stream::StreamKind;
 
 /// The `Content-Type` of OpenMetrics text.
@@ -141,6 +143,7 @@ fn reader_label(i: usize) -> Labels {
 impl Collector for RunCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.readers(&mut encoder)?;
+        self.symbols(&mut encoder)?;
         self.sinks(&mut encoder)?;
         self.sidecar(&mut encoder)?;
         self.discovery(&mut encoder)?;
@@ -153,7 +156,103 @@ impl Collector for RunCollector {
     }
 }
 
+/// A per-symbol family: name, help, what it counts.
+type SymbolFamily = (&'static str, &'static str, SymbolCount);
+
 impl RunCollector {
+    /// The symbols subscribed now with their registry indexes.
+    fn subscribed(&self) -> Vec<(String, u16)> {
+        let registry = crate::sync::read(&self.sources.registry);
+        crate::sync::read(&self.sources.pairs)
+            .iter()
+            .filter_map(|p| {
+                let at = registry.iter().position(|s| s == p)?;
+                Some((p.clone(), u16::try_from(at).ok()?))
+            })
+            .collect()
+    }
+
+    /// The per-symbol and per-stream families, summed over the readers (a symbol moves to
+    /// another reader when it is removed and added again).
+    fn symbols(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let symbols = self.subscribed();
+        let streams = &self.sources.streams;
+        let readers = &self.sources.readers;
+        let labels = |symbol: &str, kind: StreamKind| {
+            vec![
+                ("symbol", symbol.to_string()),
+                ("stream", kind.suffix().to_string()),
+            ]
+        };
+        let list: [SymbolFamily; 4] = [
+            (
+                "hotpath_symbol_frames",
+                "Frames of the symbol's stream received (duplicates included).",
+                SymbolCount::Frames,
+            ),
+            (
+                "hotpath_symbol_gaps",
+                "Sequence gaps on the wire in the symbol's stream.",
+                SymbolCount::Gaps,
+            ),
+            (
+                "hotpath_symbol_missing_ids",
+                "Ids missing in the wire gaps of the symbol's stream.",
+                SymbolCount::MissingIds,
+            ),
+            (
+                "hotpath_symbol_duplicate_ids",
+                "Ids of the symbol's stream dropped as already delivered (duplicate frames, overlaps).",
+                SymbolCount::DuplicateIds,
+            ),
+        ];
+        for (name, help, count) in list {
+            let series = symbols.iter().flat_map(|(symbol, index)| {
+                streams.iter().map(move |&kind| {
+                    let n: u64 = readers.iter().map(|r| r.symbols.get(*index, kind, count)).sum();
+                    (labels(symbol, kind), n as f64)
+                })
+            });
+            family(encoder, counter(name, help), series)?;
+        }
+        let consumers = &self.sources.consumers;
+        let drops = symbols.iter().flat_map(|(symbol, index)| {
+            streams.iter().flat_map(move |&kind| {
+                consumers.iter().enumerate().map(move |(c, name)| {
+                    let n: u64 = readers.iter().map(|r| r.symbols.drops(*index, kind, c)).sum();
+                    let mut l = labels(symbol, kind);
+                    l.push(("consumer", name.to_string()));
+                    (l, n as f64)
+                })
+            })
+        });
+        family(
+            encoder,
+            counter(
+                "hotpath_symbol_queue_drops",
+                "Events of the symbol's stream a consumer's full ring could not take (repaired for trades).",
+            ),
+            drops,
+        )?;
+        let Some(sidecar) = &self.sources.sidecar else {
+            return Ok(());
+        };
+        let repaired = symbols.iter().map(|(symbol, index)| {
+            (
+                labels(symbol, StreamKind::Trade),
+                sidecar.repaired_of(*index) as f64,
+            )
+        });
+        family(
+            encoder,
+            counter(
+                "hotpath_symbol_repaired_ids",
+                "Trade ids of the symbol the sidecar handed to consumers (per consumer).",
+            ),
+            repaired,
+        )
+    }
+
     fn per_reader(&self, f: impl Fn(&ReaderStats) -> u64) -> Vec<(Labels, f64)> {
         let readers = self.sources.readers.iter().enumerate();
         readers

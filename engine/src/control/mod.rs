@@ -97,6 +97,13 @@ pub fn start(
         books_kept: config.redis.is_some() && config.streams.contains(&StreamKind::Depth),
         stale_after: config.http.stale_after,
         discovery: discovery_stats.clone(),
+        registry: feed.registry(),
+        consumers: if sinks.is_empty() {
+            vec!["counter"]
+        } else {
+            sinks.iter().map(|s| s.name).collect()
+        },
+        streams: config.streams.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
     let (sender, requests) = mpsc::channel(16);

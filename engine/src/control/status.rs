@@ -37,6 +37,13 @@ pub struct Sources {
     pub stale_after: Duration,
     /// Pair discovery's counters, when it runs.
     pub discovery: Option<Arc<super::discovery::DiscoveryStats>>,
+    /// Every symbol the feed has carried, by registry index (`Feed::registry`): the names of
+    /// the per-symbol counters.
+    pub registry: Arc<RwLock<Vec<String>>>,
+    /// Each event consumer's name, by consumer index (the sinks in order, or `counter`).
+    pub consumers: Vec<&'static str>,
+    /// The stream kinds subscribed.
+    pub streams: Vec<crate::stream::StreamKind>,
 }
 
 /// One sample of the counters that turn into rates and ages.

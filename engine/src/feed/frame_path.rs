@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use super::announce::Announcements;
 use super::event::{Cause, FeedEvent, Notice};
 use super::sequence::{GapNotice, Sequencer, Verdict};
-use super::stats::ReaderStats;
+use super::stats::{ReaderStats, SymbolCount};
 use crate::clock::monotonic_ns;
 use crate::constants::HELD_FRAMES_MAX;
 use crate::idle::Bell;
@@ -64,6 +64,9 @@ impl FramePath {
         notices: rtrb::Producer<Notice>,
         stats: Arc<ReaderStats>,
     ) -> Self {
+        for index in 0..symbols.len().min(usize::from(u16::MAX) + 1) {
+            stats.symbols.ensure(index as u16, producers.len());
+        }
         FramePath {
             announcements: Announcements::new(producers.len(), symbols.len()),
             producers,
@@ -138,6 +141,7 @@ impl FramePath {
         }
         self.sequencer.grow(index as usize + 1);
         self.announcements.grow(index as usize + 1);
+        self.stats.symbols.ensure(index, self.producers.len());
         // A symbol subscribed again starts afresh: its absence is not a gap.
         for kind in StreamKind::ALL {
             self.sequencer.reset(index, kind);
@@ -229,16 +233,27 @@ impl FramePath {
             self.stats.unknown_symbols.bump();
             return;
         };
+        let counts = &self.stats.symbols;
+        counts.add(symbol, kind, SymbolCount::Frames, 1);
         let mut first_new_id = first_id;
         match self.sequencer.check(symbol, kind, first_id, last_id) {
             Verdict::Duplicate => {
                 self.stats.duplicates.bump();
+                let ids = last_id.saturating_sub(first_id).saturating_add(1).max(0) as u64;
+                counts.add(symbol, kind, SymbolCount::DuplicateIds, ids);
                 return;
             }
-            Verdict::Overlap { first_new } => first_new_id = first_new,
+            Verdict::Overlap { first_new } => {
+                first_new_id = first_new;
+                let ids = first_new.saturating_sub(first_id).max(0) as u64;
+                counts.add(symbol, kind, SymbolCount::DuplicateIds, ids);
+            }
             Verdict::Gap(gap) => {
+                let missing = gap.missing().max(0) as u64;
                 self.stats.gaps.bump();
-                self.stats.missing_ids.add(gap.missing().max(0) as u64);
+                self.stats.missing_ids.add(missing);
+                counts.add(symbol, kind, SymbolCount::Gaps, 1);
+                counts.add(symbol, kind, SymbolCount::MissingIds, missing);
                 self.notify(Notice {
                     gap,
                     cause: Cause::Wire,
@@ -297,6 +312,7 @@ impl FramePath {
                     self.announcements.lost(consumer, symbol, first_id, last_id);
                 }
                 self.stats.queue_drops.bump();
+                self.stats.symbols.dropped(symbol, kind, consumer);
                 let gap = GapNotice {
                     symbol,
                     kind,
@@ -691,6 +707,8 @@ pub(crate) mod tests {
         }
         assert_eq!(accepted(&mut roomy_ring), [(1, 2), (3, 3), (4, 6)]);
         assert_eq!(stats.queue_drops.get(), 2);
+        assert_eq!(stats.symbols.drops(0, StreamKind::Trade, 0), 2, "per consumer");
+        assert_eq!(stats.symbols.drops(0, StreamKind::Trade, 1), 0);
         let dropped: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
         assert_eq!(dropped.len(), 2);
         assert!(
@@ -750,6 +768,34 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(delivered, (10..=16).collect::<Vec<_>>());
         assert_eq!(orders.counts().duplicates, 0);
+    }
+
+    /// The per-symbol counters: frames, wire gaps and their ids, duplicate ids (whole and
+    /// overlapping), for the symbols given at start and one added at run time (a new chunk).
+    #[test]
+    fn per_symbol_counters_follow_frames_gaps_and_duplicates() {
+        let (mut state, _events, _notices) = state();
+        let stats = state.stats.clone();
+        let count = |kind, what| stats.symbols.get(0, kind, what);
+        state.on_frame(trades(1..=5), 1);
+        state.on_frame(trades(4..=6), 2); // overlap: 4 and 5 dropped
+        state.on_frame(trades(3..=3), 3); // duplicate
+        state.on_frame(trades(10..=10), 4); // gap: 7..=9
+        state.on_frame(diff(1, 2), 5);
+        assert_eq!(count(StreamKind::Trade, SymbolCount::Frames), 4);
+        assert_eq!(count(StreamKind::Trade, SymbolCount::DuplicateIds), 3);
+        assert_eq!(count(StreamKind::Trade, SymbolCount::Gaps), 1);
+        assert_eq!(count(StreamKind::Trade, SymbolCount::MissingIds), 3);
+        assert_eq!(count(StreamKind::Depth, SymbolCount::Frames), 1);
+        assert_eq!(count(StreamKind::Depth, SymbolCount::Gaps), 0);
+        // BTCUSDT removed and added again as index 100: counted there from then on.
+        state.forget_symbol(0, Cause::Removed);
+        state.on_frame(trades(11..=11), 6);
+        assert_eq!(count(StreamKind::Trade, SymbolCount::Frames), 4, "unknown now");
+        state.add_symbol("BTCUSDT", 100);
+        state.on_frame(trades(12..=12), 7);
+        let added = stats.symbols.get(100, StreamKind::Trade, SymbolCount::Frames);
+        assert_eq!(added, 1);
     }
 
     #[test]

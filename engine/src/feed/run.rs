@@ -357,6 +357,12 @@ impl Feed {
         crate::sync::read(&self.symbols).clone()
     }
 
+    /// The registry of every symbol subscribed so far, in index order (shared: it grows as
+    /// symbols are added).
+    pub fn registry(&self) -> Arc<RwLock<Vec<String>>> {
+        self.symbols.clone()
+    }
+
     /// Stops every reader (connections closed) and returns their reports.
     pub fn stop(self) -> Vec<ReaderReport> {
         let _ = self.stop.send(true);

@@ -135,6 +135,10 @@ pub struct SidecarStats {
     pub repaired_ids: Counter,
     /// Trade ids given up on (per consumer).
     pub unrepaired_ids: Counter,
+    /// Trade ids handed to consumers (per consumer), by symbol index: `repaired_ids` per
+    /// symbol, for the control plane (bumped once per delivery, under a lock only a scrape
+    /// shares; the sidecar is not a reader).
+    pub repaired_by_symbol: std::sync::Mutex<Vec<u64>>,
     /// REST pages fetched.
     pub pages: Counter,
     /// REST pages that failed (and were retried).
@@ -162,6 +166,26 @@ pub struct SidecarStats {
     /// Silence probes and kline checks whose REST requests failed (not retried: the next scan
     /// or check comes).
     pub detect_failures: Counter,
+}
+
+impl SidecarStats {
+    /// Counts `ids` repaired ids of symbol `symbol`.
+    fn repaired(&self, symbol: u16, ids: u64) {
+        let mut by_symbol = crate::sync::lock(&self.repaired_by_symbol);
+        let at = usize::from(symbol);
+        if by_symbol.len() <= at {
+            by_symbol.resize(at + 1, 0);
+        }
+        by_symbol[at] += ids;
+    }
+
+    /// Trade ids of symbol `symbol` handed to consumers (per consumer).
+    pub fn repaired_of(&self, symbol: u16) -> u64 {
+        crate::sync::lock(&self.repaired_by_symbol)
+            .get(usize::from(symbol))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// What the sidecar reports at the end of a run.
@@ -539,6 +563,7 @@ impl Sidecar {
                 self.push(consumer, Repair::Event(event));
             }
             self.setup.stats.repaired_ids.add(ids);
+            self.setup.stats.repaired(delivery.symbol, ids);
             record_latency(&mut self.latency, now.saturating_sub(delivery.requested_ns));
         }
     }

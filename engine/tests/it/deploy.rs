@@ -41,6 +41,9 @@ fn exposition() -> String {
         books_kept: true,
         stale_after: Duration::from_secs(10),
         discovery: Some(Arc::new(DiscoveryStats::default())),
+        registry: Arc::new(RwLock::new(vec!["BTCUSDT".into()])),
+        consumers: vec!["kinesis", "redis"],
+        streams: hotpath::stream::StreamKind::ALL.to_vec(),
     };
     let sampler = Arc::new(Mutex::new(Sampler::new(Instant::now())));
     let registry = metrics::registry(sources, sampler);
