@@ -685,6 +685,57 @@ mod tests {
         assert!((sum - 12.003_042_35).abs() < 0.02, "{sum}");
     }
 
+    /// The per-symbol families: summed over the readers, labelled by symbol, stream and
+    /// consumer, only for the symbols subscribed now (a removed one's series leave).
+    #[test]
+    fn per_symbol_series_cover_the_subscribed_symbols_only() {
+        use crate::feed::stats::SymbolCount;
+        use std::sync::RwLock;
+        let readers: Vec<Arc<ReaderStats>> = (0..2).map(|_| Arc::default()).collect();
+        for r in &readers {
+            r.symbols.ensure(0, 2);
+            r.symbols.ensure(1, 2);
+            r.symbols.add(1, StreamKind::Trade, SymbolCount::Frames, 3);
+            r.symbols.add(0, StreamKind::Trade, SymbolCount::Frames, 50);
+        }
+        readers[0].symbols.add(1, StreamKind::Trade, SymbolCount::Gaps, 1);
+        readers[1].symbols.dropped(1, StreamKind::Depth, 1);
+        let sidecar = Arc::new(crate::sidecar::thread::SidecarStats::default());
+        sidecar.repaired(1, 7);
+        let sources = Sources {
+            service: "hotpath".into(),
+            readers,
+            sinks: Vec::new(),
+            sidecar: Some(sidecar),
+            pairs: Arc::new(RwLock::new(vec!["BTCUSDT".into()])),
+            books_kept: false,
+            stale_after: std::time::Duration::from_secs(1),
+            discovery: None,
+            registry: Arc::new(RwLock::new(vec!["ETHUSDT".into(), "BTCUSDT".into()])),
+            consumers: vec!["kinesis", "redis"],
+            streams: vec![StreamKind::Trade, StreamKind::Depth],
+        };
+        let sampler = Arc::new(Mutex::new(Sampler::new(Instant::now())));
+        let (text, _) = encode(&registry(sources, sampler), false).expect("encodes");
+        for line in [
+            "hotpath_symbol_frames_total{symbol=\"BTCUSDT\",stream=\"trade\"} 6",
+            "hotpath_symbol_frames_total{symbol=\"BTCUSDT\",stream=\"depth\"} 0",
+            "hotpath_symbol_gaps_total{symbol=\"BTCUSDT\",stream=\"trade\"} 1",
+            "hotpath_symbol_queue_drops_total{symbol=\"BTCUSDT\",stream=\"depth\",consumer=\"redis\"} 1",
+            "hotpath_symbol_queue_drops_total{symbol=\"BTCUSDT\",stream=\"depth\",consumer=\"kinesis\"} 0",
+            "hotpath_symbol_repaired_ids_total{symbol=\"BTCUSDT\",stream=\"trade\"} 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("ETHUSDT"), "a removed symbol has no series");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("hotpath_symbol_") && l.contains("bestBidAsk")),
+            "streams not subscribed have none"
+        );
+    }
+
     #[test]
     fn open_metrics_only_when_asked() {
         assert!(wants_open_metrics(Some(

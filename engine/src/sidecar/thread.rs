@@ -170,7 +170,7 @@ pub struct SidecarStats {
 
 impl SidecarStats {
     /// Counts `ids` repaired ids of symbol `symbol`.
-    fn repaired(&self, symbol: u16, ids: u64) {
+    pub(crate) fn repaired(&self, symbol: u16, ids: u64) {
         let mut by_symbol = crate::sync::lock(&self.repaired_by_symbol);
         let at = usize::from(symbol);
         if by_symbol.len() <= at {
