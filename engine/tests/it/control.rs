@@ -408,6 +408,71 @@ fn health_follows_the_simulator(addr: SocketAddr, sim: Sim, sim_addr: SocketAddr
     );
 }
 
+/// The value of `series` (name and labels, as exposed) in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `series` summed over every line of `text` that starts with `name{` and has every label of
+/// `labels`.
+fn sum_of(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per-symbol series from a real run: trades dropped on the wire by the simulator show as gaps
+/// (and missing ids, then repaired ids) of their symbol's trade stream, a symbol's frames grow,
+/// and events lost at a tiny ring show as queue drops labelled by the consumer.
+#[test]
+fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
+    let redis = RedisServer::start();
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 1_000.0;
+        c.exchange.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
+        c.faults.drop_trades_pct = 5.0;
+    });
+    let mut config = control_config(&sim, &redis, false);
+    // Far below what validation allows (as in repairs.rs): bursts overflow the Redis ring.
+    config.readers.ring_capacity = 2;
+    let streams = config.streams.len();
+    with_control(&config, None, move |addr| {
+        let scrape = || http(addr, "GET", "/metrics", "", "").2;
+        let frames = "hotpath_symbol_frames_total{symbol=\"BTCUSDT\",stream=\"trade\"}";
+        until("BTCUSDT trade frames", || {
+            sample(&scrape(), frames).is_some_and(|v| v > 0.0)
+        });
+        let first = sample(&scrape(), frames).unwrap_or(0.0);
+        until("BTCUSDT trade frames grow", || {
+            sample(&scrape(), frames).is_some_and(|v| v > first)
+        });
+        for series in [
+            "hotpath_symbol_gaps_total{symbol=\"BTCUSDT\",stream=\"trade\"}",
+            "hotpath_symbol_missing_ids_total{symbol=\"BTCUSDT\",stream=\"trade\"}",
+            "hotpath_symbol_repaired_ids_total{symbol=\"BTCUSDT\",stream=\"trade\"}",
+            "hotpath_symbol_frames_total{symbol=\"ETHUSDT\",stream=\"depth\"}",
+        ] {
+            until(series, || sample(&scrape(), series).is_some_and(|v| v > 0.0));
+        }
+        until("queue drops labelled by the Redis consumer", || {
+            let text = scrape();
+            sum_of(&text, "hotpath_symbol_queue_drops_total", &["consumer=\"redis\""]) > 0.0
+        });
+        let text = scrape();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("hotpath_symbol_frames_total{"))
+                .count(),
+            2 * streams,
+            "one series per symbol and stream"
+        );
+        promtool_check(&text);
+    });
+}
+
 #[test]
 fn pair_changes_are_refused_when_off_and_the_server_can_be_disabled() {
     let redis = RedisServer::start();
