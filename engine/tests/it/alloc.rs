@@ -240,8 +240,22 @@ fn the_reader_frame_path_allocates_nothing() {
         let (a, b) = (c1.pop(), c2.pop());
         assert!(a.is_ok() && b.is_ok(), "both consumers got frame {i}");
     }
+    // Duplicates (counted per symbol and stream too) allocate nothing either.
+    for frame in &frames[..100] {
+        path.on_frame(frame.clone(), 1);
+    }
     let after = allocations();
     assert_eq!(after - before, 0, "allocations on the frame path");
+    use hotpath::feed::stats::SymbolCount;
+    let per_symbol = |kind, count| stats.symbols.get(0, kind, count);
+    assert_eq!(
+        per_symbol(hotpath::stream::StreamKind::Trade, SymbolCount::Frames),
+        frames.len() as u64 / 2 + 50
+    );
+    assert_eq!(
+        per_symbol(hotpath::stream::StreamKind::Trade, SymbolCount::DuplicateIds),
+        50
+    );
     let mut stamps = Vec::new();
     clock.read(&mut stamps);
     // Frames alternate trades and diffs: the last is a diff, the one before it trades.
@@ -252,11 +266,9 @@ fn the_reader_frame_path_allocates_nothing() {
         (frames.len() as u64 - 1, frames.len() as u64),
         "each stream stamped with its last receive time"
     );
-    assert_eq!(stats.frames.get(), frames.len() as u64);
-    assert_eq!(
-        stats.duplicates.get() + stats.gaps.get() + stats.decode_errors.get(),
-        0
-    );
+    assert_eq!(stats.frames.get(), frames.len() as u64 + 100);
+    assert_eq!(stats.duplicates.get(), 100);
+    assert_eq!(stats.gaps.get() + stats.decode_errors.get(), 0);
 }
 
 /// One-trade BTCUSDT frames with ids `ids`, split off one shared receive buffer.
