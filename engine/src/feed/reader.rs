@@ -35,7 +35,7 @@ pub use super::slot::Command;
 use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held};
 use super::slot::{Action, ConnId, Input, Route, Slot};
-use super::stats::ReaderStats;
+use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns_at;
 use crate::config::{ApiKey, ReaderSettings};
@@ -70,8 +70,12 @@ pub struct ReaderSetup {
     pub index: usize,
     /// Core to pin to.
     pub core: usize,
-    /// Stream names per connection, and the connection's command channel.
-    pub connections: Vec<(Vec<String>, tokio::sync::mpsc::UnboundedReceiver<Command>)>,
+    /// Stream names per connection, the connection's command channel and its figures.
+    pub connections: Vec<(
+        Vec<String>,
+        tokio::sync::mpsc::UnboundedReceiver<Command>,
+        Arc<ConnectionStats>,
+    )>,
     /// One ring per consumer.
     pub producers: Vec<rtrb::Producer<FeedEvent>>,
     /// Repair notices for the sidecar.
@@ -97,6 +101,8 @@ pub struct NewConnection {
     pub commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     /// `(symbol, index)` of each symbol it carries.
     pub symbols: Vec<(String, u16)>,
+    /// Its figures, for the control plane.
+    pub stats: Arc<ConnectionStats>,
 }
 
 /// What a reader thread reports when it ends.
@@ -164,10 +170,10 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
     let tasks: Vec<_> = connections
         .into_iter()
         .enumerate()
-        .map(|(i, (streams, commands))| {
+        .map(|(i, (streams, commands, figures))| {
             let seed = (index as u64) << 32 | i as u64;
             local.spawn_local(connection_task(
-                streams,
+                (streams, figures),
                 commands,
                 ctx.clone(),
                 state.clone(),
@@ -232,7 +238,7 @@ async fn open_at_run_time(
             "opening a connection at run time"
         );
         tasks.push(tokio::task::spawn_local(connection_task(
-            request.streams,
+            (request.streams, request.stats),
             request.commands,
             ctx.clone(),
             path.clone(),
@@ -344,8 +350,9 @@ enum Event {
 }
 
 /// Runs one connection slot for the life of the feed: the slot decides, this carries it out.
+/// Once per read batch it publishes the slot's figures into `figures` for the control plane.
 async fn connection_task(
-    streams: Vec<String>,
+    (streams, figures): (Vec<String>, Arc<ConnectionStats>),
     mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     ctx: Arc<FeedContext>,
     path: Rc<RefCell<FramePath>>,
@@ -381,8 +388,10 @@ async fn connection_task(
             timer.as_mut().reset(deadline.into());
             armed = Some(deadline);
         }
-        // Once per batch (the messages handled since the last wait): wake parked consumers.
+        // Once per batch (the messages handled since the last wait): wake parked consumers,
+        // publish the connection's figures (a few relaxed stores).
         io.path.borrow_mut().wake_consumers();
+        figures.publish(slot.figures());
         let [s0, s1, s2] = &mut io.sockets;
         let connecting = &mut io.connecting;
         let event = tokio::select! {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
-use super::stats::ReaderStats;
+use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
@@ -51,6 +51,9 @@ pub struct Feed {
     readers: Vec<JoinHandle<ReaderReport>>,
     /// Counters, one per reader.
     pub stats: Vec<Arc<ReaderStats>>,
+    /// Each connection's figures, in connection (slot) order; grows as connections open at
+    /// run time.
+    pub connection_stats: Arc<RwLock<Vec<Arc<ConnectionStats>>>>,
     /// The sidecar's counters, when it runs.
     pub sidecar: Option<Arc<SidecarStats>>,
     /// Every symbol ever subscribed; an event's `symbol` indexes it. Shared with the sidecar,
@@ -140,6 +143,7 @@ pub fn start_with(
         stop,
         readers: Vec::new(),
         stats: Vec::new(),
+        connection_stats: Arc::default(),
         sidecar: None,
         symbols: Arc::new(RwLock::new(config.symbols.clone())),
         slots: Vec::new(),
@@ -174,12 +178,17 @@ pub fn start_with(
                 .unwrap_or(u32::MAX)
         })
         .collect();
+    let figures: Vec<Arc<ConnectionStats>> = (0..plan.len())
+        .map(|c| Arc::new(ConnectionStats::on_reader(config.reader_of_connection(c))))
+        .collect();
+    *crate::sync::write(&feed.connection_stats) = figures.clone();
     for (index, &core) in cores.iter().enumerate() {
         let connections: Vec<_> = plan
             .iter()
             .enumerate()
             .filter(|(c, _)| config.reader_of_connection(*c) == index)
-            .filter_map(|(c, streams)| Some((streams.clone(), receivers[c].take()?)))
+            .filter_map(|(c, streams)| Some((c, streams.clone(), receivers[c].take()?)))
+            .map(|(c, streams, receiver)| (streams, receiver, figures[c].clone()))
             .collect();
         let mut producers = Vec::new();
         for consumer in rings.events.iter_mut() {
@@ -290,13 +299,16 @@ impl Feed {
         }
         let reader = self.slots.len() % self.openers.len();
         let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let stats = Arc::new(ConnectionStats::on_reader(reader));
         self.openers[reader]
             .send(NewConnection {
                 streams,
                 commands: receiver,
                 symbols: vec![(symbol.to_string(), index)],
+                stats: stats.clone(),
             })
             .map_err(|_| "the reader has stopped".to_string())?;
+        crate::sync::write(&self.connection_stats).push(stats);
         tracing::info!(
             symbol,
             reader,

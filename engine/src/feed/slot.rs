@@ -253,6 +253,10 @@ pub struct Slot {
     /// `current`'s id while it is the only connection and has delivered (the hot path's
     /// test), else [`NO_CONN`].
     fast: u64,
+    /// Data frames received on this slot's connections (plain: the slot is the reader's).
+    frames: u64,
+    /// Connections of this slot lost or found silent.
+    reconnects: u64,
 }
 
 impl Slot {
@@ -285,6 +289,19 @@ impl Slot {
             stopped: false,
             lost: false,
             fast: NO_CONN,
+            frames: 0,
+            reconnects: 0,
+        }
+    }
+
+    /// This slot's figures for the control plane, published once per read batch
+    /// ([`super::stats::ConnectionStats::publish`]).
+    pub fn figures(&self) -> super::stats::SlotFigures {
+        super::stats::SlotFigures {
+            frames: self.frames,
+            reconnects: self.reconnects,
+            delivering: self.current.is_some(),
+            carrying: !self.wanted.is_empty(),
         }
     }
 
@@ -292,6 +309,7 @@ impl Slot {
     /// state this is one comparison and one store.
     #[inline]
     pub fn on_data(&mut self, conn: ConnId, now: Instant) -> Route {
+        self.frames += 1;
         if conn.0 == self.fast
             && let Some(current) = self.current.as_mut()
         {
@@ -528,6 +546,7 @@ impl Slot {
             return;
         };
         self.stats.reconnects.bump();
+        self.reconnects += 1;
         tracing::warn!(conn = lost.id.0, "connection lost");
         if let Some(old) = self.old.take() {
             self.overlap_until = None;
@@ -652,6 +671,7 @@ impl Slot {
         } else if self.silent_at(current).is_some_and(|at| now >= at) {
             tracing::warn!(conn = current.id.0, silent_for = ?self.silent_timeout(), "connection silent; replacing it make-before-break");
             self.stats.reconnects.bump();
+        self.reconnects += 1;
             let delay = self.pause(delivered);
             self.schedule_open(now + delay);
         }

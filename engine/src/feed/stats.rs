@@ -14,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use crate::metrics::{LiveHistogram, OwnedCell, OwnedCounter};
+use crate::metrics::{Counter, LiveHistogram, OwnedCell, OwnedCounter};
 use crate::stream::StreamKind;
 
 /// Counters of one reader thread.
@@ -65,6 +65,58 @@ impl ReaderStats {
     /// Events accepted of `kind`.
     pub fn events_of(&self, kind: StreamKind) -> u64 {
         self.events[kind as usize].get()
+    }
+}
+
+/// One connection slot's figures as its state machine keeps them ([`super::slot::Slot::figures`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotFigures {
+    /// Data frames received on the slot's connections.
+    pub frames: u64,
+    /// Connections lost or found silent.
+    pub reconnects: u64,
+    /// Whether a connection of the slot has delivered and is current.
+    pub delivering: bool,
+    /// Whether the slot carries any stream (every symbol of it may have been removed).
+    pub carrying: bool,
+}
+
+/// One connection (slot) as the control plane sees it: `/health`'s websocket components,
+/// `ingestor_sbe_connection_status`, `/ready`. Its reader publishes the slot's figures once per
+/// read batch (relaxed stores, never per frame); the control plane's sampler turns frames into
+/// rates and ages.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// The reader running it.
+    pub reader: usize,
+    /// Data frames received.
+    pub frames: Counter,
+    /// Connections lost or found silent.
+    pub reconnects: Counter,
+    /// 1 while a connection of the slot is current, else 0.
+    pub delivering: Counter,
+    /// 1 while the slot carries any stream, else 0 (then it is left out of health and ready).
+    pub carrying: Counter,
+}
+
+impl ConnectionStats {
+    /// Counters of a connection on reader `reader`, carrying streams.
+    pub fn on_reader(reader: usize) -> ConnectionStats {
+        let stats = ConnectionStats {
+            reader,
+            ..ConnectionStats::default()
+        };
+        stats.carrying.set(1);
+        stats
+    }
+
+    /// Publishes `figures` (the reader, once per read batch).
+    #[inline]
+    pub fn publish(&self, figures: SlotFigures) {
+        self.frames.set(figures.frames);
+        self.reconnects.set(figures.reconnects);
+        self.delivering.set(u64::from(figures.delivering));
+        self.carrying.set(u64::from(figures.carrying));
     }
 }
 
