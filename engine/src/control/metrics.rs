@@ -21,7 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::status::{Sampler, Sources};
-use crate::feed::stats::{ReaderStats, SymbolCount};
+use crate::feed::stats::{ConnectionStats, ReaderStats, SymbolCount};
 use crate::stream::StreamKind;
 
 /// The `Content-Type` of OpenMetrics text.
@@ -357,39 +357,69 @@ impl RunCollector {
         )
     }
 
+    /// Per connection: status, last message age, frames and reconnects (labels `connection`,
+    /// its index in connection order, and `reader`).
     fn connection_gauges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = Instant::now();
-        let ages: Vec<u64> = {
+        let connections = self.sources.connections();
+        let (states, ages): (Vec<&str>, Vec<u64>) = {
             let sampler = crate::sync::lock(&self.sampler);
-            (0..self.sources.readers.len())
-                .map(|i| sampler.reader_age(i, now))
-                .collect()
+            connections
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let state = super::status::connection_state(c, i, &self.sources, &sampler, now);
+                    (state, sampler.connection_age(i, now))
+                })
+                .unzip()
         };
-        let stale_ms = u64::try_from(self.sources.stale_after.as_millis()).unwrap_or(u64::MAX);
-        let status = ages
+        let labels = |i: usize| {
+            vec![
+                ("connection", i.to_string()),
+                ("reader", connections[i].reader.to_string()),
+            ]
+        };
+        let status = states
             .iter()
             .enumerate()
-            .map(|(i, &a)| (reader_label(i), f64::from(u8::from(a < stale_ms))));
+            .map(|(i, &s)| (labels(i), f64::from(u8::from(s == "connected"))));
         family(
             encoder,
             gauge(
                 "ingestor_sbe_connection_status",
-                "1 while the reader's connections deliver frames (one within http.stale_after_ms), else 0.",
+                "1 while the connection delivers frames (one within http.stale_after_ms), else 0.",
             ),
             status,
         )?;
         let age = ages
             .iter()
             .enumerate()
-            .map(|(i, &a)| (reader_label(i), a as f64 / 1e3));
+            .map(|(i, &a)| (labels(i), a as f64 / 1e3));
         family(
             encoder,
             gauge(
                 "hotpath_last_message_age_seconds",
-                "Time since the reader's last frame (sampled every 250 ms).",
+                "Time since the connection's last frame (sampled every 250 ms).",
             ),
             age,
-        )
+        )?;
+        let list: [(&str, &str, fn(&ConnectionStats) -> u64); 2] = [
+            (
+                "hotpath_connection_frames",
+                "Data frames the connection received (published once per read batch).",
+                |c| c.frames.get(),
+            ),
+            (
+                "hotpath_connection_reconnects",
+                "The connection lost or found silent (and opened again).",
+                |c| c.reconnects.get(),
+            ),
+        ];
+        for (name, help, f) in list {
+            let series = (0..connections.len()).map(|i| (labels(i), f(&connections[i]) as f64));
+            family(encoder, counter(name, help), series)?;
+        }
+        Ok(())
     }
 
     fn sinks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -714,6 +744,7 @@ mod tests {
             registry: Arc::new(RwLock::new(vec!["ETHUSDT".into(), "BTCUSDT".into()])),
             consumers: vec!["kinesis", "redis"],
             streams: vec![StreamKind::Trade, StreamKind::Depth],
+            connections: Arc::default(),
         };
         let sampler = Arc::new(Mutex::new(Sampler::new(Instant::now())));
         let (text, _) = encode(&registry(sources, sampler), false).expect("encodes");

@@ -104,6 +104,7 @@ pub fn start(
             sinks.iter().map(|s| s.name).collect()
         },
         streams: config.streams.clone(),
+        connections: feed.connection_stats.clone(),
     };
     let (shutdown, stop) = watch::channel(false);
     let (sender, requests) = mpsc::channel(16);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::constants::CONTROL_SAMPLE_INTERVAL;
-use crate::feed::stats::ReaderStats;
+use crate::feed::stats::{ConnectionStats, ReaderStats};
 use crate::sidecar::thread::SidecarStats;
 use crate::sink::SinkStats;
 use crate::stream::StreamKind;
@@ -44,6 +44,15 @@ pub struct Sources {
     pub consumers: Vec<&'static str>,
     /// The stream kinds subscribed.
     pub streams: Vec<crate::stream::StreamKind>,
+    /// Each connection's figures, in connection order (`Feed::connection_stats`).
+    pub connections: Arc<RwLock<Vec<Arc<ConnectionStats>>>>,
+}
+
+impl Sources {
+    /// The connections now (a copy of the list: connections opened at run time join it).
+    pub fn connections(&self) -> Vec<Arc<ConnectionStats>> {
+        crate::sync::read(&self.connections).clone()
+    }
 }
 
 /// One sample of the counters that turn into rates and ages.
@@ -54,13 +63,13 @@ struct Sample {
     written: Vec<u64>,
 }
 
-/// The sampler: the last samples, and when each reader's frames and each sink's writes last
-/// moved.
+/// The sampler: the last samples, and when each connection's frames and each sink's writes
+/// last moved.
 #[derive(Debug)]
 pub struct Sampler {
     started: Instant,
     samples: VecDeque<Sample>,
-    reader_moved: Vec<Option<Instant>>,
+    connection_moved: Vec<Option<Instant>>,
     sink_moved: Vec<Option<Instant>>,
 }
 
@@ -70,7 +79,7 @@ impl Sampler {
         Sampler {
             started: now,
             samples: VecDeque::new(),
-            reader_moved: Vec::new(),
+            connection_moved: Vec::new(),
             sink_moved: Vec::new(),
         }
     }
@@ -79,15 +88,15 @@ impl Sampler {
     pub fn sample(&mut self, sources: &Sources, now: Instant) {
         let sample = Sample {
             at: now,
-            frames: sources.readers.iter().map(|r| r.frames.get()).collect(),
+            frames: sources.connections().iter().map(|c| c.frames.get()).collect(),
             written: sources.sinks.iter().map(|(_, s)| s.written.get()).collect(),
         };
         let last = self.samples.back();
-        self.reader_moved.resize(sample.frames.len(), None);
+        self.connection_moved.resize(sample.frames.len(), None);
         self.sink_moved.resize(sample.written.len(), None);
         for (i, &f) in sample.frames.iter().enumerate() {
             if f > last.and_then(|l| l.frames.get(i).copied()).unwrap_or(0) {
-                self.reader_moved[i] = Some(now);
+                self.connection_moved[i] = Some(now);
             }
         }
         for (i, &w) in sample.written.iter().enumerate() {
@@ -101,7 +110,7 @@ impl Sampler {
         self.samples.push_back(sample);
     }
 
-    /// Per reader and per sink: the rate over the samples kept, per second.
+    /// Per connection and per sink: the rate over the samples kept, per second.
     fn rates(&self) -> (Vec<f64>, Vec<f64>) {
         let (Some(first), Some(last)) = (self.samples.front(), self.samples.back()) else {
             return (Vec::new(), Vec::new());
@@ -124,10 +133,10 @@ impl Sampler {
         )
     }
 
-    /// Milliseconds since reader `i`'s last frame (since start when it never had one).
-    pub fn reader_age(&self, i: usize, now: Instant) -> u64 {
+    /// Milliseconds since connection `i`'s last frame (since start when it never had one).
+    pub fn connection_age(&self, i: usize, now: Instant) -> u64 {
         let since = self
-            .reader_moved
+            .connection_moved
             .get(i)
             .copied()
             .flatten()
@@ -145,27 +154,42 @@ pub fn sample_every() -> Duration {
     CONTROL_SAMPLE_INTERVAL
 }
 
-/// `/health`: `(healthy, body)`. Unhealthy when a reader has had no frame for `stale_after`
-/// (or never had one that long after start), or a sink has events waiting and has written
-/// nothing for `stale_after` while its requests fail.
+/// A connection's state: `connected` (a frame within `stale_after`), `stale`, or `idle` (it
+/// carries no stream now: every symbol of it was removed; left out of health and ready).
+pub fn connection_state(
+    connection: &ConnectionStats,
+    i: usize,
+    sources: &Sources,
+    sampler: &Sampler,
+    now: Instant,
+) -> &'static str {
+    if connection.carrying.get() == 0 {
+        "idle"
+    } else if sampler.connection_age(i, now) < ms(sources.stale_after) {
+        "connected"
+    } else {
+        "stale"
+    }
+}
+
+/// `/health`: `(healthy, body)`. Unhealthy when a connection carrying streams has had no frame
+/// for `stale_after` (or never had one that long after start), or a sink has events waiting
+/// and has written nothing for `stale_after` while its requests fail.
 pub fn health(sources: &Sources, sampler: &Sampler, now: Instant) -> (bool, Value) {
     let (msgs, writes) = sampler.rates();
-    let stale_ms = ms(sources.stale_after);
     let mut healthy = true;
     let mut components = serde_json::Map::new();
-    for (i, reader) in sources.readers.iter().enumerate() {
-        let age = sampler.reader_age(i, now);
-        let connected = age < stale_ms;
-        healthy &= connected;
+    for (i, connection) in sources.connections().iter().enumerate() {
+        let state = connection_state(connection, i, sources, sampler, now);
+        healthy &= state != "stale";
         components.insert(
             format!("sbe_websocket_{i}"),
             json!({
-                "status": if connected { "connected" } else { "stale" },
-                "last_message_age_ms": age,
+                "status": state,
+                "reader": connection.reader,
+                "last_message_age_ms": sampler.connection_age(i, now),
                 "messages_per_second": msgs.get(i).copied().unwrap_or(0.0),
-                "reconnect_count": reader.reconnects.get(),
-                "connects": reader.connects.get(),
-                "switches": reader.switches.get(),
+                "reconnect_count": connection.reconnects.get(),
             }),
         );
     }
@@ -271,12 +295,16 @@ fn sidecar_json(sidecar: &SidecarStats) -> Value {
     })
 }
 
-/// `/ready`: `(ready, body)`. Ready once every reader has delivered a frame, every sink has
-/// written once and, where the Redis writer keeps books, every subscribed symbol's book is
-/// synced (not stale).
+/// `/ready`: `(ready, body)`. Ready once every connection carrying streams has delivered a
+/// frame, every sink has written once and, where the Redis writer keeps books, every
+/// subscribed symbol's book is synced (not stale).
 pub fn ready(sources: &Sources) -> (bool, Value) {
-    let silent: Vec<usize> = (0..sources.readers.len())
-        .filter(|&i| sources.readers[i].frames.get() == 0)
+    let silent: Vec<usize> = sources
+        .connections()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.carrying.get() == 1 && c.frames.get() == 0)
+        .map(|(i, _)| i)
         .collect();
     let unwritten: Vec<&str> = sources
         .sinks
@@ -288,7 +316,7 @@ pub fn ready(sources: &Sources) -> (bool, Value) {
     let ready = silent.is_empty() && unwritten.is_empty() && unsynced.is_empty();
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
-        "readers_without_frames": silent,
+        "connections_without_frames": silent,
         "sinks_without_writes": unwritten,
         "books_not_synced": unsynced,
     });
@@ -353,4 +381,76 @@ pub fn stats(sources: &Sources, sampler: &Sampler, now: Instant) -> Value {
         out[*name] = s;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::stats::SlotFigures;
+
+    fn sources(connections: Vec<Arc<ConnectionStats>>) -> Sources {
+        Sources {
+            service: "hotpath".into(),
+            readers: vec![Arc::default()],
+            sinks: Vec::new(),
+            sidecar: None,
+            pairs: Arc::default(),
+            books_kept: false,
+            stale_after: Duration::from_secs(2),
+            discovery: None,
+            registry: Arc::default(),
+            consumers: vec!["counter"],
+            streams: StreamKind::ALL.to_vec(),
+            connections: Arc::new(RwLock::new(connections)),
+        }
+    }
+
+    fn publish(c: &ConnectionStats, frames: u64, reconnects: u64, carrying: bool) {
+        c.publish(SlotFigures {
+            frames,
+            reconnects,
+            delivering: frames > 0,
+            carrying,
+        });
+    }
+
+    /// Health and readiness are per connection: each has its own age, rate and reconnects;
+    /// one that never delivered keeps `/ready` off and goes stale; one carrying nothing (its
+    /// symbols removed) is idle and counts for neither.
+    #[test]
+    fn health_and_ready_are_per_connection() {
+        let connections: Vec<Arc<ConnectionStats>> = (0..3)
+            .map(|i| Arc::new(ConnectionStats::on_reader(i % 2)))
+            .collect();
+        let sources = sources(connections.clone());
+        let start = Instant::now();
+        let mut sampler = Sampler::new(start);
+        sampler.sample(&sources, start);
+        assert_eq!(ready(&sources).1["connections_without_frames"], json!([0, 1, 2]));
+        publish(&connections[0], 100, 1, true);
+        publish(&connections[2], 0, 0, false);
+        let later = start + Duration::from_secs(1);
+        sampler.sample(&sources, later);
+        let (is_ready, body) = ready(&sources);
+        assert!(!is_ready);
+        assert_eq!(body["connections_without_frames"], json!([1]));
+        let (healthy, body) = health(&sources, &sampler, later);
+        assert!(healthy, "connection 1 is not stale yet: {body}");
+        let first = &body["components"]["sbe_websocket_0"];
+        assert_eq!(first["status"], "connected");
+        assert_eq!(first["messages_per_second"], 100.0);
+        assert_eq!(first["reconnect_count"], 1);
+        assert_eq!(body["components"]["sbe_websocket_1"]["reader"], 1);
+        assert_eq!(body["components"]["sbe_websocket_2"]["status"], "idle");
+        let stale = start + Duration::from_secs(3);
+        publish(&connections[0], 200, 1, true);
+        sampler.sample(&sources, stale);
+        let (healthy, body) = health(&sources, &sampler, stale);
+        assert!(!healthy, "{body}");
+        assert_eq!(body["components"]["sbe_websocket_0"]["status"], "connected");
+        assert_eq!(body["components"]["sbe_websocket_1"]["status"], "stale");
+        assert_eq!(body["components"]["sbe_websocket_2"]["status"], "idle");
+        publish(&connections[1], 5, 0, true);
+        assert!(ready(&sources).0, "every carrying connection delivered");
+    }
 }

@@ -44,6 +44,9 @@ fn exposition() -> String {
         registry: Arc::new(RwLock::new(vec!["BTCUSDT".into()])),
         consumers: vec!["kinesis", "redis"],
         streams: hotpath::stream::StreamKind::ALL.to_vec(),
+        connections: Arc::new(RwLock::new(vec![Arc::new(
+            hotpath::feed::stats::ConnectionStats::on_reader(0),
+        )])),
     };
     let sampler = Arc::new(Mutex::new(Sampler::new(Instant::now())));
     let registry = metrics::registry(sources, sampler);
