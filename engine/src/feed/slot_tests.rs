@@ -353,6 +353,10 @@ fn the_current_connection_closing_during_the_overlap_hands_over_to_the_old_one()
     assert_eq!(actions, [Action::ReleaseHeld]);
     assert_eq!(h.stats.reconnects.get(), 1);
     assert_eq!(h.data(old), Route::Direct);
+    // The slot's own figures (published per connection): every data frame, the one loss.
+    let figures = h.slot.figures();
+    assert_eq!((figures.frames, figures.reconnects), (3, 1));
+    assert!(figures.delivering && figures.carrying);
     // The old one had been told to go: it is replaced at once.
     assert!(opened(&h.advance(Duration::ZERO)).is_some());
 }

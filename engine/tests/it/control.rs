@@ -426,7 +426,8 @@ fn sum_of(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 /// Per-symbol series from a real run: trades dropped on the wire by the simulator show as gaps
 /// (and missing ids, then repaired ids) of their symbol's trade stream, a symbol's frames grow,
-/// and events lost at a tiny ring show as queue drops labelled by the consumer.
+/// and events lost at a tiny ring show as queue drops labelled by the consumer. With one symbol
+/// per connection, `/health`, `/ready` and the connection series are per connection.
 #[test]
 fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
     let redis = RedisServer::start();
@@ -438,6 +439,7 @@ fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
     let mut config = control_config(&sim, &redis, false);
     // Far below what validation allows (as in repairs.rs): bursts overflow the Redis ring.
     config.readers.ring_capacity = 2;
+    config.symbols_per_connection = 1;
     let streams = config.streams.len();
     with_control(&config, None, move |addr| {
         let scrape = || http(addr, "GET", "/metrics", "", "").2;
@@ -470,7 +472,32 @@ fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
             "one series per symbol and stream"
         );
         promtool_check(&text);
+        per_connection(addr);
     });
+}
+
+/// Two connections (one symbol each): each is its own `/health` component with a rate, and
+/// its own series; `/ready` names none without frames.
+fn per_connection(addr: SocketAddr) {
+    until("/ready 200", || get_json(addr, "/ready").0 == 200);
+    assert_eq!(get_json(addr, "/ready").1["connections_without_frames"], serde_json::json!([]));
+    until("both connections deliver, each at its own rate", || {
+        let (status, body) = get_json(addr, "/health");
+        status == 200
+            && (0..2).all(|i| {
+                let c = &body["components"][format!("sbe_websocket_{i}")];
+                c["status"] == "connected" && c["messages_per_second"].as_f64() > Some(0.0)
+            })
+    });
+    let (_, body) = get_json(addr, "/health");
+    assert!(body["components"]["sbe_websocket_2"].is_null(), "two connections: {body}");
+    let text = http(addr, "GET", "/metrics", "", "").2;
+    for i in 0..2 {
+        let status = format!("ingestor_sbe_connection_status{{connection=\"{i}\",reader=\"0\"}}");
+        assert_eq!(sample(&text, &status), Some(1.0), "{status} in\n{text}");
+        let frames = format!("hotpath_connection_frames_total{{connection=\"{i}\",reader=\"0\"}}");
+        assert!(sample(&text, &frames).is_some_and(|v| v > 0.0), "{frames}");
+    }
 }
 
 #[test]
