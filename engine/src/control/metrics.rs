@@ -6,10 +6,10 @@
 //!
 //! Names follow seed 004 where it has one (`ingestor_*`) and Prometheus's conventions
 //! otherwise (`hotpath_*`, base units in the name, `_total` on counters). Labels are bounded:
-//! `reader` (one per reader core), `stream` (four kinds), `sink` and `consumer` (two), `symbol`
-//! (the symbols subscribed now: a removed symbol's series leave the exposition, its counters
-//! are kept and resume if it is added again), so the per-symbol families have at most
-//! symbols x streams (x consumers) series.
+//! `reader` (one per reader core), `connection` (one per connection slot), `stream` (four
+//! kinds), `sink` and `consumer` (two), `symbol` (the symbols subscribed now: a removed
+//! symbol's series leave the exposition, its counters are kept and resume if it is added
+//! again), so the per-symbol families have at most symbols x streams (x consumers) series.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -156,6 +156,8 @@ impl Collector for RunCollector {
     }
 }
 
+/// A per-connection counter family: name, help, how to read it.
+type ConnectionFamily = (&'static str, &'static str, fn(&ConnectionStats) -> u64);
 /// A per-symbol family: name, help, what it counts.
 type SymbolFamily = (&'static str, &'static str, SymbolCount);
 
@@ -209,7 +211,10 @@ impl RunCollector {
         for (name, help, count) in list {
             let series = symbols.iter().flat_map(|(symbol, index)| {
                 streams.iter().map(move |&kind| {
-                    let n: u64 = readers.iter().map(|r| r.symbols.get(*index, kind, count)).sum();
+                    let n: u64 = readers
+                        .iter()
+                        .map(|r| r.symbols.get(*index, kind, count))
+                        .sum();
                     (labels(symbol, kind), n as f64)
                 })
             });
@@ -219,7 +224,10 @@ impl RunCollector {
         let drops = symbols.iter().flat_map(|(symbol, index)| {
             streams.iter().flat_map(move |&kind| {
                 consumers.iter().enumerate().map(move |(c, name)| {
-                    let n: u64 = readers.iter().map(|r| r.symbols.drops(*index, kind, c)).sum();
+                    let n: u64 = readers
+                        .iter()
+                        .map(|r| r.symbols.drops(*index, kind, c))
+                        .sum();
                     let mut l = labels(symbol, kind);
                     l.push(("consumer", name.to_string()));
                     (l, n as f64)
@@ -403,7 +411,7 @@ impl RunCollector {
             ),
             age,
         )?;
-        let list: [(&str, &str, fn(&ConnectionStats) -> u64); 2] = [
+        let list: [ConnectionFamily; 2] = [
             (
                 "hotpath_connection_frames",
                 "Data frames the connection received (published once per read batch).",
@@ -728,7 +736,9 @@ mod tests {
             r.symbols.add(1, StreamKind::Trade, SymbolCount::Frames, 3);
             r.symbols.add(0, StreamKind::Trade, SymbolCount::Frames, 50);
         }
-        readers[0].symbols.add(1, StreamKind::Trade, SymbolCount::Gaps, 1);
+        readers[0]
+            .symbols
+            .add(1, StreamKind::Trade, SymbolCount::Gaps, 1);
         readers[1].symbols.dropped(1, StreamKind::Depth, 1);
         let sidecar = Arc::new(crate::sidecar::thread::SidecarStats::default());
         sidecar.repaired(1, 7);

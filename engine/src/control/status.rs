@@ -1,6 +1,6 @@
 //! What `/health`, `/ready`, `/live` and `/stats` answer: the run's live counters, sampled every
 //! [`CONTROL_SAMPLE_INTERVAL`] by the control thread into rates (messages per second, writes per
-//! second) and ages (time since a reader's last frame, since a sink's last write). The sampling
+//! second) and ages (time since a connection's last frame, since a sink's last write). The sampling
 //! reads the same padded counters the summary reads; the hot path does nothing for it.
 
 use std::collections::VecDeque;
@@ -88,7 +88,11 @@ impl Sampler {
     pub fn sample(&mut self, sources: &Sources, now: Instant) {
         let sample = Sample {
             at: now,
-            frames: sources.connections().iter().map(|c| c.frames.get()).collect(),
+            frames: sources
+                .connections()
+                .iter()
+                .map(|c| c.frames.get())
+                .collect(),
             written: sources.sinks.iter().map(|(_, s)| s.written.get()).collect(),
         };
         let last = self.samples.back();
@@ -426,7 +430,10 @@ mod tests {
         let start = Instant::now();
         let mut sampler = Sampler::new(start);
         sampler.sample(&sources, start);
-        assert_eq!(ready(&sources).1["connections_without_frames"], json!([0, 1, 2]));
+        assert_eq!(
+            ready(&sources).1["connections_without_frames"],
+            json!([0, 1, 2])
+        );
         publish(&connections[0], 100, 1, true);
         publish(&connections[2], 0, 0, false);
         let later = start + Duration::from_secs(1);

@@ -707,7 +707,11 @@ pub(crate) mod tests {
         }
         assert_eq!(accepted(&mut roomy_ring), [(1, 2), (3, 3), (4, 6)]);
         assert_eq!(stats.queue_drops.get(), 2);
-        assert_eq!(stats.symbols.drops(0, StreamKind::Trade, 0), 2, "per consumer");
+        assert_eq!(
+            stats.symbols.drops(0, StreamKind::Trade, 0),
+            2,
+            "per consumer"
+        );
         assert_eq!(stats.symbols.drops(0, StreamKind::Trade, 1), 0);
         let dropped: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
         assert_eq!(dropped.len(), 2);
@@ -791,10 +795,16 @@ pub(crate) mod tests {
         // BTCUSDT removed and added again as index 100: counted there from then on.
         state.forget_symbol(0, Cause::Removed);
         state.on_frame(trades(11..=11), 6);
-        assert_eq!(count(StreamKind::Trade, SymbolCount::Frames), 4, "unknown now");
+        assert_eq!(
+            count(StreamKind::Trade, SymbolCount::Frames),
+            4,
+            "unknown now"
+        );
         state.add_symbol("BTCUSDT", 100);
         state.on_frame(trades(12..=12), 7);
-        let added = stats.symbols.get(100, StreamKind::Trade, SymbolCount::Frames);
+        let added = stats
+            .symbols
+            .get(100, StreamKind::Trade, SymbolCount::Frames);
         assert_eq!(added, 1);
     }
 

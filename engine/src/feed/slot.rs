@@ -671,7 +671,7 @@ impl Slot {
         } else if self.silent_at(current).is_some_and(|at| now >= at) {
             tracing::warn!(conn = current.id.0, silent_for = ?self.silent_timeout(), "connection silent; replacing it make-before-break");
             self.stats.reconnects.bump();
-        self.reconnects += 1;
+            self.reconnects += 1;
             let delay = self.pause(delivered);
             self.schedule_open(now + delay);
         }

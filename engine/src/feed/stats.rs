@@ -243,7 +243,11 @@ mod tests {
         let stats = SymbolStats::default();
         assert_eq!(stats.get(3, StreamKind::Trade, SymbolCount::Frames), 0);
         stats.add(3, StreamKind::Trade, SymbolCount::Frames, 1);
-        assert_eq!(stats.get(3, StreamKind::Trade, SymbolCount::Frames), 0, "no room yet: not counted");
+        assert_eq!(
+            stats.get(3, StreamKind::Trade, SymbolCount::Frames),
+            0,
+            "no room yet: not counted"
+        );
         for index in [3, 64, 65_535] {
             stats.ensure(index, 2);
         }
@@ -256,7 +260,10 @@ mod tests {
         assert_eq!(stats.get(3, StreamKind::Depth, SymbolCount::Gaps), 1);
         assert_eq!(stats.get(3, StreamKind::Depth, SymbolCount::Frames), 0);
         assert_eq!(stats.get(4, StreamKind::Trade, SymbolCount::Frames), 0);
-        assert_eq!(stats.get(64, StreamKind::Trade, SymbolCount::DuplicateIds), 5);
+        assert_eq!(
+            stats.get(64, StreamKind::Trade, SymbolCount::DuplicateIds),
+            5
+        );
         assert_eq!(stats.drops(65_535, StreamKind::BestBidAsk, 1), 1);
         assert_eq!(stats.drops(65_535, StreamKind::BestBidAsk, 0), 0);
         assert_eq!(stats.drops(65_535, StreamKind::BestBidAsk, 2), 0);

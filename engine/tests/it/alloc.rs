@@ -253,7 +253,10 @@ fn the_reader_frame_path_allocates_nothing() {
         frames.len() as u64 / 2 + 50
     );
     assert_eq!(
-        per_symbol(hotpath::stream::StreamKind::Trade, SymbolCount::DuplicateIds),
+        per_symbol(
+            hotpath::stream::StreamKind::Trade,
+            SymbolCount::DuplicateIds
+        ),
         50
     );
     let mut stamps = Vec::new();

@@ -457,11 +457,17 @@ fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
             "hotpath_symbol_repaired_ids_total{symbol=\"BTCUSDT\",stream=\"trade\"}",
             "hotpath_symbol_frames_total{symbol=\"ETHUSDT\",stream=\"depth\"}",
         ] {
-            until(series, || sample(&scrape(), series).is_some_and(|v| v > 0.0));
+            until(series, || {
+                sample(&scrape(), series).is_some_and(|v| v > 0.0)
+            });
         }
         until("queue drops labelled by the Redis consumer", || {
             let text = scrape();
-            sum_of(&text, "hotpath_symbol_queue_drops_total", &["consumer=\"redis\""]) > 0.0
+            sum_of(
+                &text,
+                "hotpath_symbol_queue_drops_total",
+                &["consumer=\"redis\""],
+            ) > 0.0
         });
         let text = scrape();
         assert_eq!(
@@ -480,7 +486,10 @@ fn per_symbol_series_follow_frames_gaps_and_queue_drops_per_consumer() {
 /// its own series; `/ready` names none without frames.
 fn per_connection(addr: SocketAddr) {
     until("/ready 200", || get_json(addr, "/ready").0 == 200);
-    assert_eq!(get_json(addr, "/ready").1["connections_without_frames"], serde_json::json!([]));
+    assert_eq!(
+        get_json(addr, "/ready").1["connections_without_frames"],
+        serde_json::json!([])
+    );
     until("both connections deliver, each at its own rate", || {
         let (status, body) = get_json(addr, "/health");
         status == 200
@@ -490,7 +499,10 @@ fn per_connection(addr: SocketAddr) {
             })
     });
     let (_, body) = get_json(addr, "/health");
-    assert!(body["components"]["sbe_websocket_2"].is_null(), "two connections: {body}");
+    assert!(
+        body["components"]["sbe_websocket_2"].is_null(),
+        "two connections: {body}"
+    );
     let text = http(addr, "GET", "/metrics", "", "").2;
     for i in 0..2 {
         let status = format!("ingestor_sbe_connection_status{{connection=\"{i}\",reader=\"0\"}}");
