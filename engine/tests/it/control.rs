@@ -372,6 +372,15 @@ fn pairs_change_and_reach_redis(addr: SocketAddr, url: &str) {
     until("ETHUSDT's book marked stale", || {
         hget(url, "ob:{ETHUSDT}", "stale").as_deref() == Some("1")
     });
+    // Per-symbol series follow the subscribed symbols: BNBUSDT's came, ETHUSDT's left.
+    let text = http(addr, "GET", "/metrics", "", "").2;
+    let symbol_lines = |symbol: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("hotpath_symbol_") && l.contains(symbol))
+            .count()
+    };
+    assert_eq!(symbol_lines("symbol=\"ETHUSDT\""), 0, "{text}");
+    assert!(symbol_lines("symbol=\"BNBUSDT\"") > 0, "{text}");
     assert_eq!(http(addr, "DELETE", "/pairs/ETHUSDT", &auth, "").0, 404);
     assert_eq!(http(addr, "DELETE", "/pairs/eth", &auth, "").0, 400);
     assert_eq!(http(addr, "GET", "/nope", "", "").0, 404);
