@@ -430,14 +430,13 @@ impl<T> TradeOrders<T> {
             else {
                 continue;
             };
-            while entry.order.held_len() > 0 {
-                if let Some(missing) = entry.order.give_up() {
-                    self.counts.unrepaired_ids += missing.count();
-                    self.counts.unrepaired_gaps += 1;
-                    self.given_up.push((symbol, missing));
-                }
-                release(&mut entry.order, &mut self.counts, out);
-            }
+            give_up_all(
+                symbol,
+                &mut entry.order,
+                &mut self.counts,
+                &mut self.given_up,
+                out,
+            );
         }
     }
 
@@ -453,14 +452,13 @@ impl<T> TradeOrders<T> {
         else {
             return;
         };
-        while entry.order.held_len() > 0 {
-            if let Some(missing) = entry.order.give_up() {
-                self.counts.unrepaired_ids += missing.count();
-                self.counts.unrepaired_gaps += 1;
-                self.given_up.push((symbol, missing));
-            }
-            release(&mut entry.order, &mut self.counts, out);
-        }
+        give_up_all(
+            symbol,
+            &mut entry.order,
+            &mut self.counts,
+            &mut self.given_up,
+            out,
+        );
         self.symbols[usize::from(symbol)] = None;
         self.holding.retain(|&s| s != symbol);
     }
@@ -503,6 +501,25 @@ fn release<T>(order: &mut TradeOrder<T>, counts: &mut OrderCounts, out: &mut Vec
             Verdict::Deliver { from } => out.push((item, from)),
             Verdict::Duplicate | Verdict::Held => counts.duplicates += 1,
         }
+    }
+}
+
+/// Gives up on every gap `order` holds events behind (counted, told in `given_up`) and
+/// appends all it held to `out`, in order.
+fn give_up_all<T>(
+    symbol: u16,
+    order: &mut TradeOrder<T>,
+    counts: &mut OrderCounts,
+    given_up: &mut Vec<(u16, Unrepaired)>,
+    out: &mut Vec<(T, i64)>,
+) {
+    while order.held_len() > 0 {
+        if let Some(missing) = order.give_up() {
+            counts.unrepaired_ids += missing.count();
+            counts.unrepaired_gaps += 1;
+            given_up.push((symbol, missing));
+        }
+        release(order, counts, out);
     }
 }
 

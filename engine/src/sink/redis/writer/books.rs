@@ -25,11 +25,7 @@ use crate::sink::redis::state::Keys;
 const REANCHORS_IN_FLIGHT_MAX: usize = 16;
 
 /// The writer's wall clock, Unix microseconds.
-pub(super) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+pub(super) use crate::clock::unix_us as now_us;
 
 impl Writer {
     /// What the sidecar sent: fetched trades (ordered like live ones), ids it gave up on,
