@@ -378,6 +378,9 @@ async fn connection_task(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
+        // The batch just handled wakes its consumers before anything here can wait (a send
+        // under TCP backpressure); a no-op when it pushed nothing.
+        io.path.borrow_mut().wake_consumers();
         io.carry_out(&mut slot).await;
         if slot.is_stopped() {
             return;

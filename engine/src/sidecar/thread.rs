@@ -314,6 +314,9 @@ impl Sidecar {
         let mut deadline_ns: Option<u64> = None;
         let mut rest = self.setup.rest.take();
         loop {
+            // Let the runtime run its other tasks (snapshot fetches, timers) now and then even
+            // while every round finds work.
+            tokio::task::coop::consume_budget().await;
             let stopping = self.setup.done.load(Ordering::Acquire);
             let now = monotonic_ns();
             let mut work = self.drain_notices(now);

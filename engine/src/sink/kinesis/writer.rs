@@ -47,7 +47,7 @@ use super::lane::{Entry, Lane, Outgoing};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, Payload};
-use crate::feed::event::{FeedEvent, Repair, StreamChange};
+use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
@@ -309,6 +309,9 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         FuturesUnordered::new();
     let mut flush_deadline: Option<Instant> = None;
     loop {
+        // Let the runtime run its other tasks (requests, connections, timers) now and then
+        // even while every round finds work: without an await that pends they would starve.
+        tokio::task::coop::consume_budget().await;
         let stopping = stop.load(Ordering::Acquire);
         let mut work = ring_depth(&rings) + repairs.as_ref().map_or(0, |r| r.slots());
         w.drain(&mut rings, &mut repairs);
@@ -501,12 +504,9 @@ impl Writer {
                 self.orders.unfetchable(symbol, from, to, &mut released);
                 self.deliver(released);
             }
-            // A removed symbol's trade order is forgotten: added again, it starts afresh.
-            Repair::Stream {
-                symbol,
-                change: StreamChange::Removed,
-                ..
-            } => {
+            // A removed (or halted) symbol's trade order is forgotten: added again, it starts
+            // afresh.
+            Repair::Stream { symbol, change, .. } if change.is_removal() => {
                 let mut released = std::mem::take(&mut self.released);
                 self.orders.forget(symbol, &mut released);
                 self.deliver(released);

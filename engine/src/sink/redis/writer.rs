@@ -297,6 +297,9 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     };
     let mut flush_deadline: Option<Instant> = None;
     loop {
+        // Let the runtime run its other tasks (connect, write and re-anchor tasks, the
+        // driver, timers) now and then even while every round finds work.
+        tokio::task::coop::consume_budget().await;
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
         if stopping {
