@@ -133,6 +133,16 @@ pub enum Repair {
     },
 }
 
+impl Repair {
+    /// Whether it tells of the symbol's removal (a removed or halted symbol). A consumer takes
+    /// its event rings again before applying it: the symbol's last live events were pushed
+    /// before the reader's notice that led to this repair, so they are in the rings by now,
+    /// and applied after the removal they would start a stale order.
+    pub fn is_removal(&self) -> bool {
+        matches!(self, Repair::Stream { change, .. } if change.is_removal())
+    }
+}
+
 /// What happened to a symbol's streams, as the sidecar tells the consumers keeping books.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamChange {
@@ -192,4 +202,33 @@ pub struct BookSnapshot {
     pub limit: u32,
     /// The snapshot.
     pub snapshot: DepthSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_removed_or_halted_stream_is_a_removal() {
+        let stream = |change| Repair::Stream {
+            symbol: 0,
+            change,
+            last_update_id: 0,
+        };
+        assert!(stream(StreamChange::Removed).is_removal());
+        assert!(stream(StreamChange::Halted).is_removal());
+        for change in [
+            StreamChange::Disconnected,
+            StreamChange::Reconnected,
+            StreamChange::Silent,
+        ] {
+            assert!(!stream(change).is_removal(), "{change:?}");
+        }
+        let gave_up = Repair::GaveUp {
+            symbol: 0,
+            from: 1,
+            to: 2,
+        };
+        assert!(!gave_up.is_removal());
+    }
 }

@@ -451,6 +451,23 @@ impl Writer {
         rings: &mut [rtrb::Consumer<FeedEvent>],
         repairs: &mut Option<rtrb::Consumer<Repair>>,
     ) {
+        self.drain_events(rings);
+        if let Some(ring) = repairs.as_mut() {
+            while let Ok(repair) = ring.pop() {
+                if repair.is_removal() {
+                    self.drain_events(rings);
+                }
+                self.repair(repair);
+            }
+        }
+        let mut released = std::mem::take(&mut self.released);
+        self.orders.expire(monotonic_ns(), &mut released);
+        self.deliver(released);
+        self.note_orders();
+    }
+
+    /// Takes everything waiting in the event rings.
+    fn drain_events(&mut self, rings: &mut [rtrb::Consumer<FeedEvent>]) {
         for ring in rings.iter_mut() {
             while let Ok(event) = ring.pop() {
                 if event.is_announcement() {
@@ -464,15 +481,6 @@ impl Writer {
                 self.route(event);
             }
         }
-        if let Some(ring) = repairs.as_mut() {
-            while let Ok(repair) = ring.pop() {
-                self.repair(repair);
-            }
-        }
-        let mut released = std::mem::take(&mut self.released);
-        self.orders.expire(monotonic_ns(), &mut released);
-        self.deliver(released);
-        self.note_orders();
     }
 
     /// A live event: trades through their symbol's order, the rest straight on.

@@ -439,15 +439,12 @@ impl Writer {
         rings: &mut [rtrb::Consumer<FeedEvent>],
         repairs: Option<&mut rtrb::Consumer<Repair>>,
     ) -> usize {
-        let mut work = 0;
-        for ring in rings.iter_mut() {
-            while let Ok(event) = ring.pop() {
-                self.accept(event);
-                work += 1;
-            }
-        }
+        let mut work = self.drain_events(rings);
         if let Some(ring) = repairs {
             while let Ok(repair) = ring.pop() {
+                if repair.is_removal() {
+                    work += self.drain_events(rings);
+                }
                 self.repair(repair);
                 work += 1;
             }
@@ -457,6 +454,18 @@ impl Writer {
         self.deliver(released);
         self.note_orders();
         work
+    }
+
+    /// Takes everything waiting in the event rings; returns how many.
+    fn drain_events(&mut self, rings: &mut [rtrb::Consumer<FeedEvent>]) -> usize {
+        let mut taken = 0;
+        for ring in rings.iter_mut() {
+            while let Ok(event) = ring.pop() {
+                self.accept(event);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     /// Starts connecting when due, and takes a finished connect.
