@@ -500,7 +500,11 @@ impl Emitter<'_> {
                 code.line("fn empty(_buf: &'a [u8], acting_version: u16) -> Self {");
                 code.line(format!(
                     "Self {{ {}rest: &[], block_length: 0, left: 0, count: 0, acting_version }}",
-                    if has_array_entries(body) { "entries: &[], " } else { "" }
+                    if has_array_entries(body) {
+                        "entries: &[], "
+                    } else {
+                        ""
+                    }
                 ));
             } else {
                 code.line("fn empty(buf: &'a [u8], acting_version: u16) -> Self {");
@@ -892,7 +896,9 @@ fn fixed_group_at(code: &mut Code, body: &Body, dimension_size: usize) {
             "let (entries, _) = rest.as_chunks::<{}>();",
             body.block_length
         ));
-        code.line("return Self { entries, rest: &[], block_length, left: 0, count, acting_version };");
+        code.line(
+            "return Self { entries, rest: &[], block_length, left: 0, count, acting_version };",
+        );
         code.line("}");
         code.line("Self { entries: &[], rest, block_length, left: count, count, acting_version }");
     } else {
@@ -907,7 +913,9 @@ fn fixed_group_next(code: &mut Code, body: &Body, name: &str) {
     if arrays {
         code.line("if let Some((entry, entries)) = self.entries.split_first() {");
         code.line("self.entries = entries;");
-        code.line(format!("return {name}Entry::at(entry, self.acting_version);"));
+        code.line(format!(
+            "return {name}Entry::at(entry, self.acting_version);"
+        ));
         code.line("}");
     }
     code.line("if self.left == 0 {");
