@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod constants;
 pub mod control;
+pub mod cores;
 pub mod decode;
 pub mod feed;
 pub mod frames;

@@ -498,6 +498,16 @@ impl RunConfig {
         (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
     }
 
+    /// Where the threads other than the readers are pinned on this machine
+    /// ([`crate::cores::CorePlan`]): cores no reader uses, one per sink when there are enough.
+    pub fn core_plan(&self) -> crate::cores::CorePlan {
+        crate::cores::CorePlan::on_this_machine(
+            &self.readers.cores,
+            self.redis.is_some(),
+            self.kinesis.is_some(),
+        )
+    }
+
     /// The reader (an index into `readers.cores`) that runs `connection`: round robin.
     pub fn reader_of_connection(&self, connection: usize) -> usize {
         assert!(

@@ -200,6 +200,7 @@ pub fn spawn(
     stats: Arc<DiscoveryStats>,
     stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
+    let core = config.core_plan().control;
     let refresher = Refresher {
         client: client(config)?,
         settings: config.discovery.clone(),
@@ -209,7 +210,10 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name("hotpath-discovery".into())
-        .spawn(move || refresher.run(stop))
+        .spawn(move || {
+            crate::cores::pin(core);
+            refresher.run(stop)
+        })
         .map_err(|e| format!("cannot start the discovery thread: {e}"))
 }
 

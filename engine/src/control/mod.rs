@@ -121,7 +121,8 @@ pub fn start(
     let (addr, thread) = match config.http.listen {
         Some(listen) => {
             let app = server::App::new(sources, token, config.http.allow_pair_changes, sender);
-            let (addr, thread) = serve(listen, app, stop)?;
+            let core = config.core_plan().control;
+            let (addr, thread) = serve(listen, app, stop, core)?;
             (Some(addr), Some(thread))
         }
         None => (None, None),
@@ -141,6 +142,7 @@ fn serve(
     listen: SocketAddr,
     app: server::App,
     stop: watch::Receiver<bool>,
+    core: Option<usize>,
 ) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let listener = std::net::TcpListener::bind(listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -150,7 +152,10 @@ fn serve(
         .map_err(|e| format!("http.listen: {e}"))?;
     let thread = std::thread::Builder::new()
         .name("hotpath-control".into())
-        .spawn(move || server::run(listener, app, stop))
+        .spawn(move || {
+            crate::cores::pin(core);
+            server::run(listener, app, stop)
+        })
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     tracing::info!(%addr, "control plane listening");
     Ok((addr, thread))

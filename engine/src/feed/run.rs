@@ -28,6 +28,7 @@ use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
+use crate::cores::CorePlan;
 use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sidecar::detect::DetectSetup;
@@ -532,6 +533,8 @@ pub struct Summary {
     pub latency_ns: std::collections::BTreeMap<&'static str, Percentiles>,
     /// Readers.
     pub readers: Vec<ReaderSummary>,
+    /// Where the other threads were pinned ([`CorePlan`]; `null`: not pinned).
+    pub cores: CorePlan,
     /// Per sink (`kinesis`, `redis`): written, retried, dead-lettered, latency.
     pub sinks: std::collections::BTreeMap<&'static str, SinkSummary>,
     /// The sidecar, when it ran: notices, trade gaps, ids requested, repaired and given up
@@ -612,6 +615,7 @@ impl Summary {
                 .collect(),
             sinks: std::collections::BTreeMap::new(),
             sidecar: None,
+            cores: CorePlan::default(),
         }
     }
 }
@@ -682,6 +686,7 @@ pub fn run_with(
         None
     };
     let books = book_clients(config)?;
+    let cores = config.core_plan();
     let mut bells = RunBells::new();
     let (mut feed, mut rings) = start_with(config, api_key, bells.readers(config))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
@@ -705,7 +710,7 @@ pub fn run_with(
             notices,
             (symbols, detect),
             &bells,
-            flush_timeout,
+            (flush_timeout, cores.sidecar),
         )?;
         feed.sidecar = Some(sidecar.stats.clone());
         let repairs = repairs.into_iter().map(Some).collect();
@@ -744,6 +749,7 @@ pub fn run_with(
         redis_bell: bells.redis.clone(),
         sidecar_bell: bells.sidecar.clone(),
         stats: sink_stats.into_iter().collect(),
+        cores,
     };
     let mut sinks = Vec::new();
     let outcome = start_sinks(config, &mut wiring, &mut sinks);
@@ -778,6 +784,7 @@ pub fn run_with(
     let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
+    summary.cores = cores;
     Ok(summary)
 }
 
@@ -938,7 +945,7 @@ fn start_sidecar(
     notices: Vec<rtrb::Consumer<Notice>>,
     (symbols, detect): (Arc<RwLock<Vec<String>>>, DetectSetup),
     bells: &RunBells,
-    flush_timeout: Duration,
+    (flush_timeout, core): (Duration, Option<usize>),
 ) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
     let repair_bells = bells.sinks(config);
     let sinks = repair_bells.len();
@@ -973,6 +980,7 @@ fn start_sidecar(
         bell: bells.sidecar.clone(),
         repair_bells,
         detect,
+        core,
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {
@@ -999,6 +1007,8 @@ struct SinkWiring {
     sidecar_bell: Bell,
     /// Each sink's counters, in sink order.
     stats: std::collections::VecDeque<Arc<SinkStats>>,
+    /// Where the writers are pinned.
+    cores: CorePlan,
 }
 
 /// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
@@ -1022,7 +1032,7 @@ fn start_sinks(
                 stats: stats.clone(),
                 stop: wiring.stop.clone(),
                 flush_timeout: wiring.flush_timeout,
-                reader_cores: config.readers.cores.clone(),
+                core: wiring.cores.kinesis,
                 ready,
                 bell: wiring.kinesis_bell.clone(),
             })
@@ -1046,7 +1056,7 @@ fn start_sinks(
             stats: stats.clone(),
             stop: wiring.stop.clone(),
             flush_timeout: wiring.flush_timeout,
-            reader_cores: config.readers.cores.clone(),
+            core: wiring.cores.redis,
             bell: wiring.redis_bell.clone(),
             sidecar_bell: wiring.sidecar_bell.clone(),
         })

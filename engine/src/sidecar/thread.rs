@@ -120,6 +120,8 @@ pub struct SidecarSetup {
     pub repair_bells: Vec<Bell>,
     /// Silence and kline detection.
     pub detect: DetectSetup,
+    /// The core the thread is pinned to ([`crate::cores::CorePlan`]); `None`: not pinned.
+    pub core: Option<usize>,
 }
 
 /// The sidecar's live counters.
@@ -236,6 +238,7 @@ pub fn spawn(setup: SidecarSetup) -> std::io::Result<JoinHandle<SidecarReport>> 
     std::thread::Builder::new()
         .name("hotpath-sidecar".into())
         .spawn(move || {
+            crate::cores::pin(setup.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();

@@ -205,6 +205,7 @@ const LAYERS: &[&[&str]] = &[
         "tls",
         "config",
         "constants",
+        "cores",
         "clock",
         "backoff",
         "rng",
