@@ -46,6 +46,7 @@ use serde::de::IgnoredAny;
 
 use crate::constants::GROUP_COUNT_MAX;
 use crate::idle::IdleStrategy;
+use crate::shard::Shard;
 
 /// What is wrong with a configuration: the one error type of this boundary. Every variant names
 /// the key (`readers.cores`), the flag (`--streams`) or the line at fault.
@@ -195,6 +196,12 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     /// Print the one-line JSON summary on exit.
     pub summary: bool,
+    /// Write every gap range (wire gaps and queue drops) to this JSON-lines file as it is
+    /// seen; the summary lists only counts and the first few ([`crate::gaps`]).
+    pub gaps_file: Option<PathBuf>,
+    /// This instance's share of the symbols when several run (`i/n`, [`crate::shard`]): it
+    /// carries only the symbols whose shard is `i`, whatever the list or discovery offers.
+    pub shard: Option<Shard>,
     /// The Kinesis writer, when enabled.
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
@@ -223,6 +230,8 @@ impl Default for RunConfig {
             readers: ReaderSettings::default(),
             duration: None,
             summary: true,
+            gaps_file: None,
+            shard: None,
             kinesis: None,
             redis: None,
             sidecar: SidecarConfig::default(),
@@ -251,6 +260,10 @@ pub struct Overrides {
     /// `--kinesis-endpoint URL`: enables the Kinesis writer against this endpoint (an
     /// emulator); `aws` keeps AWS's own endpoint.
     pub kinesis_endpoint: Option<String>,
+    /// `--gaps-file PATH`: every gap range into this file.
+    pub gaps_file: Option<PathBuf>,
+    /// `--shard i/n`: this instance's share of the symbols.
+    pub shard: Option<String>,
 }
 
 /// The Binance API key, sent as the `X-MBX-APIKEY` header. `Debug` prints
@@ -319,6 +332,8 @@ struct RawRun {
     duration_s: Option<u64>,
     summary: Option<bool>,
     idle: Option<String>,
+    gaps_file: Option<PathBuf>,
+    shard: Option<String>,
 }
 
 impl RunConfig {
@@ -345,6 +360,12 @@ impl RunConfig {
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
+        config.gaps_file = raw.run.gaps_file;
+        if let Some(text) = raw.run.shard {
+            config.shard = Some(
+                Shard::parse(&text).map_err(|e| ConfigError::invalid(format!("run.shard: {e}")))?,
+            );
+        }
         set(&mut config.idle, idle("run.idle", raw.run.idle)?);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
@@ -409,6 +430,14 @@ impl RunConfig {
             redis.url = url;
             redis.check().map_err(|e| e.under("--redis"))?;
             self.redis = Some(redis);
+        }
+        if let Some(path) = overrides.gaps_file {
+            self.gaps_file = Some(path);
+        }
+        if let Some(text) = overrides.shard {
+            self.shard = Some(
+                Shard::parse(&text).map_err(|e| ConfigError::invalid(format!("--shard: {e}")))?,
+            );
         }
         if let Some(url) = overrides.kinesis_endpoint {
             let mut kinesis = self.kinesis.take().unwrap_or_default();
@@ -496,6 +525,26 @@ impl RunConfig {
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
         (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
+    }
+
+    /// Keeps only the symbols this instance's shard owns (nothing without `run.shard`). An
+    /// error when none is left and discovery is off (it would run with nothing to carry).
+    pub fn select_shard(&mut self) -> Result<(), ConfigError> {
+        let Some(shard) = self.shard else {
+            return Ok(());
+        };
+        let listed = self.symbols.len();
+        self.symbols.retain(|s| shard.owns(s));
+        if self.symbols.is_empty() && !self.discovery.enabled {
+            return Err(ConfigError::invalid(format!(
+                "run.shard: shard {shard} owns none of the {listed} symbols listed \
+                 (a symbol's shard is a stable hash of its name mod {}); list more symbols \
+                 or run fewer shards",
+                shard.count()
+            )));
+        }
+        tracing::info!(%shard, kept = self.symbols.len(), listed, "shard: symbols selected");
+        Ok(())
     }
 
     /// Where the threads other than the readers are pinned on this machine

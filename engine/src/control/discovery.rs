@@ -21,6 +21,7 @@ use super::{PairChange, PairRequest};
 use crate::binance::rest::{RestClient, RestError, SymbolListing, Ticker24hr};
 use crate::config::{DiscoveryConfig, RunConfig};
 use crate::metrics::Counter;
+use crate::shard::Shard;
 
 /// The status of a symbol that trades.
 const TRADING: &str = "TRADING";
@@ -154,9 +155,32 @@ async fn fetch(
     Ok((listings, tickers))
 }
 
+/// Keeps the symbols `shard` owns (all without one): with `run.shard`, every instance ranks the
+/// whole market and carries its share of the ranking, so `n` instances together carry the
+/// top `pairs_limit` exactly once.
+pub fn in_shard(mut symbols: Vec<String>, shard: Option<Shard>) -> Vec<String> {
+    if let Some(shard) = shard {
+        symbols.retain(|s| shard.owns(s));
+    }
+    symbols
+}
+
 /// The symbols a run starts with: the discovered ranking, or the fallback pairs when the
-/// REST calls fail (an error only when there are none).
+/// REST calls fail (an error only when there are none), of this instance's shard.
 pub fn initial(config: &RunConfig) -> Result<Vec<String>, String> {
+    let symbols = initial_ranking(config)?;
+    let ranked = symbols.len();
+    let mine = in_shard(symbols, config.shard);
+    match config.shard {
+        Some(shard) if mine.is_empty() => Err(format!(
+            "discovery: shard {shard} owns none of the {ranked} pairs ranked; raise \
+             discovery.pairs_limit or run fewer shards"
+        )),
+        _ => Ok(mine),
+    }
+}
+
+fn initial_ranking(config: &RunConfig) -> Result<Vec<String>, String> {
     let settings = &config.discovery;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,6 +210,8 @@ pub fn initial(config: &RunConfig) -> Result<Vec<String>, String> {
 pub struct Refresher {
     client: RestClient,
     settings: DiscoveryConfig,
+    /// This instance's shard: only its symbols are wanted.
+    shard: Option<Shard>,
     pairs: Arc<RwLock<Vec<String>>>,
     changes: mpsc::Sender<PairRequest>,
     stats: Arc<DiscoveryStats>,
@@ -204,6 +230,7 @@ pub fn spawn(
     let refresher = Refresher {
         client: client(config)?,
         settings: config.discovery.clone(),
+        shard: config.shard,
         pairs,
         changes,
         stats,
@@ -255,7 +282,7 @@ impl Refresher {
         };
         self.stats.refreshes.bump();
         let current = crate::sync::read(&self.pairs).clone();
-        let wanted = rank(&listings, &tickers, &self.settings);
+        let wanted = in_shard(rank(&listings, &tickers, &self.settings), self.shard);
         let plan = plan(&current, &wanted, &listings);
         let watched: HashSet<String> = current
             .iter()

@@ -69,6 +69,8 @@ pub struct Control {
     shutdown: watch::Sender<bool>,
     requests: mpsc::Receiver<PairRequest>,
     pairs: Arc<RwLock<Vec<String>>>,
+    /// This instance's shard: symbols of other shards are refused.
+    shard: Option<crate::shard::Shard>,
 }
 
 /// Starts the control plane of a run (`None` when `http.listen = "0"` and discovery is off):
@@ -134,6 +136,7 @@ pub fn start(
         shutdown,
         requests,
         pairs,
+        shard: config.shard,
     }))
 }
 
@@ -178,9 +181,12 @@ impl Control {
     /// Carries out `request` on `feed` and answers the HTTP request that asked it.
     pub fn apply(&mut self, request: PairRequest, feed: &mut Feed) {
         let outcome = match &request.change {
-            PairChange::Add(symbol) => feed.add_symbol(symbol).map(|()| {
-                crate::sync::write(&self.pairs).push(symbol.clone());
-            }),
+            PairChange::Add(symbol) => match self.refusal(symbol) {
+                Some(why) => Err(why),
+                None => feed.add_symbol(symbol).map(|()| {
+                    crate::sync::write(&self.pairs).push(symbol.clone());
+                }),
+            },
             PairChange::Remove(symbol) => feed.remove_symbol(symbol).map(|()| {
                 crate::sync::write(&self.pairs).retain(|s| s != symbol);
             }),
@@ -193,6 +199,11 @@ impl Control {
             Err(e) => tracing::warn!(change = ?request.change, error = %e, "pair change refused"),
         }
         let _ = request.reply.send(outcome);
+    }
+
+    /// Why this instance refuses to add `symbol`: another shard owns it (`run.shard`).
+    fn refusal(&self, symbol: &str) -> Option<String> {
+        self.shard.and_then(|shard| shard.refusal(symbol))
     }
 
     /// Stops the server and waits for its thread.

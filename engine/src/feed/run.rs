@@ -21,13 +21,15 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
+use super::event::{BookRequest, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
+use crate::gaps::{GapLog, GapReport};
+pub use crate::gaps::GapRange;
 use crate::cores::CorePlan;
 use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
@@ -43,8 +45,6 @@ const NOTICE_RING_CAPACITY: usize = 4096;
 /// Symbols added at run time whose streams the silence check still watches (beyond them, added
 /// symbols are covered by the sequence and kline checks only).
 const CLOCK_SYMBOLS_ADDED_MAX: usize = 1024;
-/// Gap ranges the summary lists (all are counted).
-const SUMMARY_RANGES_MAX: usize = 1000;
 
 /// A running feed: reader threads and their counters.
 pub struct Feed {
@@ -392,36 +392,37 @@ pub struct Tally {
     pub events: [u64; 4],
     /// Enqueue-to-dequeue latency, nanoseconds.
     pub queue_to_consumer: Histogram<u64>,
-    /// Every notice received (capped at [`SUMMARY_RANGES_MAX`]).
-    pub notices: Vec<Notice>,
+    /// The gap notices' ranges (bounded: counts, the first few, the file if asked).
+    pub gaps: GapReport,
     /// Notices received.
     pub notice_count: u64,
 }
 
 /// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
 /// `done` is set and everything is drained, idling with `idle` (whose bell the readers and the
-/// stop ring). Stands in for the sinks: it measures and counts.
+/// stop ring). Stands in for the sinks: it measures and counts. The gap notices' ranges go
+/// into `gaps`, named from `symbols` (the feed's registry).
 pub fn spawn_counter(
-    events: Vec<rtrb::Consumer<FeedEvent>>,
-    notices: Vec<rtrb::Consumer<Notice>>,
+    (events, notices): (Vec<rtrb::Consumer<FeedEvent>>, Vec<rtrb::Consumer<Notice>>),
+    (symbols, gaps): (Arc<RwLock<Vec<String>>>, GapLog),
     done: Arc<AtomicBool>,
     idle: ThreadIdle,
 ) -> std::io::Result<JoinHandle<Tally>> {
     std::thread::Builder::new()
         .name("hotpath-counter".into())
-        .spawn(move || count(events, notices, done, idle))
+        .spawn(move || count((events, notices), (symbols, gaps), done, idle))
 }
 
 fn count(
-    mut events: Vec<rtrb::Consumer<FeedEvent>>,
-    mut notices: Vec<rtrb::Consumer<Notice>>,
+    (mut events, mut notices): (Vec<rtrb::Consumer<FeedEvent>>, Vec<rtrb::Consumer<Notice>>),
+    (symbols, mut gaps): (Arc<RwLock<Vec<String>>>, GapLog),
     done: Arc<AtomicBool>,
     mut idle: ThreadIdle,
 ) -> Tally {
     let mut tally = Tally {
         events: [0; 4],
         queue_to_consumer: latency_histogram(),
-        notices: Vec::new(),
+        gaps: GapReport::default(),
         notice_count: 0,
     };
     loop {
@@ -444,13 +445,20 @@ fn count(
         for ring in notices.iter_mut() {
             while let Ok(notice) = ring.pop() {
                 tally.notice_count += 1;
-                if tally.notices.len() < SUMMARY_RANGES_MAX {
-                    tally.notices.push(notice);
+                if notice.cause.is_gap() {
+                    let name = crate::sync::read(&symbols)
+                        .get(usize::from(notice.gap.symbol))
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Some(range) = notice.range(name) {
+                        gaps.record(range);
+                    }
                 }
                 work += 1;
             }
         }
         if finishing && work == 0 {
+            tally.gaps = gaps.finish();
             return tally;
         }
         idle.idle(work, || {
@@ -461,21 +469,6 @@ fn count(
     }
 }
 
-/// One missing range.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct GapRange {
-    /// Symbol.
-    pub symbol: String,
-    /// Stream suffix.
-    pub stream: &'static str,
-    /// First missing id.
-    pub from: i64,
-    /// Last missing id.
-    pub to: i64,
-    /// `wire`, or `queue_full` for a consumer's full ring.
-    pub cause: &'static str,
-}
-
 /// Gaps seen.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Gaps {
@@ -483,8 +476,10 @@ pub struct Gaps {
     pub count: u64,
     /// Ids missing in them.
     pub missing_ids: u64,
-    /// The ranges (wire gaps and queue drops), at most 1000 listed.
-    pub ranges: Vec<GapRange>,
+    /// The ranges (wire gaps and queue drops): counted per symbol, stream and cause, the
+    /// first few listed, every one in `run.gaps_file` when set ([`crate::gaps`]).
+    #[serde(flatten)]
+    pub ranges: GapReport,
 }
 
 /// Per-reader facts.
@@ -546,7 +541,6 @@ pub struct Summary {
 impl Summary {
     /// Builds the summary from the counters, the reader reports and the consumer's tally.
     pub fn new(
-        symbols: &[String],
         stats: &[Arc<ReaderStats>],
         reports: &[ReaderReport],
         tally: &Tally,
@@ -556,24 +550,7 @@ impl Summary {
         for report in reports {
             let _ = wire_to_queue.add(&report.wire_to_queue);
         }
-        let ranges = tally
-            .notices
-            .iter()
-            .filter(|n| n.cause.is_gap())
-            .map(|n| GapRange {
-                symbol: symbols
-                    .get(n.gap.symbol as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                stream: n.gap.kind.suffix(),
-                from: n.gap.last_good.saturating_add(1),
-                to: n.gap.first_seen.saturating_sub(1),
-                cause: match n.cause {
-                    Cause::QueueFull { .. } => "queue_full",
-                    _ => "wire",
-                },
-            })
-            .collect();
+        let ranges = tally.gaps.clone();
         Summary {
             frames: sum(&|s| s.frames.get()),
             events: StreamKind::ALL
@@ -727,9 +704,15 @@ pub fn run_with(
         Vec::new()
     };
     let counter_idle = bells.counter_idle(config.idle);
+    // The file of every gap range belongs to whoever drains the notices.
+    let counter_gaps = if config.sidecar_runs() {
+        GapLog::new(None)
+    } else {
+        GapLog::new(config.gaps_file.as_deref())
+    };
     let counter = spawn_counter(
-        events,
-        std::mem::take(&mut rings.notices),
+        (events, std::mem::take(&mut rings.notices)),
+        (feed.registry(), counter_gaps),
         done.clone(),
         counter_idle,
     )
@@ -757,7 +740,6 @@ pub fn run_with(
         wait(&mut feed, &sinks);
     }
     let stats = feed.stats.clone();
-    let symbols = feed.symbols();
     let reports = feed.stop();
     // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
     let sidecar_report = join_sidecar(sidecar);
@@ -779,9 +761,9 @@ pub fn run_with(
         return Err(e);
     }
     if let Some(report) = &sidecar_report {
-        tally.notices = report.notices.clone();
+        tally.gaps = report.gaps.clone();
     }
-    let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
+    let mut summary = Summary::new(&stats, &reports, &tally);
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
     summary.cores = cores;
@@ -981,6 +963,7 @@ fn start_sidecar(
         repair_bells,
         detect,
         core,
+        gaps_file: config.gaps_file.clone(),
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {

@@ -52,6 +52,7 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         repair_bells: vec![hotpath::idle::Bell::silent(); consumers],
         detect: Default::default(),
         core: None,
+        gaps_file: None,
     })
     .expect("the sidecar starts");
     Running {
@@ -237,6 +238,7 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
         repair_bells: vec![hotpath::idle::Bell::silent()],
         detect: Default::default(),
         core: None,
+        gaps_file: None,
     })
     .expect("the sidecar starts");
     for (symbol, purpose) in [(0, Purpose::Sync), (1, Purpose::Check)] {
