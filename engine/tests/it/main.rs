@@ -20,6 +20,7 @@ mod schema;
 mod servers;
 mod sidecar;
 mod sim;
+mod shards;
 mod sinks;
 mod tidy;
 mod tidy_docs;
