@@ -906,6 +906,7 @@ pub fn redact_urls(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::Shard;
 
     fn err(text: &str) -> String {
         RunConfig::from_toml(text).expect_err(text).to_string()
@@ -1316,6 +1317,46 @@ mod tests {
         };
         let error = config.api_key().expect_err("never set");
         assert_names(&error, "set HOTPATH_TEST_KEY_NEVER_SET_9F3A");
+    }
+
+    /// `run.shard` / `--shard` pick this instance's share of the list; bad values name the key
+    /// or the flag, and a shard left with nothing to carry is refused.
+    #[test]
+    fn a_shard_keeps_its_share_of_the_symbols() {
+        let file = "[binance]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\", \"BNBUSDT\", \"SOLUSDT\"]\n\
+                    [run]\nshard = \"1/2\"\ngaps_file = \"gaps.jsonl\"\n";
+        let mut config = RunConfig::from_toml(file).expect("valid");
+        assert_eq!(config.gaps_file, Some(PathBuf::from("gaps.jsonl")));
+        config.select_shard().expect("shard 1 owns some");
+        let mine: Vec<&str> = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
+            .into_iter()
+            .filter(|s| Shard::of(s, 2) == 1)
+            .collect();
+        assert_eq!(config.symbols, mine);
+        let mut flagged = RunConfig::from_toml(file).expect("valid");
+        flagged
+            .apply(Overrides {
+                shard: Some("0/2".into()),
+                ..Overrides::default()
+            })
+            .expect("valid");
+        flagged.select_shard().expect("shard 0 owns some");
+        assert!(flagged.symbols.iter().all(|s| Shard::of(s, 2) == 0));
+        assert_eq!(flagged.symbols.len() + config.symbols.len(), 4);
+        assert_names(
+            &RunConfig::from_toml("[run]\nshard = \"2/2\"\n").expect_err("index too big"),
+            "run.shard",
+        );
+        let bad = RunConfig::default().apply(Overrides {
+            shard: Some("x".into()),
+            ..Overrides::default()
+        });
+        assert_names(&bad.expect_err("not a shard"), "--shard");
+        // BTCUSDT alone: the other shard has nothing to carry.
+        let other = 1 - Shard::of("BTCUSDT", 2);
+        let mut empty = RunConfig::from_toml(&format!("[run]\nshard = \"{other}/2\"\n"))
+            .expect("valid");
+        assert_names(&empty.select_shard().expect_err("none left"), "run.shard");
     }
 }
 
