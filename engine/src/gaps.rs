@@ -100,11 +100,7 @@ impl GapLog {
     /// Records one range.
     pub fn record(&mut self, range: GapRange) {
         self.total += 1;
-        let ids = range
-            .to
-            .saturating_sub(range.from)
-            .saturating_add(1)
-            .max(0) as u64;
+        let ids = range.to.saturating_sub(range.from).saturating_add(1).max(0) as u64;
         let key = (range.symbol.clone(), range.stream, range.cause);
         let count = self.counts.entry(key).or_insert((0, 0));
         count.0 += 1;
@@ -199,7 +195,10 @@ mod tests {
         assert_eq!(report.first[1], range("SYM0USDT", "trade", 10, 10));
         assert_eq!(report.by_stream.len(), STREAMS_LISTED_MAX);
         let top = &report.by_stream[0];
-        assert_eq!((top.symbol.as_str(), top.ranges, top.ids), ("SYM199USDT", 100, 20_000));
+        assert_eq!(
+            (top.symbol.as_str(), top.ranges, top.ids),
+            ("SYM199USDT", 100, 20_000)
+        );
         let line = serde_json::to_string(&report).expect("serializes");
         assert!(line.len() < 4096, "{} bytes", line.len());
     }

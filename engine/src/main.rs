@@ -279,9 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 .apply(overrides)
                 .map_err(|e| anyhow::anyhow!(e))?;
             run_config.validate().map_err(|e| anyhow::anyhow!(e))?;
-            run_config
-                .select_shard()
-                .map_err(|e| anyhow::anyhow!(e))?;
+            run_config.select_shard().map_err(|e| anyhow::anyhow!(e))?;
             if run_config.discovery.enabled {
                 run_config.symbols = hotpath::control::discovery::initial(&run_config)
                     .map_err(|e| anyhow::anyhow!(e))?;

@@ -41,7 +41,11 @@ pub struct Shard {
 impl Shard {
     /// Parses `i/n` (`0 <= i < n <= 1024`); the error says what is wrong.
     pub fn parse(text: &str) -> Result<Shard, String> {
-        let bad = || format!("{text:?} is not a shard such as \"0/2\" (index/count, 0 <= index < count <= {SHARDS_MAX})");
+        let bad = || {
+            format!(
+                "{text:?} is not a shard such as \"0/2\" (index/count, 0 <= index < count <= {SHARDS_MAX})"
+            )
+        };
         let (index, count) = text.trim().split_once('/').ok_or_else(bad)?;
         let index: u16 = index.trim().parse().map_err(|_| bad())?;
         let count: u16 = count.trim().parse().map_err(|_| bad())?;
@@ -152,7 +156,10 @@ mod tests {
     #[test]
     fn shards_parse_and_bad_ones_say_why() {
         let shard = Shard::parse("1/4").expect("valid");
-        assert_eq!((shard.index(), shard.count(), shard.to_string()), (1, 4, "1/4".into()));
+        assert_eq!(
+            (shard.index(), shard.count(), shard.to_string()),
+            (1, 4, "1/4".into())
+        );
         assert_eq!(Shard::parse(" 0 / 1 ").map(|s| s.count()), Ok(1));
         for bad in ["", "1", "2/2", "0/0", "-1/2", "a/b", "0/1025", "1/2/3"] {
             let e = Shard::parse(bad).expect_err(bad);

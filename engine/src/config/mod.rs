@@ -1354,8 +1354,8 @@ mod tests {
         assert_names(&bad.expect_err("not a shard"), "--shard");
         // BTCUSDT alone: the other shard has nothing to carry.
         let other = 1 - Shard::of("BTCUSDT", 2);
-        let mut empty = RunConfig::from_toml(&format!("[run]\nshard = \"{other}/2\"\n"))
-            .expect("valid");
+        let mut empty =
+            RunConfig::from_toml(&format!("[run]\nshard = \"{other}/2\"\n")).expect("valid");
         assert_names(&empty.select_shard().expect_err("none left"), "run.shard");
     }
 }

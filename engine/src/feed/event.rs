@@ -8,9 +8,9 @@ use bytes::Bytes;
 
 use super::sequence::GapNotice;
 use crate::binance::rest::DepthSnapshot;
-use crate::gaps::GapRange;
 #[cfg(doc)]
 use crate::gaps::GapLog;
+use crate::gaps::GapRange;
 use crate::stream::StreamKind;
 
 /// One accepted frame.

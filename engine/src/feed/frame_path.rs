@@ -688,7 +688,11 @@ pub(crate) mod tests {
         // The sidecar drains the ring; the next batch sends what waited, in order.
         let storm: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
         assert_eq!(storm.len(), 8);
-        assert!(storm.iter().all(|n| n.cause == Cause::QueueFull { consumer: 0 }));
+        assert!(
+            storm
+                .iter()
+                .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
+        );
         path.wake_consumers();
         let control: Vec<_> = std::iter::from_fn(|| notices.pop().ok())
             .map(|n| n.cause)

@@ -28,9 +28,9 @@ use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
-use crate::gaps::{GapLog, GapReport};
-pub use crate::gaps::GapRange;
 use crate::cores::CorePlan;
+pub use crate::gaps::GapRange;
+use crate::gaps::{GapLog, GapReport};
 use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sidecar::detect::DetectSetup;
@@ -540,11 +540,7 @@ pub struct Summary {
 
 impl Summary {
     /// Builds the summary from the counters, the reader reports and the consumer's tally.
-    pub fn new(
-        stats: &[Arc<ReaderStats>],
-        reports: &[ReaderReport],
-        tally: &Tally,
-    ) -> Summary {
+    pub fn new(stats: &[Arc<ReaderStats>], reports: &[ReaderReport], tally: &Tally) -> Summary {
         let sum = |f: &dyn Fn(&ReaderStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
         let mut wire_to_queue = latency_histogram();
         for report in reports {

@@ -44,11 +44,11 @@ use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestError, RestTrade};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair, StreamChange};
+use crate::gaps::{GapLog, GapReport};
 use crate::idle::{Bell, IdleStrategy, Step, TaskIdle};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
 use crate::rng::Rng;
 use crate::stream::StreamKind;
-use crate::gaps::{GapLog, GapReport};
 use crate::tally::Seen;
 
 /// A page that came back empty (ids not served yet) is asked again after this long.

@@ -17,9 +17,7 @@ use serde_json::Value;
 use crate::control::{get_json, http};
 use crate::feed::Sim;
 use crate::servers::{KinesisEmulator, RedisServer, TempDir, free_port};
-use crate::sinks::{
-    TRADE_STREAM, assert_exactly_once, read_kinesis_trades, redis_trades, runtime,
-};
+use crate::sinks::{TRADE_STREAM, assert_exactly_once, read_kinesis_trades, redis_trades, runtime};
 
 const SYMBOLS: [&str; 4] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"];
 const TOKEN: &str = "shard-test-token";
@@ -143,7 +141,14 @@ fn two_shards_on_one_simulator_write_every_trade_once_and_no_symbol_twice() {
     let ports = [free_port(), free_port()];
     let names = ["shard0", "shard1"];
     for (name, port) in names.iter().zip(ports) {
-        instance_config(dir.path(), name, &sim, &redis.url(), &emulator.endpoint(), port);
+        instance_config(
+            dir.path(),
+            name,
+            &sim,
+            &redis.url(),
+            &emulator.endpoint(),
+            port,
+        );
     }
     let children: Vec<Child> = names
         .iter()
