@@ -372,6 +372,34 @@ mod tests {
         (listings, tickers)
     }
 
+    /// With shards, each instance keeps its share of the one ranking, in rank order: together
+    /// they carry the top `pairs_limit` once.
+    #[test]
+    fn shards_split_the_ranking_between_them() {
+        let (listings, tickers) = market();
+        let ranked = rank(&listings, &tickers, &settings(4, &[]));
+        let shares: Vec<Vec<String>> = (0..2)
+            .map(|i| {
+                let shard = Shard::parse(&format!("{i}/2")).expect("valid");
+                in_shard(ranked.clone(), Some(shard))
+            })
+            .collect();
+        for (i, share) in shares.iter().enumerate() {
+            assert!(
+                share.iter().all(|s| Shard::of(s, 2) == i as u16),
+                "{share:?}"
+            );
+            let in_order: Vec<&String> = ranked.iter().filter(|s| share.contains(s)).collect();
+            assert_eq!(share.iter().collect::<Vec<_>>(), in_order);
+        }
+        let mut together: Vec<String> = shares.concat();
+        together.sort();
+        let mut all = ranked.clone();
+        all.sort();
+        assert_eq!(together, all);
+        assert_eq!(in_shard(ranked.clone(), None), ranked);
+    }
+
     #[test]
     fn the_top_n_trading_symbols_of_the_quote_asset_by_volume() {
         let (listings, tickers) = market();

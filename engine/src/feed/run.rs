@@ -514,6 +514,9 @@ pub struct Summary {
     pub unknown_symbols: u64,
     /// Events dropped because a consumer's ring was full.
     pub queue_drops: u64,
+    /// Gap notices dropped because the sidecar's notice ring was full (their ids are counted
+    /// in `gaps` and `queue_drops`; control notices are never dropped).
+    pub notice_drops: u64,
     /// Connections opened.
     pub connects: u64,
     /// Connections replaced or lost.
@@ -564,6 +567,7 @@ impl Summary {
             schema_mismatches: sum(&|s| s.schema_mismatches.get()),
             unknown_symbols: sum(&|s| s.unknown_symbols.get()),
             queue_drops: sum(&|s| s.queue_drops.get()),
+            notice_drops: sum(&|s| s.notice_drops.get()),
             connects: sum(&|s| s.connects.get()),
             reconnects: sum(&|s| s.reconnects.get()),
             switches: sum(&|s| s.switches.get()),
