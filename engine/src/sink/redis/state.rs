@@ -887,6 +887,53 @@ mod tests {
         assert_eq!(state.pending.len(), 2, "its id counts as taken");
     }
 
+    /// The commands of one write, as RESP text.
+    fn written(state: &mut SymbolState) -> String {
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::new();
+        state.write(&mut pipe, (1_000, 1_000), 1_700_000_000_000_000, &mut sent);
+        String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned()
+    }
+
+    /// Issue 11: a halted symbol's `bbo:`, `tr:` and `feat:` kept their last values unmarked.
+    /// They are marked with the book's reason while it is stopped (again after a reconnect),
+    /// and the mark comes off with its first frame back.
+    #[test]
+    fn a_stopped_symbol_marks_its_other_keys_until_it_is_back() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        apply(&mut state, &trades_frame(1_000, (-8, -8), &[(1, 100, 100)]));
+        let live = written(&mut state);
+        // No best bid/ask yet, so nothing of `bbo:`; no mark, nothing to take off.
+        assert!(
+            !live.contains("bbo:{BTCUSDT}") && !live.contains("HDEL"),
+            "{live}"
+        );
+        state.stop("halted: trading stopped");
+        assert!(state.dirty());
+        let marked = written(&mut state);
+        for key in [
+            "bbo:{BTCUSDT}",
+            "tr:{BTCUSDT}:1s",
+            "tr:{BTCUSDT}:5s",
+            "feat:{BTCUSDT}",
+        ] {
+            assert!(marked.contains(key), "{key} in {marked}");
+        }
+        assert_eq!(marked.matches("halted: trading stopped").count(), 4);
+        assert!(!written(&mut state).contains("halted"), "written once");
+        state.mark_all_dirty();
+        assert_eq!(
+            written(&mut state).matches("halted").count(),
+            4,
+            "after a reconnect"
+        );
+        apply(&mut state, &trades_frame(2_000, (-8, -8), &[(2, 100, 100)]));
+        let back = written(&mut state);
+        assert_eq!(back.matches("HDEL").count(), 4, "{back}");
+        assert!(!back.contains("halted"), "{back}");
+        assert!(!written(&mut state).contains("HDEL"), "taken off once");
+    }
+
     #[test]
     fn rescaling_is_exact_or_refused() {
         assert_eq!(rescale(6_976_991, -2, -8), Some(6_976_991_000_000));
