@@ -473,6 +473,15 @@ impl RunConfig {
                 "binance.trust_cert: an empty path (omit the key instead)",
             ));
         }
+        if self
+            .gaps_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "run.gaps_file: an empty path (omit the key instead)",
+            ));
+        }
         check_symbols("binance.symbols", &self.symbols)?;
         let names: Vec<&str> = self.streams.iter().map(|k| k.suffix()).collect();
         parse_streams("binance.streams", &names)?;
@@ -1346,6 +1355,10 @@ mod tests {
         assert_names(
             &RunConfig::from_toml("[run]\nshard = \"2/2\"\n").expect_err("index too big"),
             "run.shard",
+        );
+        assert_names(
+            &RunConfig::from_toml("[run]\ngaps_file = \"\"\n").expect_err("empty"),
+            "run.gaps_file",
         );
         let bad = RunConfig::default().apply(Overrides {
             shard: Some("x".into()),
