@@ -44,6 +44,9 @@ use sbe_runtime::Decimal;
 
 use crate::book::{DiffOutcome, LocalBook, SnapshotError};
 
+/// A book level: price and quantity mantissas.
+pub type Level = (i64, i64);
+
 /// What the writer's settings say of the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BookSettings {
@@ -323,7 +326,7 @@ impl ObState {
 
     /// The live book's top levels (bids, asks; best first; empty when not live) as of the last
     /// [`ObState::refresh_top`].
-    pub fn top(&self) -> (&[(i64, i64)], &[(i64, i64)]) {
+    pub fn top(&self) -> (&[Level], &[Level]) {
         (&self.top_bids, &self.top_asks)
     }
 
