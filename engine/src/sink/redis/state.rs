@@ -16,7 +16,8 @@
 //!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
 //!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
 //!   `stale_since_us` beside their last values; the fields go when the symbol is back.
-//! - `ob:{BTCUSDT}` — Hash, written whole in one `HSET` (or swapped in whole by the atomic
+//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (the sides only when the published top
+//!   changed, see [`super::ob`]; or swapped in whole by the atomic
 //!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
 //!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
 //!   `["price","qty"]`, exact decimals, best first, at most `redis.book_levels`), `levels`,
@@ -176,6 +177,8 @@ pub struct SymbolState {
     /// Trades whose mantissas could not be converted to the windows' exponents (an overflow;
     /// never seen with Binance's exponents).
     pub inconvertible: u64,
+    /// The depth diff being applied (reused: no allocation per diff once it has grown).
+    diff: Diff,
     /// Why the symbol's streams stopped (removed, or halted), while they are stopped: `bbo:`,
     /// `tr:` and `feat:` carry it as their stale mark, as `ob:` does.
     stopped: Option<String>,
@@ -211,6 +214,13 @@ impl SymbolState {
             evicted: Vec::new(),
             duplicates: 0,
             inconvertible: 0,
+            diff: Diff {
+                first: 0,
+                last: 0,
+                event_time_us: 0,
+                bids: Vec::new(),
+                asks: Vec::new(),
+            },
             stopped: None,
             stopped_dirty: false,
             unmark: false,
@@ -317,20 +327,23 @@ impl SymbolState {
                     self.bbo_dirty = true;
                     self.stats_dirty = true;
                 }
+                self.advance_windows();
                 Wants::Nothing
             }
             Message::DepthDiffStreamEvent(m) => {
                 self.price_exponent = m.price_exponent();
                 self.qty_exponent = m.qty_exponent();
                 self.now_us = self.now_us.max(m.event_time());
-                let diff = Diff {
-                    first: m.first_book_update_id(),
-                    last: m.last_book_update_id(),
-                    event_time_us: m.event_time(),
-                    bids: m.bids().map(|l| (l.price(), l.qty())).collect(),
-                    asks: m.asks().map(|l| (l.price(), l.qty())).collect(),
-                };
-                let wants = self.ob.on_diff(diff, diffs);
+                self.advance_windows();
+                let diff = &mut self.diff;
+                diff.first = m.first_book_update_id();
+                diff.last = m.last_book_update_id();
+                diff.event_time_us = m.event_time();
+                diff.bids.clear();
+                diff.bids.extend(m.bids().map(|l| (l.price(), l.qty())));
+                diff.asks.clear();
+                diff.asks.extend(m.asks().map(|l| (l.price(), l.qty())));
+                let wants = self.ob.on_diff(&self.diff, diffs);
                 if self.ob.book_dirty {
                     self.stats_dirty = true;
                 }
@@ -414,7 +427,15 @@ impl SymbolState {
                 error: None,
             });
         }
+        self.advance_windows();
         self.stats_dirty = true;
+    }
+
+    /// Drops the trades older than each window at the symbol's clock: on every event, so the
+    /// windows stay within their span while nothing is written (Redis down) too.
+    fn advance_windows(&mut self) {
+        self.win_1s.advance(self.now_us);
+        self.win_5s.advance(self.now_us);
     }
 
     /// The exponents this trades frame's mantissas are converted to: the windows' (set by the
@@ -549,6 +570,8 @@ impl SymbolState {
             .trade_exponents
             .unwrap_or((self.price_exponent, self.qty_exponent));
         let complete = !self.trades_held;
+        // The book's top, copied once per write for the features and `ob:` both.
+        self.ob.refresh_top();
         let s1 = self.win_1s.stats(now);
         let s5 = self.win_5s.stats(now);
         [
@@ -580,24 +603,20 @@ impl SymbolState {
     }
 
     fn feature_fields(&self, s1: &WindowStats, s5: &WindowStats) -> Vec<(&'static str, String)> {
-        let levels = self.ob.settings().levels;
         let pe = self.price_exponent;
-        let (bids, asks, update_id) = match self.ob.live() {
-            Some(book) => (
-                book.bids(levels),
-                book.asks(levels),
-                book.update_id().to_string(),
-            ),
-            None => (Vec::new(), Vec::new(), String::new()),
+        let update_id = self
+            .ob
+            .live()
+            .map(|book| book.update_id().to_string())
+            .unwrap_or_default();
+        // Refreshed by the caller ([`SymbolState::stats_fields`]); empty when not live.
+        let (bids, asks) = self.ob.top();
+        let book = features(bids, asks, pe);
+        let from_top = match self.bbo {
+            Some(b) => features(&[(b.bid, b.bid_qty)], &[(b.ask, b.ask_qty)], pe),
+            None => book,
         };
-        let top = self
-            .bbo
-            .map(|b| (vec![(b.bid, b.bid_qty)], vec![(b.ask, b.ask_qty)]));
-        let from_top = match &top {
-            Some((b, a)) => features(b, a, pe),
-            None => features(&bids, &asks, pe),
-        };
-        let imbalance = features(&bids, &asks, pe).map(|f| f.imbalance);
+        let imbalance = book.map(|f| f.imbalance);
         let text = |v: Option<Decimal>| v.map(|v| v.to_string()).unwrap_or_default();
         vec![
             ("mid", text(from_top.map(|f| f.mid))),

@@ -225,11 +225,7 @@ impl Writer {
             return work;
         }
         work += self.schedule_check(now);
-        // Books are published only once the start's stale marks are in Redis.
-        if let (Some(conn), true) = (io.conn.as_ref(), self.acked_once) {
-            work += self.start_reanchors(conn);
-        }
-        work
+        work + self.start_reanchors(io)
     }
 
     /// Publishes each book's standing for the control plane, at most every
@@ -278,8 +274,10 @@ impl Writer {
         0
     }
 
-    /// Starts a re-anchor for every book that waits for one (within the in-flight bound).
-    fn start_reanchors(&mut self, conn: &Conn) -> usize {
+    /// Starts a re-anchor for every book that waits for one (within the in-flight bound), on
+    /// its symbol's connection (after the writes before it), once the start's stale marks of
+    /// that connection's symbols are in Redis.
+    fn start_reanchors(&mut self, io: &Io) -> usize {
         let now = now_us();
         let mut started = 0;
         for index in 0..self.states.len() {
@@ -288,6 +286,9 @@ impl Writer {
             }
             let held = u16::try_from(index).is_ok_and(|s| self.orders.holds(s));
             let Some(state) = self.states[index].as_mut() else {
+                continue;
+            };
+            let Some(conn) = io.publishing(index) else {
                 continue;
             };
             if !state.ob.reanchor_due(now) {
