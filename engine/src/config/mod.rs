@@ -100,6 +100,7 @@ impl ConfigError {
 pub mod discovery;
 pub mod env;
 pub mod http;
+pub mod postgres;
 pub mod sidecar;
 pub mod sinks;
 
@@ -199,6 +200,8 @@ pub struct RunConfig {
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
     pub redis: Option<RedisConfig>,
+    /// The PostgreSQL / TimescaleDB writer, when enabled.
+    pub postgres: Option<postgres::PostgresConfig>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
     /// What the counting consumer does when idle (it drains the rings when no sink runs, and
@@ -225,6 +228,7 @@ impl Default for RunConfig {
             summary: true,
             kinesis: None,
             redis: None,
+            postgres: None,
             sidecar: SidecarConfig::default(),
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
@@ -279,6 +283,7 @@ struct RawConfig {
     run: RawRun,
     kinesis: RawKinesis,
     redis: RawRedis,
+    postgres: postgres::RawPostgres,
     sidecar: RawSidecar,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
@@ -348,6 +353,7 @@ impl RunConfig {
         set(&mut config.idle, idle("run.idle", raw.run.idle)?);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
+        config.postgres = raw.postgres.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
         config.http = raw.http.into_config()?;
         if let Some(per) = raw.discovery.pairs_per_connection {
@@ -495,7 +501,8 @@ impl RunConfig {
     /// Redis writer does (its books' depth snapshots come from the sidecar whatever
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
-        (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
+        (self.sidecar.enabled && (self.kinesis.is_some() || self.postgres.is_some()))
+            || self.redis.is_some()
     }
 
     /// The reader (an index into `readers.cores`) that runs `connection`: round robin.

@@ -16,6 +16,8 @@ mod reanchor;
 mod record;
 mod repairs;
 mod rest;
+mod pg_server;
+mod postgres;
 mod schema;
 mod servers;
 mod sidecar;
