@@ -24,7 +24,10 @@ fn pg(bin: &PathBuf, program: &str, args: &[&str], root: bool) {
     } else {
         Command::new(bin.join(program))
     };
-    let out = command.args(args).output().expect("a PostgreSQL program runs");
+    let out = command
+        .args(args)
+        .output()
+        .expect("a PostgreSQL program runs");
     assert!(out.status.success(), "{program}: {out:?}");
 }
 
@@ -52,8 +55,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let bin = std::env::var_os("HOTPATH_PG_BIN")
-        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
+    let bin = std::env::var_os("HOTPATH_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    );
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -74,12 +79,22 @@ fn main() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    pg(&bin, "initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"], root);
+    pg(
+        &bin,
+        "initdb",
+        &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        root,
+    );
     let options = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1",
         dir.display()
     );
-    pg(&bin, "pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "start"], root);
+    pg(
+        &bin,
+        "pg_ctl",
+        &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        root,
+    );
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,6 +141,11 @@ fn main() {
             total as f64 / start.elapsed().as_secs_f64()
         );
     });
-    pg(&bin, "pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"], root);
+    pg(
+        &bin,
+        "pg_ctl",
+        &["-D", &data, "-m", "fast", "-w", "stop"],
+        root,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

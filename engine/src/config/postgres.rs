@@ -135,7 +135,10 @@ impl RawPostgres {
             &mut c.retry_initial,
             self.retry_initial_ms.map(Duration::from_millis),
         );
-        set(&mut c.retry_max, self.retry_max_ms.map(Duration::from_millis));
+        set(
+            &mut c.retry_max,
+            self.retry_max_ms.map(Duration::from_millis),
+        );
         if let Some(days) = self.retention_days {
             c.retention_days = (days > 0).then_some(days);
         }

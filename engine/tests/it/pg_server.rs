@@ -24,8 +24,10 @@ pub struct PgServer {
 }
 
 fn bin_dir() -> PathBuf {
-    let dir = std::env::var_os("HOTPATH_PG_BIN")
-        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from);
+    let dir = std::env::var_os("HOTPATH_PG_BIN").map_or_else(
+        || PathBuf::from("/usr/lib/postgresql/15/bin"),
+        PathBuf::from,
+    );
     assert!(
         dir.join("initdb").is_file() && dir.join("pg_ctl").is_file(),
         "PostgreSQL's initdb/pg_ctl not found in {} (set HOTPATH_PG_BIN, or run \
@@ -81,7 +83,10 @@ impl PgServer {
                 return server;
             }
         }
-        panic!("postgres did not start in {PORT_ATTEMPTS} attempts; log:\n{}", server.log())
+        panic!(
+            "postgres did not start in {PORT_ATTEMPTS} attempts; log:\n{}",
+            server.log()
+        )
     }
 
     fn data(&self) -> String {
@@ -123,7 +128,9 @@ impl PgServer {
         let timeout = START_PATIENCE.as_secs().to_string();
         let out = self.pg(
             "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", &timeout, "start"],
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", &timeout, "start",
+            ],
         );
         self.running = out.status.success();
         if !self.running && !self.log().contains("already in use") {
@@ -144,7 +151,11 @@ impl PgServer {
     pub fn restart(&mut self) {
         let deadline = Instant::now() + START_PATIENCE;
         while !self.try_start() {
-            assert!(Instant::now() < deadline, "postgres did not restart:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not restart:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -197,4 +208,3 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
-

@@ -35,7 +35,10 @@ fn ticks(server: &PgServer) -> (BTreeMap<String, Vec<i64>>, usize) {
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for row in &rows {
         let symbol = row[0].clone().expect("a symbol");
-        let id = row[1].as_deref().and_then(|v| v.parse().ok()).expect("an id");
+        let id = row[1]
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("an id");
         out.entry(symbol).or_default().push(id);
     }
     (out, rows.len())
@@ -56,7 +59,9 @@ fn every_trade_lands_exactly_once_across_a_database_restart() {
     let config = run_config(&sim, |c| c.postgres = Some(settings(server.url(), &dir)));
     let server_ref = &mut server;
     let summary = run(&config, None, |sinks| {
-        wait_for("rows before the outage", || written(sinks, "postgres") >= 300);
+        wait_for("rows before the outage", || {
+            written(sinks, "postgres") >= 300
+        });
         server_ref.stop();
         // The outage is seen (a batch or a reconnect failed) while the feed goes on.
         wait_for("a failed write", || failed(sinks) >= 1);
@@ -106,7 +111,10 @@ fn books_match_the_exchange_and_seed_queries_answer() {
         .block_on(hotpath::sink::postgres::copy::connect(&server.url()))
         .expect("a second connection migrates cleanly");
     let applied = server.query("SELECT name FROM hotpath_migrations");
-    assert_eq!(applied, vec![vec![Some("001_tables.plain.sql".to_string())]]);
+    assert_eq!(
+        applied,
+        vec![vec![Some("001_tables.plain.sql".to_string())]]
+    );
 }
 
 /// Every `books` row whose update id is still in the simulator's journal equals the exchange's
@@ -175,7 +183,10 @@ fn seed_queries(server: &PgServer) {
     let mut sum = 0;
     for row in &per_asset {
         let symbol = row[0].clone().expect("a symbol");
-        let count: usize = row[1].as_deref().and_then(|v| v.parse().ok()).expect("a count");
+        let count: usize = row[1]
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("a count");
         assert_eq!(Some(count), ids.get(&symbol).map(Vec::len), "{symbol}");
         assert!(count > 0);
         sum += count;
@@ -189,6 +200,9 @@ fn seed_queries(server: &PgServer) {
     );
     assert_eq!(spread.len(), 1, "{spread:?}");
     assert_eq!(spread[0][0].as_deref(), Some("binance"));
-    let avg: f64 = spread[0][1].as_deref().and_then(|v| v.parse().ok()).expect("a number");
+    let avg: f64 = spread[0][1]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
     assert!(avg > 0.0 && avg < 10_000.0, "average spread {avg} bps");
 }

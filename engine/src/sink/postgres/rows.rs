@@ -95,7 +95,10 @@ impl Row {
                     format!("{{{}}}", items.join(","))
                 };
                 let best = |l: Option<&(Numeric, Numeric)>, qty: bool| {
-                    l.map_or(String::new(), |(p, q)| if qty { q.text() } else { p.text() })
+                    l.map_or(
+                        String::new(),
+                        |(p, q)| if qty { q.text() } else { p.text() },
+                    )
                 };
                 vec![
                     pair("venue", EXCHANGE.into()),
@@ -106,7 +109,10 @@ impl Row {
                     pair("best_bid_qty", best(b.bids.first(), true)),
                     pair("best_ask", best(b.asks.first(), false)),
                     pair("best_ask_qty", best(b.asks.first(), true)),
-                    pair("spread_bps", b.spread_bps().map_or(String::new(), |s| s.to_string())),
+                    pair(
+                        "spread_bps",
+                        b.spread_bps().map_or(String::new(), |s| s.to_string()),
+                    ),
                     pair("bid_prices", array(&b.bids, false)),
                     pair("bid_qtys", array(&b.bids, true)),
                     pair("ask_prices", array(&b.asks, false)),

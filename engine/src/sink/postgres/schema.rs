@@ -81,11 +81,8 @@ pub async fn migrate(client: &mut Client) -> Result<Layout, tokio_postgres::Erro
             .is_some();
         if !done {
             tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO hotpath_migrations (name) VALUES ($1)",
-                &[name],
-            )
-            .await?;
+            tx.execute("INSERT INTO hotpath_migrations (name) VALUES ($1)", &[name])
+                .await?;
             tracing::info!("postgres: applied migration {name}");
         }
     }
@@ -200,7 +197,12 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
         let mut files: Vec<String> = std::fs::read_dir(&dir)
             .expect("the migrations directory")
-            .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         files.sort();
         let listed: Vec<&str> = MIGRATIONS.iter().map(|(n, _)| *n).collect();
@@ -220,8 +222,9 @@ mod tests {
         assert_eq!(partition_day("ticks", "books_p20261130"), None);
         assert_eq!(partition_day("ticks", "ticks_p2026113"), None);
         assert_eq!(day_of_us(-1), -1);
-        assert!(create_partition("books", day - 1).contains(
-            "FROM ('2026-11-30 00:00:00+00') TO ('2026-12-01 00:00:00+00')"
-        ));
+        assert!(
+            create_partition("books", day - 1)
+                .contains("FROM ('2026-11-30 00:00:00+00') TO ('2026-12-01 00:00:00+00')")
+        );
     }
 }

@@ -53,7 +53,10 @@ impl Numeric {
             let (i, f) = digits.split_at(digits.len() - scale);
             (i.to_string(), f.to_string())
         } else {
-            (String::new(), format!("{}{digits}", "0".repeat(scale - digits.len())))
+            (
+                String::new(),
+                format!("{}{digits}", "0".repeat(scale - digits.len())),
+            )
         };
         let int_pad = (4 - int.len() % 4) % 4;
         let frac_pad = (4 - frac.len() % 4) % 4;
@@ -130,8 +133,16 @@ mod tests {
         Numeric::new(m, e).encode(&mut out);
         let w = |i: usize| i16::from_be_bytes([out[i], out[i + 1]]);
         let n = w(0);
-        let digits = (0..usize::try_from(n).expect("n")).map(|k| w(8 + 2 * k)).collect();
-        (n, w(2), u16::from_be_bytes([out[4], out[5]]), u16::from_be_bytes([out[6], out[7]]), digits)
+        let digits = (0..usize::try_from(n).expect("n"))
+            .map(|k| w(8 + 2 * k))
+            .collect();
+        (
+            n,
+            w(2),
+            u16::from_be_bytes([out[4], out[5]]),
+            u16::from_be_bytes([out[6], out[7]]),
+            digits,
+        )
     }
 
     #[test]
@@ -141,7 +152,10 @@ mod tests {
         // 0.00100000 at exponent -8
         assert_eq!(parts(100_000, -8), (1, -1, 0, 8, vec![10]));
         // -12345.6789
-        assert_eq!(parts(-123_456_789, -4), (2, 1, 0x4000, 4, vec![1, 2345, 6789]));
+        assert_eq!(
+            parts(-123_456_789, -4),
+            (3, 1, 0x4000, 4, vec![1, 2345, 6789])
+        );
         // 0 at scale 8: no digits, scale kept
         assert_eq!(parts(0, -8), (0, 0, 0, 8, vec![]));
         // 5 x 10^4 = 50000

@@ -167,11 +167,8 @@ async fn run(sink: PostgresSink) -> Result<SinkSummary, SinkError> {
             work += usize::from(job.is_some());
         }
         let held = w.orders.held() + w.queue.len();
-        w.stats
-            .queue_depth
-            .set((ring_depth(&rings) + held) as u64);
-        if stopping && job.is_none() && w.queue.is_empty() && rings.iter().all(|r| r.is_empty())
-        {
+        w.stats.queue_depth.set((ring_depth(&rings) + held) as u64);
+        if stopping && job.is_none() && w.queue.is_empty() && rings.iter().all(|r| r.is_empty()) {
             break;
         }
         if flush_deadline.is_some_and(|d| now >= d) {
@@ -370,7 +367,8 @@ impl Writer {
                 if self.last_book_us.len() <= index {
                     self.last_book_us.resize(index + 1, None);
                 }
-                let interval = i64::try_from(self.config.book_interval.as_micros()).unwrap_or(i64::MAX);
+                let interval =
+                    i64::try_from(self.config.book_interval.as_micros()).unwrap_or(i64::MAX);
                 let due = self.last_book_us[index]
                     .is_none_or(|last| event.event_time_us.saturating_sub(last) >= interval);
                 if !due {
@@ -515,16 +513,23 @@ impl Writer {
                     let _ = self.latency.record(ns.max(1));
                     newest = newest.max(m.recv_time_ns);
                 }
-                self.stats
-                    .ack_latency
-                    .record_all(batch.meta.iter().map(|m| landed.saturating_sub(m.recv_time_ns)));
+                self.stats.ack_latency.record_all(
+                    batch
+                        .meta
+                        .iter()
+                        .map(|m| landed.saturating_sub(m.recv_time_ns)),
+                );
                 self.stats.ack_latency_ns.set(landed.saturating_sub(newest));
                 self.stats.written.add(batch.meta.len() as u64);
             }
             Err(e) => {
                 self.stats.failed_requests.add(1);
                 self.stats.retried.add(batch.meta.len() as u64);
-                self.log_error(&format!("batch of {} rows failed: {}", batch.meta.len(), e.message));
+                self.log_error(&format!(
+                    "batch of {} rows failed: {}",
+                    batch.meta.len(),
+                    e.message
+                ));
                 let rows = Arc::try_unwrap(batch.rows).unwrap_or_else(|shared| (*shared).clone());
                 for (row, mut m) in rows.into_iter().zip(batch.meta).rev() {
                     m.maybe_landed |= e.maybe_landed;
