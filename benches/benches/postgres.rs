@@ -7,7 +7,7 @@
 //!
 //! `cargo bench -p hotpath-benches --bench postgres` (`ROWS=200000` by default per round).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +16,7 @@ use hotpath::sink::postgres::copy;
 use hotpath::sink::postgres::rows::{Row, Tick};
 use hotpath::sink::postgres::types::{Numeric, UnixMicros};
 
-fn pg(bin: &PathBuf, program: &str, args: &[&str], root: bool) {
+fn pg(bin: &Path, program: &str, args: &[&str], root: bool) {
     let mut command = if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin.join(program));

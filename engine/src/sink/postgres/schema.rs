@@ -148,7 +148,7 @@ pub async fn retain(
         for row in rows {
             let name: String = row.get(0);
             // A day's partition ends at the next midnight: wholly older than the cut-off.
-            if partition_day(table, &name).is_some_and(|d| d + 1 <= today - i64::from(days)) {
+            if partition_day(table, &name).is_some_and(|d| d < today - i64::from(days)) {
                 client
                     .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
                     .await?;
