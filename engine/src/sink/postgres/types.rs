@@ -161,7 +161,7 @@ mod tests {
         // 5 x 10^4 = 50000
         assert_eq!(parts(5, 4), (1, 1, 0, 0, vec![5]));
         // 0.00000001
-        assert_eq!(parts(1, -8), (1, -2, 0, 8, vec![100]));
+        assert_eq!(parts(1, -8), (1, -2, 0, 8, vec![1]));
         // i64::MIN does not overflow
         assert_eq!(parts(i64::MIN, 0).2, 0x4000);
     }
