@@ -471,6 +471,25 @@ impl RunConfig {
                 r.dead_letter_path
             )));
         }
+        if let Some(p) = &self.postgres {
+            let others = [
+                self.kinesis
+                    .as_ref()
+                    .map(|k| ("kinesis", &k.dead_letter_path)),
+                self.redis.as_ref().map(|r| ("redis", &r.dead_letter_path)),
+            ];
+            if let Some((sink, _)) = others
+                .into_iter()
+                .flatten()
+                .find(|(_, path)| **path == p.dead_letter_path)
+            {
+                return Err(ConfigError::invalid(format!(
+                    "postgres.dead_letter_path = {:?}: the same file as {sink}.dead_letter_path; \
+                     each sink needs its own",
+                    p.dead_letter_path
+                )));
+            }
+        }
         if self.duration.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::invalid(
                 "run.duration_s: must be above 0 (omit it to run until stopped)",
@@ -1021,6 +1040,19 @@ mod tests {
         RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
         let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    #[test]
+    fn the_postgres_dead_letter_file_is_its_own() {
+        let shared = "[redis]\nenabled = true\ndead_letter_path = \"d.jsonl\"\n\
+                      [postgres]\nenabled = true\ndead_letter_path = \"d.jsonl\"\n";
+        let e = RunConfig::from_toml(shared)
+            .and_then(|c| c.validate_with_cpus(2))
+            .expect_err("one file for two sinks");
+        assert!(e.to_string().contains("postgres.dead_letter_path"), "{e}");
+        let config = RunConfig::from_toml("[postgres]\nenabled = true\n").expect("valid");
+        assert!(config.postgres.is_some());
+        assert!(!config.sidecar_runs() || config.sidecar.enabled);
     }
 
     #[test]

@@ -206,3 +206,66 @@ fn seed_queries(server: &PgServer) {
         .expect("a number");
     assert!(avg > 0.0 && avg < 10_000.0, "average spread {avg} bps");
 }
+
+#[test]
+fn a_database_that_never_answers_costs_no_trade_and_never_blocks_the_readers() {
+    let sim = sim();
+    let dir = TempDir::new("pg-down");
+    // Nothing listens there: every connection attempt is refused.
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        crate::servers::free_port()
+    );
+    let pg = PostgresConfig {
+        batch_rows: 50,
+        buffer_rows_max: 100,
+        ..settings(url, &dir)
+    };
+    let dead_path = pg.dead_letter_path.clone();
+    let config = run_config(&sim, |c| c.postgres = Some(pg));
+    let summary = hotpath::feed::run::run_with(
+        &config,
+        crate::feed::key(&config),
+        hotpath::feed::run::RunOptions {
+            kinesis_client: None,
+            sink_flush_timeout: Some(Duration::from_secs(2)),
+        },
+        |_, sinks| {
+            let dead =
+                |s: &[SinkHandle]| s.iter().map(|s| s.stats.dead_lettered.get()).sum::<u64>();
+            wait_for("rows beyond the buffer dead-lettered", || {
+                dead(sinks) >= 300
+            });
+        },
+    )
+    .expect("the run succeeds");
+    let pg = &summary.sinks["postgres"];
+    assert_eq!(summary.queue_drops, 0, "a reader's ring filled");
+    assert_eq!((pg.written, pg.dropped), (0, 0), "{pg:?}");
+    assert!(pg.flushed, "everything taken was dead-lettered: {pg:?}");
+    assert!(pg.failed_requests >= 1, "{pg:?}");
+    let letters = hotpath::sink::dlq::read(&dead_path).expect("the dead-letter file");
+    assert_eq!(letters.records.len() as u64, pg.dead_lettered);
+    let mut ids: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for record in &letters.records {
+        let hotpath::sink::dlq::Target::Postgres { table, row } = &record.target else {
+            panic!("not a PostgreSQL record: {record:?}");
+        };
+        assert_eq!(record.outcome, hotpath::sink::dlq::Outcome::Failed);
+        if table != "ticks" {
+            continue;
+        }
+        let field = |name: &str| row.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let id = field("trade_id")
+            .and_then(|v| v.parse().ok())
+            .expect("an id");
+        ids.entry(field("symbol").expect("a symbol"))
+            .or_default()
+            .push(id);
+    }
+    // Dead-lettered in the order taken: each symbol's trades once and in order.
+    for symbol in SYMBOLS {
+        let got = ids.get(symbol).map_or(&[][..], Vec::as_slice);
+        assert_exactly_once(&sim, symbol, got, "postgres dead letters");
+    }
+}
