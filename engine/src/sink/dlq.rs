@@ -16,7 +16,7 @@
 //! them with the `row` values, `INSERT ... ON CONFLICT DO NOTHING` keeps it exactly once):
 //!
 //! ```text
-//! {"v":2,"sink":"postgres","table":"ticks","row":[["exchange","binance"],["symbol","BTCUSDT"],["trade_id","12345"],["price","69769.88"],["qty","0.001"],["side","buy"],["ts","1763700000000000"],["event_time","1763700000000123"]],"attempts":3,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"outcome":"unknown","error":"db error: ..."}
+//! {"v":2,"sink":"postgres","table":"ticks","row":[["exchange","binance"],["symbol","BTCUSDT"],["trade_id","12345"],["price","69769.88"],["qty","0.001"],["side","buy"],["ts","2025-11-21T04:40:00.000000Z"],["event_time","2025-11-21T04:40:00.000123Z"]],"attempts":3,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"outcome":"unknown","error":"db error: ..."}
 //! ```
 //!
 //! A Redis trade (one stream entry):
@@ -825,6 +825,34 @@ mod tests {
         let mut line = Vec::new();
         encode_line(record, &mut line).expect("encode");
         String::from_utf8(line).expect("lines are UTF-8")
+    }
+
+    #[test]
+    fn postgres_rows_round_trip_in_the_documented_form() {
+        let dead = DeadRecord {
+            target: Target::Postgres {
+                table: "ticks".to_owned(),
+                row: vec![
+                    ("exchange".to_owned(), "binance".to_owned()),
+                    ("price".to_owned(), "69769.88".to_owned()),
+                ],
+            },
+            attempts: 3,
+            first_attempt_ms: 1_763_700_000_000,
+            dead_at_ms: 1_763_700_030_000,
+            outcome: Outcome::Unknown,
+            error: "db error".to_owned(),
+        };
+        let line = line_of(&dead);
+        assert_eq!(
+            line,
+            "{\"v\":2,\"sink\":\"postgres\",\"table\":\"ticks\",\"row\":[[\"exchange\",\"binance\"],\
+             [\"price\",\"69769.88\"]],\"attempts\":3,\"first_attempt_ms\":1763700000000,\
+             \"dead_at_ms\":1763700030000,\"outcome\":\"unknown\",\"error\":\"db error\"}\n"
+        );
+        assert_eq!(parse_line(line.trim_end().as_bytes()), Ok(dead));
+        let extra = line.replace("\"table\"", "\"key\":\"x\",\"table\"");
+        assert!(parse_line(extra.trim_end().as_bytes()).is_err(), "unknown keys are refused");
     }
 
     #[test]
