@@ -852,7 +852,10 @@ mod tests {
         );
         assert_eq!(parse_line(line.trim_end().as_bytes()), Ok(dead));
         let extra = line.replace("\"table\"", "\"key\":\"x\",\"table\"");
-        assert!(parse_line(extra.trim_end().as_bytes()).is_err(), "unknown keys are refused");
+        assert!(
+            parse_line(extra.trim_end().as_bytes()).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]
