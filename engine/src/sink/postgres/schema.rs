@@ -58,13 +58,23 @@ pub async fn migrate(client: &mut Client) -> Result<Layout, tokio_postgres::Erro
         )
         .await?
         .is_some();
-    let layout = if available {
-        client
+    let layout = match available {
+        // Available but not loadable (not in shared_preload_libraries, no privilege): the
+        // plain layout, said once.
+        true => match client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            .await?;
-        Layout::Timescale
-    } else {
-        Layout::Plain
+            .await
+        {
+            Ok(()) => Layout::Timescale,
+            Err(e) => {
+                tracing::warn!(
+                    "postgres: timescaledb is available but cannot be created ({e}): plain \
+                     partitioned tables"
+                );
+                Layout::Plain
+            }
+        },
+        false => Layout::Plain,
     };
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
