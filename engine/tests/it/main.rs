@@ -20,6 +20,7 @@ mod repairs;
 mod rest;
 mod schema;
 mod servers;
+mod shards;
 mod sidecar;
 mod sim;
 mod sinks;
