@@ -1039,7 +1039,7 @@ fn start_sinks(
         kinesis_checked = Some(checked);
     }
     if let Some(postgres) = &config.postgres {
-        sinks.push(start_postgres(config, postgres, wiring)?);
+        sinks.push(start_postgres(postgres, wiring)?);
     }
     if let Some(redis) = &config.redis {
         let stats = wiring.stats.pop_front().unwrap_or_default();
@@ -1075,7 +1075,6 @@ fn start_sinks(
 
 /// Starts the PostgreSQL writer on its rings (the next in sink order).
 fn start_postgres(
-    config: &RunConfig,
     postgres: &crate::config::postgres::PostgresConfig,
     wiring: &mut SinkWiring,
 ) -> Result<SinkHandle, String> {
@@ -1088,7 +1087,8 @@ fn start_postgres(
         hold_max: wiring.hold_max,
         stats: stats.clone(),
         stop: wiring.stop.clone(),
-        reader_cores: config.readers.cores.clone(),
+        // A cold path: beside the sidecar, off the readers' cores.
+        core: wiring.cores.sidecar,
         flush_timeout: wiring.flush_timeout,
         bell: wiring.postgres_bell.clone(),
     })

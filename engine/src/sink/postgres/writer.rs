@@ -56,8 +56,9 @@ pub struct PostgresSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers and the sidecar have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
-    /// The readers' cores: the writer thread runs on another core if there is one.
-    pub reader_cores: Vec<usize>,
+    /// The core the writer thread is pinned to ([`crate::cores::CorePlan`]); `None`: not
+    /// pinned.
+    pub core: Option<usize>,
     /// How long the final flush may take; what is left then is dead-lettered.
     pub flush_timeout: Duration,
     /// This writer's bell.
@@ -71,7 +72,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-postgres".into())
         .spawn(move || {
-            crate::sink::pin_away_from(&sink.reader_cores);
+            crate::cores::pin(sink.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -138,7 +139,7 @@ async fn run(sink: PostgresSink) -> Result<SinkSummary, SinkError> {
         hold_max,
         stats,
         stop,
-        reader_cores: _,
+        core: _,
         flush_timeout,
         bell,
     } = sink;
