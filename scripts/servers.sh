@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# The real servers the integration tests start by themselves: redis-server and the kinesalite
-# Kinesis emulator. Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
+# The real servers the integration tests start by themselves: redis-server, the kinesalite
+# Kinesis emulator and PostgreSQL. Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
 #
 #   ensure_redis       installs redis-server (apt) if it is not on PATH, then exports
 #                      HOTPATH_REDIS_SERVER.
@@ -9,6 +9,9 @@
 #   ensure_kinesalite  installs kinesalite (npm, pinned) under $TOOLS/kinesalite if missing, then
 #                      exports HOTPATH_KINESALITE (its cli.js) and HOTPATH_REDIS_SERVER when
 #                      redis-server is on PATH.
+#   ensure_postgres    installs postgresql (apt) if initdb/pg_ctl are missing, then exports
+#                      HOTPATH_PG_BIN (the directory of initdb, pg_ctl and postgres); the tests
+#                      make their own throwaway cluster there (as the postgres user under root).
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -56,6 +59,31 @@ ensure_redis() {
     fi
   fi
   _hotpath_export_redis
+}
+
+# The directory of the newest installed PostgreSQL's initdb, if any.
+_hotpath_pg_bin() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+      echo "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+ensure_postgres() {
+  if ! _hotpath_pg_bin >/dev/null; then
+    echo "PostgreSQL not found: installing it with apt-get" >&2
+    if ! _hotpath_apt_install postgresql || ! _hotpath_pg_bin >/dev/null; then
+      echo "error: PostgreSQL is required by the tests and could not be installed" \
+        "(apt-get install postgresql)" >&2
+      return 1
+    fi
+  fi
+  HOTPATH_PG_BIN="$(_hotpath_pg_bin)"
+  export HOTPATH_PG_BIN
 }
 
 ensure_prometheus() {

@@ -15,6 +15,7 @@ source scripts/servers.sh
 ensure_redis
 ensure_kinesalite
 ensure_prometheus
+ensure_postgres
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

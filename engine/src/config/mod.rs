@@ -101,6 +101,7 @@ impl ConfigError {
 pub mod discovery;
 pub mod env;
 pub mod http;
+pub mod postgres;
 pub mod sidecar;
 pub mod sinks;
 
@@ -206,6 +207,8 @@ pub struct RunConfig {
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
     pub redis: Option<RedisConfig>,
+    /// The PostgreSQL / TimescaleDB writer, when enabled.
+    pub postgres: Option<postgres::PostgresConfig>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
     /// What the counting consumer does when idle (it drains the rings when no sink runs, and
@@ -234,6 +237,7 @@ impl Default for RunConfig {
             shard: None,
             kinesis: None,
             redis: None,
+            postgres: None,
             sidecar: SidecarConfig::default(),
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
@@ -292,6 +296,7 @@ struct RawConfig {
     run: RawRun,
     kinesis: RawKinesis,
     redis: RawRedis,
+    postgres: postgres::RawPostgres,
     sidecar: RawSidecar,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
@@ -369,6 +374,7 @@ impl RunConfig {
         set(&mut config.idle, idle("run.idle", raw.run.idle)?);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
+        config.postgres = raw.postgres.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
         config.http = raw.http.into_config()?;
         if let Some(per) = raw.discovery.pairs_per_connection {
@@ -503,6 +509,25 @@ impl RunConfig {
                 r.dead_letter_path
             )));
         }
+        if let Some(p) = &self.postgres {
+            let others = [
+                self.kinesis
+                    .as_ref()
+                    .map(|k| ("kinesis", &k.dead_letter_path)),
+                self.redis.as_ref().map(|r| ("redis", &r.dead_letter_path)),
+            ];
+            if let Some((sink, _)) = others
+                .into_iter()
+                .flatten()
+                .find(|(_, path)| **path == p.dead_letter_path)
+            {
+                return Err(ConfigError::invalid(format!(
+                    "postgres.dead_letter_path = {:?}: the same file as {sink}.dead_letter_path; \
+                     each sink needs its own",
+                    p.dead_letter_path
+                )));
+            }
+        }
         if self.duration.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::invalid(
                 "run.duration_s: must be above 0 (omit it to run until stopped)",
@@ -533,7 +558,8 @@ impl RunConfig {
     /// Redis writer does (its books' depth snapshots come from the sidecar whatever
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
-        (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
+        (self.sidecar.enabled && (self.kinesis.is_some() || self.postgres.is_some()))
+            || self.redis.is_some()
     }
 
     /// Keeps only the symbols this instance's shard owns (nothing without `run.shard`). An
@@ -1083,6 +1109,19 @@ mod tests {
         RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
         let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    #[test]
+    fn the_postgres_dead_letter_file_is_its_own() {
+        let shared = "[redis]\nenabled = true\ndead_letter_path = \"d.jsonl\"\n\
+                      [postgres]\nenabled = true\ndead_letter_path = \"d.jsonl\"\n";
+        let e = RunConfig::from_toml(shared)
+            .and_then(|c| c.validate_with_cpus(2))
+            .expect_err("one file for two sinks");
+        assert!(e.to_string().contains("postgres.dead_letter_path"), "{e}");
+        let config = RunConfig::from_toml("[postgres]\nenabled = true\n").expect("valid");
+        assert!(config.postgres.is_some());
+        assert!(!config.sidecar_runs() || config.sidecar.enabled);
     }
 
     #[test]

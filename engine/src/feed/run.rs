@@ -655,7 +655,9 @@ pub fn run_with(
     options: RunOptions,
     wait: impl FnOnce(&mut Feed, &[SinkHandle]),
 ) -> Result<Summary, String> {
-    let sinks_wanted = usize::from(config.kinesis.is_some()) + usize::from(config.redis.is_some());
+    let sinks_wanted = usize::from(config.kinesis.is_some())
+        + usize::from(config.postgres.is_some())
+        + usize::from(config.redis.is_some());
     // Built before anything starts, so a bad REST base fails the run at once.
     let rest = if config.sidecar_runs() && config.sidecar.enabled {
         Some(sidecar_rest(config)?)
@@ -729,6 +731,7 @@ pub fn run_with(
         flush_timeout,
         kinesis_client: options.kinesis_client,
         kinesis_bell: bells.kinesis.clone(),
+        postgres_bell: bells.postgres.clone(),
         redis_bell: bells.redis.clone(),
         sidecar_bell: bells.sidecar.clone(),
         stats: sink_stats.into_iter().collect(),
@@ -745,6 +748,7 @@ pub fn run_with(
     let sidecar_report = join_sidecar(sidecar);
     sinks_stop.store(true, Ordering::Release);
     bells.kinesis.wake();
+    bells.postgres.wake();
     bells.redis.wake();
     let (sink_summaries, sink_failure) = join_sinks(sinks);
     let failure = outcome
@@ -776,6 +780,7 @@ struct RunBells {
     counter: Bell,
     counter_parker: Option<crossbeam_utils::sync::Parker>,
     kinesis: Bell,
+    postgres: Bell,
     redis: Bell,
     sidecar: Bell,
 }
@@ -787,16 +792,20 @@ impl RunBells {
             counter,
             counter_parker: Some(parker),
             kinesis: Bell::task(),
+            postgres: Bell::task(),
             redis: Bell::task(),
             sidecar: Bell::task(),
         }
     }
 
-    /// The sinks' bells, in sink order (Kinesis, then Redis), as their rings.
+    /// The sinks' bells, in sink order (Kinesis, PostgreSQL, then Redis), as their rings.
     fn sinks(&self, config: &RunConfig) -> Vec<Bell> {
         let mut bells = Vec::new();
         if config.kinesis.is_some() {
             bells.push(self.kinesis.clone());
+        }
+        if config.postgres.is_some() {
+            bells.push(self.postgres.clone());
         }
         if config.redis.is_some() {
             bells.push(self.redis.clone());
@@ -975,7 +984,8 @@ fn start_sidecar(
     Ok((run, consumers, book_requests))
 }
 
-/// What the sinks are started with: their rings, in sink order (Kinesis, then Redis).
+/// What the sinks are started with: their rings, in sink order (Kinesis, PostgreSQL, then
+/// Redis: Redis stays last, the sidecar's book requests assume it).
 struct SinkWiring {
     events: std::collections::VecDeque<Vec<rtrb::Consumer<FeedEvent>>>,
     repairs: std::collections::VecDeque<Option<rtrb::Consumer<Repair>>>,
@@ -986,6 +996,7 @@ struct SinkWiring {
     flush_timeout: Duration,
     kinesis_client: Option<aws_sdk_kinesis::Client>,
     kinesis_bell: Bell,
+    postgres_bell: Bell,
     redis_bell: Bell,
     sidecar_bell: Bell,
     /// Each sink's counters, in sink order.
@@ -1027,6 +1038,9 @@ fn start_sinks(
         });
         kinesis_checked = Some(checked);
     }
+    if let Some(postgres) = &config.postgres {
+        sinks.push(start_postgres(postgres, wiring)?);
+    }
     if let Some(redis) = &config.redis {
         let stats = wiring.stats.pop_front().unwrap_or_default();
         let thread = crate::sink::redis::writer::spawn(crate::sink::redis::writer::RedisSink {
@@ -1057,4 +1071,31 @@ fn start_sinks(
             .and_then(|checked| checked.map_err(|e| e.to_string())),
         None => Ok(()),
     }
+}
+
+/// Starts the PostgreSQL writer on its rings (the next in sink order).
+fn start_postgres(
+    postgres: &crate::config::postgres::PostgresConfig,
+    wiring: &mut SinkWiring,
+) -> Result<SinkHandle, String> {
+    use crate::sink::postgres::writer::{PostgresSink, spawn};
+    let stats = wiring.stats.pop_front().unwrap_or_default();
+    let thread = spawn(PostgresSink {
+        config: postgres.clone(),
+        rings: wiring.events.pop_front().unwrap_or_default(),
+        repairs: wiring.repairs.pop_front().flatten(),
+        hold_max: wiring.hold_max,
+        stats: stats.clone(),
+        stop: wiring.stop.clone(),
+        // A cold path: beside the sidecar, off the readers' cores.
+        core: wiring.cores.sidecar,
+        flush_timeout: wiring.flush_timeout,
+        bell: wiring.postgres_bell.clone(),
+    })
+    .map_err(|e| format!("cannot start the PostgreSQL writer: {e}"))?;
+    Ok(SinkHandle {
+        name: "postgres",
+        stats,
+        thread,
+    })
 }

@@ -12,6 +12,13 @@
 //! {"v":2,"sink":"kinesis","stream":"market-sbe-trade","partition_key":"BTCUSDT","data":"AAF0cmFkZf7/","attempts":7,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"outcome":"failed","error":"ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000"}
 //! ```
 //!
+//! A PostgreSQL row (a trade or a book; `hotpath dlq resend` does not send these yet: load
+//! them with the `row` values, `INSERT ... ON CONFLICT DO NOTHING` keeps it exactly once):
+//!
+//! ```text
+//! {"v":2,"sink":"postgres","table":"ticks","row":[["exchange","binance"],["symbol","BTCUSDT"],["trade_id","12345"],["price","69769.88"],["qty","0.001"],["side","buy"],["ts","2025-11-21T04:40:00.000000Z"],["event_time","2025-11-21T04:40:00.000123Z"]],"attempts":3,"first_attempt_ms":1763700000000,"dead_at_ms":1763700030000,"outcome":"unknown","error":"db error: ..."}
+//! ```
+//!
 //! A Redis trade (one stream entry):
 //!
 //! ```text
@@ -21,13 +28,15 @@
 //! | key | JSON type | meaning |
 //! |---|---|---|
 //! | `v` | number | the format version, `2` |
-//! | `sink` | string | `kinesis` or `redis`: which keys follow |
+//! | `sink` | string | `kinesis`, `redis` or `postgres`: which keys follow |
 //! | `stream` | string | Kinesis: the stream the record was for |
 //! | `partition_key` | string | Kinesis: the record's partition key |
 //! | `data` | string | Kinesis: the record's data bytes in standard base64 (RFC 4648 section 4: `A-Z a-z 0-9 + /`) with `=` padding; `""` for empty data |
 //! | `key` | string | Redis: the stream key, `trades:{SYMBOL}` |
 //! | `id` | string | Redis: the entry id, `<trade time ms>-<trade id>` |
 //! | `fields` | array | Redis: the entry's fields in order, each a `[name, value]` array of two strings (the `XADD` field list) |
+//! | `table` | string | PostgreSQL: the table, `ticks` or `books` |
+//! | `row` | array | PostgreSQL: the row's columns in order, each a `[name, value]` array of two strings (the value as PostgreSQL's text form; `""` for NULL) |
 //! | `attempts` | number | how many requests (PutRecords calls, Redis pipelines) tried the record, 0 to 2^32 - 1 |
 //! | `first_attempt_ms` | number | when the first attempt was made, Unix epoch milliseconds (signed 64-bit); 0 when none was |
 //! | `dead_at_ms` | number | when the sink gave up on the record, Unix epoch milliseconds (signed 64-bit) |
@@ -94,6 +103,13 @@ pub enum Target {
         /// The record's data.
         data: Vec<u8>,
     },
+    /// A PostgreSQL row (`ticks` or `books`).
+    Postgres {
+        /// The table.
+        table: String,
+        /// The row's columns in order, values in PostgreSQL's text form (`""`: NULL).
+        row: Vec<(String, String)>,
+    },
     /// A Redis stream entry (a trade).
     Redis {
         /// The stream key, `trades:{SYMBOL}`.
@@ -150,6 +166,21 @@ struct RedisOut<'a> {
     dead_at_ms: i64,
     outcome: Outcome,
     error: &'a str,
+}
+
+/// A PostgreSQL line as written (and read: every key required, no other key allowed).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostgresLine {
+    v: u32,
+    sink: String,
+    table: String,
+    row: Vec<(String, String)>,
+    attempts: u32,
+    first_attempt_ms: i64,
+    dead_at_ms: i64,
+    outcome: Outcome,
+    error: String,
 }
 
 /// Only the version and sink of a line, to choose how to read the rest.
@@ -418,6 +449,20 @@ fn encode_line(record: &DeadRecord, out: &mut Vec<u8>) -> io::Result<()> {
                 error: &record.error,
             },
         )?,
+        Target::Postgres { table, row } => serde_json::to_writer(
+            &mut *out,
+            &PostgresLine {
+                v: VERSION,
+                sink: "postgres".into(),
+                table: table.clone(),
+                row: row.clone(),
+                attempts: record.attempts,
+                first_attempt_ms: record.first_attempt_ms,
+                dead_at_ms: record.dead_at_ms,
+                outcome: record.outcome,
+                error: record.error.clone(),
+            },
+        )?,
         Target::Redis { key, id, fields } => serde_json::to_writer(
             &mut *out,
             &RedisOut {
@@ -542,8 +587,9 @@ fn parse_line(line: &[u8]) -> Result<DeadRecord, String> {
         (VERSION_1, _) => parse_v1(line),
         (VERSION, Some("kinesis")) => parse_kinesis(line),
         (VERSION, Some("redis")) => parse_redis(line),
+        (VERSION, Some("postgres")) => parse_postgres(line),
         (VERSION, Some(other)) => Err(format!(
-            "unknown sink {other:?} (expected \"kinesis\" or \"redis\")"
+            "unknown sink {other:?} (expected \"kinesis\", \"redis\" or \"postgres\")"
         )),
         (VERSION, None) => Err("missing field `sink`".to_owned()),
         (v, _) => Err(unsupported_version(v)),
@@ -591,6 +637,21 @@ fn parse_redis(line: &[u8]) -> Result<DeadRecord, String> {
             key: line.key,
             id: line.id,
             fields: line.fields,
+        },
+        attempts: line.attempts,
+        first_attempt_ms: line.first_attempt_ms,
+        dead_at_ms: line.dead_at_ms,
+        outcome: line.outcome,
+        error: line.error,
+    })
+}
+
+fn parse_postgres(line: &[u8]) -> Result<DeadRecord, String> {
+    let line: PostgresLine = serde_json::from_slice(line).map_err(json_error)?;
+    Ok(DeadRecord {
+        target: Target::Postgres {
+            table: line.table,
+            row: line.row,
         },
         attempts: line.attempts,
         first_attempt_ms: line.first_attempt_ms,
@@ -764,6 +825,37 @@ mod tests {
         let mut line = Vec::new();
         encode_line(record, &mut line).expect("encode");
         String::from_utf8(line).expect("lines are UTF-8")
+    }
+
+    #[test]
+    fn postgres_rows_round_trip_in_the_documented_form() {
+        let dead = DeadRecord {
+            target: Target::Postgres {
+                table: "ticks".to_owned(),
+                row: vec![
+                    ("exchange".to_owned(), "binance".to_owned()),
+                    ("price".to_owned(), "69769.88".to_owned()),
+                ],
+            },
+            attempts: 3,
+            first_attempt_ms: 1_763_700_000_000,
+            dead_at_ms: 1_763_700_030_000,
+            outcome: Outcome::Unknown,
+            error: "db error".to_owned(),
+        };
+        let line = line_of(&dead);
+        assert_eq!(
+            line,
+            "{\"v\":2,\"sink\":\"postgres\",\"table\":\"ticks\",\"row\":[[\"exchange\",\"binance\"],\
+             [\"price\",\"69769.88\"]],\"attempts\":3,\"first_attempt_ms\":1763700000000,\
+             \"dead_at_ms\":1763700030000,\"outcome\":\"unknown\",\"error\":\"db error\"}\n"
+        );
+        assert_eq!(parse_line(line.trim_end().as_bytes()), Ok(dead));
+        let extra = line.replace("\"table\"", "\"key\":\"x\",\"table\"");
+        assert!(
+            parse_line(extra.trim_end().as_bytes()).is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The sinks: batched writers that drain the feed's rings into AWS Kinesis and Redis, each on
+//! The sinks: batched writers that drain the feed's rings into AWS Kinesis, Redis and
+//! PostgreSQL, each on
 //! its own thread, never slowing the readers (a sink that falls behind only lets its own ring
 //! fill, which the reader counts and reports as a `queue_full` notice).
 //!
@@ -11,6 +12,7 @@
 pub mod dlq;
 pub mod kinesis;
 pub mod order;
+pub mod postgres;
 pub mod redis;
 pub mod resend;
 

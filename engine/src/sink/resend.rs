@@ -74,6 +74,18 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
         torn_tail: letters.torn_tail,
         ..ResendReport::default()
     };
+    let postgres = letters
+        .records
+        .iter()
+        .filter(|r| matches!(r.target, Target::Postgres { .. }))
+        .count();
+    if postgres > 0 {
+        anyhow::bail!(
+            "{}: {postgres} PostgreSQL rows: `hotpath dlq resend` does not send PostgreSQL rows \
+             yet; insert their `row` values with INSERT ... ON CONFLICT DO NOTHING",
+            path.display()
+        );
+    }
     let (redis, kinesis): (Vec<DeadRecord>, Vec<DeadRecord>) = letters
         .records
         .into_iter()

@@ -12,6 +12,8 @@ mod detect;
 mod discovery;
 mod fault_proxy;
 mod feed;
+mod pg_server;
+mod postgres;
 mod reanchor;
 mod record;
 mod repairs;

@@ -178,7 +178,7 @@ struct Entry<'a> {
 fn entry_of(record: &DeadRecord) -> Option<Entry<'_>> {
     match &record.target {
         Target::Redis { key, id, fields } => Some(Entry { key, id, fields }),
-        Target::Kinesis { .. } => None,
+        Target::Kinesis { .. } | Target::Postgres { .. } => None,
     }
 }
 
