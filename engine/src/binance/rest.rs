@@ -43,8 +43,8 @@ use tokio::net::TcpStream;
 
 use crate::clock::unix_ms;
 
-use super::rest_sbe;
 use super::rate_limit::{self, RETRY_AFTER_HEADER, USED_WEIGHT_HEADER, WeightWindow};
+use super::rest_sbe;
 use super::weights::{DEPTH_LIMIT_MAX, Endpoint, LIST_LIMIT_MAX};
 
 /// The deadline of one request unless [`RestClient::set_timeout`] changes it.
@@ -873,7 +873,8 @@ impl RestClient {
             sbe = is_sbe(&answer.headers),
             "REST response"
         );
-        if sbe && !self.deprecated_seen && answer.headers.contains_key(rest_sbe::DEPRECATED_HEADER) {
+        if sbe && !self.deprecated_seen && answer.headers.contains_key(rest_sbe::DEPRECATED_HEADER)
+        {
             self.deprecated_seen = true;
             tracing::warn!(
                 server = %self.target.authority,
@@ -941,7 +942,10 @@ impl RestClient {
             None => None,
         };
         let (sender, response) = match kept {
-            Some(mut sender) => match sender.send_request(self.request(path_and_query, sbe)?).await {
+            Some(mut sender) => match sender
+                .send_request(self.request(path_and_query, sbe)?)
+                .await
+            {
                 Ok(response) => (sender, response),
                 Err(e) if closed_before_answer(&e) => {
                     tracing::debug!(error = %chain(&e), "kept REST connection closed; resending");

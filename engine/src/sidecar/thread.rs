@@ -860,9 +860,7 @@ impl Sidecar {
         }
         let interval = interval_name(interval_ms);
         let started = monotonic_ns();
-        let rows = self
-            .drive(client.klines(&name, interval, open_ms, 1))
-            .await;
+        let rows = self.drive(client.klines(&name, interval, open_ms, 1)).await;
         self.note_rest(started, client);
         let kline = match rows {
             Ok(rows) => parse_kline(&rows, open_ms),
