@@ -16,6 +16,7 @@ mod reanchor;
 mod record;
 mod repairs;
 mod rest;
+mod rest_sbe;
 mod schema;
 mod servers;
 mod sidecar;
