@@ -44,6 +44,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::binance::rest::RestFormat;
 use crate::constants::GROUP_COUNT_MAX;
 use crate::idle::IdleStrategy;
 
@@ -208,6 +209,9 @@ pub struct RunConfig {
     pub http: HttpConfig,
     /// Pair discovery (the symbols from Binance's 24 h volumes instead of `symbols`).
     pub discovery: DiscoveryConfig,
+    /// The wire format of the REST answers the sidecar, the books and discovery read
+    /// (`[rest] format`, SBE by default, falling back to JSON on its own).
+    pub rest_format: RestFormat,
 }
 
 impl Default for RunConfig {
@@ -229,6 +233,7 @@ impl Default for RunConfig {
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
             discovery: DiscoveryConfig::default(),
+            rest_format: RestFormat::Sbe,
         }
     }
 }
@@ -282,6 +287,7 @@ struct RawConfig {
     sidecar: RawSidecar,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
+    rest: RawRest,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -311,6 +317,12 @@ struct RawReaders {
     backoff_initial_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     group_count_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRest {
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +372,13 @@ impl RunConfig {
             config.symbols_per_connection = per;
         }
         config.discovery = raw.discovery.into_config()?;
+        if let Some(format) = raw.rest.format {
+            config.rest_format = RestFormat::parse(&format).ok_or_else(|| {
+                ConfigError::invalid(format!(
+                    "rest.format = {format:?}: must be \"sbe\" or \"json\""
+                ))
+            })?;
+        }
         config.check(None)?;
         Ok(config)
     }
@@ -1014,6 +1033,17 @@ mod tests {
         RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
         let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    #[test]
+    fn the_rest_format_is_sbe_unless_json_and_a_bad_one_names_its_key() {
+        assert_eq!(RunConfig::default().rest_format, RestFormat::Sbe);
+        let json = RunConfig::from_toml("[rest]\nformat = \"json\"\n").expect("valid");
+        assert_eq!(json.rest_format, RestFormat::Json);
+        let sbe = RunConfig::from_toml("[rest]\nformat = \"sbe\"\n").expect("valid");
+        assert_eq!(sbe.rest_format, RestFormat::Sbe);
+        let error = RunConfig::from_toml("[rest]\nformat = \"xml\"\n").expect_err("bad");
+        assert!(error.to_string().contains("rest.format"), "{error}");
     }
 
     #[test]

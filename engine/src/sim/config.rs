@@ -313,6 +313,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rest_sbe_is_on_off_or_deprecated() {
+        use super::super::rest::SbeMode;
+        assert_eq!(SimConfig::default().rest_sbe, SbeMode::Serve);
+        for (text, mode) in [
+            ("on", SbeMode::Serve),
+            ("off", SbeMode::Refuse),
+            ("deprecated", SbeMode::Deprecated),
+        ] {
+            let config =
+                SimConfig::from_toml(&format!("[rest]\nsbe = \"{text}\"\n")).expect("valid");
+            assert_eq!(config.rest_sbe, mode);
+        }
+        let error = SimConfig::from_toml("[rest]\nsbe = \"yes\"\n").expect_err("bad");
+        assert!(error.contains("rest.sbe"), "{error}");
+    }
+
+    #[test]
     fn a_full_file_parses_and_bad_keys_are_named() {
         let config = SimConfig::from_toml(
             "listen = \"127.0.0.1:9000\"\n[exchange]\nsymbols = [\"ETHUSDT\"]\nseed = 9\ndepth_interval_ms = 10\n[websocket]\nmax_lifetime_ms = 5000\n[faults]\ndrop_depth_pct = 5.0\n",
