@@ -1,6 +1,7 @@
 //! The async Binance REST client for the market-data endpoints the engine needs: depth
-//! snapshots, to anchor or re-anchor a local book (PROTOCOL.md 4.4), and historical trades, to
-//! fill a trade-id gap. It speaks to Binance (`https://api.binance.com`,
+//! snapshots, to anchor or re-anchor a local book (PROTOCOL.md 4.4), historical trades, to
+//! fill a trade-id gap, klines and aggregate trades for the sidecar's kline check, and
+//! exchangeInfo and 24 h tickers for pair discovery. It speaks to Binance (`https://api.binance.com`,
 //! `https://data-api.binance.vision`) and to hotpath's simulator (`http://127.0.0.1:PORT`, or
 //! `https://localhost:PORT` with the simulator's certificate trusted), which serves REST on the
 //! same port as its WebSockets.
@@ -13,6 +14,20 @@
 //! a request that finds its kept connection closed before any answer is sent again once, on a
 //! fresh one (GETs are idempotent). Bodies are capped ([`BODY_MAX_BYTES`] by default) and every
 //! request, connect and TLS handshake included, has a deadline ([`DEFAULT_TIMEOUT`] by default).
+//!
+//! # Wire format: SBE, JSON as the fall back
+//!
+//! Depth, historicalTrades, klines, aggTrades and exchangeInfo are asked for in SBE by default
+//! ([`RestFormat`], `[rest] format`): `Accept: application/sbe` and `X-MBX-SBE: 3:5`
+//! (PROTOCOL.md 4.5), decoded by [`super::rest_sbe`] with codecs generated from
+//! `schemas/binance_spot_3_5.xml`; the result is the same value the JSON answer gives. An answer
+//! is read as SBE when its `Content-Type` says so, else as JSON. A 406 (SBE disabled) switches
+//! the client to JSON for good at once; an SBE answer that does not decode, or an SBE-encoded
+//! error, is asked again in JSON, and if that succeeds the client stays on JSON (a genuine error
+//! such as an unknown symbol fails in JSON too: it is reported, and SBE stays). Either switch is
+//! logged once, at warn. `X-MBX-SBE-DEPRECATED` is warned about once; the answer, encoded by
+//! Binance in the newest compatible version, still decodes. Ping, time, ticker/24hr and
+//! [`RestClient::get_json`] are JSON.
 //!
 //! # Request weight and bans
 //!
