@@ -19,6 +19,7 @@ mod rest;
 mod rest_sbe;
 mod schema;
 mod servers;
+mod shards;
 mod sidecar;
 mod sim;
 mod sinks;
