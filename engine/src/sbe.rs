@@ -38,3 +38,11 @@ pub fn symbol<'a>(message: &spot_stream::Message<'a>) -> &'a [u8] {
         Message::DepthDiffStreamEvent(m) => m.symbol(),
     }
 }
+
+/// Binance schema `spot_sbe` 3:5, the REST API's (`schemas/binance_spot_3_5.xml`, a verbatim
+/// copy of Binance's `spot_3_5.xml`), generated for the messages `engine/build.rs` names only:
+/// errors, exchangeInfo, depth, trades, aggTrades and klines.
+#[forbid(unsafe_code)]
+pub mod spot_rest {
+    include!(concat!(env!("OUT_DIR"), "/binance_spot_rest.rs"));
+}

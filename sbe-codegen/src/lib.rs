@@ -70,13 +70,57 @@ pub fn generate_str(path: impl AsRef<Path>, xml: &str) -> Result<Generated> {
     })
 }
 
+/// Generates the code for the schema at `path`, keeping only the messages named in `messages`
+/// (every type stays: types are cheap, messages are what a large schema's code is made of).
+/// The whole schema is still read and checked. A name that is no message of the schema is an
+/// error, so a renamed message fails the build rather than vanishing from it.
+pub fn generate_messages(path: impl AsRef<Path>, messages: &[&str]) -> Result<Generated> {
+    let path = path.as_ref();
+    let (mut schema, inputs) = load(path)?;
+    if let Some(unknown) = messages
+        .iter()
+        .find(|name| !schema.messages.iter().any(|m| m.name == **name))
+    {
+        let location = Location {
+            file: path.to_path_buf(),
+            line: 1,
+        };
+        return Err(Error::schema(
+            &location,
+            "messageSchema",
+            format!("no message named '{unknown}' to generate"),
+        ));
+    }
+    schema
+        .messages
+        .retain(|m| messages.contains(&m.name.as_str()));
+    let code = emit::emit(&schema);
+    Ok(Generated {
+        schema,
+        code,
+        inputs,
+    })
+}
+
 /// For `build.rs`: generates the code for `schema` into `out`, prints
 /// `cargo:rerun-if-changed` for every input, and on a schema error prints it and exits the
 /// build script with a failure, so the build stops with the message.
 pub fn build(schema: impl AsRef<Path>, out: impl AsRef<Path>) {
     let schema = schema.as_ref();
     println!("cargo:rerun-if-changed={}", schema.display());
-    let generated = match generate(schema) {
+    write_out(generate(schema), out.as_ref());
+}
+
+/// [`build`] for only the messages named in `messages` (see [`generate_messages`]).
+pub fn build_messages(schema: impl AsRef<Path>, out: impl AsRef<Path>, messages: &[&str]) {
+    let schema = schema.as_ref();
+    println!("cargo:rerun-if-changed={}", schema.display());
+    write_out(generate_messages(schema, messages), out.as_ref());
+}
+
+/// The rest of [`build`]: reports a schema error and exits, or writes the code if it changed.
+fn write_out(generated: Result<Generated>, out: &Path) {
+    let generated = match generated {
         Ok(generated) => generated,
         Err(e) => {
             eprintln!("error: SBE schema: {e}");
@@ -90,7 +134,6 @@ pub fn build(schema: impl AsRef<Path>, out: impl AsRef<Path>) {
     for warning in &generated.schema.warnings {
         println!("cargo:warning=SBE schema: {warning}");
     }
-    let out = out.as_ref();
     let unchanged = std::fs::read_to_string(out).is_ok_and(|old| old == generated.code);
     if !unchanged && let Err(e) = std::fs::write(out, &generated.code) {
         eprintln!("error: cannot write {}: {e}", out.display());

@@ -1,7 +1,9 @@
 //! Binance's decimals. REST sends prices and quantities as strings (`"69769.88000000"`); the
 //! engine keeps them as `i64` mantissas at the SBE frames' exponents. [`parse_decimal`]
 //! converts one exactly, refusing anything that would round, and [`mantissas`] converts a side
-//! of a depth snapshot.
+//! of a depth snapshot (text from JSON, or SBE mantissas at the answer's exponents).
+
+use super::rest::Levels;
 
 /// Parses a decimal such as `"12345.67000000"` or `"-0.5"` exactly into its mantissa at
 /// `exponent` (`"12345.67000000"` at -8 is 1234567000000). `None` when the text is not
@@ -63,10 +65,59 @@ pub fn parse_decimal(text: &str, exponent: i8) -> Option<i64> {
     }
 }
 
-/// Converts `(price, quantity)` levels as Binance sends them into mantissas at the given
+/// Converts a depth snapshot's side, as JSON text or SBE mantissas, into mantissas at the given
 /// exponents (the SBE frames': -8 for the simulator), exactly, or says which level does not
-/// convert.
+/// convert. Mantissas already at those exponents are copied as they are.
 pub fn mantissas(
+    levels: &Levels,
+    price_exponent: i8,
+    qty_exponent: i8,
+) -> Result<Vec<(i64, i64)>, String> {
+    match levels {
+        Levels::Text(levels) => text_mantissas(levels, price_exponent, qty_exponent),
+        Levels::Exact {
+            price_exponent: from_pe,
+            qty_exponent: from_qe,
+            levels,
+        } => {
+            if (*from_pe, *from_qe) == (price_exponent, qty_exponent) {
+                return Ok(levels.clone());
+            }
+            levels
+                .iter()
+                .enumerate()
+                .map(|(i, &(price, qty))| {
+                    let exact = |m: i64, from: i8, to: i8, what: &str| {
+                        rescale(m, from, to).ok_or_else(|| {
+                            format!(
+                                "level {i}: {what} {m}e{from} is not exact at exponent {to} \
+                                 within i64"
+                            )
+                        })
+                    };
+                    Ok((
+                        exact(price, *from_pe, price_exponent, "price")?,
+                        exact(qty, *from_qe, qty_exponent, "quantity")?,
+                    ))
+                })
+                .collect()
+        }
+    }
+}
+
+/// `mantissa x 10^from` as a mantissa at `10^to`, if exact and within i64.
+pub fn rescale(mantissa: i64, from: i8, to: i8) -> Option<i64> {
+    let shift = i32::from(from) - i32::from(to);
+    let scale = 10i64.checked_pow(shift.unsigned_abs())?;
+    if shift >= 0 {
+        mantissa.checked_mul(scale)
+    } else {
+        (mantissa % scale == 0).then(|| mantissa / scale)
+    }
+}
+
+/// [`mantissas`] of decimal strings.
+fn text_mantissas(
     levels: &[(String, String)],
     price_exponent: i8,
     qty_exponent: i8,
@@ -180,10 +231,10 @@ mod tests {
 
     #[test]
     fn levels_convert_or_name_the_bad_one() {
-        let levels = vec![
+        let levels = Levels::Text(vec![
             ("69769.88000000".to_string(), "0.00100000".to_string()),
             ("69769.87".to_string(), "2".to_string()),
-        ];
+        ]);
         assert_eq!(
             mantissas(&levels, -8, -8),
             Ok(vec![
@@ -195,11 +246,40 @@ mod tests {
             mantissas(&levels, -2, 0).map_err(|e| e.contains("level 0: quantity")),
             Err(true)
         );
-        let bad = vec![
+        let bad = Levels::Text(vec![
             ("1".to_string(), "1".to_string()),
             ("x".to_string(), "1".to_string()),
-        ];
+        ]);
         let error = mantissas(&bad, -8, -8).expect_err("not a decimal");
         assert!(error.contains("level 1: price \"x\""), "{error}");
+    }
+
+    #[test]
+    fn sbe_levels_rescale_exactly_or_name_the_bad_one() {
+        let exact = |price_exponent, qty_exponent, levels| Levels::Exact {
+            price_exponent,
+            qty_exponent,
+            levels,
+        };
+        let levels = exact(-2, 0, vec![(6_976_988, 1), (6_976_987, 2)]);
+        assert_eq!(
+            mantissas(&levels, -8, -8),
+            Ok(vec![
+                (6_976_988_000_000, 100_000_000),
+                (6_976_987_000_000, 200_000_000)
+            ])
+        );
+        // At their own exponents they are taken as they are.
+        assert_eq!(
+            mantissas(&levels, -2, 0),
+            Ok(vec![(6_976_988, 1), (6_976_987, 2)])
+        );
+        // Coarser is fine while nothing is lost.
+        let fine = exact(-8, -8, vec![(6_976_988_000_000, 100_000_000), (1, 1)]);
+        let error = mantissas(&fine, -2, 0).expect_err("would round");
+        assert!(error.contains("level 1: price 1e-8"), "{error}");
+        assert_eq!(rescale(i64::MAX, 0, -1), None);
+        assert_eq!(rescale(-1_500, -3, -1), Some(-15));
+        assert_eq!(rescale(7, 0, -30), None);
     }
 }

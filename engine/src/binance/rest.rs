@@ -1,6 +1,7 @@
 //! The async Binance REST client for the market-data endpoints the engine needs: depth
-//! snapshots, to anchor or re-anchor a local book (PROTOCOL.md 4.4), and historical trades, to
-//! fill a trade-id gap. It speaks to Binance (`https://api.binance.com`,
+//! snapshots, to anchor or re-anchor a local book (PROTOCOL.md 4.4), historical trades, to
+//! fill a trade-id gap, klines and aggregate trades for the sidecar's kline check, and
+//! exchangeInfo and 24 h tickers for pair discovery. It speaks to Binance (`https://api.binance.com`,
 //! `https://data-api.binance.vision`) and to hotpath's simulator (`http://127.0.0.1:PORT`, or
 //! `https://localhost:PORT` with the simulator's certificate trusted), which serves REST on the
 //! same port as its WebSockets.
@@ -13,6 +14,20 @@
 //! a request that finds its kept connection closed before any answer is sent again once, on a
 //! fresh one (GETs are idempotent). Bodies are capped ([`BODY_MAX_BYTES`] by default) and every
 //! request, connect and TLS handshake included, has a deadline ([`DEFAULT_TIMEOUT`] by default).
+//!
+//! # Wire format: SBE, JSON as the fall back
+//!
+//! Depth, historicalTrades, klines, aggTrades and exchangeInfo are asked for in SBE by default
+//! ([`RestFormat`], `[rest] format`): `Accept: application/sbe` and `X-MBX-SBE: 3:5`
+//! (PROTOCOL.md 4.5), decoded by [`super::rest_sbe`] with codecs generated from
+//! `schemas/binance_spot_3_5.xml`; the result is the same value the JSON answer gives. An answer
+//! is read as SBE when its `Content-Type` says so, else as JSON. A 406 (SBE disabled) switches
+//! the client to JSON for good at once; an SBE answer that does not decode, or an SBE-encoded
+//! error, is asked again in JSON, and if that succeeds the client stays on JSON (a genuine error
+//! such as an unknown symbol fails in JSON too: it is reported, and SBE stays). Either switch is
+//! logged once, at warn. `X-MBX-SBE-DEPRECATED` is warned about once; the answer, encoded by
+//! Binance in the newest compatible version, still decodes. Ping, time, ticker/24hr and
+//! [`RestClient::get_json`] are JSON.
 //!
 //! # Request weight and bans
 //!
@@ -31,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_LENGTH, HOST, HeaderMap, USER_AGENT};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, USER_AGENT};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -44,6 +59,7 @@ use tokio::net::TcpStream;
 use crate::clock::unix_ms;
 
 use super::rate_limit::{self, RETRY_AFTER_HEADER, USED_WEIGHT_HEADER, WeightWindow};
+use super::rest_sbe;
 use super::weights::{DEPTH_LIMIT_MAX, Endpoint, LIST_LIMIT_MAX};
 
 /// The deadline of one request unless [`RestClient::set_timeout`] changes it.
@@ -59,6 +75,8 @@ pub const BODY_MAX_BYTES: usize = 64 << 20;
 /// The largest `limit` of `/api/v3/historicalTrades`.
 pub const TRADES_LIMIT_MAX: u32 = LIST_LIMIT_MAX;
 
+/// What Binance answers an SBE request when SBE is disabled.
+const HTTP_NOT_ACCEPTABLE: u16 = 406;
 /// Symbols as Binance spells them: `^[A-Z0-9]{1,20}$`.
 const SYMBOL_LEN_MAX: usize = 20;
 /// Response text kept in an error message.
@@ -180,17 +198,66 @@ pub struct Ticker24hr {
     pub quote_volume: String,
 }
 
-/// A `/api/v3/depth` answer, prices and quantities as the decimal strings Binance sends
-/// ([`super::decimal::mantissas`] converts them).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// A `/api/v3/depth` answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DepthSnapshot {
     /// The book's update id: the snapshot is the book after this diff.
-    #[serde(rename = "lastUpdateId")]
     pub last_update_id: i64,
-    /// Bids, best (highest price) first: `(price, quantity)`.
-    pub bids: Vec<(String, String)>,
-    /// Asks, best (lowest price) first: `(price, quantity)`.
-    pub asks: Vec<(String, String)>,
+    /// Bids, best (highest price) first.
+    pub bids: Levels,
+    /// Asks, best (lowest price) first.
+    pub asks: Levels,
+}
+
+/// One side of a depth snapshot as it came: decimal strings from JSON, mantissas from SBE.
+/// [`super::decimal::mantissas`] turns either into mantissas at the exponents the book keeps,
+/// exactly or not at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Levels {
+    /// `(price, quantity)` as the JSON answer prints them.
+    Text(Vec<(String, String)>),
+    /// `(price, quantity)` mantissas at the SBE answer's exponents.
+    Exact {
+        /// The prices' exponent.
+        price_exponent: i8,
+        /// The quantities' exponent.
+        qty_exponent: i8,
+        /// The levels.
+        levels: Vec<(i64, i64)>,
+    },
+}
+
+impl Levels {
+    /// How many levels.
+    pub fn len(&self) -> usize {
+        match self {
+            Levels::Text(levels) => levels.len(),
+            Levels::Exact { levels, .. } => levels.len(),
+        }
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'de> Deserialize<'de> for DepthSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Json {
+            #[serde(rename = "lastUpdateId")]
+            last_update_id: i64,
+            bids: Vec<(String, String)>,
+            asks: Vec<(String, String)>,
+        }
+        let json = Json::deserialize(deserializer)?;
+        Ok(DepthSnapshot {
+            last_update_id: json.last_update_id,
+            bids: Levels::Text(json.bids),
+            asks: Levels::Text(json.asks),
+        })
+    }
 }
 
 /// One trade of `/api/v3/historicalTrades`.
@@ -208,6 +275,96 @@ pub struct RestTrade {
     /// Whether the buyer was the maker (the taker sold).
     #[serde(rename = "isBuyerMaker")]
     pub is_buyer_maker: bool,
+}
+
+/// One aggregate of `/api/v3/aggTrades`, as the kline check needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestAggTrade {
+    /// Aggregate id (`a`).
+    pub agg_id: i64,
+    /// Its first trade id (`f`).
+    pub first_trade_id: i64,
+    /// Its last trade id (`l`).
+    pub last_trade_id: i64,
+    /// Time, milliseconds since the epoch (`T`).
+    pub time_ms: i64,
+}
+
+impl<'de> Deserialize<'de> for RestAggTrade {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Json {
+            a: i64,
+            f: i64,
+            l: i64,
+            #[serde(rename = "T")]
+            time: i64,
+        }
+        let json = Json::deserialize(deserializer)?;
+        Ok(RestAggTrade {
+            agg_id: json.a,
+            first_trade_id: json.f,
+            last_trade_id: json.l,
+            time_ms: json.time,
+        })
+    }
+}
+
+/// One kline of `/api/v3/klines`, as the kline check needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestKline {
+    /// Open time, milliseconds since the epoch.
+    pub open_ms: i64,
+    /// Base asset volume, as Binance prints it.
+    pub volume: String,
+    /// Number of trades.
+    pub count: u64,
+}
+
+impl<'de> Deserialize<'de> for RestKline {
+    /// A JSON kline is an array: `[openTime, open, high, low, close, volume, closeTime,
+    /// quoteVolume, numTrades, ...]`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let row = Vec::<Value>::deserialize(deserializer)?;
+        let field = |i: usize| row.get(i).ok_or_else(|| D::Error::custom("a short kline"));
+        let open_ms = field(0)?
+            .as_i64()
+            .ok_or_else(|| D::Error::custom("a kline open time that is no integer"))?;
+        let volume = field(5)?
+            .as_str()
+            .ok_or_else(|| D::Error::custom("a kline volume that is no string"))?;
+        let count = field(8)?
+            .as_u64()
+            .ok_or_else(|| D::Error::custom("a kline trade count that is no integer"))?;
+        Ok(RestKline {
+            open_ms,
+            volume: volume.to_string(),
+            count,
+        })
+    }
+}
+
+/// The wire format the market-data answers are asked in (`[rest] format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestFormat {
+    /// SBE (`Accept: application/sbe`, `X-MBX-SBE: 3:5`), falling back to JSON on a 406 or an
+    /// SBE failure (see [`RestClient`]).
+    #[default]
+    Sbe,
+    /// JSON only.
+    Json,
+}
+
+impl RestFormat {
+    /// `"sbe"` or `"json"`.
+    pub fn parse(text: &str) -> Option<RestFormat> {
+        match text {
+            "sbe" => Some(RestFormat::Sbe),
+            "json" => Some(RestFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// Where requests go: a validated `http://host[:port]` or `https://host[:port]`.
@@ -335,6 +492,11 @@ pub struct RestClient {
     body_max: usize,
     weight: WeightWindow,
     hold: Option<Hold>,
+    format: RestFormat,
+    /// A 406 or an SBE failure turned SBE off for good (said once in the log).
+    fell_back: bool,
+    /// `X-MBX-SBE-DEPRECATED` was seen (said once in the log).
+    deprecated_seen: bool,
 }
 
 impl fmt::Debug for RestClient {
@@ -347,6 +509,8 @@ impl fmt::Debug for RestClient {
             .field("weight", &self.weight)
             .field("hold", &self.hold)
             .field("connects", &self.connects)
+            .field("format", &self.format)
+            .field("fell_back", &self.fell_back)
             .finish()
     }
 }
@@ -385,6 +549,9 @@ impl RestClient {
             body_max: BODY_MAX_BYTES,
             weight: WeightWindow::new(),
             hold: None,
+            format: RestFormat::default(),
+            fell_back: false,
+            deprecated_seen: false,
         })
     }
 
@@ -431,6 +598,33 @@ impl RestClient {
             .filter(|left| !left.is_zero())
     }
 
+    /// Sets the wire format of the market-data answers (SBE by default).
+    pub fn set_format(&mut self, format: RestFormat) {
+        self.format = format;
+        self.fell_back = false;
+    }
+
+    /// The format market-data answers are asked in now: [`RestFormat::Json`] after a fall
+    /// back from SBE.
+    pub fn format(&self) -> RestFormat {
+        if self.fell_back {
+            RestFormat::Json
+        } else {
+            self.format
+        }
+    }
+
+    /// Whether SBE was asked for and a 406 or an SBE failure made the client fall back to
+    /// JSON for good.
+    pub fn fell_back(&self) -> bool {
+        self.fell_back
+    }
+
+    /// Whether an answer carried `X-MBX-SBE-DEPRECATED` (warned once).
+    pub fn sbe_deprecated(&self) -> bool {
+        self.deprecated_seen
+    }
+
     /// Connections opened so far (1 while keep-alive holds).
     pub fn connects(&self) -> u64 {
         self.connects
@@ -463,7 +657,8 @@ impl RestClient {
             )));
         }
         let path = format!("/api/v3/depth?symbol={symbol}&limit={limit}");
-        self.get_typed(&path, Endpoint::Depth { limit }).await
+        self.fetch(&path, Endpoint::Depth { limit }, rest_sbe::depth)
+            .await
     }
 
     /// `/api/v3/historicalTrades?symbol=..[&fromId=..]&limit=..` (weight 25): up to `limit`
@@ -492,7 +687,48 @@ impl RestClient {
             }
             None => format!("/api/v3/historicalTrades?symbol={symbol}&limit={limit}"),
         };
-        self.get_typed(&path, Endpoint::HistoricalTrades).await
+        self.fetch(&path, Endpoint::HistoricalTrades, rest_sbe::trades)
+            .await
+    }
+
+    /// `/api/v3/klines?symbol=..&interval=..&startTime=..&limit=..` (weight 2): up to `limit`
+    /// (1-1000) klines of `interval` (`1m`, `1h`, ...) opening at or after `start_ms`.
+    pub async fn klines(
+        &mut self,
+        symbol: &str,
+        interval: &str,
+        start_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RestKline>, RestError> {
+        check_symbol(symbol)?;
+        check_list_limit("klines", limit)?;
+        if interval.is_empty() || !interval.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(RestError::Invalid(format!(
+                "klines interval {interval:?}: must be such as 1m or 1h"
+            )));
+        }
+        let path = format!(
+            "/api/v3/klines?symbol={symbol}&interval={interval}&startTime={start_ms}&limit={limit}"
+        );
+        self.fetch(&path, Endpoint::Klines, rest_sbe::klines).await
+    }
+
+    /// `/api/v3/aggTrades?symbol=..&startTime=..&endTime=..&limit=..` (weight 4): up to
+    /// `limit` (1-1000) aggregates traded from `start_ms` to `end_ms`, oldest first.
+    pub async fn agg_trades(
+        &mut self,
+        symbol: &str,
+        start_ms: i64,
+        end_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RestAggTrade>, RestError> {
+        check_symbol(symbol)?;
+        check_list_limit("aggTrades", limit)?;
+        let path = format!(
+            "/api/v3/aggTrades?symbol={symbol}&startTime={start_ms}&endTime={end_ms}&limit={limit}"
+        );
+        self.fetch(&path, Endpoint::AggTrades, rest_sbe::agg_trades)
+            .await
     }
 
     /// `/api/v3/exchangeInfo` (weight 20): every symbol's name, trading status and quote
@@ -502,9 +738,9 @@ impl RestClient {
         struct Info {
             symbols: Vec<SymbolListing>,
         }
-        let info: Info = self
-            .get_typed("/api/v3/exchangeInfo", Endpoint::ExchangeInfo)
-            .await?;
+        let endpoint = Endpoint::ExchangeInfo;
+        let sbe = |body: &[u8]| rest_sbe::exchange_info(body).map(|symbols| Info { symbols });
+        let info: Info = self.fetch("/api/v3/exchangeInfo", endpoint, sbe).await?;
         Ok(info.symbols)
     }
 
@@ -538,7 +774,7 @@ impl RestClient {
                 }
             }
         };
-        let body = self.get(path_and_query, weight).await?;
+        let body = self.get(path_and_query, weight, false).await?;
         decode(path_and_query, &body)
     }
 
@@ -547,12 +783,77 @@ impl RestClient {
         path_and_query: &str,
         endpoint: Endpoint,
     ) -> Result<T, RestError> {
-        let body = self.get(path_and_query, endpoint.weight()).await?;
+        let body = self.get(path_and_query, endpoint.weight(), false).await?;
         decode(path_and_query, &body)
     }
 
+    /// A market-data GET in the client's format: SBE decoded by `sbe`, or JSON. Asked in SBE,
+    /// a 406 (SBE disabled) falls back to JSON at once; an SBE answer that does not decode, or
+    /// an SBE-encoded error, is asked again in JSON, and if that answer is good the client
+    /// stays on JSON. Either fall back is said once in the log.
+    async fn fetch<T: DeserializeOwned>(
+        &mut self,
+        path_and_query: &str,
+        endpoint: Endpoint,
+        sbe: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, RestError> {
+        let weight = endpoint.weight();
+        if self.format() == RestFormat::Json {
+            return self.get_typed(path_and_query, endpoint).await;
+        }
+        let answer = self.answer(path_and_query, weight, true).await?;
+        if answer.status == HTTP_NOT_ACCEPTABLE {
+            self.fall_back(path_and_query, "HTTP 406: SBE is not accepted");
+            return self.get_typed(path_and_query, endpoint).await;
+        }
+        if !is_sbe(&answer.headers) {
+            // Binance answers JSON when it cannot answer SBE for this request.
+            let body = checked(answer)?;
+            return decode(path_and_query, &body);
+        }
+        let failure = if (200..300).contains(&answer.status) {
+            match sbe(&answer.body) {
+                Ok(value) => return Ok(value),
+                Err(why) => why,
+            }
+        } else {
+            http_error(answer.status, &answer.body).to_string()
+        };
+        let value = self.get_typed(path_and_query, endpoint).await?;
+        self.fall_back(path_and_query, &failure);
+        Ok(value)
+    }
+
+    fn fall_back(&mut self, path_and_query: &str, why: &str) {
+        if !self.fell_back {
+            self.fell_back = true;
+            tracing::warn!(
+                server = %self.target.authority,
+                path = path_and_query,
+                "REST: SBE failed ({why}); using JSON from now on"
+            );
+        }
+    }
+
     /// Sends one GET of `weight` unless refused locally; the body of a 2xx answer.
-    async fn get(&mut self, path_and_query: &str, weight: u32) -> Result<Bytes, RestError> {
+    async fn get(
+        &mut self,
+        path_and_query: &str,
+        weight: u32,
+        sbe: bool,
+    ) -> Result<Bytes, RestError> {
+        let answer = self.answer(path_and_query, weight, sbe).await?;
+        checked(answer)
+    }
+
+    /// Sends one GET of `weight` unless refused locally, asking for SBE if `sbe`; the whole
+    /// answer, whatever its status but 429 and 418, which start a hold and are errors.
+    async fn answer(
+        &mut self,
+        path_and_query: &str,
+        weight: u32,
+        sbe: bool,
+    ) -> Result<Answer, RestError> {
         if let Err(e) = path_and_query.parse::<http::uri::PathAndQuery>() {
             return Err(RestError::Invalid(format!(
                 "request target {path_and_query:?}: {e}"
@@ -561,8 +862,9 @@ impl RestClient {
         if weight > 0 {
             self.admit(weight)?;
         }
-        let answer = match tokio::time::timeout(self.timeout, self.round_trip(path_and_query)).await
-        {
+        let timeout = self.timeout;
+        let round_trip = self.round_trip(path_and_query, sbe);
+        let answer = match tokio::time::timeout(timeout, round_trip).await {
             Ok(result) => result?,
             Err(_) => {
                 // The connection may still owe the answer: never reuse it.
@@ -583,15 +885,23 @@ impl RestClient {
             status = answer.status,
             used_weight = ?used_weight,
             bytes = answer.body.len(),
+            sbe = is_sbe(&answer.headers),
             "REST response"
         );
-        if (200..300).contains(&answer.status) {
-            return Ok(answer.body);
+        if sbe && !self.deprecated_seen && answer.headers.contains_key(rest_sbe::DEPRECATED_HEADER)
+        {
+            self.deprecated_seen = true;
+            tracing::warn!(
+                server = %self.target.authority,
+                schema = %rest_sbe::schema_header_value(),
+                "REST: Binance marks this SBE schema deprecated (X-MBX-SBE-DEPRECATED); answers \
+                 still decode, but update schemas/binance_spot_3_5.xml to the current schema"
+            );
         }
         let retry_after = rate_limit::parse_retry_after(header(RETRY_AFTER_HEADER));
         match rate_limit::hold_after(answer.status, retry_after, unix_ms()) {
             Some(rule) => Err(self.hold_for(rule)),
-            None => Err(http_error(answer.status, &answer.body)),
+            None => Ok(answer),
         }
     }
 
@@ -641,21 +951,24 @@ impl RestClient {
     /// Sends the GET on the kept connection, or on a fresh one if there is none or it is
     /// closed, and reads the whole answer. A kept connection that closes before answering gets
     /// the request once more on a fresh one.
-    async fn round_trip(&mut self, path_and_query: &str) -> Result<Answer, RestError> {
+    async fn round_trip(&mut self, path_and_query: &str, sbe: bool) -> Result<Answer, RestError> {
         let kept = match self.conn.take() {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
             None => None,
         };
         let (sender, response) = match kept {
-            Some(mut sender) => match sender.send_request(self.request(path_and_query)?).await {
+            Some(mut sender) => match sender
+                .send_request(self.request(path_and_query, sbe)?)
+                .await
+            {
                 Ok(response) => (sender, response),
                 Err(e) if closed_before_answer(&e) => {
                     tracing::debug!(error = %chain(&e), "kept REST connection closed; resending");
-                    self.send_fresh(path_and_query).await?
+                    self.send_fresh(path_and_query, sbe).await?
                 }
                 Err(e) => return Err(io_error(&e)),
             },
-            None => self.send_fresh(path_and_query).await?,
+            None => self.send_fresh(path_and_query, sbe).await?,
         };
         // Any failure below drops the sender: a connection with an unread rest is not reused.
         let answer = read_answer(response, self.body_max).await?;
@@ -666,20 +979,34 @@ impl RestClient {
     async fn send_fresh(
         &mut self,
         path_and_query: &str,
+        sbe: bool,
     ) -> Result<(Sender, http::Response<hyper::body::Incoming>), RestError> {
         let mut sender = self.connect().await?;
         let response = sender
-            .send_request(self.request(path_and_query)?)
+            .send_request(self.request(path_and_query, sbe)?)
             .await
             .map_err(|e| io_error(&e))?;
         Ok((sender, response))
     }
 
-    fn request(&self, path_and_query: &str) -> Result<http::Request<Empty<Bytes>>, RestError> {
-        http::Request::get(path_and_query)
+    /// The GET; `sbe` asks for SBE only (PROTOCOL.md 4.5: with JSON also accepted, Binance
+    /// answers JSON).
+    fn request(
+        &self,
+        path_and_query: &str,
+        sbe: bool,
+    ) -> Result<http::Request<Empty<Bytes>>, RestError> {
+        let builder = http::Request::get(path_and_query)
             .header(HOST, self.target.authority.as_str())
-            .header(USER_AGENT, concat!("hotpath/", env!("CARGO_PKG_VERSION")))
-            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, concat!("hotpath/", env!("CARGO_PKG_VERSION")));
+        let builder = if sbe {
+            builder
+                .header(ACCEPT, rest_sbe::ACCEPT_SBE)
+                .header(rest_sbe::SBE_HEADER, rest_sbe::schema_header_value())
+        } else {
+            builder.header(ACCEPT, "application/json")
+        };
+        builder
             .body(Empty::new())
             .map_err(|e| RestError::Invalid(format!("request target {path_and_query:?}: {e}")))
     }
@@ -790,6 +1117,42 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+/// Whether the answer is SBE (`Content-Type: application/sbe`).
+fn is_sbe(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(rest_sbe::ACCEPT_SBE))
+}
+
+/// The body of a 2xx answer, or the error of another: Binance's code and message, from JSON
+/// or from an SBE `ErrorResponse`.
+fn checked(answer: Answer) -> Result<Bytes, RestError> {
+    if (200..300).contains(&answer.status) {
+        return Ok(answer.body);
+    }
+    if is_sbe(&answer.headers)
+        && let Some((code, msg)) = rest_sbe::error(&answer.body)
+    {
+        return Err(RestError::Http {
+            status: answer.status,
+            code: Some(code),
+            msg,
+        });
+    }
+    Err(http_error(answer.status, &answer.body))
+}
+
+fn check_list_limit(what: &str, limit: u32) -> Result<(), RestError> {
+    if (1..=LIST_LIMIT_MAX).contains(&limit) {
+        Ok(())
+    } else {
+        Err(RestError::Invalid(format!(
+            "{what} limit {limit}: must be from 1 to {LIST_LIMIT_MAX}"
+        )))
+    }
 }
 
 fn check_symbol(symbol: &str) -> Result<(), RestError> {
@@ -1088,7 +1451,7 @@ mod tests {
         );
         assert_eq!(
             depth.asks,
-            [("4.00000200".to_string(), "12.00000000".to_string())]
+            Levels::Text(vec![("4.00000200".to_string(), "12.00000000".to_string())])
         );
         assert_eq!(client.weight.last_used(), 30);
         let trades = client

@@ -44,6 +44,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::binance::rest::RestFormat;
 use crate::constants::GROUP_COUNT_MAX;
 use crate::idle::IdleStrategy;
 use crate::shard::Shard;
@@ -218,6 +219,9 @@ pub struct RunConfig {
     pub http: HttpConfig,
     /// Pair discovery (the symbols from Binance's 24 h volumes instead of `symbols`).
     pub discovery: DiscoveryConfig,
+    /// The wire format of the REST answers the sidecar, the books and discovery read
+    /// (`[rest] format`, SBE by default, falling back to JSON on its own).
+    pub rest_format: RestFormat,
 }
 
 impl Default for RunConfig {
@@ -242,6 +246,7 @@ impl Default for RunConfig {
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
             discovery: DiscoveryConfig::default(),
+            rest_format: RestFormat::Sbe,
         }
     }
 }
@@ -300,6 +305,7 @@ struct RawConfig {
     sidecar: RawSidecar,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
+    rest: RawRest,
     /// Read only to reject it with a clear message; its value is never kept.
     api_key: Option<IgnoredAny>,
 }
@@ -329,6 +335,12 @@ struct RawReaders {
     backoff_initial_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     group_count_max: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRest {
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -387,6 +399,13 @@ impl RunConfig {
             config.symbols_per_connection = per;
         }
         config.discovery = raw.discovery.into_config()?;
+        if let Some(format) = raw.rest.format {
+            config.rest_format = RestFormat::parse(&format).ok_or_else(|| {
+                ConfigError::invalid(format!(
+                    "rest.format = {format:?}: must be \"sbe\" or \"json\""
+                ))
+            })?;
+        }
         config.check(None)?;
         Ok(config)
     }
@@ -1122,6 +1141,17 @@ mod tests {
         let config = RunConfig::from_toml("[postgres]\nenabled = true\n").expect("valid");
         assert!(config.postgres.is_some());
         assert!(!config.sidecar_runs() || config.sidecar.enabled);
+    }
+
+    #[test]
+    fn the_rest_format_is_sbe_unless_json_and_a_bad_one_names_its_key() {
+        assert_eq!(RunConfig::default().rest_format, RestFormat::Sbe);
+        let json = RunConfig::from_toml("[rest]\nformat = \"json\"\n").expect("valid");
+        assert_eq!(json.rest_format, RestFormat::Json);
+        let sbe = RunConfig::from_toml("[rest]\nformat = \"sbe\"\n").expect("valid");
+        assert_eq!(sbe.rest_format, RestFormat::Sbe);
+        let error = RunConfig::from_toml("[rest]\nformat = \"xml\"\n").expect_err("bad");
+        assert!(error.to_string().contains("rest.format"), "{error}");
     }
 
     #[test]

@@ -143,7 +143,10 @@ pub fn halted_among(listings: &[SymbolListing], watched: &HashSet<String>) -> Ve
 fn client(config: &RunConfig) -> Result<RestClient, String> {
     let base = config.sidecar.rest_base(&config.endpoint);
     let tls = crate::feed::run::client_tls(config)?;
-    RestClient::new(&base, Some(tls)).map_err(|e| format!("discovery: REST {base}: {e}"))
+    let mut client =
+        RestClient::new(&base, Some(tls)).map_err(|e| format!("discovery: REST {base}: {e}"))?;
+    client.set_format(config.rest_format);
+    Ok(client)
 }
 
 /// Both answers, exchangeInfo first (weight 20 + 80, within the client's budget).

@@ -25,7 +25,7 @@ use super::event::{BookRequest, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
-use crate::binance::rest::RestClient;
+use crate::binance::rest::{RestClient, RestError};
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
 use crate::cores::CorePlan;
@@ -896,8 +896,10 @@ fn join_sinks(
 /// The sidecar's REST client, for `sidecar.rest_endpoint` or the base derived from the feed.
 fn sidecar_rest(config: &RunConfig) -> Result<RestClient, String> {
     let base = config.sidecar.rest_base(&config.endpoint);
-    RestClient::new(&base, Some(client_tls(config)?))
-        .map_err(|e| format!("sidecar: REST {base}: {e}"))
+    let mut client = RestClient::new(&base, Some(client_tls(config)?))
+        .map_err(|e| format!("sidecar: REST {base}: {e}"))?;
+    client.set_format(config.rest_format);
+    Ok(client)
 }
 
 /// The REST clients the sidecar fetches the Redis writer's depth snapshots with
@@ -910,7 +912,11 @@ fn book_clients(config: &RunConfig) -> Result<Vec<RestClient>, String> {
     let base = redis.rest_base(&config.endpoint);
     let tls = client_tls(config)?;
     (0..redis.snapshot_concurrency)
-        .map(|_| RestClient::new(&base, Some(tls.clone())))
+        .map(|_| {
+            let mut client = RestClient::new(&base, Some(tls.clone()))?;
+            client.set_format(config.rest_format);
+            Ok::<_, RestError>(client)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("redis.rest_endpoint: REST {base}: {e}"))
 }

@@ -11,7 +11,7 @@
 //!
 //! Time is an argument; the shell owns the REST client and the clock.
 
-use serde_json::Value;
+use crate::binance::rest::{RestAggTrade, RestKline};
 
 use crate::tally::{Interval, Seen, parse_volume};
 
@@ -104,20 +104,12 @@ pub struct Kline {
 
 /// The kline opening at `open_ms` out of a `/api/v3/klines` answer; an answer without it (the
 /// interval had no trades and none came after) is an empty kline. `None`: not understood.
-pub fn parse_kline(body: &Value, open_ms: i64) -> Option<Kline> {
-    let rows = body.as_array()?;
-    for row in rows {
-        let row = row.as_array()?;
-        let open = row.first()?.as_i64()?;
-        if open != open_ms {
-            continue;
-        }
-        let volume = parse_volume(row.get(5)?.as_str()?)?;
-        let count = row.get(8)?.as_u64()?;
+pub fn parse_kline(rows: &[RestKline], open_ms: i64) -> Option<Kline> {
+    if let Some(row) = rows.iter().find(|row| row.open_ms == open_ms) {
         return Some(Kline {
             open_ms,
-            volume,
-            count,
+            volume: parse_volume(&row.volume)?,
+            count: row.count,
         });
     }
     Some(Kline {
@@ -128,8 +120,8 @@ pub fn parse_kline(body: &Value, open_ms: i64) -> Option<Kline> {
 }
 
 /// The first trade id (`f`) of the first aggregate of an `/api/v3/aggTrades` answer.
-pub fn parse_first_trade_id(body: &Value) -> Option<i64> {
-    body.as_array()?.first()?.get("f")?.as_i64()
+pub fn parse_first_trade_id(aggregates: &[RestAggTrade]) -> Option<i64> {
+    aggregates.first().map(|a| a.first_trade_id)
 }
 
 /// What one sink's tally says against the kline.
@@ -216,23 +208,29 @@ mod tests {
             "0",
             "0"
         ]]);
-        let kline = parse_kline(&body, 60_000).expect("a kline");
+        let rows: Vec<RestKline> = serde_json::from_value(body).expect("klines");
+        let kline = parse_kline(&rows, 60_000).expect("a kline");
         assert_eq!(kline.count, 3);
         assert_eq!(kline.volume, 3 * 10i128.pow(15));
         assert_eq!(
-            parse_kline(&json!([]), 60_000),
+            parse_kline(&[], 60_000),
             Some(Kline {
                 open_ms: 60_000,
                 volume: 0,
                 count: 0
             })
         );
-        assert_eq!(parse_kline(&json!({"code": -1}), 60_000), None);
-        assert_eq!(
-            parse_first_trade_id(&json!([{"a": 7, "f": 7, "l": 9}])),
-            Some(7)
-        );
-        assert_eq!(parse_first_trade_id(&json!([])), None);
+        let inexact = RestKline {
+            open_ms: 60_000,
+            volume: "1e3".into(),
+            count: 1,
+        };
+        assert_eq!(parse_kline(&[inexact], 60_000), None);
+        assert!(serde_json::from_value::<Vec<RestKline>>(json!({"code": -1})).is_err());
+        let aggregates: Vec<RestAggTrade> =
+            serde_json::from_value(json!([{"a": 7, "f": 7, "l": 9, "T": 5}])).expect("aggregates");
+        assert_eq!(parse_first_trade_id(&aggregates), Some(7));
+        assert_eq!(parse_first_trade_id(&[]), None);
         assert_eq!(interval_ids(7, 3), Some((7, 9)));
         assert_eq!(interval_ids(7, 0), None);
     }

@@ -872,13 +872,11 @@ impl Sidecar {
             return;
         }
         let interval = interval_name(interval_ms);
-        let path =
-            format!("/api/v3/klines?symbol={name}&interval={interval}&startTime={open_ms}&limit=1");
         let started = monotonic_ns();
-        let body = self.drive(client.get_json(&path)).await;
+        let rows = self.drive(client.klines(&name, interval, open_ms, 1)).await;
         self.note_rest(started, client);
-        let kline = match body {
-            Ok(body) => parse_kline(&body, open_ms),
+        let kline = match rows {
+            Ok(rows) => parse_kline(&rows, open_ms),
             Err(e) => return self.detect_failed("klines", &name, &e),
         };
         let Some(kline) = kline else {
@@ -903,13 +901,13 @@ impl Sidecar {
             )
         });
         let end_ms = open_ms.saturating_add(interval_ms - 1);
-        let path =
-            format!("/api/v3/aggTrades?symbol={name}&startTime={open_ms}&endTime={end_ms}&limit=1");
         let started = monotonic_ns();
-        let body = self.drive(client.get_json(&path)).await;
+        let aggregates = self
+            .drive(client.agg_trades(&name, open_ms, end_ms, 1))
+            .await;
         self.note_rest(started, client);
-        let first = match body {
-            Ok(body) => parse_first_trade_id(&body),
+        let first = match aggregates {
+            Ok(aggregates) => parse_first_trade_id(&aggregates),
             Err(e) => return self.detect_failed("aggTrades", &name, &e),
         };
         if self.removed_during_job.contains(&symbol) {

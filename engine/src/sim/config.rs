@@ -21,6 +21,8 @@
 //! cert_out = "sim-cert.pem"     # where to write it, for clients to trust
 //! [rest]
 //! weight_per_minute = 6000
+//! sbe = "on"                    # SBE answers (Accept: application/sbe); "off": HTTP 406,
+//!                               # "deprecated": SBE marked X-MBX-SBE-DEPRECATED
 //! [faults]                      # for every connection; per connection: GET /admin/faults
 //! drop_trades_pct = 0.0
 //! mute_stream = ""              # e.g. "btcusdt@trade": that stream is never sent
@@ -32,6 +34,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::exchange::ExchangeConfig;
+use super::rest::SbeMode;
 
 /// Faults the simulator injects, deterministically from the seed and the connection id.
 /// Percentages are of frames (or REST requests) of the kind named.
@@ -130,6 +133,8 @@ pub struct SimConfig {
     pub cert_out: Option<PathBuf>,
     /// REST request weight allowed per minute per client address.
     pub rest_weight_per_minute: u32,
+    /// Whether REST answers SBE when asked (`[rest] sbe`).
+    pub rest_sbe: SbeMode,
     /// Faults for every connection.
     pub faults: Faults,
     /// How often the market advances.
@@ -145,6 +150,7 @@ impl Default for SimConfig {
             tls: false,
             cert_out: None,
             rest_weight_per_minute: 6000,
+            rest_sbe: SbeMode::Serve,
             faults: Faults::default(),
             tick_ms: 1,
         }
@@ -196,6 +202,7 @@ struct RawTls {
 #[serde(deny_unknown_fields, default)]
 struct RawRest {
     weight_per_minute: Option<u32>,
+    sbe: Option<String>,
 }
 
 impl SimConfig {
@@ -236,6 +243,11 @@ impl SimConfig {
             &mut config.rest_weight_per_minute,
             raw.rest.weight_per_minute,
         );
+        if let Some(mode) = raw.rest.sbe {
+            config.rest_sbe = SbeMode::parse(&mode).ok_or_else(|| {
+                format!("rest.sbe = {mode:?}: must be \"on\", \"off\" or \"deprecated\"")
+            })?;
+        }
         set(&mut config.tick_ms, raw.tick_ms);
         config.faults = raw.faults;
         config.validate()?;
@@ -299,6 +311,23 @@ fn set<T>(target: &mut T, value: Option<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rest_sbe_is_on_off_or_deprecated() {
+        use super::super::rest::SbeMode;
+        assert_eq!(SimConfig::default().rest_sbe, SbeMode::Serve);
+        for (text, mode) in [
+            ("on", SbeMode::Serve),
+            ("off", SbeMode::Refuse),
+            ("deprecated", SbeMode::Deprecated),
+        ] {
+            let config =
+                SimConfig::from_toml(&format!("[rest]\nsbe = \"{text}\"\n")).expect("valid");
+            assert_eq!(config.rest_sbe, mode);
+        }
+        let error = SimConfig::from_toml("[rest]\nsbe = \"yes\"\n").expect_err("bad");
+        assert!(error.contains("rest.sbe"), "{error}");
+    }
 
     #[test]
     fn a_full_file_parses_and_bad_keys_are_named() {

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod market;
 pub mod record;
 pub mod rest;
+pub mod rest_sbe;
 /// The seeded generator, shared with the feed (it moved to the crate root).
 pub use crate::rng;
 pub mod server;

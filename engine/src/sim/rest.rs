@@ -85,6 +85,8 @@ use serde_json::{Value, json};
 use super::book::Side;
 use super::exchange::{Exchange, Listing};
 use super::market::{Market, PRICE_EXPONENT, QTY_EXPONENT, Trade};
+use super::rest_sbe;
+use crate::binance::rest_sbe::DEPRECATED_HEADER;
 
 pub use crate::binance::rate_limit::{
     BAN_FIRST_MS, BAN_MAX_MS, REQUEST_WEIGHT_PER_MINUTE, REQUESTS_AFTER_429_MAX, USED_WEIGHT_HEADER,
@@ -136,6 +138,8 @@ const _: () = assert!(PRICE_EXPONENT == -8 && QTY_EXPONENT == -8);
 const UNIT: i128 = 100_000_000;
 
 const CONTENT_TYPE: (&str, &str) = ("Content-Type", "application/json;charset=UTF-8");
+const SBE_CONTENT_TYPE: &str = "application/sbe";
+const HTTP_NOT_ACCEPTABLE: u16 = 406;
 const SYMBOL_RANGE: &str = "^[A-Z0-9-_.]{1,20}$";
 const DIGITS_RANGE: &str = "^[0-9]{1,20}$";
 const HTTP_OK: u16 = 200;
@@ -152,17 +156,45 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The query after `?` (without it), still percent-encoded: `k=v&k2=v2`.
     pub query: &'a str,
+    /// The `Accept` header, if any.
+    pub accept: Option<&'a str>,
+    /// The `X-MBX-SBE` header (`<schema id>:<version>`), if any.
+    pub sbe_schema: Option<&'a str>,
 }
 
-/// An HTTP response with a JSON body.
+/// Whether the simulator answers SBE to requests that ask only for it (`[rest] sbe`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SbeMode {
+    /// Serve SBE (`"on"`).
+    #[default]
+    Serve,
+    /// SBE is disabled: HTTP 406, as Binance answers then (`"off"`).
+    Refuse,
+    /// Serve SBE, marking schema 3:5 deprecated with `X-MBX-SBE-DEPRECATED` (`"deprecated"`).
+    Deprecated,
+}
+
+impl SbeMode {
+    /// `"on"`, `"off"` or `"deprecated"`.
+    pub fn parse(text: &str) -> Option<SbeMode> {
+        match text {
+            "on" => Some(SbeMode::Serve),
+            "off" => Some(SbeMode::Refuse),
+            "deprecated" => Some(SbeMode::Deprecated),
+            _ => None,
+        }
+    }
+}
+
+/// An HTTP response with a JSON or SBE body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
     /// Headers, `Content-Type` first.
     pub headers: Vec<(String, String)>,
-    /// JSON text.
-    pub body: String,
+    /// JSON text or SBE bytes, as `Content-Type` says.
+    pub body: Vec<u8>,
 }
 
 impl Response {
@@ -170,7 +202,15 @@ impl Response {
         Response {
             status,
             headers: vec![(CONTENT_TYPE.0.to_string(), CONTENT_TYPE.1.to_string())],
-            body: body.to_string(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn sbe(status: u16, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![(CONTENT_TYPE.0.to_string(), SBE_CONTENT_TYPE.to_string())],
+            body,
         }
     }
 
@@ -297,12 +337,13 @@ fn seconds_until(now_ms: i64, until_ms: i64) -> i64 {
 }
 
 /// Answers one request at `now_ms`; market-data requests are counted by `limiter` (the
-/// client IP's).
+/// client IP's). A request whose `Accept` asks only for SBE gets SBE as `sbe` says.
 pub fn handle(
     exchange: &Exchange,
     request: &Request,
     now_ms: i64,
     limiter: &mut WeightLimiter,
+    sbe: SbeMode,
 ) -> Response {
     let Some(route) = Route::from_path(request.path) else {
         return Response::json(HTTP_NOT_FOUND, &json!({}));
@@ -316,8 +357,16 @@ pub fn handle(
         Route::Admin(admin) => return respond(ground_truth(exchange, admin, &params)),
         Route::Public(endpoint) => endpoint,
     };
+    let wants_sbe = request.accept.is_some_and(asks_only_sbe);
+    if wants_sbe && sbe == SbeMode::Refuse {
+        return Response::json(HTTP_NOT_ACCEPTABLE, &json!({}));
+    }
     let limit = limiter.limit_per_minute();
     let response = match limiter.admit(endpoint.weight(&params), now_ms) {
+        Admission::Admitted if wants_sbe => {
+            let answer = market_data(exchange, endpoint, &params, now_ms, limit);
+            respond_sbe(endpoint, request.sbe_schema, answer, sbe)
+        }
         Admission::Admitted => respond(market_data(exchange, endpoint, &params, now_ms, limit)),
         Admission::Limited { retry_after_s } => too_much_weight(limit, retry_after_s),
         Admission::Banned {
@@ -326,6 +375,49 @@ pub fn handle(
         } => banned(until_ms, retry_after_s),
     };
     response.with_header(USED_WEIGHT_HEADER, limiter.used_weight().to_string())
+}
+
+/// Whether `Accept` holds `application/sbe` and not `application/json` (with both, Binance
+/// answers JSON).
+fn asks_only_sbe(accept: &str) -> bool {
+    let types = || {
+        accept
+            .split(',')
+            .map(|t| t.split(';').next().unwrap_or("").trim())
+    };
+    types().any(|t| t == SBE_CONTENT_TYPE) && !types().any(|t| t == "application/json")
+}
+
+/// An SBE answer: the JSON answer encoded (see [`super::rest_sbe`]), errors as SBE
+/// `ErrorResponse`s; a missing or bad `X-MBX-SBE` is an SBE error (HTTP 400). Endpoints
+/// without an SBE encoding here (ping, time, ticker) answer JSON.
+fn respond_sbe(
+    endpoint: Endpoint,
+    schema: Option<&str>,
+    answer: Result<Value, ApiError>,
+    mode: SbeMode,
+) -> Response {
+    let sbe_error = |status, code, msg: &str| Response::sbe(status, rest_sbe::error(code, msg));
+    let wanted = crate::binance::rest_sbe::schema_header_value();
+    if schema != Some(wanted.as_str()) {
+        let msg = format!("Invalid X-MBX-SBE header {schema:?}; this server speaks {wanted}.");
+        return sbe_error(HTTP_BAD_REQUEST, -1_177, &msg);
+    }
+    let response = match (answer, endpoint.sbe_answer()) {
+        (Err(error), _) => {
+            let (status, code, msg) = error.parts();
+            sbe_error(status, code, &msg)
+        }
+        (Ok(value), None) => Response::json(HTTP_OK, &value),
+        (Ok(value), Some(kind)) => match rest_sbe::encode(kind, &value) {
+            Ok(body) => Response::sbe(HTTP_OK, body),
+            Err(why) => sbe_error(500, -1_000, &why),
+        },
+    };
+    if mode == SbeMode::Deprecated {
+        return response.with_header(DEPRECATED_HEADER, "true".to_string());
+    }
+    response
 }
 
 fn respond(result: Result<Value, ApiError>) -> Response {
@@ -375,7 +467,13 @@ enum ApiError {
 
 impl ApiError {
     fn response(&self) -> Response {
-        let (status, code, msg) = match self {
+        let (status, code, msg) = self.parts();
+        Response::error(status, code, &msg)
+    }
+
+    /// HTTP status, Binance's code and message.
+    fn parts(&self) -> (u16, i64, String) {
+        match self {
             ApiError::Missing(name) => (
                 HTTP_BAD_REQUEST,
                 -1102,
@@ -400,8 +498,7 @@ impl ApiError {
                 -1,
                 "update id not in the journal".to_string(),
             ),
-        };
-        Response::error(status, code, &msg)
+        }
     }
 }
 
@@ -462,6 +559,18 @@ impl Route {
 }
 
 impl Endpoint {
+    /// The SBE message this endpoint answers with, if the simulator encodes it.
+    fn sbe_answer(self) -> Option<rest_sbe::Answer> {
+        match self {
+            Endpoint::ExchangeInfo => Some(rest_sbe::Answer::ExchangeInfo),
+            Endpoint::Depth => Some(rest_sbe::Answer::Depth),
+            Endpoint::Trades | Endpoint::HistoricalTrades => Some(rest_sbe::Answer::Trades),
+            Endpoint::AggTrades => Some(rest_sbe::Answer::AggTrades),
+            Endpoint::Klines => Some(rest_sbe::Answer::Klines),
+            Endpoint::Ping | Endpoint::Time | Endpoint::Ticker24hr => None,
+        }
+    }
+
     /// Binance's request weight ([`weights`]); known before the parameters are validated, so
     /// refused requests are charged too (an unparsable depth `limit` is charged as the
     /// default).
@@ -1168,8 +1277,10 @@ mod tests {
             method: "GET",
             path,
             query,
+            accept: None,
+            sbe_schema: None,
         };
-        handle(ex, &request, now_ms, limiter)
+        handle(ex, &request, now_ms, limiter, SbeMode::Serve)
     }
 
     /// One request from a fresh client.
@@ -1183,7 +1294,7 @@ mod tests {
     }
 
     fn body(response: &Response) -> Value {
-        serde_json::from_str(&response.body).expect("JSON body")
+        serde_json::from_slice(&response.body).expect("JSON body")
     }
 
     fn used(response: &Response) -> Option<u32> {
@@ -1211,7 +1322,12 @@ mod tests {
     }
 
     fn assert_error(response: &Response, status: u16, code: i64, msg: &str) {
-        assert_eq!(response.status, status, "{}", response.body);
+        assert_eq!(
+            response.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
         assert_eq!(body(response), json!({ "code": code, "msg": msg }));
     }
 
@@ -1418,8 +1534,10 @@ mod tests {
             method: "POST",
             path: "/api/v3/depth",
             query: "symbol=BTCUSDT",
+            accept: None,
+            sbe_schema: None,
         };
-        let response = handle(&ex, &post, NOW_MS, &mut limiter);
+        let response = handle(&ex, &post, NOW_MS, &mut limiter, SbeMode::Serve);
         assert_eq!(response.status, 405);
         assert_eq!(response.header("Allow"), Some("GET"));
         assert_eq!(limiter.used_weight(), 0);

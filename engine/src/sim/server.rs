@@ -347,8 +347,15 @@ async fn handle(
         return Ok(upgrade(request, peer, shared));
     }
     let uri = request.uri();
-    let query = uri.query().unwrap_or("");
-    let response = route(request.method().as_str(), uri.path(), query, peer, &shared).await;
+    let text = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let api = rest::Request {
+        method: request.method().as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        accept: text(header::ACCEPT.as_str()),
+        sbe_schema: text(crate::binance::rest_sbe::SBE_HEADER),
+    };
+    let response = route(api, peer, &shared).await;
     Ok(into_hyper(response))
 }
 
@@ -375,20 +382,15 @@ fn into_hyper(response: rest::Response) -> Response<Body> {
         })
 }
 
-async fn route(
-    method: &str,
-    path: &str,
-    query: &str,
-    peer: SocketAddr,
-    shared: &Shared,
-) -> rest::Response {
-    match path {
+async fn route(request: rest::Request<'_>, peer: SocketAddr, shared: &Shared) -> rest::Response {
+    let query = request.query;
+    match request.path {
         "/admin/connections" => connections_json(shared),
         "/admin/faults" => set_faults(query, shared),
         "/admin/rate" => set_rate(query, shared),
         "/admin/listing" => set_listing(query, shared),
         _ => {
-            let is_api = path.starts_with("/api/");
+            let is_api = request.path.starts_with("/api/");
             let faults = lock(&shared.default_faults).clone();
             if is_api && faults.rest_delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(faults.rest_delay_ms)).await;
@@ -396,18 +398,13 @@ async fn route(
             if is_api && let Some(injected) = rest_fault(&faults, shared) {
                 return injected;
             }
-            let request = rest::Request {
-                method,
-                path,
-                query,
-            };
             let now_ms = now_us() / 1000;
             let exchange = lock(&shared.exchange);
             let mut limiters = lock(&shared.limiters);
             let limiter = limiters
                 .entry(peer.ip())
                 .or_insert_with(|| WeightLimiter::new(shared.config.rest_weight_per_minute));
-            rest::handle(&exchange, &request, now_ms, limiter)
+            rest::handle(&exchange, &request, now_ms, limiter, shared.config.rest_sbe)
         }
     }
 }
@@ -416,7 +413,7 @@ fn json_response(status: u16, body: String) -> rest::Response {
     rest::Response {
         status,
         headers: vec![("Content-Type".into(), "application/json".into())],
-        body,
+        body: body.into_bytes(),
     }
 }
 

@@ -18,6 +18,7 @@ mod reanchor;
 mod record;
 mod repairs;
 mod rest;
+mod rest_sbe;
 mod schema;
 mod servers;
 mod shards;

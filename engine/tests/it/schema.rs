@@ -1,7 +1,8 @@
 //! Our schema (`schemas/binance_spot_stream_1_0.xml`) is wire-identical to Binance's official
 //! `stream_1_0.xml`: same schema id, version and byte order, same header, and per message the
 //! same template id, block lengths, and for every field its offset, size, encoding and presence,
-//! for every group its id and dimension encoding, for var data its length encoding.
+//! for every group its id and dimension encoding, for var data its length encoding. Our REST
+//! schema (`schemas/binance_spot_3_5.xml`) is Binance's `spot_3_5.xml` byte for byte.
 
 use std::path::PathBuf;
 
@@ -112,6 +113,30 @@ fn our_schema_is_wire_identical_to_binance_stream_1_0() {
         assert_eq!(a, b, "first difference");
     }
     assert_eq!(official.len(), ours.len());
+}
+
+#[test]
+fn our_rest_schema_is_binance_spot_3_5_verbatim() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let read =
+        |path: &str| std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(
+        read("../schemas/binance_spot_3_5.xml")
+            == read("../../shared/binance/schemas/spot_3_5.xml"),
+        "schemas/binance_spot_3_5.xml must stay a copy of Binance's spot_3_5.xml"
+    );
+    // PROTOCOL.md 4.6: the REST messages the client reads.
+    let rest = load("../schemas/binance_spot_3_5.xml");
+    let layout = |name: &str| {
+        let m = rest.messages.iter().find(|m| m.name == name).expect(name);
+        let entries: Vec<usize> = m.body.groups.iter().map(|g| g.body.block_length).collect();
+        (m.id, m.body.block_length, entries)
+    };
+    assert_eq!(layout("DepthResponse"), (200, 10, vec![16, 16]));
+    assert_eq!(layout("TradesResponse"), (201, 2, vec![42]));
+    assert_eq!(layout("AggTradesResponse"), (202, 2, vec![50]));
+    assert_eq!(layout("KlinesResponse"), (203, 2, vec![120]));
+    assert_eq!((rest.id, rest.version), (3, 5));
 }
 
 #[test]

@@ -3,4 +3,5 @@
 //! schema.
 
 mod broken;
+mod select;
 mod snapshot;
