@@ -516,11 +516,12 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
                     })?;
                     data = true;
                 }
-                _ if head.is_none() => {
+                "result" | "id" | "code" | "msg" | "e" if head.is_none() => {
                     // Not a combined-stream event: a control reply or a raw event.
                     map.next_value::<IgnoredAny>()?;
                     return drain(map).map(|()| None);
                 }
+                _ if head.is_none() => return Err(de::Error::custom("not an envelope")),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }

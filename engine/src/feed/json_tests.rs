@@ -119,6 +119,7 @@ fn malformed_frames_are_told() {
         r#"{"stream":"btcusdt@depth@100ms","data":{"E":1,"U":1,"u":2,"a":[]}}"#.into(),
         r#"{"stream":"btcusdt@bookTicker","data":{"u":1,"b":"1","B":"1","a":"1"}}"#.into(),
         "not json".into(),
+        good.replacen("stream", "strean", 1),
     ];
     for text in cases {
         assert!(
