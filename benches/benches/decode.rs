@@ -149,7 +149,8 @@ fn json_of(frame: &[u8]) -> Vec<String> {
     let Ok(message) = sbe::decode(frame) else {
         panic!("a bench frame decodes");
     };
-    let wrap = |stream: &str, data: String| format!(r#"{{"stream":"btcusdt@{stream}","data":{data}}}"#);
+    let wrap =
+        |stream: &str, data: String| format!(r#"{{"stream":"btcusdt@{stream}","data":{data}}}"#);
     match message {
         Message::BestBidAskStreamEvent(m) => {
             let (pe, qe) = (m.price_exponent(), m.qty_exponent());
@@ -260,8 +261,16 @@ fn json(c: &mut Criterion) {
     let (mut buf, mut buffers) = (Vec::new(), simd_json::Buffers::default());
     for (name, messages) in &events {
         let n = messages.len();
-        assert_eq!(parse_all(messages, |m| parse_serde_json(&mut t, m)), n, "{name}");
-        assert_eq!(parse_all(messages, |m| parse_sonic_rs(&mut t, m)), n, "{name}");
+        assert_eq!(
+            parse_all(messages, |m| parse_serde_json(&mut t, m)),
+            n,
+            "{name}"
+        );
+        assert_eq!(
+            parse_all(messages, |m| parse_sonic_rs(&mut t, m)),
+            n,
+            "{name}"
+        );
         let simd = parse_all(messages, |m| {
             parse_simd_json(&mut t, m, &mut buf, &mut buffers)
         });
@@ -274,10 +283,18 @@ fn json(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, messages) in &events {
         group.bench_function(format!("serde_json/{name}"), |b| {
-            b.iter(|| black_box(parse_all(black_box(messages), |m| parse_serde_json(&mut t, m))));
+            b.iter(|| {
+                black_box(parse_all(black_box(messages), |m| {
+                    parse_serde_json(&mut t, m)
+                }))
+            });
         });
         group.bench_function(format!("sonic_rs/{name}"), |b| {
-            b.iter(|| black_box(parse_all(black_box(messages), |m| parse_sonic_rs(&mut t, m))));
+            b.iter(|| {
+                black_box(parse_all(black_box(messages), |m| {
+                    parse_sonic_rs(&mut t, m)
+                }))
+            });
         });
         group.bench_function(format!("simd_json/{name}"), |b| {
             b.iter(|| {

@@ -97,7 +97,9 @@ impl Dec {
         for &b in digits {
             match b {
                 b'0'..=b'9' => {
-                    magnitude = magnitude.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+                    magnitude = magnitude
+                        .checked_mul(10)?
+                        .checked_add(i64::from(b - b'0'))?;
                     match decimals.as_mut() {
                         Some(d) => *d = d.checked_add(1)?,
                         None => int_digits += 1,
@@ -288,7 +290,10 @@ struct Levels {
 
 impl Scratch {
     fn clear(&mut self) {
-        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
+        let (mut bids, mut asks) = (
+            std::mem::take(&mut self.bids),
+            std::mem::take(&mut self.asks),
+        );
         bids.levels.clear();
         asks.levels.clear();
         (bids.seen, asks.seen) = (false, false);

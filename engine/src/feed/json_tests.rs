@@ -38,7 +38,11 @@ fn sbe(event: &Event) -> Vec<u8> {
 fn both(t: &mut Transcoder, event: &Event) -> (Vec<Bytes>, Vec<Vec<u8>>) {
     let mut got = Vec::new();
     encode_json_each(BTC, event, |payload| {
-        got.push(frame(t, &wrapped(event.key.kind, payload), event.event_time_us));
+        got.push(frame(
+            t,
+            &wrapped(event.key.kind, payload),
+            event.event_time_us,
+        ));
     });
     let ms = Event {
         event_time_us: floor_ms(event.event_time_us),
@@ -51,7 +55,7 @@ fn both(t: &mut Transcoder, event: &Event) -> (Vec<Bytes>, Vec<Vec<u8>>) {
                 sbe(&Event {
                     payload: Payload::Trades {
                         transact_time_us: floor_ms(trade.time_us),
-                        trades: vec![trade.clone()],
+                        trades: vec![*trade],
                     },
                     ..ms.clone()
                 })
@@ -94,13 +98,17 @@ fn control_frames_are_not_data() {
         r#"{"e":"serverShutdown","E":1770123456789}"#,
         r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}"#,
     ] {
-        assert!(matches!(t.transcode(text, 0), Transcoded::Control), "{text}");
+        assert!(
+            matches!(t.transcode(text, 0), Transcoded::Control),
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn malformed_frames_are_told() {
-    let trade = r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
+    let trade =
+        r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
     let good = wrapped(StreamKind::Trade, trade);
     let mut t = Transcoder::new();
     assert!(matches!(t.transcode(&good, 0), Transcoded::Frame(_)));
@@ -149,7 +157,12 @@ fn decimals_stay_exact_at_the_finest_exponent() {
 
 #[test]
 fn decimal_parse() {
-    let d = |m, decimals| Some(Dec { mantissa: m, decimals });
+    let d = |m, decimals| {
+        Some(Dec {
+            mantissa: m,
+            decimals,
+        })
+    };
     assert_eq!(Dec::parse("69769.88000000"), d(6_976_988_000_000, 8));
     assert_eq!(Dec::parse("-0.5"), d(-5, 1));
     assert_eq!(Dec::parse("12"), d(12, 0));
@@ -171,7 +184,9 @@ fn stream_names_and_control_requests_in_json() {
     assert_eq!(json_name("btcusdt@bestBidAsk"), "btcusdt@bookTicker");
     assert_eq!(json_name("btcusdt@depth"), "btcusdt@depth@100ms");
     assert_eq!(
-        json_control(r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20","ethusdt@trade"],"id":3}"#),
+        json_control(
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20","ethusdt@trade"],"id":3}"#
+        ),
         r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20@100ms","ethusdt@trade"],"id":3}"#
     );
 }
@@ -179,11 +194,15 @@ fn stream_names_and_control_requests_in_json() {
 #[test]
 fn frames_share_one_arena_block() {
     let mut t = Transcoder::new();
-    let trade = r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
+    let trade =
+        r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
     let text = wrapped(StreamKind::Trade, trade);
     let frames: Vec<Bytes> = (0..100).map(|_| frame(&mut t, &text, 0)).collect();
     // Consecutive frames are adjacent in one block: no allocation per frame.
     for pair in frames.windows(2) {
-        assert_eq!(pair[0].as_ptr().wrapping_add(pair[0].len()), pair[1].as_ptr());
+        assert_eq!(
+            pair[0].as_ptr().wrapping_add(pair[0].len()),
+            pair[1].as_ptr()
+        );
     }
 }

@@ -34,11 +34,11 @@ pub use super::slot::Command;
 
 use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held};
+use super::json::{Transcoded, Transcoder};
 use super::slot::{Action, ConnId, Input, Route, Slot};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns_at;
-use super::json::{Transcoded, Transcoder};
 use crate::config::{ApiKey, FeedFormat, ReaderSettings};
 use crate::constants::{CLOSE_TIMEOUT, CONNECT_TIMEOUT, DRAIN_MAX, FRAME_BYTES_MAX};
 use crate::idle::Bell;

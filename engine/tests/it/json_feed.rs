@@ -72,7 +72,8 @@ fn trade_fields(url: &str, symbol: &str) -> BTreeMap<i64, HashMap<String, String
 
 /// An ISO 8601 time cut to milliseconds (JSON times are whole milliseconds).
 fn to_ms(ts: &str) -> &str {
-    ts.find('.').map_or(ts, |dot| &ts[..(dot + 4).min(ts.len())])
+    ts.find('.')
+        .map_or(ts, |dot| &ts[..(dot + 4).min(ts.len())])
 }
 
 #[test]
@@ -88,11 +89,7 @@ fn json_streams_deliver_the_same_trades_as_sbe_into_redis_and_kinesis() {
     });
     let (sbe, json) = std::thread::scope(|scope| {
         let sbe = scope.spawn(|| run_until_written(&sbe_config, None, 1500));
-        let json = run_until_written(
-            &json_config,
-            Some(test_client(&emulator.endpoint())),
-            1500,
-        );
+        let json = run_until_written(&json_config, Some(test_client(&emulator.endpoint())), 1500);
         (sbe.join().expect("the SBE run"), json)
     });
     for summary in [&sbe, &json] {
@@ -124,7 +121,10 @@ fn json_streams_deliver_the_same_trades_as_sbe_into_redis_and_kinesis() {
             };
             common += 1;
             for field in ["exchange", "pair", "price", "qty", "side", "trade_id"] {
-                assert_eq!(json_fields[field], sbe_fields[field], "{symbol} {id} {field}");
+                assert_eq!(
+                    json_fields[field], sbe_fields[field],
+                    "{symbol} {id} {field}"
+                );
             }
             assert_eq!(
                 to_ms(&json_fields["ts"]),
