@@ -109,6 +109,10 @@ enum Command {
         /// Endpoint, e.g. wss://stream-sbe.binance.com:9443 or ws://127.0.0.1:9443.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Stream format: sbe (Binance's SBE streams, API key needed) or json (its regular
+        /// JSON streams, no key), e.g. --format json --endpoint wss://stream.binance.com:9443.
+        #[arg(long)]
+        format: Option<String>,
         /// Symbols, comma-separated, upper case.
         #[arg(long, value_delimiter = ',')]
         symbols: Option<Vec<String>>,
@@ -250,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Run {
             config,
             endpoint,
+            format,
             symbols,
             streams,
             duration,
@@ -267,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let mut run_config = load_config(config.as_deref())?;
             let overrides = hotpath::config::Overrides {
                 endpoint,
+                format,
                 symbols,
                 streams,
                 duration: duration.map(std::time::Duration::from_secs_f64),

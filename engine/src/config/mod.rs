@@ -173,13 +173,41 @@ impl Default for ReaderSettings {
     }
 }
 
+/// What the market-data connections carry (`[feed] format`, `--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// Binance's SBE market-data streams (`stream-sbe.binance.com`): needs an Ed25519 API key.
+    #[default]
+    Sbe,
+    /// Binance's regular JSON streams (`stream.binance.com`), no API key: each text frame is
+    /// transcoded into the SBE frame of the same event (`feed::json`), so everything
+    /// downstream is the same.
+    Json,
+}
+
+impl FeedFormat {
+    /// Parses `"sbe"` or `"json"`; the error names `key`.
+    pub fn parse(key: &str, value: &str) -> Result<FeedFormat, ConfigError> {
+        match value {
+            "sbe" => Ok(FeedFormat::Sbe),
+            "json" => Ok(FeedFormat::Json),
+            other => Err(ConfigError::invalid(format!(
+                "{key} = {other:?}: expected \"sbe\" or \"json\""
+            ))),
+        }
+    }
+}
+
 /// The validated `hotpath run` configuration. It holds no secret: the API key is read from
 /// the environment by [`RunConfig::api_key`] when connecting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunConfig {
-    /// `ws://host[:port]` or `wss://host[:port]`, no path and no trailing `/`; hotpath
-    /// connects to `<endpoint>/stream?streams=...`.
+    /// `ws://host[:port][/path]` or `wss://...`, no query and no trailing `/`; hotpath
+    /// connects to `<endpoint>/stream?streams=...` (a path is kept: `ws://host:port/json`
+    /// reaches the simulator's `/json/stream?streams=...`).
     pub endpoint: String,
+    /// SBE or JSON streams (`[feed] format`).
+    pub format: FeedFormat,
     /// The NAME of the environment variable holding the Ed25519 API key (A-Z, 0-9, `_`).
     pub api_key_env: String,
     /// PEM certificates trusted instead of the webpki roots, for the simulator's self-signed
@@ -229,6 +257,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             endpoint: "wss://stream-sbe.binance.com:9443".into(),
+            format: FeedFormat::Sbe,
             api_key_env: "BINANCE_API_KEY".into(),
             trust_cert: None,
             symbols: vec!["BTCUSDT".into()],
@@ -257,6 +286,8 @@ impl Default for RunConfig {
 pub struct Overrides {
     /// `--endpoint`.
     pub endpoint: Option<String>,
+    /// `--format` (`sbe` or `json`).
+    pub format: Option<String>,
     /// `--symbols`, already split into symbols.
     pub symbols: Option<Vec<String>>,
     /// `--streams`, already split into suffixes such as `depth`.
@@ -277,10 +308,21 @@ pub struct Overrides {
 
 /// The Binance API key, sent as the `X-MBX-APIKEY` header. `Debug` prints
 /// `ApiKey(<redacted>)` and there is no `Display`, so it cannot reach a log by accident.
-/// Invariant: non-empty visible ASCII, so it is a valid header value.
+/// Invariant: visible ASCII, so it is a valid header value; empty only for the JSON streams
+/// ([`ApiKey::none`]), where no header is sent.
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// No key: the JSON streams need none, and none is sent.
+    pub fn none() -> ApiKey {
+        ApiKey(String::new())
+    }
+
+    /// Whether there is no key ([`ApiKey::none`]).
+    pub fn is_none(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The key itself, for the handshake header only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -297,6 +339,7 @@ impl fmt::Debug for ApiKey {
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     binance: RawBinance,
+    feed: RawFeed,
     readers: RawReaders,
     run: RawRun,
     kinesis: RawKinesis,
@@ -321,6 +364,12 @@ struct RawBinance {
     symbols: Option<Vec<String>>,
     streams: Option<Vec<String>>,
     symbols_per_connection: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFeed {
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +423,9 @@ impl RunConfig {
         let mut config = RunConfig::default();
         let binance_per_connection = raw.binance.symbols_per_connection;
         config.set_binance(raw.binance)?;
+        if let Some(format) = raw.feed.format {
+            config.format = FeedFormat::parse("feed.format", &format)?;
+        }
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
@@ -429,6 +481,9 @@ impl RunConfig {
     pub fn apply(&mut self, overrides: Overrides) -> Result<(), ConfigError> {
         if let Some(endpoint) = overrides.endpoint {
             self.endpoint = normalize_endpoint("--endpoint", &endpoint)?;
+        }
+        if let Some(format) = overrides.format {
+            self.format = FeedFormat::parse("--format", &format)?;
         }
         if let Some(symbols) = overrides.symbols {
             check_symbols("--symbols", &symbols)?;
@@ -626,8 +681,13 @@ impl RunConfig {
         format!("{}/stream?streams={}", self.endpoint, streams.join("/"))
     }
 
-    /// Reads the API key from the environment variable named by `api_key_env`.
+    /// Reads the API key from the environment variable named by `api_key_env`; the JSON
+    /// streams need none, so with `feed.format = "json"` this is [`ApiKey::none`] and the
+    /// variable is not read.
     pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
+        if self.format == FeedFormat::Json {
+            return Ok(ApiKey::none());
+        }
         self.api_key_from(|name| std::env::var(name).ok())
     }
 
@@ -750,12 +810,12 @@ fn check_cores(cores: &[usize], cpus: Option<usize>) -> Result<(), ConfigError> 
     Ok(())
 }
 
-/// Checks `ws://host[:port]` or `wss://host[:port]` and returns it without a trailing `/`.
+/// Checks `ws://host[:port][/path]` or `wss://...` and returns it without a trailing `/`.
 fn normalize_endpoint(key: &str, endpoint: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| {
         Err(ConfigError::invalid(format!(
-            "{key} = {endpoint:?}: {why}; expected ws://host[:port] or wss://host[:port] \
-             (hotpath adds /stream?streams=...)"
+            "{key} = {endpoint:?}: {why}; expected ws://host[:port][/path] or \
+             wss://host[:port][/path] (hotpath adds /stream?streams=...)"
         )))
     };
     let trimmed = endpoint.strip_suffix('/').unwrap_or(endpoint);
@@ -765,10 +825,12 @@ fn normalize_endpoint(key: &str, endpoint: &str) -> Result<String, ConfigError> 
     else {
         return bad("not a ws:// or wss:// URL");
     };
-    if authority.contains(['/', '?', '#']) {
-        return bad("the path is chosen by hotpath");
+    if authority.contains(['?', '#']) {
+        return bad("the query is chosen by hotpath");
     }
-    if authority.contains('@') || authority.contains(char::is_whitespace) {
+    // A path is kept: hotpath appends /stream?streams=... to it.
+    let (authority, path) = authority.split_once('/').unwrap_or((authority, ""));
+    if authority.contains('@') || trimmed.contains(char::is_whitespace) || path.contains('@') {
         return bad("no user information or spaces allowed");
     }
     if !authority_is_valid(authority) {
@@ -1086,7 +1148,8 @@ mod tests {
     fn each_binance_error_names_its_key() {
         for (text, key) in [
             ("endpoint = \"https://x\"", "binance.endpoint"),
-            ("endpoint = \"wss://x/ws\"", "binance.endpoint"),
+            ("endpoint = \"wss://x/a b\"", "binance.endpoint"),
+            ("endpoint = \"wss://x/json#f\"", "binance.endpoint"),
             ("endpoint = \"wss://x?a=b\"", "binance.endpoint"),
             ("endpoint = \"wss://\"", "binance.endpoint"),
             ("endpoint = \"wss://x:0\"", "binance.endpoint"),
@@ -1152,6 +1215,37 @@ mod tests {
         assert_eq!(sbe.rest_format, RestFormat::Sbe);
         let error = RunConfig::from_toml("[rest]\nformat = \"xml\"\n").expect_err("bad");
         assert!(error.to_string().contains("rest.format"), "{error}");
+    }
+
+    #[test]
+    fn feed_format_and_an_endpoint_path() {
+        let json = RunConfig::from_toml(
+            "[binance]\nendpoint = \"ws://127.0.0.1:9/json/\"\n[feed]\nformat = \"json\"\n",
+        )
+        .expect("valid");
+        assert_eq!(json.endpoint, "ws://127.0.0.1:9/json");
+        assert_eq!(json.format, FeedFormat::Json);
+        assert_eq!(
+            json.stream_url(&["btcusdt@trade".into()]),
+            "ws://127.0.0.1:9/json/stream?streams=btcusdt@trade"
+        );
+        // The JSON streams need no key: the variable is not even read.
+        assert!(json.api_key().expect("no key needed").is_none());
+        assert_eq!(RunConfig::default().format, FeedFormat::Sbe);
+        assert_names(&err("[feed]\nformat = \"xml\"\n"), "feed.format");
+        assert_names(&err("[feed]\nformats = \"json\"\n"), "formats");
+        let mut config = RunConfig::default();
+        let flag = Overrides {
+            format: Some("JSON".into()),
+            ..Overrides::default()
+        };
+        assert_names(&config.apply(flag).expect_err("case matters"), "--format");
+        let flag = Overrides {
+            format: Some("json".into()),
+            ..Overrides::default()
+        };
+        config.apply(flag).expect("valid");
+        assert_eq!(config.format, FeedFormat::Json);
     }
 
     #[test]

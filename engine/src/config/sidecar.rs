@@ -173,12 +173,18 @@ pub fn kline_interval_ms(name: &str) -> Option<i64> {
 }
 
 /// A REST base URL: `configured` (trailing `/` removed), or the feed's endpoint with `ws` ->
-/// `http` (`wss://stream-sbe.binance.com:9443` becomes `https://api.binance.com`; the simulator
-/// serves REST on its WebSocket port).
+/// `http` and without its path (`wss://stream-sbe.binance.com:9443` becomes
+/// `https://api.binance.com`; the simulator serves REST on its WebSocket port, and its JSON
+/// streams under `/json`, so `ws://host:port/json` gives `http://host:port`).
 pub fn rest_base(configured: Option<&str>, feed_endpoint: &str) -> String {
     if let Some(url) = configured {
         return url.trim_end_matches('/').to_string();
     }
+    let scheme_end = feed_endpoint.find("://").map_or(0, |at| at + 3);
+    let feed_endpoint = match feed_endpoint[scheme_end..].find('/') {
+        Some(path) => &feed_endpoint[..scheme_end + path],
+        None => feed_endpoint,
+    };
     if feed_endpoint.contains("stream-sbe.binance.com")
         || feed_endpoint.contains("stream.binance.com")
     {

@@ -645,5 +645,14 @@ mod tests {
             r.rest_base("wss://stream-sbe.binance.com:9443"),
             "https://api.binance.com"
         );
+        // The JSON streams' path is not REST's.
+        assert_eq!(
+            r.rest_base("ws://127.0.0.1:9443/json"),
+            "http://127.0.0.1:9443"
+        );
+        assert_eq!(
+            r.rest_base("wss://stream.binance.com:9443/x/y"),
+            "https://api.binance.com"
+        );
     }
 }

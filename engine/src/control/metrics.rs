@@ -287,7 +287,7 @@ impl RunCollector {
             ),
             events,
         )?;
-        let list: [ReaderFamily; 14] = [
+        let list: [ReaderFamily; 15] = [
             ("hotpath_frames", "Binary frames received.", |r| {
                 r.frames.get()
             }),
@@ -308,6 +308,11 @@ impl RunCollector {
                 "hotpath_decode_errors",
                 "Frames that failed to decode.",
                 |r| r.decode_errors.get(),
+            ),
+            (
+                "hotpath_json_malformed",
+                "JSON market-data frames that did not parse or convert, skipped.",
+                |r| r.json_malformed.get(),
             ),
             (
                 "hotpath_unknown_templates",

@@ -34,11 +34,12 @@ pub use super::slot::Command;
 
 use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held};
+use super::json::{Transcoded, Transcoder};
 use super::slot::{Action, ConnId, Input, Route, Slot};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::clock::monotonic_ns_at;
-use crate::config::{ApiKey, ReaderSettings};
+use crate::config::{ApiKey, FeedFormat, ReaderSettings};
 use crate::constants::{CLOSE_TIMEOUT, CONNECT_TIMEOUT, DRAIN_MAX, FRAME_BYTES_MAX};
 use crate::idle::Bell;
 
@@ -48,7 +49,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct FeedContext {
     /// `ws://` or `wss://` base; connections go to `<endpoint>/stream?streams=...`.
     pub endpoint: String,
-    /// Sent as `X-MBX-APIKEY`; never logged.
+    /// SBE binary frames, or JSON text frames transcoded into SBE frames ([`super::json`]).
+    pub format: FeedFormat,
+    /// Sent as `X-MBX-APIKEY` (SBE only); never logged.
     pub api_key: ApiKey,
     /// A TLS client configuration (a trusted simulator certificate); `None` uses webpki roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -284,22 +287,30 @@ fn cpus_allowed() -> String {
         .unwrap_or_default()
 }
 
-/// Opens a connection carrying `streams`, with the API key header, within
-/// [`CONNECT_TIMEOUT`]. The attempt budget was taken by the slot.
+/// Opens a connection carrying `streams`, with the API key header (SBE; the JSON streams get
+/// their JSON names and no key), within [`CONNECT_TIMEOUT`]. The attempt budget was taken by
+/// the slot.
 async fn open(streams: Vec<String>, ctx: Arc<FeedContext>) -> Result<Ws, String> {
+    let json = ctx.format == FeedFormat::Json;
+    let names: Vec<String> = match json {
+        true => streams.iter().map(|s| super::json::json_name(s)).collect(),
+        false => streams,
+    };
     let url = format!(
         "{}/stream?streams={}",
         ctx.endpoint.trim_end_matches('/'),
-        streams.join("/")
+        names.join("/")
     );
     let mut request = url
         .as_str()
         .into_client_request()
         .map_err(|e| e.to_string())?;
-    let mut key = tungstenite::http::HeaderValue::from_str(ctx.api_key.expose())
-        .map_err(|_| "the API key is not a valid header value".to_string())?;
-    key.set_sensitive(true);
-    request.headers_mut().insert("X-MBX-APIKEY", key);
+    if !json && !ctx.api_key.is_none() {
+        let mut key = tungstenite::http::HeaderValue::from_str(ctx.api_key.expose())
+            .map_err(|_| "the API key is not a valid header value".to_string())?;
+        key.set_sensitive(true);
+        request.headers_mut().insert("X-MBX-APIKEY", key);
+    }
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(FRAME_BYTES_MAX);
     config.max_frame_size = Some(FRAME_BYTES_MAX);
@@ -342,6 +353,38 @@ struct Io {
     held: Held,
     sockets: [Option<Socket>; SOCKETS],
     connecting: Option<(ConnId, Connecting)>,
+    /// JSON streams: the text frames' transcoder (its arena holds the frames it made).
+    json: Option<Transcoder>,
+}
+
+/// A received message, as the frame path sees it.
+enum Incoming {
+    /// A data frame (SBE, or transcoded from JSON).
+    Frame(Bytes),
+    /// A malformed JSON data frame: counted, skipped.
+    Skip,
+    /// Anything else: the slot's.
+    Other(Received),
+}
+
+/// Sorts a received message: binary frames are data; with JSON streams so are text frames
+/// that carry market data, transcoded here (one allocation-free parse and encode).
+#[inline]
+fn incoming(received: Received, json: Option<&mut Transcoder>, path: &FramePath) -> Incoming {
+    match (received, json) {
+        (Some(Ok(Message::Binary(frame))), _) => Incoming::Frame(frame),
+        (Some(Ok(Message::Text(text))), Some(transcoder)) => {
+            match transcoder.transcode(text.as_str(), crate::clock::unix_us()) {
+                Transcoded::Frame(frame) => Incoming::Frame(frame),
+                Transcoded::Malformed => {
+                    path.stats().json_malformed.bump();
+                    Incoming::Skip
+                }
+                Transcoded::Control => Incoming::Other(Some(Ok(Message::Text(text)))),
+            }
+        }
+        (other, _) => Incoming::Other(other),
+    }
 }
 
 /// What one wait of a slot's task produced.
@@ -371,7 +414,11 @@ async fn connection_task(
         held: Held::default(),
         sockets: [None, None, None],
         connecting: None,
+        json: None,
     };
+    if io.ctx.format == FeedFormat::Json {
+        io.json = Some(Transcoder::new());
+    }
     if *stop.borrow() {
         return;
     }
@@ -459,6 +506,10 @@ impl Io {
                     self.connecting = Some((conn, Box::pin(opening)));
                 }
                 Action::Send { conn, text } => {
+                    let text = match self.ctx.format {
+                        FeedFormat::Json => super::json::json_control(&text),
+                        FeedFormat::Sbe => text,
+                    };
                     if let Some(socket) = self.socket(conn)
                         && let Err(error) = socket.ws.send(Message::text(text)).await
                     {
@@ -549,11 +600,11 @@ impl Io {
         let Some(conn) = self.sockets[at].as_ref().map(|s| s.id) else {
             return;
         };
-        let received = match received {
-            Some(Ok(Message::Binary(frame))) => {
+        let mut path = self.path.borrow_mut();
+        let received = match incoming(received, self.json.as_mut(), &path) {
+            Incoming::Frame(frame) => {
                 let now = Instant::now();
                 let route = slot.on_data(conn, now);
-                let mut path = self.path.borrow_mut();
                 dispatch(&mut path, &mut self.held, route, frame, now);
                 if slot.steady() != Some(conn) {
                     return;
@@ -561,13 +612,15 @@ impl Io {
                 let Some(socket) = self.sockets[at].as_mut() else {
                     return;
                 };
-                match drain(slot, &mut path, &mut self.held, socket) {
+                match drain(slot, &mut path, &mut self.held, socket, self.json.as_mut()) {
                     Some(other) => other,
                     None => return,
                 }
             }
-            other => other,
+            Incoming::Skip => return,
+            Incoming::Other(other) => other,
         };
+        drop(path);
         self.on_other(slot, at, conn, received);
     }
 
@@ -605,11 +658,13 @@ fn drain(
     path: &mut FramePath,
     held: &mut Held,
     socket: &mut Socket,
+    mut json: Option<&mut Transcoder>,
 ) -> Option<Received> {
     for _ in 1..DRAIN_MAX {
         let received = socket.ws.next().now_or_never()?;
-        match received {
-            Some(Ok(Message::Binary(frame))) => {
+        match incoming(received, json.as_deref_mut(), path) {
+            Incoming::Skip => {}
+            Incoming::Frame(frame) => {
                 let now = Instant::now();
                 let route = slot.on_data(socket.id, now);
                 dispatch(path, held, route, frame, now);
@@ -617,7 +672,7 @@ fn drain(
                     return None;
                 }
             }
-            other => return Some(other),
+            Incoming::Other(other) => return Some(other),
         }
     }
     None

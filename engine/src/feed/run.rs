@@ -124,6 +124,7 @@ pub fn start_with(
     let ctx = Arc::new(FeedContext {
         clock: Some(clock.clone()),
         endpoint: config.endpoint.clone(),
+        format: config.format,
         api_key,
         tls,
         symbols: config.symbols.clone(),
@@ -506,6 +507,8 @@ pub struct Summary {
     pub gaps: Gaps,
     /// Frames that failed to decode.
     pub decode_errors: u64,
+    /// JSON market-data frames that did not parse or convert (`feed.format = "json"`).
+    pub json_malformed: u64,
     /// Frames of unknown templates.
     pub unknown_templates: u64,
     /// Frames of another schema.
@@ -563,6 +566,7 @@ impl Summary {
                 ranges,
             },
             decode_errors: sum(&|s| s.decode_errors.get()),
+            json_malformed: sum(&|s| s.json_malformed.get()),
             unknown_templates: sum(&|s| s.unknown_templates.get()),
             schema_mismatches: sum(&|s| s.schema_mismatches.get()),
             unknown_symbols: sum(&|s| s.unknown_symbols.get()),

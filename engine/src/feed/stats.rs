@@ -50,6 +50,9 @@ pub struct ReaderStats {
     pub switches: OwnedCounter,
     /// Text frames (JSON control and events).
     pub text_frames: OwnedCounter,
+    /// JSON market-data frames that did not parse or convert (`feed.format = "json"`),
+    /// skipped.
+    pub json_malformed: OwnedCounter,
     /// SUBSCRIBE/UNSUBSCRIBE requests Binance answered with an error (retried with backoff).
     pub control_errors: OwnedCounter,
     /// SUBSCRIBE/UNSUBSCRIBE requests without a reply in time (retried with backoff).

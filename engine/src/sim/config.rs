@@ -47,9 +47,9 @@ pub struct Faults {
     pub drop_depth_pct: f64,
     /// Frames sent twice.
     pub duplicate_pct: f64,
-    /// Binary frames sent with bytes flipped.
+    /// Binary frames sent with bytes flipped (JSON: the closing brace replaced).
     pub corrupt_pct: f64,
-    /// Binary frames sent cut short.
+    /// Frames sent cut short (binary or JSON text).
     pub truncate_pct: f64,
     /// Stall: stop sending for this long once `stall_after_frames` frames went out.
     pub stall_ms: u64,

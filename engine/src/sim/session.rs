@@ -109,7 +109,8 @@ pub fn parse_target(
 }
 
 /// The stream a name designates: a lower-case known symbol, `@`, and a kind (JSON also
-/// accepts Binance's `bookTicker` for the top of book).
+/// accepts Binance's names: `bookTicker` for the top of book, `depth@100ms`, `depth20@100ms`
+/// and their 1000 ms forms).
 fn stream_key(name: &str, format: Format, shared: &Shared) -> Option<StreamKey> {
     let (symbol, suffix) = name.split_once('@')?;
     if symbol.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -117,7 +118,7 @@ fn stream_key(name: &str, format: Format, shared: &Shared) -> Option<StreamKey> 
     }
     let kind = match (StreamKind::from_suffix(suffix), format, suffix) {
         (Some(kind), _, _) => kind,
-        (None, Format::Json, "bookTicker") => StreamKind::BestBidAsk,
+        (None, Format::Json, _) => crate::feed::json::json_kind(suffix)?,
         _ => return None,
     };
     Some(StreamKey {
@@ -423,6 +424,7 @@ where
                 } else {
                     text.push_str(payload);
                 }
+                damage_text(text, f, &mut fault.rng);
                 for _ in 0..copies {
                     sink.feed(Message::text(text.clone()))
                         .await
@@ -450,6 +452,22 @@ fn damaged(frame: bytes::Bytes, f: &Faults, rng: &mut Rng) -> bytes::Bytes {
         return bytes.into();
     }
     frame
+}
+
+/// A JSON text frame as the truncate and corrupt faults leave it: cut short (at a character
+/// boundary), or its closing brace replaced. Either way it is no longer JSON, so a reader
+/// must count it malformed.
+fn damage_text(text: &mut String, f: &Faults, rng: &mut Rng) {
+    if text.is_empty() {
+        return;
+    }
+    if percent(rng, f.truncate_pct) {
+        let len = text.floor_char_boundary(rng.below(text.len() as u64) as usize);
+        text.truncate(len);
+    } else if percent(rng, f.corrupt_pct) {
+        text.pop();
+        text.push('!');
+    }
 }
 
 /// Answers one JSON control request (PROTOCOL.md 3.5).

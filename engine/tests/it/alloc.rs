@@ -405,3 +405,38 @@ fn the_slot_and_the_overlap_hold_allocate_nothing_per_frame() {
     assert_eq!(stats.gaps.get(), 0);
     assert_eq!(stats.switches.get(), 2);
 }
+
+/// `feed.format = "json"`: once the transcoder's arena block and depth scratch are warm,
+/// parsing a JSON frame and encoding its SBE frame allocates nothing, for every stream kind.
+#[test]
+fn transcoding_json_frames_allocates_nothing_per_frame() {
+    use hotpath::feed::json::{Transcoded, Transcoder};
+    let texts = [
+        r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1759750000123,"s":"BTCUSDT","t":5000000000,"p":"69769.88000000","q":"0.01301000","T":1759750000123,"m":true,"M":true}}"#,
+        r#"{"stream":"btcusdt@bookTicker","data":{"u":77453519761,"s":"BTCUSDT","b":"69769.88000000","B":"2.86360000","a":"69769.89000000","A":"0.00040000"}}"#,
+        r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1759750000123,"s":"BTCUSDT","U":77453519695,"u":77453519761,"b":[["69769.88000000","0.00000000"],["69769.87000000","0.01000000"]],"a":[["69769.89000000","0.00000000"]]}}"#,
+        r#"{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":90000000001,"bids":[["69769.88000000","1.00000000"],["69769.87000000","2.00000000"]],"asks":[["69769.89000000","3.00000000"]]}}"#,
+        r#"{"result":null,"id":1}"#,
+    ];
+    let mut transcoder = Transcoder::new();
+    let mut frames = Vec::with_capacity(texts.len() * 40);
+    let mut run = |frames: &mut Vec<bytes::Bytes>| {
+        for text in texts {
+            match transcoder.transcode(text, 1) {
+                Transcoded::Frame(frame) => {
+                    assert_ne!(read_everything(&frame), i64::MIN);
+                    frames.push(frame);
+                }
+                Transcoded::Control => {}
+                Transcoded::Malformed => panic!("{text}"),
+            }
+        }
+    };
+    run(&mut frames); // warm: the first arena block, the scratch vectors' capacity
+    let before = allocations();
+    for _ in 0..30 {
+        run(&mut frames);
+    }
+    assert_eq!(allocations() - before, 0, "transcoding allocated");
+    assert_eq!(frames.len(), 31 * 4);
+}

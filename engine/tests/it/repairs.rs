@@ -18,7 +18,7 @@ use crate::sinks::{
 
 /// Runs `config` until both sinks wrote `trades` trades and the sidecar repaired `repaired`
 /// ids, then stops; returns the summary.
-fn run_until(
+pub(crate) fn run_until(
     config: &RunConfig,
     emulator: &KinesisEmulator,
     trades: u64,
@@ -53,7 +53,7 @@ fn run_until(
 
 /// Both sinks hold every trade of the journal between their first and last id, once, in
 /// order; the sidecar repaired and gave up on nothing; each sink delivered all it took.
-fn assert_repaired_exactly_once(
+pub(crate) fn assert_repaired_exactly_once(
     sim: &Sim,
     redis: &RedisServer,
     emulator: &KinesisEmulator,

@@ -1,0 +1,628 @@
+//! Binance's regular JSON market streams, transcoded into the SBE frames everything downstream
+//! consumes. A combined-stream text frame (`{"stream":"btcusdt@trade","data":{..}}`) is parsed
+//! with borrowed fields (serde visitors over the text, no `String`, no `Value`), its decimal
+//! strings are kept exact as mantissa and exponent, and the event is encoded with the generated
+//! SBE encoders into a pooled buffer: a `BytesMut` arena split off per frame, so a frame costs
+//! no allocation (one block of [`ARENA_BYTES`] is allocated when the previous one is used up).
+//!
+//! How each SBE field is filled (the JSON payloads are in `sim/encode.rs` and PROTOCOL.md):
+//!
+//! | SBE message | from JSON |
+//! |---|---|
+//! | `TradesStreamEvent` (one trade per frame: JSON sends one message per trade) | `eventTime` = `E` x 1000, `transactTime` = `T` x 1000, `id` = `t`, `price`/`qty` = `p`/`q`, `isBuyerMaker` = `m` |
+//! | `BestBidAskStreamEvent` (`bookTicker`) | `bookUpdateId` = `u`, `b`/`B`/`a`/`A`; **`eventTime` = the local receive time** (Unix us): JSON bookTicker has no event time |
+//! | `DepthDiffStreamEvent` (`depth@100ms`) | `eventTime` = `E` x 1000, `U`/`u`, `b`/`a` levels |
+//! | `DepthSnapshotStreamEvent` (`depth20@100ms`) | `bookUpdateId` = `lastUpdateId`, `bids`/`asks`; **`eventTime` = the local receive time**: the partial book has no event time |
+//!
+//! The symbol is the stream name's (upper-cased; the partial book carries none). Times are
+//! JSON milliseconds, so an SBE field filled from JSON is a whole millisecond in microseconds.
+//! Each frame's price exponent is minus the most decimals any price of the message has (the
+//! same for quantities), so no value is rounded: Binance sends 8 decimals, giving -8 like the
+//! SBE streams. A value that does not fit an `i64` mantissa, a missing field or anything
+//! else out of form makes the frame [`Transcoded::Malformed`]: counted and skipped by the
+//! reader, never guessed at.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use sbe_runtime::EncodeError;
+
+use crate::sbe::spot_stream::{
+    BestBidAskStreamEventEncoder, BoolEnum, DepthDiffStreamEventBidsEncoder,
+    DepthDiffStreamEventEncoder, DepthSnapshotStreamEventEncoder, HEADER_LENGTH,
+    TradesStreamEventEncoder, TradesStreamEventTradesEncoder,
+};
+use crate::stream::StreamKind;
+
+/// Bytes of each block the frame arena allocates when the previous one is used up.
+pub const ARENA_BYTES: usize = 64 * 1024;
+
+/// The longest symbol a frame carries (`varString8`).
+const SYMBOL_BYTES_MAX: usize = u8::MAX as usize;
+
+/// Most decimals a value may have: 10^18 still fits an `i64`.
+const DECIMALS_MAX: u8 = 18;
+
+const GROUP_SIZE_BYTES: usize = 6;
+const GROUP_SIZE16_BYTES: usize = 4;
+const LEVEL_BYTES: usize = DepthDiffStreamEventBidsEncoder::BLOCK_LENGTH;
+const TRADE_FRAME_BYTES: usize = HEADER_LENGTH
+    + TradesStreamEventEncoder::BLOCK_LENGTH
+    + GROUP_SIZE_BYTES
+    + TradesStreamEventTradesEncoder::BLOCK_LENGTH
+    + 1;
+const BBO_FRAME_BYTES: usize = HEADER_LENGTH + BestBidAskStreamEventEncoder::BLOCK_LENGTH + 1;
+const DIFF_FIXED_BYTES: usize =
+    HEADER_LENGTH + DepthDiffStreamEventEncoder::BLOCK_LENGTH + 2 * GROUP_SIZE16_BYTES + 1;
+const SNAPSHOT_FIXED_BYTES: usize =
+    HEADER_LENGTH + DepthSnapshotStreamEventEncoder::BLOCK_LENGTH + 2 * GROUP_SIZE16_BYTES + 1;
+
+// PROTOCOL.md 2.2: one trade is 33 + 25 + L, bestBidAsk 59 + L, depth 43 / 35 + 16 per level + L.
+const _: () = assert!(TRADE_FRAME_BYTES == 58 && BBO_FRAME_BYTES == 59 && LEVEL_BYTES == 16);
+const _: () = assert!(DIFF_FIXED_BYTES == 43 && SNAPSHOT_FIXED_BYTES == 35);
+
+/// What one text frame was.
+#[derive(Debug)]
+pub enum Transcoded {
+    /// A market-data event, as the SBE frame of the same event.
+    Frame(Bytes),
+    /// Not market data (a control reply, `serverShutdown`): the slot's business.
+    Control,
+    /// A market-data frame that does not parse or convert: count it and skip it.
+    Malformed,
+}
+
+/// An exact decimal: `mantissa x 10^-decimals`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dec {
+    /// The digits as an integer.
+    pub mantissa: i64,
+    /// Digits after the point.
+    pub decimals: u8,
+}
+
+impl Dec {
+    /// Parses `-?[0-9]+(\.[0-9]+)?` exactly; `None` when out of form or over an `i64`.
+    pub fn parse(text: &str) -> Option<Dec> {
+        let bytes = text.as_bytes();
+        let (negative, digits) = match bytes.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, bytes),
+        };
+        let mut magnitude: i64 = 0;
+        let mut decimals: Option<u8> = None;
+        let mut int_digits = 0usize;
+        for &b in digits {
+            match b {
+                b'0'..=b'9' => {
+                    magnitude = magnitude
+                        .checked_mul(10)?
+                        .checked_add(i64::from(b - b'0'))?;
+                    match decimals.as_mut() {
+                        Some(d) => *d = d.checked_add(1)?,
+                        None => int_digits += 1,
+                    }
+                }
+                b'.' if decimals.is_none() && int_digits > 0 => decimals = Some(0),
+                _ => return None,
+            }
+        }
+        if int_digits == 0 || decimals == Some(0) || decimals.unwrap_or(0) > DECIMALS_MAX {
+            return None;
+        }
+        let mantissa = if negative { -magnitude } else { magnitude };
+        Some(Dec {
+            mantissa,
+            decimals: decimals.unwrap_or(0),
+        })
+    }
+
+    /// The mantissa at `decimals` (at least this value's), exactly; `None` on overflow.
+    fn at(self, decimals: u8) -> Option<i64> {
+        let shift = u32::from(decimals.checked_sub(self.decimals)?);
+        self.mantissa.checked_mul(10i64.checked_pow(shift)?)
+    }
+}
+
+/// Turns JSON text frames into SBE frames. One per reader: it owns the frame arena and the
+/// depth scratch, both reused, so the steady state allocates nothing per frame.
+pub struct Transcoder {
+    arena: BytesMut,
+    scratch: Scratch,
+}
+
+impl Default for Transcoder {
+    fn default() -> Self {
+        Transcoder::new()
+    }
+}
+
+impl fmt::Debug for Transcoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transcoder").finish_non_exhaustive()
+    }
+}
+
+impl Transcoder {
+    /// A transcoder with an empty arena (its first frame allocates the first block).
+    pub fn new() -> Transcoder {
+        Transcoder {
+            arena: BytesMut::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Transcodes one text frame with serde_json (the crate chosen by the decode bench), `now_us`
+    /// being the receive time (Unix us) for the events JSON gives no time.
+    pub fn transcode(&mut self, text: &str, now_us: i64) -> Transcoded {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed = self.parse(&mut de).and_then(|p| match de.end() {
+            Ok(()) => Ok(p),
+            Err(e) => Err(e),
+        });
+        match parsed {
+            Ok(Some(head)) => self.encode(&head, now_us),
+            Ok(None) => Transcoded::Control,
+            Err(_) => Transcoded::Malformed,
+        }
+    }
+
+    /// Parses one envelope from any serde deserializer (the decode bench compares crates with
+    /// it): `Ok(None)` for a frame that is not market data. Follow with [`Transcoder::encode`].
+    pub fn parse<'de, D: Deserializer<'de>>(
+        &mut self,
+        deserializer: D,
+    ) -> Result<Option<Head<'de>>, D::Error> {
+        self.scratch.clear();
+        deserializer.deserialize_map(EnvelopeVisitor {
+            scratch: &mut self.scratch,
+        })
+    }
+
+    /// Encodes a parsed event as its SBE frame.
+    pub fn encode(&mut self, head: &Head<'_>, now_us: i64) -> Transcoded {
+        let mut symbol = [0u8; SYMBOL_BYTES_MAX];
+        let Some(symbol) = symbol.get_mut(..head.symbol.len()) else {
+            return Transcoded::Malformed;
+        };
+        for (to, from) in symbol.iter_mut().zip(head.symbol.bytes()) {
+            *to = from.to_ascii_uppercase();
+        }
+        let symbol: &[u8] = symbol;
+        let scratch = &self.scratch;
+        let frame = match head.kind {
+            StreamKind::Trade => self.arena.frame(TRADE_FRAME_BYTES + symbol.len(), |out| {
+                put_trade(out, scratch, symbol)
+            }),
+            StreamKind::BestBidAsk => self.arena.frame(BBO_FRAME_BYTES + symbol.len(), |out| {
+                put_bbo(out, scratch, symbol, now_us)
+            }),
+            StreamKind::Depth => {
+                let len = DIFF_FIXED_BYTES + scratch.levels_bytes() + symbol.len();
+                self.arena.frame(len, |out| put_diff(out, scratch, symbol))
+            }
+            StreamKind::Depth20 => {
+                let len = SNAPSHOT_FIXED_BYTES + scratch.levels_bytes() + symbol.len();
+                self.arena
+                    .frame(len, |out| put_snapshot(out, scratch, symbol, now_us))
+            }
+        };
+        frame.map_or(Transcoded::Malformed, Transcoded::Frame)
+    }
+}
+
+/// The frame arena: encode into its spare room, split the frame off.
+trait Arena {
+    fn frame(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, Bad>,
+    ) -> Option<Bytes>;
+}
+
+impl Arena for BytesMut {
+    fn frame(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, Bad>,
+    ) -> Option<Bytes> {
+        if self.capacity() < len {
+            // The frames split off before keep the old block alive until consumers drop them.
+            self.reserve(len.max(ARENA_BYTES));
+        }
+        self.resize(len, 0);
+        match write(&mut self[..]) {
+            Ok(written) => {
+                self.truncate(written);
+                Some(self.split().freeze())
+            }
+            Err(Bad) => {
+                self.clear();
+                None
+            }
+        }
+    }
+}
+
+/// A value that does not convert, or an encode that failed.
+struct Bad;
+
+impl From<EncodeError> for Bad {
+    fn from(_: EncodeError) -> Bad {
+        Bad
+    }
+}
+
+/// What the envelope and payload said, besides the depth levels (in the scratch).
+#[derive(Clone, Copy, Debug)]
+pub struct Head<'a> {
+    /// The stream's kind.
+    pub kind: StreamKind,
+    /// The stream name's symbol (lower case).
+    pub symbol: &'a str,
+}
+
+/// Every field the four payloads have, filled as parsed; reused between frames.
+#[derive(Default)]
+struct Scratch {
+    event_ms: Option<i64>,
+    trade_ms: Option<i64>,
+    id: Option<i64>,
+    first_id: Option<i64>,
+    maker: Option<bool>,
+    price: Option<Dec>,
+    qty: Option<Dec>,
+    bid: (Option<Dec>, Option<Dec>),
+    ask: (Option<Dec>, Option<Dec>),
+    bids: Levels,
+    asks: Levels,
+}
+
+/// One side's levels as parsed, and the most decimals seen, so the frame's exponent keeps
+/// every value exact.
+#[derive(Default)]
+struct Levels {
+    levels: Vec<(Dec, Dec)>,
+    seen: bool,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        let (mut bids, mut asks) = (
+            std::mem::take(&mut self.bids),
+            std::mem::take(&mut self.asks),
+        );
+        bids.levels.clear();
+        asks.levels.clear();
+        (bids.seen, asks.seen) = (false, false);
+        *self = Scratch {
+            bids,
+            asks,
+            ..Scratch::default()
+        };
+    }
+
+    fn levels_bytes(&self) -> usize {
+        LEVEL_BYTES * (self.bids.levels.len() + self.asks.levels.len())
+    }
+
+    /// The decimals of the depth levels' prices and quantities.
+    fn level_decimals(&self) -> (u8, u8) {
+        let all = self.bids.levels.iter().chain(&self.asks.levels);
+        all.fold((0, 0), |(p, q), (price, qty)| {
+            (p.max(price.decimals), q.max(qty.decimals))
+        })
+    }
+}
+
+fn exponent(decimals: u8) -> i8 {
+    // DECIMALS_MAX (18) keeps this in range.
+    -(decimals as i8)
+}
+
+fn need<T>(value: Option<T>) -> Result<T, Bad> {
+    value.ok_or(Bad)
+}
+
+fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
+    let (price, qty) = (need(s.price)?, need(s.qty)?);
+    let maker = if need(s.maker)? {
+        BoolEnum::True
+    } else {
+        BoolEnum::False
+    };
+    let mut encoder = TradesStreamEventEncoder::wrap(out)?;
+    encoder
+        .event_time(need(s.event_ms)?.checked_mul(1000).ok_or(Bad)?)
+        .transact_time(need(s.trade_ms)?.checked_mul(1000).ok_or(Bad)?)
+        .price_exponent(exponent(price.decimals))
+        .qty_exponent(exponent(qty.decimals));
+    let mut group = encoder.trades(1)?;
+    group
+        .next_entry()?
+        .id(need(s.id)?)
+        .price(price.mantissa)
+        .qty(qty.mantissa)
+        .is_buyer_maker(maker);
+    encoder.symbol(symbol)?;
+    Ok(encoder.finish())
+}
+
+fn put_bbo(out: &mut [u8], s: &Scratch, symbol: &[u8], now_us: i64) -> Result<usize, Bad> {
+    let (bid_price, bid_qty) = (need(s.bid.0)?, need(s.bid.1)?);
+    let (ask_price, ask_qty) = (need(s.ask.0)?, need(s.ask.1)?);
+    let p = bid_price.decimals.max(ask_price.decimals);
+    let q = bid_qty.decimals.max(ask_qty.decimals);
+    let mut encoder = BestBidAskStreamEventEncoder::wrap(out)?;
+    encoder
+        .event_time(now_us)
+        .book_update_id(need(s.id)?)
+        .price_exponent(exponent(p))
+        .qty_exponent(exponent(q))
+        .bid_price(need(bid_price.at(p))?)
+        .bid_qty(need(bid_qty.at(q))?)
+        .ask_price(need(ask_price.at(p))?)
+        .ask_qty(need(ask_qty.at(q))?);
+    encoder.symbol(symbol)?;
+    Ok(encoder.finish())
+}
+
+/// Writes one side into a group encoder begun with its count (the four depth group encoders
+/// are distinct generated types, hence a macro).
+macro_rules! put_levels {
+    ($group:expr, $levels:expr, $p:expr, $q:expr) => {{
+        let mut group = $group;
+        for &(price, qty) in $levels {
+            group
+                .next_entry()?
+                .price(need(price.at($p))?)
+                .qty(need(qty.at($q))?);
+        }
+    }};
+}
+
+fn count(levels: &Levels) -> Result<u16, Bad> {
+    if !levels.seen {
+        return Err(Bad);
+    }
+    u16::try_from(levels.levels.len()).map_err(|_| Bad)
+}
+
+fn put_diff(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
+    let (p, q) = s.level_decimals();
+    let (bids, asks) = (count(&s.bids)?, count(&s.asks)?);
+    let mut encoder = DepthDiffStreamEventEncoder::wrap(out)?;
+    encoder
+        .event_time(need(s.event_ms)?.checked_mul(1000).ok_or(Bad)?)
+        .first_book_update_id(need(s.first_id)?)
+        .last_book_update_id(need(s.id)?)
+        .price_exponent(exponent(p))
+        .qty_exponent(exponent(q));
+    put_levels!(encoder.bids(bids)?, &s.bids.levels, p, q);
+    put_levels!(encoder.asks(asks)?, &s.asks.levels, p, q);
+    encoder.symbol(symbol)?;
+    Ok(encoder.finish())
+}
+
+fn put_snapshot(out: &mut [u8], s: &Scratch, symbol: &[u8], now_us: i64) -> Result<usize, Bad> {
+    let (p, q) = s.level_decimals();
+    let (bids, asks) = (count(&s.bids)?, count(&s.asks)?);
+    let mut encoder = DepthSnapshotStreamEventEncoder::wrap(out)?;
+    encoder
+        .event_time(now_us)
+        .book_update_id(need(s.id)?)
+        .price_exponent(exponent(p))
+        .qty_exponent(exponent(q));
+    put_levels!(encoder.bids(bids)?, &s.bids.levels, p, q);
+    put_levels!(encoder.asks(asks)?, &s.asks.levels, p, q);
+    encoder.symbol(symbol)?;
+    Ok(encoder.finish())
+}
+
+/// The stream kind of a JSON stream name's suffix (`trade`, `bookTicker`, `depth@100ms`,
+/// `depth20@100ms`, and the 1000 ms and bare forms of both depths).
+pub fn json_kind(suffix: &str) -> Option<StreamKind> {
+    match suffix {
+        "trade" => Some(StreamKind::Trade),
+        "bookTicker" => Some(StreamKind::BestBidAsk),
+        "depth" | "depth@100ms" | "depth@1000ms" => Some(StreamKind::Depth),
+        "depth20" | "depth20@100ms" | "depth20@1000ms" => Some(StreamKind::Depth20),
+        _ => None,
+    }
+}
+
+/// The JSON stream name hotpath subscribes for a stream kind's suffix.
+pub fn json_suffix(kind: StreamKind) -> &'static str {
+    match kind {
+        StreamKind::Trade => "trade",
+        StreamKind::BestBidAsk => "bookTicker",
+        StreamKind::Depth => "depth@100ms",
+        StreamKind::Depth20 => "depth20@100ms",
+    }
+}
+
+/// The JSON stream name for an SBE stream name (`btcusdt@bestBidAsk` -> `btcusdt@bookTicker`);
+/// other text is returned as it is.
+pub fn json_name(name: &str) -> String {
+    match name
+        .rsplit_once('@')
+        .and_then(|(symbol, suffix)| Some((symbol, StreamKind::from_suffix(suffix)?)))
+    {
+        Some((symbol, kind)) => format!("{symbol}@{}", json_suffix(kind)),
+        None => name.to_string(),
+    }
+}
+
+/// A SUBSCRIBE/UNSUBSCRIBE request with its SBE stream names replaced by the JSON ones.
+pub fn json_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    // Stream names are the quoted strings containing '@'.
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let close = rest.find('"').unwrap_or(rest.len());
+        let quoted = &rest[..close];
+        if quoted.contains('@') {
+            out.push_str(&json_name(quoted));
+        } else {
+            out.push_str(quoted);
+        }
+        rest = &rest[close..];
+        if let Some(after) = rest.strip_prefix('"') {
+            out.push('"');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---- serde visitors: borrowed keys and values, levels straight into the scratch ----
+
+struct EnvelopeVisitor<'s> {
+    scratch: &'s mut Scratch,
+}
+
+impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
+    type Value = Option<Head<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a combined-stream envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut head = None;
+        let mut data = false;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "stream" if head.is_none() && !data => {
+                    let name: &'de str = map.next_value()?;
+                    if name.starts_with('!') {
+                        return drain(map).map(|()| None);
+                    }
+                    let (symbol, suffix) = name
+                        .split_once('@')
+                        .ok_or_else(|| de::Error::custom("stream name without '@'"))?;
+                    let kind = json_kind(suffix)
+                        .ok_or_else(|| de::Error::custom("unknown stream kind"))?;
+                    head = Some(Head { kind, symbol });
+                }
+                "data" => {
+                    // Binance sends "stream" first; the payload's form depends on it.
+                    let Some(Head { kind, .. }) = head else {
+                        return Err(de::Error::custom("data before stream"));
+                    };
+                    map.next_value_seed(PayloadSeed {
+                        kind,
+                        scratch: self.scratch,
+                    })?;
+                    data = true;
+                }
+                "result" | "id" | "code" | "msg" | "e" if head.is_none() => {
+                    // Not a combined-stream event: a control reply or a raw event.
+                    map.next_value::<IgnoredAny>()?;
+                    return drain(map).map(|()| None);
+                }
+                _ if head.is_none() => return Err(de::Error::custom("not an envelope")),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !data {
+            return Err(de::Error::custom("no data"));
+        }
+        Ok(head)
+    }
+}
+
+fn drain<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+struct PayloadSeed<'s> {
+    kind: StreamKind,
+    scratch: &'s mut Scratch,
+}
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Binance market-data payload")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let s = self.scratch;
+        let depth = matches!(self.kind, StreamKind::Depth | StreamKind::Depth20);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match (self.kind, key) {
+                (_, "E") => s.event_ms = Some(map.next_value()?),
+                (StreamKind::Trade, "T") => s.trade_ms = Some(map.next_value()?),
+                (StreamKind::Trade, "t") | (_, "u") | (StreamKind::Depth20, "lastUpdateId") => {
+                    s.id = Some(map.next_value()?)
+                }
+                (StreamKind::Depth, "U") => s.first_id = Some(map.next_value()?),
+                (StreamKind::Trade, "m") => s.maker = Some(map.next_value()?),
+                (StreamKind::Trade, "p") => s.price = Some(decimal(map.next_value()?)?),
+                (StreamKind::Trade, "q") => s.qty = Some(decimal(map.next_value()?)?),
+                (StreamKind::BestBidAsk, "b") => s.bid.0 = Some(decimal(map.next_value()?)?),
+                (StreamKind::BestBidAsk, "B") => s.bid.1 = Some(decimal(map.next_value()?)?),
+                (StreamKind::BestBidAsk, "a") => s.ask.0 = Some(decimal(map.next_value()?)?),
+                (StreamKind::BestBidAsk, "A") => s.ask.1 = Some(decimal(map.next_value()?)?),
+                (_, "b" | "bids") if depth => map.next_value_seed(LevelsSeed(&mut s.bids))?,
+                (_, "a" | "asks") if depth => map.next_value_seed(LevelsSeed(&mut s.asks))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decimal<E: de::Error>(text: &str) -> Result<Dec, E> {
+    Dec::parse(text).ok_or_else(|| E::custom("not an exact decimal"))
+}
+
+struct LevelsSeed<'s>(&'s mut Levels);
+
+impl<'de> DeserializeSeed<'de> for LevelsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LevelsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of [price, quantity] levels")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.seen = true;
+        while let Some((price, qty)) = seq.next_element::<(&'de str, &'de str)>()? {
+            self.0.levels.push((decimal(price)?, decimal(qty)?));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;
