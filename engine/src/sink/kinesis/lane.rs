@@ -1,4 +1,5 @@
-//! One destination stream's queue: records wait here until a PutRecords batch closes (500
+//! One shard's queue (a destination stream has one lane per open shard, see
+//! [`super::shards`]): records wait here until a PutRecords batch closes (500
 //! records, 5 MiB, or the linger time), and failed entries come back to the front, so a
 //! partition key's records always leave in order. Pure: no I/O, time passed in.
 //!
@@ -10,12 +11,13 @@
 //! key and order holds; a failure followed by a success of the same key in one request (a
 //! rare `InternalFailure`) is counted in [`Verdict::overtaken`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::aggregate::{Aggregator, RECORD_BYTES_MAX};
+pub use crate::config::Aggregate;
 
 /// Per-record overhead Kinesis counts besides data and key: none; the 5 MiB limit is data plus
 /// partition keys.
@@ -72,7 +74,58 @@ pub struct Verdict {
     pub overtaken: usize,
 }
 
-/// The queue of one destination stream.
+/// Kinesis' limit on the records one shard takes per second.
+pub const SHARD_RECORDS_PER_S: usize = 1000;
+
+/// One partition key's aggregate being built by [`Lane::take_aggregated`].
+struct Building {
+    key: std::sync::Arc<str>,
+    aggregator: Aggregator,
+    entries: Vec<Entry>,
+    /// A record of this key did not fit: every later one waits too, keeping the key's order.
+    closed: bool,
+}
+
+impl Building {
+    fn new(key: std::sync::Arc<str>) -> Building {
+        Building {
+            key,
+            aggregator: Aggregator::new(),
+            entries: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Adds `entry` if it fits (1 MiB per record, `bytes_max` per request, counted in
+    /// `total`); otherwise closes the key and hands the entry back.
+    fn offer(&mut self, entry: Entry, total: &mut usize, bytes_max: usize) -> Option<Entry> {
+        let current = if self.entries.is_empty() {
+            0
+        } else {
+            self.aggregator.size() + self.key.len()
+        };
+        let next = self.aggregator.size_with(&entry.key, &entry.data) + self.key.len();
+        if self.closed || next > RECORD_BYTES_MAX || *total + next - current > bytes_max {
+            self.closed = true;
+            return Some(entry);
+        }
+        *total += next - current;
+        self.aggregator.push(&entry.key, entry.data.clone());
+        self.entries.push(entry);
+        None
+    }
+
+    fn finish(mut self) -> Option<Outgoing> {
+        let (_, data) = self.aggregator.finish()?;
+        Some(Outgoing {
+            key: self.key,
+            data: Bytes::from(data),
+            entries: self.entries,
+        })
+    }
+}
+
+/// The queue of one shard of a destination stream.
 #[derive(Debug, Default)]
 pub struct Lane {
     queue: VecDeque<Entry>,
@@ -81,6 +134,10 @@ pub struct Lane {
     pub in_flight: bool,
     /// Failed attempts in a row (backoff exponent).
     pub failures: u32,
+    /// Kinesis records sent in the last second, per request (for [`Aggregate::Auto`]).
+    sent: VecDeque<(Instant, usize)>,
+    /// The sum of `sent`.
+    sent_last_second: usize,
     /// No request before this instant (backoff).
     pub not_before: Option<Instant>,
 }
@@ -180,66 +237,91 @@ impl Lane {
     /// Takes the next batch with KPL aggregation: for each partition key (in order of first
     /// appearance), one aggregated record of its oldest records up to 1 MiB; records that do
     /// not fit stay queued, in order, for the next request.
+    ///
+    /// Cost: proportional to the records looked at, not to the queue: the scan pops from the
+    /// front and stops once nothing more can fit (the request's bytes are reached, or a request's
+    /// worth of records had to be passed over), and what it passed over goes back to the front.
+    /// Keys are found through a hash map. (It used to drain and rebuild the whole queue per
+    /// request, with a linear search per key: quadratic while a long queue catches up.)
     pub fn take_aggregated(&mut self, records_max: usize, bytes_max: usize) -> Vec<Outgoing> {
-        struct Building {
-            key: std::sync::Arc<str>,
-            aggregator: Aggregator,
-            entries: Vec<Entry>,
-            closed: bool,
-        }
         let mut building: Vec<Building> = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        let mut total = 0usize;
-        for entry in self.queue.drain(..) {
-            let at = building.iter().position(|b| b.key == entry.key);
-            let at = match at {
-                Some(at) => at,
+        let mut index: HashMap<std::sync::Arc<str>, usize> = HashMap::new();
+        let mut passed = Vec::new();
+        let (mut total, mut passed_bytes) = (0usize, 0usize);
+        while total < bytes_max && passed_bytes < bytes_max {
+            let Some(entry) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.cost();
+            let at = match index.get(&entry.key) {
+                Some(&at) => Some(at),
                 None if building.len() < records_max => {
-                    building.push(Building {
-                        key: entry.key.clone(),
-                        aggregator: Aggregator::new(),
-                        entries: Vec::new(),
-                        closed: false,
-                    });
-                    building.len() - 1
+                    index.insert(entry.key.clone(), building.len());
+                    building.push(Building::new(entry.key.clone()));
+                    Some(building.len() - 1)
                 }
-                None => {
-                    kept.push_back(entry);
-                    continue;
-                }
+                None => None,
             };
-            let b = &mut building[at];
-            let current = if b.entries.is_empty() {
-                0
-            } else {
-                b.aggregator.size() + b.key.len()
+            let left = match at {
+                Some(at) => building[at].offer(entry, &mut total, bytes_max),
+                None => Some(entry),
             };
-            let next = b.aggregator.size_with(&entry.key, &entry.data) + b.key.len();
-            let fits = !b.closed && next <= RECORD_BYTES_MAX && total + next - current <= bytes_max;
-            if fits {
-                total += next - current;
-                b.aggregator.push(&entry.key, entry.data.clone());
-                b.entries.push(entry);
-            } else {
-                // Everything later of this key waits too, keeping its order.
-                b.closed = true;
-                kept.push_back(entry);
+            if let Some(entry) = left {
+                // Passed over: it and everything later of its key wait for the next request.
+                passed_bytes += entry.cost();
+                passed.push(entry);
             }
         }
-        self.queue = kept;
-        self.bytes = self.queue.iter().map(Entry::cost).sum();
+        self.requeue_front(passed);
         building
             .into_iter()
             .filter(|b| !b.entries.is_empty())
-            .filter_map(|mut b| {
-                let (_, data) = b.aggregator.finish()?;
-                Some(Outgoing {
-                    key: b.key,
-                    data: Bytes::from(data),
-                    entries: b.entries,
-                })
-            })
+            .filter_map(Building::finish)
             .collect()
+    }
+
+    /// Takes the next batch, aggregated or not as `aggregate` says; with
+    /// [`Aggregate::Auto`], aggregated when the plain records would take the records this lane
+    /// sent in the last second above [`SHARD_RECORDS_PER_S`], a shard's limit.
+    pub fn take(
+        &mut self,
+        aggregate: Aggregate,
+        now: Instant,
+        records_max: usize,
+        bytes_max: usize,
+    ) -> Vec<Outgoing> {
+        while self
+            .sent
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            if let Some((_, n)) = self.sent.pop_front() {
+                self.sent_last_second -= n;
+            }
+        }
+        let aggregated = match aggregate {
+            Aggregate::Off => false,
+            Aggregate::On => true,
+            Aggregate::Auto => {
+                self.sent_last_second + self.queue.len().min(records_max) > SHARD_RECORDS_PER_S
+            }
+        };
+        let batch = if aggregated {
+            self.take_aggregated(records_max, bytes_max)
+        } else {
+            self.take_plain(records_max, bytes_max)
+        };
+        if aggregate == Aggregate::Auto && !batch.is_empty() {
+            self.sent.push_back((now, batch.len()));
+            self.sent_last_second += batch.len();
+        }
+        batch
+    }
+
+    /// Takes every record, in order (a new shard map re-sorts them into new lanes).
+    pub fn take_all(&mut self) -> VecDeque<Entry> {
+        self.bytes = 0;
+        std::mem::take(&mut self.queue)
     }
 
     /// Puts a whole failed batch back at the front, in its order.
