@@ -41,8 +41,11 @@ pub struct Destination {
     pub lanes: Vec<ShardLane>,
     /// A newer map, adopted once no request of this stream is in flight.
     pending: Option<ShardMap>,
-    /// When to list the shards next; `None` while a listing is in flight.
+    /// When to list the shards next; `None`: not planned (no periodic listing, or one is in
+    /// flight).
     pub relist_at: Option<Instant>,
+    /// A listing is in flight.
+    pub listing: bool,
     /// When the shards were last listed (a listing asked for by a misplaced record waits for
     /// the minimum interval).
     pub listed_at: Option<Instant>,
@@ -57,6 +60,7 @@ impl Destination {
             lanes: vec![ShardLane::default()],
             pending: None,
             relist_at: None,
+            listing: false,
             listed_at: None,
         }
     }
@@ -64,6 +68,16 @@ impl Destination {
     /// The map the lanes follow.
     pub fn map(&self) -> &ShardMap {
         &self.map
+    }
+
+    /// Plans a listing as soon as `min_interval` after the last one allows (a record was
+    /// stored on another shard than its lane's: the stream was resharded).
+    pub fn relist_soon(&mut self, now: Instant, min_interval: std::time::Duration) {
+        if self.listing {
+            return;
+        }
+        let earliest = self.listed_at.map_or(now, |t| (t + min_interval).max(now));
+        self.relist_at = Some(self.relist_at.map_or(earliest, |t| t.min(earliest)));
     }
 
     /// Whether a newer map waits for the in-flight requests to end (no request starts
@@ -229,6 +243,26 @@ mod tests {
         assert!(lanes.len() > 1, "{lanes:?}");
         assert!(d.is_empty());
         assert!(!d.offer(even(4)), "the same map changes nothing");
+    }
+
+    #[test]
+    fn a_misplaced_record_plans_a_listing_no_sooner_than_the_minimum_interval() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut d = Destination::new("s".into());
+        d.relist_soon(t0, second);
+        assert_eq!(d.relist_at, Some(t0), "never listed: at once");
+        d.listed_at = Some(t0);
+        d.relist_at = None;
+        d.relist_soon(t0, second);
+        assert_eq!(d.relist_at, Some(t0 + second));
+        d.relist_at = Some(t0 + second / 2);
+        d.relist_soon(t0, second);
+        assert_eq!(d.relist_at, Some(t0 + second / 2), "an earlier plan stays");
+        d.relist_at = None;
+        d.listing = true;
+        d.relist_soon(t0 + 2 * second, second);
+        assert_eq!(d.relist_at, None, "one is in flight");
     }
 
     #[test]

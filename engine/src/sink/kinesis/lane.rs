@@ -519,6 +519,96 @@ mod tests {
         assert_eq!(rest, [2, 3]);
     }
 
+    /// Many requests' worth of records of a few keys, some large: every batch keeps each key's
+    /// order, the byte count stays exact, and a key passed over keeps its place.
+    #[test]
+    fn aggregated_batches_of_a_long_queue_keep_each_keys_order_and_the_byte_count() {
+        let t0 = Instant::now();
+        let mut lane = Lane::default();
+        let keys = ["A", "B", "C", "D"];
+        let mut rng = 7u64;
+        for i in 0..20_000u32 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = keys[(rng >> 33) as usize % keys.len()];
+            // Mostly small, now and then 300 KiB, so that keys close and get passed over.
+            let len = if (rng >> 20) % 500 == 0 {
+                300 << 10
+            } else {
+                60
+            };
+            let mut data = vec![0u8; len];
+            data[..4].copy_from_slice(&i.to_be_bytes());
+            lane.push(entry(key, &data, t0));
+        }
+        let mut seen: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        let mut requests = 0;
+        while !lane.is_empty() {
+            let batch = lane.take_aggregated(3, 2 << 20);
+            assert!(!batch.is_empty(), "progress");
+            assert!(batch.len() <= 3);
+            requests += 1;
+            for o in &batch {
+                assert!(o.data.len() + o.key.len() <= RECORD_BYTES_MAX);
+                let users =
+                    super::super::aggregate::deaggregate(&o.key, &o.data).expect("aggregate");
+                for u in users {
+                    let n = u32::from_be_bytes(u.data[..4].try_into().expect("4 bytes"));
+                    seen.entry(u.partition_key).or_default().push(n);
+                }
+            }
+            let left: usize = lane.queue.iter().map(Entry::cost).sum();
+            assert_eq!(lane.bytes(), left);
+        }
+        assert!(requests > 1);
+        let total: usize = seen.values().map(Vec::len).sum();
+        assert_eq!(total, 20_000);
+        for (key, ids) in seen {
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{key} in order");
+        }
+    }
+
+    /// `Auto` sends plain records while a shard's last second stays within 1000 records, and
+    /// aggregates the request that would pass it.
+    #[test]
+    fn auto_aggregates_only_past_the_shards_records_per_second() {
+        let t0 = Instant::now();
+        let mut lane = Lane::default();
+        let fill = |lane: &mut Lane| {
+            for i in 0..500u32 {
+                lane.push(entry(
+                    if i % 2 == 0 { "A" } else { "B" },
+                    &i.to_be_bytes(),
+                    t0,
+                ));
+            }
+        };
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::Auto, t0, 500, 5 << 20).len(), 500);
+        fill(&mut lane);
+        assert_eq!(
+            lane.take(Aggregate::Auto, t0, 500, 5 << 20).len(),
+            500,
+            "1000: at the limit"
+        );
+        fill(&mut lane);
+        let batch = lane.take(Aggregate::Auto, t0, 500, 5 << 20);
+        assert_eq!(batch.len(), 2, "past it: one aggregate per key");
+        assert_eq!(batch[0].entries.len() + batch[1].entries.len(), 500);
+        fill(&mut lane);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            lane.take(Aggregate::Auto, later, 500, 5 << 20).len(),
+            500,
+            "a new second"
+        );
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::Off, later, 500, 5 << 20).len(), 500);
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::On, later, 500, 5 << 20).len(), 2);
+    }
+
     #[test]
     fn expiry_takes_the_oldest() {
         let t0 = Instant::now();

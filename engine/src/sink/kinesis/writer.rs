@@ -789,8 +789,9 @@ impl Writer {
         let mut started = 0;
         for d in 0..DESTINATIONS {
             let due = self.dests[d].relist_at.is_some_and(|t| now >= t);
-            if due && !stopping {
+            if due && !stopping && !self.dests[d].listing {
                 self.dests[d].relist_at = None;
+                self.dests[d].listing = true;
                 self.listings += 1;
                 let (client, stream) = (self.client.clone(), self.dests[d].name.clone());
                 sending.push(Box::pin(async move {
@@ -827,6 +828,7 @@ impl Writer {
     fn listed(&mut self, d: usize, map: Result<ShardMap, ListError>, now: Instant) {
         let dest = &mut self.dests[d];
         dest.listed_at = Some(now);
+        dest.listing = false;
         match map {
             Ok(map) => {
                 let shards = map.len();
@@ -962,10 +964,9 @@ impl Writer {
                  (enable kinesis.aggregate for strict order under partial failures)"
             );
         }
-        if misplaced > 0 && dest.relist_at.is_some() {
+        if misplaced > 0 {
             // The stream was resharded: list its shards again, soon but not in a loop.
-            let earliest = dest.listed_at.map_or(now, |t| t + RELIST_MIN);
-            dest.relist_at = dest.relist_at.map(|t| t.min(earliest.max(now)));
+            dest.relist_soon(now, RELIST_MIN);
         }
         if route.destination != HEARTBEAT {
             self.count_delivered(&done, verdict.delivered);
