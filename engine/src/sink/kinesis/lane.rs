@@ -533,7 +533,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             let key = keys[(rng >> 33) as usize % keys.len()];
             // Mostly small, now and then 300 KiB, so that keys close and get passed over.
-            let len = if (rng >> 20) % 500 == 0 {
+            let len = if (rng >> 20).is_multiple_of(500) {
                 300 << 10
             } else {
                 60

@@ -38,6 +38,7 @@ use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 
@@ -286,36 +287,11 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         config.stream_depth.clone(),
         config.heartbeat_stream.clone(),
     ];
-    let heartbeats = config.heartbeat_interval.is_some();
-    let used = move |d: usize| d != HEARTBEAT || heartbeats;
-    let mut wanted: Vec<String> = (0..DESTINATIONS)
-        .filter(|&d| used(d))
-        .map(|d| names[d].clone())
-        .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let create = config.create_streams;
-    let mut w = Writer::new(config, client.clone(), names, stats, hold_max);
-    let checked = w
-        .drain_while(
-            &mut rings,
-            &mut repairs,
-            check_streams(&client, &wanted, create),
-        )
-        .await;
-    let _ = ready.send(checked.clone());
-    if let Err(e) = checked {
+    let mut w = Writer::new(config, client, names, stats, hold_max);
+    if let Err(e) = w.start_up(&mut rings, &mut repairs, ready).await {
         // A failed check ends the run before it starts: what was drained meanwhile goes to the
         // dead-letter file, for `hotpath dlq resend` once the streams exist.
         return Err(w.dead_letter_unchecked(&mut rings, &mut repairs, e));
-    }
-    // The shards, before the first request: each stream gets its lanes.
-    for d in (0..DESTINATIONS).filter(|&d| used(d)) {
-        let stream = w.dests[d].name.clone();
-        let map = w
-            .drain_while(&mut rings, &mut repairs, shards::list(&client, &stream))
-            .await;
-        w.listed(d, map, Instant::now());
     }
     w.next_heartbeat = w.config.heartbeat_interval.map(|_| Instant::now());
     let mut sending: FuturesUnordered<Pending> = FuturesUnordered::new();
@@ -431,8 +407,40 @@ impl Writer {
         }
     }
 
-    /// Drains the rings into the lanes until `work` (the start-up stream check) is done, so
-    /// that no reader's ring fills meanwhile; returns its result.
+    /// Checks (or creates) the streams and tells `ready` the outcome, then lists their shards
+    /// so that each gets its lanes before the first request, draining the rings meanwhile. Only
+    /// the check can fail; the listings run at once, so an unreachable endpoint delays the first
+    /// request by one request timeout at most (a failed listing leaves one lane and is tried
+    /// again later).
+    async fn start_up(
+        &mut self,
+        rings: &mut [rtrb::Consumer<FeedEvent>],
+        repairs: &mut Option<rtrb::Consumer<Repair>>,
+        ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
+    ) -> Result<(), SinkError> {
+        let heartbeats = self.config.heartbeat_interval.is_some();
+        let used: Vec<(usize, String)> = (0..DESTINATIONS)
+            .filter(|&d| d != HEARTBEAT || heartbeats)
+            .map(|d| (d, self.dests[d].name.clone()))
+            .collect();
+        let mut wanted: Vec<String> = used.iter().map(|(_, name)| name.clone()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let client = self.client.clone();
+        let check = check_streams(&client, &wanted, self.config.create_streams);
+        let checked = self.drain_while(rings, repairs, check).await;
+        let _ = ready.send(checked.clone());
+        checked?;
+        let listings = used.iter().map(|(_, stream)| shards::list(&client, stream));
+        let maps = self.drain_while(rings, repairs, join_all(listings)).await;
+        for ((d, _), map) in used.iter().zip(maps) {
+            self.listed(*d, map, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Drains the rings into the lanes until `work` (the start-up stream check, the listings)
+    /// is done, so that no reader's ring fills meanwhile; returns its result.
     async fn drain_while<T>(
         &mut self,
         rings: &mut [rtrb::Consumer<FeedEvent>],
