@@ -62,7 +62,8 @@ fn start_kinesalite() -> (Server, SocketAddr) {
     let port = free_port();
     let child = Command::new("node")
         .arg(&cli)
-        .args(["--port", &port.to_string()])
+        // Three streams of 4 shards pass kinesalite's default account limit of 10.
+        .args(["--port", &port.to_string(), "--shardLimit", "100"])
         .stdout(Stdio::null())
         .spawn()
         .expect("node starts kinesalite");
@@ -91,24 +92,30 @@ fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
 
 async fn create_streams(client: &aws_sdk_kinesis::Client, shards: i32) {
     for name in STREAMS {
-        client
+        // A just-started kinesalite may take a moment to answer: retried, bounded.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = client
             .create_stream()
             .stream_name(name)
             .shard_count(shards)
             .send()
             .await
-            .expect("CreateStream");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        {
+            assert!(Instant::now() < deadline, "CreateStream {name}: {e:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         loop {
+            // A transient error is one more round, like a stream not ACTIVE yet.
             let summary = client
                 .describe_stream_summary()
                 .stream_name(name)
                 .send()
-                .await
-                .expect("DescribeStreamSummary");
-            let active = summary
-                .stream_description_summary()
-                .is_some_and(|s| s.stream_status().as_str() == "ACTIVE");
+                .await;
+            let active = summary.is_ok_and(|summary| {
+                summary
+                    .stream_description_summary()
+                    .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+            });
             if active {
                 break;
             }
