@@ -19,6 +19,7 @@ mod repairs;
 mod rest;
 mod schema;
 mod servers;
+mod shards;
 mod sidecar;
 mod sim;
 mod sinks;

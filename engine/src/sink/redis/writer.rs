@@ -79,8 +79,9 @@ pub struct RedisSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers and the sidecar have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
-    /// The readers' cores: the writer thread runs on another core if there is one.
-    pub reader_cores: Vec<usize>,
+    /// The core the writer thread is pinned to ([`crate::cores::CorePlan`]); `None`: not
+    /// pinned.
+    pub core: Option<usize>,
     /// How long the final flush may take.
     pub flush_timeout: Duration,
     /// This writer's bell: the readers, the sidecar and the stop ring it.
@@ -96,7 +97,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-redis".into())
         .spawn(move || {
-            crate::sink::pin_away_from(&sink.reader_cores);
+            crate::cores::pin(sink.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -280,7 +281,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         stats,
         stop,
         flush_timeout,
-        reader_cores: _,
+        core: _,
         bell,
         sidecar_bell,
     } = sink;

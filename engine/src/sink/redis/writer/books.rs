@@ -9,6 +9,9 @@ use std::time::Instant;
 /// status HALT or BREAK and unsubscribed it).
 pub(crate) const HALTED_REASON: &str = "halted: trading stopped (exchangeInfo status HALT or BREAK); unsubscribed until it trades again";
 
+/// The stale reason of the other keys of a symbol unsubscribed at run time (as its book's).
+pub(crate) const REMOVED_REASON: &str = "removed: the symbol was unsubscribed";
+
 use redis::Value;
 
 use super::{Conn, Io, Reanchoring, Writer};
@@ -86,6 +89,9 @@ impl Writer {
                     .on_stopped(removed, last_update_id, &mut self.diffs);
                 if change == StreamChange::Halted {
                     state.ob.mark_stale(HALTED_REASON.into(), None);
+                    state.stop(HALTED_REASON);
+                } else if removed {
+                    state.stop(REMOVED_REASON);
                 }
                 Wants::Nothing
             }
