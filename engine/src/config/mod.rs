@@ -111,7 +111,7 @@ pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
-pub use sinks::{KinesisConfig, Payload, RedisConfig};
+pub use sinks::{Aggregate, KinesisConfig, Payload, RedisConfig};
 use sinks::{RawKinesis, RawRedis};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of

@@ -11,7 +11,10 @@
 //! stream_best_bid_ask = "market-sbe-bestbidask"
 //! stream_depth = "market-sbe-depth"      # depth diffs and depth20 snapshots
 //! payload = "sbe"                 # "sbe": the raw frame; "json": normalized JSON
-//! aggregate = false               # KPL-aggregated records (many frames per Kinesis record)
+//! aggregate = false               # KPL-aggregated records: false, true, or "auto" (per shard,
+//!                                 # only when its plain records would pass 1000/s)
+//! shard_refresh_s = 60            # the streams' shards are listed again this often; 0: at start
+//!                                 # and when a record lands on another shard than its lane's
 //! linger_ms = 100                 # a record never waits longer for its batch to fill
 //! batch_records_max = 500         # PutRecords limits: 500 records, 5 MiB
 //! batch_bytes_max = 5242880
@@ -63,6 +66,19 @@ pub enum Payload {
     Json,
 }
 
+/// When the Kinesis writer aggregates (`kinesis.aggregate`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Never: one Kinesis record per user record (`false`).
+    #[default]
+    Off,
+    /// Always: one aggregated record per partition key per request (`true`).
+    On,
+    /// Per shard, only for a request whose plain records would take the shard past its 1000
+    /// records/s (`"auto"`).
+    Auto,
+}
+
 /// The Kinesis writer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KinesisConfig {
@@ -79,7 +95,7 @@ pub struct KinesisConfig {
     /// Record payload.
     pub payload: Payload,
     /// KPL aggregation.
-    pub aggregate: bool,
+    pub aggregate: Aggregate,
     /// Longest time a record waits for its batch.
     pub linger: Duration,
     /// Records per PutRecords, 1..=500.
@@ -106,6 +122,9 @@ pub struct KinesisConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Create missing streams at start (one shard each).
     pub create_streams: bool,
+    /// How often the streams' shards are listed again; `None`: only at start and when an
+    /// answer shows a record on another shard than its lane's.
+    pub shard_refresh: Option<Duration>,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
 }
@@ -119,7 +138,7 @@ impl Default for KinesisConfig {
             stream_best_bid_ask: "market-sbe-bestbidask".into(),
             stream_depth: "market-sbe-depth".into(),
             payload: Payload::Sbe,
-            aggregate: false,
+            aggregate: Aggregate::Off,
             linger: Duration::from_millis(100),
             batch_records_max: 500,
             batch_bytes_max: 5 << 20,
@@ -133,6 +152,7 @@ impl Default for KinesisConfig {
             heartbeat_stream: "hotpath-heartbeat".into(),
             heartbeat_interval: Some(Duration::from_secs(30)),
             create_streams: false,
+            shard_refresh: Some(Duration::from_secs(60)),
             idle: IdleStrategy::Backoff,
         }
     }
@@ -241,7 +261,7 @@ pub(crate) struct RawKinesis {
     stream_best_bid_ask: Option<String>,
     stream_depth: Option<String>,
     payload: Option<String>,
-    aggregate: Option<bool>,
+    aggregate: Option<RawAggregate>,
     linger_ms: Option<u64>,
     batch_records_max: Option<usize>,
     batch_bytes_max: Option<usize>,
@@ -255,7 +275,16 @@ pub(crate) struct RawKinesis {
     heartbeat_stream: Option<String>,
     heartbeat_interval_s: Option<u64>,
     create_streams: Option<bool>,
+    shard_refresh_s: Option<u64>,
     idle: Option<String>,
+}
+
+/// `kinesis.aggregate` as written: a boolean or a word.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawAggregate {
+    Flag(bool),
+    Word(String),
 }
 
 /// `[redis]` as written.
@@ -315,7 +344,18 @@ impl RawKinesis {
                 }
             };
         }
-        set(&mut c.aggregate, self.aggregate);
+        if let Some(aggregate) = self.aggregate {
+            c.aggregate = match aggregate {
+                RawAggregate::Flag(false) => Aggregate::Off,
+                RawAggregate::Flag(true) => Aggregate::On,
+                RawAggregate::Word(w) if w == "auto" => Aggregate::Auto,
+                RawAggregate::Word(other) => {
+                    return Err(ConfigError::invalid(format!(
+                        "kinesis.aggregate = {other:?}: must be true, false or \"auto\""
+                    )));
+                }
+            };
+        }
         set(&mut c.linger, ms(self.linger_ms));
         set(&mut c.batch_records_max, self.batch_records_max);
         set(&mut c.batch_bytes_max, self.batch_bytes_max);
@@ -331,6 +371,9 @@ impl RawKinesis {
             c.heartbeat_interval = (s > 0).then(|| Duration::from_secs(s));
         }
         set(&mut c.create_streams, self.create_streams);
+        if let Some(s) = self.shard_refresh_s {
+            c.shard_refresh = (s > 0).then(|| Duration::from_secs(s));
+        }
         set(&mut c.idle, super::idle("kinesis.idle", self.idle)?);
         c.check()?;
         Ok(Some(c))
@@ -575,6 +618,28 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_is_a_flag_or_auto_and_shard_refresh_zero_is_never() {
+        for (text, expected) in [
+            ("false", Aggregate::Off),
+            ("true", Aggregate::On),
+            ("\"auto\"", Aggregate::Auto),
+        ] {
+            let k = kinesis(&format!("enabled = true\naggregate = {text}"))
+                .expect("valid")
+                .expect("on");
+            assert_eq!(k.aggregate, expected, "{text}");
+        }
+        let k = kinesis("enabled = true\nshard_refresh_s = 0")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(k.shard_refresh, None);
+        let k = kinesis("enabled = true\nshard_refresh_s = 5")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(k.shard_refresh, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             (
@@ -582,6 +647,10 @@ mod tests {
                 "kinesis.batch_records_max",
             ),
             ("enabled = true\npayload = \"avro\"", "kinesis.payload"),
+            (
+                "enabled = true\naggregate = \"always\"",
+                "kinesis.aggregate",
+            ),
             (
                 "enabled = true\nstream_trade = \"a b\"",
                 "kinesis.stream_trade",

@@ -235,7 +235,7 @@ fn chaos_for_a_minute_loses_and_duplicates_nothing() {
     let dir = TempDir::new("chaos");
     let config = run_config(&sim, |c| {
         let mut k = kinesis_settings(&proxy.endpoint(), dir.path());
-        k.aggregate = true;
+        k.aggregate = hotpath::config::Aggregate::On;
         k.breaker_failures = 1000;
         c.kinesis = Some(k);
         let mut r = redis_settings(redis.url());

@@ -12,6 +12,7 @@ mod detect;
 mod discovery;
 mod fault_proxy;
 mod feed;
+mod kshards;
 mod json_feed;
 mod pg_server;
 mod postgres;

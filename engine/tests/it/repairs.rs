@@ -116,7 +116,7 @@ fn trades_dropped_on_the_wire_reach_both_sinks_exactly_once_in_order() {
     let dir = TempDir::new("repairs-wire");
     let config = run_config(&sim, |c| {
         let mut k = kinesis_settings(&emulator.endpoint(), dir.path());
-        k.aggregate = true;
+        k.aggregate = hotpath::config::Aggregate::On;
         c.kinesis = Some(k);
         c.redis = Some(redis_settings(redis.url()));
     });

@@ -454,8 +454,18 @@ impl KinesisEmulator {
     /// (partition key, data, sequence number): each shard's records in order, shards in
     /// shard-id order.
     pub async fn read_all(&self, stream: &str) -> Vec<(String, Vec<u8>, String)> {
+        self.read_by_shard(stream)
+            .await
+            .into_iter()
+            .flat_map(|s| s.records)
+            .collect()
+    }
+
+    /// Every shard of `stream` (open or closed) with its hash key range and its records, in
+    /// shard-id order (a split's parent before its children).
+    pub async fn read_by_shard(&self, stream: &str) -> Vec<ShardRecords> {
         let client = kinesis_client(&self.endpoint(), RetryConfig::disabled());
-        let mut shard_ids: Vec<String> = Vec::new();
+        let mut shards: Vec<ShardRecords> = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
             let request = match &next_token {
@@ -466,61 +476,93 @@ impl KinesisEmulator {
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("ListShards {stream}: {}", sdk_error(&e)));
-            shard_ids.extend(page.shards().iter().map(|s| s.shard_id().to_string()));
+            for shard in page.shards() {
+                let range = shard.hash_key_range().expect("a hash key range");
+                let number = |t: &str| t.parse::<u128>().expect("a 128-bit hash key");
+                shards.push(ShardRecords {
+                    id: shard.shard_id().to_string(),
+                    start: number(range.starting_hash_key()),
+                    end: number(range.ending_hash_key()),
+                    records: Vec::new(),
+                });
+            }
             next_token = page.next_token().map(str::to_string);
             if next_token.is_none() {
                 break;
             }
         }
-        shard_ids.sort();
+        shards.sort_by(|a, b| a.id.cmp(&b.id));
+        for shard in &mut shards {
+            shard.records = self.read_shard(&client, stream, &shard.id).await;
+        }
+        shards
+    }
+
+    /// One shard's records, from TRIM_HORIZON until caught up (or its end, when closed).
+    async fn read_shard(
+        &self,
+        client: &aws_sdk_kinesis::Client,
+        stream: &str,
+        shard: &str,
+    ) -> Vec<(String, Vec<u8>, String)> {
         let mut deadline = Instant::now() + STREAM_PATIENCE;
         let mut out = Vec::new();
-        for shard in &shard_ids {
-            let mut iterator = client
-                .get_shard_iterator()
-                .stream_name(stream)
-                .shard_id(shard)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetShardIterator {stream}/{shard}: {}", sdk_error(&e)))
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(it) = iterator.take() {
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
                 .send()
                 .await
-                .unwrap_or_else(|e| panic!("GetShardIterator {stream}/{shard}: {}", sdk_error(&e)))
-                .shard_iterator()
-                .map(str::to_string);
-            while let Some(it) = iterator.take() {
-                let page = client
-                    .get_records()
-                    .shard_iterator(it)
-                    .limit(10_000)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("GetRecords {stream}/{shard}: {}", sdk_error(&e)));
-                for record in page.records() {
-                    out.push((
-                        record
-                            .partition_key()
-                            .expect("kinesalite returns the partition key")
-                            .to_string(),
-                        record.data().as_ref().to_vec(),
-                        record.sequence_number().to_string(),
-                    ));
-                }
-                if page.records().is_empty() && page.millis_behind_latest() == Some(0) {
-                    break;
-                }
-                if !page.records().is_empty() {
-                    deadline = Instant::now() + STREAM_PATIENCE;
-                } else if Instant::now() >= deadline {
-                    panic!(
-                        "reading {stream}/{shard}: no record and not caught up for \
-                         {STREAM_PATIENCE:?}"
-                    );
-                }
-                // None: the shard is closed and read to its end.
-                iterator = page.next_shard_iterator().map(str::to_string);
+                .unwrap_or_else(|e| panic!("GetRecords {stream}/{shard}: {}", sdk_error(&e)));
+            for record in page.records() {
+                out.push((
+                    record
+                        .partition_key()
+                        .expect("kinesalite returns the partition key")
+                        .to_string(),
+                    record.data().as_ref().to_vec(),
+                    record.sequence_number().to_string(),
+                ));
             }
+            if page.records().is_empty() && page.millis_behind_latest() == Some(0) {
+                break;
+            }
+            if !page.records().is_empty() {
+                deadline = Instant::now() + STREAM_PATIENCE;
+            } else if Instant::now() >= deadline {
+                panic!(
+                    "reading {stream}/{shard}: no record and not caught up for \
+                     {STREAM_PATIENCE:?}"
+                );
+            }
+            // None: the shard is closed and read to its end.
+            iterator = page.next_shard_iterator().map(str::to_string);
         }
         out
     }
+}
+
+/// One shard as [`KinesisEmulator::read_by_shard`] reads it.
+pub struct ShardRecords {
+    /// `shardId-...`.
+    pub id: String,
+    /// Its hash key range, inclusive.
+    pub start: u128,
+    /// The range's end.
+    pub end: u128,
+    /// (partition key, data, sequence number), in order.
+    pub records: Vec<(String, Vec<u8>, String)>,
 }
 
 impl Drop for KinesisEmulator {

@@ -409,7 +409,7 @@ fn shutdown_flushes_lingering_aggregated_records() {
         let mut k = kinesis_settings(&emulator.endpoint(), dir.path());
         // Batches would wait a minute: only the shutdown flush sends them.
         k.linger = Duration::from_secs(60);
-        k.aggregate = true;
+        k.aggregate = hotpath::config::Aggregate::On;
         c.kinesis = Some(k);
     });
     let summary = run(&config, Some(test_client(&emulator.endpoint())), |sinks| {
@@ -488,7 +488,7 @@ fn throttling_server_errors_and_failed_entries_are_retried_in_order() {
 #[test]
 fn random_entry_failures_keep_order_with_aggregation() {
     retried_without_loss(
-        |k| k.aggregate = true,
+        |k| k.aggregate = hotpath::config::Aggregate::On,
         |proxy| {
             proxy.faults().fail_entries(
                 FailPattern::Random {

@@ -1,4 +1,5 @@
-//! One destination stream's queue: records wait here until a PutRecords batch closes (500
+//! One shard's queue (a destination stream has one lane per open shard, see
+//! [`super::shards`]): records wait here until a PutRecords batch closes (500
 //! records, 5 MiB, or the linger time), and failed entries come back to the front, so a
 //! partition key's records always leave in order. Pure: no I/O, time passed in.
 //!
@@ -10,12 +11,13 @@
 //! key and order holds; a failure followed by a success of the same key in one request (a
 //! rare `InternalFailure`) is counted in [`Verdict::overtaken`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::aggregate::{Aggregator, RECORD_BYTES_MAX};
+pub use crate::config::Aggregate;
 
 /// Per-record overhead Kinesis counts besides data and key: none; the 5 MiB limit is data plus
 /// partition keys.
@@ -72,7 +74,58 @@ pub struct Verdict {
     pub overtaken: usize,
 }
 
-/// The queue of one destination stream.
+/// Kinesis' limit on the records one shard takes per second.
+pub const SHARD_RECORDS_PER_S: usize = 1000;
+
+/// One partition key's aggregate being built by [`Lane::take_aggregated`].
+struct Building {
+    key: std::sync::Arc<str>,
+    aggregator: Aggregator,
+    entries: Vec<Entry>,
+    /// A record of this key did not fit: every later one waits too, keeping the key's order.
+    closed: bool,
+}
+
+impl Building {
+    fn new(key: std::sync::Arc<str>) -> Building {
+        Building {
+            key,
+            aggregator: Aggregator::new(),
+            entries: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Adds `entry` if it fits (1 MiB per record, `bytes_max` per request, counted in
+    /// `total`); otherwise closes the key and hands the entry back.
+    fn offer(&mut self, entry: Entry, total: &mut usize, bytes_max: usize) -> Option<Entry> {
+        let current = if self.entries.is_empty() {
+            0
+        } else {
+            self.aggregator.size() + self.key.len()
+        };
+        let next = self.aggregator.size_with(&entry.key, &entry.data) + self.key.len();
+        if self.closed || next > RECORD_BYTES_MAX || *total + next - current > bytes_max {
+            self.closed = true;
+            return Some(entry);
+        }
+        *total += next - current;
+        self.aggregator.push(&entry.key, entry.data.clone());
+        self.entries.push(entry);
+        None
+    }
+
+    fn finish(mut self) -> Option<Outgoing> {
+        let (_, data) = self.aggregator.finish()?;
+        Some(Outgoing {
+            key: self.key,
+            data: Bytes::from(data),
+            entries: self.entries,
+        })
+    }
+}
+
+/// The queue of one shard of a destination stream.
 #[derive(Debug, Default)]
 pub struct Lane {
     queue: VecDeque<Entry>,
@@ -81,6 +134,10 @@ pub struct Lane {
     pub in_flight: bool,
     /// Failed attempts in a row (backoff exponent).
     pub failures: u32,
+    /// Kinesis records sent in the last second, per request (for [`Aggregate::Auto`]).
+    sent: VecDeque<(Instant, usize)>,
+    /// The sum of `sent`.
+    sent_last_second: usize,
     /// No request before this instant (backoff).
     pub not_before: Option<Instant>,
 }
@@ -180,66 +237,91 @@ impl Lane {
     /// Takes the next batch with KPL aggregation: for each partition key (in order of first
     /// appearance), one aggregated record of its oldest records up to 1 MiB; records that do
     /// not fit stay queued, in order, for the next request.
+    ///
+    /// Cost: proportional to the records looked at, not to the queue: the scan pops from the
+    /// front and stops once nothing more can fit (the request's bytes are reached, or a request's
+    /// worth of records had to be passed over), and what it passed over goes back to the front.
+    /// Keys are found through a hash map. (It used to drain and rebuild the whole queue per
+    /// request, with a linear search per key: quadratic while a long queue catches up.)
     pub fn take_aggregated(&mut self, records_max: usize, bytes_max: usize) -> Vec<Outgoing> {
-        struct Building {
-            key: std::sync::Arc<str>,
-            aggregator: Aggregator,
-            entries: Vec<Entry>,
-            closed: bool,
-        }
         let mut building: Vec<Building> = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        let mut total = 0usize;
-        for entry in self.queue.drain(..) {
-            let at = building.iter().position(|b| b.key == entry.key);
-            let at = match at {
-                Some(at) => at,
+        let mut index: HashMap<std::sync::Arc<str>, usize> = HashMap::new();
+        let mut passed = Vec::new();
+        let (mut total, mut passed_bytes) = (0usize, 0usize);
+        while total < bytes_max && passed_bytes < bytes_max {
+            let Some(entry) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.cost();
+            let at = match index.get(&entry.key) {
+                Some(&at) => Some(at),
                 None if building.len() < records_max => {
-                    building.push(Building {
-                        key: entry.key.clone(),
-                        aggregator: Aggregator::new(),
-                        entries: Vec::new(),
-                        closed: false,
-                    });
-                    building.len() - 1
+                    index.insert(entry.key.clone(), building.len());
+                    building.push(Building::new(entry.key.clone()));
+                    Some(building.len() - 1)
                 }
-                None => {
-                    kept.push_back(entry);
-                    continue;
-                }
+                None => None,
             };
-            let b = &mut building[at];
-            let current = if b.entries.is_empty() {
-                0
-            } else {
-                b.aggregator.size() + b.key.len()
+            let left = match at {
+                Some(at) => building[at].offer(entry, &mut total, bytes_max),
+                None => Some(entry),
             };
-            let next = b.aggregator.size_with(&entry.key, &entry.data) + b.key.len();
-            let fits = !b.closed && next <= RECORD_BYTES_MAX && total + next - current <= bytes_max;
-            if fits {
-                total += next - current;
-                b.aggregator.push(&entry.key, entry.data.clone());
-                b.entries.push(entry);
-            } else {
-                // Everything later of this key waits too, keeping its order.
-                b.closed = true;
-                kept.push_back(entry);
+            if let Some(entry) = left {
+                // Passed over: it and everything later of its key wait for the next request.
+                passed_bytes += entry.cost();
+                passed.push(entry);
             }
         }
-        self.queue = kept;
-        self.bytes = self.queue.iter().map(Entry::cost).sum();
+        self.requeue_front(passed);
         building
             .into_iter()
             .filter(|b| !b.entries.is_empty())
-            .filter_map(|mut b| {
-                let (_, data) = b.aggregator.finish()?;
-                Some(Outgoing {
-                    key: b.key,
-                    data: Bytes::from(data),
-                    entries: b.entries,
-                })
-            })
+            .filter_map(Building::finish)
             .collect()
+    }
+
+    /// Takes the next batch, aggregated or not as `aggregate` says; with
+    /// [`Aggregate::Auto`], aggregated when the plain records would take the records this lane
+    /// sent in the last second above [`SHARD_RECORDS_PER_S`], a shard's limit.
+    pub fn take(
+        &mut self,
+        aggregate: Aggregate,
+        now: Instant,
+        records_max: usize,
+        bytes_max: usize,
+    ) -> Vec<Outgoing> {
+        while self
+            .sent
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            if let Some((_, n)) = self.sent.pop_front() {
+                self.sent_last_second -= n;
+            }
+        }
+        let aggregated = match aggregate {
+            Aggregate::Off => false,
+            Aggregate::On => true,
+            Aggregate::Auto => {
+                self.sent_last_second + self.queue.len().min(records_max) > SHARD_RECORDS_PER_S
+            }
+        };
+        let batch = if aggregated {
+            self.take_aggregated(records_max, bytes_max)
+        } else {
+            self.take_plain(records_max, bytes_max)
+        };
+        if aggregate == Aggregate::Auto && !batch.is_empty() {
+            self.sent.push_back((now, batch.len()));
+            self.sent_last_second += batch.len();
+        }
+        batch
+    }
+
+    /// Takes every record, in order (a new shard map re-sorts them into new lanes).
+    pub fn take_all(&mut self) -> VecDeque<Entry> {
+        self.bytes = 0;
+        std::mem::take(&mut self.queue)
     }
 
     /// Puts a whole failed batch back at the front, in its order.
@@ -435,6 +517,96 @@ mod tests {
             .map(|o| o.data[0])
             .collect();
         assert_eq!(rest, [2, 3]);
+    }
+
+    /// Many requests' worth of records of a few keys, some large: every batch keeps each key's
+    /// order, the byte count stays exact, and a key passed over keeps its place.
+    #[test]
+    fn aggregated_batches_of_a_long_queue_keep_each_keys_order_and_the_byte_count() {
+        let t0 = Instant::now();
+        let mut lane = Lane::default();
+        let keys = ["A", "B", "C", "D"];
+        let mut rng = 7u64;
+        for i in 0..20_000u32 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = keys[(rng >> 33) as usize % keys.len()];
+            // Mostly small, now and then 300 KiB, so that keys close and get passed over.
+            let len = if (rng >> 20).is_multiple_of(500) {
+                300 << 10
+            } else {
+                60
+            };
+            let mut data = vec![0u8; len];
+            data[..4].copy_from_slice(&i.to_be_bytes());
+            lane.push(entry(key, &data, t0));
+        }
+        let mut seen: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        let mut requests = 0;
+        while !lane.is_empty() {
+            let batch = lane.take_aggregated(3, 2 << 20);
+            assert!(!batch.is_empty(), "progress");
+            assert!(batch.len() <= 3);
+            requests += 1;
+            for o in &batch {
+                assert!(o.data.len() + o.key.len() <= RECORD_BYTES_MAX);
+                let users =
+                    super::super::aggregate::deaggregate(&o.key, &o.data).expect("aggregate");
+                for u in users {
+                    let n = u32::from_be_bytes(u.data[..4].try_into().expect("4 bytes"));
+                    seen.entry(u.partition_key).or_default().push(n);
+                }
+            }
+            let left: usize = lane.queue.iter().map(Entry::cost).sum();
+            assert_eq!(lane.bytes(), left);
+        }
+        assert!(requests > 1);
+        let total: usize = seen.values().map(Vec::len).sum();
+        assert_eq!(total, 20_000);
+        for (key, ids) in seen {
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{key} in order");
+        }
+    }
+
+    /// `Auto` sends plain records while a shard's last second stays within 1000 records, and
+    /// aggregates the request that would pass it.
+    #[test]
+    fn auto_aggregates_only_past_the_shards_records_per_second() {
+        let t0 = Instant::now();
+        let mut lane = Lane::default();
+        let fill = |lane: &mut Lane| {
+            for i in 0..500u32 {
+                lane.push(entry(
+                    if i % 2 == 0 { "A" } else { "B" },
+                    &i.to_be_bytes(),
+                    t0,
+                ));
+            }
+        };
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::Auto, t0, 500, 5 << 20).len(), 500);
+        fill(&mut lane);
+        assert_eq!(
+            lane.take(Aggregate::Auto, t0, 500, 5 << 20).len(),
+            500,
+            "1000: at the limit"
+        );
+        fill(&mut lane);
+        let batch = lane.take(Aggregate::Auto, t0, 500, 5 << 20);
+        assert_eq!(batch.len(), 2, "past it: one aggregate per key");
+        assert_eq!(batch[0].entries.len() + batch[1].entries.len(), 500);
+        fill(&mut lane);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            lane.take(Aggregate::Auto, later, 500, 5 << 20).len(),
+            500,
+            "a new second"
+        );
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::Off, later, 500, 5 << 20).len(), 500);
+        fill(&mut lane);
+        assert_eq!(lane.take(Aggregate::On, later, 500, 5 << 20).len(), 2);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use aws_sdk_kinesis::Client;
 use bytes::Bytes;
 
 use super::lane::{Entry, Lane};
-use super::writer::put_records;
+use super::send::{Route, put_records};
 use crate::backoff::jittered;
 use crate::clock::unix_ms;
 use crate::sink::dlq::{DeadRecord, Outcome, Target};
@@ -77,11 +77,22 @@ async fn send_lane(
     let mut tries = 0u32;
     while !lane.is_empty() {
         let batch = lane.take_plain(500, 5 << 20);
-        let (_, batch, result) = put_records(client.clone(), stream.to_string(), 0, batch).await;
+        let route = Route {
+            destination: 0,
+            lane: 0,
+        };
+        let (_, batch, result) = put_records(
+            client.clone(),
+            stream.to_string(),
+            route,
+            Arc::from(""),
+            batch,
+        )
+        .await;
         let mut done = Vec::new();
         let ok = match result {
-            Ok(flags) => {
-                let verdict = lane.settle(batch, &flags, &mut done);
+            Ok(answer) => {
+                let verdict = lane.settle(batch, &answer.failed, &mut done);
                 sent += verdict.delivered;
                 // Progress (some delivered) resets the count: only a lane that makes no
                 // progress for `attempts` rounds gives up.

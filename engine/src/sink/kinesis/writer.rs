@@ -1,6 +1,8 @@
-//! The Kinesis writer thread: drains its rings into one [`Lane`] per destination stream
-//! (trade, bestBidAsk, depth, heartbeat), sends PutRecords batches (one in flight per lane, so
-//! a partition key stays ordered), retries failed entries only, backs off with full jitter,
+//! The Kinesis writer thread: drains its rings into its destination streams (trade, bestBidAsk,
+//! depth, heartbeat), each with one [`Lane`] per open shard ([`Destination`]: the shards are
+//! listed at start, again every `kinesis.shard_refresh_s` and soon after an answer shows a
+//! record on another shard than its lane's), sends PutRecords batches (one in flight per shard
+//! lane, so a partition key stays ordered and N shards move N times as much), retries failed entries only, backs off with full jitter,
 //! stops hammering a dead endpoint with a [`Breaker`], and writes what it cannot deliver in
 //! time to the dead-letter file. It runs a current-thread tokio runtime of its own; nothing it
 //! does can block a reader (a full ring is the reader's `queue_full` notice). The rings are
@@ -31,19 +33,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::error::DisplayErrorContext;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 
 use super::breaker::Breaker;
-use super::lane::{Entry, Lane, Outgoing};
+use super::destination::Destination;
+use super::lane::{Aggregate, Entry};
+use super::send::{Answer, Route, Sent, put_records};
+use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, Payload};
@@ -55,9 +58,11 @@ use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 
-/// Lanes: trade, bestBidAsk, depth (+ depth20), heartbeat.
-const LANES: usize = 4;
-const HEARTBEAT_LANE: usize = 3;
+/// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat.
+const DESTINATIONS: usize = 4;
+const HEARTBEAT: usize = 3;
+/// A listing asked for by a misplaced record waits at least this long after the last one.
+const RELIST_MIN: Duration = Duration::from_secs(1);
 /// How often the start-up drain looks at the rings while the stream check runs (the main
 /// loop idles as `kinesis.idle` says, woken by its bell).
 const TICK: Duration = Duration::from_millis(1);
@@ -69,8 +74,8 @@ const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
-/// The lane of a stream kind.
-fn lane_of(kind: StreamKind) -> usize {
+/// The destination of a stream kind.
+fn destination_of(kind: StreamKind) -> usize {
     match kind {
         StreamKind::Trade => 0,
         StreamKind::BestBidAsk => 1,
@@ -222,22 +227,19 @@ pub fn spawn(
         })
 }
 
-pub(crate) type Sent = (usize, Vec<Outgoing>, Result<Vec<bool>, Failure>);
-
-/// A request that failed as a whole.
-pub(crate) struct Failure {
-    pub(crate) message: Arc<str>,
-    /// No answer came (timeout, lost connection, HTTP 500): the records may have landed.
-    pub(crate) unanswered: bool,
+/// What the writer's requests bring back: a PutRecords outcome, or a destination's listing.
+enum Done {
+    Sent(Sent),
+    Listed(usize, Result<ShardMap, ListError>),
 }
+
+type Pending = Pin<Box<dyn Future<Output = Done>>>;
 
 struct Writer {
     config: KinesisConfig,
     client: Client,
-    names: [String; LANES],
-    lanes: [Lane; LANES],
-    /// Copies of the in-flight batches, dead-lettered if the flush deadline abandons them.
-    in_flight: [Vec<Entry>; LANES],
+    /// The destination streams, by [`destination_of`] (and [`HEARTBEAT`]).
+    dests: [Destination; DESTINATIONS],
     stats: Arc<SinkStats>,
     breaker: Breaker,
     dead: Spool,
@@ -248,8 +250,8 @@ struct Writer {
     json: String,
     /// Scratch space for re-encoding partly overlapping trades events.
     trimmed: Vec<u8>,
-    /// Partition keys by the feed's symbol index.
-    keys: Vec<Option<Arc<str>>>,
+    /// Partition keys and their hash keys by the feed's symbol index.
+    keys: Vec<Option<(Arc<str>, u128)>>,
     errors_logged: u32,
     /// Trade order per symbol (live and repaired trades, each id once, in order).
     orders: TradeOrders<FeedEvent>,
@@ -257,6 +259,8 @@ struct Writer {
     released: Vec<(FeedEvent, i64)>,
     /// Gaps given up on so far (the first [`crate::constants::GAPS_LOGGED_MAX`] are logged).
     gaps_logged: u32,
+    /// Shard listings in flight.
+    listings: usize,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
@@ -284,30 +288,14 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         config.stream_depth.clone(),
         config.heartbeat_stream.clone(),
     ];
-    let mut wanted: Vec<String> = names[..3].to_vec();
-    if config.heartbeat_interval.is_some() {
-        wanted.push(names[HEARTBEAT_LANE].clone());
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-    let create = config.create_streams;
-    let mut w = Writer::new(config, client.clone(), names, stats, hold_max);
-    let checked = w
-        .drain_while(
-            &mut rings,
-            &mut repairs,
-            check_streams(&client, &wanted, create),
-        )
-        .await;
-    let _ = ready.send(checked.clone());
-    if let Err(e) = checked {
+    let mut w = Writer::new(config, client, names, stats, hold_max);
+    if let Err(e) = w.start_up(&mut rings, &mut repairs, ready).await {
         // A failed check ends the run before it starts: what was drained meanwhile goes to the
         // dead-letter file, for `hotpath dlq resend` once the streams exist.
         return Err(w.dead_letter_unchecked(&mut rings, &mut repairs, e));
     }
     w.next_heartbeat = w.config.heartbeat_interval.map(|_| Instant::now());
-    let mut sending: FuturesUnordered<Pin<Box<dyn Future<Output = Sent>>>> =
-        FuturesUnordered::new();
+    let mut sending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut flush_deadline: Option<Instant> = None;
     loop {
         // Let the runtime run its other tasks (requests, connections, timers) now and then
@@ -336,15 +324,11 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         if let Err(e) = w.dead.sync(now) {
             tracing::error!("kinesis: {e}");
         }
-        for lane in 0..LANES {
-            if let Some(fut) = w.next_request(lane, now, stopping) {
-                sending.push(fut);
-                work += 1;
-            }
-        }
-        let held = w.orders.held() + w.lanes.iter().map(Lane::len).sum::<usize>();
+        work += w.start_requests(now, stopping, &mut sending);
+        let held = w.orders.held() + w.dests.iter().map(Destination::len).sum::<usize>();
         w.stats.queue_depth.set((ring_depth(&rings) + held) as u64);
-        let idle = w.lanes.iter().all(Lane::is_empty) && sending.is_empty();
+        // A listing still out does not hold the shutdown up.
+        let idle = w.dests.iter().all(Destination::is_empty) && sending.len() == w.listings;
         if stopping && idle && rings.iter().all(|r| r.is_empty()) {
             break;
         }
@@ -361,14 +345,14 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         };
         match idler.step(work) {
             None => {
-                while let Some(Some(sent)) = futures_util::FutureExt::now_or_never(sending.next()) {
-                    w.settle(sent);
+                while let Some(Some(done)) = futures_util::FutureExt::now_or_never(sending.next()) {
+                    w.done(done);
                 }
             }
             Some(step) if sending.is_empty() => idler.wait(step, has_work).await,
             Some(step) => {
                 tokio::select! {
-                    Some(sent) = sending.next() => w.settle(sent),
+                    Some(done) = sending.next() => w.done(done),
                     () = idler.wait(step, has_work) => {}
                 }
             }
@@ -395,7 +379,7 @@ impl Writer {
     fn new(
         config: KinesisConfig,
         client: Client,
-        names: [String; LANES],
+        names: [String; DESTINATIONS],
         stats: Arc<SinkStats>,
         hold_max: Duration,
     ) -> Writer {
@@ -405,9 +389,8 @@ impl Writer {
             dead: Spool::new(&config.dead_letter_path),
             config,
             client,
-            names,
-            lanes: Default::default(),
-            in_flight: Default::default(),
+            dests: names.map(Destination::new),
+            listings: 0,
             stats,
             latency: latency_histogram(),
             rng: crate::rng::Rng::new(monotonic_ns() | 1),
@@ -425,8 +408,40 @@ impl Writer {
         }
     }
 
-    /// Drains the rings into the lanes until `work` (the start-up stream check) is done, so
-    /// that no reader's ring fills meanwhile; returns its result.
+    /// Checks (or creates) the streams and tells `ready` the outcome, then lists their shards
+    /// so that each gets its lanes before the first request, draining the rings meanwhile. Only
+    /// the check can fail; the listings run at once, so an unreachable endpoint delays the first
+    /// request by one request timeout at most (a failed listing leaves one lane and is tried
+    /// again later).
+    async fn start_up(
+        &mut self,
+        rings: &mut [rtrb::Consumer<FeedEvent>],
+        repairs: &mut Option<rtrb::Consumer<Repair>>,
+        ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
+    ) -> Result<(), SinkError> {
+        let heartbeats = self.config.heartbeat_interval.is_some();
+        let used: Vec<(usize, String)> = (0..DESTINATIONS)
+            .filter(|&d| d != HEARTBEAT || heartbeats)
+            .map(|d| (d, self.dests[d].name.clone()))
+            .collect();
+        let mut wanted: Vec<String> = used.iter().map(|(_, name)| name.clone()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let client = self.client.clone();
+        let check = check_streams(&client, &wanted, self.config.create_streams);
+        let checked = self.drain_while(rings, repairs, check).await;
+        let _ = ready.send(checked.clone());
+        checked?;
+        let listings = used.iter().map(|(_, stream)| shards::list(&client, stream));
+        let maps = self.drain_while(rings, repairs, join_all(listings)).await;
+        for ((d, _), map) in used.iter().zip(maps) {
+            self.listed(*d, map, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Drains the rings into the lanes until `work` (the start-up stream check, the listings)
+    /// is done, so that no reader's ring fills meanwhile; returns its result.
     async fn drain_while<T>(
         &mut self,
         rings: &mut [rtrb::Consumer<FeedEvent>],
@@ -436,7 +451,7 @@ impl Writer {
         let mut work = std::pin::pin!(work);
         loop {
             self.drain(rings, repairs);
-            let held = ring_depth(rings) + self.lanes.iter().map(Lane::len).sum::<usize>();
+            let held = ring_depth(rings) + self.dests.iter().map(Destination::len).sum::<usize>();
             self.stats.queue_depth.set(held as u64);
             tokio::select! {
                 done = &mut work => return done,
@@ -563,9 +578,12 @@ impl Writer {
             self.keys.resize(index + 1, None);
         }
         if self.keys[index].is_none() {
-            self.keys[index] = symbol_of(&event.frame);
+            self.keys[index] = symbol_of(&event.frame).map(|key| {
+                let hash = hash_key(&key);
+                (key, hash)
+            });
         }
-        let Some(key) = self.keys[index].clone() else {
+        let Some((key, hash)) = self.keys[index].clone() else {
             self.stats.dropped.add(1);
             return;
         };
@@ -602,28 +620,28 @@ impl Writer {
             error: None,
             maybe_landed: false,
         };
-        self.enqueue(lane_of(event.kind), entry);
+        self.enqueue(destination_of(event.kind), hash, entry);
     }
 
-    fn enqueue(&mut self, lane: usize, entry: Entry) {
+    fn enqueue(&mut self, dest: usize, hash: u128, entry: Entry) {
         // An aggregate adds its framing (magic, table, field tags, MD5) around a record.
-        let framing = if self.config.aggregate {
+        let framing = if self.config.aggregate != Aggregate::Off {
             AGGREGATE_FRAMING
         } else {
             0
         };
         if entry.cost() + framing > RECORD_MAX {
-            self.dead_letter(lane, entry, "record larger than Kinesis' 1 MiB limit");
+            self.dead_letter(dest, entry, "record larger than Kinesis' 1 MiB limit");
         } else if self.held_bytes() + entry.cost() > self.config.buffer_bytes_max {
-            self.dead_letter(lane, entry, "kinesis.buffer_bytes_max reached");
+            self.dead_letter(dest, entry, "kinesis.buffer_bytes_max reached");
         } else {
-            self.lanes[lane].push(entry);
+            self.dests[dest].push(hash, entry);
         }
     }
 
     /// Bytes queued in the lanes (in-flight batches not included).
     fn held_bytes(&self) -> usize {
-        self.lanes.iter().map(Lane::bytes).sum()
+        self.dests.iter().map(Destination::bytes).sum()
     }
 
     fn heartbeat(&mut self, state: &str) {
@@ -641,8 +659,10 @@ impl Writer {
             "written": self.stats.written.get(),
             "dead_lettered": self.stats.dead_lettered.get(),
         });
+        let key: Arc<str> = "hotpath".into();
+        let hash = hash_key(&key);
         let entry = Entry {
-            key: "hotpath".into(),
+            key,
             data: Bytes::from(body.to_string()),
             recv_time_ns: monotonic_ns(),
             enqueued: now,
@@ -652,28 +672,33 @@ impl Writer {
             maybe_landed: false,
         };
         // Heartbeats are not events: they do not count as received or written.
-        self.lanes[HEARTBEAT_LANE].push(entry);
+        self.dests[HEARTBEAT].push(hash, entry);
     }
 
     fn expire(&mut self, now: Instant) {
-        for lane in 0..LANES {
-            for entry in self.lanes[lane].expire(now, self.config.deliver_within) {
-                let why = entry
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "not delivered within kinesis.deliver_within_ms".into());
-                self.dead_letter(lane, entry, &why);
+        for dest in 0..DESTINATIONS {
+            for lane in 0..self.dests[dest].lanes.len() {
+                let expired = self.dests[dest].lanes[lane]
+                    .lane
+                    .expire(now, self.config.deliver_within);
+                for entry in expired {
+                    let why = entry
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "not delivered within kinesis.deliver_within_ms".into());
+                    self.dead_letter(dest, entry, &why);
+                }
             }
         }
     }
 
     /// Writes `entry` to the dead-letter file, `outcome` `unknown` when an attempt of it got no
     /// answer, `failed` otherwise; counted as dead-lettered (heartbeats are not counted).
-    fn dead_letter(&mut self, lane: usize, entry: Entry, why: &str) {
-        let counted = lane != HEARTBEAT_LANE;
+    fn dead_letter(&mut self, dest: usize, entry: Entry, why: &str) {
+        let counted = dest != HEARTBEAT;
         let record = DeadRecord {
             target: Target::Kinesis {
-                stream: self.names[lane].clone(),
+                stream: self.dests[dest].name.clone(),
                 partition_key: entry.key.to_string(),
                 data: entry.data.to_vec(),
             },
@@ -714,19 +739,18 @@ impl Writer {
     /// Everything still held (queued or in flight) goes to the dead-letter file; the in-flight
     /// requests got no answer, so their records may have landed (`outcome` `unknown`).
     fn abandon(&mut self, why: &str) {
-        for lane in 0..LANES {
-            let mut entries = std::mem::take(&mut self.in_flight[lane]);
-            for entry in entries.iter_mut() {
-                entry.maybe_landed = true;
+        for dest in 0..DESTINATIONS {
+            let mut entries = Vec::new();
+            for lane in &mut self.dests[dest].lanes {
+                let mut in_flight = std::mem::take(&mut lane.in_flight);
+                for entry in in_flight.iter_mut() {
+                    entry.maybe_landed = true;
+                }
+                entries.extend(in_flight);
+                entries.extend(lane.lane.take_all());
             }
-            entries.extend(
-                self.lanes[lane]
-                    .take_plain(usize::MAX, usize::MAX)
-                    .into_iter()
-                    .flat_map(|o| o.entries),
-            );
             for entry in entries {
-                self.dead_letter(lane, entry, why);
+                self.dead_letter(dest, entry, why);
             }
         }
     }
@@ -763,24 +787,96 @@ impl Writer {
         error
     }
 
-    fn next_request(
+    /// Starts the listings that are due and a request on every lane that is ready; returns
+    /// how many it started.
+    fn start_requests(
         &mut self,
-        lane: usize,
         now: Instant,
-        flush: bool,
-    ) -> Option<Pin<Box<dyn Future<Output = Sent>>>> {
+        stopping: bool,
+        sending: &mut FuturesUnordered<Pending>,
+    ) -> usize {
+        let mut started = 0;
+        for d in 0..DESTINATIONS {
+            let due = self.dests[d].relist_at.is_some_and(|t| now >= t);
+            if due && !stopping && !self.dests[d].listing {
+                self.dests[d].relist_at = None;
+                self.dests[d].listing = true;
+                self.listings += 1;
+                let (client, stream) = (self.client.clone(), self.dests[d].name.clone());
+                sending.push(Box::pin(async move {
+                    Done::Listed(d, shards::list(&client, &stream).await)
+                }));
+                started += 1;
+            }
+            for lane in 0..self.dests[d].lanes.len() {
+                let route = Route {
+                    destination: d,
+                    lane,
+                };
+                if let Some(fut) = self.next_request(route, now, stopping) {
+                    sending.push(fut);
+                    started += 1;
+                }
+            }
+        }
+        started
+    }
+
+    fn done(&mut self, done: Done) {
+        match done {
+            Done::Sent(sent) => self.settle(sent),
+            Done::Listed(d, map) => {
+                self.listings -= 1;
+                self.listed(d, map, Instant::now());
+            }
+        }
+    }
+
+    /// A listing of destination `d` came back: a new map is offered to it (adopted once its
+    /// requests in flight are answered); the next listing is scheduled.
+    fn listed(&mut self, d: usize, map: Result<ShardMap, ListError>, now: Instant) {
+        let dest = &mut self.dests[d];
+        dest.listed_at = Some(now);
+        dest.listing = false;
+        match map {
+            Ok(map) => {
+                let shards = map.len();
+                if dest.offer(map) {
+                    tracing::info!(stream = %dest.name, shards, "kinesis: one lane per open shard");
+                }
+                dest.relist_at = self.config.shard_refresh.map(|r| now + r);
+            }
+            Err(e) => {
+                // Requests keep flowing on the lanes there are (Kinesis places records by their
+                // hash key whatever the lanes); the listing is tried again.
+                dest.relist_at = Some(now + self.config.retry_max);
+                let message = format!("{e}; keeping {} lane(s)", dest.lanes.len());
+                self.log_error(&message);
+            }
+        }
+    }
+
+    fn next_request(&mut self, route: Route, now: Instant, flush: bool) -> Option<Pending> {
         let c = &self.config;
-        if !self.lanes[lane].ready(now, c.linger, c.batch_records_max, c.batch_bytes_max, flush) {
+        let dest = &mut self.dests[route.destination];
+        if dest.pending() {
+            // A new shard map waits for the stream's requests in flight: none starts.
+            return None;
+        }
+        let lane = &mut dest.lanes[route.lane].lane;
+        if !lane.ready(now, c.linger, c.batch_records_max, c.batch_bytes_max, flush) {
             return None;
         }
         if !self.breaker.allow(now) {
             return None;
         }
-        let mut batch = if c.aggregate && lane != HEARTBEAT_LANE {
-            self.lanes[lane].take_aggregated(c.batch_records_max, c.batch_bytes_max)
+        let heartbeat = route.destination == HEARTBEAT;
+        let aggregate = if heartbeat {
+            Aggregate::Off
         } else {
-            self.lanes[lane].take_plain(c.batch_records_max, c.batch_bytes_max)
+            c.aggregate
         };
+        let mut batch = lane.take(aggregate, now, c.batch_records_max, c.batch_bytes_max);
         if batch.is_empty() {
             self.breaker.release();
             return None;
@@ -790,83 +886,42 @@ impl Writer {
         for entry in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
             if entry.attempts == 0 {
                 entry.first_attempt_ms = ms;
-            } else if lane != HEARTBEAT_LANE {
+            } else if !heartbeat {
                 self.stats.retried.add(1);
             }
             entry.attempts += 1;
             copies.push(entry.clone());
         }
-        self.in_flight[lane] = copies;
-        self.lanes[lane].in_flight = true;
+        let dest = &mut self.dests[route.destination];
+        dest.lanes[route.lane].in_flight = copies;
+        dest.lanes[route.lane].lane.in_flight = true;
         self.stats.requests.add(1);
         let client = self.client.clone();
-        let stream = self.names[lane].clone();
-        Some(Box::pin(put_records(client, stream, lane, batch)))
+        let (stream, shard) = (
+            dest.name.clone(),
+            Arc::from(dest.map().shard_id(route.lane)),
+        );
+        Some(Box::pin(async move {
+            Done::Sent(put_records(client, stream, route, shard, batch).await)
+        }))
     }
 
     /// Holds `lane` back for a full-jitter delay growing with its failures in a row.
-    fn back_off(&mut self, lane: usize, now: Instant) {
-        let attempt = self.lanes[lane].failures;
-        self.lanes[lane].failures = attempt.saturating_add(1);
+    fn back_off(&mut self, route: Route, now: Instant) {
+        let lane = &mut self.dests[route.destination].lanes[route.lane].lane;
+        let attempt = lane.failures;
+        lane.failures = attempt.saturating_add(1);
         let (initial, max) = (self.config.retry_initial, self.config.retry_max);
-        self.lanes[lane].not_before = Some(now + jittered(&mut self.rng, initial, max, attempt));
+        lane.not_before = Some(now + jittered(&mut self.rng, initial, max, attempt));
     }
 
-    fn settle(&mut self, (lane, batch, result): Sent) {
+    fn settle(&mut self, (route, batch, result): Sent) {
         let now = Instant::now();
-        self.lanes[lane].in_flight = false;
-        self.in_flight[lane].clear();
+        let shard_lane = &mut self.dests[route.destination].lanes[route.lane];
+        shard_lane.lane.in_flight = false;
+        shard_lane.in_flight.clear();
         match result {
-            Ok(failed) => {
-                self.breaker.success();
-                let mut done = Vec::new();
-                let any_failed = failed.iter().any(|&f| f);
-                let error: Option<Arc<str>> =
-                    any_failed.then(|| "PutRecords entries failed (throttled)".into());
-                let mut batch = batch;
-                if let Some(error) = &error {
-                    for (o, _) in batch.iter_mut().zip(&failed).filter(|(_, f)| **f) {
-                        for e in o.entries.iter_mut() {
-                            e.error = Some(error.clone());
-                        }
-                    }
-                }
-                let verdict = self.lanes[lane].settle(batch, &failed, &mut done);
-                if verdict.overtaken > 0 {
-                    tracing::warn!(
-                        stream = %self.names[lane],
-                        "kinesis: a failed record was overtaken by a later one of its key \
-                         (enable kinesis.aggregate for strict order under partial failures)"
-                    );
-                }
-                let acked = monotonic_ns();
-                if let Some(newest) = done.iter().map(|e| e.recv_time_ns).max()
-                    && lane != HEARTBEAT_LANE
-                {
-                    self.stats.ack_latency_ns.set(acked.saturating_sub(newest));
-                }
-                for entry in done.iter().filter(|_| lane != HEARTBEAT_LANE) {
-                    let _ = self.latency.record(
-                        acked
-                            .saturating_sub(entry.recv_time_ns)
-                            .clamp(1, self.latency.high()),
-                    );
-                }
-                if lane != HEARTBEAT_LANE {
-                    self.stats
-                        .ack_latency
-                        .record_all(done.iter().map(|e| acked.saturating_sub(e.recv_time_ns)));
-                }
-                if lane != HEARTBEAT_LANE {
-                    self.stats.written.add(verdict.delivered as u64);
-                }
-                if any_failed {
-                    self.back_off(lane, now);
-                } else {
-                    self.lanes[lane].failures = 0;
-                    self.lanes[lane].not_before = None;
-                }
-            }
+            Ok(answer) => self.settle_answer(route, batch, answer, now),
             Err(failure) => {
                 self.stats.failed_requests.add(1);
                 self.breaker.failure(now);
@@ -875,103 +930,83 @@ impl Writer {
                     e.error = Some(failure.message.clone());
                     e.maybe_landed |= failure.unanswered;
                 }
-                self.lanes[lane].requeue_all(batch);
-                self.back_off(lane, now);
-                tracing::debug!(stream = %self.names[lane], "kinesis: PutRecords failed: {}", failure.message);
+                let dest = &mut self.dests[route.destination];
+                dest.lanes[route.lane].lane.requeue_all(batch);
+                tracing::debug!(stream = %dest.name, "kinesis: PutRecords failed: {}", failure.message);
+                self.back_off(route, now);
             }
         }
+        // A new shard map may have waited for this request.
+        self.dests[route.destination].adopt_pending();
     }
-}
 
-/// One PutRecords call; `Ok` holds which entries failed.
-pub(crate) async fn put_records(
-    client: Client,
-    stream: String,
-    lane: usize,
-    batch: Vec<Outgoing>,
-) -> Sent {
-    let entries: Result<Vec<PutRecordsRequestEntry>, _> = batch
-        .iter()
-        .map(|o| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(o.key.as_ref())
-                .data(Blob::new(o.data.to_vec()))
-                .build()
-        })
-        .collect();
-    let entries = match entries {
-        Ok(entries) => entries,
-        Err(e) => {
-            let message = format!("cannot build the request: {e}").into();
-            let unanswered = false;
-            return (
-                lane,
-                batch,
-                Err(Failure {
-                    message,
-                    unanswered,
-                }),
+    /// An answered request: delivered entries are counted, failed ones go back to the front
+    /// of their lane; records stored on another shard than the lane's ask for a listing.
+    fn settle_answer(
+        &mut self,
+        route: Route,
+        mut batch: Vec<super::lane::Outgoing>,
+        answer: Answer,
+        now: Instant,
+    ) {
+        self.breaker.success();
+        let Answer { failed, misplaced } = answer;
+        let mut done = Vec::new();
+        let any_failed = failed.iter().any(|&f| f);
+        let error: Option<Arc<str>> =
+            any_failed.then(|| "PutRecords entries failed (throttled)".into());
+        if let Some(error) = &error {
+            for (o, _) in batch.iter_mut().zip(&failed).filter(|(_, f)| **f) {
+                for e in o.entries.iter_mut() {
+                    e.error = Some(error.clone());
+                }
+            }
+        }
+        let dest = &mut self.dests[route.destination];
+        let verdict = dest.lanes[route.lane]
+            .lane
+            .settle(batch, &failed, &mut done);
+        if verdict.overtaken > 0 {
+            tracing::warn!(
+                stream = %dest.name,
+                "kinesis: a failed record was overtaken by a later one of its key \
+                 (enable kinesis.aggregate for strict order under partial failures)"
             );
         }
-    };
-    let result = client
-        .put_records()
-        .stream_name(stream)
-        .set_records(Some(entries))
-        .send()
-        .await;
-    let result = match result {
-        Ok(out) if out.records().len() == batch.len() => Ok(out
-            .records()
-            .iter()
-            .map(|r| r.error_code().is_some())
-            .collect()),
-        // Some of the records may be in the stream: which ones cannot be told.
-        Ok(out) => Err(Failure {
-            message: format!(
-                "PutRecords answered {} entries for {} sent",
-                out.records().len(),
-                batch.len()
-            )
-            .into(),
-            unanswered: true,
-        }),
-        Err(e) => Err(Failure {
-            unanswered: unanswered(&e),
-            message: DisplayErrorContext(&e).to_string().into(),
-        }),
-    };
-    (lane, batch, result)
-}
-
-/// Whether a failed request may have been processed all the same: no answer came (a timeout,
-/// a connection lost after it was sent, an unreadable answer) or Kinesis answered HTTP 500
-/// (`InternalFailure`: outcome unknown). An error answer otherwise (throttling, 4xx, 503), a
-/// request that could not be built and a refused connection mean it was not.
-fn unanswered<E>(error: &SdkError<E, HttpResponse>) -> bool
-where
-    E: std::error::Error + 'static,
-{
-    match error {
-        SdkError::ConstructionFailure(_) => false,
-        SdkError::ServiceError(e) => e.raw().status().as_u16() == 500,
-        SdkError::DispatchFailure(_) => !refused_connection(error),
-        _ => true,
-    }
-}
-
-/// Whether `error`'s causes include a refused TCP connection (nothing was sent).
-fn refused_connection(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
+        if misplaced > 0 {
+            // The stream was resharded: list its shards again, soon but not in a loop.
+            dest.relist_soon(now, RELIST_MIN);
         }
-        next = e.source();
+        if route.destination != HEARTBEAT {
+            self.count_delivered(&done, verdict.delivered);
+        }
+        if any_failed {
+            self.back_off(route, now);
+        } else {
+            let lane = &mut self.dests[route.destination].lanes[route.lane].lane;
+            lane.failures = 0;
+            lane.not_before = None;
+        }
     }
-    false
+
+    /// Counts delivered records and their receipt-to-ack latencies.
+    fn count_delivered(&mut self, done: &[Entry], delivered: usize) {
+        let acked = monotonic_ns();
+        if let Some(newest) = done.iter().map(|e| e.recv_time_ns).max() {
+            self.stats.ack_latency_ns.set(acked.saturating_sub(newest));
+        }
+        for entry in done {
+            let _ = self.latency.record(
+                acked
+                    .saturating_sub(entry.recv_time_ns)
+                    .clamp(1, self.latency.high()),
+            );
+        }
+        self.stats
+            .ack_latency
+            .record_all(done.iter().map(|e| acked.saturating_sub(e.recv_time_ns)));
+        self.stats.written.add(delivered as u64);
+    }
 }
 
 /// The symbol of an SBE frame, the partition key.
@@ -1046,7 +1081,8 @@ mod tests {
 
     /// The trade ids of each record queued in the trade lane, in order.
     fn queued(w: &mut Writer) -> Vec<Vec<i64>> {
-        w.lanes[0]
+        w.dests[0].lanes[0]
+            .lane
             .take_plain(usize::MAX, usize::MAX)
             .iter()
             .map(|o| match crate::sbe::decode(&o.data) {
