@@ -13,6 +13,7 @@
 pub mod announce;
 pub mod event;
 pub mod frame_path;
+pub mod pool;
 pub mod progress;
 pub mod reader;
 pub mod run;
