@@ -209,7 +209,12 @@ mod tests {
         for i in 0..1000 {
             let _ = pool.copy(&frame(i, 200));
         }
-        assert_eq!(pool.counts().chunks_allocated, allocated, "{:?}", pool.counts());
+        assert_eq!(
+            pool.counts().chunks_allocated,
+            allocated,
+            "{:?}",
+            pool.counts()
+        );
     }
 
     #[test]
@@ -228,7 +233,11 @@ mod tests {
         let mut pool = FramePool::new(1024, 4);
         let held: Vec<Bytes> = (0..1000).map(|i| pool.copy(&frame(i, 200))).collect();
         assert!(pool.kept_bytes() <= 5 * 1024, "{}", pool.kept_bytes());
-        assert!(held.iter().enumerate().all(|(i, h)| h[..] == frame(i, 200)[..]));
+        assert!(
+            held.iter()
+                .enumerate()
+                .all(|(i, h)| h[..] == frame(i, 200)[..])
+        );
     }
 
     #[test]

@@ -248,7 +248,11 @@ fn the_frame_pool_allocates_per_chunk_not_per_frame() {
         let event = consumer.pop().expect("the consumer got the frame");
         assert_eq!(event.frame, *frame, "the queued copy equals the frame");
     }
-    assert_eq!(allocations() - before, 0, "a consumer keeping up: no allocation");
+    assert_eq!(
+        allocations() - before,
+        0,
+        "a consumer keeping up: no allocation"
+    );
 
     // A consumer holding every frame: chunks, not frames, are allocated.
     let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 13);
@@ -264,7 +268,10 @@ fn the_frame_pool_allocates_per_chunk_not_per_frame() {
     let bytes: usize = frames.iter().map(|f| f.len()).sum();
     let chunks = bytes.div_ceil(hotpath::feed::pool::CHUNK_BYTES);
     // Each chunk: its buffer, and its shared header on the first frame cut from it.
-    assert!(allocated <= 2 * chunks + 2, "{allocated} allocations for {chunks} chunks");
+    assert!(
+        allocated <= 2 * chunks + 2,
+        "{allocated} allocations for {chunks} chunks"
+    );
     for frame in &frames {
         let event = consumer.pop().expect("held in the ring");
         assert_eq!(event.frame, *frame);

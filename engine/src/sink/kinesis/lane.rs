@@ -362,7 +362,11 @@ mod tests {
         }
         assert_eq!(lane.bytes(), 100);
         let entry_bytes = std::mem::size_of::<Entry>();
-        assert_eq!(lane.held_bytes(), 100 + 10 * entry_bytes, "data, keys and entries");
+        assert_eq!(
+            lane.held_bytes(),
+            100 + 10 * entry_bytes,
+            "data, keys and entries"
+        );
         let batch = lane.take_plain(4, 1000);
         assert_eq!(batch.len(), 4);
         let batch = lane.take_plain(100, 25);
