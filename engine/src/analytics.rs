@@ -104,11 +104,22 @@ impl WindowStats {
     }
 }
 
-/// A rolling window of trades over the last `span_us` microseconds.
+/// A rolling window of trades over the last `span_us` microseconds, kept incrementally: sums
+/// are running, high and low come from monotonic deques, and old trades are dropped as the
+/// clock moves ([`TradeWindow::advance`], and every push), so each trade costs O(1) amortized
+/// and memory is bounded by the trades of one span, whether or not anyone reads the window.
 #[derive(Clone, Debug)]
 pub struct TradeWindow {
     span_us: i64,
+    /// The latest time seen (pushed trades and [`TradeWindow::advance`]).
+    now_us: i64,
+    /// Trades in the window, oldest first, numbered from `first_seq`.
     trades: VecDeque<TradeTick>,
+    first_seq: u64,
+    /// Candidates for the high: (sequence number, price), prices strictly decreasing.
+    highs: VecDeque<(u64, i64)>,
+    /// Candidates for the low: (sequence number, price), prices strictly increasing.
+    lows: VecDeque<(u64, i64)>,
     sums: WindowStats,
 }
 
@@ -117,12 +128,27 @@ impl TradeWindow {
     pub fn new(span_us: i64) -> Self {
         TradeWindow {
             span_us: span_us.max(1),
+            now_us: i64::MIN,
             trades: VecDeque::new(),
+            first_seq: 0,
+            highs: VecDeque::new(),
+            lows: VecDeque::new(),
             sums: WindowStats::default(),
         }
     }
 
-    /// Adds a trade (trades arrive in time order per symbol).
+    /// Trades held now.
+    pub fn len(&self) -> usize {
+        self.trades.len()
+    }
+
+    /// Whether no trade is held.
+    pub fn is_empty(&self) -> bool {
+        self.trades.is_empty()
+    }
+
+    /// Adds a trade (trades arrive in time order per symbol) and drops those older than the
+    /// window at the latest time seen.
     pub fn push(&mut self, trade: TradeTick) {
         let qty = i128::from(trade.qty);
         self.sums.count += 1;
@@ -133,7 +159,17 @@ impl TradeWindow {
             self.sums.buy_volume += qty;
         }
         self.sums.notional += i128::from(trade.price) * qty;
+        let seq = self.first_seq + self.trades.len() as u64;
         self.trades.push_back(trade);
+        while self.highs.back().is_some_and(|&(_, p)| p <= trade.price) {
+            self.highs.pop_back();
+        }
+        self.highs.push_back((seq, trade.price));
+        while self.lows.back().is_some_and(|&(_, p)| p >= trade.price) {
+            self.lows.pop_back();
+        }
+        self.lows.push_back((seq, trade.price));
+        self.advance(trade.time_us);
     }
 
     /// Moves every mantissa to a finer exponent: prices times `10^price_digits`, quantities
@@ -155,14 +191,16 @@ impl TradeWindow {
         for t in ticks {
             rescaled.push(t);
         }
+        rescaled.advance(self.now_us);
         *self = rescaled;
         true
     }
 
-    /// Drops trades older than the window at `now_us` and returns the statistics. High and low
-    /// are recomputed from what remains (the window is short, so this stays cheap).
-    pub fn stats(&mut self, now_us: i64) -> WindowStats {
-        let horizon = now_us.saturating_sub(self.span_us);
+    /// Moves the clock to `now_us` (if later) and drops the trades older than the window then:
+    /// those at or before `now_us - span_us`.
+    pub fn advance(&mut self, now_us: i64) {
+        self.now_us = self.now_us.max(now_us);
+        let horizon = self.now_us.saturating_sub(self.span_us);
         while let Some(old) = self
             .trades
             .front()
@@ -179,10 +217,28 @@ impl TradeWindow {
             }
             self.sums.notional -= i128::from(old.price) * qty;
             self.trades.pop_front();
+            let gone = self.first_seq;
+            self.first_seq += 1;
+            if self.highs.front().is_some_and(|&(s, _)| s == gone) {
+                self.highs.pop_front();
+            }
+            if self.lows.front().is_some_and(|&(s, _)| s == gone) {
+                self.lows.pop_front();
+            }
         }
+    }
+
+    /// Drops trades older than the window at `now_us` and returns the statistics.
+    pub fn stats(&mut self, now_us: i64) -> WindowStats {
+        self.advance(now_us);
+        self.current()
+    }
+
+    /// The statistics of the trades held, at the latest time seen.
+    pub fn current(&self) -> WindowStats {
         let mut stats = self.sums;
-        stats.high = self.trades.iter().map(|t| t.price).max();
-        stats.low = self.trades.iter().map(|t| t.price).min();
+        stats.high = self.highs.front().map(|&(_, p)| p);
+        stats.low = self.lows.front().map(|&(_, p)| p);
         stats.last = self.trades.back().map(|t| t.price);
         stats
     }
@@ -284,6 +340,120 @@ mod tests {
         let s = w.stats(10_000_000);
         assert_eq!(s, WindowStats::default());
         assert_eq!(s.vwap(), None);
+    }
+
+    /// The window as it was before it kept high and low incrementally: every trade kept until
+    /// trimmed, statistics by a scan of all of them.
+    struct Naive {
+        span_us: i64,
+        now_us: i64,
+        trades: VecDeque<TradeTick>,
+    }
+
+    impl Naive {
+        fn push(&mut self, t: TradeTick) {
+            self.trades.push_back(t);
+            self.advance(t.time_us);
+        }
+
+        fn advance(&mut self, now_us: i64) {
+            self.now_us = self.now_us.max(now_us);
+            let horizon = self.now_us.saturating_sub(self.span_us);
+            while self.trades.front().is_some_and(|t| t.time_us <= horizon) {
+                self.trades.pop_front();
+            }
+        }
+
+        fn stats(&self) -> WindowStats {
+            let mut s = WindowStats::default();
+            for t in &self.trades {
+                let qty = i128::from(t.qty);
+                s.count += 1;
+                s.volume += qty;
+                if t.buyer_maker {
+                    s.sell_volume += qty;
+                } else {
+                    s.buy_volume += qty;
+                }
+                s.notional += i128::from(t.price) * qty;
+            }
+            s.high = self.trades.iter().map(|t| t.price).max();
+            s.low = self.trades.iter().map(|t| t.price).min();
+            s.last = self.trades.back().map(|t| t.price);
+            s
+        }
+    }
+
+    /// One step of a run: a trade `dt` after the clock (sometimes before it: a late repaired
+    /// trade), or the clock moving by `dt`, then the statistics read.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Trade {
+            dt: i64,
+            price: i64,
+            qty: i64,
+            buyer_maker: bool,
+        },
+        Clock {
+            dt: i64,
+        },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (-300i64..2_000, 1i64..60, 0i64..1_000, any::<bool>()).prop_map(
+                |(dt, price, qty, buyer_maker)| Step::Trade { dt, price, qty, buyer_maker }
+            ),
+            1 => (0i64..3_000).prop_map(|dt| Step::Clock { dt }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The incremental window says what a scan of the trades it holds says, after every
+        /// step, and holds no more trades than the scan keeps (bounded by the span).
+        #[test]
+        fn the_incremental_window_agrees_with_a_naive_scan(
+            span in 1i64..5_000,
+            steps in proptest::collection::vec(step(), 1..300),
+        ) {
+            let mut window = TradeWindow::new(span);
+            let mut naive = Naive { span_us: span, now_us: i64::MIN, trades: VecDeque::new() };
+            let mut clock = 0i64;
+            for s in steps {
+                match s {
+                    Step::Trade { dt, price, qty, buyer_maker } => {
+                        let t = tick(clock + dt, price, qty, buyer_maker);
+                        clock = clock.max(t.time_us);
+                        window.push(t);
+                        naive.push(t);
+                    }
+                    Step::Clock { dt } => {
+                        clock += dt;
+                        window.advance(clock);
+                        naive.advance(clock);
+                    }
+                }
+                proptest::prop_assert_eq!(window.current(), naive.stats());
+                proptest::prop_assert_eq!(window.len(), naive.trades.len());
+                naive.advance(clock);
+                proptest::prop_assert_eq!(window.stats(clock), naive.stats());
+            }
+        }
+    }
+
+    /// Regression: windows were trimmed only when written, so while Redis was down a busy
+    /// symbol's windows grew without bound. Every push trims now.
+    #[test]
+    fn a_window_nobody_reads_stays_within_its_span() {
+        let mut w = TradeWindow::new(1_000_000);
+        for i in 0..100_000 {
+            w.push(tick(i * 100, 100 + i % 7, 1, i % 2 == 0));
+        }
+        // A trade every 100 µs: 10,000 in any second.
+        assert_eq!(w.len(), 10_000);
+        let s = w.current();
+        assert_eq!((s.count, s.high, s.low), (10_000, Some(106), Some(100)));
     }
 
     #[test]

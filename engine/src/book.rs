@@ -158,17 +158,19 @@ impl LocalBook {
         if first > expected {
             return DiffOutcome::Gap { expected, first };
         }
-        for (side, levels) in [
-            (&mut self.bids, bids.into_iter().collect::<Vec<_>>()),
-            (&mut self.asks, asks.into_iter().collect()),
-        ] {
-            for (price, qty) in levels {
-                if qty == 0 {
-                    side.remove(&price);
-                } else {
-                    side.insert(price, qty);
-                }
+        // Each level in place: nothing is collected (no allocation beyond the map's own).
+        let set = |side: &mut BTreeMap<i64, i64>, (price, qty): (i64, i64)| {
+            if qty == 0 {
+                side.remove(&price);
+            } else {
+                side.insert(price, qty);
             }
+        };
+        for level in bids {
+            set(&mut self.bids, level);
+        }
+        for level in asks {
+            set(&mut self.asks, level);
         }
         self.update_id = last;
         DiffOutcome::Applied
@@ -191,6 +193,15 @@ impl LocalBook {
             .take(limit)
             .map(|(&p, &q)| (p, q))
             .collect()
+    }
+
+    /// Sets `bids` and `asks` to the top `limit` levels of each side (best first), reusing
+    /// their memory.
+    pub fn top_into(&self, limit: usize, bids: &mut Vec<(i64, i64)>, asks: &mut Vec<(i64, i64)>) {
+        bids.clear();
+        bids.extend(self.bids.iter().rev().take(limit).map(|(&p, &q)| (p, q)));
+        asks.clear();
+        asks.extend(self.asks.iter().take(limit).map(|(&p, &q)| (p, q)));
     }
 }
 

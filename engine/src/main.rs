@@ -129,6 +129,15 @@ enum Command {
         /// writes, latency, queue depth.
         #[arg(long)]
         progress: Option<f64>,
+        /// Write every gap range (wire gaps and queue drops) to this JSON-lines file; the
+        /// summary lists only counts per stream and the first few.
+        #[arg(long)]
+        gaps_file: Option<PathBuf>,
+        /// Carry only this instance's share of the symbols, `i/n` (0 <= i < n): those whose
+        /// stable hash (engine/src/shard.rs) mod n is i. Several instances with 0/n..n-1/n
+        /// carry every symbol exactly once.
+        #[arg(long)]
+        shard: Option<String>,
     },
     /// Inspect Kinesis streams: `hotpath kinesis count STREAM...` prints, per stream, its
     /// records, user records (KPL aggregates de-aggregated), trades and bytes.
@@ -247,6 +256,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             redis,
             kinesis_endpoint,
             progress,
+            gaps_file,
+            shard,
         } => {
             let config = config.or_else(|| {
                 std::env::var_os(hotpath::config::env::CONFIG_FILE_VAR)
@@ -261,11 +272,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 duration: duration.map(std::time::Duration::from_secs_f64),
                 redis_url: redis,
                 kinesis_endpoint,
+                gaps_file,
+                shard,
             };
             run_config
                 .apply(overrides)
                 .map_err(|e| anyhow::anyhow!(e))?;
             run_config.validate().map_err(|e| anyhow::anyhow!(e))?;
+            run_config.select_shard().map_err(|e| anyhow::anyhow!(e))?;
             if run_config.discovery.enabled {
                 run_config.symbols = hotpath::control::discovery::initial(&run_config)
                     .map_err(|e| anyhow::anyhow!(e))?;

@@ -47,6 +47,7 @@ use serde::de::IgnoredAny;
 
 use crate::constants::GROUP_COUNT_MAX;
 use crate::idle::IdleStrategy;
+use crate::shard::Shard;
 
 /// What is wrong with a configuration: the one error type of this boundary. Every variant names
 /// the key (`readers.cores`), the flag (`--streams`) or the line at fault.
@@ -202,6 +203,12 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     /// Print the one-line JSON summary on exit.
     pub summary: bool,
+    /// Write every gap range (wire gaps and queue drops) to this JSON-lines file as it is
+    /// seen; the summary lists only counts and the first few ([`crate::gaps`]).
+    pub gaps_file: Option<PathBuf>,
+    /// This instance's share of the symbols when several run (`i/n`, [`crate::shard`]): it
+    /// carries only the symbols whose shard is `i`, whatever the list or discovery offers.
+    pub shard: Option<Shard>,
     /// The Kinesis writer, when enabled.
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
@@ -230,6 +237,8 @@ impl Default for RunConfig {
             readers: ReaderSettings::default(),
             duration: None,
             summary: true,
+            gaps_file: None,
+            shard: None,
             kinesis: None,
             redis: None,
             sidecar: SidecarConfig::default(),
@@ -258,6 +267,10 @@ pub struct Overrides {
     /// `--kinesis-endpoint URL`: enables the Kinesis writer against this endpoint (an
     /// emulator); `aws` keeps AWS's own endpoint.
     pub kinesis_endpoint: Option<String>,
+    /// `--gaps-file PATH`: every gap range into this file.
+    pub gaps_file: Option<PathBuf>,
+    /// `--shard i/n`: this instance's share of the symbols.
+    pub shard: Option<String>,
 }
 
 /// The Binance API key, sent as the `X-MBX-APIKEY` header. `Debug` prints
@@ -327,6 +340,8 @@ struct RawRun {
     duration_s: Option<u64>,
     summary: Option<bool>,
     idle: Option<String>,
+    gaps_file: Option<PathBuf>,
+    shard: Option<String>,
 }
 
 impl RunConfig {
@@ -353,6 +368,12 @@ impl RunConfig {
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
+        config.gaps_file = raw.run.gaps_file;
+        if let Some(text) = raw.run.shard {
+            config.shard = Some(
+                Shard::parse(&text).map_err(|e| ConfigError::invalid(format!("run.shard: {e}")))?,
+            );
+        }
         set(&mut config.idle, idle("run.idle", raw.run.idle)?);
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
@@ -418,6 +439,14 @@ impl RunConfig {
             redis.check().map_err(|e| e.under("--redis"))?;
             self.redis = Some(redis);
         }
+        if let Some(path) = overrides.gaps_file {
+            self.gaps_file = Some(path);
+        }
+        if let Some(text) = overrides.shard {
+            self.shard = Some(
+                Shard::parse(&text).map_err(|e| ConfigError::invalid(format!("--shard: {e}")))?,
+            );
+        }
         if let Some(url) = overrides.kinesis_endpoint {
             let mut kinesis = self.kinesis.take().unwrap_or_default();
             kinesis.endpoint_url = (url != "aws").then_some(url);
@@ -450,6 +479,15 @@ impl RunConfig {
         {
             return Err(ConfigError::invalid(
                 "binance.trust_cert: an empty path (omit the key instead)",
+            ));
+        }
+        if self
+            .gaps_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "run.gaps_file: an empty path (omit the key instead)",
             ));
         }
         check_symbols("binance.symbols", &self.symbols)?;
@@ -504,6 +542,36 @@ impl RunConfig {
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
         (self.sidecar.enabled && self.kinesis.is_some()) || self.redis.is_some()
+    }
+
+    /// Keeps only the symbols this instance's shard owns (nothing without `run.shard`). An
+    /// error when none is left and discovery is off (it would run with nothing to carry).
+    pub fn select_shard(&mut self) -> Result<(), ConfigError> {
+        let Some(shard) = self.shard else {
+            return Ok(());
+        };
+        let listed = self.symbols.len();
+        self.symbols.retain(|s| shard.owns(s));
+        if self.symbols.is_empty() && !self.discovery.enabled {
+            return Err(ConfigError::invalid(format!(
+                "run.shard: shard {shard} owns none of the {listed} symbols listed \
+                 (a symbol's shard is a stable hash of its name mod {}); list more symbols \
+                 or run fewer shards",
+                shard.count()
+            )));
+        }
+        tracing::info!(%shard, kept = self.symbols.len(), listed, "shard: symbols selected");
+        Ok(())
+    }
+
+    /// Where the threads other than the readers are pinned on this machine
+    /// ([`crate::cores::CorePlan`]): cores no reader uses, one per sink when there are enough.
+    pub fn core_plan(&self) -> crate::cores::CorePlan {
+        crate::cores::CorePlan::on_this_machine(
+            &self.readers.cores,
+            self.redis.is_some(),
+            self.kinesis.is_some(),
+        )
     }
 
     /// The reader (an index into `readers.cores`) that runs `connection`: round robin.
@@ -856,6 +924,7 @@ pub fn redact_urls(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::Shard;
 
     fn err(text: &str) -> String {
         RunConfig::from_toml(text).expect_err(text).to_string()
@@ -1266,6 +1335,50 @@ mod tests {
         };
         let error = config.api_key().expect_err("never set");
         assert_names(&error, "set HOTPATH_TEST_KEY_NEVER_SET_9F3A");
+    }
+
+    /// `run.shard` / `--shard` pick this instance's share of the list; bad values name the key
+    /// or the flag, and a shard left with nothing to carry is refused.
+    #[test]
+    fn a_shard_keeps_its_share_of_the_symbols() {
+        let file = "[binance]\nsymbols = [\"BTCUSDT\", \"ETHUSDT\", \"BNBUSDT\", \"SOLUSDT\"]\n\
+                    [run]\nshard = \"1/2\"\ngaps_file = \"gaps.jsonl\"\n";
+        let mut config = RunConfig::from_toml(file).expect("valid");
+        assert_eq!(config.gaps_file, Some(PathBuf::from("gaps.jsonl")));
+        config.select_shard().expect("shard 1 owns some");
+        let mine: Vec<&str> = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"]
+            .into_iter()
+            .filter(|s| Shard::of(s, 2) == 1)
+            .collect();
+        assert_eq!(config.symbols, mine);
+        let mut flagged = RunConfig::from_toml(file).expect("valid");
+        flagged
+            .apply(Overrides {
+                shard: Some("0/2".into()),
+                ..Overrides::default()
+            })
+            .expect("valid");
+        flagged.select_shard().expect("shard 0 owns some");
+        assert!(flagged.symbols.iter().all(|s| Shard::of(s, 2) == 0));
+        assert_eq!(flagged.symbols.len() + config.symbols.len(), 4);
+        assert_names(
+            &RunConfig::from_toml("[run]\nshard = \"2/2\"\n").expect_err("index too big"),
+            "run.shard",
+        );
+        assert_names(
+            &RunConfig::from_toml("[run]\ngaps_file = \"\"\n").expect_err("empty"),
+            "run.gaps_file",
+        );
+        let bad = RunConfig::default().apply(Overrides {
+            shard: Some("x".into()),
+            ..Overrides::default()
+        });
+        assert_names(&bad.expect_err("not a shard"), "--shard");
+        // BTCUSDT alone: the other shard has nothing to carry.
+        let other = 1 - Shard::of("BTCUSDT", 2);
+        let mut empty =
+            RunConfig::from_toml(&format!("[run]\nshard = \"{other}/2\"\n")).expect("valid");
+        assert_names(&empty.select_shard().expect_err("none left"), "run.shard");
     }
 }
 

@@ -42,6 +42,7 @@
 //! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
 //! reconnect_max_ms = 5000
+//! connections = 1                 # pipelines in flight, one per connection; symbols sharded over them
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
 
@@ -173,6 +174,10 @@ pub struct RedisConfig {
     pub reconnect_initial: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// Connections the writer writes over, 1..=64, each with one pipeline in flight: symbol
+    /// `i` (in index order) always goes over connection `i % connections`, so a symbol's
+    /// writes stay in order and one slow reply holds up only the symbols of its connection.
+    pub connections: usize,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
 }
@@ -193,6 +198,7 @@ impl Default for RedisConfig {
             dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
+            connections: 1,
             idle: IdleStrategy::Backoff,
         }
     }
@@ -219,6 +225,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("dead_letter_path", &self.dead_letter_path)
             .field("reconnect_initial", &self.reconnect_initial)
             .field("reconnect_max", &self.reconnect_max)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -269,6 +276,7 @@ pub(crate) struct RawRedis {
     dead_letter_path: Option<PathBuf>,
     reconnect_initial_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
+    connections: Option<usize>,
     idle: Option<String>,
 }
 
@@ -438,6 +446,7 @@ impl RawRedis {
         set(&mut c.dead_letter_path, self.dead_letter_path);
         set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
         set(&mut c.reconnect_max, ms(self.reconnect_max_ms));
+        set(&mut c.connections, self.connections);
         set(&mut c.idle, super::idle("redis.idle", self.idle)?);
         c.check()?;
         Ok(Some(c))
@@ -515,6 +524,12 @@ impl RedisConfig {
                 "redis.reconnect_max_ms: must be at least redis.reconnect_initial_ms",
             ));
         }
+        if !(1..=64).contains(&self.connections) {
+            return Err(ConfigError::invalid(format!(
+                "redis.connections = {}: must be within 1..=64",
+                self.connections
+            )));
+        }
         Ok(())
     }
 
@@ -588,6 +603,8 @@ mod tests {
         for (text, key) in [
             ("enabled = true\nurl = \"http://x\"", "redis.url"),
             ("enabled = true\nbook_levels = 0", "redis.book_levels"),
+            ("enabled = true\nconnections = 0", "redis.connections"),
+            ("enabled = true\nconnections = 65", "redis.connections"),
             (
                 "enabled = true\nbook_levels = 50\nsnapshot_limit = 20",
                 "redis.snapshot_limit",

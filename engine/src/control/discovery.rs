@@ -21,6 +21,7 @@ use super::{PairChange, PairRequest};
 use crate::binance::rest::{RestClient, RestError, SymbolListing, Ticker24hr};
 use crate::config::{DiscoveryConfig, RunConfig};
 use crate::metrics::Counter;
+use crate::shard::Shard;
 
 /// The status of a symbol that trades.
 const TRADING: &str = "TRADING";
@@ -154,9 +155,32 @@ async fn fetch(
     Ok((listings, tickers))
 }
 
+/// Keeps the symbols `shard` owns (all without one): with `run.shard`, every instance ranks the
+/// whole market and carries its share of the ranking, so `n` instances together carry the
+/// top `pairs_limit` exactly once.
+pub fn in_shard(mut symbols: Vec<String>, shard: Option<Shard>) -> Vec<String> {
+    if let Some(shard) = shard {
+        symbols.retain(|s| shard.owns(s));
+    }
+    symbols
+}
+
 /// The symbols a run starts with: the discovered ranking, or the fallback pairs when the
-/// REST calls fail (an error only when there are none).
+/// REST calls fail (an error only when there are none), of this instance's shard.
 pub fn initial(config: &RunConfig) -> Result<Vec<String>, String> {
+    let symbols = initial_ranking(config)?;
+    let ranked = symbols.len();
+    let mine = in_shard(symbols, config.shard);
+    match config.shard {
+        Some(shard) if mine.is_empty() => Err(format!(
+            "discovery: shard {shard} owns none of the {ranked} pairs ranked; raise \
+             discovery.pairs_limit or run fewer shards"
+        )),
+        _ => Ok(mine),
+    }
+}
+
+fn initial_ranking(config: &RunConfig) -> Result<Vec<String>, String> {
     let settings = &config.discovery;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,6 +210,8 @@ pub fn initial(config: &RunConfig) -> Result<Vec<String>, String> {
 pub struct Refresher {
     client: RestClient,
     settings: DiscoveryConfig,
+    /// This instance's shard: only its symbols are wanted.
+    shard: Option<Shard>,
     pairs: Arc<RwLock<Vec<String>>>,
     changes: mpsc::Sender<PairRequest>,
     stats: Arc<DiscoveryStats>,
@@ -200,16 +226,21 @@ pub fn spawn(
     stats: Arc<DiscoveryStats>,
     stop: watch::Receiver<bool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
+    let core = config.core_plan().control;
     let refresher = Refresher {
         client: client(config)?,
         settings: config.discovery.clone(),
+        shard: config.shard,
         pairs,
         changes,
         stats,
     };
     std::thread::Builder::new()
         .name("hotpath-discovery".into())
-        .spawn(move || refresher.run(stop))
+        .spawn(move || {
+            crate::cores::pin(core);
+            refresher.run(stop)
+        })
         .map_err(|e| format!("cannot start the discovery thread: {e}"))
 }
 
@@ -251,7 +282,7 @@ impl Refresher {
         };
         self.stats.refreshes.bump();
         let current = crate::sync::read(&self.pairs).clone();
-        let wanted = rank(&listings, &tickers, &self.settings);
+        let wanted = in_shard(rank(&listings, &tickers, &self.settings), self.shard);
         let plan = plan(&current, &wanted, &listings);
         let watched: HashSet<String> = current
             .iter()
@@ -339,6 +370,34 @@ mod tests {
             ticker("ADAUSDT", "not a number"),
         ];
         (listings, tickers)
+    }
+
+    /// With shards, each instance keeps its share of the one ranking, in rank order: together
+    /// they carry the top `pairs_limit` once.
+    #[test]
+    fn shards_split_the_ranking_between_them() {
+        let (listings, tickers) = market();
+        let ranked = rank(&listings, &tickers, &settings(4, &[]));
+        let shares: Vec<Vec<String>> = (0..2)
+            .map(|i| {
+                let shard = Shard::parse(&format!("{i}/2")).expect("valid");
+                in_shard(ranked.clone(), Some(shard))
+            })
+            .collect();
+        for (i, share) in shares.iter().enumerate() {
+            assert!(
+                share.iter().all(|s| Shard::of(s, 2) == i as u16),
+                "{share:?}"
+            );
+            let in_order: Vec<&String> = ranked.iter().filter(|s| share.contains(s)).collect();
+            assert_eq!(share.iter().collect::<Vec<_>>(), in_order);
+        }
+        let mut together: Vec<String> = shares.concat();
+        together.sort();
+        let mut all = ranked.clone();
+        all.sort();
+        assert_eq!(together, all);
+        assert_eq!(in_shard(ranked.clone(), None), ranked);
     }
 
     #[test]

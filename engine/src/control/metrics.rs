@@ -287,7 +287,7 @@ impl RunCollector {
             ),
             events,
         )?;
-        let list: [ReaderFamily; 13] = [
+        let list: [ReaderFamily; 14] = [
             ("hotpath_frames", "Binary frames received.", |r| {
                 r.frames.get()
             }),
@@ -323,6 +323,11 @@ impl RunCollector {
                 "hotpath_queue_drops",
                 "Events a consumer's full ring could not take.",
                 |r| r.queue_drops.get(),
+            ),
+            (
+                "hotpath_notice_drops",
+                "Gap notices a full notice ring could not take (their ids stay counted).",
+                |r| r.notice_drops.get(),
             ),
             ("hotpath_connects", "WebSocket connections opened.", |r| {
                 r.connects.get()

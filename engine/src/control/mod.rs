@@ -69,6 +69,8 @@ pub struct Control {
     shutdown: watch::Sender<bool>,
     requests: mpsc::Receiver<PairRequest>,
     pairs: Arc<RwLock<Vec<String>>>,
+    /// This instance's shard: symbols of other shards are refused.
+    shard: Option<crate::shard::Shard>,
 }
 
 /// Starts the control plane of a run (`None` when `http.listen = "0"` and discovery is off):
@@ -121,7 +123,8 @@ pub fn start(
     let (addr, thread) = match config.http.listen {
         Some(listen) => {
             let app = server::App::new(sources, token, config.http.allow_pair_changes, sender);
-            let (addr, thread) = serve(listen, app, stop)?;
+            let core = config.core_plan().control;
+            let (addr, thread) = serve(listen, app, stop, core)?;
             (Some(addr), Some(thread))
         }
         None => (None, None),
@@ -133,6 +136,7 @@ pub fn start(
         shutdown,
         requests,
         pairs,
+        shard: config.shard,
     }))
 }
 
@@ -141,6 +145,7 @@ fn serve(
     listen: SocketAddr,
     app: server::App,
     stop: watch::Receiver<bool>,
+    core: Option<usize>,
 ) -> Result<(SocketAddr, JoinHandle<()>), String> {
     let listener = std::net::TcpListener::bind(listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -150,7 +155,10 @@ fn serve(
         .map_err(|e| format!("http.listen: {e}"))?;
     let thread = std::thread::Builder::new()
         .name("hotpath-control".into())
-        .spawn(move || server::run(listener, app, stop))
+        .spawn(move || {
+            crate::cores::pin(core);
+            server::run(listener, app, stop)
+        })
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     tracing::info!(%addr, "control plane listening");
     Ok((addr, thread))
@@ -173,9 +181,12 @@ impl Control {
     /// Carries out `request` on `feed` and answers the HTTP request that asked it.
     pub fn apply(&mut self, request: PairRequest, feed: &mut Feed) {
         let outcome = match &request.change {
-            PairChange::Add(symbol) => feed.add_symbol(symbol).map(|()| {
-                crate::sync::write(&self.pairs).push(symbol.clone());
-            }),
+            PairChange::Add(symbol) => match self.refusal(symbol) {
+                Some(why) => Err(why),
+                None => feed.add_symbol(symbol).map(|()| {
+                    crate::sync::write(&self.pairs).push(symbol.clone());
+                }),
+            },
             PairChange::Remove(symbol) => feed.remove_symbol(symbol).map(|()| {
                 crate::sync::write(&self.pairs).retain(|s| s != symbol);
             }),
@@ -188,6 +199,11 @@ impl Control {
             Err(e) => tracing::warn!(change = ?request.change, error = %e, "pair change refused"),
         }
         let _ = request.reply.send(outcome);
+    }
+
+    /// Why this instance refuses to add `symbol`: another shard owns it (`run.shard`).
+    fn refusal(&self, symbol: &str) -> Option<String> {
+        self.shard.and_then(|shard| shard.refusal(symbol))
     }
 
     /// Stops the server and waits for its thread.

@@ -8,6 +8,9 @@ use bytes::Bytes;
 
 use super::sequence::GapNotice;
 use crate::binance::rest::DepthSnapshot;
+#[cfg(doc)]
+use crate::gaps::GapLog;
+use crate::gaps::GapRange;
 use crate::stream::StreamKind;
 
 /// One accepted frame.
@@ -93,6 +96,26 @@ pub struct Notice {
     pub gap: GapNotice,
     /// Why.
     pub cause: Cause,
+}
+
+impl Notice {
+    /// The range a gap notice (`Wire`, `QueueFull`) names, for the run's [`GapLog`]; `None`
+    /// for a stream that stopped or came back (nothing missing).
+    pub fn range(&self, symbol: String) -> Option<GapRange> {
+        let cause = match self.cause {
+            Cause::Wire => "wire",
+            Cause::QueueFull { .. } => "queue_full",
+            _ => return None,
+        };
+        let range = self.gap.missing_range();
+        Some(GapRange {
+            symbol,
+            stream: self.gap.kind.suffix(),
+            from: *range.start(),
+            to: *range.end(),
+            cause,
+        })
+    }
 }
 
 /// What the sidecar hands a consumer through its repair ring.

@@ -56,7 +56,15 @@ pub struct FramePath {
     /// Where accepted frames are copied before they are queued; `None` queues them as they
     /// came (slices of the WebSocket receive buffer).
     pool: Option<FramePool>,
+    /// Control notices (connection lost or back, symbol removed or halted) that found the
+    /// notice ring full, oldest first: they are never dropped, and go out ahead of any later
+    /// notice (a gap notice that finds this non-empty is dropped and counted, as at a full
+    /// ring, so the order the sidecar sees is the order they happened in).
+    pending: VecDeque<Notice>,
 }
+
+/// Control notices [`FramePath`] keeps room for without allocating, beyond the notice ring.
+const PENDING_NOTICES_RESERVED: usize = 64;
 
 /// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
 const NOTICE_BIT: u64 = 1 << 63;
@@ -95,6 +103,7 @@ impl FramePath {
             to_ring: 0,
             clock: None,
             pool: None,
+            pending: VecDeque::with_capacity(PENDING_NOTICES_RESERVED),
         }
     }
 
@@ -135,6 +144,9 @@ impl FramePath {
     /// system call only for a parked one.
     #[inline]
     pub fn wake_consumers(&mut self) {
+        if !self.pending.is_empty() {
+            self.flush_pending();
+        }
         if self.to_ring == 0 || self.bells.is_empty() {
             return;
         }
@@ -367,12 +379,42 @@ impl FramePath {
         self.to_ring |= 1 << consumer;
     }
 
+    /// A notice for the sidecar. A gap notice (`Wire`, `QueueFull`) that finds the ring full
+    /// is dropped and counted (`notice_drops`; the ids stay counted as gaps or queue drops);
+    /// a control notice never is: it waits in `pending` and goes out first, at the next
+    /// notice, batch or [`FramePath::flush_pending`].
     fn notify(&mut self, notice: Notice) {
-        if self.notices.push(notice).is_ok() {
-            self.to_ring |= NOTICE_BIT;
-        } else {
-            self.stats.notice_drops.bump();
+        if !self.pending.is_empty() {
+            self.flush_pending();
         }
+        if self.pending.is_empty() && self.notices.push(notice).is_ok() {
+            self.to_ring |= NOTICE_BIT;
+        } else if notice.cause.is_gap() {
+            self.stats.notice_drops.bump();
+        } else {
+            self.keep_pending(notice);
+        }
+    }
+
+    #[cold]
+    fn keep_pending(&mut self, notice: Notice) {
+        self.pending.push_back(notice);
+    }
+
+    /// Pushes the control notices waiting for room in the notice ring, oldest first, as far as
+    /// it has room; returns how many still wait. The reader calls it once per read batch and
+    /// once per [`crate::constants::LIVE_HISTOGRAM_PUBLISH`], so a waiting notice goes out
+    /// soon after the sidecar made room even when no frame arrives.
+    #[cold]
+    pub fn flush_pending(&mut self) -> usize {
+        while let Some(&notice) = self.pending.front() {
+            if self.notices.push(notice).is_err() {
+                break;
+            }
+            self.pending.pop_front();
+            self.to_ring |= NOTICE_BIT;
+        }
+        self.pending.len()
     }
 
     #[cold]
@@ -663,6 +705,61 @@ pub(crate) mod tests {
         let notice = notices.pop().expect("a notice");
         assert_eq!((notice.cause, notice.gap.symbol), (Cause::Removed, 0));
         assert!(!notice.cause.is_gap());
+    }
+
+    /// Regression (issue 11): a storm of queue drops filled the notice ring, and the `Removed`
+    /// notice that followed was dropped with them, so the symbol's `ob:` stayed `stale=0`.
+    /// Control notices now wait beside the ring and go out first, in order; gap notices that
+    /// would overtake them are dropped and counted, as at a full ring.
+    #[test]
+    fn a_queue_drop_storm_never_loses_a_control_notice() {
+        let (full, _full_ring) = rtrb::RingBuffer::new(1);
+        let (notices_in, mut notices) = rtrb::RingBuffer::new(8);
+        let stats = Arc::new(ReaderStats::default());
+        let mut path = FramePath::with(
+            &["BTCUSDT".to_string()],
+            65_535,
+            vec![full],
+            notices_in,
+            stats.clone(),
+        );
+        for id in 1..=100 {
+            path.on_frame(trades(id..=id), id as u64);
+        }
+        assert_eq!(stats.queue_drops.get(), 99, "one event fitted");
+        assert_eq!(stats.notice_drops.get(), 99 - 8, "the ring holds 8");
+        let streams = ["btcusdt@depth".to_string()];
+        path.connection_changed(&streams, Cause::Disconnected);
+        path.connection_changed(&streams, Cause::Reconnected);
+        path.forget_symbol(0, Cause::Halted);
+        assert_eq!(path.flush_pending(), 3, "no room yet: all three wait");
+        // More drops while they wait: dropped, never ahead of them.
+        path.add_symbol("BTCUSDT", 0);
+        path.on_frame(trades(101..=101), 101);
+        assert_eq!(stats.notice_drops.get(), 99 - 8 + 1);
+        // The sidecar drains the ring; the next batch sends what waited, in order.
+        let storm: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
+        assert_eq!(storm.len(), 8);
+        assert!(
+            storm
+                .iter()
+                .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
+        );
+        path.wake_consumers();
+        let control: Vec<_> = std::iter::from_fn(|| notices.pop().ok())
+            .map(|n| n.cause)
+            .collect();
+        assert_eq!(
+            control,
+            [Cause::Disconnected, Cause::Reconnected, Cause::Halted]
+        );
+        assert_eq!(path.flush_pending(), 0);
+        // And with room again, gap notices flow as before.
+        path.on_frame(trades(102..=102), 102);
+        assert_eq!(
+            notices.pop().map(|n| n.cause),
+            Ok(Cause::QueueFull { consumer: 0 })
+        );
     }
 
     /// Regression (found in review): a replacement connection running ahead of the old one made

@@ -1,5 +1,6 @@
 //! The live progress line of `hotpath run --progress N`: one JSON object per period on stderr
-//! with messages per second, gaps and queue drops, the trade ids the sidecar repaired and gave
+//! with messages per second, gaps, queue drops and gap notices dropped (counts only: the line
+//! stays the same size however many gaps come; ranges are in the summary and `run.gaps_file`), the trade ids the sidecar repaired and gave
 //! up on (per sink that lost them), the streams it found silent and the kline intervals that
 //! disagreed, and per sink its writes per second, totals, the latest
 //! receipt-to-acknowledgement latency and its queue depth; for Redis also its order books'
@@ -51,6 +52,7 @@ impl Progress {
             "frames": frames,
             "gaps": sum(&|s| s.gaps.get()),
             "queue_drops": sum(&|s| s.queue_drops.get()),
+            "notice_drops": sum(&|s| s.notice_drops.get()),
         });
         if let Some(sidecar) = &feed.sidecar {
             line["repaired_ids"] = json!(sidecar.repaired_ids.get());

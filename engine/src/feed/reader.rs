@@ -186,13 +186,15 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         })
         .collect();
     // The control plane reads the latency histogram live: a copy once a second, off the frames
-    // (skipped, never waited for, while a scrape holds it).
+    // (skipped, never waited for, while a scrape holds it). The same tick sends the control
+    // notices still waiting for room in the notice ring when no frame comes to send them.
     let published = state.clone();
     local.spawn_local(async move {
         let mut tick = tokio::time::interval(crate::constants::LIVE_HISTOGRAM_PUBLISH);
         loop {
             tick.tick().await;
             live.wire_to_queue.publish(published.borrow().histogram());
+            published.borrow_mut().wake_consumers();
         }
     });
     let opened = local.spawn_local(open_at_run_time(
@@ -258,6 +260,8 @@ fn report(
     cpus_allowed: String,
     state: Rc<RefCell<FramePath>>,
 ) -> ReaderReport {
+    // The last chance for control notices still waiting for room (the sidecar drains on).
+    state.borrow_mut().wake_consumers();
     let wire_to_queue = match Rc::try_unwrap(state) {
         Ok(state) => state.into_inner().into_histogram(),
         Err(shared) => shared.borrow().histogram().clone(),

@@ -21,13 +21,16 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{BookRequest, Cause, FeedEvent, Notice, Repair};
+use super::event::{BookRequest, FeedEvent, Notice, Repair};
 use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::binance::rest::RestClient;
 use crate::clock::monotonic_ns;
 use crate::config::{ApiKey, RunConfig};
+use crate::cores::CorePlan;
+pub use crate::gaps::GapRange;
+use crate::gaps::{GapLog, GapReport};
 use crate::idle::{Bell, IdleStrategy, ThreadIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sidecar::detect::DetectSetup;
@@ -42,8 +45,6 @@ const NOTICE_RING_CAPACITY: usize = 4096;
 /// Symbols added at run time whose streams the silence check still watches (beyond them, added
 /// symbols are covered by the sequence and kline checks only).
 const CLOCK_SYMBOLS_ADDED_MAX: usize = 1024;
-/// Gap ranges the summary lists (all are counted).
-const SUMMARY_RANGES_MAX: usize = 1000;
 
 /// A running feed: reader threads and their counters.
 pub struct Feed {
@@ -391,36 +392,37 @@ pub struct Tally {
     pub events: [u64; 4],
     /// Enqueue-to-dequeue latency, nanoseconds.
     pub queue_to_consumer: Histogram<u64>,
-    /// Every notice received (capped at [`SUMMARY_RANGES_MAX`]).
-    pub notices: Vec<Notice>,
+    /// The gap notices' ranges (bounded: counts, the first few, the file if asked).
+    pub gaps: GapReport,
     /// Notices received.
     pub notice_count: u64,
 }
 
 /// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
 /// `done` is set and everything is drained, idling with `idle` (whose bell the readers and the
-/// stop ring). Stands in for the sinks: it measures and counts.
+/// stop ring). Stands in for the sinks: it measures and counts. The gap notices' ranges go
+/// into `gaps`, named from `symbols` (the feed's registry).
 pub fn spawn_counter(
-    events: Vec<rtrb::Consumer<FeedEvent>>,
-    notices: Vec<rtrb::Consumer<Notice>>,
+    (events, notices): (Vec<rtrb::Consumer<FeedEvent>>, Vec<rtrb::Consumer<Notice>>),
+    (symbols, gaps): (Arc<RwLock<Vec<String>>>, GapLog),
     done: Arc<AtomicBool>,
     idle: ThreadIdle,
 ) -> std::io::Result<JoinHandle<Tally>> {
     std::thread::Builder::new()
         .name("hotpath-counter".into())
-        .spawn(move || count(events, notices, done, idle))
+        .spawn(move || count((events, notices), (symbols, gaps), done, idle))
 }
 
 fn count(
-    mut events: Vec<rtrb::Consumer<FeedEvent>>,
-    mut notices: Vec<rtrb::Consumer<Notice>>,
+    (mut events, mut notices): (Vec<rtrb::Consumer<FeedEvent>>, Vec<rtrb::Consumer<Notice>>),
+    (symbols, mut gaps): (Arc<RwLock<Vec<String>>>, GapLog),
     done: Arc<AtomicBool>,
     mut idle: ThreadIdle,
 ) -> Tally {
     let mut tally = Tally {
         events: [0; 4],
         queue_to_consumer: latency_histogram(),
-        notices: Vec::new(),
+        gaps: GapReport::default(),
         notice_count: 0,
     };
     loop {
@@ -443,13 +445,20 @@ fn count(
         for ring in notices.iter_mut() {
             while let Ok(notice) = ring.pop() {
                 tally.notice_count += 1;
-                if tally.notices.len() < SUMMARY_RANGES_MAX {
-                    tally.notices.push(notice);
+                if notice.cause.is_gap() {
+                    let name = crate::sync::read(&symbols)
+                        .get(usize::from(notice.gap.symbol))
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Some(range) = notice.range(name) {
+                        gaps.record(range);
+                    }
                 }
                 work += 1;
             }
         }
         if finishing && work == 0 {
+            tally.gaps = gaps.finish();
             return tally;
         }
         idle.idle(work, || {
@@ -460,21 +469,6 @@ fn count(
     }
 }
 
-/// One missing range.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct GapRange {
-    /// Symbol.
-    pub symbol: String,
-    /// Stream suffix.
-    pub stream: &'static str,
-    /// First missing id.
-    pub from: i64,
-    /// Last missing id.
-    pub to: i64,
-    /// `wire`, or `queue_full` for a consumer's full ring.
-    pub cause: &'static str,
-}
-
 /// Gaps seen.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Gaps {
@@ -482,8 +476,10 @@ pub struct Gaps {
     pub count: u64,
     /// Ids missing in them.
     pub missing_ids: u64,
-    /// The ranges (wire gaps and queue drops), at most 1000 listed.
-    pub ranges: Vec<GapRange>,
+    /// The ranges (wire gaps and queue drops): counted per symbol, stream and cause, the
+    /// first few listed, every one in `run.gaps_file` when set ([`crate::gaps`]).
+    #[serde(flatten)]
+    pub ranges: GapReport,
 }
 
 /// Per-reader facts.
@@ -518,6 +514,9 @@ pub struct Summary {
     pub unknown_symbols: u64,
     /// Events dropped because a consumer's ring was full.
     pub queue_drops: u64,
+    /// Gap notices dropped because the sidecar's notice ring was full (their ids are counted
+    /// in `gaps` and `queue_drops`; control notices are never dropped).
+    pub notice_drops: u64,
     /// Connections opened.
     pub connects: u64,
     /// Connections replaced or lost.
@@ -532,6 +531,8 @@ pub struct Summary {
     pub latency_ns: std::collections::BTreeMap<&'static str, Percentiles>,
     /// Readers.
     pub readers: Vec<ReaderSummary>,
+    /// Where the other threads were pinned ([`CorePlan`]; `null`: not pinned).
+    pub cores: CorePlan,
     /// Per sink (`kinesis`, `redis`): written, retried, dead-lettered, latency.
     pub sinks: std::collections::BTreeMap<&'static str, SinkSummary>,
     /// The sidecar, when it ran: notices, trade gaps, ids requested, repaired and given up
@@ -542,35 +543,13 @@ pub struct Summary {
 
 impl Summary {
     /// Builds the summary from the counters, the reader reports and the consumer's tally.
-    pub fn new(
-        symbols: &[String],
-        stats: &[Arc<ReaderStats>],
-        reports: &[ReaderReport],
-        tally: &Tally,
-    ) -> Summary {
+    pub fn new(stats: &[Arc<ReaderStats>], reports: &[ReaderReport], tally: &Tally) -> Summary {
         let sum = |f: &dyn Fn(&ReaderStats) -> u64| stats.iter().map(|s| f(s)).sum::<u64>();
         let mut wire_to_queue = latency_histogram();
         for report in reports {
             let _ = wire_to_queue.add(&report.wire_to_queue);
         }
-        let ranges = tally
-            .notices
-            .iter()
-            .filter(|n| n.cause.is_gap())
-            .map(|n| GapRange {
-                symbol: symbols
-                    .get(n.gap.symbol as usize)
-                    .cloned()
-                    .unwrap_or_default(),
-                stream: n.gap.kind.suffix(),
-                from: n.gap.last_good.saturating_add(1),
-                to: n.gap.first_seen.saturating_sub(1),
-                cause: match n.cause {
-                    Cause::QueueFull { .. } => "queue_full",
-                    _ => "wire",
-                },
-            })
-            .collect();
+        let ranges = tally.gaps.clone();
         Summary {
             frames: sum(&|s| s.frames.get()),
             events: StreamKind::ALL
@@ -588,6 +567,7 @@ impl Summary {
             schema_mismatches: sum(&|s| s.schema_mismatches.get()),
             unknown_symbols: sum(&|s| s.unknown_symbols.get()),
             queue_drops: sum(&|s| s.queue_drops.get()),
+            notice_drops: sum(&|s| s.notice_drops.get()),
             connects: sum(&|s| s.connects.get()),
             reconnects: sum(&|s| s.reconnects.get()),
             switches: sum(&|s| s.switches.get()),
@@ -612,6 +592,7 @@ impl Summary {
                 .collect(),
             sinks: std::collections::BTreeMap::new(),
             sidecar: None,
+            cores: CorePlan::default(),
         }
     }
 }
@@ -682,6 +663,7 @@ pub fn run_with(
         None
     };
     let books = book_clients(config)?;
+    let cores = config.core_plan();
     let mut bells = RunBells::new();
     let (mut feed, mut rings) = start_with(config, api_key, bells.readers(config))?;
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
@@ -705,7 +687,7 @@ pub fn run_with(
             notices,
             (symbols, detect),
             &bells,
-            flush_timeout,
+            (flush_timeout, cores.sidecar),
         )?;
         feed.sidecar = Some(sidecar.stats.clone());
         let repairs = repairs.into_iter().map(Some).collect();
@@ -722,9 +704,15 @@ pub fn run_with(
         Vec::new()
     };
     let counter_idle = bells.counter_idle(config.idle);
+    // The file of every gap range belongs to whoever drains the notices.
+    let counter_gaps = if config.sidecar_runs() {
+        GapLog::new(None)
+    } else {
+        GapLog::new(config.gaps_file.as_deref())
+    };
     let counter = spawn_counter(
-        events,
-        std::mem::take(&mut rings.notices),
+        (events, std::mem::take(&mut rings.notices)),
+        (feed.registry(), counter_gaps),
         done.clone(),
         counter_idle,
     )
@@ -744,6 +732,7 @@ pub fn run_with(
         redis_bell: bells.redis.clone(),
         sidecar_bell: bells.sidecar.clone(),
         stats: sink_stats.into_iter().collect(),
+        cores,
     };
     let mut sinks = Vec::new();
     let outcome = start_sinks(config, &mut wiring, &mut sinks);
@@ -751,7 +740,6 @@ pub fn run_with(
         wait(&mut feed, &sinks);
     }
     let stats = feed.stats.clone();
-    let symbols = feed.symbols();
     let reports = feed.stop();
     // The sidecar finishes the repairs of what the readers saw, then the sinks drain it all.
     let sidecar_report = join_sidecar(sidecar);
@@ -773,11 +761,12 @@ pub fn run_with(
         return Err(e);
     }
     if let Some(report) = &sidecar_report {
-        tally.notices = report.notices.clone();
+        tally.gaps = report.gaps.clone();
     }
-    let mut summary = Summary::new(&symbols, &stats, &reports, &tally);
+    let mut summary = Summary::new(&stats, &reports, &tally);
     summary.sinks = sink_summaries;
     summary.sidecar = sidecar_report.map(|r| r.summary);
+    summary.cores = cores;
     Ok(summary)
 }
 
@@ -938,7 +927,7 @@ fn start_sidecar(
     notices: Vec<rtrb::Consumer<Notice>>,
     (symbols, detect): (Arc<RwLock<Vec<String>>>, DetectSetup),
     bells: &RunBells,
-    flush_timeout: Duration,
+    (flush_timeout, core): (Duration, Option<usize>),
 ) -> Result<(SidecarRun, Vec<rtrb::Consumer<Repair>>, BookRequests), String> {
     let repair_bells = bells.sinks(config);
     let sinks = repair_bells.len();
@@ -973,6 +962,8 @@ fn start_sidecar(
         bell: bells.sidecar.clone(),
         repair_bells,
         detect,
+        core,
+        gaps_file: config.gaps_file.clone(),
     })
     .map_err(|e| format!("cannot start the sidecar: {e}"))?;
     let run = SidecarRun {
@@ -999,6 +990,8 @@ struct SinkWiring {
     sidecar_bell: Bell,
     /// Each sink's counters, in sink order.
     stats: std::collections::VecDeque<Arc<SinkStats>>,
+    /// Where the writers are pinned.
+    cores: CorePlan,
 }
 
 /// Starts the configured sinks into `sinks`. The Kinesis writer's streams are checked before
@@ -1022,7 +1015,7 @@ fn start_sinks(
                 stats: stats.clone(),
                 stop: wiring.stop.clone(),
                 flush_timeout: wiring.flush_timeout,
-                reader_cores: config.readers.cores.clone(),
+                core: wiring.cores.kinesis,
                 ready,
                 bell: wiring.kinesis_bell.clone(),
             })
@@ -1046,7 +1039,7 @@ fn start_sinks(
             stats: stats.clone(),
             stop: wiring.stop.clone(),
             flush_timeout: wiring.flush_timeout,
-            reader_cores: config.readers.cores.clone(),
+            core: wiring.cores.redis,
             bell: wiring.redis_bell.clone(),
             sidecar_bell: wiring.sidecar_bell.clone(),
         })

@@ -22,6 +22,7 @@
 //! Their REST jobs run between backfill pages, on the same client and weight budget.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -43,6 +44,7 @@ use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestError, RestTrade};
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::feed::event::{Cause, FeedEvent, Notice, Repair, StreamChange};
+use crate::gaps::{GapLog, GapReport};
 use crate::idle::{Bell, IdleStrategy, Step, TaskIdle};
 use crate::metrics::{Counter, Percentiles, latency_histogram, record_latency};
 use crate::rng::Rng;
@@ -54,8 +56,6 @@ const EMPTY_PAGE_RETRY: Duration = Duration::from_millis(200);
 /// Retry delays of failed pages (full jitter between these bounds, growing per failure).
 const RETRY_INITIAL: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
-/// Notices listed in the summary (all are counted).
-const NOTICES_KEPT_MAX: usize = 1000;
 /// Give-ups logged one by one; later ones are only counted (a gap storm must not flood the log).
 const GIVE_UPS_LOGGED_MAX: u64 = 20;
 /// Detections (silent streams, kline mismatches, their failures) logged one by one; later ones
@@ -120,6 +120,10 @@ pub struct SidecarSetup {
     pub repair_bells: Vec<Bell>,
     /// Silence and kline detection.
     pub detect: DetectSetup,
+    /// The core the thread is pinned to ([`crate::cores::CorePlan`]); `None`: not pinned.
+    pub core: Option<usize>,
+    /// Every gap range is written here too (`run.gaps_file`), when set.
+    pub gaps_file: Option<PathBuf>,
 }
 
 /// The sidecar's live counters.
@@ -223,12 +227,12 @@ pub struct SidecarSummary {
     pub time_to_repair_ns: Percentiles,
 }
 
-/// What the thread returns: the summary and the notices it saw (at most 1000).
+/// What the thread returns: the summary and the gap ranges it saw.
 pub struct SidecarReport {
     /// Counters and latency.
     pub summary: SidecarSummary,
-    /// The first notices, for the run summary's gap list.
-    pub notices: Vec<Notice>,
+    /// The gap notices' ranges, counted (the first ones listed), for the run summary.
+    pub gaps: GapReport,
 }
 
 /// Starts the sidecar thread.
@@ -236,6 +240,7 @@ pub fn spawn(setup: SidecarSetup) -> std::io::Result<JoinHandle<SidecarReport>> 
     std::thread::Builder::new()
         .name("hotpath-sidecar".into())
         .spawn(move || {
+            crate::cores::pin(setup.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
@@ -245,7 +250,7 @@ pub fn spawn(setup: SidecarSetup) -> std::io::Result<JoinHandle<SidecarReport>> 
                     tracing::error!("sidecar: cannot start its runtime: {e}");
                     SidecarReport {
                         summary: SidecarSummary::default(),
-                        notices: Vec::new(),
+                        gaps: GapReport::default(),
                     }
                 }
             }
@@ -257,7 +262,8 @@ struct Sidecar {
     setup: SidecarSetup,
     plan: Backfill,
     outbox: VecDeque<(usize, Repair)>,
-    kept: Vec<Notice>,
+    /// Every gap notice's range, counted (bounded; see [`GapLog`]).
+    gaps: GapLog,
     latency: Histogram<u64>,
     rng: Rng,
     failures: u32,
@@ -288,6 +294,7 @@ impl Sidecar {
         let trade_repair = setup.rest.is_some();
         let detect_setup = std::mem::take(&mut setup.detect);
         let detect = Detect::new(detect_setup, monotonic_ns(), unix_ms());
+        let gaps_file = setup.gaps_file.take();
         Sidecar {
             idle: TaskIdle::new(setup.idle, bell),
             to_ring: 0,
@@ -301,7 +308,7 @@ impl Sidecar {
             setup,
             plan: Backfill::new(give_up_ns).with_pace(PAGES_PER_MINUTE, PAGES_BURST),
             outbox: VecDeque::new(),
-            kept: Vec::new(),
+            gaps: GapLog::new(gaps_file.as_deref()),
             latency: latency_histogram(),
             rng: Rng::new(monotonic_ns() | 1),
             failures: 0,
@@ -400,8 +407,14 @@ impl Sidecar {
             while let Ok(notice) = ring.pop() {
                 taken += 1;
                 self.setup.stats.notices.bump();
-                if self.kept.len() < NOTICES_KEPT_MAX {
-                    self.kept.push(notice);
+                if notice.cause.is_gap() {
+                    let name = crate::sync::read(&self.setup.symbols)
+                        .get(usize::from(notice.gap.symbol))
+                        .cloned()
+                        .unwrap_or_default();
+                    if let Some(range) = notice.range(name) {
+                        self.gaps.record(range);
+                    }
                 }
                 let told = self.book_repairs.len();
                 if let Some(books) = self.books.as_ref() {
@@ -748,7 +761,7 @@ impl Sidecar {
                 detect_failures: s.detect_failures.get(),
                 time_to_repair_ns: Percentiles::of(&self.latency),
             },
-            notices: self.kept,
+            gaps: self.gaps.finish(),
         }
     }
 }

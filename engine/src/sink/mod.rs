@@ -224,18 +224,6 @@ impl SinkStats {
     }
 }
 
-/// Pins the calling sink thread to a core no reader uses, when the machine has one, so a
-/// writer never takes a reader's core. Returns whether it pinned.
-pub fn pin_away_from(reader_cores: &[usize]) -> bool {
-    let Some(cores) = core_affinity::get_core_ids() else {
-        return false;
-    };
-    match cores.into_iter().find(|c| !reader_cores.contains(&c.id)) {
-        Some(core) => core_affinity::set_for_current(core),
-        None => false,
-    }
-}
-
 /// Items waiting in `rings`.
 pub fn ring_depth<T>(rings: &[rtrb::Consumer<T>]) -> usize {
     rings.iter().map(|r| r.slots()).sum()

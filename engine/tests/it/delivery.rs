@@ -641,7 +641,7 @@ fn a_partly_overlapping_trades_event_reaches_kinesis_without_its_seen_trades() {
                 hold_max: Duration::ZERO,
                 stats: stats.clone(),
                 stop: stop.clone(),
-                reader_cores: Vec::new(),
+                core: None,
                 flush_timeout: Duration::from_secs(10),
                 ready,
                 // Nobody rings it here: the writer finds the test's events at its park timeouts.

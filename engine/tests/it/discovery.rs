@@ -65,6 +65,14 @@ fn discovery_config(sim: &Sim, redis: &RedisServer) -> RunConfig {
     })
 }
 
+/// BNBUSDT's keys besides its book.
+const OTHER_KEYS: [&str; 4] = [
+    "bbo:{BNBUSDT}",
+    "tr:{BNBUSDT}:1s",
+    "tr:{BNBUSDT}:5s",
+    "feat:{BNBUSDT}",
+];
+
 #[test]
 fn discovery_ranks_the_simulator_and_a_refresh_changes_the_pairs_live() {
     let redis = RedisServer::start();
@@ -107,6 +115,13 @@ fn discovery_ranks_the_simulator_and_a_refresh_changes_the_pairs_live() {
             hget(&url, "ob:{BNBUSDT}", "stale_reason").is_some_and(|r| r.starts_with("halted"))
         });
         assert_eq!(hget(&url, "ob:{BNBUSDT}", "stale").as_deref(), Some("1"));
+        // Its other keys keep their last values, marked halted too (issue 11).
+        for key in OTHER_KEYS {
+            until(&format!("{key} marked halted"), || {
+                hget(&url, key, "stale_reason").is_some_and(|r| r.starts_with("halted"))
+            });
+            assert_eq!(hget(&url, key, "stale").as_deref(), Some("1"), "{key}");
+        }
         let text = metrics(addr);
         assert!(
             text.contains("hotpath_symbol_halted{symbol=\"BNBUSDT\"} 1"),
@@ -131,6 +146,11 @@ fn discovery_ranks_the_simulator_and_a_refresh_changes_the_pairs_live() {
         until("BNBUSDT's book live again", || {
             hget(&url, "ob:{BNBUSDT}", "stale").as_deref() == Some("0")
         });
+        for key in OTHER_KEYS {
+            until(&format!("{key}'s halt mark gone"), || {
+                hget(&url, key, "stale").is_none()
+            });
+        }
     });
 }
 

@@ -18,6 +18,7 @@ mod repairs;
 mod rest;
 mod schema;
 mod servers;
+mod shards;
 mod sidecar;
 mod sim;
 mod sinks;

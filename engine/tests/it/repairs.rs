@@ -146,9 +146,38 @@ fn trades_dropped_at_full_rings_reach_both_sinks_exactly_once_in_order() {
     // arrives between two of their rounds (the Kinesis writer sleeps a millisecond between
     // rounds), so events are lost at the rings, not on the wire.
     config.readers.ring_capacity = 4;
+    let gaps_file = dir.path().join("gaps.jsonl");
+    config.gaps_file = Some(gaps_file.clone());
     let summary = run_until(&config, &emulator, 3000, 100);
     assert!(summary.queue_drops > 0, "the rings overflowed: {summary:?}");
     assert_repaired_exactly_once(&sim, &redis, &emulator, &summary);
+    assert_gaps_listed_in_the_file(&summary, &gaps_file);
+}
+
+/// The summary counts every gap range and lists a few; the file holds them all, one JSON
+/// object per line (issue 11: the summary listed up to 1000, a 200 KB line).
+fn assert_gaps_listed_in_the_file(summary: &hotpath::feed::run::Summary, path: &std::path::Path) {
+    let gaps = &summary.gaps.ranges;
+    assert_eq!(gaps.file.as_deref(), Some(path), "{gaps:?}");
+    let text = std::fs::read_to_string(path).expect("the gaps file");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(!lines.is_empty());
+    assert_eq!(lines.len() as u64, gaps.ranges_total, "{gaps:?}");
+    let queue_full = lines.iter().filter(|l| l["cause"] == "queue_full").count();
+    assert!(queue_full > 0, "the rings' drops are listed");
+    assert!(gaps.first.len() <= hotpath::gaps::FIRST_RANGES_MAX);
+    for (range, line) in gaps.first.iter().zip(&lines) {
+        assert_eq!(line["from"], range.from);
+        assert_eq!(line["symbol"], range.symbol.as_str());
+    }
+    let counted: u64 = gaps.by_stream.iter().map(|s| s.ranges).sum();
+    assert_eq!(
+        counted, gaps.ranges_total,
+        "two symbols: every stream listed"
+    );
 }
 
 /// The journal's newest trade id of `symbol` (0 before any).

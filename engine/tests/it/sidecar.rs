@@ -51,6 +51,8 @@ fn start(sim: &Sim, consumers: usize, give_up_after: Duration) -> Running {
         bell: hotpath::idle::Bell::task(),
         repair_bells: vec![hotpath::idle::Bell::silent(); consumers],
         detect: Default::default(),
+        core: None,
+        gaps_file: None,
     })
     .expect("the sidecar starts");
     Running {
@@ -235,6 +237,8 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
         bell: hotpath::idle::Bell::task(),
         repair_bells: vec![hotpath::idle::Bell::silent()],
         detect: Default::default(),
+        core: None,
+        gaps_file: None,
     })
     .expect("the sidecar starts");
     for (symbol, purpose) in [(0, Purpose::Sync), (1, Purpose::Check)] {

@@ -344,6 +344,62 @@ fn every_trade_lands_once_in_redis_and_kinesis_and_the_book_matches_the_exchange
     assert_eq!(last["state"], "stopping");
 }
 
+/// The writer's connections to Redis that carried writes (`CLIENT LIST`: the test's own
+/// reading connections excluded by their last command).
+fn writer_connections(url: &str) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis_connection(url))
+        .expect("CLIENT LIST");
+    let reading = ["cmd=client|list", "cmd=hgetall", "cmd=xrange", "cmd=NULL"];
+    list.lines()
+        .filter(|l| !reading.iter().any(|r| l.contains(&format!("{r} "))))
+        .count()
+}
+
+/// `redis.connections = 3`: five symbols sharded over three connections, each with its own
+/// pipeline in flight. Every trade of every symbol lands exactly once and in id order, each
+/// book equals the exchange's, and all three connections carry writes.
+#[test]
+fn symbols_sharded_over_several_connections_each_land_every_trade_once_in_order() {
+    const MANY: [&str; 5] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT"];
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 1_000.0;
+        c.exchange.symbols = MANY.map(String::from).to_vec();
+    });
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.symbols = MANY.map(String::from).to_vec();
+        c.redis = Some(RedisConfig {
+            connections: 3,
+            ..redis_settings(redis.url())
+        });
+    });
+    let summary = run(&config, None, |sinks| {
+        wait_for("2000 trades in Redis", || written(sinks, "redis") >= 2000);
+        wait_for("every book in Redis", || {
+            MANY.iter()
+                .all(|s| hash(&redis.url(), &format!("ob:{{{s}}}")).contains_key("update_id"))
+        });
+        wait_for("three writer connections", || {
+            writer_connections(&redis.url()) >= 3
+        });
+    });
+    assert_eq!(summary.gaps.count, 0, "{summary:?}");
+    let s = &summary.sinks["redis"];
+    assert!(s.flushed, "{s:?}");
+    assert_eq!(s.received, summary.frames, "took every event");
+    assert_eq!((s.dead_lettered, s.dropped), (0, 0), "{s:?}");
+    let mut written_ids = 0;
+    for symbol in MANY {
+        let ids = redis_trades(&redis.url(), symbol);
+        assert_exactly_once(&sim, symbol, &ids, "redis");
+        written_ids += ids.len() as u64;
+        assert_book_matches(&sim, &redis.url(), symbol, 20);
+    }
+    assert_eq!(written_ids, s.written, "each trade counted written once");
+}
+
 #[test]
 fn shutdown_flushes_lingering_aggregated_records() {
     let sim = sim();

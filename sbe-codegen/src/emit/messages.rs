@@ -395,16 +395,15 @@ impl Emitter<'_> {
         code.line(format!("pub struct {name}Group<'a> {{"));
         let fixed = body.is_fixed();
         if fixed {
-            code.line("/// The entries not yet read: validated, `block_length` bytes each.");
-            code.line("rest: &'a [u8],");
+            fixed_group_fields(code, body);
         } else {
             code.line("buf: &'a [u8],");
             code.line("pos: usize,");
+            code.line("block_length: usize,");
+            code.line("count: usize,");
+            code.line("index: usize,");
+            code.line("acting_version: u16,");
         }
-        code.line("block_length: usize,");
-        code.line("count: usize,");
-        code.line("index: usize,");
-        code.line("acting_version: u16,");
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Group<'a> {{"));
@@ -487,11 +486,7 @@ impl Emitter<'_> {
             cast(&count, dim.num_in_group.primitive, "usize")
         ));
         if fixed {
-            code.line(format!(
-                "let rest = count.checked_mul(block_length).and_then(|len| rt::slice_at(buf, pos + {}, len)).unwrap_or_default();",
-                dim.size
-            ));
-            code.line("Self { rest, block_length, count, index: 0, acting_version }");
+            fixed_group_at(code, body, dim.size);
         } else {
             code.line(format!(
                 "Self {{ buf, pos: pos + {}, block_length, count, index: 0, acting_version }}",
@@ -503,9 +498,14 @@ impl Emitter<'_> {
             code.blank();
             if fixed {
                 code.line("fn empty(_buf: &'a [u8], acting_version: u16) -> Self {");
-                code.line(
-                    "Self { rest: &[], block_length: 0, count: 0, index: 0, acting_version }",
-                );
+                code.line(format!(
+                    "Self {{ {}rest: &[], block_length: 0, left: 0, count: 0, acting_version }}",
+                    if has_array_entries(body) {
+                        "entries: &[], "
+                    } else {
+                        ""
+                    }
+                ));
             } else {
                 code.line("fn empty(buf: &'a [u8], acting_version: u16) -> Self {");
                 code.line(
@@ -524,30 +524,26 @@ impl Emitter<'_> {
         code.line(format!("impl<'a> Iterator for {name}Group<'a> {{"));
         code.line(format!("type Item = {name}Entry<'a>;"));
         code.blank();
-        code.line("#[inline]");
-        code.line("fn next(&mut self) -> Option<Self::Item> {");
-        code.line("if self.index >= self.count {");
-        code.line("return None;");
-        code.line("}");
         if fixed {
-            code.line("let (entry, rest) = self.rest.split_at_checked(self.block_length)?;");
-            code.line("self.rest = rest;");
-            code.line("self.index += 1;");
-            code.line(format!("{name}Entry::at(entry, self.acting_version)"));
+            fixed_group_next(code, body, name);
         } else {
+            code.line("fn next(&mut self) -> Option<Self::Item> {");
+            code.line("if self.index >= self.count {");
+            code.line("return None;");
+            code.line("}");
             code.line(format!(
                 "let (entry, end) = {name}Entry::at(self.buf, self.pos, self.block_length, self.acting_version)?;"
             ));
             code.line("self.pos = end;");
             code.line("self.index += 1;");
             code.line("Some(entry)");
+            code.line("}");
+            code.blank();
+            code.line("fn size_hint(&self) -> (usize, Option<usize>) {");
+            code.line("let left = self.count - self.index;");
+            code.line("(left, Some(left))");
+            code.line("}");
         }
-        code.line("}");
-        code.blank();
-        code.line("fn size_hint(&self) -> (usize, Option<usize>) {");
-        code.line("let left = self.count - self.index;");
-        code.line("(left, Some(left))");
-        code.line("}");
         code.line("}");
         code.blank();
         code.line(format!("impl ExactSizeIterator for {name}Group<'_> {{}}"));
@@ -859,6 +855,86 @@ impl Emitter<'_> {
             self.group_encoders(code, &g.body, &name);
         }
     }
+}
+
+/// Whether a fixed-size group walks its entries as arrays of `BLOCK_LENGTH` bytes when the
+/// frame's block length is the schema's (arrays of zero bytes would not advance).
+fn has_array_entries(body: &Body) -> bool {
+    body.block_length > 0
+}
+
+/// The fields of a fixed-size group's iterator. Frames written with this schema's block length
+/// (the usual case) walk `entries`, one array per entry, sliced once from a span checked once:
+/// each step is a length test and constant-offset loads, as the reference implementation's
+/// flyweights advance by a known block length. Frames of other versions walk `rest` by the
+/// acting block length.
+fn fixed_group_fields(code: &mut Code, body: &Body) {
+    if has_array_entries(body) {
+        code.line(
+            "/// The entries not yet read, when each is `BLOCK_LENGTH` bytes: validated, one array each.",
+        );
+        code.line(format!("entries: &'a [[u8; {}]],", body.block_length));
+    }
+    code.line("/// The entries not yet read otherwise: validated, `block_length` bytes each.");
+    code.line("rest: &'a [u8],");
+    code.line("block_length: usize,");
+    code.line("/// How many entries `rest` holds.");
+    code.line("left: usize,");
+    code.line("count: usize,");
+    code.line("acting_version: u16,");
+}
+
+/// The body of a fixed-size group's `at`: one bounds check for the whole group, then its
+/// entries as arrays when they have the schema's length.
+fn fixed_group_at(code: &mut Code, body: &Body, dimension_size: usize) {
+    code.line(format!(
+        "let rest = count.checked_mul(block_length).and_then(|len| rt::slice_at(buf, pos + {dimension_size}, len)).unwrap_or_default();",
+    ));
+    if has_array_entries(body) {
+        code.line("if block_length == Self::BLOCK_LENGTH {");
+        code.line(format!(
+            "let (entries, _) = rest.as_chunks::<{}>();",
+            body.block_length
+        ));
+        code.line(
+            "return Self { entries, rest: &[], block_length, left: 0, count, acting_version };",
+        );
+        code.line("}");
+        code.line("Self { entries: &[], rest, block_length, left: count, count, acting_version }");
+    } else {
+        code.line("Self { rest, block_length, left: count, count, acting_version }");
+    }
+}
+
+/// A fixed-size group's `next` and `size_hint`.
+fn fixed_group_next(code: &mut Code, body: &Body, name: &str) {
+    let arrays = has_array_entries(body);
+    code.line("fn next(&mut self) -> Option<Self::Item> {");
+    if arrays {
+        code.line("if let Some((entry, entries)) = self.entries.split_first() {");
+        code.line("self.entries = entries;");
+        code.line(format!(
+            "return {name}Entry::at(entry, self.acting_version);"
+        ));
+        code.line("}");
+    }
+    code.line("if self.left == 0 {");
+    code.line("return None;");
+    code.line("}");
+    code.line("let (entry, rest) = self.rest.split_at_checked(self.block_length)?;");
+    code.line("self.rest = rest;");
+    code.line("self.left -= 1;");
+    code.line(format!("{name}Entry::at(entry, self.acting_version)"));
+    code.line("}");
+    code.blank();
+    code.line("fn size_hint(&self) -> (usize, Option<usize>) {");
+    if arrays {
+        code.line("let left = self.entries.len() + self.left;");
+    } else {
+        code.line("let left = self.left;");
+    }
+    code.line("(left, Some(left))");
+    code.line("}");
 }
 
 fn since_text(since: u16) -> String {

@@ -192,8 +192,9 @@ pub struct KinesisSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers and the sidecar have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
-    /// The readers' cores: the writer thread runs on another core if there is one.
-    pub reader_cores: Vec<usize>,
+    /// The core the writer thread is pinned to ([`crate::cores::CorePlan`]); `None`: not
+    /// pinned.
+    pub core: Option<usize>,
     /// How long the final flush may take; what is left then is dead-lettered.
     pub flush_timeout: Duration,
     /// Told once the streams are checked: `Err` stops the run before it starts.
@@ -209,7 +210,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-kinesis".into())
         .spawn(move || {
-            crate::sink::pin_away_from(&sink.reader_cores);
+            crate::cores::pin(sink.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -268,7 +269,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         stats,
         stop,
         flush_timeout,
-        reader_cores: _,
+        core: _,
         ready,
         bell,
     } = sink;

@@ -25,7 +25,11 @@
 //! A book synced from a snapshot is published only by the atomic re-anchor
 //! ([`super::reanchor`]): the whole new state (`ob`, `tr` 1 s and 5 s, `feat`) built under
 //! temporary keys and swapped in with one `MULTI`/`RENAME`/`EXEC`. Until the swap succeeds the
-//! old state stays, marked stale; afterwards each batch writes the whole `ob:{S}` in one `HSET`.
+//! old state stays, marked stale; afterwards each batch writes `ob:{S}` in one `HSET`: every
+//! field, but the sides (`bids`, `asks`, `levels`) only when the published top changed since
+//! the last write Redis is known to hold (unchanged sides are the sides at the new `update_id`
+//! too, so the hash is whole either way); after a failed pipeline, a reconnect or a re-anchor
+//! they go again.
 //!
 //! # Consistency checks
 //! The writer asks for a check snapshot ([`ObState::start_check`]) and from then on keeps every
@@ -39,6 +43,9 @@ use std::fmt::Write as _;
 use sbe_runtime::Decimal;
 
 use crate::book::{DiffOutcome, LocalBook, SnapshotError};
+
+/// A book level: price and quantity mantissas.
+pub type Level = (i64, i64);
 
 /// What the writer's settings say of the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +243,17 @@ pub struct ObState {
     pub stale_dirty: bool,
     /// What happened, for the writer to count (drained by it).
     pub events: Vec<BookEvent>,
+    /// The live book's top `levels` a side, best first (empty when not live), and whether they
+    /// match the book now ([`ObState::refresh_top`]). Kept to reuse their memory.
+    top_bids: Vec<(i64, i64)>,
+    top_asks: Vec<(i64, i64)>,
+    top_fresh: bool,
+    /// The sides the last `ob:{S}` write carried, at `published_exponents`; `None`: not known
+    /// to be what Redis holds (nothing written yet, a write that may not have landed, a
+    /// re-anchor). A whole write leaves out sides equal to these.
+    published_bids: Vec<(i64, i64)>,
+    published_asks: Vec<(i64, i64)>,
+    published_exponents: Option<(i8, i8)>,
 }
 
 impl ObState {
@@ -264,6 +282,12 @@ impl ObState {
             book_dirty: false,
             stale_dirty: false,
             events: Vec::new(),
+            top_bids: Vec::new(),
+            top_asks: Vec::new(),
+            top_fresh: false,
+            published_bids: Vec::new(),
+            published_asks: Vec::new(),
+            published_exponents: None,
         };
         ob.mark_stale("starting: not yet synced in this run".into(), None);
         ob
@@ -280,6 +304,30 @@ impl ObState {
             Sync::Live(book) => Some(book),
             _ => None,
         }
+    }
+
+    /// Brings [`ObState::top`] up to the book (a copy of the top levels, only when the book
+    /// changed since).
+    pub fn refresh_top(&mut self) {
+        if self.top_fresh {
+            return;
+        }
+        self.top_fresh = true;
+        match &self.sync {
+            Sync::Live(book) => {
+                book.top_into(self.settings.levels, &mut self.top_bids, &mut self.top_asks);
+            }
+            _ => {
+                self.top_bids.clear();
+                self.top_asks.clear();
+            }
+        }
+    }
+
+    /// The live book's top levels (bids, asks; best first; empty when not live) as of the last
+    /// [`ObState::refresh_top`].
+    pub fn top(&self) -> (&[Level], &[Level]) {
+        (&self.top_bids, &self.top_asks)
     }
 
     /// Whether the book is marked stale.
@@ -333,6 +381,7 @@ impl ObState {
             self.events.push(BookEvent::Resync);
         }
         self.sync = Sync::Syncing { buffered, bytes };
+        self.top_fresh = false;
         self.anchor = Anchor::Due { not_before_us: 0 };
         self.book_dirty = false;
         if self.fetching {
@@ -348,15 +397,16 @@ impl ObState {
         }
     }
 
-    /// Applies one depth diff.
-    pub fn on_diff(&mut self, diff: Diff, budget: &mut DiffBudget) -> Wants {
+    /// Applies one depth diff (copied only when it is kept: buffered for a sync, or recorded
+    /// for a check).
+    pub fn on_diff(&mut self, diff: &Diff, budget: &mut DiffBudget) -> Wants {
         if self.ignore_through.is_some_and(|id| diff.last <= id) {
             return Wants::Nothing;
         }
         self.ignore_through = None;
         let outcome = match &mut self.sync {
-            Sync::Idle => return self.resync(Some(diff), budget),
-            Sync::Syncing { .. } => return self.buffer(diff, budget),
+            Sync::Idle => return self.resync(Some(diff.clone()), budget),
+            Sync::Syncing { .. } => return self.buffer(diff.clone(), budget),
             Sync::Live(book) => book.apply_diff(
                 diff.first,
                 diff.last,
@@ -370,7 +420,7 @@ impl ObState {
             DiffOutcome::Gap { expected, first } => {
                 let reason = format!("depth gap: expected update {expected}, got {first}");
                 self.mark_stale(reason, None);
-                self.resync(Some(diff), budget)
+                self.resync(Some(diff.clone()), budget)
             }
         }
     }
@@ -407,9 +457,10 @@ impl ObState {
     }
 
     /// After a diff applied to the live book: the disconnection mark, the check, the edge.
-    fn applied(&mut self, diff: Diff, budget: &mut DiffBudget) -> Wants {
+    fn applied(&mut self, diff: &Diff, budget: &mut DiffBudget) -> Wants {
         self.event_time_us = diff.event_time_us;
         self.book_dirty = true;
+        self.top_fresh = false;
         let follows_reconnect = self
             .stale
             .as_ref()
@@ -423,7 +474,7 @@ impl ObState {
                 self.stale_dirty = false;
             }
         }
-        if let Some(wants) = self.follow_check(&diff, budget) {
+        if let Some(wants) = self.follow_check(diff, budget) {
             return wants;
         }
         let Sync::Live(book) = &self.sync else {
@@ -490,6 +541,7 @@ impl ObState {
         self.event_time_us = event_time;
         self.snapshot_update_id = last_update_id;
         self.sync = Sync::Live(book);
+        self.top_fresh = false;
         self.anchor = Anchor::Due { not_before_us: 0 };
         self.synced_once = true;
         Ok(SnapshotOutcome::Live)
@@ -504,6 +556,7 @@ impl ObState {
             self.cancel_check(budget);
             self.release_buffer(budget);
             self.sync = Sync::Idle;
+            self.top_fresh = false;
             self.anchor = Anchor::Due { not_before_us: 0 };
             self.fetching = false;
             self.book_dirty = false;
@@ -582,7 +635,10 @@ impl ObState {
             stale_marks: self.stale_marks,
         };
         self.synced_at_us = now_us;
-        let fields = self.book_fields(exponents, now_us)?;
+        // The swap writes the sides whole; whether it lands is known only later.
+        self.published_exponents = None;
+        self.refresh_top();
+        let fields = self.book_fields(exponents, now_us, true)?;
         Some((attempt, fields))
     }
 
@@ -607,13 +663,20 @@ impl ObState {
         self.stale_dirty = self.stale.is_some();
     }
 
-    /// The fields of the whole `ob:{S}` for the live book, `stale` 0.
-    fn book_fields(&self, (pe, qe): (i8, i8), now_us: i64) -> Option<Vec<(&'static str, String)>> {
+    /// The fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`]: all of them
+    /// (`sides`), or all but `bids`, `asks` and `levels` (Redis holds those already).
+    fn book_fields(
+        &self,
+        (pe, qe): (i8, i8),
+        now_us: i64,
+        sides: bool,
+    ) -> Option<Vec<(&'static str, String)>> {
         let Sync::Live(book) = &self.sync else {
             return None;
         };
-        let levels = |side: Vec<(i64, i64)>| {
-            let mut out = String::from("[");
+        let levels = |side: &[(i64, i64)]| {
+            let mut out = String::with_capacity(2 + side.len() * 40);
+            out.push('[');
             for (i, (p, q)) in side.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -628,14 +691,15 @@ impl ObState {
             out.push(']');
             out
         };
-        let bids = book.bids(self.settings.levels);
-        let asks = book.asks(self.settings.levels);
-        let depth = bids.len().max(asks.len());
-        Some(vec![
-            ("update_id", book.update_id().to_string()),
-            ("bids", levels(bids)),
-            ("asks", levels(asks)),
-            ("levels", depth.to_string()),
+        let mut fields = Vec::with_capacity(13);
+        fields.push(("update_id", book.update_id().to_string()));
+        if sides {
+            let depth = self.top_bids.len().max(self.top_asks.len());
+            fields.push(("bids", levels(&self.top_bids)));
+            fields.push(("asks", levels(&self.top_asks)));
+            fields.push(("levels", depth.to_string()));
+        }
+        fields.extend([
             ("event_time_us", self.event_time_us.to_string()),
             ("snapshot_update_id", self.snapshot_update_id.to_string()),
             ("synced_at_us", self.synced_at_us.to_string()),
@@ -645,7 +709,8 @@ impl ObState {
             ("stale", "0".to_string()),
             ("stale_reason", String::new()),
             ("stale_since_us", String::new()),
-        ])
+        ]);
+        Some(fields)
     }
 
     /// Whether something waits to be written: a stale mark, or a changed book that is
@@ -654,7 +719,11 @@ impl ObState {
         self.stale_dirty || (self.book_dirty && self.stale.is_none() && self.anchor == Anchor::Done)
     }
 
-    /// The whole `ob:{S}` to write now, if the book is published, current and changed.
+    /// The `ob:{S}` fields to write now (in one `HSET`), if the book is published, current and
+    /// changed: every field, but `bids`, `asks` and `levels` only when the published top
+    /// `levels` differ from what the last write carried (or that is not known to be in Redis).
+    /// Readers see the same whole state either way: unchanged sides are the sides at the new
+    /// `update_id` too.
     pub fn whole_write(
         &mut self,
         exponents: (i8, i8),
@@ -664,7 +733,22 @@ impl ObState {
             return None;
         }
         self.book_dirty = false;
-        self.book_fields(exponents, now_us)
+        self.refresh_top();
+        let sides = self.top_changed(exponents);
+        if sides {
+            self.published_bids.clone_from(&self.top_bids);
+            self.published_asks.clone_from(&self.top_asks);
+            self.published_exponents = Some(exponents);
+        }
+        self.book_fields(exponents, now_us, sides)
+    }
+
+    /// Whether the top levels (as of [`ObState::refresh_top`]) at `exponents` differ from what
+    /// Redis is known to hold.
+    pub fn top_changed(&self, exponents: (i8, i8)) -> bool {
+        self.published_exponents != Some(exponents)
+            || self.published_bids != self.top_bids
+            || self.published_asks != self.top_asks
     }
 
     /// The stale mark to write now (`reason`, `stale_since_us`), if one waits.
@@ -680,6 +764,8 @@ impl ObState {
     /// After a failed pipeline: the book and the stale mark are written again.
     pub fn rewrite(&mut self) {
         self.book_dirty = self.anchor == Anchor::Done;
+        // The last write may not have landed, or Redis lost it: the sides go again.
+        self.published_exponents = None;
         self.stale_dirty = self.stale.is_some();
     }
 
@@ -903,7 +989,7 @@ mod tests {
     fn published() -> (ObState, DiffBudget) {
         let (mut ob, mut budget) = ob();
         assert_eq!(
-            ob.on_diff(diff(99, 100, &[], &[]), &mut budget),
+            ob.on_diff(&diff(99, 100, &[], &[]), &mut budget),
             Wants::Snapshot
         );
         ob.fetching = true;
@@ -927,6 +1013,77 @@ mod tests {
         ob.end_reanchor(attempt, swapped, 1_000);
     }
 
+    fn field<'a>(fields: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+        fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The sides of `ob:{S}` go only when the published top changed (or Redis may not hold
+    /// what was last sent); the other fields, `update_id` first, go with every write.
+    #[test]
+    fn the_sides_are_written_only_when_the_published_top_changed() {
+        let (mut ob, mut budget) = published();
+        let first = ob.whole_write((0, 0), 10).expect("a write after the swap");
+        assert_eq!(field(&first, "bids"), Some(r#"[["10","1"],["9","1"]]"#));
+        assert_eq!(field(&first, "asks"), Some(r#"[["11","1"],["12","1"]]"#));
+        assert_eq!(field(&first, "levels"), Some("2"));
+        // Below the published two levels: the ids and times go, the sides do not.
+        ob.on_diff(&diff(101, 101, &[(8, 5)], &[(13, 5)]), &mut budget);
+        let w = ob.whole_write((0, 0), 11).expect("a write");
+        assert_eq!(field(&w, "update_id"), Some("101"));
+        assert_eq!(field(&w, "written_at_us"), Some("11"));
+        assert_eq!(field(&w, "stale"), Some("0"));
+        for side in ["bids", "asks", "levels"] {
+            assert_eq!(field(&w, side), None, "{side} unchanged");
+        }
+        // A published level changes: both sides go.
+        ob.on_diff(&diff(102, 102, &[(9, 2)], &[]), &mut budget);
+        let w = ob.whole_write((0, 0), 12).expect("a write");
+        assert_eq!(field(&w, "bids"), Some(r#"[["10","1"],["9","2"]]"#));
+        assert_eq!(field(&w, "asks"), Some(r#"[["11","1"],["12","1"]]"#));
+        // A change undone before the next write: the top is what Redis holds.
+        ob.on_diff(&diff(103, 103, &[(10, 7)], &[]), &mut budget);
+        ob.on_diff(&diff(104, 104, &[(10, 1)], &[]), &mut budget);
+        let w = ob.whole_write((0, 0), 13).expect("a write");
+        assert_eq!(
+            (field(&w, "update_id"), field(&w, "bids")),
+            (Some("104"), None)
+        );
+        // A level appearing inside the top shifts it.
+        ob.on_diff(&diff(105, 105, &[], &[(11, 0)]), &mut budget);
+        let w = ob.whole_write((0, 0), 14).expect("a write");
+        assert_eq!(field(&w, "asks"), Some(r#"[["12","1"],["13","5"]]"#));
+        // A pipeline that failed (or a reconnect): the sides go again, unchanged as they are.
+        ob.rewrite();
+        let w = ob.whole_write((0, 0), 15).expect("a write");
+        assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
+        // Other exponents print other text: the sides go again.
+        ob.book_dirty = true;
+        let w = ob.whole_write((-1, 0), 16).expect("a write");
+        assert_eq!(field(&w, "bids"), Some(r#"[["1.0","1"],["0.9","2"]]"#));
+        // A re-anchor's swap: the next write carries the sides, unchanged as they are.
+        ob.on_diff(&diff(200, 200, &[], &[]), &mut budget);
+        assert!(ob.is_stale(), "a gap");
+        ob.fetching = true;
+        let snapshot = ob.on_snapshot(
+            200,
+            vec![(10, 1), (9, 2)],
+            vec![(12, 1), (13, 1)],
+            5000,
+            &mut budget,
+        );
+        assert_eq!(snapshot, Ok(SnapshotOutcome::Live));
+        anchor(&mut ob, true);
+        let w = ob.whole_write((-1, 0), 17).expect("a write");
+        assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
+        // Nothing is written while stale, and the stale mark never carries sides.
+        ob.mark_stale("disconnected: test".into(), Some(200));
+        ob.book_dirty = true;
+        assert_eq!(ob.whole_write((-1, 0), 18), None);
+    }
+
     #[test]
     fn a_new_book_is_marked_stale_before_anything_else() {
         let (mut ob, _) = ob();
@@ -943,12 +1100,12 @@ mod tests {
     fn a_snapshot_older_than_the_buffered_diffs_is_refused() {
         let (mut ob, mut budget) = ob();
         assert_eq!(
-            ob.on_diff(diff(10, 12, &[(100, 1)], &[]), &mut budget),
+            ob.on_diff(&diff(10, 12, &[(100, 1)], &[]), &mut budget),
             Wants::Snapshot
         );
         ob.fetching = true;
         assert_eq!(
-            ob.on_diff(diff(13, 15, &[(100, 2)], &[]), &mut budget),
+            ob.on_diff(&diff(13, 15, &[(100, 2)], &[]), &mut budget),
             Wants::Nothing
         );
         assert!(budget.used() > 0);
@@ -976,7 +1133,7 @@ mod tests {
         assert!(fields.contains(&("snapshot_update_id", "11".to_string())));
         // A gap marks the book stale and asks for a new snapshot.
         assert_eq!(
-            ob.on_diff(diff(17, 18, &[], &[]), &mut budget),
+            ob.on_diff(&diff(17, 18, &[], &[]), &mut budget),
             Wants::Snapshot
         );
         assert!(
@@ -1002,7 +1159,7 @@ mod tests {
     #[test]
     fn a_failed_reanchor_keeps_the_book_stale_until_one_succeeds() {
         let (mut ob, mut budget) = ob();
-        ob.on_diff(diff(1, 1, &[], &[]), &mut budget);
+        ob.on_diff(&diff(1, 1, &[], &[]), &mut budget);
         let live = ob.on_snapshot(1, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         anchor(&mut ob, false);
@@ -1023,7 +1180,7 @@ mod tests {
     fn a_stale_mark_during_a_reanchor_outlives_it() {
         let (mut ob, mut budget) = published();
         // A gap re-syncs, the new book goes live, and its re-anchor starts.
-        ob.on_diff(diff(105, 105, &[], &[]), &mut budget);
+        ob.on_diff(&diff(105, 105, &[], &[]), &mut budget);
         let live = ob.on_snapshot(105, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         let (attempt, _) = ob.begin_reanchor((0, 0), 0).expect("live");
@@ -1037,12 +1194,12 @@ mod tests {
         assert!(ob.stale_dirty, "the mark goes out after the swap");
         assert_eq!(ob.whole_write((0, 0), 0), None);
         // A re-anchor that ended after a re-sync started another lineage changes nothing.
-        ob.on_diff(diff(106, 106, &[(1, 0)], &[]), &mut budget);
+        ob.on_diff(&diff(106, 106, &[(1, 0)], &[]), &mut budget);
         assert!(
             !ob.is_stale(),
             "the first diff after the reconnect follows the book"
         );
-        ob.on_diff(diff(108, 108, &[], &[]), &mut budget);
+        ob.on_diff(&diff(108, 108, &[], &[]), &mut budget);
         ob.end_reanchor(attempt, true, 0);
         assert!(ob.is_stale(), "{:?}", ob.stale_reason());
         assert!(!ob.reanchor_due(0), "syncing: nothing to publish");
@@ -1052,7 +1209,7 @@ mod tests {
     fn a_disconnection_is_cleared_by_the_first_diff_after_it_only() {
         let (mut ob, mut budget) = published();
         assert_eq!(
-            ob.on_diff(diff(101, 102, &[(10, 2)], &[]), &mut budget),
+            ob.on_diff(&diff(101, 102, &[(10, 2)], &[]), &mut budget),
             Wants::Nothing
         );
         ob.on_stopped(false, 103, &mut budget);
@@ -1062,10 +1219,10 @@ mod tests {
             Some(true)
         );
         // A diff from before the loss, still in the ring, does not clear it.
-        ob.on_diff(diff(103, 103, &[(10, 3)], &[]), &mut budget);
+        ob.on_diff(&diff(103, 103, &[(10, 3)], &[]), &mut budget);
         assert!(ob.is_stale());
         assert_eq!(ob.whole_write((0, 0), 9), None);
-        ob.on_diff(diff(104, 104, &[(10, 4)], &[]), &mut budget);
+        ob.on_diff(&diff(104, 104, &[(10, 4)], &[]), &mut budget);
         assert!(!ob.is_stale());
         let fields = ob.whole_write((0, 0), 10).expect("written whole again");
         assert!(fields.contains(&("update_id", "104".to_string())));
@@ -1088,12 +1245,12 @@ mod tests {
         // A diff following the book first: nothing to do on the reconnect notice.
         let (mut ob, mut budget) = published();
         ob.on_stopped(false, 100, &mut budget);
-        ob.on_diff(diff(101, 101, &[], &[]), &mut budget);
+        ob.on_diff(&diff(101, 101, &[], &[]), &mut budget);
         assert!(!ob.is_stale());
         assert_eq!(ob.on_reconnected(&mut budget), Wants::Nothing);
         // Lost while syncing, the snapshot in flight: it may predate the reconnect.
         let (mut ob, mut budget) = self::ob();
-        ob.on_diff(diff(5, 5, &[], &[]), &mut budget);
+        ob.on_diff(&diff(5, 5, &[], &[]), &mut budget);
         ob.fetching = true;
         ob.on_stopped(false, 5, &mut budget);
         assert_eq!(ob.on_reconnected(&mut budget), Wants::Nothing);
@@ -1113,7 +1270,7 @@ mod tests {
     #[test]
     fn nothing_is_published_while_the_connection_is_lost() {
         let (mut ob, mut budget) = self::ob();
-        ob.on_diff(diff(5, 5, &[], &[]), &mut budget);
+        ob.on_diff(&diff(5, 5, &[], &[]), &mut budget);
         ob.on_stopped(false, 5, &mut budget);
         let live = ob.on_snapshot(9, vec![(1, 1)], vec![(2, 1)], 5000, &mut budget);
         assert_eq!(live, Ok(SnapshotOutcome::Live));
@@ -1131,12 +1288,12 @@ mod tests {
         assert!(ob.stale_reason().is_some_and(|r| r.starts_with("removed")));
         assert!(ob.live().is_none());
         assert_eq!(
-            ob.on_diff(diff(100, 100, &[], &[]), &mut budget),
+            ob.on_diff(&diff(100, 100, &[], &[]), &mut budget),
             Wants::Nothing
         );
         // Subscribed again: a new sync starts.
         assert_eq!(
-            ob.on_diff(diff(500, 501, &[], &[]), &mut budget),
+            ob.on_diff(&diff(500, 501, &[], &[]), &mut budget),
             Wants::Snapshot
         );
     }
@@ -1144,7 +1301,7 @@ mod tests {
     #[test]
     fn the_top_reaching_past_the_snapshots_edge_marks_stale_and_resyncs() {
         let (mut ob, mut budget) = ob();
-        ob.on_diff(diff(100, 100, &[], &[]), &mut budget);
+        ob.on_diff(&diff(100, 100, &[], &[]), &mut budget);
         // Three levels a side, fetched with limit 3: edges at bid 8 and ask 13.
         let live = ob.on_snapshot(
             100,
@@ -1156,14 +1313,14 @@ mod tests {
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         anchor(&mut ob, true);
         assert_eq!(
-            ob.on_diff(diff(101, 101, &[(10, 0)], &[]), &mut budget),
+            ob.on_diff(&diff(101, 101, &[(10, 0)], &[]), &mut budget),
             Wants::Nothing
         );
         assert!(!ob.is_stale(), "9 and 8 are the top 2, inside the edge");
         assert!(ob.whole_write((0, 0), 1).is_some());
         // Bid 9 goes too: the top 2 would show a bid below 8, past the edge.
         assert_eq!(
-            ob.on_diff(diff(102, 102, &[(9, 0), (7, 1)], &[]), &mut budget),
+            ob.on_diff(&diff(102, 102, &[(9, 0), (7, 1)], &[]), &mut budget),
             Wants::Snapshot
         );
         assert!(
@@ -1178,7 +1335,7 @@ mod tests {
         assert!(ob.live().is_none(), "syncing again");
         // A snapshot too shallow for the published levels cannot start the book.
         ob.fetching = true;
-        ob.on_diff(diff(103, 103, &[], &[]), &mut budget);
+        ob.on_diff(&diff(103, 103, &[], &[]), &mut budget);
         let again = ob.on_snapshot(103, vec![(8, 1)], vec![(11, 1), (12, 1)], 1, &mut budget);
         assert_eq!(
             again,
@@ -1195,13 +1352,13 @@ mod tests {
         let (mut b, _) = ob();
         let one = diff(1, 1, &[(1, 1)], &[]).bytes();
         let mut budget = DiffBudget::new(one * 3);
-        a.on_diff(diff(1, 1, &[(1, 1)], &[]), &mut budget);
+        a.on_diff(&diff(1, 1, &[(1, 1)], &[]), &mut budget);
         a.fetching = true;
-        a.on_diff(diff(2, 2, &[(1, 1)], &[]), &mut budget);
-        b.on_diff(diff(1, 1, &[(1, 1)], &[]), &mut budget);
+        a.on_diff(&diff(2, 2, &[(1, 1)], &[]), &mut budget);
+        b.on_diff(&diff(1, 1, &[(1, 1)], &[]), &mut budget);
         b.fetching = true;
         assert_eq!(budget.used(), one * 3);
-        b.on_diff(diff(2, 2, &[(1, 1)], &[]), &mut budget);
+        b.on_diff(&diff(2, 2, &[(1, 1)], &[]), &mut budget);
         assert_eq!(budget.used(), one * 3, "b's oldest went");
         assert_eq!(b.events, [BookEvent::BufferDropped(1)]);
         assert_eq!(budget.dropped, 1);
@@ -1220,8 +1377,8 @@ mod tests {
         assert!(ob.start_check());
         assert!(!ob.start_check(), "one at a time");
         // Diffs after the request; the snapshot was taken at 101, mid-way.
-        ob.on_diff(diff(101, 101, &[(10, 5)], &[]), &mut budget);
-        ob.on_diff(diff(102, 103, &[], &[(11, 0)]), &mut budget);
+        ob.on_diff(&diff(101, 101, &[(10, 5)], &[]), &mut budget);
+        ob.on_diff(&diff(102, 103, &[], &[(11, 0)]), &mut budget);
         // Fetched with limit 3: the edges are bid 8 and ask 13, so the top 2 stay inside.
         let bids = vec![(10, 5), (9, 1), (8, 1)];
         let asks = vec![(11, 1), (12, 1), (13, 1)];
@@ -1250,7 +1407,7 @@ mod tests {
         assert_eq!(wants, Wants::Nothing);
         assert!(ob.checking() && ob.events.is_empty(), "following");
         // The diff straddling 102 brings both to 103.
-        ob.on_diff(diff(101, 103, &[(9, 7)], &[]), &mut budget);
+        ob.on_diff(&diff(101, 103, &[(9, 7)], &[]), &mut budget);
         assert_eq!(ob.events, [BookEvent::CheckPassed(103)]);
     }
 
@@ -1281,7 +1438,7 @@ mod tests {
         let (mut ob, mut budget) = published();
         // Older than the book at the request: the kept diffs do not reach back to it.
         assert!(ob.start_check());
-        ob.on_diff(diff(101, 101, &[], &[]), &mut budget);
+        ob.on_diff(&diff(101, 101, &[], &[]), &mut budget);
         ob.on_check(90, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
         // Too shallow: 1 level per side fetched with limit 1, 2 published.
         assert!(ob.start_check());

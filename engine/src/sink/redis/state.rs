@@ -13,8 +13,11 @@
 //!   (`buy` when the taker bought, i.e. the buyer was not the maker), `trade_id`,
 //!   `event_time_us`, `trade_time_us`.
 //! - `bbo:{BTCUSDT}` — Hash: `bid_price`, `bid_qty`, `ask_price`, `ask_qty`, `update_id`,
-//!   `event_time_us`.
-//! - `ob:{BTCUSDT}` — Hash, written whole in one `HSET` (or swapped in whole by the atomic
+//!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
+//!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
+//!   `stale_since_us` beside their last values; the fields go when the symbol is back.
+//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (the sides only when the published top
+//!   changed, see [`super::ob`]; or swapped in whole by the atomic
 //!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
 //!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
 //!   `["price","qty"]`, exact decimals, best first, at most `redis.book_levels`), `levels`,
@@ -174,7 +177,19 @@ pub struct SymbolState {
     /// Trades whose mantissas could not be converted to the windows' exponents (an overflow;
     /// never seen with Binance's exponents).
     pub inconvertible: u64,
+    /// The depth diff being applied (reused: no allocation per diff once it has grown).
+    diff: Diff,
+    /// Why the symbol's streams stopped (removed, or halted), while they are stopped: `bbo:`,
+    /// `tr:` and `feat:` carry it as their stale mark, as `ob:` does.
+    stopped: Option<String>,
+    /// The stopped mark is still to be written.
+    stopped_dirty: bool,
+    /// The symbol came back: the stopped mark is still to be taken off.
+    unmark: bool,
 }
+
+/// The fields of a stale mark on `bbo:`, `tr:` and `feat:` (set while the symbol is stopped).
+const STOPPED_FIELDS: [&str; 3] = ["stale", "stale_reason", "stale_since_us"];
 
 impl SymbolState {
     /// A symbol with nothing known yet (its book marked stale `starting`).
@@ -199,6 +214,54 @@ impl SymbolState {
             evicted: Vec::new(),
             duplicates: 0,
             inconvertible: 0,
+            diff: Diff {
+                first: 0,
+                last: 0,
+                event_time_us: 0,
+                bids: Vec::new(),
+                asks: Vec::new(),
+            },
+            stopped: None,
+            stopped_dirty: false,
+            unmark: false,
+        }
+    }
+
+    /// The symbol's streams stopped for `reason` (removed, halted): its `bbo:`, `tr:` and
+    /// `feat:` keys are marked stale as its book is (their values are the last ones seen).
+    pub fn stop(&mut self, reason: &str) {
+        self.stopped = Some(reason.to_string());
+        self.stopped_dirty = true;
+        self.unmark = false;
+    }
+
+    /// A frame of a stopped symbol: it is back, and the stale marks come off.
+    fn resume(&mut self) {
+        if self.stopped.take().is_some() {
+            self.stopped_dirty = false;
+            self.unmark = true;
+        }
+    }
+
+    /// The stopped mark (or its removal) for [`SymbolState::write`]: a script per key that
+    /// touches only an existing key, or an `HDEL` of the mark's fields.
+    fn write_stopped(&mut self, pipe: &mut redis::Pipeline, now_us: i64) {
+        let keys = [
+            &self.keys.bbo,
+            &self.keys.tr_1s,
+            &self.keys.tr_5s,
+            &self.keys.feat,
+        ];
+        if std::mem::take(&mut self.stopped_dirty)
+            && let Some(reason) = &self.stopped
+        {
+            for key in keys {
+                pipe.add_command(stale_mark(key, reason, now_us));
+            }
+        } else if std::mem::take(&mut self.unmark) {
+            for key in keys {
+                pipe.hdel(key, &STOPPED_FIELDS);
+            }
         }
     }
 
@@ -215,6 +278,8 @@ impl SymbolState {
     /// Whether something waits to be written.
     pub fn dirty(&self) -> bool {
         !self.pending.is_empty()
+            || self.stopped_dirty
+            || self.unmark
             || self.bbo_dirty
             || self.ob.dirty()
             // While a re-anchor is in flight, its swap writes these.
@@ -226,6 +291,9 @@ impl SymbolState {
         self.bbo_dirty = self.bbo.is_some();
         self.ob.rewrite();
         self.stats_dirty = self.now_us > 0;
+        // Redis may have lost the mark, or the failed pipeline its removal.
+        self.stopped_dirty = self.stopped.is_some();
+        self.unmark = self.stopped.is_none();
     }
 
     /// Applies one decoded frame. `buffer_max` bounds the trades held (Redis down), `diffs`
@@ -237,6 +305,7 @@ impl SymbolState {
         buffer_max: usize,
         diffs: &mut DiffBudget,
     ) -> Wants {
+        self.resume();
         match message {
             Message::TradesStreamEvent(m) => {
                 self.on_trades(m, i64::MIN, recv_time_ns, buffer_max);
@@ -258,20 +327,23 @@ impl SymbolState {
                     self.bbo_dirty = true;
                     self.stats_dirty = true;
                 }
+                self.advance_windows();
                 Wants::Nothing
             }
             Message::DepthDiffStreamEvent(m) => {
                 self.price_exponent = m.price_exponent();
                 self.qty_exponent = m.qty_exponent();
                 self.now_us = self.now_us.max(m.event_time());
-                let diff = Diff {
-                    first: m.first_book_update_id(),
-                    last: m.last_book_update_id(),
-                    event_time_us: m.event_time(),
-                    bids: m.bids().map(|l| (l.price(), l.qty())).collect(),
-                    asks: m.asks().map(|l| (l.price(), l.qty())).collect(),
-                };
-                let wants = self.ob.on_diff(diff, diffs);
+                self.advance_windows();
+                let diff = &mut self.diff;
+                diff.first = m.first_book_update_id();
+                diff.last = m.last_book_update_id();
+                diff.event_time_us = m.event_time();
+                diff.bids.clear();
+                diff.bids.extend(m.bids().map(|l| (l.price(), l.qty())));
+                diff.asks.clear();
+                diff.asks.extend(m.asks().map(|l| (l.price(), l.qty())));
+                let wants = self.ob.on_diff(&self.diff, diffs);
                 if self.ob.book_dirty {
                     self.stats_dirty = true;
                 }
@@ -292,6 +364,7 @@ impl SymbolState {
         recv_time_ns: u64,
         buffer_max: usize,
     ) {
+        self.resume();
         let frame_exponents = (m.price_exponent(), m.qty_exponent());
         let (pe, qe) = self.trade_exponents_for(m, frame_exponents);
         let trade_time_us = m.transact_time();
@@ -354,7 +427,15 @@ impl SymbolState {
                 error: None,
             });
         }
+        self.advance_windows();
         self.stats_dirty = true;
+    }
+
+    /// Drops the trades older than each window at the symbol's clock: on every event, so the
+    /// windows stay within their span while nothing is written (Redis down) too.
+    fn advance_windows(&mut self) {
+        self.win_1s.advance(self.now_us);
+        self.win_5s.advance(self.now_us);
     }
 
     /// The exponents this trades frame's mantissas are converted to: the windows' (set by the
@@ -432,6 +513,7 @@ impl SymbolState {
             pipe.hset_multiple(&self.keys.feat, &feat);
             self.stats_dirty = false;
         }
+        self.write_stopped(pipe, now_us);
         count
     }
 
@@ -488,6 +570,8 @@ impl SymbolState {
             .trade_exponents
             .unwrap_or((self.price_exponent, self.qty_exponent));
         let complete = !self.trades_held;
+        // The book's top, copied once per write for the features and `ob:` both.
+        self.ob.refresh_top();
         let s1 = self.win_1s.stats(now);
         let s5 = self.win_5s.stats(now);
         [
@@ -519,24 +603,20 @@ impl SymbolState {
     }
 
     fn feature_fields(&self, s1: &WindowStats, s5: &WindowStats) -> Vec<(&'static str, String)> {
-        let levels = self.ob.settings().levels;
         let pe = self.price_exponent;
-        let (bids, asks, update_id) = match self.ob.live() {
-            Some(book) => (
-                book.bids(levels),
-                book.asks(levels),
-                book.update_id().to_string(),
-            ),
-            None => (Vec::new(), Vec::new(), String::new()),
+        let update_id = self
+            .ob
+            .live()
+            .map(|book| book.update_id().to_string())
+            .unwrap_or_default();
+        // Refreshed by the caller ([`SymbolState::stats_fields`]); empty when not live.
+        let (bids, asks) = self.ob.top();
+        let book = features(bids, asks, pe);
+        let from_top = match self.bbo {
+            Some(b) => features(&[(b.bid, b.bid_qty)], &[(b.ask, b.ask_qty)], pe),
+            None => book,
         };
-        let top = self
-            .bbo
-            .map(|b| (vec![(b.bid, b.bid_qty)], vec![(b.ask, b.ask_qty)]));
-        let from_top = match &top {
-            Some((b, a)) => features(b, a, pe),
-            None => features(&bids, &asks, pe),
-        };
-        let imbalance = features(&bids, &asks, pe).map(|f| f.imbalance);
+        let imbalance = book.map(|f| f.imbalance);
         let text = |v: Option<Decimal>| v.map(|v| v.to_string()).unwrap_or_default();
         vec![
             ("mid", text(from_top.map(|f| f.mid))),
@@ -824,6 +904,53 @@ mod tests {
             &trades_frame(t + 20, (-8, -8), &[(2, 100, 100)]),
         );
         assert_eq!(state.pending.len(), 2, "its id counts as taken");
+    }
+
+    /// The commands of one write, as RESP text.
+    fn written(state: &mut SymbolState) -> String {
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::new();
+        state.write(&mut pipe, (1_000, 1_000), 1_700_000_000_000_000, &mut sent);
+        String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned()
+    }
+
+    /// Issue 11: a halted symbol's `bbo:`, `tr:` and `feat:` kept their last values unmarked.
+    /// They are marked with the book's reason while it is stopped (again after a reconnect),
+    /// and the mark comes off with its first frame back.
+    #[test]
+    fn a_stopped_symbol_marks_its_other_keys_until_it_is_back() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        apply(&mut state, &trades_frame(1_000, (-8, -8), &[(1, 100, 100)]));
+        let live = written(&mut state);
+        // No best bid/ask yet, so nothing of `bbo:`; no mark, nothing to take off.
+        assert!(
+            !live.contains("bbo:{BTCUSDT}") && !live.contains("HDEL"),
+            "{live}"
+        );
+        state.stop("halted: trading stopped");
+        assert!(state.dirty());
+        let marked = written(&mut state);
+        for key in [
+            "bbo:{BTCUSDT}",
+            "tr:{BTCUSDT}:1s",
+            "tr:{BTCUSDT}:5s",
+            "feat:{BTCUSDT}",
+        ] {
+            assert!(marked.contains(key), "{key} in {marked}");
+        }
+        assert_eq!(marked.matches("halted: trading stopped").count(), 4);
+        assert!(!written(&mut state).contains("halted"), "written once");
+        state.mark_all_dirty();
+        assert_eq!(
+            written(&mut state).matches("halted").count(),
+            4,
+            "after a reconnect"
+        );
+        apply(&mut state, &trades_frame(2_000, (-8, -8), &[(2, 100, 100)]));
+        let back = written(&mut state);
+        assert_eq!(back.matches("HDEL").count(), 4, "{back}");
+        assert!(!back.contains("halted"), "{back}");
+        assert!(!written(&mut state).contains("HDEL"), "taken off once");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The Redis writer thread: drains its rings into per-symbol [`SymbolState`], and whenever
-//! something changed and no pipeline is in flight, writes one coalesced pipeline (standalone:
-//! one for all symbols; Cluster: one per symbol, all of whose keys share a slot). Neither
+//! something changed, writes coalesced pipelines over `redis.connections` connections
+//! ([`lanes`]: symbol `i` always over connection `i % connections`, one pipeline in flight on
+//! each; standalone: one pipeline for a connection's symbols; Cluster: one per symbol, all of
+//! whose keys share a slot). Neither
 //! Redis nor REST ever holds up the draining (a reader never waits for this thread: a full ring
 //! is its `queue_full` notice).
 //!
@@ -34,6 +36,7 @@
 //! of it got no reply (it may have landed and been trimmed since), `failed` otherwise.
 
 mod books;
+mod lanes;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,13 +46,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redis::Value;
 
+use self::lanes::{Io, lane_of};
 use super::ob::{BookSettings, DiffBudget, Wants};
 use super::state::{PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::RedisConfig;
 use crate::feed::event::{BookRequest, FeedEvent, Repair};
-use crate::idle::{Bell, TaskIdle, spawn_ringing};
+use crate::idle::{Bell, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
@@ -79,8 +83,9 @@ pub struct RedisSink {
     pub stats: Arc<SinkStats>,
     /// Set once the readers and the sidecar have stopped: drain, flush, return.
     pub stop: Arc<AtomicBool>,
-    /// The readers' cores: the writer thread runs on another core if there is one.
-    pub reader_cores: Vec<usize>,
+    /// The core the writer thread is pinned to ([`crate::cores::CorePlan`]); `None`: not
+    /// pinned.
+    pub core: Option<usize>,
     /// How long the final flush may take.
     pub flush_timeout: Duration,
     /// This writer's bell: the readers, the sidecar and the stop ring it.
@@ -96,7 +101,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("hotpath-redis".into())
         .spawn(move || {
-            crate::sink::pin_away_from(&sink.reader_cores);
+            crate::cores::pin(sink.core);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -216,7 +221,10 @@ struct Writer {
     states: Vec<Option<SymbolState>>,
     stats: Arc<SinkStats>,
     latency: Histogram<u64>,
-    samples: Vec<u64>,
+    /// Receipt times of the events since each lane's last batch, per lane.
+    samples: Vec<Vec<u64>>,
+    /// Connections (lanes) the symbols are sharded over.
+    lanes: usize,
     rng: crate::rng::Rng,
     errors_logged: u32,
     dead: Spool,
@@ -232,9 +240,6 @@ struct Writer {
     reanchoring: Vec<Reanchoring>,
     /// Re-anchor failures in a row (for the retry delay).
     reanchor_failures: u32,
-    /// A batch was acknowledged since start: the start's stale marks are in Redis, so books
-    /// may be published.
-    acked_once: bool,
     /// The stop's stale marks were made.
     stop_marked: bool,
     /// When the next consistency check is due, and the symbol to try first.
@@ -259,16 +264,6 @@ struct Reanchoring {
     task: tokio::task::JoinHandle<Result<bool, String>>,
 }
 
-/// The connection and the tasks beside the drain loop.
-struct Io {
-    conn: Option<Conn>,
-    connecting: Option<tokio::task::JoinHandle<Result<Conn, String>>>,
-    writing: Option<(Replies, Batch)>,
-    next_connect: Instant,
-    attempt: u32,
-    connected_once: bool,
-}
-
 async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     let RedisSink {
         config,
@@ -280,21 +275,14 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         stats,
         stop,
         flush_timeout,
-        reader_cores: _,
+        core: _,
         bell,
         sidecar_bell,
     } = sink;
     let mut idle = TaskIdle::new(config.idle, bell.clone());
     let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
     w.bell = bell;
-    let mut io = Io {
-        conn: None,
-        connecting: None,
-        writing: None,
-        next_connect: Instant::now(),
-        attempt: 0,
-        connected_once: false,
-    };
+    let mut io = Io::new(w.lanes);
     let mut flush_deadline: Option<Instant> = None;
     loop {
         // Let the runtime run its other tasks (connect, write and re-anchor tasks, the
@@ -319,7 +307,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             .queue_depth
             .set((ring_depth(&rings) + pending + w.orders.held()) as u64);
         work += w.start_write(&mut io);
-        let quiet = io.writing.is_none() && w.reanchoring.is_empty();
+        let quiet = io.quiet() && w.reanchoring.is_empty();
         let drained =
             rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
         if stopping && quiet && drained {
@@ -379,6 +367,7 @@ impl Writer {
     ) -> Writer {
         let book = BookSettings::new(config.book_levels, config.snapshot_limit);
         let next_check = config.consistency_check.map(|every| Instant::now() + every);
+        let lanes = config.connections.max(1);
         let mut w = Writer {
             dead: Spool::new(&config.dead_letter_path),
             diffs: DiffBudget::new(config.sync_buffer_bytes_max),
@@ -386,7 +375,8 @@ impl Writer {
             states: Vec::new(),
             stats,
             latency: latency_histogram(),
-            samples: Vec::new(),
+            samples: vec![Vec::new(); lanes],
+            lanes,
             rng: crate::rng::Rng::new(monotonic_ns() | 1),
             errors_logged: 0,
             book,
@@ -394,7 +384,6 @@ impl Writer {
             request_outbox: VecDeque::new(),
             reanchoring: Vec::new(),
             reanchor_failures: 0,
-            acked_once: false,
             stop_marked: false,
             next_check,
             check_cursor: 0,
@@ -466,83 +455,6 @@ impl Writer {
             }
         }
         taken
-    }
-
-    /// Starts connecting when due, and takes a finished connect.
-    async fn connection(&mut self, io: &mut Io, now: Instant) -> usize {
-        if io.conn.is_none() && io.connecting.is_none() && now >= io.next_connect {
-            let config = self.config.clone();
-            let connecting = async move { connect(&config).await };
-            io.connecting = Some(spawn_ringing(&self.bell, connecting));
-        }
-        let Some(task) = io.connecting.take_if(|t| t.is_finished()) else {
-            return 0;
-        };
-        match task.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(c) => {
-                io.conn = Some(c);
-                io.attempt = 0;
-                if io.connected_once {
-                    self.stats.reconnects.add(1);
-                    tracing::info!("redis: reconnected; writing every symbol's state again");
-                }
-                io.connected_once = true;
-                for state in self.states.iter_mut().flatten() {
-                    state.mark_all_dirty();
-                }
-            }
-            Err(e) => {
-                self.stats.failed_requests.add(1);
-                io.next_connect = self.backoff(io.attempt);
-                if io.attempt == 0 {
-                    tracing::warn!("redis: cannot connect: {e}; retrying with backoff");
-                }
-                io.attempt = io.attempt.saturating_add(1);
-            }
-        }
-        1
-    }
-
-    /// Takes a finished batch's replies; a failed batch drops the connection.
-    async fn finish_write(&mut self, io: &mut Io) -> usize {
-        let Some((task, batch)) = io.writing.take_if(|(t, _)| t.is_finished()) else {
-            return 0;
-        };
-        let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(replies) => self.settle(batch, &replies),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => self.acked_once = true,
-            Err(e) => {
-                self.stats.failed_requests.add(1);
-                tracing::warn!("redis: write failed: {e}; reconnecting");
-                io.conn = None;
-                for state in self.states.iter_mut().flatten() {
-                    // Commands that got no reply may have been carried out.
-                    state.unanswered();
-                    state.mark_all_dirty();
-                }
-                io.next_connect = self.backoff(io.attempt);
-                io.attempt = io.attempt.saturating_add(1);
-            }
-        }
-        1
-    }
-
-    /// Sends the next batch when something is dirty and none is in flight.
-    fn start_write(&mut self, io: &mut Io) -> usize {
-        let dirty = self.states.iter().flatten().any(SymbolState::dirty);
-        if io.writing.is_some() || !dirty {
-            return 0;
-        }
-        let Some(c) = io.conn.as_ref() else {
-            return 0;
-        };
-        let (pipes, batch) = self.prepare(matches!(c, Conn::Cluster(_)));
-        let writing = spawn_ringing(&self.bell, execute(c.clone(), pipes));
-        io.writing = Some((writing, batch));
-        1
     }
 
     /// A live event: trades through their symbol's order, the rest applied at once.
@@ -633,16 +545,23 @@ impl Writer {
                 "redis.buffer_trades_max reached while Redis was unreachable",
             );
         }
-        if self.samples.len() < LATENCY_SAMPLES_MAX {
-            self.samples.push(event.recv_time_ns);
+        if let Some(samples) = self.samples.get_mut(lane_of(index, self.lanes))
+            && samples.len() < LATENCY_SAMPLES_MAX
+        {
+            samples.push(event.recv_time_ns);
         }
         self.after_book(index, wants);
     }
 
-    /// Builds the pipelines of every dirty symbol (standalone: one; Cluster: one per symbol,
-    /// its keys sharing a slot).
-    fn prepare(&mut self, cluster: bool) -> (Vec<redis::Pipeline>, Batch) {
-        let samples = std::mem::take(&mut self.samples);
+    /// Builds the pipelines of every dirty symbol of `lane` (standalone: one; Cluster: one per
+    /// symbol, its keys sharing a slot).
+    fn prepare(&mut self, lane: usize, cluster: bool) -> (Vec<redis::Pipeline>, Batch) {
+        let samples = self
+            .samples
+            .get_mut(lane)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let lanes = self.lanes;
         let mut budget = TRADES_PER_PIPELINE;
         let mut sections = Vec::new();
         let mut pipe = redis::pipe();
@@ -651,6 +570,9 @@ impl Writer {
         let now_us = books::now_us();
         let mut pipes = Vec::new();
         for (symbol, state) in self.states.iter_mut().enumerate() {
+            if lane_of(symbol, lanes) != lane {
+                continue;
+            }
             let Some(state) = state.as_mut().filter(|s| s.dirty()) else {
                 continue;
             };
@@ -933,7 +855,7 @@ mod tests {
     /// One round: the commands of the next pipeline (as RESP text) and the replies given to
     /// them, trade commands first, `rest` for the other keys' commands.
     fn round(w: &mut Writer, trades: &[Value]) -> (String, Result<(), String>) {
-        let (pipes, batch) = w.prepare(false);
+        let (pipes, batch) = w.prepare(0, false);
         let text = String::from_utf8_lossy(&pipes[0].get_packed_pipeline()).into_owned();
         let commands: usize = batch.sections.iter().map(|s| s.commands).sum();
         let mut replies = trades.to_vec();
@@ -996,7 +918,7 @@ mod tests {
         let dir = scratch("unanswered");
         let mut w = writer(&dir.join("dead.jsonl"));
         w.accept(trades(7..=8));
-        let (_pipes, _batch) = w.prepare(false);
+        let (_pipes, _batch) = w.prepare(0, false);
         // The connection is lost: no reply at all.
         for state in w.states.iter_mut().flatten() {
             state.unanswered();
@@ -1096,7 +1018,7 @@ mod tests {
         w.config.buffer_trades_max = 3;
         w.accept(trades(1..=5));
         assert_eq!(w.stats.dead_lettered.get(), 2);
-        let (_pipes, _batch) = w.prepare(false);
+        let (_pipes, _batch) = w.prepare(0, false);
         // In flight when the deadline passes: unknown.
         assert_eq!(w.abandon(), 3);
         assert_eq!(w.stats.dead_lettered.get(), 5);
@@ -1118,11 +1040,11 @@ mod tests {
         let mut w = writer(&dir.join("dead.jsonl"));
         w.accept(trades(1..=2));
         w.accept(trades(5..=6));
-        let _ = w.prepare(false);
+        let _ = w.prepare(0, false);
         let held = |w: &Writer| w.states.iter().flatten().any(|s| s.trades_held);
         assert!(held(&w), "3..=4 missing");
         w.accept(trades(3..=4));
-        let _ = w.prepare(false);
+        let _ = w.prepare(0, false);
         assert!(!held(&w), "repaired");
     }
 

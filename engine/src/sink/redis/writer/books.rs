@@ -9,6 +9,9 @@ use std::time::Instant;
 /// status HALT or BREAK and unsubscribed it).
 pub(crate) const HALTED_REASON: &str = "halted: trading stopped (exchangeInfo status HALT or BREAK); unsubscribed until it trades again";
 
+/// The stale reason of the other keys of a symbol unsubscribed at run time (as its book's).
+pub(crate) const REMOVED_REASON: &str = "removed: the symbol was unsubscribed";
+
 use redis::Value;
 
 use super::{Conn, Io, Reanchoring, Writer};
@@ -86,6 +89,9 @@ impl Writer {
                     .on_stopped(removed, last_update_id, &mut self.diffs);
                 if change == StreamChange::Halted {
                     state.ob.mark_stale(HALTED_REASON.into(), None);
+                    state.stop(HALTED_REASON);
+                } else if removed {
+                    state.stop(REMOVED_REASON);
                 }
                 Wants::Nothing
             }
@@ -219,11 +225,7 @@ impl Writer {
             return work;
         }
         work += self.schedule_check(now);
-        // Books are published only once the start's stale marks are in Redis.
-        if let (Some(conn), true) = (io.conn.as_ref(), self.acked_once) {
-            work += self.start_reanchors(conn);
-        }
-        work
+        work + self.start_reanchors(io)
     }
 
     /// Publishes each book's standing for the control plane, at most every
@@ -272,8 +274,10 @@ impl Writer {
         0
     }
 
-    /// Starts a re-anchor for every book that waits for one (within the in-flight bound).
-    fn start_reanchors(&mut self, conn: &Conn) -> usize {
+    /// Starts a re-anchor for every book that waits for one (within the in-flight bound), on
+    /// its symbol's connection (after the writes before it), once the start's stale marks of
+    /// that connection's symbols are in Redis.
+    fn start_reanchors(&mut self, io: &Io) -> usize {
         let now = now_us();
         let mut started = 0;
         for index in 0..self.states.len() {
@@ -282,6 +286,9 @@ impl Writer {
             }
             let held = u16::try_from(index).is_ok_and(|s| self.orders.holds(s));
             let Some(state) = self.states[index].as_mut() else {
+                continue;
+            };
+            let Some(conn) = io.publishing(index) else {
                 continue;
             };
             if !state.ob.reanchor_due(now) {
