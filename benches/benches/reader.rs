@@ -13,6 +13,10 @@
 //!    and then with a thread GETting the control plane's `/metrics` every 100 ms, all against
 //!    the same recording in one process: what scraping costs the reader.
 //!
+//! 5. Does it again in interleaved rounds (`READER_COPY_ROUNDS`, default 2), each with
+//!    `readers.copy_frames = false` (frames queued as slices of the receive buffer) and then
+//!    `true` (the default: copied into the reader's frame pool): what the copy costs.
+//!
 //! `cargo bench -p hotpath-benches --bench reader` prints one JSON line.
 
 use std::sync::Arc;
@@ -109,6 +113,15 @@ fn main() {
         without.push(measure(&config, frames, false));
         with.push(measure(&config, frames, true));
     }
+    let mut shared = Vec::new();
+    let mut copied = Vec::new();
+    for _ in 0..setting("READER_COPY_ROUNDS", 2) {
+        let mut config = config.clone();
+        config.readers.copy_frames = false;
+        shared.push(measure(&config, frames, false));
+        config.readers.copy_frames = true;
+        copied.push(measure(&config, frames, false));
+    }
     std::fs::remove_dir_all(&dir).expect("cleaned up");
     let first = &without[0];
     println!(
@@ -130,6 +143,14 @@ fn main() {
                 "without_p99_ns": without.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
                 "with_p99_ns": with.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
                 "scrapes": with.iter().map(|m| m.scrapes).collect::<Vec<_>>(),
+            },
+            "copy_frames": {
+                "false_frames_per_second": shared.iter().map(|m| m.frames_per_second.round()).collect::<Vec<_>>(),
+                "true_frames_per_second": copied.iter().map(|m| m.frames_per_second.round()).collect::<Vec<_>>(),
+                "false_p50_ns": shared.iter().map(|m| m.latency["p50"].clone()).collect::<Vec<_>>(),
+                "true_p50_ns": copied.iter().map(|m| m.latency["p50"].clone()).collect::<Vec<_>>(),
+                "false_p99_ns": shared.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
+                "true_p99_ns": copied.iter().map(|m| m.latency["p99"].clone()).collect::<Vec<_>>(),
             },
         })
     );

@@ -29,6 +29,7 @@
 //! backoff_initial_ms = 250
 //! backoff_max_ms = 30000
 //! group_count_max = 65535
+//! copy_frames = true            # copy accepted frames out of the socket buffer into pooled chunks
 //! [run]
 //! duration_s = 60               # omit to run until stopped
 //! summary = true                # one JSON line on exit
@@ -155,6 +156,11 @@ pub struct ReaderSettings {
     pub backoff_max: Duration,
     /// The largest group count a frame may declare; within 20..=[`GROUP_COUNT_MAX`].
     pub group_count_max: u32,
+    /// Copy each accepted frame out of the WebSocket receive buffer into the reader's
+    /// [`crate::feed::pool::FramePool`] before queueing it, so a queued frame pins its own
+    /// bytes, not a 128 KiB receive buffer. `false` queues slices of the receive buffer (no
+    /// copy; memory held by lagging consumers is then unbounded by their byte budgets).
+    pub copy_frames: bool,
 }
 
 impl Default for ReaderSettings {
@@ -169,6 +175,7 @@ impl Default for ReaderSettings {
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_millis(30_000),
             group_count_max: GROUP_COUNT_MAX,
+            copy_frames: true,
         }
     }
 }
@@ -384,6 +391,7 @@ struct RawReaders {
     backoff_initial_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     group_count_max: Option<u32>,
+    copy_frames: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -727,6 +735,7 @@ impl ReaderSettings {
         set(&mut self.backoff_initial, ms(raw.backoff_initial_ms));
         set(&mut self.backoff_max, ms(raw.backoff_max_ms));
         set(&mut self.group_count_max, raw.group_count_max);
+        set(&mut self.copy_frames, raw.copy_frames);
     }
 
     fn check(&self, cpus: Option<usize>) -> Result<(), ConfigError> {

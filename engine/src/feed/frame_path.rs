@@ -6,9 +6,11 @@
 //! back the frames of a connection running ahead of the one it replaces, so a make-before-break
 //! switch reports no false gap and loses no id.
 //!
-//! Architecture invariant: nothing here logs per frame or allocates per frame (the frame's
-//! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count; the
-//! held queue keeps its capacity). `engine/tests/it/alloc.rs` holds this with a counting
+//! Architecture invariant: nothing here logs per frame or allocates per frame (an accepted
+//! frame is copied into the reader's [`FramePool`], a chunk allocated per few hundred frames at
+//! most, or with `readers.copy_frames = false` its `Bytes` from the WebSocket layer is queued
+//! as it is; either is shared with consumers by reference count; the held queue keeps its
+//! capacity). `engine/tests/it/alloc.rs` holds this with a counting
 //! allocator.
 
 use std::collections::VecDeque;
@@ -19,6 +21,7 @@ use hdrhistogram::Histogram;
 
 use super::announce::Announcements;
 use super::event::{Cause, FeedEvent, Notice};
+use super::pool::FramePool;
 use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::{ReaderStats, SymbolCount};
 use crate::clock::monotonic_ns;
@@ -50,6 +53,9 @@ pub struct FramePath {
     clock: Option<Arc<StreamClock>>,
     /// Trades lost at a consumer's full ring before it saw any of the symbol's.
     announcements: Announcements,
+    /// Where accepted frames are copied before they are queued; `None` queues them as they
+    /// came (slices of the WebSocket receive buffer).
+    pool: Option<FramePool>,
     /// Control notices (connection lost or back, symbol removed or halted) that found the
     /// notice ring full, oldest first: they are never dropped, and go out ahead of any later
     /// notice (a gap notice that finds this non-empty is dropped and counted, as at a full
@@ -96,8 +102,21 @@ impl FramePath {
             bells: Vec::new(),
             to_ring: 0,
             clock: None,
+            pool: None,
             pending: VecDeque::with_capacity(PENDING_NOTICES_RESERVED),
         }
+    }
+
+    /// Copies each accepted frame into `pool` before queueing it (`readers.copy_frames`), so
+    /// a queued frame pins only a small chunk, not the receive buffer it came in.
+    pub fn with_pool(mut self, pool: Option<FramePool>) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// What the frame pool has done, if frames are copied.
+    pub fn pool_counts(&self) -> Option<super::pool::PoolCounts> {
+        self.pool.as_ref().map(FramePool::counts)
     }
 
     /// Stamps each accepted frame's receive time into `clock` (one relaxed store per frame).
@@ -276,6 +295,10 @@ impl FramePath {
         if let Some(clock) = &self.clock {
             clock.stamp(symbol, kind, recv_time_ns);
         }
+        let frame = match &mut self.pool {
+            Some(pool) => pool.copy(&frame),
+            None => frame,
+        };
         let event = FeedEvent {
             recv_time_ns,
             symbol,
@@ -625,6 +648,35 @@ pub(crate) mod tests {
         std::iter::from_fn(|| events.pop().ok())
             .map(|e| (e.first_id, e.last_id))
             .collect()
+    }
+
+    /// With `readers.copy_frames` the queued events hold copies: the WebSocket layer's receive
+    /// buffer is free for reuse as soon as the reader is done with its frames, however long a
+    /// consumer keeps them. Without, the queued slices pin it.
+    #[test]
+    fn queued_copies_leave_the_receive_buffer_free_for_reuse() {
+        for copy in [false, true] {
+            let (path, mut events, _notices) = state();
+            let mut path = path.with_pool(copy.then(FramePool::default));
+            let (a, b) = (trades(1..=5), trades(6..=7));
+            let mut received = bytes::BytesMut::with_capacity(1 << 17);
+            received.extend_from_slice(&a);
+            received.extend_from_slice(&b);
+            let first = received.split_to(a.len()).freeze();
+            let second = received.split().freeze();
+            path.on_frame(first, 1);
+            path.on_frame(second, 2);
+            assert_eq!(
+                received.try_reclaim(1 << 17),
+                copy,
+                "receive buffer reusable (copy_frames = {copy})"
+            );
+            let queued: Vec<Bytes> = std::iter::from_fn(|| events.pop().ok())
+                .map(|e| e.frame)
+                .collect();
+            assert_eq!(queued, vec![a.clone(), b.clone()], "the frames, unchanged");
+            assert_eq!(path.pool_counts().is_some(), copy);
+        }
     }
 
     /// A lost connection, a new one after it and a removed symbol are told to the sidecar (the

@@ -6,7 +6,9 @@
 //! [`FramePath`] as the slot routes it (straight, or held behind an older connection).
 //!
 //! Architecture invariants: nothing here logs per message or allocates per message (the frame's
-//! `Bytes` comes from the WebSocket layer and is shared with consumers by reference count); in
+//! `Bytes` comes from the WebSocket layer; an accepted one is copied into the reader's
+//! [`FramePool`], so the receive buffer is reused at once, and shared with consumers by
+//! reference count); in
 //! the steady state a slot's task drains every message already buffered on its connection
 //! (up to [`DRAIN_MAX`]) before it selects again; one clock read on receipt serves both the slot's
 //! silence tracking and the frame's receive timestamp. Before each wait for the sockets the task
@@ -35,6 +37,7 @@ pub use super::slot::Command;
 use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held};
 use super::json::{Transcoded, Transcoder};
+use super::pool::FramePool;
 use super::slot::{Action, ConnId, Input, Route, Slot};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
@@ -157,7 +160,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
             stats,
         )
         .with_bells(event_bells, notice_bell)
-        .with_clock(ctx.clock.clone()),
+        .with_clock(ctx.clock.clone())
+        .with_pool(ctx.settings.copy_frames.then(FramePool::default)),
     ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -176,17 +176,10 @@ fn the_counter_sees_allocations() {
     drop(v);
 }
 
-/// The reader's frame path (decode, sequence check, enqueue to two consumers, latency record)
-/// allocates nothing per frame: the frame's `Bytes` is shared with consumers by reference.
-#[test]
-fn the_reader_frame_path_allocates_nothing() {
-    use std::sync::Arc;
-
-    use hotpath::feed::frame_path::FramePath;
-    use hotpath::feed::stats::ReaderStats;
-
-    // Frames as the WebSocket layer hands them over: split off one shared receive buffer (so
-    // cloning one is a reference-count increment, as in production).
+/// 2000 one-trade frames and 2000 depth diffs of BTCUSDT, alternating, as the WebSocket layer
+/// hands them over: split off one shared receive buffer (so cloning one is a reference-count
+/// increment, as in production).
+fn trades_and_diffs() -> Vec<bytes::Bytes> {
     let mut received = bytes::BytesMut::new();
     let mut lengths = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -225,6 +218,76 @@ fn the_reader_frame_path_allocates_nothing() {
         .iter()
         .map(|&len| received.split_to(len).freeze())
         .collect();
+    frames
+}
+
+/// With `readers.copy_frames` (the default) the frame path copies each accepted frame into the
+/// reader's pool: no allocation per frame. Consumers that keep up let one chunk serve every
+/// frame; a consumer holding every frame costs one chunk per few hundred frames.
+#[test]
+fn the_frame_pool_allocates_per_chunk_not_per_frame() {
+    use std::sync::Arc;
+
+    use hotpath::feed::frame_path::FramePath;
+    use hotpath::feed::pool::FramePool;
+    use hotpath::feed::stats::ReaderStats;
+
+    let frames = trades_and_diffs();
+    let symbols = vec!["BTCUSDT".to_string()];
+    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 13);
+    let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
+    let stats = Arc::new(ReaderStats::default());
+    let mut path = FramePath::with(&symbols, 65_535, vec![producer], notices, stats)
+        .with_pool(Some(FramePool::default()));
+    // Warm: the first chunk is promoted to a shared buffer on its first frame.
+    path.on_frame(frames[0].clone(), 1);
+    let _ = consumer.pop();
+    let before = allocations();
+    for (i, frame) in frames.iter().enumerate().skip(1) {
+        path.on_frame(frame.clone(), i as u64 + 1);
+        let event = consumer.pop().expect("the consumer got the frame");
+        assert_eq!(event.frame, *frame, "the queued copy equals the frame");
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "a consumer keeping up: no allocation"
+    );
+
+    // A consumer holding every frame: chunks, not frames, are allocated.
+    let (producer, mut consumer) = rtrb::RingBuffer::new(1 << 13);
+    let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
+    let stats = Arc::new(ReaderStats::default());
+    let mut path = FramePath::with(&symbols, 65_535, vec![producer], notices, stats)
+        .with_pool(Some(FramePool::default()));
+    let before = allocations();
+    for (i, frame) in frames.iter().enumerate() {
+        path.on_frame(frame.clone(), i as u64 + 1);
+    }
+    let allocated = allocations() - before;
+    let bytes: usize = frames.iter().map(|f| f.len()).sum();
+    let chunks = bytes.div_ceil(hotpath::feed::pool::CHUNK_BYTES);
+    // Each chunk: its buffer, and its shared header on the first frame cut from it.
+    assert!(
+        allocated <= 2 * chunks + 2,
+        "{allocated} allocations for {chunks} chunks"
+    );
+    for frame in &frames {
+        let event = consumer.pop().expect("held in the ring");
+        assert_eq!(event.frame, *frame);
+    }
+}
+
+/// The reader's frame path (decode, sequence check, enqueue to two consumers, latency record)
+/// allocates nothing per frame: the frame's `Bytes` is shared with consumers by reference.
+#[test]
+fn the_reader_frame_path_allocates_nothing() {
+    use std::sync::Arc;
+
+    use hotpath::feed::frame_path::FramePath;
+    use hotpath::feed::stats::ReaderStats;
+
+    let frames = trades_and_diffs();
     let (p1, mut c1) = rtrb::RingBuffer::new(1 << 13);
     let (p2, mut c2) = rtrb::RingBuffer::new(1 << 13);
     let (notices, _notice_ring) = rtrb::RingBuffer::new(64);

@@ -112,6 +112,12 @@ impl Destination {
         self.lanes.iter().map(|l| l.lane.bytes()).sum()
     }
 
+    /// Memory the stream's waiting records hold ([`Lane::held_bytes`] summed): what
+    /// `kinesis.buffer_bytes_max` bounds.
+    pub fn held_bytes(&self) -> usize {
+        self.lanes.iter().map(|l| l.lane.held_bytes()).sum()
+    }
+
     /// Whether a request of this stream is in flight.
     pub fn in_flight(&self) -> bool {
         self.lanes.iter().any(|l| l.lane.in_flight)

@@ -50,6 +50,13 @@ impl Entry {
     pub fn cost(&self) -> usize {
         self.data.len() + self.key.len() + KEY_OVERHEAD
     }
+
+    /// Memory the record holds while queued, what `kinesis.buffer_bytes_max` bounds: its data
+    /// (a copy of its own, or a frame the reader copied into a small pooled chunk, so no
+    /// receive buffer is pinned behind it), its key and the entry itself.
+    pub fn held_bytes(&self) -> usize {
+        self.cost() + std::mem::size_of::<Entry>()
+    }
 }
 
 /// One Kinesis record of a request and the user records it carries.
@@ -162,6 +169,11 @@ impl Lane {
     /// Bytes waiting.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Memory the waiting records hold ([`Entry::held_bytes`] summed).
+    pub fn held_bytes(&self) -> usize {
+        self.bytes + self.queue.len() * std::mem::size_of::<Entry>()
     }
 
     /// Whether a batch should leave now: full, or its oldest record has lingered long enough,
@@ -431,6 +443,12 @@ mod tests {
             lane.push(entry("K", &[i; 9], t0));
         }
         assert_eq!(lane.bytes(), 100);
+        let entry_bytes = std::mem::size_of::<Entry>();
+        assert_eq!(
+            lane.held_bytes(),
+            100 + 10 * entry_bytes,
+            "data, keys and entries"
+        );
         let batch = lane.take_plain(4, 1000);
         assert_eq!(batch.len(), 4);
         let batch = lane.take_plain(100, 25);

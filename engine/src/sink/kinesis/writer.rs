@@ -632,16 +632,16 @@ impl Writer {
         };
         if entry.cost() + framing > RECORD_MAX {
             self.dead_letter(dest, entry, "record larger than Kinesis' 1 MiB limit");
-        } else if self.held_bytes() + entry.cost() > self.config.buffer_bytes_max {
+        } else if self.held_bytes() + entry.held_bytes() > self.config.buffer_bytes_max {
             self.dead_letter(dest, entry, "kinesis.buffer_bytes_max reached");
         } else {
             self.dests[dest].push(hash, entry);
         }
     }
 
-    /// Bytes queued in the lanes (in-flight batches not included).
+    /// Memory the records queued in the lanes hold (in-flight batches not included).
     fn held_bytes(&self) -> usize {
-        self.dests.iter().map(Destination::bytes).sum()
+        self.dests.iter().map(Destination::held_bytes).sum()
     }
 
     fn heartbeat(&mut self, state: &str) {

@@ -1,0 +1,415 @@
+//! The many-symbol scenario of issue 11, end to end on real processes: `hotpath sim`, a
+//! `redis-server` and the kinesalite Kinesis emulator are started on free loopback ports, then
+//! `hotpath run` (the release binary, both sinks on, every stream of every symbol) runs for a
+//! given duration while this bench samples its RSS and CPU from `/proc/<pid>`.
+//!
+//! Reports, per scenario, one JSON line: the message rate reached, ring drops (`queue_drops`),
+//! receipt-to-ack percentiles of both sinks (from the run's summary, hdrhistogram), RSS every
+//! few seconds with its maximum, its value at the end and its growth over the second half of
+//! the run (`rss_steady`: under 5 %), and CPU per message (utime + stime over frames) for the
+//! whole run and for the part after the warm-up (the first quarter, at least 10 s).
+//!
+//! Scenarios (`SCALE_PRESETS`, comma-separated, default `20k`):
+//! - `20k`: 200 symbols, about 20,000 messages/s in total;
+//! - `100k`: 200 symbols, about 100,000 messages/s;
+//! - `1sym`: one symbol at about 10,000 messages/s.
+//!
+//! Overrides: `SCALE_SYMBOLS`, `SCALE_ACTIONS` (the simulator's order-flow actions per second
+//! per symbol; the message rate follows from it and is measured), `SCALE_DURATION_S` (default
+//! 60; the issue's target is steady over 600). `HOTPATH_BIN` names the binary (default: the
+//! `hotpath` beside this bench's `deps/`, so `cargo build --release -p hotpath` first);
+//! `HOTPATH_REDIS_SERVER` and `HOTPATH_KINESALITE` the servers (scripts/servers.sh).
+//!
+//! `cargo bench -p hotpath-benches --bench scale` (see BENCHMARKING.md).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// One scenario: symbols and the simulator's actions per second per symbol.
+struct Scenario {
+    name: String,
+    symbols: usize,
+    actions_per_symbol: f64,
+    duration: Duration,
+}
+
+/// A preset's symbols and actions per second per symbol. The simulator sends about two
+/// messages per action across the four streams at these rates (issue 11: 200 symbols at 50
+/// actions/s gave about 20,000 messages/s); the run measures what it got.
+fn preset(name: &str) -> Option<(usize, f64)> {
+    match name {
+        "20k" => Some((200, 50.0)),
+        "100k" => Some((200, 250.0)),
+        "1sym" => Some((1, 5000.0)),
+        _ => None,
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let presets = std::env::var("SCALE_PRESETS").unwrap_or_else(|_| "20k".into());
+    let bin = hotpath_bin();
+    let (_redis, redis_url) = start_redis();
+    let (_kinesalite, kinesis_endpoint) = start_kinesalite();
+    for name in presets.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let (symbols, actions) =
+            preset(name).unwrap_or_else(|| panic!("unknown preset {name}: 20k, 100k or 1sym"));
+        let scenario = Scenario {
+            name: name.to_string(),
+            symbols: env_or("SCALE_SYMBOLS", symbols),
+            actions_per_symbol: env_or("SCALE_ACTIONS", actions),
+            duration: Duration::from_secs(env_or("SCALE_DURATION_S", 60)),
+        };
+        let line = run_scenario(&bin, &scenario, &redis_url, &kinesis_endpoint);
+        println!("{line}");
+    }
+}
+
+/// The `hotpath` binary: `HOTPATH_BIN`, else the one beside this bench's `deps/` directory.
+fn hotpath_bin() -> PathBuf {
+    let bin = std::env::var_os("HOTPATH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the bench's own path");
+            let deps = exe.parent().expect("deps/");
+            deps.parent()
+                .expect("the profile directory")
+                .join("hotpath")
+        });
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --release -p hotpath (or set HOTPATH_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A child process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_redis() -> (Server, String) {
+    let bin = std::env::var("HOTPATH_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin} (scripts/servers.sh's ensure_redis): {e}"));
+    let server = Server(child);
+    wait_port(port, "redis-server");
+    (server, format!("redis://127.0.0.1:{port}/0"))
+}
+
+fn start_kinesalite() -> (Server, String) {
+    let cli = std::env::var_os("HOTPATH_KINESALITE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/tools/kinesalite/node_modules/kinesalite/cli.js")
+        });
+    assert!(
+        cli.exists(),
+        "{} missing: scripts/servers.sh's ensure_kinesalite",
+        cli.display()
+    );
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(&cli)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node starts kinesalite");
+    let server = Server(child);
+    wait_port(port, "kinesalite");
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts `hotpath sim` for `symbols` at `actions` per second per symbol; returns it and the
+/// address it listens on (its first stdout line, `{"listening":"127.0.0.1:PORT"}`).
+fn start_sim(bin: &Path, symbols: &[String], actions: f64) -> (Server, String) {
+    let mut child = Command::new(bin)
+        .args(["sim", "--listen", "127.0.0.1:0", "--seed", "1"])
+        .args([
+            "--symbols",
+            &symbols.join(","),
+            "--rate",
+            &actions.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hotpath sim starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the simulator's first line");
+    let addr = serde_json::from_str::<Value>(&line)
+        .ok()
+        .and_then(|v| v["listening"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("the simulator did not say where it listens: {line:?}"));
+    (server, addr)
+}
+
+/// The run's configuration: both sinks, no control plane, the reader on the last core.
+fn run_config(dir: &Path, sim: &str, symbols: &[String], redis: &str, kinesis: &str) -> PathBuf {
+    let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
+    let quoted: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "[binance]\nendpoint = \"ws://{sim}\"\nsymbols = [{}]\n\
+         streams = [\"trade\", \"bestBidAsk\", \"depth\", \"depth20\"]\n\
+         [readers]\ncores = [{}]\n\
+         [kinesis]\nenabled = true\nendpoint_url = \"{kinesis}\"\nregion = \"us-east-1\"\n\
+         create_streams = true\ndead_letter_path = \"{}\"\n\
+         [redis]\nenabled = true\nurl = \"{redis}\"\ndead_letter_path = \"{}\"\n\
+         [http]\nlisten = \"0\"\n",
+        quoted.join(", "),
+        cores - 1,
+        dir.join("kinesis-dlq.jsonl").display(),
+        dir.join("redis-dlq.jsonl").display(),
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).expect("the run config is written");
+    path
+}
+
+/// One `/proc` sample of the run.
+#[derive(Clone, Copy)]
+struct Sample {
+    at_s: f64,
+    rss_kib: u64,
+    cpu_ticks: u64,
+    /// Frames received by then, from the latest progress line.
+    frames: u64,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn run_scenario(bin: &Path, scenario: &Scenario, redis: &str, kinesis: &str) -> Value {
+    let symbols: Vec<String> = if scenario.symbols == 1 {
+        vec!["BTCUSDT".into()]
+    } else {
+        (0..scenario.symbols)
+            .map(|i| format!("S{i:03}USDT"))
+            .collect()
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "hotpath-scale-{}-{}",
+        std::process::id(),
+        scenario.name
+    ));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let (_sim, addr) = start_sim(bin, &symbols, scenario.actions_per_symbol);
+    let config = run_config(&dir, &addr, &symbols, redis, kinesis);
+    let mut child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--duration", &scenario.duration.as_secs().to_string()])
+        .args(["--progress", "1"])
+        .env("BINANCE_API_KEY", "bench")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hotpath run starts");
+    let pid = child.id();
+    let frames_now = Arc::new(Mutex::new(0u64));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let progress = {
+        let frames_now = frames_now.clone();
+        std::thread::spawn(move || follow_progress(stderr, &frames_now))
+    };
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let summary = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let samples = sample_until_exit(&mut child, pid, &frames_now);
+    let warnings = progress.join().unwrap_or_default();
+    let text = summary.join().unwrap_or_default();
+    let summary: Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no summary from hotpath run; stderr: {warnings:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    report(scenario, &summary, &samples, warnings)
+}
+
+/// Reads the run's stderr: progress lines update `frames_now`; returns the other lines (last
+/// 20), which say what went wrong if anything did.
+fn follow_progress(stderr: impl Read, frames_now: &Mutex<u64>) -> Vec<String> {
+    let mut other = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        match serde_json::from_str::<Value>(&line) {
+            Ok(v) if v.get("msgs_per_s").is_some() => {
+                if let (Some(frames), Ok(mut now)) = (v["frames"].as_u64(), frames_now.lock()) {
+                    *now = frames;
+                }
+            }
+            _ => {
+                other.push(line);
+                if other.len() > 20 {
+                    other.remove(0);
+                }
+            }
+        }
+    }
+    other
+}
+
+/// Samples RSS and CPU every 500 ms until the run exits.
+fn sample_until_exit(child: &mut Child, pid: u32, frames_now: &Mutex<u64>) -> Vec<Sample> {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return samples;
+        }
+        if let (Some(rss_kib), Some(cpu_ticks)) = (rss_kib(pid), cpu_ticks(pid)) {
+            samples.push(Sample {
+                at_s: start.elapsed().as_secs_f64(),
+                rss_kib,
+                cpu_ticks,
+                frames: frames_now.lock().map_or(0, |f| *f),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<String>) -> Value {
+    let hz = clock_ticks_per_second();
+    let frames = summary["frames"].as_u64().unwrap_or(0);
+    let seconds = scenario.duration.as_secs_f64();
+    let last = samples.last().copied();
+    let cpu_s = last.map_or(0.0, |s| s.cpu_ticks as f64 / hz);
+    let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
+    // After the warm-up: the first quarter of the run, at least 10 s.
+    let warm = (seconds / 4.0).max(10.0);
+    let steady = samples.iter().find(|s| s.at_s >= warm).copied();
+    let steady_us = match (steady, last) {
+        (Some(a), Some(b)) if b.frames > a.frames => {
+            Some((b.cpu_ticks - a.cpu_ticks) as f64 / hz / (b.frames - a.frames) as f64 * 1e6)
+        }
+        _ => None,
+    };
+    let steady_rate = match (steady, last) {
+        (Some(a), Some(b)) if b.at_s > a.at_s => {
+            Some((b.frames.saturating_sub(a.frames) as f64 / (b.at_s - a.at_s)).round())
+        }
+        _ => None,
+    };
+    let rss_max = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let half = samples.iter().find(|s| s.at_s >= seconds / 2.0).copied();
+    let growth = match (half, last) {
+        (Some(h), Some(l)) => l.rss_kib as f64 / h.rss_kib.max(1) as f64 - 1.0,
+        _ => f64::NAN,
+    };
+    let series: Vec<Value> = samples
+        .iter()
+        .step_by(10)
+        .map(|s| json!([s.at_s.round(), mib(s.rss_kib)]))
+        .collect();
+    let sink = |name: &str| {
+        let s = &summary["sinks"][name];
+        json!({
+            "written": s["written"],
+            "dead_lettered": s["dead_lettered"],
+            "dropped": s["dropped"],
+            "receipt_to_ack_ns": s["receipt_to_ack_ns"],
+        })
+    };
+    json!({
+        "bench": "scale",
+        "scenario": scenario.name,
+        "symbols": scenario.symbols,
+        "sim_actions_per_symbol_per_s": scenario.actions_per_symbol,
+        "duration_s": seconds,
+        "frames": frames,
+        "msgs_per_s": (frames as f64 / seconds).round(),
+        "msgs_per_s_after_warmup": steady_rate,
+        "queue_drops": summary["queue_drops"],
+        "gaps": summary["gaps"]["count"],
+        "redis": sink("redis"),
+        "kinesis": sink("kinesis"),
+        "rss_mib_max": mib(rss_max),
+        "rss_mib_end": last.map(|s| mib(s.rss_kib)),
+        "rss_growth_second_half": (growth * 1000.0).round() / 1000.0,
+        "rss_steady": growth.abs() < 0.05,
+        "rss_mib_every_5s": series,
+        "cpu_s": (cpu_s * 100.0).round() / 100.0,
+        "cpu_us_per_msg": if frames > 0 { Some((cpu_s / frames as f64 * 1e6 * 10.0).round() / 10.0) } else { None },
+        "cpu_us_per_msg_after_warmup": steady_us.map(|u| (u * 10.0).round() / 10.0),
+        "stderr_tail": stderr,
+    })
+}
