@@ -9,7 +9,8 @@
 //! Architecture invariant: nothing here logs per frame or allocates per frame (an accepted
 //! frame is copied into the reader's [`FramePool`], a chunk allocated per few hundred frames at
 //! most, or with `readers.copy_frames = false` its `Bytes` from the WebSocket layer is queued
-//! as it is; either is shared with consumers by reference count; the held queue keeps its
+//! as it is; a frame built in the pool already (JSON transcoded, [`Origin::Pooled`]) is never
+//! copied again; each is shared with consumers by reference count; the held queue keeps its
 //! capacity). `engine/tests/it/alloc.rs` holds this with a counting
 //! allocator.
 
@@ -53,14 +54,27 @@ pub struct FramePath {
     clock: Option<Arc<StreamClock>>,
     /// Trades lost at a consumer's full ring before it saw any of the symbol's.
     announcements: Announcements,
-    /// Where accepted frames are copied before they are queued; `None` queues them as they
-    /// came (slices of the WebSocket receive buffer).
+    /// The reader's frame pool: where accepted wire frames are copied before they are queued
+    /// (when `copy`), and where frames built in place are written ([`FramePath::pool`]).
     pool: Option<FramePool>,
+    /// Whether accepted [`Origin::Wire`] frames are copied into `pool` (`readers.copy_frames`);
+    /// otherwise they are queued as they came (slices of the WebSocket receive buffer).
+    copy: bool,
     /// Control notices (connection lost or back, symbol removed or halted) that found the
     /// notice ring full, oldest first: they are never dropped, and go out ahead of any later
     /// notice (a gap notice that finds this non-empty is dropped and counted, as at a full
     /// ring, so the order the sidecar sees is the order they happened in).
     pending: VecDeque<Notice>,
+}
+
+/// Where a frame's bytes are, which decides whether an accepted frame is copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The WebSocket layer's receive buffer: copied into the pool when accepted, if
+    /// `readers.copy_frames`.
+    Wire,
+    /// Written in the path's own pool ([`FramePath::pool`]): queued as it is.
+    Pooled,
 }
 
 /// Control notices [`FramePath`] keeps room for without allocating, beyond the notice ring.
@@ -103,6 +117,7 @@ impl FramePath {
             to_ring: 0,
             clock: None,
             pool: None,
+            copy: false,
             pending: VecDeque::with_capacity(PENDING_NOTICES_RESERVED),
         }
     }
@@ -110,8 +125,17 @@ impl FramePath {
     /// Copies each accepted frame into `pool` before queueing it (`readers.copy_frames`), so
     /// a queued frame pins only a small chunk, not the receive buffer it came in.
     pub fn with_pool(mut self, pool: Option<FramePool>) -> Self {
+        self.copy = pool.is_some();
         self.pool = pool;
         self
+    }
+
+    /// The reader's frame pool, for a producer that builds frames in place (the JSON
+    /// transcoder): its frames go to [`FramePath::on_frame_from`] as [`Origin::Pooled`] and are
+    /// queued without another copy. Made on first use when frames are not copied; that does
+    /// not make wire frames copied.
+    pub fn pool(&mut self) -> &mut FramePool {
+        self.pool.get_or_insert_with(FramePool::default)
     }
 
     /// What the frame pool has done, if frames are copied.
@@ -248,9 +272,16 @@ impl FramePath {
             .map(|at| self.symbols[at].1)
     }
 
-    /// The hot path: one binary frame, received at `recv_time_ns` ([`monotonic_ns`]).
+    /// The hot path: one binary frame from the wire, received at `recv_time_ns`
+    /// ([`monotonic_ns`]).
     #[inline]
     pub fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
+        self.on_frame_from(frame, recv_time_ns, Origin::Wire);
+    }
+
+    /// [`FramePath::on_frame`] for a frame whose bytes are where `origin` says.
+    #[inline]
+    pub fn on_frame_from(&mut self, frame: Bytes, recv_time_ns: u64, origin: Origin) {
         self.stats.frames.bump();
         let message = match sbe::spot_stream::decode_with(&frame, &self.limits) {
             Ok(message) => message,
@@ -295,9 +326,9 @@ impl FramePath {
         if let Some(clock) = &self.clock {
             clock.stamp(symbol, kind, recv_time_ns);
         }
-        let frame = match &mut self.pool {
-            Some(pool) => pool.copy(&frame),
-            None => frame,
+        let frame = match (&mut self.pool, origin) {
+            (Some(pool), Origin::Wire) if self.copy => pool.copy(&frame),
+            _ => frame,
         };
         let event = FeedEvent {
             recv_time_ns,
@@ -454,6 +485,7 @@ pub struct Held {
 
 struct HeldFrame {
     frame: Bytes,
+    origin: Origin,
     recv_time_ns: u64,
     symbol: u16,
     kind: StreamKind,
@@ -492,6 +524,17 @@ impl FramePath {
     /// otherwise. Only `@trade` and `@depth` are held: the sampled streams have no contiguity
     /// to wait for.
     pub fn on_frame_holding(&mut self, frame: Bytes, recv_time_ns: u64, held: &mut Held) {
+        self.on_frame_holding_from(frame, recv_time_ns, Origin::Wire, held);
+    }
+
+    /// [`FramePath::on_frame_holding`] for a frame whose bytes are where `origin` says.
+    pub fn on_frame_holding_from(
+        &mut self,
+        frame: Bytes,
+        recv_time_ns: u64,
+        origin: Origin,
+        held: &mut Held,
+    ) {
         if let Ok(message) = sbe::spot_stream::decode_with(&frame, &self.limits)
             && let Some((symbol_bytes, kind, first_id, _, _)) = summarize(&message)
             && matches!(kind, StreamKind::Trade | StreamKind::Depth)
@@ -516,6 +559,7 @@ impl FramePath {
                 }
                 held.frames.push_back(HeldFrame {
                     frame,
+                    origin,
                     recv_time_ns,
                     symbol,
                     kind,
@@ -523,7 +567,7 @@ impl FramePath {
                 return;
             }
         }
-        self.on_frame(frame, recv_time_ns);
+        self.on_frame_from(frame, recv_time_ns, origin);
     }
 
     /// Processes the held frames of every stream that has caught up, in arrival order (of all
@@ -555,7 +599,7 @@ impl FramePath {
                 .stream(frame.symbol, frame.kind)
                 .is_some_and(|s| s.ready)
             {
-                self.on_frame(frame.frame, frame.recv_time_ns);
+                self.on_frame_from(frame.frame, frame.recv_time_ns, frame.origin);
             } else {
                 held.frames.push_back(frame);
             }
