@@ -17,9 +17,11 @@
 //!
 //! The symbol is the stream name's (upper-cased; the partial book carries none). Times are
 //! JSON milliseconds, so an SBE field filled from JSON is a whole millisecond in microseconds.
-//! Each frame's price exponent is minus the most decimals any price of the message has (the
-//! same for quantities), so no value is rounded: Binance sends 8 decimals, giving -8 like the
-//! SBE streams. A value that does not fit an `i64` mantissa, a missing field or anything
+//! Each frame's price exponent is minus the most decimals any price of the message has, and at
+//! most -8 (the same for quantities), so no value is rounded and every frame of a stream says
+//! the same exponents whatever it holds (Binance prints 8 decimals, giving -8 like the SBE
+//! streams; a depth diff without levels, or a value printed with fewer decimals, says -8 too:
+//! consumers take a symbol's exponents from each frame). A value that does not fit an `i64` mantissa, a missing field or anything
 //! else out of form makes the frame [`Transcoded::Malformed`]: counted and skipped by the
 //! reader, never guessed at.
 
@@ -43,6 +45,8 @@ const SYMBOL_BYTES_MAX: usize = u8::MAX as usize;
 
 /// Most decimals a value may have: 10^18 still fits an `i64`.
 const DECIMALS_MAX: u8 = 18;
+/// Fewest decimals a frame says (its exponents are at most minus this): Binance's 8.
+const DECIMALS_MIN: u8 = 8;
 
 const GROUP_SIZE_BYTES: usize = 6;
 const GROUP_SIZE16_BYTES: usize = 4;
@@ -306,7 +310,7 @@ impl Scratch {
     /// The decimals of the depth levels' prices and quantities.
     fn level_decimals(&self) -> (u8, u8) {
         let all = self.bids.levels.iter().chain(&self.asks.levels);
-        all.fold((0, 0), |(p, q), (price, qty)| {
+        all.fold((DECIMALS_MIN, DECIMALS_MIN), |(p, q), (price, qty)| {
             (p.max(price.decimals), q.max(qty.decimals))
         })
     }
@@ -323,6 +327,8 @@ fn need<T>(value: Option<T>) -> Result<T, Bad> {
 
 fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
     let (price, qty) = (need(s.price)?, need(s.qty)?);
+    let p = price.decimals.max(DECIMALS_MIN);
+    let q = qty.decimals.max(DECIMALS_MIN);
     let maker = if need(s.maker)? {
         BoolEnum::True
     } else {
@@ -332,14 +338,14 @@ fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
     encoder
         .event_time(need(s.event_ms)?.checked_mul(1000).ok_or(Bad)?)
         .transact_time(need(s.trade_ms)?.checked_mul(1000).ok_or(Bad)?)
-        .price_exponent(exponent(price.decimals))
-        .qty_exponent(exponent(qty.decimals));
+        .price_exponent(exponent(p))
+        .qty_exponent(exponent(q));
     let mut group = encoder.trades(1)?;
     group
         .next_entry()?
         .id(need(s.id)?)
-        .price(price.mantissa)
-        .qty(qty.mantissa)
+        .price(need(price.at(p))?)
+        .qty(need(qty.at(q))?)
         .is_buyer_maker(maker);
     encoder.symbol(symbol)?;
     Ok(encoder.finish())
@@ -348,8 +354,8 @@ fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
 fn put_bbo(out: &mut [u8], s: &Scratch, symbol: &[u8], now_us: i64) -> Result<usize, Bad> {
     let (bid_price, bid_qty) = (need(s.bid.0)?, need(s.bid.1)?);
     let (ask_price, ask_qty) = (need(s.ask.0)?, need(s.ask.1)?);
-    let p = bid_price.decimals.max(ask_price.decimals);
-    let q = bid_qty.decimals.max(ask_qty.decimals);
+    let p = bid_price.decimals.max(ask_price.decimals).max(DECIMALS_MIN);
+    let q = bid_qty.decimals.max(ask_qty.decimals).max(DECIMALS_MIN);
     let mut encoder = BestBidAskStreamEventEncoder::wrap(out)?;
     encoder
         .event_time(now_us)

@@ -225,3 +225,65 @@ fn frames_share_one_pool_chunk() {
         );
     }
 }
+
+/// Regression (found in review): a frame's exponents were minus the most decimals of its own
+/// values, so a depth diff with no levels said (0, 0) and a value printed with fewer decimals
+/// said more; the Redis writer takes the book's exponents from every frame, so the book's -8
+/// mantissas were then published at 10^0. Every frame now says at least 8 decimals (Binance
+/// prints 8): the same exponents whatever the frame holds.
+#[test]
+fn every_frame_says_the_same_exponents_whatever_it_holds() {
+    let mut t = Pooled::new();
+    let texts = [
+        wrapped(
+            StreamKind::Depth,
+            r#"{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[],"a":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Depth20,
+            r#"{"lastUpdateId":7,"bids":[],"asks":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Depth,
+            r#"{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":7,"u":8,"b":[["1.5","2"]],"a":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Trade,
+            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#,
+        ),
+        wrapped(
+            StreamKind::BestBidAsk,
+            r#"{"u":9,"s":"BTCUSDT","b":"1","B":"3","a":"2","A":"4"}"#,
+        ),
+    ];
+    let mut prices = Vec::new();
+    for text in &texts {
+        let frame = frame(&mut t, text, 1);
+        let message = crate::sbe::decode(&frame).expect("decodes");
+        let exponents = match &message {
+            Message::DepthDiffStreamEvent(m) => {
+                prices.extend(m.bids().map(|l| (l.price(), l.qty())));
+                (m.price_exponent(), m.qty_exponent())
+            }
+            Message::DepthSnapshotStreamEvent(m) => (m.price_exponent(), m.qty_exponent()),
+            Message::TradesStreamEvent(m) => {
+                prices.extend(m.trades().map(|l| (l.price(), l.qty())));
+                (m.price_exponent(), m.qty_exponent())
+            }
+            Message::BestBidAskStreamEvent(m) => {
+                prices.push((m.bid_price(), m.bid_qty()));
+                (m.price_exponent(), m.qty_exponent())
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(exponents, (-8, -8), "{text}");
+    }
+    assert_eq!(
+        prices,
+        [
+            (150_000_000, 200_000_000),
+            (150_000_000, 200_000_000),
+            (100_000_000, 300_000_000)
+        ]
+    );
+}
