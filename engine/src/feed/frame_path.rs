@@ -22,6 +22,7 @@ use hdrhistogram::Histogram;
 
 use super::announce::Announcements;
 use super::event::{Cause, FeedEvent, Notice};
+use super::pending::PendingNotices;
 use super::pool::FramePool;
 use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::{ReaderStats, SymbolCount};
@@ -60,11 +61,10 @@ pub struct FramePath {
     /// Whether accepted [`Origin::Wire`] frames are copied into `pool` (`readers.copy_frames`);
     /// otherwise they are queued as they came (slices of the WebSocket receive buffer).
     copy: bool,
-    /// Control notices (connection lost or back, symbol removed or halted) that found the
-    /// notice ring full, oldest first: they are never dropped, and go out ahead of any later
-    /// notice (a gap notice that finds this non-empty is dropped and counted, as at a full
-    /// ring, so the order the sidecar sees is the order they happened in).
-    pending: VecDeque<Notice>,
+    /// Notices that found the notice ring full, in order: none is dropped; they go out ahead
+    /// of any later notice, so the sidecar sees them in the order they happened; a gap notice
+    /// is merged into a waiting one of its stream ([`PendingNotices`]).
+    pending: PendingNotices,
 }
 
 /// Where a frame's bytes are, which decides whether an accepted frame is copied.
@@ -76,9 +76,6 @@ pub enum Origin {
     /// Written in the path's own pool ([`FramePath::pool`]): queued as it is.
     Pooled,
 }
-
-/// Control notices [`FramePath`] keeps room for without allocating, beyond the notice ring.
-const PENDING_NOTICES_RESERVED: usize = 64;
 
 /// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
 const NOTICE_BIT: u64 = 1 << 63;
@@ -95,6 +92,7 @@ impl FramePath {
         for index in 0..symbols.len().min(usize::from(u16::MAX) + 1) {
             stats.symbols.ensure(index as u16, producers.len());
         }
+        let consumers = producers.len();
         FramePath {
             announcements: Announcements::new(producers.len(), symbols.len()),
             producers,
@@ -118,7 +116,7 @@ impl FramePath {
             clock: None,
             pool: None,
             copy: false,
-            pending: VecDeque::with_capacity(PENDING_NOTICES_RESERVED),
+            pending: PendingNotices::new(consumers),
         }
     }
 
@@ -410,42 +408,39 @@ impl FramePath {
         self.to_ring |= 1 << consumer;
     }
 
-    /// A notice for the sidecar. A gap notice (`Wire`, `QueueFull`) that finds the ring full
-    /// is dropped and counted (`notice_drops`; the ids stay counted as gaps or queue drops);
-    /// a control notice never is: it waits in `pending` and goes out first, at the next
-    /// notice, batch or [`FramePath::flush_pending`].
+    /// A notice for the sidecar. One that finds the ring full (or notices already waiting)
+    /// waits in `pending` and goes out in order, at the next notice, batch or
+    /// [`FramePath::flush_pending`]; a gap notice may be merged there into a waiting one of its
+    /// stream (counted in `notice_drops`: the notices not sent as themselves, their ids
+    /// repaired through the merged one).
     fn notify(&mut self, notice: Notice) {
         if !self.pending.is_empty() {
             self.flush_pending();
         }
         if self.pending.is_empty() && self.notices.push(notice).is_ok() {
             self.to_ring |= NOTICE_BIT;
-        } else if notice.cause.is_gap() {
+        } else if self.pending.push(notice) {
             self.stats.notice_drops.bump();
-        } else {
-            self.keep_pending(notice);
         }
     }
 
-    #[cold]
-    fn keep_pending(&mut self, notice: Notice) {
-        self.pending.push_back(notice);
-    }
-
-    /// Pushes the control notices waiting for room in the notice ring, oldest first, as far as
-    /// it has room; returns how many still wait. The reader calls it once per read batch and
-    /// once per [`crate::constants::LIVE_HISTOGRAM_PUBLISH`], so a waiting notice goes out
-    /// soon after the sidecar made room even when no frame arrives.
+    /// Pushes the notices waiting for room in the notice ring, oldest first, as far as it has
+    /// room; returns how many still wait. The reader calls it once per read batch and once
+    /// per [`crate::constants::LIVE_HISTOGRAM_PUBLISH`], so a waiting notice goes out soon
+    /// after the sidecar made room even when no frame arrives.
     #[cold]
     pub fn flush_pending(&mut self) -> usize {
-        while let Some(&notice) = self.pending.front() {
-            if self.notices.push(notice).is_err() {
-                break;
-            }
-            self.pending.pop_front();
+        let notices = &mut self.notices;
+        let mut sent = false;
+        let waiting = self.pending.flush(|notice| {
+            let pushed = notices.push(notice).is_ok();
+            sent |= pushed;
+            pushed
+        });
+        if sent {
             self.to_ring |= NOTICE_BIT;
         }
-        self.pending.len()
+        waiting
     }
 
     #[cold]
@@ -753,10 +748,12 @@ pub(crate) mod tests {
 
     /// Regression (issue 11): a storm of queue drops filled the notice ring, and the `Removed`
     /// notice that followed was dropped with them, so the symbol's `ob:` stayed `stale=0`.
-    /// Control notices now wait beside the ring and go out first, in order; gap notices that
-    /// would overtake them are dropped and counted, as at a full ring.
+    /// Control notices now wait beside the ring and go out first, in order.
+    /// Regression (found in review): the gap notices of the storm that did not fit were dropped,
+    /// so the trades the consumer lost were never repaired (its trade order waited, then gave
+    /// up). They now wait too, merged per stream: one notice names every id lost.
     #[test]
-    fn a_queue_drop_storm_never_loses_a_control_notice() {
+    fn a_queue_drop_storm_never_loses_a_notice() {
         let (full, _full_ring) = rtrb::RingBuffer::new(1);
         let (notices_in, mut notices) = rtrb::RingBuffer::new(8);
         let stats = Arc::new(ReaderStats::default());
@@ -771,16 +768,20 @@ pub(crate) mod tests {
             path.on_frame(trades(id..=id), id as u64);
         }
         assert_eq!(stats.queue_drops.get(), 99, "one event fitted");
-        assert_eq!(stats.notice_drops.get(), 99 - 8, "the ring holds 8");
+        assert_eq!(
+            stats.notice_drops.get(),
+            99 - 8 - 1,
+            "the ring holds 8, one waits, the others merged into it"
+        );
         let streams = ["btcusdt@depth".to_string()];
         path.connection_changed(&streams, Cause::Disconnected);
         path.connection_changed(&streams, Cause::Reconnected);
         path.forget_symbol(0, Cause::Halted);
-        assert_eq!(path.flush_pending(), 3, "no room yet: all three wait");
-        // More drops while they wait: dropped, never ahead of them.
+        assert_eq!(path.flush_pending(), 4, "no room yet: all four wait");
+        // More drops while they wait: behind them, never ahead.
         path.add_symbol("BTCUSDT", 0);
         path.on_frame(trades(101..=101), 101);
-        assert_eq!(stats.notice_drops.get(), 99 - 8 + 1);
+        assert_eq!(path.flush_pending(), 5);
         // The sidecar drains the ring; the next batch sends what waited, in order.
         let storm: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
         assert_eq!(storm.len(), 8);
@@ -790,20 +791,31 @@ pub(crate) mod tests {
                 .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
         );
         path.wake_consumers();
-        let control: Vec<_> = std::iter::from_fn(|| notices.pop().ok())
-            .map(|n| n.cause)
-            .collect();
+        let waited: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
+        let causes: Vec<Cause> = waited.iter().map(|n| n.cause).collect();
+        let lost = Cause::QueueFull { consumer: 0 };
         assert_eq!(
-            control,
-            [Cause::Disconnected, Cause::Reconnected, Cause::Halted]
+            causes,
+            [
+                lost,
+                Cause::Disconnected,
+                Cause::Reconnected,
+                Cause::Halted,
+                lost
+            ]
         );
+        // Every id lost is named: 2..=9 in the ring, 10..=100 merged, then 101.
+        let mut named: Vec<i64> = storm
+            .iter()
+            .chain([&waited[0], &waited[4]])
+            .flat_map(|n| n.gap.missing_range())
+            .collect();
+        named.sort_unstable();
+        assert_eq!(named, (2..=101).collect::<Vec<_>>());
         assert_eq!(path.flush_pending(), 0);
         // And with room again, gap notices flow as before.
         path.on_frame(trades(102..=102), 102);
-        assert_eq!(
-            notices.pop().map(|n| n.cause),
-            Ok(Cause::QueueFull { consumer: 0 })
-        );
+        assert_eq!(notices.pop().map(|n| n.cause), Ok(lost));
     }
 
     /// Regression (found in review): a replacement connection running ahead of the old one made
