@@ -89,6 +89,37 @@ fn every_trade_lands_exactly_once_across_a_database_restart() {
     assert_eq!(u64::try_from(rows + books).ok(), Some(pg.written), "{pg:?}");
 }
 
+/// Review of the sinks: the writer remembered which daily partitions exist for the whole run,
+/// so a database recreated empty mid-run (its tables made again by the migrations on the
+/// reconnect, but not today's partitions) refused every later batch, for ever ("no partition
+/// of relation"). Rows land again after such a wipe, none dead-lettered.
+#[test]
+fn rows_land_again_after_the_database_is_recreated_empty_mid_run() {
+    let sim = sim();
+    let server = PgServer::start();
+    let dir = TempDir::new("pg-wiped");
+    let config = run_config(&sim, |c| c.postgres = Some(settings(server.url(), &dir)));
+    let summary = run(&config, None, |sinks| {
+        wait_for("rows before the wipe", || written(sinks, "postgres") >= 300);
+        // Everything of hotpath's goes (tables, partitions, the migrations' record) and the
+        // writer's connection is cut, as a database restored empty would do.
+        server.query(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        );
+        let before = written(sinks, "postgres");
+        wait_for("rows after the wipe", || {
+            written(sinks, "postgres") >= before + 600
+        });
+    });
+    let pg = &summary.sinks["postgres"];
+    assert!(pg.flushed, "{pg:?}\n{}", server.log());
+    assert_eq!((pg.dead_lettered, pg.dropped), (0, 0), "{pg:?}");
+    let (_, rows) = ticks(&server);
+    assert!(rows >= 300, "rows after the wipe: {rows}");
+}
+
 #[test]
 fn books_match_the_exchange_and_seed_queries_answer() {
     let sim = sim();

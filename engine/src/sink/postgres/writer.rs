@@ -120,7 +120,8 @@ struct Writer {
     connected_before: bool,
     retry_at: Instant,
     backoff: Backoff,
-    /// Days whose partitions exist (plain layout).
+    /// Days whose partitions exist (plain layout), since the session's connect and the last
+    /// failed batch.
     days: BTreeSet<i64>,
     /// Event time of each symbol's last `books` row, by the feed's symbol index.
     last_book_us: Vec<Option<i64>>,
@@ -488,6 +489,10 @@ impl Writer {
                 }
                 self.connected_before = true;
                 tracing::info!("postgres: connected ({:?} layout)", session.layout);
+                // The database may have been recreated meanwhile (its tables made again by
+                // the migrations, not its partitions): each day's partition is made again,
+                // if missing, before rows of that day are written.
+                self.days.clear();
                 self.session = Some(session);
             }
             Done::Connected(Err(e)) => {
@@ -539,6 +544,9 @@ impl Writer {
                 if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
                     self.session = None;
                 }
+                // A partition may be gone (dropped by hand or by another writer's retention):
+                // the retry makes its days' partitions again, if missing.
+                self.days.clear();
                 self.retry_at = now + self.backoff.next_delay();
             }
         }
