@@ -143,6 +143,29 @@ impl Drop for Stopped {
     }
 }
 
+/// Stops the writer's backend while it is idle (no transaction open), retrying until a stop
+/// lands between two batches.
+fn stop_between_batches(server: &PgServer) -> Stopped {
+    let backend = |state: &str| {
+        server.query(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid() AND state = '{state}'"
+        ))
+    };
+    for _ in 0..1000 {
+        let idle = backend("idle");
+        let Some(pid) = idle.first().and_then(|row| row[0].clone()) else {
+            continue;
+        };
+        let stopped = Stopped::stop(pid.clone());
+        // A stopped backend reports nothing new: still idle means stopped between batches.
+        if backend("idle").iter().any(|row| row[0].as_deref() == Some(pid.as_str())) {
+            return stopped;
+        }
+    }
+    panic!("the writer's backend was never idle:\n{}", server.log());
+}
+
 /// Review of the sinks: a connection whose server stopped answering (a hung backend, a lost
 /// network path) never failed by itself, so the writer waited on its batch for ever while the
 /// rows went to the dead-letter file. After `postgres.request_timeout_ms` the connection is
@@ -160,14 +183,10 @@ fn a_connection_that_stops_answering_is_replaced() {
     let config = run_config(&sim, |c| c.postgres = Some(pg));
     let summary = run(&config, None, |sinks| {
         wait_for("rows before the hang", || written(sinks, "postgres") >= 300);
-        // The writer's backend (the only other client) stops answering.
-        let backends = server.query(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
-             AND pid <> pg_backend_pid()",
-        );
-        assert_eq!(backends.len(), 1, "{backends:?}");
-        let pid = backends[0][0].clone().expect("a pid");
-        let _stopped = Stopped::stop(pid);
+        // The writer's backend (the only other client) stops answering, between two batches:
+        // stopped inside a transaction it would hold the row locks of the batch the writer
+        // sends again, and no new connection could get past them while it lives.
+        let _stopped = stop_between_batches(&server);
         wait_for("a batch given up on", || failed(sinks) >= 1);
         let before = written(sinks, "postgres");
         wait_for("rows on a new connection", || {
