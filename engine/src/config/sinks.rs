@@ -218,7 +218,7 @@ impl Default for RedisConfig {
             dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
-            connections: 1,
+            connections: 2,
             idle: IdleStrategy::Backoff,
         }
     }

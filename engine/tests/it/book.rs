@@ -406,6 +406,12 @@ fn the_top_reaching_past_the_snapshots_edge_resyncs_the_book() {
 /// book is published within seconds (about 0.2 s on the 2-core test machine), each exact.
 #[test]
 fn sixty_symbols_are_synced_within_seconds() {
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .try_init();
+    }
     let names: Vec<String> = (0..60).map(|i| format!("S{i:02}USDT")).collect();
     let sim = Sim::start(|c| {
         c.exchange.symbols = names.clone();

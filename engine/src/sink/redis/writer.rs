@@ -339,6 +339,13 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             sidecar_bell.ring();
         }
         if let Some(step) = idle.step(work) {
+            if matches!(step, crate::idle::Step::Park(_)) {
+                let dirty = w.states.iter().flatten().filter(|s| s.dirty()).count();
+                let writing: Vec<bool> = io.lanes.iter().map(|l| l.writing.is_some()).collect();
+                let conns: Vec<bool> = io.lanes.iter().map(|l| l.conn.is_some()).collect();
+                let acked: Vec<bool> = io.lanes.iter().map(|l| l.acked_once).collect();
+                tracing::trace!(dirty, ?writing, ?conns, ?acked, reanchoring = w.reanchoring.len(), outbox = w.request_outbox.len(), "redis: park");
+            }
             // Woken by the rings' producers, a finished task (connect, write, re-anchor, each
             // spawned with `spawn_ringing`) or the stop; timers wait for the park's timeout.
             let has_work = || {
@@ -367,7 +374,7 @@ impl Writer {
     ) -> Writer {
         let book = BookSettings::new(config.book_levels, config.snapshot_limit);
         let next_check = config.consistency_check.map(|every| Instant::now() + every);
-        let lanes = config.connections.max(1);
+        let lanes = std::env::var("HOTPATH_DEBUG_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(config.connections).max(1);
         let mut w = Writer {
             dead: Spool::new(&config.dead_letter_path),
             diffs: DiffBudget::new(config.sync_buffer_bytes_max),
