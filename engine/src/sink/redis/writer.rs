@@ -340,11 +340,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         }
         if let Some(step) = idle.step(work) {
             if matches!(step, crate::idle::Step::Park(_)) {
-                let dirty = w.states.iter().flatten().filter(|s| s.dirty()).count();
-                let writing: Vec<bool> = io.lanes.iter().map(|l| l.writing.is_some()).collect();
-                let conns: Vec<bool> = io.lanes.iter().map(|l| l.conn.is_some()).collect();
-                let acked: Vec<bool> = io.lanes.iter().map(|l| l.acked_once).collect();
-                tracing::trace!(dirty, ?writing, ?conns, ?acked, reanchoring = w.reanchoring.len(), outbox = w.request_outbox.len(), "redis: park");
+                trace_park(&w, &io);
             }
             // Woken by the rings' producers, a finished task (connect, write, re-anchor, each
             // spawned with `spawn_ringing`) or the stop; timers wait for the park's timeout.
@@ -363,6 +359,27 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     Ok(w.summary())
 }
 
+/// At trace level, what the writer parks with (per connection: connected, a pipeline in
+/// flight, its start marks acknowledged; dirty symbols, re-anchors in flight, requests waiting):
+/// a stalled writer says which of them it waits for. Nothing is computed unless enabled.
+fn trace_park(w: &Writer, io: &Io) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    let lanes: Vec<(bool, bool, bool)> = io
+        .lanes
+        .iter()
+        .map(|l| (l.conn.is_some(), l.writing.is_some(), l.acked_once))
+        .collect();
+    tracing::trace!(
+        dirty = w.states.iter().flatten().filter(|s| s.dirty()).count(),
+        ?lanes,
+        reanchoring = w.reanchoring.len(),
+        requests_waiting = w.request_outbox.len(),
+        "redis: parking (lanes: connected, writing, acked once)"
+    );
+}
+
 impl Writer {
     /// A writer of `symbols` (their books marked stale first thing), asking the sidecar for
     /// snapshots through `requests`, holding trades at most `hold_max` after a gap.
@@ -374,7 +391,7 @@ impl Writer {
     ) -> Writer {
         let book = BookSettings::new(config.book_levels, config.snapshot_limit);
         let next_check = config.consistency_check.map(|every| Instant::now() + every);
-        let lanes = std::env::var("HOTPATH_DEBUG_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(config.connections).max(1);
+        let lanes = config.connections.max(1);
         let mut w = Writer {
             dead: Spool::new(&config.dead_letter_path),
             diffs: DiffBudget::new(config.sync_buffer_bytes_max),

@@ -123,7 +123,13 @@ impl Writer {
             }
         };
         let id = snapshot.last_update_id;
-        tracing::debug!(symbol = index, purpose = ?book.purpose, id, limit = book.limit, "redis: snapshot received");
+        tracing::debug!(
+            symbol = index,
+            purpose = ?book.purpose,
+            id,
+            limit = book.limit,
+            "redis: snapshot received"
+        );
         let wants = match book.purpose {
             Purpose::Check => state
                 .ob
