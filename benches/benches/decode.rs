@@ -11,13 +11,14 @@
 //! transcoder's borrowed serde visitors through serde_json, sonic-rs or simd-json (which
 //! parses in place, so its time includes copying the text into a reused buffer), and
 //! `json_transcode` is the reader's whole JSON cost: parse (serde_json), encode the SBE frame
-//! into the arena, then the same decode and read as `decode`. An element is one event: the
+//! into the frame pool, then the same decode and read as `decode`. An element is one event: the
 //! 10 trades of `trades_10` are one SBE frame but 10 JSON messages.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hotpath::feed::json::{Transcoded, Transcoder};
+use hotpath::feed::pool::FramePool;
 use hotpath::sbe::{self, spot_stream::Message};
 
 /// Decodes `frame` and folds every field into one number, so that no load can be optimised
@@ -238,8 +239,8 @@ fn parse_simd_json(
     }
 }
 
-fn transcode_and_read(t: &mut Transcoder, text: &str) -> i64 {
-    match t.transcode(text, 1) {
+fn transcode_and_read(t: &mut Transcoder, pool: &mut FramePool, text: &str) -> i64 {
+    match t.transcode(text, 1, pool) {
         Transcoded::Frame(frame) => decode_and_read(&frame),
         _ => i64::MIN,
     }
@@ -258,6 +259,8 @@ fn json(c: &mut Criterion) {
     .map(|(name, frame)| (name, json_of(&frame)))
     .collect();
     let mut t = Transcoder::new();
+    // The reader's pool, which the transcoder writes into.
+    let mut pool = FramePool::default();
     let (mut buf, mut buffers) = (Vec::new(), simd_json::Buffers::default());
     for (name, messages) in &events {
         let n = messages.len();
@@ -276,7 +279,10 @@ fn json(c: &mut Criterion) {
         });
         assert_eq!(simd, n, "{name}");
         for m in messages {
-            assert!(transcode_and_read(&mut t, m) != i64::MIN, "{name}");
+            assert!(
+                transcode_and_read(&mut t, &mut pool, m) != i64::MIN,
+                "{name}"
+            );
         }
     }
     let mut group = c.benchmark_group("json_parse");
@@ -310,11 +316,9 @@ fn json(c: &mut Criterion) {
     for (name, messages) in &events {
         group.bench_function(*name, |b| {
             b.iter(|| {
-                black_box(
-                    black_box(messages)
-                        .iter()
-                        .fold(0i64, |s, m| s.wrapping_add(transcode_and_read(&mut t, m))),
-                )
+                black_box(black_box(messages).iter().fold(0i64, |s, m| {
+                    s.wrapping_add(transcode_and_read(&mut t, &mut pool, m))
+                }))
             });
         });
     }

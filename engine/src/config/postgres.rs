@@ -14,6 +14,7 @@
 //! dead_letter_path = "hotpath-postgres-dead-letters.jsonl"
 //! retry_initial_ms = 100          # full-jitter backoff between attempts
 //! retry_max_ms = 5000
+//! request_timeout_ms = 30000      # a connect or batch unanswered this long: connection dropped, batch retried
 //! retention_days = 0              # drop data older than this (TimescaleDB policy or partitions); 0: keep
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
@@ -48,6 +49,9 @@ pub struct PostgresConfig {
     pub retry_initial: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// How long a connect (with its migrations) or a batch may go unanswered before the
+    /// connection is dropped and the batch retried on a new one.
+    pub request_timeout: Duration,
     /// Data older than this many days is dropped; `None` (0): kept.
     pub retention_days: Option<u32>,
     /// What the writer thread does when it has nothing to do.
@@ -66,6 +70,7 @@ impl Default for PostgresConfig {
             dead_letter_path: PathBuf::from("hotpath-postgres-dead-letters.jsonl"),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_millis(5000),
+            request_timeout: Duration::from_secs(30),
             retention_days: None,
             idle: IdleStrategy::Backoff,
         }
@@ -84,6 +89,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("dead_letter_path", &self.dead_letter_path)
             .field("retry_initial", &self.retry_initial)
             .field("retry_max", &self.retry_max)
+            .field("request_timeout", &self.request_timeout)
             .field("retention_days", &self.retention_days)
             .field("idle", &self.idle)
             .finish()
@@ -104,6 +110,7 @@ pub(crate) struct RawPostgres {
     dead_letter_path: Option<PathBuf>,
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
     retention_days: Option<u32>,
     idle: Option<String>,
 }
@@ -138,6 +145,10 @@ impl RawPostgres {
         set(
             &mut c.retry_max,
             self.retry_max_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut c.request_timeout,
+            self.request_timeout_ms.map(Duration::from_millis),
         );
         if let Some(days) = self.retention_days {
             c.retention_days = (days > 0).then_some(days);
@@ -194,6 +205,11 @@ impl PostgresConfig {
                 "postgres.retry_initial_ms: must be above 0",
             ));
         }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "postgres.request_timeout_ms: must be above 0",
+            ));
+        }
         if self.retry_max < self.retry_initial {
             return Err(ConfigError::invalid(
                 "postgres.retry_max_ms: must be at least postgres.retry_initial_ms",
@@ -238,6 +254,7 @@ mod tests {
             ("dead_letter_path = \"\"", "postgres.dead_letter_path"),
             ("retry_initial_ms = 0", "postgres.retry_initial_ms"),
             ("retry_max_ms = 1", "postgres.retry_max_ms"),
+            ("request_timeout_ms = 0", "postgres.request_timeout_ms"),
             ("idle = \"nap\"", "postgres.idle"),
         ] {
             let e = postgres(&format!("enabled = true\n{text}")).expect_err(text);

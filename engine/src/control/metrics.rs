@@ -331,7 +331,7 @@ impl RunCollector {
             ),
             (
                 "hotpath_notice_drops",
-                "Gap notices a full notice ring could not take (their ids stay counted).",
+                "Gap notices that found the notice ring full, merged into a waiting one (their ids are still repaired).",
                 |r| r.notice_drops.get(),
             ),
             ("hotpath_connects", "WebSocket connections opened.", |r| {

@@ -9,7 +9,8 @@
 //! Architecture invariant: nothing here logs per frame or allocates per frame (an accepted
 //! frame is copied into the reader's [`FramePool`], a chunk allocated per few hundred frames at
 //! most, or with `readers.copy_frames = false` its `Bytes` from the WebSocket layer is queued
-//! as it is; either is shared with consumers by reference count; the held queue keeps its
+//! as it is; a frame built in the pool already (JSON transcoded, [`Origin::Pooled`]) is never
+//! copied again; each is shared with consumers by reference count; the held queue keeps its
 //! capacity). `engine/tests/it/alloc.rs` holds this with a counting
 //! allocator.
 
@@ -21,6 +22,7 @@ use hdrhistogram::Histogram;
 
 use super::announce::Announcements;
 use super::event::{Cause, FeedEvent, Notice};
+use super::pending::PendingNotices;
 use super::pool::FramePool;
 use super::sequence::{GapNotice, Sequencer, Verdict};
 use super::stats::{ReaderStats, SymbolCount};
@@ -53,18 +55,27 @@ pub struct FramePath {
     clock: Option<Arc<StreamClock>>,
     /// Trades lost at a consumer's full ring before it saw any of the symbol's.
     announcements: Announcements,
-    /// Where accepted frames are copied before they are queued; `None` queues them as they
-    /// came (slices of the WebSocket receive buffer).
+    /// The reader's frame pool: where accepted wire frames are copied before they are queued
+    /// (when `copy`), and where frames built in place are written ([`FramePath::pool`]).
     pool: Option<FramePool>,
-    /// Control notices (connection lost or back, symbol removed or halted) that found the
-    /// notice ring full, oldest first: they are never dropped, and go out ahead of any later
-    /// notice (a gap notice that finds this non-empty is dropped and counted, as at a full
-    /// ring, so the order the sidecar sees is the order they happened in).
-    pending: VecDeque<Notice>,
+    /// Whether accepted [`Origin::Wire`] frames are copied into `pool` (`readers.copy_frames`);
+    /// otherwise they are queued as they came (slices of the WebSocket receive buffer).
+    copy: bool,
+    /// Notices that found the notice ring full, in order: none is dropped; they go out ahead
+    /// of any later notice, so the sidecar sees them in the order they happened; a gap notice
+    /// is merged into a waiting one of its stream ([`PendingNotices`]).
+    pending: PendingNotices,
 }
 
-/// Control notices [`FramePath`] keeps room for without allocating, beyond the notice ring.
-const PENDING_NOTICES_RESERVED: usize = 64;
+/// Where a frame's bytes are, which decides whether an accepted frame is copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The WebSocket layer's receive buffer: copied into the pool when accepted, if
+    /// `readers.copy_frames`.
+    Wire,
+    /// Written in the path's own pool ([`FramePath::pool`]): queued as it is.
+    Pooled,
+}
 
 /// The bit of the notice ring's consumer in [`FramePath`]'s `to_ring`.
 const NOTICE_BIT: u64 = 1 << 63;
@@ -81,6 +92,7 @@ impl FramePath {
         for index in 0..symbols.len().min(usize::from(u16::MAX) + 1) {
             stats.symbols.ensure(index as u16, producers.len());
         }
+        let consumers = producers.len();
         FramePath {
             announcements: Announcements::new(producers.len(), symbols.len()),
             producers,
@@ -103,15 +115,25 @@ impl FramePath {
             to_ring: 0,
             clock: None,
             pool: None,
-            pending: VecDeque::with_capacity(PENDING_NOTICES_RESERVED),
+            copy: false,
+            pending: PendingNotices::new(consumers),
         }
     }
 
     /// Copies each accepted frame into `pool` before queueing it (`readers.copy_frames`), so
     /// a queued frame pins only a small chunk, not the receive buffer it came in.
     pub fn with_pool(mut self, pool: Option<FramePool>) -> Self {
+        self.copy = pool.is_some();
         self.pool = pool;
         self
+    }
+
+    /// The reader's frame pool, for a producer that builds frames in place (the JSON
+    /// transcoder): its frames go to [`FramePath::on_frame_from`] as [`Origin::Pooled`] and are
+    /// queued without another copy. Made on first use when frames are not copied; that does
+    /// not make wire frames copied.
+    pub fn pool(&mut self) -> &mut FramePool {
+        self.pool.get_or_insert_with(FramePool::default)
     }
 
     /// What the frame pool has done, if frames are copied.
@@ -248,9 +270,16 @@ impl FramePath {
             .map(|at| self.symbols[at].1)
     }
 
-    /// The hot path: one binary frame, received at `recv_time_ns` ([`monotonic_ns`]).
+    /// The hot path: one binary frame from the wire, received at `recv_time_ns`
+    /// ([`monotonic_ns`]).
     #[inline]
     pub fn on_frame(&mut self, frame: Bytes, recv_time_ns: u64) {
+        self.on_frame_from(frame, recv_time_ns, Origin::Wire);
+    }
+
+    /// [`FramePath::on_frame`] for a frame whose bytes are where `origin` says.
+    #[inline]
+    pub fn on_frame_from(&mut self, frame: Bytes, recv_time_ns: u64, origin: Origin) {
         self.stats.frames.bump();
         let message = match sbe::spot_stream::decode_with(&frame, &self.limits) {
             Ok(message) => message,
@@ -295,9 +324,9 @@ impl FramePath {
         if let Some(clock) = &self.clock {
             clock.stamp(symbol, kind, recv_time_ns);
         }
-        let frame = match &mut self.pool {
-            Some(pool) => pool.copy(&frame),
-            None => frame,
+        let frame = match (&mut self.pool, origin) {
+            (Some(pool), Origin::Wire) if self.copy => pool.copy(&frame),
+            _ => frame,
         };
         let event = FeedEvent {
             recv_time_ns,
@@ -379,42 +408,39 @@ impl FramePath {
         self.to_ring |= 1 << consumer;
     }
 
-    /// A notice for the sidecar. A gap notice (`Wire`, `QueueFull`) that finds the ring full
-    /// is dropped and counted (`notice_drops`; the ids stay counted as gaps or queue drops);
-    /// a control notice never is: it waits in `pending` and goes out first, at the next
-    /// notice, batch or [`FramePath::flush_pending`].
+    /// A notice for the sidecar. One that finds the ring full (or notices already waiting)
+    /// waits in `pending` and goes out in order, at the next notice, batch or
+    /// [`FramePath::flush_pending`]; a gap notice may be merged there into a waiting one of its
+    /// stream (counted in `notice_drops`: the notices not sent as themselves, their ids
+    /// repaired through the merged one).
     fn notify(&mut self, notice: Notice) {
         if !self.pending.is_empty() {
             self.flush_pending();
         }
         if self.pending.is_empty() && self.notices.push(notice).is_ok() {
             self.to_ring |= NOTICE_BIT;
-        } else if notice.cause.is_gap() {
+        } else if self.pending.push(notice) {
             self.stats.notice_drops.bump();
-        } else {
-            self.keep_pending(notice);
         }
     }
 
-    #[cold]
-    fn keep_pending(&mut self, notice: Notice) {
-        self.pending.push_back(notice);
-    }
-
-    /// Pushes the control notices waiting for room in the notice ring, oldest first, as far as
-    /// it has room; returns how many still wait. The reader calls it once per read batch and
-    /// once per [`crate::constants::LIVE_HISTOGRAM_PUBLISH`], so a waiting notice goes out
-    /// soon after the sidecar made room even when no frame arrives.
+    /// Pushes the notices waiting for room in the notice ring, oldest first, as far as it has
+    /// room; returns how many still wait. The reader calls it once per read batch and once
+    /// per [`crate::constants::LIVE_HISTOGRAM_PUBLISH`], so a waiting notice goes out soon
+    /// after the sidecar made room even when no frame arrives.
     #[cold]
     pub fn flush_pending(&mut self) -> usize {
-        while let Some(&notice) = self.pending.front() {
-            if self.notices.push(notice).is_err() {
-                break;
-            }
-            self.pending.pop_front();
+        let notices = &mut self.notices;
+        let mut sent = false;
+        let waiting = self.pending.flush(|notice| {
+            let pushed = notices.push(notice).is_ok();
+            sent |= pushed;
+            pushed
+        });
+        if sent {
             self.to_ring |= NOTICE_BIT;
         }
-        self.pending.len()
+        waiting
     }
 
     #[cold]
@@ -454,6 +480,7 @@ pub struct Held {
 
 struct HeldFrame {
     frame: Bytes,
+    origin: Origin,
     recv_time_ns: u64,
     symbol: u16,
     kind: StreamKind,
@@ -492,6 +519,17 @@ impl FramePath {
     /// otherwise. Only `@trade` and `@depth` are held: the sampled streams have no contiguity
     /// to wait for.
     pub fn on_frame_holding(&mut self, frame: Bytes, recv_time_ns: u64, held: &mut Held) {
+        self.on_frame_holding_from(frame, recv_time_ns, Origin::Wire, held);
+    }
+
+    /// [`FramePath::on_frame_holding`] for a frame whose bytes are where `origin` says.
+    pub fn on_frame_holding_from(
+        &mut self,
+        frame: Bytes,
+        recv_time_ns: u64,
+        origin: Origin,
+        held: &mut Held,
+    ) {
         if let Ok(message) = sbe::spot_stream::decode_with(&frame, &self.limits)
             && let Some((symbol_bytes, kind, first_id, _, _)) = summarize(&message)
             && matches!(kind, StreamKind::Trade | StreamKind::Depth)
@@ -516,6 +554,7 @@ impl FramePath {
                 }
                 held.frames.push_back(HeldFrame {
                     frame,
+                    origin,
                     recv_time_ns,
                     symbol,
                     kind,
@@ -523,7 +562,7 @@ impl FramePath {
                 return;
             }
         }
-        self.on_frame(frame, recv_time_ns);
+        self.on_frame_from(frame, recv_time_ns, origin);
     }
 
     /// Processes the held frames of every stream that has caught up, in arrival order (of all
@@ -555,7 +594,7 @@ impl FramePath {
                 .stream(frame.symbol, frame.kind)
                 .is_some_and(|s| s.ready)
             {
-                self.on_frame(frame.frame, frame.recv_time_ns);
+                self.on_frame_from(frame.frame, frame.recv_time_ns, frame.origin);
             } else {
                 held.frames.push_back(frame);
             }
@@ -709,10 +748,12 @@ pub(crate) mod tests {
 
     /// Regression (issue 11): a storm of queue drops filled the notice ring, and the `Removed`
     /// notice that followed was dropped with them, so the symbol's `ob:` stayed `stale=0`.
-    /// Control notices now wait beside the ring and go out first, in order; gap notices that
-    /// would overtake them are dropped and counted, as at a full ring.
+    /// Control notices now wait beside the ring and go out first, in order.
+    /// Regression (found in review): the gap notices of the storm that did not fit were dropped,
+    /// so the trades the consumer lost were never repaired (its trade order waited, then gave
+    /// up). They now wait too, merged per stream: one notice names every id lost.
     #[test]
-    fn a_queue_drop_storm_never_loses_a_control_notice() {
+    fn a_queue_drop_storm_never_loses_a_notice() {
         let (full, _full_ring) = rtrb::RingBuffer::new(1);
         let (notices_in, mut notices) = rtrb::RingBuffer::new(8);
         let stats = Arc::new(ReaderStats::default());
@@ -727,16 +768,20 @@ pub(crate) mod tests {
             path.on_frame(trades(id..=id), id as u64);
         }
         assert_eq!(stats.queue_drops.get(), 99, "one event fitted");
-        assert_eq!(stats.notice_drops.get(), 99 - 8, "the ring holds 8");
+        assert_eq!(
+            stats.notice_drops.get(),
+            99 - 8 - 1,
+            "the ring holds 8, one waits, the others merged into it"
+        );
         let streams = ["btcusdt@depth".to_string()];
         path.connection_changed(&streams, Cause::Disconnected);
         path.connection_changed(&streams, Cause::Reconnected);
         path.forget_symbol(0, Cause::Halted);
-        assert_eq!(path.flush_pending(), 3, "no room yet: all three wait");
-        // More drops while they wait: dropped, never ahead of them.
+        assert_eq!(path.flush_pending(), 4, "no room yet: all four wait");
+        // More drops while they wait: behind them, never ahead.
         path.add_symbol("BTCUSDT", 0);
         path.on_frame(trades(101..=101), 101);
-        assert_eq!(stats.notice_drops.get(), 99 - 8 + 1);
+        assert_eq!(path.flush_pending(), 5);
         // The sidecar drains the ring; the next batch sends what waited, in order.
         let storm: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
         assert_eq!(storm.len(), 8);
@@ -746,20 +791,31 @@ pub(crate) mod tests {
                 .all(|n| n.cause == Cause::QueueFull { consumer: 0 })
         );
         path.wake_consumers();
-        let control: Vec<_> = std::iter::from_fn(|| notices.pop().ok())
-            .map(|n| n.cause)
-            .collect();
+        let waited: Vec<_> = std::iter::from_fn(|| notices.pop().ok()).collect();
+        let causes: Vec<Cause> = waited.iter().map(|n| n.cause).collect();
+        let lost = Cause::QueueFull { consumer: 0 };
         assert_eq!(
-            control,
-            [Cause::Disconnected, Cause::Reconnected, Cause::Halted]
+            causes,
+            [
+                lost,
+                Cause::Disconnected,
+                Cause::Reconnected,
+                Cause::Halted,
+                lost
+            ]
         );
+        // Every id lost is named: 2..=9 in the ring, 10..=100 merged, then 101.
+        let mut named: Vec<i64> = storm
+            .iter()
+            .chain([&waited[0], &waited[4]])
+            .flat_map(|n| n.gap.missing_range())
+            .collect();
+        named.sort_unstable();
+        assert_eq!(named, (2..=101).collect::<Vec<_>>());
         assert_eq!(path.flush_pending(), 0);
         // And with room again, gap notices flow as before.
         path.on_frame(trades(102..=102), 102);
-        assert_eq!(
-            notices.pop().map(|n| n.cause),
-            Ok(Cause::QueueFull { consumer: 0 })
-        );
+        assert_eq!(notices.pop().map(|n| n.cause), Ok(lost));
     }
 
     /// Regression (found in review): a replacement connection running ahead of the old one made

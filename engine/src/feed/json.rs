@@ -2,8 +2,9 @@
 //! consumes. A combined-stream text frame (`{"stream":"btcusdt@trade","data":{..}}`) is parsed
 //! with borrowed fields (serde visitors over the text, no `String`, no `Value`), its decimal
 //! strings are kept exact as mantissa and exponent, and the event is encoded with the generated
-//! SBE encoders into a pooled buffer: a `BytesMut` arena split off per frame, so a frame costs
-//! no allocation (one block of [`ARENA_BYTES`] is allocated when the previous one is used up).
+//! SBE encoders straight into the reader's [`FramePool`] ([`FramePool::start`] and
+//! [`FramePool::finish`]), so a frame costs no allocation and is never copied again: the frame
+//! path queues a pooled frame as it is ([`super::frame_path::Origin::Pooled`]).
 //!
 //! How each SBE field is filled (the JSON payloads are in `sim/encode.rs` and PROTOCOL.md):
 //!
@@ -16,19 +17,22 @@
 //!
 //! The symbol is the stream name's (upper-cased; the partial book carries none). Times are
 //! JSON milliseconds, so an SBE field filled from JSON is a whole millisecond in microseconds.
-//! Each frame's price exponent is minus the most decimals any price of the message has (the
-//! same for quantities), so no value is rounded: Binance sends 8 decimals, giving -8 like the
-//! SBE streams. A value that does not fit an `i64` mantissa, a missing field or anything
+//! Each frame's price exponent is minus the most decimals any price of the message has, and at
+//! most -8 (the same for quantities), so no value is rounded and every frame of a stream says
+//! the same exponents whatever it holds (Binance prints 8 decimals, giving -8 like the SBE
+//! streams; a depth diff without levels, or a value printed with fewer decimals, says -8 too:
+//! consumers take a symbol's exponents from each frame). A value that does not fit an `i64` mantissa, a missing field or anything
 //! else out of form makes the frame [`Transcoded::Malformed`]: counted and skipped by the
 //! reader, never guessed at.
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use sbe_runtime::EncodeError;
 
+use super::pool::FramePool;
 use crate::sbe::spot_stream::{
     BestBidAskStreamEventEncoder, BoolEnum, DepthDiffStreamEventBidsEncoder,
     DepthDiffStreamEventEncoder, DepthSnapshotStreamEventEncoder, HEADER_LENGTH,
@@ -36,14 +40,13 @@ use crate::sbe::spot_stream::{
 };
 use crate::stream::StreamKind;
 
-/// Bytes of each block the frame arena allocates when the previous one is used up.
-pub const ARENA_BYTES: usize = 64 * 1024;
-
 /// The longest symbol a frame carries (`varString8`).
 const SYMBOL_BYTES_MAX: usize = u8::MAX as usize;
 
 /// Most decimals a value may have: 10^18 still fits an `i64`.
 const DECIMALS_MAX: u8 = 18;
+/// Fewest decimals a frame says (its exponents are at most minus this): Binance's 8.
+const DECIMALS_MIN: u8 = 8;
 
 const GROUP_SIZE_BYTES: usize = 6;
 const GROUP_SIZE16_BYTES: usize = 4;
@@ -126,10 +129,10 @@ impl Dec {
     }
 }
 
-/// Turns JSON text frames into SBE frames. One per reader: it owns the frame arena and the
-/// depth scratch, both reused, so the steady state allocates nothing per frame.
+/// Turns JSON text frames into SBE frames. One per connection task: it owns the depth scratch,
+/// reused; the frames go into the pool it is given (the reader's), so the steady state
+/// allocates nothing per frame.
 pub struct Transcoder {
-    arena: BytesMut,
     scratch: Scratch,
 }
 
@@ -146,24 +149,23 @@ impl fmt::Debug for Transcoder {
 }
 
 impl Transcoder {
-    /// A transcoder with an empty arena (its first frame allocates the first block).
+    /// A transcoder with an empty scratch (its first depth frames size it).
     pub fn new() -> Transcoder {
         Transcoder {
-            arena: BytesMut::new(),
             scratch: Scratch::default(),
         }
     }
 
     /// Transcodes one text frame with serde_json (the crate chosen by the decode bench), `now_us`
-    /// being the receive time (Unix us) for the events JSON gives no time.
-    pub fn transcode(&mut self, text: &str, now_us: i64) -> Transcoded {
+    /// being the receive time (Unix us) for the events JSON gives no time, into `pool`.
+    pub fn transcode(&mut self, text: &str, now_us: i64, pool: &mut FramePool) -> Transcoded {
         let mut de = serde_json::Deserializer::from_str(text);
         let parsed = self.parse(&mut de).and_then(|p| match de.end() {
             Ok(()) => Ok(p),
             Err(e) => Err(e),
         });
         match parsed {
-            Ok(Some(head)) => self.encode(&head, now_us),
+            Ok(Some(head)) => self.encode(&head, now_us, pool),
             Ok(None) => Transcoded::Control,
             Err(_) => Transcoded::Malformed,
         }
@@ -181,8 +183,8 @@ impl Transcoder {
         })
     }
 
-    /// Encodes a parsed event as its SBE frame.
-    pub fn encode(&mut self, head: &Head<'_>, now_us: i64) -> Transcoded {
+    /// Encodes a parsed event as its SBE frame, written in place in `pool`.
+    pub fn encode(&mut self, head: &Head<'_>, now_us: i64, pool: &mut FramePool) -> Transcoded {
         let mut symbol = [0u8; SYMBOL_BYTES_MAX];
         let Some(symbol) = symbol.get_mut(..head.symbol.len()) else {
             return Transcoded::Malformed;
@@ -193,27 +195,26 @@ impl Transcoder {
         let symbol: &[u8] = symbol;
         let scratch = &self.scratch;
         let frame = match head.kind {
-            StreamKind::Trade => self.arena.frame(TRADE_FRAME_BYTES + symbol.len(), |out| {
+            StreamKind::Trade => pool.frame(TRADE_FRAME_BYTES + symbol.len(), |out| {
                 put_trade(out, scratch, symbol)
             }),
-            StreamKind::BestBidAsk => self.arena.frame(BBO_FRAME_BYTES + symbol.len(), |out| {
+            StreamKind::BestBidAsk => pool.frame(BBO_FRAME_BYTES + symbol.len(), |out| {
                 put_bbo(out, scratch, symbol, now_us)
             }),
             StreamKind::Depth => {
                 let len = DIFF_FIXED_BYTES + scratch.levels_bytes() + symbol.len();
-                self.arena.frame(len, |out| put_diff(out, scratch, symbol))
+                pool.frame(len, |out| put_diff(out, scratch, symbol))
             }
             StreamKind::Depth20 => {
                 let len = SNAPSHOT_FIXED_BYTES + scratch.levels_bytes() + symbol.len();
-                self.arena
-                    .frame(len, |out| put_snapshot(out, scratch, symbol, now_us))
+                pool.frame(len, |out| put_snapshot(out, scratch, symbol, now_us))
             }
         };
         frame.map_or(Transcoded::Malformed, Transcoded::Frame)
     }
 }
 
-/// The frame arena: encode into its spare room, split the frame off.
+/// Encoding into the pool: the frame is written in place and handed out whole, or abandoned.
 trait Arena {
     fn frame(
         &mut self,
@@ -222,24 +223,22 @@ trait Arena {
     ) -> Option<Bytes>;
 }
 
-impl Arena for BytesMut {
+impl Arena for FramePool {
     fn frame(
         &mut self,
         len: usize,
         write: impl FnOnce(&mut [u8]) -> Result<usize, Bad>,
     ) -> Option<Bytes> {
-        if self.capacity() < len {
-            // The frames split off before keep the old block alive until consumers drop them.
-            self.reserve(len.max(ARENA_BYTES));
-        }
-        self.resize(len, 0);
-        match write(&mut self[..]) {
+        let buf = self.start(len);
+        // Within the room `start` made: no allocation.
+        buf.resize(len, 0);
+        match write(&mut buf[..]) {
             Ok(written) => {
-                self.truncate(written);
-                Some(self.split().freeze())
+                buf.truncate(written);
+                Some(self.finish())
             }
             Err(Bad) => {
-                self.clear();
+                self.cancel();
                 None
             }
         }
@@ -311,7 +310,7 @@ impl Scratch {
     /// The decimals of the depth levels' prices and quantities.
     fn level_decimals(&self) -> (u8, u8) {
         let all = self.bids.levels.iter().chain(&self.asks.levels);
-        all.fold((0, 0), |(p, q), (price, qty)| {
+        all.fold((DECIMALS_MIN, DECIMALS_MIN), |(p, q), (price, qty)| {
             (p.max(price.decimals), q.max(qty.decimals))
         })
     }
@@ -328,6 +327,8 @@ fn need<T>(value: Option<T>) -> Result<T, Bad> {
 
 fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
     let (price, qty) = (need(s.price)?, need(s.qty)?);
+    let p = price.decimals.max(DECIMALS_MIN);
+    let q = qty.decimals.max(DECIMALS_MIN);
     let maker = if need(s.maker)? {
         BoolEnum::True
     } else {
@@ -337,14 +338,14 @@ fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
     encoder
         .event_time(need(s.event_ms)?.checked_mul(1000).ok_or(Bad)?)
         .transact_time(need(s.trade_ms)?.checked_mul(1000).ok_or(Bad)?)
-        .price_exponent(exponent(price.decimals))
-        .qty_exponent(exponent(qty.decimals));
+        .price_exponent(exponent(p))
+        .qty_exponent(exponent(q));
     let mut group = encoder.trades(1)?;
     group
         .next_entry()?
         .id(need(s.id)?)
-        .price(price.mantissa)
-        .qty(qty.mantissa)
+        .price(need(price.at(p))?)
+        .qty(need(qty.at(q))?)
         .is_buyer_maker(maker);
     encoder.symbol(symbol)?;
     Ok(encoder.finish())
@@ -353,8 +354,8 @@ fn put_trade(out: &mut [u8], s: &Scratch, symbol: &[u8]) -> Result<usize, Bad> {
 fn put_bbo(out: &mut [u8], s: &Scratch, symbol: &[u8], now_us: i64) -> Result<usize, Bad> {
     let (bid_price, bid_qty) = (need(s.bid.0)?, need(s.bid.1)?);
     let (ask_price, ask_qty) = (need(s.ask.0)?, need(s.ask.1)?);
-    let p = bid_price.decimals.max(ask_price.decimals);
-    let q = bid_qty.decimals.max(ask_qty.decimals);
+    let p = bid_price.decimals.max(ask_price.decimals).max(DECIMALS_MIN);
+    let q = bid_qty.decimals.max(ask_qty.decimals).max(DECIMALS_MIN);
     let mut encoder = BestBidAskStreamEventEncoder::wrap(out)?;
     encoder
         .event_time(now_us)

@@ -9,6 +9,25 @@ use crate::stream::stream_name;
 
 const BTC: &str = "BTCUSDT";
 
+/// A transcoder with a pool of its own, as a reader's frame path gives it one.
+struct Pooled {
+    t: Transcoder,
+    pool: FramePool,
+}
+
+impl Pooled {
+    fn new() -> Pooled {
+        Pooled {
+            t: Transcoder::new(),
+            pool: FramePool::default(),
+        }
+    }
+
+    fn transcode(&mut self, text: &str, now_us: i64) -> Transcoded {
+        self.t.transcode(text, now_us, &mut self.pool)
+    }
+}
+
 fn wrapped(kind: StreamKind, payload: &str) -> String {
     let name = format!("btcusdt@{}", json_suffix(kind));
     let mut out = String::new();
@@ -16,7 +35,7 @@ fn wrapped(kind: StreamKind, payload: &str) -> String {
     out
 }
 
-fn frame(t: &mut Transcoder, text: &str, now_us: i64) -> Bytes {
+fn frame(t: &mut Pooled, text: &str, now_us: i64) -> Bytes {
     match t.transcode(text, now_us) {
         Transcoded::Frame(frame) => frame,
         other => panic!("{text}: {other:?}"),
@@ -35,7 +54,7 @@ fn sbe(event: &Event) -> Vec<u8> {
 
 /// The SBE frames JSON gives for `event`, and the SBE frames of the same event as JSON sees
 /// it (one trade per frame, times in whole milliseconds).
-fn both(t: &mut Transcoder, event: &Event) -> (Vec<Bytes>, Vec<Vec<u8>>) {
+fn both(t: &mut Pooled, event: &Event) -> (Vec<Bytes>, Vec<Vec<u8>>) {
     let mut got = Vec::new();
     encode_json_each(BTC, event, |payload| {
         got.push(frame(
@@ -75,7 +94,7 @@ fn every_simulated_event_transcodes_to_its_sbe_frame() {
     for step in 0..300 {
         exchange.advance(1_000_000_000_000 + step * 5_123, &mut events);
     }
-    let mut t = Transcoder::new();
+    let mut t = Pooled::new();
     let mut kinds = std::collections::BTreeSet::new();
     for event in events.iter().filter(|e| e.key.symbol == 0) {
         let (got, want) = both(&mut t, event);
@@ -91,7 +110,7 @@ fn every_simulated_event_transcodes_to_its_sbe_frame() {
 
 #[test]
 fn control_frames_are_not_data() {
-    let mut t = Transcoder::new();
+    let mut t = Pooled::new();
     for text in [
         r#"{"result":null,"id":1}"#,
         r#"{"code":2,"msg":"Invalid request","id":7}"#,
@@ -110,7 +129,7 @@ fn malformed_frames_are_told() {
     let trade =
         r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
     let good = wrapped(StreamKind::Trade, trade);
-    let mut t = Transcoder::new();
+    let mut t = Pooled::new();
     assert!(matches!(t.transcode(&good, 0), Transcoded::Frame(_)));
     let cases = [
         good[..good.len() - 1].to_string(),
@@ -143,7 +162,7 @@ fn decimals_stay_exact_at_the_finest_exponent() {
         StreamKind::BestBidAsk,
         r#"{"u":9,"s":"BTCUSDT","b":"0.1","B":"3","a":"69769.89000001","A":"0.00040000"}"#,
     );
-    let mut t = Transcoder::new();
+    let mut t = Pooled::new();
     let frame = frame(&mut t, &text, 42);
     let Ok(Message::BestBidAskStreamEvent(m)) = crate::sbe::decode(&frame) else {
         panic!("not a bestBidAsk frame");
@@ -192,17 +211,78 @@ fn stream_names_and_control_requests_in_json() {
 }
 
 #[test]
-fn frames_share_one_arena_block() {
-    let mut t = Transcoder::new();
+fn frames_share_one_pool_chunk() {
+    let mut t = Pooled::new();
     let trade =
         r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#;
     let text = wrapped(StreamKind::Trade, trade);
     let frames: Vec<Bytes> = (0..100).map(|_| frame(&mut t, &text, 0)).collect();
-    // Consecutive frames are adjacent in one block: no allocation per frame.
+    // Consecutive frames are adjacent in one chunk: no allocation per frame.
     for pair in frames.windows(2) {
         assert_eq!(
             pair[0].as_ptr().wrapping_add(pair[0].len()),
             pair[1].as_ptr()
         );
     }
+}
+
+/// Regression (found in review): a frame's exponents were minus the most decimals of its own
+/// values, so a depth diff with no levels said (0, 0) and a value printed with fewer decimals
+/// said more; the Redis writer takes the book's exponents from every frame, so the book's -8
+/// mantissas were then published at 10^0. Every frame now says at least 8 decimals (Binance
+/// prints 8): the same exponents whatever the frame holds.
+#[test]
+fn every_frame_says_the_same_exponents_whatever_it_holds() {
+    let mut t = Pooled::new();
+    let texts = [
+        wrapped(
+            StreamKind::Depth,
+            r#"{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":5,"u":6,"b":[],"a":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Depth20,
+            r#"{"lastUpdateId":7,"bids":[],"asks":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Depth,
+            r#"{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":7,"u":8,"b":[["1.5","2"]],"a":[]}"#,
+        ),
+        wrapped(
+            StreamKind::Trade,
+            r#"{"e":"trade","E":1,"s":"BTCUSDT","t":5,"p":"1.5","q":"2","T":1,"m":true,"M":true}"#,
+        ),
+        wrapped(
+            StreamKind::BestBidAsk,
+            r#"{"u":9,"s":"BTCUSDT","b":"1","B":"3","a":"2","A":"4"}"#,
+        ),
+    ];
+    let mut prices = Vec::new();
+    for text in &texts {
+        let frame = frame(&mut t, text, 1);
+        let message = crate::sbe::decode(&frame).expect("decodes");
+        let exponents = match &message {
+            Message::DepthDiffStreamEvent(m) => {
+                prices.extend(m.bids().map(|l| (l.price(), l.qty())));
+                (m.price_exponent(), m.qty_exponent())
+            }
+            Message::DepthSnapshotStreamEvent(m) => (m.price_exponent(), m.qty_exponent()),
+            Message::TradesStreamEvent(m) => {
+                prices.extend(m.trades().map(|l| (l.price(), l.qty())));
+                (m.price_exponent(), m.qty_exponent())
+            }
+            Message::BestBidAskStreamEvent(m) => {
+                prices.push((m.bid_price(), m.bid_qty()));
+                (m.price_exponent(), m.qty_exponent())
+            }
+        };
+        assert_eq!(exponents, (-8, -8), "{text}");
+    }
+    assert_eq!(
+        prices,
+        [
+            (150_000_000, 200_000_000),
+            (150_000_000, 200_000_000),
+            (100_000_000, 300_000_000)
+        ]
+    );
 }

@@ -14,6 +14,7 @@ pub mod announce;
 pub mod event;
 pub mod frame_path;
 pub mod json;
+pub mod pending;
 pub mod pool;
 pub mod progress;
 pub mod reader;

@@ -136,6 +136,14 @@ impl FramePool {
         }
     }
 
+    /// Abandons the frame written since [`FramePool::start`] (it could not be completed): its
+    /// bytes are reused by the next frame.
+    #[inline]
+    pub fn cancel(&mut self) {
+        self.large = None;
+        self.current.clear();
+    }
+
     /// Retires the current chunk and makes a chunk with room for a shared frame current.
     #[cold]
     fn next_chunk(&mut self) {
@@ -269,5 +277,20 @@ mod tests {
         let buf = pool.start(10);
         buf.extend_from_slice(&frame(9, 3000));
         assert_eq!(&pool.finish()[..], &frame(9, 3000)[..]);
+    }
+
+    #[test]
+    fn a_cancelled_frame_leaves_nothing_behind() {
+        let mut pool = FramePool::new(1024, 4);
+        pool.start(100).extend_from_slice(&frame(1, 100));
+        pool.cancel();
+        pool.start(5000).extend_from_slice(&frame(2, 5000));
+        pool.cancel();
+        let next = pool.copy(&frame(3, 50));
+        assert_eq!(
+            &next[..],
+            &frame(3, 50)[..],
+            "nothing of the cancelled frames"
+        );
     }
 }

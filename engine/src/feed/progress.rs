@@ -1,5 +1,5 @@
 //! The live progress line of `hotpath run --progress N`: one JSON object per period on stderr
-//! with messages per second, gaps, queue drops and gap notices dropped (counts only: the line
+//! with messages per second, gaps, queue drops and gap notices merged at a full notice ring (counts only: the line
 //! stays the same size however many gaps come; ranges are in the summary and `run.gaps_file`), the trade ids the sidecar repaired and gave
 //! up on (per sink that lost them), the streams it found silent and the kline intervals that
 //! disagreed, and per sink its writes per second, totals, the latest

@@ -35,7 +35,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use super::slot::Command;
 
 use super::event::{Cause, FeedEvent, Notice};
-use super::frame_path::{FramePath, Held};
+use super::frame_path::{FramePath, Held, Origin};
 use super::json::{Transcoded, Transcoder};
 use super::pool::FramePool;
 use super::slot::{Action, ConnId, Input, Route, Slot};
@@ -357,14 +357,14 @@ struct Io {
     held: Held,
     sockets: [Option<Socket>; SOCKETS],
     connecting: Option<(ConnId, Connecting)>,
-    /// JSON streams: the text frames' transcoder (its arena holds the frames it made).
+    /// JSON streams: the text frames' transcoder (it writes into the frame path's pool).
     json: Option<Transcoder>,
 }
 
 /// A received message, as the frame path sees it.
 enum Incoming {
-    /// A data frame (SBE, or transcoded from JSON).
-    Frame(Bytes),
+    /// A data frame (SBE from the wire, or transcoded from JSON into the path's pool).
+    Frame(Bytes, Origin),
     /// A malformed JSON data frame: counted, skipped.
     Skip,
     /// Anything else: the slot's.
@@ -372,14 +372,15 @@ enum Incoming {
 }
 
 /// Sorts a received message: binary frames are data; with JSON streams so are text frames
-/// that carry market data, transcoded here (one allocation-free parse and encode).
+/// that carry market data, transcoded here straight into the frame path's pool (one
+/// allocation-free parse and encode; the frame path queues it without another copy).
 #[inline]
-fn incoming(received: Received, json: Option<&mut Transcoder>, path: &FramePath) -> Incoming {
+fn incoming(received: Received, json: Option<&mut Transcoder>, path: &mut FramePath) -> Incoming {
     match (received, json) {
-        (Some(Ok(Message::Binary(frame))), _) => Incoming::Frame(frame),
+        (Some(Ok(Message::Binary(frame))), _) => Incoming::Frame(frame, Origin::Wire),
         (Some(Ok(Message::Text(text))), Some(transcoder)) => {
-            match transcoder.transcode(text.as_str(), crate::clock::unix_us()) {
-                Transcoded::Frame(frame) => Incoming::Frame(frame),
+            match transcoder.transcode(text.as_str(), crate::clock::unix_us(), path.pool()) {
+                Transcoded::Frame(frame) => Incoming::Frame(frame, Origin::Pooled),
                 Transcoded::Malformed => {
                     path.stats().json_malformed.bump();
                     Incoming::Skip
@@ -605,11 +606,11 @@ impl Io {
             return;
         };
         let mut path = self.path.borrow_mut();
-        let received = match incoming(received, self.json.as_mut(), &path) {
-            Incoming::Frame(frame) => {
+        let received = match incoming(received, self.json.as_mut(), &mut path) {
+            Incoming::Frame(frame, origin) => {
                 let now = Instant::now();
                 let route = slot.on_data(conn, now);
-                dispatch(&mut path, &mut self.held, route, frame, now);
+                dispatch(&mut path, &mut self.held, route, (frame, origin), now);
                 if slot.steady() != Some(conn) {
                     return;
                 }
@@ -640,7 +641,7 @@ impl Io {
                     &mut self.path.borrow_mut(),
                     &mut self.held,
                     route,
-                    frame,
+                    (frame, Origin::Wire),
                     now,
                 );
             }
@@ -668,10 +669,10 @@ fn drain(
         let received = socket.ws.next().now_or_never()?;
         match incoming(received, json.as_deref_mut(), path) {
             Incoming::Skip => {}
-            Incoming::Frame(frame) => {
+            Incoming::Frame(frame, origin) => {
                 let now = Instant::now();
                 let route = slot.on_data(socket.id, now);
-                dispatch(path, held, route, frame, now);
+                dispatch(path, held, route, (frame, origin), now);
                 if slot.steady() != Some(socket.id) {
                     return None;
                 }
@@ -684,15 +685,21 @@ fn drain(
 
 /// A data frame received at `now`, where the slot routed it.
 #[inline]
-fn dispatch(path: &mut FramePath, held: &mut Held, route: Route, frame: Bytes, now: Instant) {
+fn dispatch(
+    path: &mut FramePath,
+    held: &mut Held,
+    route: Route,
+    (frame, origin): (Bytes, Origin),
+    now: Instant,
+) {
     let recv_time_ns = monotonic_ns_at(now);
     match route {
-        Route::Direct => path.on_frame(frame, recv_time_ns),
+        Route::Direct => path.on_frame_from(frame, recv_time_ns, origin),
         Route::DirectThenRelease => {
-            path.on_frame(frame, recv_time_ns);
+            path.on_frame_from(frame, recv_time_ns, origin);
             path.release(held, false);
         }
-        Route::Hold => path.on_frame_holding(frame, recv_time_ns, held),
+        Route::Hold => path.on_frame_holding_from(frame, recv_time_ns, origin, held),
         Route::Drop => {}
     }
 }

@@ -517,8 +517,8 @@ pub struct Summary {
     pub unknown_symbols: u64,
     /// Events dropped because a consumer's ring was full.
     pub queue_drops: u64,
-    /// Gap notices dropped because the sidecar's notice ring was full (their ids are counted
-    /// in `gaps` and `queue_drops`; control notices are never dropped).
+    /// Gap notices that found the sidecar's notice ring full and were merged into a waiting
+    /// one of their stream (nothing is dropped: the merged notice names their ids).
     pub notice_drops: u64,
     /// Connections opened.
     pub connects: u64,

@@ -40,7 +40,8 @@ pub struct ReaderStats {
     pub unknown_symbols: OwnedCounter,
     /// Events a consumer's full ring could not take.
     pub queue_drops: OwnedCounter,
-    /// Gap notices the sidecar's full ring could not take.
+    /// Gap notices that found the sidecar's ring full and were merged into a waiting one of
+    /// their stream (their ids are asked for through it, [`super::pending`]).
     pub notice_drops: OwnedCounter,
     /// Connections opened (first and later).
     pub connects: OwnedCounter,

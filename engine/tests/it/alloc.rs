@@ -469,23 +469,18 @@ fn the_slot_and_the_overlap_hold_allocate_nothing_per_frame() {
     assert_eq!(stats.switches.get(), 2);
 }
 
-/// `feed.format = "json"`: once the transcoder's arena block and depth scratch are warm,
-/// parsing a JSON frame and encoding its SBE frame allocates nothing, for every stream kind.
+/// `feed.format = "json"`: once the pool's chunk and the depth scratch are warm, parsing a
+/// JSON frame and encoding its SBE frame into the pool allocates nothing, for every stream kind.
 #[test]
 fn transcoding_json_frames_allocates_nothing_per_frame() {
     use hotpath::feed::json::{Transcoded, Transcoder};
-    let texts = [
-        r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1759750000123,"s":"BTCUSDT","t":5000000000,"p":"69769.88000000","q":"0.01301000","T":1759750000123,"m":true,"M":true}}"#,
-        r#"{"stream":"btcusdt@bookTicker","data":{"u":77453519761,"s":"BTCUSDT","b":"69769.88000000","B":"2.86360000","a":"69769.89000000","A":"0.00040000"}}"#,
-        r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1759750000123,"s":"BTCUSDT","U":77453519695,"u":77453519761,"b":[["69769.88000000","0.00000000"],["69769.87000000","0.01000000"]],"a":[["69769.89000000","0.00000000"]]}}"#,
-        r#"{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":90000000001,"bids":[["69769.88000000","1.00000000"],["69769.87000000","2.00000000"]],"asks":[["69769.89000000","3.00000000"]]}}"#,
-        r#"{"result":null,"id":1}"#,
-    ];
+    use hotpath::feed::pool::FramePool;
     let mut transcoder = Transcoder::new();
-    let mut frames = Vec::with_capacity(texts.len() * 40);
+    let mut pool = FramePool::default();
+    let mut frames = Vec::with_capacity(JSON_TEXTS.len() * 40);
     let mut run = |frames: &mut Vec<bytes::Bytes>| {
-        for text in texts {
-            match transcoder.transcode(text, 1) {
+        for text in JSON_TEXTS {
+            match transcoder.transcode(text, 1, &mut pool) {
                 Transcoded::Frame(frame) => {
                     assert_ne!(read_everything(&frame), i64::MIN);
                     frames.push(frame);
@@ -495,11 +490,84 @@ fn transcoding_json_frames_allocates_nothing_per_frame() {
             }
         }
     };
-    run(&mut frames); // warm: the first arena block, the scratch vectors' capacity
+    run(&mut frames); // warm: the chunk's shared header, the scratch vectors' capacity
     let before = allocations();
     for _ in 0..30 {
         run(&mut frames);
     }
     assert_eq!(allocations() - before, 0, "transcoding allocated");
     assert_eq!(frames.len(), 31 * 4);
+}
+
+/// One JSON text frame of each stream kind, and a control reply.
+const JSON_TEXTS: [&str; 5] = [
+    r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1759750000123,"s":"BTCUSDT","t":5000000000,"p":"69769.88000000","q":"0.01301000","T":1759750000123,"m":true,"M":true}}"#,
+    r#"{"stream":"btcusdt@bookTicker","data":{"u":77453519761,"s":"BTCUSDT","b":"69769.88000000","B":"2.86360000","a":"69769.89000000","A":"0.00040000"}}"#,
+    r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1759750000123,"s":"BTCUSDT","U":77453519695,"u":77453519761,"b":[["69769.88000000","0.00000000"],["69769.87000000","0.01000000"]],"a":[["69769.89000000","0.00000000"]]}}"#,
+    r#"{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":90000000001,"bids":[["69769.88000000","1.00000000"],["69769.87000000","2.00000000"]],"asks":[["69769.89000000","3.00000000"]]}}"#,
+    r#"{"result":null,"id":1}"#,
+];
+
+/// `feed.format = "json"` through the frame path, as the reader runs it: each text frame is
+/// transcoded into the frame path's own pool and queued as it is: the consumer gets the very
+/// bytes the transcoder wrote (no second copy), and nothing is allocated per frame, with
+/// `readers.copy_frames` on or off.
+#[test]
+fn json_frames_are_built_in_the_pool_and_queued_without_a_copy() {
+    use std::sync::Arc;
+
+    use hotpath::feed::frame_path::{FramePath, Origin};
+    use hotpath::feed::json::{Transcoded, Transcoder};
+    use hotpath::feed::pool::FramePool;
+    use hotpath::feed::stats::ReaderStats;
+
+    for copy_frames in [true, false] {
+        let symbols = vec!["BTCUSDT".to_string()];
+        let (producer, mut consumer) = rtrb::RingBuffer::new(64);
+        let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
+        let stats = Arc::new(ReaderStats::default());
+        let mut path = FramePath::with(&symbols, 65_535, vec![producer], notices, stats)
+            .with_pool(copy_frames.then(FramePool::default));
+        // Fresh ids each round, so the sequence check accepts every frame.
+        let rounds: Vec<Vec<String>> = (0..=30i64)
+            .map(|round| {
+                JSON_TEXTS
+                    .iter()
+                    .map(|text| {
+                        text.replace("5000000000", &(5_000_000_000 + round).to_string())
+                            .replace("77453519695", &(77_453_519_695 + 67 * round).to_string())
+                            .replace("77453519761", &(77_453_519_761 + 67 * round).to_string())
+                            .replace("90000000001", &(90_000_000_001 + round).to_string())
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut transcoder = Transcoder::new();
+        let mut at = 0u64;
+        let mut step = |path: &mut FramePath, texts: &[String]| {
+            for text in texts {
+                let Transcoded::Frame(frame) = transcoder.transcode(text, 1, path.pool()) else {
+                    continue;
+                };
+                at += 1;
+                let written = (frame.as_ptr(), frame.len());
+                path.on_frame_from(frame, at, Origin::Pooled);
+                let event = consumer.pop().expect("queued");
+                assert_eq!(
+                    (event.frame.as_ptr(), event.frame.len()),
+                    written,
+                    "queued as written (copy_frames = {copy_frames})"
+                );
+            }
+        };
+        step(&mut path, &rounds[0]); // warm: the pool, the scratch
+        let before = allocations();
+        for texts in &rounds[1..] {
+            step(&mut path, texts);
+        }
+        let allocated = allocations() - before;
+        assert_eq!(path.stats().gaps.get(), 0);
+        assert_eq!(path.stats().frames.get(), 31 * 4);
+        assert_eq!(allocated, 0, "copy_frames = {copy_frames}");
+    }
 }

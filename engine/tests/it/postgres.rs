@@ -89,6 +89,101 @@ fn every_trade_lands_exactly_once_across_a_database_restart() {
     assert_eq!(u64::try_from(rows + books).ok(), Some(pg.written), "{pg:?}");
 }
 
+/// Review of the sinks: the writer remembered which daily partitions exist for the whole run,
+/// so a database recreated empty mid-run (its tables made again by the migrations on the
+/// reconnect, but not today's partitions) refused every later batch, for ever ("no partition
+/// of relation"). Rows land again after such a wipe, none dead-lettered.
+#[test]
+fn rows_land_again_after_the_database_is_recreated_empty_mid_run() {
+    let sim = sim();
+    let server = PgServer::start();
+    let dir = TempDir::new("pg-wiped");
+    let config = run_config(&sim, |c| c.postgres = Some(settings(server.url(), &dir)));
+    let summary = run(&config, None, |sinks| {
+        wait_for("rows before the wipe", || written(sinks, "postgres") >= 300);
+        // Everything of hotpath's goes (tables, partitions, the migrations' record) and the
+        // writer's connection is cut, as a database restored empty would do.
+        server.query(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        );
+        let before = written(sinks, "postgres");
+        wait_for("rows after the wipe", || {
+            written(sinks, "postgres") >= before + 600
+        });
+    });
+    let pg = &summary.sinks["postgres"];
+    assert!(pg.flushed, "{pg:?}\n{}", server.log());
+    assert_eq!((pg.dead_lettered, pg.dropped), (0, 0), "{pg:?}");
+    let (_, rows) = ticks(&server);
+    assert!(rows >= 300, "rows after the wipe: {rows}");
+}
+
+/// Resumes a stopped process when dropped (also when the test fails).
+struct Stopped(String);
+
+impl Stopped {
+    /// Stops process `pid` (SIGSTOP): its socket stays open, nothing it has answers.
+    fn stop(pid: String) -> Stopped {
+        let out = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .output()
+            .expect("kill runs");
+        assert!(out.status.success(), "kill -STOP {pid}: {out:?}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .output();
+    }
+}
+
+/// Review of the sinks: a connection whose server stopped answering (a hung backend, a lost
+/// network path) never failed by itself, so the writer waited on its batch for ever while the
+/// rows went to the dead-letter file. After `postgres.request_timeout_ms` the connection is
+/// dropped and the batch goes again on a new one: rows land again, none dead-lettered, none
+/// twice.
+#[test]
+fn a_connection_that_stops_answering_is_replaced() {
+    let sim = sim();
+    let server = PgServer::start();
+    let dir = TempDir::new("pg-hung");
+    let pg = PostgresConfig {
+        request_timeout: Duration::from_secs(1),
+        ..settings(server.url(), &dir)
+    };
+    let config = run_config(&sim, |c| c.postgres = Some(pg));
+    let summary = run(&config, None, |sinks| {
+        wait_for("rows before the hang", || written(sinks, "postgres") >= 300);
+        // The writer's backend (the only other client) stops answering.
+        let backends = server.query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid()",
+        );
+        assert_eq!(backends.len(), 1, "{backends:?}");
+        let pid = backends[0][0].clone().expect("a pid");
+        let _stopped = Stopped::stop(pid);
+        wait_for("a batch given up on", || failed(sinks) >= 1);
+        let before = written(sinks, "postgres");
+        wait_for("rows on a new connection", || {
+            written(sinks, "postgres") >= before + 600
+        });
+    });
+    let pg = &summary.sinks["postgres"];
+    assert!(pg.flushed, "{pg:?}\n{}", server.log());
+    assert_eq!((pg.dead_lettered, pg.dropped), (0, 0), "{pg:?}");
+    let (ids, _) = ticks(&server);
+    for symbol in SYMBOLS {
+        let got = ids.get(symbol).map_or(&[][..], Vec::as_slice);
+        assert_exactly_once(&sim, symbol, got, "postgres");
+    }
+}
+
 #[test]
 fn books_match_the_exchange_and_seed_queries_answer() {
     let sim = sim();

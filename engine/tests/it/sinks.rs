@@ -400,6 +400,74 @@ fn symbols_sharded_over_several_connections_each_land_every_trade_once_in_order(
     assert_eq!(written_ids, s.written, "each trade counted written once");
 }
 
+/// Review of the sinks: with `redis.connections = 3`, a Redis restarted empty mid-run is
+/// rebuilt by every connection's reconnect: each book's `ob:` gets its sides again (they are
+/// not left out as "unchanged" when Redis lost them), `bbo:` and the trade streams come back,
+/// and at the end each book equals the exchange's.
+#[test]
+fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
+    const MANY: [&str; 5] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT"];
+    let sim = Sim::start(|c| {
+        // Slow: a book's top stays the same for a while, so a write that left the sides out
+        // would be seen.
+        c.exchange.actions_per_second = 40.0;
+        c.exchange.symbols = MANY.map(String::from).to_vec();
+    });
+    let mut redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.symbols = MANY.map(String::from).to_vec();
+        c.redis = Some(RedisConfig {
+            connections: 3,
+            ..redis_settings(redis.url())
+        });
+    });
+    let url = redis.url();
+    let whole = |s: &str| {
+        let ob = hash(&url, &format!("ob:{{{s}}}"));
+        ob.get("stale").is_some_and(|v| v == "0")
+            && ob.contains_key("bids")
+            && ob.contains_key("asks")
+            && hash(&url, &format!("bbo:{{{s}}}")).contains_key("bid_price")
+    };
+    let redis_ref = &mut redis;
+    let summary = run(&config, None, |sinks| {
+        wait_for("every book in Redis", || MANY.iter().all(|s| whole(s)));
+        let failed = |s: &[SinkHandle]| {
+            s.iter()
+                .find(|s| s.name == "redis")
+                .map_or(0, |s| s.stats.failed_requests.get())
+        };
+        let before = failed(sinks);
+        redis_ref.restart();
+        wait_for("the writer to see the restart", || failed(sinks) > before);
+        // Until every book is whole again, no `ob:` is ever fresh without its sides.
+        let mut sideless = Vec::new();
+        wait_for("every book whole again", || {
+            let mut all = true;
+            for s in MANY {
+                let ob = hash(&url, &format!("ob:{{{s}}}"));
+                if ob.get("stale").is_some_and(|v| v == "0") && !ob.contains_key("bids") {
+                    sideless.push(s);
+                }
+                all &= whole(s);
+            }
+            all
+        });
+        assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
+        wait_for("trades again", || {
+            MANY.iter().all(|s| !redis_trades(&url, s).is_empty())
+        });
+    });
+    let s = &summary.sinks["redis"];
+    assert!(s.flushed, "{s:?}");
+    assert_eq!((s.dead_lettered, s.dropped), (0, 0), "{s:?}");
+    for symbol in MANY {
+        let ids = redis_trades(&url, symbol);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{symbol} in order");
+        assert_book_matches(&sim, &url, symbol, 20);
+    }
+}
+
 #[test]
 fn shutdown_flushes_lingering_aggregated_records() {
     let sim = sim();

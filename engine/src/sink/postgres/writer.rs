@@ -98,6 +98,9 @@ struct Meta {
 enum Done {
     Connected(Result<Session, String>),
     Written(Result<(), BatchError>),
+    /// The batch got no answer within `postgres.request_timeout_ms` (its `COMMIT` may have
+    /// been sent): the connection is dropped and the batch retried on a new one.
+    TimedOut,
 }
 
 type Job = Pin<Box<dyn Future<Output = Done>>>;
@@ -120,7 +123,8 @@ struct Writer {
     connected_before: bool,
     retry_at: Instant,
     backoff: Backoff,
-    /// Days whose partitions exist (plain layout).
+    /// Days whose partitions exist (plain layout), since the session's connect and the last
+    /// failed batch.
     days: BTreeSet<i64>,
     /// Event time of each symbol's last `books` row, by the feed's symbol index.
     last_book_us: Vec<Option<i64>>,
@@ -410,11 +414,18 @@ impl Writer {
         if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
             self.session = None;
         }
+        let timeout = self.config.request_timeout;
         let Some(session) = &self.session else {
             let url = self.config.url.clone();
             let retention = self.config.retention_days;
             return Some(Box::pin(async move {
-                Done::Connected(connect(&url, retention).await)
+                match tokio::time::timeout(timeout, connect(&url, retention)).await {
+                    Ok(connected) => Done::Connected(connected),
+                    Err(_) => Done::Connected(Err(format!(
+                        "no answer within postgres.request_timeout_ms ({} ms)",
+                        timeout.as_millis()
+                    ))),
+                }
             }));
         };
         let ready = self.queue.len() >= self.config.batch_rows
@@ -449,14 +460,20 @@ impl Writer {
         let layout = session.layout;
         self.in_flight = Some(InFlight { rows, meta, days });
         self.stats.requests.add(1);
-        Some(Box::pin(async move {
+        let write = async move {
             if let Some(days) = retention {
                 let today = schema::day_of_us(unix_us());
                 if let Err(e) = schema::retain(&client, layout, days, today).await {
                     tracing::warn!("postgres: retention: {}", copy::error_text(&e));
                 }
             }
-            Done::Written(copy::write_batch(&client, &job_rows, &partitions).await)
+            copy::write_batch(&client, &job_rows, &partitions).await
+        };
+        Some(Box::pin(async move {
+            match tokio::time::timeout(timeout, write).await {
+                Ok(result) => Done::Written(result),
+                Err(_) => Done::TimedOut,
+            }
         }))
     }
 
@@ -488,6 +505,10 @@ impl Writer {
                 }
                 self.connected_before = true;
                 tracing::info!("postgres: connected ({:?} layout)", session.layout);
+                // The database may have been recreated meanwhile (its tables made again by
+                // the migrations, not its partitions): each day's partition is made again,
+                // if missing, before rows of that day are written.
+                self.days.clear();
                 self.session = Some(session);
             }
             Done::Connected(Err(e)) => {
@@ -496,6 +517,21 @@ impl Writer {
                 self.retry_at = now + self.backoff.next_delay();
             }
             Done::Written(result) => self.settle_batch(result, now),
+            Done::TimedOut => {
+                // A connection that stopped answering (a hung server, a lost network path)
+                // may never fail by itself: it is dropped, and the batch goes again on a new
+                // one (the unique keys make a repeat of rows that did land a no-op).
+                self.session = None;
+                let message = format!(
+                    "no answer within postgres.request_timeout_ms ({} ms); reconnecting",
+                    self.config.request_timeout.as_millis()
+                );
+                let failed = BatchError {
+                    message,
+                    maybe_landed: true,
+                };
+                self.settle_batch(Err(failed), now);
+            }
         }
     }
 
@@ -539,6 +575,9 @@ impl Writer {
                 if self.session.as_ref().is_some_and(|s| s.client.is_closed()) {
                     self.session = None;
                 }
+                // A partition may be gone (dropped by hand or by another writer's retention):
+                // the retry makes its days' partitions again, if missing.
+                self.days.clear();
                 self.retry_at = now + self.backoff.next_delay();
             }
         }

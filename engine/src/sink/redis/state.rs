@@ -602,6 +602,17 @@ impl SymbolState {
         ))
     }
 
+    /// A re-anchor of this symbol ended ([`ObState::end_reanchor`]). Its swap replaced `tr:`
+    /// and `feat:` whole with what they were when it began, and may have landed after the
+    /// stopped mark (or landed though it got no answer): a stopped symbol's mark is written
+    /// again.
+    pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) {
+        self.ob.end_reanchor(attempt, swapped, retry_at_us);
+        if self.stopped.is_some() {
+            self.stopped_dirty = true;
+        }
+    }
+
     fn feature_fields(&self, s1: &WindowStats, s5: &WindowStats) -> Vec<(&'static str, String)> {
         let pe = self.price_exponent;
         let update_id = self
@@ -951,6 +962,44 @@ mod tests {
         assert_eq!(back.matches("HDEL").count(), 4, "{back}");
         assert!(!back.contains("halted"), "{back}");
         assert!(!written(&mut state).contains("HDEL"), "taken off once");
+    }
+
+    /// Review of the sinks: a symbol halted while its re-anchor was in flight. The swap (which
+    /// replaces `tr:` and `feat:` whole, built before the halt) can land after the stopped
+    /// mark, so the mark is written again once the re-anchor ends, whatever its outcome.
+    #[test]
+    fn a_reanchor_ending_after_a_stop_marks_the_swapped_keys_again() {
+        for swapped in [true, false] {
+            let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+            let t = 1_763_700_000_000_000;
+            apply(&mut state, &trades_frame(t, (-2, -3), &[(1, 6_976_991, 2)]));
+            let mut budget = DiffBudget::new(1 << 20);
+            let diff = Diff {
+                first: 99,
+                last: 100,
+                event_time_us: t,
+                bids: Vec::new(),
+                asks: Vec::new(),
+            };
+            assert_eq!(state.ob.on_diff(&diff, &mut budget), Wants::Snapshot);
+            state.ob.fetching = true;
+            let live = state
+                .ob
+                .on_snapshot(100, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+            assert!(live.is_ok(), "{live:?}");
+            let (attempt, _swap) = state.begin_reanchor(t).expect("a live book");
+            state.stop("halted: test");
+            assert_eq!(written(&mut state).matches("halted: test").count(), 4);
+            // The swap lands (or may have: no answer) after the marks.
+            state.end_reanchor(attempt, swapped, 0);
+            let again = written(&mut state);
+            for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+                assert!(
+                    again.contains(key) && again.contains("halted: test"),
+                    "swapped {swapped}: {key} marked again in {again}"
+                );
+            }
+        }
     }
 
     #[test]

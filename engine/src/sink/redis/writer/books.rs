@@ -353,7 +353,7 @@ impl Writer {
                 now_us().saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX))
             };
             if let Some(state) = self.states.get_mut(done.symbol).and_then(Option::as_mut) {
-                state.ob.end_reanchor(done.attempt, swapped, retry_at);
+                state.end_reanchor(done.attempt, swapped, retry_at);
             }
             finished += 1;
         }
