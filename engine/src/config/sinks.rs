@@ -45,7 +45,7 @@
 //! dead_letter_path = "hotpath-redis-dead-letters.jsonl"   # its own file, not Kinesis'
 //! reconnect_initial_ms = 100
 //! reconnect_max_ms = 5000
-//! connections = 1                 # pipelines in flight, one per connection; symbols sharded over them
+//! connections = 2                 # pipelines in flight, one per connection; symbols sharded over them
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
 
@@ -218,7 +218,7 @@ impl Default for RedisConfig {
             dead_letter_path: PathBuf::from("hotpath-redis-dead-letters.jsonl"),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
-            connections: 1,
+            connections: 2,
             idle: IdleStrategy::Backoff,
         }
     }

@@ -125,9 +125,24 @@ impl Books {
         let mut work = 0;
         for (consumer, ring) in self.requests.iter_mut() {
             while let Ok(request) = ring.pop() {
+                tracing::debug!(
+                    consumer,
+                    symbol = request.symbol,
+                    purpose = ?request.purpose,
+                    "sidecar: book request taken"
+                );
                 self.plan.request(*consumer, request, now);
                 work += 1;
             }
+        }
+        if self.plan.pending() > self.plan.in_flight() && !self.idle.is_empty() {
+            tracing::trace!(
+                pending = self.plan.pending(),
+                in_flight = self.plan.in_flight(),
+                idle = self.idle.len(),
+                used = self.plan.used(now),
+                "sidecar: depth requests wait"
+            );
         }
         while let Some(Ok(fetched)) = self.tasks.try_join_next() {
             self.on_fetched(fetched, out);
@@ -144,6 +159,13 @@ impl Books {
                 self.plan.finished();
                 continue;
             };
+            tracing::debug!(
+                symbol = dispatch.job.request.symbol,
+                limit = dispatch.limit,
+                used = self.plan.used(now),
+                pending = self.plan.pending(),
+                "sidecar: depth fetch started"
+            );
             let bell = self.bell.clone();
             self.tasks.spawn(async move {
                 let started = crate::clock::monotonic_ns();
@@ -167,8 +189,15 @@ impl Books {
         self.used_weight = Some(client.used_weight());
         self.plan.finished();
         self.plan.observe(client.used_weight(), now);
-        self.idle.push(client);
         let (consumer, request) = (dispatch.job.consumer, dispatch.job.request);
+        tracing::debug!(
+            symbol = request.symbol,
+            ok = result.is_ok(),
+            latency_ms = latency / 1_000_000,
+            used_weight = client.used_weight(),
+            "sidecar: depth fetched"
+        );
+        self.idle.push(client);
         match result {
             Ok(snapshot) => {
                 self.fetched += 1;

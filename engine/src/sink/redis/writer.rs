@@ -339,6 +339,9 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             sidecar_bell.ring();
         }
         if let Some(step) = idle.step(work) {
+            if matches!(step, crate::idle::Step::Park(_)) {
+                trace_park(&w, &io);
+            }
             // Woken by the rings' producers, a finished task (connect, write, re-anchor, each
             // spawned with `spawn_ringing`) or the stop; timers wait for the park's timeout.
             let has_work = || {
@@ -354,6 +357,27 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         reason,
     })?;
     Ok(w.summary())
+}
+
+/// At trace level, what the writer parks with (per connection: connected, a pipeline in
+/// flight, its start marks acknowledged; dirty symbols, re-anchors in flight, requests waiting):
+/// a stalled writer says which of them it waits for. Nothing is computed unless enabled.
+fn trace_park(w: &Writer, io: &Io) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    let lanes: Vec<(bool, bool, bool)> = io
+        .lanes
+        .iter()
+        .map(|l| (l.conn.is_some(), l.writing.is_some(), l.acked_once))
+        .collect();
+    tracing::trace!(
+        dirty = w.states.iter().flatten().filter(|s| s.dirty()).count(),
+        ?lanes,
+        reanchoring = w.reanchoring.len(),
+        requests_waiting = w.request_outbox.len(),
+        "redis: parking (lanes: connected, writing, acked once)"
+    );
 }
 
 impl Writer {

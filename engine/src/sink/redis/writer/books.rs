@@ -123,6 +123,13 @@ impl Writer {
             }
         };
         let id = snapshot.last_update_id;
+        tracing::debug!(
+            symbol = index,
+            purpose = ?book.purpose,
+            id,
+            limit = book.limit,
+            "redis: snapshot received"
+        );
         let wants = match book.purpose {
             Purpose::Check => state
                 .ob
@@ -190,6 +197,7 @@ impl Writer {
         let min_limit = u32::try_from(settings.levels)
             .unwrap_or(u32::MAX)
             .min(limit);
+        tracing::debug!(symbol, ?purpose, "redis: snapshot requested");
         self.request_outbox.push_back(BookRequest {
             symbol,
             purpose,
@@ -306,6 +314,7 @@ impl Writer {
                 new_state,
                 token,
             );
+            tracing::debug!(symbol = index, attempt, "redis: re-anchor started");
             let task = crate::idle::spawn_ringing(&self.bell, reanchor);
             self.reanchoring.push(Reanchoring {
                 symbol: index,
@@ -324,6 +333,7 @@ impl Writer {
             let done = self.reanchoring.swap_remove(at);
             let outcome = done.task.await.unwrap_or_else(|e| Err(e.to_string()));
             let swapped = outcome.as_ref().is_ok_and(|s| *s);
+            tracing::debug!(symbol = done.symbol, ?outcome, "redis: re-anchor finished");
             let retry_at = if swapped {
                 self.reanchor_failures = 0;
                 self.stats.book.reanchors.add(1);

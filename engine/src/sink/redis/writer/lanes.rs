@@ -93,6 +93,7 @@ impl Writer {
         };
         match task.await.unwrap_or_else(|e| Err(e.to_string())) {
             Ok(c) => {
+                tracing::debug!(lane = index, "redis: connected");
                 lane.conn = Some(c);
                 lane.attempt = 0;
                 if lane.connected_once {
@@ -131,6 +132,11 @@ impl Writer {
         let Some((task, batch)) = lane.writing.take_if(|(t, _)| t.is_finished()) else {
             return 0;
         };
+        tracing::debug!(
+            lane = index,
+            sections = batch.sections.len(),
+            "redis: batch finished"
+        );
         let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
             Ok(replies) => self.settle(batch, &replies),
             Err(e) => Err(e),
@@ -167,6 +173,11 @@ impl Writer {
                 continue;
             }
             let (pipes, batch) = self.prepare(index, matches!(c, Conn::Cluster(_)));
+            tracing::debug!(
+                lane = index,
+                sections = batch.sections.len(),
+                "redis: batch started"
+            );
             let writing = spawn_ringing(&self.bell, execute(c.clone(), pipes));
             lane.writing = Some((writing, batch));
             work += 1;
