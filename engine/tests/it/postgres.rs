@@ -159,7 +159,10 @@ fn stop_between_batches(server: &PgServer) -> Stopped {
         };
         let stopped = Stopped::stop(pid.clone());
         // A stopped backend reports nothing new: still idle means stopped between batches.
-        if backend("idle").iter().any(|row| row[0].as_deref() == Some(pid.as_str())) {
+        if backend("idle")
+            .iter()
+            .any(|row| row[0].as_deref() == Some(pid.as_str()))
+        {
             return stopped;
         }
     }
