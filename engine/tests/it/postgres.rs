@@ -443,4 +443,54 @@ fn a_database_that_never_answers_costs_no_trade_and_never_blocks_the_readers() {
         let got = ids.get(symbol).map_or(&[][..], Vec::as_slice);
         assert_exactly_once(&sim, symbol, got, "postgres dead letters");
     }
+    resend_puts_every_row_in_once(&dead_path, &ids, letters.records.len());
+}
+
+/// `hotpath dlq resend --postgres URL` of a dead-letter file, twice, into a database that is
+/// up: the first run writes every row, the second finds them all there; `ticks` holds exactly
+/// the dead-lettered trades, once each, with their exact prices.
+fn resend_puts_every_row_in_once(
+    dead_path: &std::path::Path,
+    ids: &BTreeMap<String, Vec<i64>>,
+    rows: usize,
+) {
+    use hotpath::sink::resend::{ResendOptions, resend_file};
+    let server = PgServer::start();
+    let options = ResendOptions {
+        postgres_url: Some(server.url()),
+        ..ResendOptions::default()
+    };
+    let runtime = crate::sinks::runtime();
+    let missing = runtime.block_on(resend_file(dead_path, &ResendOptions::default()));
+    let refused = missing.expect_err("PostgreSQL rows need --postgres");
+    assert!(refused.to_string().contains("--postgres"), "{refused}");
+    let first = runtime
+        .block_on(resend_file(dead_path, &options))
+        .expect("the resend runs");
+    assert_eq!(
+        (first.sent, first.already_there, first.failed),
+        (rows, 0, 0)
+    );
+    let second = runtime
+        .block_on(resend_file(dead_path, &options))
+        .expect("the resend runs again");
+    assert_eq!((second.sent, second.already_there), (0, rows), "{second:?}");
+    let (landed, _) = ticks(&server);
+    assert_eq!(
+        &landed, ids,
+        "ticks holds the dead-lettered trades, once each"
+    );
+    let books = server.query("SELECT count(*) FROM books")[0][0].clone();
+    let tick_rows: usize = ids.values().map(Vec::len).sum();
+    assert_eq!(books, Some((rows - tick_rows).to_string()));
+    let text = server.query("SELECT price::text, qty::text FROM ticks LIMIT 1");
+    let letters = hotpath::sink::dlq::read(dead_path).expect("the dead-letter file");
+    let in_file = letters.records.iter().any(|r| {
+        let hotpath::sink::dlq::Target::Postgres { row, .. } = &r.target else {
+            return false;
+        };
+        let field = |name: &str| row.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        field("price") == text[0][0] && field("qty") == text[0][1]
+    });
+    assert!(in_file, "exact NUMERIC text round-trips: {text:?}");
 }

@@ -26,8 +26,10 @@ CREATE TEMP TABLE IF NOT EXISTS books_stage (
     bid_prices numeric[], bid_qtys numeric[], ask_prices numeric[], ask_qtys numeric[])
     ON COMMIT DELETE ROWS;";
 
-const TICK_COLUMNS: &str = "exchange, symbol, trade_id, price, qty, side, ts, event_time";
-const BOOK_COLUMNS: &str = "venue, symbol, update_id, ts, best_bid, best_bid_qty, best_ask, \
+/// The columns the writer fills in `ticks`, in staging order.
+pub const TICK_COLUMNS: &str = "exchange, symbol, trade_id, price, qty, side, ts, event_time";
+/// The columns the writer fills in `books`, in staging order.
+pub const BOOK_COLUMNS: &str = "venue, symbol, update_id, ts, best_bid, best_bid_qty, best_ask, \
                             best_ask_qty, spread_bps, bid_prices, bid_qtys, ask_prices, ask_qtys";
 
 /// A connection ready for batches.
