@@ -10,6 +10,7 @@ mod delivery;
 mod deploy;
 mod detect;
 mod discovery;
+mod dual_feed;
 mod fault_proxy;
 mod feed;
 mod json_feed;
