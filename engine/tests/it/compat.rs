@@ -1,0 +1,294 @@
+//! The old services' Redis formats (issue 13), end to end: hotpath writes the simulator's feed
+//! into a real `redis-server` with `redis.keys = "plain"` (seed 000/001/004's key names) or the
+//! default hash tags, and `redis.raw_json = true`; then the README's Python consumer examples
+//! (`examples/python/*.py`, redis-py in the venv `ensure_venv` makes, found by
+//! `HOTPATH_PYTHON`) read what it wrote: XREAD and a consumer group over `trades:`, and `ob:`,
+//! `tr:` and `feat:` in one transaction. Their output is checked against the simulator's
+//! ground truth: every trade once with its exact price, quantity and side, `raw_json` byte for
+//! byte as Binance's `<s>@trade` event, the book equal to the exchange's at its update id, the
+//! trade windows' counts and volumes, and the mid of the book's top.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use hotpath::binance::decimal::parse_decimal;
+use hotpath::config::{FeedFormat, KeyLayout, RunConfig};
+use hotpath::sim::market::{PRICE_EXPONENT, QTY_EXPONENT, Trade};
+use hotpath::stream::StreamKind;
+use sbe_runtime::Decimal;
+
+use crate::feed::Sim;
+use crate::servers::RedisServer;
+use crate::sinks::{
+    SYMBOLS, assert_exactly_once, book_exact, redis_connection, redis_settings, run, run_config,
+    sim, wait_for, written,
+};
+
+/// The interpreter of the venv `scripts/servers.sh`'s `ensure_venv` makes. Unset or missing
+/// fails the test: the examples are part of what is tested, never skipped.
+fn python() -> PathBuf {
+    let python = std::env::var_os("HOTPATH_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "HOTPATH_PYTHON is not set: run `source scripts/servers.sh && ensure_venv` first \
+             (scripts/test.sh does)"
+        )
+    });
+    let python = PathBuf::from(python);
+    assert!(
+        python.exists(),
+        "HOTPATH_PYTHON = {} does not exist: run ensure_venv",
+        python.display()
+    );
+    python
+}
+
+/// Runs `examples/python/<script>` with `args` and returns its standard output.
+fn example(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python").join(script);
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// The simulator's journal of `symbol`'s trades, by id.
+fn journal(sim: &Sim, symbol: &str) -> HashMap<i64, Trade> {
+    let shared = &sim.handle().shared;
+    let index = shared.symbol_index(symbol).expect("a symbol");
+    let exchange = hotpath::sim::server::lock(&shared.exchange);
+    exchange
+        .market(index)
+        .trades_from(0)
+        .map(|t| (t.id, *t))
+        .collect()
+}
+
+/// Binance's `<s>@trade` JSON event of `t`, with event time `event_ms`.
+fn binance_trade_json(symbol: &str, t: &Trade, event_ms: i64) -> String {
+    format!(
+        r#"{{"e":"trade","E":{event_ms},"s":"{symbol}","t":{},"p":"{}","q":"{}","T":{},"m":{},"M":true}}"#,
+        t.id,
+        Decimal::new(t.price, PRICE_EXPONENT),
+        Decimal::new(t.qty, QTY_EXPONENT),
+        t.time_us.div_euclid(1000),
+        t.buyer_maker
+    )
+}
+
+/// Checks a trades example's output (one JSON object of entry fields per line) against the
+/// simulator: every trade exactly once, each field exact, `raw_json` (when `raw`) as Binance
+/// sends it. Returns the last trade id.
+fn check_trades(sim: &Sim, symbol: &str, output: &str, raw: bool, what: &str) -> i64 {
+    let entries: Vec<HashMap<String, String>> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}")))
+        .collect();
+    let ids: Vec<i64> = entries
+        .iter()
+        .map(|f| f["trade_id"].parse().expect("an id"))
+        .collect();
+    assert_exactly_once(sim, symbol, &ids, what);
+    let truth = journal(sim, symbol);
+    for (id, fields) in ids.iter().zip(&entries) {
+        let t = &truth[id];
+        assert_eq!(fields["exchange"], "binance");
+        assert_eq!(fields["pair"], symbol);
+        assert_eq!(parse_decimal(&fields["price"], PRICE_EXPONENT), Some(t.price), "{what} {id}");
+        assert_eq!(parse_decimal(&fields["qty"], QTY_EXPONENT), Some(t.qty), "{what} {id}");
+        let side = if t.buyer_maker { "sell" } else { "buy" };
+        assert_eq!(fields["side"], side, "{what} {id}");
+        match (raw, fields.get("raw_json")) {
+            (true, Some(json)) => {
+                let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
+                let event_ms = event["E"].as_i64().expect("an event time");
+                assert!(event_ms >= t.time_us.div_euclid(1000), "{json}");
+                assert_eq!(json, &binance_trade_json(symbol, t, event_ms), "{what} {id}");
+            }
+            (false, None) => {}
+            (_, other) => panic!("{what} {id}: raw_json {other:?} with redis.raw_json = {raw}"),
+        }
+    }
+    *ids.last().expect("trades")
+}
+
+/// Checks `state.py`'s output against the simulator: the book at its update id, the windows'
+/// count, volume and last price over the journal's trades up to `last_id`, and the mid of the
+/// book's top at the features' update id (the run has no bestBidAsk stream).
+fn check_state(sim: &Sim, symbol: &str, output: &str, last_id: i64) {
+    let state: serde_json::Value = serde_json::from_str(output).expect("one JSON object");
+    let hash = |name: &str| -> HashMap<String, String> {
+        serde_json::from_value(state[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let ob = hash("ob");
+    book_exact(sim, &ob, symbol, 20).unwrap_or_else(|e| panic!("state.py's ob: {e}"));
+    let bids: Vec<(String, String)> = serde_json::from_value(state["bids"].clone()).expect("bids");
+    assert_eq!(bids.len(), 20, "{symbol}: the parsed side");
+    let mut trades: Vec<Trade> = journal(sim, symbol)
+        .into_values()
+        .filter(|t| t.id <= last_id)
+        .collect();
+    trades.sort_by_key(|t| t.id);
+    for (name, span_us) in [("tr_1s", 1_000_000), ("tr_5s", 5_000_000)] {
+        let tr = hash(name);
+        assert_eq!(tr["trades_complete"], "1", "{symbol} {name}: {tr:?}");
+        let as_of: i64 = tr["as_of_us"].parse().expect("as_of_us");
+        let window: Vec<&Trade> = trades
+            .iter()
+            .filter(|t| t.time_us > as_of - span_us && t.time_us <= as_of)
+            .collect();
+        assert_eq!(tr["count"], window.len().to_string(), "{symbol} {name}: {tr:?}");
+        let volume: i64 = window.iter().map(|t| t.qty).sum();
+        assert_eq!(parse_decimal(&tr["volume"], QTY_EXPONENT), Some(volume), "{name}");
+        if let Some(last) = window.last() {
+            assert_eq!(parse_decimal(&tr["last"], PRICE_EXPONENT), Some(last.price), "{name}");
+        }
+    }
+    let feat = hash("feat");
+    let update_id: i64 = feat["book_update_id"]
+        .parse()
+        .unwrap_or_else(|_| panic!("{symbol}: feat without a book update id: {feat:?}"));
+    let book = {
+        let shared = &sim.handle().shared;
+        let index = shared.symbol_index(symbol).expect("a symbol");
+        let exchange = hotpath::sim::server::lock(&shared.exchange);
+        exchange.market(index).book_at(update_id).expect("in the journal")
+    };
+    let (bid, ask) = (book.bids[0].0, book.asks[0].0);
+    // The mid has one decimal more than the price: (bid + ask) / 2 at 10^-9 is (bid + ask) x 5.
+    assert_eq!(
+        parse_decimal(&feat["mid"], PRICE_EXPONENT - 1),
+        Some((bid + ask) * 5),
+        "{symbol}: {feat:?} against bid {bid} ask {ask}"
+    );
+}
+
+/// Runs the simulator's trades and depth into `redis` in `layout` with `raw_json` on, in
+/// `format`, until 1500 trades are written, and returns how many books were swapped in.
+fn write_from_sim(sim: &Sim, redis: &RedisServer, layout: KeyLayout, format: FeedFormat) -> u64 {
+    let config: RunConfig = run_config(sim, |c| {
+        c.streams = vec![StreamKind::Trade, StreamKind::Depth];
+        if format == FeedFormat::Json {
+            c.endpoint = format!("{}/json", sim.endpoint());
+            c.format = FeedFormat::Json;
+        }
+        let mut r = redis_settings(redis.url());
+        r.keys = layout;
+        r.raw_json = true;
+        c.redis = Some(r);
+    });
+    let summary = run(&config, None, |sinks| {
+        wait_for("trades written", || written(sinks, "redis") >= 1500);
+    });
+    assert_eq!(summary.gaps.count, 0, "{summary:?}");
+    assert!(summary.sinks["redis"].flushed, "{summary:?}");
+    summary.sinks["redis"].book.clone().expect("book counters").reanchors
+}
+
+fn keys(url: &str, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query(&mut redis_connection(url))
+        .expect("KEYS")
+}
+
+#[test]
+fn plain_keys_serve_the_old_services_consumers_unchanged() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let reanchors = write_from_sim(&sim, &redis, KeyLayout::Plain, FeedFormat::Sbe);
+    assert!(reanchors >= 2, "books swapped in under plain keys: {reanchors}");
+    let url = redis.url();
+    let mut all = keys(&url, "*");
+    all.sort();
+    assert!(!all.iter().any(|k| k.contains('{')), "no hash tag: {all:?}");
+    assert!(keys(&url, "*new*").is_empty(), "no temporary key left");
+    assert!(keys(&url, "reanchor:*").is_empty(), "no lock left");
+    for symbol in SYMBOLS {
+        for key in [
+            format!("trades:{symbol}"),
+            format!("ob:{symbol}"),
+            format!("tr:{symbol}:1s"),
+            format!("tr:{symbol}:5s"),
+            format!("feat:{symbol}"),
+        ] {
+            assert!(all.contains(&key), "{key} in {all:?}");
+        }
+        let read = example("trades_xread.py", &[&url, symbol]);
+        let last_id = check_trades(&sim, symbol, &read, true, "trades_xread.py");
+        let group = example("trades_group.py", &[&url, symbol]);
+        assert_eq!(group, read, "the consumer group reads the same entries");
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(format!("trades:{symbol}"))
+            .arg("signals")
+            .query(&mut redis_connection(&url))
+            .expect("XPENDING");
+        assert_eq!(pending.first(), Some(&redis::Value::Int(0)), "all acknowledged");
+        assert!(
+            example("trades_group.py", &[&url, symbol]).is_empty(),
+            "the group's position is kept: nothing is read twice"
+        );
+        check_state(&sim, symbol, &example("state.py", &[&url, symbol]), last_id);
+    }
+}
+
+#[test]
+fn hash_tagged_keys_from_json_streams_give_the_same_consumers_the_same_truth() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    write_from_sim(&sim, &redis, KeyLayout::HashTag, FeedFormat::Json);
+    let url = redis.url();
+    for symbol in SYMBOLS {
+        assert!(keys(&url, &format!("trades:{symbol}")).is_empty());
+        let read = example("trades_xread.py", &[&url, symbol, "hash-tag"]);
+        // In JSON mode raw_json is the payload as received: the simulator's event, exactly.
+        let last_id = check_trades(&sim, symbol, &read, true, "trades_xread.py (JSON)");
+        let group = example("trades_group.py", &[&url, symbol, "hash-tag"]);
+        assert_eq!(group, read);
+        check_state(&sim, symbol, &example("state.py", &[&url, symbol, "hash-tag"]), last_id);
+    }
+}
+
+/// The README's Python consumer examples are the files this test module runs: every ```python
+/// block of its "old services' formats" section appears, line for line, in one of
+/// `examples/python/*.py`.
+#[test]
+fn the_readme_python_examples_are_the_tested_files() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let start = readme
+        .find("#### The old services' formats")
+        .expect("the README section");
+    let rest = &readme[start + 4..];
+    let end = ["\n## ", "\n### ", "\n#### "]
+        .iter()
+        .filter_map(|heading| rest.find(heading))
+        .min()
+        .map_or(readme.len(), |at| start + 4 + at);
+    let section = &readme[start..end];
+    let files: Vec<String> = ["trades_xread.py", "trades_group.py", "state.py"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(root.join("examples/python").join(f)).expect("an example")
+        })
+        .collect();
+    let blocks: Vec<&str> = section
+        .split("```python\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default())
+        .collect();
+    assert_eq!(blocks.len(), 3, "three Python examples in the README");
+    for block in blocks {
+        assert!(
+            files.iter().any(|file| file.contains(block)),
+            "a README Python block is in no examples/python file:\n{block}"
+        );
+    }
+}
