@@ -580,8 +580,8 @@ fn trade_entry_fields_with_raw_json_allocate_nothing_per_trade() {
     use hotpath::sink::redis::ob::BookSettings;
     use hotpath::sink::redis::state::SymbolState;
 
-    let mut state =
-        SymbolState::new("BTCUSDT", BookSettings::new(20, 5000)).with_format(KeyLayout::Plain, true);
+    let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000))
+        .with_format(KeyLayout::Plain, true);
     for frame in trade_frames(1..201) {
         let Ok(Message::TradesStreamEvent(m)) = sbe::decode(&frame) else {
             panic!("a trades frame");

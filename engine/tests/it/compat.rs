@@ -45,7 +45,9 @@ fn python() -> PathBuf {
 
 /// Runs `examples/python/<script>` with `args` and returns its standard output.
 fn example(script: &str, args: &[&str]) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python").join(script);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python")
+        .join(script);
     let out = Command::new(python())
         .arg(&path)
         .args(args)
@@ -85,8 +87,8 @@ fn binance_trade_json(symbol: &str, t: &Trade, event_ms: i64) -> String {
 
 /// Checks a trades example's output (one JSON object of entry fields per line) against the
 /// simulator: every trade exactly once, each field exact, `raw_json` (when `raw`) as Binance
-/// sends it. Returns the last trade id.
-fn check_trades(sim: &Sim, symbol: &str, output: &str, raw: bool, what: &str) -> i64 {
+/// sends it. Returns the first and last trade ids.
+fn check_trades(sim: &Sim, symbol: &str, output: &str, raw: bool, what: &str) -> (i64, i64) {
     let entries: Vec<HashMap<String, String>> = output
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: {e}: {line}")))
@@ -101,28 +103,42 @@ fn check_trades(sim: &Sim, symbol: &str, output: &str, raw: bool, what: &str) ->
         let t = &truth[id];
         assert_eq!(fields["exchange"], "binance");
         assert_eq!(fields["pair"], symbol);
-        assert_eq!(parse_decimal(&fields["price"], PRICE_EXPONENT), Some(t.price), "{what} {id}");
-        assert_eq!(parse_decimal(&fields["qty"], QTY_EXPONENT), Some(t.qty), "{what} {id}");
+        assert_eq!(
+            parse_decimal(&fields["price"], PRICE_EXPONENT),
+            Some(t.price),
+            "{what} {id}"
+        );
+        assert_eq!(
+            parse_decimal(&fields["qty"], QTY_EXPONENT),
+            Some(t.qty),
+            "{what} {id}"
+        );
         let side = if t.buyer_maker { "sell" } else { "buy" };
         assert_eq!(fields["side"], side, "{what} {id}");
         match (raw, fields.get("raw_json")) {
             (true, Some(json)) => {
                 let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
                 let event_ms = event["E"].as_i64().expect("an event time");
-                assert!(event_ms >= t.time_us.div_euclid(1000), "{json}");
-                assert_eq!(json, &binance_trade_json(symbol, t, event_ms), "{what} {id}");
+                // The simulator stamps a trades event with its trades' time: `E` is `T`.
+                assert_eq!(event_ms, t.time_us.div_euclid(1000), "{json}");
+                assert_eq!(
+                    json,
+                    &binance_trade_json(symbol, t, event_ms),
+                    "{what} {id}"
+                );
             }
             (false, None) => {}
             (_, other) => panic!("{what} {id}: raw_json {other:?} with redis.raw_json = {raw}"),
         }
     }
-    *ids.last().expect("trades")
+    (ids[0], *ids.last().expect("trades"))
 }
 
 /// Checks `state.py`'s output against the simulator: the book at its update id, the windows'
-/// count, volume and last price over the journal's trades up to `last_id`, and the mid of the
-/// book's top at the features' update id (the run has no bestBidAsk stream).
-fn check_state(sim: &Sim, symbol: &str, output: &str, last_id: i64) {
+/// count, volume and last price over the journal's trades `ids` (those hotpath took: from its
+/// first to its last), and the mid of the book's top at the features' update id (the run has
+/// no bestBidAsk stream). `format` says the times hotpath saw: JSON's are whole milliseconds.
+fn check_state(sim: &Sim, symbol: &str, output: &str, ids: (i64, i64), format: FeedFormat) {
     let state: serde_json::Value = serde_json::from_str(output).expect("one JSON object");
     let hash = |name: &str| -> HashMap<String, String> {
         serde_json::from_value(state[name].clone()).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -133,22 +149,38 @@ fn check_state(sim: &Sim, symbol: &str, output: &str, last_id: i64) {
     assert_eq!(bids.len(), 20, "{symbol}: the parsed side");
     let mut trades: Vec<Trade> = journal(sim, symbol)
         .into_values()
-        .filter(|t| t.id <= last_id)
+        .filter(|t| (ids.0..=ids.1).contains(&t.id))
         .collect();
     trades.sort_by_key(|t| t.id);
+    let seen = |t: &Trade| match format {
+        FeedFormat::Sbe => t.time_us,
+        FeedFormat::Json => t.time_us.div_euclid(1000) * 1000,
+    };
     for (name, span_us) in [("tr_1s", 1_000_000), ("tr_5s", 5_000_000)] {
         let tr = hash(name);
         assert_eq!(tr["trades_complete"], "1", "{symbol} {name}: {tr:?}");
         let as_of: i64 = tr["as_of_us"].parse().expect("as_of_us");
         let window: Vec<&Trade> = trades
             .iter()
-            .filter(|t| t.time_us > as_of - span_us && t.time_us <= as_of)
+            .filter(|t| seen(t) > as_of - span_us && seen(t) <= as_of)
             .collect();
-        assert_eq!(tr["count"], window.len().to_string(), "{symbol} {name}: {tr:?}");
+        assert_eq!(
+            tr["count"],
+            window.len().to_string(),
+            "{symbol} {name}: {tr:?}"
+        );
         let volume: i64 = window.iter().map(|t| t.qty).sum();
-        assert_eq!(parse_decimal(&tr["volume"], QTY_EXPONENT), Some(volume), "{name}");
+        assert_eq!(
+            parse_decimal(&tr["volume"], QTY_EXPONENT),
+            Some(volume),
+            "{name}"
+        );
         if let Some(last) = window.last() {
-            assert_eq!(parse_decimal(&tr["last"], PRICE_EXPONENT), Some(last.price), "{name}");
+            assert_eq!(
+                parse_decimal(&tr["last"], PRICE_EXPONENT),
+                Some(last.price),
+                "{name}"
+            );
         }
     }
     let feat = hash("feat");
@@ -159,7 +191,10 @@ fn check_state(sim: &Sim, symbol: &str, output: &str, last_id: i64) {
         let shared = &sim.handle().shared;
         let index = shared.symbol_index(symbol).expect("a symbol");
         let exchange = hotpath::sim::server::lock(&shared.exchange);
-        exchange.market(index).book_at(update_id).expect("in the journal")
+        exchange
+            .market(index)
+            .book_at(update_id)
+            .expect("in the journal")
     };
     let (bid, ask) = (book.bids[0].0, book.asks[0].0);
     // The mid has one decimal more than the price: (bid + ask) / 2 at 10^-9 is (bid + ask) x 5.
@@ -189,7 +224,11 @@ fn write_from_sim(sim: &Sim, redis: &RedisServer, layout: KeyLayout, format: Fee
     });
     assert_eq!(summary.gaps.count, 0, "{summary:?}");
     assert!(summary.sinks["redis"].flushed, "{summary:?}");
-    summary.sinks["redis"].book.clone().expect("book counters").reanchors
+    summary.sinks["redis"]
+        .book
+        .clone()
+        .expect("book counters")
+        .reanchors
 }
 
 fn keys(url: &str, pattern: &str) -> Vec<String> {
@@ -204,7 +243,10 @@ fn plain_keys_serve_the_old_services_consumers_unchanged() {
     let sim = sim();
     let redis = RedisServer::start();
     let reanchors = write_from_sim(&sim, &redis, KeyLayout::Plain, FeedFormat::Sbe);
-    assert!(reanchors >= 2, "books swapped in under plain keys: {reanchors}");
+    assert!(
+        reanchors >= 2,
+        "books swapped in under plain keys: {reanchors}"
+    );
     let url = redis.url();
     let mut all = keys(&url, "*");
     all.sort();
@@ -222,7 +264,7 @@ fn plain_keys_serve_the_old_services_consumers_unchanged() {
             assert!(all.contains(&key), "{key} in {all:?}");
         }
         let read = example("trades_xread.py", &[&url, symbol]);
-        let last_id = check_trades(&sim, symbol, &read, true, "trades_xread.py");
+        let ids = check_trades(&sim, symbol, &read, true, "trades_xread.py");
         let group = example("trades_group.py", &[&url, symbol]);
         assert_eq!(group, read, "the consumer group reads the same entries");
         let pending: Vec<redis::Value> = redis::cmd("XPENDING")
@@ -230,12 +272,17 @@ fn plain_keys_serve_the_old_services_consumers_unchanged() {
             .arg("signals")
             .query(&mut redis_connection(&url))
             .expect("XPENDING");
-        assert_eq!(pending.first(), Some(&redis::Value::Int(0)), "all acknowledged");
+        assert_eq!(
+            pending.first(),
+            Some(&redis::Value::Int(0)),
+            "all acknowledged"
+        );
         assert!(
             example("trades_group.py", &[&url, symbol]).is_empty(),
             "the group's position is kept: nothing is read twice"
         );
-        check_state(&sim, symbol, &example("state.py", &[&url, symbol]), last_id);
+        let state = example("state.py", &[&url, symbol]);
+        check_state(&sim, symbol, &state, ids, FeedFormat::Sbe);
     }
 }
 
@@ -249,10 +296,11 @@ fn hash_tagged_keys_from_json_streams_give_the_same_consumers_the_same_truth() {
         assert!(keys(&url, &format!("trades:{symbol}")).is_empty());
         let read = example("trades_xread.py", &[&url, symbol, "hash-tag"]);
         // In JSON mode raw_json is the payload as received: the simulator's event, exactly.
-        let last_id = check_trades(&sim, symbol, &read, true, "trades_xread.py (JSON)");
+        let ids = check_trades(&sim, symbol, &read, true, "trades_xread.py (JSON)");
         let group = example("trades_group.py", &[&url, symbol, "hash-tag"]);
         assert_eq!(group, read);
-        check_state(&sim, symbol, &example("state.py", &[&url, symbol, "hash-tag"]), last_id);
+        let state = example("state.py", &[&url, symbol, "hash-tag"]);
+        check_state(&sim, symbol, &state, ids, FeedFormat::Json);
     }
 }
 
@@ -275,9 +323,7 @@ fn the_readme_python_examples_are_the_tested_files() {
     let section = &readme[start..end];
     let files: Vec<String> = ["trades_xread.py", "trades_group.py", "state.py"]
         .iter()
-        .map(|f| {
-            std::fs::read_to_string(root.join("examples/python").join(f)).expect("an example")
-        })
+        .map(|f| std::fs::read_to_string(root.join("examples/python").join(f)).expect("an example"))
         .collect();
     let blocks: Vec<&str> = section
         .split("```python\n")

@@ -24,8 +24,8 @@
 //! standalone Redis, `MULTI`/`EXEC` is atomic whatever the key names, and the procedure is the
 //! same, step for step.
 
-pub use super::keys::TempKeys;
 use super::keys::Keys;
+pub use super::keys::TempKeys;
 
 /// Seconds a re-anchor lock lives if its holder never releases it.
 pub const LOCK_TTL_S: u64 = 30;

@@ -59,11 +59,11 @@ use std::fmt::Write as _;
 
 use sbe_runtime::Decimal;
 
-use crate::config::KeyLayout;
-use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 pub use super::keys::Keys;
+use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
+use crate::config::KeyLayout;
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
 
 /// A trade waiting for its `XADD` to be acknowledged, with what its attempts so far tell.
@@ -816,7 +816,11 @@ mod tests {
 
     #[test]
     fn raw_json_is_the_binance_trade_event_and_plain_keys_name_the_stream() {
-        let frame = trades_frame(1_763_700_000_123_456, (-8, -8), &[(42, 6_976_988_000_000, 1_301_000)]);
+        let frame = trades_frame(
+            1_763_700_000_123_456,
+            (-8, -8),
+            &[(42, 6_976_988_000_000, 1_301_000)],
+        );
         let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&frame) else {
             panic!("a trades frame");
         };
@@ -852,7 +856,10 @@ mod tests {
         state.write(&mut pipe, (100, 10), 0, &mut sent);
         let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).to_string();
         assert!(packed.contains("\r\ntrades:BTCUSDT\r\n"), "{packed}");
-        assert!(!packed.contains('{') || packed.contains("raw_json"), "{packed}");
+        assert!(
+            !packed.contains('{') || packed.contains("raw_json"),
+            "{packed}"
+        );
 
         let plain = SymbolState::new("BTCUSDT", BookSettings::new(5, 100));
         let mut state = plain;
