@@ -14,6 +14,8 @@ use std::process::Command;
 
 use hotpath::binance::decimal::parse_decimal;
 use hotpath::config::{FeedFormat, KeyLayout, RunConfig};
+use hotpath::sim::encode::encode_json_each;
+use hotpath::sim::exchange::{Event, Payload, StreamKey};
 use hotpath::sim::market::{PRICE_EXPONENT, QTY_EXPONENT, Trade};
 use hotpath::stream::StreamKind;
 use sbe_runtime::Decimal;
@@ -85,6 +87,26 @@ fn binance_trade_json(symbol: &str, t: &Trade, event_ms: i64) -> String {
     )
 }
 
+/// The simulator's own JSON message of trade `t` (what it sends on `<s>@trade`), its event
+/// stamped at `event_us`.
+fn sim_trade_json(sim: &Sim, symbol: &str, t: &Trade, event_us: i64) -> String {
+    let event = Event {
+        key: StreamKey {
+            symbol: sim.handle().shared.symbol_index(symbol).expect("a symbol"),
+            kind: StreamKind::Trade,
+        },
+        event_time_us: event_us,
+        payload: Payload::Trades {
+            transact_time_us: event_us,
+            trades: vec![*t],
+        },
+    };
+    let mut out = Vec::new();
+    encode_json_each(symbol, &event, |message| out.push(message.to_string()));
+    assert_eq!(out.len(), 1, "one message per trade");
+    out.remove(0)
+}
+
 /// Checks a trades example's output (one JSON object of entry fields per line) against the
 /// simulator: every trade exactly once, each field exact, `raw_json` (when `raw`) as Binance
 /// sends it. Returns the first and last trade ids.
@@ -124,6 +146,12 @@ fn check_trades(sim: &Sim, symbol: &str, output: &str, raw: bool, what: &str) ->
                 assert_eq!(
                     json,
                     &binance_trade_json(symbol, t, event_ms),
+                    "{what} {id}"
+                );
+                // Byte for byte what the simulator sends for this trade on `<s>@trade`.
+                assert_eq!(
+                    json,
+                    &sim_trade_json(sim, symbol, t, t.time_us),
                     "{what} {id}"
                 );
             }
