@@ -6,7 +6,8 @@
 //! `tr:` and `feat:` in one transaction. Their output is checked against the simulator's
 //! ground truth: every trade once with its exact price, quantity and side, `raw_json` byte for
 //! byte as Binance's `<s>@trade` event, the book equal to the exchange's at its update id, the
-//! trade windows' counts and volumes, and the mid of the book's top.
+//! trade windows' counts and volumes, and the mid of the book's top. The README's `redis-cli`
+//! lines run too, and its Python blocks must be in the example files.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -311,6 +312,9 @@ fn plain_keys_serve_the_old_services_consumers_unchanged() {
         );
         let state = example("state.py", &[&url, symbol]);
         check_state(&sim, symbol, &state, ids, FeedFormat::Sbe);
+        if symbol == "BTCUSDT" {
+            check_readme_redis_cli(&url, KeyLayout::Plain, ids, &state);
+        }
     }
 }
 
@@ -329,6 +333,9 @@ fn hash_tagged_keys_from_json_streams_give_the_same_consumers_the_same_truth() {
         assert_eq!(group, read);
         let state = example("state.py", &[&url, symbol, "hash-tag"]);
         check_state(&sim, symbol, &state, ids, FeedFormat::Json);
+        if symbol == "BTCUSDT" {
+            check_readme_redis_cli(&url, KeyLayout::HashTag, ids, &state);
+        }
     }
 }
 
@@ -337,6 +344,24 @@ fn hash_tagged_keys_from_json_streams_give_the_same_consumers_the_same_truth() {
 /// `examples/python/*.py`.
 #[test]
 fn the_readme_python_examples_are_the_tested_files() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let section = readme_section();
+    let files: Vec<String> = ["trades_xread.py", "trades_group.py", "state.py"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join("examples/python").join(f)).expect("an example"))
+        .collect();
+    let blocks = code_blocks(&section, "python");
+    assert_eq!(blocks.len(), 3, "three Python examples in the README");
+    for block in blocks {
+        assert!(
+            files.iter().any(|file| file.contains(block)),
+            "a README Python block is in no examples/python file:\n{block}"
+        );
+    }
+}
+
+/// The README's section on the old services' formats.
+fn readme_section() -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let start = readme
@@ -348,21 +373,96 @@ fn the_readme_python_examples_are_the_tested_files() {
         .filter_map(|heading| rest.find(heading))
         .min()
         .map_or(readme.len(), |at| start + 4 + at);
-    let section = &readme[start..end];
-    let files: Vec<String> = ["trades_xread.py", "trades_group.py", "state.py"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root.join("examples/python").join(f)).expect("an example"))
-        .collect();
-    let blocks: Vec<&str> = section
-        .split("```python\n")
+    readme[start..end].to_string()
+}
+
+/// The bodies of the ```<language> blocks of `text`.
+fn code_blocks<'t>(text: &'t str, language: &str) -> Vec<&'t str> {
+    text.split(&format!("```{language}\n"))
         .skip(1)
         .map(|rest| rest.split("```").next().unwrap_or_default())
-        .collect();
-    assert_eq!(blocks.len(), 3, "three Python examples in the README");
-    for block in blocks {
-        assert!(
-            files.iter().any(|file| file.contains(block)),
-            "a README Python block is in no examples/python file:\n{block}"
-        );
+        .collect()
+}
+
+/// `redis-cli` beside `HOTPATH_REDIS_SERVER` (redis-server's package brings it), else PATH's.
+fn redis_cli() -> PathBuf {
+    std::env::var_os("HOTPATH_REDIS_SERVER")
+        .map(|server| PathBuf::from(server).with_file_name("redis-cli"))
+        .filter(|cli| cli.exists())
+        .unwrap_or_else(|| PathBuf::from("redis-cli"))
+}
+
+/// Runs each `redis-cli` line of the README's bash block against `url` (the key names turned
+/// hash-tagged for `KeyLayout::HashTag`; quotes and comments taken off as a shell would) and
+/// returns each line's output.
+fn readme_redis_cli(url: &str, layout: KeyLayout) -> Vec<String> {
+    let section = readme_section();
+    let blocks = code_blocks(&section, "bash");
+    assert_eq!(blocks.len(), 1, "one redis-cli block");
+    let mut outputs = Vec::new();
+    for line in blocks[0].lines().filter(|l| !l.trim().is_empty()) {
+        let command = line.split(" #").next().unwrap_or_default();
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("redis-cli"), "{line}");
+        let args: Vec<String> = words
+            .map(|w| w.trim_matches('\''))
+            .map(|w| match layout {
+                KeyLayout::Plain => w.to_string(),
+                KeyLayout::HashTag if w.contains(':') => w.replace("BTCUSDT", "{BTCUSDT}"),
+                KeyLayout::HashTag => w.to_string(),
+            })
+            .collect();
+        let out = Command::new(redis_cli())
+            .arg("-u")
+            .arg(url)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        assert!(out.status.success(), "{line}: {out:?}");
+        outputs.push(String::from_utf8(out.stdout).expect("UTF-8"));
     }
+    outputs
+}
+
+/// The `trade_id` values in a `redis-cli` stream reply (one element per line).
+fn cli_trade_ids(output: &str) -> Vec<i64> {
+    let lines: Vec<&str> = output.lines().collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0] == "trade_id")
+        .map(|pair| pair[1].parse().expect("an id"))
+        .collect()
+}
+
+/// The README's redis-cli lines, run against what hotpath wrote of BTCUSDT (trades `ids`,
+/// checked before against the simulator), answer with those trades, and the book and
+/// features `state.py` read (checked against the simulator too).
+fn check_readme_redis_cli(url: &str, layout: KeyLayout, ids: (i64, i64), state: &str) {
+    let out = readme_redis_cli(url, layout);
+    assert_eq!(out.len(), 7, "{out:?}");
+    let last: Vec<i64> = (ids.1 - 9..=ids.1).rev().collect();
+    let first: Vec<i64> = (ids.0..ids.0 + 10).collect();
+    assert_eq!(
+        cli_trade_ids(&out[0]),
+        last,
+        "XREVRANGE: the last 10, newest first"
+    );
+    assert_eq!(cli_trade_ids(&out[1]), first, "XREAD from 0: the first 10");
+    assert_eq!(out[2].trim(), "OK", "XGROUP CREATE");
+    assert_eq!(cli_trade_ids(&out[3]), first, "XREADGROUP: the first 10");
+    let state: serde_json::Value = serde_json::from_str(state).expect("state.py's JSON");
+    assert_eq!(
+        Some(out[4].trim()),
+        state["ob"]["bids"].as_str(),
+        "HGET ob bids"
+    );
+    let tr: Vec<&str> = out[5].lines().collect();
+    let count = tr.windows(2).find(|p| p[0] == "count").map(|p| p[1]);
+    assert_eq!(count, state["tr_1s"]["count"].as_str(), "HGETALL tr 1s");
+    let feat: Vec<&str> = out[6].lines().collect();
+    let want: Vec<&str> = ["mid", "spread_bps", "microprice", "imbalance"]
+        .iter()
+        .map(|f| state["feat"][f].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(feat, want, "HMGET feat");
 }
