@@ -5,6 +5,7 @@ mod binance;
 mod book;
 mod chaos;
 mod cli;
+mod compat;
 mod control;
 mod delivery;
 mod deploy;
