@@ -741,12 +741,14 @@ impl Slot {
         }
     }
 
-    /// The shell asks for the current connection to be replaced: as if its server announced
-    /// a shutdown (a replacement opens now, the switch is make-before-break).
+    /// The shell asks for the newest connection to be replaced: as if its server announced
+    /// a shutdown (a replacement opens now, the switch is make-before-break). A replacement
+    /// already on its way was opened before the request, so it is the one replaced (once it
+    /// is in); with no connection at all, the one scheduled is opened after the request.
     fn on_replace_asked(&mut self, now: Instant) {
-        if let Some(current) = self.current.as_ref().map(|c| c.id) {
-            tracing::info!(conn = current.0, "replacing the connection on request");
-            self.on_shutdown(current, now);
+        if let Some(newest) = self.next.as_ref().or(self.current.as_ref()).map(|c| c.id) {
+            tracing::info!(conn = newest.0, "replacing the connection on request");
+            self.on_shutdown(newest, now);
         }
     }
 

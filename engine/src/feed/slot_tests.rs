@@ -249,6 +249,40 @@ fn server_shutdown_starts_one_replacement_at_once_and_is_understood_in_both_form
     }
 }
 
+/// Dual mode's probe of SBE asks for a replacement (`Input::Replace`). Asked while a
+/// replacement is already on its way (its wire chosen before the request), that one is
+/// replaced in turn once it is in: the request is never dropped (it would leave the slot on
+/// JSON until the connection's lifetime ends).
+#[test]
+fn a_replace_asked_while_a_replacement_opens_replaces_that_one_in_turn() {
+    let mut h = Harness::new();
+    let conn = h.live();
+    h.input(Input::Text(conn, SHUTDOWN));
+    let next = h.expect_open();
+    h.now += Duration::from_millis(1);
+    assert!(opened(&h.input(Input::Replace)).is_none(), "one at a time");
+    h.input(Input::Opened(next));
+    assert_eq!(h.data(next), Route::Hold);
+    let actions = h.advance(OVERLAP + Duration::from_millis(1));
+    assert!(closes(&actions, conn));
+    let asked = opened(&actions).expect("the asked replacement opens after the overlap");
+    assert_ne!(asked, next);
+}
+
+/// The same while the slot reconnects: the connection on its way is replaced once it is in.
+#[test]
+fn a_replace_asked_while_reconnecting_replaces_the_connection_that_comes() {
+    let mut h = Harness::new();
+    let conn = h.live();
+    h.input(Input::Closed(conn));
+    let next = h.expect_open();
+    h.input(Input::Replace);
+    h.input(Input::Opened(next));
+    assert_eq!(h.data(next), Route::Direct);
+    let asked = opened(&h.advance(Duration::from_secs(1))).expect("the asked replacement");
+    assert_ne!(asked, next);
+}
+
 #[test]
 fn server_shutdown_of_a_connection_that_never_delivered_waits_a_backoff_delay() {
     let mut h = Harness::new();
