@@ -261,6 +261,29 @@ fn an_abandoned_transaction_is_aborted_and_releases_its_locks() {
     );
 }
 
+/// `postgres.request_timeout_ms` has no upper bound, but the server takes at most
+/// 2147483647 ms for `idle_in_transaction_session_timeout`: a long request timeout must not
+/// make every connect fail (the writer would never write a row).
+#[test]
+fn a_long_request_timeout_still_connects() {
+    use hotpath::sink::postgres::copy;
+    let server = PgServer::start();
+    let runtime = crate::sinks::runtime();
+    runtime.block_on(async {
+        let request_timeout = Duration::from_secs(30 * 24 * 3600);
+        let session = copy::connect(&server.url(), copy::idle_abort(request_timeout))
+            .await
+            .expect("a session despite the long timeout");
+        let rows = session
+            .client
+            .query("SHOW idle_in_transaction_session_timeout", &[])
+            .await
+            .expect("SHOW");
+        let shown: String = rows[0].get(0);
+        assert!(shown != "0", "the abort stays on: {shown}");
+    });
+}
+
 #[test]
 fn books_match_the_exchange_and_seed_queries_answer() {
     let sim = sim();

@@ -57,7 +57,7 @@ pub async fn connect(url: &str, idle_abort: Duration) -> Result<Session, tokio_p
     client
         .batch_execute(&format!(
             "SET idle_in_transaction_session_timeout = {}",
-            idle_abort.as_millis().max(1)
+            idle_abort.as_millis().clamp(1, IDLE_ABORT_MS_MAX)
         ))
         .await?;
     let layout = schema::migrate(&mut client).await?;
@@ -67,6 +67,10 @@ pub async fn connect(url: &str, idle_abort: Duration) -> Result<Session, tokio_p
         layout,
     })
 }
+
+/// The largest `idle_in_transaction_session_timeout` the server takes (an `int` of
+/// milliseconds, about 24.8 days); a longer `idle_abort` is cut to it.
+const IDLE_ABORT_MS_MAX: u128 = i32::MAX as u128;
 
 /// The `idle_in_transaction_session_timeout` of a writer whose requests time out after
 /// `request_timeout`: twice that. Between two statements of a live batch the writer waits on
