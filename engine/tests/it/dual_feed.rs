@@ -15,8 +15,8 @@ use hotpath::feed::stats::ReaderStats;
 use crate::feed::{Sim, key, sim_get};
 use crate::servers::RedisServer;
 use crate::sinks::{
-    FLUSH_PATIENCE, SYMBOLS, assert_exactly_once, redis_settings, redis_trades, run_config, sim,
-    wait_for, written,
+    FLUSH_PATIENCE, SYMBOLS, assert_book_matches, assert_exactly_once, book_exact, hash,
+    redis_settings, redis_trades, run_config, sim, wait_for, written,
 };
 
 fn admin(sim: &Sim, path: &str) {
@@ -55,6 +55,18 @@ fn run_dual(
     .expect("the run succeeds")
 }
 
+/// Waits until every symbol's Redis book is live (`stale` 0) and equals the exchange's book
+/// at its update id: a switch of wire lost no depth update unnoticed.
+fn wait_for_books_exact(sim: &Sim, redis: &RedisServer, when: &str) {
+    wait_for(&format!("the books fresh and exact {when}"), || {
+        SYMBOLS.iter().all(|symbol| {
+            let ob = hash(&redis.url(), &format!("ob:{{{symbol}}}"));
+            ob.get("stale").map(String::as_str) == Some("0")
+                && book_exact(sim, &ob, symbol, 20).is_ok()
+        })
+    });
+}
+
 fn assert_every_trade_once(sim: &Sim, redis: &RedisServer, summary: &Summary) {
     let s = &summary.sinks["redis"];
     assert!(s.flushed, "{s:?}");
@@ -65,6 +77,7 @@ fn assert_every_trade_once(sim: &Sim, redis: &RedisServer, summary: &Summary) {
     );
     for symbol in SYMBOLS {
         assert_exactly_once(sim, symbol, &redis_trades(&redis.url(), symbol), "redis");
+        assert_book_matches(sim, &redis.url(), symbol, 20);
     }
 }
 
@@ -102,6 +115,7 @@ fn sbe_down_mid_run_moves_to_json_and_back_without_losing_a_trade() {
         wait_for("trades over JSON", || {
             written(sinks, "redis") >= on_json + 300
         });
+        wait_for_books_exact(&sim, &redis, "on JSON");
         admin(&sim, "/admin/sbe?state=up");
         wait_for("the return to SBE", || {
             sum(stats, |s| s.returns_to_sbe.get()) >= 1
@@ -110,6 +124,7 @@ fn sbe_down_mid_run_moves_to_json_and_back_without_losing_a_trade() {
         wait_for("trades over SBE again", || {
             written(sinks, "redis") >= back + 300
         });
+        wait_for_books_exact(&sim, &redis, "back on SBE");
     });
     assert!(summary.fallbacks_to_json >= 1, "{summary:?}");
     assert!(summary.returns_to_sbe >= 1, "{summary:?}");
