@@ -15,11 +15,13 @@
 
 pub mod bytes;
 mod decimal;
+mod entries;
 mod error;
 pub mod json;
 mod writer;
 
 pub use decimal::{Decimal, Decimal128};
+pub use entries::FixedEntries;
 pub use error::{DecodeError, EncodeError};
 pub use writer::Writer;
 
@@ -90,6 +92,34 @@ pub fn skip_data(
     need(buf, start, len)
 }
 
+/// Validates a var-data element at `pos` (a length prefix, then `len` bytes starting
+/// `data_offset` bytes after `pos`) and returns its bytes and its end, so that the decoder
+/// keeps the slice and its getter is a plain field read.
+#[inline(always)]
+pub fn data_at(
+    buf: &[u8],
+    pos: usize,
+    data_offset: usize,
+    len: usize,
+) -> Result<(&[u8], usize), DecodeError> {
+    let start = need(buf, pos, data_offset)?;
+    let end = need(buf, start, len)?;
+    Ok((buf.get(start..end).unwrap_or_default(), end))
+}
+
+/// Validates `count` entries of `block_length` bytes from `pos` and returns them as one span
+/// and its end.
+#[inline(always)]
+pub fn entries_at(
+    buf: &[u8],
+    pos: usize,
+    count: u64,
+    block_length: usize,
+) -> Result<(&[u8], usize), DecodeError> {
+    let end = need_entries(buf, pos, count, block_length)?;
+    Ok((buf.get(pos..end).unwrap_or_default(), end))
+}
+
 /// Returns the fixed-size array at `off`, if `buf` holds it.
 #[inline(always)]
 pub fn array_at<const N: usize>(buf: &[u8], off: usize) -> Option<&[u8; N]> {
@@ -158,6 +188,13 @@ mod tests {
             })
         );
         assert_eq!(skip_data(&buf, 0, 1, 3), Ok(4));
+        assert_eq!(data_at(&buf, 0, 1, 3), Ok((&buf[1..4], 4)));
+        assert_eq!(
+            data_at(&buf, 0, 1, 9),
+            Err(DecodeError::Truncated { needed: 10, got: 5 })
+        );
+        assert_eq!(entries_at(&buf, 1, 2, 2), Ok((&buf[1..5], 5)));
+        assert!(entries_at(&buf, 1, 3, 2).is_err());
         assert_eq!(
             skip_data(&buf, 0, 1, 9),
             Err(DecodeError::Truncated { needed: 10, got: 5 })
