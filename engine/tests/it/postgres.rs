@@ -284,6 +284,79 @@ fn a_long_request_timeout_still_connects() {
     });
 }
 
+/// A resend whose connection dies mid-chunk (the server ends the session while it inserts
+/// trade 50, once): the rows whose commit was answered are counted as added by this run, the
+/// others are sent again, and every row is in the table once, none reported as already there.
+#[test]
+fn a_resend_whose_connection_dies_mid_chunk_counts_every_row_it_added() {
+    use hotpath::sink::dlq::{DeadRecord, Outcome, Target};
+    use hotpath::sink::postgres::{copy, resend};
+    let server = PgServer::start();
+    let runtime = crate::sinks::runtime();
+    let trades = 100;
+    let resent = runtime.block_on(async {
+        let session = copy::connect(&server.url(), copy::idle_abort(Duration::from_secs(30)))
+            .await
+            .expect("the writer's schema");
+        session
+            .client
+            .batch_execute(
+                "CREATE SEQUENCE kill_once;
+                 CREATE FUNCTION kill_at_50() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                   IF NEW.trade_id = 50 AND nextval('kill_once') = 1 THEN
+                     PERFORM pg_terminate_backend(pg_backend_pid());
+                   END IF;
+                   RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER kill_at_50 BEFORE INSERT ON ticks
+                   FOR EACH ROW EXECUTE FUNCTION kill_at_50();",
+            )
+            .await
+            .expect("the trigger");
+        let ts = hotpath::sink::redis::state::iso8601_us(hotpath::clock::unix_us());
+        let records = (1..=trades)
+            .map(|id: i64| DeadRecord {
+                target: Target::Postgres {
+                    table: "ticks".into(),
+                    row: [
+                        ("exchange", "binance".to_string()),
+                        ("symbol", "BTCUSDT".into()),
+                        ("trade_id", id.to_string()),
+                        ("price", "69769.88000000".into()),
+                        ("qty", "0.00100000".into()),
+                        ("side", "buy".into()),
+                        ("ts", ts.clone()),
+                        ("event_time", ts.clone()),
+                    ]
+                    .into_iter()
+                    .map(|(c, v)| (c.to_string(), v))
+                    .collect(),
+                },
+                attempts: 1,
+                first_attempt_ms: 0,
+                dead_at_ms: 0,
+                outcome: Outcome::Failed,
+                error: String::new(),
+            })
+            .collect();
+        resend::resend(&server.url(), records, 4).await
+    });
+    assert!(resent.failed.is_empty(), "{:?}", resent.failed);
+    assert_eq!(
+        (resent.added, resent.already_there),
+        (trades as usize, 0),
+        "each row counted once, as added by this run"
+    );
+    let (landed, rows) = ticks(&server);
+    assert_eq!(rows, trades as usize);
+    assert_eq!(landed["BTCUSDT"], (1..=trades).collect::<Vec<_>>());
+    let log = server.log();
+    assert!(
+        log.contains("terminating connection"),
+        "the session was ended mid-chunk:\n{log}"
+    );
+}
+
 #[test]
 fn books_match_the_exchange_and_seed_queries_answer() {
     let sim = sim();

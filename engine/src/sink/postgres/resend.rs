@@ -8,8 +8,9 @@
 //! The session is the writer's: migrations applied, and on the plain layout each row's UTC day
 //! partition made if missing (retention may have dropped it, or the database be new). A row
 //! whose table or columns are not the writer's is handed back, never guessed at. Rows go in
-//! pipelined chunks; a chunk whose connection fails is sent again (up to `attempts` times);
-//! a row the server refuses (a malformed value) is handed back with the server's reason.
+//! pipelined chunks; the rows of a chunk whose connection fails before their answer are sent
+//! again (up to `attempts` times), those answered are counted; a row the server refuses (a
+//! malformed value) is handed back with the server's reason.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -62,7 +63,7 @@ pub async fn resend(url: &str, records: Vec<DeadRecord>, attempts: u32) -> Resen
     let mut session: Option<Session> = None;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<(Checked, DeadRecord)> = rows.by_ref().take(CHUNK).collect();
+        let mut chunk: Vec<(Checked, DeadRecord)> = rows.by_ref().take(CHUNK).collect();
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -75,11 +76,18 @@ pub async fn resend(url: &str, records: Vec<DeadRecord>, attempts: u32) -> Resen
                     Vec::new()
                 }),
             };
-            match result {
-                Ok(placed) if !placed.is_empty() || chunk.is_empty() => {
-                    settle(&mut out, chunk, placed);
-                    break;
+            let result = match result {
+                // Rows whose commit was answered are settled; the rest go again.
+                Ok(placed) if !placed.is_empty() => {
+                    chunk = settle(&mut out, chunk, placed);
+                    match chunk.first() {
+                        None => break,
+                        Some(_) => Err("the connection closed".to_string()),
+                    }
                 }
+                other => other,
+            };
+            match result {
                 Ok(_) => continue, // connected: send the chunk now
                 Err(why) if tries >= attempts => {
                     tracing::warn!("postgres resend: {why}; giving up on {} rows", chunk.len());
@@ -112,15 +120,19 @@ async fn connect(url: &str) -> Result<Session, String> {
     }
 }
 
-/// What became of one row: inserted, already there, or refused with the server's reason.
+/// What became of one row: inserted, already there, refused with the server's reason, or
+/// unknown (the connection closed before its answer: it goes again).
 enum Placed {
     Added,
     There,
     Refused(String),
+    Lost,
 }
 
 /// Makes the chunk's partitions and assets, then sends its rows pipelined. `Err` when the
-/// connection failed (the chunk goes again); a refused row is `Placed::Refused`.
+/// connection failed before the rows were sent (the chunk goes again); a refused row is
+/// `Placed::Refused`, a row without an answer because the connection closed `Placed::Lost`
+/// (the rows answered before it are placed: their commit was answered).
 async fn send_chunk(
     session: &Session,
     chunk: &[(Checked, DeadRecord)],
@@ -162,27 +174,34 @@ async fn send_chunk(
         async move { client.execute(sql.as_str(), &[&row.json]).await }
     });
     let results = futures_util::future::join_all(inserts).await;
-    if client.is_closed() {
-        return Err("the connection closed".into());
-    }
+    let closed = client.is_closed();
     Ok(results
         .into_iter()
         .map(|r| match r {
             Ok(0) => Placed::There,
             Ok(_) => Placed::Added,
+            Err(_) if closed => Placed::Lost,
             Err(e) => Placed::Refused(copy::error_text(&e)),
         })
         .collect())
 }
 
-fn settle(out: &mut Resent, chunk: Vec<(Checked, DeadRecord)>, placed: Vec<Placed>) {
-    for ((_, record), placed) in chunk.into_iter().zip(placed) {
+/// Counts the placed rows; returns the lost ones, to be sent again.
+fn settle(
+    out: &mut Resent,
+    chunk: Vec<(Checked, DeadRecord)>,
+    placed: Vec<Placed>,
+) -> Vec<(Checked, DeadRecord)> {
+    let mut lost = Vec::new();
+    for ((row, record), placed) in chunk.into_iter().zip(placed) {
         match placed {
             Placed::Added => out.added += 1,
             Placed::There => out.already_there += 1,
             Placed::Refused(why) => out.failed.push(again(record, why)),
+            Placed::Lost => lost.push((row, record)),
         }
     }
+    lost
 }
 
 fn columns_of(table: &str) -> &'static str {
