@@ -28,6 +28,7 @@ pub mod feed;
 pub mod frames;
 pub mod gaps;
 pub mod idle;
+pub mod kline;
 pub mod metrics;
 pub mod rng;
 pub mod sbe;

@@ -213,6 +213,7 @@ const LAYERS: &[&[&str]] = &[
         "sync",
         "shard",
         "tally",
+        "kline",
         "frames",
         "gaps",
         "decode",

@@ -43,6 +43,14 @@
 //!   `vwap` in `tr:` is rounded down at the price's decimals; volumes are exact. See
 //!   [`crate::analytics`] for the rounding rules.
 //!
+//! - `kl:{BTCUSDT}:1m` (one per `[klines] intervals`, [`kline_key`]) — Hash: `closed` (the
+//!   candle closed last) and `open` (the candle trades are arriving for; absent between a
+//!   closed candle and the next trade), each a JSON array as `GET /api/v3/klines` gives a
+//!   kline (`[openTime, "open", "high", "low", "close", "volume", closeTime, "quoteVolume",
+//!   trades, "takerBuyBaseVolume", "takerBuyQuoteVolume", "0"]`), and `as_of_ms` (the
+//!   symbol's exchange clock at the write). Built from the trades delivered
+//!   ([`crate::kline`]), written in one `HSET` so both candles always agree.
+//!
 //! # Exponents
 //! Prices and quantities are mantissas at a per-message exponent. The book and the best
 //! bid/ask take theirs from the depth and bestBidAsk frames; the trade windows and `trades:`
@@ -59,6 +67,8 @@ use sbe_runtime::Decimal;
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
+use crate::config::KlinesConfig;
+use crate::kline::{Candle, SymbolKlines};
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
 
 /// The key names of one symbol.
@@ -90,6 +100,11 @@ impl Keys {
             feat: format!("feat:{{{symbol}}}"),
         }
     }
+}
+
+/// The key of `symbol`'s candles of `interval` (`kl:{BTCUSDT}:1m`).
+pub fn kline_key(symbol: &str, interval: &str) -> String {
+    format!("kl:{{{symbol}}}:{interval}")
 }
 
 /// A trade waiting for its `XADD` to be acknowledged, with what its attempts so far tell.
@@ -186,6 +201,16 @@ pub struct SymbolState {
     stopped_dirty: bool,
     /// The symbol came back: the stopped mark is still to be taken off.
     unmark: bool,
+    /// Candles of the configured intervals ([`SymbolState::set_klines`]; none by default).
+    klines: SymbolKlines,
+    /// Their keys, by interval.
+    kline_keys: Vec<String>,
+    /// `klines.close_after_ms`.
+    close_after_ms: i64,
+    /// The candles changed since the last write.
+    klines_dirty: bool,
+    /// Candles closed (reused scratch: only the latest per interval is written).
+    closed: Vec<(usize, Candle)>,
 }
 
 /// The fields of a stale mark on `bbo:`, `tr:` and `feat:` (set while the symbol is stopped).
@@ -224,7 +249,39 @@ impl SymbolState {
             stopped: None,
             stopped_dirty: false,
             unmark: false,
+            klines: SymbolKlines::default(),
+            kline_keys: Vec::new(),
+            close_after_ms: 0,
+            klines_dirty: false,
+            closed: Vec::new(),
         }
+    }
+
+    /// Builds candles of `config`'s intervals from the trades taken from now on.
+    pub fn set_klines(&mut self, config: &KlinesConfig) {
+        self.klines = SymbolKlines::new(&config.intervals);
+        self.kline_keys = config
+            .intervals
+            .iter()
+            .map(|i| kline_key(&self.name, i.name))
+            .collect();
+        self.close_after_ms = config.close_after_ms;
+    }
+
+    /// The symbol's exchange clock is at `now_ms` (any of its frames): a quiet candle may
+    /// close. `held`: trades of the symbol wait for a repair (one may belong to it).
+    pub fn kline_clock(&mut self, now_ms: i64, held: bool) {
+        let mut closed = std::mem::take(&mut self.closed);
+        self.klines
+            .advance(now_ms, self.close_after_ms, held, &mut closed);
+        self.klines_dirty |= !closed.is_empty();
+        closed.clear();
+        self.closed = closed;
+    }
+
+    /// Trades left out of the candles as late.
+    pub fn klines_late(&self) -> u64 {
+        self.klines.late()
     }
 
     /// The symbol's streams stopped for `reason` (removed, halted): its `bbo:`, `tr:` and
@@ -280,6 +337,7 @@ impl SymbolState {
         !self.pending.is_empty()
             || self.stopped_dirty
             || self.unmark
+            || self.klines_dirty
             || self.bbo_dirty
             || self.ob.dirty()
             // While a re-anchor is in flight, its swap writes these.
@@ -289,6 +347,7 @@ impl SymbolState {
     /// After a reconnect: everything known is written again (Redis may have lost it).
     pub fn mark_all_dirty(&mut self) {
         self.bbo_dirty = self.bbo.is_some();
+        self.klines_dirty = self.klines.series.iter().any(|s| s.closed().is_some() || s.open().is_some());
         self.ob.rewrite();
         self.stats_dirty = self.now_us > 0;
         // Redis may have lost the mark, or the failed pipeline its removal.
@@ -369,6 +428,14 @@ impl SymbolState {
         let (pe, qe) = self.trade_exponents_for(m, frame_exponents);
         let trade_time_us = m.transact_time();
         self.now_us = self.now_us.max(m.event_time());
+        if !self.klines.series.is_empty() {
+            let mut closed = std::mem::take(&mut self.closed);
+            let kline_from = from.max(self.last_trade_id.saturating_add(1));
+            self.klines.on_trades(m, kline_from, &mut closed);
+            closed.clear();
+            self.closed = closed;
+            self.klines_dirty = true;
+        }
         for t in m.trades() {
             let id = t.id();
             if id < from || id <= self.last_trade_id {
@@ -514,7 +581,30 @@ impl SymbolState {
             self.stats_dirty = false;
         }
         self.write_stopped(pipe, now_us);
+        self.write_klines(pipe);
         count
+    }
+
+    /// Each interval's `kl:` hash: the last closed and the open candle, one `HSET`; the open
+    /// field goes when no candle is open.
+    fn write_klines(&mut self, pipe: &mut redis::Pipeline) {
+        if !std::mem::take(&mut self.klines_dirty) {
+            return;
+        }
+        let as_of_ms = self.now_us.div_euclid(1000).to_string();
+        for (series, key) in self.klines.series.iter().zip(&self.kline_keys) {
+            let mut fields = vec![("as_of_ms", as_of_ms.clone())];
+            if let Some(c) = series.closed() {
+                fields.push(("closed", c.rest_json()));
+            }
+            match series.open() {
+                Some(c) => fields.push(("open", c.rest_json())),
+                None => {
+                    pipe.hdel(key, "open");
+                }
+            }
+            pipe.hset_multiple(key, &fields);
+        }
     }
 
     /// The trade commands of [`SymbolState::write`].
