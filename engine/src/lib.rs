@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod backfill;
 pub mod backoff;
 pub mod binance;
 pub mod book;
