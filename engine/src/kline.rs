@@ -9,6 +9,10 @@
 //! Binance price or quantity), quote volumes sum `price x qty` exactly at the same exponent; a
 //! trade finer than that marks its candle `inexact` (never seen with Binance's 8 decimals).
 //!
+//! The first candle of a series is partial (trades before the first one taken were not
+//! seen: the sink started, or the symbol was added, mid-interval): it is kept for its close
+//! price but never published, neither open nor closed.
+//!
 //! When a candle closes: when the first trade of a later interval arrives (trades come in id
 //! order, and ids in time order), or when the symbol's clock (the exchange time of any of its
 //! frames) is `close_after_ms` past the interval's end while none of its trades are held for a
@@ -284,6 +288,8 @@ pub struct Series {
     closed: Option<Candle>,
     /// Trades older than the candle closed last, left out.
     pub late: u64,
+    /// The open time of the series' first candle, which is partial (never published).
+    partial_ms: Option<i64>,
 }
 
 impl Series {
@@ -294,17 +300,23 @@ impl Series {
             open: None,
             closed: None,
             late: 0,
+            partial_ms: None,
         }
     }
 
-    /// The open candle.
+    /// The open candle (none while it is the partial first one).
     pub fn open(&self) -> Option<&Candle> {
-        self.open.as_ref()
+        self.open.as_ref().filter(|c| self.whole(c))
     }
 
-    /// The candle closed last.
+    /// The candle closed last (none while it is the partial first one).
     pub fn closed(&self) -> Option<&Candle> {
-        self.closed.as_ref()
+        self.closed.as_ref().filter(|c| self.whole(c))
+    }
+
+    /// Whether `c` holds every trade of its interval: it is not the series' first.
+    fn whole(&self, c: &Candle) -> bool {
+        self.partial_ms != Some(c.open_ms)
     }
 
     /// Takes a trade; pushes onto `out` the candles it closes (or the closed candle it
@@ -322,11 +334,13 @@ impl Series {
                 self.fill_until(open_ms, out);
             }
             (None, Some(closed)) if closed.open_ms < open_ms => self.fill_until(open_ms, out),
-            (None, None) => {}
+            (None, None) => self.partial_ms = Some(open_ms),
             (_, Some(mut closed)) if closed.open_ms == open_ms => {
                 closed.add(t);
                 self.closed = Some(closed);
-                out.push(closed);
+                if self.whole(&closed) {
+                    out.push(closed);
+                }
                 return;
             }
             _ => {
@@ -361,7 +375,9 @@ impl Series {
     fn close_open(&mut self, out: &mut Vec<Candle>) {
         if let Some(open) = self.open.take() {
             self.closed = Some(open);
-            out.push(open);
+            if self.whole(&open) {
+                out.push(open);
+            }
         }
     }
 
@@ -381,6 +397,7 @@ impl Series {
     pub fn forget(&mut self) {
         self.open = None;
         self.closed = None;
+        self.partial_ms = None;
     }
 }
 
@@ -482,8 +499,30 @@ mod tests {
     }
 
     #[test]
-    fn a_candle_is_the_ohlcv_of_its_trades() {
+    fn the_first_candle_is_partial_and_never_published() {
         let mut s = Series::new(MIN);
+        let mut out = Vec::new();
+        s.push(&trade(1, 30_000, 100, 1, false), &mut out);
+        assert!(s.open().is_none());
+        s.push(&trade(2, 59_000, 90, 1, false), &mut out);
+        s.push(&trade(3, 61_000, 110, 1, false), &mut out);
+        assert!(out.is_empty() && s.closed().is_none());
+        assert_eq!(s.open().map(|c| (c.open_ms, c.trades)), Some((60_000, 1)));
+        s.push(&trade(4, 121_000, 110, 1, false), &mut out);
+        assert_eq!(out.iter().map(|c| c.open_ms).collect::<Vec<_>>(), [60_000]);
+    }
+
+    /// A series whose partial first candle opened at 0 and closed.
+    fn started() -> Series {
+        let mut s = Series::new(MIN);
+        let mut out = Vec::new();
+        s.push(&trade(0, 0, 100, 1, false), &mut out);
+        s
+    }
+
+    #[test]
+    fn a_candle_is_the_ohlcv_of_its_trades() {
+        let mut s = started();
         let mut out = Vec::new();
         s.push(&trade(1, 60_001, 10_050, 2_000, false), &mut out);
         s.push(&trade(2, 60_500, 10_200, 1_000, true), &mut out);
@@ -512,7 +551,7 @@ mod tests {
 
     #[test]
     fn the_clock_closes_a_quiet_candle_unless_trades_are_held() {
-        let mut s = Series::new(MIN);
+        let mut s = started();
         let mut out = Vec::new();
         s.push(&trade(1, 60_001, 100, 1, false), &mut out);
         s.advance(121_000, 2_000, false, &mut out);
@@ -532,7 +571,7 @@ mod tests {
 
     #[test]
     fn a_late_trade_revises_the_last_closed_candle_and_older_ones_are_counted() {
-        let mut s = Series::new(MIN);
+        let mut s = started();
         let mut out = Vec::new();
         s.push(&trade(1, 60_001, 100, 1, false), &mut out);
         s.advance(122_000, 2_000, false, &mut out);
@@ -540,7 +579,7 @@ mod tests {
         s.push(&trade(2, 100_000, 300, 1, false), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].trades, text(out[0].high)), (2, "3.00000000".to_string()));
-        s.push(&trade(3, 1_000, 300, 1, false), &mut out);
+        s.push(&trade(3, -1_000, 300, 1, false), &mut out);
         assert_eq!(s.late, 1);
     }
 
@@ -550,7 +589,8 @@ mod tests {
         let mut out = Vec::new();
         s.push(&trade(1, 0, 100, 1, false), &mut out);
         s.push(&trade(2, 10_000_000, 100, 1, false), &mut out);
-        assert_eq!(out.len() as i64, 1 + FILL_MAX);
+        // The partial first candle is not published; the flat ones after it are.
+        assert_eq!(out.len() as i64, FILL_MAX);
         assert_eq!(out.last().map(|c| c.open_ms), Some(9_999_000));
     }
 
