@@ -13,6 +13,7 @@ mod discovery;
 mod fault_proxy;
 mod feed;
 mod json_feed;
+mod klines;
 mod kshards;
 mod pg_server;
 mod postgres;
