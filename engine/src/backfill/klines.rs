@@ -106,8 +106,17 @@ impl Report {
     }
 }
 
-/// Runs the backfill `args` describe.
+/// Runs the backfill `args` describe, with a Kinesis client from the standard AWS chain.
 pub async fn run(args: &KlinesArgs) -> anyhow::Result<Report> {
+    run_with(args, None).await
+}
+
+/// Runs the backfill `args` describe; `kinesis`: a ready client (else one from the AWS
+/// chain, when `--kinesis-endpoint` is given).
+pub async fn run_with(
+    args: &KlinesArgs,
+    kinesis: Option<aws_sdk_kinesis::Client>,
+) -> anyhow::Result<Report> {
     let interval = Interval::of(&args.interval)
         .with_context(|| format!("--interval {:?}: not a kline interval", args.interval))?;
     let from = parse_time(&args.from).with_context(|| format!("--from {:?}", args.from))?;
@@ -120,7 +129,11 @@ pub async fn run(args: &KlinesArgs) -> anyhow::Result<Report> {
     let mut client = rest_client(args)?;
     let (candles, mut report) = fetch(&mut client, &args.symbol, interval, (from, to)).await?;
     if let Some(endpoint) = &args.kinesis_endpoint {
-        let (written, failed) = to_kinesis(args, endpoint, interval, &candles).await?;
+        let client = match kinesis {
+            Some(client) => client,
+            None => kinesis_client(args, endpoint).await,
+        };
+        let (written, failed) = to_kinesis(args, &client, interval, &candles).await?;
         (report.kinesis_written, report.kinesis_failed) = (written, failed);
     }
     if let (Some(url), Some(newest)) = (&args.redis, candles.last()) {
@@ -211,20 +224,24 @@ async fn page(
     }
 }
 
-/// Sends the candles to the klines stream, in order; returns (acknowledged, failed).
-async fn to_kinesis(
-    args: &KlinesArgs,
-    endpoint: &str,
-    interval: Interval,
-    candles: &[Candle],
-) -> anyhow::Result<(u64, u64)> {
+/// A client from the standard AWS chain for `endpoint` (`aws`: AWS itself).
+async fn kinesis_client(args: &KlinesArgs, endpoint: &str) -> aws_sdk_kinesis::Client {
     let config = crate::config::KinesisConfig {
         region: args.region.clone(),
         endpoint_url: (endpoint != "aws").then(|| endpoint.to_string()),
         ..crate::config::KinesisConfig::default()
     };
-    let client = crate::sink::kinesis::writer::client_from_chain(&config).await;
-    crate::sink::kinesis::writer::check_streams(&client, &[&args.stream], args.create_stream)
+    crate::sink::kinesis::writer::client_from_chain(&config).await
+}
+
+/// Sends the candles to the klines stream, in order; returns (acknowledged, failed).
+async fn to_kinesis(
+    args: &KlinesArgs,
+    client: &aws_sdk_kinesis::Client,
+    interval: Interval,
+    candles: &[Candle],
+) -> anyhow::Result<(u64, u64)> {
+    crate::sink::kinesis::writer::check_streams(client, &[&args.stream], args.create_stream)
         .await?;
     let now = unix_ms();
     let records: Vec<DeadRecord> = candles
@@ -245,7 +262,10 @@ async fn to_kinesis(
         })
         .collect();
     let started = Instant::now();
-    let (sent, failed) = crate::sink::kinesis::resend::resend(&client, records, KINESIS_ATTEMPTS).await;
+    let (sent, failed) = crate::sink::kinesis::resend::resend(client, records, KINESIS_ATTEMPTS).await;
+    if let Some(f) = failed.first() {
+        tracing::error!("backfill: {} klines not written to {}: {}", failed.len(), args.stream, f.error);
+    }
     tracing::info!(
         "backfill: {sent} klines to {} in {:?}, {} failed",
         args.stream,

@@ -116,7 +116,7 @@ impl KlineSubs {
             let open = sub.candles.series.first().and_then(|s| s.open());
             if let Some(open) = open
                 && sub.changed
-                && clock - sub.updated_ms >= UPDATE_EVERY_MS
+                && clock.saturating_sub(sub.updated_ms) >= UPDATE_EVERY_MS
             {
                 send(&sub.name, &open.stream_json(symbol, interval, false, clock));
                 (sub.updated_ms, sub.changed) = (clock, false);

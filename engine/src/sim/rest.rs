@@ -1772,6 +1772,25 @@ mod tests {
     }
 
     #[test]
+    fn history_gives_klines_from_a_start_time_every_interval() {
+        let mut ex = Exchange::new(ExchangeConfig {
+            symbols: vec!["BTCUSDT".into()],
+            actions_per_second: 100.0,
+            history_s: 100,
+            ..Default::default()
+        });
+        ex.run_history(NOW_MS * US_PER_MS);
+        let start = NOW_MS - 90_000 + 1;
+        let target = format!("/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={start}&limit=50");
+        let klines = body(&get(&ex, &target));
+        let klines = klines.as_array().expect("an array");
+        assert_eq!(klines.len(), 50);
+        let opens: Vec<i64> = klines.iter().map(|k| number(&k[0])).collect();
+        let first = start - start.rem_euclid(1000) + 1000;
+        assert_eq!(opens, (0..50).map(|i| first + i * 1000).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn klines_fill_quiet_intervals_at_the_previous_close() {
         let trade = |id: i64, time_ms: i64, price: i64| Trade {
             id,

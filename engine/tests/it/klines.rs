@@ -249,8 +249,9 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
         create_stream: true,
         redis: Some(redis.url()),
     };
+    let client = test_client(&emulator.endpoint());
     let report = runtime()
-        .block_on(hotpath::backfill::klines::run(&args))
+        .block_on(hotpath::backfill::klines::run_with(&args, Some(client)))
         .expect("the backfill runs");
     // Open times in [from, to]: every whole second of it.
     let expected = to.div_euclid(1000) - (from + 999).div_euclid(1000) + 1;
