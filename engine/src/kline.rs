@@ -175,7 +175,9 @@ impl Candle {
         }
         if !t.buyer_maker {
             self.taker_buy_volume = self.taker_buy_volume.saturating_add(qty);
-            self.taker_buy_quote_volume = self.taker_buy_quote_volume.saturating_add(quote.unwrap_or(0));
+            self.taker_buy_quote_volume = self
+                .taker_buy_quote_volume
+                .saturating_add(quote.unwrap_or(0));
         }
     }
 
@@ -495,7 +497,10 @@ mod tests {
         let week = Interval::of("1w").expect("1w");
         // 1970-01-05 was the first Monday.
         assert_eq!(week.open_of(4 * 86_400_000 + 5), 4 * 86_400_000);
-        assert_eq!(week.open_of(4 * 86_400_000 - 1), 4 * 86_400_000 - 604_800_000);
+        assert_eq!(
+            week.open_of(4 * 86_400_000 - 1),
+            4 * 86_400_000 - 604_800_000
+        );
     }
 
     #[test]
@@ -545,7 +550,10 @@ mod tests {
         assert_eq!((c.first_id, c.last_id), (1, 3));
         let flat = out[1];
         assert_eq!((flat.open_ms, flat.trades, flat.volume), (120_000, 0, 0));
-        assert_eq!((flat.open, flat.close, flat.first_id), (c.close, c.close, -1));
+        assert_eq!(
+            (flat.open, flat.close, flat.first_id),
+            (c.close, c.close, -1)
+        );
         assert_eq!(s.open().map(|c| c.open_ms), Some(180_000));
     }
 
@@ -578,7 +586,10 @@ mod tests {
         out.clear();
         s.push(&trade(2, 100_000, 300, 1, false), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].trades, text(out[0].high)), (2, "3.00000000".to_string()));
+        assert_eq!(
+            (out[0].trades, text(out[0].high)),
+            (2, "3.00000000".to_string())
+        );
         s.push(&trade(3, -1_000, 300, 1, false), &mut out);
         assert_eq!(s.late, 1);
     }
@@ -603,15 +614,22 @@ mod tests {
             "[0,\"123.45000000\",\"123.45000000\",\"123.45000000\",\"123.45000000\",\
              \"0.01000000\",59999,\"1.23450000\",1,\"0.01000000\",\"1.23450000\",\"0\"]"
         );
-        let v: serde_json::Value = serde_json::from_str(&c.stream_json("BTCUSDT", "1m", true, 60_000))
-            .expect("JSON");
+        let v: serde_json::Value =
+            serde_json::from_str(&c.stream_json("BTCUSDT", "1m", true, 60_000)).expect("JSON");
         assert_eq!(v["k"]["x"], true);
         assert_eq!(v["k"]["o"], "123.45000000");
         assert_eq!(v["k"]["n"], 1);
         let rest: crate::binance::rest::RestKline =
             serde_json::from_str(&c.rest_json()).expect("a REST kline");
         let back = Candle::from_rest(&rest).expect("exact");
-        assert_eq!(back, Candle { first_id: -1, last_id: -1, ..c });
+        assert_eq!(
+            back,
+            Candle {
+                first_id: -1,
+                last_id: -1,
+                ..c
+            }
+        );
         assert_eq!(text(1), "0.000000000000000001");
         assert_eq!(text(-5 * 10i128.pow(17)), "-0.50000000");
     }

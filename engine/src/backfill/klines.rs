@@ -147,7 +147,9 @@ fn rest_client(args: &KlinesArgs) -> anyhow::Result<RestClient> {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("--trust-cert {}", path.display()))?;
-            Some(std::sync::Arc::new(crate::tls::client_config_trusting(&pem)?))
+            Some(std::sync::Arc::new(crate::tls::client_config_trusting(
+                &pem,
+            )?))
         }
         None => None,
     };
@@ -208,7 +210,10 @@ async fn page(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match client.klines(symbol, interval.name, start, PAGE_LIMIT).await {
+        match client
+            .klines(symbol, interval.name, start, PAGE_LIMIT)
+            .await
+        {
             Ok(page) => return Ok(page),
             Err(e) if attempt < PAGE_ATTEMPTS => {
                 let wait = e
@@ -262,9 +267,15 @@ async fn to_kinesis(
         })
         .collect();
     let started = Instant::now();
-    let (sent, failed) = crate::sink::kinesis::resend::resend(client, records, KINESIS_ATTEMPTS).await;
+    let (sent, failed) =
+        crate::sink::kinesis::resend::resend(client, records, KINESIS_ATTEMPTS).await;
     if let Some(f) = failed.first() {
-        tracing::error!("backfill: {} klines not written to {}: {}", failed.len(), args.stream, f.error);
+        tracing::error!(
+            "backfill: {} klines not written to {}: {}",
+            failed.len(),
+            args.stream,
+            f.error
+        );
     }
     tracing::info!(
         "backfill: {sent} klines to {} in {:?}, {} failed",
@@ -277,7 +288,12 @@ async fn to_kinesis(
 
 /// Sets `kl:{S}:<interval>`'s `closed` to `candle` unless the hash holds a newer closed one;
 /// returns whether it was set.
-async fn to_redis(url: &str, symbol: &str, interval: Interval, candle: &Candle) -> anyhow::Result<bool> {
+async fn to_redis(
+    url: &str,
+    symbol: &str,
+    interval: Interval,
+    candle: &Candle,
+) -> anyhow::Result<bool> {
     // The closed field's first element is its open time: compare, then set, in one script.
     const SCRIPT: &str = r"
 local old = redis.call('HGET', KEYS[1], 'closed')
@@ -348,8 +364,14 @@ mod tests {
     fn times_parse_as_unix_ms_or_utc_dates() {
         assert_eq!(parse_time("1700000000000").expect("ms"), 1_700_000_000_000);
         assert_eq!(parse_time("1970-01-01").expect("date"), 0);
-        assert_eq!(parse_time("2023-11-14T22:13:20Z").expect("time"), 1_700_000_000_000);
-        assert_eq!(parse_time("2000-03-01 00:01").expect("time"), 951_868_860_000);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").expect("time"),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_time("2000-03-01 00:01").expect("time"),
+            951_868_860_000
+        );
         for bad in ["2023-13-01", "yesterday", "2023-01-01T25:00", "2023-01"] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }

@@ -108,7 +108,8 @@ pub fn klines(body: &[u8]) -> Result<Vec<RestKline>, String> {
             if volume == i128::MIN {
                 return Err("a kline without a volume".to_string());
             }
-            let wide = |m: &[u8; 16], e: i8| Decimal128::new(i128::from_le_bytes(*m), e).to_string();
+            let wide =
+                |m: &[u8; 16], e: i8| Decimal128::new(i128::from_le_bytes(*m), e).to_string();
             let price = |m: i64| Decimal::new(m, pe).to_string();
             // Quote volumes are at the quantity exponent, as the simulator encodes them.
             let quote_exponent = qe;

@@ -103,16 +103,16 @@ impl ConfigError {
 pub mod discovery;
 pub mod env;
 pub mod http;
-pub mod postgres;
 pub mod klines;
+pub mod postgres;
 pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
 pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
-use klines::RawKlines;
 pub use klines::KlinesConfig;
+use klines::RawKlines;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
 pub use sinks::{Aggregate, KinesisConfig, Payload, RedisConfig};

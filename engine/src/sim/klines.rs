@@ -85,7 +85,12 @@ impl KlineSubs {
 
     /// Takes one published event; calls `send(stream name, kline event JSON)` for each
     /// kline message it makes due.
-    pub fn on_event(&mut self, published: &Published, shared: &Shared, mut send: impl FnMut(&str, &str)) {
+    pub fn on_event(
+        &mut self,
+        published: &Published,
+        shared: &Shared,
+        mut send: impl FnMut(&str, &str),
+    ) {
         if self.subs.is_empty() {
             return;
         }
@@ -100,7 +105,11 @@ impl KlineSubs {
         }
         .div_euclid(1000);
         let mut closed = std::mem::take(&mut self.closed);
-        for sub in self.subs.iter_mut().filter(|s| s.symbol == published.key.symbol) {
+        for sub in self
+            .subs
+            .iter_mut()
+            .filter(|s| s.symbol == published.key.symbol)
+        {
             sub.clock_ms = sub.clock_ms.max(time_ms);
             let clock = sub.clock_ms;
             let symbol = shared.symbols.get(sub.symbol).map_or("", String::as_str);
@@ -111,7 +120,10 @@ impl KlineSubs {
             }
             sub.candles.advance(clock, 0, false, &mut closed);
             for (_, candle) in closed.drain(..) {
-                send(&sub.name, &candle.stream_json(symbol, interval, true, clock));
+                send(
+                    &sub.name,
+                    &candle.stream_json(symbol, interval, true, clock),
+                );
             }
             let open = sub.candles.series.first().and_then(|s| s.open());
             if let Some(open) = open

@@ -1071,7 +1071,10 @@ fn klines(exchange: &Exchange, params: &Params) -> Result<Value, ApiError> {
         .trades_from(i64::MIN)
         .filter(|t| start_ms.is_none_or(|s| time_ms(t) >= s));
     let before = start_ms.and_then(|s| {
-        let last = market.trades_from(i64::MIN).take_while(|t| time_ms(t) < s).last()?;
+        let last = market
+            .trades_from(i64::MIN)
+            .take_while(|t| time_ms(t) < s)
+            .last()?;
         let open = s - s.rem_euclid(interval_ms) - interval_ms;
         Some(Candle::flat(open, last.price))
     });
@@ -1781,7 +1784,8 @@ mod tests {
         });
         ex.run_history(NOW_MS * US_PER_MS);
         let start = NOW_MS - 90_000 + 1;
-        let target = format!("/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={start}&limit=50");
+        let target =
+            format!("/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={start}&limit=50");
         let klines = body(&get(&ex, &target));
         let klines = klines.as_array().expect("an array");
         assert_eq!(klines.len(), 50);

@@ -186,7 +186,10 @@ impl Subscriptions {
     /// Every subscribed name, kline streams last.
     fn all_names(&self) -> Vec<String> {
         let names = self.names.iter().map(|(n, _)| n.as_str());
-        names.chain(self.klines.names()).map(str::to_string).collect()
+        names
+            .chain(self.klines.names())
+            .map(str::to_string)
+            .collect()
     }
 
     fn rebuild(&mut self) {

@@ -160,15 +160,29 @@ fn klines_match_the_journal(format: FeedFormat) {
     let mut by_symbol: BTreeMap<String, Vec<Ohlcv>> = BTreeMap::new();
     for (key, data, _) in &records {
         let v: serde_json::Value = serde_json::from_slice(data).expect("kline JSON");
-        assert_eq!((v["e"].as_str(), v["k"]["x"].as_bool()), (Some("kline"), Some(true)));
-        assert_eq!(v["s"].as_str(), Some(key.as_str()), "partition key = symbol");
-        by_symbol.entry(key.clone()).or_default().push(from_event(&v));
+        assert_eq!(
+            (v["e"].as_str(), v["k"]["x"].as_bool()),
+            (Some("kline"), Some(true))
+        );
+        assert_eq!(
+            v["s"].as_str(),
+            Some(key.as_str()),
+            "partition key = symbol"
+        );
+        by_symbol
+            .entry(key.clone())
+            .or_default()
+            .push(from_event(&v));
     }
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         let candles = &by_symbol[symbol];
         assert!(candles.len() >= 3, "{symbol}: {candles:?}");
         for pair in candles.windows(2) {
-            assert_eq!(pair[1].0, pair[0].0 + 1_000, "{symbol}: no duplicate, no hole");
+            assert_eq!(
+                pair[1].0,
+                pair[0].0 + 1_000,
+                "{symbol}: no duplicate, no hole"
+            );
         }
         for candle in candles {
             assert_truth(&sim, symbol, 1_000, candle, "kinesis");
@@ -204,7 +218,9 @@ fn the_simulators_kline_stream_agrees_with_its_journal() {
                 .expect("a message in time")
                 .expect("open")
                 .expect("a frame");
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let v: serde_json::Value = serde_json::from_str(text.as_str()).expect("JSON");
             assert_eq!(v["stream"], "btcusdt@kline_1s");
             match v["data"]["k"]["x"].as_bool() {
@@ -267,7 +283,11 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
         .collect();
     assert_eq!(candles.len() as u64, report.candles);
     for pair in candles.windows(2) {
-        assert_eq!(pair[1].0, pair[0].0 + 1_000, "in order, no duplicate, no hole");
+        assert_eq!(
+            pair[1].0,
+            pair[0].0 + 1_000,
+            "in order, no duplicate, no hole"
+        );
     }
     for candle in candles.iter().step_by(97) {
         assert_truth(&sim, "BTCUSDT", 1_000, candle, "backfill");

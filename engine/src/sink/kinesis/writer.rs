@@ -54,10 +54,10 @@ use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
 use crate::kline::{Candle, SymbolKlines};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
-use crate::sbe::spot_stream::Message;
 use crate::stream::StreamKind;
 
 /// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat, klines.
@@ -561,7 +561,10 @@ impl Writer {
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
                 if let Some(candles) = self.candles.get_mut(usize::from(symbol)) {
-                    candles.series.iter_mut().for_each(crate::kline::Series::forget);
+                    candles
+                        .series
+                        .iter_mut()
+                        .for_each(crate::kline::Series::forget);
                 }
             }
             // Books are the Redis writer's.

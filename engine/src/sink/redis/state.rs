@@ -347,7 +347,11 @@ impl SymbolState {
     /// After a reconnect: everything known is written again (Redis may have lost it).
     pub fn mark_all_dirty(&mut self) {
         self.bbo_dirty = self.bbo.is_some();
-        self.klines_dirty = self.klines.series.iter().any(|s| s.closed().is_some() || s.open().is_some());
+        self.klines_dirty = self
+            .klines
+            .series
+            .iter()
+            .any(|s| s.closed().is_some() || s.open().is_some());
         self.ob.rewrite();
         self.stats_dirty = self.now_us > 0;
         // Redis may have lost the mark, or the failed pipeline its removal.
