@@ -287,6 +287,12 @@ impl SymbolState {
     /// The symbol's streams stopped for `reason` (removed, halted): its `bbo:`, `tr:` and
     /// `feat:` keys are marked stale as its book is (their values are the last ones seen).
     pub fn stop(&mut self, reason: &str) {
+        // Its candles would miss the trades of the time it is away: they start afresh (the
+        // `kl:` hashes keep their last candles, marked like the other keys).
+        self.klines
+            .series
+            .iter_mut()
+            .for_each(crate::kline::Series::forget);
         self.stopped = Some(reason.to_string());
         self.stopped_dirty = true;
         self.unmark = false;
@@ -308,7 +314,9 @@ impl SymbolState {
             &self.keys.tr_1s,
             &self.keys.tr_5s,
             &self.keys.feat,
-        ];
+        ]
+        .into_iter()
+        .chain(&self.kline_keys);
         if std::mem::take(&mut self.stopped_dirty)
             && let Some(reason) = &self.stopped
         {
@@ -1056,6 +1064,58 @@ mod tests {
         assert_eq!(back.matches("HDEL").count(), 4, "{back}");
         assert!(!back.contains("halted"), "{back}");
         assert!(!written(&mut state).contains("HDEL"), "taken off once");
+    }
+
+    #[test]
+    fn kline_hashes_hold_the_last_closed_and_the_open_candle() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        let one_second = crate::kline::Interval::of("1s").expect("1s");
+        state.set_klines(&KlinesConfig {
+            intervals: vec![one_second],
+            close_after_ms: 500,
+        });
+        // Second 1 is partial (the first seen): never published.
+        apply(
+            &mut state,
+            &trades_frame(1_500_000, (-8, -8), &[(1, 100, 100)]),
+        );
+        let first = written(&mut state);
+        assert!(
+            !first.contains("\"closed\"") && !first.contains("[1000,"),
+            "{first}"
+        );
+        apply(
+            &mut state,
+            &trades_frame(2_100_000, (-8, -8), &[(2, 200, 300)]),
+        );
+        apply(
+            &mut state,
+            &trades_frame(2_900_000, (-8, -8), &[(3, 150, 100)]),
+        );
+        apply(
+            &mut state,
+            &trades_frame(3_000_000, (-8, -8), &[(4, 120, 100)]),
+        );
+        let out = written(&mut state);
+        assert!(out.contains("kl:{BTCUSDT}:1s"), "{out}");
+        let closed =
+            "[2000,\"0.00000200\",\"0.00000200\",\"0.00000150\",\"0.00000150\",\"0.00000400\",2999";
+        assert!(out.contains(closed), "{out}");
+        assert!(
+            out.contains("[3000,\"0.00000120\""),
+            "the open candle: {out}"
+        );
+        assert!(!written(&mut state).contains("kl:"), "written once");
+        // The symbol's clock passes the open candle's end: it closes.
+        state.kline_clock(4_600, false);
+        let out = written(&mut state);
+        assert!(
+            out.contains("[3000,") && out.contains("HDEL"),
+            "closed, none open: {out}"
+        );
+        state.stop("removed: by request");
+        let marked = written(&mut state);
+        assert_eq!(marked.matches("removed: by request").count(), 5, "{marked}");
     }
 
     /// Review of the sinks: a symbol halted while its re-anchor was in flight. The swap (which
