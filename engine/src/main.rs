@@ -70,6 +70,10 @@ enum DlqCommand {
         /// holds any.
         #[arg(long)]
         redis: Option<String>,
+        /// The PostgreSQL database for PostgreSQL rows (postgres://user@host:port/db); required
+        /// when the file holds any. Rows already there are counted, not written twice.
+        #[arg(long)]
+        postgres: Option<String>,
         /// Also send Kinesis records of outcome "unknown", which may be in the stream already
         /// (consumers then see them twice and must dedupe on symbol + trade id).
         #[arg(long)]
@@ -386,6 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     kinesis_endpoint,
                     region,
                     redis,
+                    postgres,
                     include_unknown,
                 },
         } => {
@@ -394,6 +399,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 kinesis_endpoint,
                 region,
                 redis_url: redis,
+                postgres_url: postgres,
                 include_unknown,
             };
             let report = runtime.block_on(hotpath::sink::resend::resend_file(&file, &options))?;
