@@ -121,8 +121,10 @@ enum Command {
         /// Endpoint, e.g. wss://stream-sbe.binance.com:9443 or ws://127.0.0.1:9443.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Stream format: sbe (Binance's SBE streams, API key needed) or json (its regular
-        /// JSON streams, no key), e.g. --format json --endpoint wss://stream.binance.com:9443.
+        /// Stream format: sbe (Binance's SBE streams, API key needed), json (its regular
+        /// JSON streams, no key), e.g. --format json --endpoint wss://stream.binance.com:9443,
+        /// or dual (SBE, moving to the JSON streams at feed.json_endpoint when SBE refuses the
+        /// key or is down).
         #[arg(long)]
         format: Option<String>,
         /// Symbols, comma-separated, upper case.

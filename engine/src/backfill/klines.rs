@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::binance::rest::{RestClient, RestKline};
 use crate::clock::unix_ms;
+use crate::config::KeyLayout;
 use crate::kline::{Candle, Interval};
 use crate::sink::dlq::{DeadRecord, Outcome, Target};
 
@@ -73,6 +74,10 @@ pub struct KlinesArgs {
     /// `closed` field.
     #[arg(long)]
     pub redis: Option<String>,
+    /// The Redis key layout (`redis.keys`): `hash-tag` (`kl:{BTCUSDT}:1m`) or `plain`
+    /// (`kl:BTCUSDT:1m`).
+    #[arg(long, default_value = "hash-tag")]
+    pub keys: String,
 }
 
 /// What a backfill did (printed as one JSON line).
@@ -137,7 +142,12 @@ pub async fn run_with(
         (report.kinesis_written, report.kinesis_failed) = (written, failed);
     }
     if let (Some(url), Some(newest)) = (&args.redis, candles.last()) {
-        report.redis_written = to_redis(url, &args.symbol, interval, newest).await?;
+        let layout = match args.keys.as_str() {
+            "hash-tag" => KeyLayout::HashTag,
+            "plain" => KeyLayout::Plain,
+            other => anyhow::bail!("--keys {other:?}: \"hash-tag\" or \"plain\""),
+        };
+        report.redis_written = to_redis(url, layout, &args.symbol, interval, newest).await?;
     }
     Ok(report)
 }
@@ -290,6 +300,7 @@ async fn to_kinesis(
 /// returns whether it was set.
 async fn to_redis(
     url: &str,
+    layout: KeyLayout,
     symbol: &str,
     interval: Interval,
     candle: &Candle,
@@ -308,7 +319,7 @@ return 1";
         .get_multiplexed_async_connection()
         .await
         .context("cannot connect to Redis")?;
-    let key = crate::sink::redis::state::kline_key(symbol, interval.name);
+    let key = crate::sink::redis::keys::kline(layout, symbol, interval.name);
     let set: i64 = redis::cmd("EVAL")
         .arg(SCRIPT)
         .arg(1)

@@ -126,7 +126,7 @@ fn klines_match_the_journal(format: FeedFormat) {
     });
     let api_key = match format {
         FeedFormat::Json => config.api_key().expect("no key needed"),
-        FeedFormat::Sbe => key(&config),
+        FeedFormat::Sbe | FeedFormat::Dual => key(&config),
     };
     let summary = run::run_with(
         &config,
@@ -264,6 +264,7 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
         stream: KLINE_STREAM.into(),
         create_stream: true,
         redis: Some(redis.url()),
+        keys: "hash-tag".into(),
     };
     let client = test_client(&emulator.endpoint());
     let report = runtime()

@@ -430,8 +430,10 @@ impl Writer {
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
+        let (layout, raw_json) = (w.config.keys, w.config.raw_json);
         for name in symbols {
-            w.states.push(Some(SymbolState::new(name, book)));
+            let state = SymbolState::new(name, book).with_format(layout, raw_json);
+            w.states.push(Some(state));
         }
         w
     }
@@ -559,10 +561,12 @@ impl Writer {
         if self.states.len() <= index {
             self.states.resize_with(index + 1, || None);
         }
-        let (book, klines) = (self.book, &self.klines);
+        let book = self.book;
+        let (layout, raw_json) = (self.config.keys, self.config.raw_json);
+        let klines = &self.klines;
         let state = self.states[index].get_or_insert_with(|| {
             let name = symbol_name(&message);
-            let mut state = SymbolState::new(&name, book);
+            let mut state = SymbolState::new(&name, book).with_format(layout, raw_json);
             state.set_klines(klines);
             state
         });
