@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod backfill;
 pub mod backoff;
 pub mod binance;
 pub mod book;
@@ -28,6 +29,7 @@ pub mod feed;
 pub mod frames;
 pub mod gaps;
 pub mod idle;
+pub mod kline;
 pub mod metrics;
 pub mod rng;
 pub mod sbe;

@@ -82,6 +82,14 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum BackfillCommand {
+    /// Candles from GET /api/v3/klines (pages of 1000, weight-budgeted) into the Kinesis
+    /// klines stream and the Redis kl: hash (engine/src/backfill/klines.rs). Prints a JSON
+    /// report: candles, pages, holes, duplicates, records written.
+    Klines(hotpath::backfill::klines::KlinesArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Decode Binance SBE frames and print one JSON object per frame.
     ///
@@ -159,6 +167,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// History from Binance's REST API, written where `hotpath run` writes.
+    Backfill {
+        #[command(subcommand)]
+        command: BackfillCommand,
     },
     /// Configuration files of `hotpath run`.
     Config {
@@ -363,6 +376,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 anyhow::Ok(true)
             })
+        }
+        Command::Backfill {
+            command: BackfillCommand::Klines(args),
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let report = runtime.block_on(hotpath::backfill::klines::run(&args))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(report.ok())
         }
         Command::Dlq {
             command:

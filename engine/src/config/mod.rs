@@ -103,6 +103,7 @@ impl ConfigError {
 pub mod discovery;
 pub mod env;
 pub mod http;
+pub mod klines;
 pub mod postgres;
 pub mod sidecar;
 pub mod sinks;
@@ -110,6 +111,8 @@ pub mod sinks;
 use crate::stream::{StreamKind, stream_name};
 pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
+pub use klines::KlinesConfig;
+use klines::RawKlines;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
 pub use sinks::{Aggregate, KeyLayout, KinesisConfig, Payload, RedisConfig};
@@ -277,6 +280,8 @@ pub struct RunConfig {
     pub postgres: Option<postgres::PostgresConfig>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
+    /// Candles built from the delivered trades (`[klines]`), for Redis and Kinesis.
+    pub klines: KlinesConfig,
     /// What the counting consumer does when idle (it drains the rings when no sink runs, and
     /// the notices when no sidecar does).
     pub idle: IdleStrategy,
@@ -311,6 +316,7 @@ impl Default for RunConfig {
             redis: None,
             postgres: None,
             sidecar: SidecarConfig::default(),
+            klines: KlinesConfig::default(),
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
             discovery: DiscoveryConfig::default(),
@@ -385,6 +391,7 @@ struct RawConfig {
     redis: RawRedis,
     postgres: postgres::RawPostgres,
     sidecar: RawSidecar,
+    klines: RawKlines,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
     rest: RawRest,
@@ -481,6 +488,7 @@ impl RunConfig {
         config.redis = raw.redis.into_config()?;
         config.postgres = raw.postgres.into_config()?;
         config.sidecar = raw.sidecar.into_config()?;
+        config.klines = raw.klines.into_config()?;
         config.http = raw.http.into_config()?;
         if let Some(per) = raw.discovery.pairs_per_connection {
             if binance_per_connection.is_some_and(|s| s != per) {

@@ -10,6 +10,7 @@
 //! stream_trade = "market-sbe-trade"
 //! stream_best_bid_ask = "market-sbe-bestbidask"
 //! stream_depth = "market-sbe-depth"      # depth diffs and depth20 snapshots
+//! stream_kline = "market-kline"   # closed candles ([klines]), Binance's kline event JSON
 //! payload = "sbe"                 # "sbe": the raw frame; "json": normalized JSON
 //! aggregate = false               # KPL-aggregated records: false, true, or "auto" (per shard,
 //!                                 # only when its plain records would pass 1000/s)
@@ -109,6 +110,8 @@ pub struct KinesisConfig {
     pub stream_best_bid_ask: String,
     /// Stream of `depth` and `depth20` events.
     pub stream_depth: String,
+    /// Stream of closed candles (`[klines]`), used only when klines are on.
+    pub stream_kline: String,
     /// Record payload.
     pub payload: Payload,
     /// KPL aggregation.
@@ -154,6 +157,7 @@ impl Default for KinesisConfig {
             stream_trade: "market-sbe-trade".into(),
             stream_best_bid_ask: "market-sbe-bestbidask".into(),
             stream_depth: "market-sbe-depth".into(),
+            stream_kline: "market-kline".into(),
             payload: Payload::Sbe,
             aggregate: Aggregate::Off,
             linger: Duration::from_millis(100),
@@ -286,6 +290,7 @@ pub(crate) struct RawKinesis {
     stream_trade: Option<String>,
     stream_best_bid_ask: Option<String>,
     stream_depth: Option<String>,
+    stream_kline: Option<String>,
     payload: Option<String>,
     aggregate: Option<RawAggregate>,
     linger_ms: Option<u64>,
@@ -361,6 +366,7 @@ impl RawKinesis {
         set(&mut c.stream_trade, self.stream_trade);
         set(&mut c.stream_best_bid_ask, self.stream_best_bid_ask);
         set(&mut c.stream_depth, self.stream_depth);
+        set(&mut c.stream_kline, self.stream_kline);
         if let Some(payload) = self.payload {
             c.payload = match payload.as_str() {
                 "sbe" => Payload::Sbe,
@@ -415,6 +421,7 @@ impl KinesisConfig {
             ("stream_trade", &self.stream_trade),
             ("stream_best_bid_ask", &self.stream_best_bid_ask),
             ("stream_depth", &self.stream_depth),
+            ("stream_kline", &self.stream_kline),
             ("heartbeat_stream", &self.heartbeat_stream),
         ] {
             check_stream_name(key, name)?;

@@ -1047,6 +1047,7 @@ fn start_sinks(
                 core: wiring.cores.kinesis,
                 ready,
                 bell: wiring.kinesis_bell.clone(),
+                klines: config.klines.clone(),
             })
             .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
         sinks.push(SinkHandle {
@@ -1074,6 +1075,7 @@ fn start_sinks(
             core: wiring.cores.redis,
             bell: wiring.redis_bell.clone(),
             sidecar_bell: wiring.sidecar_bell.clone(),
+            klines: config.klines.clone(),
         })
         .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
         sinks.push(SinkHandle {

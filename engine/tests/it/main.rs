@@ -15,6 +15,7 @@ mod dual_feed;
 mod fault_proxy;
 mod feed;
 mod json_feed;
+mod klines;
 mod kshards;
 mod pg_server;
 mod postgres;

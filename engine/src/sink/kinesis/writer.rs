@@ -49,18 +49,28 @@ use super::send::{Answer, Route, Sent, put_records};
 use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
-use crate::config::{KinesisConfig, Payload};
+use crate::config::{KinesisConfig, KlinesConfig, Payload};
 use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
+use crate::kline::{Candle, SymbolKlines};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 
-/// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat.
-const DESTINATIONS: usize = 4;
+/// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat, klines.
+const DESTINATIONS: usize = 5;
 const HEARTBEAT: usize = 3;
+/// Closed candles built from the delivered trades (`kinesis.stream_kline`).
+const KLINES: usize = 4;
+
+/// Whether a destination's records are events (counted as received, written, dead-lettered);
+/// heartbeats and klines are the writer's own records.
+fn counted(dest: usize) -> bool {
+    dest < HEARTBEAT
+}
 /// A listing asked for by a misplaced record waits at least this long after the last one.
 const RELIST_MIN: Duration = Duration::from_secs(1);
 /// How often the start-up drain looks at the rings while the stream check runs (the main
@@ -206,6 +216,8 @@ pub struct KinesisSink {
     pub ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
     /// This writer's bell: the readers, the sidecar and the stop ring it.
     pub bell: Bell,
+    /// The klines built from the delivered trades (`[klines]`); off when no interval.
+    pub klines: KlinesConfig,
 }
 
 /// Starts the writer thread.
@@ -261,6 +273,12 @@ struct Writer {
     gaps_logged: u32,
     /// Shard listings in flight.
     listings: usize,
+    /// The klines settings.
+    klines: KlinesConfig,
+    /// Candles per symbol index.
+    candles: Vec<SymbolKlines>,
+    /// Candles closed by the event at hand (reused).
+    closed: Vec<(usize, Candle)>,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
@@ -276,6 +294,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         core: _,
         ready,
         bell,
+        klines,
     } = sink;
     let mut idler = TaskIdle::new(config.idle, bell);
     let client = match client {
@@ -287,8 +306,10 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         config.stream_best_bid_ask.clone(),
         config.stream_depth.clone(),
         config.heartbeat_stream.clone(),
+        config.stream_kline.clone(),
     ];
     let mut w = Writer::new(config, client, names, stats, hold_max);
+    w.klines = klines;
     if let Err(e) = w.start_up(&mut rings, &mut repairs, ready).await {
         // A failed check ends the run before it starts: what was drained meanwhile goes to the
         // dead-letter file, for `hotpath dlq resend` once the streams exist.
@@ -405,6 +426,9 @@ impl Writer {
             ),
             released: Vec::new(),
             gaps_logged: 0,
+            klines: KlinesConfig::default(),
+            candles: Vec::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -422,6 +446,7 @@ impl Writer {
         let heartbeats = self.config.heartbeat_interval.is_some();
         let used: Vec<(usize, String)> = (0..DESTINATIONS)
             .filter(|&d| d != HEARTBEAT || heartbeats)
+            .filter(|&d| d != KLINES || self.klines.enabled())
             .map(|d| (d, self.dests[d].name.clone()))
             .collect();
         let mut wanted: Vec<String> = used.iter().map(|(_, name)| name.clone()).collect();
@@ -535,6 +560,12 @@ impl Writer {
                 self.orders.forget(symbol, &mut released);
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
+                if let Some(candles) = self.candles.get_mut(usize::from(symbol)) {
+                    candles
+                        .series
+                        .iter_mut()
+                        .for_each(crate::kline::Series::forget);
+                }
             }
             // Books are the Redis writer's.
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
@@ -587,6 +618,9 @@ impl Writer {
             self.stats.dropped.add(1);
             return;
         };
+        if self.klines.enabled() {
+            self.candles_of(&event, from, &key, hash);
+        }
         // A trades event partly overlapping trades already delivered: only the new ones go.
         let frame = if event.kind == StreamKind::Trade && from > event.first_id {
             match super::trim::trades_from(&event.frame, from, &mut self.trimmed) {
@@ -621,6 +655,45 @@ impl Writer {
             maybe_landed: false,
         };
         self.enqueue(destination_of(event.kind), hash, entry);
+    }
+
+    /// Feeds the symbol's candles with a delivered event (its trades, its exchange time) and
+    /// queues each candle that closes as a kline stream event (JSON, Binance's form, `x`
+    /// true) to the klines stream.
+    fn candles_of(&mut self, event: &FeedEvent, from: i64, key: &Arc<str>, hash: u128) {
+        let index = usize::from(event.symbol);
+        if self.candles.len() <= index {
+            self.candles.resize_with(index + 1, SymbolKlines::default);
+        }
+        let candles = &mut self.candles[index];
+        if candles.series.is_empty() {
+            *candles = SymbolKlines::new(&self.klines.intervals);
+        }
+        let mut closed = std::mem::take(&mut self.closed);
+        if event.kind == StreamKind::Trade
+            && let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&event.frame)
+        {
+            candles.on_trades(&m, from, &mut closed);
+        }
+        let now_ms = event.event_time_us.div_euclid(1000);
+        let held = self.orders.holds(event.symbol);
+        candles.advance(now_ms, self.klines.close_after_ms, held, &mut closed);
+        for (i, candle) in closed.drain(..) {
+            let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
+            let data = candle.stream_json(key, interval, true, now_ms);
+            let entry = Entry {
+                key: key.clone(),
+                data: Bytes::from(data),
+                recv_time_ns: event.recv_time_ns,
+                enqueued: Instant::now(),
+                first_attempt_ms: 0,
+                attempts: 0,
+                error: None,
+                maybe_landed: false,
+            };
+            self.enqueue(KLINES, hash, entry);
+        }
+        self.closed = closed;
     }
 
     fn enqueue(&mut self, dest: usize, hash: u128, entry: Entry) {
@@ -695,7 +768,7 @@ impl Writer {
     /// Writes `entry` to the dead-letter file, `outcome` `unknown` when an attempt of it got no
     /// answer, `failed` otherwise; counted as dead-lettered (heartbeats are not counted).
     fn dead_letter(&mut self, dest: usize, entry: Entry, why: &str) {
-        let counted = dest != HEARTBEAT;
+        let counted = counted(dest);
         let record = DeadRecord {
             target: Target::Kinesis {
                 stream: self.dests[dest].name.clone(),
@@ -977,7 +1050,7 @@ impl Writer {
             // The stream was resharded: list its shards again, soon but not in a loop.
             dest.relist_soon(now, RELIST_MIN);
         }
-        if route.destination != HEARTBEAT {
+        if counted(route.destination) {
             self.count_delivered(&done, verdict.delivered);
         }
         if any_failed {
