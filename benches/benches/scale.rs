@@ -524,6 +524,10 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
             "dropped": s["dropped"],
             "requests": s["requests"],
             "receipt_to_ack_ns": s["receipt_to_ack_ns"],
+            // Redis: how many books were live (synced) by the end; a book is synced from a
+            // REST snapshot within the weight budget, so 200 take minutes, and only live books
+            // have their `ob:` written.
+            "book": s["book"],
         })
     };
     json!({
