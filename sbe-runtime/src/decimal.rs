@@ -43,7 +43,13 @@ impl Decimal {
         let mut digits_buf = [0u8; 20];
         let digits = ascii_digits(magnitude, &mut digits_buf);
         // Writing to a `String` cannot fail.
-        let _ = write_decimal(out, self.mantissa < 0, magnitude == 0, digits, self.exponent);
+        let _ = write_decimal(
+            out,
+            self.mantissa < 0,
+            magnitude == 0,
+            digits,
+            self.exponent,
+        );
     }
 }
 
@@ -174,7 +180,16 @@ mod tests {
     /// `push_to` appends exactly what `Display` writes, for every sign, size and exponent.
     #[test]
     fn push_to_appends_the_display_text() {
-        let mantissas = [0, 5, -5, 7, 1_301_000, 6_976_988_000_000, i64::MAX, i64::MIN];
+        let mantissas = [
+            0,
+            5,
+            -5,
+            7,
+            1_301_000,
+            6_976_988_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
         for m in mantissas {
             for e in [-128, -19, -8, -3, -1, 0, 1, 3, 100] {
                 let mut out = String::from("x");

@@ -707,9 +707,7 @@ fn window_fields(
     now_us: i64,
     complete: bool,
 ) -> Vec<(&'static str, String)> {
-    let dec = |m: Option<i64>, e: i8| {
-        m.map(|m| decimal_text(m, e)).unwrap_or_default()
-    };
+    let dec = |m: Option<i64>, e: i8| m.map(|m| decimal_text(m, e)).unwrap_or_default();
     let wide = |m: i128| wide_decimal(m, qe);
     vec![
         ("count", s.count.to_string()),
