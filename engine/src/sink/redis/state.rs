@@ -547,7 +547,7 @@ impl SymbolState {
         sent: &mut Vec<SentTrade>,
     ) -> usize {
         let count = self.write_trades(pipe, (maxlen, trades_max), now_us / 1000, sent);
-        let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
+        let dec = decimal_text;
         let (pe, qe) = (self.price_exponent, self.qty_exponent);
         if self.bbo_dirty
             && let Some(b) = self.bbo
@@ -814,10 +814,7 @@ fn window_fields(
     now_us: i64,
     complete: bool,
 ) -> Vec<(&'static str, String)> {
-    let dec = |m: Option<i64>, e: i8| {
-        m.map(|m| Decimal::new(m, e).to_string())
-            .unwrap_or_default()
-    };
+    let dec = |m: Option<i64>, e: i8| m.map(|m| decimal_text(m, e)).unwrap_or_default();
     let wide = |m: i128| wide_decimal(m, qe);
     vec![
         ("count", s.count.to_string()),
@@ -833,11 +830,18 @@ fn window_fields(
     ]
 }
 
+/// `m x 10^e` as exact decimal text ([`Decimal`]'s, without the formatting machinery).
+fn decimal_text(m: i64, e: i8) -> String {
+    let mut text = String::with_capacity(24);
+    Decimal::new(m, e).push_to(&mut text);
+    text
+}
+
 /// `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same text
 /// [`Decimal`] prints when the mantissa fits).
 fn wide_decimal(m: i128, e: i8) -> String {
     if let Ok(m) = i64::try_from(m) {
-        return Decimal::new(m, e).to_string();
+        return decimal_text(m, e);
     }
     let digits = m.unsigned_abs().to_string();
     let sign = if m < 0 { "-" } else { "" };

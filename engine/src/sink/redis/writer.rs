@@ -295,9 +295,18 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     let mut io = Io::new(w.lanes);
     let mut flush_deadline: Option<Instant> = None;
     loop {
-        // Let the runtime run its other tasks (connect, write and re-anchor tasks, the
-        // driver, timers) now and then even while every round finds work.
-        tokio::task::coop::consume_budget().await;
+        if io.quiet() && w.reanchoring.is_empty() {
+            // Let the runtime run its other tasks (connect tasks, the driver, timers) now and
+            // then even while every round finds work.
+            tokio::task::coop::consume_budget().await;
+        } else {
+            // A pipeline or re-anchor is in flight: its reply is read by other tasks of this
+            // runtime (the connection's driver, the write task). Yield every round, so the
+            // reply is taken as soon as it arrives rather than after the coop budget's 128
+            // rounds (milliseconds while events keep coming), and the lane's next batch
+            // starts at once.
+            tokio::task::yield_now().await;
+        }
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
         if stopping {
