@@ -249,8 +249,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let cases = ["plain_bbo", "plain_depth20", "aggregated_25", "aggregated_100"];
-    for emulator in emulators.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let cases = [
+        "plain_bbo",
+        "plain_depth20",
+        "aggregated_25",
+        "aggregated_100",
+    ];
+    for emulator in emulators
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         for case in cases {
             for in_flight in [1, 4] {
                 // A fresh emulator each run: kinesalite slows down as it fills.
