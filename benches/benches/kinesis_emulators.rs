@@ -8,7 +8,8 @@
 //! without `HOTPATH_PYTHON` is an error, not a skip.
 //!
 //! Cases, each with 200 partition keys (the scale bench's symbols) on a one-shard stream:
-//! - `plain_bbo`: 500 records of 67 bytes (a bestBidAsk frame of an 8-letter symbol, the commonest);
+//! - `plain_bbo`: 500 records of 67 bytes (a bestBidAsk frame of an 8-letter symbol, the
+//!   commonest);
 //! - `plain_depth20`: 500 records of 683 bytes (a depth20 snapshot);
 //! - `aggregated_25`: 200 KPL aggregates (one per key) of 25 bestBidAsk frames each, built by
 //!   hotpath's own [`Aggregator`];
