@@ -15,7 +15,8 @@
 #   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
 #                      scripts/requirements-test.txt into it when that file's sha256 differs from
 #                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
-#                      (the tests that run the Python consumer examples read it).
+#                      (the tests that run the Python consumer examples read it; the
+#                      kinesis_emulators bench runs moto server from it).
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 

@@ -23,7 +23,8 @@
 //!
 //! Overrides: `SCALE_SYMBOLS`, `SCALE_ACTIONS` (the simulator's order-flow actions per second
 //! per symbol; the message rate follows from it and is measured), `SCALE_DURATION_S` (default
-//! 60; the target is steady over 600). `HOTPATH_BIN` names the binary (default: the
+//! 60; the target is steady over 600), `SCALE_KINESIS_AGGREGATE` (`kinesis.aggregate` as
+//! written in TOML: `false`, `true` or `"auto"`; default: the engine's). `HOTPATH_BIN` names the binary (default: the
 //! `hotpath` beside this bench's `deps/`, so `cargo build --release -p hotpath` first);
 //! `HOTPATH_REDIS_SERVER` and `HOTPATH_KINESALITE` the servers (scripts/servers.sh).
 //!
@@ -285,9 +286,18 @@ fn run_config(dir: &Path, sim: &str, symbols: &[String], servers: &Servers) -> P
             dir.join("redis-dlq.jsonl").display(),
         ));
     }
+    let text = kinesis_aggregate(text);
     let path = dir.join("run.toml");
     std::fs::write(&path, text).expect("the run config is written");
     path
+}
+
+/// `SCALE_KINESIS_AGGREGATE`, if set, as `kinesis.aggregate` in `config`.
+fn kinesis_aggregate(config: String) -> String {
+    match std::env::var("SCALE_KINESIS_AGGREGATE") {
+        Ok(value) => config.replace("[kinesis]\n", &format!("[kinesis]\naggregate = {value}\n")),
+        Err(_) => config,
+    }
 }
 
 /// One `/proc` sample of the run.
@@ -536,6 +546,7 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
         "sinks": scenario.sinks.name(),
         "symbols": scenario.symbols,
         "sim_actions_per_symbol_per_s": scenario.actions_per_symbol,
+        "kinesis_aggregate": std::env::var("SCALE_KINESIS_AGGREGATE").ok(),
         "duration_s": seconds,
         "frames": frames,
         "msgs_per_s": (frames as f64 / seconds).round(),

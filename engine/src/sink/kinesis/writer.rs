@@ -279,6 +279,10 @@ struct Writer {
     candles: Vec<SymbolKlines>,
     /// Candles closed by the event at hand (reused).
     closed: Vec<(usize, Candle)>,
+    /// Memory the queued records hold ([`Writer::held_bytes`]), what `enqueue` checks against
+    /// `kinesis.buffer_bytes_max`: summed over every lane once per [`Writer::drain`] and kept up
+    /// by each enqueue after it, so a record costs O(1), not O(shards).
+    held: usize,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
@@ -429,6 +433,7 @@ impl Writer {
             klines: KlinesConfig::default(),
             candles: Vec::new(),
             closed: Vec::new(),
+            held: 0,
         }
     }
 
@@ -492,6 +497,9 @@ impl Writer {
         rings: &mut [rtrb::Consumer<FeedEvent>],
         repairs: &mut Option<rtrb::Consumer<Repair>>,
     ) {
+        // Requests and expiry took records out since the last drain; only enqueues add to the
+        // lanes from here to its end.
+        self.held = self.held_bytes();
         self.drain_events(rings);
         if let Some(ring) = repairs.as_mut() {
             while let Ok(repair) = ring.pop() {
@@ -705,9 +713,10 @@ impl Writer {
         };
         if entry.cost() + framing > RECORD_MAX {
             self.dead_letter(dest, entry, "record larger than Kinesis' 1 MiB limit");
-        } else if self.held_bytes() + entry.held_bytes() > self.config.buffer_bytes_max {
+        } else if self.held + entry.held_bytes() > self.config.buffer_bytes_max {
             self.dead_letter(dest, entry, "kinesis.buffer_bytes_max reached");
         } else {
+            self.held += entry.held_bytes();
             self.dests[dest].push(hash, entry);
         }
     }
@@ -1182,6 +1191,36 @@ mod tests {
         w.note_orders();
         assert_eq!(w.stats.duplicates.get(), 1);
         assert_eq!(w.stats.repaired.get(), 1);
+    }
+
+    /// `kinesis.buffer_bytes_max` bounds the queued records' memory: a record past it is
+    /// dead-lettered, and the room a request frees counts again from the next drain.
+    #[test]
+    fn the_buffer_bound_dead_letters_past_it_and_frees_room_as_requests_leave() {
+        let dir = std::env::temp_dir().join(format!("hotpath-kinesis-held-{}", std::process::id()));
+        let mut w = writer();
+        w.config.dead_letter_path = dir.join("dead.jsonl");
+        w.dead = Spool::new(&w.config.dead_letter_path);
+        w.route(trades(1..=1));
+        let one = w.held_bytes();
+        assert!(one > 0);
+        w.config.buffer_bytes_max = 2 * one;
+        w.route(trades(2..=2));
+        w.route(trades(3..=3));
+        assert_eq!(w.dests[0].len(), 2, "the third is past the bound");
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        assert_eq!(w.held, w.held_bytes());
+        // A request takes the queued records: the next drain sees the room.
+        assert_eq!(queued(&mut w).len(), 2);
+        let (_, consumer) = rtrb::RingBuffer::<FeedEvent>::new(4);
+        w.drain(&mut [consumer], &mut None);
+        assert_eq!(w.held, 0);
+        w.route(trades(4..=4));
+        w.route(trades(5..=5));
+        assert_eq!(w.dests[0].len(), 2);
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        let _ = w.dead.finish();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Given-up ids release what waited behind them; at shutdown everything held goes out.
