@@ -12,6 +12,9 @@
 #   ensure_postgres    installs postgresql (apt) if initdb/pg_ctl are missing, then exports
 #                      HOTPATH_PG_BIN (the directory of initdb, pg_ctl and postgres); the tests
 #                      make their own throwaway cluster there (as the postgres user under root).
+#   ensure_venv        creates the Python venv of the tests ($TOOLS/venv) if missing, installs
+#                      scripts/requirements-test.txt (pinned) when that file changed since the
+#                      last install, then exports HOTPATH_PYTHON (the venv's python).
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -127,4 +130,18 @@ ensure_kinesalite() {
   HOTPATH_KINESALITE="$cli"
   export HOTPATH_KINESALITE
   _hotpath_export_redis
+}
+
+ensure_venv() {
+  local venv="$TOOLS/venv" req="$HOTPATH_REPO/scripts/requirements-test.txt" sum
+  if [ ! -x "$venv/bin/python" ]; then
+    mkdir -p "$TOOLS"
+    python3 -m venv "$venv"
+  fi
+  sum="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sum" ]; then
+    "$venv/bin/pip" install -q -r "$req"
+    echo "$sum" >"$venv/.req-sha256"
+  fi
+  export HOTPATH_PYTHON="$venv/bin/python"
 }

@@ -112,7 +112,7 @@ pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
-pub use sinks::{Aggregate, KinesisConfig, Payload, RedisConfig};
+pub use sinks::{Aggregate, KinesisConfig, Layout, Payload, RedisConfig, SINGLE_HEARTBEAT_STREAM};
 use sinks::{RawKinesis, RawRedis};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of
