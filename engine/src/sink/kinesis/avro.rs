@@ -74,6 +74,7 @@ struct MarketData<'a> {
 
 /// A `MarketData` record as a consumer reads it back ([`read_record`]).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename = "MarketData")]
 pub struct MarketRecord {
     /// Trading pair.
     pub symbol: String,
