@@ -24,8 +24,9 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "market
 def load(path=SCHEMA_PATH):
     """The parsed schema and the 10-byte single-object header its messages start with."""
     schema = load_schema(str(path))
+    # fastavro gives the fingerprint's 8 bytes as hex, in the little-endian order of the header.
     crc = fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
-    return schema, b"\xc3\x01" + int(crc, 16).to_bytes(8, "little")
+    return schema, b"\xc3\x01" + bytes.fromhex(crc)
 
 
 def messages(data, schema, header):

@@ -354,6 +354,10 @@ mod tests {
         let header = *AvroEncoder::new().expect("schema").header();
         assert_eq!(&data[..2], &[0xC3, 0x01]);
         assert_eq!(&data[..HEADER_BYTES], &header);
+        // The CRC-64-AVRO of the schema's parsing canonical form (README gives it; the Python
+        // example computes it with fastavro).
+        let fingerprint = [0x59, 0x6e, 0x79, 0x16, 0x72, 0x3a, 0x3e, 0x0b];
+        assert_eq!(header[2..], fingerprint);
         let records = read_record(&data).expect("reads back");
         assert_eq!(records.len(), 3);
         for (i, r) in records.iter().enumerate() {
