@@ -439,7 +439,9 @@ impl KinesisConfig {
         if self.payload == Payload::Avro
             && let Err(e) = crate::sink::kinesis::avro::AvroEncoder::new()
         {
-            return Err(ConfigError::invalid(format!("kinesis.payload = \"avro\": {e}")));
+            return Err(ConfigError::invalid(format!(
+                "kinesis.payload = \"avro\": {e}"
+            )));
         }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -702,11 +704,17 @@ mod tests {
         )
         .expect("valid")
         .expect("on");
-        assert_eq!((k.stream_market.as_str(), k.heartbeat_stream.as_str()), ("m", "h"));
+        assert_eq!(
+            (k.stream_market.as_str(), k.heartbeat_stream.as_str()),
+            ("m", "h")
+        );
         let k = kinesis("enabled = true\nlayout = \"per-type\"")
             .expect("valid")
             .expect("on");
-        assert_eq!((k.layout, k.heartbeat_stream.as_str()), (Layout::PerType, "hotpath-heartbeat"));
+        assert_eq!(
+            (k.layout, k.heartbeat_stream.as_str()),
+            (Layout::PerType, "hotpath-heartbeat")
+        );
     }
 
     #[test]

@@ -112,8 +112,8 @@ fn python_reads(input: &Path) -> Vec<MarketRecord> {
         Path::new(&python).exists(),
         "HOTPATH_PYTHON = {python:?} does not exist (scripts/servers.sh ensure_venv)"
     );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/python/kinesis_avro.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/python/kinesis_avro.py");
     let out = Command::new(&python)
         .arg(&script)
         .arg(input)
@@ -142,7 +142,9 @@ fn the_single_stream_holds_every_trade_once_in_avro_and_python_reads_the_same_re
     settings.heartbeat_stream = hotpath::config::SINGLE_HEARTBEAT_STREAM.into();
     let config = run_config(&sim, |c| c.kinesis = Some(settings));
     let summary = run(&config, Some(test_client(&emulator.endpoint())), |sinks| {
-        wait_for("1500 events in Kinesis", || written(sinks, "kinesis") >= 1500);
+        wait_for("1500 events in Kinesis", || {
+            written(sinks, "kinesis") >= 1500
+        });
     });
     let k = &summary.sinks["kinesis"];
     assert!(k.flushed, "{k:?}");
@@ -150,8 +152,22 @@ fn the_single_stream_holds_every_trade_once_in_avro_and_python_reads_the_same_re
     assert_eq!(summary.gaps.count, 0, "{summary:?}");
 
     let market = records(&emulator, "bitcoin-market-data");
-    assert_eq!(market.len() as u64, k.written, "one Kinesis record per event");
+    assert_eq!(
+        market.len() as u64,
+        k.written,
+        "one Kinesis record per event"
+    );
     let decoded = decode(&market);
+    // `hotpath kinesis count` counts the Avro trades too.
+    let counted = runtime()
+        .block_on(hotpath::sink::kinesis::inspect::count(
+            &test_client(&emulator.endpoint()),
+            "bitcoin-market-data",
+            crate::sinks::PATIENCE,
+        ))
+        .expect("the stream counts");
+    let trades = decoded.iter().filter(|r| r.event_type == "trade").count();
+    assert_eq!(counted.trades, trades as u64);
     for symbol in SYMBOLS {
         assert_journal_run(&sim, symbol, &trades_of(&decoded, symbol));
         // Best bid/asks carry both sides (below the ask, the mid between), book levels one.
@@ -166,7 +182,9 @@ fn the_single_stream_holds_every_trade_once_in_avro_and_python_reads_the_same_re
         }
         assert!(count > 0, "{symbol}: no best bid/ask");
         let levels = decoded.iter().filter(|r| {
-            r.symbol == symbol && r.event_type == "depth" && r.bid_price.is_some() != r.ask_price.is_some()
+            r.symbol == symbol
+                && r.event_type == "depth"
+                && r.bid_price.is_some() != r.ask_price.is_some()
         });
         assert!(levels.count() > 0, "{symbol}: no book level");
     }
@@ -183,7 +201,8 @@ fn the_single_stream_holds_every_trade_once_in_avro_and_python_reads_the_same_re
     for (p, r) in python.iter().zip(&decoded) {
         let same = p.symbol == r.symbol
             && p.timestamp == r.timestamp
-            && (p.source.as_str(), p.event_type.as_str()) == (r.source.as_str(), r.event_type.as_str())
+            && (p.source.as_str(), p.event_type.as_str())
+                == (r.source.as_str(), r.event_type.as_str())
             && near(p.price, r.price)
             && near(p.volume, r.volume)
             && near_opt(p.bid_price, r.bid_price)

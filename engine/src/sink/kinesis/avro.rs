@@ -151,8 +151,8 @@ impl AvroEncoder {
     /// `out` may hold part of the event (the caller clears it).
     pub fn encode(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<usize, AvroError> {
         let message = crate::sbe::decode(frame).map_err(|e| AvroError::Decode(e.to_string()))?;
-        let symbol = std::str::from_utf8(crate::sbe::symbol(&message))
-            .map_err(|_| AvroError::Symbol)?;
+        let symbol =
+            std::str::from_utf8(crate::sbe::symbol(&message)).map_err(|_| AvroError::Symbol)?;
         let mut n = 0;
         let mut put = |record: &MarketData<'_>| -> Result<(), AvroError> {
             out.extend_from_slice(&self.header);
@@ -188,20 +188,40 @@ impl AvroEncoder {
                 let base = record(symbol, m.event_time().div_euclid(1000), "depth");
                 let (pe, qe) = (m.price_exponent(), m.qty_exponent());
                 for l in m.bids() {
-                    put(&level(&base, decimal(l.price(), pe), decimal(l.qty(), qe), true))?;
+                    put(&level(
+                        &base,
+                        decimal(l.price(), pe),
+                        decimal(l.qty(), qe),
+                        true,
+                    ))?;
                 }
                 for l in m.asks() {
-                    put(&level(&base, decimal(l.price(), pe), decimal(l.qty(), qe), false))?;
+                    put(&level(
+                        &base,
+                        decimal(l.price(), pe),
+                        decimal(l.qty(), qe),
+                        false,
+                    ))?;
                 }
             }
             Message::DepthDiffStreamEvent(m) => {
                 let base = record(symbol, m.event_time().div_euclid(1000), "depth");
                 let (pe, qe) = (m.price_exponent(), m.qty_exponent());
                 for l in m.bids() {
-                    put(&level(&base, decimal(l.price(), pe), decimal(l.qty(), qe), true))?;
+                    put(&level(
+                        &base,
+                        decimal(l.price(), pe),
+                        decimal(l.qty(), qe),
+                        true,
+                    ))?;
                 }
                 for l in m.asks() {
-                    put(&level(&base, decimal(l.price(), pe), decimal(l.qty(), qe), false))?;
+                    put(&level(
+                        &base,
+                        decimal(l.price(), pe),
+                        decimal(l.qty(), qe),
+                        false,
+                    ))?;
                 }
             }
         }
@@ -267,9 +287,7 @@ fn decimal_wide(mantissa: i128, exponent: i32) -> f64 {
             m * POW10[k]
         };
     }
-    format!("{mantissa}e{exponent}")
-        .parse()
-        .unwrap_or(f64::NAN)
+    format!("{mantissa}e{exponent}").parse().unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -366,7 +384,10 @@ mod tests {
             assert_eq!(r.price, decimal(6_976_988_000_000 + i as i64, -8));
             assert_eq!(r.volume, decimal(1_301_000 * (i as i64 + 1), -8));
             assert_eq!((r.bid_price, r.ask_price), (None, None));
-            assert_eq!((r.source.as_str(), r.event_type.as_str()), ("websocket", "trade"));
+            assert_eq!(
+                (r.source.as_str(), r.event_type.as_str()),
+                ("websocket", "trade")
+            );
         }
         assert_eq!(records[0].price.to_string(), "69769.88");
     }

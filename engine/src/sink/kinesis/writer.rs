@@ -625,27 +625,12 @@ impl Writer {
         } else {
             event.frame
         };
-        let data = match self.config.payload {
-            Payload::Sbe => frame,
-            Payload::Json => {
-                self.json.clear();
-                crate::decode::frame_to_json(&frame, &mut self.json);
-                Bytes::copy_from_slice(self.json.as_bytes())
-            }
-            Payload::Avro => {
-                self.avro_out.clear();
-                let encoded = match &self.avro {
-                    Some(avro) => avro
-                        .encode(&frame, &mut self.avro_out)
-                        .map_err(|e| e.to_string()),
-                    None => Err("the Avro schema did not load".into()),
-                };
-                if let Err(e) = encoded {
-                    self.stats.dropped.add(1);
-                    self.log_error(&format!("cannot write an event as Avro: {e}"));
-                    return;
-                }
-                Bytes::copy_from_slice(&self.avro_out)
+        let data = match self.payload(frame) {
+            Ok(data) => data,
+            Err(e) => {
+                self.stats.dropped.add(1);
+                self.log_error(&e);
+                return;
             }
         };
         let entry = Entry {
@@ -659,6 +644,27 @@ impl Writer {
             maybe_landed: false,
         };
         self.enqueue(destination_of(self.config.layout, event.kind), hash, entry);
+    }
+
+    /// The record data of an event's frame, as `kinesis.payload` says.
+    fn payload(&mut self, frame: Bytes) -> Result<Bytes, String> {
+        match self.config.payload {
+            Payload::Sbe => Ok(frame),
+            Payload::Json => {
+                self.json.clear();
+                crate::decode::frame_to_json(&frame, &mut self.json);
+                Ok(Bytes::copy_from_slice(self.json.as_bytes()))
+            }
+            Payload::Avro => {
+                self.avro_out.clear();
+                let Some(avro) = &self.avro else {
+                    return Err("cannot write Avro: the schema did not load".into());
+                };
+                avro.encode(&frame, &mut self.avro_out)
+                    .map_err(|e| format!("cannot write an event as Avro: {e}"))?;
+                Ok(Bytes::copy_from_slice(&self.avro_out))
+            }
+        }
     }
 
     fn enqueue(&mut self, dest: usize, hash: u128, entry: Entry) {
