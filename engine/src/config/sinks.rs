@@ -436,13 +436,6 @@ impl KinesisConfig {
         ] {
             check_stream_name(key, name)?;
         }
-        if self.payload == Payload::Avro
-            && let Err(e) = crate::sink::kinesis::avro::AvroEncoder::new()
-        {
-            return Err(ConfigError::invalid(format!(
-                "kinesis.payload = \"avro\": {e}"
-            )));
-        }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
