@@ -12,9 +12,10 @@
 #   ensure_postgres    installs postgresql (apt) if initdb/pg_ctl are missing, then exports
 #                      HOTPATH_PG_BIN (the directory of initdb, pg_ctl and postgres); the tests
 #                      make their own throwaway cluster there (as the postgres user under root).
-#   ensure_venv        creates the Python venv of the tests ($TOOLS/venv) if missing, installs
-#                      scripts/requirements-test.txt (pinned) when that file changed since the
-#                      last install, then exports HOTPATH_PYTHON (the venv's python).
+#   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
+#                      scripts/requirements-test.txt into it when that file's sha256 differs from
+#                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
+#                      (the tests that run the Python consumer examples read it).
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -133,15 +134,26 @@ ensure_kinesalite() {
 }
 
 ensure_venv() {
-  local venv="$TOOLS/venv" req="$HOTPATH_REPO/scripts/requirements-test.txt" sum
+  local venv="$TOOLS/venv"
+  local req="$HOTPATH_REPO/scripts/requirements-test.txt"
   if [ ! -x "$venv/bin/python" ]; then
+    echo "creating the Python venv $venv" >&2
     mkdir -p "$TOOLS"
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv"; then
+      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
+      return 1
+    fi
   fi
-  sum="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sum" ]; then
-    "$venv/bin/pip" install -q -r "$req"
-    echo "$sum" >"$venv/.req-sha256"
+  local sha
+  sha="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
+    echo "installing $req into $venv" >&2
+    if ! "$venv/bin/pip" install -q -r "$req"; then
+      echo "error: pip install -r $req failed" >&2
+      return 1
+    fi
+    echo "$sha" >"$venv/.req-sha256"
   fi
-  export HOTPATH_PYTHON="$venv/bin/python"
+  HOTPATH_PYTHON="$venv/bin/python"
+  export HOTPATH_PYTHON
 }
