@@ -182,7 +182,7 @@ fn check_state(sim: &Sim, symbol: &str, output: &str, ids: (i64, i64), format: F
         .collect();
     trades.sort_by_key(|t| t.id);
     let seen = |t: &Trade| match format {
-        FeedFormat::Sbe => t.time_us,
+        FeedFormat::Sbe | FeedFormat::Dual => t.time_us,
         FeedFormat::Json => t.time_us.div_euclid(1000) * 1000,
     };
     for (name, span_us) in [("tr_1s", 1_000_000), ("tr_5s", 5_000_000)] {
