@@ -115,7 +115,9 @@ pub use klines::KlinesConfig;
 use klines::RawKlines;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
-pub use sinks::{Aggregate, KeyLayout, KinesisConfig, Payload, RedisConfig};
+pub use sinks::{
+    Aggregate, KeyLayout, KinesisConfig, Layout, Payload, RedisConfig, SINGLE_HEARTBEAT_STREAM,
+};
 use sinks::{RawKinesis, RawRedis};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of

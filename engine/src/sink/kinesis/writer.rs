@@ -42,6 +42,7 @@ use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 
+use super::avro::AvroEncoder;
 use super::breaker::Breaker;
 use super::destination::Destination;
 use super::lane::{Aggregate, Entry};
@@ -49,7 +50,7 @@ use super::send::{Answer, Route, Sent, put_records};
 use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
-use crate::config::{KinesisConfig, KlinesConfig, Payload};
+use crate::config::{KinesisConfig, KlinesConfig, Layout, Payload};
 use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
 use crate::kline::{Candle, SymbolKlines};
@@ -84,8 +85,13 @@ const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
-/// The destination of a stream kind.
-fn destination_of(kind: StreamKind) -> usize {
+/// The destination of a stream kind: its own per type, or the first (`stream_market`) for
+/// every kind with `layout = "single"` (one set of lanes, so a symbol's records of all kinds
+/// stay in the order they arrived).
+fn destination_of(layout: Layout, kind: StreamKind) -> usize {
+    if layout == Layout::Single {
+        return 0;
+    }
     match kind {
         StreamKind::Trade => 0,
         StreamKind::BestBidAsk => 1,
@@ -260,6 +266,9 @@ struct Writer {
     heartbeat_seq: u64,
     next_heartbeat: Option<Instant>,
     json: String,
+    /// The `avro` payload's encoder (`None` for the other payloads) and its buffer (reused).
+    avro: Option<AvroEncoder>,
+    avro_out: Vec<u8>,
     /// Scratch space for re-encoding partly overlapping trades events.
     trimmed: Vec<u8>,
     /// Partition keys and their hash keys by the feed's symbol index.
@@ -305,13 +314,23 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         Some(c) => c,
         None => client_from_chain(&config).await,
     };
-    let names = [
-        config.stream_trade.clone(),
-        config.stream_best_bid_ask.clone(),
-        config.stream_depth.clone(),
-        config.heartbeat_stream.clone(),
-        config.stream_kline.clone(),
-    ];
+    let names = match config.layout {
+        Layout::PerType => [
+            config.stream_trade.clone(),
+            config.stream_best_bid_ask.clone(),
+            config.stream_depth.clone(),
+            config.heartbeat_stream.clone(),
+            config.stream_kline.clone(),
+        ],
+        // Klines keep their own stream: their records are Binance's kline event JSON.
+        Layout::Single => [
+            config.stream_market.clone(),
+            config.stream_market.clone(),
+            config.stream_market.clone(),
+            config.heartbeat_stream.clone(),
+            config.stream_kline.clone(),
+        ],
+    };
     let mut w = Writer::new(config, client, names, stats, hold_max);
     w.klines = klines;
     if let Err(e) = w.start_up(&mut rings, &mut repairs, ready).await {
@@ -409,6 +428,9 @@ impl Writer {
         hold_max: Duration,
     ) -> Writer {
         Writer {
+            avro: (config.payload == Payload::Avro)
+                .then(AvroEncoder::new)
+                .and_then(Result::ok),
             next_heartbeat: None,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             dead: Spool::new(&config.dead_letter_path),
@@ -421,6 +443,7 @@ impl Writer {
             rng: crate::rng::Rng::new(monotonic_ns() | 1),
             heartbeat_seq: 0,
             json: String::new(),
+            avro_out: Vec::new(),
             trimmed: Vec::new(),
             keys: Vec::new(),
             errors_logged: 0,
@@ -449,9 +472,11 @@ impl Writer {
         ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
     ) -> Result<(), SinkError> {
         let heartbeats = self.config.heartbeat_interval.is_some();
+        let single = self.config.layout == Layout::Single;
         let used: Vec<(usize, String)> = (0..DESTINATIONS)
             .filter(|&d| d != HEARTBEAT || heartbeats)
             .filter(|&d| d != KLINES || self.klines.enabled())
+            .filter(|&d| !single || d == 0 || d == HEARTBEAT || d == KLINES)
             .map(|d| (d, self.dests[d].name.clone()))
             .collect();
         let mut wanted: Vec<String> = used.iter().map(|(_, name)| name.clone()).collect();
@@ -644,12 +669,12 @@ impl Writer {
         } else {
             event.frame
         };
-        let data = match self.config.payload {
-            Payload::Sbe => frame,
-            Payload::Json => {
-                self.json.clear();
-                crate::decode::frame_to_json(&frame, &mut self.json);
-                Bytes::copy_from_slice(self.json.as_bytes())
+        let data = match self.payload(frame) {
+            Ok(data) => data,
+            Err(e) => {
+                self.stats.dropped.add(1);
+                self.log_error(&e);
+                return;
             }
         };
         let entry = Entry {
@@ -662,7 +687,28 @@ impl Writer {
             error: None,
             maybe_landed: false,
         };
-        self.enqueue(destination_of(event.kind), hash, entry);
+        self.enqueue(destination_of(self.config.layout, event.kind), hash, entry);
+    }
+
+    /// The record data of an event's frame, as `kinesis.payload` says.
+    fn payload(&mut self, frame: Bytes) -> Result<Bytes, String> {
+        match self.config.payload {
+            Payload::Sbe => Ok(frame),
+            Payload::Json => {
+                self.json.clear();
+                crate::decode::frame_to_json(&frame, &mut self.json);
+                Ok(Bytes::copy_from_slice(self.json.as_bytes()))
+            }
+            Payload::Avro => {
+                self.avro_out.clear();
+                let Some(avro) = &self.avro else {
+                    return Err("cannot write Avro: the schema did not load".into());
+                };
+                avro.encode(&frame, &mut self.avro_out)
+                    .map_err(|e| format!("cannot write an event as Avro: {e}"))?;
+                Ok(Bytes::copy_from_slice(&self.avro_out))
+            }
+        }
     }
 
     /// Feeds the symbol's candles with a delivered event (its trades, its exchange time) and
