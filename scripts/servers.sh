@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The real servers the integration tests start by themselves: redis-server, the kinesalite
-# Kinesis emulator and PostgreSQL. Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
+# Kinesis emulator, PostgreSQL and moto (S3). Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
 #
 #   ensure_redis       installs redis-server (apt) if it is not on PATH, then exports
 #                      HOTPATH_REDIS_SERVER.
@@ -12,6 +12,13 @@
 #   ensure_postgres    installs postgresql (apt) if initdb/pg_ctl are missing, then exports
 #                      HOTPATH_PG_BIN (the directory of initdb, pg_ctl and postgres); the tests
 #                      make their own throwaway cluster there (as the postgres user under root).
+#   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
+#                      scripts/requirements-test.txt into it when that file's sha256 differs from
+#                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
+#                      (the tests that read the S3 archive's Parquet with pyarrow run it).
+#   ensure_moto        ensure_venv (moto[server] is pinned in scripts/requirements-test.txt),
+#                      then exports HOTPATH_MOTO_SERVER (its moto_server); each S3 test starts its
+#                      own `moto_server -H 127.0.0.1 -p PORT` on a free port and stops it.
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -127,4 +134,40 @@ ensure_kinesalite() {
   HOTPATH_KINESALITE="$cli"
   export HOTPATH_KINESALITE
   _hotpath_export_redis
+}
+
+ensure_venv() {
+  local venv="$TOOLS/venv"
+  local req="$HOTPATH_REPO/scripts/requirements-test.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "creating the Python venv $venv" >&2
+    mkdir -p "$TOOLS"
+    if ! python3 -m venv "$venv"; then
+      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  local sha
+  sha="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
+    echo "installing $req into $venv" >&2
+    if ! "$venv/bin/pip" install -q -r "$req"; then
+      echo "error: pip install -r $req failed" >&2
+      return 1
+    fi
+    echo "$sha" >"$venv/.req-sha256"
+  fi
+  HOTPATH_PYTHON="$venv/bin/python"
+  export HOTPATH_PYTHON
+}
+
+ensure_moto() {
+  ensure_venv || return 1
+  if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+    echo "error: moto_server is missing from $TOOLS/venv (moto[server] is in" \
+      "scripts/requirements-test.txt; remove $TOOLS/venv/.req-sha256 to reinstall)" >&2
+    return 1
+  fi
+  HOTPATH_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
+  export HOTPATH_MOTO_SERVER
 }

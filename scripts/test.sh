@@ -16,6 +16,8 @@ ensure_redis
 ensure_kinesalite
 ensure_prometheus
 ensure_postgres
+ensure_venv
+ensure_moto
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -78,6 +78,14 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum BackfillCommand {
+    /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
+    /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
+    /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
+    Trades(hotpath::archive::backfill::TradesArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Decode Binance SBE frames and print one JSON object per frame.
     ///
@@ -153,6 +161,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Historical data from Binance REST into the cold path.
+    Backfill {
+        #[command(subcommand)]
+        command: BackfillCommand,
     },
     /// Configuration files of `hotpath run`.
     Config {
@@ -320,6 +333,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        Command::Backfill {
+            command: BackfillCommand::Trades(args),
+        } => backfill_trades(&args),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -475,6 +491,19 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_good)
         }
     }
+}
+
+/// `hotpath backfill trades` (engine/src/archive/backfill.rs).
+fn backfill_trades(args: &hotpath::archive::backfill::TradesArgs) -> anyhow::Result<bool> {
+    let config = load_config(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime
+        .block_on(hotpath::archive::backfill::run_cli(&config, args))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(true)
 }
 
 /// The file at `path` (none: the defaults) with the process environment's overrides; errors
