@@ -242,7 +242,7 @@ fn parts_round_trip_through_s3_and_pyarrow_reads_them_exactly() {
     let keys: Vec<String> = parts(&store, "BTCUSDT").into_iter().map(|p| p.0).collect();
     assert!(
         keys.contains(
-            &"bronze/binance/trades/symbol=BTCUSDT/date=2026-11-29/hour=13/part-1-999.parquet"
+            &"bronze/binance/trades/symbol=BTCUSDT/date=2026-11-29/hour=13/part-1-1000.parquet"
                 .to_string()
         ),
         "{keys:#?}"
@@ -328,7 +328,8 @@ fn run_toml(sim: &Sim, moto: &Moto, duration_s: u64) -> String {
          streams = [\"trade\"]\n[readers]\ncores = [0]\nbackoff_initial_ms = 20\n\
          backoff_max_ms = 200\n[run]\nduration_s = {duration_s}\n\
          [s3]\nenabled = true\nbucket = \"{BUCKET}\"\nregion = \"us-east-1\"\n\
-         endpoint_url = \"{}\"\nforce_path_style = true\nclose_grace_ms = 500\n",
+         endpoint_url = \"{}\"\nforce_path_style = true\nclose_grace_ms = 500\n\
+         [http]\nlisten = \"0\"\n",
         sim.endpoint(),
         moto.endpoint()
     )
