@@ -130,8 +130,8 @@ pub fn decode(bytes: Bytes) -> Result<Vec<TradeRow>, ParquetError> {
     for g in 0..reader.num_row_groups() {
         let group = reader.get_row_group(g)?;
         let mut ints: Vec<Vec<i64>> = Vec::with_capacity(5);
-        for c in 0..5 {
-            ints.push(read_int64(group.get_column_reader(c)?, &COLUMNS[c])?);
+        for (c, name) in COLUMNS.iter().enumerate().take(5) {
+            ints.push(read_int64(group.get_column_reader(c)?, name)?);
         }
         let makers = read_bool(group.get_column_reader(5)?)?;
         let n = makers.len();
