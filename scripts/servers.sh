@@ -15,7 +15,8 @@
 #   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
 #                      scripts/requirements-test.txt into it when that file's sha256 differs from
 #                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
-#                      (the tests that read the S3 archive's Parquet with pyarrow run it).
+#                      (the tests that run the Python consumer examples and read the S3
+#                      archive's Parquet with pyarrow read it).
 #   ensure_moto        ensure_venv (moto[server] is pinned in scripts/requirements-test.txt),
 #                      then exports HOTPATH_MOTO_SERVER (its moto_server); each S3 test starts its
 #                      own `moto_server -H 127.0.0.1 -p PORT` on a free port and stops it.
