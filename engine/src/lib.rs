@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod archive;
 pub mod backfill;
 pub mod backoff;
 pub mod binance;

@@ -87,6 +87,10 @@ enum BackfillCommand {
     /// klines stream and the Redis kl: hash (engine/src/backfill/klines.rs). Prints a JSON
     /// report: candles, pages, holes, duplicates, records written.
     Klines(hotpath::backfill::klines::KlinesArgs),
+    /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
+    /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
+    /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
+    Trades(hotpath::archive::backfill::TradesArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,7 +172,8 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// History from Binance's REST API, written where `hotpath run` writes.
+    /// History from Binance's REST API: klines where `hotpath run` writes them, trades into the
+    /// S3 archive.
     Backfill {
         #[command(subcommand)]
         command: BackfillCommand,
@@ -339,6 +344,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        Command::Backfill {
+            command: BackfillCommand::Trades(args),
+        } => backfill_trades(&args),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -504,6 +512,19 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_good)
         }
     }
+}
+
+/// `hotpath backfill trades` (engine/src/archive/backfill.rs).
+fn backfill_trades(args: &hotpath::archive::backfill::TradesArgs) -> anyhow::Result<bool> {
+    let config = load_config(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime
+        .block_on(hotpath::archive::backfill::run_cli(&config, args))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(true)
 }
 
 /// The file at `path` (none: the defaults) with the process environment's overrides; errors

@@ -105,6 +105,7 @@ pub mod env;
 pub mod http;
 pub mod klines;
 pub mod postgres;
+pub mod s3;
 pub mod sidecar;
 pub mod sinks;
 
@@ -280,6 +281,9 @@ pub struct RunConfig {
     pub redis: Option<RedisConfig>,
     /// The PostgreSQL / TimescaleDB writer, when enabled.
     pub postgres: Option<postgres::PostgresConfig>,
+    /// The S3 bronze archive, when `[s3]` names a bucket; its writer runs when `enabled`
+    /// ([`RunConfig::s3_archives`]); `hotpath backfill trades` needs only the bucket.
+    pub s3: Option<s3::S3Config>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
     /// Candles built from the delivered trades (`[klines]`), for Redis and Kinesis.
@@ -317,6 +321,7 @@ impl Default for RunConfig {
             kinesis: None,
             redis: None,
             postgres: None,
+            s3: None,
             sidecar: SidecarConfig::default(),
             klines: KlinesConfig::default(),
             idle: IdleStrategy::Backoff,
@@ -392,6 +397,7 @@ struct RawConfig {
     kinesis: RawKinesis,
     redis: RawRedis,
     postgres: postgres::RawPostgres,
+    s3: s3::RawS3,
     sidecar: RawSidecar,
     klines: RawKlines,
     http: http::RawHttp,
@@ -489,6 +495,7 @@ impl RunConfig {
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
         config.postgres = raw.postgres.into_config()?;
+        config.s3 = raw.s3.into_settings()?;
         config.sidecar = raw.sidecar.into_config()?;
         config.klines = raw.klines.into_config()?;
         config.http = raw.http.into_config()?;
@@ -683,8 +690,14 @@ impl RunConfig {
     /// Redis writer does (its books' depth snapshots come from the sidecar whatever
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
-        (self.sidecar.enabled && (self.kinesis.is_some() || self.postgres.is_some()))
+        (self.sidecar.enabled
+            && (self.kinesis.is_some() || self.postgres.is_some() || self.s3_archives()))
             || self.redis.is_some()
+    }
+
+    /// Whether the S3 archive writer runs (`[s3] enabled = true`).
+    pub fn s3_archives(&self) -> bool {
+        self.s3.as_ref().is_some_and(|s| s.enabled)
     }
 
     /// Keeps only the symbols this instance's shard owns (nothing without `run.shard`). An

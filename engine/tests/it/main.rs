@@ -25,6 +25,7 @@ mod record;
 mod repairs;
 mod rest;
 mod rest_sbe;
+mod s3;
 mod schema;
 mod servers;
 mod shards;

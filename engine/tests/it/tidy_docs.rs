@@ -195,6 +195,7 @@ const LAYERS: &[&[&str]] = &[
     &["control"],
     &["feed", "sink", "sidecar"],
     &[
+        "archive",
         "binance",
         "codec",
         "sbe",
