@@ -1,6 +1,7 @@
 //! Integration tests of the engine, one binary (see ripgrep's tests/tests.rs for the model).
 
 mod alloc;
+mod avro;
 mod binance;
 mod book;
 mod chaos;
@@ -15,6 +16,7 @@ mod dual_feed;
 mod fault_proxy;
 mod feed;
 mod json_feed;
+mod klines;
 mod kshards;
 mod pg_server;
 mod postgres;
@@ -23,6 +25,7 @@ mod record;
 mod repairs;
 mod rest;
 mod rest_sbe;
+mod s3;
 mod schema;
 mod servers;
 mod shards;
