@@ -16,6 +16,7 @@ ensure_redis
 ensure_kinesalite
 ensure_prometheus
 ensure_postgres
+ensure_venv
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
