@@ -39,9 +39,10 @@ REDIS="127.0.0.1:$REDIS_PORT"
 ROWS="$WORK/rows.jsonl"
 
 # hotpath's settings for the bench: no control plane, the whole run's trades kept in the stream
-# (the lost-trade check reads them all), and book snapshots of 100 levels (REST weight 5, as
+# (the lost-trade check reads them all; `enabled = true`, or `--redis` would take the defaults
+# instead of this section), and book snapshots of 100 levels (REST weight 5, as
 # cryptofeed's 20; the default 5000 costs 250 each and 200 symbols would sync for minutes).
-printf '[http]\nlisten = "0"\n[redis]\ntrades_maxlen = 100000000\nsnapshot_limit = 100\n' \
+printf '[http]\nlisten = "0"\n[redis]\nenabled = true\ntrades_maxlen = 100000000\nsnapshot_limit = 100\n' \
   >"$WORK/run.toml"
 
 # Starts TOOL against the simulator on SYMBOLS with CHANNELS (trades[,ticker,book]); sets TOOL_PID.

@@ -1,6 +1,7 @@
 //! Integration tests of the engine, one binary (see ripgrep's tests/tests.rs for the model).
 
 mod alloc;
+mod bench_scripts;
 mod binance;
 mod book;
 mod chaos;
