@@ -13,7 +13,9 @@ fn repo() -> PathBuf {
 #[test]
 fn the_cryptofeed_driver_passes_its_selftest() {
     let python = std::env::var_os("HOTPATH_PYTHON").unwrap_or_else(|| {
-        panic!("HOTPATH_PYTHON is unset: source scripts/servers.sh; ensure_venv (scripts/test.sh does)")
+        panic!(
+            "HOTPATH_PYTHON is unset: source scripts/servers.sh; ensure_venv (scripts/test.sh does)"
+        )
     });
     let out = Command::new(&python)
         .arg(repo().join("scripts/compare_cryptofeed.py"))
