@@ -12,12 +12,13 @@
 #   ensure_postgres    installs postgresql (apt) if initdb/pg_ctl are missing, then exports
 #                      HOTPATH_PG_BIN (the directory of initdb, pg_ctl and postgres); the tests
 #                      make their own throwaway cluster there (as the postgres user under root).
-#   ensure_venv        the test suite's Python venv, $TOOLS/venv, with scripts/requirements-test.txt
-#                      installed (again only when that file's sha256 changed); exports
-#                      HOTPATH_PYTHON (its python).
+#   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
+#                      scripts/requirements-test.txt into it when that file's sha256 differs from
+#                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
+#                      (the tests that run the Python consumer examples read it).
 #   ensure_bench_venv  the same for scripts/compare_cryptofeed.sh: $TOOLS/venv-bench with
-#                      scripts/requirements-bench.txt (cryptofeed), kept apart so the test command
-#                      never installs it; exports HOTPATH_BENCH_PYTHON.
+#                      scripts/requirements-bench.txt (cryptofeed 2.4.1), kept apart so that the
+#                      test command never installs it; exports HOTPATH_BENCH_PYTHON.
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -135,36 +136,52 @@ ensure_kinesalite() {
   _hotpath_export_redis
 }
 
-# Makes the venv DIR if missing and installs the requirements file REQ into it when REQ's
-# sha256 differs from the one stamped in DIR/.req-sha256 (then stamps it).
-_hotpath_venv() {
-  local dir="$1" req="$2" sum
-  if [ ! -x "$dir/bin/python" ]; then
-    echo "creating the Python venv $dir" >&2
-    if ! python3 -m venv "$dir"; then
-      echo "error: python3 -m venv $dir failed (Debian: apt-get install python3-venv)" >&2
-      return 1
-    fi
-  fi
-  sum="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ "$(cat "$dir/.req-sha256" 2>/dev/null)" != "$sum" ]; then
-    echo "installing $req into $dir" >&2
-    if ! "$dir/bin/pip" install -q -r "$req"; then
-      echo "error: pip install -r $req into $dir failed" >&2
-      return 1
-    fi
-    echo "$sum" >"$dir/.req-sha256"
-  fi
-}
-
 ensure_venv() {
-  _hotpath_venv "$TOOLS/venv" "$HOTPATH_REPO/scripts/requirements-test.txt" || return 1
-  HOTPATH_PYTHON="$TOOLS/venv/bin/python"
+  local venv="$TOOLS/venv"
+  local req="$HOTPATH_REPO/scripts/requirements-test.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "creating the Python venv $venv" >&2
+    mkdir -p "$TOOLS"
+    if ! python3 -m venv "$venv"; then
+      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  local sha
+  sha="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
+    echo "installing $req into $venv" >&2
+    if ! "$venv/bin/pip" install -q -r "$req"; then
+      echo "error: pip install -r $req failed" >&2
+      return 1
+    fi
+    echo "$sha" >"$venv/.req-sha256"
+  fi
+  HOTPATH_PYTHON="$venv/bin/python"
   export HOTPATH_PYTHON
 }
 
 ensure_bench_venv() {
-  _hotpath_venv "$TOOLS/venv-bench" "$HOTPATH_REPO/scripts/requirements-bench.txt" || return 1
-  HOTPATH_BENCH_PYTHON="$TOOLS/venv-bench/bin/python"
+  local venv="$TOOLS/venv-bench"
+  local req="$HOTPATH_REPO/scripts/requirements-bench.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "creating the Python venv $venv" >&2
+    mkdir -p "$TOOLS"
+    if ! python3 -m venv "$venv"; then
+      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  local sha
+  sha="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
+    echo "installing $req into $venv" >&2
+    if ! "$venv/bin/pip" install -q -r "$req"; then
+      echo "error: pip install -r $req failed" >&2
+      return 1
+    fi
+    echo "$sha" >"$venv/.req-sha256"
+  fi
+  HOTPATH_BENCH_PYTHON="$venv/bin/python"
   export HOTPATH_BENCH_PYTHON
 }

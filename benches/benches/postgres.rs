@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hotpath::sink::postgres::copy;
 use hotpath::sink::postgres::rows::{Row, Tick};
@@ -144,7 +144,9 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let session = copy::connect(&cluster.url).await.expect("connect");
+        let session = copy::connect(&cluster.url, Duration::from_secs(60))
+            .await
+            .expect("connect");
         let today = hotpath::clock::unix_us().div_euclid(86_400_000_000);
         let partitions: Vec<String> = (today - 1..=today + 1)
             .map(|d| hotpath::sink::postgres::schema::create_partition("ticks", d))

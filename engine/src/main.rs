@@ -70,6 +70,10 @@ enum DlqCommand {
         /// holds any.
         #[arg(long)]
         redis: Option<String>,
+        /// The PostgreSQL database for PostgreSQL rows (postgres://user@host:port/db); required
+        /// when the file holds any. Rows already there are counted, not written twice.
+        #[arg(long)]
+        postgres: Option<String>,
         /// Also send Kinesis records of outcome "unknown", which may be in the stream already
         /// (consumers then see them twice and must dedupe on symbol + trade id).
         #[arg(long)]
@@ -109,8 +113,10 @@ enum Command {
         /// Endpoint, e.g. wss://stream-sbe.binance.com:9443 or ws://127.0.0.1:9443.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Stream format: sbe (Binance's SBE streams, API key needed) or json (its regular
-        /// JSON streams, no key), e.g. --format json --endpoint wss://stream.binance.com:9443.
+        /// Stream format: sbe (Binance's SBE streams, API key needed), json (its regular
+        /// JSON streams, no key), e.g. --format json --endpoint wss://stream.binance.com:9443,
+        /// or dual (SBE, moving to the JSON streams at feed.json_endpoint when SBE refuses the
+        /// key or is down).
         #[arg(long)]
         format: Option<String>,
         /// Symbols, comma-separated, upper case.
@@ -365,6 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     kinesis_endpoint,
                     region,
                     redis,
+                    postgres,
                     include_unknown,
                 },
         } => {
@@ -373,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 kinesis_endpoint,
                 region,
                 redis_url: redis,
+                postgres_url: postgres,
                 include_unknown,
             };
             let report = runtime.block_on(hotpath::sink::resend::resend_file(&file, &options))?;

@@ -112,7 +112,7 @@ pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
-pub use sinks::{Aggregate, KinesisConfig, Payload, RedisConfig};
+pub use sinks::{Aggregate, KeyLayout, KinesisConfig, Payload, RedisConfig};
 use sinks::{RawKinesis, RawRedis};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of
@@ -190,17 +190,41 @@ pub enum FeedFormat {
     /// transcoded into the SBE frame of the same event (`feed::json`), so everything
     /// downstream is the same.
     Json,
+    /// SBE as the primary feed, the JSON streams (`feed.json_endpoint`) as the fallback when
+    /// the SBE endpoint refuses the key or is down, and SBE again when it is back
+    /// (`feed::dual`). Needs the API key.
+    Dual,
 }
 
 impl FeedFormat {
-    /// Parses `"sbe"` or `"json"`; the error names `key`.
+    /// Parses `"sbe"`, `"json"` or `"dual"`; the error names `key`.
     pub fn parse(key: &str, value: &str) -> Result<FeedFormat, ConfigError> {
         match value {
             "sbe" => Ok(FeedFormat::Sbe),
             "json" => Ok(FeedFormat::Json),
+            "dual" => Ok(FeedFormat::Dual),
             other => Err(ConfigError::invalid(format!(
-                "{key} = {other:?}: expected \"sbe\" or \"json\""
+                "{key} = {other:?}: expected \"sbe\", \"json\" or \"dual\""
             ))),
+        }
+    }
+}
+
+/// The dual feed's settings (`[feed] fallback_after_failures`, `sbe_probe_s`; `feed::dual`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DualSettings {
+    /// SBE attempts failing in a row before the slot moves to JSON (a refused key moves it at
+    /// once).
+    pub fallback_after: u32,
+    /// How often a slot on JSON tries SBE again.
+    pub probe_every: Duration,
+}
+
+impl Default for DualSettings {
+    fn default() -> Self {
+        DualSettings {
+            fallback_after: 3,
+            probe_every: Duration::from_secs(60),
         }
     }
 }
@@ -213,8 +237,14 @@ pub struct RunConfig {
     /// connects to `<endpoint>/stream?streams=...` (a path is kept: `ws://host:port/json`
     /// reaches the simulator's `/json/stream?streams=...`).
     pub endpoint: String,
-    /// SBE or JSON streams (`[feed] format`).
+    /// SBE or JSON streams, or both (`[feed] format`).
     pub format: FeedFormat,
+    /// The JSON streams' base URL in dual mode (`[feed] json_endpoint`; Binance's
+    /// `wss://stream.binance.com:9443`), normalized like `endpoint`.
+    pub json_endpoint: String,
+    /// When dual mode falls back to JSON and tries SBE again (`[feed] fallback_after_failures`,
+    /// `sbe_probe_s`).
+    pub dual: DualSettings,
     /// The NAME of the environment variable holding the Ed25519 API key (A-Z, 0-9, `_`).
     pub api_key_env: String,
     /// PEM certificates trusted instead of the webpki roots, for the simulator's self-signed
@@ -265,6 +295,8 @@ impl Default for RunConfig {
         RunConfig {
             endpoint: "wss://stream-sbe.binance.com:9443".into(),
             format: FeedFormat::Sbe,
+            json_endpoint: "wss://stream.binance.com:9443".into(),
+            dual: DualSettings::default(),
             api_key_env: "BINANCE_API_KEY".into(),
             trust_cert: None,
             symbols: vec!["BTCUSDT".into()],
@@ -377,6 +409,9 @@ struct RawBinance {
 #[serde(deny_unknown_fields, default)]
 struct RawFeed {
     format: Option<String>,
+    json_endpoint: Option<String>,
+    fallback_after_failures: Option<u32>,
+    sbe_probe_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -431,9 +466,7 @@ impl RunConfig {
         let mut config = RunConfig::default();
         let binance_per_connection = raw.binance.symbols_per_connection;
         config.set_binance(raw.binance)?;
-        if let Some(format) = raw.feed.format {
-            config.format = FeedFormat::parse("feed.format", &format)?;
-        }
+        config.set_feed(raw.feed)?;
         config.readers.set(raw.readers);
         config.duration = raw.run.duration_s.map(Duration::from_secs);
         set(&mut config.summary, raw.run.summary);
@@ -681,6 +714,30 @@ impl RunConfig {
             "validated: at least one reader core"
         );
         connection % self.readers.cores.len()
+    }
+
+    fn set_feed(&mut self, raw: RawFeed) -> Result<(), ConfigError> {
+        if let Some(format) = raw.format {
+            self.format = FeedFormat::parse("feed.format", &format)?;
+        }
+        if let Some(endpoint) = raw.json_endpoint {
+            self.json_endpoint = normalize_endpoint("feed.json_endpoint", &endpoint)?;
+        }
+        if let Some(n) = raw.fallback_after_failures {
+            if n == 0 {
+                return Err(ConfigError::invalid(
+                    "feed.fallback_after_failures: must be at least 1",
+                ));
+            }
+            self.dual.fallback_after = n;
+        }
+        if let Some(s) = raw.sbe_probe_s {
+            if s == 0 {
+                return Err(ConfigError::invalid("feed.sbe_probe_s: must be at least 1"));
+            }
+            self.dual.probe_every = Duration::from_secs(s);
+        }
+        Ok(())
     }
 
     /// The URL of one connection of [`RunConfig::connection_plan`]:
@@ -1255,6 +1312,33 @@ mod tests {
         };
         config.apply(flag).expect("valid");
         assert_eq!(config.format, FeedFormat::Json);
+    }
+
+    #[test]
+    fn dual_mode_reads_its_json_endpoint_and_bounds() {
+        let dual = RunConfig::from_toml(
+            "[feed]\nformat = \"dual\"\njson_endpoint = \"ws://127.0.0.1:9/json/\"\n\
+             fallback_after_failures = 5\nsbe_probe_s = 30\n",
+        )
+        .expect("valid");
+        assert_eq!(dual.format, FeedFormat::Dual);
+        assert_eq!(dual.json_endpoint, "ws://127.0.0.1:9/json");
+        assert_eq!(dual.dual.fallback_after, 5);
+        assert_eq!(dual.dual.probe_every, Duration::from_secs(30));
+        // SBE comes first: the key is needed.
+        assert!(dual.api_key_from(|_| None).is_err());
+        let defaults = RunConfig::default();
+        assert_eq!(defaults.json_endpoint, "wss://stream.binance.com:9443");
+        assert_eq!(defaults.dual, DualSettings::default());
+        assert_names(
+            &err("[feed]\nfallback_after_failures = 0\n"),
+            "feed.fallback_after_failures",
+        );
+        assert_names(&err("[feed]\nsbe_probe_s = 0\n"), "feed.sbe_probe_s");
+        assert_names(
+            &err("[feed]\njson_endpoint = \"http://x\"\n"),
+            "feed.json_endpoint",
+        );
     }
 
     #[test]

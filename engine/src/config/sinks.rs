@@ -46,6 +46,9 @@
 //! reconnect_initial_ms = 100
 //! reconnect_max_ms = 5000
 //! connections = 2                 # pipelines in flight, one per connection; symbols sharded over them
+//! keys = "hash-tag"               # "hash-tag": trades:{BTCUSDT}; "plain": trades:BTCUSDT (the
+//!                                 # old services' names; not with cluster_urls)
+//! raw_json = false                # add `raw_json` (Binance's <s>@trade JSON) to each trade entry
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
 //! ```
 
@@ -64,6 +67,20 @@ pub enum Payload {
     Sbe,
     /// The normalized JSON object `hotpath decode` prints.
     Json,
+}
+
+/// How the Redis keys of a symbol are named (`redis.keys`); the names themselves are made in
+/// one place, `sink::redis::keys`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// `trades:{BTCUSDT}`, `ob:{BTCUSDT}`, ...: every key of a symbol in one Redis Cluster slot
+    /// (`"hash-tag"`).
+    #[default]
+    HashTag,
+    /// `trades:BTCUSDT`, `ob:BTCUSDT`, ...: the old services' names, so their consumers read
+    /// hotpath unchanged (`"plain"`). Standalone Redis only: with Redis Cluster a symbol's keys
+    /// would fall in different slots, and the atomic re-anchor's `MULTI`/`EXEC` needs one.
+    Plain,
 }
 
 /// When the Kinesis writer aggregates (`kinesis.aggregate`).
@@ -198,6 +215,11 @@ pub struct RedisConfig {
     /// `i` (in index order) always goes over connection `i % connections`, so a symbol's
     /// writes stay in order and one slow reply holds up only the symbols of its connection.
     pub connections: usize,
+    /// How the keys are named: hash-tagged (the default) or the old services' plain names.
+    pub keys: KeyLayout,
+    /// Each `trades:` entry also carries `raw_json`: the trade as Binance's `<s>@trade` JSON
+    /// event.
+    pub raw_json: bool,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
 }
@@ -219,6 +241,8 @@ impl Default for RedisConfig {
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5_000),
             connections: 2,
+            keys: KeyLayout::HashTag,
+            raw_json: false,
             idle: IdleStrategy::Backoff,
         }
     }
@@ -246,6 +270,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("reconnect_initial", &self.reconnect_initial)
             .field("reconnect_max", &self.reconnect_max)
             .field("connections", &self.connections)
+            .field("keys", &self.keys)
+            .field("raw_json", &self.raw_json)
             .finish()
     }
 }
@@ -306,6 +332,8 @@ pub(crate) struct RawRedis {
     reconnect_initial_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     connections: Option<usize>,
+    keys: Option<String>,
+    raw_json: Option<bool>,
     idle: Option<String>,
 }
 
@@ -490,6 +518,18 @@ impl RawRedis {
         set(&mut c.reconnect_initial, ms(self.reconnect_initial_ms));
         set(&mut c.reconnect_max, ms(self.reconnect_max_ms));
         set(&mut c.connections, self.connections);
+        if let Some(keys) = self.keys {
+            c.keys = match keys.as_str() {
+                "hash-tag" => KeyLayout::HashTag,
+                "plain" => KeyLayout::Plain,
+                other => {
+                    return Err(ConfigError::invalid(format!(
+                        "redis.keys = {other:?}: must be \"hash-tag\" or \"plain\""
+                    )));
+                }
+            };
+        }
+        set(&mut c.raw_json, self.raw_json);
         set(&mut c.idle, super::idle("redis.idle", self.idle)?);
         c.check()?;
         Ok(Some(c))
@@ -573,6 +613,13 @@ impl RedisConfig {
                 self.connections
             )));
         }
+        if self.keys == KeyLayout::Plain && !self.cluster_urls.is_empty() {
+            return Err(ConfigError::invalid(
+                "redis.keys = \"plain\": not with Redis Cluster (redis.cluster_urls): a \
+                 symbol's plain keys fall in different slots, and the atomic re-anchor swaps \
+                 them in one MULTI/EXEC, which needs one slot; use \"hash-tag\"",
+            ));
+        }
         Ok(())
     }
 
@@ -615,6 +662,27 @@ mod tests {
             .expect("valid")
             .expect("on");
         assert_eq!(r.consistency_check, None, "0 turns the checks off");
+    }
+
+    #[test]
+    fn key_layout_and_raw_json_are_read_and_plain_keys_refuse_a_cluster() {
+        let r = redis("enabled = true").expect("valid").expect("on");
+        assert_eq!((r.keys, r.raw_json), (KeyLayout::HashTag, false));
+        let r = redis("enabled = true\nkeys = \"plain\"\nraw_json = true")
+            .expect("valid")
+            .expect("on");
+        assert_eq!((r.keys, r.raw_json), (KeyLayout::Plain, true));
+        let r = redis("enabled = true\nkeys = \"hash-tag\"\ncluster_urls = [\"redis://a:7000\"]");
+        assert_eq!(r.expect("valid").expect("on").keys, KeyLayout::HashTag);
+        let bad = redis("enabled = true\nkeys = \"flat\"").expect_err("unknown layout");
+        assert!(bad.to_string().contains("redis.keys"), "{bad}");
+        let bad = redis("enabled = true\nkeys = \"plain\"\ncluster_urls = [\"redis://a:7000\"]")
+            .expect_err("plain keys on a cluster");
+        let text = bad.to_string();
+        assert!(
+            text.contains("redis.keys") && text.contains("cluster_urls") && text.contains("slot"),
+            "{text}"
+        );
     }
 
     #[test]

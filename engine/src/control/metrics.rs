@@ -287,7 +287,7 @@ impl RunCollector {
             ),
             events,
         )?;
-        let list: [ReaderFamily; 15] = [
+        let list: [ReaderFamily; 17] = [
             ("hotpath_frames", "Binary frames received.", |r| {
                 r.frames.get()
             }),
@@ -346,6 +346,16 @@ impl RunCollector {
                 "hotpath_connection_switches",
                 "Make-before-break connection switches.",
                 |r| r.switches.get(),
+            ),
+            (
+                "hotpath_feed_fallbacks_to_json",
+                "Dual feed: connections moved from SBE to the JSON streams.",
+                |r| r.fallbacks_to_json.get(),
+            ),
+            (
+                "hotpath_feed_returns_to_sbe",
+                "Dual feed: connections moved back from JSON to SBE.",
+                |r| r.returns_to_sbe.get(),
             ),
             (
                 "hotpath_control_errors",

@@ -362,6 +362,8 @@ pub fn stats(sources: &Sources, sampler: &Sampler, now: Instant) -> Value {
         "connects": sum(sources, |r| r.connects.get()),
         "reconnects": sum(sources, |r| r.reconnects.get()),
         "switches": sum(sources, |r| r.switches.get()),
+        "fallbacks_to_json": sum(sources, |r| r.fallbacks_to_json.get()),
+        "returns_to_sbe": sum(sources, |r| r.returns_to_sbe.get()),
         "control_errors": sum(sources, |r| r.control_errors.get()),
         "control_timeouts": sum(sources, |r| r.control_timeouts.get()),
         "pairs": crate::sync::read(&sources.pairs).len(),

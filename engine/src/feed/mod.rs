@@ -11,6 +11,7 @@
 //! stopping, the summary).
 
 pub mod announce;
+pub mod dual;
 pub mod event;
 pub mod frame_path;
 pub mod json;

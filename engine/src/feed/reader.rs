@@ -34,6 +34,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use super::slot::Command;
 
+use super::dual::{Attempt, Choice, DualSettings, Switch, Wire};
 use super::event::{Cause, FeedEvent, Notice};
 use super::frame_path::{FramePath, Held, Origin};
 use super::json::{Transcoded, Transcoder};
@@ -52,8 +53,13 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct FeedContext {
     /// `ws://` or `wss://` base; connections go to `<endpoint>/stream?streams=...`.
     pub endpoint: String,
-    /// SBE binary frames, or JSON text frames transcoded into SBE frames ([`super::json`]).
+    /// SBE binary frames, or JSON text frames transcoded into SBE frames ([`super::json`]),
+    /// or SBE with JSON as the fallback ([`super::dual`]).
     pub format: FeedFormat,
+    /// The JSON streams' base URL in dual mode.
+    pub json_endpoint: String,
+    /// When dual mode falls back and tries SBE again.
+    pub dual: DualSettings,
     /// Sent as `X-MBX-APIKEY` (SBE only); never logged.
     pub api_key: ApiKey,
     /// A TLS client configuration (a trusted simulator certificate); `None` uses webpki roots.
@@ -291,18 +297,22 @@ fn cpus_allowed() -> String {
         .unwrap_or_default()
 }
 
-/// Opens a connection carrying `streams`, with the API key header (SBE; the JSON streams get
-/// their JSON names and no key), within [`CONNECT_TIMEOUT`]. The attempt budget was taken by
-/// the slot.
-async fn open(streams: Vec<String>, ctx: Arc<FeedContext>) -> Result<Ws, String> {
-    let json = ctx.format == FeedFormat::Json;
+/// Opens a connection carrying `streams` on `wire`, with the API key header (SBE; the JSON
+/// streams get their JSON names and no key), within [`CONNECT_TIMEOUT`]. In dual mode the
+/// JSON streams are at `json_endpoint`. The attempt budget was taken by the slot.
+async fn open(streams: Vec<String>, ctx: Arc<FeedContext>, wire: Wire) -> Result<Ws, String> {
+    let json = wire == Wire::Json;
     let names: Vec<String> = match json {
         true => streams.iter().map(|s| super::json::json_name(s)).collect(),
         false => streams,
     };
+    let endpoint = match (json, ctx.format) {
+        (true, FeedFormat::Dual) => &ctx.json_endpoint,
+        _ => &ctx.endpoint,
+    };
     let url = format!(
         "{}/stream?streams={}",
-        ctx.endpoint.trim_end_matches('/'),
+        endpoint.trim_end_matches('/'),
         names.join("/")
     );
     let mut request = url
@@ -340,10 +350,11 @@ type Connecting = Pin<Box<dyn Future<Output = Result<Ws, String>>>>;
 
 type Received = Option<Result<Message, tungstenite::Error>>;
 
-/// An open connection, as the slot names it.
+/// An open connection, as the slot names it, and its wire.
 struct Socket {
     id: ConnId,
     ws: Ws,
+    wire: Wire,
 }
 
 /// Connections a slot has open at once: at most two carry data (current and replacement, or
@@ -356,9 +367,11 @@ struct Io {
     path: Rc<RefCell<FramePath>>,
     held: Held,
     sockets: [Option<Socket>; SOCKETS],
-    connecting: Option<(ConnId, Connecting)>,
+    connecting: Option<(ConnId, Wire, Connecting)>,
     /// JSON streams: the text frames' transcoder (it writes into the frame path's pool).
     json: Option<Transcoder>,
+    /// Dual mode: the slot's choice of wire.
+    choice: Option<Choice>,
 }
 
 /// A received message, as the frame path sees it.
@@ -420,9 +433,13 @@ async fn connection_task(
         sockets: [None, None, None],
         connecting: None,
         json: None,
+        choice: None,
     };
-    if io.ctx.format == FeedFormat::Json {
+    if io.ctx.format != FeedFormat::Sbe {
         io.json = Some(Transcoder::new());
+    }
+    if io.ctx.format == FeedFormat::Dual {
+        io.choice = Some(Choice::new(io.ctx.dual));
     }
     if *stop.borrow() {
         return;
@@ -441,7 +458,12 @@ async fn connection_task(
         if slot.is_stopped() {
             return;
         }
-        if let Some(deadline) = slot.deadline()
+        let probe_at = io.choice.as_ref().and_then(Choice::deadline);
+        let due = match (slot.deadline(), probe_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = due
             && armed.is_none_or(|at| deadline < at)
         {
             timer.as_mut().reset(deadline.into());
@@ -460,7 +482,7 @@ async fn connection_task(
             m = next_of(s2.as_mut()) => Event::Received(2, m),
             r = async {
                 match connecting.as_mut() {
-                    Some((_, c)) => c.await,
+                    Some((_, _, c)) => c.await,
                     None => std::future::pending().await,
                 }
             } => Event::Connected(Box::new(r)),
@@ -477,6 +499,7 @@ async fn connection_task(
                 armed = None;
                 let now = Instant::now();
                 slot.handle_timeout(now, &mut crate::sync::lock(&io.ctx.budget));
+                io.probe_sbe(&mut slot, now);
             }
         }
     }
@@ -507,15 +530,20 @@ impl Io {
         while let Some(action) = slot.poll_action() {
             match action {
                 Action::Open { conn, streams } => {
-                    let opening = open(streams, self.ctx.clone());
-                    self.connecting = Some((conn, Box::pin(opening)));
+                    let wire = match (&mut self.choice, self.ctx.format) {
+                        (Some(choice), _) => choice.wire_for_open(Instant::now()),
+                        (None, FeedFormat::Json) => Wire::Json,
+                        (None, _) => Wire::Sbe,
+                    };
+                    let opening = open(streams, self.ctx.clone(), wire);
+                    self.connecting = Some((conn, wire, Box::pin(opening)));
                 }
                 Action::Send { conn, text } => {
-                    let text = match self.ctx.format {
-                        FeedFormat::Json => super::json::json_control(&text),
-                        FeedFormat::Sbe => text,
-                    };
                     if let Some(socket) = self.socket(conn)
+                        && let text = match socket.wire {
+                            Wire::Json => super::json::json_control(&text),
+                            Wire::Sbe => text,
+                        }
                         && let Err(error) = socket.ws.send(Message::text(text)).await
                     {
                         // The socket reports the failure on its next read: the slot hears then.
@@ -529,7 +557,7 @@ impl Io {
                     }
                 }
                 Action::Close { conn } => {
-                    if self.connecting.as_ref().is_some_and(|(c, _)| *c == conn) {
+                    if self.connecting.as_ref().is_some_and(|(c, _, _)| *c == conn) {
                         self.connecting = None;
                     }
                     if let Some(at) = self.position(conn)
@@ -575,15 +603,26 @@ impl Io {
     }
 
     fn on_connected(&mut self, slot: &mut Slot, result: Result<Ws, String>) {
-        let Some((conn, _)) = self.connecting.take() else {
+        let Some((conn, wire, _)) = self.connecting.take() else {
             return;
         };
         let now = Instant::now();
+        let attempt = match &result {
+            Ok(_) => Attempt::Opened,
+            Err(error) => Attempt::of_error(error),
+        };
+        if let Some(switch) = self
+            .choice
+            .as_mut()
+            .and_then(|c| c.on_attempt(wire, attempt, now))
+        {
+            self.on_switch(switch, result.as_ref().err());
+        }
         match result {
             Ok(ws) => match self.sockets.iter().position(Option::is_none) {
                 Some(free) => {
-                    tracing::info!(conn = ?conn, "connected");
-                    self.sockets[free] = Some(Socket { id: conn, ws });
+                    tracing::info!(conn = ?conn, ?wire, "connected");
+                    self.sockets[free] = Some(Socket { id: conn, ws, wire });
                     slot.handle(Input::Opened(conn), now);
                 }
                 None => {
@@ -596,6 +635,34 @@ impl Io {
                 tracing::warn!(conn = ?conn, %error, "connection failed");
                 slot.handle(Input::Failed(conn), now);
             }
+        }
+    }
+
+    /// Dual mode: the slot moved to JSON or back to SBE (cold: once per switch).
+    #[cold]
+    fn on_switch(&mut self, switch: Switch, error: Option<&String>) {
+        let stats = self.path.borrow().stats().clone();
+        match switch {
+            Switch::ToJson => {
+                stats.fallbacks_to_json.bump();
+                let error = error.map_or("", String::as_str);
+                tracing::warn!(%error, endpoint = %self.ctx.json_endpoint, "SBE refused or down: this connection moves to the JSON streams");
+            }
+            Switch::ToSbe => {
+                stats.returns_to_sbe.bump();
+                tracing::info!("SBE is back: this connection returns to it, make-before-break");
+            }
+        }
+    }
+
+    /// Dual mode, on JSON: when a probe of SBE is due and the slot carries its streams on one
+    /// connection, asks the slot for a make-before-break replacement, opened as SBE.
+    fn probe_sbe(&mut self, slot: &mut Slot, now: Instant) {
+        if let Some(choice) = self.choice.as_mut()
+            && choice.probe_due(now)
+        {
+            choice.ask_probe();
+            slot.handle(Input::Replace, now);
         }
     }
 

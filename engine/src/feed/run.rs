@@ -125,6 +125,8 @@ pub fn start_with(
         clock: Some(clock.clone()),
         endpoint: config.endpoint.clone(),
         format: config.format,
+        json_endpoint: config.json_endpoint.clone(),
+        dual: config.dual,
         api_key,
         tls,
         symbols: config.symbols.clone(),
@@ -544,6 +546,10 @@ pub struct Summary {
     pub reconnects: u64,
     /// Make-before-break switches.
     pub switches: u64,
+    /// Dual mode: connections moved to the JSON streams.
+    pub fallbacks_to_json: u64,
+    /// Dual mode: connections moved back to SBE.
+    pub returns_to_sbe: u64,
     /// SUBSCRIBE/UNSUBSCRIBE requests Binance refused (error reply); each was retried.
     pub control_errors: u64,
     /// SUBSCRIBE/UNSUBSCRIBE requests left without a reply in time; each was retried.
@@ -593,6 +599,8 @@ impl Summary {
             connects: sum(&|s| s.connects.get()),
             reconnects: sum(&|s| s.reconnects.get()),
             switches: sum(&|s| s.switches.get()),
+            fallbacks_to_json: sum(&|s| s.fallbacks_to_json.get()),
+            returns_to_sbe: sum(&|s| s.returns_to_sbe.get()),
             control_errors: sum(&|s| s.control_errors.get()),
             control_timeouts: sum(&|s| s.control_timeouts.get()),
             latency_ns: [

@@ -93,6 +93,8 @@ pub enum Input<'a> {
     Closed(ConnId),
     /// A change of the slot's streams.
     Command(Command),
+    /// Replace the current connection, make-before-break (dual mode's probe of SBE).
+    Replace,
     /// The feed stops.
     Stop,
 }
@@ -391,6 +393,7 @@ impl Slot {
             Input::Ping(conn) => self.actions.push_back(Action::Pong { conn }),
             Input::Closed(conn) => self.on_closed(conn, now),
             Input::Command(command) => self.on_command(command, now),
+            Input::Replace => self.on_replace_asked(now),
             Input::Stop => self.stop(),
         }
         self.refresh();
@@ -735,6 +738,15 @@ impl Slot {
             );
             let delay = self.pause(delivered);
             self.schedule_open(now + delay);
+        }
+    }
+
+    /// The shell asks for the current connection to be replaced: as if its server announced
+    /// a shutdown (a replacement opens now, the switch is make-before-break).
+    fn on_replace_asked(&mut self, now: Instant) {
+        if let Some(current) = self.current.as_ref().map(|c| c.id) {
+            tracing::info!(conn = current.0, "replacing the connection on request");
+            self.on_shutdown(current, now);
         }
     }
 

@@ -49,6 +49,10 @@ pub struct ReaderStats {
     pub reconnects: OwnedCounter,
     /// Make-before-break switches.
     pub switches: OwnedCounter,
+    /// Dual mode: connections moved from SBE to the JSON streams (key refused or SBE down).
+    pub fallbacks_to_json: OwnedCounter,
+    /// Dual mode: connections moved back from JSON to SBE.
+    pub returns_to_sbe: OwnedCounter,
     /// Text frames (JSON control and events).
     pub text_frames: OwnedCounter,
     /// JSON market-data frames that did not parse or convert (`feed.format = "json"`),

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -152,7 +152,16 @@ pub struct Shared {
     next_faults: Mutex<Option<Faults>>,
     limiters: Mutex<HashMap<IpAddr, WeightLimiter>>,
     rest_rng: Mutex<Rng>,
+    /// The SBE streams' state (`/admin/sbe`): [`SBE_UP`], [`SBE_DOWN`] or [`SBE_REFUSE`].
+    pub sbe_state: AtomicU8,
 }
+
+/// SBE streams served (the default).
+pub const SBE_UP: u8 = 0;
+/// SBE streams down: upgrades answered 503 and open SBE connections dropped; JSON stays up.
+pub const SBE_DOWN: u8 = 1;
+/// The API key refused: SBE upgrades answered 401 (Binance's -2015); open ones dropped.
+pub const SBE_REFUSE: u8 = 2;
 
 /// Frames the `drop_trades_pct` and `drop_depth_pct` faults dropped (what a test injected).
 #[derive(Debug, Default)]
@@ -225,6 +234,7 @@ pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
         events,
         shutdown: shutdown_rx,
         next_conn_id: AtomicU64::new(1),
+        sbe_state: AtomicU8::new(SBE_UP),
         dropped_frames: DroppedFrames::default(),
         connections: Mutex::new(BTreeMap::new()),
         default_faults: Mutex::new(config.faults.clone()),
@@ -389,6 +399,7 @@ async fn route(request: rest::Request<'_>, peer: SocketAddr, shared: &Shared) ->
         "/admin/faults" => set_faults(query, shared),
         "/admin/rate" => set_rate(query, shared),
         "/admin/listing" => set_listing(query, shared),
+        "/admin/sbe" => set_sbe(query, shared),
         _ => {
             let is_api = request.path.starts_with("/api/");
             let faults = lock(&shared.default_faults).clone();
@@ -551,6 +562,24 @@ fn set_rate(query: &str, shared: &Shared) -> rest::Response {
     }
 }
 
+/// `/admin/sbe?state=up|down|refuse`: the SBE streams served, down (HTTP 503), or refusing the
+/// key (HTTP 401); `down` and `refuse` also drop the open SBE connections. JSON is untouched.
+fn set_sbe(query: &str, shared: &Shared) -> rest::Response {
+    let state = match rest::query_value(query, "state").as_deref() {
+        Some("up") => SBE_UP,
+        Some("down") => SBE_DOWN,
+        Some("refuse") => SBE_REFUSE,
+        _ => {
+            return json_response(
+                400,
+                r#"{"code":-1,"msg":"state must be up, down or refuse"}"#.into(),
+            );
+        }
+    };
+    shared.sbe_state.store(state, Ordering::Relaxed);
+    json_response(200, format!(r#"{{"sbeState":{state}}}"#))
+}
+
 /// `/admin/listing?symbol=S[&status=..][&quoteVolume=..]`: what REST reports of a symbol.
 fn set_listing(query: &str, shared: &Shared) -> rest::Response {
     let symbol = rest::query_value(query, "symbol").unwrap_or_default();
@@ -604,6 +633,23 @@ fn upgrade(
 ) -> Response<Body> {
     let uri = request.uri();
     let (path, query) = (uri.path(), uri.query().unwrap_or(""));
+    if !path.starts_with("/json") {
+        let refused = match shared.sbe_state.load(Ordering::Relaxed) {
+            SBE_DOWN => Some((503, -1, "SBE streams are down")),
+            SBE_REFUSE => Some((
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            )),
+            _ => None,
+        };
+        if let Some((status, code, msg)) = refused {
+            let body = serde_json::json!({"code": code, "msg": msg}).to_string();
+            let mut response = json_response(status, body);
+            response.headers.push(("Connection".into(), "close".into()));
+            return into_hyper(response);
+        }
+    }
     let api_key = request
         .headers()
         .get(API_KEY_HEADER)

@@ -393,6 +393,9 @@ where
         counter.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
+    if format == Format::Sbe && shared.sbe_state.load(Ordering::Relaxed) != super::server::SBE_UP {
+        return Err(End::AbruptClose);
+    }
     let sent = control.frames_sent.fetch_add(1, Ordering::Relaxed) + 1;
     if f.close_after_frames > 0 && sent > f.close_after_frames {
         return Err(End::AbruptClose);

@@ -32,7 +32,7 @@
 //! | `stream` | string | Kinesis: the stream the record was for |
 //! | `partition_key` | string | Kinesis: the record's partition key |
 //! | `data` | string | Kinesis: the record's data bytes in standard base64 (RFC 4648 section 4: `A-Z a-z 0-9 + /`) with `=` padding; `""` for empty data |
-//! | `key` | string | Redis: the stream key, `trades:{SYMBOL}` |
+//! | `key` | string | Redis: the stream key, `trades:{SYMBOL}` (`trades:SYMBOL` with `redis.keys = "plain"`) |
 //! | `id` | string | Redis: the entry id, `<trade time ms>-<trade id>` |
 //! | `fields` | array | Redis: the entry's fields in order, each a `[name, value]` array of two strings (the `XADD` field list) |
 //! | `table` | string | PostgreSQL: the table, `ticks` or `books` |
@@ -112,7 +112,7 @@ pub enum Target {
     },
     /// A Redis stream entry (a trade).
     Redis {
-        /// The stream key, `trades:{SYMBOL}`.
+        /// The stream key, `trades:{SYMBOL}` (`trades:SYMBOL` with plain keys).
         key: String,
         /// The entry id, `<trade time ms>-<trade id>`.
         id: String,

@@ -14,6 +14,10 @@
 //!   `already_there`, not sent twice); absent means the stream already holds newer entries and
 //!   a Redis stream only appends, so it cannot be placed (it fails, with that reason).
 //!
+//! - **PostgreSQL rows** are always sent (`--postgres URL`): each goes back into its table with
+//!   `ON CONFLICT DO NOTHING` on the table's unique key, so a row that did land is counted in
+//!   `already_there`, never written twice ([`super::postgres::resend`]).
+//!
 //! Records that still fail are written to `FILE.failed` (same format), so nothing is lost. The
 //! input file is never changed. `FILE.unknown` and `FILE.failed` are written afresh by each run
 //! (a temporary file renamed over them, never appended to an earlier run's): they hold what this
@@ -41,6 +45,8 @@ pub struct ResendOptions {
     pub region: Option<String>,
     /// The Redis server for Redis records (`redis://host:port/db`).
     pub redis_url: Option<String>,
+    /// The PostgreSQL database for PostgreSQL rows (`postgres://...`).
+    pub postgres_url: Option<String>,
     /// Also send Kinesis records of outcome `unknown`.
     pub include_unknown: bool,
 }
@@ -74,26 +80,17 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
         torn_tail: letters.torn_tail,
         ..ResendReport::default()
     };
-    let postgres = letters
+    let (postgres, others): (Vec<DeadRecord>, Vec<DeadRecord>) = letters
         .records
-        .iter()
-        .filter(|r| matches!(r.target, Target::Postgres { .. }))
-        .count();
-    if postgres > 0 {
-        anyhow::bail!(
-            "{}: {postgres} PostgreSQL rows: `hotpath dlq resend` does not send PostgreSQL rows \
-             yet; insert their `row` values with INSERT ... ON CONFLICT DO NOTHING",
-            path.display()
-        );
-    }
-    let (redis, kinesis): (Vec<DeadRecord>, Vec<DeadRecord>) = letters
-        .records
+        .into_iter()
+        .partition(|r| matches!(r.target, Target::Postgres { .. }));
+    let (redis, kinesis): (Vec<DeadRecord>, Vec<DeadRecord>) = others
         .into_iter()
         .partition(|r| matches!(r.target, Target::Redis { .. }));
     let (kinesis, unknown): (Vec<DeadRecord>, Vec<DeadRecord>) = kinesis
         .into_iter()
         .partition(|r| options.include_unknown || r.outcome == Outcome::Failed);
-    let checked = check_arguments(path, options, redis.len())?;
+    let checked = check_arguments(path, options, redis.len(), postgres.len())?;
     let mut failed = Vec::new();
     if !kinesis.is_empty() {
         crate::tls::install_default_provider();
@@ -104,6 +101,12 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
     }
     if let Some(url) = checked.redis_url {
         let outcome = super::redis::resend::resend(&url, redis, ATTEMPTS_MAX).await?;
+        report.sent += outcome.added;
+        report.already_there += outcome.already_there;
+        failed.extend(outcome.failed);
+    }
+    if let Some(url) = checked.postgres_url {
+        let outcome = super::postgres::resend::resend(&url, postgres, ATTEMPTS_MAX).await;
         report.sent += outcome.added;
         report.already_there += outcome.already_there;
         failed.extend(outcome.failed);
@@ -119,15 +122,17 @@ pub async fn resend_file(path: &Path, options: &ResendOptions) -> anyhow::Result
 struct Checked {
     kinesis: KinesisConfig,
     redis_url: Option<String>,
+    postgres_url: Option<String>,
 }
 
-/// Checks every argument before anything is sent: the Kinesis settings, the `--redis` URL (it
-/// must parse, whether or not the file holds Redis records), and that one is given when the
-/// file holds `redis_records`.
+/// Checks every argument before anything is sent: the Kinesis settings, the `--redis` and
+/// `--postgres` URLs (each must parse, whether or not the file holds such records), and that
+/// each is given when the file holds `redis_records` or `postgres_rows`.
 fn check_arguments(
     path: &Path,
     options: &ResendOptions,
     redis_records: usize,
+    postgres_rows: usize,
 ) -> anyhow::Result<Checked> {
     let kinesis = KinesisConfig {
         endpoint_url: options.kinesis_endpoint.clone(),
@@ -143,9 +148,20 @@ fn check_arguments(
             path.display(),
         );
     }
+    if let Some(url) = &options.postgres_url {
+        url.parse::<tokio_postgres::Config>()
+            .map_err(|e| anyhow::anyhow!("--postgres {}: {e}", crate::config::redact_url(url)))?;
+    } else if postgres_rows > 0 {
+        anyhow::bail!(
+            "{}: the file holds {postgres_rows} PostgreSQL rows: give the database with \
+             --postgres URL",
+            path.display(),
+        );
+    }
     Ok(Checked {
         kinesis,
         redis_url: options.redis_url.clone(),
+        postgres_url: options.postgres_url.clone(),
     })
 }
 

@@ -571,3 +571,34 @@ fn json_frames_are_built_in_the_pool_and_queued_without_a_copy() {
         assert_eq!(allocated, 0, "copy_frames = {copy_frames}");
     }
 }
+
+/// A `trades:` entry's fields, `raw_json` included (the trade rendered as Binance's
+/// `<s>@trade` JSON), are written into one reused scratch string: no allocation per trade.
+#[test]
+fn trade_entry_fields_with_raw_json_allocate_nothing_per_trade() {
+    use hotpath::config::KeyLayout;
+    use hotpath::sink::redis::ob::BookSettings;
+    use hotpath::sink::redis::state::SymbolState;
+
+    let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000))
+        .with_format(KeyLayout::Plain, true);
+    for frame in trade_frames(1..201) {
+        let Ok(Message::TradesStreamEvent(m)) = sbe::decode(&frame) else {
+            panic!("a trades frame");
+        };
+        state.on_trades(&m, i64::MIN, 0, 1000);
+    }
+    assert_eq!(state.pending.len(), 200);
+    let mut text = String::with_capacity(512);
+    let (mut bytes, mut raw) = (0usize, 0usize);
+    let before = allocations();
+    for t in &state.pending {
+        state.fields(t, &mut text, |name, value| {
+            bytes += name.len() + value.len();
+            raw += usize::from(name == "raw_json");
+        });
+    }
+    assert_eq!(allocations() - before, 0, "no allocation for 200 entries");
+    assert_eq!(raw, 200, "every entry carries raw_json");
+    assert!(bytes > 200 * 100);
+}

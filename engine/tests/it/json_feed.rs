@@ -36,7 +36,7 @@ fn run_until_written(
     // JSON needs no key: none is read or sent (the simulator refuses SBE without one).
     let api_key = match config.format {
         FeedFormat::Json => config.api_key().expect("no key needed"),
-        FeedFormat::Sbe => key(config),
+        FeedFormat::Sbe | FeedFormat::Dual => key(config),
     };
     run::run_with(
         config,

@@ -206,6 +206,61 @@ fn a_connection_that_stops_answering_is_replaced() {
     }
 }
 
+/// A transaction the writer gave up on while its connection stays open (a lost network path:
+/// the server sees no close) must not hold its row locks for ever: the session's
+/// `idle_in_transaction_session_timeout` makes the server abort it, and the row it had inserted
+/// can then be written by the batch sent again on a new connection.
+#[test]
+fn an_abandoned_transaction_is_aborted_and_releases_its_locks() {
+    use hotpath::sink::postgres::{copy, schema};
+    let server = PgServer::start();
+    let runtime = crate::sinks::runtime();
+    runtime.block_on(async {
+        let request_timeout = Duration::from_millis(250);
+        let abandoned = copy::connect(&server.url(), copy::idle_abort(request_timeout))
+            .await
+            .expect("the writer's session");
+        let now_us = hotpath::clock::unix_us();
+        let day = schema::day_of_us(now_us);
+        let tick = format!(
+            "INSERT INTO ticks (exchange, symbol, trade_id, price, qty, side, ts, event_time) \
+             VALUES ('binance', 'BTCUSDT', 7, 1.5, 2, 'buy', to_timestamp({now_us} / 1e6), \
+             to_timestamp({now_us} / 1e6)) ON CONFLICT DO NOTHING"
+        );
+        let client = &abandoned.client;
+        client
+            .batch_execute(&schema::create_partition("ticks", day))
+            .await
+            .expect("today's partition");
+        client
+            .batch_execute(&format!("BEGIN; {tick}"))
+            .await
+            .expect("the abandoned batch's first statement");
+        // The batch sent again, on another connection: it waits on the abandoned row's lock
+        // until the server aborts the abandoned transaction, then inserts the row itself.
+        let (retry, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+            .await
+            .expect("a second connection");
+        tokio::spawn(connection);
+        retry
+            .batch_execute("SET statement_timeout = 60000")
+            .await
+            .expect("a statement timeout");
+        let inserted = retry
+            .execute(tick.as_str(), &[])
+            .await
+            .expect("the lock is released before the statement timeout");
+        assert_eq!(inserted, 1, "the abandoned insert was rolled back");
+        let after = client.batch_execute("SELECT 1").await;
+        assert!(after.is_err(), "the server ended the abandoned session");
+    });
+    let log = server.log();
+    assert!(
+        log.contains("idle-in-transaction timeout"),
+        "the server says why it ended the session:\n{log}"
+    );
+}
+
 #[test]
 fn books_match_the_exchange_and_seed_queries_answer() {
     let sim = sim();
@@ -225,7 +280,10 @@ fn books_match_the_exchange_and_seed_queries_answer() {
     // Migrations apply again without effect.
     let runtime = crate::sinks::runtime();
     runtime
-        .block_on(hotpath::sink::postgres::copy::connect(&server.url()))
+        .block_on(hotpath::sink::postgres::copy::connect(
+            &server.url(),
+            Duration::from_secs(60),
+        ))
         .expect("a second connection migrates cleanly");
     let applied = server.query("SELECT name FROM hotpath_migrations");
     assert_eq!(
@@ -385,4 +443,54 @@ fn a_database_that_never_answers_costs_no_trade_and_never_blocks_the_readers() {
         let got = ids.get(symbol).map_or(&[][..], Vec::as_slice);
         assert_exactly_once(&sim, symbol, got, "postgres dead letters");
     }
+    resend_puts_every_row_in_once(&dead_path, &ids, letters.records.len());
+}
+
+/// `hotpath dlq resend --postgres URL` of a dead-letter file, twice, into a database that is
+/// up: the first run writes every row, the second finds them all there; `ticks` holds exactly
+/// the dead-lettered trades, once each, with their exact prices.
+fn resend_puts_every_row_in_once(
+    dead_path: &std::path::Path,
+    ids: &BTreeMap<String, Vec<i64>>,
+    rows: usize,
+) {
+    use hotpath::sink::resend::{ResendOptions, resend_file};
+    let server = PgServer::start();
+    let options = ResendOptions {
+        postgres_url: Some(server.url()),
+        ..ResendOptions::default()
+    };
+    let runtime = crate::sinks::runtime();
+    let missing = runtime.block_on(resend_file(dead_path, &ResendOptions::default()));
+    let refused = missing.expect_err("PostgreSQL rows need --postgres");
+    assert!(refused.to_string().contains("--postgres"), "{refused}");
+    let first = runtime
+        .block_on(resend_file(dead_path, &options))
+        .expect("the resend runs");
+    assert_eq!(
+        (first.sent, first.already_there, first.failed),
+        (rows, 0, 0)
+    );
+    let second = runtime
+        .block_on(resend_file(dead_path, &options))
+        .expect("the resend runs again");
+    assert_eq!((second.sent, second.already_there), (0, rows), "{second:?}");
+    let (landed, _) = ticks(&server);
+    assert_eq!(
+        &landed, ids,
+        "ticks holds the dead-lettered trades, once each"
+    );
+    let books = server.query("SELECT count(*) FROM books")[0][0].clone();
+    let tick_rows: usize = ids.values().map(Vec::len).sum();
+    assert_eq!(books, Some((rows - tick_rows).to_string()));
+    let text = server.query("SELECT price::text, qty::text FROM ticks LIMIT 1");
+    let letters = hotpath::sink::dlq::read(dead_path).expect("the dead-letter file");
+    let in_file = letters.records.iter().any(|r| {
+        let hotpath::sink::dlq::Target::Postgres { row, .. } = &r.target else {
+            return false;
+        };
+        let field = |name: &str| row.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        field("price") == text[0][0] && field("qty") == text[0][1]
+    });
+    assert!(in_file, "exact NUMERIC text round-trips: {text:?}");
 }

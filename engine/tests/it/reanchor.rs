@@ -1,7 +1,11 @@
 //! The atomic re-anchor procedure against a real redis-server, standalone and as a one-node
 //! cluster: the new state replaces the old whole, no temporary key or lock is left, a held
-//! lock refuses a second re-anchor, and a refused build leaves the live keys untouched.
+//! lock refuses a second re-anchor, and a refused build leaves the live keys untouched. With
+//! `redis.keys = "plain"` (the old services' names) the same procedure on a standalone Redis;
+//! on a cluster plain keys fall in different slots and the swap is refused, which is why the
+//! configuration refuses plain keys with `cluster_urls`.
 
+use hotpath::config::KeyLayout;
 use hotpath::sink::redis::reanchor::{self, NewState, TempKeys};
 use hotpath::sink::redis::state::Keys;
 use redis::Value;
@@ -25,9 +29,9 @@ fn exists(con: &mut redis::Connection, key: &str) -> bool {
         == 1
 }
 
-fn run_procedure(con: &mut redis::Connection, symbol: &str) {
-    let live = Keys::of(symbol);
-    let temp = TempKeys::of(symbol);
+fn run_procedure(con: &mut redis::Connection, layout: KeyLayout, symbol: &str) {
+    let live = Keys::with(layout, symbol);
+    let temp = TempKeys::with(layout, symbol);
     // The old state, with a field the new one no longer has.
     redis::pipe()
         .hset_multiple(&live.ob, &[("update_id", "1"), ("old_field", "x")])
@@ -65,7 +69,42 @@ fn the_swap_replaces_the_state_whole_and_leaves_nothing_behind() {
         .expect("url")
         .get_connection()
         .expect("connection");
-    run_procedure(&mut con, "BTCUSDT");
+    run_procedure(&mut con, KeyLayout::HashTag, "BTCUSDT");
+}
+
+#[test]
+fn plain_keys_swap_the_same_way_on_a_standalone_redis() {
+    let server = RedisServer::start();
+    let mut con = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("connection");
+    run_procedure(&mut con, KeyLayout::Plain, "BTCUSDT");
+    assert!(exists(&mut con, "ob:BTCUSDT") && exists(&mut con, "tr:BTCUSDT:5s"));
+}
+
+#[test]
+fn plain_keys_cannot_swap_on_a_cluster() {
+    let server = RedisServer::start_cluster_single_node();
+    let mut con = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("connection");
+    let live = Keys::with(KeyLayout::Plain, "BTCUSDT");
+    let temp = TempKeys::with(KeyLayout::Plain, "BTCUSDT");
+    // Even with every slot on one node, a transaction over keys of several slots is refused.
+    let replies: Result<Vec<Value>, _> =
+        reanchor::build_and_swap(&live, &temp, &state(42), "me").query(&mut con);
+    assert!(
+        !replies.as_deref().is_ok_and(reanchor::swapped),
+        "{replies:?}"
+    );
+    let why = format!("{replies:?}");
+    assert!(
+        why.to_lowercase().contains("crossslot"),
+        "the RENAMEs are refused for their slots: {why}"
+    );
+    assert!(!exists(&mut con, &live.ob), "nothing swapped in");
 }
 
 #[test]
@@ -75,7 +114,7 @@ fn the_swap_works_on_a_redis_cluster() {
         .expect("url")
         .get_connection()
         .expect("connection");
-    run_procedure(&mut con, "ETHUSDT");
+    run_procedure(&mut con, KeyLayout::HashTag, "ETHUSDT");
 }
 
 #[test]

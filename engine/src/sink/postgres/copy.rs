@@ -5,6 +5,7 @@
 //! land. Also the per-connection setup: migrations, staging tables, retention.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -25,8 +26,10 @@ CREATE TEMP TABLE IF NOT EXISTS books_stage (
     bid_prices numeric[], bid_qtys numeric[], ask_prices numeric[], ask_qtys numeric[])
     ON COMMIT DELETE ROWS;";
 
-const TICK_COLUMNS: &str = "exchange, symbol, trade_id, price, qty, side, ts, event_time";
-const BOOK_COLUMNS: &str = "venue, symbol, update_id, ts, best_bid, best_bid_qty, best_ask, \
+/// The columns the writer fills in `ticks`, in staging order.
+pub const TICK_COLUMNS: &str = "exchange, symbol, trade_id, price, qty, side, ts, event_time";
+/// The columns the writer fills in `books`, in staging order.
+pub const BOOK_COLUMNS: &str = "venue, symbol, update_id, ts, best_bid, best_bid_qty, best_ask, \
                             best_ask_qty, spread_bps, bid_prices, bid_qtys, ask_prices, ask_qtys";
 
 /// A connection ready for batches.
@@ -38,19 +41,39 @@ pub struct Session {
 }
 
 /// Connects, applies the migrations and makes the staging tables.
-pub async fn connect(url: &str) -> Result<Session, tokio_postgres::Error> {
+///
+/// The session's `idle_in_transaction_session_timeout` is `idle_abort`: a transaction left
+/// open between two statements that long is aborted by the server. The writer gives up on a
+/// batch after `postgres.request_timeout_ms` and drops its connection; over a lost network
+/// path the server does not see that drop (no FIN arrives), and without this the abandoned
+/// transaction would hold the row locks of the very batch the writer sends again.
+pub async fn connect(url: &str, idle_abort: Duration) -> Result<Session, tokio_postgres::Error> {
     let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("postgres: connection ended: {e}");
         }
     });
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            idle_abort.as_millis().max(1)
+        ))
+        .await?;
     let layout = schema::migrate(&mut client).await?;
     client.batch_execute(STAGING).await?;
     Ok(Session {
         client: Arc::new(client),
         layout,
     })
+}
+
+/// The `idle_in_transaction_session_timeout` of a writer whose requests time out after
+/// `request_timeout`: twice that. Between two statements of a live batch the writer waits on
+/// nothing but itself, so only a transaction the writer has given up on (after
+/// `request_timeout`) stays idle that long.
+pub fn idle_abort(request_timeout: Duration) -> Duration {
+    request_timeout.saturating_mul(2)
 }
 
 /// How far a failed batch got.

@@ -5,6 +5,7 @@
 //! `engine/migrations/postgres/`, applied at start ([`schema`]).
 
 pub mod copy;
+pub mod resend;
 pub mod rows;
 pub mod schema;
 pub mod types;

@@ -193,6 +193,23 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The UTC day of an ISO-8601 date or time (`2026-11-30`, `2026-11-30T10:00:00.000000Z`, as
+/// the writer's dead letters hold it): its first ten characters, checked.
+pub fn day_of_text(text: &str) -> Option<i64> {
+    let date = text.get(..10)?.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        let part = date.get(r)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| std::str::from_utf8(part).ok()?.parse::<i64>().ok())?
+    };
+    if date[4] != b'-' || date[7] != b'-' {
+        return None;
+    }
+    let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+}
+
 /// The UTC day of Unix microseconds.
 pub fn day_of_us(us: i64) -> i64 {
     us.div_euclid(86_400_000_000)
@@ -221,6 +238,23 @@ mod tests {
         assert!(!applies("001_tables.plain.sql", Layout::Timescale));
         assert!(applies("001_tables.timescale.sql", Layout::Timescale));
         assert!(applies("002_x.sql", Layout::Plain));
+    }
+
+    #[test]
+    fn days_of_text() {
+        let day = day_of_us(1_796_083_200_000_000); // 2026-12-01T00:00:00Z
+        assert_eq!(day_of_text("2026-12-01T00:00:00.000000Z"), Some(day));
+        assert_eq!(day_of_text("2026-11-30"), Some(day - 1));
+        for bad in [
+            "",
+            "2026-11",
+            "2026/11/30",
+            "2026-13-01",
+            "20x6-11-30",
+            "yesterday!!",
+        ] {
+            assert_eq!(day_of_text(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -419,7 +419,7 @@ impl Writer {
             let url = self.config.url.clone();
             let retention = self.config.retention_days;
             return Some(Box::pin(async move {
-                match tokio::time::timeout(timeout, connect(&url, retention)).await {
+                match tokio::time::timeout(timeout, connect(&url, retention, timeout)).await {
                     Ok(connected) => Done::Connected(connected),
                     Err(_) => Done::Connected(Err(format!(
                         "no answer within postgres.request_timeout_ms ({} ms)",
@@ -638,8 +638,12 @@ impl Writer {
 }
 
 /// Connects, migrates, makes the staging tables and applies the retention.
-async fn connect(url: &str, retention: Option<u32>) -> Result<Session, String> {
-    let session = copy::connect(url)
+async fn connect(
+    url: &str,
+    retention: Option<u32>,
+    request_timeout: Duration,
+) -> Result<Session, String> {
+    let session = copy::connect(url, copy::idle_abort(request_timeout))
         .await
         .map_err(|e| crate::config::redact_urls(&copy::error_text(&e)))?;
     if let Some(days) = retention {

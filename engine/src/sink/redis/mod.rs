@@ -2,6 +2,7 @@
 //! and features, per symbol under one hash tag, written in coalesced pipelines. The keys and
 //! fields are listed in [`state`].
 
+pub mod keys;
 pub mod ob;
 pub mod reanchor;
 pub mod resend;

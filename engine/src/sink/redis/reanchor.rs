@@ -17,49 +17,21 @@
 //!    expired and was taken by another process is left alone).
 //!
 //! Steps 2 to 4 go in one pipeline after the lock is granted. On failure, [`cleanup`] deletes
-//! the temporary keys and releases the lock. All keys share the hash tag `{S}`, so the whole
-//! procedure runs on one node of a Redis Cluster.
+//! the temporary keys and releases the lock. With `redis.keys = "hash-tag"` all keys share the
+//! hash tag `{S}`, so the whole procedure runs on one node of a Redis Cluster. With `"plain"`
+//! (the old services' names, `ob:S`, `ob:new:S`, ..., see [`super::keys`]) the keys fall in
+//! different cluster slots, so plain keys are refused with `redis.cluster_urls`; on a
+//! standalone Redis, `MULTI`/`EXEC` is atomic whatever the key names, and the procedure is the
+//! same, step for step.
 
-use super::state::Keys;
+use super::keys::Keys;
+pub use super::keys::TempKeys;
 
 /// Seconds a re-anchor lock lives if its holder never releases it.
 pub const LOCK_TTL_S: u64 = 30;
 
 /// Releases a lock only when it still holds the caller's token.
 const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
-/// The lock and temporary keys of one symbol, beside its live [`Keys`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TempKeys {
-    /// `reanchor:{S}`.
-    pub lock: String,
-    /// `ob:new:{S}`.
-    pub ob: String,
-    /// `tr:new:{S}:1s`.
-    pub tr_1s: String,
-    /// `tr:new:{S}:5s`.
-    pub tr_5s: String,
-    /// `feat:new:{S}`.
-    pub feat: String,
-}
-
-impl TempKeys {
-    /// The temporary keys of `symbol`, in its hash slot.
-    pub fn of(symbol: &str) -> TempKeys {
-        TempKeys {
-            lock: format!("reanchor:{{{symbol}}}"),
-            ob: format!("ob:new:{{{symbol}}}"),
-            tr_1s: format!("tr:new:{{{symbol}}}:1s"),
-            tr_5s: format!("tr:new:{{{symbol}}}:5s"),
-            feat: format!("feat:new:{{{symbol}}}"),
-        }
-    }
-
-    /// The temporary keys (not the lock).
-    fn temporaries(&self) -> [&str; 4] {
-        [&self.ob, &self.tr_1s, &self.tr_5s, &self.feat]
-    }
-}
 
 /// The fields of each key of the new state, every list non-empty (a `RENAME` of a key that
 /// was never written would fail inside `EXEC`).
@@ -166,15 +138,22 @@ pub fn cleanup(temp: &TempKeys, token: &str) -> redis::Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeyLayout;
 
     #[test]
-    fn temporary_keys_share_the_symbols_hash_slot() {
-        let temp = TempKeys::of("BTCUSDT");
-        for key in [&temp.lock, &temp.ob, &temp.tr_1s, &temp.tr_5s, &temp.feat] {
-            assert!(key.contains("{BTCUSDT}"), "{key}");
+    fn temporary_keys_are_not_the_live_keys_in_either_layout() {
+        for layout in [KeyLayout::HashTag, KeyLayout::Plain] {
+            let temp = TempKeys::with(layout, "BTCUSDT");
+            let live = Keys::with(layout, "BTCUSDT");
+            for (t, l) in [
+                (&temp.ob, &live.ob),
+                (&temp.tr_1s, &live.tr_1s),
+                (&temp.tr_5s, &live.tr_5s),
+                (&temp.feat, &live.feat),
+            ] {
+                assert_ne!(t, l);
+            }
         }
-        let live = Keys::of("BTCUSDT");
-        assert_ne!(temp.ob, live.ob);
     }
 
     #[test]

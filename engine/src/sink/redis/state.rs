@@ -5,13 +5,16 @@
 //! commands to a pipeline (a book is written once per batch, not once per diff).
 //!
 //! # Keys (all of one symbol share the hash tag `{SYMBOL}`, so they live in one cluster slot)
+//! With `redis.keys = "plain"` the same keys without the braces (`trades:BTCUSDT`, the old
+//! services' names); every name is made in [`super::keys`].
 //! - `trades:{BTCUSDT}` — Stream, one entry per trade, id `<trade time ms>-<trade id>` (so a
 //!   retried `XADD` of the same trade is refused by Redis instead of written twice; such a
 //!   refusal is resolved by an `XRANGE` of that exact id, see [`PendingTrade::check`]), trimmed
-//!   with `MAXLEN ~ redis.trades_maxlen`. Fields: `exchange` (`binance`), `pair`, `price`,
-//!   `qty` (exact decimal strings), `ts` (trade time, ISO-8601 UTC with microseconds), `side`
-//!   (`buy` when the taker bought, i.e. the buyer was not the maker), `trade_id`,
-//!   `event_time_us`, `trade_time_us`.
+//!   with `MAXLEN ~ redis.trades_maxlen`. Fields, seed 001's first: `exchange` (`binance`),
+//!   `pair`, `price`, `qty` (exact decimal strings), `ts` (trade time, ISO-8601 UTC with
+//!   microseconds), `side` (`buy` when the taker bought, i.e. the buyer was not the maker),
+//!   `trade_id`, `raw_json` (only with `redis.raw_json = true`: the trade as Binance's
+//!   `<s>@trade` JSON event, [`write_trade_json`]), then `event_time_us`, `trade_time_us`.
 //! - `bbo:{BTCUSDT}` — Hash: `bid_price`, `bid_qty`, `ask_price`, `ask_qty`, `update_id`,
 //!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
 //!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
@@ -56,41 +59,12 @@ use std::fmt::Write as _;
 
 use sbe_runtime::Decimal;
 
+pub use super::keys::Keys;
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
+use crate::config::KeyLayout;
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
-
-/// The key names of one symbol.
-#[derive(Clone, Debug)]
-pub struct Keys {
-    /// Trades stream.
-    pub trades: String,
-    /// Best bid/ask hash.
-    pub bbo: String,
-    /// Order book hash.
-    pub ob: String,
-    /// 1 s trade statistics.
-    pub tr_1s: String,
-    /// 5 s trade statistics.
-    pub tr_5s: String,
-    /// Features.
-    pub feat: String,
-}
-
-impl Keys {
-    /// The keys of `symbol`.
-    pub fn of(symbol: &str) -> Keys {
-        Keys {
-            trades: format!("trades:{{{symbol}}}"),
-            bbo: format!("bbo:{{{symbol}}}"),
-            ob: format!("ob:{{{symbol}}}"),
-            tr_1s: format!("tr:{{{symbol}}}:1s"),
-            tr_5s: format!("tr:{{{symbol}}}:5s"),
-            feat: format!("feat:{{{symbol}}}"),
-        }
-    }
-}
 
 /// A trade waiting for its `XADD` to be acknowledged, with what its attempts so far tell.
 #[derive(Clone, Debug)]
@@ -186,6 +160,10 @@ pub struct SymbolState {
     stopped_dirty: bool,
     /// The symbol came back: the stopped mark is still to be taken off.
     unmark: bool,
+    /// Each `trades:` entry carries `raw_json` (`redis.raw_json`).
+    raw_json: bool,
+    /// Scratch text for the entry fields (reused: no allocation per trade once grown).
+    scratch: String,
 }
 
 /// The fields of a stale mark on `bbo:`, `tr:` and `feat:` (set while the symbol is stopped).
@@ -224,7 +202,18 @@ impl SymbolState {
             stopped: None,
             stopped_dirty: false,
             unmark: false,
+            raw_json: false,
+            scratch: String::new(),
         }
+    }
+
+    /// The same symbol with its keys named in `layout` and, when `raw_json`, the `raw_json`
+    /// field in each `trades:` entry (`redis.keys`, `redis.raw_json`).
+    #[must_use]
+    pub fn with_format(mut self, layout: KeyLayout, raw_json: bool) -> SymbolState {
+        self.keys = Keys::with(layout, &self.name);
+        self.raw_json = raw_json;
+        self
     }
 
     /// The symbol's streams stopped for `reason` (removed, halted): its `bbo:`, `tr:` and
@@ -526,7 +515,7 @@ impl SymbolState {
         sent: &mut Vec<SentTrade>,
     ) -> usize {
         let count = self.pending.len().min(trades_max);
-        let mut text = String::new();
+        let mut text = std::mem::take(&mut self.scratch);
         for at in 0..count {
             let Some(t) = self.pending.get(at) else { break };
             if t.check {
@@ -560,6 +549,7 @@ impl SymbolState {
                 }
             }
         }
+        self.scratch = text;
         count
     }
 
@@ -642,22 +632,39 @@ impl SymbolState {
         ]
     }
 
-    /// Calls `f` with each field of `t`'s stream entry, in order (`text` is scratch space).
+    /// Calls `f` with each field of `t`'s stream entry, in order: seed 001's fields first
+    /// (`raw_json` only with `redis.raw_json`), then the exact times. `text` is scratch space:
+    /// nothing is allocated once it has grown.
     pub fn fields(&self, t: &PendingTrade, text: &mut String, mut f: impl FnMut(&str, &str)) {
         f("exchange", "binance");
         f("pair", &self.name);
-        let mut put = |name: &str, value: &dyn std::fmt::Display| {
+        let mut put = |name: &str, write: &dyn Fn(&mut String)| {
             text.clear();
-            let _ = write!(text, "{value}");
+            write(text);
             f(name, text);
         };
-        put("price", &t.price);
-        put("qty", &t.qty);
-        put("ts", &iso8601_us(t.trade_time_us));
-        put("side", &if t.buyer_maker { "sell" } else { "buy" });
-        put("trade_id", &t.id);
-        put("event_time_us", &t.event_time_us);
-        put("trade_time_us", &t.trade_time_us);
+        put("price", &|out| {
+            let _ = write!(out, "{}", t.price);
+        });
+        put("qty", &|out| {
+            let _ = write!(out, "{}", t.qty);
+        });
+        put("ts", &|out| write_iso8601_us(out, t.trade_time_us));
+        put("side", &|out| {
+            out.push_str(if t.buyer_maker { "sell" } else { "buy" });
+        });
+        put("trade_id", &|out| {
+            let _ = write!(out, "{}", t.id);
+        });
+        if self.raw_json {
+            put("raw_json", &|out| write_trade_json(out, &self.name, t));
+        }
+        put("event_time_us", &|out| {
+            let _ = write!(out, "{}", t.event_time_us);
+        });
+        put("trade_time_us", &|out| {
+            let _ = write!(out, "{}", t.trade_time_us);
+        });
     }
 
     /// The fields of `t`'s stream entry, in order, owned (for the dead-letter file).
@@ -749,8 +756,37 @@ fn wide_decimal(m: i128, e: i8) -> String {
     }
 }
 
+/// Appends `t` as Binance's `<s>@trade` JSON event, keys in Binance's order:
+/// `{"e":"trade","E":<event ms>,"s":"BTCUSDT","t":<id>,"p":"<price>","q":"<qty>","T":<trade
+/// ms>,"m":<buyer is maker>,"M":true}`. Prices and quantities are printed with as many
+/// decimals as their exponent says (8 for Binance's -8, as its JSON prints them), times are
+/// milliseconds (floored), and `M` (Binance: "Ignore") is always true, as SBE's constant
+/// `isBestMatch`. In JSON mode this gives back the payload as received: the transcoded frame
+/// keeps every decimal and millisecond of it.
+pub fn write_trade_json(out: &mut String, symbol: &str, t: &PendingTrade) {
+    use sbe_runtime::json;
+    let mut object = json::Object::begin(out);
+    json::write_str(object.key("e"), b"trade");
+    json::write_number(object.key("E"), t.event_time_us.div_euclid(1000));
+    json::write_str(object.key("s"), symbol.as_bytes());
+    json::write_number(object.key("t"), t.id);
+    json::write_display_str(object.key("p"), t.price);
+    json::write_display_str(object.key("q"), t.qty);
+    json::write_number(object.key("T"), t.trade_time_us.div_euclid(1000));
+    json::write_number(object.key("m"), t.buyer_maker);
+    json::write_number(object.key("M"), true);
+    object.end();
+}
+
 /// `2024-11-14T17:30:00.123456Z` for Unix microseconds.
 pub fn iso8601_us(us: i64) -> String {
+    let mut out = String::with_capacity(27);
+    write_iso8601_us(&mut out, us);
+    out
+}
+
+/// Appends [`iso8601_us`]'s text to `out` (no allocation once `out` has room).
+pub fn write_iso8601_us(out: &mut String, us: i64) {
     let secs = us.div_euclid(1_000_000);
     let micros = us.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
@@ -765,12 +801,13 @@ pub fn iso8601_us(us: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
 }
 
 #[cfg(test)]
@@ -778,12 +815,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_share_the_symbols_hash_tag() {
-        let k = Keys::of("BTCUSDT");
-        for key in [&k.trades, &k.bbo, &k.ob, &k.tr_1s, &k.tr_5s, &k.feat] {
-            assert!(key.contains("{BTCUSDT}"), "{key}");
-        }
-        assert_eq!(k.tr_5s, "tr:{BTCUSDT}:5s");
+    fn raw_json_is_the_binance_trade_event_and_plain_keys_name_the_stream() {
+        let frame = trades_frame(
+            1_763_700_000_123_456,
+            (-8, -8),
+            &[(42, 6_976_988_000_000, 1_301_000)],
+        );
+        let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&frame) else {
+            panic!("a trades frame");
+        };
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(5, 100))
+            .with_format(KeyLayout::Plain, true);
+        state.on_trades(&m, i64::MIN, 0, 10);
+        let t = state.pending.front().expect("a trade").clone();
+        let fields = state.entry_fields(&t);
+        let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "exchange",
+                "pair",
+                "price",
+                "qty",
+                "ts",
+                "side",
+                "trade_id",
+                "raw_json",
+                "event_time_us",
+                "trade_time_us"
+            ],
+            "seed 001's fields first, in its order"
+        );
+        assert_eq!(
+            fields[7].1,
+            r#"{"e":"trade","E":1763700000123,"s":"BTCUSDT","t":42,"p":"69769.88000000","q":"0.01301000","T":1763700000123,"m":false,"M":true}"#
+        );
+        assert_eq!(fields[4].1, "2025-11-21T04:40:00.123456Z");
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::new();
+        state.write(&mut pipe, (100, 10), 0, &mut sent);
+        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).to_string();
+        assert!(packed.contains("\r\ntrades:BTCUSDT\r\n"), "{packed}");
+        assert!(
+            !packed.contains('{') || packed.contains("raw_json"),
+            "{packed}"
+        );
+
+        let plain = SymbolState::new("BTCUSDT", BookSettings::new(5, 100));
+        let mut state = plain;
+        state.on_trades(&m, i64::MIN, 0, 10);
+        let t = state.pending.front().expect("a trade").clone();
+        assert!(!state.entry_fields(&t).iter().any(|(n, _)| n == "raw_json"));
+        assert_eq!(state.keys.trades, "trades:{BTCUSDT}", "hash-tag by default");
     }
 
     /// A trades frame of BTCUSDT at time `time_us` with `(id, price, qty)` mantissas at

@@ -419,8 +419,10 @@ impl Writer {
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
+        let (layout, raw_json) = (w.config.keys, w.config.raw_json);
         for name in symbols {
-            w.states.push(Some(SymbolState::new(name, book)));
+            let state = SymbolState::new(name, book).with_format(layout, raw_json);
+            w.states.push(Some(state));
         }
         w
     }
@@ -549,9 +551,10 @@ impl Writer {
             self.states.resize_with(index + 1, || None);
         }
         let book = self.book;
+        let (layout, raw_json) = (self.config.keys, self.config.raw_json);
         let state = self.states[index].get_or_insert_with(|| {
             let name = symbol_name(&message);
-            SymbolState::new(&name, book)
+            SymbolState::new(&name, book).with_format(layout, raw_json)
         });
         let buffer = self.config.buffer_trades_max;
         let wants = match &message {

@@ -310,7 +310,7 @@ impl Writer {
             let reanchor = reanchor_task(
                 conn.clone(),
                 state.keys.clone(),
-                TempKeys::of(&state.name),
+                TempKeys::with(self.config.keys, &state.name),
                 new_state,
                 token,
             );
