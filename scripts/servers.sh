@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The real servers the integration tests start by themselves: redis-server, the kinesalite
-# Kinesis emulator and PostgreSQL. Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
+# Kinesis emulator, PostgreSQL and moto (S3). Sourced by scripts/test.sh and scripts/demo.sh; safe under set -euo pipefail.
 #
 #   ensure_redis       installs redis-server (apt) if it is not on PATH, then exports
 #                      HOTPATH_REDIS_SERVER.
@@ -15,7 +15,12 @@
 #   ensure_venv        creates the Python venv $TOOLS/venv (python3 -m venv) if missing, installs
 #                      scripts/requirements-test.txt into it when that file's sha256 differs from
 #                      the one stamped in $TOOLS/venv/.req-sha256, then exports HOTPATH_PYTHON
-#                      (the tests that run the Python consumer examples read it).
+#                      (the tests that run the Python consumer examples and read the S3
+#                      archive's Parquet with pyarrow read it; the kinesis_emulators bench runs
+#                      moto server from it).
+#   ensure_moto        ensure_venv (moto[server] is pinned in scripts/requirements-test.txt),
+#                      then exports HOTPATH_MOTO_SERVER (its moto_server); each S3 test starts its
+#                      own `moto_server -H 127.0.0.1 -p PORT` on a free port and stops it.
 #   ensure_bench_venv  the same for scripts/compare_cryptofeed.sh: $TOOLS/venv-bench with
 #                      scripts/requirements-bench.txt (cryptofeed 2.4.1), kept apart so that the
 #                      test command never installs it; exports HOTPATH_BENCH_PYTHON.
@@ -184,4 +189,15 @@ ensure_bench_venv() {
   fi
   HOTPATH_BENCH_PYTHON="$venv/bin/python"
   export HOTPATH_BENCH_PYTHON
+}
+
+ensure_moto() {
+  ensure_venv || return 1
+  if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+    echo "error: moto_server is missing from $TOOLS/venv (moto[server] is in" \
+      "scripts/requirements-test.txt; remove $TOOLS/venv/.req-sha256 to reinstall)" >&2
+    return 1
+  fi
+  HOTPATH_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
+  export HOTPATH_MOTO_SERVER
 }

@@ -17,6 +17,7 @@ ensure_kinesalite
 ensure_prometheus
 ensure_postgres
 ensure_venv
+ensure_moto
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -14,9 +14,17 @@
 //! - `100k`: 200 symbols, about 100,000 messages/s;
 //! - `1sym`: one symbol at about 10,000 messages/s.
 //!
+//! `SCALE_SINKS` picks the sinks: `both` (the default), `redis`, `kinesis` or `none` (a
+//! counting consumer drains the rings); a server whose sink is off is not started.
+//!
+//! Each line also says what is needed to judge it: the machine (CPU model, cores), the load
+//! average before and after, the commit, the sinks, and the CPU seconds the simulator,
+//! redis-server and kinesalite used meanwhile (they share the box with the run).
+//!
 //! Overrides: `SCALE_SYMBOLS`, `SCALE_ACTIONS` (the simulator's order-flow actions per second
 //! per symbol; the message rate follows from it and is measured), `SCALE_DURATION_S` (default
-//! 60; the issue's target is steady over 600). `HOTPATH_BIN` names the binary (default: the
+//! 60; the issue's target is steady over 600), `SCALE_KINESIS_AGGREGATE` (`kinesis.aggregate` as
+//! written in TOML: `false`, `true` or `"auto"`; default: the engine's). `HOTPATH_BIN` names the binary (default: the
 //! `hotpath` beside this bench's `deps/`, so `cargo build --release -p hotpath` first);
 //! `HOTPATH_REDIS_SERVER` and `HOTPATH_KINESALITE` the servers (scripts/servers.sh).
 //!
@@ -37,19 +45,65 @@ struct Scenario {
     symbols: usize,
     actions_per_symbol: f64,
     duration: Duration,
+    sinks: Sinks,
 }
 
-/// A preset's symbols and actions per second per symbol. The simulator sends about two
-/// messages per action across the four streams at these rates (issue 11: 200 symbols at 50
-/// actions/s gave about 20,000 messages/s); the run measures what it got.
+/// Which sinks the run has (`SCALE_SINKS`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sinks {
+    Both,
+    Redis,
+    Kinesis,
+    None,
+}
+
+impl Sinks {
+    fn parse(name: &str) -> Option<Sinks> {
+        match name {
+            "both" => Some(Sinks::Both),
+            "redis" => Some(Sinks::Redis),
+            "kinesis" => Some(Sinks::Kinesis),
+            "none" => Some(Sinks::None),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sinks::Both => "both",
+            Sinks::Redis => "redis",
+            Sinks::Kinesis => "kinesis",
+            Sinks::None => "none",
+        }
+    }
+
+    fn redis(self) -> bool {
+        matches!(self, Sinks::Both | Sinks::Redis)
+    }
+
+    fn kinesis(self) -> bool {
+        matches!(self, Sinks::Both | Sinks::Kinesis)
+    }
+}
+
+/// A preset's symbols and actions per second per symbol; the run measures the message rate it
+/// got. Per symbol the simulator publishes a fixed 70 messages/s (a depth diff every 20 ms, a
+/// depth20 every 50 ms) plus, per order-flow action, a trade event when it filled (about 1 in
+/// 4) and a best bid/ask when the top changed (about 1 in 3): about 0.56 messages per action
+/// (measured: 5,000 actions/s gave 2,890 messages/s, 16,000 gave 9,000, 18,000 gave 10,050).
+/// So 200 symbols at 50 actions/s give about 20,000 messages/s, and one symbol needs 18,000
+/// actions/s for 10,000 messages/s.
 fn preset(name: &str) -> Option<(usize, f64)> {
     match name {
         "20k" => Some((200, 50.0)),
         "100k" => Some((200, 250.0)),
-        "1sym" => Some((1, 5000.0)),
+        "1sym" => Some((1, ONE_SYMBOL_ACTIONS)),
         _ => None,
     }
 }
+
+/// The `1sym` preset's actions per second (about 10,000 messages/s, measured).
+const ONE_SYMBOL_ACTIONS: f64 = 18_000.0;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -60,9 +114,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn main() {
     let presets = std::env::var("SCALE_PRESETS").unwrap_or_else(|_| "20k".into());
+    let sinks_name = std::env::var("SCALE_SINKS").unwrap_or_else(|_| "both".into());
+    let sinks = Sinks::parse(&sinks_name)
+        .unwrap_or_else(|| panic!("SCALE_SINKS={sinks_name}: one of both, redis, kinesis, none"));
     let bin = hotpath_bin();
-    let (_redis, redis_url) = start_redis();
-    let (_kinesalite, kinesis_endpoint) = start_kinesalite();
+    let redis = sinks.redis().then(start_redis);
+    let kinesalite = sinks.kinesis().then(start_kinesalite);
+    let servers = Servers {
+        redis_url: redis.as_ref().map(|(_, url)| url.clone()),
+        redis_pid: redis.as_ref().map(|(s, _)| s.0.id()),
+        kinesis_endpoint: kinesalite.as_ref().map(|(_, url)| url.clone()),
+        kinesalite_pid: kinesalite.as_ref().map(|(s, _)| s.0.id()),
+    };
     for name in presets.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let (symbols, actions) =
             preset(name).unwrap_or_else(|| panic!("unknown preset {name}: 20k, 100k or 1sym"));
@@ -71,8 +134,9 @@ fn main() {
             symbols: env_or("SCALE_SYMBOLS", symbols),
             actions_per_symbol: env_or("SCALE_ACTIONS", actions),
             duration: Duration::from_secs(env_or("SCALE_DURATION_S", 60)),
+            sinks,
         };
-        let line = run_scenario(&bin, &scenario, &redis_url, &kinesis_endpoint);
+        let line = run_scenario(&bin, &scenario, &servers);
         println!("{line}");
     }
 }
@@ -190,26 +254,50 @@ fn start_sim(bin: &Path, symbols: &[String], actions: f64) -> (Server, String) {
     (server, addr)
 }
 
-/// The run's configuration: both sinks, no control plane, the reader on the last core.
-fn run_config(dir: &Path, sim: &str, symbols: &[String], redis: &str, kinesis: &str) -> PathBuf {
+/// The servers the sinks write to, and their processes (for their CPU time).
+struct Servers {
+    redis_url: Option<String>,
+    redis_pid: Option<u32>,
+    kinesis_endpoint: Option<String>,
+    kinesalite_pid: Option<u32>,
+}
+
+/// The run's configuration: the chosen sinks, no control plane, the reader on the last core.
+fn run_config(dir: &Path, sim: &str, symbols: &[String], servers: &Servers) -> PathBuf {
     let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let quoted: Vec<String> = symbols.iter().map(|s| format!("\"{s}\"")).collect();
-    let text = format!(
+    let mut text = format!(
         "[binance]\nendpoint = \"ws://{sim}\"\nsymbols = [{}]\n\
          streams = [\"trade\", \"bestBidAsk\", \"depth\", \"depth20\"]\n\
-         [readers]\ncores = [{}]\n\
-         [kinesis]\nenabled = true\nendpoint_url = \"{kinesis}\"\nregion = \"us-east-1\"\n\
-         create_streams = true\ndead_letter_path = \"{}\"\n\
-         [redis]\nenabled = true\nurl = \"{redis}\"\ndead_letter_path = \"{}\"\n\
-         [http]\nlisten = \"0\"\n",
+         [readers]\ncores = [{}]\n[http]\nlisten = \"0\"\n",
         quoted.join(", "),
         cores - 1,
-        dir.join("kinesis-dlq.jsonl").display(),
-        dir.join("redis-dlq.jsonl").display(),
     );
+    if let Some(kinesis) = &servers.kinesis_endpoint {
+        text.push_str(&format!(
+            "[kinesis]\nenabled = true\nendpoint_url = \"{kinesis}\"\nregion = \"us-east-1\"\n\
+             create_streams = true\ndead_letter_path = \"{}\"\n",
+            dir.join("kinesis-dlq.jsonl").display(),
+        ));
+    }
+    if let Some(redis) = &servers.redis_url {
+        text.push_str(&format!(
+            "[redis]\nenabled = true\nurl = \"{redis}\"\ndead_letter_path = \"{}\"\n",
+            dir.join("redis-dlq.jsonl").display(),
+        ));
+    }
+    let text = kinesis_aggregate(text);
     let path = dir.join("run.toml");
     std::fs::write(&path, text).expect("the run config is written");
     path
+}
+
+/// `SCALE_KINESIS_AGGREGATE`, if set, as `kinesis.aggregate` in `config`.
+fn kinesis_aggregate(config: String) -> String {
+    match std::env::var("SCALE_KINESIS_AGGREGATE") {
+        Ok(value) => config.replace("[kinesis]\n", &format!("[kinesis]\naggregate = {value}\n")),
+        Err(_) => config,
+    }
 }
 
 /// One `/proc` sample of the run.
@@ -249,7 +337,7 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn run_scenario(bin: &Path, scenario: &Scenario, redis: &str, kinesis: &str) -> Value {
+fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
     let symbols: Vec<String> = if scenario.symbols == 1 {
         vec!["BTCUSDT".into()]
     } else {
@@ -263,8 +351,15 @@ fn run_scenario(bin: &Path, scenario: &Scenario, redis: &str, kinesis: &str) -> 
         scenario.name
     ));
     std::fs::create_dir_all(&dir).expect("a temp dir");
-    let (_sim, addr) = start_sim(bin, &symbols, scenario.actions_per_symbol);
-    let config = run_config(&dir, &addr, &symbols, redis, kinesis);
+    let (sim, addr) = start_sim(bin, &symbols, scenario.actions_per_symbol);
+    let config = run_config(&dir, &addr, &symbols, servers);
+    let others = [
+        ("sim", Some(sim.0.id())),
+        ("redis_server", servers.redis_pid),
+        ("kinesalite", servers.kinesalite_pid),
+    ];
+    let others_before = others.map(|(_, pid)| pid.and_then(cpu_ticks));
+    let load_before = load_average();
     let mut child = Command::new(bin)
         .arg("run")
         .arg("--config")
@@ -294,6 +389,15 @@ fn run_scenario(bin: &Path, scenario: &Scenario, redis: &str, kinesis: &str) -> 
         text
     });
     let samples = sample_until_exit(&mut child, pid, &frames_now);
+    let load_after = load_average();
+    let hz = clock_ticks_per_second();
+    let mut others_cpu = serde_json::Map::new();
+    for ((name, pid), before) in others.iter().zip(others_before) {
+        if let (Some(after), Some(before)) = (pid.and_then(cpu_ticks), before) {
+            let seconds = after.saturating_sub(before) as f64 / hz;
+            others_cpu.insert((*name).into(), json!((seconds * 100.0).round() / 100.0));
+        }
+    }
     let warnings = progress.join().unwrap_or_default();
     let text = summary.join().unwrap_or_default();
     let summary: Value = text
@@ -302,7 +406,46 @@ fn run_scenario(bin: &Path, scenario: &Scenario, redis: &str, kinesis: &str) -> 
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no summary from hotpath run; stderr: {warnings:?}"));
     let _ = std::fs::remove_dir_all(&dir);
-    report(scenario, &summary, &samples, warnings)
+    let mut line = report(scenario, &summary, &samples, warnings);
+    line["box"] = json!({
+        "cpu": cpu_model(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": load_after,
+        "others_cpu_s": others_cpu,
+    });
+    line["commit"] = json!(commit());
+    line["hotpath_bin"] = json!(bin.display().to_string());
+    line
+}
+
+/// The one-minute load average (`/proc/loadavg`).
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// The CPU model (`/proc/cpuinfo`'s `model name`).
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// The checked-out commit, `+dirty` when the tree has changes (`git`, if there is one).
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
 }
 
 /// Reads the run's stderr: progress lines update `frames_now`; returns the other lines (last
@@ -382,18 +525,28 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
         .collect();
     let sink = |name: &str| {
         let s = &summary["sinks"][name];
+        if s.is_null() {
+            return Value::Null;
+        }
         json!({
             "written": s["written"],
             "dead_lettered": s["dead_lettered"],
             "dropped": s["dropped"],
+            "requests": s["requests"],
             "receipt_to_ack_ns": s["receipt_to_ack_ns"],
+            // Redis: how many books were live (synced) by the end; a book is synced from a
+            // REST snapshot within the weight budget, so 200 take minutes, and only live books
+            // have their `ob:` written.
+            "book": s["book"],
         })
     };
     json!({
         "bench": "scale",
         "scenario": scenario.name,
+        "sinks": scenario.sinks.name(),
         "symbols": scenario.symbols,
         "sim_actions_per_symbol_per_s": scenario.actions_per_symbol,
+        "kinesis_aggregate": std::env::var("SCALE_KINESIS_AGGREGATE").ok(),
         "duration_s": seconds,
         "frames": frames,
         "msgs_per_s": (frames as f64 / seconds).round(),

@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 pub mod analytics;
+pub mod archive;
+pub mod backfill;
 pub mod backoff;
 pub mod binance;
 pub mod book;
@@ -28,6 +30,7 @@ pub mod feed;
 pub mod frames;
 pub mod gaps;
 pub mod idle;
+pub mod kline;
 pub mod metrics;
 pub mod rng;
 pub mod sbe;

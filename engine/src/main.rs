@@ -82,6 +82,18 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum BackfillCommand {
+    /// Candles from GET /api/v3/klines (pages of 1000, weight-budgeted) into the Kinesis
+    /// klines stream and the Redis kl: hash (engine/src/backfill/klines.rs). Prints a JSON
+    /// report: candles, pages, holes, duplicates, records written.
+    Klines(hotpath::backfill::klines::KlinesArgs),
+    /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
+    /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
+    /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
+    Trades(hotpath::archive::backfill::TradesArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Decode Binance SBE frames and print one JSON object per frame.
     ///
@@ -159,6 +171,12 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// History from Binance's REST API: klines where `hotpath run` writes them, trades into the
+    /// S3 archive.
+    Backfill {
+        #[command(subcommand)]
+        command: BackfillCommand,
     },
     /// Configuration files of `hotpath run`.
     Config {
@@ -326,6 +344,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        Command::Backfill {
+            command: BackfillCommand::Trades(args),
+        } => backfill_trades(&args),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -363,6 +384,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 anyhow::Ok(true)
             })
+        }
+        Command::Backfill {
+            command: BackfillCommand::Klines(args),
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let report = runtime.block_on(hotpath::backfill::klines::run(&args))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(report.ok())
         }
         Command::Dlq {
             command:
@@ -483,6 +512,19 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(all_good)
         }
     }
+}
+
+/// `hotpath backfill trades` (engine/src/archive/backfill.rs).
+fn backfill_trades(args: &hotpath::archive::backfill::TradesArgs) -> anyhow::Result<bool> {
+    let config = load_config(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime
+        .block_on(hotpath::archive::backfill::run_cli(&config, args))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(true)
 }
 
 /// The file at `path` (none: the defaults) with the process environment's overrides; errors

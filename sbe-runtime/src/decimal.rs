@@ -34,6 +34,23 @@ impl Decimal {
             mantissa * 10f64.powi(i32::from(self.exponent))
         }
     }
+
+    /// Appends the text `Display` gives to `out`, without the formatting machinery (no
+    /// `Arguments`, no dynamic calls): for writers that render many decimals per message.
+    #[inline]
+    pub fn push_to(self, out: &mut String) {
+        let magnitude = self.mantissa.unsigned_abs();
+        let mut digits_buf = [0u8; 20];
+        let digits = ascii_digits(magnitude, &mut digits_buf);
+        // Writing to a `String` cannot fail.
+        let _ = write_decimal(
+            out,
+            self.mantissa < 0,
+            magnitude == 0,
+            digits,
+            self.exponent,
+        );
+    }
 }
 
 impl fmt::Display for Decimal {
@@ -84,8 +101,9 @@ impl fmt::Display for Decimal128 {
 
 /// Writes the magnitude `digits` scaled by `10^exponent`, with exactly `-exponent` fractional
 /// digits when the exponent is negative.
-fn write_decimal(
-    f: &mut fmt::Formatter<'_>,
+#[inline]
+fn write_decimal<W: fmt::Write + ?Sized>(
+    f: &mut W,
     negative: bool,
     zero: bool,
     digits: &str,
@@ -129,7 +147,7 @@ fn ascii_digits(mut value: u64, buf: &mut [u8; 20]) -> &str {
     core::str::from_utf8(&buf[start..]).unwrap_or("")
 }
 
-fn write_zeros(f: &mut fmt::Formatter<'_>, count: usize) -> fmt::Result {
+fn write_zeros<W: fmt::Write + ?Sized>(f: &mut W, count: usize) -> fmt::Result {
     const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     let mut left = count;
     while left > 0 {
@@ -157,6 +175,28 @@ mod tests {
         assert_eq!(text(5, -1), "0.5");
         assert_eq!(text(-5, -3), "-0.005");
         assert_eq!(text(-123_456, -2), "-1234.56");
+    }
+
+    /// `push_to` appends exactly what `Display` writes, for every sign, size and exponent.
+    #[test]
+    fn push_to_appends_the_display_text() {
+        let mantissas = [
+            0,
+            5,
+            -5,
+            7,
+            1_301_000,
+            6_976_988_000_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for m in mantissas {
+            for e in [-128, -19, -8, -3, -1, 0, 1, 3, 100] {
+                let mut out = String::from("x");
+                Decimal::new(m, e).push_to(&mut out);
+                assert_eq!(out, format!("x{}", Decimal::new(m, e)), "{m}e{e}");
+            }
+        }
     }
 
     #[test]

@@ -315,32 +315,61 @@ impl<'de> Deserialize<'de> for RestAggTrade {
 pub struct RestKline {
     /// Open time, milliseconds since the epoch.
     pub open_ms: i64,
+    /// Close time, milliseconds since the epoch (the interval's last millisecond).
+    pub close_ms: i64,
+    /// Open, high, low and close prices, as Binance prints them.
+    pub open: String,
+    /// High price.
+    pub high: String,
+    /// Low price.
+    pub low: String,
+    /// Close price.
+    pub close: String,
     /// Base asset volume, as Binance prints it.
     pub volume: String,
+    /// Quote asset volume.
+    pub quote_volume: String,
     /// Number of trades.
     pub count: u64,
+    /// Taker buy base asset volume.
+    pub taker_buy_volume: String,
+    /// Taker buy quote asset volume.
+    pub taker_buy_quote_volume: String,
 }
 
 impl<'de> Deserialize<'de> for RestKline {
     /// A JSON kline is an array: `[openTime, open, high, low, close, volume, closeTime,
-    /// quoteVolume, numTrades, ...]`.
+    /// quoteVolume, numTrades, takerBuyBaseVolume, takerBuyQuoteVolume, ignore]`.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let row = Vec::<Value>::deserialize(deserializer)?;
         let field = |i: usize| row.get(i).ok_or_else(|| D::Error::custom("a short kline"));
-        let open_ms = field(0)?
-            .as_i64()
-            .ok_or_else(|| D::Error::custom("a kline open time that is no integer"))?;
-        let volume = field(5)?
-            .as_str()
-            .ok_or_else(|| D::Error::custom("a kline volume that is no string"))?;
+        let int = |i: usize| {
+            field(i)?
+                .as_i64()
+                .ok_or_else(|| D::Error::custom(format!("kline field {i} is no integer")))
+        };
+        let text = |i: usize| {
+            field(i)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| D::Error::custom(format!("kline field {i} is no string")))
+        };
         let count = field(8)?
             .as_u64()
             .ok_or_else(|| D::Error::custom("a kline trade count that is no integer"))?;
         Ok(RestKline {
-            open_ms,
-            volume: volume.to_string(),
+            open_ms: int(0)?,
+            close_ms: int(6)?,
+            open: text(1)?,
+            high: text(2)?,
+            low: text(3)?,
+            close: text(4)?,
+            volume: text(5)?,
+            quote_volume: text(7)?,
             count,
+            taker_buy_volume: text(9)?,
+            taker_buy_quote_volume: text(10)?,
         })
     }
 }

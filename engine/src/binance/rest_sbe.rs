@@ -101,18 +101,31 @@ pub fn agg_trades(body: &[u8]) -> Result<Vec<RestAggTrade>, String> {
 /// A `/api/v3/klines` answer.
 pub fn klines(body: &[u8]) -> Result<Vec<RestKline>, String> {
     let m = KlinesResponseDecoder::decode_with(body, &LIMITS).map_err(why)?;
-    let qe = m.qty_exponent();
+    let (pe, qe) = (m.price_exponent(), m.qty_exponent());
     m.klines()
         .map(|k| {
             let volume = i128::from_le_bytes(*k.volume());
             if volume == i128::MIN {
                 return Err("a kline without a volume".to_string());
             }
+            let wide =
+                |m: &[u8; 16], e: i8| Decimal128::new(i128::from_le_bytes(*m), e).to_string();
+            let price = |m: i64| Decimal::new(m, pe).to_string();
+            // Quote volumes are at the quantity exponent, as the simulator encodes them.
+            let quote_exponent = qe;
             Ok(RestKline {
                 open_ms: k.open_time().div_euclid(US_PER_MS),
+                close_ms: k.close_time().div_euclid(US_PER_MS),
+                open: price(k.open_price()),
+                high: price(k.high_price()),
+                low: price(k.low_price()),
+                close: price(k.close_price()),
                 volume: Decimal128::new(volume, qe).to_string(),
+                quote_volume: wide(k.quote_volume(), quote_exponent),
                 count: u64::try_from(k.num_trades())
                     .map_err(|_| "a negative number of trades".to_string())?,
+                taker_buy_volume: wide(k.taker_buy_base_volume(), qe),
+                taker_buy_quote_volume: wide(k.taker_buy_quote_volume(), quote_exponent),
             })
         })
         .collect()

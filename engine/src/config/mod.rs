@@ -103,16 +103,22 @@ impl ConfigError {
 pub mod discovery;
 pub mod env;
 pub mod http;
+pub mod klines;
 pub mod postgres;
+pub mod s3;
 pub mod sidecar;
 pub mod sinks;
 
 use crate::stream::{StreamKind, stream_name};
 pub use discovery::DiscoveryConfig;
 pub use http::HttpConfig;
+pub use klines::KlinesConfig;
+use klines::RawKlines;
 use sidecar::RawSidecar;
 pub use sidecar::SidecarConfig;
-pub use sinks::{Aggregate, KeyLayout, KinesisConfig, Payload, RedisConfig};
+pub use sinks::{
+    Aggregate, KeyLayout, KinesisConfig, Layout, Payload, RedisConfig, SINGLE_HEARTBEAT_STREAM,
+};
 use sinks::{RawKinesis, RawRedis};
 
 /// Streams one Binance connection may carry ("A single connection can listen to a maximum of
@@ -275,8 +281,13 @@ pub struct RunConfig {
     pub redis: Option<RedisConfig>,
     /// The PostgreSQL / TimescaleDB writer, when enabled.
     pub postgres: Option<postgres::PostgresConfig>,
+    /// The S3 bronze archive, when `[s3]` names a bucket; its writer runs when `enabled`
+    /// ([`RunConfig::s3_archives`]); `hotpath backfill trades` needs only the bucket.
+    pub s3: Option<s3::S3Config>,
     /// The reliability sidecar (it runs when a sink does and `sidecar.enabled`).
     pub sidecar: SidecarConfig,
+    /// Candles built from the delivered trades (`[klines]`), for Redis and Kinesis.
+    pub klines: KlinesConfig,
     /// What the counting consumer does when idle (it drains the rings when no sink runs, and
     /// the notices when no sidecar does).
     pub idle: IdleStrategy,
@@ -310,7 +321,9 @@ impl Default for RunConfig {
             kinesis: None,
             redis: None,
             postgres: None,
+            s3: None,
             sidecar: SidecarConfig::default(),
+            klines: KlinesConfig::default(),
             idle: IdleStrategy::Backoff,
             http: HttpConfig::default(),
             discovery: DiscoveryConfig::default(),
@@ -384,7 +397,9 @@ struct RawConfig {
     kinesis: RawKinesis,
     redis: RawRedis,
     postgres: postgres::RawPostgres,
+    s3: s3::RawS3,
     sidecar: RawSidecar,
+    klines: RawKlines,
     http: http::RawHttp,
     discovery: discovery::RawDiscovery,
     rest: RawRest,
@@ -480,7 +495,9 @@ impl RunConfig {
         config.kinesis = raw.kinesis.into_config()?;
         config.redis = raw.redis.into_config()?;
         config.postgres = raw.postgres.into_config()?;
+        config.s3 = raw.s3.into_settings()?;
         config.sidecar = raw.sidecar.into_config()?;
+        config.klines = raw.klines.into_config()?;
         config.http = raw.http.into_config()?;
         if let Some(per) = raw.discovery.pairs_per_connection {
             if binance_per_connection.is_some_and(|s| s != per) {
@@ -673,8 +690,14 @@ impl RunConfig {
     /// Redis writer does (its books' depth snapshots come from the sidecar whatever
     /// `sidecar.enabled` says).
     pub fn sidecar_runs(&self) -> bool {
-        (self.sidecar.enabled && (self.kinesis.is_some() || self.postgres.is_some()))
+        (self.sidecar.enabled
+            && (self.kinesis.is_some() || self.postgres.is_some() || self.s3_archives()))
             || self.redis.is_some()
+    }
+
+    /// Whether the S3 archive writer runs (`[s3] enabled = true`).
+    pub fn s3_archives(&self) -> bool {
+        self.s3.as_ref().is_some_and(|s| s.enabled)
     }
 
     /// Keeps only the symbols this instance's shard owns (nothing without `run.shard`). An

@@ -10,9 +10,14 @@
 //! stream_trade = "market-sbe-trade"
 //! stream_best_bid_ask = "market-sbe-bestbidask"
 //! stream_depth = "market-sbe-depth"      # depth diffs and depth20 snapshots
-//! payload = "sbe"                 # "sbe": the raw frame; "json": normalized JSON
-//! aggregate = false               # KPL-aggregated records: false, true, or "auto" (per shard,
-//!                                 # only when its plain records would pass 1000/s)
+//! stream_kline = "market-kline"   # closed candles ([klines]), Binance's kline event JSON
+//! layout = "per-type"             # "per-type": the three streams above; "single": every
+//!                                 # market record to stream_market (seed 003's layout)
+//! stream_market = "bitcoin-market-data"  # with layout = "single"
+//! payload = "sbe"                 # "sbe": the raw frame; "json": normalized JSON; "avro":
+//!                                 # seed 003's MarketData, single-object encoded
+//! aggregate = "auto"              # KPL-aggregated records: "auto" (per shard, only when its plain
+//!                                 # records would pass 1000/s; consumers de-aggregate), true, false
 //! shard_refresh_s = 60            # the streams' shards are listed again this often; 0: at start
 //!                                 # and when a record lands on another shard than its lane's
 //! linger_ms = 100                 # a record never waits longer for its batch to fill
@@ -25,7 +30,7 @@
 //! breaker_failures = 5            # consecutive failed requests that open the breaker
 //! breaker_open_ms = 5000          # how long it stays open before one probe request
 //! buffer_bytes_max = 268435456    # held in memory at most; beyond, straight to the dead-letter file
-//! heartbeat_stream = "hotpath-heartbeat"
+//! heartbeat_stream = "hotpath-heartbeat"   # default with layout = "single": "ingestor-heartbeat"
 //! heartbeat_interval_s = 30       # 0: no heartbeat
 //! create_streams = false          # create missing streams (emulators, dev accounts)
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
@@ -67,7 +72,23 @@ pub enum Payload {
     Sbe,
     /// The normalized JSON object `hotpath decode` prints.
     Json,
+    /// Seed 003's `MarketData` records (`schemas/avro/market_data.avsc`) in Avro single-object
+    /// encoding, one or more per Kinesis record ([`crate::sink::kinesis::avro`]).
+    Avro,
 }
+
+/// Which streams the market records go to (`kinesis.layout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One stream per event type: `stream_trade`, `stream_best_bid_ask`, `stream_depth`.
+    #[default]
+    PerType,
+    /// Every market record to `stream_market` (seed 003: `bitcoin-market-data`).
+    Single,
+}
+
+/// The heartbeat stream's default with `layout = "single"` (seed 003's name).
+pub const SINGLE_HEARTBEAT_STREAM: &str = "ingestor-heartbeat";
 
 /// How the Redis keys of a symbol are named (`redis.keys`); the names themselves are made in
 /// one place, `sink::redis::keys`.
@@ -87,12 +108,13 @@ pub enum KeyLayout {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Aggregate {
     /// Never: one Kinesis record per user record (`false`).
-    #[default]
     Off,
     /// Always: one aggregated record per partition key per request (`true`).
     On,
     /// Per shard, only for a request whose plain records would take the shard past its 1000
-    /// records/s (`"auto"`).
+    /// records/s (`"auto"`, the default: plain records past that are throttled by Kinesis, and
+    /// the emulators take 10-20x fewer plain records per second than aggregated ones).
+    #[default]
     Auto,
 }
 
@@ -109,6 +131,12 @@ pub struct KinesisConfig {
     pub stream_best_bid_ask: String,
     /// Stream of `depth` and `depth20` events.
     pub stream_depth: String,
+    /// Stream of closed candles (`[klines]`), used only when klines are on.
+    pub stream_kline: String,
+    /// Which streams market records go to.
+    pub layout: Layout,
+    /// The one stream of every market record with [`Layout::Single`].
+    pub stream_market: String,
     /// Record payload.
     pub payload: Payload,
     /// KPL aggregation.
@@ -154,8 +182,11 @@ impl Default for KinesisConfig {
             stream_trade: "market-sbe-trade".into(),
             stream_best_bid_ask: "market-sbe-bestbidask".into(),
             stream_depth: "market-sbe-depth".into(),
+            stream_kline: "market-kline".into(),
+            layout: Layout::PerType,
+            stream_market: "bitcoin-market-data".into(),
             payload: Payload::Sbe,
-            aggregate: Aggregate::Off,
+            aggregate: Aggregate::Auto,
             linger: Duration::from_millis(100),
             batch_records_max: 500,
             batch_bytes_max: 5 << 20,
@@ -286,6 +317,9 @@ pub(crate) struct RawKinesis {
     stream_trade: Option<String>,
     stream_best_bid_ask: Option<String>,
     stream_depth: Option<String>,
+    stream_kline: Option<String>,
+    layout: Option<String>,
+    stream_market: Option<String>,
     payload: Option<String>,
     aggregate: Option<RawAggregate>,
     linger_ms: Option<u64>,
@@ -361,17 +395,34 @@ impl RawKinesis {
         set(&mut c.stream_trade, self.stream_trade);
         set(&mut c.stream_best_bid_ask, self.stream_best_bid_ask);
         set(&mut c.stream_depth, self.stream_depth);
+        set(&mut c.stream_kline, self.stream_kline);
         if let Some(payload) = self.payload {
             c.payload = match payload.as_str() {
                 "sbe" => Payload::Sbe,
                 "json" => Payload::Json,
+                "avro" => Payload::Avro,
                 other => {
                     return Err(ConfigError::invalid(format!(
-                        "kinesis.payload = {other:?}: must be \"sbe\" or \"json\""
+                        "kinesis.payload = {other:?}: must be \"sbe\", \"json\" or \"avro\""
                     )));
                 }
             };
         }
+        if let Some(layout) = self.layout {
+            c.layout = match layout.as_str() {
+                "per-type" => Layout::PerType,
+                "single" => Layout::Single,
+                other => {
+                    return Err(ConfigError::invalid(format!(
+                        "kinesis.layout = {other:?}: must be \"per-type\" or \"single\""
+                    )));
+                }
+            };
+            if c.layout == Layout::Single {
+                c.heartbeat_stream = SINGLE_HEARTBEAT_STREAM.into();
+            }
+        }
+        set(&mut c.stream_market, self.stream_market);
         if let Some(aggregate) = self.aggregate {
             c.aggregate = match aggregate {
                 RawAggregate::Flag(false) => Aggregate::Off,
@@ -415,6 +466,8 @@ impl KinesisConfig {
             ("stream_trade", &self.stream_trade),
             ("stream_best_bid_ask", &self.stream_best_bid_ask),
             ("stream_depth", &self.stream_depth),
+            ("stream_kline", &self.stream_kline),
+            ("stream_market", &self.stream_market),
             ("heartbeat_stream", &self.heartbeat_stream),
         ] {
             check_stream_name(key, name)?;
@@ -687,6 +740,8 @@ mod tests {
 
     #[test]
     fn aggregate_is_a_flag_or_auto_and_shard_refresh_zero_is_never() {
+        let k = kinesis("enabled = true").expect("valid").expect("on");
+        assert_eq!(k.aggregate, Aggregate::Auto, "the default");
         for (text, expected) in [
             ("false", Aggregate::Off),
             ("true", Aggregate::On),
@@ -708,13 +763,44 @@ mod tests {
     }
 
     #[test]
+    fn avro_and_the_single_layout_take_seed_003s_stream_names() {
+        let k = kinesis("enabled = true\npayload = \"avro\"\nlayout = \"single\"")
+            .expect("valid")
+            .expect("on");
+        assert_eq!((k.payload, k.layout), (Payload::Avro, Layout::Single));
+        assert_eq!(k.stream_market, "bitcoin-market-data");
+        assert_eq!(k.heartbeat_stream, "ingestor-heartbeat");
+        let k = kinesis(
+            "enabled = true\nlayout = \"single\"\nstream_market = \"m\"\nheartbeat_stream = \"h\"",
+        )
+        .expect("valid")
+        .expect("on");
+        assert_eq!(
+            (k.stream_market.as_str(), k.heartbeat_stream.as_str()),
+            ("m", "h")
+        );
+        let k = kinesis("enabled = true\nlayout = \"per-type\"")
+            .expect("valid")
+            .expect("on");
+        assert_eq!(
+            (k.layout, k.heartbeat_stream.as_str()),
+            (Layout::PerType, "hotpath-heartbeat")
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (text, key) in [
             (
                 "enabled = true\nbatch_records_max = 501",
                 "kinesis.batch_records_max",
             ),
-            ("enabled = true\npayload = \"avro\"", "kinesis.payload"),
+            ("enabled = true\npayload = \"protobuf\"", "kinesis.payload"),
+            ("enabled = true\nlayout = \"one\"", "kinesis.layout"),
+            (
+                "enabled = true\nstream_market = \"\"",
+                "kinesis.stream_market",
+            ),
             (
                 "enabled = true\naggregate = \"always\"",
                 "kinesis.aggregate",

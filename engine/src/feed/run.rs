@@ -687,6 +687,7 @@ pub fn run_with(
 ) -> Result<Summary, String> {
     let sinks_wanted = usize::from(config.kinesis.is_some())
         + usize::from(config.postgres.is_some())
+        + usize::from(config.s3_archives())
         + usize::from(config.redis.is_some());
     // Built before anything starts, so a bad REST base fails the run at once.
     let rest = if config.sidecar_runs() && config.sidecar.enabled {
@@ -771,6 +772,7 @@ pub fn run_with(
         kinesis_client: options.kinesis_client,
         kinesis_bell: bells.kinesis.clone(),
         postgres_bell: bells.postgres.clone(),
+        s3_bell: bells.s3.clone(),
         redis_bell: bells.redis.clone(),
         sidecar_bell: bells.sidecar.clone(),
         stats: sink_stats.into_iter().collect(),
@@ -788,6 +790,7 @@ pub fn run_with(
     sinks_stop.store(true, Ordering::Release);
     bells.kinesis.wake();
     bells.postgres.wake();
+    bells.s3.wake();
     bells.redis.wake();
     let (sink_summaries, sink_failure) = join_sinks(sinks);
     let failure = outcome
@@ -823,6 +826,7 @@ struct RunBells {
     counter_parker: Option<crossbeam_utils::sync::Parker>,
     kinesis: Bell,
     postgres: Bell,
+    s3: Bell,
     redis: Bell,
     sidecar: Bell,
 }
@@ -835,12 +839,13 @@ impl RunBells {
             counter_parker: Some(parker),
             kinesis: Bell::task(),
             postgres: Bell::task(),
+            s3: Bell::task(),
             redis: Bell::task(),
             sidecar: Bell::task(),
         }
     }
 
-    /// The sinks' bells, in sink order (Kinesis, PostgreSQL, then Redis), as their rings.
+    /// The sinks' bells, in sink order (Kinesis, PostgreSQL, S3, then Redis), as their rings.
     fn sinks(&self, config: &RunConfig) -> Vec<Bell> {
         let mut bells = Vec::new();
         if config.kinesis.is_some() {
@@ -848,6 +853,9 @@ impl RunBells {
         }
         if config.postgres.is_some() {
             bells.push(self.postgres.clone());
+        }
+        if config.s3_archives() {
+            bells.push(self.s3.clone());
         }
         if config.redis.is_some() {
             bells.push(self.redis.clone());
@@ -1032,7 +1040,7 @@ fn start_sidecar(
     Ok((run, consumers, book_requests))
 }
 
-/// What the sinks are started with: their rings, in sink order (Kinesis, PostgreSQL, then
+/// What the sinks are started with: their rings, in sink order (Kinesis, PostgreSQL, S3, then
 /// Redis: Redis stays last, the sidecar's book requests assume it).
 struct SinkWiring {
     events: std::collections::VecDeque<Vec<rtrb::Consumer<FeedEvent>>>,
@@ -1045,6 +1053,7 @@ struct SinkWiring {
     kinesis_client: Option<aws_sdk_kinesis::Client>,
     kinesis_bell: Bell,
     postgres_bell: Bell,
+    s3_bell: Bell,
     redis_bell: Bell,
     sidecar_bell: Bell,
     /// Each sink's counters, in sink order.
@@ -1077,6 +1086,7 @@ fn start_sinks(
                 core: wiring.cores.kinesis,
                 ready,
                 bell: wiring.kinesis_bell.clone(),
+                klines: config.klines.clone(),
             })
             .map_err(|e| format!("cannot start the Kinesis writer: {e}"))?;
         sinks.push(SinkHandle {
@@ -1088,6 +1098,9 @@ fn start_sinks(
     }
     if let Some(postgres) = &config.postgres {
         sinks.push(start_postgres(postgres, wiring)?);
+    }
+    if let Some(s3) = config.s3.as_ref().filter(|s| s.enabled) {
+        sinks.push(start_s3(s3, wiring)?);
     }
     if let Some(redis) = &config.redis {
         let stats = wiring.stats.pop_front().unwrap_or_default();
@@ -1104,6 +1117,7 @@ fn start_sinks(
             core: wiring.cores.redis,
             bell: wiring.redis_bell.clone(),
             sidecar_bell: wiring.sidecar_bell.clone(),
+            klines: config.klines.clone(),
         })
         .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
         sinks.push(SinkHandle {
@@ -1143,6 +1157,33 @@ fn start_postgres(
     .map_err(|e| format!("cannot start the PostgreSQL writer: {e}"))?;
     Ok(SinkHandle {
         name: "postgres",
+        stats,
+        thread,
+    })
+}
+
+/// Starts the S3 archive writer on its rings (the next in sink order).
+fn start_s3(
+    s3: &crate::config::s3::S3Config,
+    wiring: &mut SinkWiring,
+) -> Result<SinkHandle, String> {
+    use crate::sink::s3::{S3Sink, spawn};
+    let stats = wiring.stats.pop_front().unwrap_or_default();
+    let thread = spawn(S3Sink {
+        config: s3.clone(),
+        rings: wiring.events.pop_front().unwrap_or_default(),
+        repairs: wiring.repairs.pop_front().flatten(),
+        hold_max: wiring.hold_max,
+        stats: stats.clone(),
+        stop: wiring.stop.clone(),
+        // A cold path: beside the sidecar, off the readers' cores.
+        core: wiring.cores.sidecar,
+        flush_timeout: wiring.flush_timeout,
+        bell: wiring.s3_bell.clone(),
+    })
+    .map_err(|e| format!("cannot start the S3 archive writer: {e}"))?;
+    Ok(SinkHandle {
+        name: "s3",
         stats,
         thread,
     })

@@ -224,6 +224,10 @@ mod tests {
             open_ms: 60_000,
             volume: "1e3".into(),
             count: 1,
+            ..serde_json::from_value(json!([
+                0, "1", "1", "1", "1", "0", 59_999, "0", 0, "0", "0", "0"
+            ]))
+            .expect("a kline")
         };
         assert_eq!(parse_kline(&[inexact], 60_000), None);
         assert!(serde_json::from_value::<Vec<RestKline>>(json!({"code": -1})).is_err());

@@ -178,6 +178,7 @@ struct RawExchange {
     depth_interval_ms: Option<u64>,
     snapshot_interval_ms: Option<u64>,
     journal_max: Option<usize>,
+    history_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +222,7 @@ impl SimConfig {
         set(&mut e.seed, raw.exchange.seed);
         set(&mut e.actions_per_second, raw.exchange.actions_per_second);
         set(&mut e.journal_max, raw.exchange.journal_max);
+        set(&mut e.history_s, raw.exchange.history_s);
         if let Some(ms) = raw.exchange.depth_interval_ms {
             e.depth_interval_us = ms as i64 * 1000;
         }
@@ -275,6 +277,12 @@ impl SimConfig {
             return Err(format!(
                 "exchange.actions_per_second = {}: must be between 0 and 10000000",
                 e.actions_per_second
+            ));
+        }
+        if e.history_s > 7 * 86_400 {
+            return Err(format!(
+                "exchange.history_s = {}: at most 604800 (a week)",
+                e.history_s
             ));
         }
         if e.depth_interval_us <= 0 || e.snapshot_interval_us <= 0 {

@@ -85,7 +85,13 @@ pub struct ExchangeConfig {
     pub snapshot_levels: usize,
     /// Trades and book changes kept per symbol for ground truth and REST.
     pub journal_max: usize,
+    /// The market runs this long, seconds, before the server opens ([`Exchange::run_history`]),
+    /// so REST has history from the start (klines and trades to backfill); 0: none.
+    pub history_s: u64,
 }
+
+/// The step of [`Exchange::run_history`]: trades of the history share a time per 10 ms.
+pub const HISTORY_STEP_US: i64 = 10_000;
 
 impl Default for ExchangeConfig {
     fn default() -> Self {
@@ -97,6 +103,7 @@ impl Default for ExchangeConfig {
             snapshot_interval_us: 50_000,
             snapshot_levels: 20,
             journal_max: 1_000_000,
+            history_s: 0,
         }
     }
 }
@@ -169,6 +176,26 @@ impl Exchange {
             next_snapshot_us: 0,
             action_debt: 0.0,
         }
+    }
+
+    /// Runs the market through `history_s` seconds of history ending at `now_us`, in steps of
+    /// [`HISTORY_STEP_US`], its events dropped (no one was connected): the journal and REST
+    /// hold them; the streams start at `now_us`.
+    pub fn run_history(&mut self, now_us: i64) {
+        let history_us = i64::try_from(self.config.history_s)
+            .unwrap_or(i64::MAX / 2_000_000)
+            .saturating_mul(1_000_000);
+        if history_us == 0 {
+            return;
+        }
+        let mut events = Vec::new();
+        let mut at = now_us.saturating_sub(history_us);
+        while at < now_us {
+            self.advance(at, &mut events);
+            events.clear();
+            at += HISTORY_STEP_US;
+        }
+        self.advance(now_us, &mut events);
     }
 
     /// The configuration.

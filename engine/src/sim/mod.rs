@@ -9,6 +9,7 @@ pub mod book;
 pub mod config;
 pub mod encode;
 pub mod exchange;
+pub mod klines;
 pub mod market;
 pub mod record;
 pub mod rest;

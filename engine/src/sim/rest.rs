@@ -1029,14 +1029,15 @@ impl Candle {
 }
 
 /// Candles of `interval_ms` over time-ordered trades, oldest first; intervals without trades
-/// between two with trades come out flat at the previous close.
+/// between two with trades (or after `previous`, the candle before the first trade's) come
+/// out flat at the previous close.
 fn candles<'a>(
     trades: impl Iterator<Item = &'a Trade>,
     interval_ms: i64,
+    mut previous: Option<Candle>,
 ) -> impl Iterator<Item = Candle> {
     let bucket = move |t: &Trade| time_ms(t) - time_ms(t).rem_euclid(interval_ms);
     let mut trades = trades.peekable();
-    let mut previous: Option<Candle> = None;
     std::iter::from_fn(move || {
         let first = **trades.peek()?;
         let open_time_ms = bucket(&first);
@@ -1063,11 +1064,21 @@ fn klines(exchange: &Exchange, params: &Params) -> Result<Value, ApiError> {
     let limit = list_limit(params)?;
     let start_ms = number_param(params, "startTime")?;
     let end_ms = number_param(params, "endTime")?;
-    // A candle opening at or after the start holds only trades at or after it.
+    // A candle opening at or after the start holds only trades at or after it; intervals from
+    // the start to the first trade come out flat at the last price before the start (Binance
+    // answers every interval, traded or not).
     let trades = market
         .trades_from(i64::MIN)
         .filter(|t| start_ms.is_none_or(|s| time_ms(t) >= s));
-    let selected = candles(trades, interval_ms)
+    let before = start_ms.and_then(|s| {
+        let last = market
+            .trades_from(i64::MIN)
+            .take_while(|t| time_ms(t) < s)
+            .last()?;
+        let open = s - s.rem_euclid(interval_ms) - interval_ms;
+        Some(Candle::flat(open, last.price))
+    });
+    let selected = candles(trades, interval_ms, before)
         .filter(|c| start_ms.is_none_or(|s| c.open_time_ms >= s))
         .take_while(|c| end_ms.is_none_or(|e| c.open_time_ms <= e));
     let selected: Vec<Candle> = if start_ms.is_some() {
@@ -1764,6 +1775,26 @@ mod tests {
     }
 
     #[test]
+    fn history_gives_klines_from_a_start_time_every_interval() {
+        let mut ex = Exchange::new(ExchangeConfig {
+            symbols: vec!["BTCUSDT".into()],
+            actions_per_second: 100.0,
+            history_s: 100,
+            ..Default::default()
+        });
+        ex.run_history(NOW_MS * US_PER_MS);
+        let start = NOW_MS - 90_000 + 1;
+        let target =
+            format!("/api/v3/klines?symbol=BTCUSDT&interval=1s&startTime={start}&limit=50");
+        let klines = body(&get(&ex, &target));
+        let klines = klines.as_array().expect("an array");
+        assert_eq!(klines.len(), 50);
+        let opens: Vec<i64> = klines.iter().map(|k| number(&k[0])).collect();
+        let first = start - start.rem_euclid(1000) + 1000;
+        assert_eq!(opens, (0..50).map(|i| first + i * 1000).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn klines_fill_quiet_intervals_at_the_previous_close() {
         let trade = |id: i64, time_ms: i64, price: i64| Trade {
             id,
@@ -1773,7 +1804,7 @@ mod tests {
             time_us: time_ms * 1000,
         };
         let trades = [trade(1, 1_000, 10), trade(2, 1_500, 12), trade(3, 4_200, 9)];
-        let got: Vec<Candle> = candles(trades.iter(), 1_000).collect();
+        let got: Vec<Candle> = candles(trades.iter(), 1_000, None).collect();
         let opens: Vec<i64> = got.iter().map(|c| c.open_time_ms).collect();
         assert_eq!(opens, [1_000, 2_000, 3_000, 4_000]);
         assert_eq!((got[0].open, got[0].close, got[0].trades), (10, 12, 2));

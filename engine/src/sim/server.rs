@@ -228,9 +228,11 @@ pub async fn start(config: SimConfig) -> io::Result<SimHandle> {
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+    let mut exchange = Exchange::new(config.exchange.clone());
+    exchange.run_history(now_us());
     let shared = Arc::new(Shared {
         symbols: config.exchange.symbols.clone(),
-        exchange: Mutex::new(Exchange::new(config.exchange.clone())),
+        exchange: Mutex::new(exchange),
         events,
         shutdown: shutdown_rx,
         next_conn_id: AtomicU64::new(1),

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::config::Faults;
 use super::encode;
 use super::exchange::{StreamKey, StreamKind};
+use super::klines::{KlineSubs, kline_stream};
 use super::rest::query_value;
 use super::rng::Rng;
 use super::server::{ConnControl, Published, Shared, lock, now_us, percent};
@@ -50,6 +51,8 @@ pub struct SessionRequest {
     pub combined: bool,
     /// Streams named in the URL.
     pub streams: Vec<(String, StreamKey)>,
+    /// Kline streams named in the URL (JSON only): name, symbol index, interval.
+    pub klines: Vec<(String, usize, crate::kline::Interval)>,
 }
 
 /// Parses a WebSocket request target (`path`, and `query` without `?`); `api_key` tells whether
@@ -96,7 +99,14 @@ pub fn parse_target(
         ));
     }
     let mut streams = Vec::new();
+    let mut klines = Vec::new();
     for name in names {
+        if format == Format::Json
+            && let Some((symbol, interval)) = kline_stream(&name, shared)
+        {
+            klines.push((name, symbol, interval));
+            continue;
+        }
         let key = stream_key(&name, format, shared)
             .ok_or_else(|| format!("Invalid stream name: {name}"))?;
         streams.push((name, key));
@@ -105,6 +115,7 @@ pub fn parse_target(
         format,
         combined,
         streams,
+        klines,
     })
 }
 
@@ -157,6 +168,8 @@ struct Subscriptions {
     by_slot: Vec<Option<usize>>,
     combined: bool,
     format: Format,
+    /// Kline streams (JSON only), built from the published trades.
+    klines: KlineSubs,
 }
 
 impl Subscriptions {
@@ -166,7 +179,17 @@ impl Subscriptions {
             by_slot: vec![None; symbols * StreamKind::ALL.len()],
             combined,
             format,
+            klines: KlineSubs::default(),
         }
+    }
+
+    /// Every subscribed name, kline streams last.
+    fn all_names(&self) -> Vec<String> {
+        let names = self.names.iter().map(|(n, _)| n.as_str());
+        names
+            .chain(self.klines.names())
+            .map(str::to_string)
+            .collect()
     }
 
     fn rebuild(&mut self) {
@@ -216,6 +239,9 @@ where
     let mut subs = Subscriptions::new(shared.symbols.len(), request.combined, request.format);
     for (name, key) in request.streams {
         subs.add(name, key);
+    }
+    for (name, symbol, interval) in request.klines {
+        subs.klines.add(name, symbol, interval);
     }
     publish_streams(&control, &subs);
     let (faults, version) = control.faults();
@@ -300,6 +326,9 @@ where
                 };
                 let mut batch = 0;
                 while let Some(published) = next.take() {
+                    if let Err(end) = deliver_klines(&published, &mut subs, &shared, &mut text, &mut sink).await {
+                        return end;
+                    }
                     match deliver(&published, request.format, &subs, &mut fault, &control, &shared, &mut text, &mut sink).await {
                         Ok(()) => {}
                         Err(end) => return end,
@@ -352,7 +381,40 @@ fn close(code: CloseCode, reason: &str) -> Message {
 }
 
 fn publish_streams(control: &ConnControl, subs: &Subscriptions) {
-    *lock(&control.streams) = subs.names.iter().map(|(n, _)| n.clone()).collect();
+    *lock(&control.streams) = subs.all_names();
+}
+
+/// Sends the kline messages `published` makes due (no faults: they are the trade stream's).
+async fn deliver_klines<K>(
+    published: &Published,
+    subs: &mut Subscriptions,
+    shared: &Shared,
+    text: &mut String,
+    sink: &mut K,
+) -> Result<(), End>
+where
+    K: futures_util::Sink<Message> + Unpin,
+{
+    if subs.klines.is_empty() {
+        return Ok(());
+    }
+    let mut out: Vec<String> = Vec::new();
+    let combined = subs.combined;
+    subs.klines.on_event(published, shared, |name, payload| {
+        text.clear();
+        if combined {
+            encode::wrap_combined(name, payload, text);
+        } else {
+            text.push_str(payload);
+        }
+        out.push(text.clone());
+    });
+    for message in out {
+        sink.feed(Message::text(message))
+            .await
+            .map_err(|_| End::Client)?;
+    }
+    Ok(())
 }
 
 /// Sends one event if subscribed, applying the connection's faults.
@@ -525,7 +587,17 @@ fn control_result(
     let format = subs.format;
     match method {
         "SUBSCRIBE" => {
-            let names = names()?;
+            let mut names = names()?;
+            let mut klines = Vec::new();
+            names.retain(|name| {
+                let kline = (format == Format::Json)
+                    .then(|| kline_stream(name, shared))
+                    .flatten();
+                if let Some((symbol, interval)) = kline {
+                    klines.push((name.clone(), symbol, interval));
+                }
+                kline.is_none()
+            });
             let mut keys = Vec::new();
             for name in &names {
                 let key = stream_key(name, format, shared)
@@ -536,7 +608,9 @@ fn control_result(
                 .iter()
                 .filter(|n| !subs.names.iter().any(|(m, _)| m == *n))
                 .count();
-            if subs.names.len() + new > shared.config.websocket.max_streams {
+            if subs.names.len() + subs.klines.len() + new + klines.len()
+                > shared.config.websocket.max_streams
+            {
                 return Err((
                     2,
                     format!(
@@ -548,19 +622,19 @@ fn control_result(
             for (name, key) in names.into_iter().zip(keys) {
                 subs.add(name, key);
             }
+            for (name, symbol, interval) in klines {
+                subs.klines.add(name, symbol, interval);
+            }
             Ok(Value::Null)
         }
         "UNSUBSCRIBE" => {
             for name in names()? {
                 subs.remove(&name);
+                subs.klines.remove(&name);
             }
             Ok(Value::Null)
         }
-        "LIST_SUBSCRIPTIONS" => Ok(subs
-            .names
-            .iter()
-            .map(|(n, _)| Value::from(n.as_str()))
-            .collect()),
+        "LIST_SUBSCRIPTIONS" => Ok(subs.all_names().into_iter().map(Value::from).collect()),
         "SET_PROPERTY" => match params.as_array().map(Vec::as_slice) {
             Some([Value::String(p), Value::Bool(on)]) if p == "combined" => {
                 subs.combined = *on;

@@ -1,5 +1,5 @@
-//! The sinks: batched writers that drain the feed's rings into AWS Kinesis, Redis and
-//! PostgreSQL, each on
+//! The sinks: batched writers that drain the feed's rings into AWS Kinesis, Redis,
+//! PostgreSQL and the S3 archive, each on
 //! its own thread, never slowing the readers (a sink that falls behind only lets its own ring
 //! fill, which the reader counts and reports as a `queue_full` notice).
 //!
@@ -15,6 +15,7 @@ pub mod order;
 pub mod postgres;
 pub mod redis;
 pub mod resend;
+pub mod s3;
 
 use serde::Serialize;
 

@@ -646,6 +646,7 @@ fn a_partly_overlapping_trades_event_reaches_kinesis_without_its_seen_trades() {
                 ready,
                 // Nobody rings it here: the writer finds the test's events at its park timeouts.
                 bell: hotpath::idle::Bell::task(),
+                klines: Default::default(),
             })
             .expect("the writer starts");
         checked

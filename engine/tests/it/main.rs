@@ -1,6 +1,7 @@
 //! Integration tests of the engine, one binary (see ripgrep's tests/tests.rs for the model).
 
 mod alloc;
+mod avro;
 mod bench_scripts;
 mod binance;
 mod book;
@@ -16,6 +17,7 @@ mod dual_feed;
 mod fault_proxy;
 mod feed;
 mod json_feed;
+mod klines;
 mod kshards;
 mod pg_server;
 mod postgres;
@@ -24,6 +26,7 @@ mod record;
 mod repairs;
 mod rest;
 mod rest_sbe;
+mod s3;
 mod schema;
 mod servers;
 mod shards;

@@ -191,10 +191,11 @@ fn module_of(src: &Path, file: &Path) -> String {
 /// Layers, top to bottom. A module may import lower layers freely, its own layer's modules only
 /// through what [`allowed_across`] lists (the bottom layer's leaves may use each other).
 const LAYERS: &[&[&str]] = &[
-    &["main", "sim"],
+    &["main", "sim", "backfill"],
     &["control"],
     &["feed", "sink", "sidecar"],
     &[
+        "archive",
         "binance",
         "codec",
         "sbe",
@@ -213,6 +214,7 @@ const LAYERS: &[&[&str]] = &[
         "sync",
         "shard",
         "tally",
+        "kline",
         "frames",
         "gaps",
         "decode",

@@ -61,7 +61,9 @@ impl Emitter<'_> {
     }
 
     /// Lines that validate the groups and var data following a block, advancing `pos`, and
-    /// (when `store`) remember where each starts in `<name>_pos`.
+    /// (when `store`) keep what the getters return: each fixed-size group's entries
+    /// (`<name>_group`), where each other group starts (`<name>_pos`) and each var data
+    /// element's bytes (`<name>_data`).
     fn validate_tail(
         &self,
         code: &mut Code,
@@ -73,57 +75,100 @@ impl Emitter<'_> {
     ) {
         let q = how.suffix();
         for g in &body.groups {
-            if store {
-                code.line(format!("let {} = pos;", suffixed(&g.ident, "pos")));
-            }
-            if g.since_version > 0 {
-                code.line(format!("if acting_version >= {} {{", g.since_version));
-            }
-            code.line(format!(
-                "pos = {prefix}{}Group::validate(buf, pos, acting_version, {limits}){q};",
-                pascal(&g.name)
-            ));
-            if g.since_version > 0 {
-                code.line("}");
+            let group = format!("{prefix}{}Group", pascal(&g.name));
+            let validate = format!("{group}::validate(buf, pos, acting_version, {limits}){q}");
+            let since = g.since_version;
+            let fixed = g.body.is_fixed();
+            let stored = tail_field(g, &g.ident);
+            match (store, fixed, since > 0) {
+                (true, true, false) => {
+                    code.line(format!("let ({stored}, end) = {validate};"));
+                    code.line("pos = end;");
+                }
+                (true, true, true) => {
+                    code.line(format!(
+                        "let mut {stored} = {group}::empty(acting_version);"
+                    ));
+                    code.line(format!("if acting_version >= {since} {{"));
+                    code.line(format!("({stored}, pos) = {validate};"));
+                    code.line("}");
+                }
+                _ => {
+                    if store {
+                        code.line(format!("let {stored} = pos;"));
+                    }
+                    if since > 0 {
+                        code.line(format!("if acting_version >= {since} {{"));
+                    }
+                    let end = if fixed { ".1" } else { "" };
+                    code.line(format!("pos = {validate}{end};"));
+                    if since > 0 {
+                        code.line("}");
+                    }
+                }
             }
         }
         for d in &body.data {
-            if store {
-                code.line(format!("let {} = pos;", suffixed(&d.ident, "pos")));
-            }
-            if d.since_version > 0 {
-                code.line(format!("if acting_version >= {} {{", d.since_version));
-            }
+            let since = d.since_version;
             let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
-            code.line(format!(
-                "pos = rt::skip_data(buf, pos, {}, {}){q};",
-                d.data_offset,
-                cast(&len, d.length.primitive, "usize")
-            ));
-            if d.since_version > 0 {
+            let len = cast(&len, d.length.primitive, "usize");
+            if !store {
+                if since > 0 {
+                    code.line(format!("if acting_version >= {since} {{"));
+                }
+                code.line(format!(
+                    "pos = rt::skip_data(buf, pos, {}, {len}){q};",
+                    d.data_offset
+                ));
+                if since > 0 {
+                    code.line("}");
+                }
+                continue;
+            }
+            let stored = suffixed(&d.ident, "data");
+            // The length prefix is checked before it is read, so the read needs no check.
+            let prefix = d
+                .data_offset
+                .max(d.length.offset + d.length.primitive.size());
+            let at = format!("rt::data_at(buf, pos, {}, {len}){q}", d.data_offset);
+            if since > 0 {
+                code.line(format!("let mut {stored}: &[u8] = &[];"));
+                code.line(format!("if acting_version >= {since} {{"));
+                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
+                code.line(format!("({stored}, pos) = {at};"));
                 code.line("}");
+            } else {
+                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
+                code.line(format!("let ({stored}, end) = {at};"));
+                code.line("pos = end;");
             }
         }
     }
 
-    /// Struct fields holding where each group and var data element starts.
-    fn position_fields(&self, code: &mut Code, body: &Body) {
-        for name in body
-            .groups
-            .iter()
-            .map(|g| &g.ident)
-            .chain(body.data.iter().map(|d| &d.ident))
-        {
-            code.line(format!("{}: usize,", suffixed(name, "pos")));
+    /// Struct fields holding what [`Self::validate_tail`] keeps.
+    fn position_fields(&self, code: &mut Code, body: &Body, prefix: &str) {
+        for g in &body.groups {
+            if g.body.is_fixed() {
+                code.line(format!(
+                    "{}: {prefix}{}Group<'a>,",
+                    tail_field(g, &g.ident),
+                    pascal(&g.name)
+                ));
+            } else {
+                code.line(format!("{}: usize,", tail_field(g, &g.ident)));
+            }
+        }
+        for d in &body.data {
+            code.line(format!("{}: &'a [u8],", suffixed(&d.ident, "data")));
         }
     }
 
     fn position_names(&self, body: &Body) -> String {
         body.groups
             .iter()
-            .map(|g| &g.ident)
-            .chain(body.data.iter().map(|d| &d.ident))
-            .map(|n| format!(", {}", suffixed(n, "pos")))
+            .map(|g| tail_field(g, &g.ident))
+            .chain(body.data.iter().map(|d| suffixed(&d.ident, "data")))
+            .map(|n| format!(", {n}"))
             .collect()
     }
 
@@ -140,6 +185,13 @@ impl Emitter<'_> {
                 since_text(g.since_version)
             ));
             code.line(format!("pub fn {}(&self) -> {group}<'a> {{", &g.ident));
+            let stored = tail_field(g, &g.ident);
+            if g.body.is_fixed() {
+                // Validation kept the entries (empty before the group's version).
+                code.line(format!("self.{stored}"));
+                code.line("}");
+                continue;
+            }
             if g.since_version > 0 {
                 code.line(format!(
                     "if self.acting_version() < {} {{ return {group}::empty(self.buf, self.acting_version()); }}",
@@ -147,8 +199,7 @@ impl Emitter<'_> {
                 ));
             }
             code.line(format!(
-                "{group}::at(self.buf, self.{}, self.acting_version())",
-                suffixed(&g.ident, "pos")
+                "{group}::at(self.buf, self.{stored}, self.acting_version())"
             ));
             code.line("}");
         }
@@ -161,26 +212,8 @@ impl Emitter<'_> {
                 since_text(d.since_version)
             ));
             code.line(format!("pub fn {}(&self) -> &'a [u8] {{", &d.ident));
-            if d.since_version > 0 {
-                code.line(format!(
-                    "if self.acting_version() < {} {{ return &[]; }}",
-                    d.since_version
-                ));
-            }
-            code.line(format!("let pos = self.{};", suffixed(&d.ident, "pos")));
-            let len = self.get(
-                d.length.primitive,
-                "self.buf",
-                &plus("pos", d.length.offset),
-            );
-            code.line(format!(
-                "let len = {};",
-                cast(&len, d.length.primitive, "usize")
-            ));
-            code.line(format!(
-                "rt::slice_at(self.buf, {}, len).unwrap_or_default()",
-                plus("pos", d.data_offset)
-            ));
+            // Validation kept the bytes (empty before the element's version).
+            code.line(format!("self.{}", suffixed(&d.ident, "data")));
             code.line("}");
         }
     }
@@ -210,7 +243,7 @@ impl Emitter<'_> {
         if ext {
             code.line("acting_block: &'a [u8],");
         }
-        self.position_fields(code, body);
+        self.position_fields(code, body, name);
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Decoder<'a> {{"));
@@ -420,99 +453,36 @@ impl Emitter<'_> {
             body.base_length
         ));
         code.blank();
-        let version = if tail_uses_version(body) {
-            "acting_version"
-        } else {
-            "_acting_version"
-        };
-        code.line(format!(
-            "fn validate(buf: &[u8], pos: usize, {version}: u16, limits: &rt::Limits) -> Result<usize, rt::DecodeError> {{"
-        ));
-        code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
-        let block_length = self.get(
-            dim.block_length.primitive,
-            "buf",
-            &plus("pos", dim.block_length.offset),
-        );
-        let count = self.get(
-            dim.num_in_group.primitive,
-            "buf",
-            &plus("pos", dim.num_in_group.offset),
-        );
-        code.line(format!(
-            "let block_length = {};",
-            cast(&block_length, dim.block_length.primitive, "usize")
-        ));
-        code.line(format!(
-            "let count = {};",
-            cast(&count, dim.num_in_group.primitive, "u64")
-        ));
-        let type_max = dim.num_in_group.primitive.range().map_or(0, |(_, max)| max);
-        if i128::from(dim.count_max) < type_max {
-            code.line(format!(
-                "let max = u64::from(limits.group_count_max).min({});",
-                dim.count_max
-            ));
-        } else {
-            code.line("let max = u64::from(limits.group_count_max);");
-        }
-        code.line("if count > max {");
-        code.line("return Err(rt::DecodeError::GroupTooLarge { id: Self::ID, count, max });");
-        code.line("}");
-        if body.base_length > 0 {
-            code.line("if block_length < Self::BASE_LENGTH {");
-            code.line("return Err(rt::DecodeError::BlockTooShort { id: Self::ID, needed: Self::BASE_LENGTH, got: block_length });");
-            code.line("}");
-        }
-        if body.is_fixed() {
-            code.line("rt::need_entries(buf, start, count, block_length)");
-        } else {
-            code.line("let mut pos = start;");
-            code.line("for _ in 0..count {");
-            code.line("pos = rt::need(buf, pos, block_length)?;");
-            self.validate_tail(code, body, name, Propagate::Result, "limits", false);
-            code.line("}");
-            code.line("Ok(pos)");
-        }
-        code.line("}");
-        code.blank();
-        code.line("fn at(buf: &'a [u8], pos: usize, acting_version: u16) -> Self {");
-        code.line(format!(
-            "let block_length = {};",
-            cast(&block_length, dim.block_length.primitive, "usize")
-        ));
-        code.line(format!(
-            "let count = {};",
-            cast(&count, dim.num_in_group.primitive, "usize")
-        ));
+        let (block_length, count) = self.group_validate(code, g, name);
         if fixed {
-            fixed_group_at(code, body, dim.size);
+            if g.since_version > 0 {
+                code.blank();
+                fixed_group_empty(code, body);
+            }
         } else {
+            code.blank();
+            code.line("fn at(buf: &'a [u8], pos: usize, acting_version: u16) -> Self {");
+            code.line(format!(
+                "let block_length = {};",
+                cast(&block_length, dim.block_length.primitive, "usize")
+            ));
+            code.line(format!(
+                "let count = {};",
+                cast(&count, dim.num_in_group.primitive, "usize")
+            ));
             code.line(format!(
                 "Self {{ buf, pos: pos + {}, block_length, count, index: 0, acting_version }}",
                 dim.size
             ));
-        }
-        code.line("}");
-        if g.since_version > 0 {
-            code.blank();
-            if fixed {
-                code.line("fn empty(_buf: &'a [u8], acting_version: u16) -> Self {");
-                code.line(format!(
-                    "Self {{ {}rest: &[], block_length: 0, left: 0, count: 0, acting_version }}",
-                    if has_array_entries(body) {
-                        "entries: &[], "
-                    } else {
-                        ""
-                    }
-                ));
-            } else {
+            code.line("}");
+            if g.since_version > 0 {
+                code.blank();
                 code.line("fn empty(buf: &'a [u8], acting_version: u16) -> Self {");
                 code.line(
                     "Self { buf, pos: 0, block_length: 0, count: 0, index: 0, acting_version }",
                 );
+                code.line("}");
             }
-            code.line("}");
         }
         code.blank();
         code.doc("The number of entries on the wire (`numInGroup`).");
@@ -550,6 +520,83 @@ impl Emitter<'_> {
         code.blank();
     }
 
+    /// A group's `validate`: its header, count and block length, then its entries. A fixed-size
+    /// group returns itself (its entries sliced once) and its end, any other group its end.
+    /// Returns the expressions reading the header's block length and count at `pos`.
+    fn group_validate(&self, code: &mut Code, g: &Group, name: &str) -> (String, String) {
+        let dim = &g.dimension;
+        let body = &g.body;
+        let fixed = body.is_fixed();
+        if fixed {
+            code.line(
+                "fn validate(buf: &'a [u8], pos: usize, acting_version: u16, limits: &rt::Limits) -> Result<(Self, usize), rt::DecodeError> {",
+            );
+        } else {
+            let version = if tail_uses_version(body) {
+                "acting_version"
+            } else {
+                "_acting_version"
+            };
+            code.line(format!(
+                "fn validate(buf: &[u8], pos: usize, {version}: u16, limits: &rt::Limits) -> Result<usize, rt::DecodeError> {{"
+            ));
+        }
+        code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
+        let block_length = self.get(
+            dim.block_length.primitive,
+            "buf",
+            &plus("pos", dim.block_length.offset),
+        );
+        let count = self.get(
+            dim.num_in_group.primitive,
+            "buf",
+            &plus("pos", dim.num_in_group.offset),
+        );
+        code.line(format!(
+            "let block_length = {};",
+            cast(&block_length, dim.block_length.primitive, "usize")
+        ));
+        code.line(format!(
+            "let count = {};",
+            cast(&count, dim.num_in_group.primitive, "u64")
+        ));
+        let type_max = dim.num_in_group.primitive.range().map_or(0, |(_, max)| max);
+        if i128::from(dim.count_max) < type_max {
+            code.line(format!(
+                "let max = u64::from(limits.group_count_max).min({});",
+                dim.count_max
+            ));
+        } else {
+            code.line("let max = u64::from(limits.group_count_max);");
+        }
+        code.line("if count > max {");
+        code.line("return Err(rt::DecodeError::GroupTooLarge { id: Self::ID, count, max });");
+        code.line("}");
+        if body.base_length > 0 {
+            code.line("if block_length < Self::BASE_LENGTH {");
+            code.line("return Err(rt::DecodeError::BlockTooShort { id: Self::ID, needed: Self::BASE_LENGTH, got: block_length });");
+            code.line("}");
+        }
+        if fixed {
+            code.line("let (span, end) = rt::entries_at(buf, start, count, block_length)?;");
+            code.line(
+                "// The count fits: the span of `count` entries is in the frame, or it is at most",
+            );
+            code.line("// `limits.group_count_max`, a `u32`.");
+            code.line("let count = count as usize;");
+            fixed_group_new(code, body);
+        } else {
+            code.line("let mut pos = start;");
+            code.line("for _ in 0..count {");
+            code.line("pos = rt::need(buf, pos, block_length)?;");
+            self.validate_tail(code, body, name, Propagate::Result, "limits", false);
+            code.line("}");
+            code.line("Ok(pos)");
+        }
+        code.line("}");
+        (block_length, count)
+    }
+
     fn group_entry(&self, code: &mut Code, g: &Group, name: &str) {
         let body = &g.body;
         let base = body.base_length;
@@ -559,7 +606,9 @@ impl Emitter<'_> {
         self.layout_doc(code, &body.fields);
         code.line("#[derive(Clone, Copy, Debug)]");
         code.line(format!("pub struct {name}Entry<'a> {{"));
-        if !fixed {
+        // Only groups that are not fixed-size are found again from the frame when read.
+        let keeps_buf = body.groups.iter().any(|g| !g.body.is_fixed());
+        if keeps_buf {
             code.line("buf: &'a [u8],");
         }
         let block = reads_block(body);
@@ -575,7 +624,7 @@ impl Emitter<'_> {
             code.line("marker: core::marker::PhantomData<&'a [u8]>,");
         }
         code.line("acting_version: u16,");
-        self.position_fields(code, body);
+        self.position_fields(code, body, name);
         code.line("}");
         code.blank();
         code.line(format!("impl<'a> {name}Entry<'a> {{"));
@@ -629,7 +678,8 @@ impl Emitter<'_> {
                 true,
             );
             code.line(format!(
-                "Some((Self {{ buf, {}{}acting_version{} }}, pos))",
+                "Some((Self {{ {}{}{}acting_version{} }}, pos))",
+                if keeps_buf { "buf, " } else { "" },
                 if block { "block, " } else { "" },
                 if ext { "acting_block, " } else { "" },
                 self.position_names(body)
@@ -857,6 +907,12 @@ impl Emitter<'_> {
     }
 }
 
+/// The decoder field that keeps group `g` (method `ident`): its entries when it is fixed-size,
+/// else where it starts.
+fn tail_field(g: &Group, ident: &str) -> String {
+    suffixed(ident, if g.body.is_fixed() { "group" } else { "pos" })
+}
+
 /// Whether a fixed-size group walks its entries as arrays of `BLOCK_LENGTH` bytes when the
 /// frame's block length is the schema's (arrays of zero bytes would not advance).
 fn has_array_entries(body: &Body) -> bool {
@@ -864,72 +920,75 @@ fn has_array_entries(body: &Body) -> bool {
 }
 
 /// The fields of a fixed-size group's iterator. Frames written with this schema's block length
-/// (the usual case) walk `entries`, one array per entry, sliced once from a span checked once:
-/// each step is a length test and constant-offset loads, as the reference implementation's
-/// flyweights advance by a known block length. Frames of other versions walk `rest` by the
-/// acting block length.
+/// (the usual case) walk one array per entry, sliced once from the span checked once when the
+/// frame was validated: each step is a length test and constant-offset loads, as the reference
+/// implementation's flyweights advance by a known block length. Frames of other versions walk
+/// the span by the acting block length (see `rt::FixedEntries`).
 fn fixed_group_fields(code: &mut Code, body: &Body) {
     if has_array_entries(body) {
+        code.line("/// The entries not yet read, validated.");
+        code.line(format!(
+            "entries: rt::FixedEntries<'a, {}>,",
+            body.block_length
+        ));
+    } else {
         code.line(
-            "/// The entries not yet read, when each is `BLOCK_LENGTH` bytes: validated, one array each.",
+            "/// The entries not yet read, validated: `left` entries of `block_length` bytes.",
         );
-        code.line(format!("entries: &'a [[u8; {}]],", body.block_length));
+        code.line("rest: &'a [u8],");
+        code.line("block_length: usize,");
+        code.line("left: usize,");
     }
-    code.line("/// The entries not yet read otherwise: validated, `block_length` bytes each.");
-    code.line("rest: &'a [u8],");
-    code.line("block_length: usize,");
-    code.line("/// How many entries `rest` holds.");
-    code.line("left: usize,");
     code.line("count: usize,");
     code.line("acting_version: u16,");
 }
 
-/// The body of a fixed-size group's `at`: one bounds check for the whole group, then its
-/// entries as arrays when they have the schema's length.
-fn fixed_group_at(code: &mut Code, body: &Body, dimension_size: usize) {
-    code.line(format!(
-        "let rest = count.checked_mul(block_length).and_then(|len| rt::slice_at(buf, pos + {dimension_size}, len)).unwrap_or_default();",
-    ));
+/// The end of a fixed-size group's `validate`: the group over `span`, `count` entries of
+/// `block_length` bytes, and its end `end`.
+fn fixed_group_new(code: &mut Code, body: &Body) {
     if has_array_entries(body) {
-        code.line("if block_length == Self::BLOCK_LENGTH {");
-        code.line(format!(
-            "let (entries, _) = rest.as_chunks::<{}>();",
-            body.block_length
-        ));
-        code.line(
-            "return Self { entries, rest: &[], block_length, left: 0, count, acting_version };",
-        );
-        code.line("}");
-        code.line("Self { entries: &[], rest, block_length, left: count, count, acting_version }");
+        code.line("let entries = rt::FixedEntries::new(span, block_length, count);");
+        code.line("Ok((Self { entries, count, acting_version }, end))");
     } else {
-        code.line("Self { rest, block_length, left: count, count, acting_version }");
+        code.line(
+            "Ok((Self { rest: span, block_length, left: count, count, acting_version }, end))",
+        );
     }
+}
+
+/// A fixed-size group's `empty`: what a frame older than the group reads.
+fn fixed_group_empty(code: &mut Code, body: &Body) {
+    code.line("fn empty(acting_version: u16) -> Self {");
+    if has_array_entries(body) {
+        code.line("Self { entries: rt::FixedEntries::EMPTY, count: 0, acting_version }");
+    } else {
+        code.line("Self { rest: &[], block_length: 0, left: 0, count: 0, acting_version }");
+    }
+    code.line("}");
 }
 
 /// A fixed-size group's `next` and `size_hint`.
 fn fixed_group_next(code: &mut Code, body: &Body, name: &str) {
-    let arrays = has_array_entries(body);
     code.line("fn next(&mut self) -> Option<Self::Item> {");
-    if arrays {
-        code.line("if let Some((entry, entries)) = self.entries.split_first() {");
-        code.line("self.entries = entries;");
+    if has_array_entries(body) {
+        code.line("let acting_version = self.acting_version;");
         code.line(format!(
-            "return {name}Entry::at(entry, self.acting_version);"
+            "self.entries.next_with(|entry| {name}Entry::at(entry, acting_version))"
         ));
+    } else {
+        code.line("if self.left == 0 {");
+        code.line("return None;");
         code.line("}");
+        code.line("let (entry, rest) = self.rest.split_at_checked(self.block_length)?;");
+        code.line("self.rest = rest;");
+        code.line("self.left -= 1;");
+        code.line(format!("{name}Entry::at(entry, self.acting_version)"));
     }
-    code.line("if self.left == 0 {");
-    code.line("return None;");
-    code.line("}");
-    code.line("let (entry, rest) = self.rest.split_at_checked(self.block_length)?;");
-    code.line("self.rest = rest;");
-    code.line("self.left -= 1;");
-    code.line(format!("{name}Entry::at(entry, self.acting_version)"));
     code.line("}");
     code.blank();
     code.line("fn size_hint(&self) -> (usize, Option<usize>) {");
-    if arrays {
-        code.line("let left = self.entries.len() + self.left;");
+    if has_array_entries(body) {
+        code.line("let left = self.entries.len();");
     } else {
         code.line("let left = self.left;");
     }

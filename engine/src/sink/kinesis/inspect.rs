@@ -1,6 +1,7 @@
 //! `hotpath kinesis count STREAM...`: reads every record of a stream (all shards, from
 //! TRIM_HORIZON until caught up) and counts Kinesis records, user records (KPL aggregates
-//! de-aggregated) and bytes, and the trades inside SBE trade frames: a check of what landed.
+//! de-aggregated) and bytes, and the trades inside SBE trade frames and Avro `MarketData`
+//! records (`kinesis.payload = "avro"`): a check of what landed.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ pub struct StreamCount {
     pub records: u64,
     /// User records (an aggregate counts its records).
     pub user_records: u64,
-    /// Trades in SBE trade frames.
+    /// Trades in SBE trade frames and Avro records.
     pub trades: u64,
     /// Data bytes.
     pub bytes: u64,
@@ -75,7 +76,12 @@ pub async fn count(
                 let key = record.partition_key().unwrap_or_default();
                 for user in deaggregate(key, data).unwrap_or_default() {
                     out.user_records += 1;
-                    if let Ok(crate::sbe::spot_stream::Message::TradesStreamEvent(m)) =
+                    if user.data.starts_with(&[0xC3, 0x01]) {
+                        // The `avro` payload: MarketData messages, trades among them.
+                        let records = super::avro::read_record(&user.data).unwrap_or_default();
+                        out.trades +=
+                            records.iter().filter(|r| r.event_type == "trade").count() as u64;
+                    } else if let Ok(crate::sbe::spot_stream::Message::TradesStreamEvent(m)) =
                         crate::sbe::decode(&user.data)
                     {
                         out.trades += m.trades().len() as u64;

@@ -4,6 +4,7 @@
 //! optional KPL aggregation.
 
 pub mod aggregate;
+pub mod avro;
 pub mod breaker;
 pub mod destination;
 pub mod inspect;

@@ -42,6 +42,7 @@ use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 
+use super::avro::AvroEncoder;
 use super::breaker::Breaker;
 use super::destination::Destination;
 use super::lane::{Aggregate, Entry};
@@ -49,18 +50,28 @@ use super::send::{Answer, Route, Sent, put_records};
 use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
-use crate::config::{KinesisConfig, Payload};
+use crate::config::{KinesisConfig, KlinesConfig, Layout, Payload};
 use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
+use crate::kline::{Candle, SymbolKlines};
 use crate::metrics::{Percentiles, latency_histogram};
+use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
 
-/// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat.
-const DESTINATIONS: usize = 4;
+/// Destination streams: trade, bestBidAsk, depth (+ depth20), heartbeat, klines.
+const DESTINATIONS: usize = 5;
 const HEARTBEAT: usize = 3;
+/// Closed candles built from the delivered trades (`kinesis.stream_kline`).
+const KLINES: usize = 4;
+
+/// Whether a destination's records are events (counted as received, written, dead-lettered);
+/// heartbeats and klines are the writer's own records.
+fn counted(dest: usize) -> bool {
+    dest < HEARTBEAT
+}
 /// A listing asked for by a misplaced record waits at least this long after the last one.
 const RELIST_MIN: Duration = Duration::from_secs(1);
 /// How often the start-up drain looks at the rings while the stream check runs (the main
@@ -74,8 +85,13 @@ const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
-/// The destination of a stream kind.
-fn destination_of(kind: StreamKind) -> usize {
+/// The destination of a stream kind: its own per type, or the first (`stream_market`) for
+/// every kind with `layout = "single"` (one set of lanes, so a symbol's records of all kinds
+/// stay in the order they arrived).
+fn destination_of(layout: Layout, kind: StreamKind) -> usize {
+    if layout == Layout::Single {
+        return 0;
+    }
     match kind {
         StreamKind::Trade => 0,
         StreamKind::BestBidAsk => 1,
@@ -206,6 +222,8 @@ pub struct KinesisSink {
     pub ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
     /// This writer's bell: the readers, the sidecar and the stop ring it.
     pub bell: Bell,
+    /// The klines built from the delivered trades (`[klines]`); off when no interval.
+    pub klines: KlinesConfig,
 }
 
 /// Starts the writer thread.
@@ -248,6 +266,9 @@ struct Writer {
     heartbeat_seq: u64,
     next_heartbeat: Option<Instant>,
     json: String,
+    /// The `avro` payload's encoder (`None` for the other payloads) and its buffer (reused).
+    avro: Option<AvroEncoder>,
+    avro_out: Vec<u8>,
     /// Scratch space for re-encoding partly overlapping trades events.
     trimmed: Vec<u8>,
     /// Partition keys and their hash keys by the feed's symbol index.
@@ -261,6 +282,16 @@ struct Writer {
     gaps_logged: u32,
     /// Shard listings in flight.
     listings: usize,
+    /// The klines settings.
+    klines: KlinesConfig,
+    /// Candles per symbol index.
+    candles: Vec<SymbolKlines>,
+    /// Candles closed by the event at hand (reused).
+    closed: Vec<(usize, Candle)>,
+    /// Memory the queued records hold ([`Writer::held_bytes`]), what `enqueue` checks against
+    /// `kinesis.buffer_bytes_max`: summed over every lane once per [`Writer::drain`] and kept up
+    /// by each enqueue after it, so a record costs O(1), not O(shards).
+    held: usize,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
@@ -276,19 +307,32 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         core: _,
         ready,
         bell,
+        klines,
     } = sink;
     let mut idler = TaskIdle::new(config.idle, bell);
     let client = match client {
         Some(c) => c,
         None => client_from_chain(&config).await,
     };
-    let names = [
-        config.stream_trade.clone(),
-        config.stream_best_bid_ask.clone(),
-        config.stream_depth.clone(),
-        config.heartbeat_stream.clone(),
-    ];
+    let names = match config.layout {
+        Layout::PerType => [
+            config.stream_trade.clone(),
+            config.stream_best_bid_ask.clone(),
+            config.stream_depth.clone(),
+            config.heartbeat_stream.clone(),
+            config.stream_kline.clone(),
+        ],
+        // Klines keep their own stream: their records are Binance's kline event JSON.
+        Layout::Single => [
+            config.stream_market.clone(),
+            config.stream_market.clone(),
+            config.stream_market.clone(),
+            config.heartbeat_stream.clone(),
+            config.stream_kline.clone(),
+        ],
+    };
     let mut w = Writer::new(config, client, names, stats, hold_max);
+    w.klines = klines;
     if let Err(e) = w.start_up(&mut rings, &mut repairs, ready).await {
         // A failed check ends the run before it starts: what was drained meanwhile goes to the
         // dead-letter file, for `hotpath dlq resend` once the streams exist.
@@ -384,6 +428,9 @@ impl Writer {
         hold_max: Duration,
     ) -> Writer {
         Writer {
+            avro: (config.payload == Payload::Avro)
+                .then(AvroEncoder::new)
+                .and_then(Result::ok),
             next_heartbeat: None,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             dead: Spool::new(&config.dead_letter_path),
@@ -396,6 +443,7 @@ impl Writer {
             rng: crate::rng::Rng::new(monotonic_ns() | 1),
             heartbeat_seq: 0,
             json: String::new(),
+            avro_out: Vec::new(),
             trimmed: Vec::new(),
             keys: Vec::new(),
             errors_logged: 0,
@@ -405,6 +453,10 @@ impl Writer {
             ),
             released: Vec::new(),
             gaps_logged: 0,
+            klines: KlinesConfig::default(),
+            candles: Vec::new(),
+            closed: Vec::new(),
+            held: 0,
         }
     }
 
@@ -420,8 +472,11 @@ impl Writer {
         ready: std::sync::mpsc::Sender<Result<(), SinkError>>,
     ) -> Result<(), SinkError> {
         let heartbeats = self.config.heartbeat_interval.is_some();
+        let single = self.config.layout == Layout::Single;
         let used: Vec<(usize, String)> = (0..DESTINATIONS)
             .filter(|&d| d != HEARTBEAT || heartbeats)
+            .filter(|&d| d != KLINES || self.klines.enabled())
+            .filter(|&d| !single || d == 0 || d == HEARTBEAT || d == KLINES)
             .map(|d| (d, self.dests[d].name.clone()))
             .collect();
         let mut wanted: Vec<String> = used.iter().map(|(_, name)| name.clone()).collect();
@@ -467,6 +522,9 @@ impl Writer {
         rings: &mut [rtrb::Consumer<FeedEvent>],
         repairs: &mut Option<rtrb::Consumer<Repair>>,
     ) {
+        // Requests and expiry took records out since the last drain; only enqueues add to the
+        // lanes from here to its end.
+        self.held = self.held_bytes();
         self.drain_events(rings);
         if let Some(ring) = repairs.as_mut() {
             while let Ok(repair) = ring.pop() {
@@ -535,6 +593,12 @@ impl Writer {
                 self.orders.forget(symbol, &mut released);
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
+                if let Some(candles) = self.candles.get_mut(usize::from(symbol)) {
+                    candles
+                        .series
+                        .iter_mut()
+                        .for_each(crate::kline::Series::forget);
+                }
             }
             // Books are the Redis writer's.
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
@@ -587,6 +651,9 @@ impl Writer {
             self.stats.dropped.add(1);
             return;
         };
+        if self.klines.enabled() {
+            self.candles_of(&event, from, &key, hash);
+        }
         // A trades event partly overlapping trades already delivered: only the new ones go.
         let frame = if event.kind == StreamKind::Trade && from > event.first_id {
             match super::trim::trades_from(&event.frame, from, &mut self.trimmed) {
@@ -602,12 +669,12 @@ impl Writer {
         } else {
             event.frame
         };
-        let data = match self.config.payload {
-            Payload::Sbe => frame,
-            Payload::Json => {
-                self.json.clear();
-                crate::decode::frame_to_json(&frame, &mut self.json);
-                Bytes::copy_from_slice(self.json.as_bytes())
+        let data = match self.payload(frame) {
+            Ok(data) => data,
+            Err(e) => {
+                self.stats.dropped.add(1);
+                self.log_error(&e);
+                return;
             }
         };
         let entry = Entry {
@@ -620,7 +687,67 @@ impl Writer {
             error: None,
             maybe_landed: false,
         };
-        self.enqueue(destination_of(event.kind), hash, entry);
+        self.enqueue(destination_of(self.config.layout, event.kind), hash, entry);
+    }
+
+    /// The record data of an event's frame, as `kinesis.payload` says.
+    fn payload(&mut self, frame: Bytes) -> Result<Bytes, String> {
+        match self.config.payload {
+            Payload::Sbe => Ok(frame),
+            Payload::Json => {
+                self.json.clear();
+                crate::decode::frame_to_json(&frame, &mut self.json);
+                Ok(Bytes::copy_from_slice(self.json.as_bytes()))
+            }
+            Payload::Avro => {
+                self.avro_out.clear();
+                let Some(avro) = &self.avro else {
+                    return Err("cannot write Avro: the schema did not load".into());
+                };
+                avro.encode(&frame, &mut self.avro_out)
+                    .map_err(|e| format!("cannot write an event as Avro: {e}"))?;
+                Ok(Bytes::copy_from_slice(&self.avro_out))
+            }
+        }
+    }
+
+    /// Feeds the symbol's candles with a delivered event (its trades, its exchange time) and
+    /// queues each candle that closes as a kline stream event (JSON, Binance's form, `x`
+    /// true) to the klines stream.
+    fn candles_of(&mut self, event: &FeedEvent, from: i64, key: &Arc<str>, hash: u128) {
+        let index = usize::from(event.symbol);
+        if self.candles.len() <= index {
+            self.candles.resize_with(index + 1, SymbolKlines::default);
+        }
+        let candles = &mut self.candles[index];
+        if candles.series.is_empty() {
+            *candles = SymbolKlines::new(&self.klines.intervals);
+        }
+        let mut closed = std::mem::take(&mut self.closed);
+        if event.kind == StreamKind::Trade
+            && let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&event.frame)
+        {
+            candles.on_trades(&m, from, &mut closed);
+        }
+        let now_ms = event.event_time_us.div_euclid(1000);
+        let held = self.orders.holds(event.symbol);
+        candles.advance(now_ms, self.klines.close_after_ms, held, &mut closed);
+        for (i, candle) in closed.drain(..) {
+            let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
+            let data = candle.stream_json(key, interval, true, now_ms);
+            let entry = Entry {
+                key: key.clone(),
+                data: Bytes::from(data),
+                recv_time_ns: event.recv_time_ns,
+                enqueued: Instant::now(),
+                first_attempt_ms: 0,
+                attempts: 0,
+                error: None,
+                maybe_landed: false,
+            };
+            self.enqueue(KLINES, hash, entry);
+        }
+        self.closed = closed;
     }
 
     fn enqueue(&mut self, dest: usize, hash: u128, entry: Entry) {
@@ -632,9 +759,10 @@ impl Writer {
         };
         if entry.cost() + framing > RECORD_MAX {
             self.dead_letter(dest, entry, "record larger than Kinesis' 1 MiB limit");
-        } else if self.held_bytes() + entry.held_bytes() > self.config.buffer_bytes_max {
+        } else if self.held + entry.held_bytes() > self.config.buffer_bytes_max {
             self.dead_letter(dest, entry, "kinesis.buffer_bytes_max reached");
         } else {
+            self.held += entry.held_bytes();
             self.dests[dest].push(hash, entry);
         }
     }
@@ -695,7 +823,7 @@ impl Writer {
     /// Writes `entry` to the dead-letter file, `outcome` `unknown` when an attempt of it got no
     /// answer, `failed` otherwise; counted as dead-lettered (heartbeats are not counted).
     fn dead_letter(&mut self, dest: usize, entry: Entry, why: &str) {
-        let counted = dest != HEARTBEAT;
+        let counted = counted(dest);
         let record = DeadRecord {
             target: Target::Kinesis {
                 stream: self.dests[dest].name.clone(),
@@ -977,7 +1105,7 @@ impl Writer {
             // The stream was resharded: list its shards again, soon but not in a loop.
             dest.relist_soon(now, RELIST_MIN);
         }
-        if route.destination != HEARTBEAT {
+        if counted(route.destination) {
             self.count_delivered(&done, verdict.delivered);
         }
         if any_failed {
@@ -1109,6 +1237,36 @@ mod tests {
         w.note_orders();
         assert_eq!(w.stats.duplicates.get(), 1);
         assert_eq!(w.stats.repaired.get(), 1);
+    }
+
+    /// `kinesis.buffer_bytes_max` bounds the queued records' memory: a record past it is
+    /// dead-lettered, and the room a request frees counts again from the next drain.
+    #[test]
+    fn the_buffer_bound_dead_letters_past_it_and_frees_room_as_requests_leave() {
+        let dir = std::env::temp_dir().join(format!("hotpath-kinesis-held-{}", std::process::id()));
+        let mut w = writer();
+        w.config.dead_letter_path = dir.join("dead.jsonl");
+        w.dead = Spool::new(&w.config.dead_letter_path);
+        w.route(trades(1..=1));
+        let one = w.held_bytes();
+        assert!(one > 0);
+        w.config.buffer_bytes_max = 2 * one;
+        w.route(trades(2..=2));
+        w.route(trades(3..=3));
+        assert_eq!(w.dests[0].len(), 2, "the third is past the bound");
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        assert_eq!(w.held, w.held_bytes());
+        // A request takes the queued records: the next drain sees the room.
+        assert_eq!(queued(&mut w).len(), 2);
+        let (_, consumer) = rtrb::RingBuffer::<FeedEvent>::new(4);
+        w.drain(&mut [consumer], &mut None);
+        assert_eq!(w.held, 0);
+        w.route(trades(4..=4));
+        w.route(trades(5..=5));
+        assert_eq!(w.dests[0].len(), 2);
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        let _ = w.dead.finish();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Given-up ids release what waited behind them; at shutdown everything held goes out.

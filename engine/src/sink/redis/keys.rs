@@ -7,6 +7,7 @@
 //! | order book | `ob:{BTCUSDT}` | `ob:BTCUSDT` |
 //! | trade windows | `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` | `tr:BTCUSDT:1s`, `tr:BTCUSDT:5s` |
 //! | features | `feat:{BTCUSDT}` | `feat:BTCUSDT` |
+//! | candles (`[klines]`) | `kl:{BTCUSDT}:1m` | `kl:BTCUSDT:1m` |
 //! | re-anchor lock | `reanchor:{BTCUSDT}` | `reanchor:BTCUSDT` |
 //! | re-anchor temporaries | `ob:new:{BTCUSDT}`, `tr:new:{BTCUSDT}:1s`, `tr:new:{BTCUSDT}:5s`, `feat:new:{BTCUSDT}` | `ob:new:BTCUSDT`, `tr:new:BTCUSDT:1s`, ... |
 //!
@@ -26,6 +27,11 @@ pub fn name(layout: KeyLayout, prefix: &str, symbol: &str, suffix: &str) -> Stri
         KeyLayout::HashTag => format!("{prefix}{{{symbol}}}{suffix}"),
         KeyLayout::Plain => format!("{prefix}{symbol}{suffix}"),
     }
+}
+
+/// The key of `symbol`'s candles of `interval` (`kl:{BTCUSDT}:1m`, plain `kl:BTCUSDT:1m`).
+pub fn kline(layout: KeyLayout, symbol: &str, interval: &str) -> String {
+    name(layout, "kl:", symbol, &format!(":{interval}"))
 }
 
 /// The key names of one symbol.

@@ -46,6 +46,14 @@
 //!   `vwap` in `tr:` is rounded down at the price's decimals; volumes are exact. See
 //!   [`crate::analytics`] for the rounding rules.
 //!
+//! - `kl:{BTCUSDT}:1m` (one per `[klines] intervals`, [`super::keys::kline`]) — Hash: `closed` (the
+//!   candle closed last) and `open` (the candle trades are arriving for; absent between a
+//!   closed candle and the next trade), each a JSON array as `GET /api/v3/klines` gives a
+//!   kline (`[openTime, "open", "high", "low", "close", "volume", closeTime, "quoteVolume",
+//!   trades, "takerBuyBaseVolume", "takerBuyQuoteVolume", "0"]`), and `as_of_ms` (the
+//!   symbol's exchange clock at the write). Built from the trades delivered
+//!   ([`crate::kline`]), written in one `HSET` so both candles always agree.
+//!
 //! # Exponents
 //! Prices and quantities are mantissas at a per-message exponent. The book and the best
 //! bid/ask take theirs from the depth and bestBidAsk frames; the trade windows and `trades:`
@@ -63,7 +71,8 @@ pub use super::keys::Keys;
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
-use crate::config::KeyLayout;
+use crate::config::{KeyLayout, KlinesConfig};
+use crate::kline::{Candle, SymbolKlines};
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
 
 /// A trade waiting for its `XADD` to be acknowledged, with what its attempts so far tell.
@@ -164,6 +173,18 @@ pub struct SymbolState {
     raw_json: bool,
     /// Scratch text for the entry fields (reused: no allocation per trade once grown).
     scratch: String,
+    /// Candles of the configured intervals ([`SymbolState::set_klines`]; none by default).
+    klines: SymbolKlines,
+    /// Their keys, by interval.
+    kline_keys: Vec<String>,
+    /// `klines.close_after_ms`.
+    close_after_ms: i64,
+    /// The candles changed since the last write.
+    klines_dirty: bool,
+    /// Candles closed (reused scratch: only the latest per interval is written).
+    closed: Vec<(usize, Candle)>,
+    /// The key layout (`redis.keys`), for the `kl:` keys.
+    layout: KeyLayout,
 }
 
 /// The fields of a stale mark on `bbo:`, `tr:` and `feat:` (set while the symbol is stopped).
@@ -204,6 +225,12 @@ impl SymbolState {
             unmark: false,
             raw_json: false,
             scratch: String::new(),
+            klines: SymbolKlines::default(),
+            kline_keys: Vec::new(),
+            close_after_ms: 0,
+            klines_dirty: false,
+            closed: Vec::new(),
+            layout: KeyLayout::HashTag,
         }
     }
 
@@ -212,13 +239,47 @@ impl SymbolState {
     #[must_use]
     pub fn with_format(mut self, layout: KeyLayout, raw_json: bool) -> SymbolState {
         self.keys = Keys::with(layout, &self.name);
+        self.layout = layout;
         self.raw_json = raw_json;
         self
+    }
+
+    /// Builds candles of `config`'s intervals from the trades taken from now on.
+    pub fn set_klines(&mut self, config: &KlinesConfig) {
+        self.klines = SymbolKlines::new(&config.intervals);
+        self.kline_keys = config
+            .intervals
+            .iter()
+            .map(|i| super::keys::kline(self.layout, &self.name, i.name))
+            .collect();
+        self.close_after_ms = config.close_after_ms;
+    }
+
+    /// The symbol's exchange clock is at `now_ms` (any of its frames): a quiet candle may
+    /// close. `held`: trades of the symbol wait for a repair (one may belong to it).
+    pub fn kline_clock(&mut self, now_ms: i64, held: bool) {
+        let mut closed = std::mem::take(&mut self.closed);
+        self.klines
+            .advance(now_ms, self.close_after_ms, held, &mut closed);
+        self.klines_dirty |= !closed.is_empty();
+        closed.clear();
+        self.closed = closed;
+    }
+
+    /// Trades left out of the candles as late.
+    pub fn klines_late(&self) -> u64 {
+        self.klines.late()
     }
 
     /// The symbol's streams stopped for `reason` (removed, halted): its `bbo:`, `tr:` and
     /// `feat:` keys are marked stale as its book is (their values are the last ones seen).
     pub fn stop(&mut self, reason: &str) {
+        // Its candles would miss the trades of the time it is away: they start afresh (the
+        // `kl:` hashes keep their last candles, marked like the other keys).
+        self.klines
+            .series
+            .iter_mut()
+            .for_each(crate::kline::Series::forget);
         self.stopped = Some(reason.to_string());
         self.stopped_dirty = true;
         self.unmark = false;
@@ -240,7 +301,9 @@ impl SymbolState {
             &self.keys.tr_1s,
             &self.keys.tr_5s,
             &self.keys.feat,
-        ];
+        ]
+        .into_iter()
+        .chain(&self.kline_keys);
         if std::mem::take(&mut self.stopped_dirty)
             && let Some(reason) = &self.stopped
         {
@@ -269,6 +332,7 @@ impl SymbolState {
         !self.pending.is_empty()
             || self.stopped_dirty
             || self.unmark
+            || self.klines_dirty
             || self.bbo_dirty
             || self.ob.dirty()
             // While a re-anchor is in flight, its swap writes these.
@@ -278,6 +342,11 @@ impl SymbolState {
     /// After a reconnect: everything known is written again (Redis may have lost it).
     pub fn mark_all_dirty(&mut self) {
         self.bbo_dirty = self.bbo.is_some();
+        self.klines_dirty = self
+            .klines
+            .series
+            .iter()
+            .any(|s| s.closed().is_some() || s.open().is_some());
         self.ob.rewrite();
         self.stats_dirty = self.now_us > 0;
         // Redis may have lost the mark, or the failed pipeline its removal.
@@ -358,6 +427,14 @@ impl SymbolState {
         let (pe, qe) = self.trade_exponents_for(m, frame_exponents);
         let trade_time_us = m.transact_time();
         self.now_us = self.now_us.max(m.event_time());
+        if !self.klines.series.is_empty() {
+            let mut closed = std::mem::take(&mut self.closed);
+            let kline_from = from.max(self.last_trade_id.saturating_add(1));
+            self.klines.on_trades(m, kline_from, &mut closed);
+            closed.clear();
+            self.closed = closed;
+            self.klines_dirty = true;
+        }
         for t in m.trades() {
             let id = t.id();
             if id < from || id <= self.last_trade_id {
@@ -470,7 +547,7 @@ impl SymbolState {
         sent: &mut Vec<SentTrade>,
     ) -> usize {
         let count = self.write_trades(pipe, (maxlen, trades_max), now_us / 1000, sent);
-        let dec = |m: i64, e: i8| Decimal::new(m, e).to_string();
+        let dec = decimal_text;
         let (pe, qe) = (self.price_exponent, self.qty_exponent);
         if self.bbo_dirty
             && let Some(b) = self.bbo
@@ -503,7 +580,30 @@ impl SymbolState {
             self.stats_dirty = false;
         }
         self.write_stopped(pipe, now_us);
+        self.write_klines(pipe);
         count
+    }
+
+    /// Each interval's `kl:` hash: the last closed and the open candle, one `HSET`; the open
+    /// field goes when no candle is open.
+    fn write_klines(&mut self, pipe: &mut redis::Pipeline) {
+        if !std::mem::take(&mut self.klines_dirty) {
+            return;
+        }
+        let as_of_ms = self.now_us.div_euclid(1000).to_string();
+        for (series, key) in self.klines.series.iter().zip(&self.kline_keys) {
+            let mut fields = vec![("as_of_ms", as_of_ms.clone())];
+            if let Some(c) = series.closed() {
+                fields.push(("closed", c.rest_json()));
+            }
+            match series.open() {
+                Some(c) => fields.push(("open", c.rest_json())),
+                None => {
+                    pipe.hdel(key, "open");
+                }
+            }
+            pipe.hset_multiple(key, &fields);
+        }
     }
 
     /// The trade commands of [`SymbolState::write`].
@@ -714,10 +814,7 @@ fn window_fields(
     now_us: i64,
     complete: bool,
 ) -> Vec<(&'static str, String)> {
-    let dec = |m: Option<i64>, e: i8| {
-        m.map(|m| Decimal::new(m, e).to_string())
-            .unwrap_or_default()
-    };
+    let dec = |m: Option<i64>, e: i8| m.map(|m| decimal_text(m, e)).unwrap_or_default();
     let wide = |m: i128| wide_decimal(m, qe);
     vec![
         ("count", s.count.to_string()),
@@ -733,11 +830,18 @@ fn window_fields(
     ]
 }
 
+/// `m x 10^e` as exact decimal text ([`Decimal`]'s, without the formatting machinery).
+fn decimal_text(m: i64, e: i8) -> String {
+    let mut text = String::with_capacity(24);
+    Decimal::new(m, e).push_to(&mut text);
+    text
+}
+
 /// `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same text
 /// [`Decimal`] prints when the mantissa fits).
 fn wide_decimal(m: i128, e: i8) -> String {
     if let Ok(m) = i64::try_from(m) {
-        return Decimal::new(m, e).to_string();
+        return decimal_text(m, e);
     }
     let digits = m.unsigned_abs().to_string();
     let sign = if m < 0 { "-" } else { "" };
@@ -1045,6 +1149,58 @@ mod tests {
         assert_eq!(back.matches("HDEL").count(), 4, "{back}");
         assert!(!back.contains("halted"), "{back}");
         assert!(!written(&mut state).contains("HDEL"), "taken off once");
+    }
+
+    #[test]
+    fn kline_hashes_hold_the_last_closed_and_the_open_candle() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        let one_second = crate::kline::Interval::of("1s").expect("1s");
+        state.set_klines(&KlinesConfig {
+            intervals: vec![one_second],
+            close_after_ms: 500,
+        });
+        // Second 1 is partial (the first seen): never published.
+        apply(
+            &mut state,
+            &trades_frame(1_500_000, (-8, -8), &[(1, 100, 100)]),
+        );
+        let first = written(&mut state);
+        assert!(
+            !first.contains("\"closed\"") && !first.contains("[1000,"),
+            "{first}"
+        );
+        apply(
+            &mut state,
+            &trades_frame(2_100_000, (-8, -8), &[(2, 200, 300)]),
+        );
+        apply(
+            &mut state,
+            &trades_frame(2_900_000, (-8, -8), &[(3, 150, 100)]),
+        );
+        apply(
+            &mut state,
+            &trades_frame(3_000_000, (-8, -8), &[(4, 120, 100)]),
+        );
+        let out = written(&mut state);
+        assert!(out.contains("kl:{BTCUSDT}:1s"), "{out}");
+        let closed =
+            "[2000,\"0.00000200\",\"0.00000200\",\"0.00000150\",\"0.00000150\",\"0.00000400\",2999";
+        assert!(out.contains(closed), "{out}");
+        assert!(
+            out.contains("[3000,\"0.00000120\""),
+            "the open candle: {out}"
+        );
+        assert!(!written(&mut state).contains("kl:"), "written once");
+        // The symbol's clock passes the open candle's end: it closes.
+        state.kline_clock(4_600, false);
+        let out = written(&mut state);
+        assert!(
+            out.contains("[3000,") && out.contains("HDEL"),
+            "closed, none open: {out}"
+        );
+        state.stop("removed: by request");
+        let marked = written(&mut state);
+        assert_eq!(marked.matches("removed: by request").count(), 5, "{marked}");
     }
 
     /// Review of the sinks: a symbol halted while its re-anchor was in flight. The swap (which

@@ -51,7 +51,7 @@ use super::ob::{BookSettings, DiffBudget, Wants};
 use super::state::{PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
-use crate::config::RedisConfig;
+use crate::config::{KlinesConfig, RedisConfig};
 use crate::feed::event::{BookRequest, FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
@@ -92,6 +92,9 @@ pub struct RedisSink {
     pub bell: Bell,
     /// The sidecar's bell, rung after snapshot requests were pushed to it.
     pub sidecar_bell: Bell,
+    /// The klines built from the delivered trades (`[klines]`, `kl:` keys); off when no
+    /// interval.
+    pub klines: KlinesConfig,
 }
 
 /// Starts the writer thread.
@@ -255,6 +258,8 @@ struct Writer {
     gaps_logged: u32,
     /// This writer's bell: tasks it spawns ring it when they finish.
     bell: Bell,
+    /// The klines settings (for symbols added at run time).
+    klines: KlinesConfig,
 }
 
 /// A re-anchor in flight: the symbol, its attempt number, the task.
@@ -278,16 +283,30 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         core: _,
         bell,
         sidecar_bell,
+        klines,
     } = sink;
     let mut idle = TaskIdle::new(config.idle, bell.clone());
     let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
+    for state in w.states.iter_mut().flatten() {
+        state.set_klines(&klines);
+    }
+    w.klines = klines;
     w.bell = bell;
     let mut io = Io::new(w.lanes);
     let mut flush_deadline: Option<Instant> = None;
     loop {
-        // Let the runtime run its other tasks (connect, write and re-anchor tasks, the
-        // driver, timers) now and then even while every round finds work.
-        tokio::task::coop::consume_budget().await;
+        if io.quiet() && w.reanchoring.is_empty() {
+            // Let the runtime run its other tasks (connect tasks, the driver, timers) now and
+            // then even while every round finds work.
+            tokio::task::coop::consume_budget().await;
+        } else {
+            // A pipeline or re-anchor is in flight: its reply is read by other tasks of this
+            // runtime (the connection's driver, the write task). Yield every round, so the
+            // reply is taken as soon as it arrives rather than after the coop budget's 128
+            // rounds (milliseconds while events keep coming), and the lane's next batch
+            // starts at once.
+            tokio::task::yield_now().await;
+        }
         let stopping = stop.load(Ordering::Acquire);
         let mut work = w.drain(&mut rings, repairs.as_mut());
         if stopping {
@@ -416,6 +435,7 @@ impl Writer {
             released: Vec::new(),
             gaps_logged: 0,
             bell: Bell::silent(),
+            klines: KlinesConfig::default(),
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
@@ -552,9 +572,12 @@ impl Writer {
         }
         let book = self.book;
         let (layout, raw_json) = (self.config.keys, self.config.raw_json);
+        let klines = &self.klines;
         let state = self.states[index].get_or_insert_with(|| {
             let name = symbol_name(&message);
-            SymbolState::new(&name, book).with_format(layout, raw_json)
+            let mut state = SymbolState::new(&name, book).with_format(layout, raw_json);
+            state.set_klines(klines);
+            state
         });
         let buffer = self.config.buffer_trades_max;
         let wants = match &message {
@@ -564,6 +587,10 @@ impl Writer {
             }
             _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
         };
+        if !self.klines.intervals.is_empty() {
+            let held = self.orders.holds(event.symbol);
+            state.kline_clock(event.event_time_us.div_euclid(1000), held);
+        }
         let evicted = std::mem::take(&mut state.evicted);
         for t in &evicted {
             self.dead_letter(

@@ -1,0 +1,636 @@
+//! Klines (candles) built from trades: Binance's kline is the OHLCV of the trades of one
+//! interval, so a sink that delivers every trade exactly once, in id order (live and repaired
+//! alike, `sink::order`), builds exactly Binance's candle from them. Pure: trades and a clock
+//! in, closed candles out. The Redis and Kinesis writers keep one [`Series`] per symbol and
+//! configured interval; the simulator's kline streams and `hotpath backfill klines` use the
+//! same [`Candle`] and its JSON forms.
+//!
+//! Values are exact: prices and volumes are `i128` mantissas at [`EXPONENT`] (finer than any
+//! Binance price or quantity), quote volumes sum `price x qty` exactly at the same exponent; a
+//! trade finer than that marks its candle `inexact` (never seen with Binance's 8 decimals).
+//!
+//! The first candle of a series is partial (trades before the first one taken were not
+//! seen: the sink started, or the symbol was added, mid-interval): it is kept for its close
+//! price but never published, neither open nor closed.
+//!
+//! When a candle closes: when the first trade of a later interval arrives (trades come in id
+//! order, and ids in time order), or when the symbol's clock (the exchange time of any of its
+//! frames) is `close_after_ms` past the interval's end while none of its trades are held for a
+//! repair. Intervals without trades between two closed ones come out flat at the previous
+//! close with no volume, as Binance's, at most [`FILL_MAX`] of them in a row. A trade arriving
+//! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
+//! is emitted again (consumers keep the last candle per open time); a trade older still is
+//! counted as late and left out.
+
+use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventDecoder};
+use crate::tally::{VOLUME_EXPONENT, scale};
+
+/// The exponent of every mantissa of a [`Candle`].
+pub const EXPONENT: i8 = VOLUME_EXPONENT;
+
+/// Most flat candles emitted in a row for intervals without trades (a symbol quiet for
+/// longer gets the last [`FILL_MAX`] of them).
+pub const FILL_MAX: i64 = 1_000;
+
+/// Binance's kline intervals of fixed length (`1M`, the calendar month, is not supported).
+pub const INTERVALS: [(&str, i64); 15] = [
+    ("1s", 1_000),
+    ("1m", 60_000),
+    ("3m", 180_000),
+    ("5m", 300_000),
+    ("15m", 900_000),
+    ("30m", 1_800_000),
+    ("1h", 3_600_000),
+    ("2h", 7_200_000),
+    ("4h", 14_400_000),
+    ("6h", 21_600_000),
+    ("8h", 28_800_000),
+    ("12h", 43_200_000),
+    ("1d", 86_400_000),
+    ("3d", 259_200_000),
+    ("1w", 604_800_000),
+];
+
+/// A kline interval: its Binance name and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval {
+    /// Binance's name (`1m`).
+    pub name: &'static str,
+    /// Its length, ms.
+    pub ms: i64,
+}
+
+impl Interval {
+    /// The interval named `name` (`1s`, `1m`, ... `1w`).
+    pub fn of(name: &str) -> Option<Interval> {
+        INTERVALS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(name, ms)| Interval { name, ms })
+    }
+
+    /// The open time of the interval holding `time_ms`. Binance's 1w opens on Mondays, and
+    /// the Unix epoch was a Thursday.
+    pub fn open_of(&self, time_ms: i64) -> i64 {
+        let shift = if self.ms == 604_800_000 {
+            4 * 86_400_000
+        } else {
+            0
+        };
+        time_ms - (time_ms - shift).rem_euclid(self.ms)
+    }
+}
+
+/// One trade as a candle takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trade {
+    /// Trade id.
+    pub id: i64,
+    /// Trade time, Unix ms.
+    pub time_ms: i64,
+    /// Price mantissa.
+    pub price: i64,
+    /// Quantity mantissa.
+    pub qty: i64,
+    /// Exponents of price and quantity.
+    pub exponents: (i8, i8),
+    /// The buyer was the maker (the taker sold).
+    pub buyer_maker: bool,
+}
+
+/// One candle; every mantissa at [`EXPONENT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candle {
+    /// Open time, Unix ms.
+    pub open_ms: i64,
+    /// Close time, Unix ms: the interval's last millisecond, as Binance says it.
+    pub close_ms: i64,
+    /// First trade's price.
+    pub open: i128,
+    /// Highest price.
+    pub high: i128,
+    /// Lowest price.
+    pub low: i128,
+    /// Last trade's price.
+    pub close: i128,
+    /// Base volume.
+    pub volume: i128,
+    /// Quote volume (sum of price x qty).
+    pub quote_volume: i128,
+    /// Base volume of the trades whose taker bought.
+    pub taker_buy_volume: i128,
+    /// Quote volume of the trades whose taker bought.
+    pub taker_buy_quote_volume: i128,
+    /// Number of trades.
+    pub trades: u64,
+    /// First trade id, -1 without trades (Binance's `f`).
+    pub first_id: i64,
+    /// Last trade id, -1 without trades (Binance's `L`).
+    pub last_id: i64,
+    /// A trade could not be taken exactly: the candle is not exact.
+    pub inexact: bool,
+}
+
+impl Candle {
+    /// A candle without trades, every price at `price`.
+    pub fn flat(open_ms: i64, interval: Interval, price: i128) -> Candle {
+        Candle {
+            open_ms,
+            close_ms: open_ms + interval.ms - 1,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: 0,
+            quote_volume: 0,
+            taker_buy_volume: 0,
+            taker_buy_quote_volume: 0,
+            trades: 0,
+            first_id: -1,
+            last_id: -1,
+            inexact: false,
+        }
+    }
+
+    /// Adds one trade (of this candle's interval).
+    pub fn add(&mut self, t: &Trade) {
+        let (Some(price), Some(qty)) = (scale(t.price, t.exponents.0), scale(t.qty, t.exponents.1))
+        else {
+            self.inexact = true;
+            return;
+        };
+        let quote = quote(t);
+        if self.trades == 0 {
+            (self.open, self.high, self.low, self.first_id) = (price, price, price, t.id);
+        }
+        self.high = self.high.max(price);
+        self.low = self.low.min(price);
+        self.close = price;
+        self.volume = self.volume.saturating_add(qty);
+        self.trades += 1;
+        self.last_id = t.id;
+        match quote {
+            Some(q) => self.quote_volume = self.quote_volume.saturating_add(q),
+            None => self.inexact = true,
+        }
+        if !t.buyer_maker {
+            self.taker_buy_volume = self.taker_buy_volume.saturating_add(qty);
+            self.taker_buy_quote_volume = self
+                .taker_buy_quote_volume
+                .saturating_add(quote.unwrap_or(0));
+        }
+    }
+
+    /// The candle as `GET /api/v3/klines` gives it: `[openTime, "open", "high", "low",
+    /// "close", "volume", closeTime, "quoteVolume", trades, "takerBuyBaseVolume",
+    /// "takerBuyQuoteVolume", "0"]`.
+    pub fn rest_json(&self) -> String {
+        format!(
+            "[{},\"{}\",\"{}\",\"{}\",\"{}\",\"{}\",{},\"{}\",{},\"{}\",\"{}\",\"0\"]",
+            self.open_ms,
+            text(self.open),
+            text(self.high),
+            text(self.low),
+            text(self.close),
+            text(self.volume),
+            self.close_ms,
+            text(self.quote_volume),
+            self.trades,
+            text(self.taker_buy_volume),
+            text(self.taker_buy_quote_volume),
+        )
+    }
+
+    /// The candle as Binance's kline stream event says it (`<s>@kline_<interval>`):
+    /// `{"e":"kline","E":..,"s":..,"k":{..}}`, `x` whether it is closed.
+    pub fn stream_json(
+        &self,
+        symbol: &str,
+        interval: &str,
+        closed: bool,
+        event_time_ms: i64,
+    ) -> String {
+        format!(
+            "{{\"e\":\"kline\",\"E\":{},\"s\":\"{symbol}\",\"k\":{{\"t\":{},\"T\":{},\"s\":\"{symbol}\",\
+             \"i\":\"{interval}\",\"f\":{},\"L\":{},\"o\":\"{}\",\"c\":\"{}\",\"h\":\"{}\",\"l\":\"{}\",\
+             \"v\":\"{}\",\"n\":{},\"x\":{closed},\"q\":\"{}\",\"V\":\"{}\",\"Q\":\"{}\",\"B\":\"0\"}}}}",
+            event_time_ms,
+            self.open_ms,
+            self.close_ms,
+            self.first_id,
+            self.last_id,
+            text(self.open),
+            text(self.close),
+            text(self.high),
+            text(self.low),
+            text(self.volume),
+            self.trades,
+            text(self.quote_volume),
+            text(self.taker_buy_volume),
+            text(self.taker_buy_quote_volume),
+        )
+    }
+
+    /// A candle from a REST kline's fields (`hotpath backfill klines`); `None` when a value
+    /// is not a plain decimal at most as fine as [`EXPONENT`].
+    pub fn from_rest(k: &crate::binance::rest::RestKline) -> Option<Candle> {
+        let v = |s: &str| parse(s);
+        Some(Candle {
+            open_ms: k.open_ms,
+            close_ms: k.close_ms,
+            open: v(&k.open)?,
+            high: v(&k.high)?,
+            low: v(&k.low)?,
+            close: v(&k.close)?,
+            volume: v(&k.volume)?,
+            quote_volume: v(&k.quote_volume)?,
+            taker_buy_volume: v(&k.taker_buy_volume)?,
+            taker_buy_quote_volume: v(&k.taker_buy_quote_volume)?,
+            trades: k.count,
+            first_id: -1,
+            last_id: -1,
+            inexact: false,
+        })
+    }
+}
+
+/// `price x qty` of a trade at [`EXPONENT`]; `None` when finer.
+fn quote(t: &Trade) -> Option<i128> {
+    let product = i128::from(t.price).checked_mul(i128::from(t.qty))?;
+    let exponent = i16::from(t.exponents.0) + i16::from(t.exponents.1);
+    let shift = u32::try_from(exponent - i16::from(EXPONENT)).ok()?;
+    10i128.checked_pow(shift)?.checked_mul(product)
+}
+
+/// A mantissa at [`EXPONENT`] as a decimal text with at least 8 decimals (Binance's form),
+/// more only when the value has them.
+pub fn text(mantissa: i128) -> String {
+    const SHIFT: u32 = (-(EXPONENT as i32)) as u32;
+    let unit = 10u128.pow(SHIFT);
+    let magnitude = mantissa.unsigned_abs();
+    let fraction = format!("{:0width$}", magnitude % unit, width = SHIFT as usize);
+    let kept = fraction.trim_end_matches('0').len().max(8);
+    let sign = if mantissa < 0 { "-" } else { "" };
+    format!("{sign}{}.{}", magnitude / unit, &fraction[..kept])
+}
+
+/// A plain decimal text (`"12.34500000"`) as a mantissa at [`EXPONENT`].
+pub fn parse(text: &str) -> Option<i128> {
+    crate::tally::parse_volume(text)
+}
+
+/// One symbol's candles of one interval.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// The interval.
+    pub interval: Interval,
+    /// The candle of the interval trades are arriving for.
+    open: Option<Candle>,
+    /// The candle closed last.
+    closed: Option<Candle>,
+    /// Trades older than the candle closed last, left out.
+    pub late: u64,
+    /// The open time of the series' first candle, which is partial (never published).
+    partial_ms: Option<i64>,
+}
+
+impl Series {
+    /// A series with no candle yet.
+    pub fn new(interval: Interval) -> Series {
+        Series {
+            interval,
+            open: None,
+            closed: None,
+            late: 0,
+            partial_ms: None,
+        }
+    }
+
+    /// The open candle (none while it is the partial first one).
+    pub fn open(&self) -> Option<&Candle> {
+        self.open.as_ref().filter(|c| self.whole(c))
+    }
+
+    /// The candle closed last (none while it is the partial first one).
+    pub fn closed(&self) -> Option<&Candle> {
+        self.closed.as_ref().filter(|c| self.whole(c))
+    }
+
+    /// Whether `c` holds every trade of its interval: it is not the series' first.
+    fn whole(&self, c: &Candle) -> bool {
+        self.partial_ms != Some(c.open_ms)
+    }
+
+    /// Takes a trade; pushes onto `out` the candles it closes (or the closed candle it
+    /// revises), oldest first.
+    pub fn push(&mut self, t: &Trade, out: &mut Vec<Candle>) {
+        let open_ms = self.interval.open_of(t.time_ms);
+        if let Some(open) = self.open.as_mut()
+            && open.open_ms == open_ms
+        {
+            return open.add(t);
+        }
+        match (self.open, self.closed) {
+            (Some(open), _) if open.open_ms < open_ms => {
+                self.close_open(out);
+                self.fill_until(open_ms, out);
+            }
+            (None, Some(closed)) if closed.open_ms < open_ms => self.fill_until(open_ms, out),
+            (None, None) => self.partial_ms = Some(open_ms),
+            (_, Some(mut closed)) if closed.open_ms == open_ms => {
+                closed.add(t);
+                self.closed = Some(closed);
+                if self.whole(&closed) {
+                    out.push(closed);
+                }
+                return;
+            }
+            _ => {
+                self.late += 1;
+                return;
+            }
+        }
+        let mut candle = Candle::flat(open_ms, self.interval, 0);
+        candle.add(t);
+        self.open = Some(candle);
+    }
+
+    /// The symbol's clock is at `now_ms`: closes the open candle (and fills the intervals
+    /// since without trades) when `now_ms` is `close_after_ms` past its end, unless trades of
+    /// the symbol are `held` for a repair (one of them may belong to it).
+    pub fn advance(&mut self, now_ms: i64, close_after_ms: i64, held: bool, out: &mut Vec<Candle>) {
+        if held {
+            return;
+        }
+        let due = now_ms.saturating_sub(close_after_ms);
+        let current = self.interval.open_of(due);
+        match (self.open, self.closed) {
+            (Some(open), _) if open.close_ms < due => {
+                self.close_open(out);
+                self.fill_until(current, out);
+            }
+            (None, Some(closed)) if closed.close_ms < due => self.fill_until(current, out),
+            _ => {}
+        }
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Candle>) {
+        if let Some(open) = self.open.take() {
+            self.closed = Some(open);
+            if self.whole(&open) {
+                out.push(open);
+            }
+        }
+    }
+
+    /// Emits flat candles after the one closed last, up to (not including) `open_ms`.
+    fn fill_until(&mut self, open_ms: i64, out: &mut Vec<Candle>) {
+        let Some(last) = self.closed else { return };
+        let mut at = (last.open_ms + self.interval.ms).max(open_ms - FILL_MAX * self.interval.ms);
+        while at < open_ms {
+            let flat = Candle::flat(at, self.interval, last.close);
+            self.closed = Some(flat);
+            out.push(flat);
+            at += self.interval.ms;
+        }
+    }
+
+    /// Forgets every candle (the symbol was removed).
+    pub fn forget(&mut self) {
+        self.open = None;
+        self.closed = None;
+        self.partial_ms = None;
+    }
+}
+
+/// One symbol's series, one per configured interval.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolKlines {
+    /// By configured interval.
+    pub series: Vec<Series>,
+}
+
+impl SymbolKlines {
+    /// Series of `intervals`.
+    pub fn new(intervals: &[Interval]) -> SymbolKlines {
+        SymbolKlines {
+            series: intervals.iter().map(|&i| Series::new(i)).collect(),
+        }
+    }
+
+    /// Takes a delivered trades frame's trades from id `from` on; pushes the candles they
+    /// close onto `out` as `(interval index, candle)`.
+    pub fn on_trades(
+        &mut self,
+        m: &TradesStreamEventDecoder<'_>,
+        from: i64,
+        out: &mut Vec<(usize, Candle)>,
+    ) {
+        if self.series.is_empty() {
+            return;
+        }
+        let exponents = (m.price_exponent(), m.qty_exponent());
+        let time_ms = m.transact_time().div_euclid(1000);
+        let mut closed = Vec::new();
+        for t in m.trades().filter(|t| t.id() >= from) {
+            let trade = Trade {
+                id: t.id(),
+                time_ms,
+                price: t.price(),
+                qty: t.qty(),
+                exponents,
+                buyer_maker: t.is_buyer_maker() == Some(BoolEnum::True),
+            };
+            for (i, series) in self.series.iter_mut().enumerate() {
+                series.push(&trade, &mut closed);
+                out.extend(closed.drain(..).map(|c| (i, c)));
+            }
+        }
+    }
+
+    /// The symbol's clock moved to `now_ms` (see [`Series::advance`]).
+    pub fn advance(
+        &mut self,
+        now_ms: i64,
+        close_after_ms: i64,
+        held: bool,
+        out: &mut Vec<(usize, Candle)>,
+    ) {
+        let mut closed = Vec::new();
+        for (i, series) in self.series.iter_mut().enumerate() {
+            series.advance(now_ms, close_after_ms, held, &mut closed);
+            out.extend(closed.drain(..).map(|c| (i, c)));
+        }
+    }
+
+    /// Trades left out as late, every interval.
+    pub fn late(&self) -> u64 {
+        self.series.iter().map(|s| s.late).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Interval = Interval {
+        name: "1m",
+        ms: 60_000,
+    };
+
+    fn trade(id: i64, time_ms: i64, price: i64, qty: i64, buyer_maker: bool) -> Trade {
+        Trade {
+            id,
+            time_ms,
+            price,
+            qty,
+            exponents: (-2, -3),
+            buyer_maker,
+        }
+    }
+
+    #[test]
+    fn intervals_and_open_times() {
+        assert_eq!(Interval::of("1m"), Some(MIN));
+        assert_eq!(Interval::of("1M"), None);
+        assert_eq!(MIN.open_of(125_000), 120_000);
+        let week = Interval::of("1w").expect("1w");
+        // 1970-01-05 was the first Monday.
+        assert_eq!(week.open_of(4 * 86_400_000 + 5), 4 * 86_400_000);
+        assert_eq!(
+            week.open_of(4 * 86_400_000 - 1),
+            4 * 86_400_000 - 604_800_000
+        );
+    }
+
+    #[test]
+    fn the_first_candle_is_partial_and_never_published() {
+        let mut s = Series::new(MIN);
+        let mut out = Vec::new();
+        s.push(&trade(1, 30_000, 100, 1, false), &mut out);
+        assert!(s.open().is_none());
+        s.push(&trade(2, 59_000, 90, 1, false), &mut out);
+        s.push(&trade(3, 61_000, 110, 1, false), &mut out);
+        assert!(out.is_empty() && s.closed().is_none());
+        assert_eq!(s.open().map(|c| (c.open_ms, c.trades)), Some((60_000, 1)));
+        s.push(&trade(4, 121_000, 110, 1, false), &mut out);
+        assert_eq!(out.iter().map(|c| c.open_ms).collect::<Vec<_>>(), [60_000]);
+    }
+
+    /// A series whose partial first candle opened at 0 and closed.
+    fn started() -> Series {
+        let mut s = Series::new(MIN);
+        let mut out = Vec::new();
+        s.push(&trade(0, 0, 100, 1, false), &mut out);
+        s
+    }
+
+    #[test]
+    fn a_candle_is_the_ohlcv_of_its_trades() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 10_050, 2_000, false), &mut out);
+        s.push(&trade(2, 60_500, 10_200, 1_000, true), &mut out);
+        s.push(&trade(3, 119_999, 9_900, 500, false), &mut out);
+        assert!(out.is_empty());
+        s.push(&trade(4, 180_000, 10_000, 1, false), &mut out);
+        // 60 000 closed, 120 000 filled flat at 99.00.
+        assert_eq!(out.len(), 2);
+        let c = out[0];
+        assert_eq!((c.open_ms, c.close_ms, c.trades), (60_000, 119_999, 3));
+        assert_eq!(text(c.open), "100.50000000");
+        assert_eq!(text(c.high), "102.00000000");
+        assert_eq!(text(c.low), "99.00000000");
+        assert_eq!(text(c.close), "99.00000000");
+        assert_eq!(text(c.volume), "3.50000000");
+        assert_eq!(text(c.taker_buy_volume), "2.50000000");
+        // 100.5 x 2 + 102 x 1 + 99 x 0.5 = 352.5; taker buys 201 + 49.5.
+        assert_eq!(text(c.quote_volume), "352.50000000");
+        assert_eq!(text(c.taker_buy_quote_volume), "250.50000000");
+        assert_eq!((c.first_id, c.last_id), (1, 3));
+        let flat = out[1];
+        assert_eq!((flat.open_ms, flat.trades, flat.volume), (120_000, 0, 0));
+        assert_eq!(
+            (flat.open, flat.close, flat.first_id),
+            (c.close, c.close, -1)
+        );
+        assert_eq!(s.open().map(|c| c.open_ms), Some(180_000));
+    }
+
+    #[test]
+    fn the_clock_closes_a_quiet_candle_unless_trades_are_held() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.advance(121_000, 2_000, false, &mut out);
+        assert!(out.is_empty(), "not yet close_after_ms past the end");
+        s.advance(122_000, 2_000, true, &mut out);
+        assert!(out.is_empty(), "held trades may belong to it");
+        s.advance(122_000, 2_000, false, &mut out);
+        assert_eq!(out.iter().map(|c| c.open_ms).collect::<Vec<_>>(), [60_000]);
+        out.clear();
+        s.advance(60_000 * 5 + 2_001, 2_000, false, &mut out);
+        assert_eq!(
+            out.iter().map(|c| c.open_ms).collect::<Vec<_>>(),
+            [120_000, 180_000, 240_000]
+        );
+        assert!(s.open().is_none());
+    }
+
+    #[test]
+    fn a_late_trade_revises_the_last_closed_candle_and_older_ones_are_counted() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.advance(122_000, 2_000, false, &mut out);
+        out.clear();
+        s.push(&trade(2, 100_000, 300, 1, false), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].trades, text(out[0].high)),
+            (2, "3.00000000".to_string())
+        );
+        s.push(&trade(3, -1_000, 300, 1, false), &mut out);
+        assert_eq!(s.late, 1);
+    }
+
+    #[test]
+    fn a_long_silence_fills_at_most_fill_max_candles() {
+        let mut s = Series::new(Interval::of("1s").expect("1s"));
+        let mut out = Vec::new();
+        s.push(&trade(1, 0, 100, 1, false), &mut out);
+        s.push(&trade(2, 10_000_000, 100, 1, false), &mut out);
+        // The partial first candle is not published; the flat ones after it are.
+        assert_eq!(out.len() as i64, FILL_MAX);
+        assert_eq!(out.last().map(|c| c.open_ms), Some(9_999_000));
+    }
+
+    #[test]
+    fn json_forms_and_round_trip_through_rest() {
+        let mut c = Candle::flat(0, MIN, 0);
+        c.add(&trade(7, 5, 12_345, 10, false));
+        assert_eq!(
+            c.rest_json(),
+            "[0,\"123.45000000\",\"123.45000000\",\"123.45000000\",\"123.45000000\",\
+             \"0.01000000\",59999,\"1.23450000\",1,\"0.01000000\",\"1.23450000\",\"0\"]"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&c.stream_json("BTCUSDT", "1m", true, 60_000)).expect("JSON");
+        assert_eq!(v["k"]["x"], true);
+        assert_eq!(v["k"]["o"], "123.45000000");
+        assert_eq!(v["k"]["n"], 1);
+        let rest: crate::binance::rest::RestKline =
+            serde_json::from_str(&c.rest_json()).expect("a REST kline");
+        let back = Candle::from_rest(&rest).expect("exact");
+        assert_eq!(
+            back,
+            Candle {
+                first_id: -1,
+                last_id: -1,
+                ..c
+            }
+        );
+        assert_eq!(text(1), "0.000000000000000001");
+        assert_eq!(text(-5 * 10i128.pow(17)), "-0.50000000");
+    }
+}
