@@ -416,7 +416,7 @@ impl Tally {
 /// The counting consumer of a run: its thread, or no thread when it would have no ring.
 enum Counter {
     Thread(JoinHandle<Tally>),
-    Unneeded(Tally),
+    Unneeded(Box<Tally>),
 }
 
 /// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
@@ -747,7 +747,7 @@ pub fn run_with(
     // With sinks and the sidecar every ring has its consumer: a counting thread would only wake
     // on its idle timers (up to 100 times a second) to find nothing, so none is started.
     let counter = if events.is_empty() && notices.is_empty() {
-        Counter::Unneeded(Tally::empty(counter_gaps))
+        Counter::Unneeded(Box::new(Tally::empty(counter_gaps)))
     } else {
         Counter::Thread(
             spawn_counter(
@@ -804,7 +804,7 @@ pub fn run_with(
         Counter::Thread(thread) => thread
             .join()
             .map_err(|_| "the consumer thread panicked".to_string())?,
-        Counter::Unneeded(tally) => tally,
+        Counter::Unneeded(tally) => *tally,
     };
     if let Some(e) = failure {
         return Err(e);
