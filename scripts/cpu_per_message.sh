@@ -19,51 +19,23 @@ ensure_redis
 DURATION="${DURATION:-20}"
 RATES="${RATES:-2000 20000}"
 [ "$#" -ge 1 ] || { echo "usage: $0 HOTPATH_BINARY [HOTPATH_BINARY...]" >&2; exit 2; }
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
+source scripts/bench_common.sh
 
 # No control plane: a run must not depend on its port being free.
 printf '[http]\nlisten = "0"\n' >"$WORK/run.toml"
-REDIS_PORT="$(free_port)"
-"$HOTPATH_REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-wait_port "$REDIS_PORT"
+bench_start_redis
 
 # Runs BIN against a simulator at RATE actions/s on STREAMS; prints the measurement line.
 measure() {
   local scenario="$1" bin="$2" rate="$3" streams="$4"
-  local port sim
-  port="$(free_port)"
-  "$SIM_BIN" sim --listen "127.0.0.1:$port" --symbols BTCUSDT --rate "$rate" \
-    >"$WORK/sim.log" 2>&1 &
-  sim=$!
-  PIDS+=("$sim")
-  wait_port "$port"
+  bench_start_sim "$SIM_BIN" "$rate" BTCUSDT
   # The subshell's `times` reports its children's user and system CPU: the hotpath run alone.
   local cpu
-  cpu="$( (BINANCE_API_KEY=sim RUST_LOG=warn "$bin" run --config "$WORK/run.toml" --endpoint "ws://127.0.0.1:$port" \
+  cpu="$( (BINANCE_API_KEY=sim RUST_LOG=warn "$bin" run --config "$WORK/run.toml" --endpoint "ws://127.0.0.1:$SIM_PORT" \
       --symbols BTCUSDT --streams "$streams" --duration "$DURATION" \
       --redis "redis://127.0.0.1:$REDIS_PORT/0" >"$WORK/summary.json" 2>"$WORK/run.log"
     times) | tail -1)"
-  kill "$sim" 2>/dev/null || true
-  wait "$sim" 2>/dev/null || true
+  bench_stop "$SIM_PID"
   python3 - "$scenario" "$bin" "$cpu" "$WORK/summary.json" "$DURATION" <<'EOF'
 import json, re, sys
 scenario, binary, cpu, summary, duration = sys.argv[1:]

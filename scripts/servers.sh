@@ -21,6 +21,9 @@
 #   ensure_moto        ensure_venv (moto[server] is pinned in scripts/requirements-test.txt),
 #                      then exports HOTPATH_MOTO_SERVER (its moto_server); each S3 test starts its
 #                      own `moto_server -H 127.0.0.1 -p PORT` on a free port and stops it.
+#   ensure_bench_venv  the same for scripts/compare_cryptofeed.sh: $TOOLS/venv-bench with
+#                      scripts/requirements-bench.txt (cryptofeed 2.4.1), kept apart so that the
+#                      test command never installs it; exports HOTPATH_BENCH_PYTHON.
 #
 # TOOLS defaults to <repo>/target/tools; set HOTPATH_TOOLS to put the tools elsewhere.
 
@@ -161,6 +164,31 @@ ensure_venv() {
   fi
   HOTPATH_PYTHON="$venv/bin/python"
   export HOTPATH_PYTHON
+}
+
+ensure_bench_venv() {
+  local venv="$TOOLS/venv-bench"
+  local req="$HOTPATH_REPO/scripts/requirements-bench.txt"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "creating the Python venv $venv" >&2
+    mkdir -p "$TOOLS"
+    if ! python3 -m venv "$venv"; then
+      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
+      return 1
+    fi
+  fi
+  local sha
+  sha="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
+    echo "installing $req into $venv" >&2
+    if ! "$venv/bin/pip" install -q -r "$req"; then
+      echo "error: pip install -r $req failed" >&2
+      return 1
+    fi
+    echo "$sha" >"$venv/.req-sha256"
+  fi
+  HOTPATH_BENCH_PYTHON="$venv/bin/python"
+  export HOTPATH_BENCH_PYTHON
 }
 
 ensure_moto() {

@@ -401,6 +401,24 @@ pub struct Tally {
     pub notice_count: u64,
 }
 
+impl Tally {
+    /// Nothing counted: the tally of a run whose rings all have another consumer.
+    fn empty(gaps: GapLog) -> Tally {
+        Tally {
+            events: [0; 4],
+            queue_to_consumer: latency_histogram(),
+            gaps: gaps.finish(),
+            notice_count: 0,
+        }
+    }
+}
+
+/// The counting consumer of a run: its thread, or no thread when it would have no ring.
+enum Counter {
+    Thread(JoinHandle<Tally>),
+    Unneeded(Box<Tally>),
+}
+
 /// Starts the counting consumer: it drains `events` (one ring per reader) and `notices` until
 /// `done` is set and everything is drained, idling with `idle` (whose bell the readers and the
 /// stop ring). Stands in for the sinks: it measures and counts. The gap notices' ranges go
@@ -725,13 +743,22 @@ pub fn run_with(
     } else {
         GapLog::new(config.gaps_file.as_deref())
     };
-    let counter = spawn_counter(
-        (events, std::mem::take(&mut rings.notices)),
-        (feed.registry(), counter_gaps),
-        done.clone(),
-        counter_idle,
-    )
-    .map_err(|e| format!("cannot start the consumer: {e}"))?;
+    let notices = std::mem::take(&mut rings.notices);
+    // With sinks and the sidecar every ring has its consumer: a counting thread would only wake
+    // on its idle timers (up to 100 times a second) to find nothing, so none is started.
+    let counter = if events.is_empty() && notices.is_empty() {
+        Counter::Unneeded(Box::new(Tally::empty(counter_gaps)))
+    } else {
+        Counter::Thread(
+            spawn_counter(
+                (events, notices),
+                (feed.registry(), counter_gaps),
+                done.clone(),
+                counter_idle,
+            )
+            .map_err(|e| format!("cannot start the consumer: {e}"))?,
+        )
+    };
     let mut wiring = SinkWiring {
         events: rings.events.drain(..).collect(),
         repairs: repairs.drain(..).collect(),
@@ -773,9 +800,12 @@ pub fn run_with(
     let sidecar_report = sidecar_report.ok().flatten();
     done.store(true, Ordering::Release);
     bells.counter.wake();
-    let mut tally = counter
-        .join()
-        .map_err(|_| "the consumer thread panicked".to_string())?;
+    let mut tally = match counter {
+        Counter::Thread(thread) => thread
+            .join()
+            .map_err(|_| "the consumer thread panicked".to_string())?,
+        Counter::Unneeded(tally) => *tally,
+    };
     if let Some(e) = failure {
         return Err(e);
     }

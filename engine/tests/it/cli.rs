@@ -147,30 +147,7 @@ fn reads_length_prefixed_binary_files() {
 /// simulator.
 #[test]
 fn sim_record_decode_from_the_command_line() {
-    use std::io::BufRead;
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_hotpath"))
-        .args([
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--symbols",
-            "BTCUSDT,ETHUSDT",
-            "--seed",
-            "5",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hotpath sim starts");
-    let mut line = String::new();
-    std::io::BufReader::new(sim.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("the simulator prints where it listens");
-    let started: Value = serde_json::from_str(&line).expect("a JSON line");
-    let addr = started["listening"]
-        .as_str()
-        .expect("an address")
-        .to_string();
+    let (mut sim, addr) = start_sim(&["--symbols", "BTCUSDT,ETHUSDT", "--seed", "5"]);
 
     let dir = std::env::temp_dir().join(format!("hotpath-sim-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -225,6 +202,112 @@ fn sim_record_decode_from_the_command_line() {
         status.success(),
         "SIGTERM stops the simulator cleanly: {status:?}"
     );
+}
+
+/// `hotpath sim` on a free port with `args`; the child and the address it prints.
+fn start_sim(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hotpath sim starts");
+    let mut line = String::new();
+    std::io::BufReader::new(sim.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the simulator prints where it listens");
+    let started: Value = serde_json::from_str(&line).expect("a JSON line");
+    let addr = started["listening"].as_str().expect("an address");
+    (sim, addr.to_string())
+}
+
+/// The names of the threads of process `pid` (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// With the Redis sink and the sidecar every ring has its own consumer, so `hotpath run`
+/// starts no counting thread (found by the cryptofeed comparison: it woke up to 100 times a
+/// second to drain nothing); without sinks the counter drains the rings and counts.
+#[test]
+fn a_run_with_sinks_starts_no_idle_counting_thread() {
+    let redis = super::servers::RedisServer::start();
+    let (mut sim, addr) = start_sim(&["--symbols", "BTCUSDT", "--rate", "200"]);
+    let config = config_file("no-counter.toml", "[http]\nlisten = \"0\"\n");
+    let endpoint = format!("ws://{addr}");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hotpath"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .args([
+                "--endpoint",
+                &endpoint,
+                "--symbols",
+                "BTCUSDT",
+                "--streams",
+                "trade",
+            ])
+            .args(extra)
+            .env("BINANCE_API_KEY", "cli-test-key")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hotpath run starts")
+    };
+    for (extra, sink_thread, counter) in [
+        (
+            vec!["--redis", redis.url().as_str()],
+            "hotpath-redis",
+            false,
+        ),
+        (vec![], "hotpath-counter", true),
+    ] {
+        let child = run(&extra);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let names = loop {
+            let names = thread_names(child.id());
+            if names.iter().any(|n| n == sink_thread) || std::time::Instant::now() > deadline {
+                break names;
+            }
+            // Thread creation has no event to await: poll /proc.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let out = child.wait_with_output().expect("the run exits");
+        assert!(killed.success() && out.status.success(), "{:?}", out.status);
+        assert!(
+            names.iter().any(|n| n == sink_thread),
+            "{sink_thread} in {names:?}"
+        );
+        assert_eq!(
+            names.iter().any(|n| n == "hotpath-counter"),
+            counter,
+            "{names:?}"
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+        assert_eq!(
+            summary["sinks"].get("redis").is_some(),
+            !counter,
+            "{summary}"
+        );
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status();
+    let _ = sim.wait();
 }
 
 /// `hotpath` with `args` and extra environment variables: exit code, stdout, stderr.

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod avro;
+mod bench_scripts;
 mod binance;
 mod book;
 mod chaos;
