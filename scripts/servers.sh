@@ -141,9 +141,10 @@ ensure_kinesalite() {
   _hotpath_export_redis
 }
 
-ensure_venv() {
-  local venv="$TOOLS/venv"
-  local req="$HOTPATH_REPO/scripts/requirements-test.txt"
+# Makes the venv $1 if missing and installs the requirements file $2 into it when that file's
+# sha256 differs from the one stamped in $1/.req-sha256.
+_hotpath_venv() {
+  local venv="$1" req="$2"
   if [ ! -x "$venv/bin/python" ]; then
     echo "creating the Python venv $venv" >&2
     mkdir -p "$TOOLS"
@@ -162,32 +163,17 @@ ensure_venv() {
     fi
     echo "$sha" >"$venv/.req-sha256"
   fi
-  HOTPATH_PYTHON="$venv/bin/python"
+}
+
+ensure_venv() {
+  _hotpath_venv "$TOOLS/venv" "$HOTPATH_REPO/scripts/requirements-test.txt" || return 1
+  HOTPATH_PYTHON="$TOOLS/venv/bin/python"
   export HOTPATH_PYTHON
 }
 
 ensure_bench_venv() {
-  local venv="$TOOLS/venv-bench"
-  local req="$HOTPATH_REPO/scripts/requirements-bench.txt"
-  if [ ! -x "$venv/bin/python" ]; then
-    echo "creating the Python venv $venv" >&2
-    mkdir -p "$TOOLS"
-    if ! python3 -m venv "$venv"; then
-      echo "error: python3 -m venv failed (apt-get install python3-venv)" >&2
-      return 1
-    fi
-  fi
-  local sha
-  sha="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ "$(cat "$venv/.req-sha256" 2>/dev/null)" != "$sha" ]; then
-    echo "installing $req into $venv" >&2
-    if ! "$venv/bin/pip" install -q -r "$req"; then
-      echo "error: pip install -r $req failed" >&2
-      return 1
-    fi
-    echo "$sha" >"$venv/.req-sha256"
-  fi
-  HOTPATH_BENCH_PYTHON="$venv/bin/python"
+  _hotpath_venv "$TOOLS/venv-bench" "$HOTPATH_REPO/scripts/requirements-bench.txt" || return 1
+  HOTPATH_BENCH_PYTHON="$TOOLS/venv-bench/bin/python"
   export HOTPATH_BENCH_PYTHON
 }
 
