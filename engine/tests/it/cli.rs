@@ -235,6 +235,19 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// Whether process `pid` catches SIGTERM yet (`SigCgt` in `/proc/<pid>/status`): `hotpath run`
+/// installs its handler once everything has started, and a SIGTERM before that ends it at once.
+fn catches_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+}
+
 /// With the Redis sink and the sidecar every ring has its own consumer, so `hotpath run`
 /// starts no counting thread (found by the cryptofeed comparison: it woke up to 100 times a
 /// second to drain nothing); without sinks the counter drains the rings and counts.
@@ -276,10 +289,11 @@ fn a_run_with_sinks_starts_no_idle_counting_thread() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let names = loop {
             let names = thread_names(child.id());
-            if names.iter().any(|n| n == sink_thread) || std::time::Instant::now() > deadline {
+            let started = names.iter().any(|n| n == sink_thread) && catches_sigterm(child.id());
+            if started || std::time::Instant::now() > deadline {
                 break names;
             }
-            // Thread creation has no event to await: poll /proc.
+            // Thread creation and signal handlers have no event to await: poll /proc.
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         let killed = Command::new("kill")
