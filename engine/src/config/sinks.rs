@@ -382,11 +382,6 @@ fn ms(value: Option<u64>) -> Option<Duration> {
 }
 
 impl RawKinesis {
-    /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<KinesisConfig>, ConfigError> {
-        Ok(self.into_parts()?.1)
-    }
-
     /// The validated settings (checked whether or not the section enables the writer), and
     /// the same settings again when it does.
     pub(crate) fn into_parts(self) -> Result<(KinesisConfig, Option<KinesisConfig>), ConfigError> {
@@ -551,11 +546,6 @@ fn check_stream_name(key: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 impl RawRedis {
-    /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<RedisConfig>, ConfigError> {
-        Ok(self.into_parts()?.1)
-    }
-
     /// The validated settings (checked whether or not the section enables the writer), and
     /// the same settings again when it does.
     pub(crate) fn into_parts(self) -> Result<(RedisConfig, Option<RedisConfig>), ConfigError> {
@@ -699,13 +689,15 @@ mod tests {
     fn kinesis(text: &str) -> Result<Option<KinesisConfig>, ConfigError> {
         toml::from_str::<RawKinesis>(text)
             .map_err(|e| ConfigError::invalid(e.to_string()))?
-            .into_config()
+            .into_parts()
+            .map(|(_, enabled)| enabled)
     }
 
     fn redis(text: &str) -> Result<Option<RedisConfig>, ConfigError> {
         toml::from_str::<RawRedis>(text)
             .map_err(|e| ConfigError::invalid(e.to_string()))?
-            .into_config()
+            .into_parts()
+            .map(|(_, enabled)| enabled)
     }
 
     #[test]
