@@ -291,11 +291,16 @@ pub async fn to_s3(
         {
             let candle = Candle::from_rest(k)
                 .with_context(|| format!("kline at {} is not exact decimals", k.open_ms))?;
-            if candles.last().is_none_or(|l: &Candle| candle.open_ms > l.open_ms) {
+            if candles
+                .last()
+                .is_none_or(|l: &Candle| candle.open_ms > l.open_ms)
+            {
                 candles.push(candle);
             }
         }
-        let done = store.archive_klines(symbol, interval.name, &candles).await?;
+        let done = store
+            .archive_klines(symbol, interval.name, &candles)
+            .await?;
         report.s3_written += done.written as u64;
         report.s3_skipped += done.skipped as u64;
         report.s3_parts += done.parts as u64;
