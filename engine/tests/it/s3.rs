@@ -699,7 +699,11 @@ for r in table.to_pylist():
 /// backfill's parts never overlap.
 #[test]
 fn backfill_klines_to_s3_matches_the_simulator_and_resumes_without_duplicates() {
-    let sim = crate::sinks::sim();
+    // 25 minutes of history, so 1 s klines need two pages of 1000.
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 100.0;
+        c.exchange.history_s = 1_500;
+    });
     let moto = Moto::start();
     let store = moto.store(moto.settings());
     let dir = TempDir::new("s3-kbackfill");
