@@ -224,7 +224,7 @@ impl Books {
         match result {
             Ok(snapshot) => {
                 self.fetched += 1;
-                self.to_archive(name, &snapshot);
+                self.hand_to_archive(name, &snapshot);
                 let book = BookSnapshot {
                     symbol: request.symbol,
                     purpose: request.purpose,
@@ -272,7 +272,7 @@ impl Books {
     }
 
     /// Hands a copy of `snapshot` to the archive, never waiting: a full ring drops it (counted).
-    fn to_archive(&mut self, symbol: String, snapshot: &DepthSnapshot) {
+    fn hand_to_archive(&mut self, symbol: String, snapshot: &DepthSnapshot) {
         let Some((ring, bell)) = self.archive.as_mut() else {
             return;
         };
