@@ -87,7 +87,7 @@ enum BackfillCommand {
     /// klines stream, the Redis kl: hash and (--s3 --config) the S3 archive of the
     /// configuration's [s3] table, resumably (engine/src/backfill/klines.rs). Prints a JSON
     /// report: candles, pages, holes, duplicates, records written.
-    Klines(hotpath::backfill::klines::KlinesArgs),
+    Klines(Box<hotpath::backfill::klines::KlinesArgs>),
     /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
     /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
     /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
@@ -393,7 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Backfill {
             command: BackfillCommand::Klines(args),
         } => {
-            let mut args = args;
+            let mut args = *args;
             if args.s3 {
                 let config = load_config(args.config.as_deref())?;
                 args.s3_config = config.s3;
