@@ -615,15 +615,16 @@ impl ObState {
     /// The depth stream was silent while the symbol moved: diffs may be lost without a gap
     /// showing yet. A live book is marked stale and synced again; the new book is re-anchored
     /// (published) only once a diff follows it, so while the stream stays silent the book stays
-    /// marked stale. A book syncing, idle, or already waiting for a diff is left to that.
+    /// marked stale. A book syncing, idle, reconnecting, or already waiting for a diff is left
+    /// to that, but the silence is remembered: the book its sync builds waits for a diff too.
     pub fn on_silent(&mut self, budget: &mut DiffBudget) -> Wants {
+        self.stream_silent = true;
         if self.disconnected
             || !matches!(self.sync, Sync::Live(_))
             || self.anchor == Anchor::AwaitingDiff
         {
             return Wants::Nothing;
         }
-        self.stream_silent = true;
         self.mark_stale(
             "silent: no depth diff while the symbol moved; syncing the book again".into(),
             None,
@@ -1260,6 +1261,42 @@ mod tests {
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         ob.stale_write(3);
         assert!(ob.reanchor_due(1_000));
+    }
+
+    /// Review 11: a silence found while the book is syncing (after a gap) or while its
+    /// connection is lost was ignored, so the book built next was published as current while
+    /// the depth stream stayed silent (until the silence was flagged again, up to 16 bounds
+    /// later). The silence is remembered: that book too waits for a diff.
+    #[test]
+    fn a_silence_found_while_syncing_or_disconnected_still_holds_the_next_book() {
+        // Syncing after a gap when the stream falls silent.
+        let (mut ob, mut budget) = published();
+        assert_eq!(
+            ob.on_diff(&diff(105, 105, &[], &[]), &mut budget),
+            Wants::Snapshot
+        );
+        ob.fetching = true;
+        assert_eq!(ob.on_silent(&mut budget), Wants::Nothing, "a sync is underway");
+        let live = ob.on_snapshot(105, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        ob.stale_write(1);
+        assert!(!ob.reanchor_due(1_000), "no diff has followed the snapshot");
+        ob.on_diff(&diff(106, 106, &[(10, 2)], &[]), &mut budget);
+        anchor(&mut ob, true);
+        assert!(!ob.is_stale());
+        // Silent while the connection is lost; the reconnect syncs again.
+        let (mut ob, mut budget) = published();
+        ob.on_stopped(false, 100, &mut budget);
+        assert_eq!(ob.on_silent(&mut budget), Wants::Nothing, "reconnecting");
+        assert_eq!(ob.on_reconnected(&mut budget), Wants::Snapshot);
+        ob.fetching = true;
+        let live = ob.on_snapshot(110, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        ob.stale_write(1);
+        assert!(!ob.reanchor_due(1_000), "no diff has followed the snapshot");
+        ob.on_diff(&diff(111, 111, &[(10, 2)], &[]), &mut budget);
+        anchor(&mut ob, true);
+        assert!(!ob.is_stale());
     }
 
     #[test]
