@@ -16,11 +16,15 @@
 //!
 //! A trade late enough to revise a candle already closed (by the clock, more than
 //! `s3.close_grace_ms` after its interval) comes out as a revision: the writer replaces the
-//! candle if it is not written yet, and otherwise counts it.
+//! candle if it is not written yet, and otherwise counts it. The clock cannot see a gap before
+//! the trade after it comes (a connection lost for longer than the grace): candles that came
+//! out before a gap that touches them showed, and a candle a trade comes too late for (older
+//! than the candle closed last, so left out of it), come out again as incomplete revisions,
+//! which the writer takes back if they are not written yet.
 
 use super::DECIMAL_SCALE;
 use super::TradeRow;
-use crate::kline::{Candle, Interval, Series, Trade};
+use crate::kline::{Candle, FILL_MAX, Interval, Series, Trade};
 
 /// A candle closed by [`SymbolCandles`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +69,9 @@ impl SymbolCandles {
         if let Some((id, at_ms)) = self.last
             && row.trade_id != id.saturating_add(1)
         {
-            self.tainted
-                .push((interval.open_of(at_ms), interval.open_of(time_ms)));
+            let (from, to) = (interval.open_of(at_ms), interval.open_of(time_ms));
+            self.tainted.push((from, to));
+            self.take_back(from, to, out);
         }
         self.last = Some((row.trade_id, time_ms));
         let trade = Trade {
@@ -78,9 +83,35 @@ impl SymbolCandles {
             buyer_maker: row.is_buyer_maker,
         };
         let mut closed = std::mem::take(&mut self.scratch);
+        let late = self.series.late;
         self.series.push(&trade, &mut closed);
+        if self.series.late != late {
+            // Older than the candle closed last: left out of its candle, which lacks it.
+            let open = interval.open_of(time_ms);
+            self.take_back(open, open, out);
+        }
         self.judge(&mut closed, out);
         self.scratch = closed;
+    }
+
+    /// The candles from `from` to `to` (open times) that came out already lack trades: each
+    /// comes out again as an incomplete revision (the writer takes it back if not written).
+    /// At most [`FILL_MAX`] of them, the newest (older ones left memory long ago).
+    fn take_back(&mut self, from: i64, to: i64, out: &mut Vec<Closed>) {
+        let Some(newest) = self.newest_ms else {
+            return;
+        };
+        let interval = self.series.interval;
+        let last = to.min(newest);
+        let mut at = from.max(last.saturating_sub(FILL_MAX.saturating_mul(interval.ms)));
+        while at <= last {
+            out.push(Closed {
+                candle: Candle::flat(at, interval, 0),
+                complete: false,
+                revision: true,
+            });
+            at = at.saturating_add(interval.ms);
+        }
     }
 
     /// The clock is at `now_ms`: closes the candles that ended `grace_ms` ago, unless trades
@@ -187,5 +218,48 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out[1].revision && out[1].complete);
         assert_eq!(out[1].candle.trades, 2);
+    }
+
+    /// Review 11: a gap shows only when the trade after it comes. Candles the clock closed
+    /// before that (a connection lost across them) came out complete and stayed so, though
+    /// the missing trades may lie in them; they are now taken back (an incomplete revision).
+    #[test]
+    fn a_gap_seen_after_the_clock_closed_candles_takes_them_back() {
+        let mut c = minutes();
+        let mut out = Vec::new();
+        c.push(&row(1, 0, 1), &mut out);
+        c.push(&row(2, MIN + 5, 1), &mut out);
+        c.advance(3 * MIN + 5000, 1000, false, &mut out);
+        let got: Vec<(i64, bool)> = out
+            .iter()
+            .map(|o| (o.candle.open_ms / MIN, o.complete))
+            .collect();
+        assert_eq!(got, vec![(1, true), (2, true)], "minute 2 flat");
+        out.clear();
+        // Ids 3..=9 never come: the trade after them shows the gap, in minute 3.
+        c.push(&row(10, 3 * MIN + 10, 1), &mut out);
+        let got: Vec<(i64, bool, bool)> = out
+            .iter()
+            .map(|o| (o.candle.open_ms / MIN, o.complete, o.revision))
+            .collect();
+        assert_eq!(got, vec![(1, false, true), (2, false, true)]);
+    }
+
+    /// Review 11: a trade older than the candle closed last (repaired after the clock closed
+    /// its candle and the next) was left out of its candle, which stayed complete.
+    #[test]
+    fn a_trade_older_than_the_last_closed_candle_takes_its_candle_back() {
+        let mut c = minutes();
+        let mut out = Vec::new();
+        c.push(&row(1, 0, 1), &mut out);
+        c.push(&row(2, MIN + 5, 1), &mut out);
+        c.advance(3 * MIN + 5000, 1000, false, &mut out);
+        out.clear();
+        c.push(&row(3, MIN + 30_000, 1), &mut out);
+        let got: Vec<(i64, bool, bool)> = out
+            .iter()
+            .map(|o| (o.candle.open_ms / MIN, o.complete, o.revision))
+            .collect();
+        assert_eq!(got, vec![(1, false, true)]);
     }
 }

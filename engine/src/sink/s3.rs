@@ -584,23 +584,42 @@ impl Writer {
         let hour_ms = HOUR_US / 1000;
         for closed in k.closed.drain(..) {
             let c = closed.candle;
+            let hour = c.open_ms.div_euclid(hour_ms);
+            if closed.revision {
+                let waiting = k
+                    .open
+                    .get_mut(&index)
+                    .filter(|p| p.hour == hour)
+                    .or_else(|| {
+                        self.queue.iter_mut().find_map(|w| match w {
+                            Work::Klines(p) if p.hour == hour && p.symbol == symbol => Some(p),
+                            _ => None,
+                        })
+                    });
+                let at = waiting.and_then(|p| {
+                    let i = p.candles.iter().position(|x| x.open_ms == c.open_ms)?;
+                    Some((p, i))
+                });
+                match (at, closed.complete) {
+                    (Some((part, i)), true) => part.candles[i] = c,
+                    (Some((part, i)), false) => {
+                        part.candles.remove(i);
+                        self.archive.klines_incomplete += 1;
+                    }
+                    // Written (or in flight), or taken back before: the bucket keeps it.
+                    (None, _) => self.archive.klines_late += 1,
+                }
+                continue;
+            }
             if !closed.complete {
                 self.archive.klines_incomplete += 1;
                 continue;
             }
-            let hour = c.open_ms.div_euclid(hour_ms);
             let part = k.open.entry(index).or_insert_with(|| KlinePart {
                 symbol: symbol.to_string(),
                 hour,
                 candles: Vec::new(),
             });
-            if closed.revision {
-                match part.candles.last_mut() {
-                    Some(last) if last.open_ms == c.open_ms => *last = c,
-                    _ => self.archive.klines_late += 1,
-                }
-                continue;
-            }
             if part.hour != hour && !part.candles.is_empty() {
                 let done = std::mem::replace(
                     part,
@@ -695,5 +714,80 @@ impl Writer {
         if self.errors_logged <= ERRORS_LOGGED_MAX {
             tracing::warn!("s3: {message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kline::Interval;
+
+    const MIN: i64 = 60_000;
+
+    fn writer() -> Writer {
+        Writer::new(
+            S3Config::default(),
+            Arc::new(SinkStats::default()),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn closed(open_ms: i64, trades: u64, complete: bool, revision: bool) -> Closed {
+        let mut candle = Candle::flat(open_ms, Interval::of("1m").expect("1m"), 7);
+        candle.trades = trades;
+        Closed {
+            candle,
+            complete,
+            revision,
+        }
+    }
+
+    fn pending(w: &Writer) -> Vec<(i64, u64)> {
+        let k = w.klines.as_ref().expect("klines");
+        k.open
+            .values()
+            .flat_map(|p| p.candles.iter().map(|c| (c.open_ms / MIN, c.trades)))
+            .collect()
+    }
+
+    /// Review 11: a revision replaced the candle it revises only when it was the newest one
+    /// waiting (otherwise it was counted late, and the stale candle written), and an
+    /// incomplete revision left the complete-looking candle it revises to be written.
+    #[test]
+    fn revisions_replace_or_take_back_any_candle_not_yet_written() {
+        let mut w = writer();
+        let k = w.klines.as_mut().expect("klines on by default");
+        k.closed
+            .extend([closed(MIN, 1, true, false), closed(2 * MIN, 0, true, false)]);
+        w.take_candles(0, "BTCUSDT");
+        assert_eq!(pending(&w), [(1, 1), (2, 0)]);
+        // A trade of minute 1 repaired after minute 2 closed.
+        let k = w.klines.as_mut().expect("klines");
+        k.closed.push(closed(MIN, 2, true, true));
+        w.take_candles(0, "BTCUSDT");
+        assert_eq!(pending(&w), [(1, 2), (2, 0)]);
+        assert_eq!(w.archive.klines_late, 0);
+        // A gap seen later takes minute 2 back.
+        let k = w.klines.as_mut().expect("klines");
+        k.closed.push(closed(2 * MIN, 0, false, true));
+        w.take_candles(0, "BTCUSDT");
+        assert_eq!(pending(&w), [(1, 2)]);
+        assert_eq!(w.archive.klines_incomplete, 1);
+        // Queued for S3 already (not in flight): still replaced there.
+        let part = w
+            .klines
+            .as_mut()
+            .and_then(|k| k.open.remove(&0))
+            .expect("part");
+        w.queue.push_back(Work::Klines(part));
+        let k = w.klines.as_mut().expect("klines");
+        k.closed.push(closed(MIN, 0, false, true));
+        w.take_candles(0, "BTCUSDT");
+        assert!(
+            matches!(w.queue.front(), Some(Work::Klines(p)) if p.candles.is_empty()),
+            "taken back from the queued part"
+        );
+        assert_eq!(w.archive.klines_incomplete, 2);
+        assert_eq!(w.archive.klines_late, 0);
     }
 }

@@ -1276,7 +1276,11 @@ mod tests {
             Wants::Snapshot
         );
         ob.fetching = true;
-        assert_eq!(ob.on_silent(&mut budget), Wants::Nothing, "a sync is underway");
+        assert_eq!(
+            ob.on_silent(&mut budget),
+            Wants::Nothing,
+            "a sync is underway"
+        );
         let live = ob.on_snapshot(105, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
         assert_eq!(live, Ok(SnapshotOutcome::Live));
         ob.stale_write(1);
