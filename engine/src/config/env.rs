@@ -341,6 +341,35 @@ mod tests {
         assert_eq!(config.redis.expect("on").url, "redis://flag:4/0");
     }
 
+    /// Review 11: the environment's settings of a section it does not enable reach the writer
+    /// `--redis` / `--kinesis-endpoint` enable, as the file's do; `REDIS_URL` enables it with
+    /// the file's settings too.
+    #[test]
+    fn flags_enable_writers_with_the_environments_settings() {
+        let file = "[redis]\nbook_levels = 5\n[kinesis]\nlinger_ms = 9\n";
+        let mut config = load(
+            Some(file),
+            vars(&[
+                ("HOTPATH_REDIS__BOOK_LEVELS", "7"),
+                ("HOTPATH_KINESIS__LINGER_MS", "11"),
+            ]),
+        )
+        .expect("valid");
+        assert!(config.redis.is_none() && config.kinesis.is_none());
+        config
+            .apply(crate::config::Overrides {
+                redis_url: Some("redis://flag:4/0".into()),
+                kinesis_endpoint: Some("http://flag:5".into()),
+                ..Default::default()
+            })
+            .expect("valid flags");
+        assert_eq!(config.redis.expect("on").book_levels, 7);
+        let kinesis = config.kinesis.expect("on");
+        assert_eq!(kinesis.linger, std::time::Duration::from_millis(11));
+        let env = load(Some(file), vars(&[("REDIS_URL", "redis://env:3/0")])).expect("valid");
+        assert_eq!(env.redis.expect("REDIS_URL enables it").book_levels, 5);
+    }
+
     #[test]
     fn file_errors_keep_their_line() {
         let e = load(
