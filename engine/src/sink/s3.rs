@@ -227,7 +227,7 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
             (!stopping && stop.load(Ordering::Acquire))
                 || rings.iter().any(|r| !r.is_empty())
                 || repairs.as_ref().is_some_and(|r| !r.is_empty())
-                || snapshots.as_ref().is_some_and(|r| !r.is_empty())
+                || w.snapshots_wanted(&snapshots, stopping)
         };
         match (idler.step(work), job.as_mut()) {
             (None, Some(j)) => {
@@ -354,6 +354,17 @@ impl Writer {
         self.orders.expire(monotonic_ns(), &mut released);
         self.deliver(released);
         crate::sink::order::note("s3", &mut self.orders, &self.stats, &mut self.gaps_logged);
+    }
+
+    /// Whether `ring` holds a snapshot [`Writer::take_snapshots`] would take now (none while
+    /// `s3.snapshot_queue` wait for S3: a finished PUT wakes the writer for the next).
+    fn snapshots_wanted(
+        &self,
+        ring: &Option<rtrb::Consumer<Box<FetchedSnapshot>>>,
+        stopping: bool,
+    ) -> bool {
+        ring.as_ref().is_some_and(|r| !r.is_empty())
+            && (stopping || self.snapshots_waiting < self.config.snapshot_queue)
     }
 
     /// Takes the snapshots waiting in `ring` while fewer than `s3.snapshot_queue` wait for
@@ -789,5 +800,39 @@ mod tests {
         );
         assert_eq!(w.archive.klines_incomplete, 2);
         assert_eq!(w.archive.klines_late, 0);
+    }
+
+    /// Review 11: with `s3.snapshot_queue` snapshots waiting for S3 (down, or a slow PUT),
+    /// the snapshots left in the ring were still "work" to the idler, so the writer never
+    /// parked and spun a core for as long as S3 stayed down.
+    #[test]
+    fn snapshots_the_writer_will_not_take_yet_are_no_reason_to_stay_awake() {
+        use crate::binance::rest::{DepthSnapshot, Levels};
+        let mut w = writer();
+        w.config.snapshot_queue = 1;
+        let (mut tx, rx) = rtrb::RingBuffer::new(4);
+        let mut ring = Some(rx);
+        for id in 1..=2 {
+            let fetched = FetchedSnapshot {
+                symbol: "BTCUSDT".into(),
+                fetch_time_us: 1_795_957_200_000_000,
+                snapshot: DepthSnapshot {
+                    last_update_id: id,
+                    bids: Levels::Text(vec![("1.5".into(), "2".into())]),
+                    asks: Levels::Text(vec![("1.6".into(), "3".into())]),
+                },
+            };
+            assert!(tx.push(Box::new(fetched)).is_ok());
+        }
+        assert!(w.snapshots_wanted(&ring, false), "one may be taken");
+        assert_eq!(w.take_snapshots(&mut ring, false), 1);
+        assert!(
+            !w.snapshots_wanted(&ring, false),
+            "the queue is full: the one left waits for a PUT to finish"
+        );
+        assert!(
+            w.snapshots_wanted(&ring, true),
+            "stopping: everything is taken"
+        );
     }
 }
