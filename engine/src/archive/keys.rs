@@ -4,7 +4,9 @@
 //! `{prefix}/binance/trades/symbol=S/date=YYYY-MM-DD/hour=HH/part-F-L.parquet`, where `F` and
 //! `L` are its first and last trade id (decimal, no padding). The parts of an hour never
 //! overlap: a part claims every id from `F` to `L`, and a writer skips the ids an existing
-//! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]).
+//! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]). A part holds
+//! every id it claims: a run of trades with ids missing (given up unrepaired, or refused as
+//! inexact) is cut at the hole, so a later writer (the backfill, a restart) can still fill it.
 
 use super::TradeRow;
 
@@ -85,8 +87,9 @@ impl Covered {
 }
 
 /// Cuts one hour's trades (increasing ids) into parts: the trades no existing part claims, at
-/// most `rows_max` per part, never a part across an existing part's range (so parts never
-/// overlap). Returns the parts and how many trades were skipped as already archived.
+/// most `rows_max` per part, each of consecutive ids (a part never spans a hole, an existing
+/// part's range included, so parts never overlap and never claim an id they lack). Returns the
+/// parts and how many trades were skipped as already archived.
 pub fn cut_parts(
     rows: &[TradeRow],
     covered: &Covered,
@@ -97,14 +100,12 @@ pub fn cut_parts(
     let mut skipped = 0;
     for row in rows {
         let claimed = covered.contains(row.trade_id);
-        // An existing range between the part's last id and this one cuts the part too.
-        let straddles = part.last().is_some_and(|p| {
-            covered
-                .ranges()
-                .iter()
-                .any(|r| r.0 > p.trade_id && r.0 < row.trade_id)
-        });
-        if (claimed || straddles || part.len() >= rows_max) && !part.is_empty() {
+        // Ids missing between the part's last id and this one (an existing part's range, or
+        // trades given up) cut the part: its key claims every id from its first to its last.
+        let hole = part
+            .last()
+            .is_some_and(|p| row.trade_id != p.trade_id.saturating_add(1));
+        if (claimed || hole || part.len() >= rows_max) && !part.is_empty() {
             parts.push(std::mem::take(&mut part));
         }
         if claimed {
@@ -201,5 +202,15 @@ mod tests {
         let (parts, skipped) = cut_parts(&rows(10..=19), &c, 4);
         assert!(parts.is_empty());
         assert_eq!(skipped, 10);
+    }
+
+    #[test]
+    fn a_part_never_claims_ids_missing_from_its_trades() {
+        // 11..=20 were given up (never arrived): no part may name them.
+        let holed: Vec<TradeRow> = rows((1..=10).chain(21..=30));
+        let (parts, skipped) = cut_parts(&holed, &Covered::default(), 1000);
+        let got: Vec<(i64, i64)> = parts.iter().map(|p| ids(p)).collect();
+        assert_eq!(got, vec![(1, 10), (21, 30)]);
+        assert_eq!(skipped, 0);
     }
 }
