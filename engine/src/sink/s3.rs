@@ -13,9 +13,11 @@
 //!
 //! It runs a current-thread tokio runtime of its own with one archive job in flight while it
 //! goes on draining, so nothing here blocks a reader (a full ring is the reader's
-//! `queue_full` notice). Trades wait in memory while S3 is down; at shutdown, what is not
-//! written when the flush deadline passes is counted as dropped and logged (the backfill can
-//! fetch it again).
+//! `queue_full` notice). Trades wait in memory while S3 is down, closed parts up to
+//! `s3.buffer_trades_max` trades: past it the oldest part is dropped. A dropped part, and at
+//! shutdown what is not written when the flush deadline passes, is counted as dropped and
+//! logged with the `hotpath backfill trades` command that fetches it again (parts never claim
+//! ids they lack, so the backfill fills exactly those).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -91,6 +93,46 @@ struct Part {
 
 type Job = Pin<Box<dyn Future<Output = (Part, Result<Archived, StoreError>)>>>;
 
+/// What a part holds, to say what was lost and how to fetch it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Span {
+    symbol: String,
+    ids: (i64, i64),
+    /// Trade times of its first and last trade, microseconds since the epoch.
+    times_us: (i64, i64),
+    rows: usize,
+}
+
+impl Span {
+    fn of(part: &Part) -> Option<Span> {
+        let (first, last) = (part.rows.first()?, part.rows.last()?);
+        Some(Span {
+            symbol: part.symbol.clone(),
+            ids: (first.trade_id, last.trade_id),
+            times_us: (first.trade_time_us, last.trade_time_us),
+            rows: part.rows.len(),
+        })
+    }
+
+    /// Counts the span as dropped and says which backfill fetches it again.
+    fn lost(&self, stats: &SinkStats, why: &str) {
+        stats.dropped.add(self.rows as u64);
+        let (from_ms, to_ms) = (
+            self.times_us.0.div_euclid(1000),
+            self.times_us.1.div_euclid(1000) + 1,
+        );
+        tracing::error!(
+            symbol = %self.symbol,
+            trades = self.rows,
+            first_id = self.ids.0,
+            last_id = self.ids.1,
+            "s3: trades not archived ({why}); `hotpath backfill trades --symbol {} --from {from_ms} \
+             --to {to_ms}` fetches them again",
+            self.symbol
+        );
+    }
+}
+
 struct Writer {
     config: S3Config,
     stats: Arc<SinkStats>,
@@ -99,8 +141,10 @@ struct Writer {
     /// Closed hours waiting for their turn.
     queue: VecDeque<Part>,
     retry_at: Instant,
-    /// Trades of the job in flight.
-    in_flight: usize,
+    /// The job in flight's trades.
+    in_flight: Option<Span>,
+    /// Trades in `queue`.
+    queued_rows: usize,
     backoff: Backoff,
     orders: TradeOrders<FeedEvent>,
     released: Vec<(FeedEvent, i64)>,
@@ -135,12 +179,13 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
         w.drain(&mut rings, &mut repairs);
         let now = Instant::now();
         w.close_due(unix_us(), stopping);
+        w.bound();
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
         }
         if job.is_none() && now >= w.retry_at {
-            job = w.queue.pop_front().map(|part| {
-                w.in_flight = part.rows.len();
+            job = w.dequeue().map(|part| {
+                w.in_flight = Span::of(&part);
                 start(&store, part)
             });
             work += usize::from(job.is_some());
@@ -203,7 +248,8 @@ impl Writer {
             open: BTreeMap::new(),
             queue: VecDeque::new(),
             retry_at: Instant::now(),
-            in_flight: 0,
+            in_flight: None,
+            queued_rows: 0,
             orders: TradeOrders::new(
                 u64::try_from(hold_max.as_nanos()).unwrap_or(u64::MAX),
                 crate::constants::TRADE_EVENTS_HELD_MAX,
@@ -302,7 +348,7 @@ impl Writer {
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
                 if let Some(part) = self.open.remove(&symbol) {
-                    self.queue.push_back(part);
+                    self.enqueue(part);
                 }
             }
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
@@ -349,6 +395,7 @@ impl Writer {
                         newest_recv_ns: 0,
                     },
                 );
+                self.queued_rows += closed.rows.len();
                 self.queue.push_back(closed);
             }
             part.hour = hour;
@@ -373,14 +420,14 @@ impl Writer {
             .collect();
         for symbol in due {
             if let Some(part) = self.open.remove(&symbol) {
-                self.queue.push_back(part);
+                self.enqueue(part);
             }
         }
     }
 
     /// The end of the job in flight: counted, or put back for a retry after a backoff.
     fn settle(&mut self, part: Part, done: Result<Archived, StoreError>) {
-        self.in_flight = 0;
+        self.in_flight = None;
         self.stats.requests.add(1);
         match done {
             Ok(archived) => {
@@ -395,26 +442,46 @@ impl Writer {
                 self.stats.retried.add(part.rows.len() as u64);
                 self.log_error(format!("{} hour {}: {e} (retried)", part.symbol, part.hour));
                 self.retry_at = Instant::now() + self.backoff.next_delay();
+                self.queued_rows += part.rows.len();
                 self.queue.push_front(part);
             }
         }
     }
 
-    /// The flush deadline passed: what is left is dropped, counted and said.
-    fn abandon(&mut self) {
-        let left: usize = self.in_flight
-            + self.queue.iter().map(|p| p.rows.len()).sum::<usize>()
-            + self.open.values().map(|p| p.rows.len()).sum::<usize>();
-        if left > 0 {
-            tracing::error!(
-                trades = left,
-                "s3: the shutdown flush deadline passed; these trades were not archived \
-                 (hotpath backfill trades can fetch them again)"
-            );
+    /// Adds a closed part to the queue.
+    fn enqueue(&mut self, part: Part) {
+        self.queued_rows += part.rows.len();
+        self.queue.push_back(part);
+    }
+
+    /// Takes the oldest closed part.
+    fn dequeue(&mut self) -> Option<Part> {
+        let part = self.queue.pop_front()?;
+        self.queued_rows -= part.rows.len();
+        Some(part)
+    }
+
+    /// Keeps the closed parts within `s3.buffer_trades_max` trades: the oldest go, each
+    /// counted and said with its backfill.
+    fn bound(&mut self) {
+        while self.queued_rows > self.config.buffer_trades_max {
+            let Some(part) = self.dequeue() else { break };
+            if let Some(span) = Span::of(&part) {
+                span.lost(&self.stats, "s3.buffer_trades_max reached while S3 failed");
+            }
         }
-        self.stats.dropped.add(left as u64);
-        self.queue.clear();
-        self.open.clear();
+    }
+
+    /// The flush deadline passed: what is left is dropped, counted and said part by part.
+    fn abandon(&mut self) {
+        let why = "the shutdown flush deadline passed";
+        let open: Vec<Part> = std::mem::take(&mut self.open).into_values().collect();
+        let queued = std::mem::take(&mut self.queue);
+        let spans = queued.iter().chain(&open).filter_map(Span::of);
+        for span in self.in_flight.take().into_iter().chain(spans) {
+            span.lost(&self.stats, why);
+        }
+        self.queued_rows = 0;
     }
 
     fn log_error(&mut self, message: String) {
@@ -422,5 +489,80 @@ impl Writer {
         if self.errors_logged <= ERRORS_LOGGED_MAX {
             tracing::warn!("s3: {message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::encode::encode_sbe;
+    use crate::sim::exchange::{Event, Payload, StreamKey};
+    use crate::sim::market::Trade;
+
+    /// A trades event of symbol 0 with `ids`, one second apart from `start_us`.
+    fn trades(ids: std::ops::RangeInclusive<i64>, start_us: i64) -> FeedEvent {
+        let (first, last) = (*ids.start(), *ids.end());
+        let trades = ids
+            .map(|id| Trade {
+                id,
+                price: 6_976_988,
+                qty: 1,
+                buyer_maker: false,
+                time_us: start_us,
+            })
+            .collect();
+        let event = Event {
+            key: StreamKey {
+                symbol: 0,
+                kind: StreamKind::Trade,
+            },
+            event_time_us: start_us,
+            payload: Payload::Trades {
+                transact_time_us: start_us,
+                trades,
+            },
+        };
+        let mut frame = Vec::new();
+        encode_sbe("BTCUSDT", &event, &mut frame);
+        FeedEvent {
+            recv_time_ns: 1,
+            symbol: 0,
+            kind: StreamKind::Trade,
+            first_id: first,
+            last_id: last,
+            first_new_id: first,
+            event_time_us: start_us,
+            frame: bytes::Bytes::from(frame),
+        }
+    }
+
+    /// While S3 fails, closed parts wait in memory up to `s3.buffer_trades_max` trades: past
+    /// it the oldest part is dropped and counted, the newest kept.
+    #[test]
+    fn closed_parts_are_held_within_the_buffer_bound_oldest_dropped_first() {
+        let config = S3Config {
+            part_rows_max: 10,
+            buffer_trades_max: 25,
+            ..S3Config::default()
+        };
+        let stats = Arc::new(SinkStats::default());
+        let mut w = Writer::new(config, stats.clone(), Duration::ZERO);
+        let hour_us = 1_795_957_200_000_000;
+        for k in 0..6 {
+            w.accept(&trades(k * 10 + 1..=k * 10 + 10, hour_us + k), k * 10 + 1);
+            w.bound();
+        }
+        // Parts 1..=10 to 41..=50 closed (51..=60 is open): two fit within 25.
+        let kept: Vec<i64> = w.queue.iter().map(|p| p.rows[0].trade_id).collect();
+        assert_eq!(kept, vec![31, 41]);
+        assert_eq!(w.queued_rows, 20);
+        assert_eq!(stats.dropped.get(), 30);
+        w.abandon();
+        assert_eq!(
+            stats.dropped.get(),
+            30 + 30,
+            "20 queued and 10 open at the deadline"
+        );
+        assert!(w.queue.is_empty() && w.open.is_empty());
     }
 }
