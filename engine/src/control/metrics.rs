@@ -461,7 +461,7 @@ impl RunCollector {
             ),
             kinesis.map(|(_, s)| (Vec::new(), s.written.get() as f64)),
         )?;
-        let list: [SinkFamily; 9] = [
+        let list: [SinkFamily; 10] = [
             (
                 "hotpath_sink_written",
                 "Records the sink's server acknowledged.",
@@ -509,6 +509,12 @@ impl RunCollector {
                 "Trade ids the sink gave up on.",
                 MetricType::Counter,
                 |s| s.unrepaired.get(),
+            ),
+            (
+                "hotpath_sink_klines_late_trades",
+                "Trades left out of kline candles that had already closed.",
+                MetricType::Counter,
+                |s| s.klines_late.get(),
             ),
             (
                 "hotpath_sink_queue_depth",

@@ -736,7 +736,9 @@ impl Writer {
         if event.kind == StreamKind::Trade
             && let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&event.frame)
         {
+            let late = candles.late();
             candles.on_trades(&m, from, &mut closed);
+            self.stats.klines_late.add(candles.late() - late);
         }
         let now_ms = event.event_time_us.div_euclid(1000);
         let held = self.orders.holds(event.symbol);
@@ -1378,6 +1380,27 @@ mod tests {
         assert_eq!(got[0], (t0 / 1000 + 1000, 4), "{got:?}");
         let flats: Vec<(i64, u64)> = (2..5).map(|s| (t0 / 1000 + s * 1000, 0)).collect();
         assert_eq!(got[1..], flats[..]);
+    }
+
+    /// A trade arriving after a later candle of its interval closed is left out of its candle
+    /// (which went out without it): counted, so the summary shows the candle is short.
+    #[test]
+    fn trades_left_out_of_closed_candles_are_counted() {
+        let mut w = writer();
+        w.klines = KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 0,
+        };
+        let t0 = 1_763_700_000_000_000;
+        let second = 1_000_000;
+        w.route(trades_at(1..=1, t0 + 100_000));
+        w.route(trades_at(2..=3, t0 + second + 100_000));
+        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        w.route(bbo_at(t0 + 5 * second));
+        assert_eq!(candles(&mut w)[0], (t0 / 1000 + 1000, 2));
+        w.route(trades_at(4..=5, t0 + second + 900_000));
+        assert_eq!(w.stats.klines_late.get(), 2);
+        assert_eq!(w.stats.summary().klines_late, 2);
     }
 
     /// Given-up ids release what waited behind them; at shutdown everything held goes out.
