@@ -7,6 +7,12 @@
 //! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]). A part holds
 //! every id it claims: a run of trades with ids missing (given up unrepaired, or refused as
 //! inexact) is cut at the hole, so a later writer (the backfill, a restart) can still fill it.
+//!
+//! The other datasets share the layout ([`Dataset`]): klines under
+//! `{prefix}/binance/klines/interval=I/symbol=S/...`, their parts named by the first and last
+//! candle's open time (Unix ms) and cut the same way; depth snapshots under
+//! `{prefix}/binance/depth_snapshots/symbol=S/...`, one part per snapshot named by its
+//! `lastUpdateId` ([`snapshot_key`]).
 
 use super::TradeRow;
 
@@ -32,18 +38,64 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The key prefix of one symbol's trades of one hour, ending in `/`.
-pub fn hour_prefix(prefix: &str, symbol: &str, hour: i64) -> String {
+/// What a part holds: its path segment(s) between `{prefix}/binance/` and `symbol=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dataset<'a> {
+    /// Trades: `trades`.
+    Trades,
+    /// Candles of one interval (`1m`): `klines/interval=1m`.
+    Klines(&'a str),
+    /// Depth snapshots: `depth_snapshots`.
+    DepthSnapshots,
+}
+
+impl std::fmt::Display for Dataset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dataset::Trades => f.write_str("trades"),
+            Dataset::Klines(interval) => write!(f, "klines/interval={interval}"),
+            Dataset::DepthSnapshots => f.write_str("depth_snapshots"),
+        }
+    }
+}
+
+/// The key prefix of one symbol's parts of `dataset` of one hour, ending in `/`.
+pub fn dataset_hour_prefix(prefix: &str, dataset: Dataset<'_>, symbol: &str, hour: i64) -> String {
     let (y, m, d) = civil_from_days(hour.div_euclid(24));
     let h = hour.rem_euclid(24);
-    format!("{prefix}/binance/trades/symbol={symbol}/date={y:04}-{m:02}-{d:02}/hour={h:02}/")
+    format!("{prefix}/binance/{dataset}/symbol={symbol}/date={y:04}-{m:02}-{d:02}/hour={h:02}/")
+}
+
+/// The key prefix of one symbol's trades of one hour, ending in `/`.
+pub fn hour_prefix(prefix: &str, symbol: &str, hour: i64) -> String {
+    dataset_hour_prefix(prefix, Dataset::Trades, symbol, hour)
 }
 
 /// The key of the part holding trades `first..=last` of `symbol` in `hour`.
 pub fn part_key(prefix: &str, symbol: &str, hour: i64, first: i64, last: i64) -> String {
+    dataset_part_key(prefix, Dataset::Trades, symbol, hour, (first, last))
+}
+
+/// The key of the part of `dataset` holding `first..=last` (ids, or open times) of `symbol`
+/// in `hour`.
+pub fn dataset_part_key(
+    prefix: &str,
+    dataset: Dataset<'_>,
+    symbol: &str,
+    hour: i64,
+    (first, last): (i64, i64),
+) -> String {
     format!(
         "{}part-{first}-{last}.parquet",
-        hour_prefix(prefix, symbol, hour)
+        dataset_hour_prefix(prefix, dataset, symbol, hour)
+    )
+}
+
+/// The key of a depth snapshot of `symbol` fetched in `hour` with `last_update_id`.
+pub fn snapshot_key(prefix: &str, symbol: &str, hour: i64, last_update_id: i64) -> String {
+    format!(
+        "{}part-{last_update_id}.parquet",
+        dataset_hour_prefix(prefix, Dataset::DepthSnapshots, symbol, hour)
     )
 }
 
@@ -87,31 +139,43 @@ impl Covered {
 }
 
 /// Cuts one hour's trades (increasing ids) into parts: the trades no existing part claims, at
-/// most `rows_max` per part, each of consecutive ids (a part never spans a hole, an existing
-/// part's range included, so parts never overlap and never claim an id they lack). Returns the
-/// parts and how many trades were skipped as already archived.
+/// most `rows_max` per part, never a part across an existing part's range (so parts never
+/// overlap). Returns the parts and how many trades were skipped as already archived.
 pub fn cut_parts(
     rows: &[TradeRow],
     covered: &Covered,
     rows_max: usize,
 ) -> (Vec<Vec<TradeRow>>, usize) {
+    cut_parts_by(rows, (|r| r.trade_id, 1), covered, rows_max)
+}
+
+/// [`cut_parts`] of any rows with increasing keys (`key`: a trade's id, a candle's open time),
+/// `step` apart when none is missing (1 for trade ids, the interval for candles): a part never
+/// spans a missing key, so its name never claims a row it lacks.
+pub fn cut_parts_by<T: Clone>(
+    rows: &[T],
+    (key, step): (impl Fn(&T) -> i64, i64),
+    covered: &Covered,
+    rows_max: usize,
+) -> (Vec<Vec<T>>, usize) {
     let mut parts = Vec::new();
-    let mut part: Vec<TradeRow> = Vec::new();
+    let mut part: Vec<T> = Vec::new();
     let mut skipped = 0;
     for row in rows {
-        let claimed = covered.contains(row.trade_id);
-        // Ids missing between the part's last id and this one (an existing part's range, or
-        // trades given up) cut the part: its key claims every id from its first to its last.
+        let id = key(row);
+        let claimed = covered.contains(id);
+        // Keys missing between the part's last row and this one (an existing part's range, or
+        // rows given up) cut the part: its name claims every key from its first to its last.
         let hole = part
             .last()
-            .is_some_and(|p| row.trade_id != p.trade_id.saturating_add(1));
+            .is_some_and(|p| id != key(p).saturating_add(step));
         if (claimed || hole || part.len() >= rows_max) && !part.is_empty() {
             parts.push(std::mem::take(&mut part));
         }
         if claimed {
             skipped += 1;
         } else {
-            part.push(*row);
+            part.push(row.clone());
         }
     }
     if !part.is_empty() {
@@ -153,6 +217,16 @@ mod tests {
         assert_eq!(
             hour_prefix("a/b", "ETHUSDT", 0),
             "a/b/binance/trades/symbol=ETHUSDT/date=1970-01-01/hour=00/"
+        );
+        assert_eq!(
+            dataset_part_key("bronze", Dataset::Klines("1m"), "BTCUSDT", hour, (1, 2)),
+            "bronze/binance/klines/interval=1m/symbol=BTCUSDT/date=2026-11-29/hour=14/\
+             part-1-2.parquet"
+        );
+        assert_eq!(
+            snapshot_key("bronze", "BTCUSDT", hour, 777),
+            "bronze/binance/depth_snapshots/symbol=BTCUSDT/date=2026-11-29/hour=14/\
+             part-777.parquet"
         );
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
@@ -212,5 +286,9 @@ mod tests {
         let got: Vec<(i64, i64)> = parts.iter().map(|p| ids(p)).collect();
         assert_eq!(got, vec![(1, 10), (21, 30)]);
         assert_eq!(skipped, 0);
+        // Candles a minute apart, the one at 180000 missing (incomplete, not archived).
+        let opens = [0, 60_000, 120_000, 240_000];
+        let (parts, _) = cut_parts_by(&opens, (|o: &i64| *o, 60_000), &Covered::default(), 10);
+        assert_eq!(parts, vec![vec![0, 60_000, 120_000], vec![240_000]]);
     }
 }
