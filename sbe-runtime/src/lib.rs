@@ -66,6 +66,67 @@ pub fn need(buf: &[u8], pos: usize, len: usize) -> Result<usize, DecodeError> {
     }
 }
 
+/// The `A` bytes at `pos` (the fixed prefix of a group or var-data element, read at constant
+/// offsets), or the error of [`need`] for them.
+#[inline(always)]
+pub fn prefix_at<const A: usize>(buf: &[u8], pos: usize) -> Result<&[u8; A], DecodeError> {
+    match array_at::<A>(buf, pos) {
+        Some(prefix) => Ok(prefix),
+        None => Err(DecodeError::Truncated {
+            needed: pos.saturating_add(A),
+            got: buf.len(),
+        }),
+    }
+}
+
+/// The `len` bytes at `pos`, their end and the `A` bytes after them, checked at once. `A` is the
+/// fixed prefix of what validation reads next (a group's header, a var-data length), handed
+/// on as an array, so that a valid frame pays one comparison for both and the next step reads
+/// its prefix without a check. A short frame gets the error that [`need`] for the `len` bytes,
+/// then for the `A` bytes after them, would give.
+#[inline(always)]
+pub fn take_ahead<const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+) -> Result<(&[u8], usize, &[u8; A]), DecodeError> {
+    if let Some(end) = pos.checked_add(len)
+        && let Some(last) = end.checked_add(A)
+        && let Some(chunk) = buf.get(pos..last)
+        && let Some((span, next)) = chunk.split_at_checked(len)
+        && let Some(next) = next.first_chunk::<A>()
+    {
+        return Ok((span, end, next));
+    }
+    Err(truncated_ahead(buf.len(), pos, len, A))
+}
+
+/// [`take_ahead`] without the span: the end of the `len` bytes at `pos` and the `A` bytes after
+/// them.
+#[inline(always)]
+pub fn need_ahead<const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+) -> Result<(usize, &[u8; A]), DecodeError> {
+    let (_, end, next) = take_ahead::<A>(buf, pos, len)?;
+    Ok((end, next))
+}
+
+/// The error for `len` bytes at `pos` followed by `ahead` bytes: the first of `need(pos, len)`
+/// and `need(pos + len, ahead)` that fails. Kept out of line, off the path of valid frames.
+#[cold]
+#[inline(never)]
+fn truncated_ahead(got: usize, pos: usize, len: usize, ahead: usize) -> DecodeError {
+    let end = pos.saturating_add(len);
+    let needed = if pos.checked_add(len).is_some_and(|end| end <= got) {
+        end.saturating_add(ahead)
+    } else {
+        end
+    };
+    DecodeError::Truncated { needed, got }
+}
+
 /// Validates `count` entries of `block_length` bytes from `pos` and returns their end.
 #[inline(always)]
 pub fn need_entries(
@@ -120,6 +181,28 @@ pub fn entries_at(
 ) -> Result<(&[u8], usize), DecodeError> {
     let end = need_entries(buf, pos, count, block_length)?;
     Ok((buf.get(pos..end).unwrap_or_default(), end))
+}
+
+/// Validates `count` entries of `block_length` bytes from `pos` and the `A` bytes after them
+/// (see [`take_ahead`]), and returns the entries' walker, their end and those `A` bytes. When
+/// `block_length` is the schema's `N`, the span is measured as `count x N`, so slicing it into
+/// arrays needs no division by `N` (the optimiser sees `count x N / N`).
+#[inline(always)]
+pub fn fixed_entries_at<const N: usize, const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    count: u64,
+    block_length: usize,
+) -> Result<(FixedEntries<'_, N>, usize, &[u8; A]), DecodeError> {
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    if block_length == N {
+        let total = count.checked_mul(N).unwrap_or(usize::MAX);
+        let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
+        return Ok((FixedEntries::arrays(span), end, next));
+    }
+    let total = count.checked_mul(block_length).unwrap_or(usize::MAX);
+    let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
+    Ok((FixedEntries::new(span, block_length, count), end, next))
 }
 
 /// Returns the fixed-size array at `off`, if `buf` holds it.

@@ -34,6 +34,31 @@ fn tail_uses_version(body: &Body) -> bool {
     !body.groups.is_empty() || body.data.iter().any(|d| d.since_version > 0)
 }
 
+/// The bytes a var-data element needs before its value: its length prefix (and any padding
+/// up to the value).
+fn data_prefix(d: &Data) -> usize {
+    d.data_offset
+        .max(d.length.offset + d.length.primitive.size())
+}
+
+/// The fixed prefix validation checks first in the tail element at `index` (the groups, then
+/// the var data): a group's header, a var-data element's length prefix. Zero past the end and
+/// for an element of a later version, which only some frames carry. The check before it covers
+/// these bytes too (`rt::need_ahead`), so a valid frame pays one comparison for both.
+fn tail_prefix(body: &Body, index: usize) -> usize {
+    if let Some(g) = body.groups.get(index) {
+        return if g.since_version == 0 && g.body.is_fixed() {
+            g.dimension.size
+        } else {
+            0
+        };
+    }
+    match body.data.get(index - body.groups.len()) {
+        Some(d) if d.since_version == 0 => data_prefix(d),
+        _ => 0,
+    }
+}
+
 /// How validation code propagates an error: `?` in functions returning `Result`, `.ok()?` in
 /// those returning `Option`.
 #[derive(Clone, Copy)]
@@ -74,45 +99,75 @@ impl Emitter<'_> {
         store: bool,
     ) {
         let q = how.suffix();
-        for g in &body.groups {
+        // Whether `next` holds the prefix of the element at hand, checked by the step before.
+        let mut carried = store && tail_prefix(body, 0) > 0;
+        for (index, g) in body.groups.iter().enumerate() {
             let group = format!("{prefix}{}Group", pascal(&g.name));
-            let validate = format!("{group}::validate(buf, pos, acting_version, {limits}){q}");
             let since = g.since_version;
             let fixed = g.body.is_fixed();
             let stored = tail_field(g, &g.ident);
-            match (store, fixed, since > 0) {
-                (true, true, false) => {
-                    code.line(format!("let ({stored}, end) = {validate};"));
+            if !fixed {
+                if store {
+                    code.line(format!("let {stored} = pos;"));
+                }
+                if since > 0 {
+                    code.line(format!("if acting_version >= {since} {{"));
+                }
+                code.line(format!(
+                    "pos = {group}::validate(buf, pos, acting_version, {limits}){q};"
+                ));
+                if since > 0 {
+                    code.line("}");
+                }
+                carried = false;
+                continue;
+            }
+            let size = g.dimension.size;
+            let dim = if carried {
+                "next".to_string()
+            } else {
+                format!("rt::prefix_at::<{size}>(buf, pos){q}")
+            };
+            let ahead = if store && since == 0 {
+                tail_prefix(body, index + 1)
+            } else {
+                0
+            };
+            let validate = format!(
+                "{group}::validate::<{ahead}>(buf, pos, {dim}, acting_version, {limits}){q}"
+            );
+            let next = if ahead > 0 { "next" } else { "_" };
+            match (store, since > 0) {
+                (true, false) => {
+                    code.line(format!("let ({stored}, end, {next}) = {validate};"));
                     code.line("pos = end;");
                 }
-                (true, true, true) => {
+                (true, true) => {
                     code.line(format!(
                         "let mut {stored} = {group}::empty(acting_version);"
                     ));
                     code.line(format!("if acting_version >= {since} {{"));
-                    code.line(format!("({stored}, pos) = {validate};"));
+                    code.line(format!("({stored}, pos, _) = {validate};"));
                     code.line("}");
                 }
-                _ => {
-                    if store {
-                        code.line(format!("let {stored} = pos;"));
-                    }
+                (false, _) => {
                     if since > 0 {
                         code.line(format!("if acting_version >= {since} {{"));
                     }
-                    let end = if fixed { ".1" } else { "" };
-                    code.line(format!("pos = {validate}{end};"));
+                    code.line(format!("pos = {validate}.1;"));
                     if since > 0 {
                         code.line("}");
                     }
                 }
             }
+            carried = ahead > 0;
         }
-        for d in &body.data {
+        let groups = body.groups.len();
+        for (index, d) in body.data.iter().enumerate() {
             let since = d.since_version;
-            let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
-            let len = cast(&len, d.length.primitive, "usize");
             if !store {
+                let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
+                let len = cast(&len, d.length.primitive, "usize");
                 if since > 0 {
                     code.line(format!("if acting_version >= {since} {{"));
                 }
@@ -126,22 +181,34 @@ impl Emitter<'_> {
                 continue;
             }
             let stored = suffixed(&d.ident, "data");
+            let prefix = data_prefix(d);
+            let ahead = if since == 0 {
+                tail_prefix(body, groups + index + 1)
+            } else {
+                0
+            };
+            let next = if ahead > 0 { "next" } else { "_" };
             // The length prefix is checked before it is read, so the read needs no check.
-            let prefix = d
-                .data_offset
-                .max(d.length.offset + d.length.primitive.size());
-            let at = format!("rt::data_at(buf, pos, {}, {len}){q}", d.data_offset);
+            let len = self.get(d.length.primitive, "prefix", &d.length.offset.to_string());
+            let len = cast(&len, d.length.primitive, "usize");
+            let start = plus("pos", d.data_offset);
+            let take = format!("rt::take_ahead::<{ahead}>(buf, {start}, {len}){q}");
             if since > 0 {
                 code.line(format!("let mut {stored}: &[u8] = &[];"));
                 code.line(format!("if acting_version >= {since} {{"));
-                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
-                code.line(format!("({stored}, pos) = {at};"));
+                code.line(format!("let prefix = rt::prefix_at::<{prefix}>(buf, pos){q};"));
+                code.line(format!("({stored}, pos, _) = {take};"));
                 code.line("}");
             } else {
-                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
-                code.line(format!("let ({stored}, end) = {at};"));
+                if carried {
+                    code.line("let prefix = next;");
+                } else {
+                    code.line(format!("let prefix = rt::prefix_at::<{prefix}>(buf, pos){q};"));
+                }
+                code.line(format!("let ({stored}, end, {next}) = {take};"));
                 code.line("pos = end;");
             }
+            carried = ahead > 0;
         }
     }
 
@@ -293,9 +360,16 @@ impl Emitter<'_> {
             code.line("}");
         }
         let mutable = if tail { "mut " } else { "" };
-        code.line(format!(
-            "let {mutable}pos = rt::need(buf, HEADER_LENGTH, header.block_length)?;"
-        ));
+        let ahead = if tail { tail_prefix(body, 0) } else { 0 };
+        if ahead > 0 {
+            code.line(format!(
+                "let ({mutable}pos, next) = rt::need_ahead::<{ahead}>(buf, HEADER_LENGTH, header.block_length)?;"
+            ));
+        } else {
+            code.line(format!(
+                "let {mutable}pos = rt::need(buf, HEADER_LENGTH, header.block_length)?;"
+            ));
+        }
         if block {
             code.line(format!(
                 "let Some(block) = rt::array_at::<{base}>(buf, HEADER_LENGTH) else {{"
@@ -528,9 +602,10 @@ impl Emitter<'_> {
         let body = &g.body;
         let fixed = body.is_fixed();
         if fixed {
-            code.line(
-                "fn validate(buf: &'a [u8], pos: usize, acting_version: u16, limits: &rt::Limits) -> Result<(Self, usize), rt::DecodeError> {",
-            );
+            code.line(format!(
+                "fn validate<const A: usize>(buf: &'a [u8], pos: usize, dimension: &[u8; {}], acting_version: u16, limits: &rt::Limits) -> Result<(Self, usize, &'a [u8; A]), rt::DecodeError> {{",
+                dim.size
+            ));
         } else {
             let version = if tail_uses_version(body) {
                 "acting_version"
@@ -541,7 +616,6 @@ impl Emitter<'_> {
                 "fn validate(buf: &[u8], pos: usize, {version}: u16, limits: &rt::Limits) -> Result<usize, rt::DecodeError> {{"
             ));
         }
-        code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
         let block_length = self.get(
             dim.block_length.primitive,
             "buf",
@@ -552,14 +626,38 @@ impl Emitter<'_> {
             "buf",
             &plus("pos", dim.num_in_group.offset),
         );
-        code.line(format!(
-            "let block_length = {};",
-            cast(&block_length, dim.block_length.primitive, "usize")
-        ));
-        code.line(format!(
-            "let count = {};",
-            cast(&count, dim.num_in_group.primitive, "u64")
-        ));
+        if fixed {
+            // The caller checked the header's bytes and hands them over: constant-offset loads.
+            code.line(format!("let start = pos + {};", dim.size));
+            let block_length = self.get(
+                dim.block_length.primitive,
+                "dimension",
+                &dim.block_length.offset.to_string(),
+            );
+            let count = self.get(
+                dim.num_in_group.primitive,
+                "dimension",
+                &dim.num_in_group.offset.to_string(),
+            );
+            code.line(format!(
+                "let block_length = {};",
+                cast(&block_length, dim.block_length.primitive, "usize")
+            ));
+            code.line(format!(
+                "let count = {};",
+                cast(&count, dim.num_in_group.primitive, "u64")
+            ));
+        } else {
+            code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
+            code.line(format!(
+                "let block_length = {};",
+                cast(&block_length, dim.block_length.primitive, "usize")
+            ));
+            code.line(format!(
+                "let count = {};",
+                cast(&count, dim.num_in_group.primitive, "u64")
+            ));
+        }
         let type_max = dim.num_in_group.primitive.range().map_or(0, |(_, max)| max);
         if i128::from(dim.count_max) < type_max {
             code.line(format!(
@@ -578,12 +676,6 @@ impl Emitter<'_> {
             code.line("}");
         }
         if fixed {
-            code.line("let (span, end) = rt::entries_at(buf, start, count, block_length)?;");
-            code.line(
-                "// The count fits: the span of `count` entries is in the frame, or it is at most",
-            );
-            code.line("// `limits.group_count_max`, a `u32`.");
-            code.line("let count = count as usize;");
             fixed_group_new(code, body);
         } else {
             code.line("let mut pos = start;");
@@ -947,11 +1039,22 @@ fn fixed_group_fields(code: &mut Code, body: &Body) {
 /// `block_length` bytes, and its end `end`.
 fn fixed_group_new(code: &mut Code, body: &Body) {
     if has_array_entries(body) {
-        code.line("let entries = rt::FixedEntries::new(span, block_length, count);");
-        code.line("Ok((Self { entries, count, acting_version }, end))");
+        code.line(format!(
+            "let (entries, end, next) = rt::fixed_entries_at::<{}, A>(buf, start, count, block_length)?;",
+            body.block_length
+        ));
+    } else {
+        code.line("let (span, end) = rt::entries_at(buf, start, count, block_length)?;");
+        code.line("let next = rt::prefix_at::<A>(buf, end)?;");
+    }
+    code.line("// The count fits: the span of `count` entries is in the frame, or it is at most");
+    code.line("// `limits.group_count_max`, a `u32`.");
+    code.line("let count = count as usize;");
+    if has_array_entries(body) {
+        code.line("Ok((Self { entries, count, acting_version }, end, next))");
     } else {
         code.line(
-            "Ok((Self { rest: span, block_length, left: count, count, acting_version }, end))",
+            "Ok((Self { rest: span, block_length, left: count, count, acting_version }, end, next))",
         );
     }
 }
