@@ -194,12 +194,16 @@ pub fn fixed_entries_at<const N: usize, const A: usize>(
     count: u64,
     block_length: usize,
 ) -> Result<(FixedEntries<'_, N>, usize, &[u8; A]), DecodeError> {
-    let count = usize::try_from(count).unwrap_or(usize::MAX);
-    if block_length == N {
-        let total = count.checked_mul(N).unwrap_or(usize::MAX);
+    if block_length == N
+        && let Ok(count) = u32::try_from(count)
+    {
+        // At most `u32::MAX x N`: no overflow in a `u64`, which tells the optimiser that the
+        // span's length divided by `N` is `count`.
+        let total = usize::try_from(u64::from(count) * N as u64).unwrap_or(usize::MAX);
         let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
         return Ok((FixedEntries::arrays(span), end, next));
     }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
     let total = count.checked_mul(block_length).unwrap_or(usize::MAX);
     let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
     Ok((FixedEntries::new(span, block_length, count), end, next))

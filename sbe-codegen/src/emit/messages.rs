@@ -89,6 +89,11 @@ impl Emitter<'_> {
     /// (when `store`) keep what the getters return: each fixed-size group's entries
     /// (`<name>_group`), where each other group starts (`<name>_pos`) and each var data
     /// element's bytes (`<name>_data`).
+    ///
+    /// Each step checks, with its own bytes, the fixed prefix of the next element (a fixed-size
+    /// group's header, a var-data length; see `rt::take_ahead`) and hands it on in `next`, so a
+    /// valid frame pays one comparison per element and reads each prefix at constant offsets.
+    /// `carried`: whether the code before already put the first element's prefix in `next`.
     fn validate_tail(
         &self,
         code: &mut Code,
@@ -97,10 +102,9 @@ impl Emitter<'_> {
         how: Propagate,
         limits: &str,
         store: bool,
+        mut carried: bool,
     ) {
         let q = how.suffix();
-        // Whether `next` holds the prefix of the element at hand, checked by the step before.
-        let mut carried = store && tail_prefix(body, 0) > 0;
         for (index, g) in body.groups.iter().enumerate() {
             let group = format!("{prefix}{}Group", pascal(&g.name));
             let since = g.since_version;
@@ -189,7 +193,8 @@ impl Emitter<'_> {
             };
             let next = if ahead > 0 { "next" } else { "_" };
             // The length prefix is checked before it is read, so the read needs no check.
-            let len = self.get(d.length.primitive, "prefix", &d.length.offset.to_string());
+            let held = if carried && since == 0 { "next" } else { "prefix" };
+            let len = self.get(d.length.primitive, held, &d.length.offset.to_string());
             let len = cast(&len, d.length.primitive, "usize");
             let start = plus("pos", d.data_offset);
             let take = format!("rt::take_ahead::<{ahead}>(buf, {start}, {len}){q}");
@@ -200,9 +205,7 @@ impl Emitter<'_> {
                 code.line(format!("({stored}, pos, _) = {take};"));
                 code.line("}");
             } else {
-                if carried {
-                    code.line("let prefix = next;");
-                } else {
+                if !carried {
                     code.line(format!("let prefix = rt::prefix_at::<{prefix}>(buf, pos){q};"));
                 }
                 code.line(format!("let ({stored}, end, {next}) = {take};"));
@@ -383,7 +386,7 @@ impl Emitter<'_> {
         if tail_uses_version(body) {
             code.line("let acting_version = header.version;");
         }
-        self.validate_tail(code, body, name, Propagate::Result, "limits", true);
+        self.validate_tail(code, body, name, Propagate::Result, "limits", true, ahead > 0);
         code.line("let buf = rt::slice_at(buf, 0, pos).unwrap_or(buf);");
         code.line(format!(
             "Ok(Self {{ buf, header{}{}{} }})",
@@ -681,7 +684,7 @@ impl Emitter<'_> {
             code.line("let mut pos = start;");
             code.line("for _ in 0..count {");
             code.line("pos = rt::need(buf, pos, block_length)?;");
-            self.validate_tail(code, body, name, Propagate::Result, "limits", false);
+            self.validate_tail(code, body, name, Propagate::Result, "limits", false, false);
             code.line("}");
             code.line("Ok(pos)");
         }
@@ -768,6 +771,7 @@ impl Emitter<'_> {
                 Propagate::Option,
                 "&rt::Limits::UNLIMITED",
                 true,
+                false,
             );
             code.line(format!(
                 "Some((Self {{ {}{}{}acting_version{} }}, pos))",
