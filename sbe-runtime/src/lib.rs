@@ -291,6 +291,56 @@ mod tests {
     }
 
     #[test]
+    fn a_step_checks_the_next_prefix_and_reports_the_first_missing_bytes() {
+        let buf = [1u8, 2, 3, 4, 5, 6];
+        let truncated = |needed| Some(DecodeError::Truncated { needed, got: 6 });
+        assert_eq!(take_ahead::<3>(&buf, 1, 2), Ok((&buf[1..3], 3, &[4, 5, 6])));
+        assert_eq!(need_ahead::<3>(&buf, 1, 2), Ok((3, &[4, 5, 6])));
+        assert_eq!(take_ahead::<0>(&buf, 6, 0), Ok((&buf[6..], 6, &[])));
+        // The bytes themselves are missing: what `need` says for them.
+        assert_eq!(take_ahead::<1>(&buf, 4, 3).err(), truncated(7));
+        assert_eq!(need(&buf, 4, 3).err(), truncated(7));
+        assert_eq!(take_ahead::<1>(&buf, 7, 0).err(), truncated(7));
+        // They are there, the next prefix is not: what `need` says for the prefix.
+        assert_eq!(take_ahead::<2>(&buf, 1, 4).err(), truncated(7));
+        assert_eq!(need_ahead::<3>(&buf, 2, 3).err(), truncated(8));
+        // Overflowing positions and lengths are errors, never a panic.
+        assert_eq!(take_ahead::<2>(&buf, usize::MAX, 1).err(), truncated(usize::MAX));
+        assert_eq!(take_ahead::<2>(&buf, 1, usize::MAX).err(), truncated(usize::MAX));
+        assert_eq!(take_ahead::<2>(&buf, 1, usize::MAX - 2).err(), truncated(usize::MAX - 1));
+        assert_eq!(prefix_at::<2>(&buf, 4), Ok(&[5, 6]));
+        assert_eq!(prefix_at::<2>(&buf, 5).err(), truncated(7));
+        assert_eq!(prefix_at::<2>(&buf, usize::MAX).err(), truncated(usize::MAX));
+    }
+
+    #[test]
+    fn fixed_entries_walk_arrays_or_the_acting_length_and_check_what_follows() {
+        let buf = [9u8, 1, 2, 3, 4, 5, 6, 7];
+        let Ok((entries, end, next)) = fixed_entries_at::<2, 1>(&buf, 1, 3, 2) else {
+            panic!("three entries of 2 bytes and 1 byte after them are there");
+        };
+        assert_eq!((entries.len(), end, next), (3, 7, &[7]));
+        let Ok((mut entries, end, _)) = fixed_entries_at::<2, 0>(&buf, 1, 2, 3) else {
+            panic!("two entries of 3 bytes are there");
+        };
+        assert_eq!((entries.len(), end), (2, 7));
+        assert_eq!(entries.next_with(|e| Some(e.to_vec())), Some(vec![1, 2, 3]));
+        let truncated = |needed| DecodeError::Truncated { needed, got: 8 };
+        let err = |r: Result<(FixedEntries<'_, 2>, usize, &[u8; 2]), DecodeError>| r.err();
+        assert_eq!(err(fixed_entries_at(&buf, 1, 4, 2)), Some(truncated(9)));
+        assert_eq!(err(fixed_entries_at(&buf, 1, 3, 2)), Some(truncated(9)));
+        assert_eq!(err(fixed_entries_at(&buf, 1, 3, 3)), Some(truncated(10)));
+        assert_eq!(
+            err(fixed_entries_at(&buf, 1, u64::MAX, 2)),
+            Some(truncated(usize::MAX))
+        );
+        assert_eq!(
+            err(fixed_entries_at(&buf, 1, u64::MAX, 3)),
+            Some(truncated(usize::MAX))
+        );
+    }
+
+    #[test]
     fn array_and_slice_are_total() {
         let buf = [1u8, 2, 3, 4];
         assert_eq!(array_at::<2>(&buf, 2), Some(&[3, 4]));
