@@ -59,7 +59,10 @@ mod tests {
     fn a_truncated_trades_frame_names_the_first_element_that_does_not_fit() {
         let mut buf = [0u8; 128];
         let mut e = TradesStreamEventEncoder::wrap(&mut buf).expect("room");
-        e.event_time(1).transact_time(2).price_exponent(-8).qty_exponent(-8);
+        e.event_time(1)
+            .transact_time(2)
+            .price_exponent(-8)
+            .qty_exponent(-8);
         let mut trades = e.trades(2).expect("room");
         for id in [7, 8] {
             let entry = trades.next_entry().expect("room");

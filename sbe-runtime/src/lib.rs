@@ -204,7 +204,7 @@ pub fn fixed_entries_at<const N: usize, const A: usize>(
         return Ok((FixedEntries::arrays(span), end, next));
     }
     let count = usize::try_from(count).unwrap_or(usize::MAX);
-    let total = count.checked_mul(block_length).unwrap_or(usize::MAX);
+    let total = count.saturating_mul(block_length);
     let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
     Ok((FixedEntries::new(span, block_length, count), end, next))
 }
@@ -305,12 +305,24 @@ mod tests {
         assert_eq!(take_ahead::<2>(&buf, 1, 4).err(), truncated(7));
         assert_eq!(need_ahead::<3>(&buf, 2, 3).err(), truncated(8));
         // Overflowing positions and lengths are errors, never a panic.
-        assert_eq!(take_ahead::<2>(&buf, usize::MAX, 1).err(), truncated(usize::MAX));
-        assert_eq!(take_ahead::<2>(&buf, 1, usize::MAX).err(), truncated(usize::MAX));
-        assert_eq!(take_ahead::<2>(&buf, 1, usize::MAX - 2).err(), truncated(usize::MAX - 1));
+        assert_eq!(
+            take_ahead::<2>(&buf, usize::MAX, 1).err(),
+            truncated(usize::MAX)
+        );
+        assert_eq!(
+            take_ahead::<2>(&buf, 1, usize::MAX).err(),
+            truncated(usize::MAX)
+        );
+        assert_eq!(
+            take_ahead::<2>(&buf, 1, usize::MAX - 2).err(),
+            truncated(usize::MAX - 1)
+        );
         assert_eq!(prefix_at::<2>(&buf, 4), Ok(&[5, 6]));
         assert_eq!(prefix_at::<2>(&buf, 5).err(), truncated(7));
-        assert_eq!(prefix_at::<2>(&buf, usize::MAX).err(), truncated(usize::MAX));
+        assert_eq!(
+            prefix_at::<2>(&buf, usize::MAX).err(),
+            truncated(usize::MAX)
+        );
     }
 
     #[test]

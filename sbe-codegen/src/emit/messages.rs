@@ -76,6 +76,18 @@ impl Propagate {
     }
 }
 
+/// How [`Emitter::validate_tail`] writes a tail's validation.
+#[derive(Clone, Copy)]
+struct TailMode<'s> {
+    /// How errors propagate.
+    how: Propagate,
+    /// The expression of the decode limits.
+    limits: &'s str,
+    /// Whether to keep what the getters return (a decoder), or only check (a group entry's
+    /// validation, which keeps nothing).
+    store: bool,
+}
+
 impl Emitter<'_> {
     pub(super) fn message(&self, code: &mut Code, m: &Message) {
         let name = pascal(&m.name);
@@ -86,7 +98,7 @@ impl Emitter<'_> {
     }
 
     /// Lines that validate the groups and var data following a block, advancing `pos`, and
-    /// (when `store`) keep what the getters return: each fixed-size group's entries
+    /// (when `mode.store`) keep what the getters return: each fixed-size group's entries
     /// (`<name>_group`), where each other group starts (`<name>_pos`) and each var data
     /// element's bytes (`<name>_data`).
     ///
@@ -99,44 +111,59 @@ impl Emitter<'_> {
         code: &mut Code,
         body: &Body,
         prefix: &str,
-        how: Propagate,
-        limits: &str,
-        store: bool,
+        mode: TailMode<'_>,
         mut carried: bool,
     ) {
+        for index in 0..body.groups.len() {
+            carried = self.tail_group(code, body, index, prefix, mode, carried);
+        }
+        for index in 0..body.data.len() {
+            carried = self.tail_data(code, body, index, mode, carried);
+        }
+    }
+
+    /// The lines of [`Self::validate_tail`] for group `index`; whether they leave the next
+    /// element's prefix in `next`.
+    fn tail_group(
+        &self,
+        code: &mut Code,
+        body: &Body,
+        index: usize,
+        prefix: &str,
+        mode: TailMode<'_>,
+        carried: bool,
+    ) -> bool {
+        let TailMode { how, limits, store } = mode;
         let q = how.suffix();
-        for (index, g) in body.groups.iter().enumerate() {
-            let group = format!("{prefix}{}Group", pascal(&g.name));
-            let since = g.since_version;
-            let fixed = g.body.is_fixed();
-            let stored = tail_field(g, &g.ident);
-            if !fixed {
-                if store {
-                    code.line(format!("let {stored} = pos;"));
-                }
-                if since > 0 {
-                    code.line(format!("if acting_version >= {since} {{"));
-                }
-                code.line(format!(
-                    "pos = {group}::validate(buf, pos, acting_version, {limits}){q};"
-                ));
-                if since > 0 {
-                    code.line("}");
-                }
-                carried = false;
-                continue;
-            }
-            let size = g.dimension.size;
+        let g = &body.groups[index];
+        let group = format!("{prefix}{}Group", pascal(&g.name));
+        let since = g.since_version;
+        let stored = tail_field(g, &g.ident);
+        let fixed = g.body.is_fixed();
+        if store && fixed && since > 0 {
+            code.line(format!(
+                "let mut {stored} = {group}::empty(acting_version);"
+            ));
+        } else if store && !fixed {
+            code.line(format!("let {stored} = pos;"));
+        }
+        if since > 0 {
+            code.line(format!("if acting_version >= {since} {{"));
+        }
+        let mut ahead = 0;
+        if !fixed {
+            code.line(format!(
+                "pos = {group}::validate(buf, pos, acting_version, {limits}){q};"
+            ));
+        } else {
             let dim = if carried {
                 "next".to_string()
             } else {
-                format!("rt::prefix_at::<{size}>(buf, pos){q}")
+                format!("rt::prefix_at::<{}>(buf, pos){q}", g.dimension.size)
             };
-            let ahead = if store && since == 0 {
-                tail_prefix(body, index + 1)
-            } else {
-                0
-            };
+            if store && since == 0 {
+                ahead = tail_prefix(body, index + 1);
+            }
             let validate = format!(
                 "{group}::validate::<{ahead}>(buf, pos, {dim}, acting_version, {limits}){q}"
             );
@@ -146,73 +173,72 @@ impl Emitter<'_> {
                     code.line(format!("let ({stored}, end, {next}) = {validate};"));
                     code.line("pos = end;");
                 }
-                (true, true) => {
-                    code.line(format!(
-                        "let mut {stored} = {group}::empty(acting_version);"
-                    ));
-                    code.line(format!("if acting_version >= {since} {{"));
-                    code.line(format!("({stored}, pos, _) = {validate};"));
-                    code.line("}");
-                }
-                (false, _) => {
-                    if since > 0 {
-                        code.line(format!("if acting_version >= {since} {{"));
-                    }
-                    code.line(format!("pos = {validate}.1;"));
-                    if since > 0 {
-                        code.line("}");
-                    }
-                }
+                (true, true) => code.line(format!("({stored}, pos, _) = {validate};")),
+                (false, _) => code.line(format!("pos = {validate}.1;")),
             }
-            carried = ahead > 0;
         }
-        let groups = body.groups.len();
-        for (index, d) in body.data.iter().enumerate() {
-            let since = d.since_version;
-            if !store {
-                let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
-                let len = cast(&len, d.length.primitive, "usize");
-                if since > 0 {
-                    code.line(format!("if acting_version >= {since} {{"));
-                }
-                code.line(format!(
-                    "pos = rt::skip_data(buf, pos, {}, {len}){q};",
-                    d.data_offset
-                ));
-                if since > 0 {
-                    code.line("}");
-                }
-                continue;
-            }
-            let stored = suffixed(&d.ident, "data");
-            let prefix = data_prefix(d);
-            let ahead = if since == 0 {
-                tail_prefix(body, groups + index + 1)
-            } else {
-                0
-            };
-            let next = if ahead > 0 { "next" } else { "_" };
+        if since > 0 {
+            code.line("}");
+        }
+        ahead > 0
+    }
+
+    /// The lines of [`Self::validate_tail`] for var data `index`; whether they leave the next
+    /// element's prefix in `next`.
+    fn tail_data(
+        &self,
+        code: &mut Code,
+        body: &Body,
+        index: usize,
+        mode: TailMode<'_>,
+        carried: bool,
+    ) -> bool {
+        let q = mode.how.suffix();
+        let d = &body.data[index];
+        let since = d.since_version;
+        let stored = suffixed(&d.ident, "data");
+        if mode.store && since > 0 {
+            code.line(format!("let mut {stored}: &[u8] = &[];"));
+        }
+        if since > 0 {
+            code.line(format!("if acting_version >= {since} {{"));
+        }
+        let mut ahead = 0;
+        if !mode.store {
+            let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
+            let len = cast(&len, d.length.primitive, "usize");
+            code.line(format!(
+                "pos = rt::skip_data(buf, pos, {}, {len}){q};",
+                d.data_offset
+            ));
+        } else {
             // The length prefix is checked before it is read, so the read needs no check.
-            let held = if carried && since == 0 { "next" } else { "prefix" };
+            let held = if carried { "next" } else { "prefix" };
+            if !carried {
+                code.line(format!(
+                    "let prefix = rt::prefix_at::<{}>(buf, pos){q};",
+                    data_prefix(d)
+                ));
+            }
+            if since == 0 {
+                ahead = tail_prefix(body, body.groups.len() + index + 1);
+            }
             let len = self.get(d.length.primitive, held, &d.length.offset.to_string());
             let len = cast(&len, d.length.primitive, "usize");
             let start = plus("pos", d.data_offset);
             let take = format!("rt::take_ahead::<{ahead}>(buf, {start}, {len}){q}");
             if since > 0 {
-                code.line(format!("let mut {stored}: &[u8] = &[];"));
-                code.line(format!("if acting_version >= {since} {{"));
-                code.line(format!("let prefix = rt::prefix_at::<{prefix}>(buf, pos){q};"));
                 code.line(format!("({stored}, pos, _) = {take};"));
-                code.line("}");
             } else {
-                if !carried {
-                    code.line(format!("let prefix = rt::prefix_at::<{prefix}>(buf, pos){q};"));
-                }
+                let next = if ahead > 0 { "next" } else { "_" };
                 code.line(format!("let ({stored}, end, {next}) = {take};"));
                 code.line("pos = end;");
             }
-            carried = ahead > 0;
         }
+        if since > 0 {
+            code.line("}");
+        }
+        ahead > 0
     }
 
     /// Struct fields holding what [`Self::validate_tail`] keeps.
@@ -386,7 +412,17 @@ impl Emitter<'_> {
         if tail_uses_version(body) {
             code.line("let acting_version = header.version;");
         }
-        self.validate_tail(code, body, name, Propagate::Result, "limits", true, ahead > 0);
+        self.validate_tail(
+            code,
+            body,
+            name,
+            TailMode {
+                how: Propagate::Result,
+                limits: "limits",
+                store: true,
+            },
+            ahead > 0,
+        );
         code.line("let buf = rt::slice_at(buf, 0, pos).unwrap_or(buf);");
         code.line(format!(
             "Ok(Self {{ buf, header{}{}{} }})",
@@ -684,7 +720,17 @@ impl Emitter<'_> {
             code.line("let mut pos = start;");
             code.line("for _ in 0..count {");
             code.line("pos = rt::need(buf, pos, block_length)?;");
-            self.validate_tail(code, body, name, Propagate::Result, "limits", false, false);
+            self.validate_tail(
+                code,
+                body,
+                name,
+                TailMode {
+                    how: Propagate::Result,
+                    limits: "limits",
+                    store: false,
+                },
+                false,
+            );
             code.line("}");
             code.line("Ok(pos)");
         }
@@ -768,9 +814,11 @@ impl Emitter<'_> {
                 code,
                 body,
                 name,
-                Propagate::Option,
-                "&rt::Limits::UNLIMITED",
-                true,
+                TailMode {
+                    how: Propagate::Option,
+                    limits: "&rt::Limits::UNLIMITED",
+                    store: true,
+                },
                 false,
             );
             code.line(format!(
