@@ -626,7 +626,7 @@ impl RunConfig {
         check_streams_per_connection(
             "binance.symbols_per_connection",
             self.symbols_per_connection,
-            self.streams.len(),
+            self.streams_per_symbol(),
         )?;
         self.readers.check(cpus)?;
         self.sidecar.check()?;
@@ -684,6 +684,20 @@ impl RunConfig {
                     .collect()
             })
             .collect()
+    }
+
+    /// The streams a connection carries per symbol: `binance.streams`, and on the JSON wire
+    /// (`feed.format` json or dual) one kline stream per `[klines] intervals` beside the trade
+    /// stream.
+    pub fn streams_per_symbol(&self) -> usize {
+        let klines = match self.format {
+            FeedFormat::Sbe => 0,
+            FeedFormat::Json | FeedFormat::Dual if self.streams.contains(&StreamKind::Trade) => {
+                self.klines.intervals.len()
+            }
+            FeedFormat::Json | FeedFormat::Dual => 0,
+        };
+        self.streams.len() + klines
     }
 
     /// Whether the sidecar runs: a sink does and `sidecar.enabled` (trade repair), or the

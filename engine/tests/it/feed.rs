@@ -652,6 +652,7 @@ fn a_parked_consumer_wakes_when_its_ring_gets_data() {
     let run::Rings {
         mut events,
         mut notices,
+        ..
     } = rings;
     let mut events = events.remove(0);
     let (seen, counts) = std::sync::mpsc::channel();
