@@ -549,6 +549,10 @@ pub struct Summary {
     pub decode_errors: u64,
     /// JSON market-data frames that did not parse or convert (`feed.format = "json"`).
     pub json_malformed: u64,
+    /// Closed klines received on the JSON kline streams (handed to the sidecar's check).
+    pub stream_klines: u64,
+    /// Closed stream klines the sidecar's kline ring had no room for.
+    pub stream_klines_dropped: u64,
     /// Frames of unknown templates.
     pub unknown_templates: u64,
     /// Frames of another schema.
@@ -611,6 +615,8 @@ impl Summary {
             },
             decode_errors: sum(&|s| s.decode_errors.get()),
             json_malformed: sum(&|s| s.json_malformed.get()),
+            stream_klines: sum(&|s| s.stream_klines.get()),
+            stream_klines_dropped: sum(&|s| s.stream_klines_dropped.get()),
             unknown_templates: sum(&|s| s.unknown_templates.get()),
             schema_mismatches: sum(&|s| s.schema_mismatches.get()),
             unknown_symbols: sum(&|s| s.unknown_symbols.get()),
