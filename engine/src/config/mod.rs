@@ -1296,6 +1296,38 @@ mod tests {
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
     }
 
+    /// On the JSON wire each symbol's trade stream brings its kline streams along
+    /// (`[klines] intervals`): they count against Binance's 1024 streams per connection.
+    #[test]
+    fn kline_streams_count_against_the_streams_per_connection_on_json() {
+        let text = |format: &str, intervals: &str| {
+            format!(
+                "[feed]\nformat = \"{format}\"\n[binance]\nsymbols_per_connection = 512\n\
+                 streams = [\"trade\"]\n[klines]\nintervals = [{intervals}]\n"
+            )
+        };
+        let config = RunConfig::from_toml(&text("json", "\"1m\"")).expect("1024 streams");
+        assert_eq!(config.streams_per_symbol(), 2);
+        assert_names(
+            &err(&text("json", "\"1m\", \"1s\"")),
+            "binance.symbols_per_connection",
+        );
+        assert_names(
+            &err(&text("dual", "\"1m\", \"1s\"")),
+            "binance.symbols_per_connection",
+        );
+        let sbe = RunConfig::from_toml(&text("sbe", "\"1m\", \"1s\"")).expect("no kline streams");
+        assert_eq!(sbe.streams_per_symbol(), 1);
+        let no_trades = "[feed]\nformat = \"json\"\n[binance]\nstreams = [\"depth\"]\n\
+                         [klines]\nintervals = [\"1m\"]\n";
+        let config = RunConfig::from_toml(no_trades).expect("valid");
+        assert_eq!(
+            config.streams_per_symbol(),
+            1,
+            "klines ride beside the trade stream only"
+        );
+    }
+
     #[test]
     fn the_postgres_dead_letter_file_is_its_own() {
         let shared = "[redis]\nenabled = true\ndead_letter_path = \"d.jsonl\"\n\
