@@ -860,9 +860,9 @@ impl Sidecar {
                     kline.interval_ms, kline.open_ms, kline.trades, kline.first_id, kline.last_id
                 )
             });
-            if let Some((from, to)) =
-                interval_ids(kline.first_id, kline.trades).filter(|&(_, to)| to == kline.last_id)
-            {
+            // The kline's own ids (a symbol's trade ids are consecutive: `n` = `L - f + 1`).
+            let (from, to) = (kline.first_id, kline.last_id);
+            if kline.trades > 0 && 0 <= from && from <= to {
                 self.setup.stats.requested_ids.add(id_count(from, to));
                 self.plan.request(kline.symbol, from, to, mask, now);
             }
