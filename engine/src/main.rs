@@ -84,9 +84,10 @@ enum DlqCommand {
 #[derive(Subcommand)]
 enum BackfillCommand {
     /// Candles from GET /api/v3/klines (pages of 1000, weight-budgeted) into the Kinesis
-    /// klines stream and the Redis kl: hash (engine/src/backfill/klines.rs). Prints a JSON
+    /// klines stream, the Redis kl: hash and (--s3 --config) the S3 archive of the
+    /// configuration's [s3] table, resumably (engine/src/backfill/klines.rs). Prints a JSON
     /// report: candles, pages, holes, duplicates, records written.
-    Klines(hotpath::backfill::klines::KlinesArgs),
+    Klines(Box<hotpath::backfill::klines::KlinesArgs>),
     /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
     /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
     /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
@@ -392,6 +393,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Backfill {
             command: BackfillCommand::Klines(args),
         } => {
+            let mut args = *args;
+            if args.s3 {
+                let config = load_config(args.config.as_deref())?;
+                args.s3_config = config.s3;
+            }
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let report = runtime.block_on(hotpath::backfill::klines::run(&args))?;
             println!("{}", serde_json::to_string(&report)?);
