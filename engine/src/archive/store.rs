@@ -277,8 +277,8 @@ impl Store {
 
     /// Archives `candles` of `symbol` (increasing open times) as [`Store::archive`] does
     /// trades: per UTC hour of the open time, without the open times the hour's parts claim,
-    /// in parts named by their first and last open time (ms), each without a missing open time
-    /// inside. `written` and `skipped` count candles.
+    /// in parts named by their first and last open time (ms). `written` and `skipped` count
+    /// candles.
     pub async fn archive_klines(
         &self,
         symbol: &str,
@@ -298,20 +298,14 @@ impl Store {
             rest = after;
             let covered = self.covered_klines(symbol, interval, hour).await?;
             let rows_max = self.config.part_rows_max;
-            let (parts, skipped) = cut_parts_by(this, |c| c.open_ms, &covered, rows_max);
+            let step = this[0].close_ms - this[0].open_ms + 1;
+            let (parts, skipped) = cut_parts_by(this, (|c| c.open_ms, step), &covered, rows_max);
             done.skipped += skipped;
-            // A part claims every open time from its first to its last: candles with one left
-            // out between them (incomplete) go to separate parts, so that the backfill, which
-            // jumps over what parts claim, fills the one left out.
-            let step = crate::kline::Interval::of(interval).map_or(0, |i| i.ms);
-            let parts = parts
-                .iter()
-                .flat_map(|p| p.chunk_by(move |a, b| step == 0 || b.open_ms == a.open_ms + step));
             for part in parts {
                 let ids = (part[0].open_ms, part[part.len() - 1].open_ms);
                 let dataset = Dataset::Klines(interval);
                 let key = dataset_part_key(&self.config.prefix, dataset, symbol, hour, ids);
-                let bytes = super::klines::encode(symbol, interval, part).map_err(|source| {
+                let bytes = super::klines::encode(symbol, interval, &part).map_err(|source| {
                     StoreError::Parquet {
                         key: key.clone(),
                         source,
