@@ -58,6 +58,10 @@ use crate::stream::StreamKind;
 /// Errors logged one by one before they are only counted.
 const ERRORS_LOGGED_MAX: u32 = 20;
 
+/// Candles waiting for S3 at most (closed hours queued while S3 fails; about 180 bytes each,
+/// so some 18 MB): past it the oldest klines part is dropped and counted (`klines_dropped`).
+pub const KLINES_QUEUED_MAX: usize = 100_000;
+
 /// What the writer thread is given.
 pub struct S3Sink {
     /// Settings.
@@ -137,7 +141,8 @@ pub struct ArchiveSummary {
     pub klines_incomplete: u64,
     /// Candles revised by a trade after they were written (the bucket keeps the first).
     pub klines_late: u64,
-    /// Candles and snapshots left unwritten when the shutdown flush deadline passed.
+    /// Candles left unwritten when the shutdown flush deadline passed, or dropped (oldest
+    /// first) past [`KLINES_QUEUED_MAX`] waiting while S3 failed.
     pub klines_dropped: u64,
     /// Depth snapshots written.
     pub snapshots_written: u64,
@@ -163,6 +168,8 @@ struct Writer {
     klines: Option<Klines>,
     /// Snapshots in `queue` (or in flight).
     snapshots_waiting: usize,
+    /// Candles the queue holds at most ([`KLINES_QUEUED_MAX`]).
+    klines_queued_max: usize,
     archive: ArchiveSummary,
     retry_at: Instant,
     /// Trades, candles and snapshots of the job in flight.
@@ -325,6 +332,7 @@ impl Writer {
             open: BTreeMap::new(),
             queue: VecDeque::new(),
             snapshots_waiting: 0,
+            klines_queued_max: KLINES_QUEUED_MAX,
             archive: ArchiveSummary::default(),
             retry_at: Instant::now(),
             in_flight: (0, 0, 0),
@@ -713,8 +721,9 @@ impl Writer {
         }
     }
 
-    /// Keeps the closed trades parts within `s3.buffer_trades_max` trades: the oldest go,
-    /// each counted and said with its backfill.
+    /// Keeps the closed trades parts within `s3.buffer_trades_max` trades, and the klines
+    /// parts within [`KLINES_QUEUED_MAX`] candles: the oldest go, each counted and said with
+    /// its backfill.
     fn bound(&mut self) {
         let mut queued: usize = self.queue.iter().map(|w| w.counts().0).sum();
         while queued > self.config.buffer_trades_max {
@@ -725,6 +734,24 @@ impl Writer {
             queued -= part.rows.len();
             self.stats.dropped.add(part.rows.len() as u64);
             say_lost(&part, "s3.buffer_trades_max reached while S3 failed");
+        }
+        let mut candles: usize = self.queue.iter().map(|w| w.counts().1).sum();
+        while candles > self.klines_queued_max {
+            let at = self.queue.iter().position(|w| matches!(w, Work::Klines(_)));
+            let Some(Work::Klines(part)) = at.and_then(|at| self.queue.remove(at)) else {
+                break;
+            };
+            candles -= part.candles.len();
+            self.archive.klines_dropped += part.candles.len() as u64;
+            let (first, last) = (part.candles.first(), part.candles.last());
+            let max = self.klines_queued_max;
+            self.log_error(format!(
+                "{} candles {:?}..={:?} (open ms) dropped: {max} candles wait for S3 \
+                 (hotpath backfill klines --s3 can fetch them again)",
+                part.symbol,
+                first.map(|c| c.open_ms),
+                last.map(|c| c.open_ms),
+            ));
         }
     }
 
@@ -848,6 +875,42 @@ mod tests {
         );
         assert_eq!(w.archive.klines_incomplete, 2);
         assert_eq!(w.archive.klines_late, 0);
+    }
+
+    /// Review 11: while S3 failed, the trades waiting were bounded but the candles were not
+    /// (about 180 bytes each: a day of 1m candles of 1000 symbols is some 260 MB). Past the
+    /// bound the oldest klines parts go, counted (`backfill klines --s3` fills them).
+    #[test]
+    fn candles_waiting_for_s3_are_bounded_oldest_dropped_first() {
+        let mut w = writer();
+        w.klines_queued_max = 5;
+        for hour in 0..4 {
+            let candles = (0..2)
+                .map(|m| {
+                    Candle::flat(
+                        hour * 3_600_000 + m * MIN,
+                        Interval::of("1m").expect("1m"),
+                        1,
+                    )
+                })
+                .collect();
+            w.queue.push_back(Work::Klines(KlinePart {
+                symbol: "BTCUSDT".into(),
+                hour,
+                candles,
+            }));
+            w.bound();
+        }
+        let hours: Vec<i64> = w
+            .queue
+            .iter()
+            .filter_map(|work| match work {
+                Work::Klines(p) => Some(p.hour),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hours, [2, 3]);
+        assert_eq!(w.archive.klines_dropped, 4);
     }
 
     /// Review 11: with `s3.snapshot_queue` snapshots waiting for S3 (down, or a slow PUT),
