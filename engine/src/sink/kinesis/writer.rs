@@ -741,8 +741,10 @@ impl Writer {
             self.stats.klines_late.add(candles.late() - late);
         }
         let now_ms = event.event_time_us.div_euclid(1000);
-        let held = self.orders.holds(event.symbol);
-        candles.advance(now_ms, self.klines.close_after_ms, held, &mut closed);
+        if let Some(exchange_ms) = event.exchange_time_ms() {
+            let held = self.orders.holds(event.symbol);
+            candles.advance(exchange_ms, self.klines.close_after_ms, held, &mut closed);
+        }
         for (i, candle) in closed.drain(..) {
             let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
             let data = candle.stream_json(key, interval, true, now_ms);
@@ -1334,6 +1336,17 @@ mod tests {
         sim_event(StreamKind::BestBidAsk, time_us, payload)
     }
 
+    /// A depth diff at `time_us`: it moves the symbol's exchange clock.
+    fn diff_at(time_us: i64) -> FeedEvent {
+        let payload = Payload::DepthDiff(crate::sim::market::Diff {
+            first_update_id: 1,
+            last_update_id: 1,
+            bids: vec![(6_976_900, 1)],
+            asks: vec![],
+        });
+        sim_event(StreamKind::Depth, time_us, payload)
+    }
+
     /// `(open time, trade count)` of each kline record queued, in order.
     fn candles(w: &mut Writer) -> Vec<(i64, u64)> {
         let mut out = Vec::new();
@@ -1369,10 +1382,10 @@ mod tests {
         };
         w.repair(lost(StreamChange::Disconnected));
         // Trades 4..=5 of that second were sent while the connection was down.
-        w.route(bbo_at(t0 + 5 * second));
+        w.route(diff_at(t0 + 5 * second));
         assert_eq!(candles(&mut w), vec![], "closed without trades 4..=5");
         w.repair(lost(StreamChange::Reconnected));
-        w.route(bbo_at(t0 + 5 * second + 1));
+        w.route(diff_at(t0 + 5 * second + 1));
         assert_eq!(candles(&mut w), vec![], "no trade since the reconnect yet");
         w.route(trades_at(6..=6, t0 + 5 * second + 500_000));
         w.repair(Repair::Event(trades_at(4..=5, t0 + second + 900_000)));
@@ -1395,8 +1408,11 @@ mod tests {
         let second = 1_000_000;
         w.route(trades_at(1..=1, t0 + 100_000));
         w.route(trades_at(2..=3, t0 + second + 100_000));
-        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        // A bookTicker's time may be the local receive time (JSON): it closes nothing.
         w.route(bbo_at(t0 + 5 * second));
+        assert_eq!(candles(&mut w), vec![]);
+        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        w.route(diff_at(t0 + 5 * second));
         assert_eq!(candles(&mut w)[0], (t0 / 1000 + 1000, 2));
         w.route(trades_at(4..=5, t0 + second + 900_000));
         assert_eq!(w.stats.klines_late.get(), 2);

@@ -589,9 +589,11 @@ impl Writer {
             }
             _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
         };
-        if !self.klines.intervals.is_empty() {
+        if !self.klines.intervals.is_empty()
+            && let Some(now_ms) = event.exchange_time_ms()
+        {
             let held = self.orders.holds(event.symbol);
-            state.kline_clock(event.event_time_us.div_euclid(1000), held);
+            state.kline_clock(now_ms, held);
         }
         let evicted = std::mem::take(&mut state.evicted);
         for t in &evicted {
