@@ -46,7 +46,7 @@ use super::avro::AvroEncoder;
 use super::breaker::Breaker;
 use super::destination::Destination;
 use super::lane::{Aggregate, Entry};
-use super::send::{Answer, Route, Sent, put_records};
+use super::send::{Answer, Failure, Route, call, request_entries};
 use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
@@ -247,7 +247,8 @@ pub fn spawn(
 
 /// What the writer's requests bring back: a PutRecords outcome, or a destination's listing.
 enum Done {
-    Sent(Sent),
+    /// A PutRecords outcome; the batch waits in its lane's `in_flight`.
+    Sent(Route, Result<Answer, Failure>),
     Listed(usize, Result<ShardMap, ListError>),
 }
 
@@ -883,11 +884,12 @@ impl Writer {
         for dest in 0..DESTINATIONS {
             let mut entries = Vec::new();
             for lane in &mut self.dests[dest].lanes {
-                let mut in_flight = std::mem::take(&mut lane.in_flight);
-                for entry in in_flight.iter_mut() {
-                    entry.maybe_landed = true;
+                for outgoing in std::mem::take(&mut lane.in_flight) {
+                    for mut entry in outgoing.entries {
+                        entry.maybe_landed = true;
+                        entries.push(entry);
+                    }
                 }
-                entries.extend(in_flight);
                 entries.extend(lane.lane.take_all());
             }
             for entry in entries {
@@ -965,7 +967,7 @@ impl Writer {
 
     fn done(&mut self, done: Done) {
         match done {
-            Done::Sent(sent) => self.settle(sent),
+            Done::Sent(route, result) => self.settle(route, result),
             Done::Listed(d, map) => {
                 self.listings -= 1;
                 self.listed(d, map, Instant::now());
@@ -1023,7 +1025,6 @@ impl Writer {
             return None;
         }
         let ms = unix_ms();
-        let mut copies = Vec::new();
         for entry in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
             if entry.attempts == 0 {
                 entry.first_attempt_ms = ms;
@@ -1031,10 +1032,12 @@ impl Writer {
                 self.stats.retried.add(1);
             }
             entry.attempts += 1;
-            copies.push(entry.clone());
         }
+        // The request owns the records' data; the batch (the user records) waits in the lane
+        // for the answer, not copied (a backlog's requests are several MiB each).
+        let entries = request_entries(&mut batch);
         let dest = &mut self.dests[route.destination];
-        dest.lanes[route.lane].in_flight = copies;
+        dest.lanes[route.lane].in_flight = batch;
         dest.lanes[route.lane].lane.in_flight = true;
         self.stats.requests.add(1);
         let client = self.client.clone();
@@ -1043,7 +1046,11 @@ impl Writer {
             Arc::from(dest.map().shard_id(route.lane)),
         );
         Some(Box::pin(async move {
-            Done::Sent(put_records(client, stream, route, shard, batch).await)
+            let result = match entries {
+                Ok(entries) => call(client, stream, shard, entries).await,
+                Err(failure) => Err(failure),
+            };
+            Done::Sent(route, result)
         }))
     }
 
@@ -1056,11 +1063,11 @@ impl Writer {
         lane.not_before = Some(now + jittered(&mut self.rng, initial, max, attempt));
     }
 
-    fn settle(&mut self, (route, batch, result): Sent) {
+    fn settle(&mut self, route: Route, result: Result<Answer, Failure>) {
         let now = Instant::now();
         let shard_lane = &mut self.dests[route.destination].lanes[route.lane];
         shard_lane.lane.in_flight = false;
-        shard_lane.in_flight.clear();
+        let batch = std::mem::take(&mut shard_lane.in_flight);
         match result {
             Ok(answer) => self.settle_answer(route, batch, answer, now),
             Err(failure) => {
