@@ -522,8 +522,15 @@ mod tests {
         let yields = LINGER_YIELDS_MAX as usize;
         assert!(waiting[..yields].iter().all(|s| *s == Some(Step::Yield)));
         assert_eq!(waiting[yields], Some(Step::Linger(linger)), "then lingers");
-        assert_eq!(idler.step_in_flight(0, true), Some(Step::Yield), "counted afresh");
-        assert_eq!(idler.step_in_flight(0, false), Some(Step::Park(IDLE_PARK_MIN)));
+        assert_eq!(
+            idler.step_in_flight(0, true),
+            Some(Step::Yield),
+            "counted afresh"
+        );
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MIN))
+        );
         assert_eq!(
             idler.step_in_flight(0, false),
             Some(Step::Park(IDLE_PARK_MIN * 2))
@@ -531,7 +538,10 @@ mod tests {
         for _ in 0..100 {
             idler.step_in_flight(0, false);
         }
-        assert_eq!(idler.step_in_flight(0, false), Some(Step::Park(IDLE_PARK_MAX)));
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MAX))
+        );
         assert_eq!(idler.step_in_flight(2, false), Some(Step::Linger(linger)));
         assert_eq!(
             idler.step_in_flight(0, false),
@@ -539,7 +549,10 @@ mod tests {
             "work resets the backoff"
         );
         let mut blocking = Idler::new(IdleStrategy::Blocking).with_linger(linger);
-        assert_eq!(blocking.step_in_flight(1, false), Some(Step::Linger(linger)));
+        assert_eq!(
+            blocking.step_in_flight(1, false),
+            Some(Step::Linger(linger))
+        );
         assert_eq!(
             blocking.step_in_flight(0, false),
             Some(Step::Park(IDLE_BLOCKING_PARK))

@@ -265,6 +265,8 @@ struct Writer {
     /// When the timers (held-trade expiry, the queue-depth gauge, the dead-letter sync) run
     /// next.
     next_timers: Instant,
+    /// Snapshot requests were pushed to the sidecar since its bell was last rung.
+    requests_pushed: bool,
     /// An instant and the Unix time (µs) read with it: the Unix time of a round is derived
     /// from its one clock read; refreshed with the books' publication.
     wall: (Instant, i64),
@@ -363,9 +365,9 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         if timers && let Err(e) = w.dead.sync(now.instant) {
             w.log_error(&e);
         }
-        if work > 0 {
-            // Snapshot requests may have gone to the sidecar (a fence and a load unless it
-            // is parked).
+        if std::mem::take(&mut w.requests_pushed) {
+            // Snapshot requests went to the sidecar: wake it if parked (only then: ringing
+            // after every round with work woke a parked sidecar once per writer wake-up).
             sidecar_bell.ring();
         }
         if let Some(step) = idle.step_in_flight(work, !quiet) {
@@ -455,6 +457,7 @@ impl Writer {
             bell: Bell::silent(),
             klines: KlinesConfig::default(),
             next_timers: Instant::now(),
+            requests_pushed: false,
             wall: (Instant::now(), unix_us()),
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is

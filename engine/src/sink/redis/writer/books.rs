@@ -220,13 +220,20 @@ impl Writer {
             }
             sent += 1;
         }
+        self.requests_pushed |= sent > 0;
         sent
     }
 
     /// The book work of one round: queued requests, a consistency check when due, finished
     /// re-anchors, and new ones when `due` (the round did work, or its timers are due) or a
     /// re-anchor finished. Nothing new starts once stopping.
-    pub(super) async fn book_work(&mut self, io: &Io, stopping: bool, now: Now, due: bool) -> usize {
+    pub(super) async fn book_work(
+        &mut self,
+        io: &Io,
+        stopping: bool,
+        now: Now,
+        due: bool,
+    ) -> usize {
         self.publish_books(now.instant);
         let mut work = self.flush_requests();
         work += self.finish_reanchors().await;
