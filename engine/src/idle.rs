@@ -365,6 +365,12 @@ impl TaskIdle {
         self
     }
 
+    /// Whether this consumer lingers ([`Idler::with_linger`] with a non-zero time, not
+    /// `busy_spin`).
+    pub fn lingers(&self) -> bool {
+        !self.idler.linger.is_zero()
+    }
+
     /// [`Idler::step_in_flight`]: after a round that did `work` items, with something the
     /// task waits for `in_flight`.
     #[inline]

@@ -320,7 +320,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         let stopping = stop.load(Ordering::Acquire);
         // The round's one clock read; timers run in rounds with work, or when due.
         let now = w.now();
-        let mut work = w.drain(&mut rings, repairs.as_mut());
+        let taken = w.drain(&mut rings, repairs.as_mut());
+        let mut work = taken;
         let timers = stopping || now.instant >= w.next_timers;
         if timers {
             w.next_timers = now.instant + REDIS_HOUSEKEEPING;
@@ -370,7 +371,11 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             // after every round with work woke a parked sidecar once per writer wake-up).
             sidecar_bell.ring();
         }
-        if let Some(step) = idle.step_in_flight(work, !quiet) {
+        // Lingering, only new items (or a reply outstanding) are worth a linger: a round that
+        // only settled a reply parks, woken by the next frame, rather than lingering once
+        // more (at a few frames a second that was a second wake-up per frame).
+        let worth = if idle.lingers() { taken } else { work };
+        if let Some(step) = idle.step_in_flight(worth, !quiet) {
             let has_work = || {
                 (!stopping && stop.load(Ordering::Acquire)) || !drained(&rings, repairs.as_ref())
             };
