@@ -23,9 +23,8 @@
 //!
 //! `cargo bench -p hotpath-benches --bench kinesis_emulators`
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
@@ -33,36 +32,19 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use hotpath::sink::kinesis::aggregate::Aggregator;
+use hotpath_benches::servers::{
+    Server, free_port, kinesalite_cli, kinesis_client as client, spawn_listening,
+};
 
 const KEYS: usize = 200;
 const STREAM: &str = "bench-emulator";
-
-/// A child process killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn start(emulator: &str) -> (Server, String) {
     let port = free_port();
     let mut command = match emulator {
         "kinesalite" => {
-            let cli = std::env::var_os("HOTPATH_KINESALITE")
-                .map(PathBuf::from)
-                .expect("HOTPATH_KINESALITE unset: source scripts/servers.sh; ensure_kinesalite");
             let mut c = Command::new("node");
-            c.arg(cli).args(["--port", &port.to_string()]);
+            c.arg(kinesalite_cli()).args(["--port", &port.to_string()]);
             c
         }
         "moto" => {
@@ -77,32 +59,8 @@ fn start(emulator: &str) -> (Server, String) {
         }
         other => panic!("unknown emulator {other}: kinesalite or moto"),
     };
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {emulator}: {e}"));
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{emulator} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = spawn_listening(&mut command, port, emulator);
     (server, format!("http://127.0.0.1:{port}"))
-}
-
-fn client(endpoint: &str) -> Client {
-    hotpath::tls::install_default_provider();
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "bench", "bench", None, None, "bench",
-        ))
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
 }
 
 async fn create_stream(client: &Client) {

@@ -12,14 +12,13 @@
 //! the 4-over-1 ratios. `SHARDS_SECONDS` (10) is each run's window; `SHARDS_REPEAT` (2) how many
 //! times the 1- and 4-shard runs alternate.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hotpath::config::{KinesisConfig, RunConfig};
 use hotpath::feed::run::RunOptions;
 use hotpath::sim::config::SimConfig;
+use hotpath_benches::servers::{Server, kinesalite, kinesis_client as client, setting};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SYMBOLS: [&str; 8] = [
@@ -27,67 +26,10 @@ const SYMBOLS: [&str; 8] = [
 ];
 const STREAMS: [&str; 3] = ["bench-trade", "bench-bbo", "bench-depth"];
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A child process killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn start_kinesalite() -> (Server, SocketAddr) {
-    let cli = std::env::var_os("HOTPATH_KINESALITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/tools/kinesalite/node_modules/kinesalite/cli.js")
-        });
-    assert!(cli.exists(), "{} missing: ensure_kinesalite", cli.display());
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(&cli)
-        // Three streams of 4 shards pass kinesalite's default account limit of 10.
-        .args(["--port", &port.to_string(), "--shardLimit", "100"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node starts kinesalite");
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "kinesalite did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Three streams of 4 shards pass kinesalite's default account limit of 10.
+    let (server, port) = kinesalite(&["--shardLimit", "100"]);
     (server, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
-fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    hotpath::tls::install_default_provider();
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "bench", "bench", None, None, "bench",
-        ))
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
 }
 
 async fn create_streams(client: &aws_sdk_kinesis::Client, shards: i32) {

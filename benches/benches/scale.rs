@@ -31,12 +31,12 @@
 //! `cargo bench -p hotpath-benches --bench scale` (see BENCHMARKING.md).
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hotpath_benches::servers::{Server, start_kinesalite, start_redis};
 use serde_json::{Value, json};
 
 /// One scenario: symbols and the simulator's actions per second per symbol.
@@ -158,72 +158,6 @@ fn hotpath_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A child process killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_redis() -> (Server, String) {
-    let bin = std::env::var("HOTPATH_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin} (scripts/servers.sh's ensure_redis): {e}"));
-    let server = Server(child);
-    wait_port(port, "redis-server");
-    (server, format!("redis://127.0.0.1:{port}/0"))
-}
-
-fn start_kinesalite() -> (Server, String) {
-    let cli = std::env::var_os("HOTPATH_KINESALITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/tools/kinesalite/node_modules/kinesalite/cli.js")
-        });
-    assert!(
-        cli.exists(),
-        "{} missing: scripts/servers.sh's ensure_kinesalite",
-        cli.display()
-    );
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(&cli)
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node starts kinesalite");
-    let server = Server(child);
-    wait_port(port, "kinesalite");
-    (server, format!("http://127.0.0.1:{port}"))
 }
 
 /// Starts `hotpath sim` for `symbols` at `actions` per second per symbol; returns it and the

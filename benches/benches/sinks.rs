@@ -11,9 +11,6 @@
 //!
 //! `cargo bench -p hotpath-benches --bench sinks` prints one JSON line per measurement.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hotpath::config::RunConfig;
@@ -21,103 +18,7 @@ use hotpath::config::{KinesisConfig, RedisConfig};
 use hotpath::feed::run::{RunOptions, Summary};
 use hotpath::sim::config::SimConfig;
 use hotpath::sim::record::{Pace, RecordOptions, ReplayOptions, record, replay};
-
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A child process killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start_redis() -> (Server, String) {
-    let bin = std::env::var("HOTPATH_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port = free_port();
-    let child = Command::new(&bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {bin} (run scripts/servers.sh's ensure_redis): {e}")
-        });
-    let server = Server(child);
-    wait_port(port, "redis-server");
-    (server, format!("redis://127.0.0.1:{port}/"))
-}
-
-fn start_kinesalite() -> (Server, String) {
-    let cli = std::env::var_os("HOTPATH_KINESALITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/tools/kinesalite/node_modules/kinesalite/cli.js")
-        });
-    assert!(
-        cli.exists(),
-        "{} missing: run scripts/servers.sh's ensure_kinesalite",
-        cli.display()
-    );
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(&cli)
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node starts kinesalite");
-    let server = Server(child);
-    wait_port(port, "kinesalite");
-    (server, format!("http://127.0.0.1:{port}"))
-}
-
-fn kinesis_client(endpoint: &str) -> aws_sdk_kinesis::Client {
-    hotpath::tls::install_default_provider();
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
-            "bench", "bench", None, None, "bench",
-        ))
-        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
+use hotpath_benches::servers::{kinesis_client, setting, start_kinesalite, start_redis};
 
 fn feed_config(endpoint: String) -> RunConfig {
     let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());

@@ -14,6 +14,8 @@
 //! - [`depth_snapshot`]: 8 + 18 + 2 x (4 + 16 per level) + 8 = 42 + 32n bytes (682 for depth20);
 //! - [`depth_diff`]: 8 + 26 + 2 x 4 + 16 per level + 8 = 50 + 16(b + a) bytes.
 
+pub mod servers;
+
 use hotpath::sbe::EncodeError;
 use hotpath::sbe::spot_stream::{
     BestBidAskStreamEventEncoder, BoolEnum, DepthDiffStreamEventEncoder,

@@ -84,9 +84,10 @@ enum DlqCommand {
 #[derive(Subcommand)]
 enum BackfillCommand {
     /// Candles from GET /api/v3/klines (pages of 1000, weight-budgeted) into the Kinesis
-    /// klines stream and the Redis kl: hash (engine/src/backfill/klines.rs). Prints a JSON
+    /// klines stream, the Redis kl: hash and (--s3 --config) the S3 archive of the
+    /// configuration's [s3] table, resumably (engine/src/backfill/klines.rs). Prints a JSON
     /// report: candles, pages, holes, duplicates, records written.
-    Klines(hotpath::backfill::klines::KlinesArgs),
+    Klines(Box<hotpath::backfill::klines::KlinesArgs>),
     /// A symbol's historical trades from REST (aggTrades to find the first id by time, then
     /// historicalTrades pages), weight-budgeted, into the S3 archive of the configuration's
     /// [s3] table; resumable (ids already in the bucket are skipped). Prints a JSON report.
@@ -293,6 +294,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             });
+            // Caught before anything starts: a stop during start-up ends the run once it has
+            // started, with its summary and the sinks flushed, rather than killing it.
+            let mut signals = StopSignals::catch()?;
             let mut run_config = load_config(config.as_deref())?;
             let overrides = hotpath::config::Overrides {
                 endpoint,
@@ -327,7 +331,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let summary = hotpath::feed::run::run(&run_config, api_key, |feed, sinks| {
                 match hotpath::control::start(&run_config, feed, sinks, token) {
                     Ok(mut control) => {
-                        wait_for_end(limit, every, feed, sinks, control.as_mut());
+                        let ending = Ending { limit, every };
+                        wait_for_end(&mut signals, ending, feed, sinks, control.as_mut());
                         if let Some(control) = control {
                             control.stop();
                         }
@@ -388,6 +393,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Backfill {
             command: BackfillCommand::Klines(args),
         } => {
+            let mut args = *args;
+            if args.s3 {
+                let config = load_config(args.config.as_deref())?;
+                args.s3_config = config.s3;
+            }
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let report = runtime.block_on(hotpath::backfill::klines::run(&args))?;
             println!("{}", serde_json::to_string(&report)?);
@@ -684,29 +694,87 @@ async fn next_change(
     }
 }
 
+/// The stop signals of `hotpath run` (Ctrl-C, SIGTERM), caught from its first moment: one
+/// that arrives while the run starts is kept and ends the run as soon as it has started.
+struct StopSignals {
+    runtime: tokio::runtime::Runtime,
+    /// SIGTERM and SIGINT, registered on `runtime`; `None` off unix (Ctrl-C is then awaited
+    /// when the wait starts).
+    #[cfg(unix)]
+    caught: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn catch() -> anyhow::Result<StopSignals> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        #[cfg(unix)]
+        let caught = {
+            use tokio::signal::unix::{SignalKind, signal};
+            let _entered = runtime.enter();
+            let term = signal(SignalKind::terminate())
+                .map_err(|e| anyhow::anyhow!("cannot catch SIGTERM: {e}"))?;
+            let int = signal(SignalKind::interrupt())
+                .map_err(|e| anyhow::anyhow!("cannot catch SIGINT: {e}"))?;
+            Some((term, int))
+        };
+        Ok(StopSignals {
+            runtime,
+            #[cfg(unix)]
+            caught,
+        })
+    }
+}
+
+/// Resolves when one of the caught signals has arrived (also before this was first polled).
+#[cfg(unix)]
+async fn caught_stop(
+    caught: &mut Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+) {
+    match caught {
+        Some((term, int)) => tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        },
+        None => wait_for_stop_signal().await,
+    }
+}
+
+/// When a run ends by itself, and how often it prints a progress line.
+struct Ending {
+    limit: Option<std::time::Duration>,
+    every: Option<std::time::Duration>,
+}
+
 /// Blocks until `limit` has passed or a stop signal arrives, printing a progress line every
 /// `every` if set and carrying out the control plane's pair changes.
 fn wait_for_end(
-    limit: Option<std::time::Duration>,
-    every: Option<std::time::Duration>,
+    signals: &mut StopSignals,
+    Ending { limit, every }: Ending,
     feed: &mut hotpath::feed::run::Feed,
     sinks: &[hotpath::feed::run::SinkHandle],
     mut control: Option<&mut hotpath::control::Control>,
 ) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
+    let StopSignals {
+        runtime,
+        #[cfg(unix)]
+        caught,
+    } = signals;
     runtime.block_on(async {
+        let stop = async {
+            #[cfg(unix)]
+            caught_stop(caught).await;
+            #[cfg(not(unix))]
+            wait_for_stop_signal().await;
+        };
         let end = async {
             match limit {
                 Some(limit) => tokio::select! {
                     _ = tokio::time::sleep(limit) => {}
-                    _ = wait_for_stop_signal() => {}
+                    _ = stop => {}
                 },
-                None => wait_for_stop_signal().await,
+                None => stop.await,
             }
         };
         tokio::pin!(end);

@@ -5,6 +5,12 @@
 //! `L` are its first and last trade id (decimal, no padding). The parts of an hour never
 //! overlap: a part claims every id from `F` to `L`, and a writer skips the ids an existing
 //! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]).
+//!
+//! The other datasets share the layout ([`Dataset`]): klines under
+//! `{prefix}/binance/klines/interval=I/symbol=S/...`, their parts named by the first and last
+//! candle's open time (Unix ms) and cut the same way; depth snapshots under
+//! `{prefix}/binance/depth_snapshots/symbol=S/...`, one part per snapshot named by its
+//! `lastUpdateId` ([`snapshot_key`]).
 
 use super::TradeRow;
 
@@ -30,18 +36,64 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The key prefix of one symbol's trades of one hour, ending in `/`.
-pub fn hour_prefix(prefix: &str, symbol: &str, hour: i64) -> String {
+/// What a part holds: its path segment(s) between `{prefix}/binance/` and `symbol=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dataset<'a> {
+    /// Trades: `trades`.
+    Trades,
+    /// Candles of one interval (`1m`): `klines/interval=1m`.
+    Klines(&'a str),
+    /// Depth snapshots: `depth_snapshots`.
+    DepthSnapshots,
+}
+
+impl std::fmt::Display for Dataset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dataset::Trades => f.write_str("trades"),
+            Dataset::Klines(interval) => write!(f, "klines/interval={interval}"),
+            Dataset::DepthSnapshots => f.write_str("depth_snapshots"),
+        }
+    }
+}
+
+/// The key prefix of one symbol's parts of `dataset` of one hour, ending in `/`.
+pub fn dataset_hour_prefix(prefix: &str, dataset: Dataset<'_>, symbol: &str, hour: i64) -> String {
     let (y, m, d) = civil_from_days(hour.div_euclid(24));
     let h = hour.rem_euclid(24);
-    format!("{prefix}/binance/trades/symbol={symbol}/date={y:04}-{m:02}-{d:02}/hour={h:02}/")
+    format!("{prefix}/binance/{dataset}/symbol={symbol}/date={y:04}-{m:02}-{d:02}/hour={h:02}/")
+}
+
+/// The key prefix of one symbol's trades of one hour, ending in `/`.
+pub fn hour_prefix(prefix: &str, symbol: &str, hour: i64) -> String {
+    dataset_hour_prefix(prefix, Dataset::Trades, symbol, hour)
 }
 
 /// The key of the part holding trades `first..=last` of `symbol` in `hour`.
 pub fn part_key(prefix: &str, symbol: &str, hour: i64, first: i64, last: i64) -> String {
+    dataset_part_key(prefix, Dataset::Trades, symbol, hour, (first, last))
+}
+
+/// The key of the part of `dataset` holding `first..=last` (ids, or open times) of `symbol`
+/// in `hour`.
+pub fn dataset_part_key(
+    prefix: &str,
+    dataset: Dataset<'_>,
+    symbol: &str,
+    hour: i64,
+    (first, last): (i64, i64),
+) -> String {
     format!(
         "{}part-{first}-{last}.parquet",
-        hour_prefix(prefix, symbol, hour)
+        dataset_hour_prefix(prefix, dataset, symbol, hour)
+    )
+}
+
+/// The key of a depth snapshot of `symbol` fetched in `hour` with `last_update_id`.
+pub fn snapshot_key(prefix: &str, symbol: &str, hour: i64, last_update_id: i64) -> String {
+    format!(
+        "{}part-{last_update_id}.parquet",
+        dataset_hour_prefix(prefix, Dataset::DepthSnapshots, symbol, hour)
     )
 }
 
@@ -92,17 +144,26 @@ pub fn cut_parts(
     covered: &Covered,
     rows_max: usize,
 ) -> (Vec<Vec<TradeRow>>, usize) {
+    cut_parts_by(rows, |r| r.trade_id, covered, rows_max)
+}
+
+/// [`cut_parts`] of any rows with increasing keys (`key`: a trade's id, a candle's open time).
+pub fn cut_parts_by<T: Clone>(
+    rows: &[T],
+    key: impl Fn(&T) -> i64,
+    covered: &Covered,
+    rows_max: usize,
+) -> (Vec<Vec<T>>, usize) {
     let mut parts = Vec::new();
-    let mut part: Vec<TradeRow> = Vec::new();
+    let mut part: Vec<T> = Vec::new();
     let mut skipped = 0;
     for row in rows {
-        let claimed = covered.contains(row.trade_id);
+        let id = key(row);
+        let claimed = covered.contains(id);
         // An existing range between the part's last id and this one cuts the part too.
         let straddles = part.last().is_some_and(|p| {
-            covered
-                .ranges()
-                .iter()
-                .any(|r| r.0 > p.trade_id && r.0 < row.trade_id)
+            let last = key(p);
+            covered.ranges().iter().any(|r| r.0 > last && r.0 < id)
         });
         if (claimed || straddles || part.len() >= rows_max) && !part.is_empty() {
             parts.push(std::mem::take(&mut part));
@@ -110,7 +171,7 @@ pub fn cut_parts(
         if claimed {
             skipped += 1;
         } else {
-            part.push(*row);
+            part.push(row.clone());
         }
     }
     if !part.is_empty() {
@@ -152,6 +213,16 @@ mod tests {
         assert_eq!(
             hour_prefix("a/b", "ETHUSDT", 0),
             "a/b/binance/trades/symbol=ETHUSDT/date=1970-01-01/hour=00/"
+        );
+        assert_eq!(
+            dataset_part_key("bronze", Dataset::Klines("1m"), "BTCUSDT", hour, (1, 2)),
+            "bronze/binance/klines/interval=1m/symbol=BTCUSDT/date=2026-11-29/hour=14/\
+             part-1-2.parquet"
+        );
+        assert_eq!(
+            snapshot_key("bronze", "BTCUSDT", hour, 777),
+            "bronze/binance/depth_snapshots/symbol=BTCUSDT/date=2026-11-29/hour=14/\
+             part-777.parquet"
         );
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));

@@ -1,5 +1,6 @@
 //! The S3 bronze layer: the trades hotpath delivered (and the historical trades the backfill
-//! fetched) as Parquet files under Hive-style partitions, one object per part, written whole.
+//! fetched), the 1-minute candles built from them, and the depth snapshots the sidecar
+//! fetched, as Parquet files under Hive-style partitions, one object per part, written whole.
 //!
 //! - [`keys`]: pure: the key of a part (`{prefix}/binance/trades/symbol=S/date=D/hour=H/
 //!   part-F-L.parquet`), the UTC hour of a trade, the ids an hour's parts already cover.
@@ -9,13 +10,21 @@
 //!   whole-object writes (PutObject, or a multipart upload completed or aborted), listing an
 //!   hour's parts, and [`store::Store::archive`], which writes a run of trades without the ids
 //!   already in the bucket.
-//! - [`backfill`]: `hotpath backfill trades`: historical trades from REST into the same layout.
+//! - [`candles`]: pure: the live writer's candles from the trades it delivers, each judged
+//!   complete (no trade id missing around it) or not.
+//! - [`klines`], [`snapshots`]: pure: candles and depth snapshots <-> Parquet bytes (their
+//!   schemas documented there and in the README), under the same layout ([`keys::Dataset`]).
+//! - [`backfill`]: `hotpath backfill trades`: historical trades from REST into the same layout
+//!   (`hotpath backfill klines --s3` is in [`crate::backfill::klines`]).
 //!
 //! A leaf: the live writer (`sink::s3`) and the backfill command use it, it uses only leaves.
 
 pub mod backfill;
+pub mod candles;
 pub mod keys;
+pub mod klines;
 pub mod parquet;
+pub mod snapshots;
 pub mod store;
 
 use crate::binance::decimal::{parse_decimal, rescale};

@@ -16,9 +16,14 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
 use super::TradeRow;
-use super::keys::{Covered, cut_parts, hour_of, hour_prefix, parse_part, part_key};
+use super::keys::{
+    Covered, Dataset, HOUR_US, cut_parts, cut_parts_by, dataset_hour_prefix, dataset_part_key,
+    hour_of, hour_prefix, parse_part, part_key, snapshot_key,
+};
 use super::parquet::{ParquetError, encode};
+use super::snapshots::SnapshotRows;
 use crate::config::s3::S3Config;
+use crate::kline::Candle;
 
 /// Why an S3 operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +255,86 @@ impl Store {
             }
         }
         Ok(covered)
+    }
+
+    /// The ranges (of open times) the klines parts of `symbol`'s `hour` claim.
+    pub async fn covered_klines(
+        &self,
+        symbol: &str,
+        interval: &str,
+        hour: i64,
+    ) -> Result<Covered, StoreError> {
+        let dataset = Dataset::Klines(interval);
+        let prefix = dataset_hour_prefix(&self.config.prefix, dataset, symbol, hour);
+        let mut covered = Covered::default();
+        for key in self.list(&prefix).await? {
+            if let Some((first, last)) = parse_part(&key) {
+                covered.insert(first, last);
+            }
+        }
+        Ok(covered)
+    }
+
+    /// Archives `candles` of `symbol` (increasing open times) as [`Store::archive`] does
+    /// trades: per UTC hour of the open time, without the open times the hour's parts claim,
+    /// in parts named by their first and last open time (ms). `written` and `skipped` count
+    /// candles.
+    pub async fn archive_klines(
+        &self,
+        symbol: &str,
+        interval: &str,
+        candles: &[Candle],
+    ) -> Result<Archived, StoreError> {
+        let mut done = Archived::default();
+        let mut rest = candles;
+        let hour_ms = HOUR_US / 1000;
+        while let Some(first) = rest.first() {
+            let hour = first.open_ms.div_euclid(hour_ms);
+            let n = rest
+                .iter()
+                .position(|c| c.open_ms.div_euclid(hour_ms) != hour)
+                .unwrap_or(rest.len());
+            let (this, after) = rest.split_at(n);
+            rest = after;
+            let covered = self.covered_klines(symbol, interval, hour).await?;
+            let rows_max = self.config.part_rows_max;
+            let (parts, skipped) = cut_parts_by(this, |c| c.open_ms, &covered, rows_max);
+            done.skipped += skipped;
+            for part in parts {
+                let ids = (part[0].open_ms, part[part.len() - 1].open_ms);
+                let dataset = Dataset::Klines(interval);
+                let key = dataset_part_key(&self.config.prefix, dataset, symbol, hour, ids);
+                let bytes = super::klines::encode(symbol, interval, &part).map_err(|source| {
+                    StoreError::Parquet {
+                        key: key.clone(),
+                        source,
+                    }
+                })?;
+                done.bytes += bytes.len();
+                self.put(&key, bytes).await?;
+                done.parts += 1;
+                done.written += part.len();
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes one depth snapshot of `symbol` as its part (named by its `lastUpdateId`, in the
+    /// hour of its fetch time; writing it again writes the same object). Returns its key.
+    pub async fn put_snapshot(
+        &self,
+        symbol: &str,
+        rows: &SnapshotRows,
+    ) -> Result<String, StoreError> {
+        let hour = hour_of(rows.fetch_time_us);
+        let key = snapshot_key(&self.config.prefix, symbol, hour, rows.last_update_id);
+        let bytes =
+            super::snapshots::encode(symbol, rows).map_err(|source| StoreError::Parquet {
+                key: key.clone(),
+                source,
+            })?;
+        self.put(&key, bytes).await?;
+        Ok(key)
     }
 
     /// Archives `rows` of `symbol` (increasing ids): per UTC hour, lists the hour's parts,

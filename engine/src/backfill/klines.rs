@@ -10,12 +10,21 @@
 //! before, until a page ends past `to` or comes back short (no more candles yet). A candle
 //! whose open time is not the one after the previous is a hole (or a duplicate when it is at
 //! or before it): counted in the report, never written twice.
+//!
+//! `--s3` (with `--config`, whose `[s3]` table names the bucket, as `hotpath backfill
+//! trades`): the candles go to the S3 bronze layer too, in the live writer's layout
+//! (`klines/interval=I/symbol=S/date=D/hour=H/part-<first open>-<last open>.parquet`, see
+//! `crate::archive::klines`). This path pages on its own and is resumable: before each page
+//! the start jumps over the open times the hour's parts already hold, each page is written
+//! when it comes (so a crash loses at most one page), and [`Store::archive_klines`] skips any
+//! candle a part holds. A candle not closed yet (its close time not past) is never archived.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::archive::store::Store;
 use crate::binance::rest::{RestClient, RestKline};
 use crate::clock::unix_ms;
 use crate::config::KeyLayout;
@@ -78,6 +87,16 @@ pub struct KlinesArgs {
     /// (`kl:BTCUSDT:1m`).
     #[arg(long, default_value = "hash-tag")]
     pub keys: String,
+    /// Write the candles to the S3 bronze layer of `--config`'s `[s3]` table (resumable).
+    #[arg(long, requires = "config")]
+    pub s3: bool,
+    /// TOML configuration whose `[s3]` table (bucket, prefix, region, endpoint_url) `--s3`
+    /// writes to, as `hotpath backfill trades --config`.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// The `[s3]` settings `--s3` writes with (filled from `--config` by the command).
+    #[arg(skip)]
+    pub s3_config: Option<crate::config::s3::S3Config>,
 }
 
 /// What a backfill did (printed as one JSON line).
@@ -102,6 +121,14 @@ pub struct Report {
     /// Whether the Redis hash now holds the newest candle fetched (false: Redis held a newer
     /// one, or no Redis was given).
     pub redis_written: bool,
+    /// `--s3`: candles written to the bucket.
+    pub s3_written: u64,
+    /// `--s3`: candles a part in the bucket already held (skipped or jumped over).
+    pub s3_skipped: u64,
+    /// `--s3`: parts written.
+    pub s3_parts: u64,
+    /// `--s3`: REST pages fetched.
+    pub s3_pages: u64,
 }
 
 impl Report {
@@ -128,11 +155,28 @@ pub async fn run_with(
     let to = parse_time(&args.to).with_context(|| format!("--to {:?}", args.to))?;
     anyhow::ensure!(from <= to, "--from is after --to");
     anyhow::ensure!(
-        args.kinesis_endpoint.is_some() || args.redis.is_some(),
-        "nothing to write to: give --kinesis-endpoint and/or --redis"
+        args.kinesis_endpoint.is_some() || args.redis.is_some() || args.s3,
+        "nothing to write to: give --kinesis-endpoint, --redis and/or --s3"
     );
     let mut client = rest_client(args)?;
+    let mut s3_report = Report::default();
+    if args.s3 {
+        let settings = args
+            .s3_config
+            .clone()
+            .context("--s3: the configuration has no [s3] bucket")?;
+        let store = Store::new(
+            crate::archive::store::client_from_chain(&settings).await,
+            settings,
+        );
+        s3_report = to_s3(&mut client, &store, &args.symbol, interval, (from, to)).await?;
+        if args.kinesis_endpoint.is_none() && args.redis.is_none() {
+            return Ok(s3_report);
+        }
+    }
     let (candles, mut report) = fetch(&mut client, &args.symbol, interval, (from, to)).await?;
+    (report.s3_written, report.s3_skipped) = (s3_report.s3_written, s3_report.s3_skipped);
+    (report.s3_parts, report.s3_pages) = (s3_report.s3_parts, s3_report.s3_pages);
     if let Some(endpoint) = &args.kinesis_endpoint {
         let client = match kinesis {
             Some(client) => client,
@@ -207,6 +251,70 @@ pub async fn fetch(
     report.first_open_ms = candles.first().map(|c| c.open_ms);
     report.last_open_ms = candles.last().map(|c| c.open_ms);
     Ok((candles, report))
+}
+
+/// `--s3`: the candles opening in `[from, to]` and closed by now into `store`, page by page,
+/// jumping over what the bucket holds (see the module doc).
+pub async fn to_s3(
+    client: &mut RestClient,
+    store: &Store,
+    symbol: &str,
+    interval: Interval,
+    (from, to): (i64, i64),
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let hour_ms = crate::archive::keys::HOUR_US / 1000;
+    let mut start = interval.open_of(from).max(from);
+    while start <= to {
+        let hour = start.div_euclid(hour_ms);
+        let covered = store.covered_klines(symbol, interval.name, hour).await?;
+        let mut jumped = start;
+        while let Some(&(_, last)) = covered
+            .ranges()
+            .iter()
+            .find(|r| r.0 <= jumped && jumped <= r.1)
+        {
+            jumped = last + interval.ms;
+        }
+        if jumped != start {
+            report.s3_skipped += ((jumped - start) / interval.ms) as u64;
+            start = jumped;
+            continue;
+        }
+        let page = page(client, symbol, interval, start).await?;
+        report.s3_pages += 1;
+        let now = unix_ms();
+        let mut candles = Vec::with_capacity(page.len());
+        for k in page
+            .iter()
+            .filter(|k| k.open_ms >= start && k.open_ms <= to && k.close_ms < now)
+        {
+            let candle = Candle::from_rest(k)
+                .with_context(|| format!("kline at {} is not exact decimals", k.open_ms))?;
+            if candles
+                .last()
+                .is_none_or(|l: &Candle| candle.open_ms > l.open_ms)
+            {
+                candles.push(candle);
+            }
+        }
+        let done = store
+            .archive_klines(symbol, interval.name, &candles)
+            .await?;
+        report.s3_written += done.written as u64;
+        report.s3_skipped += done.skipped as u64;
+        report.s3_parts += done.parts as u64;
+        report.candles += candles.len() as u64;
+        report.first_open_ms = report.first_open_ms.or(candles.first().map(|c| c.open_ms));
+        report.last_open_ms = candles.last().map(|c| c.open_ms).or(report.last_open_ms);
+        match page.last() {
+            Some(last) if page.len() == PAGE_LIMIT as usize && last.close_ms < now => {
+                start = start.max(last.open_ms + interval.ms);
+            }
+            _ => break,
+        }
+    }
+    Ok(report)
 }
 
 /// One page, waiting out the weight budget and Binance's `Retry-After`, retrying transport

@@ -279,6 +279,9 @@ pub struct RunConfig {
     pub kinesis: Option<KinesisConfig>,
     /// The Redis writer, when enabled.
     pub redis: Option<RedisConfig>,
+    /// The file's `[kinesis]` and `[redis]` settings whether or not the section enables its
+    /// writer: `--kinesis-endpoint` and `--redis` enable a writer with them.
+    pub file_sinks: (Option<KinesisConfig>, Option<RedisConfig>),
     /// The PostgreSQL / TimescaleDB writer, when enabled.
     pub postgres: Option<postgres::PostgresConfig>,
     /// The S3 bronze archive, when `[s3]` names a bucket; its writer runs when `enabled`
@@ -320,6 +323,7 @@ impl Default for RunConfig {
             shard: None,
             kinesis: None,
             redis: None,
+            file_sinks: (None, None),
             postgres: None,
             s3: None,
             sidecar: SidecarConfig::default(),
@@ -492,8 +496,12 @@ impl RunConfig {
             );
         }
         set(&mut config.idle, idle("run.idle", raw.run.idle)?);
-        config.kinesis = raw.kinesis.into_config()?;
-        config.redis = raw.redis.into_config()?;
+        let (kinesis, enabled) = raw.kinesis.into_parts()?;
+        config.kinesis = enabled;
+        config.file_sinks.0 = (kinesis != KinesisConfig::default()).then_some(kinesis);
+        let (redis, enabled) = raw.redis.into_parts()?;
+        config.redis = enabled;
+        config.file_sinks.1 = (redis != RedisConfig::default()).then_some(redis);
         config.postgres = raw.postgres.into_config()?;
         config.s3 = raw.s3.into_settings()?;
         config.sidecar = raw.sidecar.into_config()?;
@@ -564,7 +572,11 @@ impl RunConfig {
             self.duration = Some(duration);
         }
         if let Some(url) = overrides.redis_url {
-            let mut redis = self.redis.take().unwrap_or_default();
+            let mut redis = self
+                .redis
+                .take()
+                .or_else(|| self.file_sinks.1.clone())
+                .unwrap_or_default();
             redis.url = url;
             redis.check().map_err(|e| e.under("--redis"))?;
             self.redis = Some(redis);
@@ -578,7 +590,11 @@ impl RunConfig {
             );
         }
         if let Some(url) = overrides.kinesis_endpoint {
-            let mut kinesis = self.kinesis.take().unwrap_or_default();
+            let mut kinesis = self
+                .kinesis
+                .take()
+                .or_else(|| self.file_sinks.0.clone())
+                .unwrap_or_default();
             kinesis.endpoint_url = (url != "aws").then_some(url);
             kinesis.check().map_err(|e| e.under("--kinesis-endpoint"))?;
             self.kinesis = Some(kinesis);
@@ -1649,6 +1665,34 @@ mod tests {
         let mut empty =
             RunConfig::from_toml(&format!("[run]\nshard = \"{other}/2\"\n")).expect("valid");
         assert_names(&empty.select_shard().expect_err("none left"), "run.shard");
+    }
+
+    /// `--redis URL` and `--kinesis-endpoint` enable their writer with the file's settings
+    /// even when the file's section does not enable it; a disabled section is still checked.
+    #[test]
+    fn sink_flags_enable_the_writer_with_the_files_settings() {
+        let text = "[redis]\nbook_levels = 7\n[kinesis]\nlinger_ms = 9\n";
+        let mut config = RunConfig::from_toml(text).expect("valid");
+        assert!(
+            config.redis.is_none() && config.kinesis.is_none(),
+            "not enabled"
+        );
+        config
+            .apply(Overrides {
+                redis_url: Some("redis://127.0.0.1:1/0".into()),
+                kinesis_endpoint: Some("http://127.0.0.1:2".into()),
+                ..Default::default()
+            })
+            .expect("valid flags");
+        let redis = config.redis.expect("--redis enables it");
+        assert_eq!(
+            (redis.url.as_str(), redis.book_levels),
+            ("redis://127.0.0.1:1/0", 7)
+        );
+        let kinesis = config.kinesis.expect("--kinesis-endpoint enables it");
+        assert_eq!(kinesis.linger, Duration::from_millis(9));
+        let e = RunConfig::from_toml("[redis]\nbook_levels = 0\n").expect_err("checked");
+        assert!(e.to_string().contains("redis.book_levels"), "{e}");
     }
 }
 

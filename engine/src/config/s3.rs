@@ -19,6 +19,8 @@
 //! retry_max_ms = 10000
 //! request_timeout_ms = 60000      # one S3 request (list, put, part) at most this long
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
+//! kline_interval = "1m"           # candles built from the delivered trades, archived; "none": off
+//! snapshot_queue = 64             # depth snapshots waiting for the archive; 0: not archived
 //! ```
 
 use std::time::Duration;
@@ -66,7 +68,16 @@ pub struct S3Config {
     pub request_timeout: Duration,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
+    /// The interval of the candles the live writer builds from the trades it archives and
+    /// archives too (`klines/interval=...`); `None` (`"none"`): no candles.
+    pub kline_interval: Option<crate::kline::Interval>,
+    /// How many depth snapshots the sidecar may hand to the archive before it drops them
+    /// (counted); 0: snapshots are not archived.
+    pub snapshot_queue: usize,
 }
+
+/// The most snapshots `s3.snapshot_queue` may hold (each may be 5000 levels a side).
+pub const SNAPSHOT_QUEUE_MAX: usize = 4096;
 
 impl Default for S3Config {
     fn default() -> Self {
@@ -85,6 +96,8 @@ impl Default for S3Config {
             retry_max: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             idle: IdleStrategy::Backoff,
+            kline_interval: crate::kline::Interval::of("1m"),
+            snapshot_queue: 64,
         }
     }
 }
@@ -107,6 +120,8 @@ pub(crate) struct RawS3 {
     retry_max_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     idle: Option<String>,
+    kline_interval: Option<String>,
+    snapshot_queue: Option<usize>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -148,6 +163,17 @@ impl RawS3 {
         set(&mut c.retry_max, ms(self.retry_max_ms));
         set(&mut c.request_timeout, ms(self.request_timeout_ms));
         set(&mut c.idle, super::idle("s3.idle", self.idle)?);
+        if let Some(name) = self.kline_interval {
+            c.kline_interval = match name.as_str() {
+                "none" => None,
+                _ => Some(crate::kline::Interval::of(&name).ok_or_else(|| {
+                    ConfigError::invalid(format!(
+                        "s3.kline_interval = {name:?}: a kline interval (1s, 1m, ... 1w) or \"none\""
+                    ))
+                })?),
+            };
+        }
+        set(&mut c.snapshot_queue, self.snapshot_queue);
         c.check()?;
         Ok(Some(c))
     }
@@ -213,6 +239,12 @@ impl S3Config {
                 self.part_rows_max
             )));
         }
+        if self.snapshot_queue > SNAPSHOT_QUEUE_MAX {
+            return Err(ConfigError::invalid(format!(
+                "s3.snapshot_queue = {}: must be within 0..={SNAPSHOT_QUEUE_MAX}",
+                self.snapshot_queue
+            )));
+        }
         if !(MULTIPART_PART_MIN_BYTES..=PUT_OBJECT_MAX_BYTES).contains(&self.multipart_part_bytes) {
             return Err(ConfigError::invalid(format!(
                 "s3.multipart_part_bytes = {}: must be within 5 MiB ({MULTIPART_PART_MIN_BYTES}) \
@@ -260,6 +292,14 @@ mod tests {
             (c.prefix.as_str(), c.close_grace, c.force_path_style),
             ("a/b", Duration::from_millis(5), true)
         );
+        let c = s3("bucket = \"lake\"\nkline_interval = \"none\"\nsnapshot_queue = 0")
+            .expect("valid")
+            .expect("set");
+        assert_eq!((c.kline_interval, c.snapshot_queue), (None, 0));
+        let c = s3("bucket = \"lake\"\nkline_interval = \"1s\"")
+            .expect("valid")
+            .expect("set");
+        assert_eq!(c.kline_interval.map(|i| i.ms), Some(1000));
     }
 
     #[test]
@@ -296,6 +336,14 @@ mod tests {
                 "s3.request_timeout_ms",
             ),
             ("bucket = \"lake\"\nidle = \"nap\"", "s3.idle"),
+            (
+                "bucket = \"lake\"\nkline_interval = \"1M\"",
+                "s3.kline_interval",
+            ),
+            (
+                "bucket = \"lake\"\nsnapshot_queue = 100000",
+                "s3.snapshot_queue",
+            ),
         ] {
             let e = s3(text).expect_err(text);
             assert!(e.to_string().contains(key), "{text}: {e}");

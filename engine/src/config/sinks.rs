@@ -393,11 +393,10 @@ fn ms(value: Option<u64>) -> Option<Duration> {
 }
 
 impl RawKinesis {
-    /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<KinesisConfig>, ConfigError> {
-        if !self.enabled.unwrap_or(false) {
-            return Ok(None);
-        }
+    /// The validated settings (checked whether or not the section enables the writer), and
+    /// the same settings again when it does.
+    pub(crate) fn into_parts(self) -> Result<(KinesisConfig, Option<KinesisConfig>), ConfigError> {
+        let enabled = self.enabled.unwrap_or(false);
         let mut c = KinesisConfig {
             region: self.region,
             endpoint_url: self.endpoint_url,
@@ -466,7 +465,7 @@ impl RawKinesis {
         }
         set(&mut c.idle, super::idle("kinesis.idle", self.idle)?);
         c.check()?;
-        Ok(Some(c))
+        Ok((c.clone(), enabled.then_some(c)))
     }
 }
 
@@ -558,11 +557,10 @@ fn check_stream_name(key: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 impl RawRedis {
-    /// The validated settings, `None` when not enabled.
-    pub(crate) fn into_config(self) -> Result<Option<RedisConfig>, ConfigError> {
-        if !self.enabled.unwrap_or(false) {
-            return Ok(None);
-        }
+    /// The validated settings (checked whether or not the section enables the writer), and
+    /// the same settings again when it does.
+    pub(crate) fn into_parts(self) -> Result<(RedisConfig, Option<RedisConfig>), ConfigError> {
+        let enabled = self.enabled.unwrap_or(false);
         let mut c = RedisConfig {
             rest_endpoint: self.rest_endpoint,
             ..RedisConfig::default()
@@ -597,7 +595,7 @@ impl RawRedis {
         set(&mut c.idle, super::idle("redis.idle", self.idle)?);
         set(&mut c.linger, self.linger_us.map(Duration::from_micros));
         c.check()?;
-        Ok(Some(c))
+        Ok((c.clone(), enabled.then_some(c)))
     }
 }
 
@@ -710,13 +708,15 @@ mod tests {
     fn kinesis(text: &str) -> Result<Option<KinesisConfig>, ConfigError> {
         toml::from_str::<RawKinesis>(text)
             .map_err(|e| ConfigError::invalid(e.to_string()))?
-            .into_config()
+            .into_parts()
+            .map(|(_, enabled)| enabled)
     }
 
     fn redis(text: &str) -> Result<Option<RedisConfig>, ConfigError> {
         toml::from_str::<RawRedis>(text)
             .map_err(|e| ConfigError::invalid(e.to_string()))?
-            .into_config()
+            .into_parts()
+            .map(|(_, enabled)| enabled)
     }
 
     #[test]

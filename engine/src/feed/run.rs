@@ -726,7 +726,7 @@ pub fn run_with(
         let repairs = repairs.into_iter().map(Some).collect();
         (Some(sidecar), repairs, book_requests)
     } else {
-        (None, Vec::new(), None)
+        (None, Vec::new(), BookRequests::default())
     };
     let done = Arc::new(AtomicBool::new(false));
     let sinks_stop = Arc::new(AtomicBool::new(false));
@@ -979,8 +979,13 @@ struct SidecarRun {
     bell: Bell,
 }
 
-/// The Redis writer's end of its snapshot request ring.
-type BookRequests = Option<rtrb::Producer<BookRequest>>;
+/// The Redis writer's end of its snapshot request ring, and the S3 writer's end of the ring
+/// of the snapshots fetched for it (when `s3.snapshot_queue` > 0).
+#[derive(Default)]
+struct BookRequests {
+    requests: Option<rtrb::Producer<BookRequest>>,
+    archive: Option<rtrb::Consumer<Box<crate::archive::snapshots::FetchedSnapshot>>>,
+}
 
 /// Starts the sidecar on the readers' notice rings with one repair ring per sink, trade repair
 /// with `rest` (when `sidecar.enabled`), and, with `book_clients` (when Redis runs), the Redis
@@ -1000,16 +1005,33 @@ fn start_sidecar(
         .map(|_| rtrb::RingBuffer::new(crate::constants::REPAIR_RING_CAPACITY))
         .unzip();
     let (book_requests, books) = if book_clients.is_empty() {
-        (None, None)
+        (BookRequests::default(), None)
     } else {
         let (requests, ring) = rtrb::RingBuffer::new(crate::constants::BOOK_REQUEST_RING_CAPACITY);
+        let queue = config
+            .s3
+            .as_ref()
+            .filter(|s| s.enabled)
+            .map_or(0, |s| s.snapshot_queue);
+        let (archive, archived) = match queue {
+            0 => (None, None),
+            n => {
+                let (producer, consumer) = rtrb::RingBuffer::new(n);
+                (Some((producer, bells.s3.clone())), Some(consumer))
+            }
+        };
         let books = crate::sidecar::books::BookSetup {
             // Redis is the last sink.
             requests: vec![(sinks.saturating_sub(1), ring)],
             clients: book_clients,
             weight_budget: crate::binance::rest::DEFAULT_WEIGHT_BUDGET,
+            archive,
         };
-        (Some(requests), Some(books))
+        let rings = BookRequests {
+            requests: Some(requests),
+            archive: archived,
+        };
+        (rings, Some(books))
     };
     let stats = Arc::new(SidecarStats::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -1109,7 +1131,7 @@ fn start_sinks(
             symbols: config.symbols.clone(),
             rings: wiring.events.pop_front().unwrap_or_default(),
             repairs: wiring.repairs.pop_front().flatten(),
-            book_requests: wiring.book_requests.take(),
+            book_requests: wiring.book_requests.requests.take(),
             hold_max: wiring.hold_max,
             stats: stats.clone(),
             stop: wiring.stop.clone(),
@@ -1173,6 +1195,7 @@ fn start_s3(
         config: s3.clone(),
         rings: wiring.events.pop_front().unwrap_or_default(),
         repairs: wiring.repairs.pop_front().flatten(),
+        snapshots: wiring.book_requests.archive.take(),
         hold_max: wiring.hold_max,
         stats: stats.clone(),
         stop: wiring.stop.clone(),

@@ -4,6 +4,11 @@
 //! sidecar's runtime, and hands each snapshot, or the news that a check could not be served,
 //! to the consumer's repair ring. It also turns the readers' stream notices (connection lost,
 //! connection back, symbol removed) into [`Repair::Stream`] for the consumers that keep books.
+//!
+//! With the S3 archive's snapshot ring ([`BookSetup::archive`]), each snapshot fetched is also
+//! handed, as it came, to the archive: a push that never waits; when the ring is full the
+//! snapshot is dropped for the archive and counted (`snapshots_archive_dropped`): a snapshot
+//! is not market data that is lost, the next one comes with the next resync.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,6 +16,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::depth::{DepthPlan, Dispatch};
+use crate::archive::snapshots::FetchedSnapshot;
 use crate::backoff::jittered;
 use crate::binance::rest::{DepthSnapshot, RestClient, RestError};
 use crate::clock::unix_ms;
@@ -30,11 +36,20 @@ pub struct BookSetup {
     pub clients: Vec<RestClient>,
     /// Request weight the fetches may use per minute (all clients together).
     pub weight_budget: u32,
+    /// The S3 archive's snapshot ring and its writer's bell; `None`: snapshots are not
+    /// archived.
+    pub archive: Option<(rtrb::Producer<Box<FetchedSnapshot>>, Bell)>,
 }
 
 /// What a fetch task returns.
 /// A finished fetch: the client back, what was asked, the answer and its latency (ns).
-type Fetched = (RestClient, Dispatch, Result<DepthSnapshot, RestError>, u64);
+type Fetched = (
+    RestClient,
+    Dispatch,
+    Result<DepthSnapshot, RestError>,
+    u64,
+    String,
+);
 
 /// The book work's state.
 pub struct Books {
@@ -54,6 +69,11 @@ pub struct Books {
     pub latencies: Vec<u64>,
     /// The REST weight used in the minute, as the last answer reported it.
     pub used_weight: Option<u32>,
+    archive: Option<(rtrb::Producer<Box<FetchedSnapshot>>, Bell)>,
+    /// Snapshots handed to the archive.
+    pub archived: u64,
+    /// Snapshots the archive's full ring did not take.
+    pub archive_dropped: u64,
 }
 
 impl Books {
@@ -72,6 +92,9 @@ impl Books {
             bell,
             latencies: Vec::new(),
             used_weight: None,
+            archive: setup.archive,
+            archived: 0,
+            archive_dropped: 0,
         }
     }
 
@@ -172,7 +195,7 @@ impl Books {
                 let result = client.depth(&name, dispatch.limit).await;
                 let latency = crate::clock::monotonic_ns().saturating_sub(started);
                 bell.wake();
-                (client, dispatch, result, latency)
+                (client, dispatch, result, latency, name)
             });
             work += 1;
         }
@@ -181,7 +204,7 @@ impl Books {
 
     fn on_fetched(
         &mut self,
-        (client, dispatch, result, latency): Fetched,
+        (client, dispatch, result, latency, name): Fetched,
         out: &mut Vec<(usize, Repair)>,
     ) {
         let now = unix_ms();
@@ -201,6 +224,7 @@ impl Books {
         match result {
             Ok(snapshot) => {
                 self.fetched += 1;
+                self.hand_to_archive(name, &snapshot);
                 let book = BookSnapshot {
                     symbol: request.symbol,
                     purpose: request.purpose,
@@ -244,6 +268,24 @@ impl Books {
                     ));
                 }
             }
+        }
+    }
+
+    /// Hands a copy of `snapshot` to the archive, never waiting: a full ring drops it (counted).
+    fn hand_to_archive(&mut self, symbol: String, snapshot: &DepthSnapshot) {
+        let Some((ring, bell)) = self.archive.as_mut() else {
+            return;
+        };
+        let fetched = Box::new(FetchedSnapshot {
+            symbol,
+            fetch_time_us: crate::clock::unix_us(),
+            snapshot: snapshot.clone(),
+        });
+        if ring.push(fetched).is_ok() {
+            self.archived += 1;
+            bell.wake();
+        } else {
+            self.archive_dropped += 1;
         }
     }
 

@@ -153,6 +153,10 @@ pub struct SidecarStats {
     pub depth_snapshots: Counter,
     /// Depth snapshot fetches that failed (syncs are retried).
     pub depth_failures: Counter,
+    /// Depth snapshots handed to the S3 archive (`s3.snapshot_queue`).
+    pub snapshots_archived: Counter,
+    /// Depth snapshots not archived: the archive's queue was full (never waited for).
+    pub snapshots_archive_dropped: Counter,
     /// Latency of every REST request (historical trades and depth snapshots), nanoseconds.
     pub rest_latency: crate::metrics::LiveHistogram,
     /// The REST weight used in the current minute, as Binance last reported it (a gauge).
@@ -213,6 +217,11 @@ pub struct SidecarSummary {
     pub depth_snapshots: u64,
     /// Depth snapshot fetches that failed.
     pub depth_failures: u64,
+    /// Depth snapshots handed to the S3 archive.
+    pub snapshots_archived: u64,
+    /// Depth snapshots the S3 archive's full queue did not take (dropped for the archive
+    /// only: the books got them).
+    pub snapshots_archive_dropped: u64,
     /// Streams found silent while their symbol moved.
     pub silent_streams: u64,
     /// Silent streams that had missed trades or whose books were re-synced.
@@ -588,14 +597,20 @@ impl Sidecar {
     fn poll_books(&mut self) -> usize {
         let mut work = 0;
         if let Some(books) = self.books.as_mut() {
-            let before = (books.fetched, books.failed);
+            let before = (
+                books.fetched,
+                books.failed,
+                books.archived,
+                books.archive_dropped,
+            );
             work = books.poll(&self.setup.symbols, &mut self.book_repairs);
-            self.setup
-                .stats
-                .depth_snapshots
-                .add(books.fetched - before.0);
-            self.setup.stats.depth_failures.add(books.failed - before.1);
             let stats = &self.setup.stats;
+            stats.depth_snapshots.add(books.fetched - before.0);
+            stats.depth_failures.add(books.failed - before.1);
+            stats.snapshots_archived.add(books.archived - before.2);
+            stats
+                .snapshots_archive_dropped
+                .add(books.archive_dropped - before.3);
             stats.rest_latency.record_all(books.latencies.drain(..));
             if let Some(used) = books.used_weight {
                 stats.rest_weight_used.set(u64::from(used));
@@ -754,6 +769,8 @@ impl Sidecar {
                 page_failures: s.page_failures.get(),
                 depth_snapshots: s.depth_snapshots.get(),
                 depth_failures: s.depth_failures.get(),
+                snapshots_archived: s.snapshots_archived.get(),
+                snapshots_archive_dropped: s.snapshots_archive_dropped.get(),
                 silent_streams: s.silent_streams.get(),
                 silence_repairs: s.silence_repairs.get(),
                 kline_checks: s.kline_checks.get(),

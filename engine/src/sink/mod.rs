@@ -208,6 +208,9 @@ pub struct SinkSummary {
     /// The Redis writer's order books (absent for Kinesis).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub book: Option<BookSummary>,
+    /// The S3 writer's candles and depth snapshots (absent for the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<s3::ArchiveSummary>,
 }
 
 impl SinkStats {
@@ -229,6 +232,7 @@ impl SinkStats {
             receipt_to_ack_ns: Percentiles::default(),
             flushed: false,
             book: None,
+            archive: None,
         }
     }
 }

@@ -16,6 +16,20 @@
 //! `queue_full` notice). Trades wait in memory while S3 is down; at shutdown, what is not
 //! written when the flush deadline passes is counted as dropped and logged (the backfill can
 //! fetch it again).
+//!
+//! **Candles** (`s3.kline_interval`, 1m by default): every trade delivered also feeds the
+//! symbol's [`SymbolCandles`] (the `crate::kline` builder); a candle comes out when a trade of
+//! a later interval arrives or when its interval ended `s3.close_grace_ms` ago with none of
+//! the symbol's trades held for a repair. Only a complete one (no trade id missing around it:
+//! see [`crate::archive::candles`]) is archived, per symbol and hour like the trades, in parts
+//! named by their first and last open time, which the bucket's parts are checked against
+//! before writing ([`Store::archive_klines`]): a restart never writes a candle twice.
+//!
+//! **Depth snapshots**: the sidecar hands each snapshot it fetched to the `snapshots` ring
+//! (`s3.snapshot_queue` deep, a full ring drops for the archive only, counted by the sidecar);
+//! each becomes one part named by its `lastUpdateId` ([`Store::put_snapshot`]). The writer
+//! takes from the ring only while fewer than `s3.snapshot_queue` snapshots wait for S3, so
+//! an S3 outage fills the ring and the sidecar drops instead of this writer's memory growing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -24,7 +38,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::archive::candles::{Closed, SymbolCandles};
 use crate::archive::keys::{HOUR_US, hour_of};
+use crate::archive::snapshots::{FetchedSnapshot, SnapshotRows};
 use crate::archive::store::{Archived, Store, StoreError, client_from_chain};
 use crate::archive::{Inexact, TradeRow, frame_rows};
 use crate::backoff::Backoff;
@@ -32,6 +48,7 @@ use crate::clock::{monotonic_ns, unix_us};
 use crate::config::s3::S3Config;
 use crate::feed::event::{FeedEvent, Repair};
 use crate::idle::{Bell, TaskIdle};
+use crate::kline::Candle;
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 use crate::stream::StreamKind;
@@ -47,6 +64,8 @@ pub struct S3Sink {
     pub rings: Vec<rtrb::Consumer<FeedEvent>>,
     /// The sidecar's repair ring for this sink; `None` without a sidecar.
     pub repairs: Option<rtrb::Consumer<Repair>>,
+    /// The depth snapshots the sidecar fetched; `None`: none is archived.
+    pub snapshots: Option<rtrb::Consumer<Box<FetchedSnapshot>>>,
     /// How long a symbol's trades wait for missing ids before them.
     pub hold_max: Duration,
     /// Live counters.
@@ -89,18 +108,63 @@ struct Part {
     newest_recv_ns: u64,
 }
 
-type Job = Pin<Box<dyn Future<Output = (Part, Result<Archived, StoreError>)>>>;
+/// One symbol's complete candles of one hour, to be archived together.
+struct KlinePart {
+    symbol: String,
+    hour: i64,
+    candles: Vec<Candle>,
+}
+
+/// What one archive job writes.
+enum Work {
+    Trades(Part),
+    Klines(KlinePart),
+    Snapshot(String, Box<SnapshotRows>),
+}
+
+type Job = Pin<Box<dyn Future<Output = (Work, Result<Archived, StoreError>)>>>;
+
+/// What the S3 writer archived besides trades (the run summary's `sinks.s3.archive`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ArchiveSummary {
+    /// Candles written.
+    pub klines_written: u64,
+    /// Candles a part in the bucket already held (not written again).
+    pub klines_skipped: u64,
+    /// Candles not archived: a trade id around them was missing, or one was not exact.
+    pub klines_incomplete: u64,
+    /// Candles revised by a trade after they were written (the bucket keeps the first).
+    pub klines_late: u64,
+    /// Candles and snapshots left unwritten when the shutdown flush deadline passed.
+    pub klines_dropped: u64,
+    /// Depth snapshots written.
+    pub snapshots_written: u64,
+    /// Depth snapshots refused (a level not exact at 10^-8) or dropped at the deadline.
+    pub snapshots_dropped: u64,
+}
+
+/// The candles of the live writer: per symbol, its builder and the open hour's part.
+struct Klines {
+    interval: crate::kline::Interval,
+    symbols: BTreeMap<u16, SymbolCandles>,
+    open: BTreeMap<u16, KlinePart>,
+    closed: Vec<Closed>,
+}
 
 struct Writer {
     config: S3Config,
     stats: Arc<SinkStats>,
     /// The open hour of each symbol, by the feed's symbol index.
     open: BTreeMap<u16, Part>,
-    /// Closed hours waiting for their turn.
-    queue: VecDeque<Part>,
+    /// Closed hours (and candles, snapshots) waiting for their turn.
+    queue: VecDeque<Work>,
+    klines: Option<Klines>,
+    /// Snapshots in `queue` (or in flight).
+    snapshots_waiting: usize,
+    archive: ArchiveSummary,
     retry_at: Instant,
-    /// Trades of the job in flight.
-    in_flight: usize,
+    /// Trades, candles and snapshots of the job in flight.
+    in_flight: (usize, usize, usize),
     backoff: Backoff,
     orders: TradeOrders<FeedEvent>,
     released: Vec<(FeedEvent, i64)>,
@@ -116,6 +180,7 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
         config,
         mut rings,
         mut repairs,
+        mut snapshots,
         hold_max,
         stats,
         stop,
@@ -133,27 +198,28 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
         let stopping = stop.load(Ordering::Acquire);
         let mut work = ring_depth(&rings) + repairs.as_ref().map_or(0, |r| r.slots());
         w.drain(&mut rings, &mut repairs);
+        work += w.take_snapshots(&mut snapshots, stopping);
         let now = Instant::now();
         w.close_due(unix_us(), stopping);
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
         }
         if job.is_none() && now >= w.retry_at {
-            job = w.queue.pop_front().map(|part| {
-                w.in_flight = part.rows.len();
-                start(&store, part)
+            job = w.queue.pop_front().map(|work| {
+                w.in_flight = work.counts();
+                start(&store, work)
             });
             work += usize::from(job.is_some());
         }
         let held: usize = w.orders.held() + w.queue.len() + w.open.len();
         w.stats.queue_depth.set((ring_depth(&rings) + held) as u64);
-        if stopping && job.is_none() && w.queue.is_empty() && rings.iter().all(|r| r.is_empty()) {
+        let snapshots_empty = snapshots.as_ref().is_none_or(|r| r.is_empty());
+        let rings_empty = rings.iter().all(|r| r.is_empty()) && snapshots_empty;
+        if stopping && job.is_none() && w.queue.is_empty() && rings_empty {
             break;
         }
         if flush_deadline.is_some_and(|d| now >= d) {
-            if let Some(j) = job.take() {
-                drop(j);
-            }
+            drop(job.take());
             w.abandon();
             break;
         }
@@ -161,21 +227,22 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
             (!stopping && stop.load(Ordering::Acquire))
                 || rings.iter().any(|r| !r.is_empty())
                 || repairs.as_ref().is_some_and(|r| !r.is_empty())
+                || snapshots.as_ref().is_some_and(|r| !r.is_empty())
         };
         match (idler.step(work), job.as_mut()) {
             (None, Some(j)) => {
-                if let Some((part, done)) = futures_util::FutureExt::now_or_never(j.as_mut()) {
+                if let Some((work, done)) = futures_util::FutureExt::now_or_never(j.as_mut()) {
                     job = None;
-                    w.settle(part, done);
+                    w.settle(work, done);
                 }
             }
             (None, None) => {}
             (Some(step), None) => idler.wait(step, has_work).await,
             (Some(step), Some(j)) => {
                 tokio::select! {
-                    (part, done) = j.as_mut() => {
+                    (work, done) = j.as_mut() => {
                         job = None;
-                        w.settle(part, done);
+                        w.settle(work, done);
                     }
                     () = idler.wait(step, has_work) => {}
                 }
@@ -185,12 +252,38 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
     Ok(w.finish())
 }
 
-/// The archive job of `part`.
-fn start(store: &Store, part: Part) -> Job {
+impl Work {
+    /// (trades, candles, snapshots) in it.
+    fn counts(&self) -> (usize, usize, usize) {
+        match self {
+            Work::Trades(part) => (part.rows.len(), 0, 0),
+            Work::Klines(part) => (0, part.candles.len(), 0),
+            Work::Snapshot(..) => (0, 0, 1),
+        }
+    }
+}
+
+/// The archive job of `work`.
+fn start(store: &Store, work: Work) -> Job {
     let store = store.clone();
     Box::pin(async move {
-        let done = store.archive(&part.symbol, &part.rows).await;
-        (part, done)
+        let done = match &work {
+            Work::Trades(part) => store.archive(&part.symbol, &part.rows).await,
+            Work::Klines(part) => {
+                let interval = store.config().kline_interval.map_or("1m", |i| i.name);
+                store
+                    .archive_klines(&part.symbol, interval, &part.candles)
+                    .await
+            }
+            Work::Snapshot(symbol, rows) => {
+                store.put_snapshot(symbol, rows).await.map(|_| Archived {
+                    parts: 1,
+                    written: 1,
+                    ..Archived::default()
+                })
+            }
+        };
+        (work, done)
     })
 }
 
@@ -198,12 +291,20 @@ impl Writer {
     fn new(config: S3Config, stats: Arc<SinkStats>, hold_max: Duration) -> Writer {
         Writer {
             backoff: Backoff::new(config.retry_initial, config.retry_max, monotonic_ns() | 1),
+            klines: config.kline_interval.map(|interval| Klines {
+                interval,
+                symbols: BTreeMap::new(),
+                open: BTreeMap::new(),
+                closed: Vec::new(),
+            }),
             config,
             stats,
             open: BTreeMap::new(),
             queue: VecDeque::new(),
+            snapshots_waiting: 0,
+            archive: ArchiveSummary::default(),
             retry_at: Instant::now(),
-            in_flight: 0,
+            in_flight: (0, 0, 0),
             orders: TradeOrders::new(
                 u64::try_from(hold_max.as_nanos()).unwrap_or(u64::MAX),
                 crate::constants::TRADE_EVENTS_HELD_MAX,
@@ -230,6 +331,7 @@ impl Writer {
             && self.open.is_empty()
             && self.orders.held() == 0
             && summary.dropped == 0;
+        summary.archive = Some(self.archive);
         summary
     }
 
@@ -252,6 +354,35 @@ impl Writer {
         self.orders.expire(monotonic_ns(), &mut released);
         self.deliver(released);
         crate::sink::order::note("s3", &mut self.orders, &self.stats, &mut self.gaps_logged);
+    }
+
+    /// Takes the snapshots waiting in `ring` while fewer than `s3.snapshot_queue` wait for
+    /// S3 (every one when `stopping`); returns how many.
+    fn take_snapshots(
+        &mut self,
+        ring: &mut Option<rtrb::Consumer<Box<FetchedSnapshot>>>,
+        stopping: bool,
+    ) -> usize {
+        let Some(ring) = ring.as_mut() else {
+            return 0;
+        };
+        let mut taken = 0;
+        while stopping || self.snapshots_waiting < self.config.snapshot_queue {
+            let Ok(fetched) = ring.pop() else { break };
+            taken += 1;
+            match SnapshotRows::of(&fetched) {
+                Ok(rows) => {
+                    self.snapshots_waiting += 1;
+                    let work = Work::Snapshot(fetched.symbol, Box::new(rows));
+                    self.queue.push_back(work);
+                }
+                Err(e) => {
+                    self.archive.snapshots_dropped += 1;
+                    self.log_error(format!("{} snapshot not archived: {e}", fetched.symbol));
+                }
+            }
+        }
+        taken
     }
 
     fn drain_events(&mut self, rings: &mut [rtrb::Consumer<FeedEvent>]) {
@@ -302,7 +433,13 @@ impl Writer {
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
                 if let Some(part) = self.open.remove(&symbol) {
-                    self.queue.push_back(part);
+                    self.queue.push_back(Work::Trades(part));
+                }
+                if let Some(k) = self.klines.as_mut() {
+                    k.symbols.remove(&symbol);
+                    if let Some(part) = k.open.remove(&symbol) {
+                        self.queue.push_back(Work::Klines(part));
+                    }
                 }
             }
             Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
@@ -330,6 +467,7 @@ impl Writer {
             self.stats.dropped.add(1);
             self.log_error(e.to_string());
         }
+        self.candles(event.symbol, &symbol);
         let rows_max = self.config.part_rows_max;
         for row in self.scratch.drain(..) {
             let hour = hour_of(row.trade_time_us);
@@ -349,7 +487,7 @@ impl Writer {
                         newest_recv_ns: 0,
                     },
                 );
-                self.queue.push_back(closed);
+                self.queue.push_back(Work::Trades(closed));
             }
             part.hour = hour;
             part.rows.push(row);
@@ -373,48 +511,183 @@ impl Writer {
             .collect();
         for symbol in due {
             if let Some(part) = self.open.remove(&symbol) {
-                self.queue.push_back(part);
+                self.queue.push_back(Work::Trades(part));
+            }
+        }
+        self.close_candles(now_us, all);
+    }
+
+    /// Feeds the rows in `scratch` (the trades of `index` just delivered) to its candles.
+    fn candles(&mut self, index: u16, symbol: &str) {
+        let Some(k) = self.klines.as_mut() else {
+            return;
+        };
+        let candles = k
+            .symbols
+            .entry(index)
+            .or_insert_with(|| SymbolCandles::new(k.interval));
+        for row in &self.scratch {
+            candles.push(row, &mut k.closed);
+        }
+        self.take_candles(index, symbol);
+    }
+
+    /// The candles that ended `s3.close_grace_ms` ago close (unless the symbol's trades are
+    /// held); the hours of candles that ended that long ago too (every one when `all`).
+    fn close_candles(&mut self, now_us: i64, all: bool) {
+        let Some(k) = self.klines.as_mut() else {
+            return;
+        };
+        let grace_ms = i64::try_from(self.config.close_grace.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = now_us.div_euclid(1000);
+        let indexes: Vec<u16> = k.symbols.keys().copied().collect();
+        for index in indexes {
+            let held = self.orders.holds(index);
+            if let Some(k) = self.klines.as_mut()
+                && let Some(candles) = k.symbols.get_mut(&index)
+            {
+                candles.advance(now_ms, grace_ms, held, &mut k.closed);
+            }
+            let name = self
+                .klines
+                .as_ref()
+                .and_then(|k| k.open.get(&index))
+                .map(|p| p.symbol.clone());
+            if let Some(name) = name {
+                self.take_candles(index, &name);
+            }
+        }
+        let Some(k) = self.klines.as_mut() else {
+            return;
+        };
+        let late_ms = grace_ms.saturating_add(k.interval.ms);
+        let hour_ms = HOUR_US / 1000;
+        let due: Vec<u16> = k
+            .open
+            .iter()
+            .filter(|(_, p)| all || now_ms >= ((p.hour + 1) * hour_ms).saturating_add(late_ms))
+            .map(|(&s, _)| s)
+            .collect();
+        for index in due {
+            if let Some(part) = k.open.remove(&index) {
+                self.queue.push_back(Work::Klines(part));
             }
         }
     }
 
+    /// The candles closed for `index` go to its open hour's part (complete ones), replace the
+    /// one they revise, or are counted.
+    fn take_candles(&mut self, index: u16, symbol: &str) {
+        let Some(k) = self.klines.as_mut() else {
+            return;
+        };
+        let hour_ms = HOUR_US / 1000;
+        for closed in k.closed.drain(..) {
+            let c = closed.candle;
+            if !closed.complete {
+                self.archive.klines_incomplete += 1;
+                continue;
+            }
+            let hour = c.open_ms.div_euclid(hour_ms);
+            let part = k.open.entry(index).or_insert_with(|| KlinePart {
+                symbol: symbol.to_string(),
+                hour,
+                candles: Vec::new(),
+            });
+            if closed.revision {
+                match part.candles.last_mut() {
+                    Some(last) if last.open_ms == c.open_ms => *last = c,
+                    _ => self.archive.klines_late += 1,
+                }
+                continue;
+            }
+            if part.hour != hour && !part.candles.is_empty() {
+                let done = std::mem::replace(
+                    part,
+                    KlinePart {
+                        symbol: symbol.to_string(),
+                        hour,
+                        candles: Vec::new(),
+                    },
+                );
+                self.queue.push_back(Work::Klines(done));
+            }
+            part.hour = hour;
+            part.candles.push(c);
+        }
+    }
+
     /// The end of the job in flight: counted, or put back for a retry after a backoff.
-    fn settle(&mut self, part: Part, done: Result<Archived, StoreError>) {
-        self.in_flight = 0;
+    fn settle(&mut self, work: Work, done: Result<Archived, StoreError>) {
+        self.in_flight = (0, 0, 0);
         self.stats.requests.add(1);
-        match done {
-            Ok(archived) => {
+        let archived = match done {
+            Ok(archived) => archived,
+            Err(e) => {
+                self.stats.failed_requests.add(1);
+                let what = match &work {
+                    Work::Trades(part) => {
+                        self.stats.retried.add(part.rows.len() as u64);
+                        format!("{} hour {}", part.symbol, part.hour)
+                    }
+                    Work::Klines(part) => format!("{} klines of hour {}", part.symbol, part.hour),
+                    Work::Snapshot(symbol, rows) => {
+                        format!("{symbol} snapshot {}", rows.last_update_id)
+                    }
+                };
+                self.log_error(format!("{what}: {e} (retried)"));
+                self.retry_at = Instant::now() + self.backoff.next_delay();
+                self.queue.push_front(work);
+                return;
+            }
+        };
+        self.backoff.reset();
+        match work {
+            Work::Trades(part) => {
                 self.stats.written.add(archived.written as u64);
                 self.skipped += archived.skipped as u64;
                 let latency = monotonic_ns().saturating_sub(part.newest_recv_ns);
                 self.stats.ack_latency_ns.set(latency);
-                self.backoff.reset();
             }
-            Err(e) => {
-                self.stats.failed_requests.add(1);
-                self.stats.retried.add(part.rows.len() as u64);
-                self.log_error(format!("{} hour {}: {e} (retried)", part.symbol, part.hour));
-                self.retry_at = Instant::now() + self.backoff.next_delay();
-                self.queue.push_front(part);
+            Work::Klines(_) => {
+                self.archive.klines_written += archived.written as u64;
+                self.archive.klines_skipped += archived.skipped as u64;
+            }
+            Work::Snapshot(..) => {
+                self.snapshots_waiting = self.snapshots_waiting.saturating_sub(1);
+                self.archive.snapshots_written += 1;
             }
         }
     }
 
     /// The flush deadline passed: what is left is dropped, counted and said.
     fn abandon(&mut self) {
-        let left: usize = self.in_flight
-            + self.queue.iter().map(|p| p.rows.len()).sum::<usize>()
-            + self.open.values().map(|p| p.rows.len()).sum::<usize>();
-        if left > 0 {
+        let (mut trades, mut candles, mut snapshots) = self.in_flight;
+        for work in &self.queue {
+            let (t, c, s) = work.counts();
+            (trades, candles, snapshots) = (trades + t, candles + c, snapshots + s);
+        }
+        trades += self.open.values().map(|p| p.rows.len()).sum::<usize>();
+        if let Some(k) = &self.klines {
+            candles += k.open.values().map(|p| p.candles.len()).sum::<usize>();
+        }
+        if trades + candles + snapshots > 0 {
             tracing::error!(
-                trades = left,
-                "s3: the shutdown flush deadline passed; these trades were not archived \
-                 (hotpath backfill trades can fetch them again)"
+                trades,
+                candles,
+                snapshots,
+                "s3: the shutdown flush deadline passed; these were not archived \
+                 (hotpath backfill trades / klines --s3 can fetch them again)"
             );
         }
-        self.stats.dropped.add(left as u64);
+        self.stats.dropped.add(trades as u64);
+        self.archive.klines_dropped += candles as u64;
+        self.archive.snapshots_dropped += snapshots as u64;
         self.queue.clear();
         self.open.clear();
+        if let Some(k) = self.klines.as_mut() {
+            k.open.clear();
+        }
     }
 
     fn log_error(&mut self, message: String) {

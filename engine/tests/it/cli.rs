@@ -236,7 +236,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 }
 
 /// Whether process `pid` catches SIGTERM yet (`SigCgt` in `/proc/<pid>/status`): `hotpath run`
-/// installs its handler once everything has started, and a SIGTERM before that ends it at once.
+/// installs its handler first thing, before it reads its configuration.
 fn catches_sigterm(pid: u32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
@@ -318,6 +318,50 @@ fn a_run_with_sinks_starts_no_idle_counting_thread() {
             "{summary}"
         );
     }
+    let _ = Command::new("kill")
+        .args(["-TERM", &sim.id().to_string()])
+        .status();
+    let _ = sim.wait();
+}
+
+/// A SIGTERM while `hotpath run` is still starting (sent as soon as it is caught, before the
+/// connections and sinks are up) is kept: the run ends cleanly once started, with its summary.
+/// It used to end the process at once, without a summary or a flush.
+#[test]
+fn a_sigterm_during_start_up_ends_the_run_cleanly() {
+    let redis = super::servers::RedisServer::start();
+    let (mut sim, addr) = start_sim(&["--symbols", "BTCUSDT", "--rate", "200"]);
+    let config = config_file("early-stop.toml", "[http]\nlisten = \"0\"\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_hotpath"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args([
+            "--endpoint",
+            &format!("ws://{addr}"),
+            "--symbols",
+            "BTCUSDT",
+        ])
+        .args(["--streams", "trade", "--redis", redis.url().as_str()])
+        .env("BINANCE_API_KEY", "cli-test-key")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hotpath run starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !catches_sigterm(child.id()) {
+        assert!(std::time::Instant::now() < deadline, "SIGTERM never caught");
+        // A signal handler has no event to await: poll /proc.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let out = child.wait_with_output().expect("the run exits");
+    assert!(killed.success() && out.status.success(), "{:?}", out.status);
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    assert!(summary["sinks"].get("redis").is_some(), "{summary}");
     let _ = Command::new("kill")
         .args(["-TERM", &sim.id().to_string()])
         .status();

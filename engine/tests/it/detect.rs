@@ -151,6 +151,14 @@ fn a_depth_stream_silent_while_its_symbol_moves_marks_the_book_stale_and_resyncs
                 && ob_field(&url, "BTCUSDT", "stale_reason").starts_with("silent")
         });
         assert!(resyncs() > before, "the book is synced again");
+        // While the stream stays silent the book stays marked stale: the snapshot taken for
+        // the sync is not published as a current book (no diff follows it).
+        let found = stats.silent_streams.get();
+        wait_for("the depth stream found silent again", || {
+            stats.silent_streams.get() >= found + 2
+        });
+        assert_eq!(ob_field(&url, "BTCUSDT", "stale"), "1");
+        assert!(ob_field(&url, "BTCUSDT", "stale_reason").starts_with("silent"));
         admin(&sim, "/admin/faults?conn=all&mute_stream=");
         wait_for("the book live again", || {
             ob_field(&url, "BTCUSDT", "stale") == "0"

@@ -265,6 +265,9 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
         create_stream: true,
         redis: Some(redis.url()),
         keys: "hash-tag".into(),
+        s3: false,
+        config: None,
+        s3_config: None,
     };
     let client = test_client(&emulator.endpoint());
     let report = runtime()

@@ -204,7 +204,9 @@ fn a_gap_rest_cannot_serve_is_given_up_and_every_consumer_is_told() {
 
 /// The book part: a consumer's depth snapshot requests come back as snapshots of the
 /// simulator's book (exact at their `lastUpdateId`, at the limit asked), a lost connection's
-/// notice comes back as a stream repair, and the summary counts the fetches.
+/// notice comes back as a stream repair, and the summary counts the fetches. The S3 archive's
+/// snapshot ring (one slot, never drained here) gets the first snapshot as it came; the second
+/// finds it full and is dropped for the archive, counted, while the consumer still gets it.
 #[test]
 fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
     use hotpath::feed::event::{BookRequest, Purpose, StreamChange};
@@ -214,6 +216,7 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
     let (mut notices, notice_ring) = rtrb::RingBuffer::new(64);
     let (repairs_in, mut repairs) = rtrb::RingBuffer::new(64);
     let (mut requests, request_ring) = rtrb::RingBuffer::new(64);
+    let (archive_in, mut archive) = rtrb::RingBuffer::new(1);
     let base = format!("http://{}", sim.handle().addr);
     let clients = (0..2)
         .map(|_| RestClient::new(&base, None).expect("client"))
@@ -232,6 +235,7 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
             requests: vec![(0, request_ring)],
             clients,
             weight_budget: 5000,
+            archive: Some((archive_in, hotpath::idle::Bell::silent())),
         }),
         idle: hotpath::idle::IdleStrategy::Backoff,
         bell: hotpath::idle::Bell::task(),
@@ -306,6 +310,24 @@ fn depth_requests_come_back_as_snapshots_and_stopped_streams_as_stale() {
     let report = thread.join().expect("the sidecar ends");
     assert_eq!(report.summary.depth_snapshots, 2);
     assert_eq!(report.summary.notices, 1);
+    assert_eq!(
+        (
+            report.summary.snapshots_archived,
+            report.summary.snapshots_archive_dropped
+        ),
+        (1, 1)
+    );
+    let archived = archive
+        .pop()
+        .expect("the first snapshot in the archive ring");
+    let same = books
+        .iter()
+        .zip(["BTCUSDT", "ETHUSDT"])
+        .find(|(b, _)| b.snapshot == archived.snapshot)
+        .expect("one of the snapshots the consumer got");
+    assert_eq!(archived.symbol, same.1);
+    assert!(archived.fetch_time_us > 1_700_000_000_000_000);
+    assert!(archive.pop().is_err(), "the second was dropped");
 }
 
 /// Regression: a removed symbol's backfill went on after the sinks were told to forget its

@@ -155,6 +155,11 @@ enum Anchor {
     InFlight { attempt: u64, stale_marks: u64 },
     /// Published: whole-book writes keep it current.
     Done,
+    /// Built from a snapshot while the depth stream is silent: not published (the book stays
+    /// marked stale) until a diff applies to it, which shows the stream flows again. A snapshot
+    /// alone is exact only at its own update id, and a silent stream would not carry what
+    /// changes after it.
+    AwaitingDiff,
 }
 
 /// A consistency check in progress.
@@ -228,6 +233,9 @@ pub struct ObState {
     disconnected: bool,
     /// The snapshot being fetched may have been taken before the reconnect: refetch.
     discard_snapshot: bool,
+    /// The depth stream was found silent and no diff has come since: a book built from a
+    /// snapshot now waits for a diff before it is published ([`Anchor::AwaitingDiff`]).
+    stream_silent: bool,
     event_time_us: i64,
     snapshot_update_id: i64,
     synced_at_us: i64,
@@ -271,6 +279,7 @@ impl ObState {
             ignore_through: None,
             disconnected: false,
             discard_snapshot: false,
+            stream_silent: false,
             event_time_us: 0,
             snapshot_update_id: 0,
             synced_at_us: 0,
@@ -399,6 +408,7 @@ impl ObState {
     /// Applies one depth diff (copied only when it is kept: buffered for a sync, or recorded
     /// for a check).
     pub fn on_diff(&mut self, diff: &Diff, budget: &mut DiffBudget) -> Wants {
+        self.stream_silent = false;
         if self.ignore_through.is_some_and(|id| diff.last <= id) {
             return Wants::Nothing;
         }
@@ -473,6 +483,10 @@ impl ObState {
                 self.stale_dirty = false;
             }
         }
+        if self.anchor == Anchor::AwaitingDiff {
+            // The stream flows again and follows the book built while it was silent.
+            self.anchor = Anchor::Due { not_before_us: 0 };
+        }
         if let Some(wants) = self.follow_check(diff, budget) {
             return wants;
         }
@@ -541,7 +555,11 @@ impl ObState {
         self.snapshot_update_id = last_update_id;
         self.sync = Sync::Live(book);
         self.top_fresh = false;
-        self.anchor = Anchor::Due { not_before_us: 0 };
+        self.anchor = if self.stream_silent {
+            Anchor::AwaitingDiff
+        } else {
+            Anchor::Due { not_before_us: 0 }
+        };
         self.synced_once = true;
         Ok(SnapshotOutcome::Live)
     }
@@ -595,12 +613,17 @@ impl ObState {
     }
 
     /// The depth stream was silent while the symbol moved: diffs may be lost without a gap
-    /// showing yet. A live book is marked stale and synced again (then re-anchored); a book
-    /// syncing or idle is left to that.
+    /// showing yet. A live book is marked stale and synced again; the new book is re-anchored
+    /// (published) only once a diff follows it, so while the stream stays silent the book stays
+    /// marked stale. A book syncing, idle, or already waiting for a diff is left to that.
     pub fn on_silent(&mut self, budget: &mut DiffBudget) -> Wants {
-        if self.disconnected || !matches!(self.sync, Sync::Live(_)) {
+        if self.disconnected
+            || !matches!(self.sync, Sync::Live(_))
+            || self.anchor == Anchor::AwaitingDiff
+        {
             return Wants::Nothing;
         }
+        self.stream_silent = true;
         self.mark_stale(
             "silent: no depth diff while the symbol moved; syncing the book again".into(),
             None,
@@ -1202,6 +1225,41 @@ mod tests {
         ob.end_reanchor(attempt, true, 0);
         assert!(ob.is_stale(), "{:?}", ob.stale_reason());
         assert!(!ob.reanchor_due(0), "syncing: nothing to publish");
+    }
+
+    /// A silent depth stream: the book is marked stale and synced again, and the book built
+    /// from the new snapshot is not published while the stream stays silent (it would not
+    /// follow the market); the first diff that applies to it lets the re-anchor go.
+    #[test]
+    fn a_book_synced_for_a_silent_stream_waits_for_a_diff_before_it_is_published() {
+        let (mut ob, mut budget) = published();
+        assert_eq!(ob.on_silent(&mut budget), Wants::Snapshot);
+        assert!(ob.stale_reason().is_some_and(|r| r.starts_with("silent")));
+        ob.fetching = true;
+        let live = ob.on_snapshot(110, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        ob.stale_write(1);
+        assert!(!ob.reanchor_due(1_000), "no diff has followed the snapshot");
+        assert!(ob.stale_reason().is_some_and(|r| r.starts_with("silent")));
+        // Still silent: nothing more is fetched, the book stays as it is, stale.
+        assert_eq!(ob.on_silent(&mut budget), Wants::Nothing);
+        assert_eq!(ob.whole_write((0, 0), 2), None);
+        // A diff older than the snapshot shows the stream but does not follow the book yet.
+        ob.on_diff(&diff(105, 108, &[], &[]), &mut budget);
+        assert!(!ob.reanchor_due(1_000));
+        // The first diff that applies: the re-anchor publishes the book.
+        ob.on_diff(&diff(111, 111, &[(10, 2)], &[]), &mut budget);
+        anchor(&mut ob, true);
+        assert!(!ob.is_stale());
+        // A silence after diffs have flowed syncs again as before.
+        assert_eq!(ob.on_silent(&mut budget), Wants::Snapshot);
+        // Diffs coming while the sync runs show the stream flows: published as usual.
+        ob.fetching = true;
+        ob.on_diff(&diff(112, 112, &[(10, 3)], &[]), &mut budget);
+        let live = ob.on_snapshot(111, vec![(10, 2)], vec![(11, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        ob.stale_write(3);
+        assert!(ob.reanchor_due(1_000));
     }
 
     #[test]
