@@ -16,7 +16,8 @@
 //! When a candle closes: when the first trade of a later interval arrives (trades come in id
 //! order, and ids in time order), or when the symbol's clock (the exchange time of any of its
 //! frames) is `close_after_ms` past the interval's end while none of its trades are held for a
-//! repair. Intervals without trades between two closed ones come out flat at the previous
+//! repair, and not from a lost connection until a trade is delivered after the reconnect
+//! ([`SymbolKlines::connection_lost`]: trades sent meanwhile show as a gap only then). Intervals without trades between two closed ones come out flat at the previous
 //! close with no volume, as Binance's, at most [`FILL_MAX`] of them in a row. A trade arriving
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
@@ -403,11 +404,26 @@ impl Series {
     }
 }
 
+/// Whether the symbol's trades up to its clock are known: after a lost connection, trades
+/// sent meanwhile show as a gap only at the first trade after the reconnect, so until one is
+/// delivered (in id order: after the gap's repair) no candle closes by the clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Continuity {
+    /// Every trade up to the clock was seen (or is held for a repair).
+    #[default]
+    Known,
+    /// The connection carrying the symbol is lost.
+    Lost,
+    /// It is back; no trade delivered since.
+    Reconnected,
+}
+
 /// One symbol's series, one per configured interval.
 #[derive(Clone, Debug, Default)]
 pub struct SymbolKlines {
     /// By configured interval.
     pub series: Vec<Series>,
+    continuity: Continuity,
 }
 
 impl SymbolKlines {
@@ -415,6 +431,20 @@ impl SymbolKlines {
     pub fn new(intervals: &[Interval]) -> SymbolKlines {
         SymbolKlines {
             series: intervals.iter().map(|&i| Series::new(i)).collect(),
+            continuity: Continuity::Known,
+        }
+    }
+
+    /// The connection carrying the symbol was lost: its clock (other streams, another
+    /// connection) closes no candle until a trade is delivered after the reconnect.
+    pub fn connection_lost(&mut self) {
+        self.continuity = Continuity::Lost;
+    }
+
+    /// The symbol's connection is back (see [`SymbolKlines::connection_lost`]).
+    pub fn reconnected(&mut self) {
+        if self.continuity == Continuity::Lost {
+            self.continuity = Continuity::Reconnected;
         }
     }
 
@@ -426,6 +456,10 @@ impl SymbolKlines {
         from: i64,
         out: &mut Vec<(usize, Candle)>,
     ) {
+        if self.continuity == Continuity::Reconnected {
+            // Delivered in id order: every trade before it is in (or given up).
+            self.continuity = Continuity::Known;
+        }
         if self.series.is_empty() {
             return;
         }
@@ -448,7 +482,8 @@ impl SymbolKlines {
         }
     }
 
-    /// The symbol's clock moved to `now_ms` (see [`Series::advance`]).
+    /// The symbol's clock moved to `now_ms` (see [`Series::advance`]); nothing closes while
+    /// trades are `held` or unknown since a lost connection.
     pub fn advance(
         &mut self,
         now_ms: i64,
@@ -456,6 +491,7 @@ impl SymbolKlines {
         held: bool,
         out: &mut Vec<(usize, Candle)>,
     ) {
+        let held = held || self.continuity != Continuity::Known;
         let mut closed = Vec::new();
         for (i, series) in self.series.iter_mut().enumerate() {
             series.advance(now_ms, close_after_ms, held, &mut closed);

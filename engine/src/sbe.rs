@@ -46,3 +46,54 @@ pub fn symbol<'a>(message: &spot_stream::Message<'a>) -> &'a [u8] {
 pub mod spot_rest {
     include!(concat!(env!("OUT_DIR"), "/binance_spot_rest.rs"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::spot_stream::{BoolEnum, TradesStreamEventDecoder, TradesStreamEventEncoder};
+    use super::*;
+
+    /// Validation checks each element together with the fixed prefix of the next one (a group's
+    /// header, the symbol's length), but a short frame still gets the error of the first element
+    /// that does not fit, at every length.
+    #[test]
+    fn a_truncated_trades_frame_names_the_first_element_that_does_not_fit() {
+        let mut buf = [0u8; 128];
+        let mut e = TradesStreamEventEncoder::wrap(&mut buf).expect("room");
+        e.event_time(1)
+            .transact_time(2)
+            .price_exponent(-8)
+            .qty_exponent(-8);
+        let mut trades = e.trades(2).expect("room");
+        for id in [7, 8] {
+            let entry = trades.next_entry().expect("room");
+            entry.id(id).price(3).qty(4).is_buyer_maker(BoolEnum::True);
+        }
+        e.symbol(b"BTCUSDT").expect("room");
+        let len = e.finish();
+        let root_end = spot_stream::HEADER_LENGTH + TradesStreamEventDecoder::BLOCK_LENGTH;
+        let entries_end = root_end + 6 + 2 * 25;
+        let ends = [
+            spot_stream::HEADER_LENGTH,
+            root_end,
+            root_end + 6,
+            entries_end,
+            entries_end + 1,
+            len,
+        ];
+        assert_eq!(len, entries_end + 1 + 7);
+        for cut in 0..len {
+            let first_missing = ends.iter().copied().find(|&end| end > cut);
+            match decode(&buf[..cut]) {
+                Err(DecodeError::Truncated { needed, got }) => {
+                    assert_eq!((Some(needed), got), (first_missing, cut), "cut at {cut}");
+                }
+                other => panic!("cut at {cut}: expected a truncation error, got {other:?}"),
+            }
+        }
+        let Ok(spot_stream::Message::TradesStreamEvent(m)) = decode(&buf[..len]) else {
+            panic!("the whole frame decodes");
+        };
+        let ids: Vec<i64> = m.trades().map(|t| t.id()).collect();
+        assert_eq!((ids, m.symbol()), (vec![7, 8], &b"BTCUSDT"[..]));
+    }
+}

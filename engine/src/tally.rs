@@ -31,6 +31,10 @@ pub struct Interval {
     pub volume: i128,
     /// A quantity could not be added exactly: the interval is not judged.
     pub inexact: bool,
+    /// The lowest trade id delivered in it (meaningful when `count` > 0).
+    pub first_id: i64,
+    /// The highest trade id delivered in it (meaningful when `count` > 0).
+    pub last_id: i64,
 }
 
 /// One symbol's tally.
@@ -99,6 +103,13 @@ impl TradeTally {
         let mut gone = Interval::default();
         let interval = slot(&mut tally.intervals, self.interval_ms, time_ms).unwrap_or(&mut gone);
         for trade in m.trades().filter(|t| t.id() >= from) {
+            let id = trade.id();
+            if interval.count == 0 {
+                (interval.first_id, interval.last_id) = (id, id);
+            } else {
+                interval.first_id = interval.first_id.min(id);
+                interval.last_id = interval.last_id.max(id);
+            }
             interval.count += 1;
             match scale(trade.qty(), exponent) {
                 Some(qty) => interval.volume = interval.volume.saturating_add(qty),
@@ -272,6 +283,11 @@ mod tests {
         };
         // Each test trade has quantity 0.001 (mantissa 100_000 at 10^-8).
         assert_eq!((minute.count, minute.inexact), (3, false));
+        assert_eq!(
+            (minute.first_id, minute.last_id),
+            (4, 6),
+            "ids from `from` on"
+        );
         assert_eq!(minute.volume, 3 * scale(100_000, -8).unwrap_or(0));
         assert_eq!(tally.last_id(0), Some(6));
         assert_eq!(

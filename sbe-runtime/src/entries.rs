@@ -36,17 +36,23 @@ impl<'a, const N: usize> FixedEntries<'a, N> {
         strided: false,
     };
 
+    /// The entries of the schema's block length `N` in `span`, which validation proved to hold
+    /// exactly them.
+    #[inline(always)]
+    pub fn arrays(span: &'a [u8]) -> Self {
+        FixedEntries {
+            arrays: span.as_chunks::<N>().0,
+            ..Self::EMPTY
+        }
+    }
+
     /// The `count` entries of `block_length` bytes in `span`, which validation proved to hold
     /// exactly `count x block_length` bytes. A span shorter than that yields fewer entries,
     /// never a panic.
     #[inline(always)]
     pub fn new(span: &'a [u8], block_length: usize, count: usize) -> Self {
         if block_length == N {
-            let (arrays, _) = span.as_chunks::<N>();
-            return FixedEntries {
-                arrays,
-                ..Self::EMPTY
-            };
+            return Self::arrays(span);
         }
         FixedEntries {
             arrays: &[],

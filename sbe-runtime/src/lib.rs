@@ -66,6 +66,67 @@ pub fn need(buf: &[u8], pos: usize, len: usize) -> Result<usize, DecodeError> {
     }
 }
 
+/// The `A` bytes at `pos` (the fixed prefix of a group or var-data element, read at constant
+/// offsets), or the error of [`need`] for them.
+#[inline(always)]
+pub fn prefix_at<const A: usize>(buf: &[u8], pos: usize) -> Result<&[u8; A], DecodeError> {
+    match array_at::<A>(buf, pos) {
+        Some(prefix) => Ok(prefix),
+        None => Err(DecodeError::Truncated {
+            needed: pos.saturating_add(A),
+            got: buf.len(),
+        }),
+    }
+}
+
+/// The `len` bytes at `pos`, their end and the `A` bytes after them, checked at once. `A` is the
+/// fixed prefix of what validation reads next (a group's header, a var-data length), handed
+/// on as an array, so that a valid frame pays one comparison for both and the next step reads
+/// its prefix without a check. A short frame gets the error that [`need`] for the `len` bytes,
+/// then for the `A` bytes after them, would give.
+#[inline(always)]
+pub fn take_ahead<const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+) -> Result<(&[u8], usize, &[u8; A]), DecodeError> {
+    if let Some(end) = pos.checked_add(len)
+        && let Some(last) = end.checked_add(A)
+        && let Some(chunk) = buf.get(pos..last)
+        && let Some((span, next)) = chunk.split_at_checked(len)
+        && let Some(next) = next.first_chunk::<A>()
+    {
+        return Ok((span, end, next));
+    }
+    Err(truncated_ahead(buf.len(), pos, len, A))
+}
+
+/// [`take_ahead`] without the span: the end of the `len` bytes at `pos` and the `A` bytes after
+/// them.
+#[inline(always)]
+pub fn need_ahead<const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+) -> Result<(usize, &[u8; A]), DecodeError> {
+    let (_, end, next) = take_ahead::<A>(buf, pos, len)?;
+    Ok((end, next))
+}
+
+/// The error for `len` bytes at `pos` followed by `ahead` bytes: the first of `need(pos, len)`
+/// and `need(pos + len, ahead)` that fails. Kept out of line, off the path of valid frames.
+#[cold]
+#[inline(never)]
+fn truncated_ahead(got: usize, pos: usize, len: usize, ahead: usize) -> DecodeError {
+    let end = pos.saturating_add(len);
+    let needed = if pos.checked_add(len).is_some_and(|end| end <= got) {
+        end.saturating_add(ahead)
+    } else {
+        end
+    };
+    DecodeError::Truncated { needed, got }
+}
+
 /// Validates `count` entries of `block_length` bytes from `pos` and returns their end.
 #[inline(always)]
 pub fn need_entries(
@@ -120,6 +181,32 @@ pub fn entries_at(
 ) -> Result<(&[u8], usize), DecodeError> {
     let end = need_entries(buf, pos, count, block_length)?;
     Ok((buf.get(pos..end).unwrap_or_default(), end))
+}
+
+/// Validates `count` entries of `block_length` bytes from `pos` and the `A` bytes after them
+/// (see [`take_ahead`]), and returns the entries' walker, their end and those `A` bytes. When
+/// `block_length` is the schema's `N`, the span is measured as `count x N`, so slicing it into
+/// arrays needs no division by `N` (the optimiser sees `count x N / N`).
+#[inline(always)]
+pub fn fixed_entries_at<const N: usize, const A: usize>(
+    buf: &[u8],
+    pos: usize,
+    count: u64,
+    block_length: usize,
+) -> Result<(FixedEntries<'_, N>, usize, &[u8; A]), DecodeError> {
+    if block_length == N
+        && let Ok(count) = u32::try_from(count)
+    {
+        // At most `u32::MAX x N`: no overflow in a `u64`, which tells the optimiser that the
+        // span's length divided by `N` is `count`.
+        let total = usize::try_from(u64::from(count) * N as u64).unwrap_or(usize::MAX);
+        let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
+        return Ok((FixedEntries::arrays(span), end, next));
+    }
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let total = count.saturating_mul(block_length);
+    let (span, end, next) = take_ahead::<A>(buf, pos, total)?;
+    Ok((FixedEntries::new(span, block_length, count), end, next))
 }
 
 /// Returns the fixed-size array at `off`, if `buf` holds it.
@@ -200,6 +287,68 @@ mod tests {
         assert_eq!(
             skip_data(&buf, 0, 1, 9),
             Err(DecodeError::Truncated { needed: 10, got: 5 })
+        );
+    }
+
+    #[test]
+    fn a_step_checks_the_next_prefix_and_reports_the_first_missing_bytes() {
+        let buf = [1u8, 2, 3, 4, 5, 6];
+        let truncated = |needed| Some(DecodeError::Truncated { needed, got: 6 });
+        assert_eq!(take_ahead::<3>(&buf, 1, 2), Ok((&buf[1..3], 3, &[4, 5, 6])));
+        assert_eq!(need_ahead::<3>(&buf, 1, 2), Ok((3, &[4, 5, 6])));
+        assert_eq!(take_ahead::<0>(&buf, 6, 0), Ok((&buf[6..], 6, &[])));
+        // The bytes themselves are missing: what `need` says for them.
+        assert_eq!(take_ahead::<1>(&buf, 4, 3).err(), truncated(7));
+        assert_eq!(need(&buf, 4, 3).err(), truncated(7));
+        assert_eq!(take_ahead::<1>(&buf, 7, 0).err(), truncated(7));
+        // They are there, the next prefix is not: what `need` says for the prefix.
+        assert_eq!(take_ahead::<2>(&buf, 1, 4).err(), truncated(7));
+        assert_eq!(need_ahead::<3>(&buf, 2, 3).err(), truncated(8));
+        // Overflowing positions and lengths are errors, never a panic.
+        assert_eq!(
+            take_ahead::<2>(&buf, usize::MAX, 1).err(),
+            truncated(usize::MAX)
+        );
+        assert_eq!(
+            take_ahead::<2>(&buf, 1, usize::MAX).err(),
+            truncated(usize::MAX)
+        );
+        assert_eq!(
+            take_ahead::<2>(&buf, 1, usize::MAX - 2).err(),
+            truncated(usize::MAX - 1)
+        );
+        assert_eq!(prefix_at::<2>(&buf, 4), Ok(&[5, 6]));
+        assert_eq!(prefix_at::<2>(&buf, 5).err(), truncated(7));
+        assert_eq!(
+            prefix_at::<2>(&buf, usize::MAX).err(),
+            truncated(usize::MAX)
+        );
+    }
+
+    #[test]
+    fn fixed_entries_walk_arrays_or_the_acting_length_and_check_what_follows() {
+        let buf = [9u8, 1, 2, 3, 4, 5, 6, 7];
+        let Ok((entries, end, next)) = fixed_entries_at::<2, 1>(&buf, 1, 3, 2) else {
+            panic!("three entries of 2 bytes and 1 byte after them are there");
+        };
+        assert_eq!((entries.len(), end, next), (3, 7, &[7]));
+        let Ok((mut entries, end, _)) = fixed_entries_at::<2, 0>(&buf, 1, 2, 3) else {
+            panic!("two entries of 3 bytes are there");
+        };
+        assert_eq!((entries.len(), end), (2, 7));
+        assert_eq!(entries.next_with(|e| Some(e.to_vec())), Some(vec![1, 2, 3]));
+        let truncated = |needed| DecodeError::Truncated { needed, got: 8 };
+        let err = |r: Result<(FixedEntries<'_, 2>, usize, &[u8; 2]), DecodeError>| r.err();
+        assert_eq!(err(fixed_entries_at(&buf, 1, 4, 2)), Some(truncated(9)));
+        assert_eq!(err(fixed_entries_at(&buf, 1, 3, 2)), Some(truncated(9)));
+        assert_eq!(err(fixed_entries_at(&buf, 1, 3, 3)), Some(truncated(10)));
+        assert_eq!(
+            err(fixed_entries_at(&buf, 1, u64::MAX, 2)),
+            Some(truncated(usize::MAX))
+        );
+        assert_eq!(
+            err(fixed_entries_at(&buf, 1, u64::MAX, 3)),
+            Some(truncated(usize::MAX))
         );
     }
 

@@ -4,7 +4,9 @@
 //! `{prefix}/binance/trades/symbol=S/date=YYYY-MM-DD/hour=HH/part-F-L.parquet`, where `F` and
 //! `L` are its first and last trade id (decimal, no padding). The parts of an hour never
 //! overlap: a part claims every id from `F` to `L`, and a writer skips the ids an existing
-//! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]).
+//! part claims ([`Covered`]) and cuts its own parts around them ([`cut_parts`]). A part holds
+//! every id it claims: a run of trades with ids missing (given up unrepaired, or refused as
+//! inexact) is cut at the hole, so a later writer (the backfill, a restart) can still fill it.
 //!
 //! The other datasets share the layout ([`Dataset`]): klines under
 //! `{prefix}/binance/klines/interval=I/symbol=S/...`, their parts named by the first and last
@@ -144,13 +146,15 @@ pub fn cut_parts(
     covered: &Covered,
     rows_max: usize,
 ) -> (Vec<Vec<TradeRow>>, usize) {
-    cut_parts_by(rows, |r| r.trade_id, covered, rows_max)
+    cut_parts_by(rows, (|r| r.trade_id, 1), covered, rows_max)
 }
 
-/// [`cut_parts`] of any rows with increasing keys (`key`: a trade's id, a candle's open time).
+/// [`cut_parts`] of any rows with increasing keys (`key`: a trade's id, a candle's open time),
+/// `step` apart when none is missing (1 for trade ids, the interval for candles): a part never
+/// spans a missing key, so its name never claims a row it lacks.
 pub fn cut_parts_by<T: Clone>(
     rows: &[T],
-    key: impl Fn(&T) -> i64,
+    (key, step): (impl Fn(&T) -> i64, i64),
     covered: &Covered,
     rows_max: usize,
 ) -> (Vec<Vec<T>>, usize) {
@@ -160,12 +164,12 @@ pub fn cut_parts_by<T: Clone>(
     for row in rows {
         let id = key(row);
         let claimed = covered.contains(id);
-        // An existing range between the part's last id and this one cuts the part too.
-        let straddles = part.last().is_some_and(|p| {
-            let last = key(p);
-            covered.ranges().iter().any(|r| r.0 > last && r.0 < id)
-        });
-        if (claimed || straddles || part.len() >= rows_max) && !part.is_empty() {
+        // Keys missing between the part's last row and this one (an existing part's range, or
+        // rows given up) cut the part: its name claims every key from its first to its last.
+        let hole = part
+            .last()
+            .is_some_and(|p| id != key(p).saturating_add(step));
+        if (claimed || hole || part.len() >= rows_max) && !part.is_empty() {
             parts.push(std::mem::take(&mut part));
         }
         if claimed {
@@ -272,5 +276,19 @@ mod tests {
         let (parts, skipped) = cut_parts(&rows(10..=19), &c, 4);
         assert!(parts.is_empty());
         assert_eq!(skipped, 10);
+    }
+
+    #[test]
+    fn a_part_never_claims_ids_missing_from_its_trades() {
+        // 11..=20 were given up (never arrived): no part may name them.
+        let holed: Vec<TradeRow> = rows((1..=10).chain(21..=30));
+        let (parts, skipped) = cut_parts(&holed, &Covered::default(), 1000);
+        let got: Vec<(i64, i64)> = parts.iter().map(|p| ids(p)).collect();
+        assert_eq!(got, vec![(1, 10), (21, 30)]);
+        assert_eq!(skipped, 0);
+        // Candles a minute apart, the one at 180000 missing (incomplete, not archived).
+        let opens = [0, 60_000, 120_000, 240_000];
+        let (parts, _) = cut_parts_by(&opens, (|o: &i64| *o, 60_000), &Covered::default(), 10);
+        assert_eq!(parts, vec![vec![0, 60_000, 120_000], vec![240_000]]);
     }
 }

@@ -298,7 +298,8 @@ impl Store {
             rest = after;
             let covered = self.covered_klines(symbol, interval, hour).await?;
             let rows_max = self.config.part_rows_max;
-            let (parts, skipped) = cut_parts_by(this, |c| c.open_ms, &covered, rows_max);
+            let step = this[0].close_ms - this[0].open_ms + 1;
+            let (parts, skipped) = cut_parts_by(this, (|c| c.open_ms, step), &covered, rows_max);
             done.skipped += skipped;
             for part in parts {
                 let ids = (part[0].open_ms, part[part.len() - 1].open_ms);

@@ -642,7 +642,7 @@ impl RunConfig {
         check_streams_per_connection(
             "binance.symbols_per_connection",
             self.symbols_per_connection,
-            self.streams.len(),
+            self.streams_per_symbol(),
         )?;
         self.readers.check(cpus)?;
         self.sidecar.check()?;
@@ -700,6 +700,20 @@ impl RunConfig {
                     .collect()
             })
             .collect()
+    }
+
+    /// The streams a connection carries per symbol: `binance.streams`, and on the JSON wire
+    /// (`feed.format` json or dual) one kline stream per `[klines] intervals` beside the trade
+    /// stream.
+    pub fn streams_per_symbol(&self) -> usize {
+        let klines = match self.format {
+            FeedFormat::Sbe => 0,
+            FeedFormat::Json | FeedFormat::Dual if self.streams.contains(&StreamKind::Trade) => {
+                self.klines.intervals.len()
+            }
+            FeedFormat::Json | FeedFormat::Dual => 0,
+        };
+        self.streams.len() + klines
     }
 
     /// Whether the sidecar runs: a sink does and `sidecar.enabled` (trade repair), or the
@@ -1296,6 +1310,38 @@ mod tests {
         RunConfig::from_toml(ok).expect("1024 streams per connection is the cap");
         let v6 = RunConfig::from_toml("[binance]\nendpoint = \"ws://[::1]:9443\"\n");
         assert_eq!(v6.expect("IPv6").endpoint, "ws://[::1]:9443");
+    }
+
+    /// On the JSON wire each symbol's trade stream brings its kline streams along
+    /// (`[klines] intervals`): they count against Binance's 1024 streams per connection.
+    #[test]
+    fn kline_streams_count_against_the_streams_per_connection_on_json() {
+        let text = |format: &str, intervals: &str| {
+            format!(
+                "[feed]\nformat = \"{format}\"\n[binance]\nsymbols_per_connection = 512\n\
+                 streams = [\"trade\"]\n[klines]\nintervals = [{intervals}]\n"
+            )
+        };
+        let config = RunConfig::from_toml(&text("json", "\"1m\"")).expect("1024 streams");
+        assert_eq!(config.streams_per_symbol(), 2);
+        assert_names(
+            &err(&text("json", "\"1m\", \"1s\"")),
+            "binance.symbols_per_connection",
+        );
+        assert_names(
+            &err(&text("dual", "\"1m\", \"1s\"")),
+            "binance.symbols_per_connection",
+        );
+        let sbe = RunConfig::from_toml(&text("sbe", "\"1m\", \"1s\"")).expect("no kline streams");
+        assert_eq!(sbe.streams_per_symbol(), 1);
+        let no_trades = "[feed]\nformat = \"json\"\n[binance]\nstreams = [\"depth\"]\n\
+                         [klines]\nintervals = [\"1m\"]\n";
+        let config = RunConfig::from_toml(no_trades).expect("valid");
+        assert_eq!(
+            config.streams_per_symbol(),
+            1,
+            "klines ride beside the trade stream only"
+        );
     }
 
     #[test]

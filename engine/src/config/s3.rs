@@ -12,6 +12,7 @@
 //! # endpoint_url = "http://127.0.0.1:5000"   # an emulator (moto) or S3-compatible store; default: AWS
 //! force_path_style = false        # http://host/bucket/key instead of http://bucket.host/key (emulators)
 //! part_rows_max = 1000000         # an hour's trades cut into parts of at most this many
+//! buffer_trades_max = 5000000     # trades held while S3 is down; past it the oldest part is dropped
 //! close_grace_ms = 10000          # an hour's part is written this long after the hour ends (late repairs)
 //! multipart_threshold_bytes = 16777216   # objects this big or bigger go up as multipart uploads
 //! multipart_part_bytes = 8388608  # multipart part size, at least 5 MiB (S3's minimum)
@@ -53,6 +54,9 @@ pub struct S3Config {
     pub force_path_style: bool,
     /// At most this many trades in one part.
     pub part_rows_max: usize,
+    /// At most this many trades of closed parts wait in memory (S3 down or slow); past it the
+    /// oldest part is dropped, counted and logged with the backfill that fetches it again.
+    pub buffer_trades_max: usize,
     /// How long after an hour ends its trades wait for late repairs before their part is
     /// written.
     pub close_grace: Duration,
@@ -89,6 +93,7 @@ impl Default for S3Config {
             endpoint_url: None,
             force_path_style: false,
             part_rows_max: 1_000_000,
+            buffer_trades_max: 5_000_000,
             close_grace: Duration::from_secs(10),
             multipart_threshold_bytes: 16 * 1024 * 1024,
             multipart_part_bytes: 8 * 1024 * 1024,
@@ -113,6 +118,7 @@ pub(crate) struct RawS3 {
     endpoint_url: Option<String>,
     force_path_style: Option<bool>,
     part_rows_max: Option<usize>,
+    buffer_trades_max: Option<usize>,
     close_grace_ms: Option<u64>,
     multipart_threshold_bytes: Option<usize>,
     multipart_part_bytes: Option<usize>,
@@ -153,6 +159,7 @@ impl RawS3 {
         c.endpoint_url = self.endpoint_url.or(c.endpoint_url);
         set(&mut c.force_path_style, self.force_path_style);
         set(&mut c.part_rows_max, self.part_rows_max);
+        set(&mut c.buffer_trades_max, self.buffer_trades_max);
         set(&mut c.close_grace, ms(self.close_grace_ms));
         set(
             &mut c.multipart_threshold_bytes,
@@ -239,6 +246,11 @@ impl S3Config {
                 self.part_rows_max
             )));
         }
+        if self.buffer_trades_max == 0 {
+            return Err(ConfigError::invalid(
+                "s3.buffer_trades_max: must be above 0",
+            ));
+        }
         if self.snapshot_queue > SNAPSHOT_QUEUE_MAX {
             return Err(ConfigError::invalid(format!(
                 "s3.snapshot_queue = {}: must be within 0..={SNAPSHOT_QUEUE_MAX}",
@@ -318,6 +330,10 @@ mod tests {
             ),
             ("bucket = \"lake\"\nregion = \"\"", "s3.region"),
             ("bucket = \"lake\"\npart_rows_max = 0", "s3.part_rows_max"),
+            (
+                "bucket = \"lake\"\nbuffer_trades_max = 0",
+                "s3.buffer_trades_max",
+            ),
             (
                 "bucket = \"lake\"\nmultipart_part_bytes = 1024",
                 "s3.multipart_part_bytes",

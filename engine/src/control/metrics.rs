@@ -287,7 +287,7 @@ impl RunCollector {
             ),
             events,
         )?;
-        let list: [ReaderFamily; 17] = [
+        let list: [ReaderFamily; 19] = [
             ("hotpath_frames", "Binary frames received.", |r| {
                 r.frames.get()
             }),
@@ -313,6 +313,16 @@ impl RunCollector {
                 "hotpath_json_malformed",
                 "JSON market-data frames that did not parse or convert, skipped.",
                 |r| r.json_malformed.get(),
+            ),
+            (
+                "hotpath_stream_klines",
+                "Closed klines received on the JSON kline streams, for the sidecar's check.",
+                |r| r.stream_klines.get(),
+            ),
+            (
+                "hotpath_stream_klines_dropped",
+                "Closed stream klines the sidecar's kline ring had no room for.",
+                |r| r.stream_klines_dropped.get(),
             ),
             (
                 "hotpath_unknown_templates",
@@ -461,7 +471,7 @@ impl RunCollector {
             ),
             kinesis.map(|(_, s)| (Vec::new(), s.written.get() as f64)),
         )?;
-        let list: [SinkFamily; 9] = [
+        let list: [SinkFamily; 10] = [
             (
                 "hotpath_sink_written",
                 "Records the sink's server acknowledged.",
@@ -509,6 +519,12 @@ impl RunCollector {
                 "Trade ids the sink gave up on.",
                 MetricType::Counter,
                 |s| s.unrepaired.get(),
+            ),
+            (
+                "hotpath_sink_klines_late_trades",
+                "Trades left out of kline candles that had already closed.",
+                MetricType::Counter,
+                |s| s.klines_late.get(),
             ),
             (
                 "hotpath_sink_queue_depth",
@@ -683,12 +699,17 @@ impl RunCollector {
             ("silence", "repaired", s.silence_repairs.get()),
             ("kline", "checked", s.kline_checks.get()),
             ("kline", "mismatch", s.kline_mismatches.get()),
+            ("kline", "skipped", s.kline_checks_skipped.get()),
+            ("stream_kline", "checked", s.stream_kline_checks.get()),
+            ("stream_kline", "mismatch", s.stream_kline_mismatches.get()),
         ];
         family(
             encoder,
             counter(
                 "hotpath_detections",
-                "Silent streams found and repaired; kline intervals checked and disagreeing.",
+                "Silent streams found and repaired; kline intervals checked (REST, or the closed \
+                 stream klines of JSON mode), disagreeing, and REST checks skipped for a stream \
+                 kline.",
             ),
             detections.map(|(d, o, n)| {
                 (

@@ -296,6 +296,9 @@ fn sidecar_json(sidecar: &SidecarStats) -> Value {
         "silent_streams": sidecar.silent_streams.get(),
         "kline_checks": sidecar.kline_checks.get(),
         "kline_mismatches": sidecar.kline_mismatches.get(),
+        "kline_checks_skipped": sidecar.kline_checks_skipped.get(),
+        "stream_kline_checks": sidecar.stream_kline_checks.get(),
+        "stream_kline_mismatches": sidecar.stream_kline_mismatches.get(),
     })
 }
 

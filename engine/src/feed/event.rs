@@ -50,6 +50,34 @@ const _: () = assert!(
     "events stay small: rings hold them by value"
 );
 
+/// A closed kline from Binance's kline stream (JSON mode with `[klines] intervals`), for the
+/// sidecar's stream kline check: what the exchange says the interval held, to compare with
+/// what each sink delivered ([`crate::tally`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamKline {
+    /// Index of the symbol in the configured symbol list.
+    pub symbol: u16,
+    /// The interval's length, ms.
+    pub interval_ms: i64,
+    /// Open time, Unix ms.
+    pub open_ms: i64,
+    /// First trade id (`f`).
+    pub first_id: i64,
+    /// Last trade id (`L`).
+    pub last_id: i64,
+    /// Number of trades (`n`).
+    pub trades: u64,
+    /// Base volume (`v`), mantissa at [`crate::tally::VOLUME_EXPONENT`].
+    pub volume: i128,
+}
+
+impl StreamKline {
+    /// The interval's last millisecond.
+    pub fn close_ms(&self) -> i64 {
+        self.open_ms.saturating_add(self.interval_ms - 1)
+    }
+}
+
 /// Why a stream needs repair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {

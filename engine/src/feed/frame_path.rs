@@ -21,7 +21,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::announce::Announcements;
-use super::event::{Cause, FeedEvent, Notice};
+use super::event::{Cause, FeedEvent, Notice, StreamKline};
+use super::json::KlineEvent;
 use super::pending::PendingNotices;
 use super::pool::FramePool;
 use super::sequence::{GapNotice, Sequencer, Verdict};
@@ -65,6 +66,8 @@ pub struct FramePath {
     /// of any later notice, so the sidecar sees them in the order they happened; a gap notice
     /// is merged into a waiting one of its stream ([`PendingNotices`]).
     pending: PendingNotices,
+    /// Closed stream klines for the sidecar (JSON mode with klines); `None`: not consumed.
+    klines: Option<rtrb::Producer<StreamKline>>,
 }
 
 /// Where a frame's bytes are, which decides whether an accepted frame is copied.
@@ -117,6 +120,42 @@ impl FramePath {
             pool: None,
             copy: false,
             pending: PendingNotices::new(consumers),
+            klines: None,
+        }
+    }
+
+    /// Hands the closed klines of the kline streams to the sidecar through `klines`.
+    pub fn with_klines(mut self, klines: Option<rtrb::Producer<StreamKline>>) -> Self {
+        self.klines = klines;
+        self
+    }
+
+    /// A kline event of a kline stream (JSON mode): a closed one of a known symbol goes to the
+    /// sidecar's kline ring (and wakes it with the batch); open updates are not needed. Cold:
+    /// once per interval and symbol.
+    #[cold]
+    pub fn on_kline(&mut self, kline: &KlineEvent) {
+        if !kline.closed {
+            return;
+        }
+        let Some(symbol) = self.symbol_index(kline.symbol()) else {
+            self.stats.unknown_symbols.bump();
+            return;
+        };
+        self.stats.stream_klines.bump();
+        let candle = &kline.candle;
+        let closed = StreamKline {
+            symbol,
+            interval_ms: kline.interval.ms,
+            open_ms: candle.open_ms,
+            first_id: candle.first_id,
+            last_id: candle.last_id,
+            trades: candle.trades,
+            volume: candle.volume,
+        };
+        match self.klines.as_mut().map(|ring| ring.push(closed)) {
+            Some(Ok(())) => self.to_ring |= NOTICE_BIT,
+            _ => self.stats.stream_klines_dropped.bump(),
         }
     }
 

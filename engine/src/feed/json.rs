@@ -15,6 +15,13 @@
 //! | `DepthDiffStreamEvent` (`depth@100ms`) | `eventTime` = `E` x 1000, `U`/`u`, `b`/`a` levels |
 //! | `DepthSnapshotStreamEvent` (`depth20@100ms`) | `bookUpdateId` = `lastUpdateId`, `bids`/`asks`; **`eventTime` = the local receive time**: the partial book has no event time |
 //!
+//! Kline streams (`<s>@kline_<interval>`, subscribed when `[klines] intervals` is set) have no
+//! SBE form: their event is parsed the same way (borrowed fields, exact decimals as `i128`
+//! mantissas at [`crate::kline::EXPONENT`]) into the transcoder's [`KlineEvent`]
+//! ([`Transcoded::Kline`], read with [`Transcoder::kline`]); the reader hands the closed ones
+//! to the sidecar, which checks them against the trades the sinks delivered. They never reach
+//! a sink: published candles are built from the delivered trades ([`crate::kline`]).
+//!
 //! The symbol is the stream name's (upper-cased; the partial book carries none). Times are
 //! JSON milliseconds, so an SBE field filled from JSON is a whole millisecond in microseconds.
 //! Each frame's price exponent is minus the most decimals any price of the message has, and at
@@ -23,7 +30,8 @@
 //! streams; a depth diff without levels, or a value printed with fewer decimals, says -8 too:
 //! consumers take a symbol's exponents from each frame). A value that does not fit an `i64` mantissa, a missing field or anything
 //! else out of form makes the frame [`Transcoded::Malformed`]: counted and skipped by the
-//! reader, never guessed at.
+//! reader, never guessed at; [`Transcoder::malformed`] says why (the first one per reader is
+//! logged).
 
 use std::fmt;
 
@@ -33,6 +41,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use sbe_runtime::EncodeError;
 
 use super::pool::FramePool;
+use crate::kline::{Candle, Interval};
 use crate::sbe::spot_stream::{
     BestBidAskStreamEventEncoder, BoolEnum, DepthDiffStreamEventBidsEncoder,
     DepthDiffStreamEventEncoder, DepthSnapshotStreamEventEncoder, HEADER_LENGTH,
@@ -73,8 +82,78 @@ pub enum Transcoded {
     Frame(Bytes),
     /// Not market data (a control reply, `serverShutdown`): the slot's business.
     Control,
-    /// A market-data frame that does not parse or convert: count it and skip it.
+    /// A market-data frame that does not parse or convert: count it and skip it
+    /// ([`Transcoder::malformed`] says why).
     Malformed,
+    /// A kline event, held in the transcoder until the next frame ([`Transcoder::kline`]).
+    Kline,
+}
+
+/// The longest symbol a kline event may name (Binance's are at most 20 characters).
+pub const KLINE_SYMBOL_MAX: usize = 32;
+
+/// One kline event (`<s>@kline_<interval>`) as parsed: exact values, no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KlineEvent {
+    symbol: [u8; KLINE_SYMBOL_MAX],
+    symbol_len: u8,
+    /// The stream's interval (the payload's `i` must be the same).
+    pub interval: Interval,
+    /// `x`: the candle is closed (its last update).
+    pub closed: bool,
+    /// `E`, Unix ms.
+    pub event_ms: i64,
+    /// `k`: `t`, `T`, `o`, `h`, `l`, `c`, `v`, `q`, `V`, `Q`, `n`, `f`, `L` (mantissas at
+    /// [`crate::kline::EXPONENT`]).
+    pub candle: Candle,
+}
+
+impl KlineEvent {
+    /// The stream name's symbol, upper case.
+    pub fn symbol(&self) -> &[u8] {
+        &self.symbol[..usize::from(self.symbol_len).min(KLINE_SYMBOL_MAX)]
+    }
+}
+
+impl Default for KlineEvent {
+    fn default() -> Self {
+        KlineEvent {
+            symbol: [0; KLINE_SYMBOL_MAX],
+            symbol_len: 0,
+            interval: Interval {
+                name: "1m",
+                ms: 60_000,
+            },
+            closed: false,
+            event_ms: 0,
+            candle: Candle::flat(
+                0,
+                Interval {
+                    name: "1m",
+                    ms: 60_000,
+                },
+                0,
+            ),
+        }
+    }
+}
+
+/// Why the last frame was [`Transcoded::Malformed`].
+#[derive(Debug)]
+pub enum Malformed {
+    /// It does not parse (the parser's message: which field, what was expected).
+    Parse(serde_json::Error),
+    /// It parsed but does not convert: a field missing or out of range.
+    Convert(&'static str),
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Malformed::Parse(e) => write!(f, "{e}"),
+            Malformed::Convert(why) => f.write_str(why),
+        }
+    }
 }
 
 /// An exact decimal: `mantissa x 10^-decimals`.
@@ -134,6 +213,8 @@ impl Dec {
 /// allocates nothing per frame.
 pub struct Transcoder {
     scratch: Scratch,
+    kline: KlineEvent,
+    malformed: Option<Malformed>,
 }
 
 impl Default for Transcoder {
@@ -153,6 +234,8 @@ impl Transcoder {
     pub fn new() -> Transcoder {
         Transcoder {
             scratch: Scratch::default(),
+            kline: KlineEvent::default(),
+            malformed: None,
         }
     }
 
@@ -167,8 +250,21 @@ impl Transcoder {
         match parsed {
             Ok(Some(head)) => self.encode(&head, now_us, pool),
             Ok(None) => Transcoded::Control,
-            Err(_) => Transcoded::Malformed,
+            Err(e) => {
+                self.malformed = Some(Malformed::Parse(e));
+                Transcoded::Malformed
+            }
         }
+    }
+
+    /// The kline event of the last frame that was [`Transcoded::Kline`].
+    pub fn kline(&self) -> &KlineEvent {
+        &self.kline
+    }
+
+    /// Why the last [`Transcoded::Malformed`] frame was (kept until the next one).
+    pub fn malformed(&self) -> Option<&Malformed> {
+        self.malformed.as_ref()
     }
 
     /// Parses one envelope from any serde deserializer (the decode bench compares crates with
@@ -185,16 +281,20 @@ impl Transcoder {
 
     /// Encodes a parsed event as its SBE frame, written in place in `pool`.
     pub fn encode(&mut self, head: &Head<'_>, now_us: i64, pool: &mut FramePool) -> Transcoded {
+        let kind = match head.stream {
+            JsonStream::Market(kind) => kind,
+            JsonStream::Kline(interval) => return self.take_kline(head.symbol, interval),
+        };
         let mut symbol = [0u8; SYMBOL_BYTES_MAX];
         let Some(symbol) = symbol.get_mut(..head.symbol.len()) else {
-            return Transcoded::Malformed;
+            return self.bad("a symbol longer than 255 bytes");
         };
         for (to, from) in symbol.iter_mut().zip(head.symbol.bytes()) {
             *to = from.to_ascii_uppercase();
         }
         let symbol: &[u8] = symbol;
         let scratch = &self.scratch;
-        let frame = match head.kind {
+        let frame = match kind {
             StreamKind::Trade => pool.frame(TRADE_FRAME_BYTES + symbol.len(), |out| {
                 put_trade(out, scratch, symbol)
             }),
@@ -210,7 +310,26 @@ impl Transcoder {
                 pool.frame(len, |out| put_snapshot(out, scratch, symbol, now_us))
             }
         };
-        frame.map_or(Transcoded::Malformed, Transcoded::Frame)
+        match frame {
+            Some(frame) => Transcoded::Frame(frame),
+            None => self.bad("a field is missing, or a value does not fit its SBE field"),
+        }
+    }
+
+    fn bad(&mut self, why: &'static str) -> Transcoded {
+        self.malformed = Some(Malformed::Convert(why));
+        Transcoded::Malformed
+    }
+
+    /// The parsed kline into [`Transcoder::kline`].
+    fn take_kline(&mut self, symbol: &str, interval: Interval) -> Transcoded {
+        match self.scratch.kline.event(symbol, interval) {
+            Ok(event) => {
+                self.kline = event;
+                Transcoded::Kline
+            }
+            Err(why) => self.bad(why),
+        }
     }
 }
 
@@ -257,10 +376,30 @@ impl From<EncodeError> for Bad {
 /// What the envelope and payload said, besides the depth levels (in the scratch).
 #[derive(Clone, Copy, Debug)]
 pub struct Head<'a> {
-    /// The stream's kind.
-    pub kind: StreamKind,
+    /// The stream.
+    pub stream: JsonStream,
     /// The stream name's symbol (lower case).
     pub symbol: &'a str,
+}
+
+/// What a JSON stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsonStream {
+    /// A market-data stream with an SBE form.
+    Market(StreamKind),
+    /// `kline_<interval>`.
+    Kline(Interval),
+}
+
+impl JsonStream {
+    /// The stream of a JSON stream name's suffix ([`json_kind`], or `kline_<interval>`).
+    pub fn of(suffix: &str) -> Option<JsonStream> {
+        if let Some(kind) = json_kind(suffix) {
+            return Some(JsonStream::Market(kind));
+        }
+        let interval = Interval::of(suffix.strip_prefix("kline_")?)?;
+        Some(JsonStream::Kline(interval))
+    }
 }
 
 /// Every field the four payloads have, filled as parsed; reused between frames.
@@ -277,6 +416,77 @@ struct Scratch {
     ask: (Option<Dec>, Option<Dec>),
     bids: Levels,
     asks: Levels,
+    kline: KlineScratch,
+}
+
+/// A kline payload's fields, as parsed.
+#[derive(Default)]
+struct KlineScratch {
+    event_ms: Option<i64>,
+    open_ms: Option<i64>,
+    close_ms: Option<i64>,
+    /// `i` named the stream's interval.
+    interval_agrees: Option<bool>,
+    first_id: Option<i64>,
+    last_id: Option<i64>,
+    trades: Option<u64>,
+    closed: Option<bool>,
+    /// `o`, `h`, `l`, `c`.
+    prices: [Option<i128>; 4],
+    /// `v`, `q`, `V`, `Q`.
+    volumes: [Option<i128>; 4],
+}
+
+impl KlineScratch {
+    /// The event, every field present and the candle's times its interval's.
+    fn event(&self, symbol: &str, interval: Interval) -> Result<KlineEvent, &'static str> {
+        const MISSING: &str =
+            "a kline field is missing (t, T, i, f, L, o, h, l, c, v, n, x, q, V, Q)";
+        let need = |v: Option<i64>| v.ok_or(MISSING);
+        let [open, high, low, close] = self.prices.map(|p| p.ok_or(MISSING));
+        let [volume, quote, buy, buy_quote] = self.volumes.map(|v| v.ok_or(MISSING));
+        if !self.interval_agrees.ok_or(MISSING)? {
+            return Err("the kline's interval (i) is not its stream's");
+        }
+        let open_ms = need(self.open_ms)?;
+        let close_ms = need(self.close_ms)?;
+        if interval.open_of(open_ms) != open_ms
+            || close_ms != open_ms.saturating_add(interval.ms - 1)
+        {
+            return Err("the kline's open and close times (t, T) are not an interval's");
+        }
+        if symbol.len() > KLINE_SYMBOL_MAX {
+            return Err("a kline symbol longer than 32 bytes");
+        }
+        let mut name = [0u8; KLINE_SYMBOL_MAX];
+        for (to, from) in name.iter_mut().zip(symbol.bytes()) {
+            *to = from.to_ascii_uppercase();
+        }
+        Ok(KlineEvent {
+            symbol: name,
+            // At most KLINE_SYMBOL_MAX (32).
+            symbol_len: symbol.len() as u8,
+            interval,
+            closed: self.closed.ok_or(MISSING)?,
+            event_ms: need(self.event_ms)?,
+            candle: Candle {
+                open_ms,
+                close_ms,
+                open: open?,
+                high: high?,
+                low: low?,
+                close: close?,
+                volume: volume?,
+                quote_volume: quote?,
+                taker_buy_volume: buy?,
+                taker_buy_quote_volume: buy_quote?,
+                trades: self.trades.ok_or(MISSING)?,
+                first_id: need(self.first_id)?,
+                last_id: need(self.last_id)?,
+                inexact: false,
+            },
+        })
+    }
 }
 
 /// One side's levels as parsed, and the most decimals seen, so the frame's exponent keeps
@@ -456,8 +666,34 @@ pub fn json_name(name: &str) -> String {
     }
 }
 
-/// A SUBSCRIBE/UNSUBSCRIBE request with its SBE stream names replaced by the JSON ones.
-pub fn json_control(text: &str) -> String {
+/// The JSON stream names of a connection's SBE stream names: each symbol's trade stream is
+/// followed by its kline streams of `intervals` (`btcusdt@kline_1m`).
+pub fn json_names(streams: &[String], intervals: &[Interval]) -> Vec<String> {
+    let mut names = Vec::with_capacity(streams.len() * (1 + intervals.len()));
+    for stream in streams {
+        names.push(json_name(stream));
+        if let Some(symbol) = trade_symbol(stream) {
+            names.extend(intervals.iter().map(|i| kline_name(symbol, *i)));
+        }
+    }
+    names
+}
+
+/// The symbol of an SBE trade stream name (`btcusdt@trade`).
+fn trade_symbol(name: &str) -> Option<&str> {
+    name.strip_suffix("@trade")
+        .filter(|s| !s.is_empty() && !s.contains('@'))
+}
+
+/// The kline stream name of `symbol` (lower case) and `interval`.
+pub fn kline_name(symbol: &str, interval: Interval) -> String {
+    format!("{symbol}@kline_{}", interval.name)
+}
+
+/// A SUBSCRIBE/UNSUBSCRIBE request with its SBE stream names replaced by the JSON ones, each
+/// trade stream followed by its kline streams of `intervals` (so a symbol added or removed at
+/// run time gets or loses them with it).
+pub fn json_control(text: &str, intervals: &[Interval]) -> String {
     let mut out = String::with_capacity(text.len() + 32);
     let mut rest = text;
     // Stream names are the quoted strings containing '@'.
@@ -468,6 +704,12 @@ pub fn json_control(text: &str) -> String {
         let quoted = &rest[..close];
         if quoted.contains('@') {
             out.push_str(&json_name(quoted));
+            if let Some(symbol) = trade_symbol(quoted) {
+                for interval in intervals {
+                    out.push_str("\",\"");
+                    out.push_str(&kline_name(symbol, *interval));
+                }
+            }
         } else {
             out.push_str(quoted);
         }
@@ -507,19 +749,25 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
                     let (symbol, suffix) = name
                         .split_once('@')
                         .ok_or_else(|| de::Error::custom("stream name without '@'"))?;
-                    let kind = json_kind(suffix)
+                    let stream = JsonStream::of(suffix)
                         .ok_or_else(|| de::Error::custom("unknown stream kind"))?;
-                    head = Some(Head { kind, symbol });
+                    head = Some(Head { stream, symbol });
                 }
                 "data" => {
                     // Binance sends "stream" first; the payload's form depends on it.
-                    let Some(Head { kind, .. }) = head else {
+                    let Some(Head { stream, .. }) = head else {
                         return Err(de::Error::custom("data before stream"));
                     };
-                    map.next_value_seed(PayloadSeed {
-                        kind,
-                        scratch: self.scratch,
-                    })?;
+                    match stream {
+                        JsonStream::Market(kind) => map.next_value_seed(PayloadSeed {
+                            kind,
+                            scratch: self.scratch,
+                        })?,
+                        JsonStream::Kline(interval) => map.next_value_seed(KlinePayloadSeed {
+                            interval,
+                            kline: &mut self.scratch.kline,
+                        })?,
+                    }
                     data = true;
                 }
                 "result" | "id" | "code" | "msg" | "e" if head.is_none() => {
@@ -596,6 +844,109 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
 
 fn decimal<E: de::Error>(text: &str) -> Result<Dec, E> {
     Dec::parse(text).ok_or_else(|| E::custom("not an exact decimal"))
+}
+
+/// A kline event's payload: `E`, and the candle `k` (other fields ignored).
+struct KlinePayloadSeed<'s> {
+    interval: Interval,
+    kline: &'s mut KlineScratch,
+}
+
+impl<'de> DeserializeSeed<'de> for KlinePayloadSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KlinePayloadSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Binance kline event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "E" => self.kline.event_ms = Some(map.next_value()?),
+                "k" => map.next_value_seed(CandleSeed {
+                    interval: self.interval,
+                    kline: &mut *self.kline,
+                })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A kline event's `k` object.
+struct CandleSeed<'s> {
+    interval: Interval,
+    kline: &'s mut KlineScratch,
+}
+
+impl<'de> DeserializeSeed<'de> for CandleSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CandleSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a kline object (k)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let k = self.kline;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let at = match key {
+                "o" | "v" => 0,
+                "h" | "q" => 1,
+                "l" | "V" => 2,
+                "c" | "Q" => 3,
+                _ => 4,
+            };
+            match key {
+                "t" => k.open_ms = Some(map.next_value()?),
+                "T" => k.close_ms = Some(map.next_value()?),
+                "i" => {
+                    k.interval_agrees = Some(map.next_value::<&'de str>()? == self.interval.name)
+                }
+                "f" => k.first_id = Some(map.next_value()?),
+                "L" => k.last_id = Some(map.next_value()?),
+                "n" => k.trades = Some(map.next_value()?),
+                "x" => k.closed = Some(map.next_value()?),
+                "o" | "h" | "l" | "c" => {
+                    k.prices[at] = Some(kline_decimal(key, map.next_value()?)?)
+                }
+                "v" | "q" | "V" | "Q" => {
+                    k.volumes[at] = Some(kline_decimal(key, map.next_value()?)?)
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A kline's decimal text as a mantissa at [`crate::kline::EXPONENT`], exactly.
+fn kline_decimal<E: de::Error>(key: &str, text: &str) -> Result<i128, E> {
+    crate::kline::parse(text).ok_or_else(|| {
+        E::custom(format_args!(
+            "kline field {key}: {text:?} is not an exact non-negative decimal of at most 18 decimals"
+        ))
+    })
 }
 
 struct LevelsSeed<'s>(&'s mut Levels);

@@ -204,10 +204,158 @@ fn stream_names_and_control_requests_in_json() {
     assert_eq!(json_name("btcusdt@depth"), "btcusdt@depth@100ms");
     assert_eq!(
         json_control(
-            r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20","ethusdt@trade"],"id":3}"#
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20","ethusdt@trade"],"id":3}"#,
+            &[]
         ),
         r#"{"method":"SUBSCRIBE","params":["btcusdt@depth20@100ms","ethusdt@trade"],"id":3}"#
     );
+}
+
+#[test]
+fn kline_streams_ride_beside_each_trade_stream() {
+    let intervals = [MINUTE, Interval::of("1s").expect("1s")];
+    let streams: Vec<String> = ["btcusdt@trade", "btcusdt@bestBidAsk", "ethusdt@depth"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(
+        json_names(&streams, &intervals),
+        [
+            "btcusdt@trade",
+            "btcusdt@kline_1m",
+            "btcusdt@kline_1s",
+            "btcusdt@bookTicker",
+            "ethusdt@depth@100ms"
+        ]
+    );
+    assert_eq!(
+        json_names(&streams, &[])[..2],
+        ["btcusdt@trade", "btcusdt@bookTicker"]
+    );
+    assert_eq!(
+        json_control(
+            r#"{"method":"UNSUBSCRIBE","params":["ethusdt@trade","ethusdt@depth20"],"id":4}"#,
+            &intervals[..1]
+        ),
+        r#"{"method":"UNSUBSCRIBE","params":["ethusdt@trade","ethusdt@kline_1m","ethusdt@depth20@100ms"],"id":4}"#
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json_control(
+        r#"{"method":"SUBSCRIBE","params":["a@trade"],"id":1}"#,
+        &intervals,
+    ))
+    .expect("still JSON");
+    assert_eq!(parsed["params"].as_array().map(Vec::len), Some(3));
+}
+
+const MINUTE: Interval = Interval {
+    name: "1m",
+    ms: 60_000,
+};
+
+/// A closed 1m kline event as Binance sends it (PROTOCOL.md; Binance's kline stream docs).
+const KLINE: &str = r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1672515782136,"s":"BTCUSDT","k":{"t":1672515720000,"T":1672515779999,"s":"BTCUSDT","i":"1m","f":100,"L":200,"o":"0.00100000","c":"0.00200000","h":"0.00250000","l":"0.00150000","v":"1000.12345678","n":101,"x":true,"q":"1.00000001","V":"500","Q":"0.500","B":"123456"}}}"#;
+
+fn kline(t: &mut Pooled, text: &str) -> KlineEvent {
+    match t.transcode(text, 0) {
+        Transcoded::Kline => *t.t.kline(),
+        other => panic!("{text}: {other:?} ({:?})", t.t.malformed()),
+    }
+}
+
+#[test]
+fn a_kline_event_is_parsed_exactly() {
+    let mut t = Pooled::new();
+    let k = kline(&mut t, KLINE);
+    let e15 = 10i128.pow(15);
+    assert_eq!(k.symbol(), b"BTCUSDT");
+    assert_eq!(
+        (k.interval, k.closed, k.event_ms),
+        (MINUTE, true, 1672515782136)
+    );
+    let c = k.candle;
+    assert_eq!((c.open_ms, c.close_ms), (1672515720000, 1672515779999));
+    assert_eq!((c.first_id, c.last_id, c.trades), (100, 200, 101));
+    // Mantissas at 10^-18: exact, whatever decimals each value was printed with.
+    assert_eq!((c.open, c.close), (e15, 2 * e15));
+    assert_eq!((c.high, c.low), (25 * 10i128.pow(14), 15 * 10i128.pow(14)));
+    assert_eq!(c.volume, 100_012_345_678 * 10i128.pow(10));
+    assert_eq!(c.quote_volume, 100_000_001 * 10i128.pow(10));
+    assert_eq!(c.taker_buy_volume, 500 * 10i128.pow(18));
+    assert_eq!(c.taker_buy_quote_volume, 5 * 10i128.pow(17));
+    // An open candle, a week's (it opens on a Monday), and the simulator's own form.
+    let open = KLINE.replace(r#""x":true"#, r#""x":false"#);
+    assert!(!kline(&mut t, &open).closed);
+    let week = KLINE
+        .replace("kline_1m", "kline_1w")
+        .replace(r#""i":"1m""#, r#""i":"1w""#)
+        .replace("1672515720000", "1672012800000")
+        .replace("1672515779999", "1672617599999");
+    assert_eq!(kline(&mut t, &week).interval.name, "1w");
+    let interval = Interval::of("1s").expect("1s");
+    let candle = crate::kline::Candle::flat(5_000, interval, 7 * e15);
+    let mut sim = String::new();
+    wrap_combined(
+        "ethusdt@kline_1s",
+        &candle.stream_json("ETHUSDT", "1s", true, 6_000),
+        &mut sim,
+    );
+    let k = kline(&mut t, &sim);
+    assert_eq!((k.symbol(), k.candle), (&b"ETHUSDT"[..], candle));
+}
+
+#[test]
+fn malformed_kline_events_are_told_with_the_reason() {
+    let mut t = Pooled::new();
+    let cases = [
+        (
+            KLINE.replace(r#""v":"1000.12345678""#, r#""v":1000.1"#),
+            "invalid type",
+        ),
+        (
+            KLINE.replace(r#""v":"1000.12345678""#, r#""v":"1e3""#),
+            "kline field v: \"1e3\" is not an exact",
+        ),
+        (
+            KLINE.replace(r#""o":"0.00100000""#, r#""o":"0.0000000000000000001""#),
+            "kline field o",
+        ),
+        (
+            KLINE.replace(r#""c":"0.00200000""#, r#""c":"-1""#),
+            "kline field c",
+        ),
+        (KLINE.replace(r#""n":101,"#, ""), "a kline field is missing"),
+        (
+            KLINE.replace(r#""x":true,"#, ""),
+            "a kline field is missing",
+        ),
+        (
+            KLINE.replace(r#""i":"1m""#, r#""i":"5m""#),
+            "interval (i) is not its stream's",
+        ),
+        (
+            KLINE.replace("1672515779999", "1672515779998"),
+            "open and close times (t, T)",
+        ),
+        (
+            KLINE.replace("1672515720000", "1672515720001"),
+            "open and close times (t, T)",
+        ),
+        (KLINE.replace("kline_1m", "kline_2m"), "unknown stream kind"),
+        (KLINE.replace(r#""k":{"#, r#""k":["#), "invalid type"),
+        (
+            KLINE.replace("btcusdt@kline", &format!("{}@kline", "x".repeat(40))),
+            "longer than 32 bytes",
+        ),
+    ];
+    for (text, reason) in cases {
+        assert!(
+            matches!(t.transcode(&text, 0), Transcoded::Malformed),
+            "{text}"
+        );
+        let told = t.t.malformed().map(ToString::to_string).unwrap_or_default();
+        assert!(told.contains(reason), "{text}: {told:?} lacks {reason:?}");
+    }
+    // A good frame after them parses: nothing of a bad one stays in the scratch.
+    assert_eq!(kline(&mut t, KLINE).candle.trades, 101);
 }
 
 #[test]

@@ -59,6 +59,7 @@ impl Progress {
             line["unrepaired_ids"] = json!(sidecar.unrepaired_ids.get());
             line["silent_streams"] = json!(sidecar.silent_streams.get());
             line["kline_mismatches"] = json!(sidecar.kline_mismatches.get());
+            line["stream_kline_mismatches"] = json!(sidecar.stream_kline_mismatches.get());
         }
         self.last_written.resize(sinks.len(), 0);
         for (i, sink) in sinks.iter().enumerate() {

@@ -35,7 +35,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use super::slot::Command;
 
 use super::dual::{Attempt, Choice, DualSettings, Switch, Wire};
-use super::event::{Cause, FeedEvent, Notice};
+use super::event::{Cause, FeedEvent, Notice, StreamKline};
 use super::frame_path::{FramePath, Held, Origin};
 use super::json::{Transcoded, Transcoder};
 use super::pool::FramePool;
@@ -74,6 +74,9 @@ pub struct FeedContext {
     pub stop: watch::Receiver<bool>,
     /// Each stream's last receive time, for the sidecar's silence check.
     pub clock: Option<Arc<crate::sidecar::silence::StreamClock>>,
+    /// Kline streams subscribed beside each symbol's trade stream on the JSON wire
+    /// (`[klines] intervals`); empty: none.
+    pub kline_intervals: Vec<crate::kline::Interval>,
 }
 
 /// The connections one reader runs and the rings it fills.
@@ -92,6 +95,8 @@ pub struct ReaderSetup {
     pub producers: Vec<rtrb::Producer<FeedEvent>>,
     /// Repair notices for the sidecar.
     pub notices: rtrb::Producer<Notice>,
+    /// Closed stream klines for the sidecar (JSON streams with klines); `None`: not consumed.
+    pub klines: Option<rtrb::Producer<StreamKline>>,
     /// This reader's counters.
     pub stats: Arc<ReaderStats>,
     /// Connections opened at run time on this reader (a symbol added when every connection
@@ -148,6 +153,7 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         connections,
         producers,
         notices,
+        klines,
         stats,
         new_connections,
         event_bells,
@@ -167,7 +173,8 @@ fn run_reader(setup: ReaderSetup, ctx: Arc<FeedContext>) -> ReaderReport {
         )
         .with_bells(event_bells, notice_bell)
         .with_clock(ctx.clock.clone())
-        .with_pool(ctx.settings.copy_frames.then(FramePool::default)),
+        .with_pool(ctx.settings.copy_frames.then(FramePool::default))
+        .with_klines(klines),
     ));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -303,7 +310,7 @@ fn cpus_allowed() -> String {
 async fn open(streams: Vec<String>, ctx: Arc<FeedContext>, wire: Wire) -> Result<Ws, String> {
     let json = wire == Wire::Json;
     let names: Vec<String> = match json {
-        true => streams.iter().map(|s| super::json::json_name(s)).collect(),
+        true => super::json::json_names(&streams, &ctx.kline_intervals),
         false => streams,
     };
     let endpoint = match (json, ctx.format) {
@@ -395,7 +402,11 @@ fn incoming(received: Received, json: Option<&mut Transcoder>, path: &mut FrameP
             match transcoder.transcode(text.as_str(), crate::clock::unix_us(), path.pool()) {
                 Transcoded::Frame(frame) => Incoming::Frame(frame, Origin::Pooled),
                 Transcoded::Malformed => {
-                    path.stats().json_malformed.bump();
+                    malformed(path.stats(), transcoder);
+                    Incoming::Skip
+                }
+                Transcoded::Kline => {
+                    path.on_kline(transcoder.kline());
                     Incoming::Skip
                 }
                 Transcoded::Control => Incoming::Other(Some(Ok(Message::Text(text)))),
@@ -403,6 +414,17 @@ fn incoming(received: Received, json: Option<&mut Transcoder>, path: &mut FrameP
         }
         (other, _) => Incoming::Other(other),
     }
+}
+
+/// A malformed JSON data frame: counted; the reader's first one is logged with the reason.
+#[cold]
+fn malformed(stats: &ReaderStats, transcoder: &Transcoder) {
+    if stats.json_malformed.get() == 0
+        && let Some(why) = transcoder.malformed()
+    {
+        tracing::warn!(%why, "a JSON market-data frame does not parse or convert: skipped (further ones are counted in json_malformed, not logged)");
+    }
+    stats.json_malformed.bump();
 }
 
 /// What one wait of a slot's task produced.
@@ -539,9 +561,10 @@ impl Io {
                     self.connecting = Some((conn, wire, Box::pin(opening)));
                 }
                 Action::Send { conn, text } => {
+                    let ctx = self.ctx.clone();
                     if let Some(socket) = self.socket(conn)
                         && let text = match socket.wire {
-                            Wire::Json => super::json::json_control(&text),
+                            Wire::Json => super::json::json_control(&text, &ctx.kline_intervals),
                             Wire::Sbe => text,
                         }
                         && let Err(error) = socket.ws.send(Message::text(text)).await

@@ -21,13 +21,13 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::event::{BookRequest, FeedEvent, Notice, Repair};
+use super::event::{BookRequest, FeedEvent, Notice, Repair, StreamKline};
 use super::reader::{self, Command, FeedContext, NewConnection, ReaderReport, ReaderSetup};
 use super::stats::{ConnectionStats, ReaderStats};
 use crate::backoff::AttemptBudget;
 use crate::binance::rest::{RestClient, RestError};
 use crate::clock::monotonic_ns;
-use crate::config::{ApiKey, RunConfig};
+use crate::config::{ApiKey, FeedFormat, RunConfig};
 use crate::cores::CorePlan;
 pub use crate::gaps::GapRange;
 use crate::gaps::{GapLog, GapReport};
@@ -42,6 +42,9 @@ use crate::tally::TradeTally;
 
 /// Notices the sidecar ring of each reader holds.
 const NOTICE_RING_CAPACITY: usize = 4096;
+/// Closed stream klines a reader's ring holds for the sidecar (it drains them every round;
+/// one per symbol and interval closes at a time).
+const KLINE_RING_CAPACITY: usize = 4096;
 /// Symbols added at run time whose streams the silence check still watches (beyond them, added
 /// symbols are covered by the sequence and kline checks only).
 const CLOCK_SYMBOLS_ADDED_MAX: usize = 1024;
@@ -62,6 +65,8 @@ pub struct Feed {
     symbols: Arc<RwLock<Vec<String>>>,
     slots: Vec<SlotInfo>,
     kinds: Vec<StreamKind>,
+    /// Streams per symbol on a connection, kline streams included ([`RunConfig::streams_per_symbol`]).
+    streams_per_symbol: usize,
     symbols_per_connection: usize,
     /// Per reader: where connections opened at run time go.
     openers: Vec<tokio::sync::mpsc::UnboundedSender<NewConnection>>,
@@ -83,6 +88,9 @@ pub struct Rings {
     pub events: Vec<Vec<rtrb::Consumer<FeedEvent>>>,
     /// Repair notices, per reader.
     pub notices: Vec<rtrb::Consumer<Notice>>,
+    /// Closed stream klines, per reader (JSON or dual mode with `[klines] intervals`; else
+    /// empty).
+    pub klines: Vec<rtrb::Consumer<StreamKline>>,
 }
 
 /// The bells of the rings' consumers, which the readers ring after a batch pushed into their
@@ -136,12 +144,17 @@ pub fn start_with(
             crate::backoff::BINANCE_ATTEMPTS_WINDOW,
         )),
         stop: stop_rx,
+        kline_intervals: match config.format {
+            FeedFormat::Sbe => Vec::new(),
+            FeedFormat::Json | FeedFormat::Dual => config.klines.intervals.clone(),
+        },
     });
     let plan = config.connection_plan();
     let cores = &config.readers.cores;
     let mut rings = Rings {
         events: (0..consumers).map(|_| Vec::new()).collect(),
         notices: Vec::new(),
+        klines: Vec::new(),
     };
     let mut feed = Feed {
         stop,
@@ -152,6 +165,7 @@ pub fn start_with(
         symbols: Arc::new(RwLock::new(config.symbols.clone())),
         slots: Vec::new(),
         kinds: config.streams.clone(),
+        streams_per_symbol: config.streams_per_symbol(),
         symbols_per_connection: config.symbols_per_connection,
         openers: Vec::new(),
         clock,
@@ -202,6 +216,11 @@ pub fn start_with(
         }
         let (notices, notice_ring) = rtrb::RingBuffer::new(NOTICE_RING_CAPACITY);
         rings.notices.push(notice_ring);
+        let klines = (!ctx.kline_intervals.is_empty()).then(|| {
+            let (klines, kline_ring) = rtrb::RingBuffer::new(KLINE_RING_CAPACITY);
+            rings.klines.push(kline_ring);
+            klines
+        });
         let stats = Arc::new(ReaderStats::default());
         feed.stats.push(stats.clone());
         let (opener, new_connections) = tokio::sync::mpsc::unbounded_channel();
@@ -212,6 +231,7 @@ pub fn start_with(
             connections,
             producers,
             notices,
+            klines,
             stats,
             new_connections,
             event_bells: bells.events.clone(),
@@ -254,7 +274,7 @@ impl Feed {
             .collect();
         let index = self.register(symbol)?;
         let limit = self.symbols_per_connection;
-        let per_symbol = self.kinds.len().max(1);
+        let per_symbol = self.streams_per_symbol.max(1);
         let room = |s: &&mut SlotInfo| {
             s.symbols.len() < limit
                 && (s.symbols.len() + 1) * per_symbol <= crate::config::STREAMS_PER_CONNECTION_MAX
@@ -529,6 +549,10 @@ pub struct Summary {
     pub decode_errors: u64,
     /// JSON market-data frames that did not parse or convert (`feed.format = "json"`).
     pub json_malformed: u64,
+    /// Closed klines received on the JSON kline streams (handed to the sidecar's check).
+    pub stream_klines: u64,
+    /// Closed stream klines the sidecar's kline ring had no room for.
+    pub stream_klines_dropped: u64,
     /// Frames of unknown templates.
     pub unknown_templates: u64,
     /// Frames of another schema.
@@ -591,6 +615,8 @@ impl Summary {
             },
             decode_errors: sum(&|s| s.decode_errors.get()),
             json_malformed: sum(&|s| s.json_malformed.get()),
+            stream_klines: sum(&|s| s.stream_klines.get()),
+            stream_klines_dropped: sum(&|s| s.stream_klines_dropped.get()),
             unknown_templates: sum(&|s| s.unknown_templates.get()),
             schema_mismatches: sum(&|s| s.schema_mismatches.get()),
             unknown_symbols: sum(&|s| s.unknown_symbols.get()),
@@ -713,7 +739,8 @@ pub fn run_with(
     let (sidecar, mut repairs, book_requests) = if config.sidecar_runs() {
         let notices = std::mem::take(&mut rings.notices);
         let symbols = feed.symbols.clone();
-        let detect = detect_setup(config, &feed, &sink_stats);
+        let mut detect = detect_setup(config, &feed, &sink_stats);
+        detect.stream_klines = std::mem::take(&mut rings.klines);
         let (sidecar, repairs, book_requests) = start_sidecar(
             config,
             (rest, books),
@@ -905,6 +932,8 @@ fn detect_setup(config: &RunConfig, feed: &Feed, sinks: &[Arc<SinkStats>]) -> De
             .kline_interval_ms
             .zip(every)
             .map(|(ms, every)| (ms, config.sidecar.kline_lateness, every)),
+        stream_klines: Vec::new(),
+        stream_lateness: config.sidecar.kline_lateness,
     }
 }
 

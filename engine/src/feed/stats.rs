@@ -58,6 +58,12 @@ pub struct ReaderStats {
     /// JSON market-data frames that did not parse or convert (`feed.format = "json"`),
     /// skipped.
     pub json_malformed: OwnedCounter,
+    /// Closed klines received on the kline streams (JSON mode with `[klines] intervals`),
+    /// handed to the sidecar's stream kline check.
+    pub stream_klines: OwnedCounter,
+    /// Closed klines the sidecar's kline ring had no room for (or no sidecar took): their
+    /// intervals are left to the REST kline check.
+    pub stream_klines_dropped: OwnedCounter,
     /// SUBSCRIBE/UNSUBSCRIBE requests Binance answered with an error (retried with backoff).
     pub control_errors: OwnedCounter,
     /// SUBSCRIBE/UNSUBSCRIBE requests without a reply in time (retried with backoff).

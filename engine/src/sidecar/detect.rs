@@ -3,7 +3,7 @@
 //! REST jobs they make (a silent trade stream's probe, a kline check). The sidecar thread runs
 //! the jobs with its REST client ([`super::thread`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,13 @@ use super::backfill::PAGES_PER_MINUTE;
 use super::klines::KlineSchedule;
 use super::silence::{SilenceWatch, StreamClock};
 use crate::binance::weights::Endpoint;
+use crate::feed::event::StreamKline;
 use crate::stream::StreamKind;
 use crate::tally::TradeTally;
+
+/// Closed stream klines waiting for their judgement at most (beyond, the oldest are judged
+/// at once: a huge symbol list with many intervals).
+const STREAM_KLINES_MAX: usize = 65_536;
 
 /// Jobs waiting at most (a storm of silent streams or a huge symbol list waits for the next
 /// scan or check rather than growing the queue).
@@ -48,6 +53,11 @@ pub struct DetectSetup {
     pub tallies: Vec<Arc<TradeTally>>,
     /// The kline check: (interval ms, lateness, every); `None`: no check.
     pub klines: Option<(i64, Duration, Duration)>,
+    /// Closed stream klines, one ring per reader (JSON mode with `[klines] intervals`).
+    pub stream_klines: Vec<rtrb::Consumer<StreamKline>>,
+    /// How long after its close a stream kline is judged (`sidecar.kline_lateness_ms`): the
+    /// sinks' trades of the interval, and the repairs of gaps in it, have arrived by then.
+    pub stream_lateness: Duration,
 }
 
 /// A REST job of the detection.
@@ -103,6 +113,15 @@ pub struct Detect {
     /// The pace of the jobs' weight (the generic cell rate algorithm): when the next unit of
     /// weight is due at the sustained rate, monotonic ns.
     weight_due_ns: u64,
+    /// The readers' rings of closed stream klines.
+    stream_rings: Vec<rtrb::Consumer<StreamKline>>,
+    /// Closed stream klines waiting until `stream_lateness_ms` after their close, in arrival
+    /// order.
+    stream_waiting: VecDeque<StreamKline>,
+    stream_lateness_ms: i64,
+    /// `(symbol, open_ms)` of the check interval's stream klines received: their REST kline
+    /// check is skipped.
+    stream_covered: HashSet<(u16, i64)>,
 }
 
 impl Detect {
@@ -133,7 +152,57 @@ impl Detect {
             removed: Vec::new(),
             clock,
             weight_due_ns: now_ns,
+            stream_rings: setup.stream_klines,
+            stream_waiting: VecDeque::new(),
+            stream_lateness_ms: i64::try_from(setup.stream_lateness.as_millis())
+                .unwrap_or(i64::MAX),
+            stream_covered: HashSet::new(),
         }
+    }
+
+    /// Takes the closed stream klines the readers sent (a kline received twice, over a
+    /// replacement connection, is kept once); returns how many were new.
+    pub fn take_stream_klines(&mut self) -> usize {
+        let check_ms = self.kline_interval_ms();
+        let mut taken = 0;
+        for ring in &mut self.stream_rings {
+            while let Ok(kline) = ring.pop() {
+                let same = |k: &StreamKline| {
+                    (k.symbol, k.interval_ms, k.open_ms)
+                        == (kline.symbol, kline.interval_ms, kline.open_ms)
+                };
+                if self.stream_waiting.iter().any(same) {
+                    continue;
+                }
+                if check_ms == Some(kline.interval_ms) {
+                    self.stream_covered.insert((kline.symbol, kline.open_ms));
+                }
+                if self.stream_waiting.len() >= STREAM_KLINES_MAX {
+                    self.stream_waiting.pop_front();
+                }
+                self.stream_waiting.push_back(kline);
+                taken += 1;
+            }
+        }
+        taken
+    }
+
+    /// The stream klines due for their judgement at `now_ms` (closed `stream_lateness` ago),
+    /// into `out`.
+    pub fn due_stream_klines(&mut self, now_ms: i64, out: &mut Vec<StreamKline>) {
+        let lateness = self.stream_lateness_ms;
+        self.stream_waiting.retain(|k| {
+            let due = k.close_ms().saturating_add(lateness) < now_ms;
+            if due {
+                out.push(*k);
+            }
+            !due
+        });
+    }
+
+    /// Whether stream klines are waiting (the sidecar keeps looking while they do).
+    pub fn stream_klines_waiting(&self) -> bool {
+        !self.stream_waiting.is_empty() || self.stream_rings.iter().any(|r| !r.is_empty())
     }
 
     /// The kline interval, ms, when the check runs.
@@ -181,6 +250,8 @@ impl Detect {
         self.jobs.retain(|j| match *j {
             Job::Probe { symbol: s, .. } | Job::Kline { symbol: s, .. } => s != symbol,
         });
+        self.stream_waiting.retain(|k| k.symbol != symbol);
+        self.stream_covered.retain(|&(s, _)| s != symbol);
     }
 
     /// The streams the last [`Detect::scan`] found silent.
@@ -188,16 +259,31 @@ impl Detect {
         &self.silent
     }
 
-    /// Queues the kline checks due at `now_ms` for symbols `0..symbols()`.
-    pub fn schedule(&mut self, now_ms: i64, symbols: impl FnOnce() -> usize) {
+    /// Queues the kline checks due at `now_ms` for symbols `0..symbols()`, but those a closed
+    /// stream kline of the interval covers (judged without REST); returns how many were
+    /// skipped so.
+    pub fn schedule(&mut self, now_ms: i64, symbols: impl FnOnce() -> usize) -> usize {
         let Some(schedule) = self.schedule.as_mut() else {
-            return;
+            return 0;
         };
         if !schedule.is_due(now_ms) {
-            return;
+            return 0;
         }
         self.due.clear();
         schedule.due(now_ms, symbols(), &mut self.due);
+        let interval_ms = schedule.interval_ms();
+        let oldest = self
+            .due
+            .iter()
+            .map(|&(_, open)| open)
+            .min()
+            .unwrap_or(now_ms);
+        let covered = &mut self.stream_covered;
+        let before = self.due.len();
+        self.due.retain(|due| !covered.contains(due));
+        let skipped = before - self.due.len();
+        // What no later check can ask about.
+        covered.retain(|&(_, open)| open >= oldest.saturating_sub(interval_ms));
         // A symbol subscribed again (a frame of it after its removal) is checked again.
         if let Some(clock) = &self.clock {
             self.removed.retain(|&(s, at)| clock.latest(s) <= at);
@@ -208,6 +294,7 @@ impl Detect {
                 self.jobs.push_back(Job::Kline { symbol, open_ms });
             }
         }
+        skipped
     }
 
     /// The next job at `now_ns`, when the pace allows its weight

@@ -9,9 +9,17 @@
 //! `f ..= f + count - 1` (a symbol's trade ids are consecutive in time). The sinks deliver each
 //! id once, so the ids they had are dropped as duplicates.
 //!
+//! The stream kline check ([`judge_stream`]) needs no REST at all: in JSON mode with
+//! `[klines] intervals`, each closed kline of Binance's kline stream (`x: true`) says the
+//! interval's trade count (`n`), first and last trade ids (`f`, `L`) and volume (`v`); once the
+//! interval closed `lateness` ago, each sink's tally is compared with it (summed over the tally
+//! intervals a longer kline spans), and a sink that disagrees gets `f ..= L` backfilled. A
+//! check interval a closed stream kline covered needs no REST kline check.
+//!
 //! Time is an argument; the shell owns the REST client and the clock.
 
 use crate::binance::rest::{RestAggTrade, RestKline};
+use crate::feed::event::StreamKline;
 
 use crate::tally::{Interval, Seen, parse_volume};
 
@@ -150,6 +158,42 @@ pub fn judge(kline: &Kline, seen: Seen) -> Judgement {
     }
 }
 
+/// Judges one sink's view against a closed stream kline: its tally (by intervals of
+/// `tally_ms`, `seen` giving the one opening at a time) summed over the kline's interval must
+/// hold its trade count and exact volume, and its first and last trade ids. Unjudged when the
+/// kline's interval is not a whole number of tally intervals, or a part of it was not watched
+/// whole or summed exactly.
+pub fn judge_stream(kline: &StreamKline, tally_ms: i64, seen: impl Fn(i64) -> Seen) -> Judgement {
+    if tally_ms <= 0 || kline.interval_ms <= 0 || kline.interval_ms % tally_ms != 0 {
+        return Judgement::Unjudged;
+    }
+    let mut total = Interval::default();
+    let mut at = kline.open_ms;
+    while at <= kline.close_ms() {
+        let part = match seen(at) {
+            Seen::Delivered(part) if !part.inexact => part,
+            _ => return Judgement::Unjudged,
+        };
+        if part.count > 0 {
+            if total.count == 0 {
+                (total.first_id, total.last_id) = (part.first_id, part.last_id);
+            }
+            total.first_id = total.first_id.min(part.first_id);
+            total.last_id = total.last_id.max(part.last_id);
+        }
+        total.count += part.count;
+        total.volume = total.volume.saturating_add(part.volume);
+        at = at.saturating_add(tally_ms);
+    }
+    let ids_agree =
+        kline.trades == 0 || (total.first_id == kline.first_id && total.last_id == kline.last_id);
+    if total.count == kline.trades && total.volume == kline.volume && ids_agree {
+        Judgement::Consistent
+    } else {
+        Judgement::Mismatch
+    }
+}
+
 /// The trade ids of an interval whose first trade is `first_id` and which holds `count`
 /// trades; `None` when it holds none.
 pub fn interval_ids(first_id: i64, count: u64) -> Option<(i64, i64)> {
@@ -239,6 +283,79 @@ mod tests {
         assert_eq!(interval_ids(7, 0), None);
     }
 
+    /// A closed stream kline of ids 10..=14 (5 trades, volume 50) against tallies by second.
+    #[test]
+    fn a_stream_kline_is_judged_on_count_volume_and_ids_summed_over_the_tally() {
+        let kline = StreamKline {
+            symbol: 0,
+            interval_ms: 2_000,
+            open_ms: 4_000,
+            first_id: 10,
+            last_id: 14,
+            trades: 5,
+            volume: 50,
+        };
+        let part = |open_ms, count, first_id, last_id| {
+            Seen::Delivered(Interval {
+                open_ms,
+                count,
+                volume: 10 * count as i128,
+                inexact: false,
+                first_id,
+                last_id,
+            })
+        };
+        let whole = |at: i64| match at {
+            4_000 => part(4_000, 2, 10, 11),
+            5_000 => part(5_000, 3, 12, 14),
+            _ => panic!("only the kline's seconds are asked: {at}"),
+        };
+        assert_eq!(judge_stream(&kline, 1_000, whole), Judgement::Consistent);
+        // The last trade lost on the wire: count, volume and L disagree.
+        let lost_last = |at: i64| match at {
+            4_000 => part(4_000, 2, 10, 11),
+            _ => part(5_000, 2, 12, 13),
+        };
+        assert_eq!(judge_stream(&kline, 1_000, lost_last), Judgement::Mismatch);
+        // Same count and volume but other ids (a trade of another interval): a mismatch.
+        let shifted = |at: i64| match at {
+            4_000 => part(4_000, 2, 11, 12),
+            _ => part(5_000, 3, 13, 15),
+        };
+        assert_eq!(judge_stream(&kline, 1_000, shifted), Judgement::Mismatch);
+        // One tally interval spanning the kline.
+        assert_eq!(
+            judge_stream(&kline, 2_000, |at| part(at, 5, 10, 14)),
+            Judgement::Consistent
+        );
+        // Not watched whole, inexact, or a kline shorter than the tally's: not judged.
+        let unwatched = |at: i64| match at {
+            4_000 => Seen::NotWatched,
+            _ => part(5_000, 3, 12, 14),
+        };
+        assert_eq!(judge_stream(&kline, 1_000, unwatched), Judgement::Unjudged);
+        let inexact = |_| {
+            Seen::Delivered(Interval {
+                inexact: true,
+                ..Interval::default()
+            })
+        };
+        assert_eq!(judge_stream(&kline, 1_000, inexact), Judgement::Unjudged);
+        assert_eq!(judge_stream(&kline, 60_000, whole), Judgement::Unjudged);
+        // An interval without trades agrees with a tally without trades, whatever f and L say.
+        let empty = StreamKline {
+            trades: 0,
+            volume: 0,
+            first_id: -1,
+            last_id: -1,
+            ..kline
+        };
+        assert_eq!(
+            judge_stream(&empty, 1_000, |at| part(at, 0, 0, 0)),
+            Judgement::Consistent
+        );
+    }
+
     #[test]
     fn a_sink_is_judged_only_on_an_interval_it_watched_whole_and_exactly() {
         let kline = Kline {
@@ -252,6 +369,7 @@ mod tests {
                 count,
                 volume,
                 inexact,
+                ..Interval::default()
             })
         };
         assert_eq!(judge(&kline, seen(3, 30, false)), Judgement::Consistent);

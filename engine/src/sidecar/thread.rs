@@ -19,7 +19,9 @@
 //! moves (a silent trade stream is probed with `historicalTrades` from the last id every sink
 //! delivered; a silent depth stream's books are re-synced), and the periodic kline check (a
 //! closed interval whose kline disagrees with what a sink delivered is backfilled for it).
-//! Their REST jobs run between backfill pages, on the same client and weight budget.
+//! Their REST jobs run between backfill pages, on the same client and weight budget. In JSON
+//! mode with klines, the closed klines of Binance's kline streams are checked the same way
+//! without REST (and their REST kline checks are skipped).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -38,7 +40,7 @@ use super::books::{BookSetup, Books};
 use super::detect::{Detect, DetectSetup, Job};
 use super::frames::{TradesFrame, page_frames};
 use super::klines::{
-    Judgement, interval_ids, interval_name, judge, parse_first_trade_id, parse_kline,
+    Judgement, interval_ids, interval_name, judge, judge_stream, parse_first_trade_id, parse_kline,
 };
 use crate::backoff::jittered;
 use crate::binance::rest::{RestClient, RestError, RestTrade};
@@ -171,6 +173,12 @@ pub struct SidecarStats {
     pub kline_checks: Counter,
     /// Kline intervals that disagreed with a sink (its trades of the interval backfilled).
     pub kline_mismatches: Counter,
+    /// REST kline checks not made: a closed stream kline of the interval was checked instead.
+    pub kline_checks_skipped: Counter,
+    /// Closed stream klines (JSON mode) compared with what the sinks delivered.
+    pub stream_kline_checks: Counter,
+    /// Closed stream klines that disagreed with a sink (its trades `f ..= L` backfilled).
+    pub stream_kline_mismatches: Counter,
     /// Silence probes and kline checks whose REST requests failed (not retried: the next scan
     /// or check comes).
     pub detect_failures: Counter,
@@ -230,6 +238,12 @@ pub struct SidecarSummary {
     pub kline_checks: u64,
     /// Kline intervals that disagreed with a sink.
     pub kline_mismatches: u64,
+    /// REST kline checks not made: a closed stream kline of the interval was checked instead.
+    pub kline_checks_skipped: u64,
+    /// Closed stream klines compared with what the sinks delivered.
+    pub stream_kline_checks: u64,
+    /// Closed stream klines that disagreed with a sink.
+    pub stream_kline_mismatches: u64,
     /// Silence probes and kline checks that failed.
     pub detect_failures: u64,
     /// Gap notice to repair pushed into the consumer's ring, nanoseconds.
@@ -290,6 +304,8 @@ struct Sidecar {
     /// Symbols removed while a detection job awaited REST: its answer is not delivered (the
     /// sinks forgot the symbol's order; trades of it now would start a stale one).
     removed_during_job: Vec<u16>,
+    /// The stream klines due for their check (reused).
+    due_klines: Vec<crate::feed::event::StreamKline>,
 }
 
 impl Sidecar {
@@ -310,6 +326,7 @@ impl Sidecar {
             detect,
             detections_logged: 0,
             removed_during_job: Vec::new(),
+            due_klines: Vec::new(),
             give_ups_logged: 0,
             books,
             book_repairs: Vec::new(),
@@ -775,6 +792,9 @@ impl Sidecar {
                 silence_repairs: s.silence_repairs.get(),
                 kline_checks: s.kline_checks.get(),
                 kline_mismatches: s.kline_mismatches.get(),
+                kline_checks_skipped: s.kline_checks_skipped.get(),
+                stream_kline_checks: s.stream_kline_checks.get(),
+                stream_kline_mismatches: s.stream_kline_mismatches.get(),
                 detect_failures: s.detect_failures.get(),
                 time_to_repair_ns: Percentiles::of(&self.latency),
             },
@@ -789,8 +809,13 @@ impl Sidecar {
     /// books are re-synced at once. Returns how many streams fell silent.
     fn scan(&mut self, now: u64) -> usize {
         let symbols = &self.setup.symbols;
-        self.detect
-            .schedule(unix_ms(), || crate::sync::read(symbols).len());
+        let now_ms = unix_ms();
+        let work = self.detect.take_stream_klines();
+        let skipped = self
+            .detect
+            .schedule(now_ms, || crate::sync::read(symbols).len());
+        self.setup.stats.kline_checks_skipped.add(skipped as u64);
+        self.check_stream_klines(now_ms, now);
         let silent = self.detect.scan(now).len();
         if !self.trade_repair {
             // No REST client for trades: silent trade streams and kline intervals are only
@@ -813,7 +838,53 @@ impl Sidecar {
                 self.setup.stats.silence_repairs.bump();
             }
         }
-        silent
+        silent + work
+    }
+
+    /// Judges the closed stream klines due (closed `kline_lateness` ago) against each
+    /// consumer's tally, without REST; a consumer that disagrees gets the kline's trades
+    /// (`f ..= L`) backfilled. Without trade repair they are only dropped.
+    fn check_stream_klines(&mut self, now_ms: i64, now: u64) {
+        let mut due = std::mem::take(&mut self.due_klines);
+        due.clear();
+        self.detect.due_stream_klines(now_ms, &mut due);
+        if !self.trade_repair {
+            due.clear();
+        }
+        for kline in &due {
+            let mut mask: Consumers = 0;
+            let mut judged = false;
+            for (consumer, tally) in self.detect.tallies.iter().enumerate().take(64) {
+                let seen = |open_ms| tally.seen(kline.symbol, open_ms);
+                match judge_stream(kline, tally.interval_ms(), seen) {
+                    Judgement::Consistent => judged = true,
+                    Judgement::Mismatch => (judged, mask) = (true, mask | 1u64 << consumer),
+                    Judgement::Unjudged => {}
+                }
+            }
+            if !judged {
+                continue;
+            }
+            self.setup.stats.stream_kline_checks.bump();
+            if mask == 0 {
+                continue;
+            }
+            self.setup.stats.stream_kline_mismatches.bump();
+            let name = self.symbol(kline.symbol).unwrap_or_default();
+            self.log_detection(|| {
+                format!(
+                    "sidecar: {name} stream kline of {} ms at {}: {} trades {}..={}, a sink delivered another count, volume or ids; backfilling",
+                    kline.interval_ms, kline.open_ms, kline.trades, kline.first_id, kline.last_id
+                )
+            });
+            // The kline's own ids (a symbol's trade ids are consecutive: `n` = `L - f + 1`).
+            let (from, to) = (kline.first_id, kline.last_id);
+            if kline.trades > 0 && 0 <= from && from <= to {
+                self.setup.stats.requested_ids.add(id_count(from, to));
+                self.plan.request(kline.symbol, from, to, mask, now);
+            }
+        }
+        self.due_klines = due;
     }
 
     fn log_detection(&mut self, message: impl FnOnce() -> String) {

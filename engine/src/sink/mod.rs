@@ -73,6 +73,9 @@ pub struct SinkStats {
     pub duplicates: Counter,
     /// Trade ids this sink gave up on: missing, and neither live nor repaired in time.
     pub unrepaired: Counter,
+    /// Trades left out of the klines (summed over the intervals): they came after a later
+    /// candle of their interval had closed, so their candle went out without them.
+    pub klines_late: Counter,
     /// Records (Kinesis: user records; Redis: trades) acknowledged by the sink's server.
     pub written: Counter,
     /// Records sent again after a failure.
@@ -182,6 +185,8 @@ pub struct SinkSummary {
     pub duplicates: u64,
     /// Trade ids given up on.
     pub unrepaired: u64,
+    /// Trades left out of candles that had closed (summed over the intervals).
+    pub klines_late: u64,
     /// Records acknowledged.
     pub written: u64,
     /// Records sent again after a failure.
@@ -221,6 +226,7 @@ impl SinkStats {
             repaired: self.repaired.get(),
             duplicates: self.duplicates.get(),
             unrepaired: self.unrepaired.get(),
+            klines_late: self.klines_late.get(),
             written: self.written.get(),
             retried: self.retried.get(),
             dead_lettered: self.dead_lettered.get(),

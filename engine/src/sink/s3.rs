@@ -13,9 +13,11 @@
 //!
 //! It runs a current-thread tokio runtime of its own with one archive job in flight while it
 //! goes on draining, so nothing here blocks a reader (a full ring is the reader's
-//! `queue_full` notice). Trades wait in memory while S3 is down; at shutdown, what is not
-//! written when the flush deadline passes is counted as dropped and logged (the backfill can
-//! fetch it again).
+//! `queue_full` notice). Trades wait in memory while S3 is down, closed parts up to
+//! `s3.buffer_trades_max` trades: past it the oldest trades part is dropped. A dropped part,
+//! and at shutdown what is not written when the flush deadline passes, is counted as dropped
+//! and logged, each part with the `hotpath backfill trades` command that fetches it again
+//! (parts never claim ids they lack, so the backfill fills exactly those).
 //!
 //! **Candles** (`s3.kline_interval`, 1m by default): every trade delivered also feeds the
 //! symbol's [`SymbolCandles`] (the `crate::kline` builder); a candle comes out when a trade of
@@ -201,6 +203,7 @@ async fn run(sink: S3Sink) -> Result<SinkSummary, SinkError> {
         work += w.take_snapshots(&mut snapshots, stopping);
         let now = Instant::now();
         w.close_due(unix_us(), stopping);
+        w.bound();
         if stopping && flush_deadline.is_none() {
             flush_deadline = Some(now + flush_timeout);
         }
@@ -261,6 +264,26 @@ impl Work {
             Work::Snapshot(..) => (0, 0, 1),
         }
     }
+}
+
+/// Says that `part`'s trades were not archived, and which backfill fetches them again.
+fn say_lost(part: &Part, why: &str) {
+    let (Some(first), Some(last)) = (part.rows.first(), part.rows.last()) else {
+        return;
+    };
+    let (from_ms, to_ms) = (
+        first.trade_time_us.div_euclid(1000),
+        last.trade_time_us.div_euclid(1000) + 1,
+    );
+    tracing::error!(
+        symbol = %part.symbol,
+        trades = part.rows.len(),
+        first_id = first.trade_id,
+        last_id = last.trade_id,
+        "s3: trades not archived ({why}); `hotpath backfill trades --symbol {} --from {from_ms} \
+         --to {to_ms}` fetches them again",
+        part.symbol
+    );
 }
 
 /// The archive job of `work`.
@@ -660,6 +683,21 @@ impl Writer {
         }
     }
 
+    /// Keeps the closed trades parts within `s3.buffer_trades_max` trades: the oldest go,
+    /// each counted and said with its backfill.
+    fn bound(&mut self) {
+        let mut queued: usize = self.queue.iter().map(|w| w.counts().0).sum();
+        while queued > self.config.buffer_trades_max {
+            let at = self.queue.iter().position(|w| matches!(w, Work::Trades(_)));
+            let Some(Work::Trades(part)) = at.and_then(|at| self.queue.remove(at)) else {
+                break;
+            };
+            queued -= part.rows.len();
+            self.stats.dropped.add(part.rows.len() as u64);
+            say_lost(&part, "s3.buffer_trades_max reached while S3 failed");
+        }
+    }
+
     /// The flush deadline passed: what is left is dropped, counted and said.
     fn abandon(&mut self) {
         let (mut trades, mut candles, mut snapshots) = self.in_flight;
@@ -680,6 +718,13 @@ impl Writer {
                  (hotpath backfill trades / klines --s3 can fetch them again)"
             );
         }
+        let parts = self.queue.iter().filter_map(|w| match w {
+            Work::Trades(part) => Some(part),
+            _ => None,
+        });
+        for part in parts.chain(self.open.values()) {
+            say_lost(part, "the shutdown flush deadline passed");
+        }
         self.stats.dropped.add(trades as u64);
         self.archive.klines_dropped += candles as u64;
         self.archive.snapshots_dropped += snapshots as u64;
@@ -695,5 +740,86 @@ impl Writer {
         if self.errors_logged <= ERRORS_LOGGED_MAX {
             tracing::warn!("s3: {message}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::encode::encode_sbe;
+    use crate::sim::exchange::{Event, Payload, StreamKey};
+    use crate::sim::market::Trade;
+
+    /// A trades event of symbol 0 with `ids`, one second apart from `start_us`.
+    fn trades(ids: std::ops::RangeInclusive<i64>, start_us: i64) -> FeedEvent {
+        let (first, last) = (*ids.start(), *ids.end());
+        let trades = ids
+            .map(|id| Trade {
+                id,
+                price: 6_976_988,
+                qty: 1,
+                buyer_maker: false,
+                time_us: start_us,
+            })
+            .collect();
+        let event = Event {
+            key: StreamKey {
+                symbol: 0,
+                kind: StreamKind::Trade,
+            },
+            event_time_us: start_us,
+            payload: Payload::Trades {
+                transact_time_us: start_us,
+                trades,
+            },
+        };
+        let mut frame = Vec::new();
+        encode_sbe("BTCUSDT", &event, &mut frame);
+        FeedEvent {
+            recv_time_ns: 1,
+            symbol: 0,
+            kind: StreamKind::Trade,
+            first_id: first,
+            last_id: last,
+            first_new_id: first,
+            event_time_us: start_us,
+            frame: bytes::Bytes::from(frame),
+        }
+    }
+
+    /// While S3 fails, closed parts wait in memory up to `s3.buffer_trades_max` trades: past
+    /// it the oldest part is dropped and counted, the newest kept.
+    #[test]
+    fn closed_parts_are_held_within_the_buffer_bound_oldest_dropped_first() {
+        let config = S3Config {
+            part_rows_max: 10,
+            buffer_trades_max: 25,
+            ..S3Config::default()
+        };
+        let stats = Arc::new(SinkStats::default());
+        let mut w = Writer::new(config, stats.clone(), Duration::ZERO);
+        let hour_us = 1_795_957_200_000_000;
+        for k in 0..6 {
+            w.accept(&trades(k * 10 + 1..=k * 10 + 10, hour_us + k), k * 10 + 1);
+            w.bound();
+        }
+        // Parts 1..=10 to 41..=50 closed (51..=60 is open): two fit within 25.
+        let kept: Vec<i64> = w
+            .queue
+            .iter()
+            .filter_map(|work| match work {
+                Work::Trades(p) => Some(p.rows[0].trade_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kept, vec![31, 41]);
+        assert_eq!(stats.dropped.get(), 30);
+        w.abandon();
+        assert_eq!(
+            stats.dropped.get(),
+            30 + 30,
+            "20 queued and 10 open at the deadline"
+        );
+        assert!(w.queue.is_empty() && w.open.is_empty());
     }
 }

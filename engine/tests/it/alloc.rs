@@ -470,7 +470,8 @@ fn the_slot_and_the_overlap_hold_allocate_nothing_per_frame() {
 }
 
 /// `feed.format = "json"`: once the pool's chunk and the depth scratch are warm, parsing a
-/// JSON frame and encoding its SBE frame into the pool allocates nothing, for every stream kind.
+/// JSON frame and encoding its SBE frame into the pool allocates nothing, for every stream kind;
+/// nor does parsing a kline event.
 #[test]
 fn transcoding_json_frames_allocates_nothing_per_frame() {
     use hotpath::feed::json::{Transcoded, Transcoder};
@@ -486,6 +487,7 @@ fn transcoding_json_frames_allocates_nothing_per_frame() {
                     frames.push(frame);
                 }
                 Transcoded::Control => {}
+                Transcoded::Kline => assert_eq!(transcoder.kline().candle.trades, 12),
                 Transcoded::Malformed => panic!("{text}"),
             }
         }
@@ -499,12 +501,13 @@ fn transcoding_json_frames_allocates_nothing_per_frame() {
     assert_eq!(frames.len(), 31 * 4);
 }
 
-/// One JSON text frame of each stream kind, and a control reply.
-const JSON_TEXTS: [&str; 5] = [
+/// One JSON text frame of each stream kind, a closed kline, and a control reply.
+const JSON_TEXTS: [&str; 6] = [
     r#"{"stream":"btcusdt@trade","data":{"e":"trade","E":1759750000123,"s":"BTCUSDT","t":5000000000,"p":"69769.88000000","q":"0.01301000","T":1759750000123,"m":true,"M":true}}"#,
     r#"{"stream":"btcusdt@bookTicker","data":{"u":77453519761,"s":"BTCUSDT","b":"69769.88000000","B":"2.86360000","a":"69769.89000000","A":"0.00040000"}}"#,
     r#"{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1759750000123,"s":"BTCUSDT","U":77453519695,"u":77453519761,"b":[["69769.88000000","0.00000000"],["69769.87000000","0.01000000"]],"a":[["69769.89000000","0.00000000"]]}}"#,
     r#"{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":90000000001,"bids":[["69769.88000000","1.00000000"],["69769.87000000","2.00000000"]],"asks":[["69769.89000000","3.00000000"]]}}"#,
+    r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1759750020001,"s":"BTCUSDT","k":{"t":1759749960000,"T":1759750019999,"s":"BTCUSDT","i":"1m","f":4999999989,"L":5000000000,"o":"69760.01000000","c":"69769.88000000","h":"69770.00000000","l":"69759.99000000","v":"1.25000000","n":12,"x":true,"q":"87212.35000000","V":"0.50000000","Q":"34884.94000000","B":"0"}}}"#,
     r#"{"result":null,"id":1}"#,
 ];
 
@@ -526,8 +529,10 @@ fn json_frames_are_built_in_the_pool_and_queued_without_a_copy() {
         let (producer, mut consumer) = rtrb::RingBuffer::new(64);
         let (notices, _notice_ring) = rtrb::RingBuffer::new(64);
         let stats = Arc::new(ReaderStats::default());
+        let (klines, kline_ring) = rtrb::RingBuffer::new(64);
         let mut path = FramePath::with(&symbols, 65_535, vec![producer], notices, stats)
-            .with_pool(copy_frames.then(FramePool::default));
+            .with_pool(copy_frames.then(FramePool::default))
+            .with_klines(Some(klines));
         // Fresh ids each round, so the sequence check accepts every frame.
         let rounds: Vec<Vec<String>> = (0..=30i64)
             .map(|round| {
@@ -546,8 +551,13 @@ fn json_frames_are_built_in_the_pool_and_queued_without_a_copy() {
         let mut at = 0u64;
         let mut step = |path: &mut FramePath, texts: &[String]| {
             for text in texts {
-                let Transcoded::Frame(frame) = transcoder.transcode(text, 1, path.pool()) else {
-                    continue;
+                let frame = match transcoder.transcode(text, 1, path.pool()) {
+                    Transcoded::Frame(frame) => frame,
+                    Transcoded::Kline => {
+                        path.on_kline(transcoder.kline());
+                        continue;
+                    }
+                    _ => continue,
                 };
                 at += 1;
                 let written = (frame.as_ptr(), frame.len());
@@ -568,6 +578,12 @@ fn json_frames_are_built_in_the_pool_and_queued_without_a_copy() {
         let allocated = allocations() - before;
         assert_eq!(path.stats().gaps.get(), 0);
         assert_eq!(path.stats().frames.get(), 31 * 4);
+        assert_eq!(path.stats().stream_klines.get(), 31, "the closed klines");
+        assert_eq!(
+            kline_ring.slots(),
+            31,
+            "each closed kline went to the sidecar's ring"
+        );
         assert_eq!(allocated, 0, "copy_frames = {copy_frames}");
     }
 }

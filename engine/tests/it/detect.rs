@@ -4,13 +4,15 @@
 //! stale and synced again), and trades lost where the sequence check cannot see them (the last
 //! trades before the market goes quiet, dropped on the wire) are found by the kline check and
 //! backfilled for each sink (Redis and a real Kinesis emulator), while intervals that agree
-//! trigger nothing.
+//! trigger nothing. In JSON mode the closed klines of the kline streams do the same check
+//! without REST.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hotpath::config::{RedisConfig, RunConfig};
+use hotpath::config::{FeedFormat, KlinesConfig, RedisConfig, RunConfig};
 use hotpath::feed::run::{self, RunOptions, Summary};
+use hotpath::kline::Interval;
 use hotpath::sidecar::thread::SidecarStats;
 
 use crate::feed::{Sim, key, sim_get};
@@ -235,5 +237,90 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
         assert_exactly_once(&sim, symbol, &ids, "redis");
         assert_eq!(kinesis[*symbol].last(), Some(last), "{symbol}");
         assert_exactly_once(&sim, symbol, &kinesis[*symbol], "kinesis");
+    }
+}
+
+/// JSON mode with 1 s klines: the closed klines of Binance's kline streams check what the sink
+/// delivered without REST (and the REST kline checks they cover are skipped). While trades
+/// flow every check agrees; trades dropped on the wire before the market goes quiet (no later
+/// trade shows a sequence gap) are found by the stream kline check, `f ..= L` backfilled, and
+/// every trade is in Redis exactly once.
+#[test]
+fn json_mode_stream_klines_check_the_delivered_trades_and_find_the_lost_ones() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.endpoint = format!("{}/json", sim.endpoint());
+        c.format = FeedFormat::Json;
+        c.redis = Some(RedisConfig {
+            consistency_check: Some(Duration::from_secs(1)),
+            ..redis_settings(redis.url())
+        });
+        c.klines = KlinesConfig {
+            intervals: vec![Interval::of("1s").expect("1s")],
+            close_after_ms: 500,
+        };
+        c.sidecar.stream_silence = None;
+        c.sidecar.kline_interval_ms = Some(1_000);
+        c.sidecar.kline_lateness = Duration::from_millis(3_000);
+    });
+    let url = redis.url();
+    let mut last = Vec::new();
+    let summary = run_redis(&config, None, |stats, sinks| {
+        wait_for("trades written", || written(sinks, "redis") >= 300);
+        // The simulator's stream klines match its trades: count, exact volume, f and L.
+        wait_for("stream kline checks", || {
+            stats.stream_kline_checks.get() >= 6 && stats.kline_checks_skipped.get() >= 2
+        });
+        assert_eq!(
+            stats.stream_kline_mismatches.get(),
+            0,
+            "consistent intervals"
+        );
+        assert_eq!(stats.requested_ids.get(), 0, "nothing backfilled");
+        let before: Vec<i64> = SYMBOLS.iter().map(|s| published_last(&sim, s)).collect();
+        admin(&sim, "/admin/faults?conn=all&drop_trades_pct=100");
+        wait_for("trades lost on the wire", || {
+            SYMBOLS
+                .iter()
+                .zip(&before)
+                .all(|(s, b)| published_last(&sim, s) >= b + 30)
+        });
+        admin(&sim, "/admin/rate?actions_per_second=0");
+        admin(&sim, "/admin/faults?conn=all&drop_trades_pct=0");
+        last = SYMBOLS.iter().map(|s| published_last(&sim, s)).collect();
+        wait_for("the lost trades backfilled", || {
+            SYMBOLS
+                .iter()
+                .zip(&last)
+                .all(|(s, l)| redis_last(&url, s) == *l)
+        });
+    });
+    let sidecar = summary.sidecar.as_ref().expect("a sidecar summary");
+    assert!(
+        sidecar.stream_kline_mismatches >= 2,
+        "both symbols: {sidecar:?}"
+    );
+    assert_eq!(
+        (sidecar.trade_gaps, sidecar.kline_mismatches),
+        (0, 0),
+        "neither the sequence check nor a REST kline check found them: {sidecar:?}"
+    );
+    assert!(sidecar.repaired_ids >= 60, "{sidecar:?}");
+    assert_eq!(sidecar.unrepaired_ids, 0, "{sidecar:?}");
+    assert!(summary.stream_klines >= 6, "{summary:?}");
+    assert_eq!(summary.json_malformed, 0, "{summary:?}");
+    let json = serde_json::to_value(&summary).expect("the summary serializes");
+    for field in [
+        "kline_checks_skipped",
+        "stream_kline_checks",
+        "stream_kline_mismatches",
+    ] {
+        assert!(json["sidecar"][field].is_u64(), "sidecar.{field} in {json}");
+    }
+    for (symbol, last) in SYMBOLS.iter().zip(&last) {
+        let ids = redis_trades(&url, symbol);
+        assert_eq!(ids.last(), Some(last), "{symbol}");
+        assert_exactly_once(&sim, symbol, &ids, "redis");
     }
 }

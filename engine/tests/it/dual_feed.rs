@@ -3,14 +3,16 @@
 //! arrives over JSON; with the SBE streams taken down mid-run (`/admin/sbe?state=down`, which
 //! also drops the open SBE connections) the connections move to JSON, and when SBE is back
 //! they return to it make-before-break. Each time, every trade lands in a real `redis-server`
-//! exactly once and in order (what the switch missed is repaired by the sidecar).
+//! exactly once and in order (what the switch missed is repaired by the sidecar). On JSON the
+//! kline streams are subscribed too, and their closed klines check the delivered trades.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hotpath::config::{FeedFormat, RunConfig};
+use hotpath::config::{FeedFormat, KlinesConfig, RunConfig};
 use hotpath::feed::run::{self, RunOptions, Summary};
 use hotpath::feed::stats::ReaderStats;
+use hotpath::kline::Interval;
 
 use crate::feed::{Sim, key, sim_get};
 use crate::servers::RedisServer;
@@ -128,5 +130,50 @@ fn sbe_down_mid_run_moves_to_json_and_back_without_losing_a_trade() {
     });
     assert!(summary.fallbacks_to_json >= 1, "{summary:?}");
     assert!(summary.returns_to_sbe >= 1, "{summary:?}");
+    assert_every_trade_once(&sim, &redis, &summary);
+}
+
+/// Dual mode on JSON (the key refused) with 1 s klines: the JSON connections subscribe the kline
+/// streams too, and their closed klines check the delivered trades (all agree) in place of the
+/// REST kline checks they cover.
+#[test]
+fn on_json_the_kline_streams_check_the_delivered_trades() {
+    let sim = sim();
+    admin(&sim, "/admin/sbe?state=refuse");
+    let redis = RedisServer::start();
+    let mut config = dual_config(&sim, &redis);
+    config.klines = KlinesConfig {
+        intervals: vec![Interval::of("1s").expect("1s")],
+        close_after_ms: 500,
+    };
+    config.sidecar.kline_interval_ms = Some(1_000);
+    config.sidecar.kline_lateness = Duration::from_millis(2_000);
+    if let Some(redis) = config.redis.as_mut() {
+        redis.consistency_check = Some(Duration::from_secs(1));
+    }
+    let summary = run::run_with(
+        &config,
+        key(&config),
+        RunOptions {
+            kinesis_client: None,
+            sink_flush_timeout: Some(FLUSH_PATIENCE),
+        },
+        |feed, _| {
+            let sidecar = feed.sidecar.clone().expect("the sidecar runs");
+            wait_for("stream kline checks on JSON", || {
+                sidecar.stream_kline_checks.get() >= 4
+            });
+        },
+    )
+    .expect("the run succeeds");
+    let sidecar = summary.sidecar.as_ref().expect("a sidecar summary");
+    assert!(summary.fallbacks_to_json >= 1, "{summary:?}");
+    assert!(summary.stream_klines >= 4, "{summary:?}");
+    assert_eq!(
+        (sidecar.stream_kline_mismatches, sidecar.requested_ids),
+        (0, 0),
+        "{sidecar:?}"
+    );
+    assert!(sidecar.kline_checks_skipped >= 1, "{sidecar:?}");
     assert_every_trade_once(&sim, &redis, &summary);
 }

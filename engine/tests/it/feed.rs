@@ -403,6 +403,52 @@ fn symbols_are_added_and_removed_on_the_live_connection() {
     assert_eq!(summary.gaps.count, 0);
 }
 
+/// In JSON mode with klines, a symbol added or removed at run time gets or loses its kline
+/// streams with its trade stream (SUBSCRIBE/UNSUBSCRIBE on the live connection), and closed
+/// stream klines arrive.
+#[test]
+fn json_kline_streams_follow_the_symbols_added_and_removed() {
+    let sim = Sim::start(|c| {
+        c.exchange.symbols = vec!["BTCUSDT".into(), "ETHUSDT".into()];
+    });
+    let config = config(sim.endpoint(), |c| {
+        c.endpoint = format!("{}/json", sim.endpoint());
+        c.format = hotpath::config::FeedFormat::Json;
+        c.symbols = vec!["BTCUSDT".into()];
+        c.streams = vec![StreamKind::Trade];
+        c.klines.intervals = vec![hotpath::kline::Interval::of("1s").expect("1s")];
+    });
+    let addr = sim.handle().addr;
+    let streams_seen = move || {
+        let mut streams = connection_streams(addr);
+        streams.sort();
+        streams
+    };
+    let klines =
+        |stats: &[Arc<ReaderStats>]| stats.iter().map(|s| s.stream_klines.get()).sum::<u64>();
+    let summary = run::run(
+        &config,
+        config.api_key().expect("none needed"),
+        |feed, _| {
+            until(&feed.stats, |_| {
+                streams_seen() == ["btcusdt@kline_1s", "btcusdt@trade"]
+            });
+            feed.add_symbol("ETHUSDT").expect("added");
+            until(&feed.stats, |_| streams_seen().len() == 4);
+            feed.remove_symbol("BTCUSDT").expect("removed");
+            until(&feed.stats, |_| {
+                streams_seen() == ["ethusdt@kline_1s", "ethusdt@trade"]
+            });
+            let before = klines(&feed.stats);
+            until(&feed.stats, |s| klines(s) >= before + 2);
+        },
+    )
+    .expect("runs");
+    assert_eq!(summary.reconnects, 0, "changed on the live connection");
+    assert_eq!(summary.json_malformed, 0, "{summary:?}");
+    assert!(summary.stream_klines >= 2, "{summary:?}");
+}
+
 /// The simulator's pings are answered with pongs: the simulator counts them on the one
 /// connection, which is never closed for a missing pong. (Pings every 250 ms: pongs count
 /// against the 5 incoming messages per second. The pong deadline only bounds the wait: a
@@ -652,6 +698,7 @@ fn a_parked_consumer_wakes_when_its_ring_gets_data() {
     let run::Rings {
         mut events,
         mut notices,
+        ..
     } = rings;
     let mut events = events.remove(0);
     let (seen, counts) = std::sync::mpsc::channel();

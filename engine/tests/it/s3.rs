@@ -291,6 +291,30 @@ fn archiving_again_skips_every_id_a_part_holds() {
     assert_eq!(ids, (50..=300).collect::<Vec<_>>());
 }
 
+/// Ids a writer gave up on (a gap the sidecar could not repair) are not claimed by the part
+/// around them: archiving them later (the backfill, a late repair) writes them, once.
+#[test]
+fn ids_missing_inside_a_run_stay_unclaimed_so_a_later_archive_fills_them() {
+    let moto = Moto::start();
+    let store = moto.store(moto.settings());
+    let start_us = 1_795_957_200_000_000;
+    let mut holed = rows(1..=10, start_us);
+    holed.extend(rows(21..=30, start_us));
+    let first = runtime()
+        .block_on(store.archive("BNBUSDT", &holed))
+        .expect("archived");
+    assert_eq!(first.written, 20, "{first:?}");
+    let filled = runtime()
+        .block_on(store.archive("BNBUSDT", &rows(1..=30, start_us)))
+        .expect("archived");
+    assert_eq!((filled.written, filled.skipped), (10, 20), "{filled:?}");
+    let ids: Vec<i64> = archived(&store, "BNBUSDT")
+        .iter()
+        .map(|r| r.trade_id)
+        .collect();
+    assert_eq!(ids, (1..=30).collect::<Vec<_>>());
+}
+
 #[test]
 fn big_parts_go_up_as_multipart_uploads_whole() {
     let moto = Moto::start();

@@ -34,6 +34,31 @@ fn tail_uses_version(body: &Body) -> bool {
     !body.groups.is_empty() || body.data.iter().any(|d| d.since_version > 0)
 }
 
+/// The bytes a var-data element needs before its value: its length prefix (and any padding
+/// up to the value).
+fn data_prefix(d: &Data) -> usize {
+    d.data_offset
+        .max(d.length.offset + d.length.primitive.size())
+}
+
+/// The fixed prefix validation checks first in the tail element at `index` (the groups, then
+/// the var data): a group's header, a var-data element's length prefix. Zero past the end and
+/// for an element of a later version, which only some frames carry. The check before it covers
+/// these bytes too (`rt::need_ahead`), so a valid frame pays one comparison for both.
+fn tail_prefix(body: &Body, index: usize) -> usize {
+    if let Some(g) = body.groups.get(index) {
+        return if g.since_version == 0 && g.body.is_fixed() {
+            g.dimension.size
+        } else {
+            0
+        };
+    }
+    match body.data.get(index - body.groups.len()) {
+        Some(d) if d.since_version == 0 => data_prefix(d),
+        _ => 0,
+    }
+}
+
 /// How validation code propagates an error: `?` in functions returning `Result`, `.ok()?` in
 /// those returning `Option`.
 #[derive(Clone, Copy)]
@@ -51,6 +76,18 @@ impl Propagate {
     }
 }
 
+/// How [`Emitter::validate_tail`] writes a tail's validation.
+#[derive(Clone, Copy)]
+struct TailMode<'s> {
+    /// How errors propagate.
+    how: Propagate,
+    /// The expression of the decode limits.
+    limits: &'s str,
+    /// Whether to keep what the getters return (a decoder), or only check (a group entry's
+    /// validation, which keeps nothing).
+    store: bool,
+}
+
 impl Emitter<'_> {
     pub(super) fn message(&self, code: &mut Code, m: &Message) {
         let name = pascal(&m.name);
@@ -61,88 +98,147 @@ impl Emitter<'_> {
     }
 
     /// Lines that validate the groups and var data following a block, advancing `pos`, and
-    /// (when `store`) keep what the getters return: each fixed-size group's entries
+    /// (when `mode.store`) keep what the getters return: each fixed-size group's entries
     /// (`<name>_group`), where each other group starts (`<name>_pos`) and each var data
     /// element's bytes (`<name>_data`).
+    ///
+    /// Each step checks, with its own bytes, the fixed prefix of the next element (a fixed-size
+    /// group's header, a var-data length; see `rt::take_ahead`) and hands it on in `next`, so a
+    /// valid frame pays one comparison per element and reads each prefix at constant offsets.
+    /// `carried`: whether the code before already put the first element's prefix in `next`.
     fn validate_tail(
         &self,
         code: &mut Code,
         body: &Body,
         prefix: &str,
-        how: Propagate,
-        limits: &str,
-        store: bool,
+        mode: TailMode<'_>,
+        mut carried: bool,
     ) {
+        for index in 0..body.groups.len() {
+            carried = self.tail_group(code, body, index, prefix, mode, carried);
+        }
+        for index in 0..body.data.len() {
+            carried = self.tail_data(code, body, index, mode, carried);
+        }
+    }
+
+    /// The lines of [`Self::validate_tail`] for group `index`; whether they leave the next
+    /// element's prefix in `next`.
+    fn tail_group(
+        &self,
+        code: &mut Code,
+        body: &Body,
+        index: usize,
+        prefix: &str,
+        mode: TailMode<'_>,
+        carried: bool,
+    ) -> bool {
+        let TailMode { how, limits, store } = mode;
         let q = how.suffix();
-        for g in &body.groups {
-            let group = format!("{prefix}{}Group", pascal(&g.name));
-            let validate = format!("{group}::validate(buf, pos, acting_version, {limits}){q}");
-            let since = g.since_version;
-            let fixed = g.body.is_fixed();
-            let stored = tail_field(g, &g.ident);
-            match (store, fixed, since > 0) {
-                (true, true, false) => {
-                    code.line(format!("let ({stored}, end) = {validate};"));
+        let g = &body.groups[index];
+        let group = format!("{prefix}{}Group", pascal(&g.name));
+        let since = g.since_version;
+        let stored = tail_field(g, &g.ident);
+        let fixed = g.body.is_fixed();
+        if store && fixed && since > 0 {
+            code.line(format!(
+                "let mut {stored} = {group}::empty(acting_version);"
+            ));
+        } else if store && !fixed {
+            code.line(format!("let {stored} = pos;"));
+        }
+        if since > 0 {
+            code.line(format!("if acting_version >= {since} {{"));
+        }
+        let mut ahead = 0;
+        if !fixed {
+            code.line(format!(
+                "pos = {group}::validate(buf, pos, acting_version, {limits}){q};"
+            ));
+        } else {
+            let dim = if carried {
+                "next".to_string()
+            } else {
+                format!("rt::prefix_at::<{}>(buf, pos){q}", g.dimension.size)
+            };
+            if store && since == 0 {
+                ahead = tail_prefix(body, index + 1);
+            }
+            let validate = format!(
+                "{group}::validate::<{ahead}>(buf, pos, {dim}, acting_version, {limits}){q}"
+            );
+            let next = if ahead > 0 { "next" } else { "_" };
+            match (store, since > 0) {
+                (true, false) => {
+                    code.line(format!("let ({stored}, end, {next}) = {validate};"));
                     code.line("pos = end;");
                 }
-                (true, true, true) => {
-                    code.line(format!(
-                        "let mut {stored} = {group}::empty(acting_version);"
-                    ));
-                    code.line(format!("if acting_version >= {since} {{"));
-                    code.line(format!("({stored}, pos) = {validate};"));
-                    code.line("}");
-                }
-                _ => {
-                    if store {
-                        code.line(format!("let {stored} = pos;"));
-                    }
-                    if since > 0 {
-                        code.line(format!("if acting_version >= {since} {{"));
-                    }
-                    let end = if fixed { ".1" } else { "" };
-                    code.line(format!("pos = {validate}{end};"));
-                    if since > 0 {
-                        code.line("}");
-                    }
-                }
+                (true, true) => code.line(format!("({stored}, pos, _) = {validate};")),
+                (false, _) => code.line(format!("pos = {validate}.1;")),
             }
         }
-        for d in &body.data {
-            let since = d.since_version;
+        if since > 0 {
+            code.line("}");
+        }
+        ahead > 0
+    }
+
+    /// The lines of [`Self::validate_tail`] for var data `index`; whether they leave the next
+    /// element's prefix in `next`.
+    fn tail_data(
+        &self,
+        code: &mut Code,
+        body: &Body,
+        index: usize,
+        mode: TailMode<'_>,
+        carried: bool,
+    ) -> bool {
+        let q = mode.how.suffix();
+        let d = &body.data[index];
+        let since = d.since_version;
+        let stored = suffixed(&d.ident, "data");
+        if mode.store && since > 0 {
+            code.line(format!("let mut {stored}: &[u8] = &[];"));
+        }
+        if since > 0 {
+            code.line(format!("if acting_version >= {since} {{"));
+        }
+        let mut ahead = 0;
+        if !mode.store {
             let len = self.get(d.length.primitive, "buf", &plus("pos", d.length.offset));
             let len = cast(&len, d.length.primitive, "usize");
-            if !store {
-                if since > 0 {
-                    code.line(format!("if acting_version >= {since} {{"));
-                }
-                code.line(format!(
-                    "pos = rt::skip_data(buf, pos, {}, {len}){q};",
-                    d.data_offset
-                ));
-                if since > 0 {
-                    code.line("}");
-                }
-                continue;
-            }
-            let stored = suffixed(&d.ident, "data");
+            code.line(format!(
+                "pos = rt::skip_data(buf, pos, {}, {len}){q};",
+                d.data_offset
+            ));
+        } else {
             // The length prefix is checked before it is read, so the read needs no check.
-            let prefix = d
-                .data_offset
-                .max(d.length.offset + d.length.primitive.size());
-            let at = format!("rt::data_at(buf, pos, {}, {len}){q}", d.data_offset);
+            let held = if carried { "next" } else { "prefix" };
+            if !carried {
+                code.line(format!(
+                    "let prefix = rt::prefix_at::<{}>(buf, pos){q};",
+                    data_prefix(d)
+                ));
+            }
+            if since == 0 {
+                ahead = tail_prefix(body, body.groups.len() + index + 1);
+            }
+            let len = self.get(d.length.primitive, held, &d.length.offset.to_string());
+            let len = cast(&len, d.length.primitive, "usize");
+            let start = plus("pos", d.data_offset);
+            let take = format!("rt::take_ahead::<{ahead}>(buf, {start}, {len}){q}");
             if since > 0 {
-                code.line(format!("let mut {stored}: &[u8] = &[];"));
-                code.line(format!("if acting_version >= {since} {{"));
-                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
-                code.line(format!("({stored}, pos) = {at};"));
-                code.line("}");
+                code.line(format!("({stored}, pos, _) = {take};"));
             } else {
-                code.line(format!("rt::need(buf, pos, {prefix}){q};"));
-                code.line(format!("let ({stored}, end) = {at};"));
+                let next = if ahead > 0 { "next" } else { "_" };
+                code.line(format!("let ({stored}, end, {next}) = {take};"));
                 code.line("pos = end;");
             }
         }
+        if since > 0 {
+            code.line("}");
+        }
+        ahead > 0
     }
 
     /// Struct fields holding what [`Self::validate_tail`] keeps.
@@ -293,9 +389,16 @@ impl Emitter<'_> {
             code.line("}");
         }
         let mutable = if tail { "mut " } else { "" };
-        code.line(format!(
-            "let {mutable}pos = rt::need(buf, HEADER_LENGTH, header.block_length)?;"
-        ));
+        let ahead = if tail { tail_prefix(body, 0) } else { 0 };
+        if ahead > 0 {
+            code.line(format!(
+                "let ({mutable}pos, next) = rt::need_ahead::<{ahead}>(buf, HEADER_LENGTH, header.block_length)?;"
+            ));
+        } else {
+            code.line(format!(
+                "let {mutable}pos = rt::need(buf, HEADER_LENGTH, header.block_length)?;"
+            ));
+        }
         if block {
             code.line(format!(
                 "let Some(block) = rt::array_at::<{base}>(buf, HEADER_LENGTH) else {{"
@@ -309,7 +412,17 @@ impl Emitter<'_> {
         if tail_uses_version(body) {
             code.line("let acting_version = header.version;");
         }
-        self.validate_tail(code, body, name, Propagate::Result, "limits", true);
+        self.validate_tail(
+            code,
+            body,
+            name,
+            TailMode {
+                how: Propagate::Result,
+                limits: "limits",
+                store: true,
+            },
+            ahead > 0,
+        );
         code.line("let buf = rt::slice_at(buf, 0, pos).unwrap_or(buf);");
         code.line(format!(
             "Ok(Self {{ buf, header{}{}{} }})",
@@ -528,9 +641,10 @@ impl Emitter<'_> {
         let body = &g.body;
         let fixed = body.is_fixed();
         if fixed {
-            code.line(
-                "fn validate(buf: &'a [u8], pos: usize, acting_version: u16, limits: &rt::Limits) -> Result<(Self, usize), rt::DecodeError> {",
-            );
+            code.line(format!(
+                "fn validate<const A: usize>(buf: &'a [u8], pos: usize, dimension: &[u8; {}], acting_version: u16, limits: &rt::Limits) -> Result<(Self, usize, &'a [u8; A]), rt::DecodeError> {{",
+                dim.size
+            ));
         } else {
             let version = if tail_uses_version(body) {
                 "acting_version"
@@ -541,7 +655,6 @@ impl Emitter<'_> {
                 "fn validate(buf: &[u8], pos: usize, {version}: u16, limits: &rt::Limits) -> Result<usize, rt::DecodeError> {{"
             ));
         }
-        code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
         let block_length = self.get(
             dim.block_length.primitive,
             "buf",
@@ -552,14 +665,38 @@ impl Emitter<'_> {
             "buf",
             &plus("pos", dim.num_in_group.offset),
         );
-        code.line(format!(
-            "let block_length = {};",
-            cast(&block_length, dim.block_length.primitive, "usize")
-        ));
-        code.line(format!(
-            "let count = {};",
-            cast(&count, dim.num_in_group.primitive, "u64")
-        ));
+        if fixed {
+            // The caller checked the header's bytes and hands them over: constant-offset loads.
+            code.line(format!("let start = pos + {};", dim.size));
+            let block_length = self.get(
+                dim.block_length.primitive,
+                "dimension",
+                &dim.block_length.offset.to_string(),
+            );
+            let count = self.get(
+                dim.num_in_group.primitive,
+                "dimension",
+                &dim.num_in_group.offset.to_string(),
+            );
+            code.line(format!(
+                "let block_length = {};",
+                cast(&block_length, dim.block_length.primitive, "usize")
+            ));
+            code.line(format!(
+                "let count = {};",
+                cast(&count, dim.num_in_group.primitive, "u64")
+            ));
+        } else {
+            code.line(format!("let start = rt::need(buf, pos, {})?;", dim.size));
+            code.line(format!(
+                "let block_length = {};",
+                cast(&block_length, dim.block_length.primitive, "usize")
+            ));
+            code.line(format!(
+                "let count = {};",
+                cast(&count, dim.num_in_group.primitive, "u64")
+            ));
+        }
         let type_max = dim.num_in_group.primitive.range().map_or(0, |(_, max)| max);
         if i128::from(dim.count_max) < type_max {
             code.line(format!(
@@ -578,18 +715,22 @@ impl Emitter<'_> {
             code.line("}");
         }
         if fixed {
-            code.line("let (span, end) = rt::entries_at(buf, start, count, block_length)?;");
-            code.line(
-                "// The count fits: the span of `count` entries is in the frame, or it is at most",
-            );
-            code.line("// `limits.group_count_max`, a `u32`.");
-            code.line("let count = count as usize;");
             fixed_group_new(code, body);
         } else {
             code.line("let mut pos = start;");
             code.line("for _ in 0..count {");
             code.line("pos = rt::need(buf, pos, block_length)?;");
-            self.validate_tail(code, body, name, Propagate::Result, "limits", false);
+            self.validate_tail(
+                code,
+                body,
+                name,
+                TailMode {
+                    how: Propagate::Result,
+                    limits: "limits",
+                    store: false,
+                },
+                false,
+            );
             code.line("}");
             code.line("Ok(pos)");
         }
@@ -673,9 +814,12 @@ impl Emitter<'_> {
                 code,
                 body,
                 name,
-                Propagate::Option,
-                "&rt::Limits::UNLIMITED",
-                true,
+                TailMode {
+                    how: Propagate::Option,
+                    limits: "&rt::Limits::UNLIMITED",
+                    store: true,
+                },
+                false,
             );
             code.line(format!(
                 "Some((Self {{ {}{}{}acting_version{} }}, pos))",
@@ -947,11 +1091,22 @@ fn fixed_group_fields(code: &mut Code, body: &Body) {
 /// `block_length` bytes, and its end `end`.
 fn fixed_group_new(code: &mut Code, body: &Body) {
     if has_array_entries(body) {
-        code.line("let entries = rt::FixedEntries::new(span, block_length, count);");
-        code.line("Ok((Self { entries, count, acting_version }, end))");
+        code.line(format!(
+            "let (entries, end, next) = rt::fixed_entries_at::<{}, A>(buf, start, count, block_length)?;",
+            body.block_length
+        ));
+    } else {
+        code.line("let (span, end) = rt::entries_at(buf, start, count, block_length)?;");
+        code.line("let next = rt::prefix_at::<A>(buf, end)?;");
+    }
+    code.line("// The count fits: the span of `count` entries is in the frame, or it is at most");
+    code.line("// `limits.group_count_max`, a `u32`.");
+    code.line("let count = count as usize;");
+    if has_array_entries(body) {
+        code.line("Ok((Self { entries, count, acting_version }, end, next))");
     } else {
         code.line(
-            "Ok((Self { rest: span, block_length, left: count, count, acting_version }, end))",
+            "Ok((Self { rest: span, block_length, left: count, count, acting_version }, end, next))",
         );
     }
 }

@@ -51,7 +51,7 @@ use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, KlinesConfig, Layout, Payload};
-use crate::feed::event::{FeedEvent, Repair};
+use crate::feed::event::{FeedEvent, Repair, StreamChange};
 use crate::idle::{Bell, TaskIdle};
 use crate::kline::{Candle, SymbolKlines};
 use crate::metrics::{Percentiles, latency_histogram};
@@ -600,8 +600,17 @@ impl Writer {
                         .for_each(crate::kline::Series::forget);
                 }
             }
+            Repair::Stream { symbol, change, .. } => {
+                if let Some(candles) = self.candles.get_mut(usize::from(symbol)) {
+                    match change {
+                        StreamChange::Disconnected => candles.connection_lost(),
+                        StreamChange::Reconnected => candles.reconnected(),
+                        _ => {}
+                    }
+                }
+            }
             // Books are the Redis writer's.
-            Repair::Book(_) | Repair::BookUnavailable { .. } | Repair::Stream { .. } => {}
+            Repair::Book(_) | Repair::BookUnavailable { .. } => {}
         }
     }
 
@@ -727,7 +736,9 @@ impl Writer {
         if event.kind == StreamKind::Trade
             && let Ok(Message::TradesStreamEvent(m)) = crate::sbe::decode(&event.frame)
         {
+            let late = candles.late();
             candles.on_trades(&m, from, &mut closed);
+            self.stats.klines_late.add(candles.late() - late);
         }
         let now_ms = event.event_time_us.div_euclid(1000);
         let held = self.orders.holds(event.symbol);
@@ -1155,6 +1166,9 @@ fn hostname() -> String {
 mod tests {
     use super::*;
     use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventEncoder};
+    use crate::sim::encode::encode_sbe;
+    use crate::sim::exchange::{Event, Payload, StreamKey};
+    use crate::sim::market::Trade as SimTrade;
 
     fn writer() -> Writer {
         let config = KinesisConfig {
@@ -1267,6 +1281,126 @@ mod tests {
         assert_eq!(w.stats.dead_lettered.get(), 1);
         let _ = w.dead.finish();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A simulator event of symbol 0 as the reader hands it on.
+    fn sim_event(kind: StreamKind, time_us: i64, payload: Payload) -> FeedEvent {
+        let ids = match &payload {
+            Payload::Trades { trades, .. } => (trades[0].id, trades[trades.len() - 1].id),
+            _ => (0, 0),
+        };
+        let event = Event {
+            key: StreamKey { symbol: 0, kind },
+            event_time_us: time_us,
+            payload,
+        };
+        let mut frame = Vec::new();
+        encode_sbe("BTCUSDT", &event, &mut frame);
+        FeedEvent {
+            recv_time_ns: 1,
+            symbol: 0,
+            kind,
+            first_id: ids.0,
+            last_id: ids.1,
+            first_new_id: ids.0,
+            event_time_us: time_us,
+            frame: Bytes::from(frame),
+        }
+    }
+
+    fn trades_at(ids: std::ops::RangeInclusive<i64>, time_us: i64) -> FeedEvent {
+        let trades = ids
+            .map(|id| SimTrade {
+                id,
+                price: 6_976_988,
+                qty: 1,
+                buyer_maker: true,
+                time_us,
+            })
+            .collect();
+        let payload = Payload::Trades {
+            transact_time_us: time_us,
+            trades,
+        };
+        sim_event(StreamKind::Trade, time_us, payload)
+    }
+
+    fn bbo_at(time_us: i64) -> FeedEvent {
+        let payload = Payload::BestBidAsk {
+            update_id: 1,
+            bid: (6_976_900, 1),
+            ask: (6_977_000, 1),
+        };
+        sim_event(StreamKind::BestBidAsk, time_us, payload)
+    }
+
+    /// `(open time, trade count)` of each kline record queued, in order.
+    fn candles(w: &mut Writer) -> Vec<(i64, u64)> {
+        let mut out = Vec::new();
+        for lane in &mut w.dests[KLINES].lanes {
+            for o in lane.lane.take_plain(usize::MAX, usize::MAX) {
+                let v: serde_json::Value = serde_json::from_slice(&o.data).expect("JSON");
+                let k = &v["k"];
+                out.push((k["t"].as_i64().expect("t"), k["n"].as_u64().expect("n")));
+            }
+        }
+        out
+    }
+
+    /// While the symbol's connection is lost, its other streams' clock must not close a
+    /// candle: trades of it may be missing, not yet seen as a gap (the first trade after the
+    /// reconnect shows it). The candle closes once the repair delivered them.
+    #[test]
+    fn a_candle_does_not_close_while_the_connection_is_lost_and_its_trades_unknown() {
+        let mut w = writer();
+        w.klines = KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 0,
+        };
+        let t0 = 1_763_700_000_000_000;
+        let second = 1_000_000;
+        // The first candle is partial (never published); the second holds 2..=3 so far.
+        w.route(trades_at(1..=1, t0 + 100_000));
+        w.route(trades_at(2..=3, t0 + second + 100_000));
+        let lost = |change| Repair::Stream {
+            symbol: 0,
+            change,
+            last_update_id: 0,
+        };
+        w.repair(lost(StreamChange::Disconnected));
+        // Trades 4..=5 of that second were sent while the connection was down.
+        w.route(bbo_at(t0 + 5 * second));
+        assert_eq!(candles(&mut w), vec![], "closed without trades 4..=5");
+        w.repair(lost(StreamChange::Reconnected));
+        w.route(bbo_at(t0 + 5 * second + 1));
+        assert_eq!(candles(&mut w), vec![], "no trade since the reconnect yet");
+        w.route(trades_at(6..=6, t0 + 5 * second + 500_000));
+        w.repair(Repair::Event(trades_at(4..=5, t0 + second + 900_000)));
+        let got = candles(&mut w);
+        assert_eq!(got[0], (t0 / 1000 + 1000, 4), "{got:?}");
+        let flats: Vec<(i64, u64)> = (2..5).map(|s| (t0 / 1000 + s * 1000, 0)).collect();
+        assert_eq!(got[1..], flats[..]);
+    }
+
+    /// A trade arriving after a later candle of its interval closed is left out of its candle
+    /// (which went out without it): counted, so the summary shows the candle is short.
+    #[test]
+    fn trades_left_out_of_closed_candles_are_counted() {
+        let mut w = writer();
+        w.klines = KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 0,
+        };
+        let t0 = 1_763_700_000_000_000;
+        let second = 1_000_000;
+        w.route(trades_at(1..=1, t0 + 100_000));
+        w.route(trades_at(2..=3, t0 + second + 100_000));
+        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        w.route(bbo_at(t0 + 5 * second));
+        assert_eq!(candles(&mut w)[0], (t0 / 1000 + 1000, 2));
+        w.route(trades_at(4..=5, t0 + second + 900_000));
+        assert_eq!(w.stats.klines_late.get(), 2);
+        assert_eq!(w.stats.summary().klines_late, 2);
     }
 
     /// Given-up ids release what waited behind them; at shutdown everything held goes out.

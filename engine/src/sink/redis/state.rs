@@ -72,6 +72,7 @@ use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
 use crate::config::{KeyLayout, KlinesConfig};
+use crate::feed::event::StreamChange;
 use crate::kline::{Candle, SymbolKlines};
 use crate::sbe::spot_stream::{BoolEnum, Message, TradesStreamEventDecoder};
 
@@ -264,6 +265,16 @@ impl SymbolState {
         self.klines_dirty |= !closed.is_empty();
         closed.clear();
         self.closed = closed;
+    }
+
+    /// The symbol's connection was lost or is back: while its trades since are unknown, its
+    /// clock closes no candle ([`SymbolKlines::connection_lost`]).
+    pub fn klines_connection(&mut self, change: StreamChange) {
+        match change {
+            StreamChange::Disconnected => self.klines.connection_lost(),
+            StreamChange::Reconnected => self.klines.reconnected(),
+            _ => {}
+        }
     }
 
     /// Trades left out of the candles as late.
@@ -1201,6 +1212,39 @@ mod tests {
         state.stop("removed: by request");
         let marked = written(&mut state);
         assert_eq!(marked.matches("removed: by request").count(), 5, "{marked}");
+    }
+
+    /// While the symbol's connection is lost, its clock closes no candle (trades sent
+    /// meanwhile show as a gap only after the reconnect); a trade delivered after the
+    /// reconnect (after the gap's repair) lets it close again.
+    #[test]
+    fn a_lost_connection_keeps_the_clock_from_closing_a_candle() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        state.set_klines(&KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 0,
+        });
+        apply(&mut state, &trades_frame(1_500_000, (-8, -8), &[(1, 1, 1)]));
+        apply(&mut state, &trades_frame(2_100_000, (-8, -8), &[(2, 2, 1)]));
+        let _ = written(&mut state);
+        state.klines_connection(StreamChange::Disconnected);
+        state.kline_clock(6_000, false);
+        state.klines_connection(StreamChange::Reconnected);
+        state.kline_clock(6_001, false);
+        assert!(!written(&mut state).contains("[2000,"), "closed unknown");
+        // The repaired trade of second 2 (delivered after the reconnect) joins its candle.
+        apply(&mut state, &trades_frame(2_900_000, (-8, -8), &[(3, 3, 1)]));
+        let out = written(&mut state);
+        let whole =
+            "[2000,\"0.00000002\",\"0.00000003\",\"0.00000002\",\"0.00000003\",\"0.00000002\"";
+        assert!(
+            out.contains("kl:{BTCUSDT}:1s") && out.contains(whole),
+            "{out}"
+        );
+        // Trades are known again: the clock closes it, whole.
+        state.kline_clock(6_000, false);
+        let out = written(&mut state);
+        assert!(out.contains("[5000,") && out.contains("HDEL"), "{out}");
     }
 
     /// Review of the sinks: a symbol halted while its re-anchor was in flight. The swap (which

@@ -648,7 +648,9 @@ impl Writer {
         let buffer = self.config.buffer_trades_max;
         let wants = match &message {
             Message::TradesStreamEvent(m) => {
+                let late = state.klines_late();
                 state.on_trades(m, from, event.recv_time_ns, buffer);
+                self.stats.klines_late.add(state.klines_late() - late);
                 Wants::Nothing
             }
             _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
@@ -934,11 +936,15 @@ mod tests {
     }
 
     fn trades(ids: std::ops::RangeInclusive<i64>) -> FeedEvent {
+        trades_at(ids, 1_763_700_000_000_000)
+    }
+
+    fn trades_at(ids: std::ops::RangeInclusive<i64>, time_us: i64) -> FeedEvent {
         let mut out = vec![0u8; 1024];
         let length = {
             let mut e = TradesStreamEventEncoder::wrap(&mut out).expect("room");
-            e.event_time(1_763_700_000_000_000)
-                .transact_time(1_763_700_000_000_000)
+            e.event_time(time_us)
+                .transact_time(time_us)
                 .price_exponent(-2)
                 .qty_exponent(-3);
             let count = u32::try_from(ids.clone().count()).expect("a few");
@@ -963,9 +969,33 @@ mod tests {
             first_id: *ids.start(),
             last_id: *ids.end(),
             first_new_id: *ids.start(),
-            event_time_us: 1_763_700_000_000_000,
+            event_time_us: time_us,
             frame: bytes::Bytes::from(out),
         }
+    }
+
+    /// A trade arriving after a later candle of its interval closed is left out of its
+    /// candle: counted in the sink's summary.
+    #[test]
+    fn trades_left_out_of_closed_candles_are_counted() {
+        let dir = scratch("klines-late");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.klines = KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 0,
+        };
+        let (t0, second) = (1_763_700_000_000_000, 1_000_000);
+        w.apply(trades_at(1..=1, t0 + 100_000), 1);
+        w.apply(trades_at(2..=3, t0 + second + 100_000), 2);
+        // The symbol's clock (a frame of it at second 5) closes second 1 without a gap seen.
+        let clock = FeedEvent {
+            event_time_us: t0 + 5 * second,
+            ..trades_at(3..=3, t0 + second + 100_000)
+        };
+        w.apply(clock, 3);
+        w.apply(trades_at(4..=5, t0 + second + 900_000), 4);
+        assert_eq!(w.stats.summary().klines_late, 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn reply(resp: &str) -> Value {

@@ -4,7 +4,7 @@
 //! field of the same group entry.
 
 use sbe_conformance::spot_3_5::*;
-use sbe_runtime::EncodeError;
+use sbe_runtime::{DecodeError, EncodeError};
 
 #[test]
 fn schema_identity() {
@@ -49,6 +49,38 @@ fn depth_round_trips() {
             r#""asks":[{"price":"4.00000200","qty":"12.00000000"}]}"#
         )
     );
+}
+
+/// Each validation step also checks the header of the group after it (one comparison for a
+/// valid frame), but a short frame still gets the error of the first element that does not
+/// fit: the header, the root block, a group's header, a group's entries.
+#[test]
+fn a_truncated_depth_frame_names_the_first_element_that_does_not_fit() {
+    let mut buf = [0u8; 256];
+    let len = depth(&mut buf).expect("fits");
+    let root_end = HEADER_LENGTH + DepthResponseDecoder::BLOCK_LENGTH;
+    let entry = DepthResponseBidsGroup::BLOCK_LENGTH;
+    // Two group headers of the same size, two bids and one ask.
+    let dimension = (len - root_end - 3 * entry) / 2;
+    let bids_end = root_end + dimension + 2 * entry;
+    let ends = [
+        HEADER_LENGTH,
+        root_end,
+        root_end + dimension,
+        bids_end,
+        bids_end + dimension,
+        len,
+    ];
+    for cut in 0..len {
+        let first_missing = ends.iter().copied().find(|&end| end > cut);
+        match decode(&buf[..cut]) {
+            Err(DecodeError::Truncated { needed, got }) => {
+                assert_eq!((Some(needed), got), (first_missing, cut), "cut at {cut}");
+            }
+            other => panic!("cut at {cut}: expected a truncation error, got {other:?}"),
+        }
+    }
+    assert!(decode(&buf[..len]).is_ok());
 }
 
 #[test]

@@ -81,6 +81,7 @@ impl Writer {
         let Some(state) = self.states.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        state.klines_connection(change);
         let wants = match change {
             StreamChange::Disconnected | StreamChange::Removed | StreamChange::Halted => {
                 let removed = change != StreamChange::Disconnected;
