@@ -289,6 +289,8 @@ def row(scenario, tool, window, counts, lost):
         "trades_written": lost.get("trades_written"),
         "connects": counts.get("connects"),
         "same_connections": window["same_connections"],
+        # hotpath's Redis writer: times it waited (parked or lingered) and woke, whole run.
+        "redis_wakeups": (counts.get("sinks") or {}).get("redis", {}).get("wakeups"),
     }
 
 

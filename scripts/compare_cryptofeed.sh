@@ -18,6 +18,8 @@
 # cryptofeed 2.4.1 runs in its own venv (scripts/requirements-bench.txt), patched at run time
 # for the local simulator (see the driver's doc). One JSON line per tool and scenario, then a
 # Markdown table. Compare within one run: the machine may be shared.
+# A hotpath peer may name its own binary after an `@` (`hotpath-sbe@/tmp/hotpath-before`), so
+# two builds (or a wrapper script setting `HOTPATH_REDIS__LINGER_US`) run back to back in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/servers.sh
@@ -47,7 +49,8 @@ printf '[http]\nlisten = "0"\n[redis]\nenabled = true\ntrades_maxlen = 100000000
 
 # Starts TOOL against the simulator on SYMBOLS with CHANNELS (trades[,ticker,book]); sets TOOL_PID.
 start_tool() {
-  local tool="$1" symbols="$2" channels="$3" streams
+  local tool="$1" symbols="$2" channels="$3" streams bin="$BIN"
+  if [[ "$tool" == *@* ]]; then bin="${tool#*@}"; tool="${tool%%@*}"; fi
   streams="$(sed -e 's/trades/trade/; s/ticker/bestBidAsk/; s/book/depth/' <<<"$channels")"
   case "$tool" in
     cryptofeed)
@@ -56,12 +59,12 @@ start_tool() {
         >"$WORK/counts.json" 2>"$WORK/tool.log" &
       ;;
     hotpath-json)
-      RUST_LOG=warn "$BIN" run --config "$WORK/run.toml" --format json \
+      RUST_LOG=warn "$bin" run --config "$WORK/run.toml" --format json \
         --endpoint "ws://127.0.0.1:$SIM_PORT/json" --symbols "$symbols" --streams "$streams" \
         --redis "redis://$REDIS/0" >"$WORK/counts.json" 2>"$WORK/tool.log" &
       ;;
     hotpath-sbe)
-      BINANCE_API_KEY=sim RUST_LOG=warn "$BIN" run --config "$WORK/run.toml" \
+      BINANCE_API_KEY=sim RUST_LOG=warn "$bin" run --config "$WORK/run.toml" \
         --endpoint "ws://127.0.0.1:$SIM_PORT" --symbols "$symbols" --streams "$streams" \
         --redis "redis://$REDIS/0" >"$WORK/counts.json" 2>"$WORK/tool.log" &
       ;;

@@ -112,6 +112,19 @@ const _: () = assert!(
         && IDLE_PARK_MIN.as_nanos() <= IDLE_PARK_MAX.as_nanos()
         && IDLE_PARK_MAX.as_nanos() <= IDLE_BLOCKING_PARK.as_nanos()
 );
+/// The Redis writer's default `redis.linger_us`: after a round with work it waits this long
+/// before the next, so one wake-up (and one pipeline) takes the frames of that time.
+pub const REDIS_LINGER_DEFAULT: Duration = Duration::from_micros(500);
+/// The longest `redis.linger_us` accepted.
+pub const REDIS_LINGER_MAX: Duration = Duration::from_millis(10);
+/// Rounds a lingering consumer yields (letting its runtime read replies) while something it
+/// waits for is in flight, before it lingers again.
+pub const LINGER_YIELDS_MAX: u32 = 4;
+/// How often the Redis writer runs its timers (held-trade expiry, re-anchor retries, the
+/// queue-depth gauge, the dead-letter sync) in rounds that found no work; rounds with work
+/// run them at once.
+pub const REDIS_HOUSEKEEPING: Duration = Duration::from_millis(2);
+const _: () = assert!(REDIS_LINGER_DEFAULT.as_nanos() <= REDIS_LINGER_MAX.as_nanos());
 /// How often a thread that owns a latency histogram (a reader) publishes a copy for the control
 /// plane's `/metrics`; a scrape sees the reader's latencies at most this old.
 pub const LIVE_HISTOGRAM_PUBLISH: Duration = Duration::from_secs(1);

@@ -20,6 +20,13 @@
 //! round). The timeout stays as a safety net and drives the consumer's timers; data never waits
 //! for it.
 //!
+//! Lingering ([`Idler::with_linger`], the Redis writer's `redis.linger_us`): after a round that
+//! did work, or while something it waits for is in flight, a consumer sleeps a short, fixed time
+//! instead of running its next round at once. It has not announced itself parked, so the
+//! producers do not ring (a fence and a load per batch, no system call), and the frames of the
+//! whole linger are taken by one wake-up. Only when a round finds nothing to do and nothing in
+//! flight does it park, woken by its bell as above; an idle consumer never lingers.
+//!
 //! Architecture invariant: [`Bell::ring`] never blocks and never allocates (a fence, a load,
 //! and while the consumer is parked one swap and one unpark or notify).
 
@@ -34,6 +41,7 @@ use tokio::sync::Notify;
 
 use crate::constants::{
     IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
+    LINGER_YIELDS_MAX,
 };
 
 /// What a consumer thread does when a round found nothing to do (config value `idle`).
@@ -81,6 +89,9 @@ pub enum Step {
     Yield,
     /// Announce, recheck, and park until woken or this long passes.
     Park(Duration),
+    /// Sleep this long without announcing (producers do not ring), then run a round: the
+    /// frames that came meanwhile are taken by one wake-up.
+    Linger(Duration),
 }
 
 /// The pure part of a strategy: counts idle rounds and says what the next one does.
@@ -91,6 +102,10 @@ pub struct Idler {
     rounds: u32,
     /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
     park: Duration,
+    /// After a round with work, sleep this long before the next; zero: no linger.
+    linger: Duration,
+    /// Rounds in a row without work while something was in flight, since the last linger.
+    waiting: u32,
 }
 
 impl Idler {
@@ -100,7 +115,19 @@ impl Idler {
             strategy,
             rounds: 0,
             park: IDLE_PARK_MIN,
+            linger: Duration::ZERO,
+            waiting: 0,
         }
+    }
+
+    /// Lingers `linger` after each round with work ([`Idler::step_in_flight`]); zero keeps the
+    /// strategy's behaviour. `busy_spin` never lingers (a dedicated core wants every frame at
+    /// once).
+    pub fn with_linger(mut self, linger: Duration) -> Idler {
+        if self.strategy != IdleStrategy::BusySpin {
+            self.linger = linger;
+        }
+        self
     }
 
     /// The strategy followed.
@@ -124,6 +151,41 @@ impl Idler {
             IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX => Step::Spin,
             IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX => Step::Yield,
             IdleStrategy::Backoff => {
+                let park = self.park;
+                self.park = (park * 2).min(IDLE_PARK_MAX);
+                Step::Park(park)
+            }
+        })
+    }
+}
+
+impl Idler {
+    /// After a round that did `work` items, `in_flight` saying whether something the consumer
+    /// waits for is outstanding (a request's reply). Without a linger, [`Idler::step`]. With
+    /// one: work lingers; no work while something is in flight yields a few rounds (the
+    /// runtime reads the reply) and then lingers again; no work and nothing in flight parks at
+    /// once with the strategy's timeout (the linger was the short wait: no spinning), woken
+    /// by the bell.
+    #[inline]
+    pub fn step_in_flight(&mut self, work: usize, in_flight: bool) -> Option<Step> {
+        if self.linger.is_zero() {
+            return self.step(work);
+        }
+        self.park = if work > 0 { IDLE_PARK_MIN } else { self.park };
+        if work > 0 || (in_flight && self.waiting >= LINGER_YIELDS_MAX) {
+            self.rounds = 0;
+            self.waiting = 0;
+            return Some(Step::Linger(self.linger));
+        }
+        if in_flight {
+            self.waiting += 1;
+            return Some(Step::Yield);
+        }
+        self.waiting = 0;
+        self.rounds = self.rounds.saturating_add(1);
+        Some(match self.strategy {
+            IdleStrategy::Blocking => Step::Park(IDLE_BLOCKING_PARK),
+            _ => {
                 let park = self.park;
                 self.park = (park * 2).min(IDLE_PARK_MAX);
                 Step::Park(park)
@@ -245,6 +307,7 @@ impl ThreadIdle {
             Some(Step::Spin) => std::hint::spin_loop(),
             Some(Step::Yield) => std::thread::yield_now(),
             Some(Step::Park(timeout)) => self.park(timeout, has_work),
+            Some(Step::Linger(linger)) => std::thread::sleep(linger),
         }
     }
 
@@ -296,10 +359,32 @@ impl TaskIdle {
         self.idler.step(work)
     }
 
+    /// Lingers `linger` after rounds with work ([`Idler::with_linger`]).
+    pub fn with_linger(mut self, linger: Duration) -> TaskIdle {
+        self.idler = self.idler.with_linger(linger);
+        self
+    }
+
+    /// Whether this consumer lingers ([`Idler::with_linger`] with a non-zero time, not
+    /// `busy_spin`).
+    pub fn lingers(&self) -> bool {
+        !self.idler.linger.is_zero()
+    }
+
+    /// [`Idler::step_in_flight`]: after a round that did `work` items, with something the
+    /// task waits for `in_flight`.
+    #[inline]
+    pub fn step_in_flight(&mut self, work: usize, in_flight: bool) -> Option<Step> {
+        self.idler.step_in_flight(work, in_flight)
+    }
+
     /// Carries out `step`. A spin of `backoff` stays a CPU hint; `busy_spin` yields to the
     /// runtime each round so the task's spawned work (requests in flight) runs. A park waits
     /// for the bell or the timeout, unless `has_work` (asked after the announcement) says there
-    /// is something to do. Safe to drop mid-way (in a `select!`).
+    /// is something to do. A linger sleeps the thread (one `nanosleep`, precise to tens of
+    /// microseconds where tokio's timer rounds to milliseconds): the task owns its runtime,
+    /// whose other tasks (its requests) wait with it, their replies read in the yield after
+    /// it. Safe to drop mid-way (in a `select!`).
     pub fn wait(
         &self,
         step: Step,
@@ -318,6 +403,10 @@ impl TaskIdle {
             match step {
                 Step::Spin if !busy => std::hint::spin_loop(),
                 Step::Spin | Step::Yield => tokio::task::yield_now().await,
+                Step::Linger(linger) => {
+                    std::thread::sleep(linger);
+                    tokio::task::yield_now().await;
+                }
                 Step::Park(timeout) => {
                     if let Some(guard) = announced {
                         self.park(timeout).await;
@@ -421,6 +510,102 @@ mod tests {
         assert_eq!(blocking.step(0), Some(Step::Park(IDLE_BLOCKING_PARK)));
         assert_eq!(blocking.step(0), Some(Step::Park(IDLE_BLOCKING_PARK)));
         assert_eq!(blocking.step(1), None);
+    }
+
+    /// With a linger: every round with work lingers (no spinning, producers not rung); no
+    /// work while a reply is in flight yields a few rounds then lingers again; nothing to do
+    /// and nothing in flight parks at once, with the backoff growing as before and reset by
+    /// work.
+    #[test]
+    fn a_lingering_idler_lingers_after_work_yields_for_replies_and_parks_when_idle() {
+        let linger = Duration::from_micros(500);
+        let mut idler = Idler::new(IdleStrategy::Backoff).with_linger(linger);
+        assert_eq!(idler.step_in_flight(3, false), Some(Step::Linger(linger)));
+        assert_eq!(idler.step_in_flight(1, true), Some(Step::Linger(linger)));
+        let waiting: Vec<Option<Step>> = (0..=LINGER_YIELDS_MAX)
+            .map(|_| idler.step_in_flight(0, true))
+            .collect();
+        let yields = LINGER_YIELDS_MAX as usize;
+        assert!(waiting[..yields].iter().all(|s| *s == Some(Step::Yield)));
+        assert_eq!(waiting[yields], Some(Step::Linger(linger)), "then lingers");
+        assert_eq!(
+            idler.step_in_flight(0, true),
+            Some(Step::Yield),
+            "counted afresh"
+        );
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MIN))
+        );
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MIN * 2))
+        );
+        for _ in 0..100 {
+            idler.step_in_flight(0, false);
+        }
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MAX))
+        );
+        assert_eq!(idler.step_in_flight(2, false), Some(Step::Linger(linger)));
+        assert_eq!(
+            idler.step_in_flight(0, false),
+            Some(Step::Park(IDLE_PARK_MIN)),
+            "work resets the backoff"
+        );
+        let mut blocking = Idler::new(IdleStrategy::Blocking).with_linger(linger);
+        assert_eq!(
+            blocking.step_in_flight(1, false),
+            Some(Step::Linger(linger))
+        );
+        assert_eq!(
+            blocking.step_in_flight(0, false),
+            Some(Step::Park(IDLE_BLOCKING_PARK))
+        );
+    }
+
+    /// No linger is today's behaviour (spin, yield, park), and `busy_spin` never lingers.
+    #[test]
+    fn without_a_linger_or_with_busy_spin_the_strategy_is_unchanged() {
+        let mut plain = Idler::new(IdleStrategy::Backoff).with_linger(Duration::ZERO);
+        let mut reference = Idler::new(IdleStrategy::Backoff);
+        for round in 0..300 {
+            let (work, in_flight) = (usize::from(round % 37 == 0), round % 3 == 0);
+            assert_eq!(
+                plain.step_in_flight(work, in_flight),
+                reference.step(work),
+                "round {round}"
+            );
+        }
+        let mut spin = Idler::new(IdleStrategy::BusySpin).with_linger(Duration::from_millis(1));
+        assert_eq!(spin.step_in_flight(5, true), None);
+        assert_eq!(spin.step_in_flight(0, false), Some(Step::Spin));
+    }
+
+    /// A lingering task consumer is not woken by its producers: the bell is not announced, so
+    /// a ring during the linger costs the producer no wake-up, and the frames of the whole
+    /// linger are taken in one round after it.
+    #[test]
+    fn producers_do_not_wake_a_lingering_task_and_its_frames_wait_for_the_linger() {
+        let bell = Bell::task();
+        let (mut producer, mut ring) = rtrb::RingBuffer::<u32>::new(64);
+        let linger = Duration::from_millis(30);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let idle = TaskIdle::new(IdleStrategy::Backoff, bell.clone()).with_linger(linger);
+        for item in 0..10 {
+            producer.push(item).expect("room");
+            bell.ring();
+        }
+        assert!(!bell.0.parked.load(Ordering::Relaxed), "nobody announced");
+        let start = Instant::now();
+        runtime.block_on(idle.wait(Step::Linger(linger), || true));
+        assert!(start.elapsed() >= linger, "the linger ran its whole time");
+        let taken = std::iter::from_fn(|| ring.pop().ok()).count();
+        assert_eq!(taken, 10, "one round takes every frame of the linger");
     }
 
     /// A consumer thread parked for an hour gets each item a producer pushes and rings for:

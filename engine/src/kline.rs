@@ -14,8 +14,8 @@
 //! price but never published, neither open nor closed.
 //!
 //! When a candle closes: when the first trade of a later interval arrives (trades come in id
-//! order, and ids in time order), or when the symbol's clock (the exchange time of any of its
-//! frames) is `close_after_ms` past the interval's end while none of its trades are held for a
+//! order, and ids in time order), or when the symbol's clock (the exchange time of its trades and
+//! depth diffs: [`crate::feed::event::FeedEvent::exchange_time_ms`]) is `close_after_ms` past the interval's end while none of its trades are held for a
 //! repair, and not from a lost connection until a trade is delivered after the reconnect
 //! ([`SymbolKlines::connection_lost`]: trades sent meanwhile show as a gap only then). Intervals without trades between two closed ones come out flat at the previous
 //! close with no volume, as Binance's, at most [`FILL_MAX`] of them in a row. A trade arriving

@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hotpath::{decode, frames};
 
+/// mimalloc, unless built with the `system-alloc` feature (glibc's malloc, which heap
+/// profilers such as heaptrack intercept; for finding where memory goes, not for running).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -55,6 +55,8 @@
 //!                                 # old services' names; not with cluster_urls)
 //! raw_json = false                # add `raw_json` (Binance's <s>@trade JSON) to each trade entry
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
+//! linger_us = 500                 # after a round with work, wait this long before the next
+//!                                 # (many frames per wake-up); 0: at once; at most 10000
 //! ```
 
 use std::path::PathBuf;
@@ -253,6 +255,11 @@ pub struct RedisConfig {
     pub raw_json: bool,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
+    /// After a round that did work (or while a pipeline is in flight), how long the writer
+    /// waits before its next round, so that one wake-up takes many frames and one pipeline
+    /// carries them ([`crate::idle::Idler::with_linger`]); zero: the next round at once, as
+    /// before. At most [`crate::constants::REDIS_LINGER_MAX`]. Ignored with `busy_spin`.
+    pub linger: Duration,
 }
 
 impl Default for RedisConfig {
@@ -275,6 +282,7 @@ impl Default for RedisConfig {
             keys: KeyLayout::HashTag,
             raw_json: false,
             idle: IdleStrategy::Backoff,
+            linger: crate::constants::REDIS_LINGER_DEFAULT,
         }
     }
 }
@@ -303,6 +311,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("connections", &self.connections)
             .field("keys", &self.keys)
             .field("raw_json", &self.raw_json)
+            .field("idle", &self.idle)
+            .field("linger", &self.linger)
             .finish()
     }
 }
@@ -369,6 +379,7 @@ pub(crate) struct RawRedis {
     keys: Option<String>,
     raw_json: Option<bool>,
     idle: Option<String>,
+    linger_us: Option<u64>,
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -582,6 +593,7 @@ impl RawRedis {
         }
         set(&mut c.raw_json, self.raw_json);
         set(&mut c.idle, super::idle("redis.idle", self.idle)?);
+        set(&mut c.linger, self.linger_us.map(Duration::from_micros));
         c.check()?;
         Ok((c.clone(), enabled.then_some(c)))
     }
@@ -662,6 +674,13 @@ impl RedisConfig {
             return Err(ConfigError::invalid(format!(
                 "redis.connections = {}: must be within 1..=64",
                 self.connections
+            )));
+        }
+        if self.linger > crate::constants::REDIS_LINGER_MAX {
+            return Err(ConfigError::invalid(format!(
+                "redis.linger_us = {}: must be within 0..={}",
+                self.linger.as_micros(),
+                crate::constants::REDIS_LINGER_MAX.as_micros()
             )));
         }
         if self.keys == KeyLayout::Plain && !self.cluster_urls.is_empty() {
@@ -828,6 +847,7 @@ mod tests {
             ("enabled = true\nbook_levels = 0", "redis.book_levels"),
             ("enabled = true\nconnections = 0", "redis.connections"),
             ("enabled = true\nconnections = 65", "redis.connections"),
+            ("enabled = true\nlinger_us = 10001", "redis.linger_us"),
             (
                 "enabled = true\nbook_levels = 50\nsnapshot_limit = 20",
                 "redis.snapshot_limit",

@@ -43,6 +43,17 @@ impl FeedEvent {
     pub fn is_announcement(&self) -> bool {
         self.kind == StreamKind::Trade && self.frame.is_empty()
     }
+
+    /// The exchange's time of this event, Unix ms, for clocks that must not run ahead of the
+    /// exchange (candles closing on a quiet symbol): trades and depth diffs carry Binance's own
+    /// event time on both wires. JSON's bookTicker and depth20 carry none, so their
+    /// `event_time_us` is the local receive time, ahead of the exchange's by however far the
+    /// reader lags: those give `None`.
+    #[inline]
+    pub fn exchange_time_ms(&self) -> Option<i64> {
+        matches!(self.kind, StreamKind::Trade | StreamKind::Depth)
+            .then(|| self.event_time_us.div_euclid(1000))
+    }
 }
 
 const _: () = assert!(

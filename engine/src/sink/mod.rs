@@ -93,6 +93,9 @@ pub struct SinkStats {
     pub queue_depth: Counter,
     /// Reconnections (Redis) or circuit breaker openings (Kinesis).
     pub reconnects: Counter,
+    /// Times the writer thread waited (parked or lingered) and woke again: with `received`,
+    /// how many events one wake-up took (the Redis writer; zero for the others).
+    pub wakeups: Counter,
     /// Receipt-to-acknowledgement latency of the newest event of the last acknowledged batch,
     /// nanoseconds (a gauge for the progress line; the summary has percentiles).
     pub ack_latency_ns: Counter,
@@ -198,6 +201,8 @@ pub struct SinkSummary {
     pub requests: u64,
     /// Reconnections or breaker openings.
     pub reconnects: u64,
+    /// Times the writer waited and woke again (the Redis writer; zero for the others).
+    pub wakeups: u64,
     /// Frame receipt to write acknowledged, nanoseconds.
     pub receipt_to_ack_ns: Percentiles,
     /// The same in every sink: everything this sink took (events from the rings, repairs)
@@ -229,6 +234,7 @@ impl SinkStats {
             failed_requests: self.failed_requests.get(),
             requests: self.requests.get(),
             reconnects: self.reconnects.get(),
+            wakeups: self.wakeups.get(),
             receipt_to_ack_ns: Percentiles::default(),
             flushed: false,
             book: None,

@@ -139,6 +139,8 @@ fn the_systemd_unit_keeps_its_promises() {
         "ExecStart=/usr/local/bin/hotpath run",
         "EnvironmentFile=/etc/hotpath/hotpath.env",
         "Environment=CONFIG_FILE=/etc/hotpath/hotpath.toml",
+        // No transparent huge pages even where THP is "always" (README "Memory").
+        "Environment=MIMALLOC_ALLOW_THP=0",
         "Restart=on-failure",
         "LimitMEMLOCK=infinity",
         "CPUAffinity=",

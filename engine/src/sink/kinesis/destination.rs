@@ -17,17 +17,17 @@
 
 use std::time::Instant;
 
-use super::lane::{Entry, Lane};
+use super::lane::{Entry, Lane, Outgoing};
 use super::shards::{ShardMap, hash_key};
 
-/// A lane and the copies of its in-flight batch (dead-lettered if the shutdown deadline
-/// abandons the request).
+/// A lane and its batch in flight (settled by the answer; dead-lettered if the shutdown
+/// deadline abandons the request).
 #[derive(Debug, Default)]
 pub struct ShardLane {
     /// The queue.
     pub lane: Lane,
-    /// Copies of the records of the request in flight.
-    pub in_flight: Vec<Entry>,
+    /// The batch of the request in flight: its user records (the request owns the data).
+    pub in_flight: Vec<Outgoing>,
 }
 
 /// One destination stream.

@@ -64,7 +64,8 @@ impl Entry {
 pub struct Outgoing {
     /// Partition key.
     pub key: std::sync::Arc<str>,
-    /// Kinesis record data (the user record, or an aggregate of several).
+    /// Kinesis record data (the user record, or an aggregate of several); empty once the
+    /// request is built ([`super::send::put_records`] moves it into the request).
     pub data: Bytes,
     /// The user records, in order.
     pub entries: Vec<Entry>,
@@ -83,6 +84,10 @@ pub struct Verdict {
 
 /// Kinesis' limit on the records one shard takes per second.
 pub const SHARD_RECORDS_PER_S: usize = 1000;
+
+/// Records a lane's queue keeps room for however short it gets (about 110 KiB of entries);
+/// above, its room follows its length ([`Lane::trim_capacity`]).
+pub const QUEUE_CAPACITY_KEPT: usize = 1024;
 
 /// One partition key's aggregate being built by [`Lane::take_aggregated`].
 struct Building {
@@ -327,7 +332,25 @@ impl Lane {
             self.sent.push_back((now, batch.len()));
             self.sent_last_second += batch.len();
         }
+        self.trim_capacity();
         batch
+    }
+
+    /// Gives back the queue's room once a backlog has drained: a `VecDeque` keeps the capacity
+    /// of its longest moment, so one slow minute of the server would keep the room of its
+    /// backlog (tens of MiB of entries) resident for the rest of the run. Beyond
+    /// [`QUEUE_CAPACITY_KEPT`], the capacity stays within 4x the records waiting; shrinking
+    /// to twice them makes the copy rare (amortised O(1) per record).
+    fn trim_capacity(&mut self) {
+        let len = self.queue.len();
+        if self.queue.capacity() > QUEUE_CAPACITY_KEPT.max(4 * len) {
+            self.queue.shrink_to(QUEUE_CAPACITY_KEPT.max(2 * len));
+        }
+    }
+
+    /// The queue's room, in records (for tests of the bound).
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
     }
 
     /// Takes every record, in order (a new shard map re-sorts them into new lanes).
@@ -404,6 +427,52 @@ mod tests {
             .into_iter()
             .map(|o| (o.key.to_string(), o.data.to_vec()))
             .collect()
+    }
+
+    /// A backlog's room is given back as it drains (the queue stays within 4x its length above
+    /// [`QUEUE_CAPACITY_KEPT`]), and every record still leaves once, in order, in both modes.
+    #[test]
+    fn a_drained_backlog_gives_its_room_back_and_loses_nothing() {
+        let t0 = Instant::now();
+        for aggregate in [Aggregate::Off, Aggregate::On] {
+            let mut lane = Lane::default();
+            let n = 50_000u32;
+            for i in 0..n {
+                lane.push(entry(["A", "B", "C"][i as usize % 3], &i.to_le_bytes(), t0));
+            }
+            assert!(lane.capacity() >= n as usize);
+            let mut seen = Vec::new();
+            let mut capacity_max_late = 0;
+            while !lane.is_empty() {
+                let batch = lane.take(aggregate, t0, 500, 5 << 20);
+                assert!(
+                    lane.capacity() <= QUEUE_CAPACITY_KEPT.max(4 * lane.len()),
+                    "room {} for {} records",
+                    lane.capacity(),
+                    lane.len()
+                );
+                if lane.len() < 1000 {
+                    capacity_max_late = capacity_max_late.max(lane.capacity());
+                }
+                for o in batch {
+                    for e in o.entries {
+                        let bytes: [u8; 4] = e.data[..].try_into().expect("4 bytes");
+                        seen.push(u32::from_le_bytes(bytes));
+                    }
+                }
+            }
+            assert!(
+                capacity_max_late <= QUEUE_CAPACITY_KEPT,
+                "{capacity_max_late}"
+            );
+            // Per key, in order; every record once.
+            for key in 0..3 {
+                let ids: Vec<u32> = seen.iter().copied().filter(|i| i % 3 == key).collect();
+                let expected: Vec<u32> = (0..n).filter(|i| i % 3 == key).collect();
+                assert_eq!(ids, expected, "{aggregate:?}: key {key}");
+            }
+            assert_eq!(seen.len(), n as usize);
+        }
     }
 
     #[test]

@@ -44,41 +44,59 @@ pub struct Failure {
 }
 
 /// One PutRecords call of `batch` to `stream` from the lane of shard `shard_id` (empty: no
-/// known shard).
+/// known shard), the batch handed back with the outcome (without the records' data: see
+/// [`request_entries`]).
 pub async fn put_records(
     client: Client,
     stream: String,
     route: Route,
     shard_id: Arc<str>,
-    batch: Vec<Outgoing>,
+    mut batch: Vec<Outgoing>,
 ) -> Sent {
-    let entries: Result<Vec<PutRecordsRequestEntry>, _> = batch
-        .iter()
+    let result = match request_entries(&mut batch) {
+        Ok(entries) => call(client, stream, shard_id, entries).await,
+        Err(failure) => Err(failure),
+    };
+    (route, batch, result)
+}
+
+/// The request's records for `batch`. Each record's data moves into the request (`data` is
+/// left empty): after the call only the user records (`entries`) are looked at, a failed one
+/// being queued again and sent anew. An aggregate is the batch's own buffer, so it moves
+/// without a copy; a plain record shares its frame's pooled chunk and is copied.
+pub fn request_entries(batch: &mut [Outgoing]) -> Result<Vec<PutRecordsRequestEntry>, Failure> {
+    batch
+        .iter_mut()
         .map(|o| {
             PutRecordsRequestEntry::builder()
                 .partition_key(o.key.as_ref())
-                .data(Blob::new(o.data.to_vec()))
+                .data(Blob::new(Vec::from(std::mem::take(&mut o.data))))
                 .build()
         })
-        .collect();
-    let entries = match entries {
-        Ok(entries) => entries,
-        Err(e) => {
-            let failure = Failure {
-                message: format!("cannot build the request: {e}").into(),
-                unanswered: false,
-            };
-            return (route, batch, Err(failure));
-        }
-    };
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure {
+            message: format!("cannot build the request: {e}").into(),
+            unanswered: false,
+        })
+}
+
+/// One PutRecords call of `entries` (from [`request_entries`]) to `stream` from the lane of
+/// shard `shard_id` (empty: no known shard).
+pub async fn call(
+    client: Client,
+    stream: String,
+    shard_id: Arc<str>,
+    entries: Vec<PutRecordsRequestEntry>,
+) -> Result<Answer, Failure> {
+    let sent = entries.len();
     let result = client
         .put_records()
         .stream_name(stream)
         .set_records(Some(entries))
         .send()
         .await;
-    let result = match result {
-        Ok(out) if out.records().len() == batch.len() => {
+    match result {
+        Ok(out) if out.records().len() == sent => {
             let records = out.records();
             let misplaced = records
                 .iter()
@@ -91,9 +109,8 @@ pub async fn put_records(
         // Some of the records may be in the stream: which ones cannot be told.
         Ok(out) => Err(Failure {
             message: format!(
-                "PutRecords answered {} entries for {} sent",
+                "PutRecords answered {} entries for {sent} sent",
                 out.records().len(),
-                batch.len()
             )
             .into(),
             unanswered: true,
@@ -102,8 +119,7 @@ pub async fn put_records(
             unanswered: unanswered(&e),
             message: DisplayErrorContext(&e).to_string().into(),
         }),
-    };
-    (route, batch, result)
+    }
 }
 
 /// Whether a failed request may have been processed all the same: no answer came (a timeout,

@@ -46,7 +46,7 @@ use super::avro::AvroEncoder;
 use super::breaker::Breaker;
 use super::destination::Destination;
 use super::lane::{Aggregate, Entry};
-use super::send::{Answer, Route, Sent, put_records};
+use super::send::{Answer, Failure, Route, call, request_entries};
 use super::shards::{self, ListError, ShardMap, hash_key};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
@@ -247,7 +247,8 @@ pub fn spawn(
 
 /// What the writer's requests bring back: a PutRecords outcome, or a destination's listing.
 enum Done {
-    Sent(Sent),
+    /// A PutRecords outcome; the batch waits in its lane's `in_flight`.
+    Sent(Route, Result<Answer, Failure>),
     Listed(usize, Result<ShardMap, ListError>),
 }
 
@@ -741,8 +742,10 @@ impl Writer {
             self.stats.klines_late.add(candles.late() - late);
         }
         let now_ms = event.event_time_us.div_euclid(1000);
-        let held = self.orders.holds(event.symbol);
-        candles.advance(now_ms, self.klines.close_after_ms, held, &mut closed);
+        if let Some(exchange_ms) = event.exchange_time_ms() {
+            let held = self.orders.holds(event.symbol);
+            candles.advance(exchange_ms, self.klines.close_after_ms, held, &mut closed);
+        }
         for (i, candle) in closed.drain(..) {
             let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
             let data = candle.stream_json(key, interval, true, now_ms);
@@ -881,11 +884,12 @@ impl Writer {
         for dest in 0..DESTINATIONS {
             let mut entries = Vec::new();
             for lane in &mut self.dests[dest].lanes {
-                let mut in_flight = std::mem::take(&mut lane.in_flight);
-                for entry in in_flight.iter_mut() {
-                    entry.maybe_landed = true;
+                for outgoing in std::mem::take(&mut lane.in_flight) {
+                    for mut entry in outgoing.entries {
+                        entry.maybe_landed = true;
+                        entries.push(entry);
+                    }
                 }
-                entries.extend(in_flight);
                 entries.extend(lane.lane.take_all());
             }
             for entry in entries {
@@ -963,7 +967,7 @@ impl Writer {
 
     fn done(&mut self, done: Done) {
         match done {
-            Done::Sent(sent) => self.settle(sent),
+            Done::Sent(route, result) => self.settle(route, result),
             Done::Listed(d, map) => {
                 self.listings -= 1;
                 self.listed(d, map, Instant::now());
@@ -1021,7 +1025,6 @@ impl Writer {
             return None;
         }
         let ms = unix_ms();
-        let mut copies = Vec::new();
         for entry in batch.iter_mut().flat_map(|o| o.entries.iter_mut()) {
             if entry.attempts == 0 {
                 entry.first_attempt_ms = ms;
@@ -1029,10 +1032,12 @@ impl Writer {
                 self.stats.retried.add(1);
             }
             entry.attempts += 1;
-            copies.push(entry.clone());
         }
+        // The request owns the records' data; the batch (the user records) waits in the lane
+        // for the answer, not copied (a backlog's requests are several MiB each).
+        let entries = request_entries(&mut batch);
         let dest = &mut self.dests[route.destination];
-        dest.lanes[route.lane].in_flight = copies;
+        dest.lanes[route.lane].in_flight = batch;
         dest.lanes[route.lane].lane.in_flight = true;
         self.stats.requests.add(1);
         let client = self.client.clone();
@@ -1041,7 +1046,11 @@ impl Writer {
             Arc::from(dest.map().shard_id(route.lane)),
         );
         Some(Box::pin(async move {
-            Done::Sent(put_records(client, stream, route, shard, batch).await)
+            let result = match entries {
+                Ok(entries) => call(client, stream, shard, entries).await,
+                Err(failure) => Err(failure),
+            };
+            Done::Sent(route, result)
         }))
     }
 
@@ -1054,11 +1063,11 @@ impl Writer {
         lane.not_before = Some(now + jittered(&mut self.rng, initial, max, attempt));
     }
 
-    fn settle(&mut self, (route, batch, result): Sent) {
+    fn settle(&mut self, route: Route, result: Result<Answer, Failure>) {
         let now = Instant::now();
         let shard_lane = &mut self.dests[route.destination].lanes[route.lane];
         shard_lane.lane.in_flight = false;
-        shard_lane.in_flight.clear();
+        let batch = std::mem::take(&mut shard_lane.in_flight);
         match result {
             Ok(answer) => self.settle_answer(route, batch, answer, now),
             Err(failure) => {
@@ -1334,6 +1343,17 @@ mod tests {
         sim_event(StreamKind::BestBidAsk, time_us, payload)
     }
 
+    /// A depth diff at `time_us`: it moves the symbol's exchange clock.
+    fn diff_at(time_us: i64) -> FeedEvent {
+        let payload = Payload::DepthDiff(crate::sim::market::Diff {
+            first_update_id: 1,
+            last_update_id: 1,
+            bids: vec![(6_976_900, 1)],
+            asks: vec![],
+        });
+        sim_event(StreamKind::Depth, time_us, payload)
+    }
+
     /// `(open time, trade count)` of each kline record queued, in order.
     fn candles(w: &mut Writer) -> Vec<(i64, u64)> {
         let mut out = Vec::new();
@@ -1369,10 +1389,10 @@ mod tests {
         };
         w.repair(lost(StreamChange::Disconnected));
         // Trades 4..=5 of that second were sent while the connection was down.
-        w.route(bbo_at(t0 + 5 * second));
+        w.route(diff_at(t0 + 5 * second));
         assert_eq!(candles(&mut w), vec![], "closed without trades 4..=5");
         w.repair(lost(StreamChange::Reconnected));
-        w.route(bbo_at(t0 + 5 * second + 1));
+        w.route(diff_at(t0 + 5 * second + 1));
         assert_eq!(candles(&mut w), vec![], "no trade since the reconnect yet");
         w.route(trades_at(6..=6, t0 + 5 * second + 500_000));
         w.repair(Repair::Event(trades_at(4..=5, t0 + second + 900_000)));
@@ -1395,8 +1415,11 @@ mod tests {
         let second = 1_000_000;
         w.route(trades_at(1..=1, t0 + 100_000));
         w.route(trades_at(2..=3, t0 + second + 100_000));
-        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        // A bookTicker's time may be the local receive time (JSON): it closes nothing.
         w.route(bbo_at(t0 + 5 * second));
+        assert_eq!(candles(&mut w), vec![]);
+        // A silent loss: no disconnect, so the clock closes second 1 and fills to second 4.
+        w.route(diff_at(t0 + 5 * second));
         assert_eq!(candles(&mut w)[0], (t0 / 1000 + 1000, 2));
         w.route(trades_at(4..=5, t0 + second + 900_000));
         assert_eq!(w.stats.klines_late.get(), 2);

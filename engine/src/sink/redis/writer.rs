@@ -50,17 +50,19 @@ use self::lanes::{Io, lane_of};
 use super::ob::{BookSettings, DiffBudget, Wants};
 use super::state::{PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
-use crate::clock::{monotonic_ns, unix_ms};
+use crate::clock::{monotonic_ns, monotonic_ns_at, unix_ms, unix_us};
 use crate::config::{KlinesConfig, RedisConfig};
 use crate::feed::event::{BookRequest, FeedEvent, Repair};
-use crate::idle::{Bell, TaskIdle};
+use crate::idle::{Bell, Step, TaskIdle};
 use crate::metrics::{Percentiles, latency_histogram};
 use crate::sbe::spot_stream::Message;
 use crate::sink::dlq::{DeadRecord, Outcome, Spool, Target};
 use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
-use crate::constants::{LATENCY_SAMPLES_MAX, REDIS_TIMEOUT, TRADES_PER_PIPELINE};
+use crate::constants::{
+    LATENCY_SAMPLES_MAX, REDIS_HOUSEKEEPING, REDIS_TIMEOUT, TRADES_PER_PIPELINE,
+};
 
 /// What the writer thread is given.
 pub struct RedisSink {
@@ -260,6 +262,14 @@ struct Writer {
     bell: Bell,
     /// The klines settings (for symbols added at run time).
     klines: KlinesConfig,
+    /// When the timers (held-trade expiry, the queue-depth gauge, the dead-letter sync) run
+    /// next.
+    next_timers: Instant,
+    /// Snapshot requests were pushed to the sidecar since its bell was last rung.
+    requests_pushed: bool,
+    /// An instant and the Unix time (µs) read with it: the Unix time of a round is derived
+    /// from its one clock read; refreshed with the books' publication.
+    wall: (Instant, i64),
 }
 
 /// A re-anchor in flight: the symbol, its attempt number, the task.
@@ -285,7 +295,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         sidecar_bell,
         klines,
     } = sink;
-    let mut idle = TaskIdle::new(config.idle, bell.clone());
+    let mut idle = TaskIdle::new(config.idle, bell.clone()).with_linger(config.linger);
     let mut w = Writer::new(config, &symbols, stats, (book_requests, hold_max));
     for state in w.states.iter_mut().flatten() {
         state.set_klines(&klines);
@@ -308,28 +318,32 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             tokio::task::yield_now().await;
         }
         let stopping = stop.load(Ordering::Acquire);
-        let mut work = w.drain(&mut rings, repairs.as_mut());
+        // The round's one clock read; timers run in rounds with work, or when due.
+        let now = w.now();
+        let taken = w.drain(&mut rings, repairs.as_mut());
+        let mut work = taken;
+        let timers = stopping || now.instant >= w.next_timers;
+        if timers {
+            w.next_timers = now.instant + REDIS_HOUSEKEEPING;
+            w.expire_orders(now.ns);
+        }
         if stopping {
             // Readers and sidecar have stopped and their rings are drained: nothing missing
             // will come any more, so everything held is delivered.
             w.finish_orders();
+            flush_deadline.get_or_insert(now.instant + flush_timeout);
         }
-        let now = Instant::now();
-        if stopping && flush_deadline.is_none() {
-            flush_deadline = Some(now + flush_timeout);
+        work += w.connection(&mut io, now.instant).await;
+        work += w.finish_write(&mut io, now.ns).await;
+        work += w.book_work(&io, stopping, now, timers || work > 0).await;
+        if timers {
+            w.gauge_depth(&rings);
         }
-        work += w.connection(&mut io, now).await;
-        work += w.finish_write(&mut io).await;
-        work += w.book_work(&io, stopping, now).await;
-        let pending: usize = w.states.iter().flatten().map(|s| s.pending.len()).sum();
-        w.stats
-            .queue_depth
-            .set((ring_depth(&rings) + pending + w.orders.held()) as u64);
-        work += w.start_write(&mut io);
+        if timers || work > 0 {
+            work += w.start_write(&mut io, now.unix_us);
+        }
         let quiet = io.quiet() && w.reanchoring.is_empty();
-        let drained =
-            rings.iter().all(|r| r.is_empty()) && repairs.as_ref().is_none_or(|r| r.is_empty());
-        if stopping && quiet && drained {
+        if stopping && quiet && drained(&rings, repairs.as_ref()) {
             if !w.stop_marked {
                 // Everything known is written: the books are marked stale, last.
                 w.mark_stopped();
@@ -340,7 +354,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
                 break;
             }
         }
-        if flush_deadline.is_some_and(|d| Instant::now() >= d) {
+        if flush_deadline.is_some_and(|d| now.instant >= d) {
             let pending = w.abandon();
             tracing::warn!(
                 path = %w.dead.path().display(),
@@ -349,26 +363,23 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             );
             break;
         }
-        if let Err(e) = w.dead.sync(Instant::now()) {
+        if timers && let Err(e) = w.dead.sync(now.instant) {
             w.log_error(&e);
         }
-        if work > 0 {
-            // Snapshot requests may have gone to the sidecar (a fence and a load unless it
-            // is parked).
+        if std::mem::take(&mut w.requests_pushed) {
+            // Snapshot requests went to the sidecar: wake it if parked (only then: ringing
+            // after every round with work woke a parked sidecar once per writer wake-up).
             sidecar_bell.ring();
         }
-        if let Some(step) = idle.step(work) {
-            if matches!(step, crate::idle::Step::Park(_)) {
-                trace_park(&w, &io);
-            }
-            // Woken by the rings' producers, a finished task (connect, write, re-anchor, each
-            // spawned with `spawn_ringing`) or the stop; timers wait for the park's timeout.
+        // Lingering, only new items (or a reply outstanding) are worth a linger: a round that
+        // only settled a reply parks, woken by the next frame, rather than lingering once
+        // more (at a few frames a second that was a second wake-up per frame).
+        let worth = if idle.lingers() { taken } else { work };
+        if let Some(step) = idle.step_in_flight(worth, !quiet) {
             let has_work = || {
-                (!stopping && stop.load(Ordering::Acquire))
-                    || rings.iter().any(|r| !r.is_empty())
-                    || repairs.as_ref().is_some_and(|r| !r.is_empty())
+                (!stopping && stop.load(Ordering::Acquire)) || !drained(&rings, repairs.as_ref())
             };
-            idle.wait(step, has_work).await;
+            w.idle(&idle, step, &io, has_work).await;
         }
     }
     w.dead.finish().map_err(|reason| SinkError::DeadLetter {
@@ -376,6 +387,20 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         reason,
     })?;
     Ok(w.summary())
+}
+
+/// Whether the event rings and the repair ring are empty.
+fn drained(rings: &[rtrb::Consumer<FeedEvent>], repairs: Option<&rtrb::Consumer<Repair>>) -> bool {
+    rings.iter().all(|r| r.is_empty()) && repairs.is_none_or(|r| r.is_empty())
+}
+
+/// A round's time, from one clock read: the instant, [`monotonic_ns`]' value of it, and the
+/// Unix time in microseconds derived from the writer's wall-clock anchor.
+#[derive(Clone, Copy, Debug)]
+struct Now {
+    instant: Instant,
+    ns: u64,
+    unix_us: i64,
 }
 
 /// At trace level, what the writer parks with (per connection: connected, a pipeline in
@@ -436,6 +461,9 @@ impl Writer {
             gaps_logged: 0,
             bell: Bell::silent(),
             klines: KlinesConfig::default(),
+            next_timers: Instant::now(),
+            requests_pushed: false,
+            wall: (Instant::now(), unix_us()),
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
@@ -484,11 +512,49 @@ impl Writer {
                 work += 1;
             }
         }
+        if work > 0 {
+            self.note_orders();
+        }
+        work
+    }
+
+    /// Gives up on gaps held too long (a timer: held at most `sidecar.hold_max_ms`).
+    fn expire_orders(&mut self, now_ns: u64) {
         let mut released = std::mem::take(&mut self.released);
-        self.orders.expire(monotonic_ns(), &mut released);
+        self.orders.expire(now_ns, &mut released);
         self.deliver(released);
         self.note_orders();
-        work
+    }
+
+    /// The round's time from one clock read ([`Now`]).
+    fn now(&self) -> Now {
+        let instant = Instant::now();
+        let (at, unix) = self.wall;
+        let since = instant.saturating_duration_since(at).as_micros();
+        Now {
+            instant,
+            ns: monotonic_ns_at(instant),
+            unix_us: unix.saturating_add(i64::try_from(since).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Sets the queue-depth gauge: the rings, the trades pending, the trade events held.
+    fn gauge_depth(&self, rings: &[rtrb::Consumer<FeedEvent>]) {
+        let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
+        let depth = ring_depth(rings) + pending + self.orders.held();
+        self.stats.queue_depth.set(depth as u64);
+    }
+
+    /// Carries out an idle `step` (traced when it parks); a park or a linger is counted as a
+    /// wake-up.
+    async fn idle(&self, idle: &TaskIdle, step: Step, io: &Io, has_work: impl FnOnce() -> bool) {
+        match step {
+            Step::Park(_) => trace_park(self, io),
+            Step::Linger(_) => {}
+            Step::Spin | Step::Yield => return idle.wait(step, has_work).await,
+        }
+        self.stats.wakeups.add(1);
+        idle.wait(step, has_work).await;
     }
 
     /// Takes everything waiting in the event rings; returns how many.
@@ -589,9 +655,11 @@ impl Writer {
             }
             _ => state.on_frame(&message, event.recv_time_ns, buffer, &mut self.diffs),
         };
-        if !self.klines.intervals.is_empty() {
+        if !self.klines.intervals.is_empty()
+            && let Some(now_ms) = event.exchange_time_ms()
+        {
             let held = self.orders.holds(event.symbol);
-            state.kline_clock(event.event_time_us.div_euclid(1000), held);
+            state.kline_clock(now_ms, held);
         }
         let evicted = std::mem::take(&mut state.evicted);
         for t in &evicted {
@@ -611,7 +679,12 @@ impl Writer {
 
     /// Builds the pipelines of every dirty symbol of `lane` (standalone: one; Cluster: one per
     /// symbol, its keys sharing a slot).
-    fn prepare(&mut self, lane: usize, cluster: bool) -> (Vec<redis::Pipeline>, Batch) {
+    fn prepare(
+        &mut self,
+        lane: usize,
+        cluster: bool,
+        now_us: i64,
+    ) -> (Vec<redis::Pipeline>, Batch) {
         let samples = self
             .samples
             .get_mut(lane)
@@ -623,7 +696,6 @@ impl Writer {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let maxlen = self.config.trades_maxlen;
-        let now_us = books::now_us();
         let mut pipes = Vec::new();
         for (symbol, state) in self.states.iter_mut().enumerate() {
             if lane_of(symbol, lanes) != lane {
@@ -661,9 +733,9 @@ impl Writer {
     /// Applies Redis' replies. Each trade's reply says whether it is in the stream (counted
     /// as written), is to be checked with `XRANGE`, cannot be placed (dead-lettered) or was
     /// refused explicitly (it stays pending; the batch fails, so the state is written again
-    /// after a backoff). A refusal of another key's command fails the batch too.
-    fn settle(&mut self, batch: Batch, replies: &[Value]) -> Result<(), String> {
-        let acked = monotonic_ns();
+    /// after a backoff). A refusal of another key's command fails the batch too. `acked`: when
+    /// the replies were taken ([`monotonic_ns`]).
+    fn settle(&mut self, batch: Batch, replies: &[Value], acked: u64) -> Result<(), String> {
         if let Some(newest) = batch.samples.iter().max() {
             self.stats.ack_latency_ns.set(acked.saturating_sub(*newest));
         }
@@ -939,12 +1011,12 @@ mod tests {
     /// One round: the commands of the next pipeline (as RESP text) and the replies given to
     /// them, trade commands first, `rest` for the other keys' commands.
     fn round(w: &mut Writer, trades: &[Value]) -> (String, Result<(), String>) {
-        let (pipes, batch) = w.prepare(0, false);
+        let (pipes, batch) = w.prepare(0, false, unix_us());
         let text = String::from_utf8_lossy(&pipes[0].get_packed_pipeline()).into_owned();
         let commands: usize = batch.sections.iter().map(|s| s.commands).sum();
         let mut replies = trades.to_vec();
         replies.resize(commands, Value::Okay);
-        (text, w.settle(batch, &replies))
+        (text, w.settle(batch, &replies, monotonic_ns()))
     }
 
     /// Regression (found in review): trade 1 was refused (OOM) while trade 2 landed; on the
@@ -1002,7 +1074,7 @@ mod tests {
         let dir = scratch("unanswered");
         let mut w = writer(&dir.join("dead.jsonl"));
         w.accept(trades(7..=8));
-        let (_pipes, _batch) = w.prepare(0, false);
+        let (_pipes, _batch) = w.prepare(0, false, unix_us());
         // The connection is lost: no reply at all.
         for state in w.states.iter_mut().flatten() {
             state.unanswered();
@@ -1102,7 +1174,7 @@ mod tests {
         w.config.buffer_trades_max = 3;
         w.accept(trades(1..=5));
         assert_eq!(w.stats.dead_lettered.get(), 2);
-        let (_pipes, _batch) = w.prepare(0, false);
+        let (_pipes, _batch) = w.prepare(0, false, unix_us());
         // In flight when the deadline passes: unknown.
         assert_eq!(w.abandon(), 3);
         assert_eq!(w.stats.dead_lettered.get(), 5);
@@ -1124,11 +1196,11 @@ mod tests {
         let mut w = writer(&dir.join("dead.jsonl"));
         w.accept(trades(1..=2));
         w.accept(trades(5..=6));
-        let _ = w.prepare(0, false);
+        let _ = w.prepare(0, false, unix_us());
         let held = |w: &Writer| w.states.iter().flatten().any(|s| s.trades_held);
         assert!(held(&w), "3..=4 missing");
         w.accept(trades(3..=4));
-        let _ = w.prepare(0, false);
+        let _ = w.prepare(0, false, unix_us());
         assert!(!held(&w), "repaired");
     }
 

@@ -14,7 +14,7 @@ pub(crate) const REMOVED_REASON: &str = "removed: the symbol was unsubscribed";
 
 use redis::Value;
 
-use super::{Conn, Io, Reanchoring, Writer};
+use super::{Conn, Io, Now, Reanchoring, Writer};
 use crate::backoff::jittered;
 use crate::binance::decimal::mantissas;
 use crate::constants::CONTROL_SAMPLE_INTERVAL;
@@ -221,20 +221,31 @@ impl Writer {
             }
             sent += 1;
         }
+        self.requests_pushed |= sent > 0;
         sent
     }
 
     /// The book work of one round: queued requests, a consistency check when due, finished
-    /// and new re-anchors. Nothing new starts once stopping.
-    pub(super) async fn book_work(&mut self, io: &Io, stopping: bool, now: Instant) -> usize {
-        self.publish_books(now);
+    /// re-anchors, and new ones when `due` (the round did work, or its timers are due) or a
+    /// re-anchor finished. Nothing new starts once stopping.
+    pub(super) async fn book_work(
+        &mut self,
+        io: &Io,
+        stopping: bool,
+        now: Now,
+        due: bool,
+    ) -> usize {
+        self.publish_books(now.instant);
         let mut work = self.flush_requests();
         work += self.finish_reanchors().await;
         if stopping {
             return work;
         }
-        work += self.schedule_check(now);
-        work + self.start_reanchors(io)
+        work += self.schedule_check(now.instant);
+        if due || work > 0 {
+            work += self.start_reanchors(io, now.unix_us);
+        }
+        work
     }
 
     /// Publishes each book's standing for the control plane, at most every
@@ -244,6 +255,8 @@ impl Writer {
             return;
         }
         self.next_book_publish = now + CONTROL_SAMPLE_INTERVAL;
+        // The wall-clock anchor the rounds' Unix time is derived from.
+        self.wall = (now, now_us());
         let mut books = crate::sync::lock(&self.stats.book.books);
         books.clear();
         books.extend(self.states.iter().flatten().map(|s| BookState {
@@ -285,9 +298,8 @@ impl Writer {
 
     /// Starts a re-anchor for every book that waits for one (within the in-flight bound), on
     /// its symbol's connection (after the writes before it), once the start's stale marks of
-    /// that connection's symbols are in Redis.
-    fn start_reanchors(&mut self, io: &Io) -> usize {
-        let now = now_us();
+    /// that connection's symbols are in Redis; `now`: the round's Unix time, µs.
+    fn start_reanchors(&mut self, io: &Io, now: i64) -> usize {
         let mut started = 0;
         for index in 0..self.states.len() {
             if self.reanchoring.len() >= REANCHORS_IN_FLIGHT_MAX {

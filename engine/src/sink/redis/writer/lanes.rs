@@ -120,15 +120,16 @@ impl Writer {
     }
 
     /// Takes each lane's finished batch; a failed batch drops its lane's connection.
-    pub(super) async fn finish_write(&mut self, io: &mut Io) -> usize {
+    /// `now_ns`: the round's [`crate::clock::monotonic_ns`], the time the replies are taken.
+    pub(super) async fn finish_write(&mut self, io: &mut Io, now_ns: u64) -> usize {
         let mut work = 0;
         for index in 0..io.lanes.len() {
-            work += self.finish_lane(&mut io.lanes[index], index).await;
+            work += self.finish_lane(&mut io.lanes[index], index, now_ns).await;
         }
         work
     }
 
-    async fn finish_lane(&mut self, lane: &mut Lane, index: usize) -> usize {
+    async fn finish_lane(&mut self, lane: &mut Lane, index: usize, now_ns: u64) -> usize {
         let Some((task, batch)) = lane.writing.take_if(|(t, _)| t.is_finished()) else {
             return 0;
         };
@@ -138,7 +139,7 @@ impl Writer {
             "redis: batch finished"
         );
         let outcome = match task.await.unwrap_or_else(|e| Err(e.to_string())) {
-            Ok(replies) => self.settle(batch, &replies),
+            Ok(replies) => self.settle(batch, &replies, now_ns),
             Err(e) => Err(e),
         };
         match outcome {
@@ -159,8 +160,9 @@ impl Writer {
         1
     }
 
-    /// Sends each idle, connected lane's next batch when one of its symbols is dirty.
-    pub(super) fn start_write(&mut self, io: &mut Io) -> usize {
+    /// Sends each idle, connected lane's next batch when one of its symbols is dirty; `now_us`:
+    /// the round's Unix time, µs.
+    pub(super) fn start_write(&mut self, io: &mut Io, now_us: i64) -> usize {
         let mut work = 0;
         for (index, lane) in io.lanes.iter_mut().enumerate() {
             if lane.writing.is_some() {
@@ -172,7 +174,7 @@ impl Writer {
             if !self.lane_states(index).any(|s| s.dirty()) {
                 continue;
             }
-            let (pipes, batch) = self.prepare(index, matches!(c, Conn::Cluster(_)));
+            let (pipes, batch) = self.prepare(index, matches!(c, Conn::Cluster(_)), now_us);
             tracing::debug!(
                 lane = index,
                 sections = batch.sections.len(),
