@@ -247,9 +247,14 @@ impl Store {
 
     /// The ids the parts of `symbol`'s `hour` claim.
     pub async fn covered(&self, symbol: &str, hour: i64) -> Result<Covered, StoreError> {
-        let prefix = hour_prefix(&self.config.prefix, symbol, hour);
+        self.claimed(&hour_prefix(&self.config.prefix, symbol, hour))
+            .await
+    }
+
+    /// The ranges the parts under `prefix` claim (by their names' first and last).
+    async fn claimed(&self, prefix: &str) -> Result<Covered, StoreError> {
         let mut covered = Covered::default();
-        for key in self.list(&prefix).await? {
+        for key in self.list(prefix).await? {
             if let Some((first, last)) = parse_part(&key) {
                 covered.insert(first, last);
             }
@@ -265,14 +270,13 @@ impl Store {
         hour: i64,
     ) -> Result<Covered, StoreError> {
         let dataset = Dataset::Klines(interval);
-        let prefix = dataset_hour_prefix(&self.config.prefix, dataset, symbol, hour);
-        let mut covered = Covered::default();
-        for key in self.list(&prefix).await? {
-            if let Some((first, last)) = parse_part(&key) {
-                covered.insert(first, last);
-            }
-        }
-        Ok(covered)
+        self.claimed(&dataset_hour_prefix(
+            &self.config.prefix,
+            dataset,
+            symbol,
+            hour,
+        ))
+        .await
     }
 
     /// Archives `candles` of `symbol` (increasing open times) as [`Store::archive`] does
