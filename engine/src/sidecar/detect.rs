@@ -15,8 +15,9 @@ use crate::feed::event::StreamKline;
 use crate::stream::StreamKind;
 use crate::tally::TradeTally;
 
-/// Closed stream klines waiting for their judgement at most (beyond, the oldest are judged
-/// at once: a huge symbol list with many intervals).
+/// Closed stream klines waiting for their judgement at most (a huge symbol list with many
+/// intervals): beyond, the oldest is dropped unjudged, and its interval's REST kline check, if
+/// the kline covered one, is made after all.
 const STREAM_KLINES_MAX: usize = 65_536;
 
 /// Jobs waiting at most (a storm of silent streams or a huge symbol list waits for the next
@@ -118,6 +119,9 @@ pub struct Detect {
     /// Closed stream klines waiting until `stream_lateness_ms` after their close, in arrival
     /// order.
     stream_waiting: VecDeque<StreamKline>,
+    /// `(symbol, interval_ms, open_ms)` of the klines in `stream_waiting`, to keep a kline
+    /// received twice once without a scan of the queue.
+    stream_keys: HashSet<(u16, i64, i64)>,
     stream_lateness_ms: i64,
     /// `(symbol, open_ms)` of the check interval's stream klines received: their REST kline
     /// check is skipped.
@@ -154,6 +158,7 @@ impl Detect {
             weight_due_ns: now_ns,
             stream_rings: setup.stream_klines,
             stream_waiting: VecDeque::new(),
+            stream_keys: HashSet::new(),
             stream_lateness_ms: i64::try_from(setup.stream_lateness.as_millis())
                 .unwrap_or(i64::MAX),
             stream_covered: HashSet::new(),
@@ -167,18 +172,20 @@ impl Detect {
         let mut taken = 0;
         for ring in &mut self.stream_rings {
             while let Ok(kline) = ring.pop() {
-                let same = |k: &StreamKline| {
-                    (k.symbol, k.interval_ms, k.open_ms)
-                        == (kline.symbol, kline.interval_ms, kline.open_ms)
-                };
-                if self.stream_waiting.iter().any(same) {
+                if !self.stream_keys.insert(stream_key(&kline)) {
                     continue;
                 }
                 if check_ms == Some(kline.interval_ms) {
                     self.stream_covered.insert((kline.symbol, kline.open_ms));
                 }
-                if self.stream_waiting.len() >= STREAM_KLINES_MAX {
-                    self.stream_waiting.pop_front();
+                if self.stream_waiting.len() >= STREAM_KLINES_MAX
+                    && let Some(dropped) = self.stream_waiting.pop_front()
+                {
+                    self.stream_keys.remove(&stream_key(&dropped));
+                    if check_ms == Some(dropped.interval_ms) {
+                        self.stream_covered
+                            .remove(&(dropped.symbol, dropped.open_ms));
+                    }
                 }
                 self.stream_waiting.push_back(kline);
                 taken += 1;
@@ -191,9 +198,11 @@ impl Detect {
     /// into `out`.
     pub fn due_stream_klines(&mut self, now_ms: i64, out: &mut Vec<StreamKline>) {
         let lateness = self.stream_lateness_ms;
+        let keys = &mut self.stream_keys;
         self.stream_waiting.retain(|k| {
             let due = k.close_ms().saturating_add(lateness) < now_ms;
             if due {
+                keys.remove(&stream_key(k));
                 out.push(*k);
             }
             !due
@@ -251,6 +260,7 @@ impl Detect {
             Job::Probe { symbol: s, .. } | Job::Kline { symbol: s, .. } => s != symbol,
         });
         self.stream_waiting.retain(|k| k.symbol != symbol);
+        self.stream_keys.retain(|&(s, _, _)| s != symbol);
         self.stream_covered.retain(|&(s, _)| s != symbol);
     }
 
@@ -323,6 +333,11 @@ impl Detect {
     }
 }
 
+/// A stream kline's identity: a kline received twice (over a replacement connection) is one.
+fn stream_key(kline: &StreamKline) -> (u16, i64, i64) {
+    (kline.symbol, kline.interval_ms, kline.open_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +376,46 @@ mod tests {
         assert_eq!(kline_symbols(&mut detect, 120_000), [1], "still away");
         clock.stamp(0, StreamKind::Depth, 11);
         assert_eq!(kline_symbols(&mut detect, 180_000), [0, 1], "back");
+    }
+
+    /// Regression: a stream kline of the check interval covered its REST kline check (skipped)
+    /// when it arrived, but once more than `STREAM_KLINES_MAX` klines waited it was dropped
+    /// unjudged, and its interval was checked by neither.
+    #[test]
+    fn a_stream_kline_dropped_for_room_leaves_its_rest_check_in_place() {
+        let kline = |symbol, interval_ms, open_ms| StreamKline {
+            symbol,
+            interval_ms,
+            open_ms,
+            first_id: 1,
+            last_id: 1,
+            trades: 1,
+            volume: 1,
+        };
+        let (mut producer, consumer) = rtrb::RingBuffer::new(STREAM_KLINES_MAX + 1);
+        let setup = DetectSetup {
+            klines: Some((
+                60_000,
+                Duration::from_millis(10_000),
+                Duration::from_millis(60_000),
+            )),
+            stream_klines: vec![consumer],
+            stream_lateness: Duration::from_millis(10_000),
+            ..DetectSetup::default()
+        };
+        let mut detect = Detect::new(setup, 0, 0);
+        // The minute the first check asks about (open -60 s), then a flood of 1 s klines.
+        assert!(producer.push(kline(0, 60_000, -60_000)).is_ok());
+        for at in 0..STREAM_KLINES_MAX {
+            let open_ms = i64::try_from(at).unwrap_or(0) * 1_000;
+            assert!(producer.push(kline(1, 1_000, open_ms)).is_ok());
+        }
+        assert_eq!(detect.take_stream_klines(), STREAM_KLINES_MAX + 1);
+        assert_eq!(
+            kline_symbols(&mut detect, 60_000),
+            [0, 1],
+            "the dropped stream kline no longer covers symbol 0's REST check"
+        );
     }
 
     /// Regression: the detection's jobs ran back to back, unpaced: with hundreds of symbols
