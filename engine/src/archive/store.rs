@@ -112,6 +112,22 @@ impl Store {
         &self.client
     }
 
+    /// Writes a Parquet file just encoded (or says which key it was for when encoding failed);
+    /// returns its size.
+    async fn put_encoded(
+        &self,
+        key: &str,
+        encoded: Result<Vec<u8>, ParquetError>,
+    ) -> Result<usize, StoreError> {
+        let bytes = encoded.map_err(|source| StoreError::Parquet {
+            key: key.to_string(),
+            source,
+        })?;
+        let size = bytes.len();
+        self.put(key, bytes).await?;
+        Ok(size)
+    }
+
     /// Writes `bytes` as the object `key`, whole: one PutObject, or a multipart upload at or
     /// above the threshold, aborted when any step fails.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
@@ -309,14 +325,8 @@ impl Store {
                 let ids = (part[0].open_ms, part[part.len() - 1].open_ms);
                 let dataset = Dataset::Klines(interval);
                 let key = dataset_part_key(&self.config.prefix, dataset, symbol, hour, ids);
-                let bytes = super::klines::encode(symbol, interval, &part).map_err(|source| {
-                    StoreError::Parquet {
-                        key: key.clone(),
-                        source,
-                    }
-                })?;
-                done.bytes += bytes.len();
-                self.put(&key, bytes).await?;
+                let encoded = super::klines::encode(symbol, interval, &part);
+                done.bytes += self.put_encoded(&key, encoded).await?;
                 done.parts += 1;
                 done.written += part.len();
             }
@@ -333,12 +343,8 @@ impl Store {
     ) -> Result<String, StoreError> {
         let hour = hour_of(rows.fetch_time_us);
         let key = snapshot_key(&self.config.prefix, symbol, hour, rows.last_update_id);
-        let bytes =
-            super::snapshots::encode(symbol, rows).map_err(|source| StoreError::Parquet {
-                key: key.clone(),
-                source,
-            })?;
-        self.put(&key, bytes).await?;
+        self.put_encoded(&key, super::snapshots::encode(symbol, rows))
+            .await?;
         Ok(key)
     }
 
@@ -362,12 +368,7 @@ impl Store {
             for part in parts {
                 let (f, l) = (part[0].trade_id, part[part.len() - 1].trade_id);
                 let key = part_key(&self.config.prefix, symbol, hour, f, l);
-                let bytes = encode(symbol, &part).map_err(|source| StoreError::Parquet {
-                    key: key.clone(),
-                    source,
-                })?;
-                done.bytes += bytes.len();
-                self.put(&key, bytes).await?;
+                done.bytes += self.put_encoded(&key, encode(symbol, &part)).await?;
                 done.parts += 1;
                 done.written += part.len();
             }
