@@ -112,14 +112,12 @@ const _: () = assert!(
         && IDLE_PARK_MIN.as_nanos() <= IDLE_PARK_MAX.as_nanos()
         && IDLE_PARK_MAX.as_nanos() <= IDLE_BLOCKING_PARK.as_nanos()
 );
-/// The Redis writer's default `redis.linger_us`: after a round with work it waits this long
-/// before the next, so one wake-up (and one pipeline) takes the frames of that time.
-pub const REDIS_LINGER_DEFAULT: Duration = Duration::from_micros(500);
+/// The Redis writer's default `redis.linger_us`: none. Batches grow with the load while a
+/// pipeline is in flight (group commit); a linger holds frames taken while nothing is in flight
+/// until the oldest is this old, trading latency for CPU at low rates.
+pub const REDIS_LINGER_DEFAULT: Duration = Duration::ZERO;
 /// The longest `redis.linger_us` accepted.
 pub const REDIS_LINGER_MAX: Duration = Duration::from_millis(10);
-/// Rounds a lingering consumer yields (letting its runtime read replies) while something it
-/// waits for is in flight, before it lingers again.
-pub const LINGER_YIELDS_MAX: u32 = 4;
 /// How often the Redis writer runs its timers (held-trade expiry, re-anchor retries, the
 /// queue-depth gauge, the dead-letter sync) in rounds that found no work; rounds with work
 /// run them at once.

@@ -20,12 +20,18 @@
 //! round). The timeout stays as a safety net and drives the consumer's timers; data never waits
 //! for it.
 //!
-//! Lingering ([`Idler::with_linger`], the Redis writer's `redis.linger_us`): after a round that
-//! did work, or while something it waits for is in flight, a consumer sleeps a short, fixed time
-//! instead of running its next round at once. It has not announced itself parked, so the
-//! producers do not ring (a fence and a load per batch, no system call), and the frames of the
-//! whole linger are taken by one wake-up. Only when a round finds nothing to do and nothing in
-//! flight does it park, woken by its bell as above; an idle consumer never lingers.
+//! Awaiting replies ([`Idler::step_awaiting`], the Redis writer): while every request slot is
+//! busy (one pipeline in flight per connection), frames that come cannot be sent before a reply
+//! anyway, so the consumer waits for the reply alone ([`Step::Await`]): it does not announce
+//! itself parked, the producers do not ring (a fence and a load per batch, no system call), and
+//! the reply's task wakes it ([`Bell::wake`]) the moment it lands. The frames of the whole round
+//! trip go out in the next request: batches grow with the load by themselves (group commit),
+//! with no timer in the way of the latency.
+//!
+//! Lingering ([`Idler::with_linger`], the Redis writer's `redis.linger_us`, off by default):
+//! frames taken while nothing is in flight wait until the oldest of them is that old before
+//! they are sent, so at rates where frames come one by one a request still carries several. It
+//! trades latency for CPU and is a choice of the deployment; an idle consumer never lingers.
 //!
 //! Architecture invariant: [`Bell::ring`] never blocks and never allocates (a fence, a load,
 //! and while the consumer is parked one swap and one unpark or notify).
@@ -41,7 +47,6 @@ use tokio::sync::Notify;
 
 use crate::constants::{
     IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
-    LINGER_YIELDS_MAX,
 };
 
 /// What a consumer thread does when a round found nothing to do (config value `idle`).
@@ -90,8 +95,12 @@ pub enum Step {
     /// Announce, recheck, and park until woken or this long passes.
     Park(Duration),
     /// Sleep this long without announcing (producers do not ring), then run a round: the
-    /// frames that came meanwhile are taken by one wake-up.
+    /// frames that came meanwhile are taken by one wake-up. Only while nothing is in flight
+    /// (a thread sleep holds the runtime's other tasks too).
     Linger(Duration),
+    /// Wait for a reply: until [`Bell::wake`] (the request's task finished) or this long
+    /// passes, without announcing (producers do not ring). The runtime's tasks run meanwhile.
+    Await(Duration),
 }
 
 /// The pure part of a strategy: counts idle rounds and says what the next one does.
@@ -102,10 +111,9 @@ pub struct Idler {
     rounds: u32,
     /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
     park: Duration,
-    /// After a round with work, sleep this long before the next; zero: no linger.
+    /// How long frames taken while nothing is in flight wait before they are sent; zero: no
+    /// linger (the consumer applies it, [`Step::Linger`]).
     linger: Duration,
-    /// Rounds in a row without work while something was in flight, since the last linger.
-    waiting: u32,
 }
 
 impl Idler {
@@ -116,13 +124,11 @@ impl Idler {
             rounds: 0,
             park: IDLE_PARK_MIN,
             linger: Duration::ZERO,
-            waiting: 0,
         }
     }
 
-    /// Lingers `linger` after each round with work ([`Idler::step_in_flight`]); zero keeps the
-    /// strategy's behaviour. `busy_spin` never lingers (a dedicated core wants every frame at
-    /// once).
+    /// Sets the linger ([`Idler::linger`]); zero: none. `busy_spin` never lingers (a dedicated
+    /// core wants every frame at once).
     pub fn with_linger(mut self, linger: Duration) -> Idler {
         if self.strategy != IdleStrategy::BusySpin {
             self.linger = linger;
@@ -160,37 +166,29 @@ impl Idler {
 }
 
 impl Idler {
-    /// After a round that did `work` items, `in_flight` saying whether something the consumer
-    /// waits for is outstanding (a request's reply). Without a linger, [`Idler::step`]. With
-    /// one: work lingers; no work while something is in flight yields a few rounds (the
-    /// runtime reads the reply) and then lingers again; no work and nothing in flight parks at
-    /// once with the strategy's timeout (the linger was the short wait: no spinning), woken
-    /// by the bell.
+    /// This idler's linger ([`Idler::with_linger`]); zero: none.
+    pub fn linger(&self) -> Duration {
+        self.linger
+    }
+
+    /// After a round that did `work` items, `awaiting` saying whether the consumer can only
+    /// wait for a reply (every request slot busy). Work runs the next round at once; no work
+    /// while awaiting waits for the reply ([`Step::Await`], `timeout` bounding it for the
+    /// consumer's timers), not for the producers; otherwise the strategy's step (spin, yield,
+    /// park, woken by the producers' bell). `busy_spin` never waits.
     #[inline]
-    pub fn step_in_flight(&mut self, work: usize, in_flight: bool) -> Option<Step> {
-        if self.linger.is_zero() {
+    pub fn step_awaiting(
+        &mut self,
+        work: usize,
+        awaiting: bool,
+        timeout: Duration,
+    ) -> Option<Step> {
+        if !awaiting || self.strategy == IdleStrategy::BusySpin {
             return self.step(work);
         }
-        self.park = if work > 0 { IDLE_PARK_MIN } else { self.park };
-        if work > 0 || (in_flight && self.waiting >= LINGER_YIELDS_MAX) {
-            self.rounds = 0;
-            self.waiting = 0;
-            return Some(Step::Linger(self.linger));
-        }
-        if in_flight {
-            self.waiting += 1;
-            return Some(Step::Yield);
-        }
-        self.waiting = 0;
-        self.rounds = self.rounds.saturating_add(1);
-        Some(match self.strategy {
-            IdleStrategy::Blocking => Step::Park(IDLE_BLOCKING_PARK),
-            _ => {
-                let park = self.park;
-                self.park = (park * 2).min(IDLE_PARK_MAX);
-                Step::Park(park)
-            }
-        })
+        self.rounds = 0;
+        self.park = IDLE_PARK_MIN;
+        (work == 0).then_some(Step::Await(timeout))
     }
 }
 
@@ -308,6 +306,7 @@ impl ThreadIdle {
             Some(Step::Yield) => std::thread::yield_now(),
             Some(Step::Park(timeout)) => self.park(timeout, has_work),
             Some(Step::Linger(linger)) => std::thread::sleep(linger),
+            Some(Step::Await(timeout)) => self.parker.park_timeout(timeout),
         }
     }
 
@@ -365,17 +364,21 @@ impl TaskIdle {
         self
     }
 
-    /// Whether this consumer lingers ([`Idler::with_linger`] with a non-zero time, not
-    /// `busy_spin`).
-    pub fn lingers(&self) -> bool {
-        !self.idler.linger.is_zero()
+    /// [`Idler::step_awaiting`]: after a round that did `work` items, `awaiting` a reply with
+    /// every request slot busy.
+    #[inline]
+    pub fn step_awaiting(
+        &mut self,
+        work: usize,
+        awaiting: bool,
+        timeout: Duration,
+    ) -> Option<Step> {
+        self.idler.step_awaiting(work, awaiting, timeout)
     }
 
-    /// [`Idler::step_in_flight`]: after a round that did `work` items, with something the
-    /// task waits for `in_flight`.
-    #[inline]
-    pub fn step_in_flight(&mut self, work: usize, in_flight: bool) -> Option<Step> {
-        self.idler.step_in_flight(work, in_flight)
+    /// The linger ([`Idler::with_linger`]); zero: none.
+    pub fn linger(&self) -> Duration {
+        self.idler.linger()
     }
 
     /// Carries out `step`. A spin of `backoff` stays a CPU hint; `busy_spin` yields to the
@@ -384,7 +387,9 @@ impl TaskIdle {
     /// is something to do. A linger sleeps the thread (one `nanosleep`, precise to tens of
     /// microseconds where tokio's timer rounds to milliseconds): the task owns its runtime,
     /// whose other tasks (its requests) wait with it, their replies read in the yield after
-    /// it. Safe to drop mid-way (in a `select!`).
+    /// it. An await waits for [`Bell::wake`] or its timeout without announcing (the producers
+    /// do not ring), the runtime's tasks running meanwhile. Safe to drop mid-way (in a
+    /// `select!`).
     pub fn wait(
         &self,
         step: Step,
@@ -407,6 +412,7 @@ impl TaskIdle {
                     std::thread::sleep(linger);
                     tokio::task::yield_now().await;
                 }
+                Step::Await(timeout) => self.park(timeout).await,
                 Step::Park(timeout) => {
                     if let Some(guard) = announced {
                         self.park(timeout).await;
@@ -512,75 +518,80 @@ mod tests {
         assert_eq!(blocking.step(1), None);
     }
 
-    /// With a linger: every round with work lingers (no spinning, producers not rung); no
-    /// work while a reply is in flight yields a few rounds then lingers again; nothing to do
-    /// and nothing in flight parks at once, with the backoff growing as before and reset by
-    /// work.
+    /// Awaiting a reply: work runs the next round at once; no work waits for the reply, not
+    /// for the producers, and resets the backoff (the wait is short); not awaiting (a request
+    /// slot free, or nothing in flight) is the strategy's step; `busy_spin` never waits.
     #[test]
-    fn a_lingering_idler_lingers_after_work_yields_for_replies_and_parks_when_idle() {
-        let linger = Duration::from_micros(500);
-        let mut idler = Idler::new(IdleStrategy::Backoff).with_linger(linger);
-        assert_eq!(idler.step_in_flight(3, false), Some(Step::Linger(linger)));
-        assert_eq!(idler.step_in_flight(1, true), Some(Step::Linger(linger)));
-        let waiting: Vec<Option<Step>> = (0..=LINGER_YIELDS_MAX)
-            .map(|_| idler.step_in_flight(0, true))
-            .collect();
-        let yields = LINGER_YIELDS_MAX as usize;
-        assert!(waiting[..yields].iter().all(|s| *s == Some(Step::Yield)));
-        assert_eq!(waiting[yields], Some(Step::Linger(linger)), "then lingers");
-        assert_eq!(
-            idler.step_in_flight(0, true),
-            Some(Step::Yield),
-            "counted afresh"
-        );
-        assert_eq!(
-            idler.step_in_flight(0, false),
-            Some(Step::Park(IDLE_PARK_MIN))
-        );
-        assert_eq!(
-            idler.step_in_flight(0, false),
-            Some(Step::Park(IDLE_PARK_MIN * 2))
-        );
-        for _ in 0..100 {
-            idler.step_in_flight(0, false);
-        }
-        assert_eq!(
-            idler.step_in_flight(0, false),
-            Some(Step::Park(IDLE_PARK_MAX))
-        );
-        assert_eq!(idler.step_in_flight(2, false), Some(Step::Linger(linger)));
-        assert_eq!(
-            idler.step_in_flight(0, false),
-            Some(Step::Park(IDLE_PARK_MIN)),
-            "work resets the backoff"
-        );
-        let mut blocking = Idler::new(IdleStrategy::Blocking).with_linger(linger);
-        assert_eq!(
-            blocking.step_in_flight(1, false),
-            Some(Step::Linger(linger))
-        );
-        assert_eq!(
-            blocking.step_in_flight(0, false),
-            Some(Step::Park(IDLE_BLOCKING_PARK))
-        );
-    }
-
-    /// No linger is today's behaviour (spin, yield, park), and `busy_spin` never lingers.
-    #[test]
-    fn without_a_linger_or_with_busy_spin_the_strategy_is_unchanged() {
-        let mut plain = Idler::new(IdleStrategy::Backoff).with_linger(Duration::ZERO);
+    fn awaiting_a_reply_waits_for_it_and_otherwise_the_strategy_steps() {
+        let timeout = Duration::from_millis(2);
+        let mut idler = Idler::new(IdleStrategy::Backoff);
         let mut reference = Idler::new(IdleStrategy::Backoff);
         for round in 0..300 {
-            let (work, in_flight) = (usize::from(round % 37 == 0), round % 3 == 0);
+            let work = usize::from(round % 37 == 0);
             assert_eq!(
-                plain.step_in_flight(work, in_flight),
+                idler.step_awaiting(work, false, timeout),
                 reference.step(work),
-                "round {round}"
+                "round {round}: not awaiting is the strategy"
             );
         }
+        assert_eq!(idler.step_awaiting(3, true, timeout), None);
+        assert_eq!(
+            idler.step_awaiting(0, true, timeout),
+            Some(Step::Await(timeout))
+        );
+        assert_eq!(
+            idler.step_awaiting(0, false, timeout),
+            Some(Step::Spin),
+            "the backoff starts afresh after a reply"
+        );
+        let mut blocking = Idler::new(IdleStrategy::Blocking);
+        assert_eq!(
+            blocking.step_awaiting(0, true, timeout),
+            Some(Step::Await(timeout))
+        );
+        assert_eq!(
+            blocking.step_awaiting(0, false, timeout),
+            Some(Step::Park(IDLE_BLOCKING_PARK))
+        );
         let mut spin = Idler::new(IdleStrategy::BusySpin).with_linger(Duration::from_millis(1));
-        assert_eq!(spin.step_in_flight(5, true), None);
-        assert_eq!(spin.step_in_flight(0, false), Some(Step::Spin));
+        assert_eq!(spin.linger(), Duration::ZERO, "busy_spin never lingers");
+        assert_eq!(spin.step_awaiting(0, true, timeout), Some(Step::Spin));
+        let lingering = Idler::new(IdleStrategy::Backoff).with_linger(timeout);
+        assert_eq!(lingering.linger(), timeout);
+    }
+
+    /// A task awaiting a reply is woken by the reply's task ([`spawn_ringing`]) the moment it
+    /// finishes, not by its producers' rings (which cost them nothing while it waits) and not
+    /// by the timeout.
+    #[test]
+    fn an_awaiting_task_is_woken_by_its_reply_not_by_its_producers() {
+        let bell = Bell::task();
+        let idle = TaskIdle::new(IdleStrategy::Backoff, bell.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let reply_after = Duration::from_millis(30);
+        let (waited, finished) = runtime.block_on(async {
+            let reply = spawn_ringing(&bell, tokio::time::sleep(reply_after));
+            for _ in 0..10 {
+                bell.ring();
+            }
+            assert!(!bell.0.parked.load(Ordering::Relaxed), "nobody announced");
+            let start = Instant::now();
+            idle.wait(Step::Await(Duration::from_secs(60)), || false)
+                .await;
+            (start.elapsed(), reply.is_finished())
+        });
+        assert!(finished, "woken once the reply's task finished");
+        assert!(
+            waited >= reply_after,
+            "the producers' rings did not wake it"
+        );
+        assert!(
+            waited < Duration::from_secs(30),
+            "the reply woke it, not the timeout"
+        );
     }
 
     /// A lingering task consumer is not woken by its producers: the bell is not announced, so

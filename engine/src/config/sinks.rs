@@ -55,8 +55,8 @@
 //!                                 # old services' names; not with cluster_urls)
 //! raw_json = false                # add `raw_json` (Binance's <s>@trade JSON) to each trade entry
 //! idle = "backoff"                # when idle: "backoff", "blocking" or "busy_spin"
-//! linger_us = 500                 # after a round with work, wait this long before the next
-//!                                 # (many frames per wake-up); 0: at once; at most 10000
+//! linger_us = 0                   # µs new frames wait while no pipeline is in flight, so one
+//!                                 # pipeline takes several; 0: at once; at most 10000
 //! ```
 
 use std::path::PathBuf;
@@ -255,10 +255,11 @@ pub struct RedisConfig {
     pub raw_json: bool,
     /// What the writer thread does when it has nothing to do.
     pub idle: IdleStrategy,
-    /// After a round that did work (or while a pipeline is in flight), how long the writer
-    /// waits before its next round, so that one wake-up takes many frames and one pipeline
-    /// carries them ([`crate::idle::Idler::with_linger`]); zero: the next round at once, as
-    /// before. At most [`crate::constants::REDIS_LINGER_MAX`]. Ignored with `busy_spin`.
+    /// How long frames taken while no pipeline is in flight wait before they are written
+    /// (until the oldest is this old), so that one wake-up and one pipeline carry several at
+    /// low rates ([`crate::idle::Idler::with_linger`]); zero (the default): written at once,
+    /// batches growing with the load while a pipeline is in flight. At most
+    /// [`crate::constants::REDIS_LINGER_MAX`]. Ignored with `busy_spin`.
     pub linger: Duration,
 }
 

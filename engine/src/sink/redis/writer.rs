@@ -304,6 +304,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
     w.bell = bell;
     let mut io = Io::new(w.lanes);
     let mut flush_deadline: Option<Instant> = None;
+    // The last round lingered: its frames are written in this one.
+    let mut lingered = false;
     loop {
         if io.quiet() && w.reanchoring.is_empty() {
             // Let the runtime run its other tasks (connect tasks, the driver, timers) now and
@@ -339,7 +341,10 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         if timers {
             w.gauge_depth(&rings);
         }
-        if timers || work > 0 {
+        // A linger holds the frames taken while nothing is in flight until the oldest is
+        // `linger` old; with a pipeline in flight the next batch goes when its reply lands.
+        let hold = w.linger_hold(&io, idle.linger(), now.ns, stopping);
+        if hold.is_none() && (timers || work > 0 || std::mem::take(&mut lingered)) {
             work += w.start_write(&mut io, now.unix_us);
         }
         let quiet = io.quiet() && w.reanchoring.is_empty();
@@ -371,11 +376,16 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             // after every round with work woke a parked sidecar once per writer wake-up).
             sidecar_bell.ring();
         }
-        // Lingering, only new items (or a reply outstanding) are worth a linger: a round that
-        // only settled a reply parks, woken by the next frame, rather than lingering once
-        // more (at a few frames a second that was a second wake-up per frame).
-        let worth = if idle.lingers() { taken } else { work };
-        if let Some(step) = idle.step_in_flight(worth, !quiet) {
+        let step = if let Some(rest) = hold {
+            lingered = true;
+            Some(Step::Linger(rest))
+        } else {
+            // Every connection that has symbols is writing (or down): frames that come now
+            // cannot go before a reply, so wait for the reply, not for the readers.
+            let awaiting = !quiet && !io.free_lane(w.states.len());
+            idle.step_awaiting(work, awaiting, REDIS_HOUSEKEEPING)
+        };
+        if let Some(step) = step {
             let has_work = || {
                 (!stopping && stop.load(Ordering::Acquire)) || !drained(&rings, repairs.as_ref())
             };
@@ -545,16 +555,34 @@ impl Writer {
         self.stats.queue_depth.set(depth as u64);
     }
 
-    /// Carries out an idle `step` (traced when it parks); a park or a linger is counted as a
-    /// wake-up.
+    /// Carries out an idle `step` (traced when it parks); a park, a linger or an await is
+    /// counted as a wake-up.
     async fn idle(&self, idle: &TaskIdle, step: Step, io: &Io, has_work: impl FnOnce() -> bool) {
         match step {
             Step::Park(_) => trace_park(self, io),
-            Step::Linger(_) => {}
+            Step::Linger(_) | Step::Await(_) => {}
             Step::Spin | Step::Yield => return idle.wait(step, has_work).await,
         }
         self.stats.wakeups.add(1);
         idle.wait(step, has_work).await;
+    }
+
+    /// With a `linger`, how much longer the frames taken since the last pipeline wait: while
+    /// no pipeline is in flight, until the oldest of them is `linger` old. `None`: write now
+    /// (no linger, stopping, a pipeline in flight, nothing waiting, or old enough).
+    fn linger_hold(
+        &self,
+        io: &Io,
+        linger: Duration,
+        now_ns: u64,
+        stopping: bool,
+    ) -> Option<Duration> {
+        if linger.is_zero() || stopping || !io.quiet() {
+            return None;
+        }
+        let oldest = self.samples.iter().filter_map(|s| s.first()).min()?;
+        let age = Duration::from_nanos(now_ns.saturating_sub(*oldest));
+        linger.checked_sub(age).filter(|rest| !rest.is_zero())
     }
 
     /// Takes everything waiting in the event rings; returns how many.

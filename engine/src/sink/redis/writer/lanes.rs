@@ -55,6 +55,15 @@ impl Io {
         self.lanes.iter().all(|l| l.writing.is_none())
     }
 
+    /// Whether a lane that has symbols (of `symbols`, `i` over lane `i % lanes`) is connected
+    /// and has no pipeline in flight: frames for it could go at once.
+    pub(super) fn free_lane(&self, symbols: usize) -> bool {
+        self.lanes
+            .iter()
+            .take(symbols)
+            .any(|l| l.conn.is_some() && l.writing.is_none())
+    }
+
     /// The connection of `symbol`'s lane, once that lane's start marks are in Redis.
     pub(super) fn publishing(&self, symbol: usize) -> Option<&Conn> {
         let lane = self.lanes.get(lane_of(symbol, self.lanes.len()))?;
