@@ -127,8 +127,10 @@ enum Conn {
 
 async fn connect(config: &RedisConfig) -> Result<Conn, String> {
     if config.cluster_urls.is_empty() {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| format!("redis.url: {e}"))?
+            .set_tcp_settings(tcp_settings());
+        let client = redis::Client::open(info).map_err(|e| format!("redis.url: {e}"))?;
         let options = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
@@ -142,6 +144,7 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
             .connection_timeout(REDIS_TIMEOUT)
             .response_timeout(REDIS_TIMEOUT)
             .retries(1)
+            .tcp_settings(tcp_settings())
             .build()
             .map_err(|e| format!("redis.cluster_urls: {e}"))?;
         let conn = client
@@ -150,6 +153,12 @@ async fn connect(config: &RedisConfig) -> Result<Conn, String> {
             .map_err(|e| e.to_string())?;
         Ok(Conn::Cluster(conn))
     }
+}
+
+/// The writer's sockets: `TCP_NODELAY` (redis-rs leaves Nagle's algorithm on), so a pipeline
+/// written in several parts is not held back waiting for the acknowledgement of the first.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// The task sending a batch's pipelines.
