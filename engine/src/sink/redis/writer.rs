@@ -354,7 +354,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         // `linger` old; with a pipeline in flight the next batch goes when its reply lands.
         let hold = w.linger_hold(&io, idle.linger(), now.ns, stopping);
         if hold.is_none() && (timers || work > 0 || std::mem::take(&mut lingered)) {
-            work += w.start_write(&mut io, now.unix_us);
+            work += w.start_write(&mut io, now.unix_us).await;
         }
         let quiet = io.quiet() && w.reanchoring.is_empty();
         if stopping && quiet && drained(&rings, repairs.as_ref()) {

@@ -170,8 +170,10 @@ impl Writer {
     }
 
     /// Sends each idle, connected lane's next batch when one of its symbols is dirty; `now_us`:
-    /// the round's Unix time, µs.
-    pub(super) fn start_write(&mut self, io: &mut Io, now_us: i64) -> usize {
+    /// the round's Unix time, µs. After starting one it yields to the runtime before building
+    /// the next, so the first pipeline is on the wire (and Redis works on it) while the writer
+    /// builds the others, rather than all of them going out after the last is built.
+    pub(super) async fn start_write(&mut self, io: &mut Io, now_us: i64) -> usize {
         let mut work = 0;
         for (index, lane) in io.lanes.iter_mut().enumerate() {
             if lane.writing.is_some() {
@@ -182,6 +184,9 @@ impl Writer {
             };
             if !self.lane_states(index).any(|s| s.dirty()) {
                 continue;
+            }
+            if work > 0 {
+                tokio::task::yield_now().await;
             }
             let (pipes, batch) = self.prepare(index, matches!(c, Conn::Cluster(_)), now_us);
             tracing::debug!(
