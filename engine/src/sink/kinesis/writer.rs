@@ -748,7 +748,7 @@ impl Writer {
         }
         for (i, candle) in closed.drain(..) {
             let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
-            let data = candle.stream_json(key, interval, true, now_ms);
+            let data = candle.record_json(key, interval, now_ms);
             let entry = Entry {
                 key: key.clone(),
                 data: Bytes::from(data),
