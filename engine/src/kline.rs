@@ -22,6 +22,14 @@
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
 //! counted as late and left out.
+//!
+//! Trade ids the sink gave up on (`sink::order`: REST could not supply them within the hold
+//! bounds) are never delivered: the trades come each once in id order, so a jump of the id is
+//! exactly such a gap. Their times are unknown but lie between the trade before and the one
+//! after, so every candle of those intervals carries their count in
+//! [`Candle::missing_trades`] (a candle closed by the clock before the gap showed is emitted
+//! again, marked): 0 always means the candle holds every trade of its interval; a gap across
+//! intervals is counted in each (an upper bound there, exact within one interval).
 
 use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventDecoder};
 use crate::tally::{VOLUME_EXPONENT, scale};
@@ -309,6 +317,8 @@ pub struct Series {
     partial_ms: Option<i64>,
     /// The last trade taken: id and time (ms), to see ids passed over.
     last: Option<(i64, i64)>,
+    /// The last candle closed with trades (the flat ones after it are at its close).
+    traded: Option<Candle>,
 }
 
 /// Trade ids passed over before a trade: how many, and the open time of the first interval
@@ -329,6 +339,7 @@ impl Series {
             late: 0,
             partial_ms: None,
             last: None,
+            traded: None,
         }
     }
 
@@ -376,7 +387,7 @@ impl Series {
             (None, None) => self.partial_ms = Some(open_ms),
             (_, Some(mut closed)) if closed.open_ms == open_ms => {
                 closed.add(t);
-                self.closed = Some(closed);
+                self.set_closed(closed);
                 if self.whole(&closed) {
                     out.push(closed);
                 }
@@ -403,21 +414,53 @@ impl Series {
         })
     }
 
-    /// Marks the candles kept now that `gap` (before a trade of the interval opening at
-    /// `open_ms`) may touch: the open one, and the one closed last, emitted again revised
-    /// unless the trade revises it anyway. Candles closed before that were published and are
-    /// not kept: they stay unmarked (only after a gap the clock could not see, see README).
+    /// Marks the candles `gap` (before a trade of the interval opening at `open_ms`) may
+    /// touch: the open one, or, when the clock closed the candle of the trade before the gap
+    /// already (a gap it could not see: the trades were lost unseen), the candles published
+    /// since that one, each emitted again revised (the last closed one not when the trade
+    /// revises it anyway).
     fn mark(&mut self, gap: Gap, open_ms: i64, out: &mut Vec<Candle>) {
-        let touched = |c: &Candle| (gap.from_ms..=open_ms).contains(&c.open_ms);
-        if let Some(open) = self.open.as_mut().filter(|c| touched(c)) {
-            open.missing_trades = open.missing_trades.saturating_add(gap.missing);
-        }
-        if let Some(mut closed) = self.closed.filter(|c| self.open.is_none() && touched(c)) {
-            closed.missing_trades = closed.missing_trades.saturating_add(gap.missing);
-            self.closed = Some(closed);
-            if closed.open_ms != open_ms && self.whole(&closed) {
-                out.push(closed);
+        if let Some(open) = self.open.as_mut() {
+            if (gap.from_ms..=open_ms).contains(&open.open_ms) {
+                open.missing_trades = open.missing_trades.saturating_add(gap.missing);
             }
+            return;
+        }
+        let Some(mut closed) = self.closed.filter(|c| c.open_ms >= gap.from_ms) else {
+            return;
+        };
+        let ms = self.interval.ms;
+        let mut at = gap.from_ms.max(closed.open_ms - FILL_MAX * ms);
+        if let Some(mut traded) = self
+            .traded
+            .filter(|c| c.open_ms >= at && c.open_ms < closed.open_ms)
+        {
+            traded.missing_trades = traded.missing_trades.saturating_add(gap.missing);
+            self.traded = Some(traded);
+            if self.whole(&traded) {
+                out.push(traded);
+            }
+            at = traded.open_ms + ms;
+        }
+        // Between the last candle with trades and the one closed last: flat ones.
+        while at < closed.open_ms {
+            let mut flat = Candle::flat(at, self.interval, closed.close);
+            flat.missing_trades = gap.missing;
+            out.push(flat);
+            at += ms;
+        }
+        closed.missing_trades = closed.missing_trades.saturating_add(gap.missing);
+        self.set_closed(closed);
+        if closed.open_ms != open_ms && self.whole(&closed) {
+            out.push(closed);
+        }
+    }
+
+    /// `c` is the candle closed last (also the last with trades, when it has some).
+    fn set_closed(&mut self, c: Candle) {
+        self.closed = Some(c);
+        if c.trades > 0 {
+            self.traded = Some(c);
         }
     }
 
@@ -442,7 +485,7 @@ impl Series {
 
     fn close_open(&mut self, out: &mut Vec<Candle>) {
         if let Some(open) = self.open.take() {
-            self.closed = Some(open);
+            self.set_closed(open);
             if self.whole(&open) {
                 out.push(open);
             }
@@ -471,6 +514,7 @@ impl Series {
         self.closed = None;
         self.partial_ms = None;
         self.last = None;
+        self.traded = None;
     }
 }
 
@@ -790,6 +834,15 @@ mod tests {
         // Minute 1 again, now marked; minute 2 (open) too.
         assert_eq!(marks(&out), [(1, 1, 2)]);
         assert_eq!(s.open().map(|c| c.missing_trades), Some(2));
+        out.clear();
+        // The clock closed minute 2 and filled 3 and 4 before the trade after lost ids 5..=8
+        // came, in minute 5: every candle published since minute 2 is published again, marked.
+        s.advance(302_000, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(2, 1, 2), (3, 0, 0), (4, 0, 0)]);
+        out.clear();
+        s.push(&trade(9, 310_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(2, 1, 6), (3, 0, 4), (4, 0, 4)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(4));
         out.clear();
         // A trade later than its closed candle in the same minute as a gap: one revision.
         let mut s = started();
