@@ -324,6 +324,14 @@ fn published_last(sim: &Sim, symbol: &str) -> i64 {
     sim.trades(symbol, 0, i64::MAX).last().copied().unwrap_or(0)
 }
 
+/// The time (ms) of the newest trade the simulator journaled of `symbol`.
+fn newest_trade_ms(sim: &Sim, symbol: &str) -> i64 {
+    let index = sim.handle().shared.symbol_index(symbol).expect("a symbol");
+    let exchange = hotpath::sim::server::lock(&sim.handle().shared.exchange);
+    let newest = exchange.market(index).trades_from(i64::MIN).last().copied();
+    newest.map_or(0, |t| t.time_us.div_euclid(1000))
+}
+
 /// Notes `kl:{BTCUSDT}:1s`'s closed candle and its `closed_missing` in `seen` (open time ->
 /// count); the count must be there beside the candle, in the same write.
 fn note_redis_closed(url: &str, seen: &mut BTreeMap<i64, u64>) {
@@ -343,7 +351,8 @@ fn note_redis_closed(url: &str, seen: &mut BTreeMap<i64, u64>) {
 /// Trades lost on the wire while REST fails: the sidecar cannot fetch them and gives them up,
 /// the sinks release what they held, and the candles built across the gap say so
 /// (`closed_missing` in Redis, `missing_trades` in Kinesis) instead of passing for whole,
-/// while every candle without a gap says 0 and equals the journal.
+/// also those the clock closed before the gap showed (published again, marked), while every
+/// candle without a gap says 0 and equals the journal.
 #[test]
 fn a_candle_across_a_given_up_gap_is_marked_and_the_others_are_not() {
     let sim = sim();
@@ -379,9 +388,13 @@ fn a_candle_across_a_given_up_gap_is_marked_and_the_others_are_not() {
             // REST fails from now on: the trades dropped below cannot be fetched.
             admin(&sim, "/admin/faults?conn=all&rest_error_pct=100");
             let before = published_last(&sim, "BTCUSDT");
+            let since_ms = newest_trade_ms(&sim, "BTCUSDT");
             admin(&sim, "/admin/faults?conn=all&drop_trades_pct=100");
-            wait_for("trades lost on the wire", || {
+            // Longer than a candle and `close_after_ms`: the depth diffs' clock closes the
+            // candle of the trade before the gap, and fills the next, before the gap shows.
+            wait_for("trades lost on the wire for 2.5 s", || {
                 published_last(&sim, "BTCUSDT") >= before + 20
+                    && newest_trade_ms(&sim, "BTCUSDT") >= since_ms + 2_500
             });
             admin(&sim, "/admin/faults?conn=all&drop_trades_pct=0");
             wait_for("a closed candle marked in Redis", || {
