@@ -3,7 +3,8 @@
 //! delivers, in SBE and JSON mode, in the Redis `kl:` hash and the Kinesis klines stream
 //! (kinesalite); the simulator's own `<symbol>@kline_<interval>` stream; and
 //! `hotpath backfill klines` paging `GET /api/v3/klines` over more than 1000 candles into
-//! Kinesis and Redis, with no duplicate and no hole; a candle built across trades given up on
+//! Kinesis and Redis, with no duplicate and no hole, replacing a Redis candle marked as missing
+//! trades; a candle built across trades given up on
 //! (lost on the wire while REST fails) is marked with their count, candles without a gap are not.
 
 use std::collections::BTreeMap;
@@ -304,13 +305,55 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
     let older = hotpath::backfill::klines::KlinesArgs {
         to: (from + 10_000).to_string(),
         kinesis_endpoint: None,
-        ..args
+        ..args.clone()
     };
     let report = runtime()
         .block_on(hotpath::backfill::klines::run(&older))
         .expect("the backfill runs");
     assert!(!report.redis_written && report.candles > 0, "{report:?}");
     assert_eq!(redis_closed(&redis.url(), "BTCUSDT").as_ref(), Some(last));
+    // Backfilled records are whole.
+    for (_, data, _) in &records {
+        let v: serde_json::Value = serde_json::from_slice(data).expect("kline JSON");
+        assert_eq!(v["missing_trades"], 0, "{v}");
+    }
+    // The same candle, whole in Redis: left alone. Marked as missing trades (the live writer
+    // built it across a gap it gave up on): replaced by Binance's, whole.
+    let kl = "kl:{BTCUSDT}:1s";
+    let again = hotpath::backfill::klines::KlinesArgs {
+        kinesis_endpoint: None,
+        ..args
+    };
+    let mut con = crate::sinks::redis_connection(&redis.url());
+    let _: () = redis::cmd("HSET")
+        .arg(kl)
+        .arg("closed_missing")
+        .arg(0)
+        .query(&mut con)
+        .expect("HSET");
+    let report = runtime()
+        .block_on(hotpath::backfill::klines::run(&again))
+        .expect("the backfill runs");
+    assert!(!report.redis_written, "{report:?}");
+    let short = format!(
+        "[{},\"1.00000000\",\"1.00000000\",\"1.00000000\",\"1.00000000\",\"0.00000000\",{},\"0\",1,\"0\",\"0\",\"0\"]",
+        last.0,
+        last.0 + 999
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(kl)
+        .arg("closed")
+        .arg(&short)
+        .arg("closed_missing")
+        .arg(3)
+        .query(&mut con)
+        .expect("HSET");
+    let report = runtime()
+        .block_on(hotpath::backfill::klines::run(&again))
+        .expect("the backfill runs");
+    assert!(report.redis_written, "{report:?}");
+    assert_eq!(redis_closed(&redis.url(), "BTCUSDT").as_ref(), Some(last));
+    assert_eq!(hash(&redis.url(), kl)["closed_missing"], "0");
 }
 
 /// Sets the simulator's faults through its admin endpoint.
