@@ -50,9 +50,11 @@
 //!   candle closed last) and `open` (the candle trades are arriving for; absent between a
 //!   closed candle and the next trade), each a JSON array as `GET /api/v3/klines` gives a
 //!   kline (`[openTime, "open", "high", "low", "close", "volume", closeTime, "quoteVolume",
-//!   trades, "takerBuyBaseVolume", "takerBuyQuoteVolume", "0"]`), and `as_of_ms` (the
-//!   symbol's exchange clock at the write). Built from the trades delivered
-//!   ([`crate::kline`]), written in one `HSET` so both candles always agree.
+//!   trades, "takerBuyBaseVolume", "takerBuyQuoteVolume", "0"]`), `closed_missing` and
+//!   `open_missing` (trade ids given up on that may lie in that candle, 0 when it is whole:
+//!   [`crate::kline::Candle::missing_trades`]), and `as_of_ms` (the symbol's exchange clock at
+//!   the write). Built from the trades delivered ([`crate::kline`]), written in one `HSET` so
+//!   both candles always agree.
 //!
 //! # Exponents
 //! Prices and quantities are mantissas at a per-message exponent. The book and the best
@@ -595,8 +597,9 @@ impl SymbolState {
         count
     }
 
-    /// Each interval's `kl:` hash: the last closed and the open candle, one `HSET`; the open
-    /// field goes when no candle is open.
+    /// Each interval's `kl:` hash: the last closed and the open candle, each with the count of
+    /// trade ids given up on that may lie in it (`closed_missing`, `open_missing`), one `HSET`;
+    /// the open fields go when no candle is open.
     fn write_klines(&mut self, pipe: &mut redis::Pipeline) {
         if !std::mem::take(&mut self.klines_dirty) {
             return;
@@ -606,11 +609,15 @@ impl SymbolState {
             let mut fields = vec![("as_of_ms", as_of_ms.clone())];
             if let Some(c) = series.closed() {
                 fields.push(("closed", c.rest_json()));
+                fields.push(("closed_missing", c.missing_trades.to_string()));
             }
             match series.open() {
-                Some(c) => fields.push(("open", c.rest_json())),
+                Some(c) => {
+                    fields.push(("open", c.rest_json()));
+                    fields.push(("open_missing", c.missing_trades.to_string()));
+                }
                 None => {
-                    pipe.hdel(key, "open");
+                    pipe.hdel(key, &["open", "open_missing"]);
                 }
             }
             pipe.hset_multiple(key, &fields);
@@ -1201,14 +1208,25 @@ mod tests {
             out.contains("[3000,\"0.00000120\""),
             "the open candle: {out}"
         );
+        let count = |field: &str, n: u64| format!("{field}\r\n${}\r\n{n}\r\n", n.to_string().len());
+        assert!(out.contains(&count("closed_missing", 0)), "{out}");
+        assert!(out.contains(&count("open_missing", 0)), "{out}");
         assert!(!written(&mut state).contains("kl:"), "written once");
+        // Ids 5 and 6 never come (given up): the open candle says so.
+        apply(
+            &mut state,
+            &trades_frame(3_200_000, (-8, -8), &[(7, 130, 100)]),
+        );
+        let out = written(&mut state);
+        assert!(out.contains(&count("open_missing", 2)), "{out}");
         // The symbol's clock passes the open candle's end: it closes.
         state.kline_clock(4_600, false);
         let out = written(&mut state);
         assert!(
-            out.contains("[3000,") && out.contains("HDEL"),
+            out.contains("[3000,") && out.contains("HDEL") && out.contains("open_missing"),
             "closed, none open: {out}"
         );
+        assert!(out.contains(&count("closed_missing", 2)), "{out}");
         state.stop("removed: by request");
         let marked = written(&mut state);
         assert_eq!(marked.matches("removed: by request").count(), 5, "{marked}");
