@@ -319,6 +319,9 @@ pub struct Series {
     last: Option<(i64, i64)>,
     /// The last candle closed with trades (the flat ones after it are at its close).
     traded: Option<Candle>,
+    /// Candles closed before were emitted again, marked ([`SymbolKlines`] keeps the last of
+    /// each open time a frame emits).
+    reissued: bool,
 }
 
 /// Trade ids passed over before a trade: how many, and the open time of the first interval
@@ -340,6 +343,7 @@ impl Series {
             partial_ms: None,
             last: None,
             traded: None,
+            reissued: false,
         }
     }
 
@@ -395,6 +399,7 @@ impl Series {
             }
             _ => {
                 self.late += 1;
+                self.mark_late(open_ms, out);
                 return;
             }
         }
@@ -442,10 +447,12 @@ impl Series {
             }
             at = traded.open_ms + ms;
         }
-        // Between the last candle with trades and the one closed last: flat ones.
+        self.reissued = true;
+        // Between the last candle with trades and the one closed last: flat ones, after the
+        // last trade, so every mark of one reached the one closed last too (an upper bound).
         while at < closed.open_ms {
             let mut flat = Candle::flat(at, self.interval, closed.close);
-            flat.missing_trades = gap.missing;
+            flat.missing_trades = closed.missing_trades.saturating_add(gap.missing);
             out.push(flat);
             at += ms;
         }
@@ -454,6 +461,26 @@ impl Series {
         if closed.open_ms != open_ms && self.whole(&closed) {
             out.push(closed);
         }
+    }
+
+    /// A trade of the interval opening at `open_ms`, older than the candle closed last, is
+    /// left out: its candle lacks it, and the flat ones after it (up to the one closed last)
+    /// carry a close it changes, so each is marked with one more missing and emitted again.
+    /// A trade older than the last candle with trades (not in time order) is only counted.
+    fn mark_late(&mut self, open_ms: i64, out: &mut Vec<Candle>) {
+        if self.traded.is_some_and(|c| c.open_ms > open_ms) {
+            return;
+        }
+        let gap = Gap {
+            missing: 1,
+            from_ms: open_ms,
+        };
+        self.mark(gap, open_ms, out);
+    }
+
+    /// Whether candles were emitted again (revised) since the last call.
+    fn take_reissued(&mut self) -> bool {
+        std::mem::take(&mut self.reissued)
     }
 
     /// `c` is the candle closed last (also the last with trades, when it has some).
@@ -579,20 +606,36 @@ impl SymbolKlines {
         }
         let exponents = (m.price_exponent(), m.qty_exponent());
         let time_ms = m.transact_time().div_euclid(1000);
+        let trades = m.trades().filter(|t| t.id() >= from).map(|t| Trade {
+            id: t.id(),
+            time_ms,
+            price: t.price(),
+            qty: t.qty(),
+            exponents,
+            buyer_maker: t.is_buyer_maker() == Some(BoolEnum::True),
+        });
+        self.take(trades, out);
+    }
+
+    /// Takes trades (of one frame) into every series; pushes the candles they close onto
+    /// `out`. Candles emitted again (marked: [`Series::push`]) come out once per frame, the
+    /// last of each open time: a repair frame of many late trades would otherwise emit the
+    /// same run of candles once per trade.
+    fn take(&mut self, trades: impl IntoIterator<Item = Trade>, out: &mut Vec<(usize, Candle)>) {
+        let start = out.len();
         let mut closed = Vec::new();
-        for t in m.trades().filter(|t| t.id() >= from) {
-            let trade = Trade {
-                id: t.id(),
-                time_ms,
-                price: t.price(),
-                qty: t.qty(),
-                exponents,
-                buyer_maker: t.is_buyer_maker() == Some(BoolEnum::True),
-            };
+        for trade in trades {
             for (i, series) in self.series.iter_mut().enumerate() {
                 series.push(&trade, &mut closed);
                 out.extend(closed.drain(..).map(|c| (i, c)));
             }
+        }
+        let mut reissued = false;
+        for series in &mut self.series {
+            reissued |= series.take_reissued();
+        }
+        if reissued {
+            keep_last(out, start);
         }
     }
 
@@ -617,6 +660,19 @@ impl SymbolKlines {
     pub fn late(&self) -> u64 {
         self.series.iter().map(|s| s.late).sum()
     }
+}
+
+/// Keeps, of the candles in `out` from `start` on, the last of each interval and open time,
+/// in their order (cold: only after candles were emitted again).
+fn keep_last(out: &mut Vec<(usize, Candle)>, start: usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<(usize, Candle)> = out
+        .drain(start..)
+        .rev()
+        .filter(|(i, c)| seen.insert((*i, c.open_ms)))
+        .collect();
+    kept.reverse();
+    out.extend(kept);
 }
 
 #[cfg(test)]
@@ -851,6 +907,53 @@ mod tests {
         out.clear();
         s.push(&trade(5, 100_000, 100, 1, false), &mut out);
         assert_eq!(marks(&out), [(1, 2, 3)]);
+    }
+
+    /// Review 14: a trade older than the candle closed last (a repair of trades lost unseen,
+    /// delivered after the clock closed their candle and the next) was left out of its
+    /// candle, which stayed published with `missing_trades` 0; the flat candles after it carry
+    /// a close it changes. They are published again, marked.
+    #[test]
+    fn a_trade_left_out_as_late_marks_its_candle_and_the_flat_ones_after() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.advance(4 * 60_000 + 2_001, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(1, 1, 0), (2, 0, 0), (3, 0, 0)]);
+        out.clear();
+        // Id 2 (minute 1) comes after the clock closed minute 1 and filled 2 and 3.
+        s.push(&trade(2, 70_000, 300, 1, false), &mut out);
+        assert_eq!(s.late, 1);
+        assert_eq!(marks(&out), [(1, 1, 1), (2, 0, 1), (3, 0, 1)]);
+        assert_eq!(s.closed().map(|c| c.missing_trades), Some(1));
+        out.clear();
+        // Id 3 in minute 2 (a flat one): minutes 2 and 3 again, now lacking two.
+        s.push(&trade(3, 130_000, 300, 1, false), &mut out);
+        assert_eq!(marks(&out), [(2, 0, 2), (3, 0, 2)]);
+        // Older than every candle kept (not in time order): only counted.
+        out.clear();
+        s.push(&trade(4, 1_000, 300, 1, false), &mut out);
+        assert_eq!((s.late, out.len()), (3, 0));
+    }
+
+    /// Review 14: a repair frame of many late trades publishes the candles it marks once,
+    /// not once per trade.
+    #[test]
+    fn late_trades_of_one_frame_publish_each_marked_candle_once() {
+        let mut k = SymbolKlines::new(&[MIN]);
+        let mut out = Vec::new();
+        k.series[0].push(&trade(0, 0, 100, 1, false), &mut Vec::new());
+        k.series[0].push(&trade(1, 60_001, 100, 1, false), &mut Vec::new());
+        k.advance(10 * 60_000 + 2_001, 2_000, false, &mut out);
+        assert_eq!(out.len(), 9, "minute 1 and the flat 2..=9");
+        out.clear();
+        let trades: Vec<Trade> = (2..=101)
+            .map(|id| trade(id, 70_000 + id, 100, 1, false))
+            .collect();
+        k.take(trades, &mut out);
+        let opens: Vec<i64> = out.iter().map(|(_, c)| c.open_ms / 60_000).collect();
+        assert_eq!(opens, (1..=9).collect::<Vec<_>>());
+        assert!(out.iter().all(|(_, c)| c.missing_trades == 100), "{out:?}");
     }
 
     #[test]

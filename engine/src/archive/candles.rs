@@ -86,16 +86,18 @@ impl SymbolCandles {
         let mut closed = std::mem::take(&mut self.scratch);
         let late = self.series.late;
         self.series.push(&trade, &mut closed);
-        if jumped {
+        let late = self.series.late != late;
+        if late {
+            // Older than the candle closed last: left out of its candle, which lacks it, and
+            // the flat ones after it carry a close it changes.
+            let open = interval.open_of(time_ms);
+            self.take_back(open, i64::MAX, out);
+        }
+        if jumped || late {
             // The series publishes the candles out already again, marked with the ids missing
             // (`Candle::missing_trades`): `take_back` did so here.
             let newest = self.newest_ms;
             closed.retain(|c| c.missing_trades == 0 || newest.is_none_or(|n| c.open_ms > n));
-        }
-        if self.series.late != late {
-            // Older than the candle closed last: left out of its candle, which lacks it.
-            let open = interval.open_of(time_ms);
-            self.take_back(open, open, out);
         }
         self.judge(&mut closed, out);
         self.scratch = closed;
@@ -139,7 +141,7 @@ impl SymbolCandles {
             self.tainted.retain(|&(_, b)| b >= at);
             out.push(Closed {
                 candle,
-                complete: !touched && !candle.inexact,
+                complete: !touched && !candle.inexact && candle.missing_trades == 0,
                 revision,
             });
         }
@@ -262,11 +264,13 @@ mod tests {
         c.push(&row(2, MIN + 5, 1), &mut out);
         c.advance(3 * MIN + 5000, 1000, false, &mut out);
         out.clear();
-        c.push(&row(3, MIN + 30_000, 1), &mut out);
+        // Review 14: at another price, the flat minute 2 after it (at minute 1's close) is
+        // wrong too: taken back as well, and the series' own marked re-emissions not twice.
+        c.push(&row(3, MIN + 30_000, 2), &mut out);
         let got: Vec<(i64, bool, bool)> = out
             .iter()
             .map(|o| (o.candle.open_ms / MIN, o.complete, o.revision))
             .collect();
-        assert_eq!(got, vec![(1, false, true)]);
+        assert_eq!(got, vec![(1, false, true), (2, false, true)]);
     }
 }
