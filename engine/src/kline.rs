@@ -21,7 +21,8 @@
 //! close with no volume, as Binance's, at most [`FILL_MAX`] of them in a row. A trade arriving
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
-//! counted as late and left out.
+//! counted as late and left out, and its candle and the flat ones after it (their close is
+//! the one it changes) are emitted again with one more in [`Candle::missing_trades`].
 //!
 //! Trade ids the sink gave up on (`sink::order`: REST could not supply them within the hold
 //! bounds) are never delivered: the trades come each once in id order, so a jump of the id is
