@@ -957,6 +957,35 @@ mod tests {
         assert!(out.iter().all(|(_, c)| c.missing_trades == 100), "{out:?}");
     }
 
+    /// Review 14: gaps over and over (every trade after ids given up, for an hour of 1 s
+    /// candles, the clock closing each quiet second first) publish each candle at most once
+    /// more: a gap emits again only the candles since the trade before it, which the clock
+    /// emitted once.
+    #[test]
+    fn gaps_over_and_over_publish_each_candle_at_most_twice() {
+        let second = Interval::of("1s").expect("1s");
+        for every_s in [1, 7, 1_500] {
+            let mut s = Series::new(second);
+            let mut out = Vec::new();
+            let mut emitted = 0usize;
+            let mut id = 0;
+            for at_s in 0..3_600 {
+                if at_s % every_s == 0 {
+                    id += 5;
+                    s.push(&trade(id, at_s * 1_000 + 10, 100, 1, false), &mut out);
+                }
+                s.advance(at_s * 1_000 + 700, 500, false, &mut out);
+                emitted += out.len();
+                out.clear();
+            }
+            // 3 599 candles closed after the partial first (fills capped at FILL_MAX).
+            assert!(emitted <= 2 * 3_600, "every {every_s} s: {emitted}");
+            assert!(emitted >= 3_000, "every {every_s} s: {emitted}");
+        }
+        // Memory: a series is three candles and a few numbers, no collection.
+        assert!(std::mem::size_of::<Series>() <= 3 * std::mem::size_of::<Candle>() + 128);
+    }
+
     #[test]
     fn forgetting_a_series_forgets_its_last_trade() {
         let mut s = started();
