@@ -22,7 +22,8 @@
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
 //! counted as late and left out, and its candle and the flat ones after it (their close is
-//! the one it changes) are emitted again with one more in [`Candle::missing_trades`].
+//! the one it changes) are emitted again with one more in [`Candle::missing_trades`]; the
+//! intervals without trades after them come out flat at its price.
 //!
 //! Trade ids the sink gave up on (`sink::order`: REST could not supply them within the hold
 //! bounds) are never delivered: the trades come each once in id order, so a jump of the id is
