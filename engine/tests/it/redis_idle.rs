@@ -172,5 +172,9 @@ fn a_trade_taken_while_a_pipeline_is_in_flight_goes_with_the_reply_despite_a_lin
     assert_eq!(redis_trades(&redis.url(), "BTCUSDT"), vec![7]);
     let summary = writer.stop();
     assert!(summary.flushed, "{summary:?}");
-    assert_eq!((summary.written, summary.dead_lettered), (1, 0), "{summary:?}");
+    assert_eq!(
+        (summary.written, summary.dead_lettered),
+        (1, 0),
+        "{summary:?}"
+    );
 }

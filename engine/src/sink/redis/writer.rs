@@ -1178,7 +1178,11 @@ mod tests {
         let linger = Duration::from_millis(10);
         let received = 5_000_000_000;
         let now = received + 1_000_000;
-        assert_eq!(w.linger_hold(&io, linger, now, false), None, "nothing waits");
+        assert_eq!(
+            w.linger_hold(&io, linger, now, false),
+            None,
+            "nothing waits"
+        );
         let mut event = trades(1..=2);
         event.recv_time_ns = received;
         w.accept(event);
@@ -1186,7 +1190,10 @@ mod tests {
         assert_eq!(w.linger_hold(&io, linger, now, false), rest);
         assert_eq!(w.linger_hold(&io, Duration::ZERO, now, false), None);
         assert_eq!(w.linger_hold(&io, linger, now, true), None, "stopping");
-        assert_eq!(w.linger_hold(&io, linger, received + 10_000_000, false), None);
+        assert_eq!(
+            w.linger_hold(&io, linger, received + 10_000_000, false),
+            None
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime");
