@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpath::config::RedisConfig;
 use hotpath::feed::event::FeedEvent;
-use hotpath::idle::Bell;
+use hotpath::idle::{Bell, IdleStrategy};
 use hotpath::sbe::spot_stream::{BoolEnum, TradesStreamEventEncoder};
 use hotpath::sink::redis::writer::{RedisSink, spawn};
 use hotpath::sink::{SinkError, SinkStats, SinkSummary};
@@ -177,4 +177,41 @@ fn a_trade_taken_while_a_pipeline_is_in_flight_goes_with_the_reply_despite_a_lin
         (1, 0),
         "{summary:?}"
     );
+}
+
+/// The stop comes while the writer awaits a reply (every connection's pipeline in flight, Redis
+/// pausing writes), with each idle strategy and two connections: the stop wakes it, the trade
+/// taken meanwhile is written once the reply lands, and the writer ends flushed (every trade
+/// written, the stop's stale marks included: nothing dirty).
+#[test]
+fn a_stop_while_awaiting_a_reply_flushes_everything_with_each_idle_strategy() {
+    for idle in [
+        IdleStrategy::Backoff,
+        IdleStrategy::Blocking,
+        IdleStrategy::BusySpin,
+    ] {
+        let redis = RedisServer::start();
+        let pause = Duration::from_millis(1_500);
+        pause_writes(&redis.url(), pause);
+        let mut writer = Writer::start(RedisConfig {
+            idle,
+            connections: 2,
+            ..redis_settings(redis.url())
+        });
+        wait_for("the first pipeline to be in flight", || {
+            writer.stats.requests.get() >= 1
+        });
+        writer.push_trade(11);
+        wait_for("the writer to take the trade", || {
+            writer.stats.received.get() >= 1
+        });
+        let summary = writer.stop();
+        assert!(summary.flushed, "{idle:?}: {summary:?}");
+        assert_eq!(
+            (summary.written, summary.dead_lettered, summary.dropped),
+            (1, 0, 0),
+            "{idle:?}: {summary:?}"
+        );
+        assert_eq!(redis_trades(&redis.url(), "BTCUSDT"), vec![11], "{idle:?}");
+    }
 }
