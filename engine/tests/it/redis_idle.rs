@@ -2,6 +2,7 @@
 //! rings (no feed): what it waits for while a pipeline is in flight (the reply), and what
 //! `redis.linger_us` holds (only frames taken while nothing is in flight).
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -19,7 +20,11 @@ use hotpath::stream::StreamKind;
 use crate::servers::{RedisServer, TempDir};
 use crate::sinks::{redis_connection, redis_settings, redis_trades, wait_for};
 
-/// A Redis writer thread of one symbol, `BTCUSDT`, fed through one ring by the test.
+/// The symbols of these tests' writers, in index order (symbol `i` over connection
+/// `i % connections`).
+const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+
+/// A Redis writer thread of [`SYMBOLS`], fed through one ring by the test.
 struct Writer {
     ring: rtrb::Producer<FeedEvent>,
     stats: Arc<SinkStats>,
@@ -41,7 +46,7 @@ impl Writer {
                 dead_letter_path: dir.path().join("dead-letters.jsonl"),
                 ..config
             },
-            symbols: vec!["BTCUSDT".into()],
+            symbols: SYMBOLS.iter().map(|s| s.to_string()).collect(),
             rings: vec![consumer],
             repairs: None,
             hold_max: Duration::ZERO,
@@ -65,10 +70,17 @@ impl Writer {
         }
     }
 
-    /// Pushes trade `id` received now, and rings the writer's bell (as a reader does).
+    /// Pushes trade `id` of `BTCUSDT` received now, and rings the writer's bell (as a reader
+    /// does).
     fn push_trade(&mut self, id: i64) {
+        self.push_trade_of(0, id);
+    }
+
+    /// Pushes trade `id` of symbol `symbol` (of [`SYMBOLS`]) received now, and rings the
+    /// writer's bell.
+    fn push_trade_of(&mut self, symbol: u16, id: i64) {
         self.ring
-            .push(trade(id))
+            .push(trade(symbol, id))
             .unwrap_or_else(|_| panic!("room in the ring"));
         self.bell.ring();
     }
@@ -84,8 +96,8 @@ impl Writer {
     }
 }
 
-/// An event of trade `id` of `BTCUSDT`, received now.
-fn trade(id: i64) -> FeedEvent {
+/// An event of trade `id` of symbol `symbol` (of [`SYMBOLS`]), received now.
+fn trade(symbol: u16, id: i64) -> FeedEvent {
     let mut out = vec![0u8; 1024];
     let length = {
         let mut encoder = TradesStreamEventEncoder::wrap(&mut out).expect("room");
@@ -102,13 +114,15 @@ fn trade(id: i64) -> FeedEvent {
             .price(6_976_988_000_000)
             .qty(100_000)
             .is_buyer_maker(BoolEnum::False);
-        encoder.symbol(b"BTCUSDT").expect("a symbol");
+        encoder
+            .symbol(SYMBOLS[usize::from(symbol)].as_bytes())
+            .expect("a symbol");
         encoder.finish()
     };
     out.truncate(length);
     FeedEvent {
         recv_time_ns: hotpath::clock::monotonic_ns(),
-        symbol: 0,
+        symbol,
         kind: StreamKind::Trade,
         first_id: id,
         last_id: id,
@@ -213,5 +227,143 @@ fn a_stop_while_awaiting_a_reply_flushes_everything_with_each_idle_strategy() {
             "{idle:?}: {summary:?}"
         );
         assert_eq!(redis_trades(&redis.url(), "BTCUSDT"), vec![11], "{idle:?}");
+    }
+}
+
+/// A TCP proxy in front of a redis-server: it forwards the first connection it accepts and,
+/// while closed, closes every later one at once (a connection that cannot get through); opened,
+/// it forwards those too.
+struct Gate {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gate {
+    fn start(upstream: u16) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the gate");
+        let addr = listener.local_addr().expect("the gate's address");
+        let open = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (is_open, is_done) = (Arc::clone(&open), Arc::clone(&done));
+        let thread = std::thread::spawn(move || {
+            let mut first = true;
+            for client in listener.incoming() {
+                if is_done.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if !first && !is_open.load(Ordering::Acquire) {
+                    continue;
+                }
+                first = false;
+                if let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) {
+                    forward(client, server);
+                }
+            }
+        });
+        Gate {
+            addr,
+            open,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        // Wakes the accept loop so that it sees `done`.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` until either side closes.
+fn forward(a: TcpStream, b: TcpStream) {
+    let (Ok(mut a_in), Ok(mut b_in)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let (mut a_out, mut b_out) = (a, b);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a_in, &mut b_out);
+        let _ = b_out.shutdown(std::net::Shutdown::Both);
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut b_in, &mut a_out);
+        let _ = a_out.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// Two connections, one of which cannot get through (it fails and reconnects with backoff):
+/// with each idle strategy, the writer keeps writing the other connection's symbol (waiting
+/// for its replies, the failing connection not counted as free), retries the failing one, and
+/// writes its symbol once it gets through; everything flushed at the stop.
+#[test]
+fn one_connection_failing_holds_up_only_its_own_symbols_with_each_idle_strategy() {
+    for idle in [
+        IdleStrategy::Backoff,
+        IdleStrategy::Blocking,
+        IdleStrategy::BusySpin,
+    ] {
+        let redis = RedisServer::start();
+        let gate = Gate::start(redis.port);
+        let mut writer = Writer::start(RedisConfig {
+            idle,
+            connections: 2,
+            ..redis_settings(gate.url())
+        });
+        writer.push_trade_of(0, 1);
+        writer.push_trade_of(1, 1);
+        wait_for("one connection's trade in Redis", || {
+            writer.stats.written.get() >= 1
+        });
+        let failed = writer.stats.failed_requests.get();
+        wait_for("the other connection to fail again", || {
+            writer.stats.failed_requests.get() > failed
+        });
+        let (live, down) = if redis_trades(&redis.url(), SYMBOLS[0]).is_empty() {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
+        assert!(
+            redis_trades(&redis.url(), SYMBOLS[down]).is_empty(),
+            "{idle:?}"
+        );
+        writer.push_trade_of(live, 2);
+        wait_for("the live connection's next trade", || {
+            writer.stats.written.get() >= 2
+        });
+        gate.open();
+        wait_for("the other connection's trade once it gets through", || {
+            writer.stats.written.get() >= 3
+        });
+        let summary = writer.stop();
+        assert!(summary.flushed, "{idle:?}: {summary:?}");
+        assert_eq!((summary.written, summary.dropped), (3, 0), "{idle:?}");
+        let live_name = SYMBOLS[usize::from(live)];
+        assert_eq!(
+            redis_trades(&redis.url(), live_name),
+            vec![1, 2],
+            "{idle:?}"
+        );
+        assert_eq!(
+            redis_trades(&redis.url(), SYMBOLS[down]),
+            vec![1],
+            "{idle:?}"
+        );
     }
 }
