@@ -175,8 +175,7 @@ impl Idler {
     /// wait for a reply (every request slot busy). Work runs the next round at once; no work
     /// while awaiting waits for the reply ([`Step::Await`], `timeout` bounding it for the
     /// consumer's timers), not for the producers; otherwise the strategy's step (spin, yield,
-    /// park, woken by the producers' bell), with a linger a park at once (the linger is the
-    /// short wait: no spinning after each reply). `busy_spin` never waits.
+    /// park, woken by the producers' bell). `busy_spin` never waits.
     #[inline]
     pub fn step_awaiting(
         &mut self,
@@ -185,9 +184,6 @@ impl Idler {
         timeout: Duration,
     ) -> Option<Step> {
         if !awaiting || self.strategy == IdleStrategy::BusySpin {
-            if work == 0 && !self.linger.is_zero() {
-                self.rounds = self.rounds.max(IDLE_SPINS_MAX + IDLE_YIELDS_MAX);
-            }
             return self.step(work);
         }
         self.rounds = 0;
@@ -562,43 +558,6 @@ mod tests {
         assert_eq!(spin.step_awaiting(0, true, timeout), Some(Step::Spin));
         let lingering = Idler::new(IdleStrategy::Backoff).with_linger(timeout);
         assert_eq!(lingering.linger(), timeout);
-    }
-
-    /// Regression (review13): with a linger (the deployment chose CPU over latency) a round
-    /// with nothing to do and no reply to await parks at once, as before the await: the linger
-    /// is the short wait, so no spinning or yielding after each reply.
-    #[test]
-    fn a_lingering_idler_parks_at_once_when_idle() {
-        let timeout = Duration::from_millis(2);
-        let linger = Duration::from_micros(500);
-        let mut idler = Idler::new(IdleStrategy::Backoff).with_linger(linger);
-        assert_eq!(idler.step_awaiting(1, false, timeout), None);
-        assert_eq!(
-            idler.step_awaiting(0, true, timeout),
-            Some(Step::Await(timeout))
-        );
-        assert_eq!(idler.step_awaiting(1, false, timeout), None, "the reply");
-        assert_eq!(
-            idler.step_awaiting(0, false, timeout),
-            Some(Step::Park(IDLE_PARK_MIN)),
-            "no spinning"
-        );
-        assert_eq!(
-            idler.step_awaiting(0, false, timeout),
-            Some(Step::Park(IDLE_PARK_MIN * 2)),
-            "the backoff grows"
-        );
-        assert_eq!(idler.step_awaiting(2, false, timeout), None);
-        assert_eq!(
-            idler.step_awaiting(0, false, timeout),
-            Some(Step::Park(IDLE_PARK_MIN)),
-            "work resets it"
-        );
-        let mut blocking = Idler::new(IdleStrategy::Blocking).with_linger(linger);
-        assert_eq!(
-            blocking.step_awaiting(0, false, timeout),
-            Some(Step::Park(IDLE_BLOCKING_PARK))
-        );
     }
 
     /// A task awaiting a reply is woken by the reply's task ([`spawn_ringing`]) the moment it
