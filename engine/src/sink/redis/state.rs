@@ -19,7 +19,7 @@
 //!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
 //!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
 //!   `stale_since_us` beside their last values; the fields go when the symbol is back.
-//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (the sides only when the published top
+//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (each side only when its published top
 //!   changed, see [`super::ob`]; or swapped in whole by the atomic
 //!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
 //!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
@@ -31,12 +31,15 @@
 //!   the book equals the exchange's at `update_id` and is kept current; `1`: not known to be
 //!   current, readers must not trust it), `stale_reason` and `stale_since_us` (see
 //!   [`super::ob`] for the reasons).
-//! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash: `count`, `volume`, `buy_volume`,
+//! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash, written only when the window's content
+//!   changed (a trade entered it, one left it as the symbol's clock passed, `trades_complete`
+//!   flipped; not with every depth diff or best bid/ask): `count`, `volume`, `buy_volume`,
 //!   `sell_volume`, `vwap`, `high`, `low`, `last` (decimal strings; empty when no trade in the
-//!   window), `as_of_us` (the exchange time the window ends at), `trades_complete` (`1`: the
-//!   window holds every trade up to `as_of_us`; `0`: trades of the symbol are held back waiting
-//!   for the repair of missing ids, so the window lacks some: not current, whatever `as_of_us`
-//!   says).
+//!   window), `as_of_us` (the symbol's exchange time of the window's last change: the window
+//!   ends there, and holds the same trades until the hash is written again),
+//!   `trades_complete` (`1`: the window holds every trade up to `as_of_us`; `0`: trades of the
+//!   symbol are held back waiting for the repair of missing ids, so the window lacks some: not
+//!   current, whatever `as_of_us` says).
 //! - `feat:{BTCUSDT}` — Hash: `mid` (exact, one decimal more than the price), `spread_bps`
 //!   (4 decimals), `microprice` (two decimals more than the price, rounded half away from
 //!   zero) — from the best bid/ask, or the book's top when no bestBidAsk stream —, `imbalance`
