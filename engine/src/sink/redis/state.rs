@@ -725,7 +725,7 @@ impl SymbolState {
     /// A flip of `trades_complete` (trades held back for a repair, or no longer) changes both
     /// windows.
     fn write_stats(&mut self, pipe: &mut redis::Pipeline) {
-        if !self.trades_held != self.tr_complete {
+        if self.complete_flipped() {
             self.window_changed(0);
             self.window_changed(1);
         }
@@ -751,6 +751,13 @@ impl SymbolState {
         }
     }
 
+    /// Whether `trades_complete` (not `trades_held`) differs from what the `tr:` fields were
+    /// last built with.
+    fn complete_flipped(&self) -> bool {
+        // complete = !held, so complete != built exactly when held == built.
+        self.trades_held == self.tr_complete
+    }
+
     /// The statistics of both windows at the symbol's clock.
     fn window_stats(&mut self) -> (WindowStats, WindowStats) {
         let now = self.now_us;
@@ -769,7 +776,7 @@ impl SymbolState {
 
     /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
     fn stats_fields(&mut self) -> [Vec<(&'static str, String)>; 3] {
-        if !self.trades_held != self.tr_complete {
+        if self.complete_flipped() {
             // Built with the flipped flag below: the window's change is now.
             self.tr_changed_us = [self.now_us; 2];
         }
