@@ -552,10 +552,28 @@ fn sample_until_exit(
     }
 }
 
-/// The first sample after the warm-up: the first quarter of the run, at least 10 s.
+/// The warm-up's end, seconds into the run: the first quarter of it, at least 10 s.
+fn warm_s(scenario: &Scenario) -> f64 {
+    (scenario.duration.as_secs_f64() / 4.0).max(10.0)
+}
+
+/// The first sample after the warm-up.
 fn warm_sample(scenario: &Scenario, samples: &[Sample]) -> Option<Sample> {
-    let warm = (scenario.duration.as_secs_f64() / 4.0).max(10.0);
+    let warm = warm_s(scenario);
     samples.iter().find(|s| s.at_s >= warm).copied()
+}
+
+/// RSS p50, p99 and max (KiB) of the samples taken from `warm` to `end` seconds: the measured
+/// window, without start-up (books syncing) or the shutdown flush.
+fn rss_window(samples: &[Sample], warm: f64, end: f64) -> Option<[u64; 3]> {
+    let mut rss: Vec<u64> = samples
+        .iter()
+        .filter(|s| s.at_s >= warm && s.at_s <= end)
+        .map(|s| s.rss_kib)
+        .collect();
+    rss.sort_unstable();
+    let at = |q: f64| rss[((rss.len() - 1) as f64 * q).round() as usize];
+    (!rss.is_empty()).then(|| [at(0.5), at(0.99), at(1.0)])
 }
 
 fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<String>) -> Value {
@@ -579,6 +597,7 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
         _ => None,
     };
     let rss_max = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let window = rss_window(samples, warm_s(scenario), seconds);
     let half = samples.iter().find(|s| s.at_s >= seconds / 2.0).copied();
     let growth = match (half, last) {
         (Some(h), Some(l)) => l.rss_kib as f64 / h.rss_kib.max(1) as f64 - 1.0,
@@ -622,6 +641,9 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
         "redis": sink("redis"),
         "kinesis": sink("kinesis"),
         "rss_mib_max": mib(rss_max),
+        "rss_mib_window": window.map(|[p50, p99, max]| {
+            json!({"p50": mib(p50), "p99": mib(p99), "max": mib(max)})
+        }),
         "rss_mib_end": last.map(|s| mib(s.rss_kib)),
         "rss_growth_second_half": (growth * 1000.0).round() / 1000.0,
         "rss_steady": growth.abs() < 0.05,

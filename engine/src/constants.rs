@@ -10,6 +10,12 @@ pub const GROUP_COUNT_MAX: u32 = 65_535;
 /// The largest frame hotpath accepts from a file or socket. A full 65,535/65,535-level depth
 /// diff with a 255-byte symbol is 43 + 16 * 131,070 + 255 bytes, about 2 MiB.
 pub const FRAME_BYTES_MAX: usize = 4 << 20;
+/// How much a reader's WebSocket reads from its socket at a time (tungstenite's
+/// `read_buffer_size`). tungstenite zero-fills this much of its buffer before every read, so
+/// its default of 128 KiB cost a 128 KiB `memset` per socket read (several µs, and the cache it
+/// evicts) where a read brings a few frames of 100-2,000 bytes; 16 KiB holds about a hundred of
+/// them. A larger frame still arrives whole: its length is reserved once its header is read.
+pub const WS_READ_BUFFER_BYTES: usize = 16 << 10;
 
 const _: () = assert!(
     FRAME_BYTES_MAX >= 43 + 16 * 2 * GROUP_COUNT_MAX as usize + 255,

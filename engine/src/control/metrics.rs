@@ -702,14 +702,15 @@ impl RunCollector {
             ("kline", "skipped", s.kline_checks_skipped.get()),
             ("stream_kline", "checked", s.stream_kline_checks.get()),
             ("stream_kline", "mismatch", s.stream_kline_mismatches.get()),
+            ("stream_kline", "unjudged", s.stream_klines_unjudged.get()),
         ];
         family(
             encoder,
             counter(
                 "hotpath_detections",
                 "Silent streams found and repaired; kline intervals checked (REST, or the closed \
-                 stream klines of JSON mode), disagreeing, and REST checks skipped for a stream \
-                 kline.",
+                 stream klines of JSON mode), disagreeing, not judged, and REST checks skipped for a \
+                 stream kline.",
             ),
             detections.map(|(d, o, n)| {
                 (

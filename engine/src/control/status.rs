@@ -299,6 +299,7 @@ fn sidecar_json(sidecar: &SidecarStats) -> Value {
         "kline_checks_skipped": sidecar.kline_checks_skipped.get(),
         "stream_kline_checks": sidecar.stream_kline_checks.get(),
         "stream_kline_mismatches": sidecar.stream_kline_mismatches.get(),
+        "stream_klines_unjudged": sidecar.stream_klines_unjudged.get(),
     })
 }
 

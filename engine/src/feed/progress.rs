@@ -60,6 +60,7 @@ impl Progress {
             line["silent_streams"] = json!(sidecar.silent_streams.get());
             line["kline_mismatches"] = json!(sidecar.kline_mismatches.get());
             line["stream_kline_mismatches"] = json!(sidecar.stream_kline_mismatches.get());
+            line["stream_klines_unjudged"] = json!(sidecar.stream_klines_unjudged.get());
         }
         self.last_written.resize(sinks.len(), 0);
         for (i, sink) in sinks.iter().enumerate() {

@@ -335,6 +335,7 @@ async fn open(streams: Vec<String>, ctx: Arc<FeedContext>, wire: Wire) -> Result
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(FRAME_BYTES_MAX);
     config.max_frame_size = Some(FRAME_BYTES_MAX);
+    config.read_buffer_size = crate::constants::WS_READ_BUFFER_BYTES;
     let connector = ctx.tls.clone().map(tokio_tungstenite::Connector::Rustls);
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);

@@ -93,6 +93,27 @@ pub struct Rings {
     pub klines: Vec<rtrb::Consumer<StreamKline>>,
 }
 
+/// Says at start which of the subscribed stream kline intervals (JSON and dual mode, `[klines]
+/// intervals`) the sidecar can never judge against its tally of `tally_ms` intervals
+/// (`sidecar.kline_check`): they are subscribed for nothing but are counted
+/// (`stream_klines_unjudged`), not silently passed over.
+fn warn_unjudged_stream_klines(config: &RunConfig, tally_ms: i64) {
+    if config.format == FeedFormat::Sbe || !config.sidecar_runs() {
+        return;
+    }
+    for interval in &config.klines.intervals {
+        if !crate::sidecar::klines::judgeable(interval.ms, tally_ms) {
+            tracing::warn!(
+                "klines.intervals: {} stream klines cannot be judged against the sidecar's tally \
+                 of {tally_ms} ms intervals (sidecar.kline_check): not a whole number of them, or \
+                 more than the {} it keeps; they are counted in stream_klines_unjudged",
+                interval.name,
+                crate::tally::INTERVALS_KEPT
+            );
+        }
+    }
+}
+
 /// The bells of the rings' consumers, which the readers ring after a batch pushed into their
 /// rings: one per event consumer (in consumer order) and the notice rings' consumer.
 pub struct Bells {
@@ -728,6 +749,7 @@ pub fn run_with(
     let flush_timeout = options.sink_flush_timeout.unwrap_or(SINK_FLUSH_TIMEOUT);
     // The sinks' counters, made first: the sidecar reads their trade tallies.
     let interval_ms = config.sidecar.kline_interval_ms.unwrap_or(60_000);
+    warn_unjudged_stream_klines(config, interval_ms);
     let sink_stats: Vec<Arc<SinkStats>> = (0..sinks_wanted)
         .map(|_| {
             Arc::new(SinkStats {

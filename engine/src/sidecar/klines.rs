@@ -158,13 +158,23 @@ pub fn judge(kline: &Kline, seen: Seen) -> Judgement {
     }
 }
 
+/// Whether closed stream klines of `kline_ms` can be judged against a tally of `tally_ms`
+/// intervals at all: a whole number of them, no more than the tally keeps. (One that can may
+/// still go unjudged, when a part of it was not watched.)
+pub fn judgeable(kline_ms: i64, tally_ms: i64) -> bool {
+    tally_ms > 0
+        && kline_ms > 0
+        && kline_ms % tally_ms == 0
+        && usize::try_from(kline_ms / tally_ms).is_ok_and(|n| n <= crate::tally::INTERVALS_KEPT)
+}
+
 /// Judges one sink's view against a closed stream kline: its tally (by intervals of
 /// `tally_ms`, `seen` giving the one opening at a time) summed over the kline's interval must
 /// hold its trade count and exact volume, and its first and last trade ids. Unjudged when the
 /// kline's interval is not a whole number of tally intervals, or a part of it was not watched
 /// whole or summed exactly.
 pub fn judge_stream(kline: &StreamKline, tally_ms: i64, seen: impl Fn(i64) -> Seen) -> Judgement {
-    if tally_ms <= 0 || kline.interval_ms <= 0 || kline.interval_ms % tally_ms != 0 {
+    if !judgeable(kline.interval_ms, tally_ms) {
         return Judgement::Unjudged;
     }
     let mut total = Interval::default();
@@ -284,6 +294,23 @@ mod tests {
     }
 
     /// A closed stream kline of ids 10..=14 (5 trades, volume 50) against tallies by second.
+    /// A stream kline can be judged only over a whole number of tally intervals that the
+    /// tally still keeps: 1m on a 1s tally not (60 > 8), 1s on a 1m tally not (not whole).
+    #[test]
+    fn only_whole_kept_tally_intervals_make_a_stream_kline_judgeable() {
+        assert!(judgeable(60_000, 60_000));
+        assert!(judgeable(3_000, 1_000));
+        assert!(judgeable(8_000, 1_000));
+        assert!(!judgeable(9_000, 1_000), "more than the tally keeps");
+        assert!(!judgeable(60_000, 1_000));
+        assert!(
+            !judgeable(1_000, 60_000),
+            "not a whole number of tally intervals"
+        );
+        assert!(!judgeable(90_000, 60_000));
+        assert!(!judgeable(60_000, 0) && !judgeable(0, 60_000));
+    }
+
     #[test]
     fn a_stream_kline_is_judged_on_count_volume_and_ids_summed_over_the_tally() {
         let kline = StreamKline {

@@ -179,6 +179,10 @@ pub struct SidecarStats {
     pub stream_kline_checks: Counter,
     /// Closed stream klines that disagreed with a sink (its trades `f ..= L` backfilled).
     pub stream_kline_mismatches: Counter,
+    /// Closed stream klines no sink's tally could judge: the kline's interval is not a whole
+    /// number of `sidecar.kline_check` intervals, reaches back beyond what the tally keeps, or
+    /// a part of it was not watched whole.
+    pub stream_klines_unjudged: Counter,
     /// Silence probes and kline checks whose REST requests failed (not retried: the next scan
     /// or check comes).
     pub detect_failures: Counter,
@@ -244,6 +248,8 @@ pub struct SidecarSummary {
     pub stream_kline_checks: u64,
     /// Closed stream klines that disagreed with a sink.
     pub stream_kline_mismatches: u64,
+    /// Closed stream klines no sink's tally could judge.
+    pub stream_klines_unjudged: u64,
     /// Silence probes and kline checks that failed.
     pub detect_failures: u64,
     /// Gap notice to repair pushed into the consumer's ring, nanoseconds.
@@ -795,6 +801,7 @@ impl Sidecar {
                 kline_checks_skipped: s.kline_checks_skipped.get(),
                 stream_kline_checks: s.stream_kline_checks.get(),
                 stream_kline_mismatches: s.stream_kline_mismatches.get(),
+                stream_klines_unjudged: s.stream_klines_unjudged.get(),
                 detect_failures: s.detect_failures.get(),
                 time_to_repair_ns: Percentiles::of(&self.latency),
             },
@@ -863,6 +870,7 @@ impl Sidecar {
                 }
             }
             if !judged {
+                self.setup.stats.stream_klines_unjudged.bump();
                 continue;
             }
             self.setup.stats.stream_kline_checks.bump();

@@ -240,6 +240,40 @@ fn trades_lost_before_the_market_goes_quiet_are_found_by_the_kline_check() {
     }
 }
 
+/// Stream klines the tally cannot judge (1 s klines on the default 1 m tally: not a whole
+/// number of its intervals) are counted as unjudged, never as checked, instead of being
+/// passed over without a trace.
+#[test]
+fn json_mode_stream_klines_the_tally_cannot_judge_are_counted_unjudged() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.endpoint = format!("{}/json", sim.endpoint());
+        c.format = FeedFormat::Json;
+        c.redis = Some(redis_settings(redis.url()));
+        c.klines = KlinesConfig {
+            intervals: vec![Interval::of("1s").expect("1s")],
+            close_after_ms: 500,
+        };
+        c.sidecar.stream_silence = None;
+        c.sidecar.kline_interval_ms = Some(60_000);
+        c.sidecar.kline_lateness = Duration::from_millis(500);
+    });
+    let summary = run_redis(&config, None, |stats, _sinks| {
+        wait_for("unjudged stream klines", || {
+            stats.stream_klines_unjudged.get() >= 3
+        });
+    });
+    let sidecar = summary.sidecar.as_ref().expect("a sidecar summary");
+    assert!(sidecar.stream_klines_unjudged >= 3, "{sidecar:?}");
+    assert_eq!(
+        (sidecar.stream_kline_checks, sidecar.stream_kline_mismatches),
+        (0, 0),
+        "a 1 s kline is never judged on a 1 m tally: {sidecar:?}"
+    );
+    assert!(summary.stream_klines >= 3, "{summary:?}");
+}
+
 /// JSON mode with 1 s klines: the closed klines of Binance's kline streams check what the sink
 /// delivered without REST (and the REST kline checks they cover are skipped). While trades
 /// flow every check agrees; trades dropped on the wire before the market goes quiet (no later
@@ -315,6 +349,7 @@ fn json_mode_stream_klines_check_the_delivered_trades_and_find_the_lost_ones() {
         "kline_checks_skipped",
         "stream_kline_checks",
         "stream_kline_mismatches",
+        "stream_klines_unjudged",
     ] {
         assert!(json["sidecar"][field].is_u64(), "sidecar.{field} in {json}");
     }

@@ -733,3 +733,89 @@ fn a_parked_consumer_wakes_when_its_ring_gets_data() {
     assert!(got_events >= 200 && got_notices >= 1);
     consumer.join().expect("the consumer ends");
 }
+
+/// A frame far larger than one socket read (the reader reads 16 KiB at a time,
+/// `WS_READ_BUFFER_BYTES`) arrives whole and decodes: a depth diff of 3,000 levels a side
+/// (about 96 KB), between two small ones, from a plain WebSocket server.
+#[test]
+fn a_frame_larger_than_a_socket_read_arrives_whole() {
+    use futures_util::SinkExt;
+    use hotpath::sim::exchange::{Event, Payload, StreamKey};
+    use hotpath::sim::market::Diff;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let levels = 3_000;
+    let diff = |first: i64, size: i64| {
+        let side = |sign: i64| (0..size).map(|i| (1_000_000 + sign * i, 5)).collect();
+        Event {
+            key: StreamKey {
+                symbol: 0,
+                kind: StreamKind::Depth,
+            },
+            event_time_us: 1_700_000_000_000_000 + first,
+            payload: Payload::DepthDiff(Diff {
+                first_update_id: first,
+                last_update_id: first,
+                bids: side(-1),
+                asks: side(1),
+            }),
+        }
+    };
+    let frames: Vec<Vec<u8>> = [diff(100, 2), diff(101, levels), diff(102, 2)]
+        .iter()
+        .map(|e| {
+            let mut out = Vec::new();
+            hotpath::sim::encode::encode_sbe("BTCUSDT", e, &mut out);
+            out
+        })
+        .collect();
+    assert!(frames[1].len() > 4 * hotpath::constants::WS_READ_BUFFER_BYTES);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sent = frames.clone();
+    runtime.spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        for frame in sent {
+            if ws.send(Message::binary(frame)).await.is_err() {
+                return;
+            }
+        }
+        // Keep the connection open while the test reads.
+        std::future::pending::<()>().await;
+    });
+    let config = config(format!("ws://{addr}"), |c| {
+        c.symbols = vec!["BTCUSDT".into()];
+        c.streams = vec![StreamKind::Depth];
+    });
+    let (events, _notices, stats) = collect(&config, |s| {
+        s.iter()
+            .map(|s| s.events_of(StreamKind::Depth))
+            .sum::<u64>()
+            >= 3
+    });
+    let depth: Vec<&FeedEvent> = events
+        .iter()
+        .filter(|e| e.kind == StreamKind::Depth)
+        .collect();
+    assert_eq!(depth.len(), 3, "every diff arrived once");
+    let sizes: Vec<usize> = depth.iter().map(|e| e.frame.len()).collect();
+    assert_eq!(sizes, frames.iter().map(Vec::len).collect::<Vec<_>>());
+    let Ok(Sbe::DepthDiffStreamEvent(big)) = sbe::decode(&depth[1].frame) else {
+        panic!("the large frame decodes as a depth diff");
+    };
+    assert_eq!(big.bids().count(), levels as usize);
+    assert_eq!(big.asks().count(), levels as usize);
+    assert_eq!(stats[0].decode_errors.get(), 0);
+}
