@@ -22,6 +22,14 @@
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
 //! counted as late and left out.
+//!
+//! Trade ids the sink gave up on (`sink::order`: REST could not supply them within the hold
+//! bounds) are never delivered: the trades come each once in id order, so a jump of the id is
+//! exactly such a gap. Their times are unknown but lie between the trade before and the one
+//! after, so every candle of those intervals carries their count in
+//! [`Candle::missing_trades`] (a candle closed by the clock before the gap showed is emitted
+//! again, marked): 0 always means the candle holds every trade of its interval; a gap across
+//! intervals is counted in each (an upper bound there, exact within one interval).
 
 use crate::sbe::spot_stream::{BoolEnum, TradesStreamEventDecoder};
 use crate::tally::{VOLUME_EXPONENT, scale};
@@ -130,6 +138,9 @@ pub struct Candle {
     pub last_id: i64,
     /// A trade could not be taken exactly: the candle is not exact.
     pub inexact: bool,
+    /// Trade ids given up on (never delivered: see [`Series::push`]) that may lie in this
+    /// candle; 0: it holds every trade of its interval.
+    pub missing_trades: u64,
 }
 
 impl Candle {
@@ -150,6 +161,7 @@ impl Candle {
             first_id: -1,
             last_id: -1,
             inexact: false,
+            missing_trades: 0,
         }
     }
 
@@ -251,7 +263,17 @@ impl Candle {
             first_id: -1,
             last_id: -1,
             inexact: false,
+            missing_trades: 0,
         })
+    }
+
+    /// The record of the Kinesis klines stream: [`Candle::stream_json`] (closed) with
+    /// `"missing_trades"` beside `e`, `E`, `s` and `k`, whose fields stay Binance's.
+    pub fn record_json(&self, symbol: &str, interval: &str, event_time_ms: i64) -> String {
+        let mut json = self.stream_json(symbol, interval, true, event_time_ms);
+        json.pop();
+        json.push_str(&format!(",\"missing_trades\":{}}}", self.missing_trades));
+        json
     }
 }
 
@@ -293,6 +315,18 @@ pub struct Series {
     pub late: u64,
     /// The open time of the series' first candle, which is partial (never published).
     partial_ms: Option<i64>,
+    /// The last trade taken: id and time (ms), to see ids passed over.
+    last: Option<(i64, i64)>,
+    /// The last candle closed with trades (the flat ones after it are at its close).
+    traded: Option<Candle>,
+}
+
+/// Trade ids passed over before a trade: how many, and the open time of the first interval
+/// they may lie in (the interval of the trade before them).
+#[derive(Clone, Copy, Debug)]
+struct Gap {
+    missing: u64,
+    from_ms: i64,
 }
 
 impl Series {
@@ -304,6 +338,8 @@ impl Series {
             closed: None,
             late: 0,
             partial_ms: None,
+            last: None,
+            traded: None,
         }
     }
 
@@ -324,8 +360,17 @@ impl Series {
 
     /// Takes a trade; pushes onto `out` the candles it closes (or the closed candle it
     /// revises), oldest first.
+    ///
+    /// Ids passed over before it (trades come each once in id order, `sink::order`, which
+    /// passes over only ids it gave up on) are counted in `missing_trades` of every candle they
+    /// may lie in: their time is unknown, but lies between the trade before them and this one,
+    /// so every candle from the one interval to the other is marked, and 0 always means whole.
     pub fn push(&mut self, t: &Trade, out: &mut Vec<Candle>) {
         let open_ms = self.interval.open_of(t.time_ms);
+        let gap = self.gap_before(t);
+        if let Some(gap) = gap {
+            self.mark(gap, open_ms, out);
+        }
         if let Some(open) = self.open.as_mut()
             && open.open_ms == open_ms
         {
@@ -334,13 +379,15 @@ impl Series {
         match (self.open, self.closed) {
             (Some(open), _) if open.open_ms < open_ms => {
                 self.close_open(out);
-                self.fill_until(open_ms, out);
+                self.fill_until(open_ms, gap, out);
             }
-            (None, Some(closed)) if closed.open_ms < open_ms => self.fill_until(open_ms, out),
+            (None, Some(closed)) if closed.open_ms < open_ms => {
+                self.fill_until(open_ms, gap, out);
+            }
             (None, None) => self.partial_ms = Some(open_ms),
             (_, Some(mut closed)) if closed.open_ms == open_ms => {
                 closed.add(t);
-                self.closed = Some(closed);
+                self.set_closed(closed);
                 if self.whole(&closed) {
                     out.push(closed);
                 }
@@ -352,8 +399,69 @@ impl Series {
             }
         }
         let mut candle = Candle::flat(open_ms, self.interval, 0);
+        candle.missing_trades = gap.map_or(0, |g| g.missing);
         candle.add(t);
         self.open = Some(candle);
+    }
+
+    /// The ids passed over between the last trade taken and `t`, if any; `t` is the last now.
+    fn gap_before(&mut self, t: &Trade) -> Option<Gap> {
+        let (last_id, last_ms) = self.last.replace((t.id, t.time_ms))?;
+        let missing = u64::try_from(t.id.saturating_sub(last_id).saturating_sub(1)).ok()?;
+        (missing > 0).then(|| Gap {
+            missing,
+            from_ms: self.interval.open_of(last_ms.min(t.time_ms)),
+        })
+    }
+
+    /// Marks the candles `gap` (before a trade of the interval opening at `open_ms`) may
+    /// touch: the open one, or, when the clock closed the candle of the trade before the gap
+    /// already (a gap it could not see: the trades were lost unseen), the candles published
+    /// since that one, each emitted again revised (the last closed one not when the trade
+    /// revises it anyway).
+    fn mark(&mut self, gap: Gap, open_ms: i64, out: &mut Vec<Candle>) {
+        if let Some(open) = self.open.as_mut() {
+            if (gap.from_ms..=open_ms).contains(&open.open_ms) {
+                open.missing_trades = open.missing_trades.saturating_add(gap.missing);
+            }
+            return;
+        }
+        let Some(mut closed) = self.closed.filter(|c| c.open_ms >= gap.from_ms) else {
+            return;
+        };
+        let ms = self.interval.ms;
+        let mut at = gap.from_ms.max(closed.open_ms - FILL_MAX * ms);
+        if let Some(mut traded) = self
+            .traded
+            .filter(|c| c.open_ms >= at && c.open_ms < closed.open_ms)
+        {
+            traded.missing_trades = traded.missing_trades.saturating_add(gap.missing);
+            self.traded = Some(traded);
+            if self.whole(&traded) {
+                out.push(traded);
+            }
+            at = traded.open_ms + ms;
+        }
+        // Between the last candle with trades and the one closed last: flat ones.
+        while at < closed.open_ms {
+            let mut flat = Candle::flat(at, self.interval, closed.close);
+            flat.missing_trades = gap.missing;
+            out.push(flat);
+            at += ms;
+        }
+        closed.missing_trades = closed.missing_trades.saturating_add(gap.missing);
+        self.set_closed(closed);
+        if closed.open_ms != open_ms && self.whole(&closed) {
+            out.push(closed);
+        }
+    }
+
+    /// `c` is the candle closed last (also the last with trades, when it has some).
+    fn set_closed(&mut self, c: Candle) {
+        self.closed = Some(c);
+        if c.trades > 0 {
+            self.traded = Some(c);
+        }
     }
 
     /// The symbol's clock is at `now_ms`: closes the open candle (and fills the intervals
@@ -368,28 +476,32 @@ impl Series {
         match (self.open, self.closed) {
             (Some(open), _) if open.close_ms < due => {
                 self.close_open(out);
-                self.fill_until(current, out);
+                self.fill_until(current, None, out);
             }
-            (None, Some(closed)) if closed.close_ms < due => self.fill_until(current, out),
+            (None, Some(closed)) if closed.close_ms < due => self.fill_until(current, None, out),
             _ => {}
         }
     }
 
     fn close_open(&mut self, out: &mut Vec<Candle>) {
         if let Some(open) = self.open.take() {
-            self.closed = Some(open);
+            self.set_closed(open);
             if self.whole(&open) {
                 out.push(open);
             }
         }
     }
 
-    /// Emits flat candles after the one closed last, up to (not including) `open_ms`.
-    fn fill_until(&mut self, open_ms: i64, out: &mut Vec<Candle>) {
+    /// Emits flat candles after the one closed last, up to (not including) `open_ms`; those
+    /// `gap` may touch carry its missing ids.
+    fn fill_until(&mut self, open_ms: i64, gap: Option<Gap>, out: &mut Vec<Candle>) {
         let Some(last) = self.closed else { return };
         let mut at = (last.open_ms + self.interval.ms).max(open_ms - FILL_MAX * self.interval.ms);
         while at < open_ms {
-            let flat = Candle::flat(at, self.interval, last.close);
+            let mut flat = Candle::flat(at, self.interval, last.close);
+            if let Some(gap) = gap.filter(|g| g.from_ms <= at) {
+                flat.missing_trades = gap.missing;
+            }
             self.closed = Some(flat);
             out.push(flat);
             at += self.interval.ms;
@@ -401,6 +513,8 @@ impl Series {
         self.open = None;
         self.closed = None;
         self.partial_ms = None;
+        self.last = None;
+        self.traded = None;
     }
 }
 
@@ -668,5 +782,105 @@ mod tests {
         );
         assert_eq!(text(1), "0.000000000000000001");
         assert_eq!(text(-5 * 10i128.pow(17)), "-0.50000000");
+    }
+
+    /// (open time in minutes, trades, missing) of each candle.
+    fn marks(out: &[Candle]) -> Vec<(i64, u64, u64)> {
+        out.iter()
+            .map(|c| (c.open_ms / 60_000, c.trades, c.missing_trades))
+            .collect()
+    }
+
+    #[test]
+    fn ids_passed_over_inside_one_interval_mark_that_candle_only() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        // Ids 2..=4 were given up on: the trade after them is in the same minute.
+        s.push(&trade(5, 70_000, 100, 1, false), &mut out);
+        s.push(&trade(6, 130_000, 100, 1, false), &mut out);
+        s.push(&trade(7, 190_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(1, 2, 3), (2, 1, 0)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(0));
+    }
+
+    #[test]
+    fn ids_passed_over_across_intervals_mark_every_candle_they_may_lie_in() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.push(&trade(2, 70_000, 100, 1, false), &mut out);
+        // Ids 3..=12 lie somewhere between minute 1 and minute 4: all four are marked, the
+        // quiet minutes 2 and 3 (flat) too.
+        s.push(&trade(13, 250_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(1, 2, 10), (2, 0, 10), (3, 0, 10)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(10));
+        out.clear();
+        s.push(&trade(14, 310_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(4, 1, 10)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(0), "no gap since");
+    }
+
+    #[test]
+    fn a_gap_seen_after_the_clock_closed_its_candle_revises_that_candle() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        // No trade came for a while (ids 2..=3 lost unseen): the clock closed minute 1.
+        s.advance(122_000, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(1, 1, 0)]);
+        out.clear();
+        s.push(&trade(4, 150_000, 100, 1, false), &mut out);
+        // Minute 1 again, now marked; minute 2 (open) too.
+        assert_eq!(marks(&out), [(1, 1, 2)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(2));
+        out.clear();
+        // The clock closed minute 2 and filled 3 and 4 before the trade after lost ids 5..=8
+        // came, in minute 5: every candle published since minute 2 is published again, marked.
+        s.advance(302_000, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(2, 1, 2), (3, 0, 0), (4, 0, 0)]);
+        out.clear();
+        s.push(&trade(9, 310_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(2, 1, 6), (3, 0, 4), (4, 0, 4)]);
+        assert_eq!(s.open().map(|c| c.missing_trades), Some(4));
+        out.clear();
+        // A trade later than its closed candle in the same minute as a gap: one revision.
+        let mut s = started();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.advance(122_000, 2_000, false, &mut out);
+        out.clear();
+        s.push(&trade(5, 100_000, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(1, 2, 3)]);
+    }
+
+    #[test]
+    fn forgetting_a_series_forgets_its_last_trade() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.forget();
+        s.push(&trade(50, 120_001, 100, 1, false), &mut out);
+        s.push(&trade(51, 180_001, 100, 1, false), &mut out);
+        s.push(&trade(52, 240_001, 100, 1, false), &mut out);
+        assert_eq!(marks(&out), [(3, 1, 0)], "a new start, not a gap");
+    }
+
+    #[test]
+    fn the_kinesis_record_adds_missing_trades_beside_binances_event() {
+        let mut c = Candle::flat(0, MIN, 0);
+        c.add(&trade(7, 5, 12_345, 10, false));
+        c.missing_trades = 4;
+        let record: serde_json::Value =
+            serde_json::from_str(&c.record_json("BTCUSDT", "1m", 60_000)).expect("JSON");
+        let event: serde_json::Value =
+            serde_json::from_str(&c.stream_json("BTCUSDT", "1m", true, 60_000)).expect("JSON");
+        assert_eq!(record["missing_trades"], 4);
+        assert_eq!(record["k"], event["k"], "Binance's fields unchanged");
+        assert_eq!(record["e"], "kline");
+        let whole = Candle {
+            missing_trades: 0,
+            ..c
+        };
+        assert_eq!(c.rest_json(), whole.rest_json(), "REST's form unchanged");
     }
 }

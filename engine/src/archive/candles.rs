@@ -66,9 +66,10 @@ impl SymbolCandles {
     pub fn push(&mut self, row: &TradeRow, out: &mut Vec<Closed>) {
         let time_ms = row.trade_time_us.div_euclid(1000);
         let interval = self.series.interval;
-        if let Some((id, at_ms)) = self.last
-            && row.trade_id != id.saturating_add(1)
-        {
+        let jumped = self
+            .last
+            .is_some_and(|(id, _)| row.trade_id != id.saturating_add(1));
+        if let Some((_, at_ms)) = self.last.filter(|_| jumped) {
             let (from, to) = (interval.open_of(at_ms), interval.open_of(time_ms));
             self.tainted.push((from, to));
             self.take_back(from, to, out);
@@ -85,6 +86,12 @@ impl SymbolCandles {
         let mut closed = std::mem::take(&mut self.scratch);
         let late = self.series.late;
         self.series.push(&trade, &mut closed);
+        if jumped {
+            // The series publishes the candles out already again, marked with the ids missing
+            // (`Candle::missing_trades`): `take_back` did so here.
+            let newest = self.newest_ms;
+            closed.retain(|c| c.missing_trades == 0 || newest.is_none_or(|n| c.open_ms > n));
+        }
         if self.series.late != late {
             // Older than the candle closed last: left out of its candle, which lacks it.
             let open = interval.open_of(time_ms);

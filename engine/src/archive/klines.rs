@@ -198,6 +198,7 @@ pub fn decode(bytes: Bytes) -> Result<Vec<Candle>, ParquetError> {
             first_id: firsts[i],
             last_id: lasts[i],
             inexact: false,
+            missing_trades: 0,
         }));
     }
     Ok(out)

@@ -3,8 +3,10 @@
 //! each, through the REST client's weight budget: a page that would pass it waits for the
 //! next minute, a 429 or 418 for its `Retry-After`), checked for holes and duplicates, and
 //! written to the Kinesis klines stream (one record per candle, Binance's kline event JSON with
-//! `x` true, partition key the symbol, oldest first) and to the Redis `kl:{S}:<interval>` hash
-//! (`closed`: the newest candle fetched, only if Redis holds none newer).
+//! `x` true and `"missing_trades":0`, partition key the symbol, oldest first) and to the Redis
+//! `kl:{S}:<interval>` hash (`closed`: the newest candle fetched, only if Redis holds none
+//! newer, nor the same one whole; `closed_missing` 0). So a live candle published with trades
+//! missing (`crate::kline::Candle::missing_trades`) is published again whole.
 //!
 //! The pages: `startTime` = `from`, then the open time after the last candle of the page
 //! before, until a page ends past `to` or comes back short (no more candles yet). A candle
@@ -374,7 +376,7 @@ async fn to_kinesis(
                 stream: args.stream.clone(),
                 partition_key: args.symbol.clone(),
                 data: c
-                    .stream_json(&args.symbol, interval.name, true, c.close_ms + 1)
+                    .record_json(&args.symbol, interval.name, c.close_ms + 1)
                     .into_bytes(),
             },
             attempts: 0,
@@ -404,8 +406,9 @@ async fn to_kinesis(
     Ok((sent as u64, failed.len() as u64))
 }
 
-/// Sets `kl:{S}:<interval>`'s `closed` to `candle` unless the hash holds a newer closed one;
-/// returns whether it was set.
+/// Sets `kl:{S}:<interval>`'s `closed` to `candle` (and `closed_missing` to 0: a REST candle
+/// is whole) unless the hash holds a newer closed one, or the same one already whole; returns
+/// whether it was set. A live candle marked with missing trades is so replaced by Binance's.
 async fn to_redis(
     url: &str,
     layout: KeyLayout,
@@ -418,9 +421,11 @@ async fn to_redis(
 local old = redis.call('HGET', KEYS[1], 'closed')
 if old then
   local open = tonumber(string.match(old, '^%[(%-?%d+),'))
-  if open and open >= tonumber(ARGV[1]) then return 0 end
+  if open and open > tonumber(ARGV[1]) then return 0 end
+  local missing = tonumber(redis.call('HGET', KEYS[1], 'closed_missing')) or 0
+  if open and open == tonumber(ARGV[1]) and missing == 0 then return 0 end
 end
-redis.call('HSET', KEYS[1], 'closed', ARGV[2])
+redis.call('HSET', KEYS[1], 'closed', ARGV[2], 'closed_missing', '0')
 return 1";
     let client = redis::Client::open(url).with_context(|| format!("--redis {url:?}"))?;
     let mut conn = client

@@ -484,6 +484,7 @@ impl KlineScratch {
                 first_id: need(self.first_id)?,
                 last_id: need(self.last_id)?,
                 inexact: false,
+                missing_trades: 0,
             },
         })
     }

@@ -3,9 +3,12 @@
 //! delivers, in SBE and JSON mode, in the Redis `kl:` hash and the Kinesis klines stream
 //! (kinesalite); the simulator's own `<symbol>@kline_<interval>` stream; and
 //! `hotpath backfill klines` paging `GET /api/v3/klines` over more than 1000 candles into
-//! Kinesis and Redis, with no duplicate and no hole.
+//! Kinesis and Redis, with no duplicate and no hole, replacing a Redis candle marked as missing
+//! trades; a candle built across trades given up on
+//! (lost on the wire while REST fails) is marked with their count, candles without a gap are not.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use hotpath::config::{FeedFormat, KlinesConfig, RunConfig};
@@ -13,7 +16,7 @@ use hotpath::feed::run::{self, RunOptions};
 use hotpath::kline::Interval;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::feed::{Sim, key};
+use crate::feed::{Sim, key, sim_get};
 use crate::servers::{KinesisEmulator, RedisServer, TempDir};
 use crate::sinks::{
     FLUSH_PATIENCE, PATIENCE, hash, kinesis_settings, redis_settings, run_config, runtime, sim,
@@ -302,11 +305,191 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
     let older = hotpath::backfill::klines::KlinesArgs {
         to: (from + 10_000).to_string(),
         kinesis_endpoint: None,
-        ..args
+        ..args.clone()
     };
     let report = runtime()
         .block_on(hotpath::backfill::klines::run(&older))
         .expect("the backfill runs");
     assert!(!report.redis_written && report.candles > 0, "{report:?}");
     assert_eq!(redis_closed(&redis.url(), "BTCUSDT").as_ref(), Some(last));
+    // Backfilled records are whole.
+    for (_, data, _) in &records {
+        let v: serde_json::Value = serde_json::from_slice(data).expect("kline JSON");
+        assert_eq!(v["missing_trades"], 0, "{v}");
+    }
+    // The same candle, whole in Redis: left alone. Marked as missing trades (the live writer
+    // built it across a gap it gave up on): replaced by Binance's, whole.
+    let kl = "kl:{BTCUSDT}:1s";
+    let again = hotpath::backfill::klines::KlinesArgs {
+        kinesis_endpoint: None,
+        ..args
+    };
+    let mut con = crate::sinks::redis_connection(&redis.url());
+    let _: () = redis::cmd("HSET")
+        .arg(kl)
+        .arg("closed_missing")
+        .arg(0)
+        .query(&mut con)
+        .expect("HSET");
+    let report = runtime()
+        .block_on(hotpath::backfill::klines::run(&again))
+        .expect("the backfill runs");
+    assert!(!report.redis_written, "{report:?}");
+    let short = format!(
+        "[{},\"1.00000000\",\"1.00000000\",\"1.00000000\",\"1.00000000\",\"0.00000000\",{},\"0\",1,\"0\",\"0\",\"0\"]",
+        last.0,
+        last.0 + 999
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(kl)
+        .arg("closed")
+        .arg(&short)
+        .arg("closed_missing")
+        .arg(3)
+        .query(&mut con)
+        .expect("HSET");
+    let report = runtime()
+        .block_on(hotpath::backfill::klines::run(&again))
+        .expect("the backfill runs");
+    assert!(report.redis_written, "{report:?}");
+    assert_eq!(redis_closed(&redis.url(), "BTCUSDT").as_ref(), Some(last));
+    assert_eq!(hash(&redis.url(), kl)["closed_missing"], "0");
+}
+
+/// Sets the simulator's faults through its admin endpoint.
+fn admin(sim: &Sim, path: &str) {
+    let (status, body) = sim_get(sim.handle().addr, path);
+    assert_eq!(status, 200, "{path}: {body}");
+}
+
+/// The last trade id the simulator published of `symbol`.
+fn published_last(sim: &Sim, symbol: &str) -> i64 {
+    sim.trades(symbol, 0, i64::MAX).last().copied().unwrap_or(0)
+}
+
+/// The time (ms) of the newest trade the simulator journaled of `symbol`.
+fn newest_trade_ms(sim: &Sim, symbol: &str) -> i64 {
+    let index = sim.handle().shared.symbol_index(symbol).expect("a symbol");
+    let exchange = hotpath::sim::server::lock(&sim.handle().shared.exchange);
+    let newest = exchange.market(index).trades_from(i64::MIN).last().copied();
+    newest.map_or(0, |t| t.time_us.div_euclid(1000))
+}
+
+/// Notes `kl:{BTCUSDT}:1s`'s closed candle and its `closed_missing` in `seen` (open time ->
+/// count); the count must be there beside the candle, in the same write.
+fn note_redis_closed(url: &str, seen: &mut BTreeMap<i64, u64>) {
+    let fields = hash(url, "kl:{BTCUSDT}:1s");
+    let Some(closed) = fields.get("closed") else {
+        return;
+    };
+    let closed: serde_json::Value = serde_json::from_str(closed).expect("a REST kline array");
+    assert_eq!(closed.as_array().map(Vec::len), Some(12), "Binance's form");
+    let missing = fields
+        .get("closed_missing")
+        .expect("closed_missing beside closed");
+    let open_ms = closed[0].as_i64().expect("an open time");
+    seen.insert(open_ms, missing.parse().expect("a count"));
+}
+
+/// Trades lost on the wire while REST fails: the sidecar cannot fetch them and gives them up,
+/// the sinks release what they held, and the candles built across the gap say so
+/// (`closed_missing` in Redis, `missing_trades` in Kinesis) instead of passing for whole,
+/// also those the clock closed before the gap showed (published again, marked), while every
+/// candle without a gap says 0 and equals the journal.
+#[test]
+fn a_candle_across_a_given_up_gap_is_marked_and_the_others_are_not() {
+    let sim = sim();
+    let redis = RedisServer::start();
+    let emulator = KinesisEmulator::start();
+    let dir = TempDir::new("klines-gap");
+    let config: RunConfig = run_config(&sim, |c| {
+        c.kinesis = Some(kinesis_settings(&emulator.endpoint(), dir.path()));
+        c.redis = Some(redis_settings(redis.url()));
+        c.klines = KlinesConfig {
+            intervals: vec![Interval::of("1s").expect("1s")],
+            close_after_ms: 500,
+        };
+        c.sidecar.give_up_after = Duration::from_millis(500);
+        c.sidecar.hold_max = Duration::from_millis(1_000);
+        c.sidecar.stream_silence = None;
+        c.sidecar.kline_interval_ms = None;
+    });
+    let url = redis.url();
+    let mut seen = BTreeMap::new();
+    let summary = run::run_with(
+        &config,
+        key(&config),
+        RunOptions {
+            kinesis_client: Some(test_client(&emulator.endpoint())),
+            sink_flush_timeout: Some(FLUSH_PATIENCE),
+        },
+        |_, _| {
+            wait_for("a whole closed candle in Redis", || {
+                note_redis_closed(&url, &mut seen);
+                seen.values().any(|&m| m == 0)
+            });
+            // REST fails from now on: the trades dropped below cannot be fetched.
+            admin(&sim, "/admin/faults?conn=all&rest_error_pct=100");
+            let before = published_last(&sim, "BTCUSDT");
+            let since_ms = newest_trade_ms(&sim, "BTCUSDT");
+            admin(&sim, "/admin/faults?conn=all&drop_trades_pct=100");
+            // Longer than a candle and `close_after_ms`: the depth diffs' clock closes the
+            // candle of the trade before the gap, and fills the next, before the gap shows.
+            wait_for("trades lost on the wire for 2.5 s", || {
+                published_last(&sim, "BTCUSDT") >= before + 20
+                    && newest_trade_ms(&sim, "BTCUSDT") >= since_ms + 2_500
+            });
+            admin(&sim, "/admin/faults?conn=all&drop_trades_pct=0");
+            wait_for("a closed candle marked in Redis", || {
+                note_redis_closed(&url, &mut seen);
+                seen.values().any(|&m| m > 0)
+            });
+            admin(&sim, "/admin/faults?conn=all&rest_error_pct=0");
+            let marked = seen.iter().rev().find(|(_, m)| **m > 0).map(|(t, _)| *t);
+            let marked = marked.expect("a marked candle");
+            wait_for("a whole closed candle after it", || {
+                note_redis_closed(&url, &mut seen);
+                seen.range(marked + 1..).any(|(_, &m)| m == 0)
+            });
+        },
+    )
+    .expect("the run succeeds");
+    for sink in ["redis", "kinesis"] {
+        assert!(summary.sinks[sink].unrepaired >= 20, "{summary:?}");
+    }
+    // Kinesis: the last record per open time (a candle published again revises it).
+    let mut by_symbol: BTreeMap<String, BTreeMap<i64, (Ohlcv, u64)>> = BTreeMap::new();
+    for (key, data, _) in runtime().block_on(emulator.read_all(KLINE_STREAM)) {
+        let v: serde_json::Value = serde_json::from_slice(&data).expect("kline JSON");
+        let missing = v["missing_trades"]
+            .as_u64()
+            .expect("missing_trades in every record");
+        let candle = from_event(&v);
+        by_symbol
+            .entry(key)
+            .or_default()
+            .insert(candle.0, (candle, missing));
+    }
+    let btc = &by_symbol["BTCUSDT"];
+    assert!(btc.values().any(|(_, m)| *m > 0), "{btc:?}");
+    assert!(btc.values().any(|(_, m)| *m == 0), "{btc:?}");
+    let mut short = 0;
+    for (symbol, candles) in &by_symbol {
+        for (candle, missing) in candles.values() {
+            let truth = ground_truth(&sim, symbol, candle.0, 1_000).map_or(0, |t| t.6);
+            if *missing == 0 {
+                assert_truth(&sim, symbol, 1_000, candle, "a candle said whole");
+            } else {
+                let lacking = truth
+                    .checked_sub(candle.6)
+                    .expect("not more than the journal");
+                assert!(lacking <= *missing, "{symbol} {candle:?}: {missing}");
+                short += lacking;
+            }
+        }
+    }
+    assert!(
+        short >= 20,
+        "the marked candles lack the lost trades: {short}"
+    );
 }

@@ -603,6 +603,7 @@ fn truth_candle(
         first_id: first.id,
         last_id: last.id,
         inexact: false,
+        missing_trades: 0,
     })
 }
 

@@ -723,7 +723,7 @@ impl Writer {
 
     /// Feeds the symbol's candles with a delivered event (its trades, its exchange time) and
     /// queues each candle that closes as a kline stream event (JSON, Binance's form, `x`
-    /// true) to the klines stream.
+    /// true, with `missing_trades` beside it: [`Candle::record_json`]) to the klines stream.
     fn candles_of(&mut self, event: &FeedEvent, from: i64, key: &Arc<str>, hash: u128) {
         let index = usize::from(event.symbol);
         if self.candles.len() <= index {
@@ -748,7 +748,7 @@ impl Writer {
         }
         for (i, candle) in closed.drain(..) {
             let interval = self.klines.intervals.get(i).map_or("", |i| i.name);
-            let data = candle.stream_json(key, interval, true, now_ms);
+            let data = candle.record_json(key, interval, now_ms);
             let entry = Entry {
                 key: key.clone(),
                 data: Bytes::from(data),
