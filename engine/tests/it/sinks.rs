@@ -454,9 +454,9 @@ fn symbols_sharded_over_several_connections_each_land_every_trade_once_in_order(
 }
 
 /// Review of the sinks: with `redis.connections = 3`, a Redis restarted empty mid-run is
-/// rebuilt by every connection's reconnect: each book's `ob:` gets its sides again (they are
-/// not left out as "unchanged" when Redis lost them), `bbo:` and the trade streams come back,
-/// and at the end each book equals the exchange's.
+/// rebuilt by every connection's reconnect: each book's `ob:` gets both its sides again (they
+/// are not left out as "unchanged" when Redis lost them), `bbo:`, `tr:`, `feat:` and the trade
+/// streams come back, and at the end each book equals the exchange's.
 #[test]
 fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
     const MANY: [&str; 5] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT"];
@@ -477,10 +477,15 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
     let url = redis.url();
     let whole = |s: &str| {
         let ob = hash(&url, &format!("ob:{{{s}}}"));
+        let stats = [format!("tr:{{{s}}}:1s"), format!("tr:{{{s}}}:5s")]
+            .iter()
+            .all(|key| hash(&url, key).contains_key("as_of_us"))
+            && hash(&url, &format!("feat:{{{s}}}")).contains_key("as_of_us");
         ob.get("stale").is_some_and(|v| v == "0")
             && ob.contains_key("bids")
             && ob.contains_key("asks")
             && hash(&url, &format!("bbo:{{{s}}}")).contains_key("bid_price")
+            && stats
     };
     let redis_ref = &mut redis;
     let summary = run(&config, None, |sinks| {
@@ -499,7 +504,8 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
             let mut all = true;
             for s in MANY {
                 let ob = hash(&url, &format!("ob:{{{s}}}"));
-                if ob.get("stale").is_some_and(|v| v == "0") && !ob.contains_key("bids") {
+                let sides = ob.contains_key("bids") && ob.contains_key("asks");
+                if ob.get("stale").is_some_and(|v| v == "0") && !sides {
                     sideless.push(s);
                 }
                 all &= whole(s);
