@@ -1551,6 +1551,59 @@ mod tests {
         }
     }
 
+    /// Review of trwin: `tr:` (written only when its window changed) and `feat:` (with every
+    /// book change) never disagree about `trades_complete`: a flip either way writes both
+    /// windows with the features, also when it happens while a re-anchor is in flight (the
+    /// swap carries the flag it began with; the flip is written after it).
+    #[test]
+    fn tr_and_feat_agree_about_trades_complete_across_flips_and_reanchors() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        let complete_in = |out: &str, flag: &str| {
+            ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"]
+                .iter()
+                .all(|key| {
+                    hset_of(out, key)
+                        .is_some_and(|h| h.contains(&format!("trades_complete\r\n$1\r\n{flag}")))
+                })
+        };
+        // A diff at `t + at` with update id `id`: the book changes, the windows do not.
+        let diff = |state: &mut SymbolState, budget: &mut DiffBudget, at: i64, id: i64| {
+            apply_frame(state, &diff_frame(t + at, (id, id), &[], &[]), budget);
+        };
+        for (at, held) in [(10, true), (20, false), (30, true), (40, false)] {
+            diff(&mut state, &mut budget, at, 100 + at / 10);
+            state.trades_held = held;
+            let out = written(&mut state);
+            let flag = if held { "0" } else { "1" };
+            assert!(complete_in(&out, flag), "held {held}: {out}");
+        }
+        // A gap and a new snapshot: a re-anchor begins with the trades complete; they are
+        // held while it is in flight.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 50, (150, 150), &[], &[]),
+            &mut budget,
+        );
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        let (attempt, swap) = state.begin_reanchor(t + 60).expect("a live book");
+        for fields in [&swap.tr_1s, &swap.tr_5s, &swap.feat] {
+            assert_eq!(field(fields, "trades_complete"), "1");
+        }
+        diff(&mut state, &mut budget, 70, 151);
+        state.trades_held = true;
+        assert!(!written(&mut state).contains("tr:"), "the swap carries them");
+        state.end_reanchor(attempt, true, 0);
+        diff(&mut state, &mut budget, 80, 152);
+        let out = written(&mut state);
+        assert!(complete_in(&out, "0"), "{out}");
+    }
+
     /// After a reconnect (or a failed pipeline) everything known goes again: both windows,
     /// the features, the best bid/ask and both sides of the book.
     #[test]
