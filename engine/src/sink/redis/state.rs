@@ -1597,7 +1597,10 @@ mod tests {
         }
         diff(&mut state, &mut budget, 70, 151);
         state.trades_held = true;
-        assert!(!written(&mut state).contains("tr:"), "the swap carries them");
+        assert!(
+            !written(&mut state).contains("tr:"),
+            "the swap carries them"
+        );
         state.end_reanchor(attempt, true, 0);
         diff(&mut state, &mut budget, 80, 152);
         let out = written(&mut state);
