@@ -665,8 +665,9 @@ impl ObState {
         Some((attempt, fields))
     }
 
-    /// A re-anchor finished: `swapped` or not (then tried again from `retry_at_us`).
-    pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) {
+    /// A re-anchor finished: `swapped` or not (then tried again from `retry_at_us`). Returns
+    /// whether it was the book's current re-anchor (not overtaken by a resync meanwhile).
+    pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) -> bool {
         let current = matches!(self.anchor, Anchor::InFlight { attempt: a, .. } if a == attempt);
         if let (true, Anchor::InFlight { stale_marks, .. }) = (current, self.anchor) {
             if swapped {
@@ -684,6 +685,7 @@ impl ObState {
         }
         // Whatever the swap did, a stale mark made meanwhile must land after it.
         self.stale_dirty = self.stale.is_some();
+        current
     }
 
     /// The fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`]: `bids` when

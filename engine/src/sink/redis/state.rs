@@ -823,10 +823,12 @@ impl SymbolState {
     /// and `feat:` whole with what they were when it began, and may have landed after the
     /// stopped mark (or landed though it got no answer): a stopped symbol's mark is written
     /// again. A swap not known to have landed leaves `tr:` and `feat:` as they were before it
-    /// began: they are written again.
+    /// began: they are written again. So does a swap overtaken by a resync while in flight: the
+    /// writes of `tr:` and `feat:` resumed then, and a newer window written meanwhile may have
+    /// landed before the swap's older one.
     pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) {
-        self.ob.end_reanchor(attempt, swapped, retry_at_us);
-        if !swapped {
+        let current = self.ob.end_reanchor(attempt, swapped, retry_at_us);
+        if !(current && swapped) {
             self.stats_all_dirty();
         }
         if self.stopped.is_some() {
@@ -1549,6 +1551,62 @@ mod tests {
         }
     }
 
+    /// Review of trwin: `tr:` (written only when its window changed) and `feat:` (with every
+    /// book change) never disagree about `trades_complete`: a flip either way writes both
+    /// windows with the features, also when it happens while a re-anchor is in flight (the
+    /// swap carries the flag it began with; the flip is written after it).
+    #[test]
+    fn tr_and_feat_agree_about_trades_complete_across_flips_and_reanchors() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        let complete_in = |out: &str, flag: &str| {
+            ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"]
+                .iter()
+                .all(|key| {
+                    hset_of(out, key)
+                        .is_some_and(|h| h.contains(&format!("trades_complete\r\n$1\r\n{flag}")))
+                })
+        };
+        // A diff at `t + at` with update id `id`: the book changes, the windows do not.
+        let diff = |state: &mut SymbolState, budget: &mut DiffBudget, at: i64, id: i64| {
+            apply_frame(state, &diff_frame(t + at, (id, id), &[], &[]), budget);
+        };
+        for (at, held) in [(10, true), (20, false), (30, true), (40, false)] {
+            diff(&mut state, &mut budget, at, 100 + at / 10);
+            state.trades_held = held;
+            let out = written(&mut state);
+            let flag = if held { "0" } else { "1" };
+            assert!(complete_in(&out, flag), "held {held}: {out}");
+        }
+        // A gap and a new snapshot: a re-anchor begins with the trades complete; they are
+        // held while it is in flight.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 50, (150, 150), &[], &[]),
+            &mut budget,
+        );
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        let (attempt, swap) = state.begin_reanchor(t + 60).expect("a live book");
+        for fields in [&swap.tr_1s, &swap.tr_5s, &swap.feat] {
+            assert_eq!(field(fields, "trades_complete"), "1");
+        }
+        diff(&mut state, &mut budget, 70, 151);
+        state.trades_held = true;
+        assert!(
+            !written(&mut state).contains("tr:"),
+            "the swap carries them"
+        );
+        state.end_reanchor(attempt, true, 0);
+        diff(&mut state, &mut budget, 80, 152);
+        let out = written(&mut state);
+        assert!(complete_in(&out, "0"), "{out}");
+    }
+
     /// After a reconnect (or a failed pipeline) everything known goes again: both windows,
     /// the features, the best bid/ask and both sides of the book.
     #[test]
@@ -1619,6 +1677,54 @@ mod tests {
         let out = written(&mut state);
         for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
             assert!(hset_of(&out, key).is_some(), "{key} in {out}");
+        }
+    }
+
+    /// Review of trwin: a re-anchor overtaken by a resync (a depth gap while its swap was in
+    /// flight) is no longer the book's current one, so the writes of `tr:` and `feat:` resume
+    /// at once. A newer window written then can land before the old swap, which replaces it
+    /// with the window the swap was built from; `tr:` is written only when its window changes
+    /// again, so Redis kept the older window while the writer believed it current. Whatever
+    /// such a swap did, the windows and the features are written again when it ends.
+    #[test]
+    fn an_overtaken_reanchor_landing_late_has_the_newer_windows_written_again() {
+        let t = 1_763_700_000_000_000;
+        for swapped in [true, false] {
+            let (mut state, mut budget) = published_state(t);
+            // A gap, a new snapshot: a re-anchor starts, with the windows holding one trade.
+            apply_frame(
+                &mut state,
+                &diff_frame(t + 1, (150, 150), &[], &[]),
+                &mut budget,
+            );
+            state.ob.fetching = true;
+            let live = state
+                .ob
+                .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+            assert!(live.is_ok(), "{live:?}");
+            let _ = written(&mut state);
+            let (attempt, swap) = state.begin_reanchor(t + 2).expect("a live book");
+            assert_eq!(field(&swap.tr_1s, "count"), "1");
+            // Another gap while the swap is in flight: the book syncs again, and a trade
+            // enters the windows; they are written (the re-anchor no longer holds them back).
+            apply_frame(
+                &mut state,
+                &diff_frame(t + 3, (160, 160), &[], &[]),
+                &mut budget,
+            );
+            apply(&mut state, &trades_frame(t + 4, (-8, -8), &[(2, 10, 1)]));
+            let out = written(&mut state);
+            let tr = hset_of(&out, "tr:{BTCUSDT}:1s").expect("the newer window written");
+            assert!(tr.contains("count\r\n$1\r\n2\r\n"), "{tr}");
+            // The old swap ends (it may have landed after that write, with count 1).
+            state.end_reanchor(attempt, swapped, 0);
+            let out = written(&mut state);
+            for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+                let hset = hset_of(&out, key);
+                assert!(hset.is_some(), "swapped {swapped}: {key} in {out}");
+            }
+            let tr = hset_of(&out, "tr:{BTCUSDT}:1s").unwrap_or_default();
+            assert!(tr.contains("count\r\n$1\r\n2\r\n"), "{tr}");
         }
     }
 
