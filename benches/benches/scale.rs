@@ -17,6 +17,13 @@
 //! `SCALE_SINKS` picks the sinks: `both` (the default), `redis`, `kinesis` or `none` (a
 //! counting consumer drains the rings); a server whose sink is off is not started.
 //!
+//! With Redis, the line has `redis_server`: what redis-server took per message, from its own
+//! counters (`INFO stats`: `total_net_input_bytes`, `total_commands_processed`; `INFO
+//! commandstats`: calls per command) read before the run and after it (`bytes_in_per_msg`,
+//! `commands_per_msg`, `calls_per_msg`), and between the first sample after the warm-up and the
+//! last one (`..._after_warmup`). Counts of bytes and commands do not depend on how busy the box
+//! is, unlike the latencies: they compare builds on a shared machine.
+//!
 //! Each line also says what is needed to judge it: the machine (CPU model, cores), the load
 //! average before and after, the commit, the sinks, and the CPU seconds the simulator,
 //! redis-server and kinesalite used meanwhile (they share the box with the run).
@@ -30,7 +37,9 @@
 //!
 //! `cargo bench -p hotpath-benches --bench scale` (see BENCHMARKING.md).
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -242,6 +251,110 @@ struct Sample {
     cpu_ticks: u64,
     /// Frames received by then, from the latest progress line.
     frames: u64,
+    /// redis-server's (`total_net_input_bytes`, `total_commands_processed`) then.
+    redis: Option<(u64, u64)>,
+}
+
+/// redis-server's counters: bytes received, commands processed, calls per command.
+#[derive(Clone, Default)]
+struct RedisCounters {
+    bytes_in: u64,
+    commands: u64,
+    calls: BTreeMap<String, u64>,
+}
+
+/// `host:port` of a `redis://host:port/db` URL.
+fn redis_addr(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("redis://")?;
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
+/// `INFO <section>`'s text, over a plain connection (RESP by hand: one bulk string back).
+fn redis_info(addr: &str, section: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut header = String::new();
+    reader.read_line(&mut header).ok()?;
+    let length: usize = header.trim_end().strip_prefix('$')?.parse().ok()?;
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8(body).ok()
+}
+
+/// `name:value` of an `INFO` text, as a number.
+fn info_number(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Bytes in and commands processed (`INFO stats`).
+fn redis_totals(addr: &str) -> Option<(u64, u64)> {
+    let stats = redis_info(addr, "stats")?;
+    Some((
+        info_number(&stats, "total_net_input_bytes")?,
+        info_number(&stats, "total_commands_processed")?,
+    ))
+}
+
+/// [`redis_totals`] and the calls per command (`INFO commandstats`: `cmdstat_hset:calls=N,..`).
+fn redis_counters(addr: &str) -> Option<RedisCounters> {
+    let (bytes_in, commands) = redis_totals(addr)?;
+    let text = redis_info(addr, "commandstats")?;
+    let calls = text
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect();
+    Some(RedisCounters {
+        bytes_in,
+        commands,
+        calls,
+    })
+}
+
+/// What redis-server took per message: over the whole run (`before` to `after`, over `frames`)
+/// and after the warm-up (between two samples).
+fn redis_per_msg(
+    (before, after): (&RedisCounters, &RedisCounters),
+    frames: u64,
+    (warm, last): (Option<Sample>, Option<Sample>),
+) -> Value {
+    let per = |n: u64, frames: u64| (n as f64 / frames.max(1) as f64 * 1000.0).round() / 1000.0;
+    let calls: serde_json::Map<String, Value> = after
+        .calls
+        .iter()
+        .map(|(name, n)| {
+            let was = before.calls.get(name).copied().unwrap_or(0);
+            (name.clone(), json!(per(n.saturating_sub(was), frames)))
+        })
+        .filter(|(_, v)| v.as_f64().is_some_and(|v| v > 0.0))
+        .collect();
+    let steady = match (warm, last) {
+        (Some(a), Some(b)) if b.frames > a.frames => a.redis.zip(b.redis).map(|(x, y)| {
+            let frames = b.frames - a.frames;
+            (per(y.0 - x.0, frames), per(y.1 - x.1, frames))
+        }),
+        _ => None,
+    };
+    json!({
+        "bytes_in_per_msg": per(after.bytes_in.saturating_sub(before.bytes_in), frames),
+        "commands_per_msg": per(after.commands.saturating_sub(before.commands), frames),
+        "calls_per_msg": calls,
+        "bytes_in_per_msg_after_warmup": steady.map(|s| s.0),
+        "commands_per_msg_after_warmup": steady.map(|s| s.1),
+    })
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -294,6 +407,8 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
     ];
     let others_before = others.map(|(_, pid)| pid.and_then(cpu_ticks));
     let load_before = load_average();
+    let redis = servers.redis_url.as_deref().and_then(redis_addr);
+    let redis_before = redis.and_then(redis_counters);
     let mut child = Command::new(bin)
         .arg("run")
         .arg("--config")
@@ -322,8 +437,9 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
         let _ = stdout.read_to_string(&mut text);
         text
     });
-    let samples = sample_until_exit(&mut child, pid, &frames_now);
+    let samples = sample_until_exit(&mut child, pid, &frames_now, redis);
     let load_after = load_average();
+    let redis_after = redis.and_then(redis_counters);
     let hz = clock_ticks_per_second();
     let mut others_cpu = serde_json::Map::new();
     for ((name, pid), before) in others.iter().zip(others_before) {
@@ -341,6 +457,11 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
         .unwrap_or_else(|| panic!("no summary from hotpath run; stderr: {warnings:?}"));
     let _ = std::fs::remove_dir_all(&dir);
     let mut line = report(scenario, &summary, &samples, warnings);
+    if let (Some(before), Some(after)) = (&redis_before, &redis_after) {
+        let frames = summary["frames"].as_u64().unwrap_or(0);
+        let window = (warm_sample(scenario, &samples), samples.last().copied());
+        line["redis_server"] = redis_per_msg((before, after), frames, window);
+    }
     line["box"] = json!({
         "cpu": cpu_model(),
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -404,8 +525,14 @@ fn follow_progress(stderr: impl Read, frames_now: &Mutex<u64>) -> Vec<String> {
     other
 }
 
-/// Samples RSS and CPU every 500 ms until the run exits.
-fn sample_until_exit(child: &mut Child, pid: u32, frames_now: &Mutex<u64>) -> Vec<Sample> {
+/// Samples RSS and CPU (and redis-server's counters, at `redis`) every 500 ms until the run
+/// exits.
+fn sample_until_exit(
+    child: &mut Child,
+    pid: u32,
+    frames_now: &Mutex<u64>,
+    redis: Option<&str>,
+) -> Vec<Sample> {
     let start = Instant::now();
     let mut samples = Vec::new();
     loop {
@@ -418,10 +545,22 @@ fn sample_until_exit(child: &mut Child, pid: u32, frames_now: &Mutex<u64>) -> Ve
                 rss_kib,
                 cpu_ticks,
                 frames: frames_now.lock().map_or(0, |f| *f),
+                redis: redis.and_then(redis_totals),
             });
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The warm-up's end, seconds into the run: the first quarter of it, at least 10 s.
+fn warm_s(scenario: &Scenario) -> f64 {
+    (scenario.duration.as_secs_f64() / 4.0).max(10.0)
+}
+
+/// The first sample after the warm-up.
+fn warm_sample(scenario: &Scenario, samples: &[Sample]) -> Option<Sample> {
+    let warm = warm_s(scenario);
+    samples.iter().find(|s| s.at_s >= warm).copied()
 }
 
 /// RSS p50, p99 and max (KiB) of the samples taken from `warm` to `end` seconds: the measured
@@ -444,9 +583,7 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
     let last = samples.last().copied();
     let cpu_s = last.map_or(0.0, |s| s.cpu_ticks as f64 / hz);
     let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
-    // After the warm-up: the first quarter of the run, at least 10 s.
-    let warm = (seconds / 4.0).max(10.0);
-    let steady = samples.iter().find(|s| s.at_s >= warm).copied();
+    let steady = warm_sample(scenario, samples);
     let steady_us = match (steady, last) {
         (Some(a), Some(b)) if b.frames > a.frames => {
             Some((b.cpu_ticks - a.cpu_ticks) as f64 / hz / (b.frames - a.frames) as f64 * 1e6)
@@ -460,7 +597,7 @@ fn report(scenario: &Scenario, summary: &Value, samples: &[Sample], stderr: Vec<
         _ => None,
     };
     let rss_max = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let window = rss_window(samples, warm, seconds);
+    let window = rss_window(samples, warm_s(scenario), seconds);
     let half = samples.iter().find(|s| s.at_s >= seconds / 2.0).copied();
     let growth = match (half, last) {
         (Some(h), Some(l)) => l.rss_kib as f64 / h.rss_kib.max(1) as f64 - 1.0,

@@ -23,6 +23,7 @@ mod pg_server;
 mod postgres;
 mod reanchor;
 mod record;
+mod redis_idle;
 mod repairs;
 mod rest;
 mod rest_sbe;

@@ -454,9 +454,9 @@ fn symbols_sharded_over_several_connections_each_land_every_trade_once_in_order(
 }
 
 /// Review of the sinks: with `redis.connections = 3`, a Redis restarted empty mid-run is
-/// rebuilt by every connection's reconnect: each book's `ob:` gets its sides again (they are
-/// not left out as "unchanged" when Redis lost them), `bbo:` and the trade streams come back,
-/// and at the end each book equals the exchange's.
+/// rebuilt by every connection's reconnect: each book's `ob:` gets both its sides again (they
+/// are not left out as "unchanged" when Redis lost them), `bbo:`, `tr:`, `feat:` and the trade
+/// streams come back, and at the end each book equals the exchange's.
 #[test]
 fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
     const MANY: [&str; 5] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT"];
@@ -477,10 +477,15 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
     let url = redis.url();
     let whole = |s: &str| {
         let ob = hash(&url, &format!("ob:{{{s}}}"));
+        let stats = [format!("tr:{{{s}}}:1s"), format!("tr:{{{s}}}:5s")]
+            .iter()
+            .all(|key| hash(&url, key).contains_key("as_of_us"))
+            && hash(&url, &format!("feat:{{{s}}}")).contains_key("as_of_us");
         ob.get("stale").is_some_and(|v| v == "0")
             && ob.contains_key("bids")
             && ob.contains_key("asks")
             && hash(&url, &format!("bbo:{{{s}}}")).contains_key("bid_price")
+            && stats
     };
     let redis_ref = &mut redis;
     let summary = run(&config, None, |sinks| {
@@ -499,7 +504,8 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
             let mut all = true;
             for s in MANY {
                 let ob = hash(&url, &format!("ob:{{{s}}}"));
-                if ob.get("stale").is_some_and(|v| v == "0") && !ob.contains_key("bids") {
+                let sides = ob.contains_key("bids") && ob.contains_key("asks");
+                if ob.get("stale").is_some_and(|v| v == "0") && !sides {
                     sideless.push(s);
                 }
                 all &= whole(s);
@@ -760,6 +766,61 @@ fn redis_killed_and_restarted_mid_run_loses_nothing_in_kinesis_and_recovers() {
         assert_eq!(in_redis.last(), trades[symbol].last());
         assert_book_matches(&sim, &redis.url(), symbol, 20);
         assert!(hash(&redis.url(), &format!("tr:{{{symbol}}}:1s")).contains_key("count"));
+    }
+}
+
+/// Review of trwin: in cluster mode too, a node restarted empty gets every key whole again
+/// (the cluster client has its own reconnects and retries; the writer must still see the loss
+/// and write everything again): `ob:` never fresh without both its sides, `tr:` and `feat:`
+/// back though `tr:` is written only when its window changes.
+#[test]
+fn a_cluster_node_restarted_empty_gets_every_key_whole_again() {
+    let sim = Sim::start(|c| {
+        // Slow: a side's top stays the same for a while, so a write that left it out would be
+        // seen.
+        c.exchange.actions_per_second = 40.0;
+    });
+    let mut redis = RedisServer::start_cluster_single_node();
+    let config = run_config(&sim, |c| {
+        let mut r = redis_settings(redis.url());
+        r.cluster_urls = vec![redis.url()];
+        c.redis = Some(r);
+    });
+    let url = redis.url();
+    let whole = |s: &str| {
+        let ob = hash(&url, &format!("ob:{{{s}}}"));
+        let stats = [format!("tr:{{{s}}}:1s"), format!("tr:{{{s}}}:5s")]
+            .iter()
+            .all(|key| hash(&url, key).contains_key("as_of_us"))
+            && hash(&url, &format!("feat:{{{s}}}")).contains_key("as_of_us");
+        ob.get("stale").is_some_and(|v| v == "0")
+            && ob.contains_key("bids")
+            && ob.contains_key("asks")
+            && stats
+    };
+    let redis_ref = &mut redis;
+    let summary = run(&config, None, |_sinks| {
+        wait_for("every book in Redis", || SYMBOLS.iter().all(|s| whole(s)));
+        redis_ref.restart();
+        let mut sideless = Vec::new();
+        wait_for("every key whole again", || {
+            let mut all = true;
+            for s in SYMBOLS {
+                let ob = hash(&url, &format!("ob:{{{s}}}"));
+                let sides = ob.contains_key("bids") && ob.contains_key("asks");
+                if ob.get("stale").is_some_and(|v| v == "0") && !sides {
+                    sideless.push(s);
+                }
+                all &= whole(s);
+            }
+            all
+        });
+        assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
+    });
+    let s = &summary.sinks["redis"];
+    assert!(s.flushed, "{s:?}");
+    for symbol in SYMBOLS {
+        assert_book_matches(&sim, &url, symbol, 20);
     }
 }
 

@@ -26,10 +26,10 @@
 //! ([`super::reanchor`]): the whole new state (`ob`, `tr` 1 s and 5 s, `feat`) built under
 //! temporary keys and swapped in with one `MULTI`/`RENAME`/`EXEC`. Until the swap succeeds the
 //! old state stays, marked stale; afterwards each batch writes `ob:{S}` in one `HSET`: every
-//! field, but the sides (`bids`, `asks`, `levels`) only when the published top changed since
-//! the last write Redis is known to hold (unchanged sides are the sides at the new `update_id`
-//! too, so the hash is whole either way); after a failed pipeline, a reconnect or a re-anchor
-//! they go again.
+//! field, but `bids` only when the published top bids changed since the last write Redis is
+//! known to hold, `asks` only when the top asks did (and `levels` with either): an unchanged
+//! side is the side at the new `update_id` too, so the hash is whole either way. After a failed
+//! pipeline, a reconnect or a re-anchor both sides go again.
 //!
 //! # Consistency checks
 //! The writer asks for a check snapshot ([`ObState::start_check`]) and from then on keeps every
@@ -255,9 +255,9 @@ pub struct ObState {
     top_bids: Vec<(i64, i64)>,
     top_asks: Vec<(i64, i64)>,
     top_fresh: bool,
-    /// The sides the last `ob:{S}` write carried, at `published_exponents`; `None`: not known
-    /// to be what Redis holds (nothing written yet, a write that may not have landed, a
-    /// re-anchor). A whole write leaves out sides equal to these.
+    /// The sides Redis holds, as the writes carried them, at `published_exponents`; `None`: not
+    /// known to be what Redis holds (nothing written yet, a write that may not have landed, a
+    /// re-anchor). A whole write leaves out each side equal to its published one.
     published_bids: Vec<(i64, i64)>,
     published_asks: Vec<(i64, i64)>,
     published_exponents: Option<(i8, i8)>,
@@ -661,12 +661,13 @@ impl ObState {
         // The swap writes the sides whole; whether it lands is known only later.
         self.published_exponents = None;
         self.refresh_top();
-        let fields = self.book_fields(exponents, now_us, true)?;
+        let fields = self.book_fields(exponents, now_us, (true, true))?;
         Some((attempt, fields))
     }
 
-    /// A re-anchor finished: `swapped` or not (then tried again from `retry_at_us`).
-    pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) {
+    /// A re-anchor finished: `swapped` or not (then tried again from `retry_at_us`). Returns
+    /// whether it was the book's current re-anchor (not overtaken by a resync meanwhile).
+    pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) -> bool {
         let current = matches!(self.anchor, Anchor::InFlight { attempt: a, .. } if a == attempt);
         if let (true, Anchor::InFlight { stale_marks, .. }) = (current, self.anchor) {
             if swapped {
@@ -684,15 +685,17 @@ impl ObState {
         }
         // Whatever the swap did, a stale mark made meanwhile must land after it.
         self.stale_dirty = self.stale.is_some();
+        current
     }
 
-    /// The fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`]: all of them
-    /// (`sides`), or all but `bids`, `asks` and `levels` (Redis holds those already).
+    /// The fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`]: `bids` when
+    /// `sides.0`, `asks` when `sides.1`, `levels` with either (Redis holds a side left out
+    /// already), and every other field.
     fn book_fields(
         &self,
         (pe, qe): (i8, i8),
         now_us: i64,
-        sides: bool,
+        (bids, asks): (bool, bool),
     ) -> Option<Vec<(&'static str, String)>> {
         let Sync::Live(book) = &self.sync else {
             return None;
@@ -716,10 +719,14 @@ impl ObState {
         };
         let mut fields = Vec::with_capacity(13);
         fields.push(("update_id", book.update_id().to_string()));
-        if sides {
-            let depth = self.top_bids.len().max(self.top_asks.len());
+        if bids {
             fields.push(("bids", levels(&self.top_bids)));
+        }
+        if asks {
             fields.push(("asks", levels(&self.top_asks)));
+        }
+        if bids || asks {
+            let depth = self.top_bids.len().max(self.top_asks.len());
             fields.push(("levels", depth.to_string()));
         }
         fields.extend([
@@ -743,10 +750,9 @@ impl ObState {
     }
 
     /// The `ob:{S}` fields to write now (in one `HSET`), if the book is published, current and
-    /// changed: every field, but `bids`, `asks` and `levels` only when the published top
-    /// `levels` differ from what the last write carried (or that is not known to be in Redis).
-    /// Readers see the same whole state either way: unchanged sides are the sides at the new
-    /// `update_id` too.
+    /// changed: every field, but `bids` only when the top bids differ from what Redis is known
+    /// to hold, `asks` only when the top asks do, `levels` with either. Readers see a whole
+    /// state either way: an unchanged side is the side at the new `update_id` too.
     pub fn whole_write(
         &mut self,
         exponents: (i8, i8),
@@ -758,20 +764,27 @@ impl ObState {
         self.book_dirty = false;
         self.refresh_top();
         let sides = self.top_changed(exponents);
-        if sides {
+        if sides.0 {
             self.published_bids.clone_from(&self.top_bids);
-            self.published_asks.clone_from(&self.top_asks);
-            self.published_exponents = Some(exponents);
         }
+        if sides.1 {
+            self.published_asks.clone_from(&self.top_asks);
+        }
+        self.published_exponents = Some(exponents);
         self.book_fields(exponents, now_us, sides)
     }
 
-    /// Whether the top levels (as of [`ObState::refresh_top`]) at `exponents` differ from what
-    /// Redis is known to hold.
-    pub fn top_changed(&self, exponents: (i8, i8)) -> bool {
-        self.published_exponents != Some(exponents)
-            || self.published_bids != self.top_bids
-            || self.published_asks != self.top_asks
+    /// Whether the top bids and the top asks (as of [`ObState::refresh_top`]) at `exponents`
+    /// differ from what Redis is known to hold: both when that is not known (nothing written
+    /// yet, a write that may not have landed, a re-anchor, other exponents).
+    pub fn top_changed(&self, exponents: (i8, i8)) -> (bool, bool) {
+        if self.published_exponents != Some(exponents) {
+            return (true, true);
+        }
+        (
+            self.published_bids != self.top_bids,
+            self.published_asks != self.top_asks,
+        )
     }
 
     /// The stale mark to write now (`reason`, `stale_since_us`), if one waits.
@@ -1061,11 +1074,12 @@ mod tests {
         for side in ["bids", "asks", "levels"] {
             assert_eq!(field(&w, side), None, "{side} unchanged");
         }
-        // A published level changes: both sides go.
+        // A published bid level changes: the bids go, the asks (unchanged) do not.
         ob.on_diff(&diff(102, 102, &[(9, 2)], &[]), &mut budget);
         let w = ob.whole_write((0, 0), 12).expect("a write");
         assert_eq!(field(&w, "bids"), Some(r#"[["10","1"],["9","2"]]"#));
-        assert_eq!(field(&w, "asks"), Some(r#"[["11","1"],["12","1"]]"#));
+        assert_eq!(field(&w, "asks"), None);
+        assert_eq!(field(&w, "levels"), Some("2"));
         // A change undone before the next write: the top is what Redis holds.
         ob.on_diff(&diff(103, 103, &[(10, 7)], &[]), &mut budget);
         ob.on_diff(&diff(104, 104, &[(10, 1)], &[]), &mut budget);
@@ -1074,10 +1088,11 @@ mod tests {
             (field(&w, "update_id"), field(&w, "bids")),
             (Some("104"), None)
         );
-        // A level appearing inside the top shifts it.
+        // A level leaving the top shifts it: the asks go, the bids do not.
         ob.on_diff(&diff(105, 105, &[], &[(11, 0)]), &mut budget);
         let w = ob.whole_write((0, 0), 14).expect("a write");
         assert_eq!(field(&w, "asks"), Some(r#"[["12","1"],["13","5"]]"#));
+        assert_eq!(field(&w, "bids"), None);
         // A pipeline that failed (or a reconnect): the sides go again, unchanged as they are.
         ob.rewrite();
         let w = ob.whole_write((0, 0), 15).expect("a write");
@@ -1105,6 +1120,36 @@ mod tests {
         ob.mark_stale("disconnected: test".into(), Some(200));
         ob.book_dirty = true;
         assert_eq!(ob.whole_write((-1, 0), 18), None);
+    }
+
+    /// Issue 11: a change of one side's top writes that side alone, and what Redis is known to
+    /// hold of each side is kept apart; after a failed pipeline both go again.
+    #[test]
+    fn each_side_is_written_only_when_its_own_top_changed() {
+        let (mut ob, mut budget) = published();
+        assert!(ob.whole_write((0, 0), 10).is_some(), "the first write");
+        // The best bid's quantity changes.
+        ob.on_diff(&diff(101, 101, &[(10, 3)], &[]), &mut budget);
+        let w = ob.whole_write((0, 0), 11).expect("a write");
+        assert_eq!(field(&w, "update_id"), Some("101"));
+        assert_eq!(field(&w, "bids"), Some(r#"[["10","3"],["9","1"]]"#));
+        assert_eq!(field(&w, "asks"), None, "the asks are unchanged");
+        // Then the best ask: the bids Redis holds are current, only the asks go.
+        ob.on_diff(&diff(102, 102, &[], &[(11, 4)]), &mut budget);
+        let w = ob.whole_write((0, 0), 12).expect("a write");
+        assert_eq!(field(&w, "bids"), None);
+        assert_eq!(field(&w, "asks"), Some(r#"[["11","4"],["12","1"]]"#));
+        // Both sides in one batch: both go, in the one write.
+        ob.on_diff(&diff(103, 103, &[(9, 5)], &[(12, 6)]), &mut budget);
+        let w = ob.whole_write((0, 0), 13).expect("a write");
+        assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
+        // A failed pipeline: Redis may hold neither side of the last writes, both go again.
+        ob.on_diff(&diff(104, 104, &[(10, 1)], &[]), &mut budget);
+        ob.rewrite();
+        let w = ob.whole_write((0, 0), 14).expect("a write");
+        assert_eq!(field(&w, "bids"), Some(r#"[["10","1"],["9","5"]]"#));
+        assert_eq!(field(&w, "asks"), Some(r#"[["11","4"],["12","6"]]"#));
+        assert_eq!(field(&w, "update_id"), Some("104"));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
 //!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
 //!   `stale_since_us` beside their last values; the fields go when the symbol is back.
-//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (the sides only when the published top
+//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (each side only when its published top
 //!   changed, see [`super::ob`]; or swapped in whole by the atomic
 //!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
 //!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
@@ -31,12 +31,15 @@
 //!   the book equals the exchange's at `update_id` and is kept current; `1`: not known to be
 //!   current, readers must not trust it), `stale_reason` and `stale_since_us` (see
 //!   [`super::ob`] for the reasons).
-//! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash: `count`, `volume`, `buy_volume`,
+//! - `tr:{BTCUSDT}:1s`, `tr:{BTCUSDT}:5s` — Hash, written only when the window's content
+//!   changed (a trade entered it, one left it as the symbol's clock passed, `trades_complete`
+//!   flipped; not with every depth diff or best bid/ask): `count`, `volume`, `buy_volume`,
 //!   `sell_volume`, `vwap`, `high`, `low`, `last` (decimal strings; empty when no trade in the
-//!   window), `as_of_us` (the exchange time the window ends at), `trades_complete` (`1`: the
-//!   window holds every trade up to `as_of_us`; `0`: trades of the symbol are held back waiting
-//!   for the repair of missing ids, so the window lacks some: not current, whatever `as_of_us`
-//!   says).
+//!   window), `as_of_us` (the symbol's exchange time of the window's last change: the window
+//!   ends there, and holds the same trades until the hash is written again),
+//!   `trades_complete` (`1`: the window holds every trade up to `as_of_us`; `0`: trades of the
+//!   symbol are held back waiting for the repair of missing ids, so the window lacks some: not
+//!   current, whatever `as_of_us` says).
 //! - `feat:{BTCUSDT}` — Hash: `mid` (exact, one decimal more than the price), `spread_bps`
 //!   (4 decimals), `microprice` (two decimals more than the price, rounded half away from
 //!   zero) — from the best bid/ask, or the book's top when no bestBidAsk stream —, `imbalance`
@@ -154,7 +157,15 @@ pub struct SymbolState {
     win_5s: TradeWindow,
     now_us: i64,
     bbo_dirty: bool,
-    stats_dirty: bool,
+    /// `tr:{S}:1s` and `tr:{S}:5s` wait to be written: their window's content changed (a trade
+    /// entered or left it, `trades_complete` flipped) since the last write.
+    tr_dirty: [bool; 2],
+    /// The symbol time of each window's last change: its hash's `as_of_us`.
+    tr_changed_us: [i64; 2],
+    /// The `trades_complete` the `tr:` fields were last built with.
+    tr_complete: bool,
+    /// `feat:{S}` waits to be written: the book, the best bid/ask or the trades changed.
+    feat_dirty: bool,
     /// Trades taken out of `pending` because the outage buffer was full, oldest first: the
     /// writer moves them to the dead-letter file.
     pub evicted: Vec<PendingTrade>,
@@ -214,7 +225,10 @@ impl SymbolState {
             win_5s: TradeWindow::new(5_000_000),
             now_us: 0,
             bbo_dirty: false,
-            stats_dirty: false,
+            tr_dirty: [false; 2],
+            tr_changed_us: [0; 2],
+            tr_complete: true,
+            feat_dirty: false,
             evicted: Vec::new(),
             duplicates: 0,
             inconvertible: 0,
@@ -355,7 +369,37 @@ impl SymbolState {
             || self.bbo_dirty
             || self.ob.dirty()
             // While a re-anchor is in flight, its swap writes these.
-            || (self.stats_dirty && !self.ob.anchoring())
+            || (self.stats_dirty() && !self.ob.anchoring())
+    }
+
+    /// Whether `tr:` or `feat:` waits to be written.
+    fn stats_dirty(&self) -> bool {
+        self.tr_dirty[0] || self.tr_dirty[1] || self.feat_dirty
+    }
+
+    /// `tr:` and `feat:` are all written again (with what they hold now).
+    fn stats_all_dirty(&mut self) {
+        let known = self.now_us > 0;
+        self.tr_dirty = [known; 2];
+        self.feat_dirty = known;
+    }
+
+    /// The symbol's clock is at `time_us` (an event's time) if that is later. The first time
+    /// it starts, the (empty) windows are written.
+    fn clock(&mut self, time_us: i64) {
+        let first = self.now_us <= 0;
+        self.now_us = self.now_us.max(time_us);
+        if first && self.now_us > 0 {
+            self.window_changed(0);
+            self.window_changed(1);
+        }
+    }
+
+    /// Window `at` (0: 1 s, 1: 5 s) changed now: its `tr:` hash and `feat:` wait to be written.
+    fn window_changed(&mut self, at: usize) {
+        self.tr_dirty[at] = true;
+        self.tr_changed_us[at] = self.now_us;
+        self.feat_dirty = true;
     }
 
     /// After a reconnect: everything known is written again (Redis may have lost it).
@@ -367,7 +411,7 @@ impl SymbolState {
             .iter()
             .any(|s| s.closed().is_some() || s.open().is_some());
         self.ob.rewrite();
-        self.stats_dirty = self.now_us > 0;
+        self.stats_all_dirty();
         // Redis may have lost the mark, or the failed pipeline its removal.
         self.stopped_dirty = self.stopped.is_some();
         self.unmark = self.stopped.is_none();
@@ -391,7 +435,7 @@ impl SymbolState {
             Message::BestBidAskStreamEvent(m) => {
                 self.price_exponent = m.price_exponent();
                 self.qty_exponent = m.qty_exponent();
-                self.now_us = self.now_us.max(m.event_time());
+                self.clock(m.event_time());
                 if self.bbo.is_none_or(|b| m.book_update_id() > b.update_id) {
                     self.bbo = Some(Bbo {
                         bid: m.bid_price(),
@@ -402,7 +446,7 @@ impl SymbolState {
                         event_time_us: m.event_time(),
                     });
                     self.bbo_dirty = true;
-                    self.stats_dirty = true;
+                    self.feat_dirty = true;
                 }
                 self.advance_windows();
                 Wants::Nothing
@@ -410,7 +454,7 @@ impl SymbolState {
             Message::DepthDiffStreamEvent(m) => {
                 self.price_exponent = m.price_exponent();
                 self.qty_exponent = m.qty_exponent();
-                self.now_us = self.now_us.max(m.event_time());
+                self.clock(m.event_time());
                 self.advance_windows();
                 let diff = &mut self.diff;
                 diff.first = m.first_book_update_id();
@@ -422,7 +466,7 @@ impl SymbolState {
                 diff.asks.extend(m.asks().map(|l| (l.price(), l.qty())));
                 let wants = self.ob.on_diff(&self.diff, diffs);
                 if self.ob.book_dirty {
-                    self.stats_dirty = true;
+                    self.feat_dirty = true;
                 }
                 wants
             }
@@ -442,10 +486,11 @@ impl SymbolState {
         buffer_max: usize,
     ) {
         self.resume();
+        self.clock(m.event_time());
         let frame_exponents = (m.price_exponent(), m.qty_exponent());
         let (pe, qe) = self.trade_exponents_for(m, frame_exponents);
         let trade_time_us = m.transact_time();
-        self.now_us = self.now_us.max(m.event_time());
+        let mut entered = false;
         if !self.klines.series.is_empty() {
             let mut closed = std::mem::take(&mut self.closed);
             let kline_from = from.max(self.last_trade_id.saturating_add(1));
@@ -475,6 +520,7 @@ impl SymbolState {
                     };
                     self.win_1s.push(tick);
                     self.win_5s.push(tick);
+                    entered = true;
                     (Decimal::new(price, pe), Decimal::new(qty, qe))
                 }
                 // Only when the windows could not take the frame's exponents (an overflow):
@@ -513,14 +559,26 @@ impl SymbolState {
             });
         }
         self.advance_windows();
-        self.stats_dirty = true;
+        if entered {
+            self.window_changed(0);
+            self.window_changed(1);
+        }
+        self.feat_dirty = true;
     }
 
     /// Drops the trades older than each window at the symbol's clock: on every event, so the
-    /// windows stay within their span while nothing is written (Redis down) too.
+    /// windows stay within their span while nothing is written (Redis down) too. A window a
+    /// trade left is written.
     fn advance_windows(&mut self) {
+        let before = [self.win_1s.len(), self.win_5s.len()];
         self.win_1s.advance(self.now_us);
         self.win_5s.advance(self.now_us);
+        if self.win_1s.len() != before[0] {
+            self.window_changed(0);
+        }
+        if self.win_5s.len() != before[1] {
+            self.window_changed(1);
+        }
     }
 
     /// The exponents this trades frame's mantissas are converted to: the windows' (set by the
@@ -549,6 +607,9 @@ impl SymbolState {
             self.win_1s = TradeWindow::new(1_000_000);
             self.win_5s = TradeWindow::new(5_000_000);
         }
+        // Printed at other exponents (or emptied).
+        self.window_changed(0);
+        self.window_changed(1);
         self.trade_exponents = Some(finer);
         finer
     }
@@ -591,12 +652,8 @@ impl SymbolState {
             pipe.add_command(stale_mark(&self.keys.ob, &reason, since_us));
         }
         // While a re-anchor is in flight its swap replaces these keys whole: they wait for it.
-        if self.stats_dirty && self.now_us > 0 && !self.ob.anchoring() {
-            let [tr_1s, tr_5s, feat] = self.stats_fields();
-            pipe.hset_multiple(&self.keys.tr_1s, &tr_1s);
-            pipe.hset_multiple(&self.keys.tr_5s, &tr_5s);
-            pipe.hset_multiple(&self.keys.feat, &feat);
-            self.stats_dirty = false;
+        if self.now_us > 0 && !self.ob.anchoring() {
+            self.write_stats(pipe);
         }
         self.write_stopped(pipe, now_us);
         self.write_klines(pipe);
@@ -690,20 +747,71 @@ impl SymbolState {
         count
     }
 
-    /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
-    fn stats_fields(&mut self) -> [Vec<(&'static str, String)>; 3] {
+    /// The `tr:` hashes whose window changed and `feat:` if it changed, each in one `HSET`.
+    /// A flip of `trades_complete` (trades held back for a repair, or no longer) changes both
+    /// windows.
+    fn write_stats(&mut self, pipe: &mut redis::Pipeline) {
+        if self.complete_flipped() {
+            self.window_changed(0);
+            self.window_changed(1);
+        }
+        if !self.stats_dirty() {
+            return;
+        }
+        let (s1, s5) = self.window_stats();
+        for (at, s) in [(0, &s1), (1, &s5)] {
+            if std::mem::take(&mut self.tr_dirty[at]) {
+                let fields = self.tr_fields(at, s);
+                let key = if at == 0 {
+                    &self.keys.tr_1s
+                } else {
+                    &self.keys.tr_5s
+                };
+                pipe.hset_multiple(key, &fields);
+            }
+        }
+        if std::mem::take(&mut self.feat_dirty) {
+            // The book's top, copied once per write for the features and `ob:` both.
+            self.ob.refresh_top();
+            pipe.hset_multiple(&self.keys.feat, &self.feature_fields(&s1, &s5));
+        }
+    }
+
+    /// Whether `trades_complete` (not `trades_held`) differs from what the `tr:` fields were
+    /// last built with.
+    fn complete_flipped(&self) -> bool {
+        // complete = !held, so complete != built exactly when held == built.
+        self.trades_held == self.tr_complete
+    }
+
+    /// The statistics of both windows at the symbol's clock.
+    fn window_stats(&mut self) -> (WindowStats, WindowStats) {
         let now = self.now_us;
-        let (pe, qe) = self
+        (self.win_1s.stats(now), self.win_5s.stats(now))
+    }
+
+    /// The fields of window `at`'s `tr:` hash (0: 1 s, 1: 5 s) from its statistics `s`;
+    /// `as_of_us` is the symbol time of the window's last change.
+    fn tr_fields(&mut self, at: usize, s: &WindowStats) -> Vec<(&'static str, String)> {
+        let exponents = self
             .trade_exponents
             .unwrap_or((self.price_exponent, self.qty_exponent));
-        let complete = !self.trades_held;
+        self.tr_complete = !self.trades_held;
+        window_fields(s, exponents, self.tr_changed_us[at], self.tr_complete)
+    }
+
+    /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
+    fn stats_fields(&mut self) -> [Vec<(&'static str, String)>; 3] {
+        if self.complete_flipped() {
+            // Built with the flipped flag below: the window's change is now.
+            self.tr_changed_us = [self.now_us; 2];
+        }
         // The book's top, copied once per write for the features and `ob:` both.
         self.ob.refresh_top();
-        let s1 = self.win_1s.stats(now);
-        let s5 = self.win_5s.stats(now);
+        let (s1, s5) = self.window_stats();
         [
-            window_fields(&s1, (pe, qe), now, complete),
-            window_fields(&s5, (pe, qe), now, complete),
+            self.tr_fields(0, &s1),
+            self.tr_fields(1, &s5),
             self.feature_fields(&s1, &s5),
         ]
     }
@@ -717,7 +825,8 @@ impl SymbolState {
         let (attempt, ob) = self.ob.begin_reanchor(exponents, now_us)?;
         let [tr_1s, tr_5s, feat] = self.stats_fields();
         // The swap writes the windows and features too.
-        self.stats_dirty = false;
+        self.tr_dirty = [false; 2];
+        self.feat_dirty = false;
         Some((
             attempt,
             NewState {
@@ -732,9 +841,15 @@ impl SymbolState {
     /// A re-anchor of this symbol ended ([`ObState::end_reanchor`]). Its swap replaced `tr:`
     /// and `feat:` whole with what they were when it began, and may have landed after the
     /// stopped mark (or landed though it got no answer): a stopped symbol's mark is written
-    /// again.
+    /// again. A swap not known to have landed leaves `tr:` and `feat:` as they were before it
+    /// began: they are written again. So does a swap overtaken by a resync while in flight: the
+    /// writes of `tr:` and `feat:` resumed then, and a newer window written meanwhile may have
+    /// landed before the swap's older one.
     pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) {
-        self.ob.end_reanchor(attempt, swapped, retry_at_us);
+        let current = self.ob.end_reanchor(attempt, swapped, retry_at_us);
+        if !(current && swapped) {
+            self.stats_all_dirty();
+        }
         if self.stopped.is_some() {
             self.stopped_dirty = true;
         }
@@ -1360,6 +1475,316 @@ mod tests {
                     "swapped {swapped}: {key} marked again in {again}"
                 );
             }
+        }
+    }
+
+    /// A depth diff frame of BTCUSDT at `time_us`, `U = first`, `u = last`, at -8 / -8.
+    fn diff_frame(
+        time_us: i64,
+        (first, last): (i64, i64),
+        bids: &[(i64, i64)],
+        asks: &[(i64, i64)],
+    ) -> Vec<u8> {
+        use crate::sbe::spot_stream::DepthDiffStreamEventEncoder;
+        let mut buf = vec![0u8; 1024];
+        let length = {
+            let mut e = DepthDiffStreamEventEncoder::wrap(&mut buf).expect("room");
+            e.event_time(time_us)
+                .first_book_update_id(first)
+                .last_book_update_id(last)
+                .price_exponent(-8)
+                .qty_exponent(-8);
+            let count = |l: &[(i64, i64)]| u16::try_from(l.len()).expect("a few");
+            let mut group = e.bids(count(bids)).expect("a group");
+            for &(price, qty) in bids {
+                group.next_entry().expect("an entry").price(price).qty(qty);
+            }
+            let mut group = e.asks(count(asks)).expect("a group");
+            for &(price, qty) in asks {
+                group.next_entry().expect("an entry").price(price).qty(qty);
+            }
+            e.symbol(b"BTCUSDT").expect("a symbol");
+            e.finish()
+        };
+        buf.truncate(length);
+        buf
+    }
+
+    fn apply_frame(state: &mut SymbolState, frame: &[u8], budget: &mut DiffBudget) -> Wants {
+        let message = crate::sbe::decode(frame).expect("a frame");
+        state.on_frame(&message, 0, 1_000, budget)
+    }
+
+    /// BTCUSDT with a published book (bids 10, 9; asks 11, 12; at update 100, time `t`), one
+    /// trade at `t` in its windows, and everything written once.
+    fn published_state(t: i64) -> (SymbolState, DiffBudget) {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(2, 5000));
+        let mut budget = DiffBudget::new(1 << 20);
+        let first = apply_frame(&mut state, &diff_frame(t, (99, 100), &[], &[]), &mut budget);
+        assert_eq!(first, Wants::Snapshot);
+        state.ob.fetching = true;
+        let bids = vec![(10, 1), (9, 1)];
+        let asks = vec![(11, 1), (12, 1)];
+        let live = state.ob.on_snapshot(100, bids, asks, 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        let (attempt, _swap) = state.begin_reanchor(t).expect("a live book");
+        state.end_reanchor(attempt, true, 0);
+        apply(&mut state, &trades_frame(t, (-8, -8), &[(1, 10, 1)]));
+        let out = written(&mut state);
+        assert!(
+            out.contains("ob:{BTCUSDT}") && out.contains("tr:{BTCUSDT}:1s"),
+            "{out}"
+        );
+        (state, budget)
+    }
+
+    /// The `HSET` of `key` in `out` (RESP text), if any: its text up to the next command.
+    fn hset_of<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+        let at = out.find(&format!("\r\n{key}\r\n"))?;
+        let rest = &out[at..];
+        Some(rest.find("\r\n*").map_or(rest, |end| &rest[..end]))
+    }
+
+    /// Issue 11: `tr:` was written with every depth diff and best bid/ask (~37 times a second a
+    /// symbol at the 20k preset). It is written only when its window's content changed: a trade
+    /// entered it, a trade left it as the symbol's clock passed, or `trades_complete` flipped.
+    #[test]
+    fn the_trade_windows_are_written_only_when_their_content_changed() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        // A depth diff alone: `ob:` and `feat:`, neither `tr:`.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 100_000, (101, 101), &[(10, 2)], &[]),
+            &mut budget,
+        );
+        let out = written(&mut state);
+        assert!(hset_of(&out, "ob:{BTCUSDT}").is_some(), "{out}");
+        assert!(hset_of(&out, "feat:{BTCUSDT}").is_some(), "{out}");
+        assert!(!out.contains("tr:{BTCUSDT}"), "{out}");
+        // A trade: both windows.
+        apply(
+            &mut state,
+            &trades_frame(t + 200_000, (-8, -8), &[(2, 11, 1)]),
+        );
+        let out = written(&mut state);
+        for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+            assert!(hset_of(&out, key).is_some(), "{key} in {out}");
+        }
+        let tr = hset_of(&out, "tr:{BTCUSDT}:1s").expect("tr:1s");
+        assert!(
+            tr.contains(&format!("as_of_us\r\n$16\r\n{}", t + 200_000)),
+            "{tr}"
+        );
+        // The clock passes the first trade's second (a diff at t + 1.1 s): it leaves the 1 s
+        // window, which is written, as of that time; the 5 s window keeps both.
+        let later = t + 1_100_000;
+        apply_frame(
+            &mut state,
+            &diff_frame(later, (102, 102), &[], &[]),
+            &mut budget,
+        );
+        let out = written(&mut state);
+        let tr = hset_of(&out, "tr:{BTCUSDT}:1s").expect("tr:1s written");
+        assert!(tr.contains("count\r\n$1\r\n1\r\n"), "{tr}");
+        assert!(tr.contains(&format!("as_of_us\r\n$16\r\n{later}")), "{tr}");
+        assert!(hset_of(&out, "tr:{BTCUSDT}:5s").is_none(), "{out}");
+        // Nothing changed: nothing of the windows goes (the book's diff writes `ob:`, `feat:`).
+        apply_frame(
+            &mut state,
+            &diff_frame(later + 1, (103, 103), &[], &[(12, 3)]),
+            &mut budget,
+        );
+        assert!(!written(&mut state).contains("tr:{BTCUSDT}"));
+        // Trades held back for a repair: both windows say so, though no trade came.
+        apply_frame(
+            &mut state,
+            &diff_frame(later + 2, (104, 104), &[], &[(12, 4)]),
+            &mut budget,
+        );
+        state.trades_held = true;
+        let out = written(&mut state);
+        for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s"] {
+            let tr = hset_of(&out, key).unwrap_or_else(|| panic!("{key} in {out}"));
+            assert!(tr.contains("trades_complete\r\n$1\r\n0"), "{tr}");
+        }
+    }
+
+    /// Review of trwin: `tr:` (written only when its window changed) and `feat:` (with every
+    /// book change) never disagree about `trades_complete`: a flip either way writes both
+    /// windows with the features, also when it happens while a re-anchor is in flight (the
+    /// swap carries the flag it began with; the flip is written after it).
+    #[test]
+    fn tr_and_feat_agree_about_trades_complete_across_flips_and_reanchors() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        let complete_in = |out: &str, flag: &str| {
+            ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"]
+                .iter()
+                .all(|key| {
+                    hset_of(out, key)
+                        .is_some_and(|h| h.contains(&format!("trades_complete\r\n$1\r\n{flag}")))
+                })
+        };
+        // A diff at `t + at` with update id `id`: the book changes, the windows do not.
+        let diff = |state: &mut SymbolState, budget: &mut DiffBudget, at: i64, id: i64| {
+            apply_frame(state, &diff_frame(t + at, (id, id), &[], &[]), budget);
+        };
+        for (at, held) in [(10, true), (20, false), (30, true), (40, false)] {
+            diff(&mut state, &mut budget, at, 100 + at / 10);
+            state.trades_held = held;
+            let out = written(&mut state);
+            let flag = if held { "0" } else { "1" };
+            assert!(complete_in(&out, flag), "held {held}: {out}");
+        }
+        // A gap and a new snapshot: a re-anchor begins with the trades complete; they are
+        // held while it is in flight.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 50, (150, 150), &[], &[]),
+            &mut budget,
+        );
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        let (attempt, swap) = state.begin_reanchor(t + 60).expect("a live book");
+        for fields in [&swap.tr_1s, &swap.tr_5s, &swap.feat] {
+            assert_eq!(field(fields, "trades_complete"), "1");
+        }
+        diff(&mut state, &mut budget, 70, 151);
+        state.trades_held = true;
+        assert!(
+            !written(&mut state).contains("tr:"),
+            "the swap carries them"
+        );
+        state.end_reanchor(attempt, true, 0);
+        diff(&mut state, &mut budget, 80, 152);
+        let out = written(&mut state);
+        assert!(complete_in(&out, "0"), "{out}");
+    }
+
+    /// After a reconnect (or a failed pipeline) everything known goes again: both windows,
+    /// the features, the best bid/ask and both sides of the book.
+    #[test]
+    fn after_a_reconnect_every_key_and_both_sides_are_written_again() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        // A change of the bid top only: the bids go, not the asks.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 1, (101, 101), &[(10, 5)], &[]),
+            &mut budget,
+        );
+        let out = written(&mut state);
+        let ob = hset_of(&out, "ob:{BTCUSDT}").expect("ob:");
+        assert!(
+            ob.contains("\r\nbids\r\n") && !ob.contains("\r\nasks\r\n"),
+            "{ob}"
+        );
+        // Nothing changed (the trade's `XADD` waits for its reply, so it goes again).
+        let out = written(&mut state);
+        for key in ["ob:{", "tr:{", "feat:{", "bbo:{"] {
+            assert!(!out.contains(key), "{key} in {out}");
+        }
+        state.mark_all_dirty();
+        let out = written(&mut state);
+        let ob = hset_of(&out, "ob:{BTCUSDT}").expect("ob:");
+        assert!(
+            ob.contains("\r\nbids\r\n") && ob.contains("\r\nasks\r\n"),
+            "{ob}"
+        );
+        for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+            assert!(hset_of(&out, key).is_some(), "{key} in {out}");
+        }
+        // The windows did not change: `as_of_us` is still the time of the trade.
+        let tr = hset_of(&out, "tr:{BTCUSDT}:5s").expect("tr:5s");
+        assert!(tr.contains(&format!("as_of_us\r\n$16\r\n{t}")), "{tr}");
+    }
+
+    /// A re-anchor's swap still carries the windows and the features (the writes wait for it),
+    /// and a swap that failed has them written again, as they are now.
+    #[test]
+    fn a_reanchor_carries_the_windows_and_a_failed_one_writes_them_again() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        // A gap: the book is synced again.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 1, (150, 150), &[], &[]),
+            &mut budget,
+        );
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        apply(&mut state, &trades_frame(t + 2, (-8, -8), &[(2, 10, 1)]));
+        let (attempt, swap) = state.begin_reanchor(t + 2).expect("a live book");
+        assert_eq!(field(&swap.tr_1s, "count"), "2");
+        assert_eq!(field(&swap.tr_5s, "count"), "2");
+        assert_eq!(field(&swap.tr_1s, "as_of_us"), (t + 2).to_string());
+        assert_eq!(field(&swap.feat, "book_update_id"), "150");
+        assert!(
+            !written(&mut state).contains("tr:"),
+            "the swap carries them"
+        );
+        state.end_reanchor(attempt, false, 0);
+        let out = written(&mut state);
+        for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+            assert!(hset_of(&out, key).is_some(), "{key} in {out}");
+        }
+    }
+
+    /// Review of trwin: a re-anchor overtaken by a resync (a depth gap while its swap was in
+    /// flight) is no longer the book's current one, so the writes of `tr:` and `feat:` resume
+    /// at once. A newer window written then can land before the old swap, which replaces it
+    /// with the window the swap was built from; `tr:` is written only when its window changes
+    /// again, so Redis kept the older window while the writer believed it current. Whatever
+    /// such a swap did, the windows and the features are written again when it ends.
+    #[test]
+    fn an_overtaken_reanchor_landing_late_has_the_newer_windows_written_again() {
+        let t = 1_763_700_000_000_000;
+        for swapped in [true, false] {
+            let (mut state, mut budget) = published_state(t);
+            // A gap, a new snapshot: a re-anchor starts, with the windows holding one trade.
+            apply_frame(
+                &mut state,
+                &diff_frame(t + 1, (150, 150), &[], &[]),
+                &mut budget,
+            );
+            state.ob.fetching = true;
+            let live = state
+                .ob
+                .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+            assert!(live.is_ok(), "{live:?}");
+            let _ = written(&mut state);
+            let (attempt, swap) = state.begin_reanchor(t + 2).expect("a live book");
+            assert_eq!(field(&swap.tr_1s, "count"), "1");
+            // Another gap while the swap is in flight: the book syncs again, and a trade
+            // enters the windows; they are written (the re-anchor no longer holds them back).
+            apply_frame(
+                &mut state,
+                &diff_frame(t + 3, (160, 160), &[], &[]),
+                &mut budget,
+            );
+            apply(&mut state, &trades_frame(t + 4, (-8, -8), &[(2, 10, 1)]));
+            let out = written(&mut state);
+            let tr = hset_of(&out, "tr:{BTCUSDT}:1s").expect("the newer window written");
+            assert!(tr.contains("count\r\n$1\r\n2\r\n"), "{tr}");
+            // The old swap ends (it may have landed after that write, with count 1).
+            state.end_reanchor(attempt, swapped, 0);
+            let out = written(&mut state);
+            for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+                let hset = hset_of(&out, key);
+                assert!(hset.is_some(), "swapped {swapped}: {key} in {out}");
+            }
+            let tr = hset_of(&out, "tr:{BTCUSDT}:1s").unwrap_or_default();
+            assert!(tr.contains("count\r\n$1\r\n2\r\n"), "{tr}");
         }
     }
 

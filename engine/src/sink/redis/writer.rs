@@ -279,6 +279,10 @@ struct Writer {
     /// An instant and the Unix time (µs) read with it: the Unix time of a round is derived
     /// from its one clock read; refreshed with the books' publication.
     wall: (Instant, i64),
+    /// Frames waiting to be written were taken while a pipeline was in flight: they go when
+    /// its reply lands, a linger does not hold them. Cleared by a round that starts the
+    /// writes with no pipeline in flight.
+    taken_in_flight: bool,
 }
 
 /// A re-anchor in flight: the symbol, its attempt number, the task.
@@ -332,6 +336,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         // The round's one clock read; timers run in rounds with work, or when due.
         let now = w.now();
         let taken = w.drain(&mut rings, repairs.as_mut());
+        w.taken_in_flight |= taken > 0 && !io.quiet();
         let mut work = taken;
         let timers = stopping || now.instant >= w.next_timers;
         if timers {
@@ -354,6 +359,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         // `linger` old; with a pipeline in flight the next batch goes when its reply lands.
         let hold = w.linger_hold(&io, idle.linger(), now.ns, stopping);
         if hold.is_none() && (timers || work > 0 || std::mem::take(&mut lingered)) {
+            // With every lane idle, each connected lane's waiting frames go now.
+            w.taken_in_flight &= !io.quiet();
             work += w.start_write(&mut io, now.unix_us).await;
         }
         let quiet = io.quiet() && w.reanchoring.is_empty();
@@ -483,6 +490,7 @@ impl Writer {
             next_timers: Instant::now(),
             requests_pushed: false,
             wall: (Instant::now(), unix_us()),
+            taken_in_flight: false,
         };
         // Every configured symbol's book is marked stale first thing (a previous run's book is
         // not fresh): new states start marked.
@@ -577,8 +585,10 @@ impl Writer {
     }
 
     /// With a `linger`, how much longer the frames taken since the last pipeline wait: while
-    /// no pipeline is in flight, until the oldest of them is `linger` old. `None`: write now
-    /// (no linger, stopping, a pipeline in flight, nothing waiting, or old enough).
+    /// nothing is in flight, until the oldest of them is `linger` old. `None`: write now (no
+    /// linger, stopping, a pipeline or a re-anchor in flight (a linger sleeps the thread, and
+    /// would hold its reply), frames taken while a pipeline was in flight (they go with its
+    /// reply), nothing waiting, or old enough).
     fn linger_hold(
         &self,
         io: &Io,
@@ -586,7 +596,12 @@ impl Writer {
         now_ns: u64,
         stopping: bool,
     ) -> Option<Duration> {
-        if linger.is_zero() || stopping || !io.quiet() {
+        if linger.is_zero()
+            || stopping
+            || !io.quiet()
+            || !self.reanchoring.is_empty()
+            || self.taken_in_flight
+        {
             return None;
         }
         let oldest = self.samples.iter().filter_map(|s| s.first()).min()?;
@@ -1150,6 +1165,58 @@ mod tests {
         let ids: Vec<i64> = state.pending.iter().map(|t| t.id).collect();
         assert_eq!(ids, (1..=8).collect::<Vec<i64>>());
         assert_eq!(state.duplicates, 3);
+    }
+
+    /// A linger holds frames taken while nothing is in flight until the oldest is `linger`
+    /// old, never while stopping. Regression (review13): it sleeps the writer's thread, so it
+    /// held the reply of a re-anchor in flight; it holds nothing then.
+    #[test]
+    fn a_linger_holds_new_frames_until_the_oldest_is_that_old_but_not_a_reanchor_reply() {
+        let dir = scratch("linger-hold");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        let io = Io::new(w.lanes);
+        let linger = Duration::from_millis(10);
+        let received = 5_000_000_000;
+        let now = received + 1_000_000;
+        assert_eq!(
+            w.linger_hold(&io, linger, now, false),
+            None,
+            "nothing waits"
+        );
+        let mut event = trades(1..=2);
+        event.recv_time_ns = received;
+        w.accept(event);
+        let rest = Some(Duration::from_millis(9));
+        assert_eq!(w.linger_hold(&io, linger, now, false), rest);
+        assert_eq!(w.linger_hold(&io, Duration::ZERO, now, false), None);
+        assert_eq!(w.linger_hold(&io, linger, now, true), None, "stopping");
+        assert_eq!(
+            w.linger_hold(&io, linger, received + 10_000_000, false),
+            None
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            w.reanchoring.push(Reanchoring {
+                symbol: 0,
+                attempt: 1,
+                task: tokio::spawn(std::future::pending()),
+            });
+            assert_eq!(
+                w.linger_hold(&io, linger, now, false),
+                None,
+                "a re-anchor in flight"
+            );
+            w.reanchoring.clear();
+        });
+        assert_eq!(w.linger_hold(&io, linger, now, false), rest);
+        w.taken_in_flight = true;
+        assert_eq!(
+            w.linger_hold(&io, linger, now, false),
+            None,
+            "taken while a pipeline was in flight"
+        );
     }
 
     fn pending_ids(w: &Writer) -> Vec<i64> {
