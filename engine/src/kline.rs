@@ -604,6 +604,14 @@ impl SymbolKlines {
         self.continuity = Continuity::Lost;
     }
 
+    /// The symbol was removed: every series forgets its candles, and a connection lost before
+    /// no longer holds the clock (added again, its trades start afresh, the first candle
+    /// partial).
+    pub fn forget(&mut self) {
+        self.series.iter_mut().for_each(Series::forget);
+        self.continuity = Continuity::Known;
+    }
+
     /// The symbol's connection is back (see [`SymbolKlines::connection_lost`]).
     pub fn reconnected(&mut self) {
         if self.continuity == Continuity::Lost {
@@ -1090,6 +1098,23 @@ mod tests {
                 assert_eq!(*c, truth, "case {case}: {trades:?}");
             }
         }
+    }
+
+    /// Review 14: a symbol removed while its connection was lost, then added again: its
+    /// clock stayed held for ever (no reconnect of that connection comes for it), so its
+    /// candles closed only at a trade of a later interval.
+    #[test]
+    fn a_symbol_removed_while_its_connection_was_lost_closes_by_the_clock_when_back() {
+        let mut k = SymbolKlines::new(&[MIN]);
+        let mut out = Vec::new();
+        k.take([trade(1, 0, 100, 1, false)], &mut out);
+        k.connection_lost();
+        k.forget();
+        k.take([trade(50, 1, 100, 1, false)], &mut out);
+        k.take([trade(51, 60_001, 100, 1, false)], &mut out);
+        k.advance(122_000, 2_000, false, &mut out);
+        let opens: Vec<i64> = out.iter().map(|(_, c)| c.open_ms).collect();
+        assert_eq!(opens, [60_000], "minute 1 closed by the clock");
     }
 
     #[test]

@@ -693,10 +693,7 @@ impl SymbolState {
     /// The candles of a stopped symbol are forgotten once written ([`SymbolState::stop`]).
     fn forget_klines(&mut self) {
         if std::mem::take(&mut self.klines_forget) {
-            self.klines
-                .series
-                .iter_mut()
-                .for_each(crate::kline::Series::forget);
+            self.klines.forget();
         }
     }
 
