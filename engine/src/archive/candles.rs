@@ -274,6 +274,28 @@ mod tests {
         assert_eq!(got, vec![(1, false, true), (2, false, true)]);
     }
 
+    /// The candle of every row of the interval opening at `open_ms` (flat at the close before
+    /// it without any).
+    fn truth(rows: &[TradeRow], open_ms: i64, interval: Interval) -> Candle {
+        let before = rows.iter().rev().find(|r| r.trade_time_us / 1000 < open_ms);
+        let price = before.map_or(0, |r| i128::from(r.price) * 10i128.pow(10));
+        let mut truth = Candle::flat(open_ms, interval, price);
+        for r in rows
+            .iter()
+            .filter(|r| interval.open_of(r.trade_time_us / 1000) == open_ms)
+        {
+            truth.add(&Trade {
+                id: r.trade_id,
+                time_ms: r.trade_time_us / 1000,
+                price: r.price,
+                qty: r.qty,
+                exponents: (-DECIMAL_SCALE, -DECIMAL_SCALE),
+                buyer_maker: r.is_buyer_maker,
+            });
+        }
+        truth
+    }
+
     /// Review 14: random trades, some ids given up, the clock running ahead of trades lost or
     /// late. Applying what comes out as the S3 writer does while nothing is written yet (a
     /// complete candle is archived, a complete revision replaces it, an incomplete one takes
@@ -329,25 +351,7 @@ mod tests {
                 if candle.close_ms >= last_delivered {
                     continue;
                 }
-                let before = rows
-                    .iter()
-                    .rev()
-                    .find(|r| r.trade_time_us / 1000 < *open_ms);
-                let price = before.map_or(0, |r| i128::from(r.price) * 10i128.pow(10));
-                let mut truth = Candle::flat(*open_ms, interval, price);
-                for r in rows
-                    .iter()
-                    .filter(|r| interval.open_of(r.trade_time_us / 1000) == *open_ms)
-                {
-                    truth.add(&Trade {
-                        id: r.trade_id,
-                        time_ms: r.trade_time_us / 1000,
-                        price: r.price,
-                        qty: r.qty,
-                        exponents: (-DECIMAL_SCALE, -DECIMAL_SCALE),
-                        buyer_maker: r.is_buyer_maker,
-                    });
-                }
+                let truth = truth(&rows, *open_ms, interval);
                 assert_eq!(*candle, truth, "case {case}");
             }
         }
