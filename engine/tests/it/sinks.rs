@@ -499,20 +499,7 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
         redis_ref.restart();
         wait_for("the writer to see the restart", || failed(sinks) > before);
         // Until every book is whole again, no `ob:` is ever fresh without its sides.
-        let mut sideless = Vec::new();
-        wait_for("every book whole again", || {
-            let mut all = true;
-            for s in MANY {
-                let ob = hash(&url, &format!("ob:{{{s}}}"));
-                let sides = ob.contains_key("bids") && ob.contains_key("asks");
-                if ob.get("stale").is_some_and(|v| v == "0") && !sides {
-                    sideless.push(s);
-                }
-                all &= whole(s);
-            }
-            all
-        });
-        assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
+        wait_whole_never_fresh_without_sides(&url, &MANY, whole);
         wait_for("trades again", || {
             MANY.iter().all(|s| !redis_trades(&url, s).is_empty())
         });
@@ -802,20 +789,7 @@ fn a_cluster_node_restarted_empty_gets_every_key_whole_again() {
     let summary = run(&config, None, |_sinks| {
         wait_for("every book in Redis", || SYMBOLS.iter().all(|s| whole(s)));
         redis_ref.restart();
-        let mut sideless = Vec::new();
-        wait_for("every key whole again", || {
-            let mut all = true;
-            for s in SYMBOLS {
-                let ob = hash(&url, &format!("ob:{{{s}}}"));
-                let sides = ob.contains_key("bids") && ob.contains_key("asks");
-                if ob.get("stale").is_some_and(|v| v == "0") && !sides {
-                    sideless.push(s);
-                }
-                all &= whole(s);
-            }
-            all
-        });
-        assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
+        wait_whole_never_fresh_without_sides(&url, &SYMBOLS, whole);
     });
     let s = &summary.sinks["redis"];
     assert!(s.flushed, "{s:?}");
@@ -888,4 +862,23 @@ fn a_depth_gap_marks_the_book_stale_then_resyncs_it() {
     // Whatever happened, the book in Redis is exact at its update id (it is marked stale now
     // that hotpath stopped).
     assert_book_matches(&sim, &redis.url(), "BTCUSDT", 20);
+}
+
+/// Waits until every one of `symbols` is `whole` in Redis again (after a restart), checking
+/// meanwhile that no `ob:` is ever fresh (`stale` 0) without both its sides.
+fn wait_whole_never_fresh_without_sides(url: &str, symbols: &[&str], whole: impl Fn(&str) -> bool) {
+    let mut sideless = Vec::new();
+    wait_for("every key whole again", || {
+        let mut all = true;
+        for s in symbols {
+            let ob = hash(url, &format!("ob:{{{s}}}"));
+            let sides = ob.contains_key("bids") && ob.contains_key("asks");
+            if ob.get("stale").is_some_and(|v| v == "0") && !sides {
+                sideless.push(*s);
+            }
+            all &= whole(s);
+        }
+        all
+    });
+    assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
 }

@@ -1702,13 +1702,10 @@ mod tests {
         assert!(tr.contains(&format!("as_of_us\r\n$16\r\n{t}")), "{tr}");
     }
 
-    /// A re-anchor's swap still carries the windows and the features (the writes wait for it),
-    /// and a swap that failed has them written again, as they are now.
-    #[test]
-    fn a_reanchor_carries_the_windows_and_a_failed_one_writes_them_again() {
-        let t = 1_763_700_000_000_000;
+    /// A published book at `t` (as [`published_state`]) after a gap at `t + 1` and a new
+    /// snapshot at update id 150: live again, its re-anchor due, everything before written.
+    fn resynced_state(t: i64) -> (SymbolState, DiffBudget) {
         let (mut state, mut budget) = published_state(t);
-        // A gap: the book is synced again.
         apply_frame(
             &mut state,
             &diff_frame(t + 1, (150, 150), &[], &[]),
@@ -1720,6 +1717,15 @@ mod tests {
             .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
         assert!(live.is_ok(), "{live:?}");
         let _ = written(&mut state);
+        (state, budget)
+    }
+
+    /// A re-anchor's swap still carries the windows and the features (the writes wait for it),
+    /// and a swap that failed has them written again, as they are now.
+    #[test]
+    fn a_reanchor_carries_the_windows_and_a_failed_one_writes_them_again() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, _budget) = resynced_state(t);
         apply(&mut state, &trades_frame(t + 2, (-8, -8), &[(2, 10, 1)]));
         let (attempt, swap) = state.begin_reanchor(t + 2).expect("a live book");
         assert_eq!(field(&swap.tr_1s, "count"), "2");
@@ -1747,19 +1753,8 @@ mod tests {
     fn an_overtaken_reanchor_landing_late_has_the_newer_windows_written_again() {
         let t = 1_763_700_000_000_000;
         for swapped in [true, false] {
-            let (mut state, mut budget) = published_state(t);
             // A gap, a new snapshot: a re-anchor starts, with the windows holding one trade.
-            apply_frame(
-                &mut state,
-                &diff_frame(t + 1, (150, 150), &[], &[]),
-                &mut budget,
-            );
-            state.ob.fetching = true;
-            let live = state
-                .ob
-                .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
-            assert!(live.is_ok(), "{live:?}");
-            let _ = written(&mut state);
+            let (mut state, mut budget) = resynced_state(t);
             let (attempt, swap) = state.begin_reanchor(t + 2).expect("a live book");
             assert_eq!(field(&swap.tr_1s, "count"), "1");
             // Another gap while the swap is in flight: the book syncs again, and a trade
