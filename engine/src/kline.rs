@@ -21,7 +21,9 @@
 //! close with no volume, as Binance's, at most [`FILL_MAX`] of them in a row. A trade arriving
 //! for the interval closed last (late by more than `close_after_ms`) revises that candle, which
 //! is emitted again (consumers keep the last candle per open time); a trade older still is
-//! counted as late and left out.
+//! counted as late and left out, and its candle and the flat ones after it (their close is
+//! the one it changes) are emitted again with one more in [`Candle::missing_trades`]; the
+//! intervals without trades after them come out flat at its price.
 //!
 //! Trade ids the sink gave up on (`sink::order`: REST could not supply them within the hold
 //! bounds) are never delivered: the trades come each once in id order, so a jump of the id is
@@ -319,6 +321,15 @@ pub struct Series {
     last: Option<(i64, i64)>,
     /// The last candle closed with trades (the flat ones after it are at its close).
     traded: Option<Candle>,
+    /// The price of a trade left out as late, newer than every candle's close: the flat
+    /// candles after the one closed last are at it (exact, where the closed ones lack it).
+    late_close: Option<i128>,
+    /// Ids counted missing in flat candles after the last one with trades, summed: what each
+    /// of them may lack at most.
+    flat_missing: u64,
+    /// Candles closed before were emitted again, marked ([`SymbolKlines`] keeps the last of
+    /// each open time a frame emits).
+    reissued: bool,
 }
 
 /// Trade ids passed over before a trade: how many, and the open time of the first interval
@@ -340,6 +351,9 @@ impl Series {
             partial_ms: None,
             last: None,
             traded: None,
+            late_close: None,
+            flat_missing: 0,
+            reissued: false,
         }
     }
 
@@ -387,6 +401,7 @@ impl Series {
             (None, None) => self.partial_ms = Some(open_ms),
             (_, Some(mut closed)) if closed.open_ms == open_ms => {
                 closed.add(t);
+                self.late_close = None;
                 self.set_closed(closed);
                 if self.whole(&closed) {
                     out.push(closed);
@@ -395,9 +410,16 @@ impl Series {
             }
             _ => {
                 self.late += 1;
+                self.mark_late(open_ms, out);
+                // The newest trade: the quiet intervals after the one closed last are at its
+                // price.
+                if let Some(price) = scale(t.price, t.exponents.0) {
+                    self.late_close = Some(price);
+                }
                 return;
             }
         }
+        self.late_close = None;
         let mut candle = Candle::flat(open_ms, self.interval, 0);
         candle.missing_trades = gap.map_or(0, |g| g.missing);
         candle.add(t);
@@ -442,10 +464,13 @@ impl Series {
             }
             at = traded.open_ms + ms;
         }
-        // Between the last candle with trades and the one closed last: flat ones.
+        self.reissued = true;
+        // Between the last candle with trades and the one closed last: flat ones, each with
+        // every mark of a flat one since that candle (an upper bound).
+        self.flat_missing = self.flat_missing.saturating_add(gap.missing);
         while at < closed.open_ms {
             let mut flat = Candle::flat(at, self.interval, closed.close);
-            flat.missing_trades = gap.missing;
+            flat.missing_trades = self.flat_missing;
             out.push(flat);
             at += ms;
         }
@@ -456,11 +481,32 @@ impl Series {
         }
     }
 
+    /// A trade of the interval opening at `open_ms`, older than the candle closed last, is
+    /// left out: its candle lacks it, and the flat ones after it (up to the one closed last)
+    /// carry a close it changes, so each is marked with one more missing and emitted again.
+    /// A trade older than the last candle with trades (not in time order) is only counted.
+    fn mark_late(&mut self, open_ms: i64, out: &mut Vec<Candle>) {
+        if self.traded.is_some_and(|c| c.open_ms > open_ms) {
+            return;
+        }
+        let gap = Gap {
+            missing: 1,
+            from_ms: open_ms,
+        };
+        self.mark(gap, open_ms, out);
+    }
+
+    /// Whether candles were emitted again (revised) since the last call.
+    fn take_reissued(&mut self) -> bool {
+        std::mem::take(&mut self.reissued)
+    }
+
     /// `c` is the candle closed last (also the last with trades, when it has some).
     fn set_closed(&mut self, c: Candle) {
         self.closed = Some(c);
         if c.trades > 0 {
             self.traded = Some(c);
+            self.flat_missing = 0;
         }
     }
 
@@ -496,9 +542,10 @@ impl Series {
     /// `gap` may touch carry its missing ids.
     fn fill_until(&mut self, open_ms: i64, gap: Option<Gap>, out: &mut Vec<Candle>) {
         let Some(last) = self.closed else { return };
+        let close = self.late_close.unwrap_or(last.close);
         let mut at = (last.open_ms + self.interval.ms).max(open_ms - FILL_MAX * self.interval.ms);
         while at < open_ms {
-            let mut flat = Candle::flat(at, self.interval, last.close);
+            let mut flat = Candle::flat(at, self.interval, close);
             if let Some(gap) = gap.filter(|g| g.from_ms <= at) {
                 flat.missing_trades = gap.missing;
             }
@@ -515,6 +562,8 @@ impl Series {
         self.partial_ms = None;
         self.last = None;
         self.traded = None;
+        self.late_close = None;
+        self.flat_missing = 0;
     }
 }
 
@@ -555,6 +604,14 @@ impl SymbolKlines {
         self.continuity = Continuity::Lost;
     }
 
+    /// The symbol was removed: every series forgets its candles, and a connection lost before
+    /// no longer holds the clock (added again, its trades start afresh, the first candle
+    /// partial).
+    pub fn forget(&mut self) {
+        self.series.iter_mut().for_each(Series::forget);
+        self.continuity = Continuity::Known;
+    }
+
     /// The symbol's connection is back (see [`SymbolKlines::connection_lost`]).
     pub fn reconnected(&mut self) {
         if self.continuity == Continuity::Lost {
@@ -579,20 +636,36 @@ impl SymbolKlines {
         }
         let exponents = (m.price_exponent(), m.qty_exponent());
         let time_ms = m.transact_time().div_euclid(1000);
+        let trades = m.trades().filter(|t| t.id() >= from).map(|t| Trade {
+            id: t.id(),
+            time_ms,
+            price: t.price(),
+            qty: t.qty(),
+            exponents,
+            buyer_maker: t.is_buyer_maker() == Some(BoolEnum::True),
+        });
+        self.take(trades, out);
+    }
+
+    /// Takes trades (of one frame) into every series; pushes the candles they close onto
+    /// `out`. Candles emitted again (marked: [`Series::push`]) come out once per frame, the
+    /// last of each open time: a repair frame of many late trades would otherwise emit the
+    /// same run of candles once per trade.
+    fn take(&mut self, trades: impl IntoIterator<Item = Trade>, out: &mut Vec<(usize, Candle)>) {
+        let start = out.len();
         let mut closed = Vec::new();
-        for t in m.trades().filter(|t| t.id() >= from) {
-            let trade = Trade {
-                id: t.id(),
-                time_ms,
-                price: t.price(),
-                qty: t.qty(),
-                exponents,
-                buyer_maker: t.is_buyer_maker() == Some(BoolEnum::True),
-            };
+        for trade in trades {
             for (i, series) in self.series.iter_mut().enumerate() {
                 series.push(&trade, &mut closed);
                 out.extend(closed.drain(..).map(|c| (i, c)));
             }
+        }
+        let mut reissued = false;
+        for series in &mut self.series {
+            reissued |= series.take_reissued();
+        }
+        if reissued {
+            keep_last(out, start);
         }
     }
 
@@ -617,6 +690,19 @@ impl SymbolKlines {
     pub fn late(&self) -> u64 {
         self.series.iter().map(|s| s.late).sum()
     }
+}
+
+/// Keeps, of the candles in `out` from `start` on, the last of each interval and open time,
+/// in their order (cold: only after candles were emitted again).
+fn keep_last(out: &mut Vec<(usize, Candle)>, start: usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<(usize, Candle)> = out
+        .drain(start..)
+        .rev()
+        .filter(|(i, c)| seen.insert((*i, c.open_ms)))
+        .collect();
+    kept.reverse();
+    out.extend(kept);
 }
 
 #[cfg(test)]
@@ -851,6 +937,184 @@ mod tests {
         out.clear();
         s.push(&trade(5, 100_000, 100, 1, false), &mut out);
         assert_eq!(marks(&out), [(1, 2, 3)]);
+    }
+
+    /// Review 14: a trade older than the candle closed last (a repair of trades lost unseen,
+    /// delivered after the clock closed their candle and the next) was left out of its
+    /// candle, which stayed published with `missing_trades` 0; the flat candles after it carry
+    /// a close it changes. They are published again, marked.
+    #[test]
+    fn a_trade_left_out_as_late_marks_its_candle_and_the_flat_ones_after() {
+        let mut s = started();
+        let mut out = Vec::new();
+        s.push(&trade(1, 60_001, 100, 1, false), &mut out);
+        s.advance(4 * 60_000 + 2_001, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(1, 1, 0), (2, 0, 0), (3, 0, 0)]);
+        out.clear();
+        // Id 2 (minute 1) comes after the clock closed minute 1 and filled 2 and 3.
+        s.push(&trade(2, 70_000, 300, 1, false), &mut out);
+        assert_eq!(s.late, 1);
+        assert_eq!(marks(&out), [(1, 1, 1), (2, 0, 1), (3, 0, 1)]);
+        assert_eq!(s.closed().map(|c| c.missing_trades), Some(1));
+        out.clear();
+        // Id 3 in minute 2 (a flat one): minutes 2 and 3 again, now lacking two.
+        s.push(&trade(3, 130_000, 300, 1, false), &mut out);
+        assert_eq!(marks(&out), [(2, 0, 2), (3, 0, 2)]);
+        // The quiet minute 4 after them is at their price (the newest trade), whole: not at
+        // the close of minute 1 without them.
+        out.clear();
+        s.advance(5 * 60_000 + 2_001, 2_000, false, &mut out);
+        assert_eq!(marks(&out), [(4, 0, 0)]);
+        assert_eq!(text(out[0].open), "3.00000000");
+        assert_eq!(text(out[0].close), "3.00000000");
+        // Older than every candle kept (not in time order): only counted.
+        out.clear();
+        s.push(&trade(4, 1_000, 300, 1, false), &mut out);
+        assert_eq!((s.late, out.len()), (3, 0));
+    }
+
+    /// Review 14: a repair frame of many late trades publishes the candles it marks once,
+    /// not once per trade.
+    #[test]
+    fn late_trades_of_one_frame_publish_each_marked_candle_once() {
+        let mut k = SymbolKlines::new(&[MIN]);
+        let mut out = Vec::new();
+        k.series[0].push(&trade(0, 0, 100, 1, false), &mut Vec::new());
+        k.series[0].push(&trade(1, 60_001, 100, 1, false), &mut Vec::new());
+        k.advance(10 * 60_000 + 2_001, 2_000, false, &mut out);
+        assert_eq!(out.len(), 9, "minute 1 and the flat 2..=9");
+        out.clear();
+        let trades: Vec<Trade> = (2..=101)
+            .map(|id| trade(id, 70_000 + id, 100, 1, false))
+            .collect();
+        k.take(trades, &mut out);
+        let opens: Vec<i64> = out.iter().map(|(_, c)| c.open_ms / 60_000).collect();
+        assert_eq!(opens, (1..=9).collect::<Vec<_>>());
+        assert!(out.iter().all(|(_, c)| c.missing_trades == 100), "{out:?}");
+    }
+
+    /// Review 14: gaps over and over (every trade after ids given up, for an hour of 1 s
+    /// candles, the clock closing each quiet second first) publish each candle at most once
+    /// more: a gap emits again only the candles since the trade before it, which the clock
+    /// emitted once.
+    #[test]
+    fn gaps_over_and_over_publish_each_candle_at_most_twice() {
+        let second = Interval::of("1s").expect("1s");
+        for every_s in [1, 7, 1_500] {
+            let mut s = Series::new(second);
+            let mut out = Vec::new();
+            let mut emitted = 0usize;
+            let mut id = 0;
+            for at_s in 0..3_600 {
+                if at_s % every_s == 0 {
+                    id += 5;
+                    s.push(&trade(id, at_s * 1_000 + 10, 100, 1, false), &mut out);
+                }
+                s.advance(at_s * 1_000 + 700, 500, false, &mut out);
+                emitted += out.len();
+                out.clear();
+            }
+            // 3 599 candles closed after the partial first (fills capped at FILL_MAX).
+            assert!(emitted <= 2 * 3_600, "every {every_s} s: {emitted}");
+            assert!(emitted >= 3_000, "every {every_s} s: {emitted}");
+        }
+        // Memory: a series is three candles and a few numbers, no collection.
+        assert!(std::mem::size_of::<Series>() <= 3 * std::mem::size_of::<Candle>() + 128);
+    }
+
+    /// Review 14: random trades, some ids given up (never delivered), the clock running ahead
+    /// of trades lost or late (it closes their candles first): the last candle published per
+    /// open time that says `missing_trades` 0 equals the candle of every trade of its interval
+    /// (flat at the previous close without trades), given up or not; a marked one lacks at
+    /// most as many trades as it says. Candles ending after the last trade delivered are not
+    /// judged (trades lost after it show no gap).
+    #[test]
+    fn a_candle_said_whole_holds_every_trade_of_its_interval() {
+        let second = Interval::of("1s").expect("1s");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for case in 0..3_000 {
+            let count = 20 + next(60) as i64;
+            let mut time = 10_000;
+            let trades: Vec<Trade> = (1..=count)
+                .map(|id| {
+                    time += [0, 1, 50, 400, 1_000, 2_500][next(6) as usize];
+                    trade(
+                        id,
+                        time,
+                        100 + next(50) as i64,
+                        1 + next(9) as i64,
+                        next(2) == 0,
+                    )
+                })
+                .collect();
+            let drop_pct = [0, 10, 40][next(3) as usize];
+            let mut s = Series::new(second);
+            let mut published: std::collections::BTreeMap<i64, Candle> = Default::default();
+            let mut out = Vec::new();
+            let (mut clock, mut last_delivered) = (0, None);
+            for (i, t) in trades.iter().enumerate() {
+                if next(3) == 0 {
+                    let ahead = trades[(i + next(4) as usize).min(trades.len() - 1)].time_ms;
+                    clock = clock.max(ahead + next(1_500) as i64);
+                    s.advance(clock, 300, false, &mut out);
+                }
+                if i > 0 && next(100) < drop_pct {
+                    continue;
+                }
+                s.push(t, &mut out);
+                last_delivered = Some(t.time_ms);
+                published.extend(out.drain(..).map(|c| (c.open_ms, c)));
+            }
+            published.extend(out.drain(..).map(|c| (c.open_ms, c)));
+            let judged_until = last_delivered.expect("the first trade is delivered");
+            for (open_ms, c) in &published {
+                if c.close_ms >= judged_until {
+                    continue;
+                }
+                let lacking = trades
+                    .iter()
+                    .filter(|t| second.open_of(t.time_ms) == *open_ms)
+                    .count() as u64
+                    - c.trades;
+                assert!(lacking <= c.missing_trades, "case {case}: {c:?}");
+                if c.missing_trades > 0 {
+                    continue;
+                }
+                let before = trades.iter().rev().find(|t| t.time_ms < *open_ms);
+                let price = before
+                    .and_then(|t| scale(t.price, t.exponents.0))
+                    .unwrap_or(0);
+                let mut truth = Candle::flat(*open_ms, second, price);
+                trades
+                    .iter()
+                    .filter(|t| second.open_of(t.time_ms) == *open_ms)
+                    .for_each(|t| truth.add(t));
+                assert_eq!(*c, truth, "case {case}: {trades:?}");
+            }
+        }
+    }
+
+    /// Review 14: a symbol removed while its connection was lost, then added again: its
+    /// clock stayed held for ever (no reconnect of that connection comes for it), so its
+    /// candles closed only at a trade of a later interval.
+    #[test]
+    fn a_symbol_removed_while_its_connection_was_lost_closes_by_the_clock_when_back() {
+        let mut k = SymbolKlines::new(&[MIN]);
+        let mut out = Vec::new();
+        k.take([trade(1, 0, 100, 1, false)], &mut out);
+        k.connection_lost();
+        k.forget();
+        k.take([trade(50, 1, 100, 1, false)], &mut out);
+        k.take([trade(51, 60_001, 100, 1, false)], &mut out);
+        k.advance(122_000, 2_000, false, &mut out);
+        let opens: Vec<i64> = out.iter().map(|(_, c)| c.open_ms).collect();
+        assert_eq!(opens, [60_000], "minute 1 closed by the clock");
     }
 
     #[test]

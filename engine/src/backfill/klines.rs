@@ -1,5 +1,6 @@
 //! `hotpath backfill klines --symbol S --interval 1m --from TIME --to TIME`: every candle
-//! opening in `[from, to]`, fetched with `GET /api/v3/klines` in pages of 1000 (weight 2
+//! opening in `[from, to]` and closed (the one still open, which Binance answers partial, is
+//! never written), fetched with `GET /api/v3/klines` in pages of 1000 (weight 2
 //! each, through the REST client's weight budget: a page that would pass it waits for the
 //! next minute, a 429 or 418 for its `Retry-After`), checked for holes and duplicates, and
 //! written to the Kinesis klines stream (one record per candle, Binance's kline event JSON with
@@ -214,8 +215,8 @@ fn rest_client(args: &KlinesArgs) -> anyhow::Result<RestClient> {
     Ok(client)
 }
 
-/// Every candle of `symbol` opening in `[from, to]`, oldest first, each once; the report's
-/// counts filled.
+/// Every candle of `symbol` opening in `[from, to]` and closed by now, oldest first, each
+/// once; the report's counts filled.
 pub async fn fetch(
     client: &mut RestClient,
     symbol: &str,
@@ -229,7 +230,10 @@ pub async fn fetch(
         let page = page(client, symbol, interval, start).await?;
         report.pages += 1;
         let short = page.len() < PAGE_LIMIT as usize;
-        for k in page.iter().filter(|k| k.open_ms >= from && k.open_ms <= to) {
+        // Binance answers the candle still open too (partial): never written as closed.
+        let now = unix_ms();
+        let wanted = |k: &&RestKline| k.open_ms >= from && k.open_ms <= to && k.close_ms < now;
+        for k in page.iter().filter(wanted) {
             let candle = Candle::from_rest(k)
                 .with_context(|| format!("kline at {} is not exact decimals", k.open_ms))?;
             match candles.last() {

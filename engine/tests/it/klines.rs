@@ -356,6 +356,61 @@ fn backfill_pages_over_a_thousand_candles_without_duplicate_or_hole() {
     assert_eq!(hash(&redis.url(), kl)["closed_missing"], "0");
 }
 
+/// Review 14: `--to` reaching the current interval fetched the candle still open (Binance
+/// answers it, partial): it went to Kinesis as closed (`x` true, `"missing_trades":0`) and
+/// into Redis' `closed` (with `closed_missing` 0), a candle published as whole that was not.
+/// Only candles closed when fetched are written, as `--s3` already did.
+#[test]
+fn backfill_leaves_out_the_candle_still_open() {
+    let sim = Sim::start(|c| {
+        c.exchange.actions_per_second = 100.0;
+        c.exchange.history_s = 900;
+    });
+    let redis = RedisServer::start();
+    let emulator = KinesisEmulator::start();
+    let now = hotpath::clock::unix_ms();
+    let args = hotpath::backfill::klines::KlinesArgs {
+        symbol: "BTCUSDT".into(),
+        interval: "1m".into(),
+        from: (now - 600_000).to_string(),
+        to: (now + 60_000).to_string(),
+        rest: format!("http://{}", sim.handle().addr),
+        trust_cert: None,
+        weight_budget: 1200,
+        kinesis_endpoint: Some(emulator.endpoint()),
+        region: Some("us-east-1".into()),
+        stream: KLINE_STREAM.into(),
+        create_stream: true,
+        redis: Some(redis.url()),
+        keys: "hash-tag".into(),
+        s3: false,
+        config: None,
+        s3_config: None,
+    };
+    let client = test_client(&emulator.endpoint());
+    let report = runtime()
+        .block_on(hotpath::backfill::klines::run_with(&args, Some(client)))
+        .expect("the backfill runs");
+    let ended = hotpath::clock::unix_ms();
+    assert!(report.candles >= 9, "{report:?}");
+    assert_eq!(report.kinesis_written, report.candles, "{report:?}");
+    let records = runtime().block_on(emulator.read_all(KLINE_STREAM));
+    assert_eq!(records.len() as u64, report.candles);
+    for (_, data, _) in &records {
+        let v: serde_json::Value = serde_json::from_slice(data).expect("kline JSON");
+        let close_ms = v["k"]["T"].as_i64().expect("a close time");
+        assert!(close_ms < ended, "a candle not closed yet: {v}");
+    }
+    let fields = hash(&redis.url(), "kl:{BTCUSDT}:1m");
+    let closed: serde_json::Value =
+        serde_json::from_str(&fields["closed"]).expect("a REST kline array");
+    let close_ms = closed[6].as_i64().expect("a close time");
+    assert!(
+        close_ms < ended,
+        "Redis' closed candle not closed yet: {closed}"
+    );
+}
+
 /// Sets the simulator's faults through its admin endpoint.
 fn admin(sim: &Sim, path: &str) {
     let (status, body) = sim_get(sim.handle().addr, path);

@@ -595,10 +595,7 @@ impl Writer {
                 self.deliver(released);
                 self.stats.tally.forget(symbol);
                 if let Some(candles) = self.candles.get_mut(usize::from(symbol)) {
-                    candles
-                        .series
-                        .iter_mut()
-                        .for_each(crate::kline::Series::forget);
+                    candles.forget();
                 }
             }
             Repair::Stream { symbol, change, .. } => {

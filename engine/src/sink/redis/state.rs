@@ -195,6 +195,8 @@ pub struct SymbolState {
     close_after_ms: i64,
     /// The candles changed since the last write.
     klines_dirty: bool,
+    /// The symbol stopped: its candles are forgotten after their last write.
+    klines_forget: bool,
     /// Candles closed (reused scratch: only the latest per interval is written).
     closed: Vec<(usize, Candle)>,
     /// The key layout (`redis.keys`), for the `kl:` keys.
@@ -246,6 +248,7 @@ impl SymbolState {
             kline_keys: Vec::new(),
             close_after_ms: 0,
             klines_dirty: false,
+            klines_forget: false,
             closed: Vec::new(),
             layout: KeyLayout::HashTag,
         }
@@ -302,11 +305,13 @@ impl SymbolState {
     /// `feat:` keys are marked stale as its book is (their values are the last ones seen).
     pub fn stop(&mut self, reason: &str) {
         // Its candles would miss the trades of the time it is away: they start afresh (the
-        // `kl:` hashes keep their last candles, marked like the other keys).
-        self.klines
-            .series
-            .iter_mut()
-            .for_each(crate::kline::Series::forget);
+        // `kl:` hashes keep their last candles, marked like the other keys). Trades the sink
+        // released at the removal (held behind a gap it gave up) may have marked the closed
+        // candle: written first, then forgotten (or when a frame of the symbol comes back).
+        self.klines_forget = true;
+        if !self.klines_dirty {
+            self.forget_klines();
+        }
         self.stopped = Some(reason.to_string());
         self.stopped_dirty = true;
         self.unmark = false;
@@ -314,6 +319,7 @@ impl SymbolState {
 
     /// A frame of a stopped symbol: it is back, and the stale marks come off.
     fn resume(&mut self) {
+        self.forget_klines();
         if self.stopped.take().is_some() {
             self.stopped_dirty = false;
             self.unmark = true;
@@ -662,13 +668,15 @@ impl SymbolState {
             return;
         }
         let as_of_ms = self.now_us.div_euclid(1000).to_string();
+        // Removed: the open candle will never close, it goes.
+        let removed = self.klines_forget;
         for (series, key) in self.klines.series.iter().zip(&self.kline_keys) {
             let mut fields = vec![("as_of_ms", as_of_ms.clone())];
             if let Some(c) = series.closed() {
                 fields.push(("closed", c.rest_json()));
                 fields.push(("closed_missing", c.missing_trades.to_string()));
             }
-            match series.open() {
+            match series.open().filter(|_| !removed) {
                 Some(c) => {
                     fields.push(("open", c.rest_json()));
                     fields.push(("open_missing", c.missing_trades.to_string()));
@@ -678,6 +686,14 @@ impl SymbolState {
                 }
             }
             pipe.hset_multiple(key, &fields);
+        }
+        self.forget_klines();
+    }
+
+    /// The candles of a stopped symbol are forgotten once written ([`SymbolState::stop`]).
+    fn forget_klines(&mut self) {
+        if std::mem::take(&mut self.klines_forget) {
+            self.klines.forget();
         }
     }
 
@@ -1345,6 +1361,47 @@ mod tests {
         state.stop("removed: by request");
         let marked = written(&mut state);
         assert_eq!(marked.matches("removed: by request").count(), 5, "{marked}");
+    }
+
+    /// Review 14: a symbol removed while trades were held behind a gap: the sink gives the
+    /// gap up and delivers them (`TradeOrders::forget`) just before the removal forgets the
+    /// candles. The closed candle they mark must reach Redis marked: it was left as written
+    /// before, whole.
+    #[test]
+    fn a_gap_released_at_a_removal_marks_the_closed_candle_in_redis() {
+        let mut state = SymbolState::new("BTCUSDT", BookSettings::new(20, 5000));
+        state.set_klines(&KlinesConfig {
+            intervals: vec![crate::kline::Interval::of("1s").expect("1s")],
+            close_after_ms: 500,
+        });
+        apply(&mut state, &trades_frame(1_500_000, (-8, -8), &[(1, 1, 1)]));
+        apply(&mut state, &trades_frame(2_100_000, (-8, -8), &[(2, 2, 1)]));
+        state.kline_clock(3_600, false);
+        let out = written(&mut state);
+        let count = |field: &str, n: u64| format!("{field}\r\n${}\r\n{n}\r\n", n.to_string().len());
+        assert!(
+            out.contains("[2000,") && out.contains(&count("closed_missing", 0)),
+            "{out}"
+        );
+        // Ids 3..=5 given up at the removal; id 6 (second 3) delivered, then the removal.
+        apply(&mut state, &trades_frame(3_200_000, (-8, -8), &[(6, 3, 1)]));
+        state.stop("removed: by request");
+        let out = written(&mut state);
+        assert!(
+            out.contains("[2000,") && out.contains(&count("closed_missing", 3)),
+            "the closed candle marked: {out}"
+        );
+        assert!(
+            !out.contains("[3000,"),
+            "the open candle is not published: {out}"
+        );
+        // Added again: a new start (partial first candle), no candle of before.
+        apply(
+            &mut state,
+            &trades_frame(9_100_000, (-8, -8), &[(20, 1, 1)]),
+        );
+        let out = written(&mut state);
+        assert!(!out.contains("[2000,") && !out.contains("[9000,"), "{out}");
     }
 
     /// While the symbol's connection is lost, its clock closes no candle (trades sent
