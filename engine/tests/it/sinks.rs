@@ -476,16 +476,8 @@ fn every_connection_rebuilds_its_symbols_after_redis_restarts_empty() {
     });
     let url = redis.url();
     let whole = |s: &str| {
-        let ob = hash(&url, &format!("ob:{{{s}}}"));
-        let stats = [format!("tr:{{{s}}}:1s"), format!("tr:{{{s}}}:5s")]
-            .iter()
-            .all(|key| hash(&url, key).contains_key("as_of_us"))
-            && hash(&url, &format!("feat:{{{s}}}")).contains_key("as_of_us");
-        ob.get("stale").is_some_and(|v| v == "0")
-            && ob.contains_key("bids")
-            && ob.contains_key("asks")
+        book_and_stats_whole(&url, s)
             && hash(&url, &format!("bbo:{{{s}}}")).contains_key("bid_price")
-            && stats
     };
     let redis_ref = &mut redis;
     let summary = run(&config, None, |sinks| {
@@ -774,17 +766,7 @@ fn a_cluster_node_restarted_empty_gets_every_key_whole_again() {
         c.redis = Some(r);
     });
     let url = redis.url();
-    let whole = |s: &str| {
-        let ob = hash(&url, &format!("ob:{{{s}}}"));
-        let stats = [format!("tr:{{{s}}}:1s"), format!("tr:{{{s}}}:5s")]
-            .iter()
-            .all(|key| hash(&url, key).contains_key("as_of_us"))
-            && hash(&url, &format!("feat:{{{s}}}")).contains_key("as_of_us");
-        ob.get("stale").is_some_and(|v| v == "0")
-            && ob.contains_key("bids")
-            && ob.contains_key("asks")
-            && stats
-    };
+    let whole = |s: &str| book_and_stats_whole(&url, s);
     let redis_ref = &mut redis;
     let summary = run(&config, None, |_sinks| {
         wait_for("every book in Redis", || SYMBOLS.iter().all(|s| whole(s)));
@@ -881,4 +863,18 @@ fn wait_whole_never_fresh_without_sides(url: &str, symbols: &[&str], whole: impl
         all
     });
     assert!(sideless.is_empty(), "fresh without sides: {sideless:?}");
+}
+
+/// Whether `symbol`'s book is in Redis fresh with both sides, and its windows and features are
+/// there.
+fn book_and_stats_whole(url: &str, symbol: &str) -> bool {
+    let ob = hash(url, &format!("ob:{{{symbol}}}"));
+    let stats = [format!("tr:{{{symbol}}}:1s"), format!("tr:{{{symbol}}}:5s")]
+        .iter()
+        .all(|key| hash(url, key).contains_key("as_of_us"))
+        && hash(url, &format!("feat:{{{symbol}}}")).contains_key("as_of_us");
+    ob.get("stale").is_some_and(|v| v == "0")
+        && ob.contains_key("bids")
+        && ob.contains_key("asks")
+        && stats
 }
