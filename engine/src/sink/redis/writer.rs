@@ -714,6 +714,7 @@ impl Writer {
             state.kline_clock(now_ms, held);
         }
         let evicted = std::mem::take(&mut state.evicted);
+        let dirty = state.dirty();
         for t in &evicted {
             self.dead_letter(
                 index,
@@ -721,8 +722,12 @@ impl Writer {
                 "redis.buffer_trades_max reached while Redis was unreachable",
             );
         }
+        // A frame that leaves nothing to write (a depth20 snapshot, which is not the book's
+        // source; a repeated top of book; a trade already taken) has no Redis ack to wait for:
+        // sampling it would time the lane's next unrelated write instead.
         if let Some(samples) = self.samples.get_mut(lane_of(index, self.lanes))
             && samples.len() < LATENCY_SAMPLES_MAX
+            && dirty
         {
             samples.push(event.recv_time_ns);
         }
@@ -1217,6 +1222,59 @@ mod tests {
             None,
             "taken while a pipeline was in flight"
         );
+    }
+
+    /// Receipt-to-ack is sampled for frames that leave something to write: a depth20
+    /// snapshot (not the book's source) has no ack of its own, and sampling it would time the
+    /// lane's next unrelated write.
+    #[test]
+    fn frames_that_leave_nothing_to_write_are_not_sampled_for_latency() {
+        use crate::sim::exchange::{Event, Payload, StreamKey};
+        let dir = scratch("latency-samples");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        let time_us = 1_763_700_000_000_000;
+        let snapshot = Event {
+            key: StreamKey {
+                symbol: 0,
+                kind: StreamKind::Depth20,
+            },
+            event_time_us: time_us,
+            payload: Payload::Depth20 {
+                update_id: 7,
+                bids: vec![(6_976_900, 5)],
+                asks: vec![(6_977_000, 5)],
+            },
+        };
+        let mut frame = Vec::new();
+        crate::sim::encode::encode_sbe("BTCUSDT", &snapshot, &mut frame);
+        let event = |frame: Vec<u8>| FeedEvent {
+            recv_time_ns: 1,
+            symbol: 0,
+            kind: StreamKind::Depth20,
+            first_id: 0,
+            last_id: 0,
+            first_new_id: 0,
+            event_time_us: time_us,
+            frame: bytes::Bytes::from(frame),
+        };
+        // The symbol's first frame has its (new, unsynced) book marked stale: that waits.
+        w.accept(event(frame.clone()));
+        assert_eq!(
+            w.samples.concat().len(),
+            1,
+            "the stale mark waits for its ack"
+        );
+        let (text, settled) = round(&mut w, &[]);
+        assert!(text.contains("stale"), "{text}");
+        assert_eq!(settled, Ok(()));
+        assert!(w.samples.concat().is_empty(), "taken by the write");
+        w.accept(event(frame));
+        assert!(
+            w.samples.concat().is_empty(),
+            "nothing to write, nothing sampled"
+        );
+        w.accept(trades(1..=2));
+        assert_eq!(w.samples.concat().len(), 1, "the trades wait for their ack");
     }
 
     fn pending_ids(w: &Writer) -> Vec<i64> {
