@@ -3,6 +3,7 @@
 //! fields are listed in [`state`].
 
 pub mod keys;
+pub mod memo;
 pub mod ob;
 pub mod reanchor;
 pub mod resend;

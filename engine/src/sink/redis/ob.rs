@@ -25,11 +25,13 @@
 //! A book synced from a snapshot is published only by the atomic re-anchor
 //! ([`super::reanchor`]): the whole new state (`ob`, `tr` 1 s and 5 s, `feat`) built under
 //! temporary keys and swapped in with one `MULTI`/`RENAME`/`EXEC`. Until the swap succeeds the
-//! old state stays, marked stale; afterwards each batch writes `ob:{S}` in one `HSET`: every
-//! field, but `bids` only when the published top bids changed since the last write Redis is
-//! known to hold, `asks` only when the top asks did (and `levels` with either): an unchanged
-//! side is the side at the new `update_id` too, so the hash is whole either way. After a failed
-//! pipeline, a reconnect or a re-anchor both sides go again.
+//! old state stays, marked stale; afterwards each batch writes `ob:{S}` in one `HSET` of the
+//! fields whose text differs from what Redis is known to hold ([`super::memo`]): as a rule
+//! `update_id`, `event_time_us` and `written_at_us`; `bids` only when the published top bids
+//! changed, `asks` only when the top asks did; the sync and check fields when they move. A field
+//! left out is the field at the new `update_id` too, so the hash is whole either way. After a
+//! failed or unanswered pipeline, a reconnect, a stale mark (or its clearing) or a re-anchor
+//! every field goes again, and while a re-anchor's swap may still land every write is whole.
 //!
 //! # Consistency checks
 //! The writer asks for a check snapshot ([`ObState::start_check`]) and from then on keeps every
@@ -41,6 +43,7 @@ use std::collections::VecDeque;
 
 use sbe_runtime::Decimal;
 
+use super::memo::HashMemo;
 use crate::book::{DiffOutcome, LocalBook, SnapshotError};
 
 /// A book level: price and quantity mantissas.
@@ -261,7 +264,30 @@ pub struct ObState {
     published_bids: Vec<(i64, i64)>,
     published_asks: Vec<(i64, i64)>,
     published_exponents: Option<(i8, i8)>,
+    /// What Redis is known to hold of `ob:{S}`'s fields: a whole write carries only the fields
+    /// whose text changed. Forgotten (with `published_exponents`) whenever the hash may hold
+    /// anything else: see [`ObState::forget_published`].
+    memo: HashMemo,
+    /// Re-anchors begun and not ended (an overtaken one's swap may still land).
+    swaps: u32,
 }
+
+/// The fields of `ob:{S}`, in the order written.
+const OB_FIELDS: &[&str] = &[
+    "update_id",
+    "bids",
+    "asks",
+    "levels",
+    "event_time_us",
+    "snapshot_update_id",
+    "synced_at_us",
+    "checked_update_id",
+    "checked_at_us",
+    "written_at_us",
+    "stale",
+    "stale_reason",
+    "stale_since_us",
+];
 
 impl ObState {
     /// A book not known yet, marked stale `starting` (so a previous run's book is marked at
@@ -296,6 +322,8 @@ impl ObState {
             published_bids: Vec::new(),
             published_asks: Vec::new(),
             published_exponents: None,
+            memo: HashMemo::new(OB_FIELDS),
+            swaps: 0,
         };
         ob.mark_stale("starting: not yet synced in this run".into(), None);
         ob
@@ -364,6 +392,22 @@ impl ObState {
         });
         self.stale_marks += 1;
         self.stale_dirty = true;
+        // Its `stale` fields will differ from what the last whole write left.
+        self.forget_published();
+    }
+
+    /// Redis may hold something else in `ob:{S}` than the whole writes sent (a write that may
+    /// not have landed, a reconnect, a stale mark, a re-anchor's swap): the next whole write
+    /// carries every field and both sides.
+    fn forget_published(&mut self) {
+        self.published_exponents = None;
+        self.memo.forget();
+    }
+
+    /// Whether a re-anchor's swap may still land (one begun and not ended, the current one or
+    /// one overtaken by a resync): whatever is written of the keys it replaces goes whole.
+    pub fn swapping(&self) -> bool {
+        self.swaps > 0
     }
 
     /// The stale mark's start time is the first write of it (`now_us`), if not set.
@@ -651,6 +695,7 @@ impl ObState {
         let Sync::Live(_) = &self.sync else {
             return None;
         };
+        self.swaps += 1;
         self.anchor_attempts += 1;
         let attempt = self.anchor_attempts;
         self.anchor = Anchor::InFlight {
@@ -658,17 +703,21 @@ impl ObState {
             stale_marks: self.stale_marks,
         };
         self.synced_at_us = now_us;
-        // The swap writes the sides whole; whether it lands is known only later.
-        self.published_exponents = None;
+        // The swap writes the hash whole; whether it lands is known only later.
+        self.forget_published();
         self.refresh_top();
-        let fields = self.book_fields(exponents, now_us, (true, true))?;
-        Some((attempt, fields))
+        let mut memo = HashMemo::new(OB_FIELDS);
+        self.book_fields(&mut memo, exponents, now_us, (true, true));
+        Some((attempt, memo.fields()))
     }
 
     /// A re-anchor finished: `swapped` or not (then tried again from `retry_at_us`). Returns
     /// whether it was the book's current re-anchor (not overtaken by a resync meanwhile).
     pub fn end_reanchor(&mut self, attempt: u64, swapped: bool, retry_at_us: i64) -> bool {
         let current = matches!(self.anchor, Anchor::InFlight { attempt: a, .. } if a == attempt);
+        self.swaps = self.swaps.saturating_sub(1);
+        // Swapped or not, landed or not: what Redis holds is known again after a whole write.
+        self.forget_published();
         if let (true, Anchor::InFlight { stale_marks, .. }) = (current, self.anchor) {
             if swapped {
                 self.anchor = Anchor::Done;
@@ -688,20 +737,21 @@ impl ObState {
         current
     }
 
-    /// The fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`]: `bids` when
-    /// `sides.0`, `asks` when `sides.1`, `levels` with either (Redis holds a side left out
-    /// already), and every other field.
+    /// Sets the fields of `ob:{S}` for the live book, `stale` 0, from [`ObState::top`] into
+    /// `memo`: `bids` when `sides.0`, `asks` when `sides.1` (Redis holds a side left out
+    /// already), and every other field (the memo leaves out those Redis holds).
     fn book_fields(
         &self,
+        memo: &mut HashMemo,
         (pe, qe): (i8, i8),
         now_us: i64,
         (bids, asks): (bool, bool),
-    ) -> Option<Vec<(&'static str, String)>> {
+    ) {
         let Sync::Live(book) = &self.sync else {
-            return None;
+            return;
         };
-        let levels = |side: &[(i64, i64)]| {
-            let mut out = String::with_capacity(2 + side.len() * 40);
+        let levels = |out: &mut String, side: &[(i64, i64)]| {
+            out.reserve(2 + side.len() * 40);
             out.push('[');
             for (i, (p, q)) in side.iter().enumerate() {
                 if i > 0 {
@@ -709,38 +759,31 @@ impl ObState {
                 }
                 // Without `write!`: 80 decimals per write of a 20-level book.
                 out.push_str("[\"");
-                Decimal::new(*p, pe).push_to(&mut out);
+                Decimal::new(*p, pe).push_to(out);
                 out.push_str("\",\"");
-                Decimal::new(*q, qe).push_to(&mut out);
+                Decimal::new(*q, qe).push_to(out);
                 out.push_str("\"]");
             }
             out.push(']');
-            out
         };
-        let mut fields = Vec::with_capacity(13);
-        fields.push(("update_id", book.update_id().to_string()));
+        memo.set_int(0, book.update_id());
         if bids {
-            fields.push(("bids", levels(&self.top_bids)));
+            memo.set(1, |out| levels(out, &self.top_bids));
         }
         if asks {
-            fields.push(("asks", levels(&self.top_asks)));
+            memo.set(2, |out| levels(out, &self.top_asks));
         }
-        if bids || asks {
-            let depth = self.top_bids.len().max(self.top_asks.len());
-            fields.push(("levels", depth.to_string()));
-        }
-        fields.extend([
-            ("event_time_us", self.event_time_us.to_string()),
-            ("snapshot_update_id", self.snapshot_update_id.to_string()),
-            ("synced_at_us", self.synced_at_us.to_string()),
-            ("checked_update_id", self.checked_update_id.to_string()),
-            ("checked_at_us", self.checked_at_us.to_string()),
-            ("written_at_us", now_us.to_string()),
-            ("stale", "0".to_string()),
-            ("stale_reason", String::new()),
-            ("stale_since_us", String::new()),
-        ]);
-        Some(fields)
+        let depth = self.top_bids.len().max(self.top_asks.len());
+        memo.set_int(3, i64::try_from(depth).unwrap_or(i64::MAX));
+        memo.set_int(4, self.event_time_us);
+        memo.set_int(5, self.snapshot_update_id);
+        memo.set_int(6, self.synced_at_us);
+        memo.set_int(7, self.checked_update_id);
+        memo.set_int(8, self.checked_at_us);
+        memo.set_int(9, now_us);
+        memo.set_str(10, "0");
+        memo.set_str(11, "");
+        memo.set_str(12, "");
     }
 
     /// Whether something waits to be written: a stale mark, or a changed book that is
@@ -749,19 +792,20 @@ impl ObState {
         self.stale_dirty || (self.book_dirty && self.stale.is_none() && self.anchor == Anchor::Done)
     }
 
-    /// The `ob:{S}` fields to write now (in one `HSET`), if the book is published, current and
-    /// changed: every field, but `bids` only when the top bids differ from what Redis is known
-    /// to hold, `asks` only when the top asks do, `levels` with either. Readers see a whole
-    /// state either way: an unchanged side is the side at the new `update_id` too.
-    pub fn whole_write(
-        &mut self,
-        exponents: (i8, i8),
-        now_us: i64,
-    ) -> Option<Vec<(&'static str, String)>> {
+    /// The `ob:{S}` fields to write now (in one `HSET`: [`HashMemo::hset`]), if the book is
+    /// published, current and changed: the fields whose text differs from what Redis is known
+    /// to hold — `update_id`, `event_time_us` and `written_at_us` as a rule, `bids` only when
+    /// the top bids differ, `asks` only when the top asks do; every field when nothing is known
+    /// (see [`ObState::forget_published`]). Readers see a whole state either way: a field left
+    /// out holds its value at the new `update_id` too.
+    pub fn whole_write(&mut self, exponents: (i8, i8), now_us: i64) -> Option<&mut HashMemo> {
         if !self.book_dirty || self.stale.is_some() || self.anchor != Anchor::Done {
             return None;
         }
         self.book_dirty = false;
+        if self.swapping() {
+            self.forget_published();
+        }
         self.refresh_top();
         let sides = self.top_changed(exponents);
         if sides.0 {
@@ -771,14 +815,17 @@ impl ObState {
             self.published_asks.clone_from(&self.top_asks);
         }
         self.published_exponents = Some(exponents);
-        self.book_fields(exponents, now_us, sides)
+        let mut memo = std::mem::take(&mut self.memo);
+        self.book_fields(&mut memo, exponents, now_us, sides);
+        self.memo = memo;
+        Some(&mut self.memo)
     }
 
     /// Whether the top bids and the top asks (as of [`ObState::refresh_top`]) at `exponents`
     /// differ from what Redis is known to hold: both when that is not known (nothing written
     /// yet, a write that may not have landed, a re-anchor, other exponents).
     pub fn top_changed(&self, exponents: (i8, i8)) -> (bool, bool) {
-        if self.published_exponents != Some(exponents) {
+        if self.published_exponents != Some(exponents) || !self.memo.known() {
             return (true, true);
         }
         (
@@ -794,14 +841,16 @@ impl ObState {
         }
         self.stale_dirty = false;
         let since = self.stale_since(now_us);
+        // The mark changes the hash beside the whole writes.
+        self.forget_published();
         self.stale.as_ref().map(|s| (s.reason.clone(), since))
     }
 
     /// After a failed pipeline: the book and the stale mark are written again.
     pub fn rewrite(&mut self) {
         self.book_dirty = self.anchor == Anchor::Done;
-        // The last write may not have landed, or Redis lost it: the sides go again.
-        self.published_exponents = None;
+        // The last write may not have landed, or Redis lost it: every field goes again.
+        self.forget_published();
         self.stale_dirty = self.stale.is_some();
     }
 
@@ -1049,6 +1098,15 @@ mod tests {
         ob.end_reanchor(attempt, swapped, 1_000);
     }
 
+    /// The fields of the whole write due now, if any (Redis is then taken to hold them).
+    fn write(
+        ob: &mut ObState,
+        exponents: (i8, i8),
+        now_us: i64,
+    ) -> Option<Vec<(&'static str, String)>> {
+        ob.whole_write(exponents, now_us).map(HashMemo::fields)
+    }
+
     fn field<'a>(fields: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
         fields
             .iter()
@@ -1057,49 +1115,49 @@ mod tests {
     }
 
     /// The sides of `ob:{S}` go only when the published top changed (or Redis may not hold
-    /// what was last sent); the other fields, `update_id` first, go with every write.
+    /// what was last sent); of the other fields only those whose text changed go.
     #[test]
     fn the_sides_are_written_only_when_the_published_top_changed() {
         let (mut ob, mut budget) = published();
-        let first = ob.whole_write((0, 0), 10).expect("a write after the swap");
+        let first = write(&mut ob, (0, 0), 10).expect("a write after the swap");
         assert_eq!(field(&first, "bids"), Some(r#"[["10","1"],["9","1"]]"#));
         assert_eq!(field(&first, "asks"), Some(r#"[["11","1"],["12","1"]]"#));
         assert_eq!(field(&first, "levels"), Some("2"));
         // Below the published two levels: the ids and times go, the sides do not.
         ob.on_diff(&diff(101, 101, &[(8, 5)], &[(13, 5)]), &mut budget);
-        let w = ob.whole_write((0, 0), 11).expect("a write");
+        let w = write(&mut ob, (0, 0), 11).expect("a write");
         assert_eq!(field(&w, "update_id"), Some("101"));
         assert_eq!(field(&w, "written_at_us"), Some("11"));
-        assert_eq!(field(&w, "stale"), Some("0"));
+        assert_eq!(field(&w, "stale"), None, "Redis holds stale 0");
         for side in ["bids", "asks", "levels"] {
             assert_eq!(field(&w, side), None, "{side} unchanged");
         }
         // A published bid level changes: the bids go, the asks (unchanged) do not.
         ob.on_diff(&diff(102, 102, &[(9, 2)], &[]), &mut budget);
-        let w = ob.whole_write((0, 0), 12).expect("a write");
+        let w = write(&mut ob, (0, 0), 12).expect("a write");
         assert_eq!(field(&w, "bids"), Some(r#"[["10","1"],["9","2"]]"#));
         assert_eq!(field(&w, "asks"), None);
-        assert_eq!(field(&w, "levels"), Some("2"));
+        assert_eq!(field(&w, "levels"), None, "still 2");
         // A change undone before the next write: the top is what Redis holds.
         ob.on_diff(&diff(103, 103, &[(10, 7)], &[]), &mut budget);
         ob.on_diff(&diff(104, 104, &[(10, 1)], &[]), &mut budget);
-        let w = ob.whole_write((0, 0), 13).expect("a write");
+        let w = write(&mut ob, (0, 0), 13).expect("a write");
         assert_eq!(
             (field(&w, "update_id"), field(&w, "bids")),
             (Some("104"), None)
         );
         // A level leaving the top shifts it: the asks go, the bids do not.
         ob.on_diff(&diff(105, 105, &[], &[(11, 0)]), &mut budget);
-        let w = ob.whole_write((0, 0), 14).expect("a write");
+        let w = write(&mut ob, (0, 0), 14).expect("a write");
         assert_eq!(field(&w, "asks"), Some(r#"[["12","1"],["13","5"]]"#));
         assert_eq!(field(&w, "bids"), None);
         // A pipeline that failed (or a reconnect): the sides go again, unchanged as they are.
         ob.rewrite();
-        let w = ob.whole_write((0, 0), 15).expect("a write");
+        let w = write(&mut ob, (0, 0), 15).expect("a write");
         assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
         // Other exponents print other text: the sides go again.
         ob.book_dirty = true;
-        let w = ob.whole_write((-1, 0), 16).expect("a write");
+        let w = write(&mut ob, (-1, 0), 16).expect("a write");
         assert_eq!(field(&w, "bids"), Some(r#"[["1.0","1"],["0.9","2"]]"#));
         // A re-anchor's swap: the next write carries the sides, unchanged as they are.
         ob.on_diff(&diff(200, 200, &[], &[]), &mut budget);
@@ -1114,12 +1172,12 @@ mod tests {
         );
         assert_eq!(snapshot, Ok(SnapshotOutcome::Live));
         anchor(&mut ob, true);
-        let w = ob.whole_write((-1, 0), 17).expect("a write");
+        let w = write(&mut ob, (-1, 0), 17).expect("a write");
         assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
         // Nothing is written while stale, and the stale mark never carries sides.
         ob.mark_stale("disconnected: test".into(), Some(200));
         ob.book_dirty = true;
-        assert_eq!(ob.whole_write((-1, 0), 18), None);
+        assert_eq!(write(&mut ob, (-1, 0), 18), None);
     }
 
     /// Issue 11: a change of one side's top writes that side alone, and what Redis is known to
@@ -1127,29 +1185,97 @@ mod tests {
     #[test]
     fn each_side_is_written_only_when_its_own_top_changed() {
         let (mut ob, mut budget) = published();
-        assert!(ob.whole_write((0, 0), 10).is_some(), "the first write");
+        assert!(write(&mut ob, (0, 0), 10).is_some(), "the first write");
         // The best bid's quantity changes.
         ob.on_diff(&diff(101, 101, &[(10, 3)], &[]), &mut budget);
-        let w = ob.whole_write((0, 0), 11).expect("a write");
+        let w = write(&mut ob, (0, 0), 11).expect("a write");
         assert_eq!(field(&w, "update_id"), Some("101"));
         assert_eq!(field(&w, "bids"), Some(r#"[["10","3"],["9","1"]]"#));
         assert_eq!(field(&w, "asks"), None, "the asks are unchanged");
         // Then the best ask: the bids Redis holds are current, only the asks go.
         ob.on_diff(&diff(102, 102, &[], &[(11, 4)]), &mut budget);
-        let w = ob.whole_write((0, 0), 12).expect("a write");
+        let w = write(&mut ob, (0, 0), 12).expect("a write");
         assert_eq!(field(&w, "bids"), None);
         assert_eq!(field(&w, "asks"), Some(r#"[["11","4"],["12","1"]]"#));
         // Both sides in one batch: both go, in the one write.
         ob.on_diff(&diff(103, 103, &[(9, 5)], &[(12, 6)]), &mut budget);
-        let w = ob.whole_write((0, 0), 13).expect("a write");
+        let w = write(&mut ob, (0, 0), 13).expect("a write");
         assert!(field(&w, "bids").is_some() && field(&w, "asks").is_some());
         // A failed pipeline: Redis may hold neither side of the last writes, both go again.
         ob.on_diff(&diff(104, 104, &[(10, 1)], &[]), &mut budget);
         ob.rewrite();
-        let w = ob.whole_write((0, 0), 14).expect("a write");
+        let w = write(&mut ob, (0, 0), 14).expect("a write");
         assert_eq!(field(&w, "bids"), Some(r#"[["10","1"],["9","5"]]"#));
         assert_eq!(field(&w, "asks"), Some(r#"[["11","4"],["12","6"]]"#));
         assert_eq!(field(&w, "update_id"), Some("104"));
+    }
+
+    /// The names of the fields in `w`.
+    fn names(w: &[(&'static str, String)]) -> Vec<&'static str> {
+        w.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Every field of `ob:{S}`, `stale` 0.
+    fn whole(w: &[(&'static str, String)]) -> bool {
+        names(w) == OB_FIELDS && field(w, "stale") == Some("0")
+    }
+
+    /// Issue 11: a whole write leaves out each field whose text Redis is known to hold, and
+    /// only then: after a failed pipeline or a reconnect (Redis may have restarted), a stale
+    /// mark and its clearing, a re-anchor's swap and while an overtaken swap may still land,
+    /// every field goes again.
+    #[test]
+    fn only_the_fields_that_moved_are_written_until_redis_may_hold_something_else() {
+        let (mut ob, mut budget) = published();
+        assert!(whole(&write(&mut ob, (0, 0), 10).expect("the first write")));
+        let moved = ["update_id", "event_time_us", "written_at_us"];
+        ob.on_diff(&diff(101, 101, &[(8, 5)], &[]), &mut budget);
+        let w = write(&mut ob, (0, 0), 11).expect("a write");
+        assert_eq!(names(&w), moved);
+        assert_eq!(field(&w, "update_id"), Some("101"));
+        // A passed check moves its two fields (and the time; the book did not move).
+        ob.checked_update_id = 101;
+        ob.checked_at(12);
+        let w = write(&mut ob, (0, 0), 12).expect("a write");
+        assert_eq!(
+            names(&w),
+            ["checked_update_id", "checked_at_us", "written_at_us"]
+        );
+        // A failed or unanswered pipeline, a reconnect: every field again.
+        ob.on_diff(&diff(102, 102, &[], &[]), &mut budget);
+        ob.rewrite();
+        assert!(whole(&write(&mut ob, (0, 0), 13).expect("a write")));
+        ob.on_diff(&diff(103, 103, &[], &[]), &mut budget);
+        assert_eq!(names(&write(&mut ob, (0, 0), 14).expect("a write")), moved);
+        // A stale mark (written beside the whole writes), then its clearing by a diff that
+        // follows the book: the first write after it carries `stale` 0 and everything else.
+        ob.on_stopped(false, 103, &mut budget);
+        assert!(ob.stale_write(15).is_some());
+        ob.on_diff(&diff(104, 104, &[], &[]), &mut budget);
+        assert!(!ob.is_stale(), "cleared by the diff that follows");
+        let w = write(&mut ob, (0, 0), 16).expect("a write");
+        assert!(whole(&w), "{w:?}");
+        assert_eq!(field(&w, "stale_reason"), Some(""));
+        // A mark cleared before it was written forgets all the same.
+        ob.on_stopped(false, 104, &mut budget);
+        ob.on_diff(&diff(105, 105, &[], &[]), &mut budget);
+        assert!(whole(&write(&mut ob, (0, 0), 17).expect("a write")));
+        // A re-anchor: its swap replaces the hash; the first write after it goes whole.
+        ob.on_diff(&diff(300, 300, &[], &[]), &mut budget);
+        ob.fetching = true;
+        let live = ob.on_snapshot(300, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert_eq!(live, Ok(SnapshotOutcome::Live));
+        anchor(&mut ob, true);
+        assert!(!ob.swapping());
+        assert!(whole(&write(&mut ob, (0, 0), 18).expect("a write")));
+        ob.on_diff(&diff(301, 301, &[], &[]), &mut budget);
+        assert_eq!(names(&write(&mut ob, (0, 0), 19).expect("a write")), moved);
+        // While a swap begun earlier may still land, every write goes whole.
+        ob.swaps = 1;
+        for (id, at) in [(302, 20), (303, 21)] {
+            ob.on_diff(&diff(id, id, &[], &[]), &mut budget);
+            assert!(whole(&write(&mut ob, (0, 0), at).expect("a write")));
+        }
     }
 
     #[test]
@@ -1159,7 +1285,7 @@ mod tests {
         let (reason, since) = ob.stale_write(7).expect("a stale mark");
         assert!(reason.starts_with("starting"), "{reason}");
         assert_eq!(since, 7);
-        assert_eq!(ob.whole_write((0, 0), 7), None, "nothing to publish yet");
+        assert_eq!(write(&mut ob, (0, 0), 7), None, "nothing to publish yet");
     }
 
     /// Regression of the old writer's rule, kept: a snapshot older than the first buffered
@@ -1190,13 +1316,13 @@ mod tests {
         assert_eq!(ob.live().map(LocalBook::update_id), Some(15));
         assert!(ob.is_stale(), "stale until the re-anchor swapped it in");
         assert_eq!(
-            ob.whole_write((0, 0), 1),
+            write(&mut ob, (0, 0), 1),
             None,
             "never published by a plain write"
         );
         anchor(&mut ob, true);
         assert!(!ob.is_stale());
-        let fields = ob.whole_write((0, 0), 2).expect("written whole");
+        let fields = write(&mut ob, (0, 0), 2).expect("written whole");
         assert!(fields.contains(&("update_id", "15".to_string())));
         assert!(fields.contains(&("snapshot_update_id", "11".to_string())));
         // A gap marks the book stale and asks for a new snapshot.
@@ -1260,7 +1386,7 @@ mod tests {
                 .is_some_and(|r| r.starts_with("disconnected"))
         );
         assert!(ob.stale_dirty, "the mark goes out after the swap");
-        assert_eq!(ob.whole_write((0, 0), 0), None);
+        assert_eq!(write(&mut ob, (0, 0), 0), None);
         // A re-anchor that ended after a re-sync started another lineage changes nothing.
         ob.on_diff(&diff(106, 106, &[(1, 0)], &[]), &mut budget);
         assert!(
@@ -1289,7 +1415,7 @@ mod tests {
         assert!(ob.stale_reason().is_some_and(|r| r.starts_with("silent")));
         // Still silent: nothing more is fetched, the book stays as it is, stale.
         assert_eq!(ob.on_silent(&mut budget), Wants::Nothing);
-        assert_eq!(ob.whole_write((0, 0), 2), None);
+        assert_eq!(write(&mut ob, (0, 0), 2), None);
         // A diff older than the snapshot shows the stream but does not follow the book yet.
         ob.on_diff(&diff(105, 108, &[], &[]), &mut budget);
         assert!(!ob.reanchor_due(1_000));
@@ -1364,10 +1490,10 @@ mod tests {
         // A diff from before the loss, still in the ring, does not clear it.
         ob.on_diff(&diff(103, 103, &[(10, 3)], &[]), &mut budget);
         assert!(ob.is_stale());
-        assert_eq!(ob.whole_write((0, 0), 9), None);
+        assert_eq!(write(&mut ob, (0, 0), 9), None);
         ob.on_diff(&diff(104, 104, &[(10, 4)], &[]), &mut budget);
         assert!(!ob.is_stale());
-        let fields = ob.whole_write((0, 0), 10).expect("written whole again");
+        let fields = write(&mut ob, (0, 0), 10).expect("written whole again");
         assert!(fields.contains(&("update_id", "104".to_string())));
         assert!(fields.contains(&("stale", "0".to_string())));
     }
@@ -1460,7 +1586,7 @@ mod tests {
             Wants::Nothing
         );
         assert!(!ob.is_stale(), "9 and 8 are the top 2, inside the edge");
-        assert!(ob.whole_write((0, 0), 1).is_some());
+        assert!(write(&mut ob, (0, 0), 1).is_some());
         // Bid 9 goes too: the top 2 would show a bid below 8, past the edge.
         assert_eq!(
             ob.on_diff(&diff(102, 102, &[(9, 0), (7, 1)], &[]), &mut budget),
@@ -1471,7 +1597,7 @@ mod tests {
                 .is_some_and(|r| r.starts_with("snapshot edge"))
         );
         assert_eq!(
-            ob.whole_write((0, 0), 2),
+            write(&mut ob, (0, 0), 2),
             None,
             "the uncovered book is never written"
         );
@@ -1531,7 +1657,7 @@ mod tests {
         assert!(!ob.checking());
         assert_eq!(budget.used(), 0);
         ob.checked_at(77);
-        let fields = ob.whole_write((0, 0), 78).expect("written");
+        let fields = write(&mut ob, (0, 0), 78).expect("written");
         assert!(fields.contains(&("checked_update_id", "103".to_string())));
         assert!(fields.contains(&("checked_at_us", "77".to_string())));
     }

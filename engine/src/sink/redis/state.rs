@@ -19,8 +19,8 @@
 //!   `event_time_us`. While the symbol is removed or halted, `bbo:`, `tr:` and `feat:` also
 //!   carry `stale` (`1`), `stale_reason` (as `ob:`'s: `removed: ...` or `halted: ...`) and
 //!   `stale_since_us` beside their last values; the fields go when the symbol is back.
-//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (each side only when its published top
-//!   changed, see [`super::ob`]; or swapped in whole by the atomic
+//! - `ob:{BTCUSDT}` — Hash, written in one `HSET` (of the fields that changed, each side only
+//!   when its published top changed, see [`super::ob`]; or swapped in whole by the atomic
 //!   re-anchor, [`super::reanchor`]) so readers never see a half-updated book: `update_id` (the
 //!   exchange book update id this state matches exactly), `bids` and `asks` (JSON arrays of
 //!   `["price","qty"]`, exact decimals, best first, at most `redis.book_levels`), `levels`,
@@ -59,6 +59,11 @@
 //!   the write). Built from the trades delivered ([`crate::kline`]), written in one `HSET` so
 //!   both candles always agree.
 //!
+//! Every hash of a symbol (`bbo:`, `ob:`, `tr:`, `feat:`) is written in one `HSET` of the fields
+//! whose text changed since the last write Redis is known to hold ([`super::memo`]); every
+//! field goes again after a failed or unanswered pipeline, a reconnect, and whatever else may
+//! have changed the hash (a stale mark on `ob:`, a re-anchor's swap of `ob:`, `tr:`, `feat:`).
+//!
 //! # Exponents
 //! Prices and quantities are mantissas at a per-message exponent. The book and the best
 //! bid/ask take theirs from the depth and bestBidAsk frames; the trade windows and `trades:`
@@ -73,6 +78,7 @@ use std::fmt::Write as _;
 use sbe_runtime::Decimal;
 
 pub use super::keys::Keys;
+use super::memo::{HashMemo, push_int};
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
@@ -201,7 +207,51 @@ pub struct SymbolState {
     closed: Vec<(usize, Candle)>,
     /// The key layout (`redis.keys`), for the `kl:` keys.
     layout: KeyLayout,
+    /// What Redis is known to hold of `bbo:{S}`, `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}`: their
+    /// writes carry only the fields whose text changed ([`super::memo`]). Forgotten after a
+    /// failed pipeline or a reconnect ([`SymbolState::mark_all_dirty`]), and for `tr:` and
+    /// `feat:` around a re-anchor (its swap replaces them).
+    bbo_memo: HashMemo,
+    tr_memo: [HashMemo; 2],
+    feat_memo: HashMemo,
 }
+
+/// The fields of `bbo:{S}`, in the order written.
+const BBO_FIELDS: &[&str] = &[
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "update_id",
+    "event_time_us",
+];
+
+/// The fields of `tr:{S}:1s` and `tr:{S}:5s`, in the order written.
+const TR_FIELDS: &[&str] = &[
+    "count",
+    "volume",
+    "buy_volume",
+    "sell_volume",
+    "vwap",
+    "high",
+    "low",
+    "last",
+    "as_of_us",
+    "trades_complete",
+];
+
+/// The fields of `feat:{S}`, in the order written.
+const FEAT_FIELDS: &[&str] = &[
+    "mid",
+    "spread_bps",
+    "microprice",
+    "imbalance",
+    "flow_imbalance_1s",
+    "flow_imbalance_5s",
+    "book_update_id",
+    "as_of_us",
+    "trades_complete",
+];
 
 /// The fields of a stale mark on `bbo:`, `tr:` and `feat:` (set while the symbol is stopped).
 const STOPPED_FIELDS: [&str; 3] = ["stale", "stale_reason", "stale_since_us"];
@@ -251,6 +301,9 @@ impl SymbolState {
             klines_forget: false,
             closed: Vec::new(),
             layout: KeyLayout::HashTag,
+            bbo_memo: HashMemo::new(BBO_FIELDS),
+            tr_memo: [HashMemo::new(TR_FIELDS), HashMemo::new(TR_FIELDS)],
+            feat_memo: HashMemo::new(FEAT_FIELDS),
         }
     }
 
@@ -377,11 +430,21 @@ impl SymbolState {
         self.tr_dirty[0] || self.tr_dirty[1] || self.feat_dirty
     }
 
-    /// `tr:` and `feat:` are all written again (with what they hold now).
+    /// `tr:` and `feat:` are all written again (with what they hold now), every field.
     fn stats_all_dirty(&mut self) {
         let known = self.now_us > 0;
         self.tr_dirty = [known; 2];
         self.feat_dirty = known;
+        self.forget_stats();
+    }
+
+    /// Redis may hold something else in `tr:` and `feat:` than the writes sent: their next
+    /// writes carry every field.
+    fn forget_stats(&mut self) {
+        for memo in &mut self.tr_memo {
+            memo.forget();
+        }
+        self.feat_memo.forget();
     }
 
     /// The symbol's clock is at `time_us` (an event's time) if that is later. The first time
@@ -405,6 +468,7 @@ impl SymbolState {
     /// After a reconnect: everything known is written again (Redis may have lost it).
     pub fn mark_all_dirty(&mut self) {
         self.bbo_dirty = self.bbo.is_some();
+        self.bbo_memo.forget();
         self.klines_dirty = self
             .klines
             .series
@@ -627,26 +691,30 @@ impl SymbolState {
         sent: &mut Vec<SentTrade>,
     ) -> usize {
         let count = self.write_trades(pipe, (maxlen, trades_max), now_us / 1000, sent);
-        let dec = decimal_text;
         let (pe, qe) = (self.price_exponent, self.qty_exponent);
         if self.bbo_dirty
             && let Some(b) = self.bbo
         {
-            pipe.hset_multiple(
-                &self.keys.bbo,
-                &[
-                    ("bid_price", dec(b.bid, pe)),
-                    ("bid_qty", dec(b.bid_qty, qe)),
-                    ("ask_price", dec(b.ask, pe)),
-                    ("ask_qty", dec(b.ask_qty, qe)),
-                    ("update_id", b.update_id.to_string()),
-                    ("event_time_us", b.event_time_us.to_string()),
-                ],
-            );
+            let memo = &mut self.bbo_memo;
+            for (at, (m, e)) in [(b.bid, pe), (b.bid_qty, qe), (b.ask, pe), (b.ask_qty, qe)]
+                .into_iter()
+                .enumerate()
+            {
+                memo.set(at, |out| Decimal::new(m, e).push_to(out));
+            }
+            memo.set_int(4, b.update_id);
+            memo.set_int(5, b.event_time_us);
+            if let Some(cmd) = memo.hset(&self.keys.bbo) {
+                pipe.add_command(cmd);
+            }
         }
         self.bbo_dirty = false;
-        if let Some(fields) = self.ob.whole_write((pe, qe), now_us) {
-            pipe.hset_multiple(&self.keys.ob, &fields);
+        if let Some(cmd) = self
+            .ob
+            .whole_write((pe, qe), now_us)
+            .and_then(|memo| memo.hset(&self.keys.ob))
+        {
+            pipe.add_command(cmd);
         }
         if let Some((reason, since_us)) = self.ob.stale_write(now_us) {
             pipe.add_command(stale_mark(&self.keys.ob, &reason, since_us));
@@ -755,22 +823,35 @@ impl SymbolState {
         if !self.stats_dirty() {
             return;
         }
+        if self.ob.swapping() {
+            // A swap overtaken by a resync may land after these writes: they go whole.
+            self.forget_stats();
+        }
         let (s1, s5) = self.window_stats();
         for (at, s) in [(0, &s1), (1, &s5)] {
             if std::mem::take(&mut self.tr_dirty[at]) {
-                let fields = self.tr_fields(at, s);
+                let mut memo = std::mem::take(&mut self.tr_memo[at]);
+                self.tr_fields(&mut memo, at, s);
                 let key = if at == 0 {
                     &self.keys.tr_1s
                 } else {
                     &self.keys.tr_5s
                 };
-                pipe.hset_multiple(key, &fields);
+                if let Some(cmd) = memo.hset(key) {
+                    pipe.add_command(cmd);
+                }
+                self.tr_memo[at] = memo;
             }
         }
         if std::mem::take(&mut self.feat_dirty) {
             // The book's top, copied once per write for the features and `ob:` both.
             self.ob.refresh_top();
-            pipe.hset_multiple(&self.keys.feat, &self.feature_fields(&s1, &s5));
+            let mut memo = std::mem::take(&mut self.feat_memo);
+            self.feature_fields(&mut memo, &s1, &s5);
+            if let Some(cmd) = memo.hset(&self.keys.feat) {
+                pipe.add_command(cmd);
+            }
+            self.feat_memo = memo;
         }
     }
 
@@ -787,14 +868,14 @@ impl SymbolState {
         (self.win_1s.stats(now), self.win_5s.stats(now))
     }
 
-    /// The fields of window `at`'s `tr:` hash (0: 1 s, 1: 5 s) from its statistics `s`;
-    /// `as_of_us` is the symbol time of the window's last change.
-    fn tr_fields(&mut self, at: usize, s: &WindowStats) -> Vec<(&'static str, String)> {
+    /// Sets the fields of window `at`'s `tr:` hash (0: 1 s, 1: 5 s) from its statistics `s`
+    /// into `memo`; `as_of_us` is the symbol time of the window's last change.
+    fn tr_fields(&mut self, memo: &mut HashMemo, at: usize, s: &WindowStats) {
         let exponents = self
             .trade_exponents
             .unwrap_or((self.price_exponent, self.qty_exponent));
         self.tr_complete = !self.trades_held;
-        window_fields(s, exponents, self.tr_changed_us[at], self.tr_complete)
+        window_fields(memo, s, exponents, self.tr_changed_us[at], self.tr_complete);
     }
 
     /// The fields of `tr:{S}:1s`, `tr:{S}:5s` and `feat:{S}` now.
@@ -806,11 +887,16 @@ impl SymbolState {
         // The book's top, copied once per write for the features and `ob:` both.
         self.ob.refresh_top();
         let (s1, s5) = self.window_stats();
-        [
-            self.tr_fields(0, &s1),
-            self.tr_fields(1, &s5),
-            self.feature_fields(&s1, &s5),
-        ]
+        let mut memos = [
+            HashMemo::new(TR_FIELDS),
+            HashMemo::new(TR_FIELDS),
+            HashMemo::new(FEAT_FIELDS),
+        ];
+        let [tr_1s, tr_5s, feat] = &mut memos;
+        self.tr_fields(tr_1s, 0, &s1);
+        self.tr_fields(tr_5s, 1, &s5);
+        self.feature_fields(feat, &s1, &s5);
+        memos.map(|mut memo| memo.fields())
     }
 
     /// Starts a re-anchor of this symbol: the attempt number and the whole new state (`ob` at
@@ -821,9 +907,11 @@ impl SymbolState {
         let exponents = (self.price_exponent, self.qty_exponent);
         let (attempt, ob) = self.ob.begin_reanchor(exponents, now_us)?;
         let [tr_1s, tr_5s, feat] = self.stats_fields();
-        // The swap writes the windows and features too.
+        // The swap writes the windows and features too (whole: what Redis holds of them is
+        // known again only after a whole write once it ended).
         self.tr_dirty = [false; 2];
         self.feat_dirty = false;
+        self.forget_stats();
         Some((
             attempt,
             NewState {
@@ -847,18 +935,15 @@ impl SymbolState {
         if !(current && swapped) {
             self.stats_all_dirty();
         }
+        self.forget_stats();
         if self.stopped.is_some() {
             self.stopped_dirty = true;
         }
     }
 
-    fn feature_fields(&self, s1: &WindowStats, s5: &WindowStats) -> Vec<(&'static str, String)> {
+    /// Sets the fields of `feat:{S}` into `memo`.
+    fn feature_fields(&self, memo: &mut HashMemo, s1: &WindowStats, s5: &WindowStats) {
         let pe = self.price_exponent;
-        let update_id = self
-            .ob
-            .live()
-            .map(|book| book.update_id().to_string())
-            .unwrap_or_default();
         // Refreshed by the caller ([`SymbolState::stats_fields`]); empty when not live.
         let (bids, asks) = self.ob.top();
         let book = features(bids, asks, pe);
@@ -867,18 +952,29 @@ impl SymbolState {
             None => book,
         };
         let imbalance = book.map(|f| f.imbalance);
-        let text = |v: Option<Decimal>| v.map(|v| v.to_string()).unwrap_or_default();
-        vec![
-            ("mid", text(from_top.map(|f| f.mid))),
-            ("spread_bps", text(from_top.map(|f| f.spread_bps))),
-            ("microprice", text(from_top.map(|f| f.microprice))),
-            ("imbalance", text(imbalance)),
-            ("flow_imbalance_1s", text(s1.flow_imbalance())),
-            ("flow_imbalance_5s", text(s5.flow_imbalance())),
-            ("book_update_id", update_id),
-            ("as_of_us", self.now_us.to_string()),
-            ("trades_complete", flag(!self.trades_held)),
-        ]
+        let values = [
+            from_top.map(|f| f.mid),
+            from_top.map(|f| f.spread_bps),
+            from_top.map(|f| f.microprice),
+            imbalance,
+            s1.flow_imbalance(),
+            s5.flow_imbalance(),
+        ];
+        for (at, v) in values.into_iter().enumerate() {
+            memo.set(at, |out| {
+                if let Some(v) = v {
+                    v.push_to(out);
+                }
+            });
+        }
+        let update_id = self.ob.live().map(crate::book::LocalBook::update_id);
+        memo.set(6, |out| {
+            if let Some(id) = update_id {
+                push_int(out, id);
+            }
+        });
+        memo.set_int(7, self.now_us);
+        memo.set_str(8, flag(!self.trades_held));
     }
 
     /// Calls `f` with each field of `t`'s stream entry, in order: seed 001's fields first
@@ -942,8 +1038,8 @@ impl SymbolState {
 }
 
 /// `1` or `0`.
-fn flag(on: bool) -> String {
-    if on { "1" } else { "0" }.to_string()
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 /// `m x 10^from` as a mantissa at `10^to`, when exact and in range.
@@ -957,55 +1053,53 @@ fn rescale(m: i64, from: i8, to: i8) -> Option<i64> {
     }
 }
 
+/// Sets the fields of a `tr:` hash from the window's statistics `s` into `memo`.
 fn window_fields(
+    memo: &mut HashMemo,
     s: &WindowStats,
     (pe, qe): (i8, i8),
     now_us: i64,
     complete: bool,
-) -> Vec<(&'static str, String)> {
-    let dec = |m: Option<i64>, e: i8| m.map(|m| decimal_text(m, e)).unwrap_or_default();
-    let wide = |m: i128| wide_decimal(m, qe);
-    vec![
-        ("count", s.count.to_string()),
-        ("volume", wide(s.volume)),
-        ("buy_volume", wide(s.buy_volume)),
-        ("sell_volume", wide(s.sell_volume)),
-        ("vwap", dec(s.vwap(), pe)),
-        ("high", dec(s.high, pe)),
-        ("low", dec(s.low, pe)),
-        ("last", dec(s.last, pe)),
-        ("as_of_us", now_us.to_string()),
-        ("trades_complete", flag(complete)),
-    ]
+) {
+    memo.set_int(0, i64::try_from(s.count).unwrap_or(i64::MAX));
+    for (at, m) in [(1, s.volume), (2, s.buy_volume), (3, s.sell_volume)] {
+        memo.set(at, |out| push_wide_decimal(out, m, qe));
+    }
+    for (at, m) in [(4, s.vwap()), (5, s.high), (6, s.low), (7, s.last)] {
+        memo.set(at, |out| {
+            if let Some(m) = m {
+                Decimal::new(m, pe).push_to(out);
+            }
+        });
+    }
+    memo.set_int(8, now_us);
+    memo.set_str(9, flag(complete));
 }
 
-/// `m x 10^e` as exact decimal text ([`Decimal`]'s, without the formatting machinery).
-fn decimal_text(m: i64, e: i8) -> String {
-    let mut text = String::with_capacity(24);
-    Decimal::new(m, e).push_to(&mut text);
-    text
-}
-
-/// `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same text
-/// [`Decimal`] prints when the mantissa fits).
-fn wide_decimal(m: i128, e: i8) -> String {
+/// Appends `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same
+/// text [`Decimal`] prints when the mantissa fits).
+fn push_wide_decimal(out: &mut String, m: i128, e: i8) {
     if let Ok(m) = i64::try_from(m) {
-        return decimal_text(m, e);
+        Decimal::new(m, e).push_to(out);
+        return;
     }
     let digits = m.unsigned_abs().to_string();
-    let sign = if m < 0 { "-" } else { "" };
-    if e >= 0 {
-        return format!(
-            "{sign}{digits}{}",
-            "0".repeat(usize::from(e.unsigned_abs()))
-        );
+    if m < 0 {
+        out.push('-');
     }
     let scale = usize::from(e.unsigned_abs());
-    if digits.len() > scale {
+    if e >= 0 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', scale));
+    } else if digits.len() > scale {
         let (int_part, frac_part) = digits.split_at(digits.len() - scale);
-        format!("{sign}{int_part}.{frac_part}")
+        out.push_str(int_part);
+        out.push('.');
+        out.push_str(frac_part);
     } else {
-        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(&digits);
     }
 }
 
@@ -1700,6 +1794,132 @@ mod tests {
         // The windows did not change: `as_of_us` is still the time of the trade.
         let tr = hset_of(&out, "tr:{BTCUSDT}:5s").expect("tr:5s");
         assert!(tr.contains(&format!("as_of_us\r\n$16\r\n{t}")), "{tr}");
+    }
+
+    /// The field names of the `HSET` of `key` in `out` (RESP text), in order; `None` when
+    /// `key` is not written.
+    fn hset_names(out: &str, key: &str) -> Option<Vec<String>> {
+        let hset = hset_of(out, key)?;
+        let hset = hset.strip_suffix("\r\n").unwrap_or(hset);
+        let parts: Vec<&str> = hset
+            .split("\r\n")
+            .filter(|p| !p.starts_with('$'))
+            .skip(2)
+            .collect();
+        Some(parts.iter().step_by(2).map(|n| (*n).to_string()).collect())
+    }
+
+    /// Issue 11: `tr:`, `feat:` and `bbo:` carry only the fields whose text changed since the
+    /// last write, and every field again after a reconnect or a failed pipeline
+    /// ([`SymbolState::mark_all_dirty`]) and after a re-anchor's swap.
+    #[test]
+    fn the_hashes_carry_only_the_fields_that_changed_until_redis_may_hold_something_else() {
+        let t = 1_763_700_000_000_000;
+        let (mut state, mut budget) = published_state(t);
+        // A second buy at a higher price: the counts, the volumes bought, vwap, high, last and
+        // the time move; `sell_volume`, `low` and `trades_complete` do not. The features'
+        // flow imbalances stay 1 (all buys), the book is as it was: only their time moves.
+        apply(&mut state, &trades_frame(t + 200, (-8, -8), &[(2, 12, 1)]));
+        let out = written(&mut state);
+        let tr = hset_names(&out, "tr:{BTCUSDT}:1s").expect("tr:1s");
+        assert_eq!(
+            tr,
+            [
+                "count",
+                "volume",
+                "buy_volume",
+                "vwap",
+                "high",
+                "last",
+                "as_of_us"
+            ]
+        );
+        assert_eq!(
+            hset_names(&out, "feat:{BTCUSDT}").expect("feat:"),
+            ["as_of_us"]
+        );
+        // The best bid's quantity: `ob:` carries the bids and its moving fields, `feat:` the
+        // imbalance, the microprice, the book's update id and the time.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 300, (101, 101), &[(10, 3)], &[]),
+            &mut budget,
+        );
+        let out = written(&mut state);
+        assert_eq!(
+            hset_names(&out, "ob:{BTCUSDT}").expect("ob:"),
+            // `written_at_us` too, but every test write is at one time.
+            ["update_id", "bids", "event_time_us"]
+        );
+        assert_eq!(
+            hset_names(&out, "feat:{BTCUSDT}").expect("feat:"),
+            ["microprice", "imbalance", "book_update_id", "as_of_us"]
+        );
+        // The best bid/ask: whole at first, then only what moved.
+        let bbo = |bid_qty, update_id| Bbo {
+            bid: 10,
+            bid_qty,
+            ask: 11,
+            ask_qty: 1,
+            update_id,
+            event_time_us: t + 300,
+        };
+        state.bbo = Some(bbo(3, 101));
+        state.bbo_dirty = true;
+        let out = written(&mut state);
+        assert_eq!(hset_names(&out, "bbo:{BTCUSDT}").expect("bbo:"), BBO_FIELDS);
+        state.bbo = Some(bbo(4, 102));
+        state.bbo_dirty = true;
+        let out = written(&mut state);
+        assert_eq!(
+            hset_names(&out, "bbo:{BTCUSDT}").expect("bbo:"),
+            ["bid_qty", "update_id"]
+        );
+        // A reconnect (Redis may have restarted) or a failed pipeline: every field of every
+        // key, unchanged as they are.
+        state.mark_all_dirty();
+        let out = written(&mut state);
+        for (key, fields) in [
+            ("bbo:{BTCUSDT}", BBO_FIELDS),
+            ("tr:{BTCUSDT}:1s", TR_FIELDS),
+            ("tr:{BTCUSDT}:5s", TR_FIELDS),
+            ("feat:{BTCUSDT}", FEAT_FIELDS),
+        ] {
+            assert_eq!(hset_names(&out, key).unwrap_or_default(), fields, "{key}");
+        }
+        assert_eq!(hset_names(&out, "ob:{BTCUSDT}").map(|n| n.len()), Some(13));
+        // A gap, a new snapshot and its swap: the swap replaced `ob:`, `tr:` and `feat:`,
+        // whose next writes go whole.
+        apply_frame(
+            &mut state,
+            &diff_frame(t + 400, (150, 150), &[], &[]),
+            &mut budget,
+        );
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(&mut state);
+        let (attempt, _swap) = state.begin_reanchor(t + 500).expect("a live book");
+        state.end_reanchor(attempt, true, 0);
+        apply(&mut state, &trades_frame(t + 600, (-8, -8), &[(3, 12, 1)]));
+        let out = written(&mut state);
+        assert_eq!(hset_names(&out, "ob:{BTCUSDT}").map(|n| n.len()), Some(13));
+        for (key, fields) in [
+            ("tr:{BTCUSDT}:1s", TR_FIELDS),
+            ("tr:{BTCUSDT}:5s", TR_FIELDS),
+            ("feat:{BTCUSDT}", FEAT_FIELDS),
+        ] {
+            assert_eq!(hset_names(&out, key).unwrap_or_default(), fields, "{key}");
+        }
+        // And then only what moves again.
+        apply(&mut state, &trades_frame(t + 700, (-8, -8), &[(4, 12, 1)]));
+        let out = written(&mut state);
+        assert_eq!(
+            hset_names(&out, "tr:{BTCUSDT}:1s").expect("tr:1s"),
+            ["count", "volume", "buy_volume", "as_of_us"]
+        );
     }
 
     /// A published book at `t` (as [`published_state`]) after a gap at `t + 1` and a new
