@@ -13,7 +13,15 @@
 //! its `HSET` was built is known to have landed by the time the next is built, unless the
 //! pipeline failed (then the memo was forgotten).
 //!
-//! The field texts are printed into reused strings: no allocation per field once grown.
+//! The field texts are printed into reused strings: no allocation per field once grown. A field
+//! printed from numbers ([`HashMemo::set_int`], [`HashMemo::set_decimal`], ...) is keyed by
+//! them: when they equal the ones its held text was printed from, it is neither printed nor
+//! compared (the text is a function of them).
+
+use sbe_runtime::Decimal;
+
+/// The numbers a field's text is printed from (the text is a function of them, for the field).
+type Key = [i64; 3];
 
 /// The fields of one hash as Redis is known to hold them (`Default`: a memo of no fields, a
 /// placeholder while one is taken out to be filled).
@@ -23,6 +31,8 @@ pub struct HashMemo {
     /// Each field's text as last set (when `known`: as Redis holds it, or as the next `HSET`
     /// will write it).
     held: Vec<String>,
+    /// The key each held text was printed from, when it was printed from one.
+    keys: Vec<Option<Key>>,
     /// Fields set since the last `HSET` with a text Redis is not known to hold.
     changed: Vec<bool>,
     /// `held` is what Redis holds (but for the `changed` fields).
@@ -36,6 +46,7 @@ impl HashMemo {
         HashMemo {
             names,
             held: vec![String::new(); names.len()],
+            keys: vec![None; names.len()],
             changed: vec![false; names.len()],
             known: false,
             scratch: String::new(),
@@ -64,6 +75,23 @@ impl HashMemo {
             std::mem::swap(held, &mut self.scratch);
             self.changed[at] = true;
         }
+        self.keys[at] = None;
+    }
+
+    /// Field `at`'s text now is what `print` appends to an empty string, a function of `key`:
+    /// when Redis is known to hold the text printed from the same key, nothing is done; else
+    /// it is printed and goes with the next `HSET`.
+    pub fn set_keyed(&mut self, at: usize, key: Key, print: impl FnOnce(&mut String)) {
+        let Some(held) = self.held.get_mut(at) else {
+            return;
+        };
+        if self.known && !self.changed[at] && self.keys[at] == Some(key) {
+            return;
+        }
+        held.clear();
+        print(held);
+        self.keys[at] = Some(key);
+        self.changed[at] = true;
     }
 
     /// [`HashMemo::set`] with a given text.
@@ -73,7 +101,41 @@ impl HashMemo {
 
     /// Field `at`'s text now is the integer `value`.
     pub fn set_int(&mut self, at: usize, value: i64) {
-        self.set(at, |out| push_int(out, value));
+        self.set_keyed(at, [value, 0, 0], |out| push_int(out, value));
+    }
+
+    /// Field `at`'s text now is `1` when `on`, else `0`.
+    pub fn set_flag(&mut self, at: usize, on: bool) {
+        let text = if on { "1" } else { "0" };
+        self.set_keyed(at, [i64::from(on), 0, 0], |out| out.push_str(text));
+    }
+
+    /// Field `at`'s text now is empty.
+    pub fn set_empty(&mut self, at: usize) {
+        self.set_keyed(at, [0, i64::MIN, 1], |_| {});
+    }
+
+    /// Field `at`'s text now is the integer `value`, empty when `None`.
+    pub fn set_opt_int(&mut self, at: usize, value: Option<i64>) {
+        let key = value.map_or([0, i64::MIN, 0], |v| [v, 0, 0]);
+        self.set_keyed(at, key, |out| {
+            if let Some(v) = value {
+                push_int(out, v);
+            }
+        });
+    }
+
+    /// Field `at`'s text now is the decimal `value`'s, empty when `None`.
+    pub fn set_decimal(&mut self, at: usize, value: Option<Decimal>) {
+        let key = match value {
+            Some(d) => [d.mantissa, i64::from(d.exponent), 0],
+            None => [0, i64::MIN, 0],
+        };
+        self.set_keyed(at, key, |out| {
+            if let Some(d) = value {
+                d.push_to(out);
+            }
+        });
     }
 
     /// Whether a field waits to be written.
@@ -211,6 +273,45 @@ mod tests {
             })
             .collect();
         assert_eq!(args, [&b"HSET"[..], b"k", b"c", b"-45"]);
+    }
+
+    /// A keyed field is printed only when its key differs from the one Redis holds the text
+    /// of; a forgotten memo prints and writes it again.
+    #[test]
+    fn keyed_fields_go_when_their_key_changed_or_nothing_is_known() {
+        let mut memo = HashMemo::new(NAMES);
+        memo.set_int(0, 5);
+        memo.set_decimal(1, Some(Decimal::new(125, -2)));
+        memo.set_decimal(2, None);
+        assert_eq!(
+            memo.fields(),
+            [
+                ("a", "5".into()),
+                ("b", "1.25".into()),
+                ("c", String::new())
+            ]
+        );
+        let mut printed = false;
+        memo.set_keyed(0, [5, 0, 0], |_| printed = true);
+        assert!(
+            !printed && !memo.pending(),
+            "the same key: not even printed"
+        );
+        memo.set_decimal(1, Some(Decimal::new(125, -3)));
+        memo.set_opt_int(2, Some(0));
+        assert_eq!(memo.fields(), [("b", "0.125".into()), ("c", "0".into())]);
+        // A text field set over a keyed one drops its key; the next keyed set prints again.
+        memo.set_str(0, "x");
+        memo.set_int(0, 5);
+        assert_eq!(memo.fields(), [("a", "5".to_string())]);
+        memo.forget();
+        memo.set_int(0, 5);
+        memo.set_flag(1, true);
+        memo.set_empty(2);
+        assert_eq!(
+            memo.fields(),
+            [("a", "5".into()), ("b", "1".into()), ("c", String::new())]
+        );
     }
 
     #[test]

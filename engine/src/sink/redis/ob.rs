@@ -781,9 +781,9 @@ impl ObState {
         memo.set_int(7, self.checked_update_id);
         memo.set_int(8, self.checked_at_us);
         memo.set_int(9, now_us);
-        memo.set_str(10, "0");
-        memo.set_str(11, "");
-        memo.set_str(12, "");
+        memo.set_flag(10, false);
+        memo.set_empty(11);
+        memo.set_empty(12);
     }
 
     /// Whether something waits to be written: a stale mark, or a changed book that is

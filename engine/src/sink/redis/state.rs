@@ -78,7 +78,7 @@ use std::fmt::Write as _;
 use sbe_runtime::Decimal;
 
 pub use super::keys::Keys;
-use super::memo::{HashMemo, push_int};
+use super::memo::HashMemo;
 use super::ob::{BookSettings, Diff, DiffBudget, ObState, Wants, stale_mark};
 use super::reanchor::NewState;
 use crate::analytics::{TradeTick, TradeWindow, WindowStats, features};
@@ -700,7 +700,7 @@ impl SymbolState {
                 .into_iter()
                 .enumerate()
             {
-                memo.set(at, |out| Decimal::new(m, e).push_to(out));
+                memo.set_decimal(at, Some(Decimal::new(m, e)));
             }
             memo.set_int(4, b.update_id);
             memo.set_int(5, b.event_time_us);
@@ -961,20 +961,11 @@ impl SymbolState {
             s5.flow_imbalance(),
         ];
         for (at, v) in values.into_iter().enumerate() {
-            memo.set(at, |out| {
-                if let Some(v) = v {
-                    v.push_to(out);
-                }
-            });
+            memo.set_decimal(at, v);
         }
-        let update_id = self.ob.live().map(crate::book::LocalBook::update_id);
-        memo.set(6, |out| {
-            if let Some(id) = update_id {
-                push_int(out, id);
-            }
-        });
+        memo.set_opt_int(6, self.ob.live().map(crate::book::LocalBook::update_id));
         memo.set_int(7, self.now_us);
-        memo.set_str(8, flag(!self.trades_held));
+        memo.set_flag(8, !self.trades_held);
     }
 
     /// Calls `f` with each field of `t`'s stream entry, in order: seed 001's fields first
@@ -1037,11 +1028,6 @@ impl SymbolState {
     }
 }
 
-/// `1` or `0`.
-fn flag(on: bool) -> &'static str {
-    if on { "1" } else { "0" }
-}
-
 /// `m x 10^from` as a mantissa at `10^to`, when exact and in range.
 fn rescale(m: i64, from: i8, to: i8) -> Option<i64> {
     let digits = i16::from(from) - i16::from(to);
@@ -1063,17 +1049,15 @@ fn window_fields(
 ) {
     memo.set_int(0, i64::try_from(s.count).unwrap_or(i64::MAX));
     for (at, m) in [(1, s.volume), (2, s.buy_volume), (3, s.sell_volume)] {
-        memo.set(at, |out| push_wide_decimal(out, m, qe));
+        // The high and low halves of the sum (truncating casts), and the exponent.
+        let key = [(m >> 64) as i64, m as i64, i64::from(qe)];
+        memo.set_keyed(at, key, |out| push_wide_decimal(out, m, qe));
     }
     for (at, m) in [(4, s.vwap()), (5, s.high), (6, s.low), (7, s.last)] {
-        memo.set(at, |out| {
-            if let Some(m) = m {
-                Decimal::new(m, pe).push_to(out);
-            }
-        });
+        memo.set_decimal(at, m.map(|m| Decimal::new(m, pe)));
     }
     memo.set_int(8, now_us);
-    memo.set_str(9, flag(complete));
+    memo.set_flag(9, complete);
 }
 
 /// Appends `m x 10^e` as exact decimal text, for sums beyond an `i64` mantissa too (the same
