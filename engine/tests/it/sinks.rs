@@ -780,6 +780,120 @@ fn a_cluster_node_restarted_empty_gets_every_key_whole_again() {
     }
 }
 
+/// Every field of each hash the writer keeps of `symbol`, as its writes carry only the fields
+/// that changed: whether each is in Redis with all of them (`ob:` fresh).
+fn every_field_of_every_hash(url: &str, symbol: &str) -> bool {
+    let keys: [(String, &[&str]); 5] = [
+        (
+            format!("ob:{{{symbol}}}"),
+            &[
+                "update_id",
+                "bids",
+                "asks",
+                "levels",
+                "event_time_us",
+                "snapshot_update_id",
+                "synced_at_us",
+                "checked_update_id",
+                "checked_at_us",
+                "written_at_us",
+                "stale",
+                "stale_reason",
+                "stale_since_us",
+            ],
+        ),
+        (
+            format!("bbo:{{{symbol}}}"),
+            &[
+                "bid_price",
+                "bid_qty",
+                "ask_price",
+                "ask_qty",
+                "update_id",
+                "event_time_us",
+            ],
+        ),
+        (format!("tr:{{{symbol}}}:1s"), &TR_FIELDS),
+        (format!("tr:{{{symbol}}}:5s"), &TR_FIELDS),
+        (
+            format!("feat:{{{symbol}}}"),
+            &[
+                "mid",
+                "spread_bps",
+                "microprice",
+                "imbalance",
+                "flow_imbalance_1s",
+                "flow_imbalance_5s",
+                "book_update_id",
+                "as_of_us",
+                "trades_complete",
+            ],
+        ),
+    ];
+    keys.iter().all(|(key, fields)| {
+        let h = hash(url, key);
+        fields.iter().all(|f| h.contains_key(*f))
+    }) && hash(url, &format!("ob:{{{symbol}}}"))
+        .get("stale")
+        .map(String::as_str)
+        == Some("0")
+}
+
+const TR_FIELDS: [&str; 10] = [
+    "count",
+    "volume",
+    "buy_volume",
+    "sell_volume",
+    "vwap",
+    "high",
+    "low",
+    "last",
+    "as_of_us",
+    "trades_complete",
+];
+
+/// Review of obfields: Redis emptied while the writer stays connected (`FLUSHALL` by an
+/// operator; keys evicted under `maxmemory` are the same): the writes of the fields that
+/// changed recreate each hash with those fields alone. Their replies (fields created) tell
+/// the writer, which writes every key whole again: each gets every field back, though most
+/// (`snapshot_update_id`, `trades_complete`, a quiet side) would not change for a long time.
+#[test]
+fn redis_emptied_while_connected_gets_every_field_of_every_key_again() {
+    let sim = Sim::start(|c| {
+        // Slow: most fields stay the same for a while.
+        c.exchange.actions_per_second = 40.0;
+    });
+    let redis = RedisServer::start();
+    let config = run_config(&sim, |c| {
+        c.redis = Some(redis_settings(redis.url()));
+    });
+    let url = redis.url();
+    let whole = |s: &str| every_field_of_every_hash(&url, s);
+    let summary = run(&config, None, |sinks| {
+        wait_for("every key whole", || SYMBOLS.iter().all(|s| whole(s)));
+        let failed = |s: &[SinkHandle]| {
+            s.iter()
+                .find(|s| s.name == "redis")
+                .map_or(0, |s| s.stats.failed_requests.get())
+        };
+        let before = failed(sinks);
+        let _: () = redis::cmd("FLUSHALL")
+            .query(&mut redis_connection(&url))
+            .expect("FLUSHALL");
+        wait_for("every key whole again", || SYMBOLS.iter().all(|s| whole(s)));
+        assert_eq!(
+            failed(sinks),
+            before,
+            "no write failed: the connection stayed"
+        );
+    });
+    let s = &summary.sinks["redis"];
+    assert!(s.flushed, "{s:?}");
+    for symbol in SYMBOLS {
+        assert_book_matches(&sim, &url, symbol, 20);
+    }
+}
+
 #[test]
 fn redis_cluster_mode_writes_each_symbol_in_its_slot() {
     let sim = sim();

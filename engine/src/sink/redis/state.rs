@@ -214,6 +214,59 @@ pub struct SymbolState {
     bbo_memo: HashMemo,
     tr_memo: [HashMemo; 2],
     feat_memo: HashMemo,
+    /// The `HSET`s of the last [`SymbolState::write`] that may leave fields out.
+    partial: PartialHsets,
+}
+
+/// Where in a pipeline (command positions) a symbol's `HSET`s of hashes Redis is known to hold
+/// whole are: each may leave fields out, and creates none (its reply is 0) unless Redis lost
+/// the hash meanwhile (emptied, the key evicted or deleted, a node restarted empty behind the
+/// Cluster client's own retry). At most one per memo (`bbo:`, `ob:`, `tr:` 1 s and 5 s,
+/// `feat:`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartialHsets {
+    at: [usize; 5],
+    len: usize,
+}
+
+impl PartialHsets {
+    fn push(&mut self, at: usize) {
+        if let Some(slot) = self.at.get_mut(self.len) {
+            *slot = at;
+            self.len += 1;
+        }
+    }
+
+    /// The positions, counted from the pipeline's command `start`.
+    #[must_use]
+    pub fn since(mut self, start: usize) -> PartialHsets {
+        for at in &mut self.at[..self.len] {
+            *at = at.saturating_sub(start);
+        }
+        self
+    }
+
+    /// The positions.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.at[..self.len].iter().copied()
+    }
+}
+
+/// Adds `memo`'s `HSET` of `key` to `pipe` when a field changed, noted in `partial` when it may
+/// leave fields out (Redis is known to hold them).
+fn add_hset(
+    pipe: &mut redis::Pipeline,
+    memo: &mut HashMemo,
+    key: &str,
+    partial: &mut PartialHsets,
+) {
+    let known = memo.known();
+    if let Some(cmd) = memo.hset(key) {
+        if known {
+            partial.push(pipe.len());
+        }
+        pipe.add_command(cmd);
+    }
 }
 
 /// The fields of `bbo:{S}`, in the order written.
@@ -304,6 +357,7 @@ impl SymbolState {
             bbo_memo: HashMemo::new(BBO_FIELDS),
             tr_memo: [HashMemo::new(TR_FIELDS), HashMemo::new(TR_FIELDS)],
             feat_memo: HashMemo::new(FEAT_FIELDS),
+            partial: PartialHsets::default(),
         }
     }
 
@@ -401,6 +455,12 @@ impl SymbolState {
                 pipe.hdel(key, &STOPPED_FIELDS);
             }
         }
+    }
+
+    /// The `HSET`s of the last [`SymbolState::write`] that may leave fields out (positions in
+    /// its pipeline).
+    pub fn partial_hsets(&self) -> PartialHsets {
+        self.partial
     }
 
     /// The exponents of this symbol's prices and quantities (from its frames).
@@ -690,6 +750,7 @@ impl SymbolState {
         now_us: i64,
         sent: &mut Vec<SentTrade>,
     ) -> usize {
+        self.partial = PartialHsets::default();
         let count = self.write_trades(pipe, (maxlen, trades_max), now_us / 1000, sent);
         let (pe, qe) = (self.price_exponent, self.qty_exponent);
         if self.bbo_dirty
@@ -704,17 +765,11 @@ impl SymbolState {
             }
             memo.set_int(4, b.update_id);
             memo.set_int(5, b.event_time_us);
-            if let Some(cmd) = memo.hset(&self.keys.bbo) {
-                pipe.add_command(cmd);
-            }
+            add_hset(pipe, memo, &self.keys.bbo, &mut self.partial);
         }
         self.bbo_dirty = false;
-        if let Some(cmd) = self
-            .ob
-            .whole_write((pe, qe), now_us)
-            .and_then(|memo| memo.hset(&self.keys.ob))
-        {
-            pipe.add_command(cmd);
+        if let Some(memo) = self.ob.whole_write((pe, qe), now_us) {
+            add_hset(pipe, memo, &self.keys.ob, &mut self.partial);
         }
         if let Some((reason, since_us)) = self.ob.stale_write(now_us) {
             pipe.add_command(stale_mark(&self.keys.ob, &reason, since_us));
@@ -837,9 +892,7 @@ impl SymbolState {
                 } else {
                     &self.keys.tr_5s
                 };
-                if let Some(cmd) = memo.hset(key) {
-                    pipe.add_command(cmd);
-                }
+                add_hset(pipe, &mut memo, key, &mut self.partial);
                 self.tr_memo[at] = memo;
             }
         }
@@ -848,9 +901,7 @@ impl SymbolState {
             self.ob.refresh_top();
             let mut memo = std::mem::take(&mut self.feat_memo);
             self.feature_fields(&mut memo, &s1, &s5);
-            if let Some(cmd) = memo.hset(&self.keys.feat) {
-                pipe.add_command(cmd);
-            }
+            add_hset(pipe, &mut memo, &self.keys.feat, &mut self.partial);
             self.feat_memo = memo;
         }
     }

@@ -48,7 +48,7 @@ use redis::Value;
 
 use self::lanes::{Io, lane_of};
 use super::ob::{BookSettings, DiffBudget, Wants};
-use super::state::{PendingTrade, SentTrade, SymbolState};
+use super::state::{PartialHsets, PendingTrade, SentTrade, SymbolState};
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, monotonic_ns_at, unix_ms, unix_us};
 use crate::config::{KlinesConfig, RedisConfig};
@@ -199,6 +199,9 @@ struct Section {
     symbol: usize,
     sent: Vec<SentTrade>,
     commands: usize,
+    /// The `HSET`s that may leave fields out (positions in the section): each creates no
+    /// field unless Redis lost the hash.
+    partial: PartialHsets,
 }
 
 /// What one reply says of the trade it is for.
@@ -771,6 +774,7 @@ impl Writer {
                 symbol,
                 sent,
                 commands: pipe.len() - before,
+                partial: state.partial_hsets().since(before),
             });
             if cluster {
                 pipes.push(std::mem::replace(&mut pipe, redis::pipe()));
@@ -820,6 +824,11 @@ impl Writer {
             }) {
                 refused.get_or_insert_with(|| format!("write refused: {e:?}"));
             }
+            self.lost_hashes(section.symbol, section.partial, replies);
+        }
+        if at > replies.len() {
+            // Never expected: the commands without a reply are not known to have landed.
+            refused.get_or_insert_with(|| format!("{} replies to {at} commands", replies.len()));
         }
         match refused {
             Some(e) => {
@@ -828,6 +837,29 @@ impl Writer {
             }
             None => Ok(()),
         }
+    }
+
+    /// An `HSET` that left out fields Redis was known to hold created fields (`replies`: the
+    /// section's, `partial` its positions): Redis lost the hash (emptied, the key evicted or
+    /// deleted, a node restarted empty behind the Cluster client's retry), so it holds the
+    /// fields just written alone. Everything of the symbol is written again, every field.
+    fn lost_hashes(&mut self, symbol: usize, partial: PartialHsets, replies: &[Value]) {
+        let lost = partial
+            .iter()
+            .any(|at| matches!(replies.get(at), Some(Value::Int(n)) if *n > 0));
+        if !lost {
+            return;
+        }
+        let Some(state) = self.states.get_mut(symbol).and_then(Option::as_mut) else {
+            return;
+        };
+        state.mark_all_dirty();
+        let message = format!(
+            "Redis lost keys of {} (a write of the fields that changed created fields); \
+             writing everything of it whole again",
+            state.name
+        );
+        self.log_error(&message);
     }
 
     /// Applies the replies to one symbol's trade commands `sent`; returns the first explicit
@@ -1122,6 +1154,87 @@ mod tests {
         assert_eq!(fields[0], ("exchange".to_string(), "binance".to_string()));
         assert!(fields.contains(&("side".to_string(), "sell".to_string())));
         assert!(fields.contains(&("price".to_string(), "69769.88".to_string())));
+    }
+
+    /// One round given `replies` in full: the commands (RESP text) and the outcome.
+    fn round_replied(
+        w: &mut Writer,
+        replies: impl Fn(usize) -> Value,
+    ) -> (String, Result<(), String>) {
+        let (pipes, batch) = w.prepare(0, false, unix_us());
+        let text = String::from_utf8_lossy(&pipes[0].get_packed_pipeline()).into_owned();
+        let commands: usize = batch.sections.iter().map(|s| s.commands).sum();
+        let replies: Vec<Value> = (0..commands).map(replies).collect();
+        (text, w.settle(batch, &replies, monotonic_ns()))
+    }
+
+    /// Review of obfields: a hash Redis lost while the writer stayed connected (`FLUSHALL`, a
+    /// key evicted under `maxmemory`, a node of a Cluster restarted empty behind the client's
+    /// own retry): the `HSET`s that leave out the fields Redis was known to hold then create
+    /// fields, which their replies say. Every key of the symbol is written whole again at
+    /// once, rather than left partial until each field happens to change.
+    #[test]
+    fn an_hset_of_changed_fields_that_created_fields_writes_every_key_whole_again() {
+        let dir = scratch("lost-hash");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        let t = 1_763_700_000_000_000;
+        let landed = |id: i64| {
+            move |at: usize| {
+                if at == 0 {
+                    reply(&format!("$15\r\n1763700000000-{id}\r\n"))
+                } else {
+                    Value::Int(0)
+                }
+            }
+        };
+        w.accept(trades_at(1..=1, t));
+        let (text, settled) = round_replied(&mut w, landed(1));
+        assert!(text.contains("trades_complete"), "whole at first: {text}");
+        assert_eq!(settled, Ok(()));
+        // Redis holds every field: the next writes carry what moved, and create nothing.
+        w.accept(trades_at(2..=2, t + 100));
+        let (text, settled) = round_replied(&mut w, landed(2));
+        assert!(!text.contains("trades_complete"), "{text}");
+        assert_eq!(settled, Ok(()));
+        assert!(!w.states.iter().flatten().any(SymbolState::dirty));
+        // Redis was emptied: the same kind of write creates the fields it carries.
+        w.accept(trades_at(3..=3, t + 200));
+        let (_, settled) = round_replied(&mut w, |at| {
+            if at == 0 {
+                reply("$15\r\n1763700000000-3\r\n")
+            } else {
+                Value::Int(4)
+            }
+        });
+        assert_eq!(settled, Ok(()), "every command was carried out");
+        let (text, _) = round_replied(&mut w, |_| Value::Int(0));
+        for key in ["tr:{BTCUSDT}:1s", "tr:{BTCUSDT}:5s", "feat:{BTCUSDT}"] {
+            assert!(text.contains(key), "{key} again: {text}");
+        }
+        assert_eq!(
+            text.matches("trades_complete").count(),
+            3,
+            "every field of tr: and feat: again: {text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Review of obfields: a batch answered with fewer replies than it had commands is not
+    /// taken as landed (the field memos say what Redis holds only after a write that did).
+    #[test]
+    fn replies_missing_fail_the_batch() {
+        let dir = scratch("replies-missing");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        w.accept(trades_at(1..=1, 1_763_700_000_000_000));
+        let (pipes, batch) = w.prepare(0, false, unix_us());
+        assert!(!pipes.is_empty());
+        let settled = w.settle(
+            batch,
+            &[reply("$15\r\n1763700000000-1\r\n")],
+            monotonic_ns(),
+        );
+        assert!(settled.is_err(), "{settled:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A trade whose pipeline got no reply may have landed: the "equal or smaller" refusal of
