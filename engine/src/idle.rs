@@ -46,7 +46,8 @@ use crossbeam_utils::sync::{Parker, Unparker};
 use tokio::sync::Notify;
 
 use crate::constants::{
-    IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
+    IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPIN_MISSES_MAX, IDLE_SPIN_PROBE_EVERY,
+    IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
 };
 
 /// What a consumer thread does when a round found nothing to do (config value `idle`).
@@ -111,6 +112,11 @@ pub struct Idler {
     rounds: u32,
     /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
     park: Duration,
+    /// Idle spells in a row whose spins and yields found nothing (saturating); from
+    /// [`IDLE_SPIN_MISSES_MAX`] on, spells park at once but every [`IDLE_SPIN_PROBE_EVERY`]-th.
+    misses: u32,
+    /// This spell parks at once (decided at its first idle round).
+    cold: bool,
     /// How long frames taken while nothing is in flight wait before they are sent; zero: no
     /// linger (the consumer applies it, [`Step::Linger`]).
     linger: Duration,
@@ -123,6 +129,8 @@ impl Idler {
             strategy,
             rounds: 0,
             park: IDLE_PARK_MIN,
+            misses: 0,
+            cold: false,
             linger: Duration::ZERO,
         }
     }
@@ -142,26 +150,65 @@ impl Idler {
     }
 
     /// After a round that did `work` items: `None` to start the next round at once, or how to
-    /// idle first. Work resets the backoff.
+    /// idle first. Work resets the backoff. A `backoff` spell spins, yields, then parks with a
+    /// timeout doubling from [`IDLE_PARK_MIN`]; after [`IDLE_SPIN_MISSES_MAX`] spells in a row
+    /// whose spins and yields found nothing, spells park at once (but every
+    /// [`IDLE_SPIN_PROBE_EVERY`]-th, which spins again to notice a higher rate).
     #[inline]
     pub fn step(&mut self, work: usize) -> Option<Step> {
+        self.step_until(work, None)
+    }
+
+    /// [`Idler::step`] for a consumer that knows when its own timers are next due (`until`,
+    /// from now): a `backoff` park waits that long (at least [`IDLE_PARK_MIN`], at most
+    /// [`IDLE_PARK_MAX`]) instead of doubling from [`IDLE_PARK_MIN`], since everything else
+    /// that gives it work rings its bell. `None`: the doubling.
+    #[inline]
+    pub fn step_until(&mut self, work: usize, until: Option<Duration>) -> Option<Step> {
         if work > 0 {
-            self.rounds = 0;
-            self.park = IDLE_PARK_MIN;
+            self.end_spell();
             return None;
         }
         self.rounds = self.rounds.saturating_add(1);
         Some(match self.strategy {
             IdleStrategy::BusySpin => Step::Spin,
             IdleStrategy::Blocking => Step::Park(IDLE_BLOCKING_PARK),
-            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX => Step::Spin,
-            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX => Step::Yield,
-            IdleStrategy::Backoff => {
-                let park = self.park;
-                self.park = (park * 2).min(IDLE_PARK_MAX);
-                Step::Park(park)
-            }
+            IdleStrategy::Backoff => self.backoff(until),
         })
+    }
+
+    fn backoff(&mut self, until: Option<Duration>) -> Step {
+        if self.rounds == 1 {
+            self.cold = self.misses >= IDLE_SPIN_MISSES_MAX
+                && !self.misses.is_multiple_of(IDLE_SPIN_PROBE_EVERY);
+        }
+        if !self.cold && self.rounds <= IDLE_SPINS_MAX {
+            return Step::Spin;
+        }
+        if !self.cold && self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX {
+            return Step::Yield;
+        }
+        if let Some(until) = until {
+            return Step::Park(until.clamp(IDLE_PARK_MIN, IDLE_PARK_MAX));
+        }
+        let park = self.park;
+        self.park = (park * 2).min(IDLE_PARK_MAX);
+        Step::Park(park)
+    }
+
+    /// Work came: the idle spell (if any) ends, a hit when its spins or yields found the work,
+    /// a miss when it had to park.
+    fn end_spell(&mut self) {
+        if self.rounds > 0 && self.strategy == IdleStrategy::Backoff {
+            let parked = self.cold || self.rounds > IDLE_SPINS_MAX + IDLE_YIELDS_MAX;
+            self.misses = if parked {
+                self.misses.saturating_add(1)
+            } else {
+                0
+            };
+        }
+        self.rounds = 0;
+        self.park = IDLE_PARK_MIN;
     }
 }
 
@@ -175,16 +222,18 @@ impl Idler {
     /// wait for a reply (every request slot busy). Work runs the next round at once; no work
     /// while awaiting waits for the reply ([`Step::Await`], `timeout` bounding it for the
     /// consumer's timers), not for the producers; otherwise the strategy's step (spin, yield,
-    /// park, woken by the producers' bell). `busy_spin` never waits.
+    /// park until `until` as in [`Idler::step_until`], woken by the producers' bell).
+    /// `busy_spin` never waits.
     #[inline]
     pub fn step_awaiting(
         &mut self,
         work: usize,
         awaiting: bool,
         timeout: Duration,
+        until: Option<Duration>,
     ) -> Option<Step> {
         if !awaiting || self.strategy == IdleStrategy::BusySpin {
-            return self.step(work);
+            return self.step_until(work, until);
         }
         self.rounds = 0;
         self.park = IDLE_PARK_MIN;
@@ -365,15 +414,16 @@ impl TaskIdle {
     }
 
     /// [`Idler::step_awaiting`]: after a round that did `work` items, `awaiting` a reply with
-    /// every request slot busy.
+    /// every request slot busy; an idle park lasts until `until` when given.
     #[inline]
     pub fn step_awaiting(
         &mut self,
         work: usize,
         awaiting: bool,
         timeout: Duration,
+        until: Option<Duration>,
     ) -> Option<Step> {
-        self.idler.step_awaiting(work, awaiting, timeout)
+        self.idler.step_awaiting(work, awaiting, timeout, until)
     }
 
     /// The linger ([`Idler::with_linger`]); zero: none.
@@ -529,33 +579,33 @@ mod tests {
         for round in 0..300 {
             let work = usize::from(round % 37 == 0);
             assert_eq!(
-                idler.step_awaiting(work, false, timeout),
+                idler.step_awaiting(work, false, timeout, None),
                 reference.step(work),
                 "round {round}: not awaiting is the strategy"
             );
         }
-        assert_eq!(idler.step_awaiting(3, true, timeout), None);
+        assert_eq!(idler.step_awaiting(3, true, timeout, None), None);
         assert_eq!(
-            idler.step_awaiting(0, true, timeout),
+            idler.step_awaiting(0, true, timeout, None),
             Some(Step::Await(timeout))
         );
         assert_eq!(
-            idler.step_awaiting(0, false, timeout),
+            idler.step_awaiting(0, false, timeout, None),
             Some(Step::Spin),
             "the backoff starts afresh after a reply"
         );
         let mut blocking = Idler::new(IdleStrategy::Blocking);
         assert_eq!(
-            blocking.step_awaiting(0, true, timeout),
+            blocking.step_awaiting(0, true, timeout, None),
             Some(Step::Await(timeout))
         );
         assert_eq!(
-            blocking.step_awaiting(0, false, timeout),
+            blocking.step_awaiting(0, false, timeout, None),
             Some(Step::Park(IDLE_BLOCKING_PARK))
         );
         let mut spin = Idler::new(IdleStrategy::BusySpin).with_linger(Duration::from_millis(1));
         assert_eq!(spin.linger(), Duration::ZERO, "busy_spin never lingers");
-        assert_eq!(spin.step_awaiting(0, true, timeout), Some(Step::Spin));
+        assert_eq!(spin.step_awaiting(0, true, timeout, None), Some(Step::Spin));
         let lingering = Idler::new(IdleStrategy::Backoff).with_linger(timeout);
         assert_eq!(lingering.linger(), timeout);
     }

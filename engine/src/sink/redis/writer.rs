@@ -61,7 +61,7 @@ use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
 use crate::constants::{
-    LATENCY_SAMPLES_MAX, REDIS_HOUSEKEEPING, REDIS_TIMEOUT, TRADES_PER_PIPELINE,
+    IDLE_PARK_MAX, LATENCY_SAMPLES_MAX, REDIS_HOUSEKEEPING, REDIS_TIMEOUT, TRADES_PER_PIPELINE,
 };
 
 /// What the writer thread is given.
@@ -399,7 +399,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             // Every connection that has symbols is writing (or down): frames that come now
             // cannot go before a reply, so wait for the reply, not for the readers.
             let awaiting = !quiet && !io.free_lane(w.states.len());
-            idle.step_awaiting(work, awaiting, REDIS_HOUSEKEEPING)
+            let until = w.timers_due_in(now.instant, flush_deadline.is_some());
+            idle.step_awaiting(work, awaiting, REDIS_HOUSEKEEPING, Some(until))
         };
         if let Some(step) = step {
             let has_work = || {
@@ -570,6 +571,20 @@ impl Writer {
         let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
         let depth = ring_depth(rings) + pending + self.orders.held();
         self.stats.queue_depth.set(depth as u64);
+    }
+
+    /// How long an idle park may last: until the next housekeeping round while one has
+    /// something to time (trades held for their repairs, a re-anchor in flight, a shutdown
+    /// flush), else [`IDLE_PARK_MAX`]. Everything else that gives the writer work rings its
+    /// bell (the readers' and the sidecar's rings, the stop) or wakes it (its connect, write
+    /// and re-anchor tasks); its slower timers (candle clock, reconnect backoff, checks,
+    /// dead-letter sync) tolerate the cap.
+    fn timers_due_in(&self, now: Instant, flushing: bool) -> Duration {
+        if flushing || !self.reanchoring.is_empty() || self.orders.held() > 0 {
+            self.next_timers.saturating_duration_since(now)
+        } else {
+            IDLE_PARK_MAX
+        }
     }
 
     /// Carries out an idle `step` (traced when it parks); a park, a linger or an await is
