@@ -558,6 +558,74 @@ mod tests {
         assert_eq!(idler.step(0), Some(Step::Spin));
     }
 
+    /// Idles `idler` until it parks; returns the idle rounds before the park.
+    fn rounds_to_park(idler: &mut Idler) -> u32 {
+        let mut rounds = 0;
+        while !matches!(idler.step(0), Some(Step::Park(_))) {
+            rounds += 1;
+            assert!(rounds < 10_000, "a backoff spell parks");
+        }
+        rounds
+    }
+
+    /// At low rates the work comes only after a park: after a few such spells the spins and
+    /// yields are skipped, but a probe spell spins again now and then, and one whose spins
+    /// find work brings the spinning back.
+    #[test]
+    fn spells_whose_spins_find_nothing_park_at_once_until_a_probe_finds_work() {
+        let spin_phase = IDLE_SPINS_MAX + IDLE_YIELDS_MAX;
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        for _ in 0..IDLE_SPIN_MISSES_MAX {
+            assert_eq!(rounds_to_park(&mut idler), spin_phase);
+            assert_eq!(idler.step(1), None);
+        }
+        let mut cold = 0;
+        loop {
+            let first = idler.step(0);
+            if first == Some(Step::Spin) {
+                break;
+            }
+            assert_eq!(first, Some(Step::Park(IDLE_PARK_MIN)), "parks at once");
+            assert_eq!(idler.step(0), Some(Step::Park(IDLE_PARK_MIN * 2)));
+            assert_eq!(idler.step(1), None);
+            cold += 1;
+        }
+        assert_eq!(cold, IDLE_SPIN_PROBE_EVERY - IDLE_SPIN_MISSES_MAX);
+        // The probe's spins find work: the next spells spin again.
+        assert_eq!(idler.step(1), None);
+        assert_eq!(rounds_to_park(&mut idler), spin_phase);
+        assert_eq!(idler.step(1), None);
+        assert_eq!(idler.step(0), Some(Step::Spin));
+        // Busy rounds without an idle round in between are no spell: they change nothing.
+        let mut steady = Idler::new(IdleStrategy::Backoff);
+        assert!((0..100).all(|_| steady.step(1).is_none()));
+        assert_eq!(steady.step(0), Some(Step::Spin));
+    }
+
+    /// A consumer that knows when its timers are due parks until then, within
+    /// `IDLE_PARK_MIN..=IDLE_PARK_MAX`, instead of doubling from the minimum; `blocking` keeps
+    /// its park.
+    #[test]
+    fn a_consumer_with_timers_parks_until_they_are_due() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        let due = Duration::from_millis(3);
+        let steps: Vec<Step> = (0..200)
+            .filter_map(|_| idler.step_until(0, Some(due)))
+            .collect();
+        let spin_phase = (IDLE_SPINS_MAX + IDLE_YIELDS_MAX) as usize;
+        assert!(steps[spin_phase..].iter().all(|s| *s == Step::Park(due)));
+        let tiny = Some(Duration::from_nanos(1));
+        assert_eq!(idler.step_until(0, tiny), Some(Step::Park(IDLE_PARK_MIN)));
+        let far = Some(Duration::from_secs(3600));
+        assert_eq!(idler.step_until(0, far), Some(Step::Park(IDLE_PARK_MAX)));
+        assert_eq!(idler.step_until(0, None), Some(Step::Park(IDLE_PARK_MIN)));
+        let mut blocking = Idler::new(IdleStrategy::Blocking);
+        assert_eq!(
+            blocking.step_until(0, Some(due)),
+            Some(Step::Park(IDLE_BLOCKING_PARK))
+        );
+    }
+
     #[test]
     fn busy_spin_never_parks_and_blocking_parks_at_once() {
         let mut spin = Idler::new(IdleStrategy::BusySpin);
