@@ -1299,6 +1299,38 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// An idle writer parks until its next housekeeping round only while that round has
+    /// something to time (trades held for a repair, a re-anchor in flight, a shutdown flush);
+    /// otherwise as long as a park may last, the rest of its inputs waking it.
+    #[test]
+    fn an_idle_writer_parks_until_housekeeping_only_while_it_times_something() {
+        let dir = scratch("timers-due");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        let now = Instant::now();
+        w.next_timers = now + Duration::from_millis(2);
+        let soon = Duration::from_millis(2);
+        assert_eq!(w.timers_due_in(now, false), IDLE_PARK_MAX, "nothing to time");
+        assert_eq!(w.timers_due_in(now, true), soon, "a shutdown flush");
+        assert_eq!(w.timers_due_in(now + soon * 2, true), Duration::ZERO);
+        w.accept(trades(1..=2));
+        w.accept(trades(6..=7));
+        assert_eq!(w.timers_due_in(now, false), soon, "6 and 7 held for 3..=5");
+        w.repair(Repair::Event(trades(3..=5)));
+        assert_eq!(w.timers_due_in(now, false), IDLE_PARK_MAX, "released");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            w.reanchoring.push(Reanchoring {
+                symbol: 0,
+                attempt: 1,
+                task: tokio::spawn(std::future::pending()),
+            });
+            assert_eq!(w.timers_due_in(now, false), soon, "a re-anchor in flight");
+            w.reanchoring.clear();
+        });
+    }
+
     /// A gap holds the symbol's later trades out of the stream until the sidecar's repair
     /// arrives; then all go in order, and a late copy of repaired trades adds nothing.
     #[test]
