@@ -1309,7 +1309,11 @@ mod tests {
         let now = Instant::now();
         w.next_timers = now + Duration::from_millis(2);
         let soon = Duration::from_millis(2);
-        assert_eq!(w.timers_due_in(now, false), IDLE_PARK_MAX, "nothing to time");
+        assert_eq!(
+            w.timers_due_in(now, false),
+            IDLE_PARK_MAX,
+            "nothing to time"
+        );
         assert_eq!(w.timers_due_in(now, true), soon, "a shutdown flush");
         assert_eq!(w.timers_due_in(now + soon * 2, true), Duration::ZERO);
         w.accept(trades(1..=2));
