@@ -124,7 +124,8 @@ pub struct Idler {
     rounds: u32,
     /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
     park: Duration,
-    /// Idle spells in a row whose spins and yields found nothing (saturating); from
+    /// Idle spells in a row whose spins and yields found nothing (past
+    /// [`IDLE_SPIN_MISSES_MAX`], cycling through the probe period: [`one_more_miss`]); from
     /// [`IDLE_SPIN_MISSES_MAX`] on, spells park at once but every [`IDLE_SPIN_PROBE_EVERY`]-th.
     misses: u32,
     /// This spell parks at once (decided at its first idle round).
@@ -214,13 +215,26 @@ impl Idler {
         if self.rounds > 0 && self.strategy == IdleStrategy::Backoff {
             let parked = self.cold || self.rounds > IDLE_SPINS_MAX + IDLE_YIELDS_MAX;
             self.misses = if parked {
-                self.misses.saturating_add(1)
+                one_more_miss(self.misses)
             } else {
                 0
             };
         }
         self.rounds = 0;
         self.park = IDLE_PARK_MIN;
+    }
+}
+
+/// The count of missed spells in a row after one more: it counts up while it decides
+/// anything, then cycles through the probe period (keeping its place in it), so that a
+/// consumer that misses for ever (a low rate for months) still probes every
+/// [`IDLE_SPIN_PROBE_EVERY`]-th spell. A count stuck at its maximum would never probe again.
+fn one_more_miss(misses: u32) -> u32 {
+    let next = misses.saturating_add(1);
+    if next >= IDLE_SPIN_MISSES_MAX + IDLE_SPIN_PROBE_EVERY {
+        next - IDLE_SPIN_PROBE_EVERY
+    } else {
+        next
     }
 }
 
@@ -612,6 +626,35 @@ mod tests {
         let mut steady = Idler::new(IdleStrategy::Backoff);
         assert!((0..100).all(|_| steady.step(1).is_none()));
         assert_eq!(steady.step(0), Some(Step::Spin));
+    }
+
+    /// Review of idle: the count of missed spells saturated at `u32::MAX`, which is not a
+    /// multiple of the probe period, so a consumer that had missed that many spells (a frame a
+    /// millisecond for seven weeks) never probed again, and spinning never came back however
+    /// high the rate rose. Spells that keep missing probe every `IDLE_SPIN_PROBE_EVERY`-th,
+    /// however long they have been missing.
+    #[test]
+    fn spells_that_miss_for_ever_still_probe() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        // Where a long run at a low rate leaves the count (the same as missing that often).
+        idler.misses = u32::MAX - 2 * IDLE_SPIN_PROBE_EVERY;
+        let mut probes = Vec::new();
+        for spell in 0..10 * IDLE_SPIN_PROBE_EVERY {
+            if idler.step(0) == Some(Step::Spin) {
+                probes.push(spell);
+            }
+            rounds_to_park(&mut idler);
+            assert_eq!(idler.step(1), None, "the work came after a park: a miss");
+        }
+        let late = probes
+            .iter()
+            .filter(|&&s| s >= 5 * IDLE_SPIN_PROBE_EVERY)
+            .count();
+        assert_eq!(late, 5, "a probe every {IDLE_SPIN_PROBE_EVERY}th spell: {probes:?}");
+        assert!(
+            probes.windows(2).all(|w| w[1] - w[0] == IDLE_SPIN_PROBE_EVERY),
+            "{probes:?}"
+        );
     }
 
     /// A consumer that knows when its timers are due parks until then, within
