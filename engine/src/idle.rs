@@ -650,9 +650,14 @@ mod tests {
             .iter()
             .filter(|&&s| s >= 5 * IDLE_SPIN_PROBE_EVERY)
             .count();
-        assert_eq!(late, 5, "a probe every {IDLE_SPIN_PROBE_EVERY}th spell: {probes:?}");
+        assert_eq!(
+            late, 5,
+            "a probe every {IDLE_SPIN_PROBE_EVERY}th spell: {probes:?}"
+        );
         assert!(
-            probes.windows(2).all(|w| w[1] - w[0] == IDLE_SPIN_PROBE_EVERY),
+            probes
+                .windows(2)
+                .all(|w| w[1] - w[0] == IDLE_SPIN_PROBE_EVERY),
             "{probes:?}"
         );
     }
