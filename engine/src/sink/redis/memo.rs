@@ -8,7 +8,11 @@
 //! `HSET` is atomic. A memo is only as good as what it says Redis holds: its owner forgets it
 //! ([`HashMemo::forget`], everything goes again) whenever the hash may hold anything else — a
 //! pipeline that failed or got no reply, a reconnect (Redis may have restarted), any other
-//! command on the key (a stale mark, a re-anchor's swap). The writer keeps at most one pipeline
+//! command on the key (a stale mark, a re-anchor's swap). What it cannot see coming (Redis
+//! emptied while connected, the key evicted or deleted) shows in the reply: an `HSET` that left
+//! fields out creates none while Redis holds the hash, so the writer takes a reply above 0 as
+//! the hash lost and writes everything of the symbol whole again (`PartialHsets` in
+//! [`super::state`]). The writer keeps at most one pipeline
 //! in flight per connection and builds the next only after the reply, so a memo recorded when
 //! its `HSET` was built is known to have landed by the time the next is built, unless the
 //! pipeline failed (then the memo was forgotten).

@@ -62,7 +62,9 @@
 //! Every hash of a symbol (`bbo:`, `ob:`, `tr:`, `feat:`) is written in one `HSET` of the fields
 //! whose text changed since the last write Redis is known to hold ([`super::memo`]); every
 //! field goes again after a failed or unanswered pipeline, a reconnect, and whatever else may
-//! have changed the hash (a stale mark on `ob:`, a re-anchor's swap of `ob:`, `tr:`, `feat:`).
+//! have changed the hash (a stale mark on `ob:`, a re-anchor's swap of `ob:`, `tr:`, `feat:`),
+//! and after such an `HSET` created fields (its reply above 0: Redis lost the hash while the
+//! writer stayed connected, [`PartialHsets`]).
 //!
 //! # Exponents
 //! Prices and quantities are mantissas at a per-message exponent. The book and the best
