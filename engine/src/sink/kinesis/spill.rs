@@ -1,0 +1,398 @@
+//! The Kinesis writer's overflow: records that do not fit in `kinesis.buffer_bytes_max` wait
+//! in a file (`kinesis.spill_path`), first in first out, instead of memory, and go back to
+//! their lanes as the backlog drains. A Kinesis outage of seconds at tens of thousands of
+//! records per second is tens of MiB of records; held in memory they would be the process'
+//! largest part. In the file they cost page cache, which the kernel can write out and reclaim.
+//!
+//! Order: once one record is in the file, every new record goes there too until the file is
+//! empty again, so records leave in the order they came, per partition key and overall.
+//!
+//! Bound: the file grows to `kinesis.spill_bytes_max` at most; a record beyond it goes to the
+//! dead-letter file, counted. The file is emptied (truncated) each time every record in it went
+//! back to memory, and removed at the end of the run. It is the running writer's own: its format
+//! (below) is not kept across versions, and a file left by a crash is truncated at start with a
+//! warning (what it held is not sent; the dead-letter file is the durable record of what was
+//! not delivered).
+//!
+//! Format of one record, little-endian: destination (u8), hash key (u128), partition key length
+//! (u16), data length (u32), receive time (u64, monotonic ns), time in the writer before it was
+//! spilled (u64 ns, so the delivery deadline still counts from its arrival), then the key and
+//! the data.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::lane::Entry;
+
+/// Bytes of a record's fixed part.
+const HEADER: usize = 1 + 16 + 2 + 4 + 8 + 8;
+/// The write and read buffers.
+const BUFFER: usize = 64 << 10;
+
+/// A record read back: its destination, hash key and entry.
+pub type Spilled = (usize, u128, Entry);
+
+/// The overflow file. See the module documentation.
+#[derive(Debug)]
+pub struct Spill {
+    path: PathBuf,
+    bytes_max: u64,
+    /// Opened at the first record.
+    out: Option<BufWriter<File>>,
+    input: Option<BufReader<File>>,
+    /// Bytes written since the file was last emptied (its size once flushed).
+    written: u64,
+    /// Records in the file not read back yet.
+    records: usize,
+    /// A write failed: no record is taken until the file has been read empty (what it holds
+    /// is still read back; a record the failed write cut is not counted in it).
+    broken: bool,
+    /// Partition keys read back, shared by their records.
+    keys: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Spill {
+    /// An overflow at `path` of at most `bytes_max` bytes (0: none, every record beyond the
+    /// memory budget goes to the dead-letter file). Nothing is created before the first record.
+    pub fn new(path: &Path, bytes_max: u64) -> Spill {
+        Spill {
+            path: path.to_path_buf(),
+            bytes_max,
+            out: None,
+            input: None,
+            written: 0,
+            records: 0,
+            broken: false,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Records waiting in the file.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record waits in the file.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The file's bytes (written since it was last emptied).
+    pub fn bytes(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a record. `Err` with the reason when it cannot be kept (the bound, a write
+    /// error): the caller dead-letters it.
+    pub fn push(&mut self, dest: usize, hash: u128, entry: &Entry) -> Result<(), String> {
+        let size = (HEADER + entry.key.len() + entry.data.len()) as u64;
+        if self.bytes_max == 0 {
+            return Err("kinesis.buffer_bytes_max reached".into());
+        }
+        if self.written + size > self.bytes_max {
+            return Err("kinesis.buffer_bytes_max and kinesis.spill_bytes_max reached".into());
+        }
+        if self.broken && self.records == 0 {
+            // Read empty (or the failed write was its first record): started over.
+            self.reset()
+                .map_err(|e| format!("cannot truncate {}: {e}", self.path.display()))?;
+        }
+        if self.broken {
+            return Err(format!(
+                "{} failed a write; not used until read empty",
+                self.path.display()
+            ));
+        }
+        let (Ok(key_len), Ok(data_len), Ok(dest)) = (
+            u16::try_from(entry.key.len()),
+            u32::try_from(entry.data.len()),
+            u8::try_from(dest),
+        ) else {
+            return Err("record too large to spill".into());
+        };
+        let waited = u64::try_from(entry.enqueued.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if let Err(e) = self.writer() {
+            return Err(format!("cannot open {}: {e}", self.path.display()));
+        }
+        let mut header = [0u8; HEADER];
+        header[0] = dest;
+        header[1..17].copy_from_slice(&hash.to_le_bytes());
+        header[17..19].copy_from_slice(&key_len.to_le_bytes());
+        header[19..23].copy_from_slice(&data_len.to_le_bytes());
+        header[23..31].copy_from_slice(&entry.recv_time_ns.to_le_bytes());
+        header[31..39].copy_from_slice(&waited.to_le_bytes());
+        let Some(out) = self.out.as_mut() else {
+            return Err("no overflow file".into());
+        };
+        let wrote = out
+            .write_all(&header)
+            .and_then(|()| out.write_all(entry.key.as_bytes()))
+            .and_then(|()| out.write_all(&entry.data));
+        if let Err(e) = wrote {
+            // The records before stay readable; a partial one after them is never read.
+            self.broken = true;
+            return Err(format!("cannot write {}: {e}", self.path.display()));
+        }
+        self.written += size;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Makes every record pushed so far readable (once per refill, not per record).
+    pub fn flush(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// The oldest record, after [`Spill::flush`]; `None` when empty. `Err`: the file cannot be
+    /// read; the records it held are lost (their count returned) and the file starts afresh.
+    pub fn pop(&mut self) -> Result<Option<Spilled>, (usize, String)> {
+        if self.records == 0 {
+            return Ok(None);
+        }
+        match self.read_one() {
+            Ok(record) => {
+                self.records -= 1;
+                if self.records == 0 {
+                    // Emptied: start the file over so it never grows beyond one backlog.
+                    self.reset()
+                        .map_err(|e| (0, format!("cannot truncate: {e}")))?;
+                }
+                Ok(Some(record))
+            }
+            Err(e) => {
+                let lost = self.records;
+                self.records = 0;
+                let _ = self.reset();
+                Err((lost, format!("cannot read {}: {e}", self.path.display())))
+            }
+        }
+    }
+
+    /// Removes the file at the end of the run (once empty).
+    pub fn finish(&mut self) {
+        if self.out.take().is_some() {
+            self.input = None;
+            if self.records == 0 {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+
+    fn read_one(&mut self) -> io::Result<Spilled> {
+        let input = match &mut self.input {
+            Some(input) => input,
+            None => self
+                .input
+                .insert(BufReader::with_capacity(BUFFER, File::open(&self.path)?)),
+        };
+        let mut header = [0u8; HEADER];
+        input.read_exact(&mut header)?;
+        let field = |at: usize, n: usize| &header[at..at + n];
+        let le8 = |at| u64::from_le_bytes(field(at, 8).try_into().unwrap_or_default());
+        let hash = u128::from_le_bytes(field(1, 16).try_into().unwrap_or_default());
+        let key_len = u16::from_le_bytes(field(17, 2).try_into().unwrap_or_default());
+        let data_len = u32::from_le_bytes(field(19, 4).try_into().unwrap_or_default());
+        let (recv_time_ns, waited) = (le8(23), le8(31));
+        let mut key = vec![0u8; usize::from(key_len)];
+        input.read_exact(&mut key)?;
+        let mut data = vec![0u8; data_len as usize];
+        input.read_exact(&mut data)?;
+        let key = String::from_utf8(key)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a key not UTF-8"))?;
+        let key = match self.keys.get(key.as_str()) {
+            Some(k) => k.clone(),
+            None => {
+                let k: Arc<str> = key.as_str().into();
+                self.keys.insert(key.into_boxed_str(), k.clone());
+                k
+            }
+        };
+        let now = Instant::now();
+        let entry = Entry {
+            key,
+            data: Bytes::from(data),
+            recv_time_ns,
+            enqueued: now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now),
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+            maybe_landed: false,
+        };
+        Ok((usize::from(header[0]), hash, entry))
+    }
+
+    fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.out.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            if file.metadata()?.len() > 0 {
+                tracing::warn!(
+                    "kinesis: truncating {}, left by an earlier run (its records are not sent)",
+                    self.path.display()
+                );
+                file.set_len(0)?;
+            }
+            self.out = Some(BufWriter::with_capacity(BUFFER, file));
+        }
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no spill file"))
+    }
+
+    /// Empties the file: both ends back to its start.
+    fn reset(&mut self) -> io::Result<()> {
+        self.written = 0;
+        if std::mem::take(&mut self.broken) {
+            // The write buffer may hold what could not be written: dropped first (its last
+            // flush lands before the truncation or fails), then the file emptied.
+            self.out = None;
+            self.input = None;
+            return OpenOptions::new().write(true).open(&self.path)?.set_len(0);
+        }
+        if let Some(out) = &mut self.out {
+            out.flush()?;
+            out.get_ref().set_len(0)?;
+            out.seek(SeekFrom::Start(0))?;
+        }
+        if let Some(input) = &mut self.input {
+            input.seek(SeekFrom::Start(0))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, data: &[u8], recv_time_ns: u64) -> Entry {
+        Entry {
+            key: key.into(),
+            data: Bytes::copy_from_slice(data),
+            recv_time_ns,
+            enqueued: Instant::now(),
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+            maybe_landed: false,
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hotpath-spill-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        dir
+    }
+
+    /// Records come back first in first out with their destination, hash key, key, data and
+    /// receive time; pushes between reads queue behind; the file is emptied once read empty.
+    #[test]
+    fn records_come_back_in_order_and_whole_and_the_file_empties() {
+        let dir = temp("order");
+        let path = dir.join("spill");
+        let mut spill = Spill::new(&path, 1 << 20);
+        assert_eq!(spill.pop().ok().flatten().map(|r| r.0), None);
+        assert!(!path.exists(), "nothing created before the first record");
+        let mut expect = Vec::new();
+        for i in 0..1000u32 {
+            let key = format!("S{}USDT", i % 7);
+            let data = vec![u8::try_from(i % 251).unwrap_or(0); (i % 300) as usize];
+            let (dest, hash) = ((i % 5) as usize, u128::from(i) << 64 | 3);
+            spill
+                .push(dest, hash, &entry(&key, &data, u64::from(i) * 1000))
+                .expect("kept");
+            expect.push((dest, hash, key, data, u64::from(i) * 1000));
+            if i % 3 == 0 {
+                spill.flush().expect("flushed");
+                let (d, h, e) = spill.pop().expect("readable").expect("a record");
+                let (ed, eh, ek, edata, er) = expect.remove(0);
+                assert_eq!(
+                    (d, h, e.key.as_ref(), e.data.as_ref(), e.recv_time_ns),
+                    (ed, eh, ek.as_str(), edata.as_slice(), er)
+                );
+            }
+        }
+        spill.flush().expect("flushed");
+        assert_eq!(spill.len(), expect.len());
+        for (ed, eh, ek, edata, er) in expect {
+            let (d, h, e) = spill.pop().expect("readable").expect("a record");
+            assert_eq!(
+                (d, h, e.key.as_ref(), e.data.as_ref(), e.recv_time_ns),
+                (ed, eh, ek.as_str(), edata.as_slice(), er)
+            );
+            assert_eq!(e.attempts, 0);
+        }
+        assert!(spill.is_empty());
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(0));
+        // Used again after it emptied: from the start.
+        spill.push(1, 9, &entry("K", b"again", 7)).expect("kept");
+        spill.flush().expect("flushed");
+        let (d, _, e) = spill.pop().expect("readable").expect("a record");
+        assert_eq!((d, e.data.as_ref()), (1, b"again".as_slice()));
+        spill.finish();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The bound counts the file's bytes; 0 means no overflow; a file left by an earlier run is
+    /// truncated, not read.
+    #[test]
+    fn the_bound_refuses_and_a_leftover_file_is_truncated() {
+        let dir = temp("bound");
+        let path = dir.join("spill");
+        std::fs::write(&path, b"left by a crash").expect("written");
+        let mut none = Spill::new(&path, 0);
+        assert_eq!(
+            none.push(0, 0, &entry("K", b"x", 0)),
+            Err("kinesis.buffer_bytes_max reached".into())
+        );
+        let one = (HEADER + 1 + 10) as u64;
+        let mut spill = Spill::new(&path, 2 * one);
+        for _ in 0..2 {
+            spill.push(0, 0, &entry("K", &[1; 10], 0)).expect("fits");
+        }
+        assert_eq!(
+            std::fs::metadata(&path).map(|m| m.len()).ok(),
+            Some(0),
+            "truncated, still buffered"
+        );
+        assert!(spill.push(0, 0, &entry("K", &[1; 10], 0)).is_err());
+        assert_eq!((spill.len(), spill.bytes()), (2, 2 * one));
+        spill.flush().expect("flushed");
+        assert_eq!(
+            std::fs::metadata(&path).map(|m| m.len()).ok(),
+            Some(2 * one)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A time in the writer before the spill is kept, so the delivery deadline still counts
+    /// from the record's arrival.
+    #[test]
+    fn the_time_waited_is_kept() {
+        let dir = temp("waited");
+        let mut spill = Spill::new(&dir.join("spill"), 1 << 20);
+        let mut e = entry("K", b"x", 0);
+        e.enqueued = Instant::now()
+            .checked_sub(Duration::from_secs(30))
+            .unwrap_or_else(Instant::now);
+        spill.push(0, 0, &e).expect("kept");
+        spill.flush().expect("flushed");
+        let (_, _, back) = spill.pop().expect("readable").expect("a record");
+        assert!(back.enqueued.elapsed() >= Duration::from_secs(30));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
