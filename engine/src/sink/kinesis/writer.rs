@@ -90,6 +90,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// An upper bound of the bytes KPL aggregation adds around one user record of one key: magic
 /// (4), MD5 (16), the key table entry and the record's field tags and lengths.
 const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
+/// The request's copies of its records' data besides the records themselves, what a request in
+/// flight is counted for beyond its records: the data moved or copied into the request, and the
+/// JSON body the SDK makes of it (base64, 4/3 of the data, in a buffer grown by doubling).
+const REQUEST_COPIES: usize = 3;
+/// The smallest request a backlog is sent in, however little room is left in memory for
+/// requests in flight (so that some request can always start).
+const REQUEST_BYTES_MIN: usize = 256 << 10;
+
+/// The bytes a request may carry when requests in flight already hold `in_flight`: up to
+/// `kinesis.batch_bytes_max`, but all requests in flight together about half of
+/// `kinesis.buffer_bytes_max` at most (the queued records have the rest), at least
+/// [`REQUEST_BYTES_MIN`]. Without it, the lanes of a backlog each send 5 MiB at once, which
+/// with the request's copies holds tens of MiB beyond the budget.
+fn request_bytes_max(config: &KinesisConfig, in_flight: usize) -> usize {
+    let room = (config.buffer_bytes_max / 2).saturating_sub(in_flight);
+    (room / (1 + REQUEST_COPIES))
+        .max(REQUEST_BYTES_MIN)
+        .min(config.batch_bytes_max)
+}
+
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
@@ -1059,6 +1079,12 @@ impl Writer {
     }
 
     fn next_request(&mut self, route: Route, now: Instant, flush: bool) -> Option<Pending> {
+        let in_flight: usize = self
+            .dests
+            .iter()
+            .flat_map(|d| &d.lanes)
+            .map(|l| l.in_flight_bytes)
+            .sum();
         let c = &self.config;
         let dest = &mut self.dests[route.destination];
         if dest.pending() {
@@ -1078,7 +1104,9 @@ impl Writer {
         } else {
             c.aggregate
         };
-        let mut batch = lane.take(aggregate, now, c.batch_records_max, c.batch_bytes_max);
+        let bytes_max = request_bytes_max(c, in_flight);
+        let lane = &mut self.dests[route.destination].lanes[route.lane].lane;
+        let mut batch = lane.take(aggregate, now, c.batch_records_max, bytes_max);
         if batch.is_empty() {
             self.breaker.release();
             return None;
@@ -1102,7 +1130,7 @@ impl Writer {
             .sum();
         let entries = request_entries(&mut batch);
         let dest = &mut self.dests[route.destination];
-        dest.lanes[route.lane].in_flight_bytes = records + body * 7 / 3;
+        dest.lanes[route.lane].in_flight_bytes = records + body * REQUEST_COPIES;
         dest.lanes[route.lane].in_flight = batch;
         dest.lanes[route.lane].lane.in_flight = true;
         self.stats.requests.add(1);
@@ -1475,6 +1503,48 @@ mod tests {
             dead.records[0].error
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Requests in flight share about half the memory budget: the first of a backlog gets a
+    /// quarter of that half's room (its copies count three times more), later ones what is left,
+    /// never less than [`REQUEST_BYTES_MIN`] nor more than `kinesis.batch_bytes_max`.
+    #[test]
+    fn requests_in_flight_share_half_the_budget() {
+        let mut c = KinesisConfig {
+            buffer_bytes_max: 8 << 20,
+            ..KinesisConfig::default()
+        };
+        assert_eq!(request_bytes_max(&c, 0), 1 << 20);
+        assert_eq!(request_bytes_max(&c, 2 << 20), 512 << 10);
+        assert_eq!(request_bytes_max(&c, 8 << 20), REQUEST_BYTES_MIN);
+        c.buffer_bytes_max = 256 << 20;
+        assert_eq!(request_bytes_max(&c, 0), c.batch_bytes_max);
+    }
+
+    /// A request in flight counts in the budget with its copies, until its answer.
+    #[test]
+    fn a_request_in_flight_counts_until_answered() {
+        let mut w = writer();
+        w.route(trades(1..=1));
+        let queued = w.held_bytes();
+        let route = Route {
+            destination: 0,
+            lane: 0,
+        };
+        let request = w.next_request(route, Instant::now(), true);
+        assert!(request.is_some());
+        assert!(w.dests[0].is_empty());
+        let in_flight = w.held_bytes();
+        assert!(in_flight > queued, "{in_flight} > {queued}");
+        w.settle(
+            route,
+            Ok(Answer {
+                failed: vec![false],
+                misplaced: 0,
+            }),
+        );
+        assert_eq!(w.held_bytes(), 0);
+        assert_eq!(w.stats.written.get(), 1);
     }
 
     /// A simulator event of symbol 0 as the reader hands it on.
