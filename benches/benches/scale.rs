@@ -19,8 +19,10 @@
 //!
 //! With Redis, the line has `redis_server`: what redis-server took per message, from its own
 //! counters (`INFO stats`: `total_net_input_bytes`, `total_commands_processed`; `INFO
-//! commandstats`: calls per command) read before the run and after it (`bytes_in_per_msg`,
-//! `commands_per_msg`, `calls_per_msg`), and between the first sample after the warm-up and the
+//! commandstats`: calls per command and the microseconds spent executing them) read before the
+//! run and after it (`bytes_in_per_msg`, `commands_per_msg`, `calls_per_msg`,
+//! `command_us_per_msg`: Redis' own execution time per message, a floor under a burst's
+//! latency whatever the writer does), and between the first sample after the warm-up and the
 //! last one (`..._after_warmup`). Counts of bytes and commands do not depend on how busy the box
 //! is, unlike the latencies: they compare builds on a shared machine.
 //!
@@ -265,6 +267,8 @@ struct RedisCounters {
     bytes_in: u64,
     commands: u64,
     calls: BTreeMap<String, u64>,
+    /// Microseconds redis-server spent executing commands, all commands (`usec=`).
+    command_us: u64,
 }
 
 /// `host:port` of a `redis://host:port/db` URL.
@@ -308,23 +312,26 @@ fn redis_totals(addr: &str) -> Option<(u64, u64)> {
 fn redis_counters(addr: &str) -> Option<RedisCounters> {
     let (bytes_in, commands) = redis_totals(addr)?;
     let text = redis_info(addr, "commandstats")?;
+    let mut command_us = 0;
     let calls = text
         .lines()
         .filter_map(|l| {
             let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_string(), calls))
+            let field = |key: &str| -> Option<u64> {
+                rest.split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            command_us += field("usec").unwrap_or(0);
+            Some((name.to_string(), field("calls")?))
         })
         .collect();
     Some(RedisCounters {
         bytes_in,
         commands,
         calls,
+        command_us,
     })
 }
 
@@ -356,6 +363,8 @@ fn redis_per_msg(
         "bytes_in_per_msg": per(after.bytes_in.saturating_sub(before.bytes_in), frames),
         "commands_per_msg": per(after.commands.saturating_sub(before.commands), frames),
         "calls_per_msg": calls,
+        // Redis' own execution time: a floor under any burst's latency, whatever the writer.
+        "command_us_per_msg": per(after.command_us.saturating_sub(before.command_us), frames),
         "bytes_in_per_msg_after_warmup": steady.map(|s| s.0),
         "commands_per_msg_after_warmup": steady.map(|s| s.1),
     })
