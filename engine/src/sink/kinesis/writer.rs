@@ -1461,7 +1461,7 @@ mod tests {
         }
         let spilled = w.spill.len();
         assert!(
-            spilled >= 1 && spilled < 4,
+            (1..4).contains(&spilled),
             "200 bytes hold a few: {spilled}"
         );
         assert_eq!(w.stats.dead_lettered.get(), 4 - spilled as u64);
