@@ -990,6 +990,7 @@ impl Writer {
         self.finish_orders();
         let why = format!("not sent: the start-up stream check failed: {error}");
         self.abandon(&why);
+        self.spill.finish();
         let kept = self.stats.dead_lettered.get();
         let dropped = self.stats.dropped.get();
         if let Err(reason) = self.dead.finish() {
