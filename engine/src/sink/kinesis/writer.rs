@@ -1461,10 +1461,7 @@ mod tests {
             w.route(trades(id..=id));
         }
         let spilled = w.spill.len();
-        assert!(
-            (1..4).contains(&spilled),
-            "200 bytes hold a few: {spilled}"
-        );
+        assert!((1..4).contains(&spilled), "200 bytes hold a few: {spilled}");
         assert_eq!(w.stats.dead_lettered.get(), 4 - spilled as u64);
         w.abandon("stopping");
         assert_eq!(w.stats.dead_lettered.get(), 6);
