@@ -252,6 +252,23 @@ impl Spill {
             .ok_or_else(|| io::Error::other("no spill file"))
     }
 
+    /// Fault injection for tests: the file's writes fail from now on (`fail`), as on a full
+    /// disk, or work again; what the write buffer holds stays in it, at the same offset.
+    #[cfg(test)]
+    fn writes_fail(&mut self, fail: bool) -> io::Result<()> {
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let (mut file, buffered) = out.into_parts();
+        let at = file.stream_position()?;
+        let mut file = OpenOptions::new().read(true).write(!fail).open(&self.path)?;
+        file.seek(SeekFrom::Start(at))?;
+        let mut out = BufWriter::with_capacity(BUFFER, file);
+        out.write_all(&buffered.map_err(|_| io::Error::other("panicked"))?)?;
+        self.out = Some(out);
+        Ok(())
+    }
+
     /// Empties the file: both ends back to its start.
     fn reset(&mut self) -> io::Result<()> {
         self.written = 0;
@@ -393,6 +410,85 @@ mod tests {
         spill.flush().expect("flushed");
         let (_, _, back) = spill.pop().expect("readable").expect("a record");
         assert!(back.enqueued.elapsed() >= Duration::from_secs(30));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A write that fails (a full disk) while records wait in the write buffer: the read that
+    /// misses them counts them lost, and once the disk has room again the file starts over: the
+    /// next record read is the next one pushed, not a lost one read back late (sent after
+    /// being counted lost) nor the middle of one.
+    #[test]
+    fn after_a_failed_write_and_read_the_file_starts_over() {
+        let dir = temp("full");
+        let path = dir.join("spill");
+        let mut spill = Spill::new(&path, 1 << 20);
+        for data in [b"A", b"B"] {
+            spill.push(0, 0, &entry("K", data, 0)).expect("kept");
+        }
+        spill.flush().expect("flushed");
+        let (_, _, a) = spill.pop().expect("readable").expect("A");
+        assert_eq!(a.data.as_ref(), b"A");
+        for data in [b"C", b"D"] {
+            spill.push(0, 0, &entry("K", data, 0)).expect("buffered");
+        }
+        spill.writes_fail(true).expect("fault injected");
+        assert!(spill.flush().is_err(), "the disk is full");
+        let (_, _, b) = spill.pop().expect("readable").expect("B");
+        assert_eq!(b.data.as_ref(), b"B");
+        assert_eq!(spill.pop().err().map(|(lost, _)| lost), Some(2), "C and D lost");
+        assert!(spill.is_empty());
+        spill.writes_fail(false).expect("room again");
+        spill.push(0, 0, &entry("K", b"E", 0)).expect("kept");
+        spill.flush().expect("flushed");
+        let (_, _, e) = spill.pop().expect("readable").expect("a record");
+        assert_eq!(e.data.as_ref(), b"E", "the record pushed, not a lost one");
+        assert!(spill.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A second writer with the same overflow path (another process with the same config) is
+    /// refused: the first one's file is not truncated under it.
+    #[test]
+    fn a_file_in_use_is_not_taken_over() {
+        let dir = temp("shared");
+        let path = dir.join("spill");
+        let mut first = Spill::new(&path, 1 << 20);
+        first.push(0, 0, &entry("K", b"first", 0)).expect("kept");
+        first.flush().expect("flushed");
+        let mut second = Spill::new(&path, 1 << 20);
+        let refused = second.push(0, 0, &entry("K", b"second", 0));
+        assert!(
+            refused.as_ref().is_err_and(|why| why.contains("in use")),
+            "{refused:?}"
+        );
+        let (_, _, back) = first.pop().expect("readable").expect("a record");
+        assert_eq!(back.data.as_ref(), b"first");
+        first.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The time in the file counts toward the delivery deadline: a record comes back with the
+    /// instant it entered the writer, not that instant moved on by its stay in the file.
+    #[test]
+    fn the_time_in_the_file_counts() {
+        let dir = temp("stay");
+        let mut spill = Spill::new(&dir.join("spill"), 1 << 20);
+        for e in [
+            entry("K", b"now", 0),
+            entry("K", b"before", 0),
+        ] {
+            let mut e = e;
+            if e.data.as_ref() == b"before" {
+                e.enqueued = Instant::now()
+                    .checked_sub(Duration::from_secs(30))
+                    .unwrap_or_else(Instant::now);
+            }
+            let enqueued = e.enqueued;
+            spill.push(0, 0, &e).expect("kept");
+            spill.flush().expect("flushed");
+            let (_, _, back) = spill.pop().expect("readable").expect("a record");
+            assert_eq!(back.enqueued, enqueued);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

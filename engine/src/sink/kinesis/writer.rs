@@ -1519,6 +1519,38 @@ mod tests {
         assert_eq!(request_bytes_max(&c, 0), c.batch_bytes_max);
     }
 
+    /// A record larger than a request's share of the budget (here 256 KiB, the least, with
+    /// the other requests in flight holding the budget) still leaves, aggregated as a backlog
+    /// sends: alone in its request, not left waiting for room that never comes.
+    #[test]
+    fn a_record_larger_than_the_request_share_still_leaves_aggregated() {
+        let mut w = writer();
+        w.config.aggregate = Aggregate::On;
+        w.config.linger = Duration::ZERO;
+        w.dests[1].lanes[0].in_flight_bytes = w.config.buffer_bytes_max;
+        assert_eq!(request_bytes_max(&w.config, w.held_bytes()), REQUEST_BYTES_MIN);
+        let key: Arc<str> = "BTCUSDT".into();
+        let big = Entry {
+            key: key.clone(),
+            data: Bytes::from(vec![7u8; 600 << 10]),
+            recv_time_ns: 1,
+            enqueued: Instant::now(),
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+            maybe_landed: false,
+        };
+        w.enqueue(0, hash_key(&key), big);
+        assert_eq!(w.dests[0].len(), 1);
+        let route = Route {
+            destination: 0,
+            lane: 0,
+        };
+        let request = w.next_request(route, Instant::now(), false);
+        assert!(request.is_some(), "the record leaves");
+        assert!(w.dests[0].is_empty());
+    }
+
     /// A request in flight counts in the budget with its copies, until its answer.
     #[test]
     fn a_request_in_flight_counts_until_answered() {
