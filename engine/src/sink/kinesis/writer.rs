@@ -1481,6 +1481,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An overflow file changed under the writer (a record naming a destination there is
+    /// not) does not panic it: the record is counted dropped, the others still leave.
+    #[test]
+    fn a_corrupt_overflow_record_is_counted_not_a_panic() {
+        use std::io::{Seek, Write};
+        let dir =
+            std::env::temp_dir().join(format!("hotpath-kinesis-spillbent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut w = tight_writer(&dir, 1 << 20);
+        for id in 2..=4 {
+            w.route(trades(id..=id));
+        }
+        assert_eq!(w.spill.len(), 2);
+        w.spill.flush().expect("flushed");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("spill"))
+            .expect("the overflow file");
+        file.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        file.write_all(&[200]).expect("a destination byte changed");
+        let _ = queued(&mut w);
+        let (_, consumer) = rtrb::RingBuffer::<FeedEvent>::new(4);
+        w.drain(&mut [consumer], &mut None);
+        assert_eq!(w.stats.dropped.get(), 1);
+        assert_eq!(queued(&mut w), vec![vec![4]]);
+        let _ = w.dead.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An overflow file that cannot be created: the record is dead-lettered, saying why.
     #[test]
     fn an_overflow_that_cannot_be_written_dead_letters() {
