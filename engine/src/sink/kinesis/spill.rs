@@ -15,9 +15,12 @@
 //! not delivered).
 //!
 //! Format of one record, little-endian: destination (u8), hash key (u128), partition key length
-//! (u16), data length (u32), receive time (u64, monotonic ns), time in the writer before it was
-//! spilled (u64 ns, so the delivery deadline still counts from its arrival), then the key and
-//! the data.
+//! (u16), data length (u32), receive time (u64, monotonic ns), the instant it entered the writer
+//! (i64 ns from the [`Spill`]'s creation, so the delivery deadline counts from its arrival, its
+//! time in the file included), then the key and the data.
+//!
+//! One writer per file: it is locked while open, and a second process with the same
+//! `kinesis.spill_path` is refused (its records are dead-lettered), not let truncate it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -55,6 +58,8 @@ pub struct Spill {
     broken: bool,
     /// Partition keys read back, shared by their records.
     keys: HashMap<Box<str>, Arc<str>>,
+    /// What the records' arrival instants are written relative to.
+    epoch: Instant,
 }
 
 impl Spill {
@@ -70,6 +75,7 @@ impl Spill {
             records: 0,
             broken: false,
             keys: HashMap::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -116,7 +122,7 @@ impl Spill {
         ) else {
             return Err("record too large to spill".into());
         };
-        let waited = u64::try_from(entry.enqueued.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let enqueued = self.since_epoch(entry.enqueued);
         if let Err(e) = self.writer() {
             return Err(format!("cannot open {}: {e}", self.path.display()));
         }
@@ -126,7 +132,7 @@ impl Spill {
         header[17..19].copy_from_slice(&key_len.to_le_bytes());
         header[19..23].copy_from_slice(&data_len.to_le_bytes());
         header[23..31].copy_from_slice(&entry.recv_time_ns.to_le_bytes());
-        header[31..39].copy_from_slice(&waited.to_le_bytes());
+        header[31..39].copy_from_slice(&enqueued.to_le_bytes());
         let Some(out) = self.out.as_mut() else {
             return Err("no overflow file".into());
         };
@@ -162,15 +168,22 @@ impl Spill {
             Ok(record) => {
                 self.records -= 1;
                 if self.records == 0 {
-                    // Emptied: start the file over so it never grows beyond one backlog.
-                    self.reset()
-                        .map_err(|e| (0, format!("cannot truncate: {e}")))?;
+                    // Emptied: start the file over so it never grows beyond one backlog. If that
+                    // fails, the next push starts it over (reopened, truncated); the record read
+                    // is returned all the same.
+                    if let Err(e) = self.reset() {
+                        self.broken = true;
+                        tracing::warn!("kinesis: cannot truncate {}: {e}", self.path.display());
+                    }
                 }
                 Ok(Some(record))
             }
             Err(e) => {
                 let lost = self.records;
                 self.records = 0;
+                // Neither end is resumed (the write buffer may still hold the lost records, the
+                // read stopped mid-record): the file starts over, reopened and truncated.
+                self.broken = true;
                 let _ = self.reset();
                 Err((lost, format!("cannot read {}: {e}", self.path.display())))
             }
@@ -201,7 +214,8 @@ impl Spill {
         let hash = u128::from_le_bytes(field(1, 16).try_into().unwrap_or_default());
         let key_len = u16::from_le_bytes(field(17, 2).try_into().unwrap_or_default());
         let data_len = u32::from_le_bytes(field(19, 4).try_into().unwrap_or_default());
-        let (recv_time_ns, waited) = (le8(23), le8(31));
+        let recv_time_ns = le8(23);
+        let enqueued = i64::from_le_bytes(field(31, 8).try_into().unwrap_or_default());
         let mut key = vec![0u8; usize::from(key_len)];
         input.read_exact(&mut key)?;
         let mut data = vec![0u8; data_len as usize];
@@ -216,12 +230,11 @@ impl Spill {
                 k
             }
         };
-        let now = Instant::now();
         let entry = Entry {
             key,
             data: Bytes::from(data),
             recv_time_ns,
-            enqueued: now.checked_sub(Duration::from_nanos(waited)).unwrap_or(now),
+            enqueued: self.from_epoch(enqueued),
             first_attempt_ms: 0,
             attempts: 0,
             error: None,
@@ -238,6 +251,18 @@ impl Spill {
                 .create(true)
                 .truncate(false)
                 .open(&self.path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::other(
+                        "in use by another process (the same kinesis.spill_path)",
+                    ));
+                }
+                // A file system without locks: used unguarded.
+                Err(std::fs::TryLockError::Error(e)) => {
+                    tracing::warn!("kinesis: cannot lock {}: {e}", self.path.display());
+                }
+            }
             if file.metadata()?.len() > 0 {
                 tracing::warn!(
                     "kinesis: truncating {}, left by an earlier run (its records are not sent)",
@@ -261,12 +286,35 @@ impl Spill {
         };
         let (mut file, buffered) = out.into_parts();
         let at = file.stream_position()?;
-        let mut file = OpenOptions::new().read(true).write(!fail).open(&self.path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(!fail)
+            .open(&self.path)?;
         file.seek(SeekFrom::Start(at))?;
         let mut out = BufWriter::with_capacity(BUFFER, file);
         out.write_all(&buffered.map_err(|_| io::Error::other("panicked"))?)?;
         self.out = Some(out);
         Ok(())
+    }
+
+    /// `at` as signed nanoseconds from [`Spill::epoch`] (the file's form of an instant).
+    fn since_epoch(&self, at: Instant) -> i64 {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(self.epoch) {
+            Some(after) => ns(after),
+            None => -ns(self.epoch.duration_since(at)),
+        }
+    }
+
+    /// The instant [`Spill::since_epoch`] wrote (now if it cannot be one).
+    fn from_epoch(&self, signed: i64) -> Instant {
+        let offset = Duration::from_nanos(signed.unsigned_abs());
+        let at = if signed >= 0 {
+            self.epoch.checked_add(offset)
+        } else {
+            self.epoch.checked_sub(offset)
+        };
+        at.unwrap_or_else(Instant::now)
     }
 
     /// Empties the file: both ends back to its start.
@@ -435,7 +483,11 @@ mod tests {
         assert!(spill.flush().is_err(), "the disk is full");
         let (_, _, b) = spill.pop().expect("readable").expect("B");
         assert_eq!(b.data.as_ref(), b"B");
-        assert_eq!(spill.pop().err().map(|(lost, _)| lost), Some(2), "C and D lost");
+        assert_eq!(
+            spill.pop().err().map(|(lost, _)| lost),
+            Some(2),
+            "C and D lost"
+        );
         assert!(spill.is_empty());
         spill.writes_fail(false).expect("room again");
         spill.push(0, 0, &entry("K", b"E", 0)).expect("kept");
@@ -473,10 +525,7 @@ mod tests {
     fn the_time_in_the_file_counts() {
         let dir = temp("stay");
         let mut spill = Spill::new(&dir.join("spill"), 1 << 20);
-        for e in [
-            entry("K", b"now", 0),
-            entry("K", b"before", 0),
-        ] {
+        for e in [entry("K", b"now", 0), entry("K", b"before", 0)] {
             let mut e = e;
             if e.data.as_ref() == b"before" {
                 e.enqueued = Instant::now()

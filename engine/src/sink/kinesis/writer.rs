@@ -590,6 +590,7 @@ impl Writer {
         }
         while self.held < self.config.buffer_bytes_max {
             match self.spill.pop() {
+                Ok(Some((dest, _, _))) if dest >= DESTINATIONS => self.spill_corrupt(dest),
                 Ok(Some((dest, hash, entry))) => {
                     self.held += entry.held_bytes();
                     self.dests[dest].push(hash, entry);
@@ -602,6 +603,15 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A record read back from the overflow file naming no destination (the file was changed
+    /// under the writer): counted dropped.
+    fn spill_corrupt(&mut self, dest: usize) {
+        self.stats.dropped.add(1);
+        self.log_error(&format!(
+            "the overflow file holds a record of destination {dest}: dropped"
+        ));
     }
 
     /// Takes everything waiting in the event rings.
@@ -966,6 +976,7 @@ impl Writer {
         let _ = self.spill.flush();
         loop {
             match self.spill.pop() {
+                Ok(Some((dest, _, _))) if dest >= DESTINATIONS => self.spill_corrupt(dest),
                 Ok(Some((dest, _, entry))) => self.dead_letter(dest, entry, why),
                 Ok(None) => break,
                 Err((lost, e)) => {
@@ -1557,7 +1568,10 @@ mod tests {
         w.config.aggregate = Aggregate::On;
         w.config.linger = Duration::ZERO;
         w.dests[1].lanes[0].in_flight_bytes = w.config.buffer_bytes_max;
-        assert_eq!(request_bytes_max(&w.config, w.held_bytes()), REQUEST_BYTES_MIN);
+        assert_eq!(
+            request_bytes_max(&w.config, w.held_bytes()),
+            REQUEST_BYTES_MIN
+        );
         let key: Arc<str> = "BTCUSDT".into();
         let big = Entry {
             key: key.clone(),
