@@ -879,6 +879,15 @@ mod tests {
                 "enabled = true\nbatch_bytes_max = 6000000",
                 "kinesis.batch_bytes_max",
             ),
+            (
+                "enabled = true\nbuffer_bytes_max = 1048576",
+                "kinesis.buffer_bytes_max",
+            ),
+            ("enabled = true\nspill_path = \"\"", "kinesis.spill_path"),
+            (
+                "enabled = true\ndead_letter_path = \"d\"\nspill_path = \"d\"",
+                "kinesis.spill_path",
+            ),
         ] {
             let e = kinesis(text).expect_err(text);
             assert_eq!(e.key(), Some(key), "{text}: {e}");
