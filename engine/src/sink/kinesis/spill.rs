@@ -498,6 +498,42 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A record whose write failed halfway (its header buffered, its data refused: a full
+    /// disk) is not counted, and once the disk has room and that half lands in the file it is
+    /// never read back as a record: nothing is taken until the file is read empty, then it
+    /// starts over.
+    #[test]
+    fn a_half_written_record_is_never_read_back() {
+        let dir = temp("half");
+        let path = dir.join("spill");
+        let mut spill = Spill::new(&path, 1 << 20);
+        spill.push(0, 0, &entry("K", b"A", 0)).expect("kept");
+        spill.flush().expect("flushed");
+        spill.writes_fail(true).expect("fault injected");
+        let big = vec![9u8; BUFFER + 1];
+        assert!(
+            spill.push(0, 0, &entry("K", &big, 0)).is_err(),
+            "the disk is full"
+        );
+        spill.writes_fail(false).expect("room again");
+        spill.flush().expect("the half record lands");
+        assert!(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > (HEADER + 2) as u64);
+        assert!(
+            spill.push(0, 0, &entry("K", b"C", 0)).is_err(),
+            "not behind the half"
+        );
+        assert_eq!(spill.len(), 1);
+        let (_, _, a) = spill.pop().expect("readable").expect("A");
+        assert_eq!(a.data.as_ref(), b"A");
+        assert_eq!(spill.pop().ok().flatten().map(|r| r.0), None);
+        spill.push(0, 0, &entry("K", b"D", 0)).expect("kept");
+        spill.flush().expect("flushed");
+        let (_, _, d) = spill.pop().expect("readable").expect("D");
+        assert_eq!(d.data.as_ref(), b"D");
+        assert!(spill.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A second writer with the same overflow path (another process with the same config) is
     /// refused: the first one's file is not truncated under it.
     #[test]
