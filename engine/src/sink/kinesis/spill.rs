@@ -534,6 +534,46 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A backlog that stays (records leave as fast as they come, the file never read empty)
+    /// is bounded by what waits, not by everything that passed through: the bytes already
+    /// read back are given back to the disk, and every record still comes back, in order.
+    #[test]
+    fn a_standing_backlog_does_not_fill_the_bound() {
+        let dir = temp("standing");
+        let path = dir.join("spill");
+        let one = (HEADER + 1 + 8) as u64;
+        let mut spill = Spill::new(&path, 12 * one);
+        let mut next = 0u64;
+        let mut expect = 0u64;
+        for _ in 0..4 {
+            spill
+                .push(0, 0, &entry("K", &next.to_le_bytes(), next))
+                .expect("kept");
+            next += 1;
+        }
+        for _ in 0..200 {
+            let pushed = spill.push(0, 0, &entry("K", &next.to_le_bytes(), next));
+            assert_eq!(pushed, Ok(()), "record {next}, {} waiting", spill.len());
+            next += 1;
+            assert!(spill.bytes() <= 12 * one, "{}", spill.bytes());
+            spill.flush().expect("flushed");
+            let (_, _, e) = spill.pop().expect("readable").expect("a record");
+            assert_eq!(e.recv_time_ns, expect);
+            expect += 1;
+            let on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            assert!(on_disk <= spill.bytes(), "{on_disk} > {}", spill.bytes());
+        }
+        while let Some((_, _, e)) = spill.pop().expect("readable") {
+            assert_eq!(e.recv_time_ns, expect);
+            expect += 1;
+        }
+        assert_eq!(expect, next);
+        assert_eq!(spill.bytes(), 0);
+        spill.finish();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A second writer with the same overflow path (another process with the same config) is
     /// refused: the first one's file is not truncated under it.
     #[test]
