@@ -7,9 +7,13 @@
 //! Order: once one record is in the file, every new record goes there too until the file is
 //! empty again, so records leave in the order they came, per partition key and overall.
 //!
-//! Bound: the file grows to `kinesis.spill_bytes_max` at most; a record beyond it goes to the
-//! dead-letter file, counted. The file is emptied (truncated) each time every record in it went
-//! back to memory, and removed at the end of the run. It is the running writer's own: its format
+//! Bound: the overflow holds `kinesis.spill_bytes_max` bytes on disk at most; a record beyond
+//! goes to the dead-letter file, counted. The file is emptied (truncated) each time every record
+//! in it went back to memory, and removed at the end of the run. A backlog that stands (records
+//! leave as fast as they come, so the file is never read empty) does not fill the bound with
+//! what was already read back: once the reader is past half the file, new records go to a new
+//! file at the same path, the old one (unlinked) is read to its end and its space given back
+//! when it closes. A standing backlog of a third of the bound therefore fits. It is the running writer's own: its format
 //! (below) is not kept across versions, and a file left by a crash is truncated at start with a
 //! warning (what it held is not sent; the dead-letter file is the durable record of what was
 //! not delivered).
@@ -49,10 +53,19 @@ pub struct Spill {
     /// Opened at the first record.
     out: Option<BufWriter<File>>,
     input: Option<BufReader<File>>,
-    /// Bytes written since the file was last emptied (its size once flushed).
+    /// Bytes written to the file at `path` since it was last emptied (its size once flushed).
     written: u64,
-    /// Records in the file not read back yet.
+    /// Bytes of it read back.
+    consumed: u64,
+    /// Bytes of the previous file, unlinked and still being read (0: none); its space is given
+    /// back once read to its end.
+    old: u64,
+    /// Records of the previous file not read back yet (read before the current file's).
+    old_records: usize,
+    /// Records in both files not read back yet.
     records: usize,
+    /// This writer created and locked the file (so it removes it at the end).
+    ours: bool,
     /// A write failed: no record is taken until the file has been read empty (what it holds
     /// is still read back; a record the failed write cut is not counted in it).
     broken: bool,
@@ -72,7 +85,11 @@ impl Spill {
             out: None,
             input: None,
             written: 0,
+            consumed: 0,
+            old: 0,
+            old_records: 0,
             records: 0,
+            ours: false,
             broken: false,
             keys: HashMap::new(),
             epoch: Instant::now(),
@@ -89,9 +106,10 @@ impl Spill {
         self.records == 0
     }
 
-    /// The file's bytes (written since it was last emptied).
+    /// The overflow's bytes on disk: the file's, and the previous file's while it is read to
+    /// its end.
     pub fn bytes(&self) -> u64 {
-        self.written
+        self.old + self.written
     }
 
     /// Appends a record. `Err` with the reason when it cannot be kept (the bound, a write
@@ -101,7 +119,8 @@ impl Spill {
         if self.bytes_max == 0 {
             return Err("kinesis.buffer_bytes_max reached".into());
         }
-        if self.written + size > self.bytes_max {
+        self.maybe_switch();
+        if self.bytes() + size > self.bytes_max {
             return Err("kinesis.buffer_bytes_max and kinesis.spill_bytes_max reached".into());
         }
         if self.broken && self.records == 0 {
@@ -167,6 +186,18 @@ impl Spill {
         match self.read_one() {
             Ok(record) => {
                 self.records -= 1;
+                let size = (HEADER + record.2.key.len() + record.2.data.len()) as u64;
+                if self.old_records > 0 {
+                    self.old_records -= 1;
+                    if self.old_records == 0 {
+                        // The previous file read to its end: closing it gives its space back;
+                        // the next read opens the current one from its start.
+                        self.input = None;
+                        self.old = 0;
+                    }
+                } else {
+                    self.consumed += size;
+                }
                 if self.records == 0 {
                     // Emptied: start the file over so it never grows beyond one backlog. If that
                     // fails, the next push starts it over (reopened, truncated); the record read
@@ -192,12 +223,38 @@ impl Spill {
 
     /// Removes the file at the end of the run (once empty).
     pub fn finish(&mut self) {
-        if self.out.take().is_some() {
-            self.input = None;
-            if self.records == 0 {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        self.out = None;
+        self.input = None;
+        if std::mem::take(&mut self.ours) && self.records == 0 {
+            let _ = std::fs::remove_file(&self.path);
         }
+    }
+
+    /// Once the reader is past half the file, new records go to a new file at the same path
+    /// (see the module documentation): the old one is complete (flushed), unlinked, and read
+    /// to its end through the reader's handle. Not while an earlier one is still read, nor
+    /// before the reader is an eighth of the bound in (switching often costs more than it
+    /// frees).
+    fn maybe_switch(&mut self) {
+        let past_half = self.consumed.saturating_mul(2) >= self.written
+            && self.consumed.saturating_mul(8) >= self.bytes_max;
+        if self.broken || self.old_records > 0 || self.input.is_none() || !past_half {
+            return;
+        }
+        if let Some(out) = &mut self.out
+            && out.flush().is_err()
+        {
+            return;
+        }
+        if std::fs::remove_file(&self.path).is_err() {
+            return;
+        }
+        // The next write creates (and locks) the new file.
+        self.out = None;
+        self.old = self.written;
+        self.old_records = self.records;
+        self.written = 0;
+        self.consumed = 0;
     }
 
     fn read_one(&mut self) -> io::Result<Spilled> {
@@ -234,7 +291,7 @@ impl Spill {
             key,
             data: Bytes::from(data),
             recv_time_ns,
-            enqueued: self.from_epoch(enqueued),
+            enqueued: self.instant_at(enqueued),
             first_attempt_ms: 0,
             attempts: 0,
             error: None,
@@ -252,7 +309,7 @@ impl Spill {
                 .truncate(false)
                 .open(&self.path)?;
             match file.try_lock() {
-                Ok(()) => {}
+                Ok(()) => self.ours = true,
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(io::Error::other(
                         "in use by another process (the same kinesis.spill_path)",
@@ -260,6 +317,7 @@ impl Spill {
                 }
                 // A file system without locks: used unguarded.
                 Err(std::fs::TryLockError::Error(e)) => {
+                    self.ours = true;
                     tracing::warn!("kinesis: cannot lock {}: {e}", self.path.display());
                 }
             }
@@ -307,7 +365,7 @@ impl Spill {
     }
 
     /// The instant [`Spill::since_epoch`] wrote (now if it cannot be one).
-    fn from_epoch(&self, signed: i64) -> Instant {
+    fn instant_at(&self, signed: i64) -> Instant {
         let offset = Duration::from_nanos(signed.unsigned_abs());
         let at = if signed >= 0 {
             self.epoch.checked_add(offset)
@@ -319,7 +377,7 @@ impl Spill {
 
     /// Empties the file: both ends back to its start.
     fn reset(&mut self) -> io::Result<()> {
-        self.written = 0;
+        (self.written, self.consumed, self.old, self.old_records) = (0, 0, 0, 0);
         if std::mem::take(&mut self.broken) {
             // The write buffer may hold what could not be written: dropped first (its last
             // flush lands before the truncation or fails), then the file emptied.
@@ -589,9 +647,12 @@ mod tests {
             refused.as_ref().is_err_and(|why| why.contains("in use")),
             "{refused:?}"
         );
+        second.finish();
+        assert!(path.exists(), "the refused writer leaves the file be");
         let (_, _, back) = first.pop().expect("readable").expect("a record");
         assert_eq!(back.data.as_ref(), b"first");
         first.finish();
+        assert!(!path.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
