@@ -105,6 +105,13 @@ const _: () = assert!(TRADES_PER_PIPELINE > 0 && LATENCY_SAMPLES_MAX >= TRADES_P
 pub const IDLE_SPINS_MAX: u32 = 100;
 /// Idle rounds a `backoff` consumer yields its core after spinning, before it parks.
 pub const IDLE_YIELDS_MAX: u32 = 10;
+/// Idle spells in a row whose spins and yields found nothing (the work came only after a
+/// park) after which a `backoff` consumer parks at once: at low rates the gap between frames
+/// is far longer than the spin phase, which then only costs CPU.
+pub const IDLE_SPIN_MISSES_MAX: u32 = 4;
+/// While it parks at once, a `backoff` consumer still spins through every this many-th spell,
+/// to notice when the rate has risen enough for spinning to catch the next frame again.
+pub const IDLE_SPIN_PROBE_EVERY: u32 = 16;
 /// A `backoff` consumer's first park; each further idle round doubles it up to
 /// [`IDLE_PARK_MAX`]. Data wakes a parked consumer at once: the timeout only bounds how late
 /// its timers (linger, hold, reconnect) fire and how often an idle thread looks around.
@@ -114,7 +121,8 @@ pub const IDLE_PARK_MAX: std::time::Duration = std::time::Duration::from_millis(
 /// A `blocking` consumer's park: it sleeps until woken, looking at its timers this often.
 pub const IDLE_BLOCKING_PARK: std::time::Duration = std::time::Duration::from_millis(100);
 const _: () = assert!(
-    IDLE_PARK_MIN.as_nanos() > 0
+    IDLE_SPIN_PROBE_EVERY > 0
+        && IDLE_PARK_MIN.as_nanos() > 0
         && IDLE_PARK_MIN.as_nanos() <= IDLE_PARK_MAX.as_nanos()
         && IDLE_PARK_MAX.as_nanos() <= IDLE_BLOCKING_PARK.as_nanos()
 );

@@ -9,6 +9,18 @@
 //! [`IDLE_BLOCKING_PARK`]. [`Idler`] is the pure part: it turns "this round did `work` items"
 //! into a [`Step`].
 //!
+//! `backoff` adapts to the rate. An idle spell (the idle rounds between two rounds with work)
+//! whose spins and yields found nothing, the work coming only after a park, is a miss; after
+//! [`IDLE_SPIN_MISSES_MAX`] misses in a row the spells park at once, except every
+//! [`IDLE_SPIN_PROBE_EVERY`]-th, which spins again, and a spell whose spins find work brings
+//! the spinning back. At low rates (a frame a millisecond) the spin phase never caught the
+//! next frame and only cost CPU (about 100 rounds of the consumer's duty cycle and 10 yields,
+//! each a system call on a tokio runtime); at high rates it still catches frames without a
+//! wake-up. A consumer that knows when its own timers are next due ([`Idler::step_until`],
+//! the Redis writer) parks until then (capped at [`IDLE_PARK_MAX`]) instead of doubling from
+//! [`IDLE_PARK_MIN`]: every other input rings its bell, and on a KVM guest each timer wake-up
+//! costs tens of microseconds.
+//!
 //! A parked consumer is woken by its [`Bell`]: before parking it announces itself (`parked`
 //! flag), issues a `SeqCst` fence and looks at its rings once more; a producer, after pushing a
 //! batch, issues a `SeqCst` fence and reads the flag, and rings only when it is set. The two
@@ -46,7 +58,8 @@ use crossbeam_utils::sync::{Parker, Unparker};
 use tokio::sync::Notify;
 
 use crate::constants::{
-    IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
+    IDLE_BLOCKING_PARK, IDLE_PARK_MAX, IDLE_PARK_MIN, IDLE_SPIN_MISSES_MAX, IDLE_SPIN_PROBE_EVERY,
+    IDLE_SPINS_MAX, IDLE_YIELDS_MAX,
 };
 
 /// What a consumer thread does when a round found nothing to do (config value `idle`).
@@ -111,6 +124,12 @@ pub struct Idler {
     rounds: u32,
     /// The next park's timeout; within `IDLE_PARK_MIN..=IDLE_PARK_MAX`.
     park: Duration,
+    /// Idle spells in a row whose spins and yields found nothing (past
+    /// [`IDLE_SPIN_MISSES_MAX`], cycling through the probe period: [`one_more_miss`]); from
+    /// [`IDLE_SPIN_MISSES_MAX`] on, spells park at once but every [`IDLE_SPIN_PROBE_EVERY`]-th.
+    misses: u32,
+    /// This spell parks at once (decided at its first idle round).
+    cold: bool,
     /// How long frames taken while nothing is in flight wait before they are sent; zero: no
     /// linger (the consumer applies it, [`Step::Linger`]).
     linger: Duration,
@@ -123,6 +142,8 @@ impl Idler {
             strategy,
             rounds: 0,
             park: IDLE_PARK_MIN,
+            misses: 0,
+            cold: false,
             linger: Duration::ZERO,
         }
     }
@@ -142,26 +163,78 @@ impl Idler {
     }
 
     /// After a round that did `work` items: `None` to start the next round at once, or how to
-    /// idle first. Work resets the backoff.
+    /// idle first. Work resets the backoff. A `backoff` spell spins, yields, then parks with a
+    /// timeout doubling from [`IDLE_PARK_MIN`]; after [`IDLE_SPIN_MISSES_MAX`] spells in a row
+    /// whose spins and yields found nothing, spells park at once (but every
+    /// [`IDLE_SPIN_PROBE_EVERY`]-th, which spins again to notice a higher rate).
     #[inline]
     pub fn step(&mut self, work: usize) -> Option<Step> {
+        self.step_until(work, None)
+    }
+
+    /// [`Idler::step`] for a consumer that knows when its own timers are next due (`until`,
+    /// from now): a `backoff` park waits that long (at least [`IDLE_PARK_MIN`], at most
+    /// [`IDLE_PARK_MAX`]) instead of doubling from [`IDLE_PARK_MIN`], since everything else
+    /// that gives it work rings its bell. `None`: the doubling.
+    #[inline]
+    pub fn step_until(&mut self, work: usize, until: Option<Duration>) -> Option<Step> {
         if work > 0 {
-            self.rounds = 0;
-            self.park = IDLE_PARK_MIN;
+            self.end_spell();
             return None;
         }
         self.rounds = self.rounds.saturating_add(1);
         Some(match self.strategy {
             IdleStrategy::BusySpin => Step::Spin,
             IdleStrategy::Blocking => Step::Park(IDLE_BLOCKING_PARK),
-            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX => Step::Spin,
-            IdleStrategy::Backoff if self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX => Step::Yield,
-            IdleStrategy::Backoff => {
-                let park = self.park;
-                self.park = (park * 2).min(IDLE_PARK_MAX);
-                Step::Park(park)
-            }
+            IdleStrategy::Backoff => self.backoff(until),
         })
+    }
+
+    fn backoff(&mut self, until: Option<Duration>) -> Step {
+        if self.rounds == 1 {
+            self.cold = self.misses >= IDLE_SPIN_MISSES_MAX
+                && !self.misses.is_multiple_of(IDLE_SPIN_PROBE_EVERY);
+        }
+        if !self.cold && self.rounds <= IDLE_SPINS_MAX {
+            return Step::Spin;
+        }
+        if !self.cold && self.rounds <= IDLE_SPINS_MAX + IDLE_YIELDS_MAX {
+            return Step::Yield;
+        }
+        if let Some(until) = until {
+            return Step::Park(until.clamp(IDLE_PARK_MIN, IDLE_PARK_MAX));
+        }
+        let park = self.park;
+        self.park = (park * 2).min(IDLE_PARK_MAX);
+        Step::Park(park)
+    }
+
+    /// Work came: the idle spell (if any) ends, a hit when its spins or yields found the work,
+    /// a miss when it had to park.
+    fn end_spell(&mut self) {
+        if self.rounds > 0 && self.strategy == IdleStrategy::Backoff {
+            let parked = self.cold || self.rounds > IDLE_SPINS_MAX + IDLE_YIELDS_MAX;
+            self.misses = if parked {
+                one_more_miss(self.misses)
+            } else {
+                0
+            };
+        }
+        self.rounds = 0;
+        self.park = IDLE_PARK_MIN;
+    }
+}
+
+/// The count of missed spells in a row after one more: it counts up while it decides
+/// anything, then cycles through the probe period (keeping its place in it), so that a
+/// consumer that misses for ever (a low rate for months) still probes every
+/// [`IDLE_SPIN_PROBE_EVERY`]-th spell. A count stuck at its maximum would never probe again.
+fn one_more_miss(misses: u32) -> u32 {
+    let next = misses.saturating_add(1);
+    if next >= IDLE_SPIN_MISSES_MAX + IDLE_SPIN_PROBE_EVERY {
+        next - IDLE_SPIN_PROBE_EVERY
+    } else {
+        next
     }
 }
 
@@ -175,16 +248,18 @@ impl Idler {
     /// wait for a reply (every request slot busy). Work runs the next round at once; no work
     /// while awaiting waits for the reply ([`Step::Await`], `timeout` bounding it for the
     /// consumer's timers), not for the producers; otherwise the strategy's step (spin, yield,
-    /// park, woken by the producers' bell). `busy_spin` never waits.
+    /// park until `until` as in [`Idler::step_until`], woken by the producers' bell).
+    /// `busy_spin` never waits.
     #[inline]
     pub fn step_awaiting(
         &mut self,
         work: usize,
         awaiting: bool,
         timeout: Duration,
+        until: Option<Duration>,
     ) -> Option<Step> {
         if !awaiting || self.strategy == IdleStrategy::BusySpin {
-            return self.step(work);
+            return self.step_until(work, until);
         }
         self.rounds = 0;
         self.park = IDLE_PARK_MIN;
@@ -365,15 +440,16 @@ impl TaskIdle {
     }
 
     /// [`Idler::step_awaiting`]: after a round that did `work` items, `awaiting` a reply with
-    /// every request slot busy.
+    /// every request slot busy; an idle park lasts until `until` when given.
     #[inline]
     pub fn step_awaiting(
         &mut self,
         work: usize,
         awaiting: bool,
         timeout: Duration,
+        until: Option<Duration>,
     ) -> Option<Step> {
-        self.idler.step_awaiting(work, awaiting, timeout)
+        self.idler.step_awaiting(work, awaiting, timeout, until)
     }
 
     /// The linger ([`Idler::with_linger`]); zero: none.
@@ -508,6 +584,108 @@ mod tests {
         assert_eq!(idler.step(0), Some(Step::Spin));
     }
 
+    /// Idles `idler` until it parks; returns the idle rounds before the park.
+    fn rounds_to_park(idler: &mut Idler) -> u32 {
+        let mut rounds = 0;
+        while !matches!(idler.step(0), Some(Step::Park(_))) {
+            rounds += 1;
+            assert!(rounds < 10_000, "a backoff spell parks");
+        }
+        rounds
+    }
+
+    /// At low rates the work comes only after a park: after a few such spells the spins and
+    /// yields are skipped, but a probe spell spins again now and then, and one whose spins
+    /// find work brings the spinning back.
+    #[test]
+    fn spells_whose_spins_find_nothing_park_at_once_until_a_probe_finds_work() {
+        let spin_phase = IDLE_SPINS_MAX + IDLE_YIELDS_MAX;
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        for _ in 0..IDLE_SPIN_MISSES_MAX {
+            assert_eq!(rounds_to_park(&mut idler), spin_phase);
+            assert_eq!(idler.step(1), None);
+        }
+        let mut cold = 0;
+        loop {
+            let first = idler.step(0);
+            if first == Some(Step::Spin) {
+                break;
+            }
+            assert_eq!(first, Some(Step::Park(IDLE_PARK_MIN)), "parks at once");
+            assert_eq!(idler.step(0), Some(Step::Park(IDLE_PARK_MIN * 2)));
+            assert_eq!(idler.step(1), None);
+            cold += 1;
+        }
+        assert_eq!(cold, IDLE_SPIN_PROBE_EVERY - IDLE_SPIN_MISSES_MAX);
+        // The probe's spins find work: the next spells spin again.
+        assert_eq!(idler.step(1), None);
+        assert_eq!(rounds_to_park(&mut idler), spin_phase);
+        assert_eq!(idler.step(1), None);
+        assert_eq!(idler.step(0), Some(Step::Spin));
+        // Busy rounds without an idle round in between are no spell: they change nothing.
+        let mut steady = Idler::new(IdleStrategy::Backoff);
+        assert!((0..100).all(|_| steady.step(1).is_none()));
+        assert_eq!(steady.step(0), Some(Step::Spin));
+    }
+
+    /// Review of idle: the count of missed spells saturated at `u32::MAX`, which is not a
+    /// multiple of the probe period, so a consumer that had missed that many spells (a frame a
+    /// millisecond for seven weeks) never probed again, and spinning never came back however
+    /// high the rate rose. Spells that keep missing probe every `IDLE_SPIN_PROBE_EVERY`-th,
+    /// however long they have been missing.
+    #[test]
+    fn spells_that_miss_for_ever_still_probe() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        // Where a long run at a low rate leaves the count (the same as missing that often).
+        idler.misses = u32::MAX - 2 * IDLE_SPIN_PROBE_EVERY;
+        let mut probes = Vec::new();
+        for spell in 0..10 * IDLE_SPIN_PROBE_EVERY {
+            if idler.step(0) == Some(Step::Spin) {
+                probes.push(spell);
+            }
+            rounds_to_park(&mut idler);
+            assert_eq!(idler.step(1), None, "the work came after a park: a miss");
+        }
+        let late = probes
+            .iter()
+            .filter(|&&s| s >= 5 * IDLE_SPIN_PROBE_EVERY)
+            .count();
+        assert_eq!(
+            late, 5,
+            "a probe every {IDLE_SPIN_PROBE_EVERY}th spell: {probes:?}"
+        );
+        assert!(
+            probes
+                .windows(2)
+                .all(|w| w[1] - w[0] == IDLE_SPIN_PROBE_EVERY),
+            "{probes:?}"
+        );
+    }
+
+    /// A consumer that knows when its timers are due parks until then, within
+    /// `IDLE_PARK_MIN..=IDLE_PARK_MAX`, instead of doubling from the minimum; `blocking` keeps
+    /// its park.
+    #[test]
+    fn a_consumer_with_timers_parks_until_they_are_due() {
+        let mut idler = Idler::new(IdleStrategy::Backoff);
+        let due = Duration::from_millis(3);
+        let steps: Vec<Step> = (0..200)
+            .filter_map(|_| idler.step_until(0, Some(due)))
+            .collect();
+        let spin_phase = (IDLE_SPINS_MAX + IDLE_YIELDS_MAX) as usize;
+        assert!(steps[spin_phase..].iter().all(|s| *s == Step::Park(due)));
+        let tiny = Some(Duration::from_nanos(1));
+        assert_eq!(idler.step_until(0, tiny), Some(Step::Park(IDLE_PARK_MIN)));
+        let far = Some(Duration::from_secs(3600));
+        assert_eq!(idler.step_until(0, far), Some(Step::Park(IDLE_PARK_MAX)));
+        assert_eq!(idler.step_until(0, None), Some(Step::Park(IDLE_PARK_MIN)));
+        let mut blocking = Idler::new(IdleStrategy::Blocking);
+        assert_eq!(
+            blocking.step_until(0, Some(due)),
+            Some(Step::Park(IDLE_BLOCKING_PARK))
+        );
+    }
+
     #[test]
     fn busy_spin_never_parks_and_blocking_parks_at_once() {
         let mut spin = Idler::new(IdleStrategy::BusySpin);
@@ -529,33 +707,33 @@ mod tests {
         for round in 0..300 {
             let work = usize::from(round % 37 == 0);
             assert_eq!(
-                idler.step_awaiting(work, false, timeout),
+                idler.step_awaiting(work, false, timeout, None),
                 reference.step(work),
                 "round {round}: not awaiting is the strategy"
             );
         }
-        assert_eq!(idler.step_awaiting(3, true, timeout), None);
+        assert_eq!(idler.step_awaiting(3, true, timeout, None), None);
         assert_eq!(
-            idler.step_awaiting(0, true, timeout),
+            idler.step_awaiting(0, true, timeout, None),
             Some(Step::Await(timeout))
         );
         assert_eq!(
-            idler.step_awaiting(0, false, timeout),
+            idler.step_awaiting(0, false, timeout, None),
             Some(Step::Spin),
             "the backoff starts afresh after a reply"
         );
         let mut blocking = Idler::new(IdleStrategy::Blocking);
         assert_eq!(
-            blocking.step_awaiting(0, true, timeout),
+            blocking.step_awaiting(0, true, timeout, None),
             Some(Step::Await(timeout))
         );
         assert_eq!(
-            blocking.step_awaiting(0, false, timeout),
+            blocking.step_awaiting(0, false, timeout, None),
             Some(Step::Park(IDLE_BLOCKING_PARK))
         );
         let mut spin = Idler::new(IdleStrategy::BusySpin).with_linger(Duration::from_millis(1));
         assert_eq!(spin.linger(), Duration::ZERO, "busy_spin never lingers");
-        assert_eq!(spin.step_awaiting(0, true, timeout), Some(Step::Spin));
+        assert_eq!(spin.step_awaiting(0, true, timeout, None), Some(Step::Spin));
         let lingering = Idler::new(IdleStrategy::Backoff).with_linger(timeout);
         assert_eq!(lingering.linger(), timeout);
     }

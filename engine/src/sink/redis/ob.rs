@@ -641,6 +641,21 @@ impl ObState {
             && matches!(self.anchor, Anchor::Due { not_before_us } if now_us >= not_before_us)
     }
 
+    /// When a failed re-anchor of the live book is tried again (Unix µs): a time nothing else
+    /// signals. `None`: no retry waits for a time.
+    pub fn reanchor_retry_at(&self) -> Option<i64> {
+        match self.anchor {
+            Anchor::Due { not_before_us }
+                if not_before_us > 0
+                    && !self.disconnected
+                    && matches!(self.sync, Sync::Live(_)) =>
+            {
+                Some(not_before_us)
+            }
+            _ => None,
+        }
+    }
+
     /// Starts a re-anchor: the `ob` fields of the new state (stale 0, at the book's update id)
     /// and the attempt number to report back with. `None` when the book is not live.
     pub fn begin_reanchor(
@@ -1239,9 +1254,15 @@ mod tests {
         assert!(!ob.reanchor_due(1_000), "not before the mark went out");
         ob.stale_write(2);
         assert!(!ob.reanchor_due(999), "retried after its delay");
+        assert_eq!(
+            ob.reanchor_retry_at(),
+            Some(1_000),
+            "a time the writer wakes for"
+        );
         assert!(ob.reanchor_due(1_000));
         anchor(&mut ob, true);
         assert!(!ob.is_stale() && !ob.stale_dirty);
+        assert_eq!(ob.reanchor_retry_at(), None, "published");
     }
 
     #[test]

@@ -61,7 +61,7 @@ use crate::sink::order::TradeOrders;
 use crate::sink::{SinkError, SinkStats, SinkSummary, ring_depth};
 
 use crate::constants::{
-    LATENCY_SAMPLES_MAX, REDIS_HOUSEKEEPING, REDIS_TIMEOUT, TRADES_PER_PIPELINE,
+    IDLE_PARK_MAX, LATENCY_SAMPLES_MAX, REDIS_HOUSEKEEPING, REDIS_TIMEOUT, TRADES_PER_PIPELINE,
 };
 
 /// What the writer thread is given.
@@ -274,6 +274,9 @@ struct Writer {
     /// When the timers (held-trade expiry, the queue-depth gauge, the dead-letter sync) run
     /// next.
     next_timers: Instant,
+    /// The earliest time a failed re-anchor is tried again (Unix µs), if one may wait: set when
+    /// one fails, refreshed by the housekeeping rounds ([`Writer::note_reanchor_retries`]).
+    reanchor_retry_us: Option<i64>,
     /// Snapshot requests were pushed to the sidecar since its bell was last rung.
     requests_pushed: bool,
     /// An instant and the Unix time (µs) read with it: the Unix time of a round is derived
@@ -354,6 +357,7 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
         work += w.book_work(&io, stopping, now, timers || work > 0).await;
         if timers {
             w.gauge_depth(&rings);
+            w.note_reanchor_retries(now.unix_us);
         }
         // A linger holds the frames taken while nothing is in flight until the oldest is
         // `linger` old; with a pipeline in flight the next batch goes when its reply lands.
@@ -399,7 +403,8 @@ async fn run(sink: RedisSink) -> Result<SinkSummary, SinkError> {
             // Every connection that has symbols is writing (or down): frames that come now
             // cannot go before a reply, so wait for the reply, not for the readers.
             let awaiting = !quiet && !io.free_lane(w.states.len());
-            idle.step_awaiting(work, awaiting, REDIS_HOUSEKEEPING)
+            let until = w.timers_due_in(&io, now, flush_deadline.is_some());
+            idle.step_awaiting(work, awaiting, REDIS_HOUSEKEEPING, Some(until))
         };
         if let Some(step) = step {
             let has_work = || {
@@ -488,6 +493,7 @@ impl Writer {
             bell: Bell::silent(),
             klines: KlinesConfig::default(),
             next_timers: Instant::now(),
+            reanchor_retry_us: None,
             requests_pushed: false,
             wall: (Instant::now(), unix_us()),
             taken_in_flight: false,
@@ -570,6 +576,30 @@ impl Writer {
         let pending: usize = self.states.iter().flatten().map(|s| s.pending.len()).sum();
         let depth = ring_depth(rings) + pending + self.orders.held();
         self.stats.queue_depth.set(depth as u64);
+    }
+
+    /// How long an idle park may last: until the next housekeeping round while one has
+    /// something to time (trades held for their repairs, a re-anchor in flight, a shutdown
+    /// flush), until a connection that is down tries again, until a failed re-anchor is
+    /// retried (in the housekeeping round from then on), else [`IDLE_PARK_MAX`]. Everything
+    /// else that gives the writer work rings its bell (the readers' and the sidecar's rings,
+    /// the stop) or wakes it (its connect, write and re-anchor tasks); its slower timers
+    /// (consistency checks, the books' publication, the dead-letter sync, requests the
+    /// sidecar's full ring had no room for) tolerate the cap.
+    fn timers_due_in(&self, io: &Io, now: Now, flushing: bool) -> Duration {
+        let housekeeping = self.next_timers.saturating_duration_since(now.instant);
+        let mut due = IDLE_PARK_MAX;
+        if flushing || !self.reanchoring.is_empty() || self.orders.held() > 0 {
+            due = due.min(housekeeping);
+        }
+        if let Some(at) = io.next_connect() {
+            due = due.min(at.saturating_duration_since(now.instant));
+        }
+        if let Some(at_us) = self.reanchor_retry_us {
+            let wait = u64::try_from(at_us.saturating_sub(now.unix_us)).unwrap_or(0);
+            due = due.min(Duration::from_micros(wait).max(housekeeping));
+        }
+        due
     }
 
     /// Carries out an idle `step` (traced when it parks); a park, a linger or an await is
@@ -1282,6 +1312,151 @@ mod tests {
             .as_ref()
             .map(|s| s.pending.iter().map(|t| t.id).collect())
             .unwrap_or_default()
+    }
+
+    /// An idle writer parks until its next housekeeping round only while that round has
+    /// something to time (trades held for a repair, a re-anchor in flight, a shutdown flush);
+    /// otherwise as long as a park may last, the rest of its inputs waking it.
+    #[test]
+    fn an_idle_writer_parks_until_housekeeping_only_while_it_times_something() {
+        let dir = scratch("timers-due");
+        let mut w = writer(&dir.join("dead.jsonl"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (io, now) = connecting(&mut w).await;
+            w.next_timers = now.instant + Duration::from_millis(2);
+            let soon = Duration::from_millis(2);
+            assert_eq!(
+                w.timers_due_in(&io, now, false),
+                IDLE_PARK_MAX,
+                "nothing to time"
+            );
+            assert_eq!(w.timers_due_in(&io, now, true), soon, "a shutdown flush");
+            let past = later(now, soon * 2);
+            assert_eq!(w.timers_due_in(&io, past, true), Duration::ZERO);
+            w.accept(trades(1..=2));
+            w.accept(trades(6..=7));
+            let held = w.timers_due_in(&io, now, false);
+            assert_eq!(held, soon, "6 and 7 held for 3..=5");
+            w.repair(Repair::Event(trades(3..=5)));
+            assert_eq!(w.timers_due_in(&io, now, false), IDLE_PARK_MAX, "released");
+            w.reanchoring.push(Reanchoring {
+                symbol: 0,
+                attempt: 1,
+                task: tokio::spawn(std::future::pending()),
+            });
+            let reanchoring = w.timers_due_in(&io, now, false);
+            assert_eq!(reanchoring, soon, "a re-anchor in flight");
+            w.reanchoring.clear();
+        });
+    }
+
+    /// The writer's connection, connecting (its task not run yet), and the round's time.
+    async fn connecting(w: &mut Writer) -> (Io, Now) {
+        let mut io = Io::new(1);
+        let now = w.now();
+        assert_eq!(w.connection(&mut io, now.instant).await, 0, "started only");
+        (io, now)
+    }
+
+    /// `now`, `by` later.
+    fn later(now: Now, by: Duration) -> Now {
+        let us = i64::try_from(by.as_micros()).expect("short");
+        Now {
+            instant: now.instant + by,
+            ns: now.ns + u64::try_from(by.as_nanos()).expect("short"),
+            unix_us: now.unix_us + us,
+        }
+    }
+
+    /// A writer whose reconnects and re-anchor retries wait 1 to 5 ms.
+    fn quick_retries(dead: &Path) -> Writer {
+        let config = RedisConfig {
+            dead_letter_path: dead.to_path_buf(),
+            reconnect_initial: Duration::from_millis(5),
+            reconnect_max: Duration::from_millis(5),
+            ..RedisConfig::default()
+        };
+        let stats = Arc::new(SinkStats::default());
+        Writer::new(config, &[], stats, (None, Duration::from_secs(1)))
+    }
+
+    /// Waits until `task` has run to its end.
+    async fn finished<T>(task: &tokio::task::JoinHandle<T>) {
+        while !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Review of idle: nothing rings the writer when a connection's reconnect backoff ends.
+    /// The old parks, doubling from 50 us, reconnected within about a park of the backoff's
+    /// end; parking for the cap, the writer left its connection down (and the frames taken
+    /// meanwhile unwritten) up to 10 ms past it. An idle writer parks no longer than until its
+    /// next reconnect.
+    #[test]
+    fn an_idle_writer_with_a_connection_down_parks_until_its_reconnect_is_due() {
+        let dir = scratch("reconnect-due");
+        let mut w = quick_retries(&dir.join("dead.jsonl"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let mut io = Io::new(1);
+            let failing = tokio::spawn(async { Err::<Vec<Value>, String>("reset".into()) });
+            finished(&failing).await;
+            let batch = Batch {
+                sections: Vec::new(),
+                samples: Vec::new(),
+            };
+            io.lanes[0].writing = Some((failing, batch));
+            let now = w.now();
+            assert_eq!(w.finish_write(&mut io, now.ns).await, 1, "the write failed");
+            assert!(io.lanes[0].conn.is_none(), "the connection is dropped");
+            w.next_timers = now.instant + REDIS_HOUSEKEEPING;
+            let due = w.timers_due_in(&io, now, false);
+            assert!(due <= Duration::from_millis(5), "parks {due:?}");
+            // Once the connect is under way, its task wakes the writer.
+            assert_eq!(w.connection(&mut io, later(now, due).instant).await, 0);
+            assert_eq!(w.timers_due_in(&io, now, false), IDLE_PARK_MAX);
+        });
+    }
+
+    /// Review of idle: nothing rings the writer when a failed re-anchor's retry delay ends
+    /// either: an idle writer parks no longer than until the retry (or its next housekeeping
+    /// round, which starts re-anchors, if that comes later).
+    #[test]
+    fn an_idle_writer_parks_until_a_failed_reanchor_is_retried() {
+        let dir = scratch("reanchor-retry-due");
+        let mut w = quick_retries(&dir.join("dead.jsonl"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let task = tokio::spawn(async { Err::<bool, String>("no reply".into()) });
+            finished(&task).await;
+            let (io, now) = connecting(&mut w).await;
+            w.reanchoring.push(Reanchoring {
+                symbol: 0,
+                attempt: 1,
+                task,
+            });
+            assert_eq!(w.finish_reanchors().await, 1);
+            w.next_timers = now.instant;
+            let due = w.timers_due_in(&io, now, false);
+            assert!(due <= Duration::from_millis(5), "parks {due:?}");
+            w.next_timers = now.instant + Duration::from_millis(8);
+            let due = w.timers_due_in(&io, now, false);
+            assert_eq!(
+                due,
+                Duration::from_millis(8),
+                "the housekeeping round retries it"
+            );
+            // A housekeeping round finds no book waiting for a retry (none has a book here).
+            w.note_reanchor_retries(now.unix_us);
+            assert_eq!(w.timers_due_in(&io, now, false), IDLE_PARK_MAX);
+        });
     }
 
     /// A gap holds the symbol's later trades out of the stream until the sidecar's repair

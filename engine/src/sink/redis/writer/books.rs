@@ -340,7 +340,7 @@ impl Writer {
     }
 
     /// Takes the outcome of every finished re-anchor.
-    async fn finish_reanchors(&mut self) -> usize {
+    pub(super) async fn finish_reanchors(&mut self) -> usize {
         let mut finished = 0;
         while let Some(at) = self.reanchoring.iter().position(|r| r.task.is_finished()) {
             let done = self.reanchoring.swap_remove(at);
@@ -363,7 +363,11 @@ impl Writer {
                 if let Err(e) = &outcome {
                     self.log_error(&format!("re-anchor failed: {e}"));
                 }
-                now_us().saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX))
+                let at =
+                    now_us().saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+                // Nothing rings the writer when the delay ends: its park ends by then.
+                self.reanchor_retry_us = Some(self.reanchor_retry_us.map_or(at, |t| t.min(at)));
+                at
             };
             if let Some(state) = self.states.get_mut(done.symbol).and_then(Option::as_mut) {
                 state.end_reanchor(done.attempt, swapped, retry_at);
@@ -371,6 +375,21 @@ impl Writer {
             finished += 1;
         }
         finished
+    }
+
+    /// In a housekeeping round (after its re-anchors started): the earliest retry of a failed
+    /// re-anchor still to come, for [`Writer::timers_due_in`]. Looks at the books only while
+    /// one may wait.
+    pub(super) fn note_reanchor_retries(&mut self, now_us: i64) {
+        if self.reanchor_retry_us.is_some() {
+            self.reanchor_retry_us = self
+                .states
+                .iter()
+                .flatten()
+                .filter_map(|s| s.ob.reanchor_retry_at())
+                .filter(|&at| at > now_us)
+                .min();
+        }
     }
 
     /// At stop, once everything known is written: every book is marked stale `stopped`.

@@ -64,6 +64,16 @@ impl Io {
             .any(|l| l.conn.is_some() && l.writing.is_none())
     }
 
+    /// When the first lane that is down (neither connected nor connecting) tries again: no
+    /// task of it wakes the writer then, so its park must end by itself. `None`: none is down.
+    pub(super) fn next_connect(&self) -> Option<Instant> {
+        self.lanes
+            .iter()
+            .filter(|l| l.conn.is_none() && l.connecting.is_none())
+            .map(|l| l.next_connect)
+            .min()
+    }
+
     /// The connection of `symbol`'s lane, once that lane's start marks are in Redis.
     pub(super) fn publishing(&self, symbol: usize) -> Option<&Conn> {
         let lane = self.lanes.get(lane_of(symbol, self.lanes.len()))?;
