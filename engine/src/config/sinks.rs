@@ -29,11 +29,15 @@
 //! retry_max_ms = 5000
 //! breaker_failures = 5            # consecutive failed requests that open the breaker
 //! breaker_open_ms = 5000          # how long it stays open before one probe request
-//! buffer_bytes_max = 8388608      # records held in memory at most (queued and in flight);
-//!                                 # beyond, they wait in spill_path
+//! buffer_bytes_max = 268435456    # records held in memory at most (queued and in flight);
+//!                                 # beyond, they wait in spill_path (with spill_bytes_max > 0;
+//!                                 # 8388608 with the overflow bounds RSS during a stall)
 //! # spill_path = "overflow.bin"  # the overflow file, first in first out; default:
 //!                                 # dead_letter_path with ".spill" added
-//! spill_bytes_max = 1073741824    # the overflow's bound; beyond, the dead-letter file; 0: no overflow
+//! spill_bytes_max = 0             # the overflow's bound (e.g. 1073741824); beyond, the
+//!                                 # dead-letter file; 0: no overflow. One file, first in first
+//!                                 # out for every stream: a stream stuck behind its bound
+//!                                 # delays the others' records behind it
 //! heartbeat_stream = "hotpath-heartbeat"   # default with layout = "single": "ingestor-heartbeat"
 //! heartbeat_interval_s = 30       # 0: no heartbeat
 //! create_streams = false          # create missing streams (emulators, dev accounts)
@@ -208,9 +212,9 @@ impl Default for KinesisConfig {
             retry_max: Duration::from_millis(5_000),
             breaker_failures: 5,
             breaker_open: Duration::from_millis(5_000),
-            buffer_bytes_max: 8 << 20,
+            buffer_bytes_max: 256 << 20,
             spill_path: None,
-            spill_bytes_max: 1 << 30,
+            spill_bytes_max: 0,
             heartbeat_stream: "hotpath-heartbeat".into(),
             heartbeat_interval: Some(Duration::from_secs(30)),
             create_streams: false,
