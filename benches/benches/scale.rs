@@ -33,7 +33,11 @@
 //! Overrides: `SCALE_SYMBOLS`, `SCALE_ACTIONS` (the simulator's order-flow actions per second
 //! per symbol; the message rate follows from it and is measured), `SCALE_DURATION_S` (default
 //! 60; the target is steady over 600), `SCALE_KINESIS_AGGREGATE` (`kinesis.aggregate` as
-//! written in TOML: `false`, `true` or `"auto"`; default: the engine's). `HOTPATH_BIN` names the binary (default: the
+//! written in TOML: `false`, `true` or `"auto"`; default: the engine's), `SCALE_KINESIS_STALL_S`
+//! (stalls kinesalite for that many seconds, `kill -STOP` then `kill -CONT`, starting
+//! `SCALE_KINESIS_STALL_AT_S` into the run, default half the duration: what a Kinesis outage
+//! costs in memory; the line's `kinesis_stall` says when, and the RSS maximum from the stall to
+//! the end). `HOTPATH_BIN` names the binary (default: the
 //! `hotpath` beside this bench's `deps/`, so `cargo build --release -p hotpath` first);
 //! `HOTPATH_REDIS_SERVER` and `HOTPATH_KINESALITE` the servers (scripts/servers.sh).
 //!
@@ -446,7 +450,13 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
         let _ = stdout.read_to_string(&mut text);
         text
     });
+    let stall = kinesis_stall(scenario, servers.kinesalite_pid);
     let samples = sample_until_exit(&mut child, pid, &frames_now, redis);
+    let stall = stall.map(|(at_s, for_s, driver)| {
+        // kinesalite goes on whatever happened to the run.
+        let _ = driver.join();
+        (at_s, for_s)
+    });
     let load_after = load_average();
     let redis_after = redis.and_then(redis_counters);
     let hz = clock_ticks_per_second();
@@ -466,6 +476,15 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
         .unwrap_or_else(|| panic!("no summary from hotpath run; stderr: {warnings:?}"));
     let _ = std::fs::remove_dir_all(&dir);
     let mut line = report(scenario, &summary, &samples, warnings);
+    if let Some((at_s, for_s)) = stall {
+        let mib = |kib: u64| (kib as f64 / 1024.0 * 10.0).round() / 10.0;
+        let after = samples.iter().filter(|s| s.at_s >= at_s);
+        line["kinesis_stall"] = json!({
+            "at_s": at_s,
+            "for_s": for_s,
+            "rss_mib_max_from_stall": after.map(|s| s.rss_kib).max().map(mib),
+        });
+    }
     if let (Some(before), Some(after)) = (&redis_before, &redis_after) {
         let frames = summary["frames"].as_u64().unwrap_or(0);
         let window = (warm_sample(scenario, &samples), samples.last().copied());
@@ -481,6 +500,35 @@ fn run_scenario(bin: &Path, scenario: &Scenario, servers: &Servers) -> Value {
     line["commit"] = json!(commit());
     line["hotpath_bin"] = json!(bin.display().to_string());
     line
+}
+
+/// `SCALE_KINESIS_STALL_S`: a thread that stops kinesalite (`kill -STOP`) at
+/// `SCALE_KINESIS_STALL_AT_S` (default: half the run) for that many seconds, then lets it go
+/// on (`kill -CONT`); returns when and how long, and the thread (join it before the next run).
+fn kinesis_stall(
+    scenario: &Scenario,
+    kinesalite: Option<u32>,
+) -> Option<(f64, f64, std::thread::JoinHandle<()>)> {
+    let for_s: f64 = std::env::var("SCALE_KINESIS_STALL_S").ok()?.parse().ok()?;
+    let pid = kinesalite?.to_string();
+    let at_s = env_or(
+        "SCALE_KINESIS_STALL_AT_S",
+        scenario.duration.as_secs_f64() / 2.0,
+    );
+    let signal = move |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} kinesalite");
+    };
+    let driver = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs_f64(at_s));
+        signal("-STOP");
+        std::thread::sleep(Duration::from_secs_f64(for_s));
+        signal("-CONT");
+    });
+    Some((at_s, for_s, driver))
 }
 
 /// The one-minute load average (`/proc/loadavg`).

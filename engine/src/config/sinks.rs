@@ -29,7 +29,15 @@
 //! retry_max_ms = 5000
 //! breaker_failures = 5            # consecutive failed requests that open the breaker
 //! breaker_open_ms = 5000          # how long it stays open before one probe request
-//! buffer_bytes_max = 268435456    # held in memory at most; beyond, straight to the dead-letter file
+//! buffer_bytes_max = 268435456    # records held in memory at most (queued and in flight);
+//!                                 # beyond, they wait in spill_path (with spill_bytes_max > 0;
+//!                                 # 8388608 with the overflow bounds RSS during a stall)
+//! # spill_path = "overflow.bin"  # the overflow file, first in first out; default:
+//!                                 # dead_letter_path with ".spill" added
+//! spill_bytes_max = 0             # the overflow's bound (e.g. 1073741824); beyond, the
+//!                                 # dead-letter file; 0: no overflow. One file, first in first
+//!                                 # out for every stream: a stream stuck behind its bound
+//!                                 # delays the others' records behind it
 //! heartbeat_stream = "hotpath-heartbeat"   # default with layout = "single": "ingestor-heartbeat"
 //! heartbeat_interval_s = 30       # 0: no heartbeat
 //! create_streams = false          # create missing streams (emulators, dev accounts)
@@ -161,8 +169,14 @@ pub struct KinesisConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before a probe.
     pub breaker_open: Duration,
-    /// Bytes held in memory at most.
+    /// Bytes the records hold in memory at most, queued and in flight; beyond, new records
+    /// wait in the spill file.
     pub buffer_bytes_max: usize,
+    /// The overflow file (`sink::kinesis::spill`); `None`: [`KinesisConfig::spill_path`]'s
+    /// default.
+    pub spill_path: Option<PathBuf>,
+    /// The overflow file's bound; beyond, records are dead-lettered. 0: no overflow.
+    pub spill_bytes_max: u64,
     /// Heartbeat stream.
     pub heartbeat_stream: String,
     /// Heartbeat period; `None` disables it.
@@ -199,6 +213,8 @@ impl Default for KinesisConfig {
             breaker_failures: 5,
             breaker_open: Duration::from_millis(5_000),
             buffer_bytes_max: 256 << 20,
+            spill_path: None,
+            spill_bytes_max: 0,
             heartbeat_stream: "hotpath-heartbeat".into(),
             heartbeat_interval: Some(Duration::from_secs(30)),
             create_streams: false,
@@ -343,6 +359,8 @@ pub(crate) struct RawKinesis {
     breaker_failures: Option<u32>,
     breaker_open_ms: Option<u64>,
     buffer_bytes_max: Option<usize>,
+    spill_path: Option<PathBuf>,
+    spill_bytes_max: Option<u64>,
     heartbeat_stream: Option<String>,
     heartbeat_interval_s: Option<u64>,
     create_streams: Option<bool>,
@@ -456,6 +474,10 @@ impl RawKinesis {
         set(&mut c.breaker_failures, self.breaker_failures);
         set(&mut c.breaker_open, ms(self.breaker_open_ms));
         set(&mut c.buffer_bytes_max, self.buffer_bytes_max);
+        if self.spill_path.is_some() {
+            c.spill_path = self.spill_path;
+        }
+        set(&mut c.spill_bytes_max, self.spill_bytes_max);
         set(&mut c.heartbeat_stream, self.heartbeat_stream);
         if let Some(s) = self.heartbeat_interval_s {
             c.heartbeat_interval = (s > 0).then(|| Duration::from_secs(s));
@@ -471,6 +493,15 @@ impl RawKinesis {
 }
 
 impl KinesisConfig {
+    /// The overflow file: `spill_path`, else `dead_letter_path` with `.spill` added.
+    pub fn spill_path(&self) -> PathBuf {
+        self.spill_path.clone().unwrap_or_else(|| {
+            let mut path = self.dead_letter_path.clone().into_os_string();
+            path.push(".spill");
+            PathBuf::from(path)
+        })
+    }
+
     /// Checks every value, naming the key at fault.
     pub fn check(&self) -> Result<(), ConfigError> {
         for (key, name) in [
@@ -537,6 +568,20 @@ impl KinesisConfig {
         }
         if self.dead_letter_path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("kinesis.dead_letter_path: empty"));
+        }
+        if self
+            .spill_path
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "kinesis.spill_path: empty (set kinesis.spill_bytes_max = 0 for no overflow)",
+            ));
+        }
+        if self.spill_path() == self.dead_letter_path {
+            return Err(ConfigError::invalid(
+                "kinesis.spill_path: must not be kinesis.dead_letter_path",
+            ));
         }
         Ok(())
     }
@@ -837,6 +882,15 @@ mod tests {
             (
                 "enabled = true\nbatch_bytes_max = 6000000",
                 "kinesis.batch_bytes_max",
+            ),
+            (
+                "enabled = true\nbuffer_bytes_max = 1048576",
+                "kinesis.buffer_bytes_max",
+            ),
+            ("enabled = true\nspill_path = \"\"", "kinesis.spill_path"),
+            (
+                "enabled = true\ndead_letter_path = \"d\"\nspill_path = \"d\"",
+                "kinesis.spill_path",
             ),
         ] {
             let e = kinesis(text).expect_err(text);

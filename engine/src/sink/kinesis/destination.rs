@@ -28,6 +28,9 @@ pub struct ShardLane {
     pub lane: Lane,
     /// The batch of the request in flight: its user records (the request owns the data).
     pub in_flight: Vec<Outgoing>,
+    /// Memory the request in flight holds: its user records, and its data twice more at most
+    /// (the request's copy, and the JSON body the SDK makes of it, base64: 4/3).
+    pub in_flight_bytes: usize,
 }
 
 /// One destination stream.
@@ -112,10 +115,14 @@ impl Destination {
         self.lanes.iter().map(|l| l.lane.bytes()).sum()
     }
 
-    /// Memory the stream's waiting records hold ([`Lane::held_bytes`] summed): what
+    /// Memory the stream's records hold, waiting ([`Lane::held_bytes`]) and in flight
+    /// ([`ShardLane::in_flight_bytes`]): what
     /// `kinesis.buffer_bytes_max` bounds.
     pub fn held_bytes(&self) -> usize {
-        self.lanes.iter().map(|l| l.lane.held_bytes()).sum()
+        self.lanes
+            .iter()
+            .map(|l| l.lane.held_bytes() + l.in_flight_bytes)
+            .sum()
     }
 
     /// Whether a request of this stream is in flight.

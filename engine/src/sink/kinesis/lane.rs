@@ -109,7 +109,9 @@ impl Building {
     }
 
     /// Adds `entry` if it fits (1 MiB per record, `bytes_max` per request, counted in
-    /// `total`); otherwise closes the key and hands the entry back.
+    /// `total`); otherwise closes the key and hands the entry back. The request's first
+    /// record always fits `bytes_max` (as in [`Lane::take_plain`]): a request's share of the
+    /// memory budget can be smaller than one record, which must still leave.
     fn offer(&mut self, entry: Entry, total: &mut usize, bytes_max: usize) -> Option<Entry> {
         let current = if self.entries.is_empty() {
             0
@@ -117,7 +119,8 @@ impl Building {
             self.aggregator.size() + self.key.len()
         };
         let next = self.aggregator.size_with(&entry.key, &entry.data) + self.key.len();
-        if self.closed || next > RECORD_BYTES_MAX || *total + next - current > bytes_max {
+        let over = *total > 0 && *total + next - current > bytes_max;
+        if self.closed || next > RECORD_BYTES_MAX || over {
             self.closed = true;
             return Some(entry);
         }

@@ -13,5 +13,6 @@ pub mod lane;
 pub mod resend;
 pub mod send;
 pub mod shards;
+pub mod spill;
 pub mod trim;
 pub mod writer;

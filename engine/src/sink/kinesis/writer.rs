@@ -7,7 +7,14 @@
 //! time to the dead-letter file. It runs a current-thread tokio runtime of its own; nothing it
 //! does can block a reader (a full ring is the reader's `queue_full` notice). The rings are
 //! drained from the start, also while the start-up stream check runs (into the lanes, bounded
-//! by `kinesis.buffer_bytes_max`, beyond which records go to the dead-letter file, counted).
+//! by `kinesis.buffer_bytes_max`, beyond which records wait in the overflow file, [`Spill`]).
+//!
+//! Memory: the records queued and in flight hold at most `kinesis.buffer_bytes_max` (an
+//! estimate: [`Entry::held_bytes`], [`super::destination::ShardLane::in_flight_bytes`]). Beyond
+//! it, new records wait in the overflow file (`kinesis.spill_path`, first in first out, every
+//! later record behind them so that order holds) and come back as the backlog drains; beyond
+//! `kinesis.spill_bytes_max` they go to the dead-letter file, counted. A Kinesis stall of seconds
+//! therefore costs the process a few MiB, not the stall's worth of records.
 //!
 //! The SDK's own retries are disabled: this loop decides when to retry, so the breaker and the
 //! delivery deadline see every failure.
@@ -48,6 +55,7 @@ use super::destination::Destination;
 use super::lane::{Aggregate, Entry};
 use super::send::{Answer, Failure, Route, call, request_entries};
 use super::shards::{self, ListError, ShardMap, hash_key};
+use super::spill::Spill;
 use crate::backoff::jittered;
 use crate::clock::{monotonic_ns, unix_ms};
 use crate::config::{KinesisConfig, KlinesConfig, Layout, Payload};
@@ -82,6 +90,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// An upper bound of the bytes KPL aggregation adds around one user record of one key: magic
 /// (4), MD5 (16), the key table entry and the record's field tags and lengths.
 const AGGREGATE_FRAMING: usize = 4 + 16 + 2 * 10 + 2 * 256 + 32;
+/// The request's copies of its records' data besides the records themselves, what a request in
+/// flight is counted for beyond its records: the data moved or copied into the request, and the
+/// JSON body the SDK makes of it (base64, 4/3 of the data, in a buffer grown by doubling).
+const REQUEST_COPIES: usize = 3;
+/// The smallest request a backlog is sent in, however little room is left in memory for
+/// requests in flight (so that some request can always start).
+const REQUEST_BYTES_MIN: usize = 256 << 10;
+
+/// The bytes a request may carry when requests in flight already hold `in_flight`: up to
+/// `kinesis.batch_bytes_max`, but all requests in flight together about half of
+/// `kinesis.buffer_bytes_max` at most (the queued records have the rest), at least
+/// [`REQUEST_BYTES_MIN`]. Without it, the lanes of a backlog each send 5 MiB at once, which
+/// with the request's copies holds tens of MiB beyond the budget.
+fn request_bytes_max(config: &KinesisConfig, in_flight: usize) -> usize {
+    let room = (config.buffer_bytes_max / 2).saturating_sub(in_flight);
+    (room / (1 + REQUEST_COPIES))
+        .max(REQUEST_BYTES_MIN)
+        .min(config.batch_bytes_max)
+}
+
 /// Kinesis' limit on one record (data + partition key).
 const RECORD_MAX: usize = super::aggregate::RECORD_BYTES_MAX;
 
@@ -293,6 +321,8 @@ struct Writer {
     /// `kinesis.buffer_bytes_max`: summed over every lane once per [`Writer::drain`] and kept up
     /// by each enqueue after it, so a record costs O(1), not O(shards).
     held: usize,
+    /// Records beyond `kinesis.buffer_bytes_max`, waiting on disk.
+    spill: Spill,
 }
 
 async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
@@ -371,9 +401,13 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         }
         work += w.start_requests(now, stopping, &mut sending);
         let held = w.orders.held() + w.dests.iter().map(Destination::len).sum::<usize>();
-        w.stats.queue_depth.set((ring_depth(&rings) + held) as u64);
+        w.stats
+            .queue_depth
+            .set((ring_depth(&rings) + held + w.spill.len()) as u64);
         // A listing still out does not hold the shutdown up.
-        let idle = w.dests.iter().all(Destination::is_empty) && sending.len() == w.listings;
+        let idle = w.dests.iter().all(Destination::is_empty)
+            && w.spill.is_empty()
+            && sending.len() == w.listings;
         if stopping && idle && rings.iter().all(|r| r.is_empty()) {
             break;
         }
@@ -404,6 +438,7 @@ async fn run(sink: KinesisSink) -> Result<SinkSummary, SinkError> {
         }
     }
     drop(sending);
+    w.spill.finish();
     w.dead.finish().map_err(|reason| SinkError::DeadLetter {
         sink: "kinesis",
         reason,
@@ -435,6 +470,7 @@ impl Writer {
             next_heartbeat: None,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             dead: Spool::new(&config.dead_letter_path),
+            spill: Spill::new(&config.spill_path(), config.spill_bytes_max),
             config,
             client,
             dests: names.map(Destination::new),
@@ -526,6 +562,7 @@ impl Writer {
         // Requests and expiry took records out since the last drain; only enqueues add to the
         // lanes from here to its end.
         self.held = self.held_bytes();
+        self.refill();
         self.drain_events(rings);
         if let Some(ring) = repairs.as_mut() {
             while let Ok(repair) = ring.pop() {
@@ -539,6 +576,42 @@ impl Writer {
         self.orders.expire(monotonic_ns(), &mut released);
         self.deliver(released);
         self.note_orders();
+    }
+
+    /// Takes records back from the overflow file, oldest first, while they fit in
+    /// `kinesis.buffer_bytes_max` (before the rings' new records, which queue behind them).
+    fn refill(&mut self) {
+        if self.spill.is_empty() || self.held >= self.config.buffer_bytes_max {
+            return;
+        }
+        if let Err(e) = self.spill.flush() {
+            // What could not be written is found missing by the reads below, and counted.
+            self.log_error(&format!("cannot write the overflow file: {e}"));
+        }
+        while self.held < self.config.buffer_bytes_max {
+            match self.spill.pop() {
+                Ok(Some((dest, _, _))) if dest >= DESTINATIONS => self.spill_corrupt(dest),
+                Ok(Some((dest, hash, entry))) => {
+                    self.held += entry.held_bytes();
+                    self.dests[dest].push(hash, entry);
+                }
+                Ok(None) => break,
+                Err((lost, why)) => {
+                    self.stats.dropped.add(lost as u64);
+                    self.log_error(&format!("{why}: {lost} records lost"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A record read back from the overflow file naming no destination (the file was changed
+    /// under the writer): counted dropped.
+    fn spill_corrupt(&mut self, dest: usize) {
+        self.stats.dropped.add(1);
+        self.log_error(&format!(
+            "the overflow file holds a record of destination {dest}: dropped"
+        ));
     }
 
     /// Takes everything waiting in the event rings.
@@ -770,15 +843,20 @@ impl Writer {
         };
         if entry.cost() + framing > RECORD_MAX {
             self.dead_letter(dest, entry, "record larger than Kinesis' 1 MiB limit");
-        } else if self.held + entry.held_bytes() > self.config.buffer_bytes_max {
-            self.dead_letter(dest, entry, "kinesis.buffer_bytes_max reached");
+        } else if !self.spill.is_empty()
+            || self.held + entry.held_bytes() > self.config.buffer_bytes_max
+        {
+            // Behind the records already in the overflow, or beyond the memory budget.
+            if let Err(why) = self.spill.push(dest, hash, &entry) {
+                self.dead_letter(dest, entry, &why);
+            }
         } else {
             self.held += entry.held_bytes();
             self.dests[dest].push(hash, entry);
         }
     }
 
-    /// Memory the records queued in the lanes hold (in-flight batches not included).
+    /// Memory the records queued in the lanes and in flight hold.
     fn held_bytes(&self) -> usize {
         self.dests.iter().map(Destination::held_bytes).sum()
     }
@@ -881,6 +959,7 @@ impl Writer {
         for dest in 0..DESTINATIONS {
             let mut entries = Vec::new();
             for lane in &mut self.dests[dest].lanes {
+                lane.in_flight_bytes = 0;
                 for outgoing in std::mem::take(&mut lane.in_flight) {
                     for mut entry in outgoing.entries {
                         entry.maybe_landed = true;
@@ -891,6 +970,20 @@ impl Writer {
             }
             for entry in entries {
                 self.dead_letter(dest, entry, why);
+            }
+        }
+        // The overflow's records are newer than every queued one.
+        let _ = self.spill.flush();
+        loop {
+            match self.spill.pop() {
+                Ok(Some((dest, _, _))) if dest >= DESTINATIONS => self.spill_corrupt(dest),
+                Ok(Some((dest, _, entry))) => self.dead_letter(dest, entry, why),
+                Ok(None) => break,
+                Err((lost, e)) => {
+                    self.stats.dropped.add(lost as u64);
+                    self.log_error(&format!("{e}: {lost} records lost"));
+                    break;
+                }
             }
         }
     }
@@ -908,6 +1001,7 @@ impl Writer {
         self.finish_orders();
         let why = format!("not sent: the start-up stream check failed: {error}");
         self.abandon(&why);
+        self.spill.finish();
         let kept = self.stats.dead_lettered.get();
         let dropped = self.stats.dropped.get();
         if let Err(reason) = self.dead.finish() {
@@ -997,6 +1091,12 @@ impl Writer {
     }
 
     fn next_request(&mut self, route: Route, now: Instant, flush: bool) -> Option<Pending> {
+        let in_flight: usize = self
+            .dests
+            .iter()
+            .flat_map(|d| &d.lanes)
+            .map(|l| l.in_flight_bytes)
+            .sum();
         let c = &self.config;
         let dest = &mut self.dests[route.destination];
         if dest.pending() {
@@ -1016,7 +1116,9 @@ impl Writer {
         } else {
             c.aggregate
         };
-        let mut batch = lane.take(aggregate, now, c.batch_records_max, c.batch_bytes_max);
+        let bytes_max = request_bytes_max(c, in_flight);
+        let lane = &mut self.dests[route.destination].lanes[route.lane].lane;
+        let mut batch = lane.take(aggregate, now, c.batch_records_max, bytes_max);
         if batch.is_empty() {
             self.breaker.release();
             return None;
@@ -1032,8 +1134,15 @@ impl Writer {
         }
         // The request owns the records' data; the batch (the user records) waits in the lane
         // for the answer, not copied (a backlog's requests are several MiB each).
+        let body: usize = batch.iter().map(|o| o.key.len() + o.data.len()).sum();
+        let records: usize = batch
+            .iter()
+            .flat_map(|o| &o.entries)
+            .map(Entry::held_bytes)
+            .sum();
         let entries = request_entries(&mut batch);
         let dest = &mut self.dests[route.destination];
+        dest.lanes[route.lane].in_flight_bytes = records + body * REQUEST_COPIES;
         dest.lanes[route.lane].in_flight = batch;
         dest.lanes[route.lane].lane.in_flight = true;
         self.stats.requests.add(1);
@@ -1064,6 +1173,7 @@ impl Writer {
         let now = Instant::now();
         let shard_lane = &mut self.dests[route.destination].lanes[route.lane];
         shard_lane.lane.in_flight = false;
+        shard_lane.in_flight_bytes = 0;
         let batch = std::mem::take(&mut shard_lane.in_flight);
         match result {
             Ok(answer) => self.settle_answer(route, batch, answer, now),
@@ -1259,14 +1369,16 @@ mod tests {
         assert_eq!(w.stats.repaired.get(), 1);
     }
 
-    /// `kinesis.buffer_bytes_max` bounds the queued records' memory: a record past it is
-    /// dead-lettered, and the room a request frees counts again from the next drain.
+    /// `kinesis.buffer_bytes_max` bounds the queued records' memory: without an overflow
+    /// (`kinesis.spill_bytes_max = 0`) a record past it is dead-lettered, and the room a
+    /// request frees counts again from the next drain.
     #[test]
     fn the_buffer_bound_dead_letters_past_it_and_frees_room_as_requests_leave() {
         let dir = std::env::temp_dir().join(format!("hotpath-kinesis-held-{}", std::process::id()));
         let mut w = writer();
         w.config.dead_letter_path = dir.join("dead.jsonl");
         w.dead = Spool::new(&w.config.dead_letter_path);
+        w.spill = Spill::new(&dir.join("spill"), 0);
         w.route(trades(1..=1));
         let one = w.held_bytes();
         assert!(one > 0);
@@ -1287,6 +1399,225 @@ mod tests {
         assert_eq!(w.stats.dead_lettered.get(), 1);
         let _ = w.dead.finish();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer whose memory holds two one-trade records, with its dead-letter and overflow
+    /// files in `dir` (the overflow bounded by `spill_max` bytes).
+    fn tight_writer(dir: &std::path::Path, spill_max: u64) -> Writer {
+        let mut w = writer();
+        w.config.dead_letter_path = dir.join("dead.jsonl");
+        w.dead = Spool::new(&w.config.dead_letter_path);
+        w.spill = Spill::new(&dir.join("spill"), spill_max);
+        w.route(trades(1..=1));
+        w.config.buffer_bytes_max = 2 * w.held_bytes();
+        w
+    }
+
+    /// Past `kinesis.buffer_bytes_max` records wait in the overflow file, not memory, and every
+    /// later one waits behind them; as requests take the queued ones, drains bring them back:
+    /// every record leaves once, in order, none dead-lettered or dropped, memory never past the
+    /// bound, and the file is emptied.
+    #[test]
+    fn past_the_buffer_bound_records_wait_on_disk_and_leave_in_order() {
+        let dir =
+            std::env::temp_dir().join(format!("hotpath-kinesis-spill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut w = tight_writer(&dir, 1 << 20);
+        for id in 2..=10 {
+            w.route(trades(id..=id));
+        }
+        assert_eq!(w.dests[0].len(), 2);
+        assert_eq!(w.spill.len(), 8, "past the bound, on disk");
+        assert!(w.spill.bytes() > 0);
+        let (_, consumer) = rtrb::RingBuffer::<FeedEvent>::new(4);
+        let mut rings = [consumer];
+        let mut sent = Vec::new();
+        let mut next = 11;
+        while !w.dests[0].is_empty() {
+            sent.extend(queued(&mut w));
+            w.drain(&mut rings, &mut None);
+            assert!(w.held <= w.config.buffer_bytes_max);
+            if next <= 14 {
+                // New records queue behind the overflow's.
+                w.route(trades(next..=next));
+                next += 1;
+            }
+        }
+        let ids: Vec<i64> = sent.into_iter().flatten().collect();
+        assert_eq!(ids, (1..=14).collect::<Vec<_>>());
+        assert_eq!(w.stats.dead_lettered.get(), 0);
+        assert_eq!(w.stats.dropped.get(), 0);
+        assert!(w.spill.is_empty());
+        assert_eq!(w.spill.bytes(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.join("spill")).map(|m| m.len()).ok(),
+            Some(0)
+        );
+        w.spill.finish();
+        assert!(!dir.join("spill").exists(), "removed at the end");
+        let _ = w.dead.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Past both bounds a record goes to the dead-letter file, counted, with the reason; at
+    /// shutdown (`abandon`) the overflow's records are dead-lettered too, after the queued
+    /// ones: nothing taken is dropped.
+    #[test]
+    fn past_the_overflow_bound_and_at_abandon_records_are_dead_lettered() {
+        let dir =
+            std::env::temp_dir().join(format!("hotpath-kinesis-spillmax-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut w = tight_writer(&dir, 200);
+        for id in 2..=6 {
+            w.route(trades(id..=id));
+        }
+        let spilled = w.spill.len();
+        assert!((1..4).contains(&spilled), "200 bytes hold a few: {spilled}");
+        assert_eq!(w.stats.dead_lettered.get(), 4 - spilled as u64);
+        w.abandon("stopping");
+        assert_eq!(w.stats.dead_lettered.get(), 6);
+        assert_eq!(w.stats.dropped.get(), 0);
+        assert!(w.spill.is_empty());
+        w.dead.finish().expect("dead letters written");
+        let dead = crate::sink::dlq::read(&dir.join("dead.jsonl")).expect("readable");
+        let reasons: Vec<&str> = dead.records.iter().map(|r| r.error.as_str()).collect();
+        assert!(
+            reasons.contains(&"kinesis.buffer_bytes_max and kinesis.spill_bytes_max reached"),
+            "{reasons:?}"
+        );
+        assert_eq!(
+            reasons.iter().filter(|r| **r == "stopping").count(),
+            2 + spilled
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An overflow file changed under the writer (a record naming a destination there is
+    /// not) does not panic it: the record is counted dropped, the others still leave.
+    #[test]
+    fn a_corrupt_overflow_record_is_counted_not_a_panic() {
+        use std::io::{Seek, Write};
+        let dir =
+            std::env::temp_dir().join(format!("hotpath-kinesis-spillbent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut w = tight_writer(&dir, 1 << 20);
+        for id in 2..=4 {
+            w.route(trades(id..=id));
+        }
+        assert_eq!(w.spill.len(), 2);
+        w.spill.flush().expect("flushed");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("spill"))
+            .expect("the overflow file");
+        file.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        file.write_all(&[200]).expect("a destination byte changed");
+        let _ = queued(&mut w);
+        let (_, consumer) = rtrb::RingBuffer::<FeedEvent>::new(4);
+        w.drain(&mut [consumer], &mut None);
+        assert_eq!(w.stats.dropped.get(), 1);
+        assert_eq!(queued(&mut w), vec![vec![4]]);
+        let _ = w.dead.finish();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An overflow file that cannot be created: the record is dead-lettered, saying why.
+    #[test]
+    fn an_overflow_that_cannot_be_written_dead_letters() {
+        let dir =
+            std::env::temp_dir().join(format!("hotpath-kinesis-spillbad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut w = tight_writer(&dir, 1 << 20);
+        w.spill = Spill::new(&dir.join("missing").join("spill"), 1 << 20);
+        w.route(trades(2..=2));
+        w.route(trades(3..=3));
+        assert_eq!(w.stats.dead_lettered.get(), 1);
+        assert!(w.spill.is_empty());
+        w.dead.finish().expect("dead letters written");
+        let dead = crate::sink::dlq::read(&dir.join("dead.jsonl")).expect("readable");
+        assert!(
+            dead.records[0].error.starts_with("cannot open"),
+            "{:?}",
+            dead.records[0].error
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Requests in flight share about half the memory budget: the first of a backlog gets a
+    /// quarter of that half's room (its copies count three times more), later ones what is left,
+    /// never less than [`REQUEST_BYTES_MIN`] nor more than `kinesis.batch_bytes_max`.
+    #[test]
+    fn requests_in_flight_share_half_the_budget() {
+        let mut c = KinesisConfig {
+            buffer_bytes_max: 8 << 20,
+            ..KinesisConfig::default()
+        };
+        assert_eq!(request_bytes_max(&c, 0), 1 << 20);
+        assert_eq!(request_bytes_max(&c, 2 << 20), 512 << 10);
+        assert_eq!(request_bytes_max(&c, 8 << 20), REQUEST_BYTES_MIN);
+        c.buffer_bytes_max = 256 << 20;
+        assert_eq!(request_bytes_max(&c, 0), c.batch_bytes_max);
+    }
+
+    /// A record larger than a request's share of the budget (here 256 KiB, the least, with
+    /// the other requests in flight holding the budget) still leaves, aggregated as a backlog
+    /// sends: alone in its request, not left waiting for room that never comes.
+    #[test]
+    fn a_record_larger_than_the_request_share_still_leaves_aggregated() {
+        let mut w = writer();
+        w.config.aggregate = Aggregate::On;
+        w.config.linger = Duration::ZERO;
+        w.dests[1].lanes[0].in_flight_bytes = w.config.buffer_bytes_max;
+        assert_eq!(
+            request_bytes_max(&w.config, w.held_bytes()),
+            REQUEST_BYTES_MIN
+        );
+        let key: Arc<str> = "BTCUSDT".into();
+        let big = Entry {
+            key: key.clone(),
+            data: Bytes::from(vec![7u8; 600 << 10]),
+            recv_time_ns: 1,
+            enqueued: Instant::now(),
+            first_attempt_ms: 0,
+            attempts: 0,
+            error: None,
+            maybe_landed: false,
+        };
+        w.enqueue(0, hash_key(&key), big);
+        assert_eq!(w.dests[0].len(), 1);
+        let route = Route {
+            destination: 0,
+            lane: 0,
+        };
+        let request = w.next_request(route, Instant::now(), false);
+        assert!(request.is_some(), "the record leaves");
+        assert!(w.dests[0].is_empty());
+    }
+
+    /// A request in flight counts in the budget with its copies, until its answer.
+    #[test]
+    fn a_request_in_flight_counts_until_answered() {
+        let mut w = writer();
+        w.route(trades(1..=1));
+        let queued = w.held_bytes();
+        let route = Route {
+            destination: 0,
+            lane: 0,
+        };
+        let request = w.next_request(route, Instant::now(), true);
+        assert!(request.is_some());
+        assert!(w.dests[0].is_empty());
+        let in_flight = w.held_bytes();
+        assert!(in_flight > queued, "{in_flight} > {queued}");
+        w.settle(
+            route,
+            Ok(Answer {
+                failed: vec![false],
+                misplaced: 0,
+            }),
+        );
+        assert_eq!(w.held_bytes(), 0);
+        assert_eq!(w.stats.written.get(), 1);
     }
 
     /// A simulator event of symbol 0 as the reader hands it on.
