@@ -1645,6 +1645,18 @@ mod tests {
 
     /// BTCUSDT with a published book (bids 10, 9; asks 11, 12; at update 100, time `t`), one
     /// trade at `t` in its windows, and everything written once.
+    /// A gap at `t` (a diff jumping to 150) and the new snapshot that makes the book live
+    /// again, its stale mark written: a re-anchor is due.
+    fn resynced_at(state: &mut SymbolState, budget: &mut DiffBudget, t: i64) {
+        apply_frame(state, &diff_frame(t, (150, 150), &[], &[]), budget);
+        state.ob.fetching = true;
+        let live = state
+            .ob
+            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, budget);
+        assert!(live.is_ok(), "{live:?}");
+        let _ = written(state);
+    }
+
     fn published_state(t: i64) -> (SymbolState, DiffBudget) {
         let mut state = SymbolState::new("BTCUSDT", BookSettings::new(2, 5000));
         let mut budget = DiffBudget::new(1 << 20);
@@ -1768,17 +1780,7 @@ mod tests {
         }
         // A gap and a new snapshot: a re-anchor begins with the trades complete; they are
         // held while it is in flight.
-        apply_frame(
-            &mut state,
-            &diff_frame(t + 50, (150, 150), &[], &[]),
-            &mut budget,
-        );
-        state.ob.fetching = true;
-        let live = state
-            .ob
-            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
-        assert!(live.is_ok(), "{live:?}");
-        let _ = written(&mut state);
+        resynced_at(&mut state, &mut budget, t + 50);
         let (attempt, swap) = state.begin_reanchor(t + 60).expect("a live book");
         for fields in [&swap.tr_1s, &swap.tr_5s, &swap.feat] {
             assert_eq!(field(fields, "trades_complete"), "1");
@@ -1927,17 +1929,7 @@ mod tests {
         assert_eq!(hset_names(&out, "ob:{BTCUSDT}").map(|n| n.len()), Some(13));
         // A gap, a new snapshot and its swap: the swap replaced `ob:`, `tr:` and `feat:`,
         // whose next writes go whole.
-        apply_frame(
-            &mut state,
-            &diff_frame(t + 400, (150, 150), &[], &[]),
-            &mut budget,
-        );
-        state.ob.fetching = true;
-        let live = state
-            .ob
-            .on_snapshot(150, vec![(10, 1)], vec![(11, 1)], 5000, &mut budget);
-        assert!(live.is_ok(), "{live:?}");
-        let _ = written(&mut state);
+        resynced_at(&mut state, &mut budget, t + 400);
         let (attempt, _swap) = state.begin_reanchor(t + 500).expect("a live book");
         state.end_reanchor(attempt, true, 0);
         apply(&mut state, &trades_frame(t + 600, (-8, -8), &[(3, 12, 1)]));
