@@ -195,25 +195,10 @@ impl HashMemo {
     }
 }
 
-/// Appends `value` in decimal (without the formatting machinery).
+/// Appends `value` in decimal (the SBE decimal's printer at exponent 0, without the formatting
+/// machinery).
 pub fn push_int(out: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        out.push('-');
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    Decimal::new(value, 0).push_to(out);
 }
 
 #[cfg(test)]
