@@ -575,7 +575,7 @@ impl KinesisConfig {
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             return Err(ConfigError::invalid(
-                "kinesis.spill_path: empty (set kinesis.spill_bytes_max = 0 for no overflow)",
+                "kinesis.spill_path: empty (remove it for the default path; kinesis.spill_bytes_max = 0 turns the overflow off)",
             ));
         }
         if self.spill_path() == self.dead_letter_path {

@@ -7,11 +7,12 @@
 //! time to the dead-letter file. It runs a current-thread tokio runtime of its own; nothing it
 //! does can block a reader (a full ring is the reader's `queue_full` notice). The rings are
 //! drained from the start, also while the start-up stream check runs (into the lanes, bounded
-//! by `kinesis.buffer_bytes_max`, beyond which records wait in the overflow file, [`Spill`]).
+//! by `kinesis.buffer_bytes_max`, beyond which records wait in the overflow file, [`Spill`], if on).
 //!
 //! Memory: the records queued and in flight hold at most `kinesis.buffer_bytes_max` (an
 //! estimate: [`Entry::held_bytes`], [`super::destination::ShardLane::in_flight_bytes`]). Beyond
-//! it, new records wait in the overflow file (`kinesis.spill_path`, first in first out, every
+//! it, with `kinesis.spill_bytes_max` above 0 (off by default: the file is one queue for every
+//! stream), new records wait in the overflow file (`kinesis.spill_path`, first in first out, every
 //! later record behind them so that order holds) and come back as the backlog drains; beyond
 //! `kinesis.spill_bytes_max` they go to the dead-letter file, counted. A Kinesis stall of seconds
 //! therefore costs the process a few MiB, not the stall's worth of records.
